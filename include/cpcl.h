@@ -1,0 +1,261 @@
+/*
+ * cpcl.h -- Context-Parallel Collective Library, public API.
+ *
+ * cpcl gives inference engines the collectives of context parallelism (decode context
+ * parallelism, DCP; prefill context parallelism, PCP) as single fused operations: one call
+ * gathers the queries over the DCP axis, attends to this rank's shard of the paged KV cache,
+ * merges the partial results of every rank exactly (log-sum-exp correction, fp32, rank order)
+ * and leaves each rank with the output of its own heads.
+ *
+ * Conventions (as in NCCL):
+ *  - Every function returns a cpclResult_t; outputs are written only on success.
+ *  - On failure, cpclGetLastError() returns a message naming the argument and its value.
+ *  - "Collective" functions must be called by every rank of the communicator, in the same order,
+ *    with arguments that agree where documented.
+ *  - Host memory (cpclMemHost): calls complete before they return.
+ *    CUDA memory (cpclMemCuda): calls are ordered on the given stream, like NCCL.
+ *  - Shapes are written [outer][...][inner], row-major, contiguous.
+ *
+ * Plain C99; no CUDA or NCCL header is needed to include this file.
+ */
+#ifndef CPCL_H_
+#define CPCL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CPCL_API __attribute__((visibility("default")))
+#else
+#define CPCL_API
+#endif
+
+#define CPCL_MAJOR 0
+#define CPCL_MINOR 1
+#define CPCL_PATCH 0
+#define CPCL_VERSION(X, Y, Z) ((X) * 10000 + (Y) * 100 + (Z))
+#define CPCL_VERSION_CODE CPCL_VERSION(CPCL_MAJOR, CPCL_MINOR, CPCL_PATCH)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Results and errors                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum {
+  cpclSuccess = 0,
+  cpclUnhandledCudaError = 1, /* a CUDA call failed */
+  cpclSystemError = 2,        /* the OS, the network or an allocation failed */
+  cpclInternalError = 3,      /* a bug in cpcl */
+  cpclInvalidArgument = 4,    /* a bad argument: the message names it and its value */
+  cpclInvalidUsage = 5,       /* a valid call in the wrong context: ranks disagree, a broken comm */
+  cpclRemoteError = 6,        /* a peer failed or went away */
+  cpclInProgress = 7,         /* not complete yet */
+  cpclTimeout = 8,            /* a peer did not answer within the configured timeout */
+  cpclUnsupported = 9,        /* not built in, or not available on this machine */
+  cpclNumResults = 10
+} cpclResult_t;
+
+typedef struct cpclComm* cpclComm_t;         /* a communicator: one context-parallel group */
+typedef struct cpclAttnPlan* cpclAttnPlan_t; /* one attention shape on a communicator */
+
+/* A static, human-readable name of a result code. Never NULL. */
+CPCL_API const char* cpclGetErrorString(cpclResult_t result);
+
+/* Detail of the last failure: of `comm` when non-NULL, else of the calling thread's last failed
+ * call (use NULL for failures of cpclCommInitOob and other calls without a communicator).
+ * Returns "" when nothing failed. The string stays valid until the next failing call on the same
+ * communicator or thread. */
+CPCL_API const char* cpclGetLastError(cpclComm_t comm);
+
+/* Library version as CPCL_VERSION_CODE, e.g. 100 for 0.1.0. Not collective. */
+CPCL_API cpclResult_t cpclGetVersion(int* version);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Types                                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum { cpclBfloat16 = 0, cpclFloat16 = 1, cpclFloat32 = 2, cpclNumDataTypes = 3 } cpclDataType_t;
+typedef enum { cpclMemHost = 0, cpclMemCuda = 1, cpclNumMemTypes = 2 } cpclMemType_t;
+
+typedef void* cpclStream_t; /* a cudaStream_t for cpclMemCuda; NULL for host memory */
+
+/* Out-of-band bootstrap, as in UCC: the caller brings a blocking all-gather (MPI_Allgather, a
+ * TCP store, torch.distributed...). allgather() gathers `bytes` bytes from every rank into
+ * recvbuf, rank-major ([nranks][bytes]); returns 0 on success. cpcl calls it only inside
+ * cpclCommInitOob, so ctx need not outlive that call. */
+typedef struct {
+  int (*allgather)(const void* sendbuf, void* recvbuf, size_t bytes, void* ctx);
+  void* ctx;
+  int rank;
+  int nranks;
+} cpclOob_t;
+
+typedef struct {
+  size_t size;           /* sizeof(cpclConfig_t); set by CPCL_CONFIG_INITIALIZER */
+  int dcpSize;           /* ranks on the DCP axis; must divide nranks; 0 = all ranks */
+  int kvInterleave;      /* tokens per interleave run (I); 0 = 1 */
+  cpclMemType_t memType; /* where tensors live */
+  const char* transport; /* "ucx", "nccl", "ipc", "self" or NULL for automatic (CPCL_TRANSPORT) */
+  int timeoutMs;         /* longest wait on a peer before cpclTimeout; 0 = CPCL_TIMEOUT_MS */
+} cpclConfig_t;
+
+#define CPCL_CONFIG_INITIALIZER \
+  { sizeof(cpclConfig_t), 0, 0, cpclMemHost, NULL, 0 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Communicators                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Creates a communicator of oob->nranks ranks (W = pcp x dcp; rank = pcpRank * dcp + dcpRank).
+ * Collective over the OOB group. Every rank must pass the same config (dcpSize, kvInterleave,
+ * memType, transport) and library version; a disagreement gives cpclInvalidUsage on every rank
+ * with a message naming the field and the differing values. A bad field gives
+ * cpclInvalidArgument naming it. config may be NULL (all defaults).
+ * Errors: cpclInvalidArgument, cpclInvalidUsage, cpclSystemError (OOB or transport failure),
+ * cpclUnsupported (transport not built in), cpclTimeout. */
+CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* comm, const cpclOob_t* oob, const cpclConfig_t* config);
+
+/* Frees the communicator. Not collective; plans created on it must be destroyed first. */
+CPCL_API cpclResult_t cpclCommDestroy(cpclComm_t comm);
+
+/* Unblocks any call waiting on a peer (it returns cpclRemoteError), marks the communicator
+ * failed, and frees it. May be called from another thread while a call is blocked; in that
+ * case the resources are freed once the blocked call has returned. */
+CPCL_API cpclResult_t cpclCommAbort(cpclComm_t comm);
+
+CPCL_API cpclResult_t cpclCommRank(cpclComm_t comm, int* rank);
+CPCL_API cpclResult_t cpclCommSize(cpclComm_t comm, int* size);
+/* The two axes of the context-parallel group. Any output pointer may be NULL. */
+CPCL_API cpclResult_t cpclCommAxes(cpclComm_t comm, int* dcpSize, int* dcpRank, int* pcpSize, int* pcpRank);
+/* cpclSuccess while the communicator is healthy; else the communication error that broke it
+ * (cpclTimeout, cpclRemoteError, ...). After such an error every operation on the communicator
+ * returns cpclInvalidUsage until it is destroyed. */
+CPCL_API cpclResult_t cpclCommGetAsyncError(cpclComm_t comm, cpclResult_t* asyncError);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Attention plans                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+  size_t size;           /* sizeof(cpclAttnDesc_t); set by CPCL_ATTN_DESC_INITIALIZER */
+  int numQoHeads;        /* H: query/output heads held by this rank */
+  int numKvHeads;        /* Hkv: KV heads held by this rank (1 for MLA) */
+  int headDimQk;         /* 128 (GQA) or 576 (MLA); a multiple of 8 */
+  int headDimVo;         /* 128 (GQA) or 512 (MLA); a multiple of 8 */
+  int pageSize;          /* tokens per KV page; a multiple of kvInterleave */
+  float smScale;         /* softmax scale, finite and > 0 */
+  cpclDataType_t qType;  /* dtype of q, out and partial outputs */
+  cpclDataType_t kvType; /* dtype of the KV cache */
+  int latentKv;          /* 1: MLA, V is the first headDimVo elements of each K row; vCache NULL */
+  int lseBase2;          /* 1: every LSE read or written is base 2 */
+} cpclAttnDesc_t;
+
+#define CPCL_ATTN_DESC_INITIALIZER \
+  { sizeof(cpclAttnDesc_t), 0, 0, 128, 128, 16, 0.0f, cpclBfloat16, cpclBfloat16, 0, 0 }
+
+/* One decode step's batch. Pointers in the plan's memType memory (device memory for CUDA). */
+typedef struct {
+  int numSeqs;
+  int numTokens;             /* query rows; == numSeqs when queryStart is NULL */
+  const int32_t* queryStart; /* [numSeqs+1] row offsets, or NULL: one row per sequence */
+  const int32_t* seqLens;    /* [numSeqs] global KV length, this step's tokens included */
+  const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] local page ids */
+  int maxPagesPerSeq;
+} cpclBatch_t;
+/* Query row j of sequence s (rows queryStart[s]..queryStart[s+1]-1, n of them) sits at global
+ * position seqLens[s] - n + j and attends to global positions <= its own (causal). On rank r it
+ * sees the local prefix of length cpclKvLocalLen(position + 1, W, r, I). */
+
+/* Creates a plan for one attention shape on comm: validates desc, checks that every rank passed
+ * the same desc and maxTokens (cpclInvalidUsage naming the field otherwise), and allocates and
+ * registers every workspace, so the per-step calls below allocate nothing.
+ * Collective. Rules (cpclInvalidArgument with the rule and the value otherwise):
+ *  - GQA: G = dcpSize * numQoHeads / numKvHeads must be a whole number; gathered head g reads
+ *    local KV head g / G.
+ *  - MLA (latentKv = 1): numKvHeads == 1 and headDimVo <= headDimQk.
+ *  - pageSize % kvInterleave == 0 (a page never splits an interleave run).
+ * maxTokens: the most query rows any per-step call will pass (numTokens <= maxTokens). */
+CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* plan, cpclComm_t comm,
+                                         const cpclAttnDesc_t* desc, int maxTokens);
+CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan);
+
+/* Layouts (element type in brackets):
+ *   q       [numTokens][H][headDimQk]                    (qType)
+ *   kCache  [numPages][pageSize][Hkv][headDimQk]          (kvType)
+ *   vCache  [numPages][pageSize][Hkv][headDimVo]          (kvType); NULL when latentKv
+ *   out     [numTokens][H][headDimVo]                     (qType)
+ *   lse     [numTokens][H]                                (fp32), may be NULL
+ * Gathered heads (the DCP axis): g = dcpRank' * H + h, g in [0, dcp * H).
+ *
+ * All three operations below are collective over the whole communicator; every rank passes the
+ * same numSeqs/numTokens/queryStart/seqLens (its own block table and KV shard). */
+
+/* The fused operation: gather queries over the DCP axis, attend to the local KV shard, merge the
+ * partials of all W ranks (fp32, rank order), keep this rank's H heads. PCP ranks (same
+ * dcpRank) end with the same result. lse receives the global LSE of each (token, head).
+ * A row with no key anywhere gets out = 0 and lse = -inf. */
+CPCL_API cpclResult_t cpclAttnDecode(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q,
+                                     const void* kCache, const void* vCache, void* out, float* lse,
+                                     cpclStream_t stream);
+
+/* Gather-query-then-attend: the first half of cpclAttnDecode.
+ *   partialOut [numTokens][dcp*H][headDimVo] (qType), normalised over this rank's keys
+ *   partialLse [numTokens][dcp*H] (fp32); -inf where this rank holds no key for the row */
+CPCL_API cpclResult_t cpclAttnPartial(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q,
+                                      const void* kCache, const void* vCache, void* partialOut,
+                                      float* partialLse, cpclStream_t stream);
+
+/* LSE-correct-then-reduce-scatter (a drop-in for vLLM's cp_lse_ag_out_rs): merges every rank's
+ * partial state for this rank's heads. Inputs as written by cpclAttnPartial; out/lse as in
+ * cpclAttnDecode. A partial whose LSE is -inf contributes nothing, whatever its bytes hold. */
+CPCL_API cpclResult_t cpclAttnCombine(cpclAttnPlan_t plan, int numTokens, const void* partialOut,
+                                      const float* partialLse, void* out, float* lse, cpclStream_t stream);
+
+/* ------------------------------------------------------------------------------------------ */
+/* KV placement                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Number of tokens of a sequence of seqLen tokens held by rank cpRank of cpSize ranks with
+ * interleave runs of `interleave` tokens:
+ *   (L / (W*I)) * I + clamp(L % (W*I) - r*I, 0, I).
+ * Pure function; returns -1 on bad arguments (seqLen < 0, cpSize < 1, cpRank outside
+ * [0, cpSize), interleave < 1). */
+CPCL_API int64_t cpclKvLocalLen(int64_t seqLen, int cpSize, int cpRank, int interleave);
+
+/* Stores this step's new K/V (the batch's query rows are the new tokens) into the local paged
+ * cache; each rank writes only the tokens it owns: global position p is owned by rank
+ * (p / I) % W and lands at local index (p / (W*I)) * I + p % I, page
+ * blockTable[s][local / pageSize], slot local % pageSize.
+ *   kNew [numTokens][Hkv][headDimQk], vNew [numTokens][Hkv][headDimVo] (kvType); vNew and
+ *   vCache are NULL when latentKv. Not collective (purely local). */
+CPCL_API cpclResult_t cpclKvStore(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* kNew,
+                                  const void* vNew, void* kCache, void* vCache, cpclStream_t stream);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Introspection (tools/cpcl_info)                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Build options as one line, e.g. "cuda=no nccl=no ucx=yes hwloc=yes". Static string. */
+CPCL_API const char* cpclGetBuildConfig(void);
+
+/* Transport number `index` (0..): its name, whether it was compiled in and whether it can be
+ * opened on this machine now. cpclInvalidArgument when index is past the last one. */
+CPCL_API cpclResult_t cpclGetTransportInfo(int index, const char** name, int* compiledIn, int* usable);
+
+/* Environment parameter number `index` (0..): its name (CPCL_...), its value as read (after the
+ * environment), its default and a one-line description. cpclInvalidArgument past the last. */
+CPCL_API cpclResult_t cpclGetParamInfo(int index, const char** name, const char** value,
+                                       const char** defaultValue, const char** help);
+
+/* Writes a summary of the machine's topology (NUMA nodes, cores, GPUs, NICs and their local
+ * CPUs) into buf as text. cpclUnsupported when built without hwloc. */
+CPCL_API cpclResult_t cpclGetTopologySummary(char* buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPCL_H_ */

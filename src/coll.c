@@ -1,0 +1,138 @@
+/* coll.c -- bounded waits and the internal collectives (all-gather, all-to-all, barrier).
+ * Direct exchanges with every peer: at the W <= 16 of a context-parallel group that is one
+ * round of latency, which beats a ring's W - 1. */
+#include <string.h>
+#include <time.h>
+
+#include "coll.h"
+#include "core.h"
+
+static inline double nowMs(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static cpclResult_t waitFailed(struct cpclComm* comm, cpclRequest_t* reqs, int n, cpclResult_t err,
+                               const char* what, int peer) {
+  for (int i = 0; i < n; i++)
+    if (reqs[i].active) comm->tp->cancel(comm->tpCtx, &reqs[i]);
+  cpclCommFail(comm, err);
+  if (err == cpclTimeout)
+    return CPCL_ERR(comm, err, "%s: no answer from rank %d within %d ms (timeoutMs / CPCL_TIMEOUT_MS)", what, peer,
+                    comm->timeoutMs);
+  if (atomic_load(&comm->aborted)) return CPCL_ERR(comm, err, "%s: the communicator was aborted", what);
+  return CPCL_ERR(comm, err, "%s: transfer with rank %d failed (%s)", what, peer, cpclGetLastError(NULL));
+}
+
+/* One turn of the wait loop over reqs: progress, test each active request. */
+static cpclResult_t pollOnce(struct cpclComm* comm, cpclRequest_t* reqs, int n, int* remaining, int* completed,
+                             int* failedPeer) {
+  cpclResult_t res = comm->tp->progress(comm->tpCtx);
+  if (res != cpclSuccess) return res;
+  *completed = -1;
+  int left = 0;
+  for (int i = 0; i < n; i++) {
+    if (!reqs[i].active) continue;
+    int done = 0;
+    res = comm->tp->test(comm->tpCtx, &reqs[i], &done);
+    if (res != cpclSuccess) {
+      *failedPeer = reqs[i].peer;
+      return res;
+    }
+    if (done) {
+      reqs[i].active = 0;
+      if (*completed < 0) *completed = i;
+    } else {
+      left++;
+    }
+  }
+  *remaining = left;
+  return cpclSuccess;
+}
+
+static cpclResult_t waitLoop(struct cpclComm* comm, cpclRequest_t* reqs, int n, int any, int* index, const char* what) {
+  double start = -1;
+  for (unsigned spin = 0;; spin++) {
+    int remaining = 0, completed = -1, failedPeer = -1;
+    cpclResult_t res = pollOnce(comm, reqs, n, &remaining, &completed, &failedPeer);
+    if (res != cpclSuccess) return waitFailed(comm, reqs, n, cpclRemoteError, what, failedPeer);
+    if (remaining == 0 || (any && completed >= 0)) {
+      if (index) *index = completed;
+      return cpclSuccess;
+    }
+    if (atomic_load_explicit(&comm->aborted, memory_order_relaxed))
+      return waitFailed(comm, reqs, n, cpclRemoteError, what, -1);
+    if ((spin & 255) == 0) {
+      double t = nowMs();
+      if (start < 0) start = t;
+      else if (t - start > comm->timeoutMs) {
+        int peer = -1;
+        for (int i = 0; i < n && peer < 0; i++)
+          if (reqs[i].active) peer = reqs[i].peer;
+        return waitFailed(comm, reqs, n, cpclTimeout, what, peer);
+      }
+    }
+  }
+}
+
+cpclResult_t cpclWaitAll(struct cpclComm* comm, cpclRequest_t* reqs, int n, const char* what) {
+  return waitLoop(comm, reqs, n, 0, NULL, what);
+}
+
+cpclResult_t cpclWaitAny(struct cpclComm* comm, cpclRequest_t* reqs, int n, int* index, const char* what) {
+  /* a request that completed earlier and was already reported is inactive: skip it */
+  return waitLoop(comm, reqs, n, 1, index, what);
+}
+
+cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, const size_t* sendBytes,
+                           void* const* recvbufs, const size_t* recvBytes) {
+  uint32_t seq = cpclNextSeq(comm);
+  int W = comm->nranks, me = comm->rank, n = 0;
+  cpclRequest_t* reqs = comm->reqs;
+  cpclResult_t res;
+  /* post every receive before any send, so eager messages land in place */
+  for (int k = 1; k < W; k++) {
+    int p = (me + k) % W;
+    if (recvBytes[p] == 0) continue;
+    reqs[n].peer = p;
+    CPCLCHECKGOTO(comm->tp->irecv(comm->tpCtx, p, cpclMakeTag(seq, CPCL_OP_ALLTOALL, 0, p), recvbufs[p],
+                                  recvBytes[p], &reqs[n], NULL),
+                  res, fail);
+    n++;
+  }
+  for (int k = 1; k < W; k++) {
+    int p = (me - k + W) % W;
+    if (sendBytes[p] == 0) continue;
+    reqs[n].peer = p;
+    CPCLCHECKGOTO(comm->tp->isend(comm->tpCtx, p, cpclMakeTag(seq, CPCL_OP_ALLTOALL, 0, me), sendbufs[p],
+                                  sendBytes[p], &reqs[n], NULL),
+                  res, fail);
+    n++;
+  }
+  if (recvbufs[me] != sendbufs[me] && sendBytes[me]) memcpy(recvbufs[me], sendbufs[me], sendBytes[me]);
+  return cpclWaitAll(comm, reqs, n, "all-to-all");
+fail:
+  for (int i = 0; i < n; i++)
+    if (reqs[i].active) comm->tp->cancel(comm->tpCtx, &reqs[i]);
+  cpclCommFail(comm, res);
+  return CPCL_ERR(comm, res, "all-to-all: posting a transfer failed (%s)", cpclGetLastError(NULL));
+}
+
+cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes) {
+  int W = comm->nranks;
+  const void* sends[CPCL_MAX_RANKS];
+  void* recvs[CPCL_MAX_RANKS];
+  size_t sb[CPCL_MAX_RANKS], rb[CPCL_MAX_RANKS];
+  for (int p = 0; p < W; p++) {
+    sends[p] = sendbuf;
+    recvs[p] = (char*)recvbuf + (size_t)p * bytes;
+    sb[p] = rb[p] = bytes;
+  }
+  return cpclAlltoallv(comm, sends, sb, recvs, rb);
+}
+
+cpclResult_t cpclBarrier(struct cpclComm* comm) {
+  char token = 1, all[CPCL_MAX_RANKS];
+  return cpclAllgather(comm, &token, all, 1);
+}

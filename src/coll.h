@@ -1,0 +1,34 @@
+/* coll.h -- internal collectives over the transport ops table (host memory, blocking). The
+ * schedules and plan creation use these; every one carries the comm's sequence number and an
+ * operation tag, and every wait is bounded by the comm's timeout. */
+#ifndef CPCL_COLL_H_
+#define CPCL_COLL_H_
+
+#include <stddef.h>
+
+#include "comm.h"
+
+/* Waits until the n requests complete, driving progress. Bounded by comm->timeoutMs (then
+ * cancels them and returns cpclTimeout) and by cpclCommAbort (cpclRemoteError). A failure
+ * breaks the communicator (cpclCommFail) and names `what` in the message. */
+cpclResult_t cpclWaitAll(struct cpclComm* comm, cpclRequest_t* reqs, int n, const char* what);
+
+/* Waits until any one of the n requests completes; *index is its position. Same bounds. */
+cpclResult_t cpclWaitAny(struct cpclComm* comm, cpclRequest_t* reqs, int n, int* index, const char* what);
+
+/* Rank-major all-gather of `bytes` bytes from every rank: recvbuf [nranks][bytes]. sendbuf may
+ * alias recvbuf + rank * bytes (in place). */
+cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes);
+
+/* All-to-all of variable sizes: rank r sends sendbufs[p] (sendBytes[p] bytes) to every rank p
+ * and receives recvBytes[p] bytes from p into recvbufs[p]. The self block is copied locally
+ * (skipped when the two pointers are the same). */
+cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, const size_t* sendBytes,
+                           void* const* recvbufs, const size_t* recvBytes);
+
+cpclResult_t cpclBarrier(struct cpclComm* comm);
+
+/* The next sequence number: every collective call takes one, on every rank alike. */
+static inline uint32_t cpclNextSeq(struct cpclComm* comm) { return comm->seq++; }
+
+#endif /* CPCL_COLL_H_ */

@@ -1,0 +1,279 @@
+/* comm.c -- communicator creation over the caller's out-of-band all-gather, the agreement check,
+ * the DCP/PCP axes, teardown and abort. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "coll.h"
+#include "comm.h"
+#include "core.h"
+
+#define CPCL_DIGEST_MAGIC 0x4c435043u /* "CPCL" */
+
+cpclResult_t cpclConfigResolve(const cpclConfig_t* config, int nranks, cpclResolvedConfig_t* out, char* msg,
+                               size_t msgLen) {
+  cpclConfig_t defaults = CPCL_CONFIG_INITIALIZER;
+  const cpclConfig_t* c = config ? config : &defaults;
+  msg[0] = 0;
+  if (c->size != sizeof(cpclConfig_t)) {
+    snprintf(msg, msgLen, "config->size is %zu, expected %zu: initialise it with CPCL_CONFIG_INITIALIZER", c->size,
+             sizeof(cpclConfig_t));
+    return cpclInvalidArgument;
+  }
+  if (c->dcpSize < 0 || (c->dcpSize > 0 && nranks % c->dcpSize != 0)) {
+    snprintf(msg, msgLen, "config->dcpSize is %d: it must be 0 (all ranks) or divide the %d ranks", c->dcpSize,
+             nranks);
+    return cpclInvalidArgument;
+  }
+  if (c->kvInterleave < 0) {
+    snprintf(msg, msgLen, "config->kvInterleave is %d: it must be >= 0 (0 means 1)", c->kvInterleave);
+    return cpclInvalidArgument;
+  }
+  if ((int)c->memType < 0 || c->memType >= cpclNumMemTypes) {
+    snprintf(msg, msgLen, "config->memType is %d: use cpclMemHost (0) or cpclMemCuda (1)", (int)c->memType);
+    return cpclInvalidArgument;
+  }
+  if (c->timeoutMs < 0) {
+    snprintf(msg, msgLen, "config->timeoutMs is %d: it must be >= 0 (0 means CPCL_TIMEOUT_MS)", c->timeoutMs);
+    return cpclInvalidArgument;
+  }
+  const char* tp = c->transport;
+  const char* from = "config->transport";
+  if (tp == NULL || tp[0] == 0) {
+    tp = cpclParamString(CPCL_PARAM_TRANSPORT);
+    from = "CPCL_TRANSPORT";
+  }
+  if (tp[0] == 0) {
+    /* automatic: one rank needs nobody; host memory goes over UCX */
+    tp = nranks == 1 ? "self" : c->memType == cpclMemHost ? "ucx" : "nccl";
+    from = "the automatic choice";
+  }
+  const cpclTransportEntry_t* e = cpclTransportFind(tp);
+  if (e == NULL) {
+    snprintf(msg, msgLen, "%s is \"%.32s\": use \"ucx\", \"nccl\", \"ipc\" or \"self\"", from, tp);
+    return cpclInvalidArgument;
+  }
+  if (e->ops == NULL) {
+    snprintf(msg, msgLen, "%s is \"%s\", which this build of cpcl does not include (see cpcl_info)", from, tp);
+    return cpclUnsupported;
+  }
+  if (!(e->ops->memTypes & (1u << c->memType))) {
+    snprintf(msg, msgLen, "%s is \"%s\", which does not move %s memory", from, tp,
+             c->memType == cpclMemHost ? "host" : "CUDA");
+    return cpclInvalidArgument;
+  }
+  if (strcmp(tp, "self") == 0 && nranks != 1) {
+    snprintf(msg, msgLen, "%s is \"self\", which serves one rank, not %d", from, nranks);
+    return cpclInvalidArgument;
+  }
+  out->dcpSize = c->dcpSize ? c->dcpSize : nranks;
+  out->interleave = c->kvInterleave ? c->kvInterleave : 1;
+  out->memType = c->memType;
+  snprintf(out->transport, sizeof(out->transport), "%s", tp);
+  out->timeoutMs = c->timeoutMs ? c->timeoutMs : (int)CPCL_MIN(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 1 << 30);
+  if (out->timeoutMs == 0) out->timeoutMs = CPCL_DEFAULT_TIMEOUT_MS;
+  return cpclSuccess;
+}
+
+cpclResult_t cpclCommDigestCompare(const cpclCommDigest_t* all, int nranks, char* msg, size_t msgLen) {
+  for (int r = 0; r < nranks; r++) {
+    if (all[r].magic != CPCL_DIGEST_MAGIC || all[r].rank != r || all[r].nranks != nranks) {
+      snprintf(msg, msgLen,
+               "the out-of-band all-gather is inconsistent: slot %d holds rank %d of %d ranks (expected rank %d of %d)",
+               r, all[r].rank, all[r].nranks, r, nranks);
+      return cpclInvalidUsage;
+    }
+  }
+  for (int r = 0; r < nranks; r++) {
+    if (!all[r].configValid) {
+      snprintf(msg, msgLen, "rank %d passed an invalid config (its own error names the field)", r);
+      return cpclInvalidUsage;
+    }
+  }
+#define CPCL_DIGEST_FIELD(field, what)                                                                      \
+  for (int r = 1; r < nranks; r++)                                                                          \
+    if (all[r].field != all[0].field) {                                                                     \
+      snprintf(msg, msgLen, "ranks disagree on %s: rank 0 has %d, rank %d has %d", what, (int)all[0].field, r, \
+               (int)all[r].field);                                                                          \
+      return cpclInvalidUsage;                                                                              \
+    }
+  CPCL_DIGEST_FIELD(version, "the cpcl version")
+  CPCL_DIGEST_FIELD(dcpSize, "dcpSize")
+  CPCL_DIGEST_FIELD(interleave, "kvInterleave")
+  CPCL_DIGEST_FIELD(memType, "memType")
+#undef CPCL_DIGEST_FIELD
+  for (int r = 1; r < nranks; r++)
+    if (strncmp(all[r].transport, all[0].transport, sizeof(all[0].transport)) != 0) {
+      snprintf(msg, msgLen, "ranks disagree on the transport: rank 0 has \"%.16s\", rank %d has \"%.16s\"",
+               all[0].transport, r, all[r].transport);
+      return cpclInvalidUsage;
+    }
+  return cpclSuccess;
+}
+
+static void commFree(struct cpclComm* comm) {
+  if (comm->tp && comm->tpCtx) comm->tp->fini(comm->tpCtx);
+  free(comm->reqs);
+  free(comm);
+}
+
+CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* commOut, const cpclOob_t* oob, const cpclConfig_t* config) {
+  if (commOut == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
+  if (oob == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "oob is NULL");
+  if (oob->allgather == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "oob->allgather is NULL");
+  if (oob->nranks < 1 || oob->nranks > CPCL_MAX_RANKS)
+    return CPCL_ERR(NULL, cpclInvalidArgument, "oob->nranks is %d: it must be in [1, %d]", oob->nranks,
+                    CPCL_MAX_RANKS);
+  if (oob->rank < 0 || oob->rank >= oob->nranks)
+    return CPCL_ERR(NULL, cpclInvalidArgument, "oob->rank is %d: it must be in [0, %d)", oob->rank, oob->nranks);
+
+  /* Validate locally, but exchange the digest whatever the outcome: a rank that returned early
+   * would leave the others blocked in the all-gather. */
+  char msg[512];
+  cpclResolvedConfig_t rc;
+  memset(&rc, 0, sizeof(rc));
+  cpclResult_t own = cpclConfigResolve(config, oob->nranks, &rc, msg, sizeof(msg));
+
+  cpclCommDigest_t mine;
+  memset(&mine, 0, sizeof(mine));
+  mine.magic = CPCL_DIGEST_MAGIC;
+  mine.version = CPCL_VERSION_CODE;
+  mine.nranks = oob->nranks;
+  mine.rank = oob->rank;
+  mine.configValid = own == cpclSuccess;
+  mine.dcpSize = rc.dcpSize;
+  mine.interleave = rc.interleave;
+  mine.memType = rc.memType;
+  memcpy(mine.transport, rc.transport, sizeof(mine.transport));
+
+  cpclCommDigest_t* all = calloc((size_t)oob->nranks, sizeof(*all));
+  if (all == NULL) return CPCL_ERR(NULL, cpclSystemError, "allocation of the init digests failed");
+  if (oob->allgather(&mine, all, sizeof(mine), oob->ctx) != 0) {
+    free(all);
+    return CPCL_ERR(NULL, cpclSystemError, "the out-of-band all-gather (oob->allgather) returned an error");
+  }
+  if (own != cpclSuccess) {
+    free(all);
+    return CPCL_ERR(NULL, own, "%s", msg);
+  }
+  cpclResult_t agree = cpclCommDigestCompare(all, oob->nranks, msg, sizeof(msg));
+  free(all);
+  if (agree != cpclSuccess) return CPCL_ERR(NULL, agree, "%s", msg);
+
+  struct cpclComm* comm = calloc(1, sizeof(*comm));
+  if (comm == NULL) return CPCL_ERR(NULL, cpclSystemError, "allocation of the communicator failed");
+  comm->rank = oob->rank;
+  comm->nranks = oob->nranks;
+  comm->dcpSize = rc.dcpSize;
+  comm->dcpRank = comm->rank % rc.dcpSize;
+  comm->pcpSize = comm->nranks / rc.dcpSize;
+  comm->pcpRank = comm->rank / rc.dcpSize;
+  comm->interleave = rc.interleave;
+  comm->memType = rc.memType;
+  comm->timeoutMs = rc.timeoutMs;
+  memcpy(comm->transportName, rc.transport, sizeof(comm->transportName));
+  comm->tp = cpclTransportFind(rc.transport)->ops;
+  atomic_init(&comm->asyncError, cpclSuccess);
+  atomic_init(&comm->aborted, 0);
+  atomic_init(&comm->busy, 0);
+  cpclResult_t res = cpclSuccess;
+  CPCLCHECKGOTO(cpclCalloc(comm, &comm->reqs, 4 * (size_t)comm->nranks, sizeof(cpclRequest_t), "request slots"), res,
+                fail);
+  CPCLCHECKGOTO(comm->tp->init(comm, oob, &comm->tpCtx), res, fail);
+  /* Wire-up check: a barrier over the new endpoints proves every pair can talk, and keeps any
+   * rank from tearing its endpoints down before its peers have connected to them. */
+  if (comm->nranks > 1) CPCLCHECKGOTO(cpclBarrier(comm), res, fail);
+  INFO(CPCL_INIT, "comm %p rank %d/%d dcp %d/%d pcp %d/%d interleave %d transport %s timeout %d ms", (void*)comm,
+       comm->rank, comm->nranks, comm->dcpRank, comm->dcpSize, comm->pcpRank, comm->pcpSize, comm->interleave,
+       comm->transportName, comm->timeoutMs);
+  *commOut = comm;
+  return cpclSuccess;
+fail:
+  /* keep the transport's message: it is the thread's last error already */
+  commFree(comm);
+  return res;
+}
+
+cpclResult_t cpclCommEnter(struct cpclComm* comm, const char* func) {
+  atomic_fetch_add(&comm->busy, 1);
+  if (atomic_load(&comm->aborted)) {
+    atomic_fetch_sub(&comm->busy, 1);
+    return CPCL_ERR(comm, cpclInvalidUsage, "%s: the communicator was aborted", func);
+  }
+  int err = atomic_load(&comm->asyncError);
+  if (err != cpclSuccess) {
+    atomic_fetch_sub(&comm->busy, 1);
+    return CPCL_ERR(comm, cpclInvalidUsage, "%s: the communicator is broken by an earlier %s; destroy it", func,
+                    cpclGetErrorString((cpclResult_t)err));
+  }
+  return cpclSuccess;
+}
+
+void cpclCommLeave(struct cpclComm* comm) { atomic_fetch_sub(&comm->busy, 1); }
+
+cpclResult_t cpclCommFail(struct cpclComm* comm, cpclResult_t err) {
+  int expected = cpclSuccess;
+  atomic_compare_exchange_strong(&comm->asyncError, &expected, (int)err);
+  return err;
+}
+
+CPCL_API cpclResult_t cpclCommDestroy(cpclComm_t comm) {
+  if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
+  if (comm->numPlans > 0)
+    return CPCL_ERR(comm, cpclInvalidUsage, "cpclCommDestroy: %d plan(s) still use this communicator; destroy them first",
+                    comm->numPlans);
+  if (atomic_load(&comm->busy) > 0)
+    return CPCL_ERR(comm, cpclInvalidUsage, "cpclCommDestroy: a call on this communicator is in progress; use cpclCommAbort");
+  INFO(CPCL_INIT, "comm %p rank %d destroyed", (void*)comm, comm->rank);
+  commFree(comm);
+  return cpclSuccess;
+}
+
+CPCL_API cpclResult_t cpclCommAbort(cpclComm_t comm) {
+  if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
+  atomic_store(&comm->aborted, 1);
+  cpclCommFail(comm, cpclRemoteError);
+  /* a blocked call sees the flag within one turn of its wait loop and returns */
+  struct timespec ts = {0, 100000};
+  while (atomic_load(&comm->busy) > 0) nanosleep(&ts, NULL);
+  INFO(CPCL_INIT, "comm %p rank %d aborted", (void*)comm, comm->rank);
+  commFree(comm);
+  return cpclSuccess;
+}
+
+CPCL_API cpclResult_t cpclCommRank(cpclComm_t comm, int* rank) {
+  if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
+  if (rank == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "rank is NULL");
+  *rank = comm->rank;
+  return cpclSuccess;
+}
+
+CPCL_API cpclResult_t cpclCommSize(cpclComm_t comm, int* size) {
+  if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
+  if (size == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "size is NULL");
+  *size = comm->nranks;
+  return cpclSuccess;
+}
+
+CPCL_API cpclResult_t cpclCommAxes(cpclComm_t comm, int* dcpSize, int* dcpRank, int* pcpSize, int* pcpRank) {
+  if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
+  if (dcpSize) *dcpSize = comm->dcpSize;
+  if (dcpRank) *dcpRank = comm->dcpRank;
+  if (pcpSize) *pcpSize = comm->pcpSize;
+  if (pcpRank) *pcpRank = comm->pcpRank;
+  return cpclSuccess;
+}
+
+CPCL_API cpclResult_t cpclCommGetAsyncError(cpclComm_t comm, cpclResult_t* asyncError) {
+  if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
+  if (asyncError == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "asyncError is NULL");
+  *asyncError = (cpclResult_t)atomic_load(&comm->asyncError);
+  return cpclSuccess;
+}
+
+CPCL_API cpclResult_t cpclGetVersion(int* version) {
+  if (version == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "version is NULL");
+  *version = CPCL_VERSION_CODE;
+  return cpclSuccess;
+}

@@ -1,0 +1,86 @@
+/* comm.h -- the communicator: one context-parallel group of W = pcp x dcp ranks. */
+#ifndef CPCL_COMM_H_
+#define CPCL_COMM_H_
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "cpcl.h"
+#include "transport.h"
+
+#define CPCL_MAX_RANKS 1024
+
+/* Operation tags carried in every message (transport.h tag layout), so that ranks that issue
+ * different operations never match each other's messages. */
+typedef enum {
+  CPCL_OP_BOOTSTRAP = 1,
+  CPCL_OP_ALLGATHER = 2,
+  CPCL_OP_ALLTOALL = 3,
+  CPCL_OP_BARRIER = 4,
+  CPCL_OP_DECODE = 5,
+  CPCL_OP_PARTIAL = 6,
+  CPCL_OP_COMBINE = 7,
+} cpclOpTag_t;
+
+struct cpclComm {
+  int rank, nranks;
+  int dcpSize, dcpRank, pcpSize, pcpRank;
+  int interleave;
+  cpclMemType_t memType;
+  int timeoutMs;
+  char transportName[16];
+  const cpclTransportOps_t* tp;
+  void* tpCtx;
+
+  uint32_t seq;          /* sequence number of the next collective, the same on every rank */
+  cpclRequest_t* reqs;   /* [4 * nranks] request slots for the blocking collectives */
+  int numPlans;          /* plans still alive on this comm */
+
+  atomic_int asyncError; /* cpclSuccess, or the communication error that broke the comm */
+  atomic_int aborted;    /* set by cpclCommAbort, possibly from another thread */
+  atomic_int busy;       /* calls in progress */
+
+  char lastError[1024];
+};
+
+/* Entry and exit of every operation: refuses a broken or aborted communicator. */
+cpclResult_t cpclCommEnter(struct cpclComm* comm, const char* func);
+void cpclCommLeave(struct cpclComm* comm);
+/* Marks the communicator broken by a communication failure (first error wins). */
+cpclResult_t cpclCommFail(struct cpclComm* comm, cpclResult_t err);
+
+/* The digest ranks exchange at init so that a disagreement is an error, never a hang. */
+typedef struct {
+  uint32_t magic;
+  int32_t version;
+  int32_t nranks;
+  int32_t rank;
+  int32_t configValid; /* 0 when this rank's own config was invalid */
+  int32_t dcpSize;
+  int32_t interleave;
+  int32_t memType;
+  char transport[16];
+} cpclCommDigest_t;
+
+/* Compares digests of nranks ranks; on disagreement writes a message naming the first field
+ * that differs and the values, and returns cpclInvalidUsage. */
+cpclResult_t cpclCommDigestCompare(const cpclCommDigest_t* all, int nranks, char* msg, size_t msgLen);
+
+
+/* A config after validation and defaults: what the ranks must agree on. */
+typedef struct {
+  int dcpSize;
+  int interleave;
+  cpclMemType_t memType;
+  char transport[16];
+  int timeoutMs;
+} cpclResolvedConfig_t;
+
+/* Validates config (NULL = defaults) for nranks ranks and fills in defaults, the transport
+ * included (config, then CPCL_TRANSPORT, then automatic). On a bad field writes a message
+ * naming it and its value and returns cpclInvalidArgument (cpclUnsupported for a transport not
+ * built in). Touches no communicator. */
+cpclResult_t cpclConfigResolve(const cpclConfig_t* config, int nranks, cpclResolvedConfig_t* out, char* msg,
+                               size_t msgLen);
+
+#endif /* CPCL_COMM_H_ */

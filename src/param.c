@@ -1,0 +1,92 @@
+/* param.c -- the CPCL_* environment parameters: one table (so cpcl_info can list them all),
+ * each value read once and cached. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+typedef struct {
+  const char* name;
+  const char* defaultValue;
+  const char* help;
+  int isInt;
+} cpclParamDef_t;
+
+static const cpclParamDef_t paramDefs[CPCL_PARAM_NUM] = {
+    [CPCL_PARAM_DEBUG] = {"CPCL_DEBUG", "", "log level: WARN, INFO or TRACE (empty: silent)", 0},
+    [CPCL_PARAM_DEBUG_SUBSYS] = {"CPCL_DEBUG_SUBSYS", "ALL",
+                                 "subsystems to log: INIT,COMM,NET,PLAN,SCHED,TOPO or ALL; ^X for all but X", 0},
+    [CPCL_PARAM_DEBUG_FILE] = {"CPCL_DEBUG_FILE", "", "log to this file (%h host, %p pid) instead of stderr", 0},
+    [CPCL_PARAM_ALGO] = {"CPCL_ALGO", "", "force a schedule: agrs, a2a, pipelined or fused (empty: automatic)", 0},
+    [CPCL_PARAM_TRANSPORT] = {"CPCL_TRANSPORT", "", "transport when the config names none: ucx, nccl, ipc, self", 0},
+    [CPCL_PARAM_TIMEOUT_MS] = {"CPCL_TIMEOUT_MS", "60000", "longest wait on a peer (ms) when the config sets 0", 1},
+};
+
+static pthread_mutex_t paramLock = PTHREAD_MUTEX_INITIALIZER;
+static int paramLoaded[CPCL_PARAM_NUM];
+static char paramValue[CPCL_PARAM_NUM][256];
+static int64_t paramInt[CPCL_PARAM_NUM];
+
+int cpclParseInt64(const char* s, int64_t* out) {
+  if (s == NULL || *s == 0) return -1;
+  char* end = NULL;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno != 0 || end == s) return -1;
+  while (*end == ' ' || *end == '\t' || *end == '\n') end++;
+  if (*end != 0) return -1;
+  *out = (int64_t)v;
+  return 0;
+}
+
+static void paramLoad(cpclParamId_t id) {
+  const cpclParamDef_t* d = &paramDefs[id];
+  const char* env = getenv(d->name);
+  snprintf(paramValue[id], sizeof(paramValue[id]), "%s", env ? env : d->defaultValue);
+  if (d->isInt) {
+    int64_t v = 0;
+    if (cpclParseInt64(paramValue[id], &v) != 0 || v < 0) {
+      /* not cpclLog: logging reads parameters itself */
+      fprintf(stderr, "CPCL WARN %s=\"%s\" is not a non-negative integer; using the default %s\n", d->name,
+              paramValue[id], d->defaultValue);
+      snprintf(paramValue[id], sizeof(paramValue[id]), "%s", d->defaultValue);
+      cpclParseInt64(d->defaultValue, &v);
+    }
+    paramInt[id] = v;
+  }
+  paramLoaded[id] = 1;
+}
+
+const char* cpclParamString(cpclParamId_t id) {
+  pthread_mutex_lock(&paramLock);
+  if (!paramLoaded[id]) paramLoad(id);
+  pthread_mutex_unlock(&paramLock);
+  return paramValue[id];
+}
+
+int64_t cpclParamInt(cpclParamId_t id) {
+  pthread_mutex_lock(&paramLock);
+  if (!paramLoaded[id]) paramLoad(id);
+  int64_t v = paramInt[id];
+  pthread_mutex_unlock(&paramLock);
+  return v;
+}
+
+void cpclParamReset(void) {
+  pthread_mutex_lock(&paramLock);
+  memset(paramLoaded, 0, sizeof(paramLoaded));
+  pthread_mutex_unlock(&paramLock);
+}
+
+CPCL_API cpclResult_t cpclGetParamInfo(int index, const char** name, const char** value, const char** defaultValue,
+                                       const char** help) {
+  if (index < 0 || index >= CPCL_PARAM_NUM)
+    return CPCL_ERR(NULL, cpclInvalidArgument, "index %d is not a parameter (0..%d)", index, CPCL_PARAM_NUM - 1);
+  if (name) *name = paramDefs[index].name;
+  if (value) *value = cpclParamString((cpclParamId_t)index);
+  if (defaultValue) *defaultValue = paramDefs[index].defaultValue;
+  if (help) *help = paramDefs[index].help;
+  return cpclSuccess;
+}

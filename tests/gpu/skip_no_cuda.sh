@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "SKIP: cpcl was built without CUDA (meson option cuda); the gpu suite needs nvcc and a GPU"
+exit 77

@@ -1,0 +1,128 @@
+/* mpi: communicator creation, the DCP/PCP axes, disagreement and bad-config paths, and the
+ * internal collectives (all-gather, variable all-to-all, barrier). Run under mpirun -np 1..4. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "coll.h"
+#include "comm.h"
+#include "mpi_check.h"
+#include "mpi_oob.h"
+
+static MPI_Comm world = MPI_COMM_WORLD;
+static int rank, W;
+
+static void test_create(int dcp) {
+  cpclOob_t oob;
+  cpclMpiOob(&oob, &world);
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.dcpSize = dcp;
+  cfg.kvInterleave = 3;
+  cpclComm_t comm = NULL;
+  CPCL_OK(cpclCommInitOob(&comm, &oob, &cfg));
+  int r, n, ds, dr, ps, pr;
+  CPCL_OK(cpclCommRank(comm, &r));
+  CPCL_OK(cpclCommSize(comm, &n));
+  CPCL_OK(cpclCommAxes(comm, &ds, &dr, &ps, &pr));
+  int d = dcp ? dcp : W;
+  EXPECT(r == rank && n == W);
+  EXPECT(ds == d && dr == rank % d && ps == W / d && pr == rank / d);
+  EXPECT(pr * ds + dr == rank);
+  cpclResult_t async = cpclInternalError;
+  CPCL_OK(cpclCommGetAsyncError(comm, &async));
+  EXPECT(async == cpclSuccess);
+  CPCL_OK(cpclCommDestroy(comm));
+}
+
+static void test_disagree(void) {
+  if (W < 2) return;
+  cpclOob_t oob;
+  cpclMpiOob(&oob, &world);
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.kvInterleave = rank == W - 1 ? 16 : 1;
+  cpclComm_t comm = NULL;
+  EXPECT_RES(cpclCommInitOob(&comm, &oob, &cfg), cpclInvalidUsage);
+  EXPECT(comm == NULL);
+  char want[128];
+  snprintf(want, sizeof(want), "ranks disagree on kvInterleave: rank 0 has 1, rank %d has 16", W - 1);
+  EXPECT(strstr(cpclGetLastError(NULL), want) != NULL);
+}
+
+static void test_bad_field(void) {
+  cpclOob_t oob;
+  cpclMpiOob(&oob, &world);
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  if (rank == 0) cfg.timeoutMs = -1;
+  cpclComm_t comm = NULL;
+  if (rank == 0) {
+    EXPECT_RES(cpclCommInitOob(&comm, &oob, &cfg), cpclInvalidArgument);
+    EXPECT(strstr(cpclGetLastError(NULL), "config->timeoutMs is -1") != NULL);
+  } else {
+    EXPECT_RES(cpclCommInitOob(&comm, &oob, &cfg), cpclInvalidUsage);
+    EXPECT(strstr(cpclGetLastError(NULL), "rank 0 passed an invalid config") != NULL);
+  }
+  EXPECT(comm == NULL);
+}
+
+static void test_collectives(void) {
+  cpclOob_t oob;
+  cpclMpiOob(&oob, &world);
+  cpclComm_t comm = NULL;
+  CPCL_OK(cpclCommInitOob(&comm, &oob, NULL));
+  /* all-gather, several sizes including 0 and one past an eager threshold */
+  size_t sizes[] = {0, 1, 7, 4096, 300000};
+  for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+    size_t b = sizes[si];
+    unsigned char* s = malloc(b + 1);
+    unsigned char* r = malloc(b * W + 1);
+    for (size_t i = 0; i < b; i++) s[i] = (unsigned char)(rank * 31 + i * 7);
+    memset(r, 0xee, b * W);
+    CPCL_OK(cpclAllgather(comm, s, r, b));
+    for (int p = 0; p < W; p++)
+      for (size_t i = 0; i < b; i++) EXPECT(r[p * b + i] == (unsigned char)(p * 31 + i * 7));
+    free(s);
+    free(r);
+  }
+  /* in place */
+  int* g = malloc(sizeof(int) * W);
+  g[rank] = 1000 + rank;
+  CPCL_OK(cpclAllgather(comm, &g[rank], g, sizeof(int)));
+  for (int p = 0; p < W; p++) EXPECT(g[p] == 1000 + p);
+  free(g);
+  /* variable all-to-all: rank r sends (r + 2p) % 5 * 100 ints to p, some of them 0 */
+  const void* sends[16];
+  void* recvs[16];
+  size_t sb[16], rb[16];
+  for (int p = 0; p < W; p++) {
+    size_t ns = (size_t)((rank + 2 * p) % 5) * 100, nr = (size_t)((p + 2 * rank) % 5) * 100;
+    int* sp = malloc(ns * sizeof(int) + 4);
+    for (size_t i = 0; i < ns; i++) sp[i] = rank * 1000000 + p * 1000 + (int)i;
+    sends[p] = sp;
+    sb[p] = ns * sizeof(int);
+    recvs[p] = malloc(nr * sizeof(int) + 4);
+    rb[p] = nr * sizeof(int);
+  }
+  CPCL_OK(cpclAlltoallv(comm, sends, sb, recvs, rb));
+  for (int p = 0; p < W; p++) {
+    const int* rp = recvs[p];
+    for (size_t i = 0; i < rb[p] / sizeof(int); i++) EXPECT(rp[i] == p * 1000000 + rank * 1000 + (int)i);
+    free((void*)sends[p]);
+    free(recvs[p]);
+  }
+  for (int i = 0; i < 10; i++) CPCL_OK(cpclBarrier(comm));
+  CPCL_OK(cpclCommDestroy(comm));
+}
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(world, &rank);
+  MPI_Comm_size(world, &W);
+  test_create(0);
+  for (int d = 1; d <= W; d++)
+    if (W % d == 0) test_create(d);
+  test_disagree();
+  test_bad_field();
+  test_collectives();
+  if (rank == 0) printf("test_comm: %d ranks passed\n", W);
+  MPI_Finalize();
+  return 0;
+}
