@@ -1,0 +1,138 @@
+/*
+ * attn_host.c -- prefix attention with LSE over a paged local KV shard: the C reference of the
+ * CUDA kernel, and the CPU backend's kernel.
+ *
+ * For each (sequence s, KV head kh) the query rows of s and the gathered heads of kh's GQA group
+ * form "units" (row, head). Units are processed together, up to UNITS at a time, in one pass
+ * over the local keys in blocks of BK: each K/V block is converted to fp32 once and used by every
+ * unit whose prefix reaches it. Online softmax in base 2 (q pre-scaled by smScale * log2 e):
+ *
+ *   s_k = (q . k_k) * smScale * log2 e
+ *   m'  = max(m, max_k s_k);  l' = l * 2^(m - m') + sum_k 2^(s_k - m')
+ *   acc'= acc * 2^(m - m') + sum_k 2^(s_k - m') v_k
+ *   out = acc / l,  lse_2 = m + log2 l  (natural: lse_2 * ln 2)
+ *
+ * Row j of n rows of s sits at global position p = seqLens[s] - n + j and sees local prefix
+ * localLen(cpRank, p + 1): no mask, every row's keys are a prefix of the shard.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "kernels.h"
+#include "kv_layout.h"
+
+#define BK 32    /* keys per block */
+#define UNITS 64 /* (row, head) units per pass */
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+size_t cpclHostAttnWorkspaceBytes(int headDimQk, int headDimVo) {
+  size_t floats = (size_t)BK * (headDimQk + headDimVo) + (size_t)UNITS * (headDimQk + headDimVo + 2) + BK;
+  return floats * sizeof(float) + UNITS * sizeof(int64_t) + 64;
+}
+
+static inline float dot(const float* restrict a, const float* restrict b, int n) {
+  /* eight independent sums so the compiler vectorises without reassociating */
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) s[k] += a[i + k] * b[i + k];
+  for (; i < n; i++) s[0] += a[i] * b[i];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+void cpclHostAttn(const cpclAttnParams_t* p) {
+  const int Dqk = p->headDimQk, Dv = p->headDimVo, Hkv = p->numKvHeads, G = p->groupSize;
+  const int Hb = p->headsPerBlock, ps = p->pageSize;
+  const float qscale = p->smScale * LOG2E;
+  float* kf = (float*)p->workspace;             /* [BK][Dqk] */
+  float* vf = kf + (size_t)BK * Dqk;            /* [BK][Dv] (unused when latent) */
+  float* qf = vf + (size_t)BK * Dv;             /* [UNITS][Dqk] */
+  float* acc = qf + (size_t)UNITS * Dqk;        /* [UNITS][Dv] */
+  float* m = acc + (size_t)UNITS * Dv;          /* [UNITS] */
+  float* l = m + UNITS;                         /* [UNITS] */
+  float* sc = l + UNITS;                        /* [BK] */
+  int64_t* len = (int64_t*)(((uintptr_t)(sc + BK) + 7) & ~(uintptr_t)7); /* [UNITS] */
+  const float* vrow = p->latentKv ? kf : vf;    /* MLA: V is the first Dv of each K row */
+  const int vstride = p->latentKv ? Dqk : Dv;
+  const int headEnd = p->headBegin + p->numHeads;
+
+  for (int s = 0; s < p->numSeqs; s++) {
+    const int r0 = p->queryStart ? p->queryStart[s] : s;
+    const int n = (p->queryStart ? p->queryStart[s + 1] : s + 1) - r0;
+    const int64_t L = p->seqLens[s];
+    const int32_t* bt = p->blockTable + (int64_t)s * p->maxPagesPerSeq;
+    if (n <= 0) continue;
+    for (int kh = p->headBegin / G; kh <= (headEnd - 1) / G; kh++) {
+      const int gBegin = kh * G > p->headBegin ? kh * G : p->headBegin;
+      const int gEnd = (kh + 1) * G < headEnd ? (kh + 1) * G : headEnd;
+      const int nh = gEnd - gBegin, total = n * nh;
+      for (int c0 = 0; c0 < total; c0 += UNITS) {
+        const int nu = total - c0 < UNITS ? total - c0 : UNITS;
+        int64_t maxLen = 0;
+        for (int u = 0; u < nu; u++) {
+          const int j = (c0 + u) / nh, g = gBegin + (c0 + u) % nh, t = r0 + j;
+          const int64_t pos = L - n + j;
+          len[u] = pos < 0 ? 0 : cpclKvLocalLenOf(pos + 1, p->cpSize, p->cpRank, p->interleave);
+          if (len[u] > maxLen) maxLen = len[u];
+          cpclLoadRow(qf + (size_t)u * Dqk, p->q, (g / Hb) * p->qBlockStride + t * p->qTokenStride + (int64_t)(g % Hb) * Dqk,
+                      Dqk, p->qType);
+          for (int d = 0; d < Dqk; d++) qf[(size_t)u * Dqk + d] *= qscale;
+          m[u] = -INFINITY;
+          l[u] = 0.f;
+          memset(acc + (size_t)u * Dv, 0, (size_t)Dv * sizeof(float));
+        }
+        for (int64_t i0 = 0; i0 < maxLen; i0 += BK) {
+          const int nk = maxLen - i0 < BK ? (int)(maxLen - i0) : BK;
+          for (int k = 0; k < nk; k++) {
+            const int64_t i = i0 + k;
+            const int64_t slot = (int64_t)bt[i / ps] * ps + i % ps;
+            cpclLoadRow(kf + (size_t)k * Dqk, p->kCache, (slot * Hkv + kh) * Dqk, Dqk, p->kvType);
+            if (!p->latentKv) cpclLoadRow(vf + (size_t)k * Dv, p->vCache, (slot * Hkv + kh) * Dv, Dv, p->kvType);
+          }
+          for (int u = 0; u < nu; u++) {
+            const int nku = len[u] - i0 < nk ? (int)(len[u] - i0) : nk;
+            if (nku <= 0) continue;
+            const float* qu = qf + (size_t)u * Dqk;
+            float mb = -INFINITY;
+            for (int k = 0; k < nku; k++) {
+              sc[k] = dot(qu, kf + (size_t)k * Dqk, Dqk);
+              mb = sc[k] > mb ? sc[k] : mb;
+            }
+            const float mnew = mb > m[u] ? mb : m[u];
+            float* au = acc + (size_t)u * Dv;
+            if (mnew != m[u]) {
+              const float alpha = exp2f(m[u] - mnew); /* 0 on the first block */
+              l[u] *= alpha;
+              for (int d = 0; d < Dv; d++) au[d] *= alpha;
+              m[u] = mnew;
+            }
+            for (int k = 0; k < nku; k++) {
+              const float pk = exp2f(sc[k] - mnew);
+              const float* vk = vrow + (size_t)k * vstride;
+              l[u] += pk;
+              for (int d = 0; d < Dv; d++) au[d] += pk * vk[d];
+            }
+          }
+        }
+        for (int u = 0; u < nu; u++) {
+          const int j = (c0 + u) / nh, g = gBegin + (c0 + u) % nh, t = r0 + j;
+          const int64_t oOff = (g / Hb) * p->oBlockStride + t * p->oTokenStride + (int64_t)(g % Hb) * Dv;
+          float* au = acc + (size_t)u * Dv;
+          float lse2 = -INFINITY;
+          if (len[u] > 0 && l[u] > 0.f) {
+            const float inv = 1.f / l[u];
+            for (int d = 0; d < Dv; d++) au[d] *= inv;
+            lse2 = m[u] + log2f(l[u]);
+          } else {
+            memset(au, 0, (size_t)Dv * sizeof(float));
+          }
+          cpclStoreRow(p->out, oOff, au, Dv, p->qType);
+          if (p->lse)
+            p->lse[(g / Hb) * p->lseBlockStride + t * p->lseTokenStride + g % Hb] = p->lseBase2 ? lse2 : lse2 * LN2;
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,123 @@
+/*
+ * kernels.h -- the compute of cpcl as plain parameter structs and launchers, one host (C
+ * reference, also the CPU backend) and one CUDA implementation each. No communication, nothing
+ * from src/ or transport/: pointers, shapes and strides only.
+ *
+ * Strides are in elements of the pointed-to type. Heads are addressed in blocks of
+ * `headsPerBlock` (the H heads of one DCP rank), so one call can read queries laid out as
+ * received from each peer and write each peer's partial straight into its send buffer:
+ *
+ *   q   (gathered head g, row t) = q   + (g / Hb) * qBlockStride   + t * qTokenStride   + (g % Hb) * headDimQk
+ *   out (g, t)                   = out + (g / Hb) * oBlockStride   + t * oTokenStride   + (g % Hb) * headDimVo
+ *   lse (g, t)                   = lse + (g / Hb) * lseBlockStride + t * lseTokenStride + (g % Hb)
+ */
+#ifndef CPCL_KERNELS_H_
+#define CPCL_KERNELS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* element types: the values of cpclDataType_t */
+enum { CPCL_K_BF16 = 0, CPCL_K_FP16 = 1, CPCL_K_FP32 = 2 };
+
+static inline size_t cpclKDtypeSize(int t) { return t == CPCL_K_FP32 ? 4 : 2; }
+
+/* Prefix attention with LSE over a paged local KV shard. Row t of sequence s (n rows) sits at
+ * global position seqLens[s] - n + j and attends to this rank's local prefix of length
+ * localLen(cpRank, position + 1). Rows with an empty prefix get out = 0, lse = -inf. */
+typedef struct {
+  int numSeqs;
+  int numTokens;
+  const int32_t* queryStart; /* [numSeqs + 1] or NULL (one row per sequence) */
+  const int32_t* seqLens;    /* [numSeqs] */
+  const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] */
+  int maxPagesPerSeq;
+  int cpSize, cpRank, interleave;
+  int pageSize, numKvHeads, headDimQk, headDimVo, latentKv;
+  int groupSize;               /* G: gathered head g reads KV head g / G */
+  int headBegin, numHeads;     /* gathered heads [headBegin, headBegin + numHeads) */
+  int headsPerBlock;           /* Hb */
+  float smScale;
+  int lseBase2;
+  int qType, kvType;           /* q and out share qType */
+  const void* q;
+  int64_t qBlockStride, qTokenStride;
+  const void* kCache;          /* [pages][pageSize][numKvHeads][headDimQk] */
+  const void* vCache;          /* [pages][pageSize][numKvHeads][headDimVo]; NULL when latentKv */
+  void* out;
+  int64_t oBlockStride, oTokenStride;
+  float* lse;
+  int64_t lseBlockStride, lseTokenStride;
+  void* workspace;             /* host: scratch of cpclHostAttnWorkspaceBytes() */
+  size_t workspaceBytes;
+} cpclAttnParams_t;
+
+/* Merge of numParts partial states, in part order, fp32 (DESIGN.md §1):
+ *   mode LSE: m = max lse_p; lse = m + log sum exp(lse_p - m); out = sum exp(lse_p - lse) o_p.
+ *             Parts with lse = -inf are skipped (NaN-safe); all -inf gives out = 0, lse = -inf.
+ *             o may be NULL (LSE only).
+ *   mode SUM: out = sum o_p (the reduce of a reduce-scatter); lse ignored.
+ * Each part has its own base pointer (a partial may sit in a receive slot or a send buffer):
+ *   o(p, t, h)   = o[p]   + t * oTokenStride   + h * headDim
+ *   lse(p, t, h) = lse[p] + t * lseTokenStride + h                                          */
+#define CPCL_MAX_PARTS 64
+enum { CPCL_MERGE_LSE = 0, CPCL_MERGE_SUM = 1 };
+typedef struct {
+  int mode;
+  int numParts, numTokens, numHeads, headDim;
+  int dtype;                   /* of o and out */
+  int lseBase2;
+  const void* o[CPCL_MAX_PARTS];
+  int64_t oTokenStride;
+  const float* lse[CPCL_MAX_PARTS];
+  int64_t lseTokenStride;
+  void* out;                   /* may be NULL in LSE mode (LSE only) */
+  int64_t outTokenStride;
+  float* outLse;               /* may be NULL */
+  int64_t outLseTokenStride;
+} cpclMergeParams_t;
+
+/* In-place correction of one partial (the engines' "correct" kernel of all-gather +
+ * reduce-scatter): o(t, h) *= exp(lse(t, h) - lseGlobal(t, h)); 0 where lse = -inf. */
+typedef struct {
+  int numTokens, numHeads, headDim;
+  int dtype, lseBase2;
+  void* o;
+  int64_t oTokenStride;
+  const float* lse;
+  int64_t lseTokenStride;
+  const float* lseGlobal;
+  int64_t lseGlobalTokenStride;
+} cpclCorrectParams_t;
+
+/* Store of this step's new tokens into the local paged cache, owned tokens only. */
+typedef struct {
+  int numSeqs, numTokens;
+  const int32_t* queryStart;
+  const int32_t* seqLens;
+  const int32_t* blockTable;
+  int maxPagesPerSeq;
+  int cpSize, cpRank, interleave;
+  int pageSize, numKvHeads, headDimQk, headDimVo, latentKv, kvType;
+  const void* kNew;            /* [numTokens][numKvHeads][headDimQk] */
+  const void* vNew;            /* [numTokens][numKvHeads][headDimVo]; NULL when latentKv */
+  void* kCache;
+  void* vCache;
+} cpclKvStoreParams_t;
+
+/* ---- host (C reference) ---- */
+size_t cpclHostAttnWorkspaceBytes(int headDimQk, int headDimVo);
+void cpclHostAttn(const cpclAttnParams_t* p);
+void cpclHostMerge(const cpclMergeParams_t* p);
+void cpclHostCorrect(const cpclCorrectParams_t* p);
+void cpclHostKvStore(const cpclKvStoreParams_t* p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPCL_KERNELS_H_ */

@@ -1,0 +1,162 @@
+/* attn.c -- the per-step entry points: validation of every argument (before any communication,
+ * the same checks on every rank), then the plan's schedule. */
+#include <stdlib.h>
+
+#include "coll.h"
+#include "core.h"
+#include "kv_layout.h"
+#include "sched/sched.h"
+
+static const cpclSchedule_t* const schedules[CPCL_NUM_ALGOS] = {
+    [CPCL_ALGO_AGRS] = &cpclScheduleAgrs,
+    [CPCL_ALGO_A2A] = &cpclScheduleA2a,
+    [CPCL_ALGO_PIPELINED] = &cpclSchedulePipelined,
+};
+
+/* Checks the batch against the plan. Host memory: the contents too (queryStart, seqLens and
+ * this rank's block-table reach). */
+static cpclResult_t batchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, const char* fn) {
+  struct cpclComm* c = pl->comm;
+  if (b == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch is NULL", fn);
+  if (b->numSeqs < 0) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->numSeqs is %d", fn, b->numSeqs);
+  if (b->numTokens < 0 || b->numTokens > pl->maxTokens)
+    return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->numTokens is %d: it must be in [0, maxTokens = %d]", fn,
+                    b->numTokens, pl->maxTokens);
+  if (b->queryStart == NULL && b->numTokens != b->numSeqs)
+    return CPCL_ERR(c, cpclInvalidArgument,
+                    "%s: batch->queryStart is NULL (one row per sequence) but numTokens %d != numSeqs %d", fn,
+                    b->numTokens, b->numSeqs);
+  if (b->numSeqs == 0) return cpclSuccess;
+  if (b->seqLens == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->seqLens is NULL", fn);
+  if (b->blockTable == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->blockTable is NULL", fn);
+  if (b->maxPagesPerSeq < 1)
+    return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->maxPagesPerSeq is %d", fn, b->maxPagesPerSeq);
+  if (c->memType != cpclMemHost) return cpclSuccess; /* device contents are checked on the device */
+  if (b->queryStart && b->queryStart[0] != 0)
+    return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->queryStart[0] is %d, not 0", fn, b->queryStart[0]);
+  const int64_t cap = (int64_t)b->maxPagesPerSeq * pl->desc.pageSize;
+  for (int s = 0; s < b->numSeqs; s++) {
+    const int rows = b->queryStart ? b->queryStart[s + 1] - b->queryStart[s] : 1;
+    if (rows < 0)
+      return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->queryStart goes backwards at sequence %d (%d -> %d)", fn, s,
+                      b->queryStart[s], b->queryStart[s + 1]);
+    if (b->seqLens[s] < rows)
+      return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->seqLens[%d] is %d, fewer than its %d query rows", fn, s,
+                      b->seqLens[s], rows);
+    const int64_t local = cpclKvLocalLenOf(b->seqLens[s], c->nranks, c->rank, c->interleave);
+    if (local > cap)
+      return CPCL_ERR(c, cpclInvalidArgument,
+                      "%s: sequence %d holds %lld local tokens on rank %d, more than its block-table row "
+                      "(maxPagesPerSeq %d x pageSize %d)", fn, s, (long long)local, c->rank, b->maxPagesPerSeq,
+                      pl->desc.pageSize);
+  }
+  if (b->queryStart && b->queryStart[b->numSeqs] != b->numTokens)
+    return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->queryStart[numSeqs] is %d, not numTokens %d", fn,
+                    b->queryStart[b->numSeqs], b->numTokens);
+  return cpclSuccess;
+}
+
+static cpclResult_t stepBegin(struct cpclAttnPlan* pl, const cpclBatch_t* b, int numTokens, int op, const void* q,
+                              const void* k, const void* v, cpclStream_t stream, const char* fn, cpclStep_t* st) {
+  struct cpclComm* c = pl->comm;
+  if (b) {
+    CPCLCHECK(batchCheck(pl, b, fn));
+    numTokens = b->numTokens;
+    if (numTokens > 0 && q == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: q is NULL", fn);
+    if (numTokens > 0 && k == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: kCache is NULL", fn);
+    if (numTokens > 0 && v == NULL && !pl->desc.latentKv)
+      return CPCL_ERR(c, cpclInvalidArgument, "%s: vCache is NULL (only MLA plans, latentKv = 1, read V from K)", fn);
+  } else if (numTokens < 0 || numTokens > pl->maxTokens) {
+    return CPCL_ERR(c, cpclInvalidArgument, "%s: numTokens is %d: it must be in [0, maxTokens = %d]", fn, numTokens,
+                    pl->maxTokens);
+  }
+  st->batch = b;
+  st->numTokens = numTokens;
+  st->q = q;
+  st->kCache = k;
+  st->vCache = v;
+  st->stream = stream;
+  st->op = op;
+  st->seq = 0;
+  return cpclSuccess;
+}
+
+/* Runs one operation: enters the comm (refusing a broken one), numbers the step, runs it. */
+#define CPCL_RUN_STEP(pl, fn, call)                                        \
+  do {                                                                     \
+    CPCLCHECK(cpclCommEnter((pl)->comm, fn));                              \
+    st.seq = cpclNextSeq((pl)->comm);                                      \
+    cpclResult_t r_ = st.numTokens > 0 ? (call) : cpclSuccess;             \
+    cpclCommLeave((pl)->comm);                                             \
+    return r_;                                                             \
+  } while (0)
+
+CPCL_API cpclResult_t cpclAttnDecode(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q, const void* kCache,
+                                     const void* vCache, void* out, float* lse, cpclStream_t stream) {
+  if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclAttnDecode: plan is NULL");
+  cpclStep_t st;
+  CPCLCHECK(stepBegin(plan, batch, 0, CPCL_OP_DECODE, q, kCache, vCache, stream, "cpclAttnDecode", &st));
+  if (out == NULL && st.numTokens > 0) return CPCL_ERR(plan->comm, cpclInvalidArgument, "cpclAttnDecode: out is NULL");
+  CPCL_RUN_STEP(plan, "cpclAttnDecode", schedules[plan->algo]->decode(plan, &st, out, lse));
+}
+
+CPCL_API cpclResult_t cpclAttnPartial(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q,
+                                      const void* kCache, const void* vCache, void* partialOut, float* partialLse,
+                                      cpclStream_t stream) {
+  if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclAttnPartial: plan is NULL");
+  cpclStep_t st;
+  CPCLCHECK(stepBegin(plan, batch, 0, CPCL_OP_PARTIAL, q, kCache, vCache, stream, "cpclAttnPartial", &st));
+  if ((partialOut == NULL || partialLse == NULL) && st.numTokens > 0)
+    return CPCL_ERR(plan->comm, cpclInvalidArgument, "cpclAttnPartial: partialOut (%p) and partialLse (%p) are needed",
+                    partialOut, (void*)partialLse);
+  CPCL_RUN_STEP(plan, "cpclAttnPartial", schedules[plan->algo]->partial(plan, &st, partialOut, partialLse));
+}
+
+CPCL_API cpclResult_t cpclAttnCombine(cpclAttnPlan_t plan, int numTokens, const void* partialOut,
+                                      const float* partialLse, void* out, float* lse, cpclStream_t stream) {
+  if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclAttnCombine: plan is NULL");
+  cpclStep_t st;
+  CPCLCHECK(stepBegin(plan, NULL, numTokens, CPCL_OP_COMBINE, NULL, NULL, NULL, stream, "cpclAttnCombine", &st));
+  if ((partialOut == NULL || partialLse == NULL || out == NULL) && numTokens > 0)
+    return CPCL_ERR(plan->comm, cpclInvalidArgument, "cpclAttnCombine: partialOut, partialLse and out are needed");
+  CPCL_RUN_STEP(plan, "cpclAttnCombine", schedules[plan->algo]->combine(plan, &st, partialOut, partialLse, out, lse));
+}
+
+CPCL_API int64_t cpclKvLocalLen(int64_t seqLen, int cpSize, int cpRank, int interleave) {
+  if (seqLen < 0 || cpSize < 1 || cpRank < 0 || cpRank >= cpSize || interleave < 1) return -1;
+  return cpclKvLocalLenOf(seqLen, cpSize, cpRank, interleave);
+}
+
+CPCL_API cpclResult_t cpclKvStore(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* kNew, const void* vNew,
+                                  void* kCache, void* vCache, cpclStream_t stream) {
+  if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclKvStore: plan is NULL");
+  struct cpclComm* c = plan->comm;
+  CPCLCHECK(batchCheck(plan, batch, "cpclKvStore"));
+  if (batch->numTokens == 0) return cpclSuccess;
+  if (kNew == NULL || kCache == NULL)
+    return CPCL_ERR(c, cpclInvalidArgument, "cpclKvStore: kNew (%p) and kCache (%p) are needed", kNew, kCache);
+  if (!plan->desc.latentKv && (vNew == NULL || vCache == NULL))
+    return CPCL_ERR(c, cpclInvalidArgument, "cpclKvStore: vNew (%p) and vCache (%p) are needed (latentKv = 0)", vNew,
+                    vCache);
+  const cpclAttnDesc_t* d = &plan->desc;
+  cpclKvStoreParams_t p = {.numSeqs = batch->numSeqs,
+                           .numTokens = batch->numTokens,
+                           .queryStart = batch->queryStart,
+                           .seqLens = batch->seqLens,
+                           .blockTable = batch->blockTable,
+                           .maxPagesPerSeq = batch->maxPagesPerSeq,
+                           .cpSize = c->nranks,
+                           .cpRank = c->rank,
+                           .interleave = c->interleave,
+                           .pageSize = d->pageSize,
+                           .numKvHeads = d->numKvHeads,
+                           .headDimQk = d->headDimQk,
+                           .headDimVo = d->headDimVo,
+                           .latentKv = d->latentKv,
+                           .kvType = d->kvType,
+                           .kNew = kNew,
+                           .vNew = d->latentKv ? NULL : vNew,
+                           .kCache = kCache,
+                           .vCache = d->latentKv ? NULL : vCache};
+  return plan->exec->kvStore(&p, stream);
+}

@@ -1,0 +1,31 @@
+/* exec.h -- the compute side of a schedule: a table of kernel launchers and memory helpers,
+ * one per memory type (host now, CUDA next), so each schedule is written once (UCC's executor
+ * pattern). Launchers are stream-ordered on CUDA and synchronous on the host. */
+#ifndef CPCL_EXEC_H_
+#define CPCL_EXEC_H_
+
+#include <stddef.h>
+
+#include "cpcl.h"
+#include "kernels.h"
+
+struct cpclComm;
+
+typedef struct cpclExecOps {
+  const char* name;
+  cpclResult_t (*alloc)(struct cpclComm* comm, void* ptrOut, size_t bytes, const char* what);
+  void (*free)(void* ptr);
+  /* bytes of scratch the attention kernel needs for these head dims */
+  size_t (*attnWorkspaceBytes)(int headDimQk, int headDimVo);
+  cpclResult_t (*attend)(const cpclAttnParams_t* p, cpclStream_t stream);
+  cpclResult_t (*merge)(const cpclMergeParams_t* p, cpclStream_t stream);
+  cpclResult_t (*correct)(const cpclCorrectParams_t* p, cpclStream_t stream);
+  cpclResult_t (*kvStore)(const cpclKvStoreParams_t* p, cpclStream_t stream);
+  /* height rows of width bytes, from src (row pitch spitch) to dst (row pitch dpitch) */
+  cpclResult_t (*copy2d)(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                         cpclStream_t stream);
+} cpclExecOps_t;
+
+extern const cpclExecOps_t cpclExecHost;
+
+#endif /* CPCL_EXEC_H_ */

@@ -1,0 +1,54 @@
+/* exec_host.c -- the host executor: the C kernels of kernels/host, run synchronously. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "exec.h"
+
+static cpclResult_t hostAlloc(struct cpclComm* comm, void* ptrOut, size_t bytes, const char* what) {
+  /* 64-byte aligned so vector loads never straddle lines */
+  void* p = NULL;
+  if (posix_memalign(&p, 64, bytes ? CPCL_ALIGN_UP(bytes, 64) : 64) != 0)
+    return CPCL_ERR(comm, cpclSystemError, "allocation of %zu bytes for %s failed", bytes, what);
+  memset(p, 0, bytes);
+  *(void**)ptrOut = p;
+  return cpclSuccess;
+}
+
+static cpclResult_t hostAttend(const cpclAttnParams_t* p, cpclStream_t s) {
+  cpclHostAttn(p);
+  return cpclSuccess;
+}
+static cpclResult_t hostMerge(const cpclMergeParams_t* p, cpclStream_t s) {
+  cpclHostMerge(p);
+  return cpclSuccess;
+}
+static cpclResult_t hostCorrect(const cpclCorrectParams_t* p, cpclStream_t s) {
+  cpclHostCorrect(p);
+  return cpclSuccess;
+}
+static cpclResult_t hostKvStore(const cpclKvStoreParams_t* p, cpclStream_t s) {
+  cpclHostKvStore(p);
+  return cpclSuccess;
+}
+static cpclResult_t hostCopy2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                               cpclStream_t s) {
+  if (dpitch == width && spitch == width) {
+    memcpy(dst, src, width * height);
+  } else {
+    for (size_t r = 0; r < height; r++) memcpy((char*)dst + r * dpitch, (const char*)src + r * spitch, width);
+  }
+  return cpclSuccess;
+}
+
+const cpclExecOps_t cpclExecHost = {
+    .name = "host",
+    .alloc = hostAlloc,
+    .free = free,
+    .attnWorkspaceBytes = cpclHostAttnWorkspaceBytes,
+    .attend = hostAttend,
+    .merge = hostMerge,
+    .correct = hostCorrect,
+    .kvStore = hostKvStore,
+    .copy2d = hostCopy2d,
+};

@@ -1,0 +1,251 @@
+/* plan.c -- attention plan creation: descriptor validation (GQA and MLA rules), agreement of
+ * every rank on it, the schedule, and every workspace allocated once. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "coll.h"
+#include "core.h"
+#include "plan.h"
+
+const char* const cpclAlgoNames[CPCL_NUM_ALGOS] = {"agrs", "a2a", "pipelined", "fused"};
+
+#define CPCL_MAX_HEAD_DIM 1024
+
+/* Validates desc for comm; on failure writes a message naming the field, its value and the fix. */
+static cpclResult_t descCheck(const struct cpclComm* c, const cpclAttnDesc_t* d, int maxTokens, char* msg, size_t n) {
+  if (d->size != sizeof(cpclAttnDesc_t)) {
+    snprintf(msg, n, "desc->size is %zu, expected %zu: initialise it with CPCL_ATTN_DESC_INITIALIZER", d->size,
+             sizeof(cpclAttnDesc_t));
+    return cpclInvalidArgument;
+  }
+#define CHECK_RANGE(field, lo, hi)                                                                        \
+  if (d->field < (lo) || d->field > (hi)) {                                                               \
+    snprintf(msg, n, "desc->" #field " is %d: it must be in [%d, %d]", (int)d->field, (int)(lo), (int)(hi)); \
+    return cpclInvalidArgument;                                                                           \
+  }
+  CHECK_RANGE(numQoHeads, 1, 4096)
+  CHECK_RANGE(numKvHeads, 1, 4096)
+  CHECK_RANGE(headDimQk, 8, CPCL_MAX_HEAD_DIM)
+  CHECK_RANGE(headDimVo, 8, CPCL_MAX_HEAD_DIM)
+  CHECK_RANGE(pageSize, 1, 1 << 20)
+  CHECK_RANGE(qType, 0, cpclNumDataTypes - 1)
+  CHECK_RANGE(kvType, 0, cpclNumDataTypes - 1)
+  CHECK_RANGE(latentKv, 0, 1)
+  CHECK_RANGE(lseBase2, 0, 1)
+#undef CHECK_RANGE
+  if (d->headDimQk % 8 || d->headDimVo % 8) {
+    snprintf(msg, n, "desc->headDimQk %d / headDimVo %d: both must be multiples of 8 (16-byte vector loads)",
+             d->headDimQk, d->headDimVo);
+    return cpclInvalidArgument;
+  }
+  if (!isfinite(d->smScale) || d->smScale <= 0.f) {
+    snprintf(msg, n, "desc->smScale is %g: it must be finite and > 0 (usually 1/sqrt(headDimQk))", d->smScale);
+    return cpclInvalidArgument;
+  }
+  if (d->pageSize % c->interleave) {
+    snprintf(msg, n, "desc->pageSize %d is not a multiple of the communicator's kvInterleave %d: a page must hold "
+             "whole interleave runs", d->pageSize, c->interleave);
+    return cpclInvalidArgument;
+  }
+  if (maxTokens < 1 || maxTokens > (1 << 24)) {
+    snprintf(msg, n, "maxTokens is %d: it must be in [1, %d]", maxTokens, 1 << 24);
+    return cpclInvalidArgument;
+  }
+  const int gathered = c->dcpSize * d->numQoHeads;
+  if (d->latentKv) {
+    if (d->numKvHeads != 1) {
+      snprintf(msg, n, "MLA (desc->latentKv = 1) has one latent KV head, but desc->numKvHeads is %d", d->numKvHeads);
+      return cpclInvalidArgument;
+    }
+    if (d->headDimVo > d->headDimQk) {
+      snprintf(msg, n, "MLA: V is the first headDimVo elements of each K row, so desc->headDimVo %d must be <= "
+               "headDimQk %d", d->headDimVo, d->headDimQk);
+      return cpclInvalidArgument;
+    }
+  } else if (gathered % d->numKvHeads) {
+    snprintf(msg, n, "GQA: the %d gathered query heads (dcpSize %d x numQoHeads %d) are not a whole number of groups "
+             "of numKvHeads %d; choose numQoHeads so that dcpSize * numQoHeads is a multiple of numKvHeads",
+             gathered, c->dcpSize, d->numQoHeads, d->numKvHeads);
+    return cpclInvalidArgument;
+  }
+  if (c->nranks > CPCL_MAX_PARTS) {
+    snprintf(msg, n, "the communicator has %d ranks; attention plans merge at most %d partials", c->nranks,
+             CPCL_MAX_PARTS);
+    return cpclUnsupported;
+  }
+  return cpclSuccess;
+}
+
+/* What every rank must agree on, exchanged even when this rank's desc is invalid. */
+typedef struct {
+  int32_t valid;
+  int32_t numQoHeads, numKvHeads, headDimQk, headDimVo, pageSize, qType, kvType, latentKv, lseBase2, maxTokens;
+  float smScale;
+  int32_t algo;
+} planDigest_t;
+
+static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, size_t n) {
+  for (int r = 0; r < W; r++)
+    if (!all[r].valid) {
+      snprintf(msg, n, "rank %d passed an invalid attention descriptor (its own error names the field)", r);
+      return cpclInvalidUsage;
+    }
+#define FIELD(f, what)                                                                                         \
+  for (int r = 1; r < W; r++)                                                                                  \
+    if (all[r].f != all[0].f) {                                                                                \
+      snprintf(msg, n, "ranks disagree on %s: rank 0 has %d, rank %d has %d", what, (int)all[0].f, r, (int)all[r].f); \
+      return cpclInvalidUsage;                                                                                 \
+    }
+  FIELD(numQoHeads, "desc->numQoHeads")
+  FIELD(numKvHeads, "desc->numKvHeads")
+  FIELD(headDimQk, "desc->headDimQk")
+  FIELD(headDimVo, "desc->headDimVo")
+  FIELD(pageSize, "desc->pageSize")
+  FIELD(qType, "desc->qType")
+  FIELD(kvType, "desc->kvType")
+  FIELD(latentKv, "desc->latentKv")
+  FIELD(lseBase2, "desc->lseBase2")
+  FIELD(maxTokens, "maxTokens")
+  FIELD(algo, "the schedule (CPCL_ALGO)")
+#undef FIELD
+  for (int r = 1; r < W; r++)
+    if (memcmp(&all[r].smScale, &all[0].smScale, sizeof(float)) != 0) {
+      snprintf(msg, n, "ranks disagree on desc->smScale: rank 0 has %g, rank %d has %g", all[0].smScale, r,
+               all[r].smScale);
+      return cpclInvalidUsage;
+    }
+  return cpclSuccess;
+}
+
+/* CPCL_ALGO, or the automatic choice for this shape and memory. */
+static cpclResult_t chooseAlgo(const struct cpclComm* c, cpclAlgo_t* algo, char* msg, size_t n) {
+  const char* forced = cpclParamString(CPCL_PARAM_ALGO);
+  if (forced[0]) {
+    for (int a = 0; a < CPCL_NUM_ALGOS; a++)
+      if (strcasecmp(forced, cpclAlgoNames[a]) == 0) *algo = (cpclAlgo_t)a;
+    if (*algo == CPCL_NUM_ALGOS) {
+      snprintf(msg, n, "CPCL_ALGO is \"%.32s\": use agrs, a2a, pipelined or fused", forced);
+      return cpclInvalidArgument;
+    }
+    if (*algo == CPCL_ALGO_FUSED) {
+      snprintf(msg, n, "CPCL_ALGO is fused, which needs CUDA memory and GPU peers on one node; this communicator "
+               "moves %s memory over %s", c->memType == cpclMemHost ? "host" : "CUDA", c->transportName);
+      return cpclUnsupported;
+    }
+    return cpclSuccess;
+  }
+  /* Host: a2a (measured in tools/dcp_decode_perf, see README): one exchange of packed slices,
+   * and on CPU ranks the transfers are memory copies that pipelining cannot hide. */
+  *algo = CPCL_ALGO_A2A;
+  return cpclSuccess;
+}
+
+static void planFree(struct cpclAttnPlan* pl) {
+  const cpclExecOps_t* e = pl->exec;
+  if (e) {
+    e->free(pl->qGather);
+    e->free(pl->sendBuf);
+    e->free(pl->recvBuf);
+    e->free(pl->partialO);
+    e->free(pl->partialLse);
+    e->free(pl->lseAll);
+    e->free(pl->lseGlobal);
+    e->free(pl->scratch);
+  }
+  free(pl->reqs);
+  free(pl);
+}
+
+CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t comm, const cpclAttnDesc_t* desc,
+                                         int maxTokens) {
+  if (planOut == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "plan is NULL");
+  if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
+  if (desc == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "desc is NULL");
+  CPCLCHECK(cpclCommEnter(comm, "cpclAttnPlanCreate"));
+  cpclResult_t res = cpclSuccess;
+  struct cpclAttnPlan* pl = NULL;
+  char msg[512] = "";
+  cpclAlgo_t algo = CPCL_NUM_ALGOS;
+  cpclResult_t own = descCheck(comm, desc, maxTokens, msg, sizeof(msg));
+  if (own == cpclSuccess) own = chooseAlgo(comm, &algo, msg, sizeof(msg));
+
+  planDigest_t mine = {.valid = own == cpclSuccess, .maxTokens = maxTokens, .algo = algo};
+  if (own == cpclSuccess) {
+    mine.numQoHeads = desc->numQoHeads;
+    mine.numKvHeads = desc->numKvHeads;
+    mine.headDimQk = desc->headDimQk;
+    mine.headDimVo = desc->headDimVo;
+    mine.pageSize = desc->pageSize;
+    mine.qType = desc->qType;
+    mine.kvType = desc->kvType;
+    mine.latentKv = desc->latentKv;
+    mine.lseBase2 = desc->lseBase2;
+    mine.smScale = desc->smScale;
+  }
+  planDigest_t* all = NULL;
+  CPCLCHECKGOTO(cpclCalloc(comm, &all, (size_t)comm->nranks, sizeof(*all), "plan digests"), res, out);
+  CPCLCHECKGOTO(cpclAllgather(comm, &mine, all, sizeof(mine)), res, out);
+  if (own != cpclSuccess) {
+    res = CPCL_ERR(comm, own, "cpclAttnPlanCreate: %s", msg);
+    goto out;
+  }
+  if ((res = digestCompare(all, comm->nranks, msg, sizeof(msg))) != cpclSuccess) {
+    res = CPCL_ERR(comm, res, "cpclAttnPlanCreate: %s", msg);
+    goto out;
+  }
+
+  CPCLCHECKGOTO(cpclCalloc(comm, &pl, 1, sizeof(*pl), "attention plan"), res, out);
+  pl->comm = comm;
+  pl->desc = *desc;
+  pl->maxTokens = maxTokens;
+  pl->W = comm->nranks;
+  pl->D = comm->dcpSize;
+  pl->P = comm->pcpSize;
+  pl->H = desc->numQoHeads;
+  pl->G = pl->D * pl->H / desc->numKvHeads;
+  pl->qElem = cpclKDtypeSize(desc->qType);
+  pl->algo = algo;
+  pl->exec = &cpclExecHost;
+  if (comm->memType != cpclMemHost) {
+    res = CPCL_ERR(comm, cpclUnsupported, "cpclAttnPlanCreate: CUDA memory needs cpcl built with CUDA");
+    goto out;
+  }
+  {
+    const cpclExecOps_t* e = pl->exec;
+    const size_t T = (size_t)maxTokens, DH = (size_t)pl->D * pl->H, Dv = (size_t)desc->headDimVo;
+    pl->sliceCap = cpclSliceBytes(pl, maxTokens);
+    pl->scratchBytes = e->attnWorkspaceBytes(desc->headDimQk, desc->headDimVo);
+    CPCLCHECKGOTO(e->alloc(comm, &pl->qGather, T * DH * desc->headDimQk * pl->qElem, "gathered queries"), res, out);
+    CPCLCHECKGOTO(e->alloc(comm, &pl->sendBuf, pl->D * pl->sliceCap, "partial send slices"), res, out);
+    CPCLCHECKGOTO(e->alloc(comm, &pl->recvBuf, pl->W * pl->sliceCap, "partial receive slices"), res, out);
+    CPCLCHECKGOTO(e->alloc(comm, &pl->scratch, pl->scratchBytes, "attention scratch"), res, out);
+    if (algo == CPCL_ALGO_AGRS) {
+      CPCLCHECKGOTO(e->alloc(comm, &pl->partialO, T * DH * Dv * pl->qElem, "agrs partial output"), res, out);
+      CPCLCHECKGOTO(e->alloc(comm, &pl->partialLse, T * DH * sizeof(float), "agrs partial LSE"), res, out);
+      CPCLCHECKGOTO(e->alloc(comm, &pl->lseAll, pl->W * T * DH * sizeof(float), "agrs gathered LSE"), res, out);
+      CPCLCHECKGOTO(e->alloc(comm, &pl->lseGlobal, T * DH * sizeof(float), "agrs global LSE"), res, out);
+    }
+    CPCLCHECKGOTO(cpclCalloc(comm, &pl->reqs, 4 * (size_t)pl->W, sizeof(cpclRequest_t), "plan requests"), res, out);
+  }
+  comm->numPlans++;
+  INFO(CPCL_PLAN, "plan %p rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d schedule %s, workspace %.1f MiB",
+       (void*)pl, comm->rank, pl->H, desc->numKvHeads, desc->headDimQk, desc->headDimVo, desc->pageSize, pl->G,
+       maxTokens, cpclAlgoNames[algo],
+       ((pl->D + pl->W) * pl->sliceCap + (size_t)maxTokens * pl->D * pl->H * desc->headDimQk * pl->qElem) / 1048576.0);
+  *planOut = pl;
+  pl = NULL;
+out:
+  free(all);
+  if (pl) planFree(pl);
+  cpclCommLeave(comm);
+  return res;
+}
+
+CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan) {
+  if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "plan is NULL");
+  plan->comm->numPlans--;
+  planFree(plan);
+  return cpclSuccess;
+}

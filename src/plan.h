@@ -1,0 +1,52 @@
+/* plan.h -- an attention plan: one shape on one communicator, with every workspace sized and
+ * allocated at creation so the per-step calls allocate nothing. */
+#ifndef CPCL_PLAN_H_
+#define CPCL_PLAN_H_
+
+#include "comm.h"
+#include "exec.h"
+#include "kernels.h"
+
+typedef enum { CPCL_ALGO_AGRS = 0, CPCL_ALGO_A2A = 1, CPCL_ALGO_PIPELINED = 2, CPCL_ALGO_FUSED = 3, CPCL_NUM_ALGOS } cpclAlgo_t;
+extern const char* const cpclAlgoNames[CPCL_NUM_ALGOS];
+
+struct cpclAttnPlan {
+  struct cpclComm* comm;
+  cpclAttnDesc_t desc;
+  int maxTokens;
+  int W, D, P, H, G;     /* ranks, DCP size, PCP size, heads per rank, GQA group over gathered heads */
+  size_t qElem;          /* bytes per element of q / out / partials */
+  cpclAlgo_t algo;       /* the schedule every call of this plan runs */
+  const cpclExecOps_t* exec;
+
+  /* workspace, in the comm's memType memory */
+  void* qGather;         /* [D][T][H][Dqk]: block j = DCP rank j's queries, as received */
+  size_t sliceCap;       /* bytes per slice slot at maxTokens */
+  void* sendBuf;         /* [D] slots: slice j = partial of DCP rank j's heads, for its owners */
+  void* recvBuf;         /* [W] slots: rank p's slice for this rank's heads (own slot unused) */
+  void* partialO;        /* agrs: [T][D*H][Dv] */
+  float* partialLse;     /* agrs: [T][D*H] */
+  float* lseAll;         /* agrs: [W][T][D*H] */
+  float* lseGlobal;      /* agrs: [T][D*H] */
+  void* scratch;         /* attention kernel workspace */
+  size_t scratchBytes;
+  cpclRequest_t* reqs;   /* [4 W]: the pipelined schedule's transfers */
+};
+
+/* Slice layout for T tokens: o [T][H][Dv] (qType) at 0, lse [T][H] fp32 at cpclSliceLseOffset. */
+static inline size_t cpclSliceLseOffset(const struct cpclAttnPlan* pl, int T) {
+  return CPCL_ALIGN_UP((size_t)T * pl->H * pl->desc.headDimVo * pl->qElem, 16);
+}
+static inline size_t cpclSliceBytes(const struct cpclAttnPlan* pl, int T) {
+  return cpclSliceLseOffset(pl, T) + CPCL_ALIGN_UP((size_t)T * pl->H * sizeof(float), 16);
+}
+static inline char* cpclRecvSlot(const struct cpclAttnPlan* pl, int p) {
+  return (char*)pl->recvBuf + (size_t)p * pl->sliceCap;
+}
+/* Slice j (DCP rank j's heads) of this rank's partial, for the ranks (*, j). The merge reads this
+ * rank's own part straight from its send slot: no copy into the receive slot. */
+static inline char* cpclSendSlot(const struct cpclAttnPlan* pl, int j) {
+  return (char*)pl->sendBuf + (size_t)j * pl->sliceCap;
+}
+
+#endif /* CPCL_PLAN_H_ */

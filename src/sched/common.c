@@ -1,0 +1,141 @@
+/* common.c -- the building blocks the schedules share (sched.h). */
+#include <string.h>
+
+#include "coll.h"
+#include "core.h"
+#include "sched.h"
+
+void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int headBegin, int numHeads,
+                        cpclAttnParams_t* p) {
+  const cpclAttnDesc_t* d = &pl->desc;
+  const cpclBatch_t* b = st->batch;
+  const struct cpclComm* c = pl->comm;
+  memset(p, 0, sizeof(*p));
+  p->numSeqs = b->numSeqs;
+  p->numTokens = st->numTokens;
+  p->queryStart = b->queryStart;
+  p->seqLens = b->seqLens;
+  p->blockTable = b->blockTable;
+  p->maxPagesPerSeq = b->maxPagesPerSeq;
+  p->cpSize = c->nranks;
+  p->cpRank = c->rank;
+  p->interleave = c->interleave;
+  p->pageSize = d->pageSize;
+  p->numKvHeads = d->numKvHeads;
+  p->headDimQk = d->headDimQk;
+  p->headDimVo = d->headDimVo;
+  p->latentKv = d->latentKv;
+  p->groupSize = pl->G;
+  p->headBegin = headBegin;
+  p->numHeads = numHeads;
+  p->headsPerBlock = pl->H;
+  p->smScale = d->smScale;
+  p->lseBase2 = d->lseBase2;
+  p->qType = d->qType;
+  p->kvType = d->kvType;
+  p->q = pl->qGather;
+  p->qTokenStride = (int64_t)pl->H * d->headDimQk;
+  p->qBlockStride = (int64_t)st->numTokens * pl->H * d->headDimQk;
+  p->kCache = st->kCache;
+  p->vCache = d->latentKv ? NULL : st->vCache;
+  p->workspace = pl->scratch;
+  p->workspaceBytes = pl->scratchBytes;
+}
+
+void cpclStepTargetPartial(const struct cpclAttnPlan* pl, int T, void* partialOut, float* partialLse,
+                           cpclAttnParams_t* p) {
+  const int Dv = pl->desc.headDimVo;
+  p->out = partialOut;
+  p->oBlockStride = (int64_t)pl->H * Dv;
+  p->oTokenStride = (int64_t)pl->D * pl->H * Dv;
+  p->lse = partialLse;
+  p->lseBlockStride = pl->H;
+  p->lseTokenStride = (int64_t)pl->D * pl->H;
+}
+
+void cpclStepTargetSlices(const struct cpclAttnPlan* pl, int T, cpclAttnParams_t* p) {
+  p->out = pl->sendBuf;
+  p->oBlockStride = (int64_t)(pl->sliceCap / pl->qElem);
+  p->oTokenStride = (int64_t)pl->H * pl->desc.headDimVo;
+  p->lse = (float*)((char*)pl->sendBuf + cpclSliceLseOffset(pl, T));
+  p->lseBlockStride = (int64_t)(pl->sliceCap / sizeof(float));
+  p->lseTokenStride = pl->H;
+}
+
+cpclResult_t cpclStepGatherQ(struct cpclAttnPlan* pl, const cpclStep_t* st) {
+  struct cpclComm* c = pl->comm;
+  const size_t bytes = (size_t)st->numTokens * pl->H * pl->desc.headDimQk * pl->qElem;
+  const void* sends[CPCL_MAX_RANKS];
+  void* recvs[CPCL_MAX_RANKS];
+  size_t sb[CPCL_MAX_RANKS], rb[CPCL_MAX_RANKS];
+  for (int p = 0; p < c->nranks; p++) {
+    const int same = p / pl->D == c->pcpRank; /* in this rank's DCP group */
+    sends[p] = st->q;
+    recvs[p] = (char*)pl->qGather + (size_t)(p % pl->D) * bytes;
+    sb[p] = rb[p] = same ? bytes : 0;
+  }
+  if (pl->D == 1) return pl->exec->copy2d(pl->qGather, bytes, st->q, bytes, bytes, 1, st->stream);
+  return cpclAlltoallv(c, sends, sb, recvs, rb);
+}
+
+cpclResult_t cpclStepPartialGathered(struct cpclAttnPlan* pl, const cpclStep_t* st, void* partialOut,
+                                     float* partialLse) {
+  CPCLCHECK(cpclStepGatherQ(pl, st));
+  cpclAttnParams_t p;
+  cpclStepAttnParams(pl, st, 0, pl->D * pl->H, &p);
+  cpclStepTargetPartial(pl, st->numTokens, partialOut, partialLse, &p);
+  return pl->exec->attend(&p, st->stream);
+}
+
+cpclResult_t cpclStepPackSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, const void* partialOut,
+                                const float* partialLse, int oOnly) {
+  const int T = st->numTokens;
+  const size_t oRow = (size_t)pl->H * pl->desc.headDimVo * pl->qElem, lRow = (size_t)pl->H * sizeof(float);
+  for (int j = 0; j < pl->D; j++) {
+    char* slot = cpclSendSlot(pl, j);
+    CPCLCHECK(pl->exec->copy2d(slot, oRow, (const char*)partialOut + j * oRow, pl->D * oRow, oRow, T, st->stream));
+    if (!oOnly)
+      CPCLCHECK(pl->exec->copy2d(slot + cpclSliceLseOffset(pl, T), lRow, (const char*)partialLse + j * lRow,
+                                 pl->D * lRow, lRow, T, st->stream));
+  }
+  return cpclSuccess;
+}
+
+cpclResult_t cpclStepExchangeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, size_t bytes) {
+  struct cpclComm* c = pl->comm;
+  const void* sends[CPCL_MAX_RANKS];
+  void* recvs[CPCL_MAX_RANKS];
+  size_t sb[CPCL_MAX_RANKS], rb[CPCL_MAX_RANKS];
+  for (int p = 0; p < c->nranks; p++) {
+    sends[p] = cpclSendSlot(pl, p % pl->D); /* rank p owns the heads of DCP rank p % D */
+    recvs[p] = p == c->rank ? (void*)sends[p] : cpclRecvSlot(pl, p); /* own part: read in place */
+    sb[p] = rb[p] = bytes;
+  }
+  return cpclAlltoallv(c, sends, sb, recvs, rb);
+}
+
+cpclResult_t cpclStepMergeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, int mode, void* out, float* lse) {
+  const int T = st->numTokens, Dv = pl->desc.headDimVo;
+  const size_t lseOff = cpclSliceLseOffset(pl, T);
+  cpclMergeParams_t m = {
+      .mode = mode,
+      .numParts = pl->W,
+      .numTokens = T,
+      .numHeads = pl->H,
+      .headDim = Dv,
+      .dtype = pl->desc.qType,
+      .lseBase2 = pl->desc.lseBase2,
+      .oTokenStride = (int64_t)pl->H * Dv,
+      .lseTokenStride = pl->H,
+      .out = out,
+      .outTokenStride = (int64_t)pl->H * Dv,
+      .outLse = mode == CPCL_MERGE_LSE ? lse : NULL,
+      .outLseTokenStride = pl->H,
+  };
+  for (int p = 0; p < pl->W; p++) {
+    const char* slot = p == pl->comm->rank ? cpclSendSlot(pl, pl->comm->dcpRank) : cpclRecvSlot(pl, p);
+    m.o[p] = slot;
+    m.lse[p] = (const float*)(slot + lseOff);
+  }
+  return pl->exec->merge(&m, st->stream);
+}

@@ -1,0 +1,66 @@
+/*
+ * sched.h -- the schedules of the attention operations (DESIGN.md §5). Each is written once over
+ * the transport ops table (moving bytes) and the executor (computing), so the CPU tests run the
+ * orchestration the GPU runs.
+ *
+ * Data flow for the fused decode on rank r = (pcp, d) of W = P x D ranks, T rows, H heads/rank:
+ *   1. gather q over the DCP group: qGather block j = rank (pcp, j)'s q [T][H][Dqk]
+ *   2. attend: gathered heads g = j*H + h against the local shard -> one partial per head
+ *   3. slice j of the partial (heads of DCP rank j) goes to every rank (*, j): its owners
+ *   4. each rank merges the W slices it receives, in rank order, into its own H heads
+ * agrs runs 3-4 as the engines do (all-gather LSE, correct, reduce-scatter of corrected o);
+ * a2a as one all-to-all of packed (o, lse) slices; pipelined overlaps 2 with 1 and 3 per peer.
+ */
+#ifndef CPCL_SCHED_H_
+#define CPCL_SCHED_H_
+
+#include "plan.h"
+
+/* One call's inputs, as the public entry points received and validated them. */
+typedef struct {
+  const cpclBatch_t* batch;
+  int numTokens;
+  const void* q;
+  const void* kCache;
+  const void* vCache;
+  cpclStream_t stream;
+  uint32_t seq; /* this call's sequence number (tags its messages) */
+  int op;       /* cpclOpTag_t */
+} cpclStep_t;
+
+typedef struct {
+  const char* name;
+  cpclResult_t (*decode)(struct cpclAttnPlan* pl, const cpclStep_t* st, void* out, float* lse);
+  cpclResult_t (*partial)(struct cpclAttnPlan* pl, const cpclStep_t* st, void* partialOut, float* partialLse);
+  cpclResult_t (*combine)(struct cpclAttnPlan* pl, const cpclStep_t* st, const void* partialOut,
+                          const float* partialLse, void* out, float* lse);
+} cpclSchedule_t;
+
+extern const cpclSchedule_t cpclScheduleAgrs, cpclScheduleA2a, cpclSchedulePipelined;
+
+/* ---- building blocks shared by the schedules (common.c) ---- */
+
+/* Attention parameters for gathered heads [headBegin, headBegin + numHeads) reading qGather,
+ * with out/lse addressing left for the caller to fill. */
+void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int headBegin, int numHeads,
+                        cpclAttnParams_t* p);
+/* out/lse addressing of the public partial layout [T][D*H][Dv] and [T][D*H] */
+void cpclStepTargetPartial(const struct cpclAttnPlan* pl, int T, void* partialOut, float* partialLse,
+                           cpclAttnParams_t* p);
+/* out/lse addressing of the per-owner slices (cpclSendSlot) */
+void cpclStepTargetSlices(const struct cpclAttnPlan* pl, int T, cpclAttnParams_t* p);
+
+/* 1: all-gather of q over the DCP group into qGather */
+cpclResult_t cpclStepGatherQ(struct cpclAttnPlan* pl, const cpclStep_t* st);
+/* 1 + 2 into the public partial layout (the partial op of every non-pipelined schedule) */
+cpclResult_t cpclStepPartialGathered(struct cpclAttnPlan* pl, const cpclStep_t* st, void* partialOut,
+                                     float* partialLse);
+/* public partial layout -> slices (o, and lse unless oOnly) */
+cpclResult_t cpclStepPackSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, const void* partialOut,
+                                const float* partialLse, int oOnly);
+/* 3: slices to their owners (bytes per slice: cpclSliceBytes, or the o part alone) */
+cpclResult_t cpclStepExchangeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, size_t bytes);
+/* 4: merge the W received slices into out / lse (mode CPCL_MERGE_LSE or CPCL_MERGE_SUM) */
+cpclResult_t cpclStepMergeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, int mode, void* out, float* lse);
+
+#endif /* CPCL_SCHED_H_ */
