@@ -225,7 +225,8 @@ CPCL_API cpclResult_t cpclAttnCombine(cpclAttnPlan_t plan, int numTokens, const 
  * [0, cpSize), interleave < 1). */
 CPCL_API int64_t cpclKvLocalLen(int64_t seqLen, int cpSize, int cpRank, int interleave);
 
-/* Stores this step's new K/V (the batch's query rows are the new tokens) into the local paged
+/* Stores this step's new K/V (the batch's query rows are the new tokens, any number of them, not
+ * bounded by maxTokens: a whole prompt may be stored at once) into the local paged
  * cache; each rank writes only the tokens it owns: global position p is owned by rank
  * (p / I) % W and lands at local index (p / (W*I)) * I + p % I, page
  * blockTable[s][local / pageSize], slot local % pageSize.

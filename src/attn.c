@@ -1,5 +1,6 @@
 /* attn.c -- the per-step entry points: validation of every argument (before any communication,
  * the same checks on every rank), then the plan's schedule. */
+#include <limits.h>
 #include <stdlib.h>
 
 #include "coll.h"
@@ -13,15 +14,15 @@ static const cpclSchedule_t* const schedules[CPCL_NUM_ALGOS] = {
     [CPCL_ALGO_PIPELINED] = &cpclSchedulePipelined,
 };
 
-/* Checks the batch against the plan. Host memory: the contents too (queryStart, seqLens and
- * this rank's block-table reach). */
-static cpclResult_t batchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, const char* fn) {
+/* Checks the batch against the plan (numTokens up to maxTokens). Host memory: the contents too
+ * (queryStart, seqLens and this rank's block-table reach). */
+static cpclResult_t batchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int maxTokens, const char* fn) {
   struct cpclComm* c = pl->comm;
   if (b == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch is NULL", fn);
   if (b->numSeqs < 0) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->numSeqs is %d", fn, b->numSeqs);
-  if (b->numTokens < 0 || b->numTokens > pl->maxTokens)
+  if (b->numTokens < 0 || b->numTokens > maxTokens)
     return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->numTokens is %d: it must be in [0, maxTokens = %d]", fn,
-                    b->numTokens, pl->maxTokens);
+                    b->numTokens, maxTokens);
   if (b->queryStart == NULL && b->numTokens != b->numSeqs)
     return CPCL_ERR(c, cpclInvalidArgument,
                     "%s: batch->queryStart is NULL (one row per sequence) but numTokens %d != numSeqs %d", fn,
@@ -60,7 +61,7 @@ static cpclResult_t stepBegin(struct cpclAttnPlan* pl, const cpclBatch_t* b, int
                               const void* k, const void* v, cpclStream_t stream, const char* fn, cpclStep_t* st) {
   struct cpclComm* c = pl->comm;
   if (b) {
-    CPCLCHECK(batchCheck(pl, b, fn));
+    CPCLCHECK(batchCheck(pl, b, pl->maxTokens, fn));
     numTokens = b->numTokens;
     if (numTokens > 0 && q == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: q is NULL", fn);
     if (numTokens > 0 && k == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: kCache is NULL", fn);
@@ -131,7 +132,7 @@ CPCL_API cpclResult_t cpclKvStore(cpclAttnPlan_t plan, const cpclBatch_t* batch,
                                   void* kCache, void* vCache, cpclStream_t stream) {
   if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclKvStore: plan is NULL");
   struct cpclComm* c = plan->comm;
-  CPCLCHECK(batchCheck(plan, batch, "cpclKvStore"));
+  CPCLCHECK(batchCheck(plan, batch, INT_MAX, "cpclKvStore")); /* no workspace: any count */
   if (batch->numTokens == 0) return cpclSuccess;
   if (kNew == NULL || kCache == NULL)
     return CPCL_ERR(c, cpclInvalidArgument, "cpclKvStore: kNew (%p) and kCache (%p) are needed", kNew, kCache);

@@ -25,9 +25,10 @@ static cpclResult_t waitFailed(struct cpclComm* comm, cpclRequest_t* reqs, int n
   return CPCL_ERR(comm, err, "%s: transfer with rank %d failed (%s)", what, peer, cpclGetLastError(NULL));
 }
 
-/* One turn of the wait loop over reqs: progress, test each active request. */
-static cpclResult_t pollOnce(struct cpclComm* comm, cpclRequest_t* reqs, int n, int* remaining, int* completed,
-                             int* failedPeer) {
+/* One turn of the wait loop over reqs: progress, test each active request. With `any`, stops at
+ * the first completion, so each completion is reported exactly once. */
+static cpclResult_t pollOnce(struct cpclComm* comm, cpclRequest_t* reqs, int n, int any, int* remaining,
+                             int* completed, int* failedPeer) {
   cpclResult_t res = comm->tp->progress(comm->tpCtx);
   if (res != cpclSuccess) return res;
   *completed = -1;
@@ -43,6 +44,10 @@ static cpclResult_t pollOnce(struct cpclComm* comm, cpclRequest_t* reqs, int n, 
     if (done) {
       reqs[i].active = 0;
       if (*completed < 0) *completed = i;
+      if (any) {
+        *remaining = 1; /* unknown, and not needed: the caller returns this one */
+        return cpclSuccess;
+      }
     } else {
       left++;
     }
@@ -55,7 +60,7 @@ static cpclResult_t waitLoop(struct cpclComm* comm, cpclRequest_t* reqs, int n, 
   double start = -1;
   for (unsigned spin = 0;; spin++) {
     int remaining = 0, completed = -1, failedPeer = -1;
-    cpclResult_t res = pollOnce(comm, reqs, n, &remaining, &completed, &failedPeer);
+    cpclResult_t res = pollOnce(comm, reqs, n, any, &remaining, &completed, &failedPeer);
     if (res != cpclSuccess) return waitFailed(comm, reqs, n, cpclRemoteError, what, failedPeer);
     if (remaining == 0 || (any && completed >= 0)) {
       if (index) *index = completed;
