@@ -151,10 +151,13 @@ typedef struct {
   cpclDataType_t kvType; /* dtype of the KV cache */
   int latentKv;          /* 1: MLA, V is the first headDimVo elements of each K row; vCache NULL */
   int lseBase2;          /* 1: every LSE read or written is base 2 */
+  /* Added to the contract: the schedule, "agrs", "a2a", "pipelined" or "fused"; NULL = the
+   * CPCL_ALGO environment parameter, else chosen automatically. Every rank must name the same. */
+  const char* algo;
 } cpclAttnDesc_t;
 
 #define CPCL_ATTN_DESC_INITIALIZER \
-  { sizeof(cpclAttnDesc_t), 0, 0, 128, 128, 16, 0.0f, cpclBfloat16, cpclBfloat16, 0, 0 }
+  { sizeof(cpclAttnDesc_t), 0, 0, 128, 128, 16, 0.0f, cpclBfloat16, cpclBfloat16, 0, 0, NULL }
 
 /* One decode step's batch. Pointers in the plan's memType memory (device memory for CUDA). */
 typedef struct {

@@ -1,6 +1,7 @@
 /* coll.c -- bounded waits and the internal collectives (all-gather, all-to-all, barrier).
  * Direct exchanges with every peer: at the W <= 16 of a context-parallel group that is one
  * round of latency, which beats a ring's W - 1. */
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -68,6 +69,9 @@ static cpclResult_t waitLoop(struct cpclComm* comm, cpclRequest_t* reqs, int n, 
     }
     if (atomic_load_explicit(&comm->aborted, memory_order_relaxed))
       return waitFailed(comm, reqs, n, cpclRemoteError, what, -1);
+    /* More ranks than cores (CPU ranks, oversubscribed CI): a spinning waiter would burn the
+     * time slice its peer needs to make progress. After a short spin, give the core away. */
+    if (spin > 64) sched_yield();
     if ((spin & 255) == 0) {
       double t = nowMs();
       if (start < 0) start = t;

@@ -108,7 +108,7 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   FIELD(latentKv, "desc->latentKv")
   FIELD(lseBase2, "desc->lseBase2")
   FIELD(maxTokens, "maxTokens")
-  FIELD(algo, "the schedule (CPCL_ALGO)")
+  FIELD(algo, "the schedule (desc->algo / CPCL_ALGO)")
 #undef FIELD
   for (int r = 1; r < W; r++)
     if (memcmp(&all[r].smScale, &all[0].smScale, sizeof(float)) != 0) {
@@ -119,19 +119,21 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   return cpclSuccess;
 }
 
-/* CPCL_ALGO, or the automatic choice for this shape and memory. */
-static cpclResult_t chooseAlgo(const struct cpclComm* c, cpclAlgo_t* algo, char* msg, size_t n) {
-  const char* forced = cpclParamString(CPCL_PARAM_ALGO);
+/* desc->algo, else CPCL_ALGO, else the automatic choice for this shape and memory. */
+static cpclResult_t chooseAlgo(const struct cpclComm* c, const cpclAttnDesc_t* d, cpclAlgo_t* algo, char* msg,
+                               size_t n) {
+  const char* forced = d->algo ? d->algo : cpclParamString(CPCL_PARAM_ALGO);
+  const char* from = d->algo ? "desc->algo" : "CPCL_ALGO";
   if (forced[0]) {
     for (int a = 0; a < CPCL_NUM_ALGOS; a++)
       if (strcasecmp(forced, cpclAlgoNames[a]) == 0) *algo = (cpclAlgo_t)a;
     if (*algo == CPCL_NUM_ALGOS) {
-      snprintf(msg, n, "CPCL_ALGO is \"%.32s\": use agrs, a2a, pipelined or fused", forced);
+      snprintf(msg, n, "%s is \"%.32s\": use agrs, a2a, pipelined or fused", from, forced);
       return cpclInvalidArgument;
     }
     if (*algo == CPCL_ALGO_FUSED) {
-      snprintf(msg, n, "CPCL_ALGO is fused, which needs CUDA memory and GPU peers on one node; this communicator "
-               "moves %s memory over %s", c->memType == cpclMemHost ? "host" : "CUDA", c->transportName);
+      snprintf(msg, n, "%s is fused, which needs CUDA memory and GPU peers on one node; this communicator "
+               "moves %s memory over %s", from, c->memType == cpclMemHost ? "host" : "CUDA", c->transportName);
       return cpclUnsupported;
     }
     return cpclSuccess;
@@ -169,7 +171,7 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
   char msg[512] = "";
   cpclAlgo_t algo = CPCL_NUM_ALGOS;
   cpclResult_t own = descCheck(comm, desc, maxTokens, msg, sizeof(msg));
-  if (own == cpclSuccess) own = chooseAlgo(comm, &algo, msg, sizeof(msg));
+  if (own == cpclSuccess) own = chooseAlgo(comm, desc, &algo, msg, sizeof(msg));
 
   planDigest_t mine = {.valid = own == cpclSuccess, .maxTokens = maxTokens, .algo = algo};
   if (own == cpclSuccess) {
