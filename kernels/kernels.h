@@ -24,6 +24,9 @@ extern "C" {
 /* element types: the values of cpclDataType_t */
 enum { CPCL_K_BF16 = 0, CPCL_K_FP16 = 1, CPCL_K_FP32 = 2 };
 
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
 static inline size_t cpclKDtypeSize(int t) { return t == CPCL_K_FP32 ? 4 : 2; }
 
 /* Prefix attention with LSE over a paged local KV shard. Row t of sequence s (n rows) sits at
@@ -52,8 +55,9 @@ typedef struct {
   int64_t oBlockStride, oTokenStride;
   float* lse;
   int64_t lseBlockStride, lseTokenStride;
-  void* workspace;             /* host: scratch of cpclHostAttnWorkspaceBytes() */
+  void* workspace;             /* host: scratch of cpclHostAttnWorkspaceBytes(); CUDA: split partials */
   size_t workspaceBytes;
+  int maxSplits;               /* CUDA: most KV splits per row (fixed per plan: batch-invariant) */
 } cpclAttnParams_t;
 
 /* Merge of numParts partial states, in part order, fp32 (DESIGN.md §1):
@@ -108,6 +112,14 @@ typedef struct {
   void* kCache;
   void* vCache;
 } cpclKvStoreParams_t;
+
+/* ---- CUDA (kernels/cuda; stream is a cudaStream_t; return 0 or a cudaError_t) ---- */
+/* bytes of split workspace the CUDA attention needs for maxTokens rows of numHeads heads */
+size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int maxSplits);
+int cpclCudaAttn(const cpclAttnParams_t* p, void* stream);
+int cpclCudaMerge(const cpclMergeParams_t* p, void* stream);
+int cpclCudaCorrect(const cpclCorrectParams_t* p, void* stream);
+int cpclCudaKvStore(const cpclKvStoreParams_t* p, void* stream);
 
 /* ---- host (C reference) ---- */
 size_t cpclHostAttnWorkspaceBytes(int headDimQk, int headDimVo);

@@ -88,6 +88,9 @@ static cpclResult_t stepBegin(struct cpclAttnPlan* pl, const cpclBatch_t* b, int
     CPCLCHECK(cpclCommEnter((pl)->comm, fn));                              \
     st.seq = cpclNextSeq((pl)->comm);                                      \
     cpclResult_t r_ = st.numTokens > 0 ? (call) : cpclSuccess;             \
+    if (r_ != cpclSuccess) /* the detail was recorded on the thread */     \
+      snprintf((pl)->comm->lastError, sizeof((pl)->comm->lastError),       \
+               "rank %d: %s", (pl)->comm->rank, cpclGetLastError(NULL));   \
     cpclCommLeave((pl)->comm);                                             \
     return r_;                                                             \
   } while (0)

@@ -7,6 +7,7 @@
 
 #include "coll.h"
 #include "core.h"
+#include "exec.h"
 
 static inline double nowMs(void) {
   struct timespec ts;
@@ -95,7 +96,8 @@ cpclResult_t cpclWaitAny(struct cpclComm* comm, cpclRequest_t* reqs, int n, int*
 }
 
 cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, const size_t* sendBytes,
-                           void* const* recvbufs, const size_t* recvBytes) {
+                           void* const* recvbufs, const size_t* recvBytes, const struct cpclExecOps* exec,
+                           cpclStream_t stream) {
   uint32_t seq = cpclNextSeq(comm);
   int W = comm->nranks, me = comm->rank, n = 0;
   cpclRequest_t* reqs = comm->reqs;
@@ -119,7 +121,11 @@ cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, c
                   res, fail);
     n++;
   }
-  if (recvbufs[me] != sendbufs[me] && sendBytes[me]) memcpy(recvbufs[me], sendbufs[me], sendBytes[me]);
+  if (recvbufs[me] != sendbufs[me] && sendBytes[me]) {
+    if (exec) CPCLCHECKGOTO(exec->copy2d(recvbufs[me], sendBytes[me], sendbufs[me], sendBytes[me], sendBytes[me], 1, stream),
+                            res, fail);
+    else memcpy(recvbufs[me], sendbufs[me], sendBytes[me]);
+  }
   return cpclWaitAll(comm, reqs, n, "all-to-all");
 fail:
   for (int i = 0; i < n; i++)
@@ -128,7 +134,8 @@ fail:
   return CPCL_ERR(comm, res, "all-to-all: posting a transfer failed (%s)", cpclGetLastError(NULL));
 }
 
-cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes) {
+cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes,
+                           const struct cpclExecOps* exec, cpclStream_t stream) {
   int W = comm->nranks;
   const void* sends[CPCL_MAX_RANKS];
   void* recvs[CPCL_MAX_RANKS];
@@ -138,10 +145,10 @@ cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* rec
     recvs[p] = (char*)recvbuf + (size_t)p * bytes;
     sb[p] = rb[p] = bytes;
   }
-  return cpclAlltoallv(comm, sends, sb, recvs, rb);
+  return cpclAlltoallv(comm, sends, sb, recvs, rb, exec, stream);
 }
 
 cpclResult_t cpclBarrier(struct cpclComm* comm) {
   char token = 1, all[CPCL_MAX_RANKS];
-  return cpclAllgather(comm, &token, all, 1);
+  return cpclAllgather(comm, &token, all, 1, NULL, NULL);
 }

@@ -16,15 +16,20 @@ cpclResult_t cpclWaitAll(struct cpclComm* comm, cpclRequest_t* reqs, int n, cons
 /* Waits until any one of the n requests completes; *index is its position. Same bounds. */
 cpclResult_t cpclWaitAny(struct cpclComm* comm, cpclRequest_t* reqs, int n, int* index, const char* what);
 
+struct cpclExecOps;
+
 /* Rank-major all-gather of `bytes` bytes from every rank: recvbuf [nranks][bytes]. sendbuf may
- * alias recvbuf + rank * bytes (in place). */
-cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes);
+ * alias recvbuf + rank * bytes (in place). exec copies the own block (NULL: host memcpy, for
+ * host memory such as digests), on stream. */
+cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes,
+                           const struct cpclExecOps* exec, cpclStream_t stream);
 
 /* All-to-all of variable sizes: rank r sends sendbufs[p] (sendBytes[p] bytes) to every rank p
- * and receives recvBytes[p] bytes from p into recvbufs[p]. The self block is copied locally
- * (skipped when the two pointers are the same). */
+ * and receives recvBytes[p] bytes from p into recvbufs[p]. The self block is copied locally by
+ * exec (NULL: memcpy), skipped when the two pointers are the same. */
 cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, const size_t* sendBytes,
-                           void* const* recvbufs, const size_t* recvBytes);
+                           void* const* recvbufs, const size_t* recvBytes, const struct cpclExecOps* exec,
+                           cpclStream_t stream);
 
 cpclResult_t cpclBarrier(struct cpclComm* comm);
 

@@ -27,5 +27,8 @@ typedef struct cpclExecOps {
 } cpclExecOps_t;
 
 extern const cpclExecOps_t cpclExecHost;
+#ifdef CPCL_HAVE_CUDA
+extern const cpclExecOps_t cpclExecCuda;
+#endif
 
 #endif /* CPCL_EXEC_H_ */

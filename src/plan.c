@@ -188,7 +188,7 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
   }
   planDigest_t* all = NULL;
   CPCLCHECKGOTO(cpclCalloc(comm, &all, (size_t)comm->nranks, sizeof(*all), "plan digests"), res, out);
-  CPCLCHECKGOTO(cpclAllgather(comm, &mine, all, sizeof(mine)), res, out);
+  CPCLCHECKGOTO(cpclAllgather(comm, &mine, all, sizeof(mine), NULL, NULL), res, out);
   if (own != cpclSuccess) {
     res = CPCL_ERR(comm, own, "cpclAttnPlanCreate: %s", msg);
     goto out;
@@ -210,15 +210,31 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
   pl->qElem = cpclKDtypeSize(desc->qType);
   pl->algo = algo;
   pl->exec = &cpclExecHost;
-  if (comm->memType != cpclMemHost) {
+  pl->maxSplits = 1;
+  if (comm->memType == cpclMemCuda) {
+#ifdef CPCL_HAVE_CUDA
+    pl->exec = &cpclExecCuda;
+#else
     res = CPCL_ERR(comm, cpclUnsupported, "cpclAttnPlanCreate: CUDA memory needs cpcl built with CUDA");
     goto out;
+#endif
   }
   {
     const cpclExecOps_t* e = pl->exec;
     const size_t T = (size_t)maxTokens, DH = (size_t)pl->D * pl->H, Dv = (size_t)desc->headDimVo;
     pl->sliceCap = cpclSliceBytes(pl, maxTokens);
     pl->scratchBytes = e->attnWorkspaceBytes(desc->headDimQk, desc->headDimVo);
+#ifdef CPCL_HAVE_CUDA
+    if (comm->memType == cpclMemCuda) {
+      /* Split-KV partials: up to 64 splits a row, fewer when maxTokens x heads is large, so the
+       * workspace stays under 256 MiB. Fixed per plan, so a row's result never depends on the
+       * rest of its batch. */
+      const size_t perSplit = cpclCudaAttnWorkspaceBytes(maxTokens, (int)DH, (int)Dv, 1);
+      size_t splits = ((size_t)256 << 20) / perSplit;
+      pl->maxSplits = (int)(splits < 1 ? 1 : splits > 64 ? 64 : splits);
+      pl->scratchBytes = cpclCudaAttnWorkspaceBytes(maxTokens, (int)DH, (int)Dv, pl->maxSplits);
+    }
+#endif
     CPCLCHECKGOTO(e->alloc(comm, &pl->qGather, T * DH * desc->headDimQk * pl->qElem, "gathered queries"), res, out);
     CPCLCHECKGOTO(e->alloc(comm, &pl->sendBuf, pl->D * pl->sliceCap, "partial send slices"), res, out);
     CPCLCHECKGOTO(e->alloc(comm, &pl->recvBuf, pl->W * pl->sliceCap, "partial receive slices"), res, out);

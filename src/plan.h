@@ -28,7 +28,8 @@ struct cpclAttnPlan {
   float* partialLse;     /* agrs: [T][D*H] */
   float* lseAll;         /* agrs: [W][T][D*H] */
   float* lseGlobal;      /* agrs: [T][D*H] */
-  void* scratch;         /* attention kernel workspace */
+  void* scratch;         /* attention kernel workspace (host scratch, or CUDA split partials) */
+  int maxSplits;         /* CUDA: KV splits per row at most (fixed per plan: batch-invariant) */
   size_t scratchBytes;
   cpclRequest_t* reqs;   /* [4 W]: the pipelined schedule's transfers */
 };

@@ -8,6 +8,10 @@ static cpclResult_t a2aDecode(struct cpclAttnPlan* pl, const cpclStep_t* st, voi
   CPCLCHECK(cpclStepGatherQ(pl, st));
   cpclAttnParams_t p;
   cpclStepAttnParams(pl, st, 0, pl->D * pl->H, &p);
+  if (pl->W == 1) { /* one partial is the answer: write it in place, no exchange, no merge */
+    cpclStepTargetPartial(pl, st->numTokens, out, lse, &p);
+    return pl->exec->attend(&p, st->stream);
+  }
   cpclStepTargetSlices(pl, st->numTokens, &p);
   CPCLCHECK(pl->exec->attend(&p, st->stream));
   CPCLCHECK(cpclStepExchangeSlices(pl, st, cpclSliceBytes(pl, st->numTokens)));

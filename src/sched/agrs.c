@@ -14,7 +14,7 @@ static cpclResult_t agrsCombine(struct cpclAttnPlan* pl, const cpclStep_t* st, c
   if (partialOut != pl->partialO)
     CPCLCHECK(pl->exec->copy2d(pl->partialO, oBytes, partialOut, oBytes, oBytes, 1, st->stream));
   /* all-gather of the LSEs over all W ranks */
-  CPCLCHECK(cpclAllgather(pl->comm, partialLse, pl->lseAll, lBytes));
+  CPCLCHECK(cpclAllgather(pl->comm, partialLse, pl->lseAll, lBytes, pl->exec, st->stream));
   cpclMergeParams_t g = {.mode = CPCL_MERGE_LSE,
                          .numParts = pl->W,
                          .numTokens = T,

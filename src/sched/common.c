@@ -33,13 +33,14 @@ void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int
   p->lseBase2 = d->lseBase2;
   p->qType = d->qType;
   p->kvType = d->kvType;
-  p->q = pl->qGather;
+  p->q = pl->D == 1 ? st->q : pl->qGather; /* nothing to gather: read the caller's queries */
   p->qTokenStride = (int64_t)pl->H * d->headDimQk;
   p->qBlockStride = (int64_t)st->numTokens * pl->H * d->headDimQk;
   p->kCache = st->kCache;
   p->vCache = d->latentKv ? NULL : st->vCache;
   p->workspace = pl->scratch;
   p->workspaceBytes = pl->scratchBytes;
+  p->maxSplits = pl->maxSplits;
 }
 
 void cpclStepTargetPartial(const struct cpclAttnPlan* pl, int T, void* partialOut, float* partialLse,
@@ -74,8 +75,8 @@ cpclResult_t cpclStepGatherQ(struct cpclAttnPlan* pl, const cpclStep_t* st) {
     recvs[p] = (char*)pl->qGather + (size_t)(p % pl->D) * bytes;
     sb[p] = rb[p] = same ? bytes : 0;
   }
-  if (pl->D == 1) return pl->exec->copy2d(pl->qGather, bytes, st->q, bytes, bytes, 1, st->stream);
-  return cpclAlltoallv(c, sends, sb, recvs, rb);
+  if (pl->D == 1) return cpclSuccess; /* cpclStepAttnParams reads st->q directly */
+  return cpclAlltoallv(c, sends, sb, recvs, rb, pl->exec, st->stream);
 }
 
 cpclResult_t cpclStepPartialGathered(struct cpclAttnPlan* pl, const cpclStep_t* st, void* partialOut,
@@ -111,7 +112,7 @@ cpclResult_t cpclStepExchangeSlices(struct cpclAttnPlan* pl, const cpclStep_t* s
     recvs[p] = p == c->rank ? (void*)sends[p] : cpclRecvSlot(pl, p); /* own part: read in place */
     sb[p] = rb[p] = bytes;
   }
-  return cpclAlltoallv(c, sends, sb, recvs, rb);
+  return cpclAlltoallv(c, sends, sb, recvs, rb, pl->exec, st->stream);
 }
 
 cpclResult_t cpclStepMergeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, int mode, void* out, float* lse) {

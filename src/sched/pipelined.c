@@ -44,8 +44,9 @@ static cpclResult_t attendAsArriving(struct cpclAttnPlan* pl, const cpclStep_t* 
   for (int j = 0; j < D; j++)
     if (j != me)
       CPCLCHECKGOTO(post(pl, st, 0, base + j, 0, (char*)pl->qGather + j * qBytes, qBytes, &qRecv[j]), res, fail);
-  CPCLCHECKGOTO(pl->exec->copy2d((char*)pl->qGather + me * qBytes, qBytes, st->q, qBytes, qBytes, 1, st->stream),
-                res, fail);
+  if (D > 1) /* own block beside the peers' (with D == 1 the kernel reads st->q) */
+    CPCLCHECKGOTO(pl->exec->copy2d((char*)pl->qGather + me * qBytes, qBytes, st->q, qBytes, qBytes, 1, st->stream),
+                  res, fail);
   for (int j = 0; j < D; j++)
     if (j != me) CPCLCHECKGOTO(post(pl, st, 1, base + j, 0, (void*)st->q, qBytes, &qSend[j]), res, fail);
 

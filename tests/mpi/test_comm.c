@@ -76,7 +76,7 @@ static void test_collectives(void) {
     unsigned char* r = malloc(b * W + 1);
     for (size_t i = 0; i < b; i++) s[i] = (unsigned char)(rank * 31 + i * 7);
     memset(r, 0xee, b * W);
-    CPCL_OK(cpclAllgather(comm, s, r, b));
+    CPCL_OK(cpclAllgather(comm, s, r, b, NULL, NULL));
     for (int p = 0; p < W; p++)
       for (size_t i = 0; i < b; i++) EXPECT(r[p * b + i] == (unsigned char)(p * 31 + i * 7));
     free(s);
@@ -85,7 +85,7 @@ static void test_collectives(void) {
   /* in place */
   int* g = malloc(sizeof(int) * W);
   g[rank] = 1000 + rank;
-  CPCL_OK(cpclAllgather(comm, &g[rank], g, sizeof(int)));
+  CPCL_OK(cpclAllgather(comm, &g[rank], g, sizeof(int), NULL, NULL));
   for (int p = 0; p < W; p++) EXPECT(g[p] == 1000 + p);
   free(g);
   /* variable all-to-all: rank r sends (r + 2p) % 5 * 100 ints to p, some of them 0 */
@@ -101,7 +101,7 @@ static void test_collectives(void) {
     recvs[p] = malloc(nr * sizeof(int) + 4);
     rb[p] = nr * sizeof(int);
   }
-  CPCL_OK(cpclAlltoallv(comm, sends, sb, recvs, rb));
+  CPCL_OK(cpclAlltoallv(comm, sends, sb, recvs, rb, NULL, NULL));
   for (int p = 0; p < W; p++) {
     const int* rp = recvs[p];
     for (size_t i = 0; i < rb[p] / sizeof(int); i++) EXPECT(rp[i] == p * 1000000 + rank * 1000 + (int)i);

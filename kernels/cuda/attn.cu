@@ -1,0 +1,292 @@
+/*
+ * attn.cu -- paged prefix attention with LSE (flash-decoding), the CUDA twin of
+ * kernels/host/attn_host.c.
+ *
+ * Grid: x = (row t, KV head kh), y = chunk of kUC heads of one GQA group, z = KV split.
+ * A CTA streams keys [kBeg, kEnd) of row t's local prefix (length localLen(cpRank, pos + 1),
+ * pos = seqLens[s] - n + j) for up to kUC gathered heads that share KV head kh, so each K/V byte
+ * it loads serves all of them. Tiles of kBK keys are copied to shared memory with cp.async
+ * (16-byte chunks, two stages), rows padded by 16 bytes so a warp reading one row per lane is
+ * conflict-free.
+ *
+ *   warp w owns units u = w + kWarps * i (i < kUPW); lane = key in the tile for scores and
+ *   softmax, lane = kDpl consecutive output dims for P.V
+ *   s = (q . k) * smScale * log2 e;  m' = max(m, max s);  l' = l 2^(m-m') + sum 2^(s-m')
+ *
+ * Splits (batch-invariant: a row's split depends only on its own length):
+ *   n = min(maxSplits, ceil(len / kChunkMin)); chunk = roundup(ceil(len / n), kBK);
+ *   n = ceil(len / chunk). One split: the CTA writes out/lse directly. Several: normalised
+ *   partials (fp32) and base-2 LSEs go to the workspace
+ *     wsO [maxSplits][numTokens][numHeads][Dv], wsLse [maxSplits][numTokens][numHeads]
+ *   and splitMergeKernel merges them (fp32, split order).
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include "common.cuh"
+
+namespace cpcl {
+
+constexpr int kThreads = 128, kWarps = kThreads / 32, kBK = 32, kUC = 16, kUPW = kUC / kWarps;
+constexpr int kChunkMin = 256;
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+struct RowSplit {
+  int64_t len, chunk;
+  int n;
+};
+
+__device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, int* seqOut) {
+  const int s = seqOfRow(p.queryStart, p.numSeqs, t);
+  const int r0 = p.queryStart ? p.queryStart[s] : s;
+  const int n = p.queryStart ? p.queryStart[s + 1] - r0 : 1;
+  const int64_t pos = (int64_t)p.seqLens[s] - n + (t - r0);
+  RowSplit r;
+  r.len = pos < 0 ? 0 : cpclKvLocalLenOf(pos + 1, p.cpSize, p.cpRank, p.interleave);
+  if (r.len == 0) {
+    r.n = 1;
+    r.chunk = 0;
+  } else {
+    int64_t ns = (r.len + kChunkMin - 1) / kChunkMin;
+    ns = ns < p.maxSplits ? ns : p.maxSplits;
+    r.chunk = ((r.len + ns - 1) / ns + kBK - 1) / kBK * kBK;
+    r.n = (int)((r.len + r.chunk - 1) / r.chunk);
+  }
+  *seqOut = s;
+  return r;
+}
+
+template <typename TQ, typename TKV, int kDpl>
+__global__ void __launch_bounds__(kThreads) attnSplitKernel(const cpclAttnParams_t p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int Dqk = p.headDimQk, Dv = p.headDimVo, G = p.groupSize, Hb = p.headsPerBlock;
+  const int headEnd = p.headBegin + p.numHeads;
+  const int khBegin = p.headBegin / G, nKv = (headEnd - 1) / G - khBegin + 1;
+  const int t = blockIdx.x / nKv, kh = khBegin + blockIdx.x % nKv;
+  const int gBegin = max(p.headBegin, kh * G), gEnd = min(headEnd, (kh + 1) * G);
+  const int g0 = gBegin + blockIdx.y * kUC;
+  if (g0 >= gEnd) return;
+  const int nu = min(kUC, gEnd - g0);
+  int s;
+  const RowSplit rs = rowSplit(p, t, &s);
+  const int split = blockIdx.z;
+  if (split >= rs.n) return;
+  const int64_t kBeg = split * rs.chunk, kEnd = min(rs.len, kBeg + rs.chunk);
+
+  const int kRowB = Dqk * (int)sizeof(TKV) + 16, vRowB = p.latentKv ? 0 : Dv * (int)sizeof(TKV) + 16;
+  const int stageB = kBK * (kRowB + vRowB);
+  unsigned char* stage0 = smem;
+  float* qs = reinterpret_cast<float*>(smem + 2 * stageB); /* [kUC][Dqk], pre-scaled */
+  float* ps = qs + kUC * Dqk;                                /* [kUC][kBK] probabilities */
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+
+  const float qscale = p.smScale * kLog2e;
+  const TQ* q = static_cast<const TQ*>(p.q);
+  for (int i = tid; i < kUC * Dqk; i += kThreads) {
+    const int u = i / Dqk, d = i % Dqk, g = g0 + u;
+    qs[i] = u < nu ? toF<TQ>(q[(g / Hb) * p.qBlockStride + t * p.qTokenStride + (int64_t)(g % Hb) * Dqk + d]) * qscale
+                   : 0.f;
+  }
+
+  const int32_t* bt = p.blockTable + (int64_t)s * p.maxPagesPerSeq;
+  const int Hkv = p.numKvHeads, ps_ = p.pageSize;
+  const int chunksK = Dqk * (int)sizeof(TKV) / 16, chunksV = p.latentKv ? 0 : Dv * (int)sizeof(TKV) / 16;
+  const unsigned char* kc = static_cast<const unsigned char*>(p.kCache);
+  const unsigned char* vc = static_cast<const unsigned char*>(p.vCache);
+  auto loadTile = [&](int64_t k0, unsigned char* st) {
+    const int per = chunksK + chunksV;
+    for (int i = tid; i < kBK * per; i += kThreads) {
+      const int row = i / per, c = i % per;
+      const int64_t key = k0 + row;
+      if (key >= kEnd) continue; /* masked below: never read */
+      const int64_t slot = (int64_t)bt[key / ps_] * ps_ + key % ps_;
+      if (c < chunksK)
+        cpAsync16(st + row * kRowB + c * 16, kc + ((slot * Hkv + kh) * Dqk) * (int64_t)sizeof(TKV) + c * 16);
+      else
+        cpAsync16(st + kBK * kRowB + row * vRowB + (c - chunksK) * 16,
+                  vc + ((slot * Hkv + kh) * Dv) * (int64_t)sizeof(TKV) + (c - chunksK) * 16);
+    }
+    cpAsyncCommit();
+  };
+
+  float m[kUPW], l[kUPW], acc[kUPW][kDpl];
+#pragma unroll
+  for (int i = 0; i < kUPW; i++) {
+    m[i] = -INFINITY;
+    l[i] = 0.f;
+#pragma unroll
+    for (int j = 0; j < kDpl; j++) acc[i][j] = 0.f;
+  }
+  const int nTiles = kEnd > kBeg ? (int)((kEnd - kBeg + kBK - 1) / kBK) : 0;
+  if (nTiles > 0) loadTile(kBeg, stage0);
+  for (int it = 0; it < nTiles; it++) {
+    if (it + 1 < nTiles) {
+      loadTile(kBeg + (int64_t)(it + 1) * kBK, stage0 + ((it + 1) & 1) * stageB);
+      cpAsyncWait<1>();
+    } else {
+      cpAsyncWait<0>();
+    }
+    __syncthreads();
+    const unsigned char* st = stage0 + (it & 1) * stageB;
+    const int nk = (int)min((int64_t)kBK, kEnd - (kBeg + (int64_t)it * kBK));
+
+    /* scores: lane = key, this warp's units */
+    float sc[kUPW];
+#pragma unroll
+    for (int i = 0; i < kUPW; i++) sc[i] = 0.f;
+    if (lane < nk) {
+      const TKV* krow = reinterpret_cast<const TKV*>(st + lane * kRowB);
+      for (int d = 0; d < Dqk; d += 8) {
+        float kf[8];
+        load8<TKV>(krow + d, kf);
+#pragma unroll
+        for (int i = 0; i < kUPW; i++) {
+          const float4 qa = *reinterpret_cast<const float4*>(qs + (warp + kWarps * i) * Dqk + d);
+          const float4 qb = *reinterpret_cast<const float4*>(qs + (warp + kWarps * i) * Dqk + d + 4);
+          sc[i] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] + qb.y * kf[5] +
+                   qb.z * kf[6] + qb.w * kf[7];
+        }
+      }
+    }
+    /* online softmax, warp-uniform per unit */
+#pragma unroll
+    for (int i = 0; i < kUPW; i++) {
+      const int u = warp + kWarps * i;
+      const float sv = (lane < nk && u < nu) ? sc[i] : -INFINITY;
+      const float mnew = fmaxf(m[i], warpMax(sv));
+      const float alpha = m[i] == -INFINITY ? 0.f : exp2f(m[i] - mnew);
+      const float pk = sv == -INFINITY ? 0.f : exp2f(sv - mnew);
+      l[i] = l[i] * alpha + warpSum(pk);
+      m[i] = mnew;
+      ps[u * kBK + lane] = pk;
+#pragma unroll
+      for (int j = 0; j < kDpl; j++) acc[i][j] *= alpha;
+    }
+    __syncwarp();
+    /* P.V: lane owns dims [lane * kDpl, lane * kDpl + kDpl) */
+    const int vStride = p.latentKv ? kRowB : vRowB;
+    const unsigned char* vbase = p.latentKv ? st : st + kBK * kRowB;
+    const int d0 = lane * kDpl;
+    for (int k = 0; k < nk; k++) {
+      const TKV* vrow = reinterpret_cast<const TKV*>(vbase + k * vStride) + d0;
+      float vv[kDpl];
+#pragma unroll
+      for (int j = 0; j < kDpl; j += 2) {
+        float2 v2 = d0 + j < Dv ? load2<TKV>(vrow + j) : make_float2(0.f, 0.f);
+        vv[j] = v2.x;
+        vv[j + 1] = v2.y;
+      }
+#pragma unroll
+      for (int i = 0; i < kUPW; i++) {
+        const float pk = ps[(warp + kWarps * i) * kBK + k];
+#pragma unroll
+        for (int j = 0; j < kDpl; j++) acc[i][j] += pk * vv[j];
+      }
+    }
+    __syncthreads(); /* this stage is refilled two tiles on */
+  }
+
+  const int T = p.numTokens;
+#pragma unroll
+  for (int i = 0; i < kUPW; i++) {
+    const int u = warp + kWarps * i;
+    if (u >= nu) continue;
+    const int g = g0 + u, d0 = lane * kDpl;
+    const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+    const float lse2 = l[i] > 0.f ? m[i] + log2f(l[i]) : -INFINITY;
+    if (rs.n == 1) {
+      TQ* o = static_cast<TQ*>(p.out) + (g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * Dv;
+#pragma unroll
+      for (int j = 0; j < kDpl; j++)
+        if (d0 + j < Dv) o[d0 + j] = fromF<TQ>(acc[i][j] * inv);
+      if (lane == 0 && p.lse)
+        p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lse2 : lse2 * kLn2;
+    } else {
+      const int hi = g - p.headBegin;
+      float* wsO = static_cast<float*>(p.workspace) + (((int64_t)split * T + t) * p.numHeads + hi) * Dv;
+#pragma unroll
+      for (int j = 0; j < kDpl; j++)
+        if (d0 + j < Dv) wsO[d0 + j] = acc[i][j] * inv;
+      if (lane == 0) {
+        float* wsLse = static_cast<float*>(p.workspace) + (int64_t)p.maxSplits * T * p.numHeads * Dv;
+        wsLse[((int64_t)split * T + t) * p.numHeads + hi] = lse2;
+      }
+    }
+  }
+}
+
+/* merges the splits of rows that have several; grid (numTokens, numHeads) */
+template <typename TQ>
+__global__ void splitMergeKernel(const cpclAttnParams_t p) {
+  const int t = blockIdx.x, hi = blockIdx.y, g = p.headBegin + hi, T = p.numTokens, Dv = p.headDimVo;
+  int s;
+  const RowSplit rs = rowSplit(p, t, &s);
+  if (rs.n == 1) return;
+  const float* wsO = static_cast<const float*>(p.workspace);
+  const float* wsLse = wsO + (int64_t)p.maxSplits * T * p.numHeads * Dv;
+  float mx = -INFINITY;
+  for (int k = 0; k < rs.n; k++) mx = fmaxf(mx, wsLse[((int64_t)k * T + t) * p.numHeads + hi]);
+  float sum = 0.f;
+  for (int k = 0; k < rs.n; k++) {
+    const float x = wsLse[((int64_t)k * T + t) * p.numHeads + hi];
+    if (x != -INFINITY) sum += exp2f(x - mx);
+  }
+  const float lse2 = mx == -INFINITY ? -INFINITY : mx + log2f(sum);
+  const int Hb = p.headsPerBlock;
+  TQ* o = static_cast<TQ*>(p.out) + (g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * Dv;
+  for (int d = threadIdx.x; d < Dv; d += blockDim.x) {
+    float a = 0.f;
+    for (int k = 0; k < rs.n; k++) {
+      const float x = wsLse[((int64_t)k * T + t) * p.numHeads + hi];
+      if (x == -INFINITY) continue;
+      a += exp2f(x - lse2) * wsO[(((int64_t)k * T + t) * p.numHeads + hi) * Dv + d];
+    }
+    o[d] = fromF<TQ>(a);
+  }
+  if (threadIdx.x == 0 && p.lse)
+    p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lse2 : lse2 * kLn2;
+}
+
+template <typename TQ, typename TKV, int kDpl>
+static int launchAttn(const cpclAttnParams_t* p, cudaStream_t stream) {
+  const int kRowB = p->headDimQk * (int)sizeof(TKV) + 16;
+  const int vRowB = p->latentKv ? 0 : p->headDimVo * (int)sizeof(TKV) + 16;
+  const size_t smem = 2 * (size_t)kBK * (kRowB + vRowB) + (size_t)kUC * p->headDimQk * 4 + (size_t)kUC * kBK * 4;
+  static size_t raised = 48 * 1024; /* per instantiation: raise the dynamic limit once per size */
+  if (smem > raised) {
+    cudaError_t e = cudaFuncSetAttribute(attnSplitKernel<TQ, TKV, kDpl>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess) return (int)e;
+    raised = smem;
+  }
+  const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
+  const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
+  const int headsPerKv = G < p->numHeads ? G : p->numHeads;
+  dim3 grid(p->numTokens * nKv, (headsPerKv + kUC - 1) / kUC, p->maxSplits);
+  attnSplitKernel<TQ, TKV, kDpl><<<grid, kThreads, smem, stream>>>(*p);
+  if (p->maxSplits > 1) splitMergeKernel<TQ><<<dim3(p->numTokens, p->numHeads), 128, 0, stream>>>(*p);
+  return (int)cudaGetLastError();
+}
+
+}  // namespace cpcl
+
+extern "C" size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int maxSplits) {
+  return (size_t)maxSplits * maxTokens * numHeads * (headDimVo + 1) * sizeof(float);
+}
+
+extern "C" int cpclCudaAttn(const cpclAttnParams_t* p, void* stream) {
+  using namespace cpcl;
+  if (p->numTokens == 0 || p->numHeads == 0) return 0;
+  if ((p->headDimQk * cpclKDtypeSize(p->kvType)) % 16 || (!p->latentKv && (p->headDimVo * cpclKDtypeSize(p->kvType)) % 16))
+    return (int)cudaErrorInvalidValue;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+#define CPCL_ATTN_DPL(TQ, TKV)                                              \
+  if (p->headDimVo <= 128) return launchAttn<TQ, TKV, 4>(p, s);             \
+  if (p->headDimVo <= 256) return launchAttn<TQ, TKV, 8>(p, s);             \
+  if (p->headDimVo <= 512) return launchAttn<TQ, TKV, 16>(p, s);            \
+  if (p->headDimVo <= 1024) return launchAttn<TQ, TKV, 32>(p, s);           \
+  return (int)cudaErrorInvalidValue;
+  CPCL_DISPATCH_DTYPE(p->qType, TQ, CPCL_DISPATCH_DTYPE(p->kvType, TKV, CPCL_ATTN_DPL(TQ, TKV)));
+#undef CPCL_ATTN_DPL
+  return 0;
+}

@@ -1,0 +1,133 @@
+/* common.cuh -- element types and loads shared by the CUDA kernels. */
+#ifndef CPCL_CUDA_COMMON_CUH_
+#define CPCL_CUDA_COMMON_CUH_
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "kernels.h"
+#include "kv_layout.h"
+
+namespace cpcl {
+
+template <typename T>
+__device__ __forceinline__ float toF(T v);
+template <>
+__device__ __forceinline__ float toF<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float toF<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <>
+__device__ __forceinline__ float toF<__half>(__half v) { return __half2float(v); }
+
+template <typename T>
+__device__ __forceinline__ T fromF(float v);
+template <>
+__device__ __forceinline__ float fromF<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 fromF<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ __half fromF<__half>(float v) { return __float2half_rn(v); }
+
+/* two consecutive elements as float2 */
+template <typename T>
+__device__ __forceinline__ float2 load2(const T* p);
+template <>
+__device__ __forceinline__ float2 load2<float>(const float* p) { return *reinterpret_cast<const float2*>(p); }
+template <>
+__device__ __forceinline__ float2 load2<__nv_bfloat16>(const __nv_bfloat16* p) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+}
+template <>
+__device__ __forceinline__ float2 load2<__half>(const __half* p) {
+  return __half22float2(*reinterpret_cast<const __half2*>(p));
+}
+
+/* eight consecutive elements (16 bytes of 2-byte types, 32 of fp32) as floats */
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float* f) {
+#pragma unroll
+  for (int i = 0; i < 8; i += 2) {
+    float2 v = load2<T>(p + i);
+    f[i] = v.x;
+    f[i + 1] = v.y;
+  }
+}
+template <>
+__device__ __forceinline__ void load8<__nv_bfloat16>(const __nv_bfloat16* p, float* f) {
+  uint4 u = *reinterpret_cast<const uint4*>(p);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    float2 v = __bfloat1622float2(h[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+template <>
+__device__ __forceinline__ void load8<__half>(const __half* p, float* f) {
+  uint4 u = *reinterpret_cast<const uint4*>(p);
+  const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    float2 v = __half22float2(h[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+
+__device__ __forceinline__ float warpMax(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warpSum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/* 16-byte asynchronous copy global -> shared (sm_80+) */
+__device__ __forceinline__ void cpAsync16(void* smem, const void* gmem) {
+  unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* the sequence of row t: queryStart is sorted; one row per sequence when NULL */
+__device__ __forceinline__ int seqOfRow(const int32_t* queryStart, int numSeqs, int t) {
+  if (queryStart == nullptr) return t;
+  int lo = 0, hi = numSeqs - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) >> 1;
+    if (queryStart[mid] <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+}  // namespace cpcl
+
+/* Runtime dtype -> template type, naming the unsupported value. */
+#define CPCL_DISPATCH_DTYPE(dt, T, ...)                  \
+  switch (dt) {                                          \
+    case CPCL_K_BF16: {                                  \
+      typedef __nv_bfloat16 T;                           \
+      __VA_ARGS__;                                       \
+    } break;                                             \
+    case CPCL_K_FP16: {                                  \
+      typedef __half T;                                  \
+      __VA_ARGS__;                                       \
+    } break;                                             \
+    case CPCL_K_FP32: {                                  \
+      typedef float T;                                   \
+      __VA_ARGS__;                                       \
+    } break;                                             \
+    default: return (int)cudaErrorInvalidValue;          \
+  }
+
+#endif /* CPCL_CUDA_COMMON_CUH_ */
