@@ -58,6 +58,7 @@ typedef struct {
   void* workspace;             /* host: scratch of cpclHostAttnWorkspaceBytes(); CUDA: split partials */
   size_t workspaceBytes;
   int maxSplits;               /* CUDA: most KV splits per row (fixed per plan: batch-invariant) */
+  int cudaCoresOnly;           /* CUDA: 1 = skip the tensor-core kernel (tests compare the two) */
 } cpclAttnParams_t;
 
 /* Merge of numParts partial states, in part order, fp32 (DESIGN.md §1):

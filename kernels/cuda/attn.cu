@@ -23,38 +23,11 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
-#include "common.cuh"
+#include "attn_common.cuh"
 
 namespace cpcl {
 
-constexpr int kThreads = 128, kWarps = kThreads / 32, kBK = 32, kUC = 16, kUPW = kUC / kWarps;
-constexpr int kChunkMin = 256;
-constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
-
-struct RowSplit {
-  int64_t len, chunk;
-  int n;
-};
-
-__device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, int* seqOut) {
-  const int s = seqOfRow(p.queryStart, p.numSeqs, t);
-  const int r0 = p.queryStart ? p.queryStart[s] : s;
-  const int n = p.queryStart ? p.queryStart[s + 1] - r0 : 1;
-  const int64_t pos = (int64_t)p.seqLens[s] - n + (t - r0);
-  RowSplit r;
-  r.len = pos < 0 ? 0 : cpclKvLocalLenOf(pos + 1, p.cpSize, p.cpRank, p.interleave);
-  if (r.len == 0) {
-    r.n = 1;
-    r.chunk = 0;
-  } else {
-    int64_t ns = (r.len + kChunkMin - 1) / kChunkMin;
-    ns = ns < p.maxSplits ? ns : p.maxSplits;
-    r.chunk = ((r.len + ns - 1) / ns + kBK - 1) / kBK * kBK;
-    r.n = (int)((r.len + r.chunk - 1) / r.chunk);
-  }
-  *seqOut = s;
-  return r;
-}
+constexpr int kThreads = 128, kWarps = kThreads / 32, kUC = 16, kUPW = kUC / kWarps;
 
 template <typename TQ, typename TKV, int kDpl>
 __global__ void __launch_bounds__(kThreads) attnSplitKernel(const cpclAttnParams_t p) {
@@ -215,38 +188,6 @@ __global__ void __launch_bounds__(kThreads) attnSplitKernel(const cpclAttnParams
   }
 }
 
-/* merges the splits of rows that have several; grid (numTokens, numHeads) */
-template <typename TQ>
-__global__ void splitMergeKernel(const cpclAttnParams_t p) {
-  const int t = blockIdx.x, hi = blockIdx.y, g = p.headBegin + hi, T = p.numTokens, Dv = p.headDimVo;
-  int s;
-  const RowSplit rs = rowSplit(p, t, &s);
-  if (rs.n == 1) return;
-  const float* wsO = static_cast<const float*>(p.workspace);
-  const float* wsLse = wsO + (int64_t)p.maxSplits * T * p.numHeads * Dv;
-  float mx = -INFINITY;
-  for (int k = 0; k < rs.n; k++) mx = fmaxf(mx, wsLse[((int64_t)k * T + t) * p.numHeads + hi]);
-  float sum = 0.f;
-  for (int k = 0; k < rs.n; k++) {
-    const float x = wsLse[((int64_t)k * T + t) * p.numHeads + hi];
-    if (x != -INFINITY) sum += exp2f(x - mx);
-  }
-  const float lse2 = mx == -INFINITY ? -INFINITY : mx + log2f(sum);
-  const int Hb = p.headsPerBlock;
-  TQ* o = static_cast<TQ*>(p.out) + (g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * Dv;
-  for (int d = threadIdx.x; d < Dv; d += blockDim.x) {
-    float a = 0.f;
-    for (int k = 0; k < rs.n; k++) {
-      const float x = wsLse[((int64_t)k * T + t) * p.numHeads + hi];
-      if (x == -INFINITY) continue;
-      a += exp2f(x - lse2) * wsO[(((int64_t)k * T + t) * p.numHeads + hi) * Dv + d];
-    }
-    o[d] = fromF<TQ>(a);
-  }
-  if (threadIdx.x == 0 && p.lse)
-    p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lse2 : lse2 * kLn2;
-}
-
 template <typename TQ, typename TKV, int kDpl>
 static int launchAttn(const cpclAttnParams_t* p, cudaStream_t stream) {
   const int kRowB = p->headDimQk * (int)sizeof(TKV) + 16;
@@ -264,7 +205,6 @@ static int launchAttn(const cpclAttnParams_t* p, cudaStream_t stream) {
   const int headsPerKv = G < p->numHeads ? G : p->numHeads;
   dim3 grid(p->numTokens * nKv, (headsPerKv + kUC - 1) / kUC, p->maxSplits);
   attnSplitKernel<TQ, TKV, kDpl><<<grid, kThreads, smem, stream>>>(*p);
-  if (p->maxSplits > 1) splitMergeKernel<TQ><<<dim3(p->numTokens, p->numHeads), 128, 0, stream>>>(*p);
   return (int)cudaGetLastError();
 }
 
@@ -274,12 +214,29 @@ extern "C" size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int he
   return (size_t)maxSplits * maxTokens * numHeads * (headDimVo + 1) * sizeof(float);
 }
 
+extern "C" int cpclCudaAttnMma(const cpclAttnParams_t* p, void* stream);
+
+/* the attention kernel for the shape (tensor cores where attn_mma.cu covers it) */
+static int attnMain(const cpclAttnParams_t* p, cudaStream_t s);
+
 extern "C" int cpclCudaAttn(const cpclAttnParams_t* p, void* stream) {
   using namespace cpcl;
   if (p->numTokens == 0 || p->numHeads == 0) return 0;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  int err = p->cudaCoresOnly ? -1 : cpclCudaAttnMma(p, s);
+  if (err < 0) err = attnMain(p, s);
+  if (err) return err;
+  if (p->maxSplits > 1) {
+    CPCL_DISPATCH_DTYPE(p->qType, TQ, (splitMergeKernel<TQ><<<dim3(p->numTokens, p->numHeads), 128, 0, s>>>(*p)));
+  }
+  return (int)cudaGetLastError();
+}
+
+static int attnMain(const cpclAttnParams_t* p, cudaStream_t stream) {
+  using namespace cpcl;
   if ((p->headDimQk * cpclKDtypeSize(p->kvType)) % 16 || (!p->latentKv && (p->headDimVo * cpclKDtypeSize(p->kvType)) % 16))
     return (int)cudaErrorInvalidValue;
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  cudaStream_t s = stream;
 #define CPCL_ATTN_DPL(TQ, TKV)                                              \
   if (p->headDimVo <= 128) return launchAttn<TQ, TKV, 4>(p, s);             \
   if (p->headDimVo <= 256) return launchAttn<TQ, TKV, 8>(p, s);             \

@@ -57,6 +57,7 @@ static uint16_t toF16(float f) {
 }
 static float fromF16(uint16_t h) {
   int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e == 31) return m ? NAN : (h & 0x8000) ? -INFINITY : INFINITY;
   float v = e == 0 ? ldexpf((float)m, -24) : ldexpf((float)(m | 0x400), e - 25);
   return (h & 0x8000) ? -v : v;
 }

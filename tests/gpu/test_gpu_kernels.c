@@ -110,9 +110,11 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
   hp.workspace = malloc(cpclHostAttnWorkspaceBytes(pb.Dqk, Dv));
   hp.workspaceBytes = cpclHostAttnWorkspaceBytes(pb.Dqk, Dv);
   cpclHostAttn(&hp);
-  /* device, twice: with many splits and with one (direct write) */
-  for (int splits = 64; splits >= 1; splits -= 63) {
+  /* device: with many splits and with one (direct write); tensor-core and CUDA-core kernels */
+  for (int run = 0; run < 4; run++) {
+    const int splits = run & 1 ? 1 : 64, coresOnly = run >> 1;
     cpclAttnParams_t dp = p;
+    dp.cudaCoresOnly = coresOnly;
     const size_t kvRows = (size_t)c.numPages * kc->pageSize * pb.Hkv;
     dp.queryStart = p.queryStart ? toDev(qs, sizeof(qs)) : NULL;
     dp.seqLens = toDev(lens, sizeof(lens));
@@ -150,9 +152,9 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
           bad++;
       }
     EXPECT(bad == 0, "attention q%d kv%d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d multi %d long %d base2 "
-                     "%d heads [%d,+%d) Hb %d splits %d: %d elements off", pb.qType, pb.kvType, pb.Hkv, kc->G, pb.Dqk,
-           Dv, pb.latent, kc->W, kc->r, kc->I, kc->pageSize, kc->multiRow, kc->longRows, kc->base2, hb, nh, Hb, splits,
-           bad);
+                     "%d heads [%d,+%d) Hb %d splits %d cores-only %d: %d elements off", pb.qType, pb.kvType, pb.Hkv, kc->G,
+           pb.Dqk, Dv, pb.latent, kc->W, kc->r, kc->I, kc->pageSize, kc->multiRow, kc->longRows, kc->base2, hb, nh, Hb,
+           splits, coresOnly, bad);
     free(dOut);
     free(dLse);
     cudaFree((void*)dp.queryStart);

@@ -1,0 +1,305 @@
+/*
+ * attn_mma.cu -- tensor-core paged prefix attention for GQA decode: qType == kvType in
+ * {bf16, fp16}, headDimQk == headDimVo == D in {64, 128}, separate V. Same grid, rows and
+ * batch-invariant splits as attn.cu (attn_common.cuh); other shapes take attn.cu's kernel.
+ *
+ * The up to kUC = 16 gathered heads of a CTA (one row t, one KV head) are the M = 16 rows of
+ * mma.sync.m16n8k16 (fp32 accumulate). Keys stream in tiles of kTile = 64 through kStages
+ * cp.async stages (rows padded by 16 bytes: ldmatrix is conflict-free); warp w takes keys
+ * [16 w, 16 w + 16) of every tile and keeps its own online-softmax state:
+ *   S[16 x 16]  = Q[16 x D] . K^T          D/16 k-steps x 2 n-tiles, K by ldmatrix
+ *   m' = max(m, rowmax S * c), c = smScale * log2 e;  P = 2^(S c - m')  (quad shuffles)
+ *   O[16 x D]  = O 2^(m - m') + P . V       P re-packed as the A fragment, V by ldmatrix.trans
+ * Fragment layouts (PTX m16n8k16): A reg i: row g + 8 (i & 1), cols 2 q + 8 (i >> 1);
+ * B reg i: k = 2 q + 8 i, n = g; C: c0 c1 row g, c2 c3 row g + 8, cols 2 q (+1); g = lane / 4,
+ * q = lane % 4. At the end the 4 warps' (m, l, O) merge through shared memory.
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include "attn_common.cuh"
+
+namespace cpcl {
+
+constexpr int kMmaThreads = 128, kMmaWarps = 4, kTile = 64, kStages = 3, kHeads = 16;
+
+template <typename T>
+struct Mma;
+template <>
+struct Mma<__nv_bfloat16> {
+  static __device__ __forceinline__ void run(float* c, const uint32_t* a, const uint32_t* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+  static __device__ __forceinline__ uint32_t pack(float x, float y) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+template <>
+struct Mma<__half> {
+  static __device__ __forceinline__ void run(float* c, const uint32_t* a, const uint32_t* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+  static __device__ __forceinline__ uint32_t pack(float x, float y) {
+    __half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+
+__device__ __forceinline__ void ldsm4(uint32_t* r, const void* p) {
+  unsigned a = (unsigned)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldsm4T(uint32_t* r, const void* p) {
+  unsigned a = (unsigned)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+/* 16-byte copy, or 16 zero bytes when !valid (nothing is read then) */
+__device__ __forceinline__ void cpAsync16Zfill(void* smem, const void* gmem, bool valid) {
+  unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParams_t p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kRowB = D * 2 + 16, kStageB = 2 * kTile * kRowB, KS = D / 16, NT = D / 8;
+  const int G = p.groupSize, Hb = p.headsPerBlock;
+  const int headEnd = p.headBegin + p.numHeads;
+  const int khBegin = p.headBegin / G, nKv = (headEnd - 1) / G - khBegin + 1;
+  const int t = blockIdx.x / nKv, kh = khBegin + blockIdx.x % nKv;
+  const int gBegin = max(p.headBegin, kh * G), gEnd = min(headEnd, (kh + 1) * G);
+  const int g0 = gBegin + blockIdx.y * kHeads;
+  if (g0 >= gEnd) return;
+  const int nu = min(kHeads, gEnd - g0);
+  int s;
+  const RowSplit rs = rowSplit(p, t, &s);
+  const int split = blockIdx.z;
+  if (split >= rs.n) return;
+  const int64_t kBeg = split * rs.chunk, kEnd = min(rs.len, kBeg + rs.chunk);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, cq = (lane & 3) * 2;
+
+  /* Q as A fragments, once; rows past nu are zero (their output is never written) */
+  uint32_t qa[KS][4];
+  {
+    const T* q = static_cast<const T*>(p.q);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int row = gr + (i & 1) * 8, g = g0 + row;
+      const T* qr = q + (g / Hb) * p.qBlockStride + t * p.qTokenStride + (int64_t)(g % Hb) * D;
+#pragma unroll
+      for (int ks = 0; ks < KS; ks++)
+        qa[ks][i] = row < nu ? *reinterpret_cast<const uint32_t*>(qr + ks * 16 + cq + (i >> 1) * 8) : 0u;
+    }
+  }
+
+  const int32_t* bt = p.blockTable + (int64_t)s * p.maxPagesPerSeq;
+  const int Hkv = p.numKvHeads, pg = p.pageSize;
+  const T* kc = static_cast<const T*>(p.kCache);
+  const T* vc = static_cast<const T*>(p.vCache);
+  constexpr int kChunks = D / 8; /* 16-byte chunks per row */
+  auto loadTile = [&](int64_t k0, unsigned char* st) {
+    for (int i = tid; i < kTile * kChunks * 2; i += kMmaThreads) {
+      const int isV = i >= kTile * kChunks, j = i - isV * kTile * kChunks, row = j / kChunks, c = j % kChunks;
+      const int64_t key = k0 + row;
+      const bool valid = key < kEnd;
+      const int64_t slot = valid ? (int64_t)bt[key / pg] * pg + key % pg : 0;
+      const T* src = (isV ? vc : kc) + (slot * Hkv + kh) * D + c * 8;
+      cpAsync16Zfill(st + isV * kTile * kRowB + row * kRowB + c * 16, src, valid);
+    }
+  };
+
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, o[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  const float c = p.smScale * kLog2e;
+  const int nTiles = kEnd > kBeg ? (int)((kEnd - kBeg + kTile - 1) / kTile) : 0;
+#pragma unroll
+  for (int st = 0; st < kStages - 1; st++) {
+    if (st < nTiles) loadTile(kBeg + (int64_t)st * kTile, smem + st * kStageB);
+    cpAsyncCommit();
+  }
+  for (int it = 0; it < nTiles; it++) {
+    cpAsyncWait<kStages - 2>();
+    __syncthreads();
+    {
+      const int nxt = it + kStages - 1;
+      if (nxt < nTiles) loadTile(kBeg + (int64_t)nxt * kTile, smem + (nxt % kStages) * kStageB);
+      cpAsyncCommit();
+    }
+    const unsigned char* ks_ = smem + (it % kStages) * kStageB;
+    const unsigned char* vs_ = ks_ + kTile * kRowB;
+    const int kw = warp * 16;
+    const int64_t tileKey = kBeg + (int64_t)it * kTile + kw;
+
+    float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+    {
+      const int j = lane >> 3;
+      const unsigned char* kp = ks_ + (kw + (j >> 1) * 8 + (lane & 7)) * kRowB + (j & 1) * 16;
+#pragma unroll
+      for (int k = 0; k < KS; k++) {
+        uint32_t kb[4];
+        ldsm4(kb, kp + k * 32);
+        Mma<T>::run(sc[0], qa[k], kb);
+        Mma<T>::run(sc[1], qa[k], kb + 2);
+      }
+    }
+    /* scale, mask keys past kEnd, online softmax per row (rows gr and gr + 8) */
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int64_t key = tileKey + n * 8 + cq + (e & 1);
+        sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
+      }
+    uint32_t pa[4];
+    float pv[2][4];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float mnew = fmaxf(m[r], mx[r]);
+      const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
+      float rowSum = 0.f;
+#pragma unroll
+      for (int n = 0; n < 2; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const float x = sc[n][r * 2 + e];
+          pv[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
+          rowSum += pv[n][r * 2 + e];
+        }
+      l[r] = l[r] * alpha + rowSum;
+      m[r] = mnew;
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+        o[n][r * 2] *= alpha;
+        o[n][r * 2 + 1] *= alpha;
+      }
+    }
+    pa[0] = Mma<T>::pack(pv[0][0], pv[0][1]);
+    pa[1] = Mma<T>::pack(pv[0][2], pv[0][3]);
+    pa[2] = Mma<T>::pack(pv[1][0], pv[1][1]);
+    pa[3] = Mma<T>::pack(pv[1][2], pv[1][3]);
+    {
+      const int j = lane >> 3;
+      const unsigned char* vp = vs_ + (kw + (j & 1) * 8 + (lane & 7)) * kRowB + (j >> 1) * 16;
+#pragma unroll
+      for (int nb = 0; nb < NT; nb += 2) {
+        uint32_t vb[4];
+        ldsm4T(vb, vp + nb * 16);
+        Mma<T>::run(o[nb], pa, vb);
+        Mma<T>::run(o[nb + 1], pa, vb + 2);
+      }
+    }
+  }
+  cpAsyncWait<0>();
+  __syncthreads();
+
+  /* merge the 4 warps' states: smem mW[4][16], lW[4][16], oW[4][16][D + 4] */
+  float* mW = reinterpret_cast<float*>(smem);
+  float* lW = mW + kMmaWarps * kHeads;
+  float* oW = lW + kMmaWarps * kHeads;
+  constexpr int oStride = D + 4;
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    if ((lane & 3) == 0) {
+      mW[warp * kHeads + gr + r * 8] = m[r];
+      lW[warp * kHeads + gr + r * 8] = l[r];
+    }
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+      float* dst = oW + (warp * kHeads + gr + r * 8) * oStride + n * 8 + cq;
+      dst[0] = o[n][r * 2];
+      dst[1] = o[n][r * 2 + 1];
+    }
+  }
+  __syncthreads();
+  const int T_ = p.numTokens;
+  for (int idx = tid; idx < kHeads * D; idx += kMmaThreads) {
+    const int row = idx / D, d = idx % D;
+    if (row >= nu) continue;
+    float mg = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kMmaWarps; w++) mg = fmaxf(mg, mW[w * kHeads + row]);
+    float lsum = 0.f, acc = 0.f;
+    if (mg != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kMmaWarps; w++) {
+        const float mw = mW[w * kHeads + row];
+        if (mw == -INFINITY) continue;
+        const float sc_ = exp2f(mw - mg);
+        lsum += sc_ * lW[w * kHeads + row];
+        acc += sc_ * oW[(w * kHeads + row) * oStride + d];
+      }
+    }
+    const float val = lsum > 0.f ? acc / lsum : 0.f;
+    const float lse2 = lsum > 0.f ? mg + log2f(lsum) : -INFINITY;
+    const int g = g0 + row;
+    if (rs.n == 1) {
+      static_cast<T*>(p.out)[(g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * D + d] =
+          fromF<T>(val);
+      if (d == 0 && p.lse)
+        p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lse2 : lse2 * kLn2;
+    } else {
+      const int hi = g - p.headBegin;
+      float* wsO = static_cast<float*>(p.workspace);
+      wsO[(((int64_t)split * T_ + t) * p.numHeads + hi) * D + d] = val;
+      if (d == 0) {
+        float* wsLse = wsO + (int64_t)p.maxSplits * T_ * p.numHeads * D;
+        wsLse[((int64_t)split * T_ + t) * p.numHeads + hi] = lse2;
+      }
+    }
+  }
+}
+
+template <typename T, int D>
+static int launchMma(const cpclAttnParams_t* p, cudaStream_t stream) {
+  constexpr size_t smem = (size_t)kStages * 2 * kTile * (D * 2 + 16);
+  static bool raised = false;
+  if (!raised) {
+    cudaError_t e = cudaFuncSetAttribute(attnMmaKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return (int)e;
+    raised = true;
+  }
+  const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
+  const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
+  const int headsPerKv = G < p->numHeads ? G : p->numHeads;
+  dim3 grid(p->numTokens * nKv, (headsPerKv + kHeads - 1) / kHeads, p->maxSplits);
+  attnMmaKernel<T, D><<<grid, kMmaThreads, smem, stream>>>(*p);
+  return (int)cudaGetLastError();
+}
+
+}  // namespace cpcl
+
+/* -1: shape not covered here (the caller uses attn.cu's kernel) */
+extern "C" int cpclCudaAttnMma(const cpclAttnParams_t* p, void* stream) {
+  using namespace cpcl;
+  if (p->qType != p->kvType || p->qType == CPCL_K_FP32 || p->latentKv || p->headDimQk != p->headDimVo) return -1;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (p->qType == CPCL_K_BF16) {
+    if (p->headDimQk == 128) return launchMma<__nv_bfloat16, 128>(p, s);
+    if (p->headDimQk == 64) return launchMma<__nv_bfloat16, 64>(p, s);
+  } else {
+    if (p->headDimQk == 128) return launchMma<__half, 128>(p, s);
+    if (p->headDimQk == 64) return launchMma<__half, 64>(p, s);
+  }
+  return -1;
+}
