@@ -137,6 +137,8 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   CU(cudaEventCreate(&e0));
   CU(cudaEventCreate(&e1));
   float* t = malloc(sizeof(float) * iters);
+  for (int variant = 0; variant < 2; variant++) {
+  p.cudaCoresOnly = variant;
   for (int i = 0; i < iters + 5; i++) {
     p.kCache = k[i % copies];
     p.vCache = v[i % copies];
@@ -152,8 +154,9 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   }
   float ms = median(t, iters);
   double tbs = kvBytes / (ms * 1e-3) / 1e12;
-  printf("attn  B %-4d H %-3d Hkv %-2d D %-3d L %-6d %10.1f us %8.2f TB/s %6.1f%% of copy  (splits <= %d, %d KV copies)\n",
-         B, H, Hkv, D, L, ms * 1e3, tbs, 100 * tbs / ceiling, maxSplits, copies);
+  printf("attn %-5s B %-4d H %-3d Hkv %-2d D %-3d L %-6d %9.1f us %6.2f TB/s %6.1f%% of copy (splits <= %d, %d KV copies)\n",
+         variant ? "cores" : "auto", B, H, Hkv, D, L, ms * 1e3, tbs, 100 * tbs / ceiling, maxSplits, copies);
+  }
   free(t);
   for (int c = 0; c < copies; c++) {
     cudaFree(k[c]);
