@@ -59,6 +59,7 @@ typedef struct {
   size_t workspaceBytes;
   int maxSplits;               /* CUDA: most KV splits per row (fixed per plan: batch-invariant) */
   int cudaCoresOnly;           /* CUDA: 1 = skip the tensor-core kernel (tests compare the two) */
+  unsigned* splitCounters;     /* CUDA: cpclCudaAttnCounterCount() zeros; kernels leave them zero */
 } cpclAttnParams_t;
 
 /* Merge of numParts partial states, in part order, fp32 (DESIGN.md §1):
@@ -117,6 +118,8 @@ typedef struct {
 /* ---- CUDA (kernels/cuda; stream is a cudaStream_t; return 0 or a cudaError_t) ---- */
 /* bytes of split workspace the CUDA attention needs for maxTokens rows of numHeads heads */
 size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int maxSplits);
+/* counters the split merge needs (one per row, KV head and head chunk), zeroed once */
+size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads);
 int cpclCudaAttn(const cpclAttnParams_t* p, void* stream);
 int cpclCudaMerge(const cpclMergeParams_t* p, void* stream);
 int cpclCudaCorrect(const cpclCorrectParams_t* p, void* stream);

@@ -155,6 +155,7 @@ static void planFree(struct cpclAttnPlan* pl) {
     e->free(pl->lseAll);
     e->free(pl->lseGlobal);
     e->free(pl->scratch);
+    e->free(pl->splitCounters);
   }
   free(pl->reqs);
   free(pl);
@@ -233,6 +234,8 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
       size_t splits = ((size_t)256 << 20) / perSplit;
       pl->maxSplits = (int)(splits < 1 ? 1 : splits > 64 ? 64 : splits);
       pl->scratchBytes = cpclCudaAttnWorkspaceBytes(maxTokens, (int)DH, (int)Dv, pl->maxSplits);
+      CPCLCHECKGOTO(e->alloc(comm, &pl->splitCounters, cpclCudaAttnCounterCount(maxTokens, (int)DH) * sizeof(unsigned),
+                             "split counters"), res, out);
     }
 #endif
     CPCLCHECKGOTO(e->alloc(comm, &pl->qGather, T * DH * desc->headDimQk * pl->qElem, "gathered queries"), res, out);

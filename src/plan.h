@@ -30,6 +30,7 @@ struct cpclAttnPlan {
   float* lseGlobal;      /* agrs: [T][D*H] */
   void* scratch;         /* attention kernel workspace (host scratch, or CUDA split partials) */
   int maxSplits;         /* CUDA: KV splits per row at most (fixed per plan: batch-invariant) */
+  unsigned* splitCounters; /* CUDA: zeroed once; the attention kernel leaves them zero */
   size_t scratchBytes;
   cpclRequest_t* reqs;   /* [4 W]: the pipelined schedule's transfers */
 };

@@ -126,13 +126,17 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   maxSplits = maxSplits < 1 ? 1 : maxSplits > 64 ? 64 : maxSplits;
   size_t wsBytes = cpclCudaAttnWorkspaceBytes(B, H, D, maxSplits);
   CU(cudaMalloc(&ws, wsBytes));
+  unsigned* counters;
+  const size_t nCounters = cpclCudaAttnCounterCount(B, H);
+  CU(cudaMalloc((void**)&counters, nCounters * sizeof(unsigned)));
+  CU(cudaMemset(counters, 0, nCounters * sizeof(unsigned)));
   cpclAttnParams_t p = {.numSeqs = B, .numTokens = B, .seqLens = dLens, .blockTable = dBt,
                         .maxPagesPerSeq = pagesPerSeq, .cpSize = 1, .cpRank = 0, .interleave = 1, .pageSize = page,
                         .numKvHeads = Hkv, .headDimQk = D, .headDimVo = D, .groupSize = H / Hkv, .headBegin = 0,
                         .numHeads = H, .headsPerBlock = H, .smScale = 1.0f / sqrtf((float)D), .qType = CPCL_K_BF16,
                         .kvType = CPCL_K_BF16, .q = q, .qTokenStride = (int64_t)H * D, .out = out,
                         .oTokenStride = (int64_t)H * D, .lse = lse, .lseTokenStride = H, .workspace = ws,
-                        .workspaceBytes = wsBytes, .maxSplits = maxSplits};
+                        .workspaceBytes = wsBytes, .maxSplits = maxSplits, .splitCounters = counters};
   cudaEvent_t e0, e1;
   CU(cudaEventCreate(&e0));
   CU(cudaEventCreate(&e1));
@@ -172,6 +176,7 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   cudaFree(out);
   cudaFree(lse);
   cudaFree(ws);
+  cudaFree(counters);
 }
 
 static void benchMerge(int N, int B, int H, int D, int iters) {

@@ -18,7 +18,8 @@
  *   n = ceil(len / chunk). One split: the CTA writes out/lse directly. Several: normalised
  *   partials (fp32) and base-2 LSEs go to the workspace
  *     wsO [maxSplits][numTokens][numHeads][Dv], wsLse [maxSplits][numTokens][numHeads]
- *   and splitMergeKernel merges them (fp32, split order).
+ *   and the CTA that finishes a row's heads last merges them (fp32, split order), counted by
+ *   p.splitCounters (attn_common.cuh): no second launch.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -61,18 +62,19 @@ __global__ void __launch_bounds__(kThreads) attnSplitKernel(const cpclAttnParams
                    : 0.f;
   }
 
-  const int32_t* bt = p.blockTable + (int64_t)s * p.maxPagesPerSeq;
-  const int Hkv = p.numKvHeads, ps_ = p.pageSize;
+  const PageMap pm(p.blockTable + (int64_t)s * p.maxPagesPerSeq, p.pageSize);
+  const int Hkv = p.numKvHeads;
   const int chunksK = Dqk * (int)sizeof(TKV) / 16, chunksV = p.latentKv ? 0 : Dv * (int)sizeof(TKV) / 16;
   const unsigned char* kc = static_cast<const unsigned char*>(p.kCache);
   const unsigned char* vc = static_cast<const unsigned char*>(p.vCache);
   auto loadTile = [&](int64_t k0, unsigned char* st) {
+    /* a warp's lanes take consecutive chunks of one row; the slot is looked up once per row */
     const int per = chunksK + chunksV;
     for (int i = tid; i < kBK * per; i += kThreads) {
-      const int row = i / per, c = i % per;
+      const int row = i / per, c = i - row * per;
       const int64_t key = k0 + row;
       if (key >= kEnd) continue; /* masked below: never read */
-      const int64_t slot = (int64_t)bt[key / ps_] * ps_ + key % ps_;
+      const int64_t slot = pm.slot(key);
       if (c < chunksK)
         cpAsync16(st + row * kRowB + c * 16, kc + ((slot * Hkv + kh) * Dqk) * (int64_t)sizeof(TKV) + c * 16);
       else
@@ -180,12 +182,10 @@ __global__ void __launch_bounds__(kThreads) attnSplitKernel(const cpclAttnParams
 #pragma unroll
       for (int j = 0; j < kDpl; j++)
         if (d0 + j < Dv) wsO[d0 + j] = acc[i][j] * inv;
-      if (lane == 0) {
-        float* wsLse = static_cast<float*>(p.workspace) + (int64_t)p.maxSplits * T * p.numHeads * Dv;
-        wsLse[((int64_t)split * T + t) * p.numHeads + hi] = lse2;
-      }
+      if (lane == 0) wsLseOf(p)[((int64_t)split * T + t) * p.numHeads + hi] = lse2;
     }
   }
+  if (rs.n > 1) mergeSplitsIfLast<TQ>(p, rs, t, g0, nu);
 }
 
 template <typename TQ, typename TKV, int kDpl>
@@ -214,6 +214,11 @@ extern "C" size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int he
   return (size_t)maxSplits * maxTokens * numHeads * (headDimVo + 1) * sizeof(float);
 }
 
+extern "C" size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads) {
+  /* grid x * y <= rows x (KV heads + 2) x head chunks <= rows x 2 (numHeads + 16) */
+  return (size_t)maxTokens * 2 * (numHeads + 16);
+}
+
 extern "C" int cpclCudaAttnMma(const cpclAttnParams_t* p, void* stream);
 
 /* the attention kernel for the shape (tensor cores where attn_mma.cu covers it) */
@@ -226,9 +231,6 @@ extern "C" int cpclCudaAttn(const cpclAttnParams_t* p, void* stream) {
   int err = p->cudaCoresOnly ? -1 : cpclCudaAttnMma(p, s);
   if (err < 0) err = attnMain(p, s);
   if (err) return err;
-  if (p->maxSplits > 1) {
-    CPCL_DISPATCH_DTYPE(p->qType, TQ, (splitMergeKernel<TQ><<<dim3(p->numTokens, p->numHeads), 128, 0, s>>>(*p)));
-  }
   return (int)cudaGetLastError();
 }
 

@@ -36,36 +36,70 @@ __device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, i
   return r;
 }
 
-/* merges the splits of rows that have several; grid (numTokens, numHeads) */
+/* Local token -> cache slot through the block table, in 32-bit arithmetic (a shard holds fewer
+ * than 2^31 tokens), with shifts when pageSize is a power of two. */
+struct PageMap {
+  const int32_t* bt;
+  int pg, shift;
+  __device__ __forceinline__ PageMap(const int32_t* blockTable, int pageSize) : bt(blockTable), pg(pageSize), shift(-1) {
+    if ((pageSize & (pageSize - 1)) == 0) shift = __ffs(pageSize) - 1;
+  }
+  __device__ __forceinline__ int64_t slot(int64_t key) const {
+    const int k = (int)key;
+    if (shift >= 0) return ((int64_t)bt[k >> shift] << shift) | (k & (pg - 1));
+    const int q = k / pg;
+    return (int64_t)bt[q] * pg + (k - q * pg);
+  }
+};
+
+/* Split workspace: wsO [maxSplits][numTokens][numHeads][Dv] fp32, then wsLse [maxSplits][numTokens]
+ * [numHeads] (base 2). Counters (p.splitCounters): one per (row, KV head, head chunk), zero
+ * between calls. */
+__device__ __forceinline__ float* wsLseOf(const cpclAttnParams_t& p) {
+  return static_cast<float*>(p.workspace) + (int64_t)p.maxSplits * p.numTokens * p.numHeads * p.headDimVo;
+}
+
+/* Called by every thread of a CTA after it wrote its split's partials for heads [g0, g0 + nu) of
+ * row t. The CTA that finishes last merges all splits of those heads (fp32, split order, so the
+ * result does not depend on which CTA is last) and writes out/lse, then re-arms the counter. */
 template <typename TQ>
-__global__ void splitMergeKernel(const cpclAttnParams_t p) {
-  const int t = blockIdx.x, hi = blockIdx.y, g = p.headBegin + hi, T = p.numTokens, Dv = p.headDimVo;
-  int s;
-  const RowSplit rs = rowSplit(p, t, &s);
-  if (rs.n == 1) return;
+__device__ void mergeSplitsIfLast(const cpclAttnParams_t& p, const RowSplit& rs, int t, int g0, int nu) {
+  __shared__ int isLast;
+  __threadfence();
+  __syncthreads();
+  unsigned* counter = p.splitCounters + (blockIdx.x * gridDim.y + blockIdx.y);
+  if (threadIdx.x == 0) {
+    const unsigned prev = atomicAdd(counter, 1u);
+    isLast = prev == (unsigned)rs.n - 1;
+    if (isLast) *counter = 0; /* every split has arrived: ready for the next call or graph replay */
+  }
+  __syncthreads();
+  if (!isLast) return;
+  __threadfence();
+  const int T = p.numTokens, Dv = p.headDimVo, Hb = p.headsPerBlock;
   const float* wsO = static_cast<const float*>(p.workspace);
-  const float* wsLse = wsO + (int64_t)p.maxSplits * T * p.numHeads * Dv;
-  float mx = -INFINITY;
-  for (int k = 0; k < rs.n; k++) mx = fmaxf(mx, wsLse[((int64_t)k * T + t) * p.numHeads + hi]);
-  float sum = 0.f;
-  for (int k = 0; k < rs.n; k++) {
-    const float x = wsLse[((int64_t)k * T + t) * p.numHeads + hi];
-    if (x != -INFINITY) sum += exp2f(x - mx);
-  }
-  const float lse2 = mx == -INFINITY ? -INFINITY : mx + log2f(sum);
-  const int Hb = p.headsPerBlock;
-  TQ* o = static_cast<TQ*>(p.out) + (g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * Dv;
-  for (int d = threadIdx.x; d < Dv; d += blockDim.x) {
-    float a = 0.f;
-    for (int k = 0; k < rs.n; k++) {
-      const float x = wsLse[((int64_t)k * T + t) * p.numHeads + hi];
-      if (x == -INFINITY) continue;
-      a += exp2f(x - lse2) * wsO[(((int64_t)k * T + t) * p.numHeads + hi) * Dv + d];
+  const float* wsLse = wsLseOf(p);
+  for (int i = threadIdx.x; i < nu * Dv; i += blockDim.x) {
+    const int u = i / Dv, d = i % Dv, g = g0 + u, hi = g - p.headBegin;
+    float mx = -INFINITY;
+    for (int k = 0; k < rs.n; k++) mx = fmaxf(mx, __ldcg(wsLse + ((int64_t)k * T + t) * p.numHeads + hi));
+    float sum = 0.f, acc = 0.f;
+    if (mx != -INFINITY) {
+#pragma unroll 4
+      for (int k = 0; k < rs.n; k++) {
+        const float x = __ldcg(wsLse + ((int64_t)k * T + t) * p.numHeads + hi);
+        if (x == -INFINITY) continue; /* an empty split: its bytes are never read */
+        const float w = exp2f(x - mx);
+        sum += w;
+        acc += w * __ldcg(wsO + (((int64_t)k * T + t) * p.numHeads + hi) * Dv + d);
+      }
     }
-    o[d] = fromF<TQ>(a);
+    const float lse2 = sum > 0.f ? mx + log2f(sum) : -INFINITY;
+    TQ* o = static_cast<TQ*>(p.out) + (g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * Dv;
+    o[d] = fromF<TQ>(sum > 0.f ? acc / sum : 0.f);
+    if (d == 0 && p.lse)
+      p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lse2 : lse2 * kLn2;
   }
-  if (threadIdx.x == 0 && p.lse)
-    p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lse2 : lse2 * kLn2;
 }
 
 }  // namespace cpcl

@@ -106,19 +106,23 @@ __global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParam
     }
   }
 
-  const int32_t* bt = p.blockTable + (int64_t)s * p.maxPagesPerSeq;
-  const int Hkv = p.numKvHeads, pg = p.pageSize;
+  const PageMap pm(p.blockTable + (int64_t)s * p.maxPagesPerSeq, p.pageSize);
+  const int Hkv = p.numKvHeads;
   const T* kc = static_cast<const T*>(p.kCache);
   const T* vc = static_cast<const T*>(p.vCache);
   constexpr int kChunks = D / 8; /* 16-byte chunks per row */
+  /* Loader: thread tid copies chunk c = tid % kChunks of rows tid / kChunks + r * kRowsPer, for K
+   * and V; a row's slot is looked up once. Consecutive lanes read consecutive 16 bytes. */
+  constexpr int kRowsPer = kMmaThreads / kChunks;
   auto loadTile = [&](int64_t k0, unsigned char* st) {
-    for (int i = tid; i < kTile * kChunks * 2; i += kMmaThreads) {
-      const int isV = i >= kTile * kChunks, j = i - isV * kTile * kChunks, row = j / kChunks, c = j % kChunks;
-      const int64_t key = k0 + row;
+    const int c = tid % kChunks;
+#pragma unroll
+    for (int r = tid / kChunks; r < kTile; r += kRowsPer) {
+      const int64_t key = k0 + r;
       const bool valid = key < kEnd;
-      const int64_t slot = valid ? (int64_t)bt[key / pg] * pg + key % pg : 0;
-      const T* src = (isV ? vc : kc) + (slot * Hkv + kh) * D + c * 8;
-      cpAsync16Zfill(st + isV * kTile * kRowB + row * kRowB + c * 16, src, valid);
+      const int64_t off = valid ? (pm.slot(key) * Hkv + kh) * D + c * 8 : 0;
+      cpAsync16Zfill(st + r * kRowB + c * 16, kc + off, valid);
+      cpAsync16Zfill(st + kTile * kRowB + r * kRowB + c * 16, vc + off, valid);
     }
   };
 
@@ -260,14 +264,11 @@ __global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParam
         p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lse2 : lse2 * kLn2;
     } else {
       const int hi = g - p.headBegin;
-      float* wsO = static_cast<float*>(p.workspace);
-      wsO[(((int64_t)split * T_ + t) * p.numHeads + hi) * D + d] = val;
-      if (d == 0) {
-        float* wsLse = wsO + (int64_t)p.maxSplits * T_ * p.numHeads * D;
-        wsLse[((int64_t)split * T_ + t) * p.numHeads + hi] = lse2;
-      }
+      static_cast<float*>(p.workspace)[(((int64_t)split * T_ + t) * p.numHeads + hi) * D + d] = val;
+      if (d == 0) wsLseOf(p)[((int64_t)split * T_ + t) * p.numHeads + hi] = lse2;
     }
   }
+  if (rs.n > 1) mergeSplitsIfLast<T>(p, rs, t, g0, nu);
 }
 
 template <typename T, int D>

@@ -41,6 +41,7 @@ void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int
   p->workspace = pl->scratch;
   p->workspaceBytes = pl->scratchBytes;
   p->maxSplits = pl->maxSplits;
+  p->splitCounters = pl->splitCounters;
 }
 
 void cpclStepTargetPartial(const struct cpclAttnPlan* pl, int T, void* partialOut, float* partialLse,

@@ -127,9 +127,21 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     dp.maxSplits = splits;
     dp.workspaceBytes = cpclCudaAttnWorkspaceBytes(T, nh, Dv, splits);
     dp.workspace = devPoison(dp.workspaceBytes);
+    const size_t nCounters = cpclCudaAttnCounterCount(T, nh);
+    CU(cudaMalloc((void**)&dp.splitCounters, nCounters * sizeof(unsigned)));
+    CU(cudaMemset(dp.splitCounters, 0, nCounters * sizeof(unsigned)));
     int err = cpclCudaAttn(&dp, NULL);
     EXPECT(err == 0, "launch: %s", cudaGetErrorString((cudaError_t)err));
     CU(cudaDeviceSynchronize());
+    {
+      /* the counters are left at zero for the next call */
+      unsigned* cnt = malloc(nCounters * sizeof(unsigned));
+      fromDev(cnt, dp.splitCounters, nCounters * sizeof(unsigned));
+      int nz = 0;
+      for (size_t i = 0; i < nCounters; i++) nz += cnt[i] != 0;
+      EXPECT(nz == 0, "%d split counters left non-zero", nz);
+      free(cnt);
+    }
     void* dOut = malloc(oBytes);
     float* dLse = malloc(lBytes);
     fromDev(dOut, dp.out, oBytes);
@@ -166,6 +178,7 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     cudaFree(dp.out);
     cudaFree(dp.lse);
     cudaFree(dp.workspace);
+    cudaFree(dp.splitCounters);
   }
   free(hp.workspace);
   free(hOut);
