@@ -116,6 +116,7 @@ typedef struct {
 } cpclKvStoreParams_t;
 
 /* ---- CUDA (kernels/cuda; stream is a cudaStream_t; return 0 or a cudaError_t) ---- */
+#define CPCL_CUDA_MAX_SPLITS 64 /* KV splits a row may be cut into (maxSplits <= this) */
 /* bytes of split workspace the CUDA attention needs for maxTokens rows of numHeads heads */
 size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int maxSplits);
 /* counters the split merge needs (one per row, KV head and head chunk), zeroed once */

@@ -232,7 +232,7 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
        * rest of its batch. */
       const size_t perSplit = cpclCudaAttnWorkspaceBytes(maxTokens, (int)DH, (int)Dv, 1);
       size_t splits = ((size_t)256 << 20) / perSplit;
-      pl->maxSplits = (int)(splits < 1 ? 1 : splits > 64 ? 64 : splits);
+      pl->maxSplits = (int)(splits < 1 ? 1 : splits > CPCL_CUDA_MAX_SPLITS ? CPCL_CUDA_MAX_SPLITS : splits);
       pl->scratchBytes = cpclCudaAttnWorkspaceBytes(maxTokens, (int)DH, (int)Dv, pl->maxSplits);
       CPCLCHECKGOTO(e->alloc(comm, &pl->splitCounters, cpclCudaAttnCounterCount(maxTokens, (int)DH) * sizeof(unsigned),
                              "split counters"), res, out);

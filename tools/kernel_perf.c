@@ -123,7 +123,7 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   /* the plan's rule: up to 64 splits, workspace under 256 MiB */
   size_t perSplit = cpclCudaAttnWorkspaceBytes(B, H, D, 1);
   int maxSplits = (int)(((size_t)256 << 20) / perSplit);
-  maxSplits = maxSplits < 1 ? 1 : maxSplits > 64 ? 64 : maxSplits;
+  maxSplits = maxSplits < 1 ? 1 : maxSplits > CPCL_CUDA_MAX_SPLITS ? CPCL_CUDA_MAX_SPLITS : maxSplits;
   size_t wsBytes = cpclCudaAttnWorkspaceBytes(B, H, D, maxSplits);
   CU(cudaMalloc(&ws, wsBytes));
   unsigned* counters;

@@ -227,6 +227,7 @@ static int attnMain(const cpclAttnParams_t* p, cudaStream_t s);
 extern "C" int cpclCudaAttn(const cpclAttnParams_t* p, void* stream) {
   using namespace cpcl;
   if (p->numTokens == 0 || p->numHeads == 0) return 0;
+  if (p->maxSplits < 1 || p->maxSplits > CPCL_CUDA_MAX_SPLITS) return (int)cudaErrorInvalidValue;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   int err = p->cudaCoresOnly ? -1 : cpclCudaAttnMma(p, s);
   if (err < 0) err = attnMain(p, s);

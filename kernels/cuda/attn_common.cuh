@@ -59,12 +59,17 @@ __device__ __forceinline__ float* wsLseOf(const cpclAttnParams_t& p) {
   return static_cast<float*>(p.workspace) + (int64_t)p.maxSplits * p.numTokens * p.numHeads * p.headDimVo;
 }
 
-/* Called by every thread of a CTA after it wrote its split's partials for heads [g0, g0 + nu) of
- * row t. The CTA that finishes last merges all splits of those heads (fp32, split order, so the
- * result does not depend on which CTA is last) and writes out/lse, then re-arms the counter. */
+/* Called by every thread of a CTA after it wrote its split's partials for heads [g0, g0 + nu)
+ * (nu <= 16) of row t. The CTA that finishes last merges all splits of those heads (fp32, split
+ * order, so the result does not depend on which CTA is last) and writes out/lse, then re-arms
+ * the counter. Weights 2^(x_k - lse) go to shared memory once; the partials are read as float4
+ * with the splits unrolled, so many loads are in flight. */
 template <typename TQ>
 __device__ void mergeSplitsIfLast(const cpclAttnParams_t& p, const RowSplit& rs, int t, int g0, int nu) {
+  constexpr int kMaxSplits = CPCL_CUDA_MAX_SPLITS, kMaxHeads = 16;
   __shared__ int isLast;
+  __shared__ float wts[kMaxHeads][kMaxSplits];
+  __shared__ float lseOut[kMaxHeads];
   __threadfence();
   __syncthreads();
   unsigned* counter = p.splitCounters + (blockIdx.x * gridDim.y + blockIdx.y);
@@ -76,29 +81,48 @@ __device__ void mergeSplitsIfLast(const cpclAttnParams_t& p, const RowSplit& rs,
   __syncthreads();
   if (!isLast) return;
   __threadfence();
-  const int T = p.numTokens, Dv = p.headDimVo, Hb = p.headsPerBlock;
+  const int T = p.numTokens, Dv = p.headDimVo, Hb = p.headsPerBlock, n = rs.n;
   const float* wsO = static_cast<const float*>(p.workspace);
   const float* wsLse = wsLseOf(p);
-  for (int i = threadIdx.x; i < nu * Dv; i += blockDim.x) {
-    const int u = i / Dv, d = i % Dv, g = g0 + u, hi = g - p.headBegin;
-    float mx = -INFINITY;
-    for (int k = 0; k < rs.n; k++) mx = fmaxf(mx, __ldcg(wsLse + ((int64_t)k * T + t) * p.numHeads + hi));
-    float sum = 0.f, acc = 0.f;
-    if (mx != -INFINITY) {
-#pragma unroll 4
-      for (int k = 0; k < rs.n; k++) {
-        const float x = __ldcg(wsLse + ((int64_t)k * T + t) * p.numHeads + hi);
-        if (x == -INFINITY) continue; /* an empty split: its bytes are never read */
-        const float w = exp2f(x - mx);
-        sum += w;
-        acc += w * __ldcg(wsO + (((int64_t)k * T + t) * p.numHeads + hi) * Dv + d);
+  for (int i = threadIdx.x; i < nu * n; i += blockDim.x) {
+    const int u = i / n, k = i - u * n;
+    wts[u][k] = __ldcg(wsLse + ((int64_t)k * T + t) * p.numHeads + (g0 + u - p.headBegin));
+  }
+  __syncthreads();
+  for (int u = threadIdx.x; u < nu; u += blockDim.x) {
+    float mx = -INFINITY, sum = 0.f;
+    for (int k = 0; k < n; k++) mx = fmaxf(mx, wts[u][k]);
+    for (int k = 0; k < n; k++) sum += wts[u][k] == -INFINITY ? 0.f : exp2f(wts[u][k] - mx);
+    const float lse2 = sum > 0.f ? mx + log2f(sum) : -INFINITY;
+    /* an empty split (x = -inf) weighs 0 and its partial is never used */
+    for (int k = 0; k < n; k++) wts[u][k] = (sum > 0.f && wts[u][k] != -INFINITY) ? exp2f(wts[u][k] - lse2) : 0.f;
+    lseOut[u] = lse2;
+  }
+  __syncthreads();
+  const int dv4 = Dv / 4;
+  for (int i = threadIdx.x; i < nu * dv4; i += blockDim.x) {
+    const int u = i / dv4, d = (i - u * dv4) * 4, g = g0 + u, hi = g - p.headBegin;
+    const float4* src = reinterpret_cast<const float4*>(wsO + ((int64_t)t * p.numHeads + hi) * Dv + d);
+    const int64_t kStride = (int64_t)T * p.numHeads * Dv / 4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int k = 0; k < n; k++) {
+      const float w = wts[u][k];
+      const float4 v = __ldcg(src + k * kStride);
+      if (w != 0.f) {
+        acc.x += w * v.x;
+        acc.y += w * v.y;
+        acc.z += w * v.z;
+        acc.w += w * v.w;
       }
     }
-    const float lse2 = sum > 0.f ? mx + log2f(sum) : -INFINITY;
-    TQ* o = static_cast<TQ*>(p.out) + (g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * Dv;
-    o[d] = fromF<TQ>(sum > 0.f ? acc / sum : 0.f);
+    TQ* o = static_cast<TQ*>(p.out) + (g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * Dv + d;
+    o[0] = fromF<TQ>(acc.x);
+    o[1] = fromF<TQ>(acc.y);
+    o[2] = fromF<TQ>(acc.z);
+    o[3] = fromF<TQ>(acc.w);
     if (d == 0 && p.lse)
-      p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lse2 : lse2 * kLn2;
+      p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lseOut[u] : lseOut[u] * kLn2;
   }
 }
 
