@@ -193,7 +193,7 @@ static int launchAttn(const cpclAttnParams_t* p, cudaStream_t stream) {
   const int kRowB = p->headDimQk * (int)sizeof(TKV) + 16;
   const int vRowB = p->latentKv ? 0 : p->headDimVo * (int)sizeof(TKV) + 16;
   const size_t smem = 2 * (size_t)kBK * (kRowB + vRowB) + (size_t)kUC * p->headDimQk * 4 + (size_t)kUC * kBK * 4;
-  static size_t raised = 48 * 1024; /* per instantiation: raise the dynamic limit once per size */
+  static size_t raised = 0; /* per instantiation: set the dynamic limit (static smem counts too) */
   if (smem > raised) {
     cudaError_t e = cudaFuncSetAttribute(attnSplitKernel<TQ, TKV, kDpl>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);
