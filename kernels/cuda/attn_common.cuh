@@ -8,7 +8,7 @@
 namespace cpcl {
 
 constexpr int kBK = 32; /* split chunks are multiples of kBK keys */
-constexpr int kChunkMin = 256;
+constexpr int kChunkMin = 128; /* keys per split at least */
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 struct RowSplit {

@@ -21,7 +21,7 @@
 
 namespace cpcl {
 
-constexpr int kMmaThreads = 128, kMmaWarps = 4, kTile = 64, kStages = 3, kHeads = 16;
+constexpr int kMmaThreads = 128, kMmaWarps = 4, kTile = 64, kStages = 2, kHeads = 16;
 
 template <typename T>
 struct Mma;
@@ -190,10 +190,13 @@ __global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParam
         }
       l[r] = l[r] * alpha + rowSum;
       m[r] = mnew;
+      /* the running max rarely moves after the first tiles: skip the rescale when no row's did */
+      if (__any_sync(0xffffffffu, alpha != 1.f)) {
 #pragma unroll
-      for (int n = 0; n < NT; n++) {
-        o[n][r * 2] *= alpha;
-        o[n][r * 2 + 1] *= alpha;
+        for (int n = 0; n < NT; n++) {
+          o[n][r * 2] *= alpha;
+          o[n][r * 2 + 1] *= alpha;
+        }
       }
     }
     pa[0] = Mma<T>::pack(pv[0][0], pv[0][1]);
