@@ -89,6 +89,8 @@ typedef struct {
   int B, H, Hkv, D, L;
 } shape_t;
 
+static int sweep; /* -x: also every (stages, split size) variant of the tensor-core kernel */
+
 static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   const int B = sh->B, H = sh->H, Hkv = sh->Hkv, D = sh->D, L = sh->L, page = 16;
   const int pagesPerSeq = (L + page - 1) / page, numPages = B * pagesPerSeq;
@@ -141,8 +143,11 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   CU(cudaEventCreate(&e0));
   CU(cudaEventCreate(&e1));
   float* t = malloc(sizeof(float) * iters);
-  for (int variant = 0; variant < 2; variant++) {
-  p.cudaCoresOnly = variant;
+  static const int stagesOf[] = {0, 0, 2, 3, 2, 3, 2, 3}, chunkOf[] = {0, 0, 128, 128, 256, 256, 512, 512};
+  for (int variant = 0; variant < (sweep ? 8 : 2); variant++) {
+  p.cudaCoresOnly = variant == 1;
+  p.pipelineStages = stagesOf[variant];
+  p.splitChunkMin = chunkOf[variant];
   for (int i = 0; i < iters + 5; i++) {
     p.kCache = k[i % copies];
     p.vCache = v[i % copies];
@@ -158,8 +163,11 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   }
   float ms = median(t, iters);
   double tbs = kvBytes / (ms * 1e-3) / 1e12;
-  printf("attn %-5s B %-4d H %-3d Hkv %-2d D %-3d L %-6d %9.1f us %6.2f TB/s %6.1f%% of copy (splits <= %d, %d KV copies)\n",
-         variant ? "cores" : "auto", B, H, Hkv, D, L, ms * 1e3, tbs, 100 * tbs / ceiling, maxSplits, copies);
+  char name[32];
+  if (variant < 2) snprintf(name, sizeof(name), "%s", variant ? "cores" : "auto");
+  else snprintf(name, sizeof(name), "s%d/c%d", stagesOf[variant], chunkOf[variant]);
+  printf("attn %-8s B %-4d H %-3d Hkv %-2d D %-3d L %-6d %9.1f us %6.2f TB/s %6.1f%% of copy (splits <= %d, %d KV copies)\n",
+         name, B, H, Hkv, D, L, ms * 1e3, tbs, 100 * tbs / ceiling, maxSplits, copies);
   }
   free(t);
   for (int c = 0; c < copies; c++) {
@@ -222,12 +230,13 @@ int main(int argc, char** argv) {
   int ns = 4, custom = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-n") && i + 1 < argc) iters = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "-x")) sweep = 1;
     else if (!strcmp(argv[i], "-s") && i + 1 < argc && ns < 16) {
       if (!custom) ns = 0, custom = 1;
       shape_t s;
       if (sscanf(argv[++i], "%d,%d,%d,%d,%d", &s.B, &s.H, &s.Hkv, &s.D, &s.L) == 5) shapes[ns++] = s;
     } else {
-      printf("usage: kernel_perf [-n iters] [-s B,H,Hkv,D,L ...]\n");
+      printf("usage: kernel_perf [-n iters] [-x] [-s B,H,Hkv,D,L ...]\n");
       return 2;
     }
   }

@@ -14,7 +14,7 @@
  *   s = (q . k) * smScale * log2 e;  m' = max(m, max s);  l' = l 2^(m-m') + sum 2^(s-m')
  *
  * Splits (batch-invariant: a row's split depends only on its own length):
- *   n = min(maxSplits, ceil(len / kChunkMin)); chunk = roundup(ceil(len / n), kBK);
+ *   n = min(maxSplits, ceil(len / chunkMin)); chunk = roundup(ceil(len / n), kBK);
  *   n = ceil(len / chunk). One split: the CTA writes out/lse directly. Several: normalised
  *   partials (fp32) and base-2 LSEs go to the workspace
  *     wsO [maxSplits][numTokens][numHeads][Dv], wsLse [maxSplits][numTokens][numHeads]

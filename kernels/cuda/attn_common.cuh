@@ -8,7 +8,7 @@
 namespace cpcl {
 
 constexpr int kBK = 32; /* split chunks are multiples of kBK keys */
-constexpr int kChunkMin = 128; /* keys per split at least */
+constexpr int kChunkMinDefault = 256; /* keys per split at least, unless p.splitChunkMin */
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 struct RowSplit {
@@ -27,7 +27,8 @@ __device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, i
     r.n = 1;
     r.chunk = 0;
   } else {
-    int64_t ns = (r.len + kChunkMin - 1) / kChunkMin;
+    const int64_t cmin = p.splitChunkMin > 0 ? p.splitChunkMin : kChunkMinDefault;
+    int64_t ns = (r.len + cmin - 1) / cmin;
     ns = ns < p.maxSplits ? ns : p.maxSplits;
     r.chunk = ((r.len + ns - 1) / ns + kBK - 1) / kBK * kBK;
     r.n = (int)((r.len + r.chunk - 1) / r.chunk);

@@ -4,7 +4,7 @@
  * batch-invariant splits as attn.cu (attn_common.cuh); other shapes take attn.cu's kernel.
  *
  * The up to kUC = 16 gathered heads of a CTA (one row t, one KV head) are the M = 16 rows of
- * mma.sync.m16n8k16 (fp32 accumulate). Keys stream in tiles of kTile = 64 through kStages
+ * mma.sync.m16n8k16 (fp32 accumulate). Keys stream in tiles of kTile = 64 through kStages (2 or 3)
  * cp.async stages (rows padded by 16 bytes: ldmatrix is conflict-free); warp w takes keys
  * [16 w, 16 w + 16) of every tile and keeps its own online-softmax state:
  *   S[16 x 16]  = Q[16 x D] . K^T          D/16 k-steps x 2 n-tiles, K by ldmatrix
@@ -21,7 +21,7 @@
 
 namespace cpcl {
 
-constexpr int kMmaThreads = 128, kMmaWarps = 4, kTile = 64, kStages = 2, kHeads = 16;
+constexpr int kMmaThreads = 128, kMmaWarps = 4, kTile = 64, kHeads = 16;
 
 template <typename T>
 struct Mma;
@@ -73,7 +73,7 @@ __device__ __forceinline__ void cpAsync16Zfill(void* smem, const void* gmem, boo
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
 }
 
-template <typename T, int D>
+template <typename T, int D, int kStages>
 __global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParams_t p) {
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kRowB = D * 2 + 16, kStageB = 2 * kTile * kRowB, KS = D / 16, NT = D / 8;
@@ -274,12 +274,13 @@ __global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParam
   if (rs.n > 1) mergeSplitsIfLast<T>(p, rs, t, g0, nu);
 }
 
-template <typename T, int D>
-static int launchMma(const cpclAttnParams_t* p, cudaStream_t stream) {
+template <typename T, int D, int kStages>
+static int launchMmaStages(const cpclAttnParams_t* p, cudaStream_t stream) {
   constexpr size_t smem = (size_t)kStages * 2 * kTile * (D * 2 + 16);
   static bool raised = false;
   if (!raised) {
-    cudaError_t e = cudaFuncSetAttribute(attnMmaKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaError_t e =
+        cudaFuncSetAttribute(attnMmaKernel<T, D, kStages>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return (int)e;
     raised = true;
   }
@@ -287,8 +288,13 @@ static int launchMma(const cpclAttnParams_t* p, cudaStream_t stream) {
   const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
   const int headsPerKv = G < p->numHeads ? G : p->numHeads;
   dim3 grid(p->numTokens * nKv, (headsPerKv + kHeads - 1) / kHeads, p->maxSplits);
-  attnMmaKernel<T, D><<<grid, kMmaThreads, smem, stream>>>(*p);
+  attnMmaKernel<T, D, kStages><<<grid, kMmaThreads, smem, stream>>>(*p);
   return (int)cudaGetLastError();
+}
+
+template <typename T, int D>
+static int launchMma(const cpclAttnParams_t* p, cudaStream_t stream) {
+  return p->pipelineStages == 2 ? launchMmaStages<T, D, 2>(p, stream) : launchMmaStages<T, D, 3>(p, stream);
 }
 
 }  // namespace cpcl
