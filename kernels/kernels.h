@@ -60,8 +60,8 @@ typedef struct {
   int maxSplits;               /* CUDA: most KV splits per row (fixed per plan: batch-invariant) */
   int cudaCoresOnly;           /* CUDA: 1 = skip the tensor-core kernel (tests compare the two) */
   unsigned* splitCounters;     /* CUDA: cpclCudaAttnCounterCount() zeros; kernels leave them zero */
-  int splitChunkMin;           /* CUDA: keys per split at least (0: 256); fixed per plan */
-  int pipelineStages;          /* CUDA tensor-core kernel: cp.async stages, 2 or 3 (0: 3) */
+  int splitChunkMin;           /* CUDA: keys per split at least (0: 512); fixed per plan */
+  int pipelineStages;          /* CUDA tensor-core kernel: cp.async stages, 2 or 3 (0: 2) */
 } cpclAttnParams_t;
 
 /* Merge of numParts partial states, in part order, fp32 (DESIGN.md §1):
