@@ -112,17 +112,23 @@ __global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParam
   const T* vc = static_cast<const T*>(p.vCache);
   constexpr int kChunks = D / 8; /* 16-byte chunks per row */
   /* Loader: thread tid copies chunk c = tid % kChunks of rows tid / kChunks + r * kRowsPer, for K
-   * and V; a row's slot is looked up once. Consecutive lanes read consecutive 16 bytes. */
-  constexpr int kRowsPer = kMmaThreads / kChunks;
+   * and V. All of its rows' slots are looked up first, so the block-table loads are in flight
+   * together instead of one round trip per row; consecutive lanes then copy consecutive 16 B. */
+  constexpr int kRowsPer = kMmaThreads / kChunks, kRowsEach = kTile / kRowsPer;
   auto loadTile = [&](int64_t k0, unsigned char* st) {
-    const int c = tid % kChunks;
+    const int c = tid % kChunks, r0 = tid / kChunks;
+    int64_t off[kRowsEach];
 #pragma unroll
-    for (int r = tid / kChunks; r < kTile; r += kRowsPer) {
-      const int64_t key = k0 + r;
-      const bool valid = key < kEnd;
-      const int64_t off = valid ? (pm.slot(key) * Hkv + kh) * D + c * 8 : 0;
-      cpAsync16Zfill(st + r * kRowB + c * 16, kc + off, valid);
-      cpAsync16Zfill(st + kTile * kRowB + r * kRowB + c * 16, vc + off, valid);
+    for (int i = 0; i < kRowsEach; i++) {
+      const int64_t key = k0 + r0 + i * kRowsPer;
+      off[i] = key < kEnd ? (pm.slot(key) * Hkv + kh) * D + c * 8 : -1;
+    }
+#pragma unroll
+    for (int i = 0; i < kRowsEach; i++) {
+      const int r = r0 + i * kRowsPer;
+      const bool valid = off[i] >= 0;
+      cpAsync16Zfill(st + r * kRowB + c * 16, kc + (valid ? off[i] : 0), valid);
+      cpAsync16Zfill(st + kTile * kRowB + r * kRowB + c * 16, vc + (valid ? off[i] : 0), valid);
     }
   };
 
