@@ -108,7 +108,7 @@ __device__ void mergeSplitsIfLast(const cpclAttnParams_t& p, const RowSplit& rs,
     const float4* src = reinterpret_cast<const float4*>(wsO + ((int64_t)t * p.numHeads + hi) * Dv + d);
     const int64_t kStride = (int64_t)T * p.numHeads * Dv / 4;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
+#pragma unroll 16
     for (int k = 0; k < n; k++) {
       const float w = wts[u][k];
       const float4 v = __ldcg(src + k * kStride);

@@ -245,26 +245,30 @@ __global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParam
     }
   }
   __syncthreads();
+  /* per row: each warp's weight 2^(m_w - m) / l and the row's LSE, once (16 threads) */
+  if (tid < kHeads) {
+    float mg = -INFINITY, lsum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kMmaWarps; w++) mg = fmaxf(mg, mW[w * kHeads + tid]);
+#pragma unroll
+    for (int w = 0; w < kMmaWarps; w++) {
+      const float mw = mW[w * kHeads + tid];
+      mW[w * kHeads + tid] = (mg == -INFINITY || mw == -INFINITY) ? 0.f : exp2f(mw - mg); /* now a scale */
+      lsum += mW[w * kHeads + tid] * lW[w * kHeads + tid];
+    }
+#pragma unroll
+    for (int w = 0; w < kMmaWarps; w++) mW[w * kHeads + tid] = lsum > 0.f ? mW[w * kHeads + tid] / lsum : 0.f;
+    lW[tid] = lsum > 0.f ? mg + log2f(lsum) : -INFINITY; /* row LSE (base 2); warp 0's l is no longer needed */
+  }
+  __syncthreads();
   const int T_ = p.numTokens;
   for (int idx = tid; idx < kHeads * D; idx += kMmaThreads) {
     const int row = idx / D, d = idx % D;
     if (row >= nu) continue;
-    float mg = -INFINITY;
+    float val = 0.f;
 #pragma unroll
-    for (int w = 0; w < kMmaWarps; w++) mg = fmaxf(mg, mW[w * kHeads + row]);
-    float lsum = 0.f, acc = 0.f;
-    if (mg != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kMmaWarps; w++) {
-        const float mw = mW[w * kHeads + row];
-        if (mw == -INFINITY) continue;
-        const float sc_ = exp2f(mw - mg);
-        lsum += sc_ * lW[w * kHeads + row];
-        acc += sc_ * oW[(w * kHeads + row) * oStride + d];
-      }
-    }
-    const float val = lsum > 0.f ? acc / lsum : 0.f;
-    const float lse2 = lsum > 0.f ? mg + log2f(lsum) : -INFINITY;
+    for (int w = 0; w < kMmaWarps; w++) val += mW[w * kHeads + row] * oW[(w * kHeads + row) * oStride + d];
+    const float lse2 = lW[row];
     const int g = g0 + row;
     if (rs.n == 1) {
       static_cast<T*>(p.out)[(g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * D + d] =
