@@ -28,24 +28,17 @@
 
 namespace cpcl {
 
-constexpr int kThreads = 128, kWarps = kThreads / 32, kUC = 16, kUPW = kUC / kWarps;
+constexpr int kThreads = 128, kWarps = kThreads / 32, kUC = kCtaHeads, kUPW = kUC / kWarps;
 
 template <typename TQ, typename TKV, int kDpl>
 __global__ void __launch_bounds__(kThreads) attnSplitKernel(const cpclAttnParams_t p) {
   extern __shared__ __align__(16) unsigned char smem[];
-  const int Dqk = p.headDimQk, Dv = p.headDimVo, G = p.groupSize, Hb = p.headsPerBlock;
-  const int headEnd = p.headBegin + p.numHeads;
-  const int khBegin = p.headBegin / G, nKv = (headEnd - 1) / G - khBegin + 1;
-  const int t = blockIdx.x / nKv, kh = khBegin + blockIdx.x % nKv;
-  const int gBegin = max(p.headBegin, kh * G), gEnd = min(headEnd, (kh + 1) * G);
-  const int g0 = gBegin + blockIdx.y * kUC;
-  if (g0 >= gEnd) return;
-  const int nu = min(kUC, gEnd - g0);
-  int s;
-  const RowSplit rs = rowSplit(p, t, &s);
-  const int split = blockIdx.z;
-  if (split >= rs.n) return;
-  const int64_t kBeg = split * rs.chunk, kEnd = min(rs.len, kBeg + rs.chunk);
+  const int Dqk = p.headDimQk, Dv = p.headDimVo, Hb = p.headsPerBlock;
+  CtaWork w;
+  if (!ctaWork(p, w)) return;
+  const int t = w.t, kh = w.kh, s = w.s, g0 = w.g0, nu = w.nu, split = w.split;
+  const RowSplit rs = w.rs;
+  const int64_t kBeg = w.kBeg, kEnd = w.kEnd;
 
   const int kRowB = Dqk * (int)sizeof(TKV) + 16, vRowB = p.latentKv ? 0 : Dv * (int)sizeof(TKV) + 16;
   const int stageB = kBK * (kRowB + vRowB);
@@ -200,11 +193,7 @@ static int launchAttn(const cpclAttnParams_t* p, cudaStream_t stream) {
     if (e != cudaSuccess) return (int)e;
     raised = smem;
   }
-  const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
-  const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
-  const int headsPerKv = G < p->numHeads ? G : p->numHeads;
-  dim3 grid(p->numTokens * nKv, (headsPerKv + kUC - 1) / kUC, p->maxSplits);
-  attnSplitKernel<TQ, TKV, kDpl><<<grid, kThreads, smem, stream>>>(*p);
+  attnSplitKernel<TQ, TKV, kDpl><<<attnGrid(p), kThreads, smem, stream>>>(*p);
   return (int)cudaGetLastError();
 }
 

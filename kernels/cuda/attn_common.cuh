@@ -39,6 +39,41 @@ __device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, i
   return r;
 }
 
+/* Grid of both attention kernels: x = (row t, KV head kh) pairs, y = chunks of kCtaHeads gathered
+ * heads of one GQA group, z = KV splits. */
+constexpr int kCtaHeads = 16; /* gathered heads a CTA serves (the M of the tensor-core tile) */
+
+inline dim3 attnGrid(const cpclAttnParams_t* p) {
+  const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
+  const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
+  const int headsPerKv = G < p->numHeads ? G : p->numHeads;
+  return dim3(p->numTokens * nKv, (headsPerKv + kCtaHeads - 1) / kCtaHeads, p->maxSplits);
+}
+
+/* What this CTA computes: heads [g0, g0 + nu) of row t (sequence s) on KV head kh, keys
+ * [kBeg, kEnd) of split `split`. False when the CTA has nothing to do (uniform over the CTA). */
+struct CtaWork {
+  int t, kh, s, g0, nu, split;
+  RowSplit rs;
+  int64_t kBeg, kEnd;
+};
+__device__ __forceinline__ bool ctaWork(const cpclAttnParams_t& p, CtaWork& w) {
+  const int G = p.groupSize, headEnd = p.headBegin + p.numHeads;
+  const int khBegin = p.headBegin / G, nKv = (headEnd - 1) / G - khBegin + 1;
+  w.t = blockIdx.x / nKv;
+  w.kh = khBegin + blockIdx.x % nKv;
+  const int gBegin = max(p.headBegin, w.kh * G), gEnd = min(headEnd, (w.kh + 1) * G);
+  w.g0 = gBegin + blockIdx.y * kCtaHeads;
+  if (w.g0 >= gEnd) return false;
+  w.nu = min(kCtaHeads, gEnd - w.g0);
+  w.rs = rowSplit(p, w.t, &w.s);
+  w.split = blockIdx.z;
+  if (w.split >= w.rs.n) return false;
+  w.kBeg = w.split * w.rs.chunk;
+  w.kEnd = min(w.rs.len, w.kBeg + w.rs.chunk);
+  return true;
+}
+
 /* Local token -> cache slot through the block table, in 32-bit arithmetic (a shard holds fewer
  * than 2^31 tokens), with shifts when pageSize is a power of two. */
 struct PageMap {

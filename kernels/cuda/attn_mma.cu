@@ -21,7 +21,7 @@
 
 namespace cpcl {
 
-constexpr int kMmaThreads = 128, kMmaWarps = 4, kTile = 64, kHeads = 16;
+constexpr int kMmaThreads = 128, kMmaWarps = 4, kTile = 64, kHeads = kCtaHeads;
 
 template <typename T>
 struct Mma;
@@ -77,19 +77,12 @@ template <typename T, int D, int kStages>
 __global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParams_t p) {
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kRowB = D * 2 + 16, kStageB = 2 * kTile * kRowB, KS = D / 16, NT = D / 8;
-  const int G = p.groupSize, Hb = p.headsPerBlock;
-  const int headEnd = p.headBegin + p.numHeads;
-  const int khBegin = p.headBegin / G, nKv = (headEnd - 1) / G - khBegin + 1;
-  const int t = blockIdx.x / nKv, kh = khBegin + blockIdx.x % nKv;
-  const int gBegin = max(p.headBegin, kh * G), gEnd = min(headEnd, (kh + 1) * G);
-  const int g0 = gBegin + blockIdx.y * kHeads;
-  if (g0 >= gEnd) return;
-  const int nu = min(kHeads, gEnd - g0);
-  int s;
-  const RowSplit rs = rowSplit(p, t, &s);
-  const int split = blockIdx.z;
-  if (split >= rs.n) return;
-  const int64_t kBeg = split * rs.chunk, kEnd = min(rs.len, kBeg + rs.chunk);
+  const int Hb = p.headsPerBlock;
+  CtaWork w;
+  if (!ctaWork(p, w)) return;
+  const int t = w.t, kh = w.kh, s = w.s, g0 = w.g0, nu = w.nu, split = w.split;
+  const RowSplit rs = w.rs;
+  const int64_t kBeg = w.kBeg, kEnd = w.kEnd;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, cq = (lane & 3) * 2;
 
   /* Q as A fragments, once; rows past nu are zero (their output is never written) */
@@ -294,11 +287,7 @@ static int launchMmaStages(const cpclAttnParams_t* p, cudaStream_t stream) {
     if (e != cudaSuccess) return (int)e;
     raised = true;
   }
-  const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
-  const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
-  const int headsPerKv = G < p->numHeads ? G : p->numHeads;
-  dim3 grid(p->numTokens * nKv, (headsPerKv + kHeads - 1) / kHeads, p->maxSplits);
-  attnMmaKernel<T, D, kStages><<<grid, kMmaThreads, smem, stream>>>(*p);
+  attnMmaKernel<T, D, kStages><<<attnGrid(p), kMmaThreads, smem, stream>>>(*p);
   return (int)cudaGetLastError();
 }
 
