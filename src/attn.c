@@ -2,6 +2,7 @@
  * the same checks on every rank), then the plan's schedule. */
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "coll.h"
 #include "core.h"
@@ -57,9 +58,19 @@ static cpclResult_t batchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, in
   return cpclSuccess;
 }
 
+/* Validates one step's arguments and fills st (always, so the step can be agreed on even when
+ * this rank's arguments are bad). */
 static cpclResult_t stepBegin(struct cpclAttnPlan* pl, const cpclBatch_t* b, int numTokens, int op, const void* q,
                               const void* k, const void* v, cpclStream_t stream, const char* fn, cpclStep_t* st) {
   struct cpclComm* c = pl->comm;
+  st->batch = b;
+  st->numTokens = b ? b->numTokens : numTokens;
+  st->q = q;
+  st->kCache = k;
+  st->vCache = v;
+  st->stream = stream;
+  st->op = op;
+  st->seq = 0;
   if (b) {
     CPCLCHECK(batchCheck(pl, b, pl->maxTokens, fn));
     numTokens = b->numTokens;
@@ -71,37 +82,79 @@ static cpclResult_t stepBegin(struct cpclAttnPlan* pl, const cpclBatch_t* b, int
     return CPCL_ERR(c, cpclInvalidArgument, "%s: numTokens is %d: it must be in [0, maxTokens = %d]", fn, numTokens,
                     pl->maxTokens);
   }
-  st->batch = b;
-  st->numTokens = numTokens;
-  st->q = q;
-  st->kCache = k;
-  st->vCache = v;
-  st->stream = stream;
-  st->op = op;
-  st->seq = 0;
   return cpclSuccess;
 }
 
-/* Runs one operation: enters the comm (refusing a broken one), numbers the step, runs it. */
-#define CPCL_RUN_STEP(pl, fn, call)                                        \
-  do {                                                                     \
-    CPCLCHECK(cpclCommEnter((pl)->comm, fn));                              \
-    st.seq = cpclNextSeq((pl)->comm);                                      \
-    cpclResult_t r_ = st.numTokens > 0 ? (call) : cpclSuccess;             \
-    if (r_ != cpclSuccess) /* the detail was recorded on the thread */     \
-      snprintf((pl)->comm->lastError, sizeof((pl)->comm->lastError),       \
-               "rank %d: %s", (pl)->comm->rank, cpclGetLastError(NULL));   \
-    cpclCommLeave((pl)->comm);                                             \
-    return r_;                                                             \
-  } while (0)
+static const char* opName(int op) {
+  return op == CPCL_OP_DECODE ? "cpclAttnDecode" : op == CPCL_OP_PARTIAL ? "cpclAttnPartial" : "cpclAttnCombine";
+}
+
+/* What ranks exchange before a step moves any data: which operation each called, on how many
+ * rows, and whether it accepted its own arguments. */
+typedef struct {
+  uint32_t magic;
+  int32_t op, numTokens, numSeqs, valid;
+} stepHeader_t;
+
+/* Agreement of every rank on this step (host memory, W > 1): a rank that rejected its arguments
+ * or called another operation makes every rank return before any data moves, the arguments'
+ * owner with its own error and the others with cpclInvalidUsage naming it. The communicator and
+ * the plan stay usable. Device memory checks this on the device with its transport. */
+static cpclResult_t stepAgree(struct cpclAttnPlan* pl, const cpclStep_t* st, cpclResult_t own) {
+  struct cpclComm* c = pl->comm;
+  if (c->nranks == 1 || c->memType != cpclMemHost) return own;
+  stepHeader_t mine = {0x53544550u, st->op, st->numTokens, st->batch ? st->batch->numSeqs : -1, own == cpclSuccess};
+  stepHeader_t all[CPCL_MAX_PARTS];
+  char saved[sizeof(c->lastError)];
+  memcpy(saved, c->lastError, sizeof(saved));
+  CPCLCHECK(cpclAllgather(c, &mine, all, sizeof(mine), NULL, NULL));
+  if (own != cpclSuccess) {
+    memcpy(c->lastError, saved, sizeof(saved)); /* keep this rank's own message */
+    return own;
+  }
+  for (int r = 0; r < c->nranks; r++) {
+    if (!all[r].valid)
+      return CPCL_ERR(c, cpclInvalidUsage, "%s: rank %d rejected its arguments for %s (its error names them)",
+                      opName(st->op), r, opName(all[r].op));
+    if (all[r].op != mine.op || all[r].numTokens != mine.numTokens || all[r].numSeqs != mine.numSeqs)
+      return CPCL_ERR(c, cpclInvalidUsage,
+                      "ranks disagree on the step: rank %d called %s with %d rows of %d sequences, rank %d called %s "
+                      "with %d rows of %d sequences", c->rank, opName(mine.op), mine.numTokens, mine.numSeqs, r,
+                      opName(all[r].op), all[r].numTokens, all[r].numSeqs);
+  }
+  return cpclSuccess;
+}
+
+/* Runs one operation: enters the comm (refusing a broken one), agrees on the step with every
+ * rank (own: this rank's validation result), numbers it, runs the plan's schedule. */
+static cpclResult_t runStep(struct cpclAttnPlan* pl, cpclStep_t* st, cpclResult_t own, void* out, float* lse,
+                            const void* partialOut, const float* partialLse) {
+  struct cpclComm* c = pl->comm;
+  CPCLCHECK(cpclCommEnter(c, opName(st->op)));
+  cpclResult_t res = stepAgree(pl, st, own);
+  if (res == cpclSuccess && st->numTokens > 0) {
+    st->seq = cpclNextSeq(c);
+    const cpclSchedule_t* sched = schedules[pl->algo];
+    switch (st->op) {
+      case CPCL_OP_DECODE: res = sched->decode(pl, st, out, lse); break;
+      case CPCL_OP_PARTIAL: res = sched->partial(pl, st, out, lse); break;
+      default: res = sched->combine(pl, st, partialOut, partialLse, out, lse); break;
+    }
+    if (res != cpclSuccess) /* kernels record the detail on the thread */
+      snprintf(c->lastError, sizeof(c->lastError), "rank %d: %s", c->rank, cpclGetLastError(NULL));
+  }
+  cpclCommLeave(c);
+  return res;
+}
 
 CPCL_API cpclResult_t cpclAttnDecode(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q, const void* kCache,
                                      const void* vCache, void* out, float* lse, cpclStream_t stream) {
   if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclAttnDecode: plan is NULL");
   cpclStep_t st;
-  CPCLCHECK(stepBegin(plan, batch, 0, CPCL_OP_DECODE, q, kCache, vCache, stream, "cpclAttnDecode", &st));
-  if (out == NULL && st.numTokens > 0) return CPCL_ERR(plan->comm, cpclInvalidArgument, "cpclAttnDecode: out is NULL");
-  CPCL_RUN_STEP(plan, "cpclAttnDecode", schedules[plan->algo]->decode(plan, &st, out, lse));
+  cpclResult_t own = stepBegin(plan, batch, 0, CPCL_OP_DECODE, q, kCache, vCache, stream, "cpclAttnDecode", &st);
+  if (own == cpclSuccess && out == NULL && st.numTokens > 0)
+    own = CPCL_ERR(plan->comm, cpclInvalidArgument, "cpclAttnDecode: out is NULL");
+  return runStep(plan, &st, own, out, lse, NULL, NULL);
 }
 
 CPCL_API cpclResult_t cpclAttnPartial(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q,
@@ -109,21 +162,22 @@ CPCL_API cpclResult_t cpclAttnPartial(cpclAttnPlan_t plan, const cpclBatch_t* ba
                                       cpclStream_t stream) {
   if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclAttnPartial: plan is NULL");
   cpclStep_t st;
-  CPCLCHECK(stepBegin(plan, batch, 0, CPCL_OP_PARTIAL, q, kCache, vCache, stream, "cpclAttnPartial", &st));
-  if ((partialOut == NULL || partialLse == NULL) && st.numTokens > 0)
-    return CPCL_ERR(plan->comm, cpclInvalidArgument, "cpclAttnPartial: partialOut (%p) and partialLse (%p) are needed",
-                    partialOut, (void*)partialLse);
-  CPCL_RUN_STEP(plan, "cpclAttnPartial", schedules[plan->algo]->partial(plan, &st, partialOut, partialLse));
+  cpclResult_t own = stepBegin(plan, batch, 0, CPCL_OP_PARTIAL, q, kCache, vCache, stream, "cpclAttnPartial", &st);
+  if (own == cpclSuccess && (partialOut == NULL || partialLse == NULL) && st.numTokens > 0)
+    own = CPCL_ERR(plan->comm, cpclInvalidArgument, "cpclAttnPartial: partialOut (%p) and partialLse (%p) are needed",
+                   partialOut, (void*)partialLse);
+  return runStep(plan, &st, own, partialOut, partialLse, NULL, NULL);
 }
 
 CPCL_API cpclResult_t cpclAttnCombine(cpclAttnPlan_t plan, int numTokens, const void* partialOut,
                                       const float* partialLse, void* out, float* lse, cpclStream_t stream) {
   if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclAttnCombine: plan is NULL");
   cpclStep_t st;
-  CPCLCHECK(stepBegin(plan, NULL, numTokens, CPCL_OP_COMBINE, NULL, NULL, NULL, stream, "cpclAttnCombine", &st));
-  if ((partialOut == NULL || partialLse == NULL || out == NULL) && numTokens > 0)
-    return CPCL_ERR(plan->comm, cpclInvalidArgument, "cpclAttnCombine: partialOut, partialLse and out are needed");
-  CPCL_RUN_STEP(plan, "cpclAttnCombine", schedules[plan->algo]->combine(plan, &st, partialOut, partialLse, out, lse));
+  cpclResult_t own =
+      stepBegin(plan, NULL, numTokens, CPCL_OP_COMBINE, NULL, NULL, NULL, stream, "cpclAttnCombine", &st);
+  if (own == cpclSuccess && (partialOut == NULL || partialLse == NULL || out == NULL) && numTokens > 0)
+    own = CPCL_ERR(plan->comm, cpclInvalidArgument, "cpclAttnCombine: partialOut, partialLse and out are needed");
+  return runStep(plan, &st, own, out, lse, partialOut, partialLse);
 }
 
 CPCL_API int64_t cpclKvLocalLen(int64_t seqLen, int cpSize, int cpRank, int interleave) {

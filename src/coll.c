@@ -58,8 +58,11 @@ static cpclResult_t pollOnce(struct cpclComm* comm, cpclRequest_t* reqs, int n, 
   return cpclSuccess;
 }
 
+/* how often a waiter checks that the peers it waits on are still alive */
+#define CPCL_LIVENESS_MS 20.0
+
 static cpclResult_t waitLoop(struct cpclComm* comm, cpclRequest_t* reqs, int n, int any, int* index, const char* what) {
-  double start = -1;
+  double start = -1, lastLiveness = 0;
   for (unsigned spin = 0;; spin++) {
     int remaining = 0, completed = -1, failedPeer = -1;
     cpclResult_t res = pollOnce(comm, reqs, n, any, &remaining, &completed, &failedPeer);
@@ -75,12 +78,23 @@ static cpclResult_t waitLoop(struct cpclComm* comm, cpclRequest_t* reqs, int n, 
     if (spin > 64) sched_yield();
     if ((spin & 255) == 0) {
       double t = nowMs();
-      if (start < 0) start = t;
+      if (start < 0) start = lastLiveness = t;
       else if (t - start > comm->timeoutMs) {
         int peer = -1;
         for (int i = 0; i < n && peer < 0; i++)
           if (reqs[i].active) peer = reqs[i].peer;
         return waitFailed(comm, reqs, n, cpclTimeout, what, peer);
+      } else if (t - lastLiveness > CPCL_LIVENESS_MS) {
+        /* a peer we still wait on whose process is gone will never answer: say so now */
+        lastLiveness = t;
+        for (int i = 0; i < n; i++)
+          if (reqs[i].active && !cpclPeerAlive(comm, reqs[i].peer)) {
+            cpclCommFail(comm, cpclRemoteError);
+            for (int k = 0; k < n; k++)
+              if (reqs[k].active) comm->tp->cancel(comm->tpCtx, &reqs[k]);
+            return CPCL_ERR(comm, cpclRemoteError, "%s: rank %d (pid %d) has exited", what, reqs[i].peer,
+                            (int)comm->peerPid[reqs[i].peer]);
+          }
       }
     }
   }

@@ -4,6 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "coll.h"
 #include "comm.h"
@@ -115,7 +119,33 @@ cpclResult_t cpclCommDigestCompare(const cpclCommDigest_t* all, int nranks, char
 static void commFree(struct cpclComm* comm) {
   if (comm->tp && comm->tpCtx) comm->tp->fini(comm->tpCtx);
   free(comm->reqs);
+  free(comm->peerPid);
+  free(comm->peerLocal);
   free(comm);
+}
+
+static uint64_t hostHash(void) {
+  char name[256] = "";
+  gethostname(name, sizeof(name) - 1);
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (const char* c = name; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+  return h;
+}
+
+int cpclPeerAlive(const struct cpclComm* comm, int peer) {
+  if (peer < 0 || peer >= comm->nranks || !comm->peerLocal || !comm->peerLocal[peer]) return 1;
+  const pid_t pid = comm->peerPid[peer];
+  if (kill(pid, 0) != 0 && errno == ESRCH) return 0;
+  /* an exited child that nobody reaped yet still answers kill(): read its state */
+  char path[64], buf[512];
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  FILE* f = fopen(path, "r");
+  if (f == NULL) return 1; /* no /proc: assume alive, the timeout still bounds the wait */
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char* close = strrchr(buf, ')');
+  return !(close && (close[2] == 'Z' || close[2] == 'X'));
 }
 
 CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* commOut, const cpclOob_t* oob, const cpclConfig_t* config) {
@@ -146,6 +176,8 @@ CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* commOut, const cpclOob_t* oob,
   mine.interleave = rc.interleave;
   mine.memType = rc.memType;
   memcpy(mine.transport, rc.transport, sizeof(mine.transport));
+  mine.hostHash = hostHash();
+  mine.pid = (int32_t)getpid();
 
   cpclCommDigest_t* all = calloc((size_t)oob->nranks, sizeof(*all));
   if (all == NULL) return CPCL_ERR(NULL, cpclSystemError, "allocation of the init digests failed");
@@ -158,11 +190,28 @@ CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* commOut, const cpclOob_t* oob,
     return CPCL_ERR(NULL, own, "%s", msg);
   }
   cpclResult_t agree = cpclCommDigestCompare(all, oob->nranks, msg, sizeof(msg));
-  free(all);
-  if (agree != cpclSuccess) return CPCL_ERR(NULL, agree, "%s", msg);
+  if (agree != cpclSuccess) {
+    free(all);
+    return CPCL_ERR(NULL, agree, "%s", msg);
+  }
 
   struct cpclComm* comm = calloc(1, sizeof(*comm));
-  if (comm == NULL) return CPCL_ERR(NULL, cpclSystemError, "allocation of the communicator failed");
+  int32_t* pids = calloc((size_t)oob->nranks, sizeof(int32_t));
+  uint8_t* local = calloc((size_t)oob->nranks, 1);
+  if (comm == NULL || pids == NULL || local == NULL) {
+    free(all);
+    free(comm);
+    free(pids);
+    free(local);
+    return CPCL_ERR(NULL, cpclSystemError, "allocation of the communicator failed");
+  }
+  for (int r = 0; r < oob->nranks; r++) {
+    pids[r] = all[r].pid;
+    local[r] = all[r].hostHash == mine.hostHash && r != oob->rank;
+  }
+  free(all);
+  comm->peerPid = pids;
+  comm->peerLocal = local;
   comm->rank = oob->rank;
   comm->nranks = oob->nranks;
   comm->dcpSize = rc.dcpSize;

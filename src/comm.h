@@ -33,6 +33,8 @@ struct cpclComm {
   void* tpCtx;
 
   uint32_t seq;          /* sequence number of the next collective, the same on every rank */
+  int32_t* peerPid;      /* [nranks] process ids, from the init digests */
+  uint8_t* peerLocal;    /* [nranks] 1 when the peer runs on this host (its death can be seen) */
   cpclRequest_t* reqs;   /* [4 * nranks] request slots for the blocking collectives */
   int numPlans;          /* plans still alive on this comm */
 
@@ -46,6 +48,9 @@ struct cpclComm {
 /* Entry and exit of every operation: refuses a broken or aborted communicator. */
 cpclResult_t cpclCommEnter(struct cpclComm* comm, const char* func);
 void cpclCommLeave(struct cpclComm* comm);
+/* 0 when rank `peer` is known to be gone (a process on this host that exited or is a zombie);
+ * 1 otherwise. A system call: for the slow path of waits only. */
+int cpclPeerAlive(const struct cpclComm* comm, int peer);
 /* Marks the communicator broken by a communication failure (first error wins). */
 cpclResult_t cpclCommFail(struct cpclComm* comm, cpclResult_t err);
 
@@ -60,6 +65,9 @@ typedef struct {
   int32_t interleave;
   int32_t memType;
   char transport[16];
+  /* not compared: where each rank lives, for liveness checks */
+  uint64_t hostHash;
+  int32_t pid;
 } cpclCommDigest_t;
 
 /* Compares digests of nranks ranks; on disagreement writes a message naming the first field

@@ -1,0 +1,299 @@
+/* fault: peers that die, stall or disagree, and abort from another thread. The ranks are forked
+ * by this test (no mpirun, so the launcher never kills the survivors first) and bootstrap through
+ * an all-gather over shared memory. Each scenario checks what every surviving rank returns and
+ * how long it took. Prints one line per scenario with the measured times. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cpcl.h"
+#include "testutil.h"
+
+#define W 3
+#define SLOT (64 * 1024)
+#define TIMEOUT_MS 3000
+
+typedef struct {
+  atomic_int count, gen;
+  atomic_int failed;
+  double deathTime;            /* when the victim died (CLOCK_MONOTONIC, ms) */
+  double errorTime[W];         /* when each survivor saw its error */
+  int result[W];               /* what each rank's call returned */
+  char data[W][SLOT];
+} shared_t;
+
+static shared_t* sh;
+static int myRank;
+
+static double nowMs(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static int barrier(void) {
+  int g = atomic_load(&sh->gen);
+  if (atomic_fetch_add(&sh->count, 1) == W - 1) {
+    atomic_store(&sh->count, 0);
+    atomic_fetch_add(&sh->gen, 1);
+    return 0;
+  }
+  double start = nowMs();
+  while (atomic_load(&sh->gen) == g) {
+    if (nowMs() - start > 20000) return 1; /* a bootstrap that never completes: fail, do not hang */
+    sched_yield();
+  }
+  return 0;
+}
+
+static int shmAllgather(const void* s, void* r, size_t bytes, void* ctx) {
+  (void)ctx;
+  if (bytes > SLOT) return 1;
+  memcpy(sh->data[myRank], s, bytes);
+  if (barrier()) return 1;
+  for (int i = 0; i < W; i++) memcpy((char*)r + (size_t)i * bytes, sh->data[i], bytes);
+  return barrier();
+}
+
+#define CHECK(cond, ...)                                                  \
+  do {                                                                    \
+    if (!(cond)) {                                                        \
+      fprintf(stderr, "[rank %d] %s:%d: ", myRank, __FILE__, __LINE__);   \
+      fprintf(stderr, __VA_ARGS__);                                       \
+      fprintf(stderr, " (last error: %s)\n", cpclGetLastError(NULL));     \
+      atomic_store(&sh->failed, 1);                                       \
+      _exit(1);                                                           \
+    }                                                                     \
+  } while (0)
+
+/* A small decode problem every rank can run. */
+typedef struct {
+  cpclComm_t comm;
+  cpclAttnPlan_t plan;
+  tuProblem_t pb;
+  int32_t qs[3], lens[2];
+  tuCache_t cache;
+  void *q, *out;
+  float* lse;
+  cpclBatch_t batch;
+} job_t;
+
+static void jobSetup(job_t* j) {
+  cpclOob_t oob = {shmAllgather, NULL, myRank, W};
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.timeoutMs = TIMEOUT_MS;
+  CHECK(cpclCommInitOob(&j->comm, &oob, &cfg) == cpclSuccess, "comm init");
+  j->qs[0] = 0, j->qs[1] = 1, j->qs[2] = 2;
+  j->lens[0] = 100, j->lens[1] = 37;
+  j->pb = (tuProblem_t){.numSeqs = 2, .numTokens = 2, .queryStart = j->qs, .seqLens = j->lens, .Hq = 2 * W,
+                        .Hkv = 1, .Dqk = 32, .Dv = 32, .qType = cpclFloat32, .kvType = cpclFloat32,
+                        .smScale = 0.17f, .seed = 5};
+  cpclAttnDesc_t d = CPCL_ATTN_DESC_INITIALIZER;
+  d.numQoHeads = 2;
+  d.numKvHeads = 1;
+  d.headDimQk = d.headDimVo = 32;
+  d.pageSize = 4;
+  d.smScale = 0.17f;
+  d.qType = d.kvType = cpclFloat32;
+  CHECK(cpclAttnPlanCreate(&j->plan, j->comm, &d, 2) == cpclSuccess, "plan");
+  tuCacheAlloc(&j->pb, W, myRank, 1, 4, &j->cache);
+  tuCacheFill(&j->pb, W, myRank, 1, &j->cache);
+  j->q = tuMakeQ(&j->pb, myRank * 2, 2);
+  j->out = malloc(2 * 2 * 32 * 4);
+  j->lse = malloc(2 * 2 * 4);
+  j->batch = (cpclBatch_t){2, 2, j->qs, j->lens, j->cache.blockTable, j->cache.maxPagesPerSeq};
+}
+
+static cpclResult_t decode(job_t* j) {
+  return cpclAttnDecode(j->plan, &j->batch, j->q, j->cache.k, j->cache.v, j->out, j->lse, NULL);
+}
+
+/* ---- scenarios, run in each forked rank ---- */
+
+/* rank 2 is SIGKILLed between steps; the others' next decode must fail with cpclRemoteError
+ * (not hang, not succeed) within the timeout + 2 s, and the comm then refuses further work */
+static void scenarioDeath(void) {
+  job_t j;
+  jobSetup(&j);
+  for (int i = 0; i < 5; i++) CHECK(decode(&j) == cpclSuccess, "warm-up decode %d", i);
+  if (myRank == 2) {
+    sh->deathTime = nowMs();
+    raise(SIGKILL);
+  }
+  usleep(50000);
+  cpclResult_t r = decode(&j);
+  sh->errorTime[myRank] = nowMs();
+  sh->result[myRank] = r;
+  CHECK(r == cpclRemoteError, "decode after a peer died returned %d (%s)", r, cpclGetErrorString(r));
+  CHECK(sh->errorTime[myRank] - sh->deathTime < TIMEOUT_MS + 2000, "error took %.0f ms",
+        sh->errorTime[myRank] - sh->deathTime);
+  cpclResult_t async;
+  cpclCommGetAsyncError(j.comm, &async);
+  CHECK(async == cpclRemoteError, "async error %d", async);
+  CHECK(decode(&j) == cpclInvalidUsage, "a broken comm must refuse further steps");
+  cpclAttnPlanDestroy(j.plan);
+  CHECK(cpclCommDestroy(j.comm) == cpclSuccess, "destroy after a failure");
+  _exit(0);
+}
+
+/* rank 2 sleeps past the timeout: the others get cpclTimeout, in [timeout, timeout + 2 s] */
+static void scenarioStall(void) {
+  job_t j;
+  jobSetup(&j);
+  CHECK(decode(&j) == cpclSuccess, "first decode");
+  if (myRank == 2) {
+    usleep((TIMEOUT_MS + 1500) * 1000);
+    _exit(0);
+  }
+  double t0 = nowMs();
+  cpclResult_t r = decode(&j);
+  double dt = nowMs() - t0;
+  sh->errorTime[myRank] = dt;
+  CHECK(r == cpclTimeout, "decode with a stalled peer returned %d", r);
+  CHECK(dt >= TIMEOUT_MS * 0.9 && dt < TIMEOUT_MS + 2000, "timeout after %.0f ms", dt);
+  CHECK(strstr(cpclGetLastError(j.comm), "within") != NULL, "message: %s", cpclGetLastError(j.comm));
+  _exit(0);
+}
+
+static void* abortLater(void* arg) {
+  usleep(300000);
+  cpclCommAbort((cpclComm_t)arg);
+  return NULL;
+}
+
+/* rank 0 blocks in a decode no peer joins; a second thread aborts it: the call returns
+ * promptly with an error, long before the timeout */
+static void scenarioAbort(void) {
+  job_t j;
+  jobSetup(&j);
+  if (myRank == 0) {
+    pthread_t th;
+    pthread_create(&th, NULL, abortLater, j.comm);
+    double t0 = nowMs();
+    cpclResult_t r = decode(&j);
+    double dt = nowMs() - t0;
+    pthread_join(th, NULL);
+    sh->errorTime[0] = dt;
+    CHECK(r == cpclRemoteError, "aborted decode returned %d", r);
+    CHECK(strstr(cpclGetLastError(NULL), "aborted") != NULL, "message: %s", cpclGetLastError(NULL));
+    CHECK(dt >= 250 && dt < 1500, "abort (after 300 ms) unblocked the call after %.0f ms", dt);
+    /* the comm is freed by the abort; its plan's memory is the caller's to drop */
+  } else {
+    usleep(1500000); /* alive, but never joining the step: only the abort can end rank 0's wait */
+  }
+  _exit(0);
+}
+
+/* rank 1 calls cpclAttnCombine while the others call cpclAttnDecode: every rank gets
+ * cpclInvalidUsage, nothing moves, and the next agreeing step succeeds */
+static void scenarioMismatch(void) {
+  job_t j;
+  jobSetup(&j);
+  cpclResult_t r;
+  if (myRank == 1) {
+    void* p = calloc(2 * 2 * W * 32, 4);
+    float* pl = calloc(2 * 2 * W, 4);
+    r = cpclAttnCombine(j.plan, 2, p, pl, j.out, j.lse, NULL);
+    free(p);
+    free(pl);
+  } else {
+    r = decode(&j);
+  }
+  CHECK(r == cpclInvalidUsage, "mismatched operations returned %d", r);
+  CHECK(strstr(cpclGetLastError(j.comm), "disagree") != NULL, "message: %s", cpclGetLastError(j.comm));
+  CHECK(decode(&j) == cpclSuccess, "the next agreeing step: %s", cpclGetLastError(j.comm));
+  _exit(0);
+}
+
+/* rank 2 passes numTokens > maxTokens: it gets cpclInvalidArgument naming it, the others
+ * cpclInvalidUsage naming rank 2, at once; the next good step succeeds everywhere */
+static void scenarioBadArgument(void) {
+  job_t j;
+  jobSetup(&j);
+  cpclBatch_t bad = j.batch;
+  if (myRank == 2) bad.numTokens = 99;
+  double t0 = nowMs();
+  cpclResult_t r = cpclAttnDecode(j.plan, &bad, j.q, j.cache.k, j.cache.v, j.out, j.lse, NULL);
+  double dt = nowMs() - t0;
+  if (myRank == 2) {
+    CHECK(r == cpclInvalidArgument, "bad rank returned %d", r);
+    CHECK(strstr(cpclGetLastError(j.comm), "numTokens is 99") != NULL, "message: %s", cpclGetLastError(j.comm));
+  } else {
+    CHECK(r == cpclInvalidUsage, "good ranks returned %d", r);
+    CHECK(strstr(cpclGetLastError(j.comm), "rank 2 rejected") != NULL, "message: %s", cpclGetLastError(j.comm));
+  }
+  CHECK(dt < 1000, "argument error took %.0f ms to reach every rank", dt);
+  CHECK(decode(&j) == cpclSuccess, "the next good step: %s", cpclGetLastError(j.comm));
+  cpclAttnPlanDestroy(j.plan);
+  cpclCommDestroy(j.comm);
+  _exit(0);
+}
+
+static int runScenario(const char* name, void (*fn)(void), int victim) {
+  memset(sh, 0, sizeof(*sh));
+  pid_t pids[W];
+  for (int r = 0; r < W; r++) {
+    pids[r] = fork();
+    if (pids[r] == 0) {
+      myRank = r;
+      fn();
+      _exit(0);
+    }
+  }
+  /* reap as they end; a rank still running after 30 s is a hang: kill and fail */
+  int bad = 0, left = W;
+  double start = nowMs();
+  while (left > 0) {
+    int status;
+    pid_t p = waitpid(-1, &status, WNOHANG);
+    if (p > 0) {
+      left--;
+      int r = 0;
+      while (r < W && pids[r] != p) r++;
+      const int killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+      if (!(r == victim && killed) && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) bad = 1;
+      continue;
+    }
+    if (nowMs() - start > 30000) {
+      for (int r = 0; r < W; r++) kill(pids[r], SIGKILL);
+      fprintf(stderr, "%s: ranks still running after 30 s: a hang\n", name);
+      bad = 1;
+      while (waitpid(-1, NULL, 0) > 0) {
+      }
+      break;
+    }
+    usleep(2000);
+  }
+  if (atomic_load(&sh->failed)) bad = 1;
+  printf("%-14s %s", name, bad ? "FAIL" : "ok  ");
+  if (fn == scenarioDeath)
+    printf("  survivors' error %.0f / %.0f ms after the peer's death (timeout %d ms)",
+           sh->errorTime[0] - sh->deathTime, sh->errorTime[1] - sh->deathTime, TIMEOUT_MS);
+  if (fn == scenarioStall) printf("  cpclTimeout after %.0f / %.0f ms", sh->errorTime[0], sh->errorTime[1]);
+  if (fn == scenarioAbort) printf("  aborted call returned after %.0f ms", sh->errorTime[0]);
+  printf("\n");
+  fflush(stdout);
+  return bad;
+}
+
+int main(void) {
+  sh = mmap(NULL, sizeof(shared_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (sh == MAP_FAILED) return 1;
+  int bad = 0;
+  bad |= runScenario("bad-argument", scenarioBadArgument, -1);
+  bad |= runScenario("mismatch", scenarioMismatch, -1);
+  bad |= runScenario("abort", scenarioAbort, -1);
+  bad |= runScenario("stall", scenarioStall, -1);
+  bad |= runScenario("death", scenarioDeath, 2);
+  return bad;
+}
