@@ -15,9 +15,8 @@ static const cpclSchedule_t* const schedules[CPCL_NUM_ALGOS] = {
     [CPCL_ALGO_PIPELINED] = &cpclSchedulePipelined,
 };
 
-/* Checks the batch against the plan (numTokens up to maxTokens). Host memory: the contents too
- * (queryStart, seqLens and this rank's block-table reach). */
-static cpclResult_t batchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int maxTokens, const char* fn) {
+/* Host memory: queryStart, seqLens and this rank's block-table reach are read too. */
+cpclResult_t cpclBatchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int maxTokens, const char* fn) {
   struct cpclComm* c = pl->comm;
   if (b == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch is NULL", fn);
   if (b->numSeqs < 0) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->numSeqs is %d", fn, b->numSeqs);
@@ -72,7 +71,7 @@ static cpclResult_t stepBegin(struct cpclAttnPlan* pl, const cpclBatch_t* b, int
   st->op = op;
   st->seq = 0;
   if (b) {
-    CPCLCHECK(batchCheck(pl, b, pl->maxTokens, fn));
+    CPCLCHECK(cpclBatchCheck(pl, b, pl->maxTokens, fn));
     numTokens = b->numTokens;
     if (numTokens > 0 && q == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: q is NULL", fn);
     if (numTokens > 0 && k == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: kCache is NULL", fn);
@@ -189,7 +188,7 @@ CPCL_API cpclResult_t cpclKvStore(cpclAttnPlan_t plan, const cpclBatch_t* batch,
                                   void* kCache, void* vCache, cpclStream_t stream) {
   if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclKvStore: plan is NULL");
   struct cpclComm* c = plan->comm;
-  CPCLCHECK(batchCheck(plan, batch, INT_MAX, "cpclKvStore")); /* no workspace: any count */
+  CPCLCHECK(cpclBatchCheck(plan, batch, INT_MAX, "cpclKvStore")); /* no workspace: any count */
   if (batch->numTokens == 0) return cpclSuccess;
   if (kNew == NULL || kCache == NULL)
     return CPCL_ERR(c, cpclInvalidArgument, "cpclKvStore: kNew (%p) and kCache (%p) are needed", kNew, kCache);

@@ -13,8 +13,7 @@ const char* const cpclAlgoNames[CPCL_NUM_ALGOS] = {"agrs", "a2a", "pipelined", "
 
 #define CPCL_MAX_HEAD_DIM 1024
 
-/* Validates desc for comm; on failure writes a message naming the field, its value and the fix. */
-static cpclResult_t descCheck(const struct cpclComm* c, const cpclAttnDesc_t* d, int maxTokens, char* msg, size_t n) {
+cpclResult_t cpclAttnDescCheck(const struct cpclComm* c, const cpclAttnDesc_t* d, int maxTokens, char* msg, size_t n) {
   if (d->size != sizeof(cpclAttnDesc_t)) {
     snprintf(msg, n, "desc->size is %zu, expected %zu: initialise it with CPCL_ATTN_DESC_INITIALIZER", d->size,
              sizeof(cpclAttnDesc_t));
@@ -171,7 +170,7 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
   struct cpclAttnPlan* pl = NULL;
   char msg[512] = "";
   cpclAlgo_t algo = CPCL_NUM_ALGOS;
-  cpclResult_t own = descCheck(comm, desc, maxTokens, msg, sizeof(msg));
+  cpclResult_t own = cpclAttnDescCheck(comm, desc, maxTokens, msg, sizeof(msg));
   if (own == cpclSuccess) own = chooseAlgo(comm, desc, &algo, msg, sizeof(msg));
 
   planDigest_t mine = {.valid = own == cpclSuccess, .maxTokens = maxTokens, .algo = algo};

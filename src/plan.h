@@ -4,6 +4,7 @@
 #define CPCL_PLAN_H_
 
 #include "comm.h"
+#include "core.h"
 #include "exec.h"
 #include "kernels.h"
 
@@ -34,6 +35,13 @@ struct cpclAttnPlan {
   size_t scratchBytes;
   cpclRequest_t* reqs;   /* [4 W]: the pipelined schedule's transfers */
 };
+
+/* Validates a descriptor for comm (plan creation); on failure writes a message naming the field,
+ * its value and the fix. */
+cpclResult_t cpclAttnDescCheck(const struct cpclComm* c, const cpclAttnDesc_t* d, int maxTokens, char* msg, size_t n);
+/* Validates a batch against a plan (numTokens up to maxTokens); host memory: the contents too.
+ * On failure records the message on the comm, naming fn, the argument and its value. */
+cpclResult_t cpclBatchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int maxTokens, const char* fn);
 
 /* Slice layout for T tokens: o [T][H][Dv] (qType) at 0, lse [T][H] fp32 at cpclSliceLseOffset. */
 static inline size_t cpclSliceLseOffset(const struct cpclAttnPlan* pl, int T) {

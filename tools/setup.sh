@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 
-pkgs=(meson ninja-build pkg-config gcc libucx-dev ucx-utils libhwloc-dev libcmocka-dev openmpi-bin libopenmpi-dev)
+pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev libucx-dev ucx-utils libhwloc-dev libcmocka-dev openmpi-bin
+      libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -58,8 +58,9 @@ static void vllmSlot(int64_t p, int W, int I, int pageSize, const int32_t* bt, i
 
 static void test_vllm_slot_mapping(void** state) {
   (void)state;
-  int32_t bt[64];
-  for (int i = 0; i < 64; i++) bt[i] = (i * 13 + 5) % 64;
+  /* positions < 400 and a virtual block of pageSize * W >= 1 tokens: up to 400 blocks */
+  int32_t bt[400];
+  for (int i = 0; i < 400; i++) bt[i] = (i * 13 + 5) % 400;
   for (int W = 1; W <= 8; W++)
     for (int I = 1; I <= 8; I++)
       for (int mult = 1; mult <= 4; mult++) {
