@@ -27,6 +27,7 @@ typedef struct {
   atomic_int count, gen;
   atomic_int failed;
   double deathTime;            /* when the victim died (CLOCK_MONOTONIC, ms) */
+  double killAt;               /* the parent SIGKILLs the victim at this time, when set */
   double errorTime[W];         /* when each survivor saw its error */
   int result[W];               /* what each rank's call returned */
   char data[W][SLOT];
@@ -143,6 +144,24 @@ static void scenarioDeath(void) {
   CHECK(decode(&j) == cpclInvalidUsage, "a broken comm must refuse further steps");
   cpclAttnPlanDestroy(j.plan);
   CHECK(cpclCommDestroy(j.comm) == cpclSuccess, "destroy after a failure");
+  _exit(0);
+}
+
+/* mid-operation: ranks 0 and 1 are inside a decode, waiting for rank 2, when the parent SIGKILLs
+ * it; they must return cpclRemoteError within the timeout + 2 s of its death */
+static void scenarioDeathMid(void) {
+  job_t j;
+  jobSetup(&j);
+  CHECK(decode(&j) == cpclSuccess, "first decode");
+  if (myRank == 2) {
+    sh->killAt = nowMs() + 300;
+    for (;;) pause(); /* never joins the next step; killed by the parent */
+  }
+  cpclResult_t r = decode(&j);
+  sh->errorTime[myRank] = nowMs();
+  CHECK(r == cpclRemoteError, "decode while a peer was killed returned %d", r);
+  CHECK(sh->deathTime > 0 && sh->errorTime[myRank] - sh->deathTime < TIMEOUT_MS + 2000, "error %.0f ms after death",
+        sh->errorTime[myRank] - sh->deathTime);
   _exit(0);
 }
 
@@ -264,6 +283,10 @@ static int runScenario(const char* name, void (*fn)(void), int victim) {
       if (!(r == victim && killed) && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) bad = 1;
       continue;
     }
+    if (sh->killAt > 0 && victim >= 0 && nowMs() >= sh->killAt && sh->deathTime == 0) {
+      sh->deathTime = nowMs();
+      kill(pids[victim], SIGKILL);
+    }
     if (nowMs() - start > 30000) {
       for (int r = 0; r < W; r++) kill(pids[r], SIGKILL);
       fprintf(stderr, "%s: ranks still running after 30 s: a hang\n", name);
@@ -276,7 +299,7 @@ static int runScenario(const char* name, void (*fn)(void), int victim) {
   }
   if (atomic_load(&sh->failed)) bad = 1;
   printf("%-14s %s", name, bad ? "FAIL" : "ok  ");
-  if (fn == scenarioDeath)
+  if (fn == scenarioDeath || fn == scenarioDeathMid)
     printf("  survivors' error %.0f / %.0f ms after the peer's death (timeout %d ms)",
            sh->errorTime[0] - sh->deathTime, sh->errorTime[1] - sh->deathTime, TIMEOUT_MS);
   if (fn == scenarioStall) printf("  cpclTimeout after %.0f / %.0f ms", sh->errorTime[0], sh->errorTime[1]);
@@ -295,5 +318,6 @@ int main(void) {
   bad |= runScenario("abort", scenarioAbort, -1);
   bad |= runScenario("stall", scenarioStall, -1);
   bad |= runScenario("death", scenarioDeath, 2);
+  bad |= runScenario("death-mid-op", scenarioDeathMid, 2);
   return bad;
 }
