@@ -70,7 +70,7 @@ static cpclResult_t stepBegin(struct cpclAttnPlan* pl, const cpclBatch_t* b, int
   st->stream = stream;
   st->op = op;
   st->seq = 0;
-  if (b) {
+  if (op != CPCL_OP_COMBINE) { /* the operations that attend take a batch */
     CPCLCHECK(cpclBatchCheck(pl, b, pl->maxTokens, fn));
     numTokens = b->numTokens;
     if (numTokens > 0 && q == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: q is NULL", fn);

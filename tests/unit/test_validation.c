@@ -1,0 +1,214 @@
+/* Unit: every class of bad argument at the public entry points of plans and steps, on a one-rank
+ * communicator: the result code, a message naming the argument and its value, and a plan that
+ * still works for the next good call. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cpcl.h"
+#include "testutil.h"
+
+static int selfAllgather(const void* s, void* r, size_t b, void* ctx) {
+  (void)ctx;
+  memcpy(r, s, b);
+  return 0;
+}
+
+static cpclComm_t mkComm(int interleave) {
+  cpclOob_t oob = {selfAllgather, NULL, 0, 1};
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.kvInterleave = interleave;
+  cpclComm_t c = NULL;
+  assert_int_equal(cpclCommInitOob(&c, &oob, &cfg), cpclSuccess);
+  return c;
+}
+
+static cpclAttnDesc_t goodDesc(void) {
+  cpclAttnDesc_t d = CPCL_ATTN_DESC_INITIALIZER;
+  d.numQoHeads = 4;
+  d.numKvHeads = 2;
+  d.headDimQk = d.headDimVo = 32;
+  d.pageSize = 4;
+  d.smScale = 0.17f;
+  d.qType = d.kvType = cpclFloat32;
+  return d;
+}
+
+static int bad;
+#define EXPECT_PLAN(mutate, res, text)                                                      \
+  do {                                                                                      \
+    cpclAttnDesc_t d = goodDesc();                                                          \
+    mutate;                                                                                 \
+    cpclAttnPlan_t p = NULL;                                                                \
+    assert_int_equal(cpclAttnPlanCreate(&p, c, &d, 8), res);                                \
+    if (strstr(cpclGetLastError(c), text) == NULL) fail_msg("message \"%s\" lacks \"%s\"", cpclGetLastError(c), text); \
+    assert_null(p);                                                                         \
+    bad++;                                                                                  \
+  } while (0)
+
+static void test_descriptor(void** state) {
+  (void)state;
+  cpclComm_t c = mkComm(2);
+  EXPECT_PLAN(d.size = 8, cpclInvalidArgument, "desc->size is 8");
+  EXPECT_PLAN(d.numQoHeads = 0, cpclInvalidArgument, "desc->numQoHeads is 0");
+  EXPECT_PLAN(d.numKvHeads = -3, cpclInvalidArgument, "desc->numKvHeads is -3");
+  EXPECT_PLAN(d.headDimQk = 30, cpclInvalidArgument, "multiples of 8");
+  EXPECT_PLAN(d.headDimVo = 4096, cpclInvalidArgument, "desc->headDimVo is 4096");
+  EXPECT_PLAN(d.pageSize = 0, cpclInvalidArgument, "desc->pageSize is 0");
+  EXPECT_PLAN(d.pageSize = 5, cpclInvalidArgument, "pageSize 5 is not a multiple of the communicator's kvInterleave 2");
+  EXPECT_PLAN(d.smScale = NAN, cpclInvalidArgument, "desc->smScale is nan");
+  EXPECT_PLAN(d.smScale = INFINITY, cpclInvalidArgument, "desc->smScale is inf");
+  EXPECT_PLAN(d.smScale = -1.f, cpclInvalidArgument, "desc->smScale is -1");
+  EXPECT_PLAN(d.qType = (cpclDataType_t)7, cpclInvalidArgument, "desc->qType is 7");
+  EXPECT_PLAN(d.kvType = (cpclDataType_t)-1, cpclInvalidArgument, "desc->kvType is -1");
+  EXPECT_PLAN(d.latentKv = 2, cpclInvalidArgument, "desc->latentKv is 2");
+  EXPECT_PLAN(d.lseBase2 = -1, cpclInvalidArgument, "desc->lseBase2 is -1");
+  EXPECT_PLAN(d.numKvHeads = 3, cpclInvalidArgument, "GQA: the 4 gathered query heads");
+  EXPECT_PLAN((d.latentKv = 1, d.numKvHeads = 2), cpclInvalidArgument, "MLA (desc->latentKv = 1) has one latent KV head");
+  EXPECT_PLAN((d.latentKv = 1, d.numKvHeads = 1, d.headDimVo = 64), cpclInvalidArgument, "headDimVo 64 must be <=");
+  EXPECT_PLAN(d.algo = "fastest", cpclInvalidArgument, "desc->algo is \"fastest\"");
+  EXPECT_PLAN(d.algo = "fused", cpclUnsupported, "fused, which needs CUDA memory");
+  {
+    cpclAttnDesc_t d = goodDesc();
+    cpclAttnPlan_t p = NULL;
+    assert_int_equal(cpclAttnPlanCreate(&p, c, &d, 0), cpclInvalidArgument);
+    assert_non_null(strstr(cpclGetLastError(c), "maxTokens is 0"));
+    assert_int_equal(cpclAttnPlanCreate(NULL, c, &d, 8), cpclInvalidArgument);
+    assert_int_equal(cpclAttnPlanCreate(&p, NULL, &d, 8), cpclInvalidArgument);
+    assert_int_equal(cpclAttnPlanCreate(&p, c, NULL, 8), cpclInvalidArgument);
+    bad += 4;
+  }
+  assert_int_equal(cpclCommDestroy(c), cpclSuccess);
+}
+
+/* a good 2-sequence batch (3 rows) and its data, on a one-rank comm */
+typedef struct {
+  cpclComm_t c;
+  cpclAttnPlan_t p;
+  tuProblem_t pb;
+  int32_t qs[3], lens[2];
+  tuCache_t cache;
+  void *q, *out;
+  float* lse;
+} fix_t;
+
+static void fixSetup(fix_t* f) {
+  f->c = mkComm(1);
+  cpclAttnDesc_t d = goodDesc();
+  assert_int_equal(cpclAttnPlanCreate(&f->p, f->c, &d, 3), cpclSuccess);
+  f->qs[0] = 0, f->qs[1] = 2, f->qs[2] = 3;
+  f->lens[0] = 10, f->lens[1] = 7;
+  f->pb = (tuProblem_t){.numSeqs = 2, .numTokens = 3, .queryStart = f->qs, .seqLens = f->lens, .Hq = 4, .Hkv = 2,
+                        .Dqk = 32, .Dv = 32, .qType = cpclFloat32, .kvType = cpclFloat32, .smScale = 0.17f, .seed = 9};
+  tuCacheAlloc(&f->pb, 1, 0, 1, 4, &f->cache);
+  tuCacheFill(&f->pb, 1, 0, 1, &f->cache);
+  f->q = tuMakeQ(&f->pb, 0, 4);
+  f->out = malloc(3 * 4 * 32 * 4);
+  f->lse = malloc(3 * 4 * 4);
+}
+
+static void fixTeardown(fix_t* f) {
+  free(f->q);
+  free(f->out);
+  free(f->lse);
+  tuCacheFree(&f->cache);
+  assert_int_equal(cpclAttnPlanDestroy(f->p), cpclSuccess);
+  assert_int_equal(cpclCommDestroy(f->c), cpclSuccess);
+}
+
+static cpclResult_t run(fix_t* f, const cpclBatch_t* b) {
+  return cpclAttnDecode(f->p, b, f->q, f->cache.k, f->cache.v, f->out, f->lse, NULL);
+}
+
+#define EXPECT_STEP(call, res, text)                                                              \
+  do {                                                                                            \
+    assert_int_equal((call), res);                                                                \
+    if (strstr(cpclGetLastError(f.c), text) == NULL) fail_msg("message \"%s\" lacks \"%s\"", cpclGetLastError(f.c), text); \
+    assert_int_equal(run(&f, &good), cpclSuccess); /* the plan is still usable */               \
+    bad++;                                                                                        \
+  } while (0)
+
+static void test_batch(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = {2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq};
+  assert_int_equal(run(&f, &good), cpclSuccess);
+  cpclBatch_t b;
+  int32_t qs[3], lens[2];
+#define MUT(expr)                     \
+  (b = good, memcpy(qs, f.qs, sizeof(qs)), memcpy(lens, f.lens, sizeof(lens)), b.queryStart = qs, b.seqLens = lens, \
+   (expr), &b)
+  EXPECT_STEP(run(&f, NULL), cpclInvalidArgument, "batch is NULL");
+  EXPECT_STEP(run(&f, MUT(b.numSeqs = -1)), cpclInvalidArgument, "batch->numSeqs is -1");
+  EXPECT_STEP(run(&f, MUT(b.numTokens = 4)), cpclInvalidArgument, "batch->numTokens is 4: it must be in [0, maxTokens = 3]");
+  EXPECT_STEP(run(&f, MUT(b.queryStart = NULL)), cpclInvalidArgument, "numTokens 3 != numSeqs 2");
+  EXPECT_STEP(run(&f, MUT(qs[0] = 1)), cpclInvalidArgument, "batch->queryStart[0] is 1");
+  EXPECT_STEP(run(&f, MUT((qs[1] = 3, qs[2] = 2))), cpclInvalidArgument, "queryStart goes backwards at sequence 1");
+  EXPECT_STEP(run(&f, MUT(qs[2] = 2)), cpclInvalidArgument, "batch->queryStart[numSeqs] is 2, not numTokens 3");
+  EXPECT_STEP(run(&f, MUT(lens[0] = 1)), cpclInvalidArgument, "batch->seqLens[0] is 1, fewer than its 2 query rows");
+  EXPECT_STEP(run(&f, MUT(lens[1] = 1000)), cpclInvalidArgument, "sequence 1 holds 1000 local tokens");
+  EXPECT_STEP(run(&f, MUT(b.seqLens = NULL)), cpclInvalidArgument, "batch->seqLens is NULL");
+  EXPECT_STEP(run(&f, MUT(b.blockTable = NULL)), cpclInvalidArgument, "batch->blockTable is NULL");
+  EXPECT_STEP(run(&f, MUT(b.maxPagesPerSeq = 0)), cpclInvalidArgument, "batch->maxPagesPerSeq is 0");
+  EXPECT_STEP(cpclAttnDecode(f.p, &good, NULL, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument, "q is NULL");
+  EXPECT_STEP(cpclAttnDecode(f.p, &good, f.q, NULL, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument, "kCache is NULL");
+  EXPECT_STEP(cpclAttnDecode(f.p, &good, f.q, f.cache.k, NULL, f.out, f.lse, NULL), cpclInvalidArgument, "vCache is NULL");
+  EXPECT_STEP(cpclAttnDecode(f.p, &good, f.q, f.cache.k, f.cache.v, NULL, f.lse, NULL), cpclInvalidArgument, "out is NULL");
+  EXPECT_STEP(cpclAttnPartial(f.p, &good, f.q, f.cache.k, f.cache.v, f.out, NULL, NULL), cpclInvalidArgument,
+              "partialLse");
+  EXPECT_STEP(cpclAttnCombine(f.p, 9, f.out, f.lse, f.out, f.lse, NULL), cpclInvalidArgument, "numTokens is 9");
+  EXPECT_STEP(cpclAttnCombine(f.p, 3, NULL, f.lse, f.out, f.lse, NULL), cpclInvalidArgument, "partialOut");
+  EXPECT_STEP(cpclKvStore(f.p, MUT(qs[0] = 2), f.q, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidArgument,
+              "cpclKvStore: batch->queryStart[0] is 2");
+  EXPECT_STEP(cpclKvStore(f.p, &good, NULL, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidArgument, "kNew");
+  assert_int_equal(cpclAttnDecode(NULL, &good, f.q, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument);
+  assert_non_null(strstr(cpclGetLastError(NULL), "plan is NULL"));
+  bad++;
+  /* zero rows is a valid, empty step */
+  cpclBatch_t empty = {0, 0, NULL, NULL, NULL, 1};
+  assert_int_equal(run(&f, &empty), cpclSuccess);
+  /* a plan outlives nothing: the comm refuses to go first */
+  assert_int_equal(cpclCommDestroy(f.c), cpclInvalidUsage);
+  assert_non_null(strstr(cpclGetLastError(f.c), "plan(s) still use"));
+  bad++;
+  fixTeardown(&f);
+}
+
+static void test_comm_entry_points(void** state) {
+  (void)state;
+  int v;
+  assert_int_equal(cpclCommRank(NULL, &v), cpclInvalidArgument);
+  assert_int_equal(cpclCommSize(NULL, &v), cpclInvalidArgument);
+  assert_int_equal(cpclCommAxes(NULL, &v, &v, &v, &v), cpclInvalidArgument);
+  assert_int_equal(cpclCommDestroy(NULL), cpclInvalidArgument);
+  assert_int_equal(cpclCommAbort(NULL), cpclInvalidArgument);
+  assert_int_equal(cpclAttnPlanDestroy(NULL), cpclInvalidArgument);
+  cpclComm_t c = mkComm(1);
+  assert_int_equal(cpclCommRank(c, NULL), cpclInvalidArgument);
+  assert_non_null(strstr(cpclGetLastError(c), "rank is NULL"));
+  assert_int_equal(cpclCommGetAsyncError(c, NULL), cpclInvalidArgument);
+  assert_int_equal(cpclCommDestroy(c), cpclSuccess);
+  assert_int_equal(cpclKvLocalLen(5, 0, 0, 1), -1);
+  bad += 9;
+}
+
+static int report(void** state) {
+  (void)state;
+  print_message("bad inputs tried: %d\n", bad);
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_descriptor),
+      cmocka_unit_test(test_batch),
+      cmocka_unit_test(test_comm_entry_points),
+  };
+  return cmocka_run_group_tests_name("validation", tests, NULL, report);
+}
