@@ -185,6 +185,15 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* plan, cpclComm_t comm,
                                          const cpclAttnDesc_t* desc, int maxTokens);
 CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan);
 
+/* Added to the contract. cpclSuccess, or what went wrong after a call returned: the
+ * communicator's failure (cpclTimeout, cpclRemoteError, ...), or cpclInvalidArgument when the
+ * kernels of a CUDA plan met bad batch data in device memory (queryStart not monotone, seqLens
+ * shorter than a sequence's rows, a local length past its block-table row). Such rows are left
+ * empty (out = 0, lse = -inf, nothing stored), never read out of bounds; the next call on the
+ * plan returns the same error with the details, once. Host-memory batches are checked before
+ * the call does anything. Not collective; does not synchronise the stream. */
+CPCL_API cpclResult_t cpclAttnPlanGetAsyncError(cpclAttnPlan_t plan, cpclResult_t* asyncError);
+
 /* Layouts (element type in brackets):
  *   q       [numTokens][H][headDimQk]                    (qType)
  *   kCache  [numPages][pageSize][Hkv][headDimQk]          (kvType)

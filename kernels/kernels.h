@@ -62,6 +62,7 @@ typedef struct {
   unsigned* splitCounters;     /* CUDA: cpclCudaAttnCounterCount() zeros; kernels leave them zero */
   int splitChunkMin;           /* CUDA: keys per split at least (0: 512); fixed per plan */
   int pipelineStages;          /* CUDA tensor-core kernel: cp.async stages, 2 or 3 (0: 2) */
+  int* errorFlag;              /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
 } cpclAttnParams_t;
 
 /* Merge of numParts partial states, in part order, fp32 (DESIGN.md §1):
@@ -115,7 +116,21 @@ typedef struct {
   const void* vNew;            /* [numTokens][numKvHeads][headDimVo]; NULL when latentKv */
   void* kCache;
   void* vCache;
+  int* errorFlag;              /* CUDA: as in cpclAttnParams_t */
 } cpclKvStoreParams_t;
+
+/* Device-side validation (batch data in device memory cannot be checked by the host). A kernel
+ * that meets a bad datum treats that row as empty (no key read, out = 0, lse = -inf; nothing
+ * stored) and records the first such datum in errorFlag[5] = {code, seq, value, limit, claim}:
+ * the claim word is taken with atomicCAS, the details written, then the code, with a system
+ * fence, so a host that sees the code sees the details. */
+typedef enum {
+  CPCL_KERR_NONE = 0,
+  CPCL_KERR_QUERY_START = 1, /* row not inside queryStart[seq] .. queryStart[seq + 1]: value, limit */
+  CPCL_KERR_SEQ_LEN = 2,     /* seqLens[seq] = value is fewer than its limit query rows */
+  CPCL_KERR_CAPACITY = 3     /* local length value exceeds maxPagesPerSeq x pageSize = limit */
+} cpclKError_t;
+#define CPCL_KERR_WORDS 5
 
 /* ---- CUDA (kernels/cuda; stream is a cudaStream_t; return 0 or a cudaError_t) ---- */
 #define CPCL_CUDA_MAX_SPLITS 64 /* KV splits a row may be cut into (maxSplits <= this) */

@@ -130,6 +130,8 @@ static cpclResult_t runStep(struct cpclAttnPlan* pl, cpclStep_t* st, cpclResult_
                             const void* partialOut, const float* partialLse) {
   struct cpclComm* c = pl->comm;
   CPCLCHECK(cpclCommEnter(c, opName(st->op)));
+  /* bad device data met by an earlier step's kernels: report it here, once */
+  if (own == cpclSuccess) own = cpclPlanDeviceError(pl, 1);
   cpclResult_t res = stepAgree(pl, st, own);
   if (res == cpclSuccess && st->numTokens > 0) {
     st->seq = cpclNextSeq(c);
@@ -195,8 +197,10 @@ CPCL_API cpclResult_t cpclKvStore(cpclAttnPlan_t plan, const cpclBatch_t* batch,
   if (!plan->desc.latentKv && (vNew == NULL || vCache == NULL))
     return CPCL_ERR(c, cpclInvalidArgument, "cpclKvStore: vNew (%p) and vCache (%p) are needed (latentKv = 0)", vNew,
                     vCache);
+  CPCLCHECK(cpclPlanDeviceError(plan, 1));
   const cpclAttnDesc_t* d = &plan->desc;
-  cpclKvStoreParams_t p = {.numSeqs = batch->numSeqs,
+  cpclKvStoreParams_t p = {.errorFlag = plan->errorDev,
+                           .numSeqs = batch->numSeqs,
                            .numTokens = batch->numTokens,
                            .queryStart = batch->queryStart,
                            .seqLens = batch->seqLens,

@@ -29,6 +29,10 @@ typedef struct cpclExecOps {
 extern const cpclExecOps_t cpclExecHost;
 #ifdef CPCL_HAVE_CUDA
 extern const cpclExecOps_t cpclExecCuda;
+/* CPCL_KERR_WORDS ints of host memory mapped into the device, zeroed: the kernels' record of bad
+ * batch data (kernels.h), read by the host without synchronising. */
+cpclResult_t cpclCudaErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr);
+void cpclCudaErrorFlagFree(int* hostPtr);
 #endif
 
 #endif /* CPCL_EXEC_H_ */

@@ -2,6 +2,8 @@
  * from cudaMalloc. Nothing here synchronises the host. */
 #include <cuda_runtime_api.h>
 
+#include <string.h>
+
 #include "core.h"
 #include "exec.h"
 
@@ -73,3 +75,23 @@ const cpclExecOps_t cpclExecCuda = {
     .kvStore = cudaKvStoreOp,
     .copy2d = cudaCopy2d,
 };
+
+cpclResult_t cpclCudaErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr) {
+  int* h = NULL;
+  cudaError_t e = cudaHostAlloc((void**)&h, CPCL_KERR_WORDS * sizeof(int), cudaHostAllocMapped);
+  if (e != cudaSuccess)
+    return CPCL_ERR(comm, cpclUnhandledCudaError, "cudaHostAlloc of the error flag failed: %s", cudaGetErrorString(e));
+  memset(h, 0, CPCL_KERR_WORDS * sizeof(int));
+  e = cudaHostGetDevicePointer((void**)devPtr, h, 0);
+  if (e != cudaSuccess) {
+    cudaFreeHost(h);
+    return CPCL_ERR(comm, cpclUnhandledCudaError, "cudaHostGetDevicePointer of the error flag failed: %s",
+                    cudaGetErrorString(e));
+  }
+  *hostPtr = h;
+  return cpclSuccess;
+}
+
+void cpclCudaErrorFlagFree(int* hostPtr) {
+  if (hostPtr) cudaFreeHost(hostPtr);
+}

@@ -156,6 +156,9 @@ static void planFree(struct cpclAttnPlan* pl) {
     e->free(pl->scratch);
     e->free(pl->splitCounters);
   }
+#ifdef CPCL_HAVE_CUDA
+  cpclCudaErrorFlagFree(pl->errorHost);
+#endif
   free(pl->reqs);
   free(pl);
 }
@@ -235,6 +238,7 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
       pl->scratchBytes = cpclCudaAttnWorkspaceBytes(maxTokens, (int)DH, (int)Dv, pl->maxSplits);
       CPCLCHECKGOTO(e->alloc(comm, &pl->splitCounters, cpclCudaAttnCounterCount(maxTokens, (int)DH) * sizeof(unsigned),
                              "split counters"), res, out);
+      CPCLCHECKGOTO(cpclCudaErrorFlagAlloc(comm, &pl->errorHost, &pl->errorDev), res, out);
     }
 #endif
     CPCLCHECKGOTO(e->alloc(comm, &pl->qGather, T * DH * desc->headDimQk * pl->qElem, "gathered queries"), res, out);
@@ -267,5 +271,38 @@ CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan) {
   if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "plan is NULL");
   plan->comm->numPlans--;
   planFree(plan);
+  return cpclSuccess;
+}
+
+cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear) {
+  volatile int* f = pl->errorHost;
+  if (f == NULL || f[0] == CPCL_KERR_NONE) return cpclSuccess;
+  const int code = f[0], seq = f[1], value = f[2], limit = f[3];
+  char what[256];
+  switch (code) {
+    case CPCL_KERR_QUERY_START:
+      snprintf(what, sizeof(what), "batch->queryStart is not monotone at sequence %d (%d -> %d)", seq, value, limit);
+      break;
+    case CPCL_KERR_SEQ_LEN:
+      snprintf(what, sizeof(what), "batch->seqLens[%d] is %d, fewer than its %d query rows", seq, value, limit);
+      break;
+    default:
+      snprintf(what, sizeof(what),
+               "sequence %d holds %d local tokens, more than its block-table row (maxPagesPerSeq x pageSize = %d)",
+               seq, value, limit);
+  }
+  if (clear)
+    for (int i = CPCL_KERR_WORDS - 1; i >= 0; i--) f[i] = 0;
+  return CPCL_ERR(pl->comm, cpclInvalidArgument,
+                  "an earlier step of this plan had bad batch data in device memory: %s (those rows were left empty)",
+                  what);
+}
+
+CPCL_API cpclResult_t cpclAttnPlanGetAsyncError(cpclAttnPlan_t plan, cpclResult_t* asyncError) {
+  if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "plan is NULL");
+  if (asyncError == NULL) return CPCL_ERR(plan->comm, cpclInvalidArgument, "asyncError is NULL");
+  cpclResult_t r = (cpclResult_t)atomic_load(&plan->comm->asyncError);
+  if (r == cpclSuccess) r = cpclPlanDeviceError(plan, 0);
+  *asyncError = r;
   return cpclSuccess;
 }

@@ -32,6 +32,8 @@ struct cpclAttnPlan {
   void* scratch;         /* attention kernel workspace (host scratch, or CUDA split partials) */
   int maxSplits;         /* CUDA: KV splits per row at most (fixed per plan: batch-invariant) */
   unsigned* splitCounters; /* CUDA: zeroed once; the attention kernel leaves them zero */
+  int* errorHost;          /* CUDA: the kernels' record of bad batch data (kernels.h), host view */
+  int* errorDev;           /*       and device view */
   size_t scratchBytes;
   cpclRequest_t* reqs;   /* [4 W]: the pipelined schedule's transfers */
 };
@@ -42,6 +44,10 @@ cpclResult_t cpclAttnDescCheck(const struct cpclComm* c, const cpclAttnDesc_t* d
 /* Validates a batch against a plan (numTokens up to maxTokens); host memory: the contents too.
  * On failure records the message on the comm, naming fn, the argument and its value. */
 cpclResult_t cpclBatchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int maxTokens, const char* fn);
+
+/* cpclSuccess, or cpclInvalidArgument with the message when a kernel of this plan met bad batch
+ * data in device memory since the last call (clear: forget it once reported). */
+cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear);
 
 /* Slice layout for T tokens: o [T][H][Dv] (qType) at 0, lse [T][H] fp32 at cpclSliceLseOffset. */
 static inline size_t cpclSliceLseOffset(const struct cpclAttnPlan* pl, int T) {

@@ -19,12 +19,18 @@ struct RowSplit {
 };
 
 __device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, int* seqOut) {
-  const int s = seqOfRow(p.queryStart, p.numSeqs, t);
-  const int r0 = p.queryStart ? p.queryStart[s] : s;
-  const int n = p.queryStart ? p.queryStart[s + 1] - r0 : 1;
-  const int64_t pos = (int64_t)p.seqLens[s] - n + (t - r0);
+  int s, r0, n;
   RowSplit r;
-  r.len = pos < 0 ? 0 : cpclKvLocalLenOf(pos + 1, p.cpSize, p.cpRank, p.interleave);
+  r.len = 0;
+  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, p.errorFlag, &s, &r0, &n)) {
+    const int64_t pos = (int64_t)p.seqLens[s] - n + (t - r0);
+    r.len = cpclKvLocalLenOf(pos + 1, p.cpSize, p.cpRank, p.interleave);
+    const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
+    if (r.len > cap) { /* the block-table row cannot hold it: never read past it */
+      reportError(p.errorFlag, CPCL_KERR_CAPACITY, s, (int)min(r.len, (int64_t)INT32_MAX), (int)cap);
+      r.len = 0;
+    }
+  }
   if (r.len == 0) {
     r.n = 1;
     r.chunk = 0;

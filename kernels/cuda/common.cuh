@@ -98,6 +98,21 @@ __device__ __forceinline__ void cpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+/* Records the first bad batch datum (kernels.h, cpclKError_t). */
+__device__ __forceinline__ void reportError(int* flag, int code, int seq, int value, int limit) {
+  if (flag == nullptr || atomicCAS(flag + 4, 0, 1) != 0) return;
+  flag[1] = seq;
+  flag[2] = value;
+  flag[3] = limit;
+  __threadfence_system();
+  atomicExch(flag, code);
+}
+
+/* Row t of the batch: its sequence, first row and row count, checked against the data. Returns
+ * false (and records why) when queryStart or seqLens are inconsistent for this row. */
+__device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* seqLens, int numSeqs, int t,
+                                      int* flag, int* seq, int* r0, int* n);
+
 /* the sequence of row t: queryStart is sorted; one row per sequence when NULL */
 __device__ __forceinline__ int seqOfRow(const int32_t* queryStart, int numSeqs, int t) {
   if (queryStart == nullptr) return t;
@@ -108,6 +123,23 @@ __device__ __forceinline__ int seqOfRow(const int32_t* queryStart, int numSeqs, 
     else hi = mid - 1;
   }
   return lo;
+}
+
+__device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* seqLens, int numSeqs, int t,
+                                      int* flag, int* seq, int* r0, int* n) {
+  const int s = seqOfRow(queryStart, numSeqs, t);
+  *seq = s;
+  *r0 = queryStart ? queryStart[s] : s;
+  *n = queryStart ? queryStart[s + 1] - *r0 : 1;
+  if (t < *r0 || t >= *r0 + *n) {
+    reportError(flag, CPCL_KERR_QUERY_START, s, *r0, queryStart ? queryStart[s + 1] : s + 1);
+    return false;
+  }
+  if (seqLens[s] < *n) {
+    reportError(flag, CPCL_KERR_SEQ_LEN, s, seqLens[s], *n);
+    return false;
+  }
+  return true;
 }
 
 }  // namespace cpcl

@@ -80,12 +80,15 @@ __global__ void correctKernel(const cpclCorrectParams_t p) {
 
 __global__ void kvStoreKernel(const cpclKvStoreParams_t p) {
   const int t = blockIdx.x;
-  const int s = seqOfRow(p.queryStart, p.numSeqs, t);
-  const int r0 = p.queryStart ? p.queryStart[s] : s;
-  const int n = p.queryStart ? p.queryStart[s + 1] - r0 : 1;
+  int s, r0, n;
+  if (!rowOf(p.queryStart, p.seqLens, p.numSeqs, t, threadIdx.x == 0 ? p.errorFlag : nullptr, &s, &r0, &n)) return;
   const int64_t pos = (int64_t)p.seqLens[s] - n + (t - r0);
-  if (pos < 0 || cpclKvOwner(pos, p.cpSize, p.interleave) != p.cpRank) return;
+  if (cpclKvOwner(pos, p.cpSize, p.interleave) != p.cpRank) return;
   const int64_t li = cpclKvLocalIndex(pos, p.cpSize, p.interleave);
+  if (li >= (int64_t)p.maxPagesPerSeq * p.pageSize) {
+    if (threadIdx.x == 0) reportError(p.errorFlag, CPCL_KERR_CAPACITY, s, (int)li + 1, p.maxPagesPerSeq * p.pageSize);
+    return;
+  }
   const int64_t slot = (int64_t)p.blockTable[(int64_t)s * p.maxPagesPerSeq + li / p.pageSize] * p.pageSize +
                        li % p.pageSize;
   const size_t es = cpclKDtypeSize(p.kvType);

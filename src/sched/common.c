@@ -42,6 +42,7 @@ void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int
   p->workspaceBytes = pl->scratchBytes;
   p->maxSplits = pl->maxSplits;
   p->splitCounters = pl->splitCounters;
+  p->errorFlag = pl->errorDev;
 }
 
 void cpclStepTargetPartial(const struct cpclAttnPlan* pl, int T, void* partialOut, float* partialLse,

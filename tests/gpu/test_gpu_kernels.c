@@ -472,6 +472,85 @@ static void testPublicApi(void) {
   }
 }
 
+/* bad batch data in device memory: no out-of-bounds read, rows left empty, the error reported by
+ * cpclAttnPlanGetAsyncError and by the next call (once), then the plan works again */
+static void testDeviceValidation(void) {
+  int32_t qs[3] = {0, 1, 4}, lens[2] = {50, 20};
+  tuProblem_t pb = {.numSeqs = 2, .numTokens = 4, .queryStart = qs, .seqLens = lens, .Hq = 4, .Hkv = 2, .Dqk = 64,
+                    .Dv = 64, .qType = cpclBfloat16, .kvType = cpclBfloat16, .smScale = 0.12f, .seed = 77};
+  tuCache_t c;
+  tuCacheAlloc(&pb, 1, 0, 1, 16, &c);
+  tuCacheFill(&pb, 1, 0, 1, &c);
+  void* q = tuMakeQ(&pb, 0, 4);
+  cpclOob_t oob = {selfAllgather, NULL, 0, 1};
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.memType = cpclMemCuda;
+  cpclComm_t comm;
+  EXPECT(cpclCommInitOob(&comm, &oob, &cfg) == cpclSuccess, "comm");
+  cpclAttnDesc_t desc = CPCL_ATTN_DESC_INITIALIZER;
+  desc.numQoHeads = 4;
+  desc.numKvHeads = 2;
+  desc.headDimQk = desc.headDimVo = 64;
+  desc.pageSize = 16;
+  desc.smScale = pb.smScale;
+  cpclAttnPlan_t plan;
+  EXPECT(cpclAttnPlanCreate(&plan, comm, &desc, 8) == cpclSuccess, "plan");
+  const size_t kvRows = (size_t)c.numPages * 16 * 2, oBytes = 4 * 4 * 64 * 2;
+  int32_t* dQs = toDev(qs, sizeof(qs));
+  int32_t* dLens = toDev(lens, sizeof(lens));
+  cpclBatch_t b = {2, 4, dQs, dLens, toDev(c.blockTable, sizeof(int32_t) * c.numPages), c.maxPagesPerSeq};
+  void *dq = toDev(q, 4 * 4 * 64 * 2), *dk = toDev(c.k, kvRows * 64 * 2), *dv = toDev(c.v, kvRows * 64 * 2);
+  void* dOut = devPoison(oBytes);
+  float* dLse = devPoison(4 * 4 * 4);
+  struct {
+    int32_t lens[2];
+    const char* text;
+  } cases[] = {{{50, 2}, "seqLens[1] is 2, fewer than its 3 query rows"},
+               {{100000, 20}, "sequence 0 holds 100000 local tokens"}};
+  for (int i = 0; i < 2; i++) {
+    CU(cudaMemcpy(dLens, cases[i].lens, sizeof(lens), cudaMemcpyHostToDevice));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclSuccess, "bad device data: the call is async");
+    CU(cudaDeviceSynchronize());
+    cpclResult_t async = cpclSuccess;
+    EXPECT(cpclAttnPlanGetAsyncError(plan, &async) == cpclSuccess && async == cpclInvalidArgument,
+           "async error %d after bad device data", async);
+    float lse[16];
+    fromDev(lse, dLse, sizeof(lse));
+    const int badRow = i == 0 ? 1 : 0; /* first row of the bad sequence */
+    EXPECT(lse[badRow * 4] == -INFINITY, "a row with bad data is left empty (lse %g)", lse[badRow * 4]);
+    CU(cudaMemcpy(dLens, lens, sizeof(lens), cudaMemcpyHostToDevice));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclInvalidArgument, "next call reports it");
+    EXPECT(strstr(cpclGetLastError(comm), cases[i].text) != NULL, "message: %s", cpclGetLastError(comm));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclSuccess, "then the plan works: %s",
+           cpclGetLastError(comm));
+    CU(cudaDeviceSynchronize());
+    EXPECT(cpclAttnPlanGetAsyncError(plan, &async) == cpclSuccess && async == cpclSuccess, "clean again");
+  }
+  /* the KV store: a local index past the block-table row is refused, not written */
+  int32_t bigLens[2] = {50, 20000};
+  CU(cudaMemcpy(dLens, bigLens, sizeof(bigLens), cudaMemcpyHostToDevice));
+  void* kNew = devPoison(4 * 2 * 64 * 2);
+  EXPECT(cpclKvStore(plan, &b, kNew, kNew, dk, dv, NULL) == cpclSuccess, "kv store is async");
+  CU(cudaDeviceSynchronize());
+  cpclResult_t async = cpclSuccess;
+  cpclAttnPlanGetAsyncError(plan, &async);
+  EXPECT(async == cpclInvalidArgument, "kv store with bad device data: %d", async);
+  EXPECT(cpclKvStore(plan, &b, kNew, kNew, dk, dv, NULL) == cpclInvalidArgument, "next call reports it");
+  cudaFree(kNew);
+  cudaFree(dq);
+  cudaFree(dk);
+  cudaFree(dv);
+  cudaFree(dOut);
+  cudaFree(dLse);
+  cudaFree(dQs);
+  cudaFree(dLens);
+  cudaFree((void*)b.blockTable);
+  cpclAttnPlanDestroy(plan);
+  cpclCommDestroy(comm);
+  free(q);
+  tuCacheFree(&c);
+}
+
 int main(void) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -481,6 +560,7 @@ int main(void) {
   testAttention();
   testMergeCorrectStore();
   testPublicApi();
+  testDeviceValidation();
   printf("test_gpu_kernels: %d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;
 }
