@@ -1,5 +1,6 @@
 /* mpi: communicator creation, the DCP/PCP axes, disagreement and bad-config paths, and the
  * internal collectives (all-gather, variable all-to-all, barrier). Run under mpirun -np 1..4. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,6 +113,37 @@ static void test_collectives(void) {
   CPCL_OK(cpclCommDestroy(comm));
 }
 
+/* ranks that disagree on the attention descriptor, or one that passes a bad one, all fail */
+static void test_plan_agreement(void) {
+  cpclOob_t oob;
+  cpclMpiOob(&oob, &world);
+  cpclComm_t comm = NULL;
+  CPCL_OK(cpclCommInitOob(&comm, &oob, NULL));
+  cpclAttnDesc_t d = CPCL_ATTN_DESC_INITIALIZER;
+  d.numQoHeads = 2;
+  d.numKvHeads = 1;
+  d.headDimQk = d.headDimVo = 64;
+  d.smScale = 0.125f;
+  cpclAttnPlan_t plan = NULL;
+  if (W > 1) {
+    cpclAttnDesc_t mine = d;
+    if (rank == W - 1) mine.headDimVo = 32;
+    EXPECT_RES(cpclAttnPlanCreate(&plan, comm, &mine, 4), cpclInvalidUsage);
+    char want[128];
+    snprintf(want, sizeof(want), "ranks disagree on desc->headDimVo: rank 0 has 64, rank %d has 32", W - 1);
+    EXPECT(strstr(cpclGetLastError(comm), want) != NULL);
+    mine = d;
+    if (rank == 0) mine.smScale = NAN;
+    EXPECT_RES(cpclAttnPlanCreate(&plan, comm, &mine, 4), rank == 0 ? cpclInvalidArgument : cpclInvalidUsage);
+    EXPECT(strstr(cpclGetLastError(comm), rank == 0 ? "desc->smScale is nan" : "rank 0 passed an invalid") != NULL);
+    EXPECT(plan == NULL);
+  }
+  /* and the communicator is still good for a plan they agree on */
+  CPCL_OK(cpclAttnPlanCreate(&plan, comm, &d, 4));
+  CPCL_OK(cpclAttnPlanDestroy(plan));
+  CPCL_OK(cpclCommDestroy(comm));
+}
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(world, &rank);
@@ -122,6 +154,7 @@ int main(int argc, char** argv) {
   test_disagree();
   test_bad_field();
   test_collectives();
+  test_plan_agreement();
   if (rank == 0) printf("test_comm: %d ranks passed\n", W);
   MPI_Finalize();
   return 0;
