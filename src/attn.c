@@ -92,7 +92,7 @@ static const char* opName(int op) {
  * rows, and whether it accepted its own arguments. */
 typedef struct {
   uint32_t magic;
-  int32_t op, numTokens, numSeqs, valid;
+  int32_t op, plan, numTokens, numSeqs, valid;
 } stepHeader_t;
 
 /* Agreement of every rank on this step (host memory, W > 1): a rank that rejected its arguments
@@ -102,7 +102,8 @@ typedef struct {
 static cpclResult_t stepAgree(struct cpclAttnPlan* pl, const cpclStep_t* st, cpclResult_t own) {
   struct cpclComm* c = pl->comm;
   if (c->nranks == 1 || c->memType != cpclMemHost) return own;
-  stepHeader_t mine = {0x53544550u, st->op, st->numTokens, st->batch ? st->batch->numSeqs : -1, own == cpclSuccess};
+  stepHeader_t mine = {0x53544550u, st->op, pl->serial, st->numTokens, st->batch ? st->batch->numSeqs : -1,
+                       own == cpclSuccess};
   stepHeader_t all[CPCL_MAX_PARTS];
   char saved[sizeof(c->lastError)];
   memcpy(saved, c->lastError, sizeof(saved));
@@ -115,11 +116,13 @@ static cpclResult_t stepAgree(struct cpclAttnPlan* pl, const cpclStep_t* st, cpc
     if (!all[r].valid)
       return CPCL_ERR(c, cpclInvalidUsage, "%s: rank %d rejected its arguments for %s (its error names them)",
                       opName(st->op), r, opName(all[r].op));
-    if (all[r].op != mine.op || all[r].numTokens != mine.numTokens || all[r].numSeqs != mine.numSeqs)
+    if (all[r].op != mine.op || all[r].plan != mine.plan || all[r].numTokens != mine.numTokens ||
+        all[r].numSeqs != mine.numSeqs)
       return CPCL_ERR(c, cpclInvalidUsage,
-                      "ranks disagree on the step: rank %d called %s with %d rows of %d sequences, rank %d called %s "
-                      "with %d rows of %d sequences", c->rank, opName(mine.op), mine.numTokens, mine.numSeqs, r,
-                      opName(all[r].op), all[r].numTokens, all[r].numSeqs);
+                      "ranks disagree on the step: rank %d called %s on plan #%d with %d rows of %d sequences, rank %d "
+                      "called %s on plan #%d with %d rows of %d sequences", c->rank, opName(mine.op), mine.plan,
+                      mine.numTokens, mine.numSeqs, r, opName(all[r].op), all[r].plan, all[r].numTokens,
+                      all[r].numSeqs);
   }
   return cpclSuccess;
 }

@@ -37,6 +37,7 @@ struct cpclComm {
   uint8_t* peerLocal;    /* [nranks] 1 when the peer runs on this host (its death can be seen) */
   cpclRequest_t* reqs;   /* [4 * nranks] request slots for the blocking collectives */
   int numPlans;          /* plans still alive on this comm */
+  int plansCreated;      /* plans ever created: a plan's number, the same on every rank */
 
   atomic_int asyncError; /* cpclSuccess, or the communication error that broke the comm */
   atomic_int aborted;    /* set by cpclCommAbort, possibly from another thread */

@@ -254,6 +254,7 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
     CPCLCHECKGOTO(cpclCalloc(comm, &pl->reqs, 4 * (size_t)pl->W, sizeof(cpclRequest_t), "plan requests"), res, out);
   }
   comm->numPlans++;
+  pl->serial = comm->plansCreated++;
   INFO(CPCL_PLAN, "plan %p rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d schedule %s, workspace %.1f MiB",
        (void*)pl, comm->rank, pl->H, desc->numKvHeads, desc->headDimQk, desc->headDimVo, desc->pageSize, pl->G,
        maxTokens, cpclAlgoNames[algo],

@@ -15,6 +15,7 @@ struct cpclAttnPlan {
   struct cpclComm* comm;
   cpclAttnDesc_t desc;
   int maxTokens;
+  int serial;            /* creation number on its comm: the same plan on every rank */
   int W, D, P, H, G;     /* ranks, DCP size, PCP size, heads per rank, GQA group over gathered heads */
   size_t qElem;          /* bytes per element of q / out / partials */
   cpclAlgo_t algo;       /* the schedule every call of this plan runs */

@@ -231,6 +231,21 @@ static void scenarioMismatch(void) {
   CHECK(r == cpclInvalidUsage, "mismatched operations returned %d", r);
   CHECK(strstr(cpclGetLastError(j.comm), "disagree") != NULL, "message: %s", cpclGetLastError(j.comm));
   CHECK(decode(&j) == cpclSuccess, "the next agreeing step: %s", cpclGetLastError(j.comm));
+  /* the same operation on two plans, in swapped order on rank 1 */
+  cpclAttnDesc_t d2 = CPCL_ATTN_DESC_INITIALIZER;
+  d2.numQoHeads = 2;
+  d2.numKvHeads = 1;
+  d2.headDimQk = d2.headDimVo = 32;
+  d2.pageSize = 4;
+  d2.smScale = 0.17f;
+  d2.qType = d2.kvType = cpclFloat32;
+  cpclAttnPlan_t other;
+  CHECK(cpclAttnPlanCreate(&other, j.comm, &d2, 2) == cpclSuccess, "second plan");
+  cpclAttnPlan_t first = myRank == 1 ? other : j.plan;
+  r = cpclAttnDecode(first, &j.batch, j.q, j.cache.k, j.cache.v, j.out, j.lse, NULL);
+  CHECK(r == cpclInvalidUsage, "decode on different plans returned %d", r);
+  CHECK(strstr(cpclGetLastError(j.comm), "plan #") != NULL, "message: %s", cpclGetLastError(j.comm));
+  CHECK(decode(&j) == cpclSuccess, "then the same plan everywhere: %s", cpclGetLastError(j.comm));
   _exit(0);
 }
 
