@@ -124,9 +124,15 @@ static void commFree(struct cpclComm* comm) {
   free(comm);
 }
 
+/* Ranks with the same key can see each other's processes: same host name and same PID
+ * namespace (containers may share a host name but not their process ids). */
 static uint64_t hostHash(void) {
-  char name[256] = "";
-  gethostname(name, sizeof(name) - 1);
+  char name[512] = "";
+  gethostname(name, 255);
+  name[255] = 0;
+  size_t len = strlen(name);
+  ssize_t n = readlink("/proc/self/ns/pid", name + len, sizeof(name) - len - 1);
+  if (n > 0) name[len + (size_t)n] = 0;
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
   for (const char* c = name; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
   return h;
