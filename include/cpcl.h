@@ -122,8 +122,10 @@ CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* comm, const cpclOob_t* oob, co
 CPCL_API cpclResult_t cpclCommDestroy(cpclComm_t comm);
 
 /* Unblocks any call waiting on a peer (it returns cpclRemoteError), marks the communicator
- * failed, and frees it. May be called from another thread while a call is blocked; in that
- * case the resources are freed once the blocked call has returned. */
+ * failed, closes its transport and frees it; comm must not be used afterwards. May be called from
+ * another thread while a call is blocked: it returns once that call has. Plans created on comm
+ * must still be destroyed with cpclAttnPlanDestroy (the communicator's memory goes with the
+ * last of them); any other call on them returns cpclInvalidUsage. */
 CPCL_API cpclResult_t cpclCommAbort(cpclComm_t comm);
 
 CPCL_API cpclResult_t cpclCommRank(cpclComm_t comm, int* rank);

@@ -293,8 +293,20 @@ CPCL_API cpclResult_t cpclCommAbort(cpclComm_t comm) {
   struct timespec ts = {0, 100000};
   while (atomic_load(&comm->busy) > 0) nanosleep(&ts, NULL);
   INFO(CPCL_INIT, "comm %p rank %d aborted", (void*)comm, comm->rank);
+  if (comm->numPlans > 0) {
+    /* plans still point here: close the transport now, free the rest with the last plan */
+    if (comm->tp && comm->tpCtx) comm->tp->fini(comm->tpCtx);
+    comm->tpCtx = NULL;
+    comm->released = 1;
+    return cpclSuccess;
+  }
   commFree(comm);
   return cpclSuccess;
+}
+
+void cpclCommPlanGone(struct cpclComm* comm) {
+  comm->numPlans--;
+  if (comm->released && comm->numPlans == 0) commFree(comm);
 }
 
 CPCL_API cpclResult_t cpclCommRank(cpclComm_t comm, int* rank) {

@@ -42,10 +42,14 @@ struct cpclComm {
   atomic_int asyncError; /* cpclSuccess, or the communication error that broke the comm */
   atomic_int aborted;    /* set by cpclCommAbort, possibly from another thread */
   atomic_int busy;       /* calls in progress */
+  int released;          /* aborted with plans alive: freed when the last plan is destroyed */
 
   char lastError[1024];
 };
 
+/* Called by cpclAttnPlanDestroy once a plan is gone: frees an aborted communicator whose last
+ * plan this was. */
+void cpclCommPlanGone(struct cpclComm* comm);
 /* Entry and exit of every operation: refuses a broken or aborted communicator. */
 cpclResult_t cpclCommEnter(struct cpclComm* comm, const char* func);
 void cpclCommLeave(struct cpclComm* comm);

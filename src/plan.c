@@ -270,8 +270,9 @@ out:
 
 CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan) {
   if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "plan is NULL");
-  plan->comm->numPlans--;
+  struct cpclComm* comm = plan->comm;
   planFree(plan);
+  cpclCommPlanGone(comm); /* may free an aborted communicator: last */
   return cpclSuccess;
 }
 

@@ -206,7 +206,9 @@ static void scenarioAbort(void) {
     CHECK(r == cpclRemoteError, "aborted decode returned %d", r);
     CHECK(strstr(cpclGetLastError(NULL), "aborted") != NULL, "message: %s", cpclGetLastError(NULL));
     CHECK(dt >= 250 && dt < 1500, "abort (after 300 ms) unblocked the call after %.0f ms", dt);
-    /* the comm is freed by the abort; its plan's memory is the caller's to drop */
+    /* the plan outlives the aborted comm: it refuses work, and destroying it frees both */
+    CHECK(decode(&j) == cpclInvalidUsage, "a plan of an aborted comm must refuse work");
+    CHECK(cpclAttnPlanDestroy(j.plan) == cpclSuccess, "plan destroy after abort");
   } else {
     usleep(1500000); /* alive, but never joining the step: only the abort can end rank 0's wait */
   }
