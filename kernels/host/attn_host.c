@@ -42,7 +42,15 @@ static inline float dot(const float* restrict a, const float* restrict b, int n)
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-void cpclHostAttn(const cpclAttnParams_t* p) {
+/* x86-64: an AVX2+FMA clone beside the baseline one, picked at load time (ifunc), so one
+ * library runs everywhere and uses the wide units where they exist. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define CPCL_HOST_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define CPCL_HOST_CLONES
+#endif
+
+CPCL_HOST_CLONES void cpclHostAttn(const cpclAttnParams_t* p) {
   const int Dqk = p->headDimQk, Dv = p->headDimVo, Hkv = p->numKvHeads, G = p->groupSize;
   const int Hb = p->headsPerBlock, ps = p->pageSize;
   const float qscale = p->smScale * LOG2E;
