@@ -37,7 +37,7 @@ extern "C" {
 #define CPCL_MAJOR 0
 #define CPCL_MINOR 1
 #define CPCL_PATCH 0
-#define CPCL_VERSION(X, Y, Z) ((X) * 10000 + (Y) * 100 + (Z))
+#define CPCL_VERSION(X, Y, Z) ((X)*10000 + (Y)*100 + (Z))
 #define CPCL_VERSION_CODE CPCL_VERSION(CPCL_MAJOR, CPCL_MINOR, CPCL_PATCH)
 
 /* ------------------------------------------------------------------------------------------ */
@@ -183,8 +183,8 @@ typedef struct {
  *  - MLA (latentKv = 1): numKvHeads == 1 and headDimVo <= headDimQk.
  *  - pageSize % kvInterleave == 0 (a page never splits an interleave run).
  * maxTokens: the most query rows any per-step call will pass (numTokens <= maxTokens). */
-CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* plan, cpclComm_t comm,
-                                         const cpclAttnDesc_t* desc, int maxTokens);
+CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* plan, cpclComm_t comm, const cpclAttnDesc_t* desc,
+                                         int maxTokens);
 CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan);
 
 /* Added to the contract. cpclSuccess, or what went wrong after a call returned: the
@@ -211,16 +211,14 @@ CPCL_API cpclResult_t cpclAttnPlanGetAsyncError(cpclAttnPlan_t plan, cpclResult_
  * partials of all W ranks (fp32, rank order), keep this rank's H heads. PCP ranks (same
  * dcpRank) end with the same result. lse receives the global LSE of each (token, head).
  * A row with no key anywhere gets out = 0 and lse = -inf. */
-CPCL_API cpclResult_t cpclAttnDecode(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q,
-                                     const void* kCache, const void* vCache, void* out, float* lse,
-                                     cpclStream_t stream);
+CPCL_API cpclResult_t cpclAttnDecode(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q, const void* kCache,
+                                     const void* vCache, void* out, float* lse, cpclStream_t stream);
 
 /* Gather-query-then-attend: the first half of cpclAttnDecode.
  *   partialOut [numTokens][dcp*H][headDimVo] (qType), normalised over this rank's keys
  *   partialLse [numTokens][dcp*H] (fp32); -inf where this rank holds no key for the row */
-CPCL_API cpclResult_t cpclAttnPartial(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q,
-                                      const void* kCache, const void* vCache, void* partialOut,
-                                      float* partialLse, cpclStream_t stream);
+CPCL_API cpclResult_t cpclAttnPartial(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q, const void* kCache,
+                                      const void* vCache, void* partialOut, float* partialLse, cpclStream_t stream);
 
 /* LSE-correct-then-reduce-scatter (a drop-in for vLLM's cp_lse_ag_out_rs): merges every rank's
  * partial state for this rank's heads. Inputs as written by cpclAttnPartial; out/lse as in
@@ -246,8 +244,8 @@ CPCL_API int64_t cpclKvLocalLen(int64_t seqLen, int cpSize, int cpRank, int inte
  * blockTable[s][local / pageSize], slot local % pageSize.
  *   kNew [numTokens][Hkv][headDimQk], vNew [numTokens][Hkv][headDimVo] (kvType); vNew and
  *   vCache are NULL when latentKv. Not collective (purely local). */
-CPCL_API cpclResult_t cpclKvStore(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* kNew,
-                                  const void* vNew, void* kCache, void* vCache, cpclStream_t stream);
+CPCL_API cpclResult_t cpclKvStore(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* kNew, const void* vNew,
+                                  void* kCache, void* vCache, cpclStream_t stream);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Introspection (tools/cpcl_info)                                                             */
@@ -262,8 +260,8 @@ CPCL_API cpclResult_t cpclGetTransportInfo(int index, const char** name, int* co
 
 /* Environment parameter number `index` (0..): its name (CPCL_...), its value as read (after the
  * environment), its default and a one-line description. cpclInvalidArgument past the last. */
-CPCL_API cpclResult_t cpclGetParamInfo(int index, const char** name, const char** value,
-                                       const char** defaultValue, const char** help);
+CPCL_API cpclResult_t cpclGetParamInfo(int index, const char** name, const char** value, const char** defaultValue,
+                                       const char** help);
 
 /* Writes a summary of the machine's topology (NUMA nodes, cores, GPUs, NICs and their local
  * CPUs) into buf as text. cpclUnsupported when built without hwloc. */

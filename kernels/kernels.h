@@ -27,7 +27,10 @@ enum { CPCL_K_BF16 = 0, CPCL_K_FP16 = 1, CPCL_K_FP32 = 2 };
 #if defined(__CUDACC__)
 __host__ __device__
 #endif
-static inline size_t cpclKDtypeSize(int t) { return t == CPCL_K_FP32 ? 4 : 2; }
+    static inline size_t
+    cpclKDtypeSize(int t) {
+  return t == CPCL_K_FP32 ? 4 : 2;
+}
 
 /* Prefix attention with LSE over a paged local KV shard. Row t of sequence s (n rows) sits at
  * global position seqLens[s] - n + j and attends to this rank's local prefix of length
@@ -41,28 +44,28 @@ typedef struct {
   int maxPagesPerSeq;
   int cpSize, cpRank, interleave;
   int pageSize, numKvHeads, headDimQk, headDimVo, latentKv;
-  int groupSize;               /* G: gathered head g reads KV head g / G */
-  int headBegin, numHeads;     /* gathered heads [headBegin, headBegin + numHeads) */
-  int headsPerBlock;           /* Hb */
+  int groupSize;           /* G: gathered head g reads KV head g / G */
+  int headBegin, numHeads; /* gathered heads [headBegin, headBegin + numHeads) */
+  int headsPerBlock;       /* Hb */
   float smScale;
   int lseBase2;
-  int qType, kvType;           /* q and out share qType */
+  int qType, kvType; /* q and out share qType */
   const void* q;
   int64_t qBlockStride, qTokenStride;
-  const void* kCache;          /* [pages][pageSize][numKvHeads][headDimQk] */
-  const void* vCache;          /* [pages][pageSize][numKvHeads][headDimVo]; NULL when latentKv */
+  const void* kCache; /* [pages][pageSize][numKvHeads][headDimQk] */
+  const void* vCache; /* [pages][pageSize][numKvHeads][headDimVo]; NULL when latentKv */
   void* out;
   int64_t oBlockStride, oTokenStride;
   float* lse;
   int64_t lseBlockStride, lseTokenStride;
-  void* workspace;             /* host: scratch of cpclHostAttnWorkspaceBytes(); CUDA: split partials */
+  void* workspace; /* host: scratch of cpclHostAttnWorkspaceBytes(); CUDA: split partials */
   size_t workspaceBytes;
-  int maxSplits;               /* CUDA: most KV splits per row (fixed per plan: batch-invariant) */
-  int cudaCoresOnly;           /* CUDA: 1 = skip the tensor-core kernel (tests compare the two) */
-  unsigned* splitCounters;     /* CUDA: cpclCudaAttnCounterCount() zeros; kernels leave them zero */
-  int splitChunkMin;           /* CUDA: keys per split at least (0: 512); fixed per plan */
-  int pipelineStages;          /* CUDA tensor-core kernel: cp.async stages, 2 or 3 (0: 2) */
-  int* errorFlag;              /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
+  int maxSplits;           /* CUDA: most KV splits per row (fixed per plan: batch-invariant) */
+  int cudaCoresOnly;       /* CUDA: 1 = skip the tensor-core kernel (tests compare the two) */
+  unsigned* splitCounters; /* CUDA: cpclCudaAttnCounterCount() zeros; kernels leave them zero */
+  int splitChunkMin;       /* CUDA: keys per split at least (0: 512); fixed per plan */
+  int pipelineStages;      /* CUDA tensor-core kernel: cp.async stages, 2 or 3 (0: 2) */
+  int* errorFlag;          /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
 } cpclAttnParams_t;
 
 /* Merge of numParts partial states, in part order, fp32 (DESIGN.md §1):
@@ -78,15 +81,15 @@ enum { CPCL_MERGE_LSE = 0, CPCL_MERGE_SUM = 1 };
 typedef struct {
   int mode;
   int numParts, numTokens, numHeads, headDim;
-  int dtype;                   /* of o and out */
+  int dtype; /* of o and out */
   int lseBase2;
   const void* o[CPCL_MAX_PARTS];
   int64_t oTokenStride;
   const float* lse[CPCL_MAX_PARTS];
   int64_t lseTokenStride;
-  void* out;                   /* may be NULL in LSE mode (LSE only) */
+  void* out; /* may be NULL in LSE mode (LSE only) */
   int64_t outTokenStride;
-  float* outLse;               /* may be NULL */
+  float* outLse; /* may be NULL */
   int64_t outLseTokenStride;
 } cpclMergeParams_t;
 
@@ -112,11 +115,11 @@ typedef struct {
   int maxPagesPerSeq;
   int cpSize, cpRank, interleave;
   int pageSize, numKvHeads, headDimQk, headDimVo, latentKv, kvType;
-  const void* kNew;            /* [numTokens][numKvHeads][headDimQk] */
-  const void* vNew;            /* [numTokens][numKvHeads][headDimVo]; NULL when latentKv */
+  const void* kNew; /* [numTokens][numKvHeads][headDimQk] */
+  const void* vNew; /* [numTokens][numKvHeads][headDimVo]; NULL when latentKv */
   void* kCache;
   void* vCache;
-  int* errorFlag;              /* CUDA: as in cpclAttnParams_t */
+  int* errorFlag; /* CUDA: as in cpclAttnParams_t */
 } cpclKvStoreParams_t;
 
 /* Device-side validation (batch data in device memory cannot be checked by the host). A kernel

@@ -48,8 +48,8 @@ cpclResult_t cpclBatchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int m
     if (local > cap)
       return CPCL_ERR(c, cpclInvalidArgument,
                       "%s: sequence %d holds %lld local tokens on rank %d, more than its block-table row "
-                      "(maxPagesPerSeq %d x pageSize %d)", fn, s, (long long)local, c->rank, b->maxPagesPerSeq,
-                      pl->desc.pageSize);
+                      "(maxPagesPerSeq %d x pageSize %d)",
+                      fn, s, (long long)local, c->rank, b->maxPagesPerSeq, pl->desc.pageSize);
   }
   if (b->queryStart && b->queryStart[b->numSeqs] != b->numTokens)
     return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->queryStart[numSeqs] is %d, not numTokens %d", fn,
@@ -102,7 +102,7 @@ typedef struct {
 static cpclResult_t stepAgree(struct cpclAttnPlan* pl, const cpclStep_t* st, cpclResult_t own) {
   struct cpclComm* c = pl->comm;
   if (c->nranks == 1 || c->memType != cpclMemHost) return own;
-  stepHeader_t mine = {0x53544550u, st->op, pl->serial, st->numTokens, st->batch ? st->batch->numSeqs : -1,
+  stepHeader_t mine = {0x53544550u,       st->op, pl->serial, st->numTokens, st->batch ? st->batch->numSeqs : -1,
                        own == cpclSuccess};
   stepHeader_t all[CPCL_MAX_PARTS];
   char saved[sizeof(c->lastError)];
@@ -120,9 +120,9 @@ static cpclResult_t stepAgree(struct cpclAttnPlan* pl, const cpclStep_t* st, cpc
         all[r].numSeqs != mine.numSeqs)
       return CPCL_ERR(c, cpclInvalidUsage,
                       "ranks disagree on the step: rank %d called %s on plan #%d with %d rows of %d sequences, rank %d "
-                      "called %s on plan #%d with %d rows of %d sequences", c->rank, opName(mine.op), mine.plan,
-                      mine.numTokens, mine.numSeqs, r, opName(all[r].op), all[r].plan, all[r].numTokens,
-                      all[r].numSeqs);
+                      "called %s on plan #%d with %d rows of %d sequences",
+                      c->rank, opName(mine.op), mine.plan, mine.numTokens, mine.numSeqs, r, opName(all[r].op),
+                      all[r].plan, all[r].numTokens, all[r].numSeqs);
   }
   return cpclSuccess;
 }
@@ -140,9 +140,15 @@ static cpclResult_t runStep(struct cpclAttnPlan* pl, cpclStep_t* st, cpclResult_
     st->seq = cpclNextSeq(c);
     const cpclSchedule_t* sched = schedules[pl->algo];
     switch (st->op) {
-      case CPCL_OP_DECODE: res = sched->decode(pl, st, out, lse); break;
-      case CPCL_OP_PARTIAL: res = sched->partial(pl, st, out, lse); break;
-      default: res = sched->combine(pl, st, partialOut, partialLse, out, lse); break;
+      case CPCL_OP_DECODE:
+        res = sched->decode(pl, st, out, lse);
+        break;
+      case CPCL_OP_PARTIAL:
+        res = sched->partial(pl, st, out, lse);
+        break;
+      default:
+        res = sched->combine(pl, st, partialOut, partialLse, out, lse);
+        break;
     }
     if (res != cpclSuccess) /* kernels record the detail on the thread */
       snprintf(c->lastError, sizeof(c->lastError), "rank %d: %s", c->rank, cpclGetLastError(NULL));
@@ -161,9 +167,8 @@ CPCL_API cpclResult_t cpclAttnDecode(cpclAttnPlan_t plan, const cpclBatch_t* bat
   return runStep(plan, &st, own, out, lse, NULL, NULL);
 }
 
-CPCL_API cpclResult_t cpclAttnPartial(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q,
-                                      const void* kCache, const void* vCache, void* partialOut, float* partialLse,
-                                      cpclStream_t stream) {
+CPCL_API cpclResult_t cpclAttnPartial(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* q, const void* kCache,
+                                      const void* vCache, void* partialOut, float* partialLse, cpclStream_t stream) {
   if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclAttnPartial: plan is NULL");
   cpclStep_t st;
   cpclResult_t own = stepBegin(plan, batch, 0, CPCL_OP_PARTIAL, q, kCache, vCache, stream, "cpclAttnPartial", &st);

@@ -15,8 +15,8 @@ static inline double nowMs(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
-static cpclResult_t waitFailed(struct cpclComm* comm, cpclRequest_t* reqs, int n, cpclResult_t err,
-                               const char* what, int peer) {
+static cpclResult_t waitFailed(struct cpclComm* comm, cpclRequest_t* reqs, int n, cpclResult_t err, const char* what,
+                               int peer) {
   for (int i = 0; i < n; i++)
     if (reqs[i].active) comm->tp->cancel(comm->tpCtx, &reqs[i]);
   cpclCommFail(comm, err);
@@ -29,8 +29,8 @@ static cpclResult_t waitFailed(struct cpclComm* comm, cpclRequest_t* reqs, int n
 
 /* One turn of the wait loop over reqs: progress, test each active request. With `any`, stops at
  * the first completion, so each completion is reported exactly once. */
-static cpclResult_t pollOnce(struct cpclComm* comm, cpclRequest_t* reqs, int n, int any, int* remaining,
-                             int* completed, int* failedPeer) {
+static cpclResult_t pollOnce(struct cpclComm* comm, cpclRequest_t* reqs, int n, int any, int* remaining, int* completed,
+                             int* failedPeer) {
   cpclResult_t res = comm->tp->progress(comm->tpCtx);
   if (res != cpclSuccess) return res;
   *completed = -1;
@@ -78,7 +78,8 @@ static cpclResult_t waitLoop(struct cpclComm* comm, cpclRequest_t* reqs, int n, 
     if (spin > 64) sched_yield();
     if ((spin & 255) == 0) {
       double t = nowMs();
-      if (start < 0) start = lastLiveness = t;
+      if (start < 0)
+        start = lastLiveness = t;
       else if (t - start > comm->timeoutMs) {
         int peer = -1;
         for (int i = 0; i < n && peer < 0; i++)
@@ -121,8 +122,8 @@ cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, c
     int p = (me + k) % W;
     if (recvBytes[p] == 0) continue;
     reqs[n].peer = p;
-    CPCLCHECKGOTO(comm->tp->irecv(comm->tpCtx, p, cpclMakeTag(seq, CPCL_OP_ALLTOALL, 0, p), recvbufs[p],
-                                  recvBytes[p], &reqs[n], NULL),
+    CPCLCHECKGOTO(comm->tp->irecv(comm->tpCtx, p, cpclMakeTag(seq, CPCL_OP_ALLTOALL, 0, p), recvbufs[p], recvBytes[p],
+                                  &reqs[n], NULL),
                   res, fail);
     n++;
   }
@@ -130,15 +131,17 @@ cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, c
     int p = (me - k + W) % W;
     if (sendBytes[p] == 0) continue;
     reqs[n].peer = p;
-    CPCLCHECKGOTO(comm->tp->isend(comm->tpCtx, p, cpclMakeTag(seq, CPCL_OP_ALLTOALL, 0, me), sendbufs[p],
-                                  sendBytes[p], &reqs[n], NULL),
+    CPCLCHECKGOTO(comm->tp->isend(comm->tpCtx, p, cpclMakeTag(seq, CPCL_OP_ALLTOALL, 0, me), sendbufs[p], sendBytes[p],
+                                  &reqs[n], NULL),
                   res, fail);
     n++;
   }
   if (recvbufs[me] != sendbufs[me] && sendBytes[me]) {
-    if (exec) CPCLCHECKGOTO(exec->copy2d(recvbufs[me], sendBytes[me], sendbufs[me], sendBytes[me], sendBytes[me], 1, stream),
-                            res, fail);
-    else memcpy(recvbufs[me], sendbufs[me], sendBytes[me]);
+    if (exec)
+      CPCLCHECKGOTO(exec->copy2d(recvbufs[me], sendBytes[me], sendbufs[me], sendBytes[me], sendBytes[me], 1, stream),
+                    res, fail);
+    else
+      memcpy(recvbufs[me], sendbufs[me], sendBytes[me]);
   }
   return cpclWaitAll(comm, reqs, n, "all-to-all");
 fail:

@@ -26,8 +26,7 @@ cpclResult_t cpclConfigResolve(const cpclConfig_t* config, int nranks, cpclResol
     return cpclInvalidArgument;
   }
   if (c->dcpSize < 0 || (c->dcpSize > 0 && nranks % c->dcpSize != 0)) {
-    snprintf(msg, msgLen, "config->dcpSize is %d: it must be 0 (all ranks) or divide the %d ranks", c->dcpSize,
-             nranks);
+    snprintf(msg, msgLen, "config->dcpSize is %d: it must be 0 (all ranks) or divide the %d ranks", c->dcpSize, nranks);
     return cpclInvalidArgument;
   }
   if (c->kvInterleave < 0) {
@@ -95,12 +94,12 @@ cpclResult_t cpclCommDigestCompare(const cpclCommDigest_t* all, int nranks, char
       return cpclInvalidUsage;
     }
   }
-#define CPCL_DIGEST_FIELD(field, what)                                                                      \
-  for (int r = 1; r < nranks; r++)                                                                          \
-    if (all[r].field != all[0].field) {                                                                     \
+#define CPCL_DIGEST_FIELD(field, what)                                                                         \
+  for (int r = 1; r < nranks; r++)                                                                             \
+    if (all[r].field != all[0].field) {                                                                        \
       snprintf(msg, msgLen, "ranks disagree on %s: rank 0 has %d, rank %d has %d", what, (int)all[0].field, r, \
-               (int)all[r].field);                                                                          \
-      return cpclInvalidUsage;                                                                              \
+               (int)all[r].field);                                                                             \
+      return cpclInvalidUsage;                                                                                 \
     }
   CPCL_DIGEST_FIELD(version, "the cpcl version")
   CPCL_DIGEST_FIELD(dcpSize, "dcpSize")
@@ -159,8 +158,7 @@ CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* commOut, const cpclOob_t* oob,
   if (oob == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "oob is NULL");
   if (oob->allgather == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "oob->allgather is NULL");
   if (oob->nranks < 1 || oob->nranks > CPCL_MAX_RANKS)
-    return CPCL_ERR(NULL, cpclInvalidArgument, "oob->nranks is %d: it must be in [1, %d]", oob->nranks,
-                    CPCL_MAX_RANKS);
+    return CPCL_ERR(NULL, cpclInvalidArgument, "oob->nranks is %d: it must be in [1, %d]", oob->nranks, CPCL_MAX_RANKS);
   if (oob->rank < 0 || oob->rank >= oob->nranks)
     return CPCL_ERR(NULL, cpclInvalidArgument, "oob->rank is %d: it must be in [0, %d)", oob->rank, oob->nranks);
 
@@ -276,10 +274,11 @@ cpclResult_t cpclCommFail(struct cpclComm* comm, cpclResult_t err) {
 CPCL_API cpclResult_t cpclCommDestroy(cpclComm_t comm) {
   if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
   if (comm->numPlans > 0)
-    return CPCL_ERR(comm, cpclInvalidUsage, "cpclCommDestroy: %d plan(s) still use this communicator; destroy them first",
-                    comm->numPlans);
+    return CPCL_ERR(comm, cpclInvalidUsage,
+                    "cpclCommDestroy: %d plan(s) still use this communicator; destroy them first", comm->numPlans);
   if (atomic_load(&comm->busy) > 0)
-    return CPCL_ERR(comm, cpclInvalidUsage, "cpclCommDestroy: a call on this communicator is in progress; use cpclCommAbort");
+    return CPCL_ERR(comm, cpclInvalidUsage,
+                    "cpclCommDestroy: a call on this communicator is in progress; use cpclCommAbort");
   INFO(CPCL_INIT, "comm %p rank %d destroyed", (void*)comm, comm->rank);
   commFree(comm);
   return cpclSuccess;

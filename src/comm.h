@@ -32,12 +32,12 @@ struct cpclComm {
   const cpclTransportOps_t* tp;
   void* tpCtx;
 
-  uint32_t seq;          /* sequence number of the next collective, the same on every rank */
-  int32_t* peerPid;      /* [nranks] process ids, from the init digests */
-  uint8_t* peerLocal;    /* [nranks] 1 when the peer runs on this host (its death can be seen) */
-  cpclRequest_t* reqs;   /* [4 * nranks] request slots for the blocking collectives */
-  int numPlans;          /* plans still alive on this comm */
-  int plansCreated;      /* plans ever created: a plan's number, the same on every rank */
+  uint32_t seq;        /* sequence number of the next collective, the same on every rank */
+  int32_t* peerPid;    /* [nranks] process ids, from the init digests */
+  uint8_t* peerLocal;  /* [nranks] 1 when the peer runs on this host (its death can be seen) */
+  cpclRequest_t* reqs; /* [4 * nranks] request slots for the blocking collectives */
+  int numPlans;        /* plans still alive on this comm */
+  int plansCreated;    /* plans ever created: a plan's number, the same on every rank */
 
   atomic_int asyncError; /* cpclSuccess, or the communication error that broke the comm */
   atomic_int aborted;    /* set by cpclCommAbort, possibly from another thread */
@@ -78,7 +78,6 @@ typedef struct {
 /* Compares digests of nranks ranks; on disagreement writes a message naming the first field
  * that differs and the values, and returns cpclInvalidUsage. */
 cpclResult_t cpclCommDigestCompare(const cpclCommDigest_t* all, int nranks, char* msg, size_t msgLen);
-
 
 /* A config after validation and defaults: what the ranks must agree on. */
 typedef struct {

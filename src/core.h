@@ -30,40 +30,38 @@ void cpclLog(cpclLogLevel_t level, unsigned subsys, const char* file, int line, 
 int cpclLogEnabled(cpclLogLevel_t level, unsigned subsys);
 
 #define WARN(...) cpclLog(CPCL_LOG_WARN, CPCL_ALL, __FILE__, __LINE__, __VA_ARGS__)
-#define INFO(sub, ...)                                                  \
-  do {                                                                  \
-    if (cpclLogEnabled(CPCL_LOG_INFO, (sub)))                           \
-      cpclLog(CPCL_LOG_INFO, (sub), __FILE__, __LINE__, __VA_ARGS__);   \
+#define INFO(sub, ...)                                                                                        \
+  do {                                                                                                        \
+    if (cpclLogEnabled(CPCL_LOG_INFO, (sub))) cpclLog(CPCL_LOG_INFO, (sub), __FILE__, __LINE__, __VA_ARGS__); \
   } while (0)
-#define TRACE(sub, ...)                                                 \
-  do {                                                                  \
-    if (cpclLogEnabled(CPCL_LOG_TRACE, (sub)))                          \
-      cpclLog(CPCL_LOG_TRACE, (sub), __FILE__, __LINE__, __VA_ARGS__);  \
+#define TRACE(sub, ...)                                                                                         \
+  do {                                                                                                          \
+    if (cpclLogEnabled(CPCL_LOG_TRACE, (sub))) cpclLog(CPCL_LOG_TRACE, (sub), __FILE__, __LINE__, __VA_ARGS__); \
   } while (0)
 
 /* ---- errors ---- */
 /* Records `fmt` as the last error of comm (when non-NULL) and of this thread, logs it at WARN,
  * returns res. Every failure of a public entry point goes through here exactly once. */
-cpclResult_t cpclSetError(struct cpclComm* comm, cpclResult_t res, const char* file, int line,
-                          const char* fmt, ...) __attribute__((format(printf, 5, 6)));
+cpclResult_t cpclSetError(struct cpclComm* comm, cpclResult_t res, const char* file, int line, const char* fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 #define CPCL_ERR(comm, res, ...) cpclSetError((comm), (res), __FILE__, __LINE__, __VA_ARGS__)
 
 /* Propagate a failure, leaving a "-> code" breadcrumb in the TRACE log as NCCL does. */
-#define CPCLCHECK(call)                                                                  \
-  do {                                                                                   \
-    cpclResult_t res_ = (call);                                                          \
-    if (res_ != cpclSuccess) {                                                           \
-      TRACE(CPCL_ALL, "%s:%d -> %d", __FILE__, __LINE__, (int)res_);                     \
-      return res_;                                                                       \
-    }                                                                                    \
+#define CPCLCHECK(call)                                              \
+  do {                                                               \
+    cpclResult_t res_ = (call);                                      \
+    if (res_ != cpclSuccess) {                                       \
+      TRACE(CPCL_ALL, "%s:%d -> %d", __FILE__, __LINE__, (int)res_); \
+      return res_;                                                   \
+    }                                                                \
   } while (0)
-#define CPCLCHECKGOTO(call, res, label)                                                  \
-  do {                                                                                   \
-    (res) = (call);                                                                      \
-    if ((res) != cpclSuccess) {                                                          \
-      TRACE(CPCL_ALL, "%s:%d -> %d", __FILE__, __LINE__, (int)(res));                    \
-      goto label;                                                                        \
-    }                                                                                    \
+#define CPCLCHECKGOTO(call, res, label)                               \
+  do {                                                                \
+    (res) = (call);                                                   \
+    if ((res) != cpclSuccess) {                                       \
+      TRACE(CPCL_ALL, "%s:%d -> %d", __FILE__, __LINE__, (int)(res)); \
+      goto label;                                                     \
+    }                                                                 \
   } while (0)
 
 /* Allocation through here: failures become cpclSystemError with the size in the message. */
@@ -93,6 +91,6 @@ void cpclParamReset(void);
 
 #define CPCL_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define CPCL_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define CPCL_ALIGN_UP(x, a) (((x) + (a) - 1) / (a) * (a))
+#define CPCL_ALIGN_UP(x, a) (((x) + (a)-1) / (a) * (a))
 
 #endif /* CPCL_CORE_H_ */

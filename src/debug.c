@@ -20,7 +20,7 @@ static _Thread_local char threadLastError[960];
 static const struct {
   const char* name;
   unsigned mask;
-} subsysNames[] = {{"INIT", CPCL_INIT}, {"COMM", CPCL_COMM}, {"NET", CPCL_NET}, {"PLAN", CPCL_PLAN},
+} subsysNames[] = {{"INIT", CPCL_INIT},   {"COMM", CPCL_COMM}, {"NET", CPCL_NET},          {"PLAN", CPCL_PLAN},
                    {"SCHED", CPCL_SCHED}, {"TOPO", CPCL_TOPO}, {"ALL", (unsigned)CPCL_ALL}};
 
 /* "INIT,NET" enables those; "^NET" enables all but those (NCCL_DEBUG_SUBSYS syntax). */
@@ -39,10 +39,14 @@ static unsigned parseSubsys(const char* s) {
 
 static void logInit(void) {
   const char* level = cpclParamString(CPCL_PARAM_DEBUG);
-  if (strcasecmp(level, "WARN") == 0) logLevel = CPCL_LOG_WARN;
-  else if (strcasecmp(level, "INFO") == 0) logLevel = CPCL_LOG_INFO;
-  else if (strcasecmp(level, "TRACE") == 0) logLevel = CPCL_LOG_TRACE;
-  else logLevel = CPCL_LOG_NONE;
+  if (strcasecmp(level, "WARN") == 0)
+    logLevel = CPCL_LOG_WARN;
+  else if (strcasecmp(level, "INFO") == 0)
+    logLevel = CPCL_LOG_INFO;
+  else if (strcasecmp(level, "TRACE") == 0)
+    logLevel = CPCL_LOG_TRACE;
+  else
+    logLevel = CPCL_LOG_NONE;
   logMask = parseSubsys(cpclParamString(CPCL_PARAM_DEBUG_SUBSYS));
   logFile = stderr;
   const char* path = cpclParamString(CPCL_PARAM_DEBUG_FILE);
@@ -51,13 +55,15 @@ static void logInit(void) {
     /* %h and %p expand to host and pid, as in NCCL_DEBUG_FILE */
     size_t o = 0;
     for (const char* p = path; *p && o + 32 < sizeof(name); p++) {
-      if (p[0] == '%' && p[1] == 'p') o += snprintf(name + o, sizeof(name) - o, "%d", (int)getpid()), p++;
+      if (p[0] == '%' && p[1] == 'p')
+        o += snprintf(name + o, sizeof(name) - o, "%d", (int)getpid()), p++;
       else if (p[0] == '%' && p[1] == 'h') {
         char h[64];
         gethostname(h, sizeof(h));
         h[63] = 0;
         o += snprintf(name + o, sizeof(name) - o, "%s", h), p++;
-      } else name[o++] = *p;
+      } else
+        name[o++] = *p;
     }
     name[o] = 0;
     FILE* f = fopen(name, "w");
@@ -118,17 +124,28 @@ cpclResult_t cpclCalloc(struct cpclComm* comm, void* ptrOut, size_t count, size_
 
 CPCL_API const char* cpclGetErrorString(cpclResult_t result) {
   switch (result) {
-    case cpclSuccess: return "no error";
-    case cpclUnhandledCudaError: return "unhandled cuda error";
-    case cpclSystemError: return "unhandled system error (network, OS or out of memory)";
-    case cpclInternalError: return "internal error - please report this issue to the cpcl developers";
-    case cpclInvalidArgument: return "invalid argument";
-    case cpclInvalidUsage: return "invalid usage (ranks disagree, or the communicator is broken)";
-    case cpclRemoteError: return "remote process exited or there was a network error";
-    case cpclInProgress: return "operation in progress";
-    case cpclTimeout: return "timed out waiting for a peer";
-    case cpclUnsupported: return "unsupported (not built in or not available here)";
-    default: return "unknown result code";
+    case cpclSuccess:
+      return "no error";
+    case cpclUnhandledCudaError:
+      return "unhandled cuda error";
+    case cpclSystemError:
+      return "unhandled system error (network, OS or out of memory)";
+    case cpclInternalError:
+      return "internal error - please report this issue to the cpcl developers";
+    case cpclInvalidArgument:
+      return "invalid argument";
+    case cpclInvalidUsage:
+      return "invalid usage (ranks disagree, or the communicator is broken)";
+    case cpclRemoteError:
+      return "remote process exited or there was a network error";
+    case cpclInProgress:
+      return "operation in progress";
+    case cpclTimeout:
+      return "timed out waiting for a peer";
+    case cpclUnsupported:
+      return "unsupported (not built in or not available here)";
+    default:
+      return "unknown result code";
   }
 }
 

@@ -34,8 +34,7 @@ static void cudaFreePtr(void* p) {
 }
 
 static cpclResult_t launched(int err, const char* what) {
-  if (err != 0)
-    return CPCL_ERR(NULL, cpclUnhandledCudaError, "%s: %s", what, cudaGetErrorString((cudaError_t)err));
+  if (err != 0) return CPCL_ERR(NULL, cpclUnhandledCudaError, "%s: %s", what, cudaGetErrorString((cudaError_t)err));
   return cpclSuccess;
 }
 

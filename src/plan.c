@@ -19,10 +19,10 @@ cpclResult_t cpclAttnDescCheck(const struct cpclComm* c, const cpclAttnDesc_t* d
              sizeof(cpclAttnDesc_t));
     return cpclInvalidArgument;
   }
-#define CHECK_RANGE(field, lo, hi)                                                                        \
-  if (d->field < (lo) || d->field > (hi)) {                                                               \
+#define CHECK_RANGE(field, lo, hi)                                                                           \
+  if (d->field < (lo) || d->field > (hi)) {                                                                  \
     snprintf(msg, n, "desc->" #field " is %d: it must be in [%d, %d]", (int)d->field, (int)(lo), (int)(hi)); \
-    return cpclInvalidArgument;                                                                           \
+    return cpclInvalidArgument;                                                                              \
   }
   CHECK_RANGE(numQoHeads, 1, 4096)
   CHECK_RANGE(numKvHeads, 1, 4096)
@@ -44,8 +44,10 @@ cpclResult_t cpclAttnDescCheck(const struct cpclComm* c, const cpclAttnDesc_t* d
     return cpclInvalidArgument;
   }
   if (d->pageSize % c->interleave) {
-    snprintf(msg, n, "desc->pageSize %d is not a multiple of the communicator's kvInterleave %d: a page must hold "
-             "whole interleave runs", d->pageSize, c->interleave);
+    snprintf(msg, n,
+             "desc->pageSize %d is not a multiple of the communicator's kvInterleave %d: a page must hold "
+             "whole interleave runs",
+             d->pageSize, c->interleave);
     return cpclInvalidArgument;
   }
   if (maxTokens < 1 || maxTokens > (1 << 24)) {
@@ -59,12 +61,15 @@ cpclResult_t cpclAttnDescCheck(const struct cpclComm* c, const cpclAttnDesc_t* d
       return cpclInvalidArgument;
     }
     if (d->headDimVo > d->headDimQk) {
-      snprintf(msg, n, "MLA: V is the first headDimVo elements of each K row, so desc->headDimVo %d must be <= "
-               "headDimQk %d", d->headDimVo, d->headDimQk);
+      snprintf(msg, n,
+               "MLA: V is the first headDimVo elements of each K row, so desc->headDimVo %d must be <= "
+               "headDimQk %d",
+               d->headDimVo, d->headDimQk);
       return cpclInvalidArgument;
     }
   } else if (gathered % d->numKvHeads) {
-    snprintf(msg, n, "GQA: the %d gathered query heads (dcpSize %d x numQoHeads %d) are not a whole number of groups "
+    snprintf(msg, n,
+             "GQA: the %d gathered query heads (dcpSize %d x numQoHeads %d) are not a whole number of groups "
              "of numKvHeads %d; choose numQoHeads so that dcpSize * numQoHeads is a multiple of numKvHeads",
              gathered, c->dcpSize, d->numQoHeads, d->numKvHeads);
     return cpclInvalidArgument;
@@ -91,11 +96,11 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
       snprintf(msg, n, "rank %d passed an invalid attention descriptor (its own error names the field)", r);
       return cpclInvalidUsage;
     }
-#define FIELD(f, what)                                                                                         \
-  for (int r = 1; r < W; r++)                                                                                  \
-    if (all[r].f != all[0].f) {                                                                                \
+#define FIELD(f, what)                                                                                                \
+  for (int r = 1; r < W; r++)                                                                                         \
+    if (all[r].f != all[0].f) {                                                                                       \
       snprintf(msg, n, "ranks disagree on %s: rank 0 has %d, rank %d has %d", what, (int)all[0].f, r, (int)all[r].f); \
-      return cpclInvalidUsage;                                                                                 \
+      return cpclInvalidUsage;                                                                                        \
     }
   FIELD(numQoHeads, "desc->numQoHeads")
   FIELD(numKvHeads, "desc->numKvHeads")
@@ -131,8 +136,10 @@ static cpclResult_t chooseAlgo(const struct cpclComm* c, const cpclAttnDesc_t* d
       return cpclInvalidArgument;
     }
     if (*algo == CPCL_ALGO_FUSED) {
-      snprintf(msg, n, "%s is fused, which needs CUDA memory and GPU peers on one node; this communicator "
-               "moves %s memory over %s", from, c->memType == cpclMemHost ? "host" : "CUDA", c->transportName);
+      snprintf(msg, n,
+               "%s is fused, which needs CUDA memory and GPU peers on one node; this communicator "
+               "moves %s memory over %s",
+               from, c->memType == cpclMemHost ? "host" : "CUDA", c->transportName);
       return cpclUnsupported;
     }
     return cpclSuccess;
@@ -237,7 +244,8 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
       pl->maxSplits = (int)(splits < 1 ? 1 : splits > CPCL_CUDA_MAX_SPLITS ? CPCL_CUDA_MAX_SPLITS : splits);
       pl->scratchBytes = cpclCudaAttnWorkspaceBytes(maxTokens, (int)DH, (int)Dv, pl->maxSplits);
       CPCLCHECKGOTO(e->alloc(comm, &pl->splitCounters, cpclCudaAttnCounterCount(maxTokens, (int)DH) * sizeof(unsigned),
-                             "split counters"), res, out);
+                             "split counters"),
+                    res, out);
       CPCLCHECKGOTO(cpclCudaErrorFlagAlloc(comm, &pl->errorHost, &pl->errorDev), res, out);
     }
 #endif
@@ -290,8 +298,8 @@ cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear) {
       break;
     default:
       snprintf(what, sizeof(what),
-               "sequence %d holds %d local tokens, more than its block-table row (maxPagesPerSeq x pageSize = %d)",
-               seq, value, limit);
+               "sequence %d holds %d local tokens, more than its block-table row (maxPagesPerSeq x pageSize = %d)", seq,
+               value, limit);
   }
   if (clear)
     for (int i = CPCL_KERR_WORDS - 1; i >= 0; i--) f[i] = 0;

@@ -8,35 +8,41 @@
 #include "exec.h"
 #include "kernels.h"
 
-typedef enum { CPCL_ALGO_AGRS = 0, CPCL_ALGO_A2A = 1, CPCL_ALGO_PIPELINED = 2, CPCL_ALGO_FUSED = 3, CPCL_NUM_ALGOS } cpclAlgo_t;
+typedef enum {
+  CPCL_ALGO_AGRS = 0,
+  CPCL_ALGO_A2A = 1,
+  CPCL_ALGO_PIPELINED = 2,
+  CPCL_ALGO_FUSED = 3,
+  CPCL_NUM_ALGOS
+} cpclAlgo_t;
 extern const char* const cpclAlgoNames[CPCL_NUM_ALGOS];
 
 struct cpclAttnPlan {
   struct cpclComm* comm;
   cpclAttnDesc_t desc;
   int maxTokens;
-  int serial;            /* creation number on its comm: the same plan on every rank */
-  int W, D, P, H, G;     /* ranks, DCP size, PCP size, heads per rank, GQA group over gathered heads */
-  size_t qElem;          /* bytes per element of q / out / partials */
-  cpclAlgo_t algo;       /* the schedule every call of this plan runs */
+  int serial;        /* creation number on its comm: the same plan on every rank */
+  int W, D, P, H, G; /* ranks, DCP size, PCP size, heads per rank, GQA group over gathered heads */
+  size_t qElem;      /* bytes per element of q / out / partials */
+  cpclAlgo_t algo;   /* the schedule every call of this plan runs */
   const cpclExecOps_t* exec;
 
   /* workspace, in the comm's memType memory */
-  void* qGather;         /* [D][T][H][Dqk]: block j = DCP rank j's queries, as received */
-  size_t sliceCap;       /* bytes per slice slot at maxTokens */
-  void* sendBuf;         /* [D] slots: slice j = partial of DCP rank j's heads, for its owners */
-  void* recvBuf;         /* [W] slots: rank p's slice for this rank's heads (own slot unused) */
-  void* partialO;        /* agrs: [T][D*H][Dv] */
-  float* partialLse;     /* agrs: [T][D*H] */
-  float* lseAll;         /* agrs: [W][T][D*H] */
-  float* lseGlobal;      /* agrs: [T][D*H] */
-  void* scratch;         /* attention kernel workspace (host scratch, or CUDA split partials) */
-  int maxSplits;         /* CUDA: KV splits per row at most (fixed per plan: batch-invariant) */
+  void* qGather;           /* [D][T][H][Dqk]: block j = DCP rank j's queries, as received */
+  size_t sliceCap;         /* bytes per slice slot at maxTokens */
+  void* sendBuf;           /* [D] slots: slice j = partial of DCP rank j's heads, for its owners */
+  void* recvBuf;           /* [W] slots: rank p's slice for this rank's heads (own slot unused) */
+  void* partialO;          /* agrs: [T][D*H][Dv] */
+  float* partialLse;       /* agrs: [T][D*H] */
+  float* lseAll;           /* agrs: [W][T][D*H] */
+  float* lseGlobal;        /* agrs: [T][D*H] */
+  void* scratch;           /* attention kernel workspace (host scratch, or CUDA split partials) */
+  int maxSplits;           /* CUDA: KV splits per row at most (fixed per plan: batch-invariant) */
   unsigned* splitCounters; /* CUDA: zeroed once; the attention kernel leaves them zero */
   int* errorHost;          /* CUDA: the kernels' record of bad batch data (kernels.h), host view */
   int* errorDev;           /*       and device view */
   size_t scratchBytes;
-  cpclRequest_t* reqs;   /* [4 W]: the pipelined schedule's transfers */
+  cpclRequest_t* reqs; /* [4 W]: the pipelined schedule's transfers */
 };
 
 /* Validates a descriptor for comm (plan creation); on failure writes a message naming the field,

@@ -10,11 +10,16 @@
 
 static const char* osdevKind(hwloc_obj_t o) {
   switch (o->attr->osdev.type) {
-    case HWLOC_OBJ_OSDEV_GPU: return "gpu";
-    case HWLOC_OBJ_OSDEV_COPROC: return "gpu";
-    case HWLOC_OBJ_OSDEV_NETWORK: return "nic";
-    case HWLOC_OBJ_OSDEV_OPENFABRICS: return "nic";
-    default: return NULL;
+    case HWLOC_OBJ_OSDEV_GPU:
+      return "gpu";
+    case HWLOC_OBJ_OSDEV_COPROC:
+      return "gpu";
+    case HWLOC_OBJ_OSDEV_NETWORK:
+      return "nic";
+    case HWLOC_OBJ_OSDEV_OPENFABRICS:
+      return "nic";
+    default:
+      return NULL;
   }
 }
 
@@ -28,8 +33,8 @@ CPCL_API cpclResult_t cpclGetTopologySummary(char* buf, size_t len) {
     return CPCL_ERR(NULL, cpclSystemError, "hwloc_topology_load failed");
   }
   size_t o = 0;
-#define APPEND(...)                                              \
-  do {                                                           \
+#define APPEND(...)                                                    \
+  do {                                                                 \
     if (o < len) o += (size_t)snprintf(buf + o, len - o, __VA_ARGS__); \
   } while (0)
   int packages = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE);

@@ -21,29 +21,29 @@
 #include "cpcl.h"
 #include "mpi_oob.h"
 
-#define CHECK(call)                                                                                    \
-  do {                                                                                                 \
-    cpclResult_t r_ = (call);                                                                          \
-    if (r_ != cpclSuccess) {                                                                           \
-      fprintf(stderr, "rank %d: %s:%d %s failed: %s (%s)\n", rank, __FILE__, __LINE__, #call,          \
-              cpclGetErrorString(r_), cpclGetLastError(NULL));                                         \
-      MPI_Abort(MPI_COMM_WORLD, 1);                                                                    \
-    }                                                                                                  \
+#define CHECK(call)                                                                                                   \
+  do {                                                                                                                \
+    cpclResult_t r_ = (call);                                                                                         \
+    if (r_ != cpclSuccess) {                                                                                          \
+      fprintf(stderr, "rank %d: %s:%d %s failed: %s (%s)\n", rank, __FILE__, __LINE__, #call, cpclGetErrorString(r_), \
+              cpclGetLastError(NULL));                                                                                \
+      MPI_Abort(MPI_COMM_WORLD, 1);                                                                                   \
+    }                                                                                                                 \
   } while (0)
 
 static int rank, W;
 static MPI_Comm world = MPI_COMM_WORLD;
 
 typedef struct {
-  int minB, maxB, stepB;      /* -b -e -f */
-  int minL, maxL, stepL;      /* -l -L -F */
-  int H, Hkv, Dqk, Dv, mla;   /* -H -K -d -v -m */
-  int dcp, interleave, page;  /* -D -i -p */
-  cpclDataType_t type;        /* -t */
-  int rows;                   /* -r rows per sequence (MTP) */
-  int warmup, iters, check;   /* -w -n -c */
-  char algos[128];            /* -a */
-  const char* label;          /* -T: a name printed with the table */
+  int minB, maxB, stepB;     /* -b -e -f */
+  int minL, maxL, stepL;     /* -l -L -F */
+  int H, Hkv, Dqk, Dv, mla;  /* -H -K -d -v -m */
+  int dcp, interleave, page; /* -D -i -p */
+  cpclDataType_t type;       /* -t */
+  int rows;                  /* -r rows per sequence (MTP) */
+  int warmup, iters, check;  /* -w -n -c */
+  char algos[128];           /* -a */
+  const char* label;         /* -T: a name printed with the table */
 } opts_t;
 
 static size_t esize(cpclDataType_t t) { return t == cpclFloat32 ? 4 : 2; }
@@ -75,8 +75,8 @@ static void genRow(void* dst, size_t off, int n, uint64_t a, uint64_t b, cpclDat
       uint32_t u;
       memcpy(&u, &v, 4);
       int e = (int)((u >> 23) & 0xff) - 112;
-      ((uint16_t*)dst)[off + i] =
-          e <= 0 ? (uint16_t)((u >> 16) & 0x8000u) : (uint16_t)(((u >> 16) & 0x8000u) | (e << 10) | ((u >> 13) & 0x3ffu));
+      ((uint16_t*)dst)[off + i] = e <= 0 ? (uint16_t)((u >> 16) & 0x8000u)
+                                         : (uint16_t)(((u >> 16) & 0x8000u) | (e << 10) | ((u >> 13) & 0x3ffu));
     }
   }
 }
@@ -196,42 +196,85 @@ static int partialStep(void* a) {
 }
 
 static void usage(void) {
-  printf("dcp_decode_perf: cpclAttnDecode, every schedule side by side (run under mpirun)\n"
-         "  -b/-e/-f  batch min/max/factor (1 64 4)      -l/-L/-F  context min/max/factor (4096 4096 2)\n"
-         "  -H heads per rank (8)  -K KV heads (1)  -d headDimQk (128)  -v headDimVo (128)  -m 1: MLA 576/512 latent\n"
-         "  -D dcpSize (0: all)  -i interleave (1)  -p pageSize (16)  -t bf16|fp16|fp32 (bf16)  -r rows/seq (1)\n"
-         "  -a schedules (agrs,a2a,pipelined)  -w warm-up (5)  -n iterations (20)  -c 1: check (0)  -T label\n");
+  printf(
+      "dcp_decode_perf: cpclAttnDecode, every schedule side by side (run under mpirun)\n"
+      "  -b/-e/-f  batch min/max/factor (1 64 4)      -l/-L/-F  context min/max/factor (4096 4096 2)\n"
+      "  -H heads per rank (8)  -K KV heads (1)  -d headDimQk (128)  -v headDimVo (128)  -m 1: MLA 576/512 latent\n"
+      "  -D dcpSize (0: all)  -i interleave (1)  -p pageSize (16)  -t bf16|fp16|fp32 (bf16)  -r rows/seq (1)\n"
+      "  -a schedules (agrs,a2a,pipelined)  -w warm-up (5)  -n iterations (20)  -c 1: check (0)  -T label\n");
 }
 
 static int parse(int argc, char** argv, opts_t* o) {
-  *o = (opts_t){1, 64, 4, 4096, 4096, 2, 8, 1, 128, 128, 0, 0, 1, 16, cpclBfloat16, 1, 5, 20, 0, "agrs,a2a,pipelined", ""};
+  *o = (opts_t){1, 64, 4, 4096, 4096, 2, 8, 1, 128, 128, 0, 0, 1, 16, cpclBfloat16, 1, 5, 20, 0, "agrs,a2a,pipelined",
+                ""};
   int c;
   while ((c = getopt(argc, argv, "b:e:f:l:L:F:H:K:d:v:m:D:i:p:t:r:a:w:n:c:T:h")) != -1) {
     switch (c) {
-      case 'b': o->minB = atoi(optarg); break;
-      case 'e': o->maxB = atoi(optarg); break;
-      case 'f': o->stepB = atoi(optarg); break;
-      case 'l': o->minL = atoi(optarg); break;
-      case 'L': o->maxL = atoi(optarg); break;
-      case 'F': o->stepL = atoi(optarg); break;
-      case 'H': o->H = atoi(optarg); break;
-      case 'K': o->Hkv = atoi(optarg); break;
-      case 'd': o->Dqk = atoi(optarg); break;
-      case 'v': o->Dv = atoi(optarg); break;
-      case 'm': o->mla = atoi(optarg); break;
-      case 'D': o->dcp = atoi(optarg); break;
-      case 'i': o->interleave = atoi(optarg); break;
-      case 'p': o->page = atoi(optarg); break;
+      case 'b':
+        o->minB = atoi(optarg);
+        break;
+      case 'e':
+        o->maxB = atoi(optarg);
+        break;
+      case 'f':
+        o->stepB = atoi(optarg);
+        break;
+      case 'l':
+        o->minL = atoi(optarg);
+        break;
+      case 'L':
+        o->maxL = atoi(optarg);
+        break;
+      case 'F':
+        o->stepL = atoi(optarg);
+        break;
+      case 'H':
+        o->H = atoi(optarg);
+        break;
+      case 'K':
+        o->Hkv = atoi(optarg);
+        break;
+      case 'd':
+        o->Dqk = atoi(optarg);
+        break;
+      case 'v':
+        o->Dv = atoi(optarg);
+        break;
+      case 'm':
+        o->mla = atoi(optarg);
+        break;
+      case 'D':
+        o->dcp = atoi(optarg);
+        break;
+      case 'i':
+        o->interleave = atoi(optarg);
+        break;
+      case 'p':
+        o->page = atoi(optarg);
+        break;
       case 't':
         o->type = strcmp(optarg, "fp32") == 0 ? cpclFloat32 : strcmp(optarg, "fp16") == 0 ? cpclFloat16 : cpclBfloat16;
         break;
-      case 'r': o->rows = atoi(optarg); break;
-      case 'a': snprintf(o->algos, sizeof(o->algos), "%s", optarg); break;
-      case 'w': o->warmup = atoi(optarg); break;
-      case 'n': o->iters = atoi(optarg); break;
-      case 'c': o->check = atoi(optarg); break;
-      case 'T': o->label = optarg; break;
-      default: return -1;
+      case 'r':
+        o->rows = atoi(optarg);
+        break;
+      case 'a':
+        snprintf(o->algos, sizeof(o->algos), "%s", optarg);
+        break;
+      case 'w':
+        o->warmup = atoi(optarg);
+        break;
+      case 'n':
+        o->iters = atoi(optarg);
+        break;
+      case 'c':
+        o->check = atoi(optarg);
+        break;
+      case 'T':
+        o->label = optarg;
+        break;
+      default:
+        return -1;
     }
   }
   if (o->mla) {
@@ -269,10 +312,11 @@ int main(int argc, char** argv) {
   const size_t es = esize(o.type);
   const char* tname = o.type == cpclFloat32 ? "fp32" : o.type == cpclFloat16 ? "fp16" : "bf16";
   if (rank == 0) {
-    printf("# dcp_decode_perf %s: W %d (dcp %d, pcp %d), %s, H %d per rank (%d gathered), Hkv %d, D %d/%d%s, "
-           "interleave %d, page %d, rows/seq %d, %d warm-up + %d iterations, check %s\n",
-           o.label, W, D, W / D, tname, H, Hq, o.Hkv, o.Dqk, Dv, o.mla ? " (MLA latent)" : "", o.interleave, o.page,
-           o.rows, o.warmup, o.iters, o.check ? "on" : "off");
+    printf(
+        "# dcp_decode_perf %s: W %d (dcp %d, pcp %d), %s, H %d per rank (%d gathered), Hkv %d, D %d/%d%s, "
+        "interleave %d, page %d, rows/seq %d, %d warm-up + %d iterations, check %s\n",
+        o.label, W, D, W / D, tname, H, Hq, o.Hkv, o.Dqk, Dv, o.mla ? " (MLA latent)" : "", o.interleave, o.page,
+        o.rows, o.warmup, o.iters, o.check ? "on" : "off");
     printf("%7s %8s %8s %-10s %10s %10s %10s %8s %8s\n", "batch", "context", "local", "schedule", "time_us", "bare_us",
            "KV_GB/s", "vs_agrs", "#wrong");
   }
@@ -295,7 +339,8 @@ int main(int argc, char** argv) {
       void* q = malloc((size_t)T * H * o.Dqk * es);
       for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++)
-          genRow(q, ((size_t)t * H + h) * o.Dqk, o.Dqk, (uint64_t)1 << 40 | (uint64_t)t, (uint64_t)(dr * H + h), o.type);
+          genRow(q, ((size_t)t * H + h) * o.Dqk, o.Dqk, (uint64_t)1 << 40 | (uint64_t)t, (uint64_t)(dr * H + h),
+                 o.type);
       void* out = malloc((size_t)T * H * Dv * es);
       float* lse = malloc(sizeof(float) * (size_t)T * H);
       int64_t local = cpclKvLocalLen(L, W, rank, o.interleave);
@@ -352,7 +397,8 @@ int main(int argc, char** argv) {
         desc.algo = a;
         cpclResult_t pr = cpclAttnPlanCreate(&plan, comm, &desc, T);
         if (pr != cpclSuccess) {
-          if (rank == 0) printf("%7d %8d %8lld %-10s %10s   (%s)\n", B, L, (long long)local, a, "-", cpclGetLastError(NULL));
+          if (rank == 0)
+            printf("%7d %8d %8lld %-10s %10s   (%s)\n", B, L, (long long)local, a, "-", cpclGetLastError(NULL));
           continue;
         }
         stepArgs_t sa = {plan, &batch, q, c.k, c.v, out, lse};
@@ -382,9 +428,11 @@ int main(int argc, char** argv) {
                     y = fb;
                   } else {
                     x = ldexp((double)((a16 & 0x3ff) | ((a16 >> 10 & 0x1f) ? 0x400 : 0)),
-                              ((a16 >> 10 & 0x1f) ? (a16 >> 10 & 0x1f) : 1) - 25) * ((a16 & 0x8000) ? -1 : 1);
+                              ((a16 >> 10 & 0x1f) ? (a16 >> 10 & 0x1f) : 1) - 25) *
+                        ((a16 & 0x8000) ? -1 : 1);
                     y = ldexp((double)((b16 & 0x3ff) | ((b16 >> 10 & 0x1f) ? 0x400 : 0)),
-                              ((b16 >> 10 & 0x1f) ? (b16 >> 10 & 0x1f) : 1) - 25) * ((b16 & 0x8000) ? -1 : 1);
+                              ((b16 >> 10 & 0x1f) ? (b16 >> 10 & 0x1f) : 1) - 25) *
+                        ((b16 & 0x8000) ? -1 : 1);
                   }
                 }
                 if (!(fabs(x - y) <= tol)) wrong++;

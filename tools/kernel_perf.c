@@ -18,13 +18,13 @@
 
 #include "kernels.h"
 
-#define CU(call)                                                                                   \
-  do {                                                                                             \
-    cudaError_t e_ = (call);                                                                       \
-    if (e_ != cudaSuccess) {                                                                       \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));        \
-      exit(1);                                                                                     \
-    }                                                                                              \
+#define CU(call)                                                                            \
+  do {                                                                                      \
+    cudaError_t e_ = (call);                                                                \
+    if (e_ != cudaSuccess) {                                                                \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      exit(1);                                                                              \
+    }                                                                                       \
   } while (0)
 
 static int cmpf(const void* a, const void* b) {
@@ -132,13 +132,35 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   const size_t nCounters = cpclCudaAttnCounterCount(B, H);
   CU(cudaMalloc((void**)&counters, nCounters * sizeof(unsigned)));
   CU(cudaMemset(counters, 0, nCounters * sizeof(unsigned)));
-  cpclAttnParams_t p = {.numSeqs = B, .numTokens = B, .seqLens = dLens, .blockTable = dBt,
-                        .maxPagesPerSeq = pagesPerSeq, .cpSize = 1, .cpRank = 0, .interleave = 1, .pageSize = page,
-                        .numKvHeads = Hkv, .headDimQk = D, .headDimVo = D, .groupSize = H / Hkv, .headBegin = 0,
-                        .numHeads = H, .headsPerBlock = H, .smScale = 1.0f / sqrtf((float)D), .qType = CPCL_K_BF16,
-                        .kvType = CPCL_K_BF16, .q = q, .qTokenStride = (int64_t)H * D, .out = out,
-                        .oTokenStride = (int64_t)H * D, .lse = lse, .lseTokenStride = H, .workspace = ws,
-                        .workspaceBytes = wsBytes, .maxSplits = maxSplits, .splitCounters = counters};
+  cpclAttnParams_t p = {.numSeqs = B,
+                        .numTokens = B,
+                        .seqLens = dLens,
+                        .blockTable = dBt,
+                        .maxPagesPerSeq = pagesPerSeq,
+                        .cpSize = 1,
+                        .cpRank = 0,
+                        .interleave = 1,
+                        .pageSize = page,
+                        .numKvHeads = Hkv,
+                        .headDimQk = D,
+                        .headDimVo = D,
+                        .groupSize = H / Hkv,
+                        .headBegin = 0,
+                        .numHeads = H,
+                        .headsPerBlock = H,
+                        .smScale = 1.0f / sqrtf((float)D),
+                        .qType = CPCL_K_BF16,
+                        .kvType = CPCL_K_BF16,
+                        .q = q,
+                        .qTokenStride = (int64_t)H * D,
+                        .out = out,
+                        .oTokenStride = (int64_t)H * D,
+                        .lse = lse,
+                        .lseTokenStride = H,
+                        .workspace = ws,
+                        .workspaceBytes = wsBytes,
+                        .maxSplits = maxSplits,
+                        .splitCounters = counters};
   cudaEvent_t e0, e1;
   CU(cudaEventCreate(&e0));
   CU(cudaEventCreate(&e1));
@@ -148,30 +170,34 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
    * when the KV fits in L2) */
   const int warmOk = kvBytes < 40.0 * 1048576;
   for (int variant = 0; variant < (sweep ? 9 : 3); variant++) {
-  if (variant == 2 && !warmOk) continue;
-  p.cudaCoresOnly = variant == 1;
-  p.pipelineStages = stagesOf[variant];
-  p.splitChunkMin = chunkOf[variant];
-  for (int i = 0; i < iters + 5; i++) {
-    p.kCache = k[variant == 2 ? 0 : i % copies];
-    p.vCache = v[variant == 2 ? 0 : i % copies];
-    CU(cudaEventRecord(e0, 0));
-    int err = cpclCudaAttn(&p, NULL);
-    CU(cudaEventRecord(e1, 0));
-    CU(cudaEventSynchronize(e1));
-    if (err) {
-      fprintf(stderr, "attention launch failed: %s\n", cudaGetErrorString((cudaError_t)err));
-      exit(1);
+    if (variant == 2 && !warmOk) continue;
+    p.cudaCoresOnly = variant == 1;
+    p.pipelineStages = stagesOf[variant];
+    p.splitChunkMin = chunkOf[variant];
+    for (int i = 0; i < iters + 5; i++) {
+      p.kCache = k[variant == 2 ? 0 : i % copies];
+      p.vCache = v[variant == 2 ? 0 : i % copies];
+      CU(cudaEventRecord(e0, 0));
+      int err = cpclCudaAttn(&p, NULL);
+      CU(cudaEventRecord(e1, 0));
+      CU(cudaEventSynchronize(e1));
+      if (err) {
+        fprintf(stderr, "attention launch failed: %s\n", cudaGetErrorString((cudaError_t)err));
+        exit(1);
+      }
+      if (i >= 5) CU(cudaEventElapsedTime(&t[i - 5], e0, e1));
     }
-    if (i >= 5) CU(cudaEventElapsedTime(&t[i - 5], e0, e1));
-  }
-  float ms = median(t, iters);
-  double tbs = kvBytes / (ms * 1e-3) / 1e12;
-  char name[32];
-  if (variant < 3) snprintf(name, sizeof(name), "%s", variant == 2 ? "L2-warm" : variant ? "cores" : "auto");
-  else snprintf(name, sizeof(name), "s%d/c%d", stagesOf[variant], chunkOf[variant]);
-  printf("attn %-8s B %-4d H %-3d Hkv %-2d D %-3d L %-6d %9.1f us %6.2f TB/s %6.1f%% of copy (splits <= %d, %d KV copies)\n",
-         name, B, H, Hkv, D, L, ms * 1e3, tbs, 100 * tbs / ceiling, maxSplits, variant == 2 ? 1 : copies);
+    float ms = median(t, iters);
+    double tbs = kvBytes / (ms * 1e-3) / 1e12;
+    char name[32];
+    if (variant < 3)
+      snprintf(name, sizeof(name), "%s", variant == 2 ? "L2-warm" : variant ? "cores" : "auto");
+    else
+      snprintf(name, sizeof(name), "s%d/c%d", stagesOf[variant], chunkOf[variant]);
+    printf(
+        "attn %-8s B %-4d H %-3d Hkv %-2d D %-3d L %-6d %9.1f us %6.2f TB/s %6.1f%% of copy (splits <= %d, %d KV "
+        "copies)\n",
+        name, B, H, Hkv, D, L, ms * 1e3, tbs, 100 * tbs / ceiling, maxSplits, variant == 2 ? 1 : copies);
   }
   free(t);
   for (int c = 0; c < copies; c++) {
@@ -202,9 +228,18 @@ static void benchMerge(int N, int B, int H, int D, int iters) {
   CU(cudaMemset(l, 0, sizeof(float) * N * B * H));
   CU(cudaMalloc(&out, (size_t)B * H * D * 2));
   CU(cudaMalloc((void**)&outLse, sizeof(float) * B * H));
-  cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE, .numParts = N, .numTokens = B, .numHeads = H, .headDim = D,
-                         .dtype = CPCL_K_BF16, .oTokenStride = (int64_t)H * D, .lseTokenStride = H, .out = out,
-                         .outTokenStride = (int64_t)H * D, .outLse = outLse, .outLseTokenStride = H};
+  cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE,
+                         .numParts = N,
+                         .numTokens = B,
+                         .numHeads = H,
+                         .headDim = D,
+                         .dtype = CPCL_K_BF16,
+                         .oTokenStride = (int64_t)H * D,
+                         .lseTokenStride = H,
+                         .out = out,
+                         .outTokenStride = (int64_t)H * D,
+                         .outLse = outLse,
+                         .outLseTokenStride = H};
   for (int p = 0; p < N; p++) {
     m.o[p] = (char*)o + (size_t)p * B * H * D * 2;
     m.lse[p] = l + (size_t)p * B * H;
@@ -230,11 +265,14 @@ static void benchMerge(int N, int B, int H, int D, int iters) {
 
 int main(int argc, char** argv) {
   int iters = 50;
-  shape_t shapes[16] = {{64, 16, 1, 128, 8192}, {16, 16, 1, 128, 32768}, {128, 64, 8, 128, 4096}, {1, 16, 1, 128, 4096}};
+  shape_t shapes[16] = {
+      {64, 16, 1, 128, 8192}, {16, 16, 1, 128, 32768}, {128, 64, 8, 128, 4096}, {1, 16, 1, 128, 4096}};
   int ns = 4, custom = 0;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "-n") && i + 1 < argc) iters = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "-x")) sweep = 1;
+    if (!strcmp(argv[i], "-n") && i + 1 < argc)
+      iters = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "-x"))
+      sweep = 1;
     else if (!strcmp(argv[i], "-s") && i + 1 < argc && ns < 16) {
       if (!custom) ns = 0, custom = 1;
       shape_t s;

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 
-pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev libucx-dev ucx-utils libhwloc-dev libcmocka-dev openmpi-bin
+pkgs=(meson ninja-build pkg-config gcc clang clang-format libclang-rt-14-dev libucx-dev ucx-utils libhwloc-dev libcmocka-dev openmpi-bin
       libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do

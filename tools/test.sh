@@ -7,6 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 
+echo "== format: .clang-format (clang-format 14, Debian 12's)"
+if command -v clang-format >/dev/null && clang-format --version | grep -q "version 14" && git rev-parse --git-dir >/dev/null 2>&1; then
+  git ls-files '*.c' '*.h' '*.cu' '*.cuh' | xargs clang-format --dry-run --Werror
+  echo "formatted"
+else
+  echo "SKIP: the format check needs clang-format 14 and a git checkout"
+fi
+
 echo "== main build: all suites"
 meson test -C "$BUILD_DIR" --print-errorlogs
 

@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads) attnSplitKernel(const cpclAttnParams
   const int stageB = kBK * (kRowB + vRowB);
   unsigned char* stage0 = smem;
   float* qs = reinterpret_cast<float*>(smem + 2 * stageB); /* [kUC][Dqk], pre-scaled */
-  float* ps = qs + kUC * Dqk;                                /* [kUC][kBK] probabilities */
+  float* ps = qs + kUC * Dqk;                              /* [kUC][kBK] probabilities */
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 
   const float qscale = p.smScale * kLog2e;
@@ -188,8 +188,8 @@ static int launchAttn(const cpclAttnParams_t* p, cudaStream_t stream) {
   const size_t smem = 2 * (size_t)kBK * (kRowB + vRowB) + (size_t)kUC * p->headDimQk * 4 + (size_t)kUC * kBK * 4;
   static size_t raised = 0; /* per instantiation: set the dynamic limit (static smem counts too) */
   if (smem > raised) {
-    cudaError_t e = cudaFuncSetAttribute(attnSplitKernel<TQ, TKV, kDpl>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)smem);
+    cudaError_t e =
+        cudaFuncSetAttribute(attnSplitKernel<TQ, TKV, kDpl>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return (int)e;
     raised = smem;
   }
@@ -226,14 +226,15 @@ extern "C" int cpclCudaAttn(const cpclAttnParams_t* p, void* stream) {
 
 static int attnMain(const cpclAttnParams_t* p, cudaStream_t stream) {
   using namespace cpcl;
-  if ((p->headDimQk * cpclKDtypeSize(p->kvType)) % 16 || (!p->latentKv && (p->headDimVo * cpclKDtypeSize(p->kvType)) % 16))
+  if ((p->headDimQk * cpclKDtypeSize(p->kvType)) % 16 ||
+      (!p->latentKv && (p->headDimVo * cpclKDtypeSize(p->kvType)) % 16))
     return (int)cudaErrorInvalidValue;
   cudaStream_t s = stream;
-#define CPCL_ATTN_DPL(TQ, TKV)                                              \
-  if (p->headDimVo <= 128) return launchAttn<TQ, TKV, 4>(p, s);             \
-  if (p->headDimVo <= 256) return launchAttn<TQ, TKV, 8>(p, s);             \
-  if (p->headDimVo <= 512) return launchAttn<TQ, TKV, 16>(p, s);            \
-  if (p->headDimVo <= 1024) return launchAttn<TQ, TKV, 32>(p, s);           \
+#define CPCL_ATTN_DPL(TQ, TKV)                                    \
+  if (p->headDimVo <= 128) return launchAttn<TQ, TKV, 4>(p, s);   \
+  if (p->headDimVo <= 256) return launchAttn<TQ, TKV, 8>(p, s);   \
+  if (p->headDimVo <= 512) return launchAttn<TQ, TKV, 16>(p, s);  \
+  if (p->headDimVo <= 1024) return launchAttn<TQ, TKV, 32>(p, s); \
   return (int)cudaErrorInvalidValue;
   CPCL_DISPATCH_DTYPE(p->qType, TQ, CPCL_DISPATCH_DTYPE(p->kvType, TKV, CPCL_ATTN_DPL(TQ, TKV)));
 #undef CPCL_ATTN_DPL

@@ -85,7 +85,8 @@ __device__ __forceinline__ bool ctaWork(const cpclAttnParams_t& p, CtaWork& w) {
 struct PageMap {
   const int32_t* bt;
   int pg, shift;
-  __device__ __forceinline__ PageMap(const int32_t* blockTable, int pageSize) : bt(blockTable), pg(pageSize), shift(-1) {
+  __device__ __forceinline__ PageMap(const int32_t* blockTable, int pageSize)
+      : bt(blockTable), pg(pageSize), shift(-1) {
     if ((pageSize & (pageSize - 1)) == 0) shift = __ffs(pageSize) - 1;
   }
   __device__ __forceinline__ int64_t slot(int64_t key) const {

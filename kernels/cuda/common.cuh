@@ -14,26 +14,40 @@ namespace cpcl {
 template <typename T>
 __device__ __forceinline__ float toF(T v);
 template <>
-__device__ __forceinline__ float toF<float>(float v) { return v; }
+__device__ __forceinline__ float toF<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ float toF<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float toF<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
 template <>
-__device__ __forceinline__ float toF<__half>(__half v) { return __half2float(v); }
+__device__ __forceinline__ float toF<__half>(__half v) {
+  return __half2float(v);
+}
 
 template <typename T>
 __device__ __forceinline__ T fromF(float v);
 template <>
-__device__ __forceinline__ float fromF<float>(float v) { return v; }
+__device__ __forceinline__ float fromF<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 fromF<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 fromF<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 template <>
-__device__ __forceinline__ __half fromF<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half fromF<__half>(float v) {
+  return __float2half_rn(v);
+}
 
 /* two consecutive elements as float2 */
 template <typename T>
 __device__ __forceinline__ float2 load2(const T* p);
 template <>
-__device__ __forceinline__ float2 load2<float>(const float* p) { return *reinterpret_cast<const float2*>(p); }
+__device__ __forceinline__ float2 load2<float>(const float* p) {
+  return *reinterpret_cast<const float2*>(p);
+}
 template <>
 __device__ __forceinline__ float2 load2<__nv_bfloat16>(const __nv_bfloat16* p) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
@@ -110,8 +124,8 @@ __device__ __forceinline__ void reportError(int* flag, int code, int seq, int va
 
 /* Row t of the batch: its sequence, first row and row count, checked against the data. Returns
  * false (and records why) when queryStart or seqLens are inconsistent for this row. */
-__device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* seqLens, int numSeqs, int t,
-                                      int* flag, int* seq, int* r0, int* n);
+__device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* seqLens, int numSeqs, int t, int* flag,
+                                      int* seq, int* r0, int* n);
 
 /* the sequence of row t: queryStart is sorted; one row per sequence when NULL */
 __device__ __forceinline__ int seqOfRow(const int32_t* queryStart, int numSeqs, int t) {
@@ -119,14 +133,16 @@ __device__ __forceinline__ int seqOfRow(const int32_t* queryStart, int numSeqs, 
   int lo = 0, hi = numSeqs - 1;
   while (lo < hi) {
     int mid = (lo + hi + 1) >> 1;
-    if (queryStart[mid] <= t) lo = mid;
-    else hi = mid - 1;
+    if (queryStart[mid] <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
 
-__device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* seqLens, int numSeqs, int t,
-                                      int* flag, int* seq, int* r0, int* n) {
+__device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* seqLens, int numSeqs, int t, int* flag,
+                                      int* seq, int* r0, int* n) {
   const int s = seqOfRow(queryStart, numSeqs, t);
   *seq = s;
   *r0 = queryStart ? queryStart[s] : s;
@@ -145,21 +161,22 @@ __device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* 
 }  // namespace cpcl
 
 /* Runtime dtype -> template type, naming the unsupported value. */
-#define CPCL_DISPATCH_DTYPE(dt, T, ...)                  \
-  switch (dt) {                                          \
-    case CPCL_K_BF16: {                                  \
-      typedef __nv_bfloat16 T;                           \
-      __VA_ARGS__;                                       \
-    } break;                                             \
-    case CPCL_K_FP16: {                                  \
-      typedef __half T;                                  \
-      __VA_ARGS__;                                       \
-    } break;                                             \
-    case CPCL_K_FP32: {                                  \
-      typedef float T;                                   \
-      __VA_ARGS__;                                       \
-    } break;                                             \
-    default: return (int)cudaErrorInvalidValue;          \
+#define CPCL_DISPATCH_DTYPE(dt, T, ...)  \
+  switch (dt) {                          \
+    case CPCL_K_BF16: {                  \
+      typedef __nv_bfloat16 T;           \
+      __VA_ARGS__;                       \
+    } break;                             \
+    case CPCL_K_FP16: {                  \
+      typedef __half T;                  \
+      __VA_ARGS__;                       \
+    } break;                             \
+    case CPCL_K_FP32: {                  \
+      typedef float T;                   \
+      __VA_ARGS__;                       \
+    } break;                             \
+    default:                             \
+      return (int)cudaErrorInvalidValue; \
   }
 
 #endif /* CPCL_CUDA_COMMON_CUH_ */

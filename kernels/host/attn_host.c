@@ -54,15 +54,15 @@ CPCL_HOST_CLONES void cpclHostAttn(const cpclAttnParams_t* p) {
   const int Dqk = p->headDimQk, Dv = p->headDimVo, Hkv = p->numKvHeads, G = p->groupSize;
   const int Hb = p->headsPerBlock, ps = p->pageSize;
   const float qscale = p->smScale * LOG2E;
-  float* kf = (float*)p->workspace;             /* [BK][Dqk] */
-  float* vf = kf + (size_t)BK * Dqk;            /* [BK][Dv] (unused when latent) */
-  float* qf = vf + (size_t)BK * Dv;             /* [UNITS][Dqk] */
-  float* acc = qf + (size_t)UNITS * Dqk;        /* [UNITS][Dv] */
-  float* m = acc + (size_t)UNITS * Dv;          /* [UNITS] */
-  float* l = m + UNITS;                         /* [UNITS] */
-  float* sc = l + UNITS;                        /* [BK] */
+  float* kf = (float*)p->workspace;                                      /* [BK][Dqk] */
+  float* vf = kf + (size_t)BK * Dqk;                                     /* [BK][Dv] (unused when latent) */
+  float* qf = vf + (size_t)BK * Dv;                                      /* [UNITS][Dqk] */
+  float* acc = qf + (size_t)UNITS * Dqk;                                 /* [UNITS][Dv] */
+  float* m = acc + (size_t)UNITS * Dv;                                   /* [UNITS] */
+  float* l = m + UNITS;                                                  /* [UNITS] */
+  float* sc = l + UNITS;                                                 /* [BK] */
   int64_t* len = (int64_t*)(((uintptr_t)(sc + BK) + 7) & ~(uintptr_t)7); /* [UNITS] */
-  const float* vrow = p->latentKv ? kf : vf;    /* MLA: V is the first Dv of each K row */
+  const float* vrow = p->latentKv ? kf : vf;                             /* MLA: V is the first Dv of each K row */
   const int vstride = p->latentKv ? Dqk : Dv;
   const int headEnd = p->headBegin + p->numHeads;
 
@@ -84,8 +84,8 @@ CPCL_HOST_CLONES void cpclHostAttn(const cpclAttnParams_t* p) {
           const int64_t pos = L - n + j;
           len[u] = pos < 0 ? 0 : cpclKvLocalLenOf(pos + 1, p->cpSize, p->cpRank, p->interleave);
           if (len[u] > maxLen) maxLen = len[u];
-          cpclLoadRow(qf + (size_t)u * Dqk, p->q, (g / Hb) * p->qBlockStride + t * p->qTokenStride + (int64_t)(g % Hb) * Dqk,
-                      Dqk, p->qType);
+          cpclLoadRow(qf + (size_t)u * Dqk, p->q,
+                      (g / Hb) * p->qBlockStride + t * p->qTokenStride + (int64_t)(g % Hb) * Dqk, Dqk, p->qType);
           for (int d = 0; d < Dqk; d++) qf[(size_t)u * Dqk + d] *= qscale;
           m[u] = -INFINITY;
           l[u] = 0.f;

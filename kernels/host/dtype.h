@@ -53,13 +53,13 @@ static inline uint16_t cpclF32ToF16(float f) {
   memcpy(&u, &f, 4);
   uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
   uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | 0x7e00u;               /* NaN */
-  if (a >= 0x477ff000u) return sign | 0x7c00u;              /* overflow (rounds to inf) */
-  if (a < 0x33000001u) return sign;                         /* underflow to zero */
+  if (a > 0x7f800000u) return sign | 0x7e00u;  /* NaN */
+  if (a >= 0x477ff000u) return sign | 0x7c00u; /* overflow (rounds to inf) */
+  if (a < 0x33000001u) return sign;            /* underflow to zero */
   int e = (int)(a >> 23);
   uint32_t man = (a & 0x7fffffu) | 0x800000u;
-  if (e < 113) { /* subnormal half */
-    int shift = 126 - e;                                    /* 14 .. 24 */
+  if (e < 113) {         /* subnormal half */
+    int shift = 126 - e; /* 14 .. 24 */
     uint32_t half = man >> shift, rest = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
     if (rest > mid || (rest == mid && (half & 1u))) half++;
     return sign | (uint16_t)half;
@@ -72,17 +72,25 @@ static inline uint16_t cpclF32ToF16(float f) {
 
 static inline float cpclLoad(const void* base, int64_t i, int dtype) {
   switch (dtype) {
-    case CPCL_K_BF16: return cpclBf16ToF32(((const uint16_t*)base)[i]);
-    case CPCL_K_FP16: return cpclF16ToF32(((const uint16_t*)base)[i]);
-    default: return ((const float*)base)[i];
+    case CPCL_K_BF16:
+      return cpclBf16ToF32(((const uint16_t*)base)[i]);
+    case CPCL_K_FP16:
+      return cpclF16ToF32(((const uint16_t*)base)[i]);
+    default:
+      return ((const float*)base)[i];
   }
 }
 
 static inline void cpclStore(void* base, int64_t i, float v, int dtype) {
   switch (dtype) {
-    case CPCL_K_BF16: ((uint16_t*)base)[i] = cpclF32ToBf16(v); break;
-    case CPCL_K_FP16: ((uint16_t*)base)[i] = cpclF32ToF16(v); break;
-    default: ((float*)base)[i] = v;
+    case CPCL_K_BF16:
+      ((uint16_t*)base)[i] = cpclF32ToBf16(v);
+      break;
+    case CPCL_K_FP16:
+      ((uint16_t*)base)[i] = cpclF32ToF16(v);
+      break;
+    default:
+      ((float*)base)[i] = v;
   }
 }
 

@@ -15,8 +15,8 @@ void cpclHostKvStore(const cpclKvStoreParams_t* p) {
       const int64_t pos = (int64_t)p->seqLens[s] - n + j;
       if (pos < 0 || cpclKvOwner(pos, p->cpSize, p->interleave) != p->cpRank) continue;
       const int64_t li = cpclKvLocalIndex(pos, p->cpSize, p->interleave);
-      const int64_t slot = (int64_t)p->blockTable[(int64_t)s * p->maxPagesPerSeq + li / p->pageSize] * p->pageSize +
-                           li % p->pageSize;
+      const int64_t slot =
+          (int64_t)p->blockTable[(int64_t)s * p->maxPagesPerSeq + li / p->pageSize] * p->pageSize + li % p->pageSize;
       memcpy((char*)p->kCache + slot * kRow, (const char*)p->kNew + (int64_t)(r0 + j) * kRow, kRow);
       if (!p->latentKv) memcpy((char*)p->vCache + slot * vRow, (const char*)p->vNew + (int64_t)(r0 + j) * vRow, vRow);
     }

@@ -45,8 +45,8 @@ static cpclResult_t agrsCombine(struct cpclAttnPlan* pl, const cpclStep_t* st, c
   CPCLCHECK(cpclStepMergeSlices(pl, st, CPCL_MERGE_SUM, out, NULL));
   if (lse) {
     const size_t row = (size_t)pl->H * sizeof(float);
-    CPCLCHECK(pl->exec->copy2d(lse, row, pl->lseGlobal + (size_t)pl->comm->dcpRank * pl->H, DH * sizeof(float), row,
-                               T, st->stream));
+    CPCLCHECK(pl->exec->copy2d(lse, row, pl->lseGlobal + (size_t)pl->comm->dcpRank * pl->H, DH * sizeof(float), row, T,
+                               st->stream));
   }
   return cpclSuccess;
 }

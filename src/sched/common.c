@@ -110,7 +110,7 @@ cpclResult_t cpclStepExchangeSlices(struct cpclAttnPlan* pl, const cpclStep_t* s
   void* recvs[CPCL_MAX_RANKS];
   size_t sb[CPCL_MAX_RANKS], rb[CPCL_MAX_RANKS];
   for (int p = 0; p < c->nranks; p++) {
-    sends[p] = cpclSendSlot(pl, p % pl->D); /* rank p owns the heads of DCP rank p % D */
+    sends[p] = cpclSendSlot(pl, p % pl->D);                          /* rank p owns the heads of DCP rank p % D */
     recvs[p] = p == c->rank ? (void*)sends[p] : cpclRecvSlot(pl, p); /* own part: read in place */
     sb[p] = rb[p] = bytes;
   }

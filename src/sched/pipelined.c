@@ -45,8 +45,8 @@ static cpclResult_t attendAsArriving(struct cpclAttnPlan* pl, const cpclStep_t* 
     if (j != me)
       CPCLCHECKGOTO(post(pl, st, 0, base + j, 0, (char*)pl->qGather + j * qBytes, qBytes, &qRecv[j]), res, fail);
   if (D > 1) /* own block beside the peers' (with D == 1 the kernel reads st->q) */
-    CPCLCHECKGOTO(pl->exec->copy2d((char*)pl->qGather + me * qBytes, qBytes, st->q, qBytes, qBytes, 1, st->stream),
-                  res, fail);
+    CPCLCHECKGOTO(pl->exec->copy2d((char*)pl->qGather + me * qBytes, qBytes, st->q, qBytes, qBytes, 1, st->stream), res,
+                  fail);
   for (int j = 0; j < D; j++)
     if (j != me) CPCLCHECKGOTO(post(pl, st, 1, base + j, 0, (void*)st->q, qBytes, &qSend[j]), res, fail);
 
@@ -55,8 +55,10 @@ static cpclResult_t attendAsArriving(struct cpclAttnPlan* pl, const cpclStep_t* 
     if (done > 0) CPCLCHECKGOTO(cpclWaitAny(c, qRecv, D, &j, "pipelined: query gather"), res, fail);
     cpclAttnParams_t p;
     cpclStepAttnParams(pl, st, j * pl->H, pl->H, &p);
-    if (slices) cpclStepTargetSlices(pl, T, &p);
-    else cpclStepTargetPartial(pl, T, partialOut, partialLse, &p);
+    if (slices)
+      cpclStepTargetSlices(pl, T, &p);
+    else
+      cpclStepTargetPartial(pl, T, partialOut, partialLse, &p);
     CPCLCHECKGOTO(pl->exec->attend(&p, st->stream), res, fail);
     if (slices) /* owners of DCP rank j's heads: (pcp, j) for every pcp */
       for (int q = 0; q < pl->P; q++)

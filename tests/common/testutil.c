@@ -44,7 +44,7 @@ static uint16_t toF16(float f) {
   memcpy(&u, &f, 4);
   uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
   uint32_t a = u & 0x7fffffffu;
-  if (a < 0x38800000u) { /* below the smallest normal half: go through a scaled float */
+  if (a < 0x38800000u) {              /* below the smallest normal half: go through a scaled float */
     float x = fabsf(f) * 16777216.0f; /* 2^24: subnormal half units */
     uint32_t n = (uint32_t)nearbyintf(x);
     return sign | (uint16_t)n;
@@ -64,18 +64,26 @@ static float fromF16(uint16_t h) {
 
 double tuPut(void* base, size_t i, double v, cpclDataType_t t) {
   switch (t) {
-    case cpclBfloat16: ((uint16_t*)base)[i] = toBf16((float)v); break;
-    case cpclFloat16: ((uint16_t*)base)[i] = toF16((float)v); break;
-    default: ((float*)base)[i] = (float)v;
+    case cpclBfloat16:
+      ((uint16_t*)base)[i] = toBf16((float)v);
+      break;
+    case cpclFloat16:
+      ((uint16_t*)base)[i] = toF16((float)v);
+      break;
+    default:
+      ((float*)base)[i] = (float)v;
   }
   return tuGet(base, i, t);
 }
 
 double tuGet(const void* base, size_t i, cpclDataType_t t) {
   switch (t) {
-    case cpclBfloat16: return fromBf16(((const uint16_t*)base)[i]);
-    case cpclFloat16: return fromF16(((const uint16_t*)base)[i]);
-    default: return ((const float*)base)[i];
+    case cpclBfloat16:
+      return fromBf16(((const uint16_t*)base)[i]);
+    case cpclFloat16:
+      return fromF16(((const uint16_t*)base)[i]);
+    default:
+      return ((const float*)base)[i];
   }
 }
 

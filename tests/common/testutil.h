@@ -41,7 +41,7 @@ typedef struct {
   int pageSize, maxPagesPerSeq, numPages;
   int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] */
   void* k;
-  void* v;             /* NULL when latent */
+  void* v; /* NULL when latent */
 } tuCache_t;
 void tuCacheAlloc(const tuProblem_t* pb, int W, int r, int I, int pageSize, tuCache_t* c);
 /* writes the owned tokens directly (brute force over positions, independent of cpclKvStore) */

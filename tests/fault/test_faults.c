@@ -26,10 +26,10 @@
 typedef struct {
   atomic_int count, gen;
   atomic_int failed;
-  double deathTime;            /* when the victim died (CLOCK_MONOTONIC, ms) */
-  double killAt;               /* the parent SIGKILLs the victim at this time, when set */
-  double errorTime[W];         /* when each survivor saw its error */
-  int result[W];               /* what each rank's call returned */
+  double deathTime;    /* when the victim died (CLOCK_MONOTONIC, ms) */
+  double killAt;       /* the parent SIGKILLs the victim at this time, when set */
+  double errorTime[W]; /* when each survivor saw its error */
+  int result[W];       /* what each rank's call returned */
   char data[W][SLOT];
 } shared_t;
 
@@ -66,15 +66,15 @@ static int shmAllgather(const void* s, void* r, size_t bytes, void* ctx) {
   return barrier();
 }
 
-#define CHECK(cond, ...)                                                  \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
-      fprintf(stderr, "[rank %d] %s:%d: ", myRank, __FILE__, __LINE__);   \
-      fprintf(stderr, __VA_ARGS__);                                       \
-      fprintf(stderr, " (last error: %s)\n", cpclGetLastError(NULL));     \
-      atomic_store(&sh->failed, 1);                                       \
-      _exit(1);                                                           \
-    }                                                                     \
+#define CHECK(cond, ...)                                                \
+  do {                                                                  \
+    if (!(cond)) {                                                      \
+      fprintf(stderr, "[rank %d] %s:%d: ", myRank, __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);                                     \
+      fprintf(stderr, " (last error: %s)\n", cpclGetLastError(NULL));   \
+      atomic_store(&sh->failed, 1);                                     \
+      _exit(1);                                                         \
+    }                                                                   \
   } while (0)
 
 /* A small decode problem every rank can run. */
@@ -96,9 +96,18 @@ static void jobSetup(job_t* j) {
   CHECK(cpclCommInitOob(&j->comm, &oob, &cfg) == cpclSuccess, "comm init");
   j->qs[0] = 0, j->qs[1] = 1, j->qs[2] = 2;
   j->lens[0] = 100, j->lens[1] = 37;
-  j->pb = (tuProblem_t){.numSeqs = 2, .numTokens = 2, .queryStart = j->qs, .seqLens = j->lens, .Hq = 2 * W,
-                        .Hkv = 1, .Dqk = 32, .Dv = 32, .qType = cpclFloat32, .kvType = cpclFloat32,
-                        .smScale = 0.17f, .seed = 5};
+  j->pb = (tuProblem_t){.numSeqs = 2,
+                        .numTokens = 2,
+                        .queryStart = j->qs,
+                        .seqLens = j->lens,
+                        .Hq = 2 * W,
+                        .Hkv = 1,
+                        .Dqk = 32,
+                        .Dv = 32,
+                        .qType = cpclFloat32,
+                        .kvType = cpclFloat32,
+                        .smScale = 0.17f,
+                        .seed = 5};
   cpclAttnDesc_t d = CPCL_ATTN_DESC_INITIALIZER;
   d.numQoHeads = 2;
   d.numKvHeads = 1;
@@ -317,8 +326,8 @@ static int runScenario(const char* name, void (*fn)(void), int victim) {
   if (atomic_load(&sh->failed)) bad = 1;
   printf("%-14s %s", name, bad ? "FAIL" : "ok  ");
   if (fn == scenarioDeath || fn == scenarioDeathMid)
-    printf("  survivors' error %.0f / %.0f ms after the peer's death (timeout %d ms)",
-           sh->errorTime[0] - sh->deathTime, sh->errorTime[1] - sh->deathTime, TIMEOUT_MS);
+    printf("  survivors' error %.0f / %.0f ms after the peer's death (timeout %d ms)", sh->errorTime[0] - sh->deathTime,
+           sh->errorTime[1] - sh->deathTime, TIMEOUT_MS);
   if (fn == scenarioStall) printf("  cpclTimeout after %.0f / %.0f ms", sh->errorTime[0], sh->errorTime[1]);
   if (fn == scenarioAbort) printf("  aborted call returned after %.0f ms", sh->errorTime[0]);
   printf("\n");

@@ -23,8 +23,8 @@ static uint32_t rd(reader_t* r, int bytes) {
   return v;
 }
 
-#define REQUIRE(cond) \
-  do {                \
+#define REQUIRE(cond)              \
+  do {                             \
     if (!(cond)) __builtin_trap(); \
   } while (0)
 
@@ -78,8 +78,10 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   REQUIRE(d.numQoHeads >= 1 && d.numKvHeads >= 1 && d.pageSize % c.interleave == 0 && isfinite(d.smScale));
   REQUIRE(d.headDimQk % 8 == 0 && d.headDimVo % 8 == 0 && maxTokens >= 1);
-  if (d.latentKv) REQUIRE(d.numKvHeads == 1 && d.headDimVo <= d.headDimQk);
-  else REQUIRE((c.dcpSize * d.numQoHeads) % d.numKvHeads == 0);
+  if (d.latentKv)
+    REQUIRE(d.numKvHeads == 1 && d.headDimVo <= d.headDimQk);
+  else
+    REQUIRE((c.dcpSize * d.numQoHeads) % d.numKvHeads == 0);
 
   struct cpclAttnPlan pl;
   memset(&pl, 0, sizeof(pl));
@@ -109,8 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (int s = 0; s < n; s++) {
         const int rows = withRows ? qs[s + 1] - qs[s] : 1;
         REQUIRE(rows >= 0 && lens[s] >= rows);
-        REQUIRE(cpclKvLocalLenOf(lens[s], c.nranks, c.rank, c.interleave) <=
-                (int64_t)b.maxPagesPerSeq * d.pageSize);
+        REQUIRE(cpclKvLocalLenOf(lens[s], c.nranks, c.rank, c.interleave) <= (int64_t)b.maxPagesPerSeq * d.pageSize);
       }
     }
   } else {

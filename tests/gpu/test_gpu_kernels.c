@@ -14,25 +14,25 @@
 #include "testutil.h"
 
 static int failures, checks;
-#define CU(call)                                                                                  \
-  do {                                                                                            \
-    cudaError_t e_ = (call);                                                                      \
-    if (e_ != cudaSuccess) {                                                                      \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));       \
-      exit(1);                                                                                    \
-    }                                                                                             \
+#define CU(call)                                                                            \
+  do {                                                                                      \
+    cudaError_t e_ = (call);                                                                \
+    if (e_ != cudaSuccess) {                                                                \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      exit(1);                                                                              \
+    }                                                                                       \
   } while (0)
-#define EXPECT(cond, ...)                                  \
-  do {                                                     \
-    checks++;                                              \
-    if (!(cond)) {                                         \
-      failures++;                                          \
-      if (failures < 20) {                                 \
+#define EXPECT(cond, ...)                                    \
+  do {                                                       \
+    checks++;                                                \
+    if (!(cond)) {                                           \
+      failures++;                                            \
+      if (failures < 20) {                                   \
         fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-        fprintf(stderr, __VA_ARGS__);                      \
-        fprintf(stderr, "\n");                             \
-      }                                                    \
-    }                                                      \
+        fprintf(stderr, __VA_ARGS__);                        \
+        fprintf(stderr, "\n");                               \
+      }                                                      \
+    }                                                        \
   } while (0)
 
 static void* toDev(const void* h, size_t bytes) {
@@ -68,9 +68,19 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     lens[s] = (kc->longRows ? shortLens[s] * 23 : shortLens[s]) + rows - 1;
     qs[s + 1] = qs[s] + rows;
   }
-  tuProblem_t pb = {.numSeqs = S, .numTokens = qs[S], .queryStart = qs, .seqLens = lens, .Hq = kc->Hkv * kc->G,
-                    .Hkv = kc->Hkv, .Dqk = kc->Dqk, .Dv = kc->Dv, .latent = kc->latent, .qType = kc->qType,
-                    .kvType = kc->kvType, .smScale = (float)(1.0 / sqrt((double)kc->Dqk)), .seed = seed};
+  tuProblem_t pb = {.numSeqs = S,
+                    .numTokens = qs[S],
+                    .queryStart = qs,
+                    .seqLens = lens,
+                    .Hq = kc->Hkv * kc->G,
+                    .Hkv = kc->Hkv,
+                    .Dqk = kc->Dqk,
+                    .Dv = kc->Dv,
+                    .latent = kc->latent,
+                    .qType = kc->qType,
+                    .kvType = kc->kvType,
+                    .smScale = (float)(1.0 / sqrt((double)kc->Dqk)),
+                    .seed = seed};
   const int T = pb.numTokens, Hq = pb.Hq, Dv = pb.Dv;
   const int hb = kc->numHeads ? kc->headBegin : 0, nh = kc->numHeads ? kc->numHeads : Hq;
   const int Hb = kc->Hb ? kc->Hb : Hq; /* blocks of Hb heads: q [Hq/Hb][T][Hb][D] */
@@ -84,18 +94,40 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
   void* q = malloc((size_t)T * Hq * pb.Dqk * qe);
   for (int b = 0; b < nb; b++)
     for (int t = 0; t < T; t++)
-      memcpy((char*)q + (((size_t)b * T + t) * Hb) * pb.Dqk * qe, (char*)qFlat + ((size_t)t * Hq + b * Hb) * pb.Dqk * qe,
-             (size_t)Hb * pb.Dqk * qe);
+      memcpy((char*)q + (((size_t)b * T + t) * Hb) * pb.Dqk * qe,
+             (char*)qFlat + ((size_t)t * Hq + b * Hb) * pb.Dqk * qe, (size_t)Hb * pb.Dqk * qe);
   const size_t oBytes = (size_t)T * Hq * Dv * qe, lBytes = sizeof(float) * (size_t)T * Hq;
-  cpclAttnParams_t p = {
-      .numSeqs = S, .numTokens = T, .queryStart = kc->multiRow ? qs : NULL, .seqLens = lens,
-      .blockTable = c.blockTable, .maxPagesPerSeq = c.maxPagesPerSeq, .cpSize = kc->W, .cpRank = kc->r,
-      .interleave = kc->I, .pageSize = kc->pageSize, .numKvHeads = pb.Hkv, .headDimQk = pb.Dqk, .headDimVo = Dv,
-      .latentKv = pb.latent, .groupSize = kc->G, .headBegin = hb, .numHeads = nh, .headsPerBlock = Hb,
-      .smScale = pb.smScale, .lseBase2 = kc->base2, .qType = pb.qType, .kvType = pb.kvType, .q = q,
-      .qBlockStride = (int64_t)T * Hb * pb.Dqk, .qTokenStride = (int64_t)Hb * pb.Dqk, .kCache = c.k, .vCache = c.v,
-      .oBlockStride = (int64_t)T * Hb * Dv, .oTokenStride = (int64_t)Hb * Dv, .lseBlockStride = (int64_t)T * Hb,
-      .lseTokenStride = Hb};
+  cpclAttnParams_t p = {.numSeqs = S,
+                        .numTokens = T,
+                        .queryStart = kc->multiRow ? qs : NULL,
+                        .seqLens = lens,
+                        .blockTable = c.blockTable,
+                        .maxPagesPerSeq = c.maxPagesPerSeq,
+                        .cpSize = kc->W,
+                        .cpRank = kc->r,
+                        .interleave = kc->I,
+                        .pageSize = kc->pageSize,
+                        .numKvHeads = pb.Hkv,
+                        .headDimQk = pb.Dqk,
+                        .headDimVo = Dv,
+                        .latentKv = pb.latent,
+                        .groupSize = kc->G,
+                        .headBegin = hb,
+                        .numHeads = nh,
+                        .headsPerBlock = Hb,
+                        .smScale = pb.smScale,
+                        .lseBase2 = kc->base2,
+                        .qType = pb.qType,
+                        .kvType = pb.kvType,
+                        .q = q,
+                        .qBlockStride = (int64_t)T * Hb * pb.Dqk,
+                        .qTokenStride = (int64_t)Hb * pb.Dqk,
+                        .kCache = c.k,
+                        .vCache = c.v,
+                        .oBlockStride = (int64_t)T * Hb * Dv,
+                        .oTokenStride = (int64_t)Hb * Dv,
+                        .lseBlockStride = (int64_t)T * Hb,
+                        .lseTokenStride = Hb};
   if (!kc->multiRow) { /* one row per sequence: drop the multi rows' layout */
     p.queryStart = NULL;
   }
@@ -155,7 +187,8 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
         for (int d = 0; d < Dv; d++) {
           const size_t i = lo * Dv + d;
           const double a = tuGet(dOut, i, pb.qType), b = tuGet(hOut, i, pb.qType);
-          if (inRange ? !(fabs(a - b) <= tol * (1 + fabs(b))) : memcmp((char*)dOut + i * qe, (char*)hOut + i * qe, qe) != 0)
+          if (inRange ? !(fabs(a - b) <= tol * (1 + fabs(b)))
+                      : memcmp((char*)dOut + i * qe, (char*)hOut + i * qe, qe) != 0)
             bad++;
         }
         const float la = dLse[lo], lb = hLse[lo];
@@ -163,10 +196,11 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
                     : memcmp(&la, &lb, 4) != 0)
           bad++;
       }
-    EXPECT(bad == 0, "attention q%d kv%d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d multi %d long %d base2 "
-                     "%d heads [%d,+%d) Hb %d splits %d cores-only %d: %d elements off", pb.qType, pb.kvType, pb.Hkv, kc->G,
-           pb.Dqk, Dv, pb.latent, kc->W, kc->r, kc->I, kc->pageSize, kc->multiRow, kc->longRows, kc->base2, hb, nh, Hb,
-           splits, coresOnly, bad);
+    EXPECT(bad == 0,
+           "attention q%d kv%d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d multi %d long %d base2 "
+           "%d heads [%d,+%d) Hb %d splits %d cores-only %d: %d elements off",
+           pb.qType, pb.kvType, pb.Hkv, kc->G, pb.Dqk, Dv, pb.latent, kc->W, kc->r, kc->I, kc->pageSize, kc->multiRow,
+           kc->longRows, kc->base2, hb, nh, Hb, splits, coresOnly, bad);
     free(dOut);
     free(dLse);
     cudaFree((void*)dp.queryStart);
@@ -190,8 +224,11 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
 
 static void testAttention(void) {
   uint64_t seed = 1000;
-  cpclDataType_t types[][2] = {{cpclBfloat16, cpclBfloat16}, {cpclFloat16, cpclFloat16}, {cpclFloat32, cpclFloat32},
-                               {cpclFloat32, cpclBfloat16}, {cpclBfloat16, cpclFloat32}};
+  cpclDataType_t types[][2] = {{cpclBfloat16, cpclBfloat16},
+                               {cpclFloat16, cpclFloat16},
+                               {cpclFloat32, cpclFloat32},
+                               {cpclFloat32, cpclBfloat16},
+                               {cpclBfloat16, cpclFloat32}};
   for (int i = 0; i < 5; i++) {
     kcase_t k = {types[i][0], types[i][1], 2, 4, 128, 128, 0, 1, 0, 1, 16, 1, 0, 0};
     runAttnCase(&k, seed++);
@@ -241,13 +278,22 @@ static void testMergeCorrectStore(void) {
             tuPut(o, (size_t)q * part + (size_t)i * D + d, tuRand(5, q, i, d, 1), (cpclDataType_t)dt);
           if (lse[q * T * H + i] == -INFINITY) memset(o + ((size_t)q * part + (size_t)i * D) * e, 0xff, D * e);
         }
-      for (int i = 0; i < H; i++) lse[0 * T * H + i] = lse[1 * T * H + i] = lse[2 * T * H + i] = lse[3 * T * H + i] =
-                                      lse[4 * T * H + i] = -INFINITY; /* row 0: all empty */
+      for (int i = 0; i < H; i++)
+        lse[0 * T * H + i] = lse[1 * T * H + i] = lse[2 * T * H + i] = lse[3 * T * H + i] = lse[4 * T * H + i] =
+            -INFINITY; /* row 0: all empty */
       void* dO = toDev(o, N * part * e);
       float* dL = toDev(lse, sizeof(float) * N * T * H);
-      cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE, .numParts = N, .numTokens = T, .numHeads = H, .headDim = D,
-                             .dtype = dt, .lseBase2 = base2, .oTokenStride = (int64_t)H * D, .lseTokenStride = H,
-                             .outTokenStride = (int64_t)H * D, .outLseTokenStride = H};
+      cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE,
+                             .numParts = N,
+                             .numTokens = T,
+                             .numHeads = H,
+                             .headDim = D,
+                             .dtype = dt,
+                             .lseBase2 = base2,
+                             .oTokenStride = (int64_t)H * D,
+                             .lseTokenStride = H,
+                             .outTokenStride = (int64_t)H * D,
+                             .outLseTokenStride = H};
       cpclMergeParams_t hm = m, dm = m;
       for (int q = 0; q < N; q++) {
         hm.o[q] = o + q * part * e;
@@ -273,7 +319,8 @@ static void testMergeCorrectStore(void) {
         if (!(fabs(a - b) <= tolOf((cpclDataType_t)dt) * (1 + fabs(b)))) bad++;
       }
       for (int i = 0; i < T * H; i++)
-        if (!((dLse[i] == -INFINITY && hLse[i] == -INFINITY) || fabsf(dLse[i] - hLse[i]) <= 1e-5f * (1 + fabsf(hLse[i]))))
+        if (!((dLse[i] == -INFINITY && hLse[i] == -INFINITY) ||
+              fabsf(dLse[i] - hLse[i]) <= 1e-5f * (1 + fabsf(hLse[i]))))
           bad++;
       EXPECT(bad == 0, "merge dtype %d base2 %d: %d off", dt, base2, bad);
       /* SUM mode and correction */
@@ -290,8 +337,15 @@ static void testMergeCorrectStore(void) {
         if (!(isnan(a) && isnan(b)) && !(fabs(a - b) <= tolOf((cpclDataType_t)dt) * (1 + fabs(b)))) bad++;
       }
       EXPECT(bad == 0, "sum dtype %d: %d off", dt, bad);
-      cpclCorrectParams_t cp = {.numTokens = T, .numHeads = H, .headDim = D, .dtype = dt, .lseBase2 = base2,
-                                .oTokenStride = (int64_t)H * D, .lse = lse, .lseTokenStride = H, .lseGlobal = hLse,
+      cpclCorrectParams_t cp = {.numTokens = T,
+                                .numHeads = H,
+                                .headDim = D,
+                                .dtype = dt,
+                                .lseBase2 = base2,
+                                .oTokenStride = (int64_t)H * D,
+                                .lse = lse,
+                                .lseTokenStride = H,
+                                .lseGlobal = hLse,
                                 .lseGlobalTokenStride = H};
       float* dG = toDev(hLse, sizeof(float) * T * H);
       cpclCorrectParams_t dcp = cp;
@@ -323,8 +377,18 @@ static void testMergeCorrectStore(void) {
   }
   /* KV store: every token of a problem, rank by rank, equals the host store */
   int32_t qs[4] = {0, 40, 47, 48}, lens[3] = {40, 7, 1};
-  tuProblem_t pb = {.numSeqs = 3, .numTokens = 48, .queryStart = qs, .seqLens = lens, .Hq = 2, .Hkv = 2,
-                    .Dqk = 64, .Dv = 32, .qType = cpclBfloat16, .kvType = cpclBfloat16, .smScale = 0.1f, .seed = 3};
+  tuProblem_t pb = {.numSeqs = 3,
+                    .numTokens = 48,
+                    .queryStart = qs,
+                    .seqLens = lens,
+                    .Hq = 2,
+                    .Hkv = 2,
+                    .Dqk = 64,
+                    .Dv = 32,
+                    .qType = cpclBfloat16,
+                    .kvType = cpclBfloat16,
+                    .smScale = 0.1f,
+                    .seed = 3};
   for (int W = 1; W <= 3; W++)
     for (int r = 0; r < W; r++) {
       tuCache_t want, got;
@@ -342,18 +406,29 @@ static void testMergeCorrectStore(void) {
           for (int d = 0; d < 32; d++) tuPut(vNew, (t * 2 + h) * 32 + d, tuKv(&pb, 1, s, p, h, d), cpclBfloat16);
         }
       }
-      cpclKvStoreParams_t sp = {.numSeqs = 3, .numTokens = 48, .queryStart = toDev(qs, sizeof(qs)),
+      cpclKvStoreParams_t sp = {.numSeqs = 3,
+                                .numTokens = 48,
+                                .queryStart = toDev(qs, sizeof(qs)),
                                 .seqLens = toDev(lens, sizeof(lens)),
                                 .blockTable = toDev(got.blockTable, sizeof(int32_t) * got.numPages),
-                                .maxPagesPerSeq = got.maxPagesPerSeq, .cpSize = W, .cpRank = r, .interleave = 2,
-                                .pageSize = 4, .numKvHeads = 2, .headDimQk = 64, .headDimVo = 32,
-                                .kvType = CPCL_K_BF16, .kNew = toDev(kNew, 48 * kRow), .vNew = toDev(vNew, 48 * vRow),
-                                .kCache = toDev(got.k, slots * kRow), .vCache = toDev(got.v, slots * vRow)};
+                                .maxPagesPerSeq = got.maxPagesPerSeq,
+                                .cpSize = W,
+                                .cpRank = r,
+                                .interleave = 2,
+                                .pageSize = 4,
+                                .numKvHeads = 2,
+                                .headDimQk = 64,
+                                .headDimVo = 32,
+                                .kvType = CPCL_K_BF16,
+                                .kNew = toDev(kNew, 48 * kRow),
+                                .vNew = toDev(vNew, 48 * vRow),
+                                .kCache = toDev(got.k, slots * kRow),
+                                .vCache = toDev(got.v, slots * vRow)};
       EXPECT(cpclCudaKvStore(&sp, NULL) == 0, "kv store launch");
       fromDev(got.k, sp.kCache, slots * kRow);
       fromDev(got.v, sp.vCache, slots * vRow);
-      EXPECT(memcmp(got.k, want.k, slots * kRow) == 0 && memcmp(got.v, want.v, slots * vRow) == 0,
-             "kv store W %d r %d", W, r);
+      EXPECT(memcmp(got.k, want.k, slots * kRow) == 0 && memcmp(got.v, want.v, slots * vRow) == 0, "kv store W %d r %d",
+             W, r);
       cudaFree((void*)sp.queryStart);
       cudaFree((void*)sp.seqLens);
       cudaFree((void*)sp.blockTable);
@@ -379,9 +454,19 @@ static void testPublicApi(void) {
   static const char* algos[] = {"agrs", "a2a", "pipelined"};
   int32_t qs[5] = {0, 1, 4, 6, 7}, lens[4] = {1, 900, 33, 4000};
   for (int latent = 0; latent < 2; latent++) {
-    tuProblem_t pb = {.numSeqs = 4, .numTokens = 7, .queryStart = qs, .seqLens = lens, .Hq = 16, .Hkv = latent ? 1 : 2,
-                      .Dqk = latent ? 576 : 128, .Dv = latent ? 512 : 128, .latent = latent, .qType = cpclBfloat16,
-                      .kvType = cpclBfloat16, .smScale = 0.07f, .seed = 42 + latent};
+    tuProblem_t pb = {.numSeqs = 4,
+                      .numTokens = 7,
+                      .queryStart = qs,
+                      .seqLens = lens,
+                      .Hq = 16,
+                      .Hkv = latent ? 1 : 2,
+                      .Dqk = latent ? 576 : 128,
+                      .Dv = latent ? 512 : 128,
+                      .latent = latent,
+                      .qType = cpclBfloat16,
+                      .kvType = cpclBfloat16,
+                      .smScale = 0.07f,
+                      .seed = 42 + latent};
     tuCache_t c;
     tuCacheAlloc(&pb, 1, 0, 1, 16, &c);
     tuCacheFill(&pb, 1, 0, 1, &c);
@@ -408,8 +493,12 @@ static void testPublicApi(void) {
       cpclAttnPlan_t plan;
       EXPECT(cpclAttnPlanCreate(&plan, comm, &desc, 8) == cpclSuccess, "plan: %s", cpclGetLastError(NULL));
       const size_t kvRows = (size_t)c.numPages * 16 * pb.Hkv;
-      cpclBatch_t b = {4, 7, toDev(qs, sizeof(qs)), toDev(lens, sizeof(lens)),
-                       toDev(c.blockTable, sizeof(int32_t) * c.numPages), c.maxPagesPerSeq};
+      cpclBatch_t b = {4,
+                       7,
+                       toDev(qs, sizeof(qs)),
+                       toDev(lens, sizeof(lens)),
+                       toDev(c.blockTable, sizeof(int32_t) * c.numPages),
+                       c.maxPagesPerSeq};
       void* dq = toDev(q, (size_t)7 * 16 * pb.Dqk * 2);
       void* dk = toDev(c.k, kvRows * pb.Dqk * 2);
       void* dv = latent ? NULL : toDev(c.v, kvRows * pb.Dv * 2);
@@ -476,8 +565,18 @@ static void testPublicApi(void) {
  * cpclAttnPlanGetAsyncError and by the next call (once), then the plan works again */
 static void testDeviceValidation(void) {
   int32_t qs[3] = {0, 1, 4}, lens[2] = {50, 20};
-  tuProblem_t pb = {.numSeqs = 2, .numTokens = 4, .queryStart = qs, .seqLens = lens, .Hq = 4, .Hkv = 2, .Dqk = 64,
-                    .Dv = 64, .qType = cpclBfloat16, .kvType = cpclBfloat16, .smScale = 0.12f, .seed = 77};
+  tuProblem_t pb = {.numSeqs = 2,
+                    .numTokens = 4,
+                    .queryStart = qs,
+                    .seqLens = lens,
+                    .Hq = 4,
+                    .Hkv = 2,
+                    .Dqk = 64,
+                    .Dv = 64,
+                    .qType = cpclBfloat16,
+                    .kvType = cpclBfloat16,
+                    .smScale = 0.12f,
+                    .seed = 77};
   tuCache_t c;
   tuCacheAlloc(&pb, 1, 0, 1, 16, &c);
   tuCacheFill(&pb, 1, 0, 1, &c);

@@ -14,23 +14,22 @@ static int checkRank(void) {
   return r;
 }
 
-#define EXPECT(cond)                                                                          \
-  do {                                                                                        \
-    if (!(cond)) {                                                                            \
+#define EXPECT(cond)                                                                                  \
+  do {                                                                                                \
+    if (!(cond)) {                                                                                    \
       fprintf(stderr, "[rank %d] %s:%d: check failed: %s\n", checkRank(), __FILE__, __LINE__, #cond); \
-      MPI_Abort(MPI_COMM_WORLD, 1);                                                           \
-    }                                                                                         \
+      MPI_Abort(MPI_COMM_WORLD, 1);                                                                   \
+    }                                                                                                 \
   } while (0)
 
-#define EXPECT_RES(call, want)                                                                \
-  do {                                                                                        \
-    cpclResult_t got_ = (call);                                                               \
-    if (got_ != (want)) {                                                                     \
-      fprintf(stderr, "[rank %d] %s:%d: %s returned %d (%s), expected %d; last error: %s\n",  \
-              checkRank(), __FILE__, __LINE__, #call, (int)got_, cpclGetErrorString(got_),    \
-              (int)(want), cpclGetLastError(NULL));                                           \
-      MPI_Abort(MPI_COMM_WORLD, 1);                                                           \
-    }                                                                                         \
+#define EXPECT_RES(call, want)                                                                                      \
+  do {                                                                                                              \
+    cpclResult_t got_ = (call);                                                                                     \
+    if (got_ != (want)) {                                                                                           \
+      fprintf(stderr, "[rank %d] %s:%d: %s returned %d (%s), expected %d; last error: %s\n", checkRank(), __FILE__, \
+              __LINE__, #call, (int)got_, cpclGetErrorString(got_), (int)(want), cpclGetLastError(NULL));           \
+      MPI_Abort(MPI_COMM_WORLD, 1);                                                                                 \
+    }                                                                                                               \
   } while (0)
 
 #define CPCL_OK(call) EXPECT_RES(call, cpclSuccess)

@@ -37,9 +37,19 @@ static void runCase(cpclComm_t comm, int dcp, int I, int pageSize, const shape_t
     qs[s + 1] = qs[s] + rows;
   }
   const int H = sh->H, D = dcp, Hq = D * H, T = qs[S], Dv = sh->Dv, dr = rank % D;
-  tuProblem_t pb = {.numSeqs = S, .numTokens = T, .queryStart = qs, .seqLens = lens, .Hq = Hq, .Hkv = sh->Hkv,
-                    .Dqk = sh->Dqk, .Dv = Dv, .latent = sh->latent, .qType = sh->type, .kvType = sh->type,
-                    .smScale = (float)(1.0 / sqrt((double)sh->Dqk)), .seed = (uint64_t)(77 + I * 5 + D + sh->Dqk)};
+  tuProblem_t pb = {.numSeqs = S,
+                    .numTokens = T,
+                    .queryStart = qs,
+                    .seqLens = lens,
+                    .Hq = Hq,
+                    .Hkv = sh->Hkv,
+                    .Dqk = sh->Dqk,
+                    .Dv = Dv,
+                    .latent = sh->latent,
+                    .qType = sh->type,
+                    .kvType = sh->type,
+                    .smScale = (float)(1.0 / sqrt((double)sh->Dqk)),
+                    .seed = (uint64_t)(77 + I * 5 + D + sh->Dqk)};
   const size_t es = tuDtypeSize(sh->type);
   /* the single-rank answer for all gathered heads */
   void* ref = malloc((size_t)T * Hq * Dv * es);
@@ -117,7 +127,8 @@ static void runCase(cpclComm_t comm, int dcp, int I, int pageSize, const shape_t
           double got = tuGet(out, ((size_t)t * H + h) * Dv + d, sh->type);
           double exp = tuGet(ref, ((size_t)t * Hq + g) * Dv + d, sh->type);
           if (!(fabs(got - exp) <= tol)) {
-            fprintf(stderr, "[rank %d] %s W %d dcp %d I %d page %d Dqk %d type %d: row %d head %d dim %d got %g want %g\n",
+            fprintf(stderr,
+                    "[rank %d] %s W %d dcp %d I %d page %d Dqk %d type %d: row %d head %d dim %d got %g want %g\n",
                     rank, algos[a], W, D, I, pageSize, sh->Dqk, sh->type, t, h, d, got, exp);
             MPI_Abort(world, 1);
           }

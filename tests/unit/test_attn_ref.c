@@ -122,8 +122,9 @@ static void runCase(const refCase_t* rc) {
         }
         for (int d = 0; d < Dv; d++) {
           double e = fabs(tuGet(outR, ((size_t)t * Hq + g) * Dv + d, pb.qType) - o[d]);
-          if (!(e <= tol)) fail_msg("partial rank %d row %d head %d dim %d: got %g want %g", r, t, g, d,
-                                    tuGet(outR, ((size_t)t * Hq + g) * Dv + d, pb.qType), o[d]);
+          if (!(e <= tol))
+            fail_msg("partial rank %d row %d head %d dim %d: got %g want %g", r, t, g, d,
+                     tuGet(outR, ((size_t)t * Hq + g) * Dv + d, pb.qType), o[d]);
           worst = e > worst ? e : worst;
         }
       }
@@ -154,9 +155,18 @@ static void runCase(const refCase_t* rc) {
   void* merged = malloc((size_t)T * Hq * Dv * es);
   float* mlse = malloc(sizeof(float) * (size_t)T * Hq);
   memset(merged, 0xff, (size_t)T * Hq * Dv * es);
-  cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE, .numParts = W, .numTokens = T, .numHeads = Hq, .headDim = Dv,
-                         .dtype = pb.qType, .lseBase2 = rc->base2, .oTokenStride = (int64_t)Hq * Dv,
-                         .lseTokenStride = Hq, .out = merged, .outTokenStride = (int64_t)Hq * Dv, .outLse = mlse,
+  cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE,
+                         .numParts = W,
+                         .numTokens = T,
+                         .numHeads = Hq,
+                         .headDim = Dv,
+                         .dtype = pb.qType,
+                         .lseBase2 = rc->base2,
+                         .oTokenStride = (int64_t)Hq * Dv,
+                         .lseTokenStride = Hq,
+                         .out = merged,
+                         .outTokenStride = (int64_t)Hq * Dv,
+                         .outLse = mlse,
                          .outLseTokenStride = Hq};
   for (int r = 0; r < W; r++) {
     m.o[r] = (char*)outs + (size_t)r * T * Hq * Dv * es;
@@ -170,8 +180,9 @@ static void runCase(const refCase_t* rc) {
       for (int d = 0; d < Dv; d++) {
         double e = fabs(tuGet(merged, ((size_t)t * Hq + g) * Dv + d, pb.qType) - o[d]);
         /* two roundings to qType: the partial and the merged output */
-        if (!(e <= 2 * tol)) fail_msg("merged row %d head %d dim %d: got %g want %g (W %d)", t, g, d,
-                                      tuGet(merged, ((size_t)t * Hq + g) * Dv + d, pb.qType), o[d], W);
+        if (!(e <= 2 * tol))
+          fail_msg("merged row %d head %d dim %d: got %g want %g (W %d)", t, g, d,
+                   tuGet(merged, ((size_t)t * Hq + g) * Dv + d, pb.qType), o[d], W);
       }
     }
   free(merged);
@@ -186,8 +197,11 @@ static void runCase(const refCase_t* rc) {
 
 static void test_dtypes(void** state) {
   (void)state;
-  cpclDataType_t types[][2] = {{cpclBfloat16, cpclBfloat16}, {cpclFloat16, cpclFloat16}, {cpclFloat32, cpclFloat32},
-                               {cpclFloat32, cpclBfloat16}, {cpclBfloat16, cpclFloat16}};
+  cpclDataType_t types[][2] = {{cpclBfloat16, cpclBfloat16},
+                               {cpclFloat16, cpclFloat16},
+                               {cpclFloat32, cpclFloat32},
+                               {cpclFloat32, cpclBfloat16},
+                               {cpclBfloat16, cpclFloat16}};
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
     refCase_t rc = {types[i][0], types[i][1], 2, 2, 64, 64, 0, 3, 2, 16, 0, 1};
     runCase(&rc);
@@ -230,9 +244,19 @@ static void test_base2(void** state) {
 
 /* ---- merge edge cases ---- */
 static void mergeOne(int n, const float* lse, const float* o, int D, float* out, float* outLse, int base2) {
-  cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE, .numParts = n, .numTokens = 1, .numHeads = 1, .headDim = D,
-                         .dtype = CPCL_K_FP32, .lseBase2 = base2, .oTokenStride = D, .lseTokenStride = 1,
-                         .out = out, .outTokenStride = D, .outLse = outLse, .outLseTokenStride = 1};
+  cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE,
+                         .numParts = n,
+                         .numTokens = 1,
+                         .numHeads = 1,
+                         .headDim = D,
+                         .dtype = CPCL_K_FP32,
+                         .lseBase2 = base2,
+                         .oTokenStride = D,
+                         .lseTokenStride = 1,
+                         .out = out,
+                         .outTokenStride = D,
+                         .outLse = outLse,
+                         .outLseTokenStride = 1};
   for (int p = 0; p < n; p++) {
     m.o[p] = o + p * D;
     m.lse[p] = lse + p;
@@ -284,15 +308,29 @@ static void test_merge_edges(void** state) {
 static void test_correct_and_sum(void** state) {
   (void)state;
   float o[2 * 4] = {1, 2, 3, 4, NAN, NAN, NAN, NAN}, lse[2] = {0.f, -INFINITY}, g[2] = {logf(2.f), 5.f};
-  cpclCorrectParams_t c = {.numTokens = 1, .numHeads = 2, .headDim = 4, .dtype = CPCL_K_FP32, .o = o,
-                           .oTokenStride = 8, .lse = lse, .lseTokenStride = 2, .lseGlobal = g,
+  cpclCorrectParams_t c = {.numTokens = 1,
+                           .numHeads = 2,
+                           .headDim = 4,
+                           .dtype = CPCL_K_FP32,
+                           .o = o,
+                           .oTokenStride = 8,
+                           .lse = lse,
+                           .lseTokenStride = 2,
+                           .lseGlobal = g,
                            .lseGlobalTokenStride = 2};
   cpclHostCorrect(&c);
   assert_true(fabsf(o[0] - 0.5f) < 1e-6f && fabsf(o[3] - 2.f) < 1e-6f);
   for (int d = 4; d < 8; d++) assert_true(o[d] == 0.f); /* -inf partial: zero, not NaN */
   float a[4] = {1, 2, 3, 4}, b[4] = {10, 20, 30, 40}, s[4];
-  cpclMergeParams_t m = {.mode = CPCL_MERGE_SUM, .numParts = 2, .numTokens = 1, .numHeads = 1, .headDim = 4,
-                         .dtype = CPCL_K_FP32, .oTokenStride = 4, .out = s, .outTokenStride = 4};
+  cpclMergeParams_t m = {.mode = CPCL_MERGE_SUM,
+                         .numParts = 2,
+                         .numTokens = 1,
+                         .numHeads = 1,
+                         .headDim = 4,
+                         .dtype = CPCL_K_FP32,
+                         .oTokenStride = 4,
+                         .out = s,
+                         .outTokenStride = 4};
   m.o[0] = a;
   m.o[1] = b;
   cpclHostMerge(&m);
@@ -303,8 +341,18 @@ static void test_kv_store(void** state) {
   (void)state;
   /* cpclHostKvStore of every token, rank by rank, equals the brute-force placement */
   int32_t qs[4] = {0, 5, 12, 13}, lens[3] = {5, 7, 1};
-  tuProblem_t pb = {.numSeqs = 3, .numTokens = 13, .queryStart = qs, .seqLens = lens, .Hq = 2, .Hkv = 2, .Dqk = 16,
-                    .Dv = 8, .qType = cpclBfloat16, .kvType = cpclBfloat16, .smScale = 0.25f, .seed = 99};
+  tuProblem_t pb = {.numSeqs = 3,
+                    .numTokens = 13,
+                    .queryStart = qs,
+                    .seqLens = lens,
+                    .Hq = 2,
+                    .Hkv = 2,
+                    .Dqk = 16,
+                    .Dv = 8,
+                    .qType = cpclBfloat16,
+                    .kvType = cpclBfloat16,
+                    .smScale = 0.25f,
+                    .seed = 99};
   for (int W = 1; W <= 3; W++)
     for (int I = 1; I <= 3; I += 2)
       for (int r = 0; r < W; r++) {
@@ -322,10 +370,23 @@ static void test_kv_store(void** state) {
             for (int d = 0; d < 8; d++) tuPut(vNew, (t * 2 + h) * 8 + d, tuKv(&pb, 1, s, p, h, d), pb.kvType);
           }
         }
-        cpclKvStoreParams_t p = {.numSeqs = 3, .numTokens = 13, .queryStart = qs, .seqLens = lens,
-                                 .blockTable = got.blockTable, .maxPagesPerSeq = got.maxPagesPerSeq, .cpSize = W,
-                                 .cpRank = r, .interleave = I, .pageSize = 3, .numKvHeads = 2, .headDimQk = 16,
-                                 .headDimVo = 8, .kvType = CPCL_K_BF16, .kNew = kNew, .vNew = vNew, .kCache = got.k,
+        cpclKvStoreParams_t p = {.numSeqs = 3,
+                                 .numTokens = 13,
+                                 .queryStart = qs,
+                                 .seqLens = lens,
+                                 .blockTable = got.blockTable,
+                                 .maxPagesPerSeq = got.maxPagesPerSeq,
+                                 .cpSize = W,
+                                 .cpRank = r,
+                                 .interleave = I,
+                                 .pageSize = 3,
+                                 .numKvHeads = 2,
+                                 .headDimQk = 16,
+                                 .headDimVo = 8,
+                                 .kvType = CPCL_K_BF16,
+                                 .kNew = kNew,
+                                 .vNew = vNew,
+                                 .kCache = got.k,
                                  .vCache = got.v};
         cpclHostKvStore(&p);
         assert_memory_equal(got.k, want.k, (size_t)got.numPages * 3 * 2 * 16 * 2);
@@ -339,8 +400,8 @@ static void test_kv_store(void** state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_dtypes),      cmocka_unit_test(test_gqa_groups),      cmocka_unit_test(test_mla),
-      cmocka_unit_test(test_pages_interleave), cmocka_unit_test(test_base2),  cmocka_unit_test(test_merge_edges),
+      cmocka_unit_test(test_dtypes),           cmocka_unit_test(test_gqa_groups), cmocka_unit_test(test_mla),
+      cmocka_unit_test(test_pages_interleave), cmocka_unit_test(test_base2),      cmocka_unit_test(test_merge_edges),
       cmocka_unit_test(test_correct_and_sum),  cmocka_unit_test(test_kv_store),
   };
   return cmocka_run_group_tests_name("attn_ref", tests, NULL, NULL);

@@ -40,15 +40,15 @@ static cpclAttnDesc_t goodDesc(void) {
 }
 
 static int bad;
-#define EXPECT_PLAN(mutate, res, text)                                                      \
-  do {                                                                                      \
-    cpclAttnDesc_t d = goodDesc();                                                          \
-    mutate;                                                                                 \
-    cpclAttnPlan_t p = NULL;                                                                \
-    assert_int_equal(cpclAttnPlanCreate(&p, c, &d, 8), res);                                \
+#define EXPECT_PLAN(mutate, res, text)                                                                                 \
+  do {                                                                                                                 \
+    cpclAttnDesc_t d = goodDesc();                                                                                     \
+    mutate;                                                                                                            \
+    cpclAttnPlan_t p = NULL;                                                                                           \
+    assert_int_equal(cpclAttnPlanCreate(&p, c, &d, 8), res);                                                           \
     if (strstr(cpclGetLastError(c), text) == NULL) fail_msg("message \"%s\" lacks \"%s\"", cpclGetLastError(c), text); \
-    assert_null(p);                                                                         \
-    bad++;                                                                                  \
+    assert_null(p);                                                                                                    \
+    bad++;                                                                                                             \
   } while (0)
 
 static void test_descriptor(void** state) {
@@ -69,7 +69,8 @@ static void test_descriptor(void** state) {
   EXPECT_PLAN(d.latentKv = 2, cpclInvalidArgument, "desc->latentKv is 2");
   EXPECT_PLAN(d.lseBase2 = -1, cpclInvalidArgument, "desc->lseBase2 is -1");
   EXPECT_PLAN(d.numKvHeads = 3, cpclInvalidArgument, "GQA: the 4 gathered query heads");
-  EXPECT_PLAN((d.latentKv = 1, d.numKvHeads = 2), cpclInvalidArgument, "MLA (desc->latentKv = 1) has one latent KV head");
+  EXPECT_PLAN((d.latentKv = 1, d.numKvHeads = 2), cpclInvalidArgument,
+              "MLA (desc->latentKv = 1) has one latent KV head");
   EXPECT_PLAN((d.latentKv = 1, d.numKvHeads = 1, d.headDimVo = 64), cpclInvalidArgument, "headDimVo 64 must be <=");
   EXPECT_PLAN(d.algo = "fastest", cpclInvalidArgument, "desc->algo is \"fastest\"");
   EXPECT_PLAN(d.algo = "fused", cpclUnsupported, "fused, which needs CUDA memory");
@@ -103,8 +104,18 @@ static void fixSetup(fix_t* f) {
   assert_int_equal(cpclAttnPlanCreate(&f->p, f->c, &d, 3), cpclSuccess);
   f->qs[0] = 0, f->qs[1] = 2, f->qs[2] = 3;
   f->lens[0] = 10, f->lens[1] = 7;
-  f->pb = (tuProblem_t){.numSeqs = 2, .numTokens = 3, .queryStart = f->qs, .seqLens = f->lens, .Hq = 4, .Hkv = 2,
-                        .Dqk = 32, .Dv = 32, .qType = cpclFloat32, .kvType = cpclFloat32, .smScale = 0.17f, .seed = 9};
+  f->pb = (tuProblem_t){.numSeqs = 2,
+                        .numTokens = 3,
+                        .queryStart = f->qs,
+                        .seqLens = f->lens,
+                        .Hq = 4,
+                        .Hkv = 2,
+                        .Dqk = 32,
+                        .Dv = 32,
+                        .qType = cpclFloat32,
+                        .kvType = cpclFloat32,
+                        .smScale = 0.17f,
+                        .seed = 9};
   tuCacheAlloc(&f->pb, 1, 0, 1, 4, &f->cache);
   tuCacheFill(&f->pb, 1, 0, 1, &f->cache);
   f->q = tuMakeQ(&f->pb, 0, 4);
@@ -125,12 +136,13 @@ static cpclResult_t run(fix_t* f, const cpclBatch_t* b) {
   return cpclAttnDecode(f->p, b, f->q, f->cache.k, f->cache.v, f->out, f->lse, NULL);
 }
 
-#define EXPECT_STEP(call, res, text)                                                              \
-  do {                                                                                            \
-    assert_int_equal((call), res);                                                                \
-    if (strstr(cpclGetLastError(f.c), text) == NULL) fail_msg("message \"%s\" lacks \"%s\"", cpclGetLastError(f.c), text); \
-    assert_int_equal(run(&f, &good), cpclSuccess); /* the plan is still usable */               \
-    bad++;                                                                                        \
+#define EXPECT_STEP(call, res, text)                                              \
+  do {                                                                            \
+    assert_int_equal((call), res);                                                \
+    if (strstr(cpclGetLastError(f.c), text) == NULL)                              \
+      fail_msg("message \"%s\" lacks \"%s\"", cpclGetLastError(f.c), text);       \
+    assert_int_equal(run(&f, &good), cpclSuccess); /* the plan is still usable */ \
+    bad++;                                                                        \
   } while (0)
 
 static void test_batch(void** state) {
@@ -141,12 +153,13 @@ static void test_batch(void** state) {
   assert_int_equal(run(&f, &good), cpclSuccess);
   cpclBatch_t b;
   int32_t qs[3], lens[2];
-#define MUT(expr)                     \
+#define MUT(expr)                                                                                                   \
   (b = good, memcpy(qs, f.qs, sizeof(qs)), memcpy(lens, f.lens, sizeof(lens)), b.queryStart = qs, b.seqLens = lens, \
    (expr), &b)
   EXPECT_STEP(run(&f, NULL), cpclInvalidArgument, "batch is NULL");
   EXPECT_STEP(run(&f, MUT(b.numSeqs = -1)), cpclInvalidArgument, "batch->numSeqs is -1");
-  EXPECT_STEP(run(&f, MUT(b.numTokens = 4)), cpclInvalidArgument, "batch->numTokens is 4: it must be in [0, maxTokens = 3]");
+  EXPECT_STEP(run(&f, MUT(b.numTokens = 4)), cpclInvalidArgument,
+              "batch->numTokens is 4: it must be in [0, maxTokens = 3]");
   EXPECT_STEP(run(&f, MUT(b.queryStart = NULL)), cpclInvalidArgument, "numTokens 3 != numSeqs 2");
   EXPECT_STEP(run(&f, MUT(qs[0] = 1)), cpclInvalidArgument, "batch->queryStart[0] is 1");
   EXPECT_STEP(run(&f, MUT((qs[1] = 3, qs[2] = 2))), cpclInvalidArgument, "queryStart goes backwards at sequence 1");
@@ -156,10 +169,14 @@ static void test_batch(void** state) {
   EXPECT_STEP(run(&f, MUT(b.seqLens = NULL)), cpclInvalidArgument, "batch->seqLens is NULL");
   EXPECT_STEP(run(&f, MUT(b.blockTable = NULL)), cpclInvalidArgument, "batch->blockTable is NULL");
   EXPECT_STEP(run(&f, MUT(b.maxPagesPerSeq = 0)), cpclInvalidArgument, "batch->maxPagesPerSeq is 0");
-  EXPECT_STEP(cpclAttnDecode(f.p, &good, NULL, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument, "q is NULL");
-  EXPECT_STEP(cpclAttnDecode(f.p, &good, f.q, NULL, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument, "kCache is NULL");
-  EXPECT_STEP(cpclAttnDecode(f.p, &good, f.q, f.cache.k, NULL, f.out, f.lse, NULL), cpclInvalidArgument, "vCache is NULL");
-  EXPECT_STEP(cpclAttnDecode(f.p, &good, f.q, f.cache.k, f.cache.v, NULL, f.lse, NULL), cpclInvalidArgument, "out is NULL");
+  EXPECT_STEP(cpclAttnDecode(f.p, &good, NULL, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument,
+              "q is NULL");
+  EXPECT_STEP(cpclAttnDecode(f.p, &good, f.q, NULL, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument,
+              "kCache is NULL");
+  EXPECT_STEP(cpclAttnDecode(f.p, &good, f.q, f.cache.k, NULL, f.out, f.lse, NULL), cpclInvalidArgument,
+              "vCache is NULL");
+  EXPECT_STEP(cpclAttnDecode(f.p, &good, f.q, f.cache.k, f.cache.v, NULL, f.lse, NULL), cpclInvalidArgument,
+              "out is NULL");
   EXPECT_STEP(cpclAttnPartial(f.p, &good, f.q, f.cache.k, f.cache.v, f.out, NULL, NULL), cpclInvalidArgument,
               "partialLse");
   EXPECT_STEP(cpclAttnCombine(f.p, 9, f.out, f.lse, f.out, f.lse, NULL), cpclInvalidArgument, "numTokens is 9");

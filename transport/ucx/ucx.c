@@ -168,7 +168,8 @@ static cpclResult_t ucxIsend(void* ctx, int peer, uint64_t tag, const void* buf,
   (void)stream;
   ucxCtx_t* u = ctx;
   if (u->epStatus[peer] != UCS_OK)
-    return CPCL_ERR(u->comm, cpclRemoteError, "ucx: rank %d has failed: %s", peer, ucs_status_string(u->epStatus[peer]));
+    return CPCL_ERR(u->comm, cpclRemoteError, "ucx: rank %d has failed: %s", peer,
+                    ucs_status_string(u->epStatus[peer]));
   ucp_request_param_t prm = {.op_attr_mask = 0};
   return ucxPost(u, peer, ucp_tag_send_nbx(u->eps[peer], buf, bytes, tag, &prm), req, "send");
 }
@@ -205,7 +206,8 @@ static cpclResult_t ucxTest(void* ctx, cpclRequest_t* req, int* done) {
   ucp_request_free(req->handle);
   req->handle = NULL;
   if (st != UCS_OK)
-    return CPCL_ERR(u->comm, cpclRemoteError, "ucx: transfer with rank %d failed: %s", req->peer, ucs_status_string(st));
+    return CPCL_ERR(u->comm, cpclRemoteError, "ucx: transfer with rank %d failed: %s", req->peer,
+                    ucs_status_string(st));
   *done = 1;
   return cpclSuccess;
 }
