@@ -14,6 +14,12 @@
  *    with arguments that agree where documented.
  *  - Host memory (cpclMemHost): calls complete before they return.
  *    CUDA memory (cpclMemCuda): calls are ordered on the given stream, like NCCL.
+ *  - Nothing waits forever: every wait on a peer is bounded by the config's timeoutMs
+ *    (cpclTimeout); a peer process on this host that exits is noticed in milliseconds
+ *    (cpclRemoteError); either breaks the communicator (cpclCommGetAsyncError).
+ *  - Before a per-step operation moves data, the ranks agree on it (operation, plan, rows, and
+ *    whether each accepted its own arguments): a rank that called something else, or passed a
+ *    bad argument, makes every rank return at once, and the communicator stays usable.
  *  - Shapes are written [outer][...][inner], row-major, contiguous.
  *
  * Plain C99; no CUDA or NCCL header is needed to include this file.
@@ -98,7 +104,9 @@ typedef struct {
   int dcpSize;           /* ranks on the DCP axis; must divide nranks; 0 = all ranks */
   int kvInterleave;      /* tokens per interleave run (I); 0 = 1 */
   cpclMemType_t memType; /* where tensors live */
-  const char* transport; /* "ucx", "nccl", "ipc", "self" or NULL for automatic (CPCL_TRANSPORT) */
+  const char* transport; /* "ucx" (host memory between processes), "self" (one rank, host or
+                            CUDA), "nccl" / "ipc" (GPUs; not in this release: cpclUnsupported),
+                            or NULL: CPCL_TRANSPORT, else self for one rank, ucx for host memory */
   int timeoutMs;         /* longest wait on a peer before cpclTimeout; 0 = CPCL_TIMEOUT_MS */
 } cpclConfig_t;
 
@@ -128,6 +136,7 @@ CPCL_API cpclResult_t cpclCommDestroy(cpclComm_t comm);
  * last of them); any other call on them returns cpclInvalidUsage. */
 CPCL_API cpclResult_t cpclCommAbort(cpclComm_t comm);
 
+/* This rank's number in [0, W) and the number of ranks W. Not collective. */
 CPCL_API cpclResult_t cpclCommRank(cpclComm_t comm, int* rank);
 CPCL_API cpclResult_t cpclCommSize(cpclComm_t comm, int* size);
 /* The two axes of the context-parallel group. Any output pointer may be NULL. */
