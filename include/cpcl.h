@@ -191,9 +191,14 @@ typedef struct {
  *    local KV head g / G.
  *  - MLA (latentKv = 1): numKvHeads == 1 and headDimVo <= headDimQk.
  *  - pageSize % kvInterleave == 0 (a page never splits an interleave run).
- * maxTokens: the most query rows any per-step call will pass (numTokens <= maxTokens). */
+ * maxTokens: the most query rows any per-step call will pass (numTokens <= maxTokens).
+ * Other errors: cpclUnsupported for a schedule this communicator cannot run ("fused" on host
+ * memory) or more than 64 ranks; cpclSystemError / cpclUnhandledCudaError when workspace cannot
+ * be allocated (its size is in the message). On any error *plan is left untouched. */
 CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* plan, cpclComm_t comm, const cpclAttnDesc_t* desc,
                                          int maxTokens);
+/* Frees the plan and its workspace. Not collective; no call on it may be in progress (for CUDA,
+ * its work on every stream must be complete, and CUDA graphs that captured it destroyed). */
 CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan);
 
 /* Added to the contract. cpclSuccess, or what went wrong after a call returned: the
@@ -214,7 +219,13 @@ CPCL_API cpclResult_t cpclAttnPlanGetAsyncError(cpclAttnPlan_t plan, cpclResult_
  * Gathered heads (the DCP axis): g = dcpRank' * H + h, g in [0, dcp * H).
  *
  * All three operations below are collective over the whole communicator; every rank passes the
- * same numSeqs/numTokens/queryStart/seqLens (its own block table and KV shard). */
+ * same numSeqs/numTokens/queryStart/seqLens (its own block table and KV shard). Errors:
+ * cpclInvalidArgument for a bad argument of this rank (NULL pointers, numTokens outside
+ * [0, maxTokens], queryStart not starting at 0 / going backwards / not ending at numTokens,
+ * seqLens[s] fewer than its rows, a local length past its block-table row), cpclInvalidUsage
+ * when another rank rejected its arguments or called a different operation or plan, or the
+ * communicator is broken; cpclTimeout / cpclRemoteError when a peer stalls or dies. An argument
+ * error leaves the communicator and plan usable. numTokens == 0 is a valid, empty step. */
 
 /* The fused operation: gather queries over the DCP axis, attend to the local KV shard, merge the
  * partials of all W ranks (fp32, rank order), keep this rank's H heads. PCP ranks (same
