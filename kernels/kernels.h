@@ -137,6 +137,10 @@ typedef enum {
 
 /* ---- CUDA (kernels/cuda; stream is a cudaStream_t; return 0 or a cudaError_t) ---- */
 #define CPCL_CUDA_MAX_SPLITS 64 /* KV splits a row may be cut into (maxSplits <= this) */
+/* KV splits a row may be cut into for a plan of maxTokens rows of numHeads heads: up to
+ * CPCL_CUDA_MAX_SPLITS, fewer when the split workspace would pass 256 MiB. Fixed per plan, so a
+ * row's result never depends on the rest of its batch. */
+int cpclCudaAttnMaxSplits(int maxTokens, int numHeads, int headDimVo);
 /* bytes of split workspace the CUDA attention needs for maxTokens rows of numHeads heads */
 size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int maxSplits);
 /* counters the split merge needs (one per row, KV head and head chunk), zeroed once */

@@ -15,8 +15,9 @@ typedef struct cpclExecOps {
   const char* name;
   cpclResult_t (*alloc)(struct cpclComm* comm, void* ptrOut, size_t bytes, const char* what);
   void (*free)(void* ptr);
-  /* bytes of scratch the attention kernel needs for these head dims */
-  size_t (*attnWorkspaceBytes)(int headDimQk, int headDimVo);
+  /* bytes of workspace the attention kernel needs for a plan of maxTokens rows of numHeads heads,
+   * and the KV splits a row may be cut into (1 where the kernel does not split) */
+  size_t (*attnWorkspaceBytes)(int maxTokens, int numHeads, int headDimQk, int headDimVo, int* maxSplits);
   cpclResult_t (*attend)(const cpclAttnParams_t* p, cpclStream_t stream);
   cpclResult_t (*merge)(const cpclMergeParams_t* p, cpclStream_t stream);
   cpclResult_t (*correct)(const cpclCorrectParams_t* p, cpclStream_t stream);

@@ -57,10 +57,9 @@ static cpclResult_t cudaCopy2d(void* dst, size_t dpitch, const void* src, size_t
             "device copy");
   return cpclSuccess;
 }
-static size_t cudaAttnWorkspace(int headDimQk, int headDimVo) {
-  (void)headDimQk;
-  (void)headDimVo;
-  return 0; /* sized by the plan from maxTokens and heads: cpclCudaAttnWorkspaceBytes */
+static size_t cudaAttnWorkspace(int maxTokens, int numHeads, int headDimQk, int headDimVo, int* maxSplits) {
+  *maxSplits = cpclCudaAttnMaxSplits(maxTokens, numHeads, headDimVo);
+  return cpclCudaAttnWorkspaceBytes(maxTokens, numHeads, headDimVo, *maxSplits);
 }
 
 const cpclExecOps_t cpclExecCuda = {

@@ -15,6 +15,11 @@ static cpclResult_t hostAlloc(struct cpclComm* comm, void* ptrOut, size_t bytes,
   return cpclSuccess;
 }
 
+static size_t hostAttnWorkspace(int maxTokens, int numHeads, int headDimQk, int headDimVo, int* maxSplits) {
+  *maxSplits = 1; /* one pass per (sequence, KV head): scratch only */
+  return cpclHostAttnWorkspaceBytes(headDimQk, headDimVo);
+}
+
 static cpclResult_t hostAttend(const cpclAttnParams_t* p, cpclStream_t s) {
   cpclHostAttn(p);
   return cpclSuccess;
@@ -45,7 +50,7 @@ const cpclExecOps_t cpclExecHost = {
     .name = "host",
     .alloc = hostAlloc,
     .free = free,
-    .attnWorkspaceBytes = cpclHostAttnWorkspaceBytes,
+    .attnWorkspaceBytes = hostAttnWorkspace,
     .attend = hostAttend,
     .merge = hostMerge,
     .correct = hostCorrect,

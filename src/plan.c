@@ -220,7 +220,6 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
   pl->qElem = cpclKDtypeSize(desc->qType);
   pl->algo = algo;
   pl->exec = &cpclExecHost;
-  pl->maxSplits = 1;
   if (comm->memType == cpclMemCuda) {
 #ifdef CPCL_HAVE_CUDA
     pl->exec = &cpclExecCuda;
@@ -233,16 +232,9 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
     const cpclExecOps_t* e = pl->exec;
     const size_t T = (size_t)maxTokens, DH = (size_t)pl->D * pl->H, Dv = (size_t)desc->headDimVo;
     pl->sliceCap = cpclSliceBytes(pl, maxTokens);
-    pl->scratchBytes = e->attnWorkspaceBytes(desc->headDimQk, desc->headDimVo);
+    pl->scratchBytes = e->attnWorkspaceBytes(maxTokens, (int)DH, desc->headDimQk, desc->headDimVo, &pl->maxSplits);
 #ifdef CPCL_HAVE_CUDA
     if (comm->memType == cpclMemCuda) {
-      /* Split-KV partials: up to 64 splits a row, fewer when maxTokens x heads is large, so the
-       * workspace stays under 256 MiB. Fixed per plan, so a row's result never depends on the
-       * rest of its batch. */
-      const size_t perSplit = cpclCudaAttnWorkspaceBytes(maxTokens, (int)DH, (int)Dv, 1);
-      size_t splits = ((size_t)256 << 20) / perSplit;
-      pl->maxSplits = (int)(splits < 1 ? 1 : splits > CPCL_CUDA_MAX_SPLITS ? CPCL_CUDA_MAX_SPLITS : splits);
-      pl->scratchBytes = cpclCudaAttnWorkspaceBytes(maxTokens, (int)DH, (int)Dv, pl->maxSplits);
       CPCLCHECKGOTO(e->alloc(comm, &pl->splitCounters, cpclCudaAttnCounterCount(maxTokens, (int)DH) * sizeof(unsigned),
                              "split counters"),
                     res, out);

@@ -122,10 +122,7 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   fillRandom(q, (size_t)B * H * D, 5);
   CU(cudaMalloc(&out, (size_t)B * H * D * 2));
   CU(cudaMalloc((void**)&lse, sizeof(float) * B * H));
-  /* the plan's rule: up to 64 splits, workspace under 256 MiB */
-  size_t perSplit = cpclCudaAttnWorkspaceBytes(B, H, D, 1);
-  int maxSplits = (int)(((size_t)256 << 20) / perSplit);
-  maxSplits = maxSplits < 1 ? 1 : maxSplits > CPCL_CUDA_MAX_SPLITS ? CPCL_CUDA_MAX_SPLITS : maxSplits;
+  const int maxSplits = cpclCudaAttnMaxSplits(B, H, D); /* the plan's rule */
   size_t wsBytes = cpclCudaAttnWorkspaceBytes(B, H, D, maxSplits);
   CU(cudaMalloc(&ws, wsBytes));
   unsigned* counters;

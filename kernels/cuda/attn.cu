@@ -203,6 +203,12 @@ extern "C" size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int he
   return (size_t)maxSplits * maxTokens * numHeads * (headDimVo + 1) * sizeof(float);
 }
 
+extern "C" int cpclCudaAttnMaxSplits(int maxTokens, int numHeads, int headDimVo) {
+  const size_t perSplit = cpclCudaAttnWorkspaceBytes(maxTokens, numHeads, headDimVo, 1);
+  const size_t splits = ((size_t)256 << 20) / perSplit;
+  return (int)(splits < 1 ? 1 : splits > CPCL_CUDA_MAX_SPLITS ? CPCL_CUDA_MAX_SPLITS : splits);
+}
+
 extern "C" size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads) {
   /* grid x * y <= rows x (KV heads + 2) x head chunks <= rows x 2 (numHeads + 16) */
   return (size_t)maxTokens * 2 * (numHeads + 16);

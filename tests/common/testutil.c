@@ -211,15 +211,9 @@ static int selfAllgather(const void* s, void* r, size_t bytes, void* ctx) {
   return 0;
 }
 
-cpclResult_t tuSingleRank(const tuProblem_t* pb, int pageSize, int lseBase2, void* out, float* lse) {
-  cpclOob_t oob = {selfAllgather, NULL, 0, 1};
-  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
-  cfg.transport = "self";
-  cpclComm_t comm;
-  cpclResult_t res = cpclCommInitOob(&comm, &oob, &cfg);
-  if (res != cpclSuccess) return res;
+cpclAttnDesc_t tuDesc(const tuProblem_t* pb, int numQoHeads, int pageSize) {
   cpclAttnDesc_t desc = CPCL_ATTN_DESC_INITIALIZER;
-  desc.numQoHeads = pb->Hq;
+  desc.numQoHeads = numQoHeads;
   desc.numKvHeads = pb->Hkv;
   desc.headDimQk = pb->Dqk;
   desc.headDimVo = pb->Dv;
@@ -228,6 +222,23 @@ cpclResult_t tuSingleRank(const tuProblem_t* pb, int pageSize, int lseBase2, voi
   desc.qType = pb->qType;
   desc.kvType = pb->kvType;
   desc.latentKv = pb->latent;
+  return desc;
+}
+
+cpclResult_t tuSelfComm(cpclComm_t* comm, int interleave, cpclMemType_t memType) {
+  cpclOob_t oob = {selfAllgather, NULL, 0, 1};
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.transport = "self";
+  cfg.kvInterleave = interleave;
+  cfg.memType = memType;
+  return cpclCommInitOob(comm, &oob, &cfg);
+}
+
+cpclResult_t tuSingleRank(const tuProblem_t* pb, int pageSize, int lseBase2, void* out, float* lse) {
+  cpclComm_t comm;
+  cpclResult_t res = tuSelfComm(&comm, 1, cpclMemHost);
+  if (res != cpclSuccess) return res;
+  cpclAttnDesc_t desc = tuDesc(pb, pb->Hq, pageSize);
   desc.lseBase2 = lseBase2;
   cpclAttnPlan_t plan;
   res = cpclAttnPlanCreate(&plan, comm, &desc, pb->numTokens);

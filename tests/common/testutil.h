@@ -56,6 +56,13 @@ double tuNaive(const tuProblem_t* pb, int t, int g, int W, int r, int I, int onl
 /* position of row t: seqLens[s] - rows(s) + j; sets *seq */
 int64_t tuPos(const tuProblem_t* pb, int t, int* seq);
 
+/* The descriptor of pb's shape for ranks that hold numQoHeads heads each, pages of pageSize
+ * tokens (everything else at its default). */
+cpclAttnDesc_t tuDesc(const tuProblem_t* pb, int numQoHeads, int pageSize);
+
+/* A one-rank communicator (self transport, an all-gather that is a copy). */
+cpclResult_t tuSelfComm(cpclComm_t* comm, int interleave, cpclMemType_t memType);
+
 /* Single-rank reference through the public API on a one-rank communicator (self transport):
  * out [numTokens][Hq][Dv] in qType, lse [numTokens][Hq]. */
 cpclResult_t tuSingleRank(const tuProblem_t* pb, int pageSize, int lseBase2, void* out, float* lse);

@@ -108,13 +108,7 @@ static void jobSetup(job_t* j) {
                         .kvType = cpclFloat32,
                         .smScale = 0.17f,
                         .seed = 5};
-  cpclAttnDesc_t d = CPCL_ATTN_DESC_INITIALIZER;
-  d.numQoHeads = 2;
-  d.numKvHeads = 1;
-  d.headDimQk = d.headDimVo = 32;
-  d.pageSize = 4;
-  d.smScale = 0.17f;
-  d.qType = d.kvType = cpclFloat32;
+  cpclAttnDesc_t d = tuDesc(&j->pb, 2, 4);
   CHECK(cpclAttnPlanCreate(&j->plan, j->comm, &d, 2) == cpclSuccess, "plan");
   tuCacheAlloc(&j->pb, W, myRank, 1, 4, &j->cache);
   tuCacheFill(&j->pb, W, myRank, 1, &j->cache);
@@ -243,13 +237,7 @@ static void scenarioMismatch(void) {
   CHECK(strstr(cpclGetLastError(j.comm), "disagree") != NULL, "message: %s", cpclGetLastError(j.comm));
   CHECK(decode(&j) == cpclSuccess, "the next agreeing step: %s", cpclGetLastError(j.comm));
   /* the same operation on two plans, in swapped order on rank 1 */
-  cpclAttnDesc_t d2 = CPCL_ATTN_DESC_INITIALIZER;
-  d2.numQoHeads = 2;
-  d2.numKvHeads = 1;
-  d2.headDimQk = d2.headDimVo = 32;
-  d2.pageSize = 4;
-  d2.smScale = 0.17f;
-  d2.qType = d2.kvType = cpclFloat32;
+  cpclAttnDesc_t d2 = tuDesc(&j.pb, 2, 4); /* the same shape, another plan */
   cpclAttnPlan_t other;
   CHECK(cpclAttnPlanCreate(&other, j.comm, &d2, 2) == cpclSuccess, "second plan");
   cpclAttnPlan_t first = myRank == 1 ? other : j.plan;

@@ -444,11 +444,6 @@ static void testMergeCorrectStore(void) {
 }
 
 /* cpclAttnDecode on one GPU rank equals the host path on the same data, every schedule */
-static int selfAllgather(const void* s, void* r, size_t b, void* ctx) {
-  (void)ctx;
-  memcpy(r, s, b);
-  return 0;
-}
 
 static void testPublicApi(void) {
   static const char* algos[] = {"agrs", "a2a", "pipelined"};
@@ -476,19 +471,9 @@ static void testPublicApi(void) {
     float* hLse = malloc(lBytes);
     EXPECT(tuSingleRank(&pb, 16, 0, hOut, hLse) == cpclSuccess, "host single rank: %s", cpclGetLastError(NULL));
     for (int a = 0; a < 3; a++) {
-      cpclOob_t oob = {selfAllgather, NULL, 0, 1};
-      cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
-      cfg.memType = cpclMemCuda;
       cpclComm_t comm;
-      EXPECT(cpclCommInitOob(&comm, &oob, &cfg) == cpclSuccess, "comm: %s", cpclGetLastError(NULL));
-      cpclAttnDesc_t desc = CPCL_ATTN_DESC_INITIALIZER;
-      desc.numQoHeads = 16;
-      desc.numKvHeads = pb.Hkv;
-      desc.headDimQk = pb.Dqk;
-      desc.headDimVo = pb.Dv;
-      desc.pageSize = 16;
-      desc.smScale = pb.smScale;
-      desc.latentKv = latent;
+      EXPECT(tuSelfComm(&comm, 1, cpclMemCuda) == cpclSuccess, "comm: %s", cpclGetLastError(NULL));
+      cpclAttnDesc_t desc = tuDesc(&pb, 16, 16);
       desc.algo = algos[a];
       cpclAttnPlan_t plan;
       EXPECT(cpclAttnPlanCreate(&plan, comm, &desc, 8) == cpclSuccess, "plan: %s", cpclGetLastError(NULL));
@@ -581,17 +566,9 @@ static void testDeviceValidation(void) {
   tuCacheAlloc(&pb, 1, 0, 1, 16, &c);
   tuCacheFill(&pb, 1, 0, 1, &c);
   void* q = tuMakeQ(&pb, 0, 4);
-  cpclOob_t oob = {selfAllgather, NULL, 0, 1};
-  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
-  cfg.memType = cpclMemCuda;
   cpclComm_t comm;
-  EXPECT(cpclCommInitOob(&comm, &oob, &cfg) == cpclSuccess, "comm");
-  cpclAttnDesc_t desc = CPCL_ATTN_DESC_INITIALIZER;
-  desc.numQoHeads = 4;
-  desc.numKvHeads = 2;
-  desc.headDimQk = desc.headDimVo = 64;
-  desc.pageSize = 16;
-  desc.smScale = pb.smScale;
+  EXPECT(tuSelfComm(&comm, 1, cpclMemCuda) == cpclSuccess, "comm");
+  cpclAttnDesc_t desc = tuDesc(&pb, 4, 16);
   cpclAttnPlan_t plan;
   EXPECT(cpclAttnPlanCreate(&plan, comm, &desc, 8) == cpclSuccess, "plan");
   const size_t kvRows = (size_t)c.numPages * 16 * 2, oBytes = 4 * 4 * 64 * 2;

@@ -56,15 +56,7 @@ static void runCase(cpclComm_t comm, int dcp, int I, int pageSize, const shape_t
   float* refLse = malloc(sizeof(float) * (size_t)T * Hq);
   CPCL_OK(tuSingleRank(&pb, pageSize, sh->base2, ref, refLse));
 
-  cpclAttnDesc_t desc = CPCL_ATTN_DESC_INITIALIZER;
-  desc.numQoHeads = H;
-  desc.numKvHeads = sh->Hkv;
-  desc.headDimQk = sh->Dqk;
-  desc.headDimVo = Dv;
-  desc.pageSize = pageSize;
-  desc.smScale = pb.smScale;
-  desc.qType = desc.kvType = sh->type;
-  desc.latentKv = sh->latent;
+  cpclAttnDesc_t desc = tuDesc(&pb, H, pageSize);
   desc.lseBase2 = sh->base2;
 
   /* this rank's shard through cpclKvStore (every token a "new" row), checked against the

@@ -13,18 +13,9 @@
 #include "cpcl.h"
 #include "testutil.h"
 
-static int selfAllgather(const void* s, void* r, size_t b, void* ctx) {
-  (void)ctx;
-  memcpy(r, s, b);
-  return 0;
-}
-
 static cpclComm_t mkComm(int interleave) {
-  cpclOob_t oob = {selfAllgather, NULL, 0, 1};
-  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
-  cfg.kvInterleave = interleave;
   cpclComm_t c = NULL;
-  assert_int_equal(cpclCommInitOob(&c, &oob, &cfg), cpclSuccess);
+  assert_int_equal(tuSelfComm(&c, interleave, cpclMemHost), cpclSuccess);
   return c;
 }
 
