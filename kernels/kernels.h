@@ -32,6 +32,8 @@ __host__ __device__
   return t == CPCL_K_FP32 ? 4 : 2;
 }
 
+#define CPCL_MAX_PARTS 64 /* ranks whose partials one merge combines */
+
 /* Prefix attention with LSE over a paged local KV shard. Row t of sequence s (n rows) sits at
  * global position seqLens[s] - n + j and attends to this rank's local prefix of length
  * localLen(cpRank, position + 1). Rows with an empty prefix get out = 0, lse = -inf. */
@@ -66,6 +68,11 @@ typedef struct {
   int splitChunkMin;       /* CUDA: keys per split at least (0: 512); fixed per plan */
   int pipelineStages;      /* CUDA tensor-core kernel: cp.async stages, 2 or 3 (0: 2) */
   int* errorFlag;          /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
+  /* CUDA: when outBlock[0] is set, block j's out / lse start at outBlock[j] / lseBlock[j] (token
+   * strides as above) instead of out + j * oBlockStride: the fused kernel stores each block's
+   * partial straight into its owner's receive slot. */
+  void* outBlock[CPCL_MAX_PARTS];
+  float* lseBlock[CPCL_MAX_PARTS];
 } cpclAttnParams_t;
 
 /* Merge of numParts partial states, in part order, fp32 (DESIGN.md §1):
@@ -76,7 +83,6 @@ typedef struct {
  * Each part has its own base pointer (a partial may sit in a receive slot or a send buffer):
  *   o(p, t, h)   = o[p]   + t * oTokenStride   + h * headDim
  *   lse(p, t, h) = lse[p] + t * lseTokenStride + h                                          */
-#define CPCL_MAX_PARTS 64
 enum { CPCL_MERGE_LSE = 0, CPCL_MERGE_SUM = 1 };
 typedef struct {
   int mode;
@@ -131,7 +137,8 @@ typedef enum {
   CPCL_KERR_NONE = 0,
   CPCL_KERR_QUERY_START = 1, /* row not inside queryStart[seq] .. queryStart[seq + 1]: value, limit */
   CPCL_KERR_SEQ_LEN = 2,     /* seqLens[seq] = value is fewer than its limit query rows */
-  CPCL_KERR_CAPACITY = 3     /* local length value exceeds maxPagesPerSeq x pageSize = limit */
+  CPCL_KERR_CAPACITY = 3,    /* local length value exceeds maxPagesPerSeq x pageSize = limit */
+  CPCL_KERR_TIMEOUT = 4      /* a wait on rank seq for epoch value saw only limit (cpclPeerSync_t) */
 } cpclKError_t;
 #define CPCL_KERR_WORDS 5
 
@@ -149,6 +156,70 @@ int cpclCudaAttn(const cpclAttnParams_t* p, void* stream);
 int cpclCudaMerge(const cpclMergeParams_t* p, void* stream);
 int cpclCudaCorrect(const cpclCorrectParams_t* p, void* stream);
 int cpclCudaKvStore(const cpclKvStoreParams_t* p, void* stream);
+
+/* ---- peer synchronisation on one node (CUDA: kernels/cuda/p2p.cu, fused.cuh) ----
+ * Ranks see each other's buffers through peer pointers (CUDA IPC or NCCL windows) and
+ * synchronise through flags in those buffers, with no host step:
+ *   epoch     this rank's count of exchanges begun (device memory, advanced by the kernels)
+ *   readyIn   [nranks], written by rank p: p has consumed every exchange before the value, so its
+ *             buffers may be written again
+ *   dataIn[k] [nranks], written by rank p: p's data of exchange `value` is in place (k: plain
+ *             exchanges, the fused kernel's queries, its partials)
+ * Values only grow, so buffers are reused without a reset, and a CUDA graph that replays the
+ * launches advances the epoch on the device. Every wait is bounded by timeoutNs: one that
+ * expires records CPCL_KERR_TIMEOUT in the plan's error flag and gives up (later waits give up at
+ * once), so a dead or stalled peer costs one timeout, never a hang. */
+enum { CPCL_SYNC_XCHG = 0, CPCL_SYNC_Q = 1, CPCL_SYNC_PART = 2, CPCL_SYNC_KINDS = 3 };
+#define CPCL_SYNC_COUNTERS (8 + 2 * CPCL_MAX_PARTS) /* scratch counters, zero between launches */
+typedef struct {
+  int nranks, rank;
+  int* epoch;
+  int* readyIn;
+  int* dataIn[CPCL_SYNC_KINDS];
+  int* readyOut[CPCL_MAX_PARTS];                  /* &readyIn[rank] as rank p maps it; NULL for self */
+  int* dataOut[CPCL_SYNC_KINDS][CPCL_MAX_PARTS];  /* &dataIn[k][rank] as rank p maps it (self: own) */
+  unsigned* counters;                             /* CPCL_SYNC_COUNTERS, local */
+  unsigned long long timeoutNs;
+} cpclPeerSync_t;
+
+/* One stream-ordered exchange step: with `advance`, begin exchange E = epoch + 1 (tell every peer
+ * this rank is ready for it, and count it at the end); copy each put (after its peer is ready)
+ * and raise dataIn at that peer; then wait until every rank in waitMask has raised its flag to
+ * E (the current epoch without advance). */
+typedef struct {
+  cpclPeerSync_t sync;
+  int advance;
+  int numPuts;
+  const void* src[CPCL_MAX_PARTS];
+  void* dst[CPCL_MAX_PARTS]; /* mapped address at the peer */
+  size_t bytes[CPCL_MAX_PARTS];
+  int peer[CPCL_MAX_PARTS];
+  int firstBlock[CPCL_MAX_PARTS + 1]; /* set by the launcher */
+  unsigned long long waitMask;        /* ranks whose data this launch waits for */
+  int* errorFlag;
+} cpclXchgParams_t;
+int cpclCudaExchange(const cpclXchgParams_t* x, void* stream);
+
+/* The fused decode (DESIGN.md §5), one kernel on each of the D ranks of a DCP group: CTAs take
+ * tickets in launch order, and the first numPutCtas store this rank's queries into block dcpRank
+ * of every peer's gathered queries and raise their flag; the next ones run the attention of
+ * cpclCudaAttn over the gathered queries once their owner's flag is up, storing each head's
+ * partial straight into its owner's receive slot (attn.outBlock) and raising the owner's flag
+ * once a block is complete; the last numMergeCtas wait for the D partials of this rank's heads
+ * and merge them (merge). A CTA waits only for work that CTAs with smaller tickets, here or at
+ * the peers, have already taken, so the kernel cannot deadlock whatever the residency. */
+typedef struct {
+  cpclAttnParams_t attn; /* q = this rank's gathered queries; outBlock/lseBlock = owners' slots */
+  cpclPeerSync_t sync;
+  int dcpSize, dcpRank;
+  const void* qSrc;
+  size_t qBytes;                 /* multiple of 16 */
+  void* qDst[CPCL_MAX_PARTS];    /* block dcpRank of peer j's gathered queries (mapped) */
+  cpclMergeParams_t merge;       /* this rank's D received partials -> out, lse */
+  int numPutCtas, numMergeCtas;
+  int attnGrid[3];               /* set by the launcher */
+} cpclFusedParams_t;
+int cpclCudaFused(const cpclFusedParams_t* f, void* stream);
 
 /* ---- host (C reference) ---- */
 size_t cpclHostAttnWorkspaceBytes(int headDimQk, int headDimVo);

@@ -13,6 +13,7 @@ static const cpclSchedule_t* const schedules[CPCL_NUM_ALGOS] = {
     [CPCL_ALGO_AGRS] = &cpclScheduleAgrs,
     [CPCL_ALGO_A2A] = &cpclScheduleA2a,
     [CPCL_ALGO_PIPELINED] = &cpclSchedulePipelined,
+    [CPCL_ALGO_FUSED] = &cpclScheduleFused,
 };
 
 /* Host memory: queryStart, seqLens and this rank's block-table reach are read too. */
@@ -107,7 +108,7 @@ static cpclResult_t stepAgree(struct cpclAttnPlan* pl, const cpclStep_t* st, cpc
   stepHeader_t all[CPCL_MAX_PARTS];
   char saved[sizeof(c->lastError)];
   memcpy(saved, c->lastError, sizeof(saved));
-  CPCLCHECK(cpclAllgather(c, &mine, all, sizeof(mine), NULL, NULL));
+  CPCLCHECK(cpclCtrlAllgather(c, &mine, all, sizeof(mine)));
   if (own != cpclSuccess) {
     memcpy(c->lastError, saved, sizeof(saved)); /* keep this rank's own message */
     return own;
@@ -139,6 +140,9 @@ static cpclResult_t runStep(struct cpclAttnPlan* pl, cpclStep_t* st, cpclResult_
   if (res == cpclSuccess && st->numTokens > 0) {
     st->seq = cpclNextSeq(c);
     const cpclSchedule_t* sched = schedules[pl->algo];
+    char range[64];
+    snprintf(range, sizeof(range), "%s %s", opName(st->op), sched->name);
+    CPCL_NVTX_PUSH(range);
     switch (st->op) {
       case CPCL_OP_DECODE:
         res = sched->decode(pl, st, out, lse);
@@ -150,6 +154,7 @@ static cpclResult_t runStep(struct cpclAttnPlan* pl, cpclStep_t* st, cpclResult_
         res = sched->combine(pl, st, partialOut, partialLse, out, lse);
         break;
     }
+    CPCL_NVTX_POP();
     if (res != cpclSuccess) /* kernels record the detail on the thread */
       snprintf(c->lastError, sizeof(c->lastError), "rank %d: %s", c->rank, cpclGetLastError(NULL));
   }

@@ -165,7 +165,17 @@ cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* rec
   return cpclAlltoallv(comm, sends, sb, recvs, rb, exec, stream);
 }
 
+cpclResult_t cpclCtrlAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes) {
+  if (!cpclTransportIsDevice(comm->tp)) return cpclAllgather(comm, sendbuf, recvbuf, bytes, NULL, NULL);
+  cpclResult_t res = comm->tp->ctrlAllgather(comm->tpCtx, sendbuf, recvbuf, bytes);
+  if (res != cpclSuccess) {
+    cpclCommFail(comm, res);
+    return CPCL_ERR(comm, res, "control all-gather: %s", cpclGetLastError(NULL));
+  }
+  return cpclSuccess;
+}
+
 cpclResult_t cpclBarrier(struct cpclComm* comm) {
   char token = 1, all[CPCL_MAX_RANKS];
-  return cpclAllgather(comm, &token, all, 1, NULL, NULL);
+  return cpclCtrlAllgather(comm, &token, all, 1);
 }

@@ -31,6 +31,10 @@ cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, c
                            void* const* recvbufs, const size_t* recvBytes, const struct cpclExecOps* exec,
                            cpclStream_t stream);
 
+/* All-gather of host bytes between the ranks' host code (agreement, registration): over the
+ * transport for host transports, over its control plane for device transports. */
+cpclResult_t cpclCtrlAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes);
+
 cpclResult_t cpclBarrier(struct cpclComm* comm);
 
 /* The next sequence number: every collective call takes one, on every rank alike. */

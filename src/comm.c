@@ -48,8 +48,9 @@ cpclResult_t cpclConfigResolve(const cpclConfig_t* config, int nranks, cpclResol
     from = "CPCL_TRANSPORT";
   }
   if (tp[0] == 0) {
-    /* automatic: one rank needs nobody; host memory goes over UCX */
-    tp = nranks == 1 ? "self" : c->memType == cpclMemHost ? "ucx" : "nccl";
+    /* automatic: one rank needs nobody; host memory goes over UCX; GPU ranks of one node (the
+     * DCP group of an engine) map each other's memory; cpclCommInitNccl names "nccl" itself */
+    tp = nranks == 1 ? "self" : c->memType == cpclMemHost ? "ucx" : "ipc";
     from = "the automatic choice";
   }
   const cpclTransportEntry_t* e = cpclTransportFind(tp);

@@ -89,6 +89,19 @@ void cpclParamReset(void);
 
 #define CPCL_DEFAULT_TIMEOUT_MS 60000
 
+/* NVTX ranges around each stage of each schedule (nsys, ncu --nvtx); nothing without CUDA */
+#if defined(CPCL_HAVE_CUDA) && defined(__has_include)
+#if __has_include(<nvtx3/nvToolsExt.h>)
+#include <nvtx3/nvToolsExt.h>
+#define CPCL_NVTX_PUSH(name) nvtxRangePushA(name)
+#define CPCL_NVTX_POP() nvtxRangePop()
+#endif
+#endif
+#ifndef CPCL_NVTX_PUSH
+#define CPCL_NVTX_PUSH(name) ((void)0)
+#define CPCL_NVTX_POP() ((void)0)
+#endif
+
 #define CPCL_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define CPCL_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define CPCL_ALIGN_UP(x, a) (((x) + (a)-1) / (a) * (a))

@@ -25,6 +25,8 @@ typedef struct cpclExecOps {
   /* height rows of width bytes, from src (row pitch spitch) to dst (row pitch dpitch) */
   cpclResult_t (*copy2d)(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                          cpclStream_t stream);
+  /* the fused decode kernel (kernels.h); unsupported on the host */
+  cpclResult_t (*fused)(const cpclFusedParams_t* p, cpclStream_t stream);
 } cpclExecOps_t;
 
 extern const cpclExecOps_t cpclExecHost;

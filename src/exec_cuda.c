@@ -39,13 +39,22 @@ static cpclResult_t launched(int err, const char* what) {
 }
 
 static cpclResult_t cudaAttend(const cpclAttnParams_t* p, cpclStream_t s) {
-  return launched(cpclCudaAttn(p, s), "attention kernel");
+  CPCL_NVTX_PUSH("cpcl attend");
+  cpclResult_t r = launched(cpclCudaAttn(p, s), "attention kernel");
+  CPCL_NVTX_POP();
+  return r;
 }
 static cpclResult_t cudaMergeOp(const cpclMergeParams_t* p, cpclStream_t s) {
-  return launched(cpclCudaMerge(p, s), "merge kernel");
+  CPCL_NVTX_PUSH("cpcl merge");
+  cpclResult_t r = launched(cpclCudaMerge(p, s), "merge kernel");
+  CPCL_NVTX_POP();
+  return r;
 }
 static cpclResult_t cudaCorrectOp(const cpclCorrectParams_t* p, cpclStream_t s) {
-  return launched(cpclCudaCorrect(p, s), "correction kernel");
+  CPCL_NVTX_PUSH("cpcl correct");
+  cpclResult_t r = launched(cpclCudaCorrect(p, s), "correction kernel");
+  CPCL_NVTX_POP();
+  return r;
 }
 static cpclResult_t cudaKvStoreOp(const cpclKvStoreParams_t* p, cpclStream_t s) {
   return launched(cpclCudaKvStore(p, s), "KV store kernel");
@@ -56,6 +65,9 @@ static cpclResult_t cudaCopy2d(void* dst, size_t dpitch, const void* src, size_t
   CUDACHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice, (cudaStream_t)s),
             "device copy");
   return cpclSuccess;
+}
+static cpclResult_t cudaFusedOp(const cpclFusedParams_t* p, cpclStream_t s) {
+  return launched(cpclCudaFused(p, s), "fused decode kernel");
 }
 static size_t cudaAttnWorkspace(int maxTokens, int numHeads, int headDimQk, int headDimVo, int* maxSplits) {
   *maxSplits = cpclCudaAttnMaxSplits(maxTokens, numHeads, headDimVo);
@@ -72,6 +84,7 @@ const cpclExecOps_t cpclExecCuda = {
     .correct = cudaCorrectOp,
     .kvStore = cudaKvStoreOp,
     .copy2d = cudaCopy2d,
+    .fused = cudaFusedOp,
 };
 
 cpclResult_t cpclCudaErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr) {

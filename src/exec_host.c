@@ -4,6 +4,7 @@
 
 #include "core.h"
 #include "exec.h"
+#include "transport.h"
 
 static cpclResult_t hostAlloc(struct cpclComm* comm, void* ptrOut, size_t bytes, const char* what) {
   /* 64-byte aligned so vector loads never straddle lines */
@@ -56,4 +57,5 @@ const cpclExecOps_t cpclExecHost = {
     .correct = hostCorrect,
     .kvStore = hostKvStore,
     .copy2d = hostCopy2d,
+    .fused = cpclTransportUnsupported,
 };

@@ -123,11 +123,31 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   return cpclSuccess;
 }
 
+/* Whether this communicator can run the fused kernel, and if not, why (msg). */
+static int fusedPossible(const struct cpclComm* c, char* msg, size_t n) {
+  if (c->memType != cpclMemCuda) {
+    snprintf(msg, n, "fused needs CUDA memory; this communicator moves host memory over %s", c->transportName);
+    return 0;
+  }
+  if (c->nranks > 1 && c->tp->peerSync == (void*)cpclTransportUnsupported) {
+    snprintf(msg, n, "fused needs GPU peers that map each other's memory (transport \"ipc\"); this communicator uses %s",
+             c->transportName);
+    return 0;
+  }
+  if (c->pcpSize > 1) {
+    snprintf(msg, n, "fused covers the DCP axis alone (dcpSize = all ranks); this communicator has pcp %d x dcp %d",
+             c->pcpSize, c->dcpSize);
+    return 0;
+  }
+  return 1;
+}
+
 /* desc->algo, else CPCL_ALGO, else the automatic choice for this shape and memory. */
 static cpclResult_t chooseAlgo(const struct cpclComm* c, const cpclAttnDesc_t* d, cpclAlgo_t* algo, char* msg,
                                size_t n) {
   const char* forced = d->algo ? d->algo : cpclParamString(CPCL_PARAM_ALGO);
   const char* from = d->algo ? "desc->algo" : "CPCL_ALGO";
+  char why[256];
   if (forced[0]) {
     for (int a = 0; a < CPCL_NUM_ALGOS; a++)
       if (strcasecmp(forced, cpclAlgoNames[a]) == 0) *algo = (cpclAlgo_t)a;
@@ -135,24 +155,30 @@ static cpclResult_t chooseAlgo(const struct cpclComm* c, const cpclAttnDesc_t* d
       snprintf(msg, n, "%s is \"%.32s\": use agrs, a2a, pipelined or fused", from, forced);
       return cpclInvalidArgument;
     }
-    if (*algo == CPCL_ALGO_FUSED) {
-      snprintf(msg, n,
-               "%s is fused, which needs CUDA memory and GPU peers on one node; this communicator "
-               "moves %s memory over %s",
-               from, c->memType == cpclMemHost ? "host" : "CUDA", c->transportName);
+    if (*algo == CPCL_ALGO_FUSED && !fusedPossible(c, why, sizeof(why))) {
+      snprintf(msg, n, "%s is fused: %s", from, why);
       return cpclUnsupported;
     }
     return cpclSuccess;
   }
   /* Host: a2a (measured in tools/dcp_decode_perf, see README): one exchange of packed slices,
-   * and on CPU ranks the transfers are memory copies that pipelining cannot hide. */
-  *algo = CPCL_ALGO_A2A;
+   * and on CPU ranks the transfers are memory copies that pipelining cannot hide.
+   * GPU peers that map each other's memory: fused, one kernel and no host step. With one rank
+   * there is nothing to exchange, and a2a is the attention kernel alone. */
+  *algo = c->nranks > 1 && fusedPossible(c, why, sizeof(why)) ? CPCL_ALGO_FUSED : CPCL_ALGO_A2A;
   return cpclSuccess;
 }
 
 static void planFree(struct cpclAttnPlan* pl) {
   const cpclExecOps_t* e = pl->exec;
+  struct cpclComm* c = pl->comm;
+  if (c && c->tpCtx) { /* an aborted comm's transport is gone, and its mappings with it */
+    if (pl->regQ) c->tp->deregMem(c->tpCtx, pl->regQ);
+    if (pl->regRecv) c->tp->deregMem(c->tpCtx, pl->regRecv);
+    if (pl->regLse) c->tp->deregMem(c->tpCtx, pl->regLse);
+  }
   if (e) {
+    e->free(pl->localSync);
     e->free(pl->qGather);
     e->free(pl->sendBuf);
     e->free(pl->recvBuf);
@@ -168,6 +194,42 @@ static void planFree(struct cpclAttnPlan* pl) {
 #endif
   free(pl->reqs);
   free(pl);
+}
+
+/* Peer-mapped transports: register the buffers peers store into, and keep the peers' addresses.
+ * One rank: the peers are this rank, and the fused kernel's flags live on the plan. */
+static cpclResult_t planMapPeers(struct cpclAttnPlan* pl) {
+  struct cpclComm* c = pl->comm;
+  if (c->memType != cpclMemCuda) return cpclSuccess;
+  if (pl->W == 1) {
+    pl->peerQ[0] = pl->qGather;
+    pl->peerRecv[0] = pl->recvBuf;
+    const size_t ints = CPCL_ALIGN_UP(1 + (1 + CPCL_SYNC_KINDS), 4) + CPCL_SYNC_COUNTERS;
+    return pl->exec->alloc(c, &pl->localSync, ints * sizeof(int), "fused kernel flags");
+  }
+  if (c->tp->regMem == (void*)cpclTransportUnsupported) return cpclSuccess; /* nccl: two-sided */
+  const size_t T = (size_t)pl->maxTokens, DH = (size_t)pl->D * pl->H;
+  CPCLCHECK(c->tp->regMem(c->tpCtx, pl->qGather, T * DH * pl->desc.headDimQk * pl->qElem, &pl->regQ));
+  CPCLCHECK(c->tp->regMem(c->tpCtx, pl->recvBuf, pl->W * pl->sliceCap, &pl->regRecv));
+  if (pl->lseAll) CPCLCHECK(c->tp->regMem(c->tpCtx, pl->lseAll, pl->W * T * DH * sizeof(float), &pl->regLse));
+  for (int p = 0; p < pl->W; p++) {
+    CPCLCHECK(c->tp->peerPtr(c->tpCtx, pl->regQ, p, &pl->peerQ[p]));
+    CPCLCHECK(c->tp->peerPtr(c->tpCtx, pl->regRecv, p, &pl->peerRecv[p]));
+  }
+  return cpclSuccess;
+}
+
+cpclResult_t cpclPlanPeerSync(struct cpclAttnPlan* pl, cpclPeerSync_t* s) {
+  if (pl->W > 1) return pl->comm->tp->peerSync(pl->comm->tpCtx, s);
+  memset(s, 0, sizeof(*s));
+  int* f = pl->localSync; /* epoch | ready | data [3] | counters */
+  s->nranks = 1;
+  s->epoch = f;
+  s->readyIn = f + 1;
+  for (int k = 0; k < CPCL_SYNC_KINDS; k++) s->dataOut[k][0] = s->dataIn[k] = f + 2 + k;
+  s->counters = (unsigned*)(f + CPCL_ALIGN_UP(1 + (1 + CPCL_SYNC_KINDS), 4));
+  s->timeoutNs = (unsigned long long)pl->comm->timeoutMs * 1000000ull;
+  return cpclSuccess;
 }
 
 CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t comm, const cpclAttnDesc_t* desc,
@@ -198,7 +260,7 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
   }
   planDigest_t* all = NULL;
   CPCLCHECKGOTO(cpclCalloc(comm, &all, (size_t)comm->nranks, sizeof(*all), "plan digests"), res, out);
-  CPCLCHECKGOTO(cpclAllgather(comm, &mine, all, sizeof(mine), NULL, NULL), res, out);
+  CPCLCHECKGOTO(cpclCtrlAllgather(comm, &mine, all, sizeof(mine)), res, out);
   if (own != cpclSuccess) {
     res = CPCL_ERR(comm, own, "cpclAttnPlanCreate: %s", msg);
     goto out;
@@ -252,6 +314,7 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
       CPCLCHECKGOTO(e->alloc(comm, &pl->lseGlobal, T * DH * sizeof(float), "agrs global LSE"), res, out);
     }
     CPCLCHECKGOTO(cpclCalloc(comm, &pl->reqs, 4 * (size_t)pl->W, sizeof(cpclRequest_t), "plan requests"), res, out);
+    CPCLCHECKGOTO(planMapPeers(pl), res, out);
   }
   comm->numPlans++;
   pl->serial = comm->plansCreated++;
@@ -285,6 +348,15 @@ cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear) {
     case CPCL_KERR_QUERY_START:
       snprintf(what, sizeof(what), "batch->queryStart is not monotone at sequence %d (%d -> %d)", seq, value, limit);
       break;
+    case CPCL_KERR_TIMEOUT:
+      if (clear)
+        for (int i = CPCL_KERR_WORDS - 1; i >= 0; i--) f[i] = 0;
+      cpclCommFail(pl->comm, cpclTimeout);
+      return CPCL_ERR(pl->comm, cpclTimeout,
+                      "an earlier step of this plan waited on rank %d for more than %d ms (timeoutMs / "
+                      "CPCL_TIMEOUT_MS; it expected step %d and saw %d): that rank stalled or died, and the "
+                      "results of that step are not valid. The communicator is broken: abort it",
+                      seq, pl->comm->timeoutMs, value, limit);
     case CPCL_KERR_SEQ_LEN:
       snprintf(what, sizeof(what), "batch->seqLens[%d] is %d, fewer than its %d query rows", seq, value, limit);
       break;

@@ -43,7 +43,17 @@ struct cpclAttnPlan {
   int* errorDev;           /*       and device view */
   size_t scratchBytes;
   cpclRequest_t* reqs; /* [4 W]: the pipelined schedule's transfers */
+
+  /* peer-mapped transports (ipc): qGather, recvBuf and lseAll registered on every rank */
+  void *regQ, *regRecv, *regLse;
+  void* peerQ[CPCL_MAX_PARTS];    /* rank p's qGather as mapped here (own: qGather) */
+  void* peerRecv[CPCL_MAX_PARTS]; /* rank p's recvBuf as mapped here */
+  int* localSync;                 /* one rank: the flag block of the fused kernel, on the plan */
 };
+
+/* The flags the fused kernel synchronises through: the transport's, or the plan's own with one
+ * rank. */
+cpclResult_t cpclPlanPeerSync(struct cpclAttnPlan* pl, cpclPeerSync_t* s);
 
 /* Validates a descriptor for comm (plan creation); on failure writes a message naming the field,
  * its value and the fix. */

@@ -16,8 +16,16 @@ const cpclTransportEntry_t cpclTransports[] = {
 #else
     {"ucx", NULL},
 #endif
-    {"nccl", NULL}, /* GPU transports: built with the CUDA backend */
+#ifdef CPCL_HAVE_NCCL
+    {"nccl", &cpclTransportNccl},
+#else
+    {"nccl", NULL},
+#endif
+#ifdef CPCL_HAVE_CUDA
+    {"ipc", &cpclTransportIpc},
+#else
     {"ipc", NULL},
+#endif
 };
 const int cpclNumTransports = sizeof(cpclTransports) / sizeof(cpclTransports[0]);
 

@@ -18,8 +18,25 @@
 #include <stdint.h>
 
 #include "cpcl.h"
+#include "kernels.h"
 
 struct cpclComm;
+
+/* One stream-ordered all-to-all of device memory (device transports): rank p gets sendBytes[p]
+ * bytes of sendbufs[p] into its recvbufs[me]. The own block is not moved (the caller copies it).
+ * One-sided transports (ipc) store straight into the peer's buffer: remote[p] is the address, in
+ * this rank's own copy of a buffer registered on every rank (regMem), at which rank p receives
+ * this rank's block. */
+typedef struct {
+  const void* const* sendbufs;
+  const size_t* sendBytes;
+  void* const* recvbufs;
+  const size_t* recvBytes;
+  void* const* remote;
+  int postOnly;   /* send only; waitFrom() completes each receive (pipelined schedule) */
+  int* errorFlag; /* the plan's kernel error record: a wait that times out lands there */
+  cpclStream_t stream;
+} cpclXfer_t;
 
 /* One in-flight operation. Storage owned by the caller (preallocated in the communicator or
  * plan, so the per-step path allocates nothing); contents owned by the transport. */
@@ -63,6 +80,16 @@ typedef struct cpclTransportOps {
   cpclResult_t (*regMem)(void* ctx, void* buf, size_t bytes, void** handle);
   cpclResult_t (*deregMem)(void* ctx, void* handle);
   cpclResult_t (*peerPtr)(void* ctx, void* handle, int peer, void** ptr);
+
+  /* Device transports (memTypes without host). Control plane: a blocking all-gather of host
+   * bytes (plan agreement, registration), bounded by the comm's timeout. */
+  cpclResult_t (*ctrlAllgather)(void* ctx, const void* send, void* recv, size_t bytes);
+  /* Data plane, stream-ordered, capturable in a CUDA graph. */
+  cpclResult_t (*alltoallv)(void* ctx, const cpclXfer_t* x);
+  /* After alltoallv with postOnly: the kernels after this point on stream see peer's block. */
+  cpclResult_t (*waitFrom)(void* ctx, int peer, int* errorFlag, cpclStream_t stream);
+  /* Peer-mapped transports: the flags through which kernels synchronise (kernels.h). */
+  cpclResult_t (*peerSync)(void* ctx, cpclPeerSync_t* sync);
 } cpclTransportOps_t;
 
 /* The shared body of every slot a transport leaves out. */
@@ -72,6 +99,15 @@ extern const cpclTransportOps_t cpclTransportSelf;
 #ifdef CPCL_HAVE_UCX
 extern const cpclTransportOps_t cpclTransportUcx;
 #endif
+#ifdef CPCL_HAVE_CUDA
+extern const cpclTransportOps_t cpclTransportIpc;
+#endif
+#ifdef CPCL_HAVE_NCCL
+extern const cpclTransportOps_t cpclTransportNccl;
+#endif
+
+/* A transport that moves device memory only: its control plane is ctrlAllgather. */
+static inline int cpclTransportIsDevice(const cpclTransportOps_t* t) { return !(t->memTypes & (1u << cpclMemHost)); }
 
 /* Every transport cpcl knows, compiled in or not, for lookup by name and for cpcl_info. */
 typedef struct {

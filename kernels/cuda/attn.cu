@@ -25,17 +25,18 @@
 #include <math.h>
 
 #include "attn_common.cuh"
+#include "fused.cuh"
 
 namespace cpcl {
 
 constexpr int kThreads = 128, kWarps = kThreads / 32, kUC = kCtaHeads, kUPW = kUC / kWarps;
 
+/* One CTA's work (a plain launch or a ticket of the fused kernel); true when it wrote out/lse. */
 template <typename TQ, typename TKV, int kDpl>
-__global__ void __launch_bounds__(kThreads) attnSplitKernel(const cpclAttnParams_t p) {
-  extern __shared__ __align__(16) unsigned char smem[];
+__device__ __forceinline__ bool splitBody(const cpclAttnParams_t& p, const CtaIdx& cta, unsigned char* smem) {
   const int Dqk = p.headDimQk, Dv = p.headDimVo, Hb = p.headsPerBlock;
   CtaWork w;
-  if (!ctaWork(p, w)) return;
+  if (!ctaWork(p, cta, w)) return false;
   const int t = w.t, kh = w.kh, s = w.s, g0 = w.g0, nu = w.nu, split = w.split;
   const RowSplit rs = w.rs;
   const int64_t kBeg = w.kBeg, kEnd = w.kEnd;
@@ -163,12 +164,12 @@ __global__ void __launch_bounds__(kThreads) attnSplitKernel(const cpclAttnParams
     const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
     const float lse2 = l[i] > 0.f ? m[i] + log2f(l[i]) : -INFINITY;
     if (rs.n == 1) {
-      TQ* o = static_cast<TQ*>(p.out) + (g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * Dv;
+      TQ* o = attnOut<TQ>(p, g, t);
 #pragma unroll
       for (int j = 0; j < kDpl; j++)
         if (d0 + j < Dv) o[d0 + j] = fromF<TQ>(acc[i][j] * inv);
-      if (lane == 0 && p.lse)
-        p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lse2 : lse2 * kLn2;
+      float* lse = lane == 0 ? attnLse(p, g, t) : nullptr;
+      if (lse) *lse = p.lseBase2 ? lse2 : lse2 * kLn2;
     } else {
       const int hi = g - p.headBegin;
       float* wsO = static_cast<float*>(p.workspace) + (((int64_t)split * T + t) * p.numHeads + hi) * Dv;
@@ -178,24 +179,23 @@ __global__ void __launch_bounds__(kThreads) attnSplitKernel(const cpclAttnParams
       if (lane == 0) wsLseOf(p)[((int64_t)split * T + t) * p.numHeads + hi] = lse2;
     }
   }
-  if (rs.n > 1) mergeSplitsIfLast<TQ>(p, rs, t, g0, nu);
+  if (rs.n > 1) return mergeSplitsIfLast<TQ>(p, cta, rs, t, g0, nu);
+  return true;
 }
 
 template <typename TQ, typename TKV, int kDpl>
-static int launchAttn(const cpclAttnParams_t* p, cudaStream_t stream) {
-  const int kRowB = p->headDimQk * (int)sizeof(TKV) + 16;
-  const int vRowB = p->latentKv ? 0 : p->headDimVo * (int)sizeof(TKV) + 16;
-  const size_t smem = 2 * (size_t)kBK * (kRowB + vRowB) + (size_t)kUC * p->headDimQk * 4 + (size_t)kUC * kBK * 4;
-  static size_t raised = 0; /* per instantiation: set the dynamic limit (static smem counts too) */
-  if (smem > raised) {
-    cudaError_t e =
-        cudaFuncSetAttribute(attnSplitKernel<TQ, TKV, kDpl>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return (int)e;
-    raised = smem;
+struct SplitBody {
+  using OutT = TQ;
+  static constexpr int kThreads = cpcl::kThreads;
+  static size_t smemBytes(const cpclAttnParams_t* p) {
+    const int kRowB = p->headDimQk * (int)sizeof(TKV) + 16;
+    const int vRowB = p->latentKv ? 0 : p->headDimVo * (int)sizeof(TKV) + 16;
+    return 2 * (size_t)kBK * (kRowB + vRowB) + (size_t)kUC * p->headDimQk * 4 + (size_t)kUC * kBK * 4;
   }
-  attnSplitKernel<TQ, TKV, kDpl><<<attnGrid(p), kThreads, smem, stream>>>(*p);
-  return (int)cudaGetLastError();
-}
+  static __device__ __forceinline__ bool run(const cpclAttnParams_t& p, const CtaIdx& c, unsigned char* smem) {
+    return splitBody<TQ, TKV, kDpl>(p, c, smem);
+  }
+};
 
 }  // namespace cpcl
 
@@ -214,33 +214,42 @@ extern "C" size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads) {
   return (size_t)maxTokens * 2 * (numHeads + 16);
 }
 
-extern "C" int cpclCudaAttnMma(const cpclAttnParams_t* p, void* stream);
+int cpclCudaAttnMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, void* stream);
 
 /* the attention kernel for the shape (tensor cores where attn_mma.cu covers it) */
-static int attnMain(const cpclAttnParams_t* p, cudaStream_t s);
+static int attnMain(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t s);
 
-extern "C" int cpclCudaAttn(const cpclAttnParams_t* p, void* stream) {
+static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, void* stream) {
   using namespace cpcl;
-  if (p->numTokens == 0 || p->numHeads == 0) return 0;
   if (p->maxSplits < 1 || p->maxSplits > CPCL_CUDA_MAX_SPLITS) return (int)cudaErrorInvalidValue;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  int err = p->cudaCoresOnly ? -1 : cpclCudaAttnMma(p, s);
-  if (err < 0) err = attnMain(p, s);
+  int err = p->cudaCoresOnly ? -1 : cpclCudaAttnMma(p, f, s);
+  if (err < 0) err = attnMain(p, f, s);
   if (err) return err;
   return (int)cudaGetLastError();
 }
 
-static int attnMain(const cpclAttnParams_t* p, cudaStream_t stream) {
+extern "C" int cpclCudaAttn(const cpclAttnParams_t* p, void* stream) {
+  if (p->numTokens == 0 || p->numHeads == 0) return 0;
+  return attnDispatch(p, nullptr, stream);
+}
+
+extern "C" int cpclCudaFused(const cpclFusedParams_t* f, void* stream) {
+  if (f->attn.numTokens == 0) return 0;
+  return attnDispatch(&f->attn, f, stream);
+}
+
+static int attnMain(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t stream) {
   using namespace cpcl;
   if ((p->headDimQk * cpclKDtypeSize(p->kvType)) % 16 ||
       (!p->latentKv && (p->headDimVo * cpclKDtypeSize(p->kvType)) % 16))
     return (int)cudaErrorInvalidValue;
   cudaStream_t s = stream;
-#define CPCL_ATTN_DPL(TQ, TKV)                                    \
-  if (p->headDimVo <= 128) return launchAttn<TQ, TKV, 4>(p, s);   \
-  if (p->headDimVo <= 256) return launchAttn<TQ, TKV, 8>(p, s);   \
-  if (p->headDimVo <= 512) return launchAttn<TQ, TKV, 16>(p, s);  \
-  if (p->headDimVo <= 1024) return launchAttn<TQ, TKV, 32>(p, s); \
+#define CPCL_ATTN_DPL(TQ, TKV)                                                       \
+  if (p->headDimVo <= 128) return launchBody<SplitBody<TQ, TKV, 4>>(p, f, s);   \
+  if (p->headDimVo <= 256) return launchBody<SplitBody<TQ, TKV, 8>>(p, f, s);   \
+  if (p->headDimVo <= 512) return launchBody<SplitBody<TQ, TKV, 16>>(p, f, s);  \
+  if (p->headDimVo <= 1024) return launchBody<SplitBody<TQ, TKV, 32>>(p, f, s); \
   return (int)cudaErrorInvalidValue;
   CPCL_DISPATCH_DTYPE(p->qType, TQ, CPCL_DISPATCH_DTYPE(p->kvType, TKV, CPCL_ATTN_DPL(TQ, TKV)));
 #undef CPCL_ATTN_DPL

@@ -11,7 +11,6 @@ constexpr int kBK = 32; /* split chunks are multiples of kBK keys */
 /* keys per split at least, unless p.splitChunkMin: measured on H100 (kernel_perf -x), 512 beat
  * 128 and 256 at batch 64-128 (fewer CTAs, less fixed cost each) and tied at batch 16 */
 constexpr int kChunkMinDefault = 512;
-constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 struct RowSplit {
   int64_t len, chunk;
@@ -56,6 +55,29 @@ inline dim3 attnGrid(const cpclAttnParams_t* p) {
   return dim3(p->numTokens * nKv, (headsPerKv + kCtaHeads - 1) / kCtaHeads, p->maxSplits);
 }
 
+/* A CTA's place in the attention grid: blockIdx and gridDim.y for a plain launch, a ticket's
+ * decoding inside the fused kernel (fused.cuh), which runs the same bodies. */
+struct CtaIdx {
+  int x, y, z, gy;
+};
+__device__ __forceinline__ CtaIdx ctaFromBlock() {
+  return CtaIdx{(int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, (int)gridDim.y};
+}
+
+/* Output addresses of gathered head g, row t: per-block bases (outBlock, the fused kernel's peer
+ * slots) or the strided layout of kernels.h. */
+template <typename T>
+__device__ __forceinline__ T* attnOut(const cpclAttnParams_t& p, int g, int t) {
+  const int Hb = p.headsPerBlock, j = g / Hb;
+  T* base = p.outBlock[0] ? static_cast<T*>(p.outBlock[j]) : static_cast<T*>(p.out) + j * p.oBlockStride;
+  return base + t * p.oTokenStride + (int64_t)(g % Hb) * p.headDimVo;
+}
+__device__ __forceinline__ float* attnLse(const cpclAttnParams_t& p, int g, int t) {
+  const int Hb = p.headsPerBlock, j = g / Hb;
+  float* base = p.outBlock[0] ? p.lseBlock[j] : (p.lse ? p.lse + j * p.lseBlockStride : nullptr);
+  return base ? base + t * p.lseTokenStride + g % Hb : nullptr;
+}
+
 /* What this CTA computes: heads [g0, g0 + nu) of row t (sequence s) on KV head kh, keys
  * [kBeg, kEnd) of split `split`. False when the CTA has nothing to do (uniform over the CTA). */
 struct CtaWork {
@@ -63,17 +85,17 @@ struct CtaWork {
   RowSplit rs;
   int64_t kBeg, kEnd;
 };
-__device__ __forceinline__ bool ctaWork(const cpclAttnParams_t& p, CtaWork& w) {
+__device__ __forceinline__ bool ctaWork(const cpclAttnParams_t& p, const CtaIdx& c, CtaWork& w) {
   const int G = p.groupSize, headEnd = p.headBegin + p.numHeads;
   const int khBegin = p.headBegin / G, nKv = (headEnd - 1) / G - khBegin + 1;
-  w.t = blockIdx.x / nKv;
-  w.kh = khBegin + blockIdx.x % nKv;
+  w.t = c.x / nKv;
+  w.kh = khBegin + c.x % nKv;
   const int gBegin = max(p.headBegin, w.kh * G), gEnd = min(headEnd, (w.kh + 1) * G);
-  w.g0 = gBegin + blockIdx.y * kCtaHeads;
+  w.g0 = gBegin + c.y * kCtaHeads;
   if (w.g0 >= gEnd) return false;
   w.nu = min(kCtaHeads, gEnd - w.g0);
   w.rs = rowSplit(p, w.t, &w.s);
-  w.split = blockIdx.z;
+  w.split = c.z;
   if (w.split >= w.rs.n) return false;
   w.kBeg = w.split * w.rs.chunk;
   w.kEnd = min(w.rs.len, w.kBeg + w.rs.chunk);
@@ -108,25 +130,26 @@ __device__ __forceinline__ float* wsLseOf(const cpclAttnParams_t& p) {
  * (nu <= 16) of row t. The CTA that finishes last merges all splits of those heads (fp32, split
  * order, so the result does not depend on which CTA is last) and writes out/lse, then re-arms
  * the counter. Weights 2^(x_k - lse) go to shared memory once; the partials are read as float4
- * with the splits unrolled, so many loads are in flight. */
+ * with the splits unrolled, so many loads are in flight. Returns whether this CTA wrote out. */
 template <typename TQ>
-__device__ void mergeSplitsIfLast(const cpclAttnParams_t& p, const RowSplit& rs, int t, int g0, int nu) {
+__device__ bool mergeSplitsIfLast(const cpclAttnParams_t& p, const CtaIdx& c, const RowSplit& rs, int t, int g0,
+                                  int nu) {
   constexpr int kMaxSplits = CPCL_CUDA_MAX_SPLITS, kMaxHeads = 16;
   __shared__ int isLast;
   __shared__ float wts[kMaxHeads][kMaxSplits];
   __shared__ float lseOut[kMaxHeads];
   __threadfence();
   __syncthreads();
-  unsigned* counter = p.splitCounters + (blockIdx.x * gridDim.y + blockIdx.y);
+  unsigned* counter = p.splitCounters + (c.x * c.gy + c.y);
   if (threadIdx.x == 0) {
     const unsigned prev = atomicAdd(counter, 1u);
     isLast = prev == (unsigned)rs.n - 1;
     if (isLast) *counter = 0; /* every split has arrived: ready for the next call or graph replay */
   }
   __syncthreads();
-  if (!isLast) return;
+  if (!isLast) return false;
   __threadfence();
-  const int T = p.numTokens, Dv = p.headDimVo, Hb = p.headsPerBlock, n = rs.n;
+  const int T = p.numTokens, Dv = p.headDimVo, n = rs.n;
   const float* wsO = static_cast<const float*>(p.workspace);
   const float* wsLse = wsLseOf(p);
   for (int i = threadIdx.x; i < nu * n; i += blockDim.x) {
@@ -161,14 +184,15 @@ __device__ void mergeSplitsIfLast(const cpclAttnParams_t& p, const RowSplit& rs,
         acc.w += w * v.w;
       }
     }
-    TQ* o = static_cast<TQ*>(p.out) + (g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * Dv + d;
+    TQ* o = attnOut<TQ>(p, g, t) + d;
     o[0] = fromF<TQ>(acc.x);
     o[1] = fromF<TQ>(acc.y);
     o[2] = fromF<TQ>(acc.z);
     o[3] = fromF<TQ>(acc.w);
-    if (d == 0 && p.lse)
-      p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lseOut[u] : lseOut[u] * kLn2;
+    float* lse = d == 0 ? attnLse(p, g, t) : nullptr;
+    if (lse) *lse = p.lseBase2 ? lseOut[u] : lseOut[u] * kLn2;
   }
+  return true;
 }
 
 }  // namespace cpcl

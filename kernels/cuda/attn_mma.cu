@@ -18,6 +18,7 @@
 #include <math.h>
 
 #include "attn_common.cuh"
+#include "fused.cuh"
 
 namespace cpcl {
 
@@ -73,13 +74,13 @@ __device__ __forceinline__ void cpAsync16Zfill(void* smem, const void* gmem, boo
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
 }
 
+/* One CTA's work (a plain launch or a ticket of the fused kernel); true when it wrote out/lse. */
 template <typename T, int D, int kStages>
-__global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParams_t p) {
-  extern __shared__ __align__(16) unsigned char smem[];
+__device__ __forceinline__ bool mmaBody(const cpclAttnParams_t& p, const CtaIdx& cta, unsigned char* smem) {
   constexpr int kRowB = D * 2 + 16, kStageB = 2 * kTile * kRowB, KS = D / 16, NT = D / 8;
   const int Hb = p.headsPerBlock;
   CtaWork w;
-  if (!ctaWork(p, w)) return;
+  if (!ctaWork(p, cta, w)) return false;
   const int t = w.t, kh = w.kh, s = w.s, g0 = w.g0, nu = w.nu, split = w.split;
   const RowSplit rs = w.rs;
   const int64_t kBeg = w.kBeg, kEnd = w.kEnd;
@@ -264,52 +265,48 @@ __global__ void __launch_bounds__(kMmaThreads) attnMmaKernel(const cpclAttnParam
     const float lse2 = lW[row];
     const int g = g0 + row;
     if (rs.n == 1) {
-      static_cast<T*>(p.out)[(g / Hb) * p.oBlockStride + t * p.oTokenStride + (int64_t)(g % Hb) * D + d] =
-          fromF<T>(val);
-      if (d == 0 && p.lse)
-        p.lse[(g / Hb) * p.lseBlockStride + t * p.lseTokenStride + g % Hb] = p.lseBase2 ? lse2 : lse2 * kLn2;
+      attnOut<T>(p, g, t)[d] = fromF<T>(val);
+      float* lse = d == 0 ? attnLse(p, g, t) : nullptr;
+      if (lse) *lse = p.lseBase2 ? lse2 : lse2 * kLn2;
     } else {
       const int hi = g - p.headBegin;
       static_cast<float*>(p.workspace)[(((int64_t)split * T_ + t) * p.numHeads + hi) * D + d] = val;
       if (d == 0) wsLseOf(p)[((int64_t)split * T_ + t) * p.numHeads + hi] = lse2;
     }
   }
-  if (rs.n > 1) mergeSplitsIfLast<T>(p, rs, t, g0, nu);
+  if (rs.n > 1) return mergeSplitsIfLast<T>(p, cta, rs, t, g0, nu);
+  return true;
 }
 
 template <typename T, int D, int kStages>
-static int launchMmaStages(const cpclAttnParams_t* p, cudaStream_t stream) {
-  constexpr size_t smem = (size_t)kStages * 2 * kTile * (D * 2 + 16);
-  static bool raised = false;
-  if (!raised) {
-    cudaError_t e =
-        cudaFuncSetAttribute(attnMmaKernel<T, D, kStages>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return (int)e;
-    raised = true;
+struct MmaBody {
+  using OutT = T;
+  static constexpr int kThreads = kMmaThreads;
+  static size_t smemBytes(const cpclAttnParams_t*) { return (size_t)kStages * 2 * kTile * (D * 2 + 16); }
+  static __device__ __forceinline__ bool run(const cpclAttnParams_t& p, const CtaIdx& c, unsigned char* smem) {
+    return mmaBody<T, D, kStages>(p, c, smem);
   }
-  attnMmaKernel<T, D, kStages><<<attnGrid(p), kMmaThreads, smem, stream>>>(*p);
-  return (int)cudaGetLastError();
-}
+};
 
 template <typename T, int D>
-static int launchMma(const cpclAttnParams_t* p, cudaStream_t stream) {
+static int launchMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t stream) {
   /* 2 stages (70 KB, 3 CTAs an SM) beat 3 (104 KB, 2 CTAs) at every measured shape */
-  return p->pipelineStages == 3 ? launchMmaStages<T, D, 3>(p, stream) : launchMmaStages<T, D, 2>(p, stream);
+  return p->pipelineStages == 3 ? launchBody<MmaBody<T, D, 3>>(p, f, stream) : launchBody<MmaBody<T, D, 2>>(p, f, stream);
 }
 
 }  // namespace cpcl
 
-/* -1: shape not covered here (the caller uses attn.cu's kernel) */
-extern "C" int cpclCudaAttnMma(const cpclAttnParams_t* p, void* stream) {
+/* -1: shape not covered here (the caller uses attn.cu's kernel). f: the fused kernel, or NULL. */
+int cpclCudaAttnMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, void* stream) {
   using namespace cpcl;
   if (p->qType != p->kvType || p->qType == CPCL_K_FP32 || p->latentKv || p->headDimQk != p->headDimVo) return -1;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (p->qType == CPCL_K_BF16) {
-    if (p->headDimQk == 128) return launchMma<__nv_bfloat16, 128>(p, s);
-    if (p->headDimQk == 64) return launchMma<__nv_bfloat16, 64>(p, s);
+    if (p->headDimQk == 128) return launchMma<__nv_bfloat16, 128>(p, f, s);
+    if (p->headDimQk == 64) return launchMma<__nv_bfloat16, 64>(p, f, s);
   } else {
-    if (p->headDimQk == 128) return launchMma<__half, 128>(p, s);
-    if (p->headDimQk == 64) return launchMma<__half, 64>(p, s);
+    if (p->headDimQk == 128) return launchMma<__half, 128>(p, f, s);
+    if (p->headDimQk == 64) return launchMma<__half, 64>(p, f, s);
   }
   return -1;
 }

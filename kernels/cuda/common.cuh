@@ -11,6 +11,8 @@
 
 namespace cpcl {
 
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
 template <typename T>
 __device__ __forceinline__ float toF(T v);
 template <>

@@ -10,61 +10,13 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
-#include "common.cuh"
+#include "merge.cuh"
 
 namespace cpcl {
 
-constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
-
 template <typename T>
 __global__ void mergeKernel(const cpclMergeParams_t p) {
-  const int t = blockIdx.x, h = blockIdx.y, D = p.headDim;
-  const int64_t oOff = t * p.oTokenStride + (int64_t)h * D;
-  T* out = static_cast<T*>(p.out);
-  if (p.mode == CPCL_MERGE_SUM) {
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      float a = 0.f;
-      for (int q = 0; q < p.numParts; q++) a += toF<T>(static_cast<const T*>(p.o[q])[oOff + d]);
-      out[t * p.outTokenStride + (int64_t)h * D + d] = fromF<T>(a);
-    }
-    return;
-  }
-  const float toB2 = p.lseBase2 ? 1.f : kLog2e;
-  const int64_t lOff = t * p.lseTokenStride + h;
-  float mx = -INFINITY;
-  bool nan = false;
-  for (int q = 0; q < p.numParts; q++) {
-    const float x = p.lse[q][lOff] * toB2;
-    nan |= isnan(x);
-    mx = fmaxf(mx, x);
-  }
-  float lse2 = -INFINITY;
-  if (nan) {
-    lse2 = NAN;
-  } else if (mx != -INFINITY) {
-    float sum = 0.f;
-    for (int q = 0; q < p.numParts; q++) {
-      const float x = p.lse[q][lOff] * toB2;
-      if (x != -INFINITY) sum += exp2f(x - mx);
-    }
-    lse2 = mx + log2f(sum);
-  }
-  if (out) {
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      float a = 0.f;
-      if (nan) {
-        a = NAN;
-      } else if (lse2 != -INFINITY) {
-        for (int q = 0; q < p.numParts; q++) {
-          const float x = p.lse[q][lOff] * toB2;
-          if (x == -INFINITY) continue;
-          a += exp2f(x - lse2) * toF<T>(static_cast<const T*>(p.o[q])[oOff + d]);
-        }
-      }
-      out[t * p.outTokenStride + (int64_t)h * D + d] = fromF<T>(a);
-    }
-  }
-  if (threadIdx.x == 0 && p.outLse) p.outLse[t * p.outLseTokenStride + h] = p.lseBase2 ? lse2 : lse2 * kLn2;
+  mergeOne<T>(p, blockIdx.x, blockIdx.y);
 }
 
 template <typename T>

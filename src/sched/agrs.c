@@ -14,7 +14,17 @@ static cpclResult_t agrsCombine(struct cpclAttnPlan* pl, const cpclStep_t* st, c
   if (partialOut != pl->partialO)
     CPCLCHECK(pl->exec->copy2d(pl->partialO, oBytes, partialOut, oBytes, oBytes, 1, st->stream));
   /* all-gather of the LSEs over all W ranks */
-  CPCLCHECK(cpclAllgather(pl->comm, partialLse, pl->lseAll, lBytes, pl->exec, st->stream));
+  {
+    const void* sends[CPCL_MAX_PARTS];
+    void* recvs[CPCL_MAX_PARTS];
+    size_t sz[CPCL_MAX_PARTS];
+    for (int p = 0; p < pl->W; p++) {
+      sends[p] = partialLse;
+      recvs[p] = (char*)pl->lseAll + (size_t)p * lBytes;
+      sz[p] = lBytes;
+    }
+    CPCLCHECK(cpclStepAlltoallv(pl, st, sends, sz, recvs, sz, recvs[pl->comm->rank], 0));
+  }
   cpclMergeParams_t g = {.mode = CPCL_MERGE_LSE,
                          .numParts = pl->W,
                          .numTokens = T,

@@ -65,7 +65,34 @@ void cpclStepTargetSlices(const struct cpclAttnPlan* pl, int T, cpclAttnParams_t
   p->lseTokenStride = pl->H;
 }
 
-cpclResult_t cpclStepGatherQ(struct cpclAttnPlan* pl, const cpclStep_t* st) {
+cpclResult_t cpclStepAlltoallv(struct cpclAttnPlan* pl, const cpclStep_t* st, const void* const* sends,
+                               const size_t* sb, void* const* recvs, const size_t* rb, void* remote, int postOnly) {
+  struct cpclComm* c = pl->comm;
+  if (!cpclTransportIsDevice(c->tp)) return cpclAlltoallv(c, sends, sb, recvs, rb, pl->exec, st->stream);
+  const int me = c->rank;
+  if (recvs[me] != sends[me] && sb[me])
+    CPCLCHECK(pl->exec->copy2d(recvs[me], sb[me], sends[me], sb[me], sb[me], 1, st->stream));
+  void* remotes[CPCL_MAX_PARTS];
+  for (int p = 0; p < c->nranks; p++) remotes[p] = remote;
+  const cpclXfer_t x = {.sendbufs = sends,
+                        .sendBytes = sb,
+                        .recvbufs = recvs,
+                        .recvBytes = rb,
+                        .remote = remotes,
+                        .postOnly = postOnly,
+                        .errorFlag = pl->errorDev,
+                        .stream = st->stream};
+  CPCL_NVTX_PUSH(postOnly ? "cpcl exchange (post)" : "cpcl exchange");
+  cpclResult_t res = c->tp->alltoallv(c->tpCtx, &x);
+  CPCL_NVTX_POP();
+  if (res != cpclSuccess) {
+    cpclCommFail(c, res);
+    return CPCL_ERR(c, res, "%s transport: %s", c->transportName, cpclGetLastError(NULL));
+  }
+  return cpclSuccess;
+}
+
+cpclResult_t cpclStepGatherQPost(struct cpclAttnPlan* pl, const cpclStep_t* st, int postOnly) {
   struct cpclComm* c = pl->comm;
   const size_t bytes = (size_t)st->numTokens * pl->H * pl->desc.headDimQk * pl->qElem;
   const void* sends[CPCL_MAX_RANKS];
@@ -78,8 +105,11 @@ cpclResult_t cpclStepGatherQ(struct cpclAttnPlan* pl, const cpclStep_t* st) {
     sb[p] = rb[p] = same ? bytes : 0;
   }
   if (pl->D == 1) return cpclSuccess; /* cpclStepAttnParams reads st->q directly */
-  return cpclAlltoallv(c, sends, sb, recvs, rb, pl->exec, st->stream);
+  /* rank p receives this rank's block at block dcpRank of its qGather */
+  return cpclStepAlltoallv(pl, st, sends, sb, recvs, rb, (char*)pl->qGather + (size_t)c->dcpRank * bytes, postOnly);
 }
+
+cpclResult_t cpclStepGatherQ(struct cpclAttnPlan* pl, const cpclStep_t* st) { return cpclStepGatherQPost(pl, st, 0); }
 
 cpclResult_t cpclStepPartialGathered(struct cpclAttnPlan* pl, const cpclStep_t* st, void* partialOut,
                                      float* partialLse) {
@@ -114,13 +144,15 @@ cpclResult_t cpclStepExchangeSlices(struct cpclAttnPlan* pl, const cpclStep_t* s
     recvs[p] = p == c->rank ? (void*)sends[p] : cpclRecvSlot(pl, p); /* own part: read in place */
     sb[p] = rb[p] = bytes;
   }
-  return cpclAlltoallv(c, sends, sb, recvs, rb, pl->exec, st->stream);
+  /* rank p receives this rank's slice in its receive slot for this rank */
+  return cpclStepAlltoallv(pl, st, sends, sb, recvs, rb, cpclRecvSlot(pl, c->rank), 0);
 }
 
-cpclResult_t cpclStepMergeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, int mode, void* out, float* lse) {
-  const int T = st->numTokens, Dv = pl->desc.headDimVo;
+void cpclStepMergeParams(const struct cpclAttnPlan* pl, int T, int mode, void* out, float* lse, int ownInRecv,
+                         cpclMergeParams_t* m) {
+  const int Dv = pl->desc.headDimVo;
   const size_t lseOff = cpclSliceLseOffset(pl, T);
-  cpclMergeParams_t m = {
+  *m = (cpclMergeParams_t){
       .mode = mode,
       .numParts = pl->W,
       .numTokens = T,
@@ -136,9 +168,14 @@ cpclResult_t cpclStepMergeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, 
       .outLseTokenStride = pl->H,
   };
   for (int p = 0; p < pl->W; p++) {
-    const char* slot = p == pl->comm->rank ? cpclSendSlot(pl, pl->comm->dcpRank) : cpclRecvSlot(pl, p);
-    m.o[p] = slot;
-    m.lse[p] = (const float*)(slot + lseOff);
+    const char* slot = p == pl->comm->rank && !ownInRecv ? cpclSendSlot(pl, pl->comm->dcpRank) : cpclRecvSlot(pl, p);
+    m->o[p] = slot;
+    m->lse[p] = (const float*)(slot + lseOff);
   }
+}
+
+cpclResult_t cpclStepMergeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, int mode, void* out, float* lse) {
+  cpclMergeParams_t m;
+  cpclStepMergeParams(pl, st->numTokens, mode, out, lse, 0, &m);
   return pl->exec->merge(&m, st->stream);
 }

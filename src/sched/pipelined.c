@@ -3,6 +3,10 @@
  * arrive, and that partial leaves for its owners as soon as it is computed, so transfers of
  * other peers' queries and partials overlap the compute.
  *
+ * On device transports the same order runs on the stream: the queries are posted to every peer
+ * at once, and before the attention of DCP rank j's heads the stream waits for j's queries
+ * alone (waitFrom), so the kernels of the first peers overlap the arrival of the others'.
+ *
  * Requests (plan->reqs, 4 W slots): [0, D) query receives by DCP rank, [D, 2D) query sends,
  * [2D, 2D + W) partial receives by rank, [2D + W, 2D + 2W) partial sends.
  * Messages carry the call's sequence number; stage 0 = queries, stage 1 = partial slices.
@@ -27,6 +31,36 @@ static void cancelAll(struct cpclAttnPlan* pl) {
     if (pl->reqs[i].active) pl->comm->tp->cancel(pl->comm->tpCtx, &pl->reqs[i]);
 }
 
+static void attnTarget(struct cpclAttnPlan* pl, const cpclStep_t* st, int j, int slices, void* partialOut,
+                       float* partialLse, cpclAttnParams_t* p) {
+  cpclStepAttnParams(pl, st, j * pl->H, pl->H, p);
+  if (slices)
+    cpclStepTargetSlices(pl, st->numTokens, p);
+  else
+    cpclStepTargetPartial(pl, st->numTokens, partialOut, partialLse, p);
+}
+
+static cpclResult_t attendAsArrivingDevice(struct cpclAttnPlan* pl, const cpclStep_t* st, int slices,
+                                           void* partialOut, float* partialLse) {
+  struct cpclComm* c = pl->comm;
+  const int D = pl->D, me = c->dcpRank, base = c->pcpRank * D;
+  CPCLCHECK(cpclStepGatherQPost(pl, st, 1));
+  for (int k = 0; k < D; k++) {
+    const int j = (me + k) % D;
+    if (j != me) {
+      cpclResult_t res = c->tp->waitFrom(c->tpCtx, base + j, pl->errorDev, st->stream);
+      if (res != cpclSuccess) {
+        cpclCommFail(c, res);
+        return CPCL_ERR(c, res, "pipelined: waiting for rank %d's queries: %s", base + j, cpclGetLastError(NULL));
+      }
+    }
+    cpclAttnParams_t p;
+    attnTarget(pl, st, j, slices, partialOut, partialLse, &p);
+    CPCLCHECK(pl->exec->attend(&p, st->stream));
+  }
+  return slices ? cpclStepExchangeSlices(pl, st, cpclSliceBytes(pl, st->numTokens)) : cpclSuccess;
+}
+
 /* Gathers q peer by peer and attends to each peer's heads as it lands. With slices set, each
  * peer's partial goes to its owners right away; otherwise it is written to partialOut/Lse. */
 static cpclResult_t attendAsArriving(struct cpclAttnPlan* pl, const cpclStep_t* st, int slices, void* partialOut,
@@ -36,6 +70,7 @@ static cpclResult_t attendAsArriving(struct cpclAttnPlan* pl, const cpclStep_t* 
   const size_t qBytes = (size_t)T * pl->H * pl->desc.headDimQk * pl->qElem, sBytes = cpclSliceBytes(pl, T);
   cpclRequest_t *qRecv = pl->reqs, *qSend = pl->reqs + D, *pRecv = pl->reqs + 2 * D, *pSend = pl->reqs + 2 * D + W;
   cpclResult_t res = cpclSuccess;
+  if (cpclTransportIsDevice(c->tp)) return attendAsArrivingDevice(pl, st, slices, partialOut, partialLse);
   for (int i = 0; i < 4 * W; i++) pl->reqs[i].active = 0;
 
   if (slices)
@@ -54,11 +89,7 @@ static cpclResult_t attendAsArriving(struct cpclAttnPlan* pl, const cpclStep_t* 
   for (int done = 0, j = me; done < D; done++) {
     if (done > 0) CPCLCHECKGOTO(cpclWaitAny(c, qRecv, D, &j, "pipelined: query gather"), res, fail);
     cpclAttnParams_t p;
-    cpclStepAttnParams(pl, st, j * pl->H, pl->H, &p);
-    if (slices)
-      cpclStepTargetSlices(pl, T, &p);
-    else
-      cpclStepTargetPartial(pl, T, partialOut, partialLse, &p);
+    attnTarget(pl, st, j, slices, partialOut, partialLse, &p);
     CPCLCHECKGOTO(pl->exec->attend(&p, st->stream), res, fail);
     if (slices) /* owners of DCP rank j's heads: (pcp, j) for every pcp */
       for (int q = 0; q < pl->P; q++)

@@ -36,7 +36,7 @@ typedef struct {
                           const float* partialLse, void* out, float* lse);
 } cpclSchedule_t;
 
-extern const cpclSchedule_t cpclScheduleAgrs, cpclScheduleA2a, cpclSchedulePipelined;
+extern const cpclSchedule_t cpclScheduleAgrs, cpclScheduleA2a, cpclSchedulePipelined, cpclScheduleFused;
 
 /* ---- building blocks shared by the schedules (common.c) ---- */
 
@@ -50,8 +50,15 @@ void cpclStepTargetPartial(const struct cpclAttnPlan* pl, int T, void* partialOu
 /* out/lse addressing of the per-owner slices (cpclSendSlot) */
 void cpclStepTargetSlices(const struct cpclAttnPlan* pl, int T, cpclAttnParams_t* p);
 
-/* 1: all-gather of q over the DCP group into qGather */
+/* An all-to-all of a step (cpclAlltoallv's arguments) over the comm's transport: host messages,
+ * or stream-ordered device transfers. remote: where, in a buffer registered on every rank, each
+ * peer receives this rank's block (the same place on every rank), for one-sided transports.
+ * postOnly: send only; the transport's waitFrom() completes each receive. */
+cpclResult_t cpclStepAlltoallv(struct cpclAttnPlan* pl, const cpclStep_t* st, const void* const* sends,
+                               const size_t* sb, void* const* recvs, const size_t* rb, void* remote, int postOnly);
+/* 1: all-gather of q over the DCP group into qGather (postOnly as above) */
 cpclResult_t cpclStepGatherQ(struct cpclAttnPlan* pl, const cpclStep_t* st);
+cpclResult_t cpclStepGatherQPost(struct cpclAttnPlan* pl, const cpclStep_t* st, int postOnly);
 /* 1 + 2 into the public partial layout (the partial op of every non-pipelined schedule) */
 cpclResult_t cpclStepPartialGathered(struct cpclAttnPlan* pl, const cpclStep_t* st, void* partialOut,
                                      float* partialLse);
@@ -60,6 +67,10 @@ cpclResult_t cpclStepPackSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, c
                                 const float* partialLse, int oOnly);
 /* 3: slices to their owners (bytes per slice: cpclSliceBytes, or the o part alone) */
 cpclResult_t cpclStepExchangeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, size_t bytes);
+/* merge parameters of 4 for T rows; ownInRecv: this rank's own slice sits in its receive slot
+ * (the fused kernel) rather than its send slot */
+void cpclStepMergeParams(const struct cpclAttnPlan* pl, int T, int mode, void* out, float* lse, int ownInRecv,
+                         cpclMergeParams_t* m);
 /* 4: merge the W received slices into out / lse (mode CPCL_MERGE_LSE or CPCL_MERGE_SUM) */
 cpclResult_t cpclStepMergeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, int mode, void* out, float* lse);
 

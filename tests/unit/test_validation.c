@@ -64,7 +64,7 @@ static void test_descriptor(void** state) {
               "MLA (desc->latentKv = 1) has one latent KV head");
   EXPECT_PLAN((d.latentKv = 1, d.numKvHeads = 1, d.headDimVo = 64), cpclInvalidArgument, "headDimVo 64 must be <=");
   EXPECT_PLAN(d.algo = "fastest", cpclInvalidArgument, "desc->algo is \"fastest\"");
-  EXPECT_PLAN(d.algo = "fused", cpclUnsupported, "fused, which needs CUDA memory");
+  EXPECT_PLAN(d.algo = "fused", cpclUnsupported, "fused: fused needs CUDA memory");
   {
     cpclAttnDesc_t d = goodDesc();
     cpclAttnPlan_t p = NULL;

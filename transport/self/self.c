@@ -38,4 +38,8 @@ const cpclTransportOps_t cpclTransportSelf = {
     .regMem = cpclTransportUnsupported,
     .deregMem = cpclTransportUnsupported,
     .peerPtr = cpclTransportUnsupported,
+    .ctrlAllgather = cpclTransportUnsupported,
+    .alltoallv = cpclTransportUnsupported,
+    .waitFrom = cpclTransportUnsupported,
+    .peerSync = cpclTransportUnsupported,
 };

@@ -237,4 +237,8 @@ const cpclTransportOps_t cpclTransportUcx = {
     .regMem = cpclTransportUnsupported,
     .deregMem = cpclTransportUnsupported,
     .peerPtr = cpclTransportUnsupported,
+    .ctrlAllgather = cpclTransportUnsupported,
+    .alltoallv = cpclTransportUnsupported,
+    .waitFrom = cpclTransportUnsupported,
+    .peerSync = cpclTransportUnsupported,
 };

@@ -1,0 +1,91 @@
+/*
+ * p2p.cu -- one stream-ordered step of an exchange between ranks of one node (kernels.h,
+ * cpclXchgParams_t): the device transports' all-to-all without the host.
+ *
+ * Grid: each put gets ceil(bytes / kChunk) CTAs (firstBlock); a put's CTAs wait until its peer
+ * is ready, copy their chunk with the widest access the alignment allows, and the last of them
+ * raises the peer's data flag after a system fence. The CTA that finishes last overall then
+ * waits for the data of every rank in waitMask, so the kernels after this one on the stream
+ * read complete data. CTAs never wait on each other, only on peers, so any residency works.
+ */
+#include <cuda_runtime.h>
+
+#include "fused.cuh"
+
+namespace cpcl {
+
+constexpr size_t kChunk = 64 << 10;
+constexpr int kXchgThreads = 256;
+/* counters of cpclPeerSync_t this kernel uses: [4] CTAs done, [8 + CPCL_MAX_PARTS + i] put i */
+constexpr int kXDone = 4, kXPut = 8 + CPCL_MAX_PARTS;
+
+template <typename V>
+__device__ __forceinline__ void copyRange(void* dst, const void* src, size_t b, size_t e) {
+  const V* s = static_cast<const V*>(src);
+  V* d = static_cast<V*>(dst);
+  for (size_t i = b + threadIdx.x; i < e; i += blockDim.x) d[i] = s[i];
+}
+
+__global__ void __launch_bounds__(kXchgThreads) exchangeKernel(const cpclXchgParams_t x) {
+  __shared__ int sEpoch, sLast;
+  const cpclPeerSync_t& s = x.sync;
+  unsigned* ctr = s.counters;
+  const int tid = threadIdx.x;
+  if (tid == 0) sEpoch = *(volatile int*)s.epoch + (x.advance ? 1 : 0);
+  __syncthreads();
+  const int E = sEpoch;
+  if (x.advance && blockIdx.x == 0)
+    for (int p = tid; p < s.nranks; p += blockDim.x)
+      if (p != s.rank) stReleaseSys(s.readyOut[p], E - 1);
+  if (x.numPuts > 0) {
+    int i = 0;
+    while (i + 1 < x.numPuts && (int)blockIdx.x >= x.firstBlock[i + 1]) i++;
+    const int nb = x.firstBlock[i + 1] - x.firstBlock[i], b = (int)blockIdx.x - x.firstBlock[i];
+    if (tid == 0) waitFlag(s.readyIn + x.peer[i], E - 1, s, x.peer[i], x.errorFlag);
+    __syncthreads();
+    const size_t per = (x.bytes[i] + nb - 1) / nb, lo = min(x.bytes[i], (size_t)b * per),
+                 hi = min(x.bytes[i], lo + per);
+    const uintptr_t align = (uintptr_t)x.src[i] | (uintptr_t)x.dst[i] | lo | hi;
+    if ((align & 15) == 0)
+      copyRange<int4>(x.dst[i], x.src[i], lo / 16, hi / 16);
+    else if ((align & 3) == 0)
+      copyRange<int>(x.dst[i], x.src[i], lo / 4, hi / 4);
+    else
+      copyRange<unsigned char>(x.dst[i], x.src[i], lo, hi);
+    __threadfence_system();
+    __syncthreads();
+    if (tid == 0 && atomicAdd(ctr + kXPut + i, 1u) == (unsigned)nb - 1) {
+      ctr[kXPut + i] = 0;
+      stReleaseSys(s.dataOut[CPCL_SYNC_XCHG][x.peer[i]], E);
+    }
+  }
+  if (tid == 0) sLast = atomicAdd(ctr + kXDone, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!sLast) return;
+  for (int p = tid; p < s.nranks; p += blockDim.x)
+    if ((x.waitMask >> p) & 1ull) waitFlag(s.dataIn[CPCL_SYNC_XCHG] + p, E, s, p, x.errorFlag);
+  __syncthreads();
+  if (tid == 0) {
+    ctr[kXDone] = 0;
+    if (x.advance) *s.epoch = E;
+    __threadfence();
+  }
+}
+
+}  // namespace cpcl
+
+extern "C" int cpclCudaExchange(const cpclXchgParams_t* x, void* stream) {
+  using namespace cpcl;
+  if (x->numPuts < 0 || x->numPuts > CPCL_MAX_PARTS || x->sync.nranks > 64) return (int)cudaErrorInvalidValue;
+  cpclXchgParams_t p = *x;
+  int blocks = 0;
+  for (int i = 0; i < p.numPuts; i++) {
+    p.firstBlock[i] = blocks;
+    const size_t nb = (p.bytes[i] + kChunk - 1) / kChunk;
+    blocks += nb < 1 ? 1 : (int)nb;
+  }
+  p.firstBlock[p.numPuts] = blocks;
+  if (blocks == 0) blocks = 1; /* waits only */
+  exchangeKernel<<<blocks, kXchgThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  return (int)cudaGetLastError();
+}

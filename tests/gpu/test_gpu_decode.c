@@ -1,0 +1,422 @@
+/*
+ * test_gpu_decode -- the GPU schedules across processes, under mpirun (several processes may
+ * share one GPU: the ipc transport maps their buffers; timings there mean nothing, results do).
+ *
+ *   - every schedule (agrs, a2a, pipelined, fused where dcp = W) against the single-rank host
+ *     result on the same data: cpclAttnDecode, and cpclAttnPartial + cpclAttnCombine; three
+ *     repeats bitwise equal (the flags' epochs reuse buffers without a reset);
+ *   - GQA bf16 D128 (tensor-core kernel, KV splits), GQA fp16 D64, fp32, MLA 576/512 (CUDA-core
+ *     kernel); interleave 1 and 16; dcp = W and dcp < W; multi-row sequences;
+ *   - CUDA graphs: one cpclAttnDecode captured, replayed three times with new contents in the same
+ *     batch buffers (q, seqLens, block tables, KV), each replay checked against a fresh reference;
+ *   - NCCL with one rank (cpclCommInitNccl over ncclCommInitRank), every schedule and a graph;
+ *   - a stalled peer: one rank skips a step; the others' kernels give up after timeoutMs, the
+ *     next call returns cpclTimeout, and nothing hangs.
+ * Exits 77 (skipped) without a CUDA device.
+ */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mpi_check.h"
+#include "mpi_oob.h"
+#include "testutil.h"
+#ifdef CPCL_HAVE_NCCL
+#include "cpcl_nccl.h"
+#endif
+
+static MPI_Comm world = MPI_COMM_WORLD;
+static int rank, W, casesRun, graphsRun;
+
+#define CUDA_OK(call)                                                                                               \
+  do {                                                                                                              \
+    cudaError_t e_ = (call);                                                                                        \
+    if (e_ != cudaSuccess) {                                                                                        \
+      fprintf(stderr, "[rank %d] %s:%d %s: %s\n", rank, __FILE__, __LINE__, #call, cudaGetErrorString(e_));        \
+      MPI_Abort(world, 1);                                                                                          \
+    }                                                                                                               \
+  } while (0)
+
+typedef struct {
+  int H, Hkv, Dqk, Dv, latent;
+  cpclDataType_t type;
+  int multiRow;
+  const char* name;
+} shape_t;
+
+static double tolOf(cpclDataType_t t) { return t == cpclFloat32 ? 1e-4 : t == cpclFloat16 ? 2e-3 : 8e-3; }
+
+/* One step's data on this rank, in device buffers of fixed capacity (so a captured graph can be
+ * replayed with new contents): S sequences, T rows, block tables of maxPages columns. */
+typedef struct {
+  int S, T, maxPages, capPages, pageSize;
+  int32_t *qs, *lens, *bt; /* device */
+  void *q, *k, *v;         /* device */
+  void *ref, *pOut;        /* host: single-rank answer [T][Hq][Dv]; partial scratch (device) */
+  float* refLse;
+} step_t;
+
+/* The global problem for (seed, lens): fills this rank's device buffers and the reference. */
+static void stepFill(step_t* st, const shape_t* sh, int dcp, int I, const int32_t* qsH, const int32_t* lensH,
+                     uint64_t seed, tuProblem_t* pbOut) {
+  const int H = sh->H, Hq = dcp * H, dr = rank % dcp;
+  tuProblem_t pb = {.numSeqs = st->S,
+                    .numTokens = st->T,
+                    .queryStart = (int32_t*)qsH,
+                    .seqLens = (int32_t*)lensH,
+                    .Hq = Hq,
+                    .Hkv = sh->Hkv,
+                    .Dqk = sh->Dqk,
+                    .Dv = sh->Dv,
+                    .latent = sh->latent,
+                    .qType = sh->type,
+                    .kvType = sh->type,
+                    .smScale = (float)(1.0 / sqrt((double)sh->Dqk)),
+                    .seed = seed};
+  *pbOut = pb;
+  const size_t es = tuDtypeSize(sh->type);
+  CPCL_OK(tuSingleRank(&pb, st->pageSize, 0, st->ref, st->refLse));
+  tuCache_t c;
+  tuCacheAlloc(&pb, W, rank, I, st->pageSize, &c);
+  tuCacheFill(&pb, W, rank, I, &c);
+  EXPECT(c.maxPagesPerSeq <= st->maxPages && c.numPages <= st->capPages);
+  int32_t* bt = calloc((size_t)st->S * st->maxPages, sizeof(int32_t));
+  for (int s = 0; s < st->S; s++)
+    memcpy(bt + (size_t)s * st->maxPages, c.blockTable + (size_t)s * c.maxPagesPerSeq,
+           sizeof(int32_t) * c.maxPagesPerSeq);
+  CUDA_OK(cudaMemcpy(st->bt, bt, sizeof(int32_t) * st->S * st->maxPages, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(st->lens, lensH, sizeof(int32_t) * st->S, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(st->qs, qsH, sizeof(int32_t) * (st->S + 1), cudaMemcpyHostToDevice));
+  const size_t kRow = (size_t)st->pageSize * sh->Hkv * sh->Dqk * es, vRow = (size_t)st->pageSize * sh->Hkv * sh->Dv * es;
+  CUDA_OK(cudaMemcpy(st->k, c.k, kRow * c.numPages, cudaMemcpyHostToDevice));
+  if (!sh->latent) CUDA_OK(cudaMemcpy(st->v, c.v, vRow * c.numPages, cudaMemcpyHostToDevice));
+  void* q = tuMakeQ(&pb, dr * H, H);
+  CUDA_OK(cudaMemcpy(st->q, q, (size_t)st->T * H * sh->Dqk * es, cudaMemcpyHostToDevice));
+  free(q);
+  free(bt);
+  tuCacheFree(&c);
+}
+
+static void stepAlloc(step_t* st, const shape_t* sh, int dcp, int S, int T, int maxLen, int pageSize) {
+  const size_t es = tuDtypeSize(sh->type);
+  const int Hq = dcp * sh->H;
+  st->S = S;
+  st->T = T;
+  st->pageSize = pageSize;
+  st->maxPages = (maxLen + pageSize - 1) / pageSize + 1;
+  st->capPages = S * st->maxPages + 1;
+  CUDA_OK(cudaMalloc((void**)&st->qs, sizeof(int32_t) * (S + 1)));
+  CUDA_OK(cudaMalloc((void**)&st->lens, sizeof(int32_t) * S));
+  CUDA_OK(cudaMalloc((void**)&st->bt, sizeof(int32_t) * S * st->maxPages));
+  CUDA_OK(cudaMalloc(&st->q, (size_t)T * sh->H * sh->Dqk * es));
+  CUDA_OK(cudaMalloc(&st->k, (size_t)st->capPages * pageSize * sh->Hkv * sh->Dqk * es));
+  CUDA_OK(cudaMalloc(&st->v, sh->latent ? 16 : (size_t)st->capPages * pageSize * sh->Hkv * sh->Dv * es));
+  CUDA_OK(cudaMalloc(&st->pOut, (size_t)T * Hq * sh->Dv * es));
+  st->ref = malloc((size_t)T * Hq * sh->Dv * es);
+  st->refLse = malloc(sizeof(float) * T * Hq);
+}
+
+static void stepFree(step_t* st) {
+  cudaFree(st->qs);
+  cudaFree(st->lens);
+  cudaFree(st->bt);
+  cudaFree(st->q);
+  cudaFree(st->k);
+  cudaFree(st->v);
+  cudaFree(st->pOut);
+  free(st->ref);
+  free(st->refLse);
+}
+
+/* out/lse (device, [T][H]) against the reference's heads of this rank */
+static void checkOut(const step_t* st, const shape_t* sh, int dcp, const void* dOut, const float* dLse,
+                     const char* what) {
+  const int H = sh->H, Hq = dcp * H, T = st->T, Dv = sh->Dv, dr = rank % dcp;
+  const size_t es = tuDtypeSize(sh->type);
+  void* out = malloc((size_t)T * H * Dv * es);
+  float* lse = malloc(sizeof(float) * T * H);
+  CUDA_OK(cudaMemcpy(out, dOut, (size_t)T * H * Dv * es, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(lse, dLse, sizeof(float) * T * H, cudaMemcpyDeviceToHost));
+  const double tol = tolOf(sh->type);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      const int g = dr * H + h;
+      for (int d = 0; d < Dv; d++) {
+        const double got = tuGet(out, ((size_t)t * H + h) * Dv + d, sh->type);
+        const double want = tuGet(st->ref, ((size_t)t * Hq + g) * Dv + d, sh->type);
+        if (!(fabs(got - want) <= tol)) {
+          fprintf(stderr, "[rank %d] %s (%s, W %d dcp %d): row %d head %d dim %d got %g want %g\n", rank, what,
+                  sh->name, W, dcp, t, h, d, got, want);
+          MPI_Abort(world, 1);
+        }
+      }
+      const float gl = lse[t * H + h], el = st->refLse[t * Hq + g];
+      if (!((gl == -INFINITY && el == -INFINITY) || fabsf(gl - el) <= 1e-3f * (1 + fabsf(el)))) {
+        fprintf(stderr, "[rank %d] %s (%s): lse row %d head %d got %g want %g\n", rank, what, sh->name, t, h, gl, el);
+        MPI_Abort(world, 1);
+      }
+    }
+  free(out);
+  free(lse);
+}
+
+static const char* const algos[] = {"agrs", "a2a", "pipelined", "fused"};
+
+/* every schedule on one shape: decode (three times, bitwise equal), partial + combine */
+static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cudaStream_t stream) {
+  static const int lensA[] = {1, 5, 40, 300, 1200, 97, 2100};
+  static const int rowsM[] = {1, 3, 2, 1, 4, 2, 1};
+  const int S = 7;
+  int32_t qs[8], lens[7];
+  qs[0] = 0;
+  for (int s = 0; s < S; s++) {
+    const int rows = sh->multiRow ? rowsM[s] : 1;
+    lens[s] = lensA[s] + rows - 1;
+    qs[s + 1] = qs[s] + rows;
+  }
+  const int T = qs[S], H = sh->H, Dv = sh->Dv;
+  const size_t es = tuDtypeSize(sh->type);
+  step_t st;
+  stepAlloc(&st, sh, dcp, S, T, 2200, 16);
+  tuProblem_t pb;
+  stepFill(&st, sh, dcp, I, qs, lens, 1000 + (uint64_t)I * 7 + sh->Dqk, &pb);
+  cpclAttnDesc_t desc = tuDesc(&pb, H, 16);
+  void *out, *out2;
+  float *lse, *lse2, *pLse;
+  CUDA_OK(cudaMalloc(&out, (size_t)T * H * Dv * es));
+  CUDA_OK(cudaMalloc(&out2, (size_t)T * H * Dv * es));
+  CUDA_OK(cudaMalloc((void**)&lse, sizeof(float) * T * H));
+  CUDA_OK(cudaMalloc((void**)&lse2, sizeof(float) * T * H));
+  CUDA_OK(cudaMalloc((void**)&pLse, sizeof(float) * T * dcp * H));
+  void* h1 = malloc((size_t)T * H * Dv * es);
+  void* h2 = malloc((size_t)T * H * Dv * es);
+  cpclBatch_t b = {S, T, sh->multiRow ? st.qs : NULL, st.lens, st.bt, st.maxPages};
+  for (int a = 0; a < 4; a++) {
+    if (a == 3 && dcp != W) continue; /* fused covers the DCP axis alone */
+    desc.algo = algos[a];
+    cpclAttnPlan_t plan;
+    CPCL_OK(cpclAttnPlanCreate(&plan, comm, &desc, T));
+    for (int rep = 0; rep < 3; rep++) {
+      CUDA_OK(cudaMemsetAsync(out, 0xff, (size_t)T * H * Dv * es, stream));
+      CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, out, lse, stream));
+      CUDA_OK(cudaStreamSynchronize(stream));
+      cpclResult_t async;
+      CPCL_OK(cpclAttnPlanGetAsyncError(plan, &async));
+      EXPECT_RES(async, cpclSuccess);
+      if (rep == 0) {
+        checkOut(&st, sh, dcp, out, lse, algos[a]);
+        CUDA_OK(cudaMemcpy(h1, out, (size_t)T * H * Dv * es, cudaMemcpyDeviceToHost));
+      } else {
+        CUDA_OK(cudaMemcpy(h2, out, (size_t)T * H * Dv * es, cudaMemcpyDeviceToHost));
+        EXPECT(memcmp(h1, h2, (size_t)T * H * Dv * es) == 0);
+      }
+    }
+    CPCL_OK(cpclAttnPartial(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, st.pOut, pLse, stream));
+    CPCL_OK(cpclAttnCombine(plan, T, st.pOut, pLse, out2, lse2, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    checkOut(&st, sh, dcp, out2, lse2, "partial+combine");
+    CPCL_OK(cpclAttnPlanDestroy(plan));
+    casesRun++;
+  }
+  cudaFree(out);
+  cudaFree(out2);
+  cudaFree(lse);
+  cudaFree(lse2);
+  cudaFree(pLse);
+  free(h1);
+  free(h2);
+  stepFree(&st);
+}
+
+/* One decode captured in a CUDA graph, replayed with new contents in the same buffers. */
+static void runGraph(cpclComm_t comm, const char* algo, const shape_t* sh, cudaStream_t stream) {
+  const int S = 4, T = 4, dcp = W, H = sh->H, Dv = sh->Dv;
+  const size_t es = tuDtypeSize(sh->type);
+  int32_t qs[5] = {0, 1, 2, 3, 4};
+  int32_t lensSet[4][4] = {{7, 900, 33, 1500}, {1500, 2, 640, 81}, {64, 64, 1, 1300}, {1, 1, 1, 1}};
+  step_t st;
+  stepAlloc(&st, sh, dcp, S, T, 1500, 16);
+  tuProblem_t pb;
+  stepFill(&st, sh, dcp, 1, qs, lensSet[0], 5000, &pb);
+  cpclAttnDesc_t desc = tuDesc(&pb, H, 16);
+  desc.algo = algo;
+  cpclAttnPlan_t plan;
+  CPCL_OK(cpclAttnPlanCreate(&plan, comm, &desc, T));
+  void* out;
+  float* lse;
+  CUDA_OK(cudaMalloc(&out, (size_t)T * H * Dv * es));
+  CUDA_OK(cudaMalloc((void**)&lse, sizeof(float) * T * H));
+  cpclBatch_t b = {S, T, NULL, st.lens, st.bt, st.maxPages};
+  /* one eager step first, as engines warm up, then the capture */
+  CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, out, lse, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  checkOut(&st, sh, dcp, out, lse, "eager before capture");
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, out, lse, stream));
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int it = 1; it < 4; it++) {
+    stepFill(&st, sh, dcp, 1, qs, lensSet[it], 5000 + (uint64_t)it, &pb);
+    CUDA_OK(cudaMemsetAsync(out, 0xff, (size_t)T * H * Dv * es, stream));
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    char what[64];
+    snprintf(what, sizeof(what), "%s graph replay %d", algo, it);
+    checkOut(&st, sh, dcp, out, lse, what);
+    cpclResult_t async;
+    CPCL_OK(cpclAttnPlanGetAsyncError(plan, &async));
+    EXPECT_RES(async, cpclSuccess);
+  }
+  /* eager calls still agree with the graph's epochs afterwards */
+  CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, out, lse, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  checkOut(&st, sh, dcp, out, lse, "eager after replays");
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  CUDA_OK(cudaGraphDestroy(graph));
+  CPCL_OK(cpclAttnPlanDestroy(plan));
+  cudaFree(out);
+  cudaFree(lse);
+  stepFree(&st);
+  graphsRun++;
+}
+
+static const shape_t shapes[] = {
+    {8, 1, 128, 128, 0, cpclBfloat16, 0, "GQA bf16 D128"},
+    {2, 2, 64, 64, 0, cpclFloat16, 1, "GQA fp16 D64 multi-row"},
+    {2, 1, 32, 32, 0, cpclFloat32, 1, "GQA fp32 D32"},
+    {4, 1, 576, 512, 1, cpclBfloat16, 0, "MLA bf16 576/512"},
+};
+
+static void suite(cpclComm_t comm, int dcp, int I, cudaStream_t stream, int full) {
+  for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+    if (full || i < 2) runSchedules(comm, dcp, I, &shapes[i], stream);
+}
+
+/* One rank stops taking part: the others' device waits give up after timeoutMs. */
+static void runStall(cudaStream_t stream) {
+  cpclOob_t oob;
+  cpclMpiOob(&oob, &world);
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.memType = cpclMemCuda;
+  cfg.transport = "ipc";
+  cfg.timeoutMs = 1500;
+  cpclComm_t comm;
+  CPCL_OK(cpclCommInitOob(&comm, &oob, &cfg));
+  const shape_t* sh = &shapes[0];
+  int32_t qs[3] = {0, 1, 2}, lens[2] = {100, 300};
+  step_t st;
+  stepAlloc(&st, sh, W, 2, 2, 300, 16);
+  tuProblem_t pb;
+  stepFill(&st, sh, W, 1, qs, lens, 77, &pb);
+  cpclAttnDesc_t desc = tuDesc(&pb, sh->H, 16);
+  desc.algo = "fused";
+  cpclAttnPlan_t plan;
+  CPCL_OK(cpclAttnPlanCreate(&plan, comm, &desc, 2));
+  void* out;
+  float* lse;
+  CUDA_OK(cudaMalloc(&out, (size_t)2 * sh->H * sh->Dv * 2));
+  CUDA_OK(cudaMalloc((void**)&lse, sizeof(float) * 2 * sh->H));
+  cpclBatch_t b = {2, 2, NULL, st.lens, st.bt, st.maxPages};
+  CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, st.v, out, lse, stream)); /* everyone: one good step */
+  CUDA_OK(cudaStreamSynchronize(stream));
+  MPI_Barrier(world);
+  if (rank != W - 1) { /* the last rank stalls: it skips the next step */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, st.v, out, lse, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
+    /* the next call reports it, and so does the query; then the communicator refuses work */
+    EXPECT_RES(cpclAttnDecode(plan, &b, st.q, st.k, st.v, out, lse, stream), cpclTimeout);
+    cpclResult_t async;
+    CPCL_OK(cpclAttnPlanGetAsyncError(plan, &async));
+    EXPECT_RES(async, cpclTimeout);
+    EXPECT_RES(cpclAttnDecode(plan, &b, st.q, st.k, st.v, out, lse, stream), cpclInvalidUsage);
+    EXPECT(ms < 1500 * 3 + 2000);
+    if (rank == 0) printf("stall: the step gave up after %.0f ms (timeout 1500 ms): %s\n", ms, cpclGetLastError(comm));
+  }
+  MPI_Barrier(world);
+  CPCL_OK(cpclAttnPlanDestroy(plan));
+  cpclCommDestroy(comm);
+  cudaFree(out);
+  cudaFree(lse);
+  stepFree(&st);
+}
+
+#ifdef CPCL_HAVE_NCCL
+static void runNcclOneRank(cudaStream_t stream) {
+  ncclUniqueId id;
+  ncclComm_t nc;
+  EXPECT(ncclGetUniqueId(&id) == ncclSuccess);
+  EXPECT(ncclCommInitRank(&nc, 1, id, 0) == ncclSuccess);
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.memType = cpclMemCuda;
+  cpclComm_t comm;
+  CPCL_OK(cpclCommInitNccl(&comm, nc, &cfg));
+  int n = 0;
+  CPCL_OK(cpclCommSize(comm, &n));
+  EXPECT(n == 1);
+  suite(comm, 1, 1, stream, 1);
+  runGraph(comm, "a2a", &shapes[0], stream);
+  runGraph(comm, "agrs", &shapes[0], stream);
+  runGraph(comm, "fused", &shapes[0], stream);
+  CPCL_OK(cpclCommDestroy(comm));
+  EXPECT(ncclCommDestroy(nc) == ncclSuccess);
+  int v = 0;
+  ncclGetVersion(&v);
+  printf("nccl (version code %d), one rank: every schedule and graph replay passed\n", v);
+}
+#endif
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(world, &rank);
+  MPI_Comm_size(world, &W);
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    if (rank == 0) printf("test_gpu_decode: no CUDA device, skipped\n");
+    MPI_Finalize();
+    return 77;
+  }
+  CUDA_OK(cudaSetDevice(rank % devices));
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const int Is[] = {1, 16};
+  for (int dcp = W; dcp >= 1; dcp--) {
+    if (W % dcp || (dcp != W && dcp != 1 && dcp != W / 2)) continue;
+    for (int i = 0; i < 2; i++) {
+      cpclOob_t oob;
+      cpclMpiOob(&oob, &world);
+      cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+      cfg.memType = cpclMemCuda;
+      cfg.transport = "ipc";
+      cfg.dcpSize = dcp;
+      cfg.kvInterleave = Is[i];
+      cpclComm_t comm;
+      CPCL_OK(cpclCommInitOob(&comm, &oob, &cfg));
+      suite(comm, dcp, Is[i], stream, dcp == W && i == 0);
+      if (dcp == W && i == 0) {
+        runGraph(comm, "fused", &shapes[0], stream);
+        runGraph(comm, "a2a", &shapes[0], stream);
+        runGraph(comm, "fused", &shapes[3], stream);
+      }
+      CPCL_OK(cpclCommDestroy(comm));
+    }
+  }
+  if (W > 1) runStall(stream);
+#ifdef CPCL_HAVE_NCCL
+  if (W == 1) runNcclOneRank(stream);
+#endif
+  cudaStreamDestroy(stream);
+  if (rank == 0)
+    printf("test_gpu_decode: %d ranks on %d GPU(s), %d schedule cases and %d graph replays passed\n", W, devices,
+           casesRun, graphsRun);
+  MPI_Finalize();
+  return 0;
+}

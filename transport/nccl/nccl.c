@@ -1,0 +1,185 @@
+/*
+ * nccl.c -- GPU ranks on any nodes, through NCCL: grouped send/receive on the caller's stream
+ * (stream-ordered, capturable in CUDA graphs). The NCCL communicator is either the engine's own
+ * (cpclCommInitNccl, which passes it here through the out-of-band shim of src/comm_nccl.c) or
+ * one this transport creates over the caller's out-of-band all-gather (cpclCommInitOob with
+ * transport "nccl"). The control plane is ncclAllGather on a private stream, its wait bounded
+ * by the communicator's timeout (then the NCCL communicator is aborted and cpclTimeout returned).
+ */
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "comm.h"
+#include "core.h"
+#include "nccl_boot.h"
+#include "transport.h"
+
+typedef struct {
+  ncclComm_t nc;
+  int owned; /* created here: destroyed at fini */
+  int W, rank, timeoutMs;
+  cudaStream_t ctrlStream;
+  char* ctrlBuf; /* device staging of the control all-gather */
+  size_t ctrlBytes;
+} ncclCtx_t;
+
+static int ncclUsable(void) {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+static double nowMs(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+/* Blocking all-gather of host bytes over nc, bounded by timeoutMs. */
+cpclResult_t cpclNcclHostAllgather(ncclComm_t nc, int W, int rank, int timeoutMs, cudaStream_t stream, char** buf,
+                                   size_t* cap, const void* send, void* recv, size_t bytes) {
+  const size_t need = bytes * (size_t)(W + 1);
+  if (need > *cap) {
+    if (*buf) cudaFree(*buf);
+    *buf = NULL;
+    *cap = 0;
+    cudaError_t e = cudaMalloc((void**)buf, need);
+    if (e != cudaSuccess)
+      return CPCL_ERR(NULL, cpclUnhandledCudaError, "nccl: staging for the control all-gather: %s",
+                      cudaGetErrorString(e));
+    *cap = need;
+  }
+  char* dsend = *buf + bytes * (size_t)W;
+  if (cudaMemcpyAsync(dsend, send, bytes, cudaMemcpyHostToDevice, stream) != cudaSuccess)
+    return CPCL_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather copy in failed");
+  ncclResult_t nr = ncclAllGather(dsend, *buf, bytes, ncclUint8, nc, stream);
+  if (nr != ncclSuccess)
+    return CPCL_ERR(NULL, cpclRemoteError, "nccl: ncclAllGather: %s", ncclGetErrorString(nr));
+  if (cudaMemcpyAsync(recv, *buf, bytes * (size_t)W, cudaMemcpyDeviceToHost, stream) != cudaSuccess)
+    return CPCL_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather copy out failed");
+  const double start = nowMs();
+  for (;;) {
+    cudaError_t q = cudaStreamQuery(stream);
+    if (q == cudaSuccess) return cpclSuccess;
+    if (q != cudaErrorNotReady)
+      return CPCL_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather: %s", cudaGetErrorString(q));
+    ncclResult_t ae = ncclSuccess;
+    ncclCommGetAsyncError(nc, &ae);
+    if (ae != ncclSuccess && ae != ncclInProgress)
+      return CPCL_ERR(NULL, cpclRemoteError, "nccl: control all-gather: %s", ncclGetErrorString(ae));
+    if (nowMs() - start > timeoutMs) {
+      (void)rank;
+      return CPCL_ERR(NULL, cpclTimeout, "nccl: control all-gather: no answer within %d ms", timeoutMs);
+    }
+    struct timespec ts = {0, 20000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+static cpclResult_t ncclCtrlAllgather(void* vctx, const void* send, void* recv, size_t bytes) {
+  ncclCtx_t* c = vctx;
+  return cpclNcclHostAllgather(c->nc, c->W, c->rank, c->timeoutMs, c->ctrlStream, &c->ctrlBuf, &c->ctrlBytes, send,
+                               recv, bytes);
+}
+
+static cpclResult_t ncclAlltoallv(void* vctx, const cpclXfer_t* x) {
+  ncclCtx_t* c = vctx;
+  cudaStream_t s = (cudaStream_t)x->stream;
+  ncclResult_t r = ncclGroupStart();
+  for (int k = 1; k < c->W && r == ncclSuccess; k++) {
+    const int q = (c->rank + k) % c->W;
+    if (x->sendBytes[q]) r = ncclSend(x->sendbufs[q], x->sendBytes[q], ncclUint8, q, c->nc, s);
+    if (r == ncclSuccess && x->recvBytes[q]) r = ncclRecv(x->recvbufs[q], x->recvBytes[q], ncclUint8, q, c->nc, s);
+  }
+  ncclResult_t r2 = ncclGroupEnd();
+  if (r == ncclSuccess) r = r2;
+  if (r != ncclSuccess && r != ncclInProgress)
+    return CPCL_ERR(NULL, cpclRemoteError, "nccl: grouped send/receive: %s", ncclGetErrorString(r));
+  return cpclSuccess;
+}
+
+/* every receive of alltoallv completes with it: nothing left to wait for */
+static cpclResult_t ncclWaitFrom(void* vctx, int peer, int* errorFlag, cpclStream_t stream) {
+  (void)vctx, (void)peer, (void)errorFlag, (void)stream;
+  return cpclSuccess;
+}
+
+static cpclResult_t ncclFini(void* vctx) {
+  ncclCtx_t* c = vctx;
+  if (c == NULL) return cpclSuccess;
+  if (c->ctrlStream) cudaStreamSynchronize(c->ctrlStream);
+  if (c->ctrlBuf) cudaFree(c->ctrlBuf);
+  if (c->ctrlStream) cudaStreamDestroy(c->ctrlStream);
+  if (c->owned && c->nc) ncclCommDestroy(c->nc);
+  free(c);
+  return cpclSuccess;
+}
+
+static cpclResult_t ncclInit(struct cpclComm* comm, const cpclOob_t* oob, void** ctxOut) {
+  if (comm->memType != cpclMemCuda)
+    return CPCL_ERR(comm, cpclInvalidArgument, "transport \"nccl\" moves CUDA memory: set config->memType = cpclMemCuda");
+  ncclCtx_t* c = calloc(1, sizeof(*c));
+  if (c == NULL) return CPCL_ERR(comm, cpclSystemError, "nccl: allocation failed");
+  c->W = comm->nranks;
+  c->rank = comm->rank;
+  c->timeoutMs = comm->timeoutMs;
+  cpclResult_t res = cpclSuccess;
+  if (cudaStreamCreateWithFlags(&c->ctrlStream, cudaStreamNonBlocking) != cudaSuccess) {
+    res = CPCL_ERR(comm, cpclUnhandledCudaError, "nccl: creating the control stream failed");
+    goto fail;
+  }
+  ncclComm_t engine = cpclNcclBootComm(oob);
+  if (engine) { /* cpclCommInitNccl: the engine's communicator */
+    c->nc = engine;
+  } else {
+    ncclUniqueId id, *all = calloc((size_t)c->W, sizeof(ncclUniqueId));
+    if (all == NULL) {
+      res = CPCL_ERR(comm, cpclSystemError, "nccl: allocation failed");
+      goto fail;
+    }
+    ncclResult_t r = comm->rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
+    if (comm->rank != 0) memset(&id, 0, sizeof(id));
+    if (oob->allgather(&id, all, sizeof(id), oob->ctx) != 0) {
+      free(all);
+      res = CPCL_ERR(comm, cpclSystemError, "nccl: the out-of-band all-gather of the NCCL id failed");
+      goto fail;
+    }
+    id = all[0];
+    free(all);
+    if (r == ncclSuccess) r = ncclCommInitRank(&c->nc, c->W, id, c->rank);
+    if (r != ncclSuccess) {
+      res = CPCL_ERR(comm, cpclSystemError, "nccl: ncclCommInitRank: %s (%s)", ncclGetErrorString(r),
+                     ncclGetLastError(NULL));
+      goto fail;
+    }
+    c->owned = 1;
+  }
+  *ctxOut = c;
+  return cpclSuccess;
+fail:
+  ncclFini(c);
+  return res;
+}
+
+const cpclTransportOps_t cpclTransportNccl = {
+    .name = "nccl",
+    .memTypes = 1u << cpclMemCuda,
+    .usable = ncclUsable,
+    .init = ncclInit,
+    .fini = ncclFini,
+    .isend = cpclTransportUnsupported,
+    .irecv = cpclTransportUnsupported,
+    .progress = cpclTransportUnsupported,
+    .test = cpclTransportUnsupported,
+    .cancel = cpclTransportUnsupported,
+    .regMem = cpclTransportUnsupported,
+    .deregMem = cpclTransportUnsupported,
+    .peerPtr = cpclTransportUnsupported,
+    .ctrlAllgather = ncclCtrlAllgather,
+    .alltoallv = ncclAlltoallv,
+    .waitFrom = ncclWaitFrom,
+    .peerSync = cpclTransportUnsupported,
+};
