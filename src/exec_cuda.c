@@ -20,7 +20,10 @@ static cpclResult_t cudaAllocZero(struct cpclComm* comm, void* ptrOut, size_t by
   if (e != cudaSuccess)
     return CPCL_ERR(comm, cpclUnhandledCudaError, "cudaMalloc of %zu bytes for %s failed: %s", bytes, what,
                     cudaGetErrorString(e));
+  /* cudaMemset runs on the legacy stream, which orders nothing on the engine's non-blocking
+   * streams, and peers may store into this buffer as soon as it is registered: wait for it */
   e = cudaMemset(p, 0, bytes ? bytes : 16);
+  if (e == cudaSuccess) e = cudaDeviceSynchronize();
   if (e != cudaSuccess) {
     cudaFree(p);
     return CPCL_ERR(comm, cpclUnhandledCudaError, "cudaMemset of %s failed: %s", what, cudaGetErrorString(e));
