@@ -73,6 +73,9 @@ typedef struct {
    * partial straight into its owner's receive slot. */
   void* outBlock[CPCL_MAX_PARTS];
   float* lseBlock[CPCL_MAX_PARTS];
+  /* CUDA: when qBlock[0] is set, block j's queries start at qBlock[j] (qTokenStride as above):
+   * the fused kernel reads this rank's own block where the caller left it */
+  const void* qBlock[CPCL_MAX_PARTS];
 } cpclAttnParams_t;
 
 /* Merge of numParts partial states, in part order, fp32 (DESIGN.md §1):
@@ -216,7 +219,7 @@ typedef struct {
   size_t qBytes;                 /* multiple of 16 */
   void* qDst[CPCL_MAX_PARTS];    /* block dcpRank of peer j's gathered queries (mapped) */
   cpclMergeParams_t merge;       /* this rank's D received partials -> out, lse */
-  int numPutCtas, numMergeCtas;
+  int numPutCtas, numMergeCtas; /* both 0 with one rank: the attention writes out/lse itself */
   int attnGrid[3];               /* set by the launcher */
 } cpclFusedParams_t;
 int cpclCudaFused(const cpclFusedParams_t* f, void* stream);

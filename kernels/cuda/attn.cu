@@ -34,7 +34,7 @@ constexpr int kThreads = 128, kWarps = kThreads / 32, kUC = kCtaHeads, kUPW = kU
 /* One CTA's work (a plain launch or a ticket of the fused kernel); true when it wrote out/lse. */
 template <typename TQ, typename TKV, int kDpl>
 __device__ __forceinline__ bool splitBody(const cpclAttnParams_t& p, const CtaIdx& cta, unsigned char* smem) {
-  const int Dqk = p.headDimQk, Dv = p.headDimVo, Hb = p.headsPerBlock;
+  const int Dqk = p.headDimQk, Dv = p.headDimVo;
   CtaWork w;
   if (!ctaWork(p, cta, w)) return false;
   const int t = w.t, kh = w.kh, s = w.s, g0 = w.g0, nu = w.nu, split = w.split;
@@ -49,11 +49,9 @@ __device__ __forceinline__ bool splitBody(const cpclAttnParams_t& p, const CtaId
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 
   const float qscale = p.smScale * kLog2e;
-  const TQ* q = static_cast<const TQ*>(p.q);
   for (int i = tid; i < kUC * Dqk; i += kThreads) {
     const int u = i / Dqk, d = i % Dqk, g = g0 + u;
-    qs[i] = u < nu ? toF<TQ>(q[(g / Hb) * p.qBlockStride + t * p.qTokenStride + (int64_t)(g % Hb) * Dqk + d]) * qscale
-                   : 0.f;
+    qs[i] = u < nu ? toF<TQ>(attnQ<TQ>(p, g, t)[d]) * qscale : 0.f;
   }
 
   const PageMap pm(p.blockTable + (int64_t)s * p.maxPagesPerSeq, p.pageSize);

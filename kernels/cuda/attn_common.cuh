@@ -64,6 +64,14 @@ __device__ __forceinline__ CtaIdx ctaFromBlock() {
   return CtaIdx{(int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, (int)gridDim.y};
 }
 
+/* Query of gathered head g, row t: per-block bases (qBlock) or the strided layout. */
+template <typename T>
+__device__ __forceinline__ const T* attnQ(const cpclAttnParams_t& p, int g, int t) {
+  const int Hb = p.headsPerBlock, j = g / Hb;
+  const T* base = p.qBlock[0] ? static_cast<const T*>(p.qBlock[j]) : static_cast<const T*>(p.q) + j * p.qBlockStride;
+  return base + t * p.qTokenStride + (int64_t)(g % Hb) * p.headDimQk;
+}
+
 /* Output addresses of gathered head g, row t: per-block bases (outBlock, the fused kernel's peer
  * slots) or the strided layout of kernels.h. */
 template <typename T>

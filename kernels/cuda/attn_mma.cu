@@ -78,7 +78,6 @@ __device__ __forceinline__ void cpAsync16Zfill(void* smem, const void* gmem, boo
 template <typename T, int D, int kStages>
 __device__ __forceinline__ bool mmaBody(const cpclAttnParams_t& p, const CtaIdx& cta, unsigned char* smem) {
   constexpr int kRowB = D * 2 + 16, kStageB = 2 * kTile * kRowB, KS = D / 16, NT = D / 8;
-  const int Hb = p.headsPerBlock;
   CtaWork w;
   if (!ctaWork(p, cta, w)) return false;
   const int t = w.t, kh = w.kh, s = w.s, g0 = w.g0, nu = w.nu, split = w.split;
@@ -89,11 +88,10 @@ __device__ __forceinline__ bool mmaBody(const cpclAttnParams_t& p, const CtaIdx&
   /* Q as A fragments, once; rows past nu are zero (their output is never written) */
   uint32_t qa[KS][4];
   {
-    const T* q = static_cast<const T*>(p.q);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-      const int row = gr + (i & 1) * 8, g = g0 + row;
-      const T* qr = q + (g / Hb) * p.qBlockStride + t * p.qTokenStride + (int64_t)(g % Hb) * D;
+      const int row = gr + (i & 1) * 8, g = min(g0 + row, g0 + nu - 1); /* rows past nu: any valid head */
+      const T* qr = attnQ<T>(p, g, t);
 #pragma unroll
       for (int ks = 0; ks < KS; ks++)
         qa[ks][i] = row < nu ? *reinterpret_cast<const uint32_t*>(qr + ks * 16 + cq + (i >> 1) * 8) : 0u;

@@ -39,7 +39,8 @@ __device__ __forceinline__ unsigned long long globalTimerNs() {
 /* Spins until *flag >= target (wrapping difference). Bounded by s.timeoutNs: on expiry records
  * CPCL_KERR_TIMEOUT (peer, target, value seen) and returns false; once any wait of this plan
  * has timed out, returns false at once. */
-static __device__ __noinline__ bool waitFlag(const int* flag, int target, const cpclPeerSync_t& s, int peer, int* errorFlag) {
+static __device__ __noinline__ bool waitFlag(const int* flag, int target, unsigned long long timeoutNs, int peer,
+                                             int* errorFlag) {
   int v = ldAcquireSys(flag);
   if (v - target >= 0) return true;
   const unsigned long long t0 = globalTimerNs();
@@ -48,7 +49,7 @@ static __device__ __noinline__ bool waitFlag(const int* flag, int target, const 
     if (v - target >= 0) return true;
     if ((i & 1023) == 0) {
       if (errorFlag && ldAcquireSys(errorFlag) == CPCL_KERR_TIMEOUT) return false;
-      if (globalTimerNs() - t0 > s.timeoutNs) {
+      if (globalTimerNs() - t0 > timeoutNs) {
         reportError(errorFlag, CPCL_KERR_TIMEOUT, peer, target, v);
         return false;
       }
@@ -58,13 +59,13 @@ static __device__ __noinline__ bool waitFlag(const int* flag, int target, const 
 }
 
 template <class Body>
-__global__ void __launch_bounds__(Body::kThreads) attnKernel(const cpclAttnParams_t p) {
+__global__ void __launch_bounds__(Body::kThreads) attnKernel(const __grid_constant__ cpclAttnParams_t p) {
   extern __shared__ __align__(16) unsigned char smem[];
   Body::run(p, ctaFromBlock(), smem);
 }
 
 template <class Body>
-__global__ void __launch_bounds__(Body::kThreads) fusedKernel(const cpclFusedParams_t f) {
+__global__ void __launch_bounds__(Body::kThreads) fusedKernel(const __grid_constant__ cpclFusedParams_t f) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int sTicket, sEpoch;
   const cpclPeerSync_t& s = f.sync;
@@ -86,14 +87,15 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const cpclFusedPar
 
   if (ticket < f.numPutCtas) { /* queries to every peer's gathered block `me` */
     for (int j = tid; j < D; j += blockDim.x)
-      if (j != me) waitFlag(s.readyIn + j, E - 1, s, j, err);
+      if (j != me) waitFlag(s.readyIn + j, E - 1, s.timeoutNs, j, err);
     __syncthreads();
     const size_t n16 = f.qBytes / 16, per = (n16 + f.numPutCtas - 1) / f.numPutCtas;
     const size_t b = (size_t)ticket * per, e = min(n16, b + per);
     const int4* src = static_cast<const int4*>(f.qSrc);
     for (size_t i = b + tid; i < e; i += blockDim.x) {
       const int4 v = src[i];
-      for (int j = 0; j < D; j++) static_cast<int4*>(f.qDst[j])[i] = v;
+      for (int j = 0; j < D; j++) /* the own block is read where the caller left it */
+        if (j != me) static_cast<int4*>(f.qDst[j])[i] = v;
     }
     __threadfence_system();
     __syncthreads();
@@ -107,12 +109,13 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const cpclFusedPar
     CtaWork w;
     if (ctaWork(p, c, w)) {
       const int jLo = w.g0 / H, jHi = (w.g0 + w.nu - 1) / H;
-      for (int j = jLo + tid; j <= jHi; j += blockDim.x) {
-        waitFlag(s.dataIn[CPCL_SYNC_Q] + j, E, s, j, err); /* its queries are here */
-        if (j != me) waitFlag(s.readyIn + j, E, s, j, err); /* its receive slots are free */
-      }
+      for (int j = jLo + tid; j <= jHi; j += blockDim.x)
+        if (j != me) {
+          waitFlag(s.dataIn[CPCL_SYNC_Q] + j, E, s.timeoutNs, j, err); /* its queries are here */
+          waitFlag(s.readyIn + j, E, s.timeoutNs, j, err);           /* its receive slots are free */
+        }
       __syncthreads();
-      if (Body::run(p, c, smem)) {
+      if (Body::run(p, c, smem) && f.numMergeCtas > 0) {
         __threadfence_system();
         __syncthreads();
         for (int j = jLo + tid; j <= jHi; j += blockDim.x) {
@@ -125,7 +128,7 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const cpclFusedPar
       }
     }
   } else { /* the merge of this rank's heads */
-    for (int j = tid; j < D; j += blockDim.x) waitFlag(s.dataIn[CPCL_SYNC_PART] + j, E + 1, s, j, err);
+    for (int j = tid; j < D; j += blockDim.x) waitFlag(s.dataIn[CPCL_SYNC_PART] + j, E + 1, s.timeoutNs, j, err);
     __syncthreads();
     for (int i = ticket - f.numPutCtas - nAttn; i < T * H; i += f.numMergeCtas)
       mergeOne<typename Body::OutT>(f.merge, i / H, i % H);
@@ -166,7 +169,9 @@ static int launchBody(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cud
   fp.attnGrid[1] = (int)g.y;
   fp.attnGrid[2] = (int)g.z;
   const long long ctas = (long long)fp.numPutCtas + (long long)g.x * g.y * g.z + fp.numMergeCtas;
-  if (ctas > 0x7fffffffLL || fp.numPutCtas < 1 || fp.numMergeCtas < 1) return (int)cudaErrorInvalidValue;
+  if (ctas > 0x7fffffffLL || fp.numPutCtas < 0 || fp.numMergeCtas < 0 ||
+      (fp.dcpSize > 1 && (fp.numPutCtas < 1 || fp.numMergeCtas < 1)))
+    return (int)cudaErrorInvalidValue;
   fusedKernel<Body><<<(unsigned)ctas, Body::kThreads, smem, stream>>>(fp);
   return (int)cudaGetLastError();
 }

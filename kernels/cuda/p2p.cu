@@ -26,7 +26,7 @@ __device__ __forceinline__ void copyRange(void* dst, const void* src, size_t b, 
   for (size_t i = b + threadIdx.x; i < e; i += blockDim.x) d[i] = s[i];
 }
 
-__global__ void __launch_bounds__(kXchgThreads) exchangeKernel(const cpclXchgParams_t x) {
+__global__ void __launch_bounds__(kXchgThreads) exchangeKernel(const __grid_constant__ cpclXchgParams_t x) {
   __shared__ int sEpoch, sLast;
   const cpclPeerSync_t& s = x.sync;
   unsigned* ctr = s.counters;
@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kXchgThreads) exchangeKernel(const cpclXchgPar
     int i = 0;
     while (i + 1 < x.numPuts && (int)blockIdx.x >= x.firstBlock[i + 1]) i++;
     const int nb = x.firstBlock[i + 1] - x.firstBlock[i], b = (int)blockIdx.x - x.firstBlock[i];
-    if (tid == 0) waitFlag(s.readyIn + x.peer[i], E - 1, s, x.peer[i], x.errorFlag);
+    if (tid == 0) waitFlag(s.readyIn + x.peer[i], E - 1, s.timeoutNs, x.peer[i], x.errorFlag);
     __syncthreads();
     const size_t per = (x.bytes[i] + nb - 1) / nb, lo = min(x.bytes[i], (size_t)b * per),
                  hi = min(x.bytes[i], lo + per);
@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kXchgThreads) exchangeKernel(const cpclXchgPar
   __syncthreads();
   if (!sLast) return;
   for (int p = tid; p < s.nranks; p += blockDim.x)
-    if ((x.waitMask >> p) & 1ull) waitFlag(s.dataIn[CPCL_SYNC_XCHG] + p, E, s, p, x.errorFlag);
+    if ((x.waitMask >> p) & 1ull) waitFlag(s.dataIn[CPCL_SYNC_XCHG] + p, E, s.timeoutNs, p, x.errorFlag);
   __syncthreads();
   if (tid == 0) {
     ctr[kXDone] = 0;

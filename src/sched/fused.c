@@ -23,7 +23,6 @@ static cpclResult_t fusedDecode(struct cpclAttnPlan* pl, const cpclStep_t* st, v
   cpclFusedParams_t f;
   memset(&f, 0, sizeof(f));
   cpclStepAttnParams(pl, st, 0, D * H, &f.attn);
-  f.attn.q = pl->qGather; /* even with one rank: the kernel's own store is part of what it measures */
   f.attn.oTokenStride = (int64_t)H * pl->desc.headDimVo;
   f.attn.lseTokenStride = H;
   const size_t lseOff = cpclSliceLseOffset(pl, T);
@@ -33,6 +32,7 @@ static cpclResult_t fusedDecode(struct cpclAttnPlan* pl, const cpclStep_t* st, v
     char* slot = (char*)pl->peerRecv[j] + (size_t)me * pl->sliceCap; /* rank j's slot for this rank */
     f.attn.outBlock[j] = slot;
     f.attn.lseBlock[j] = (float*)(slot + lseOff);
+    f.attn.qBlock[j] = j == me ? st->q : (char*)pl->qGather + (size_t)j * f.qBytes; /* own block: no copy */
     f.qDst[j] = (char*)pl->peerQ[j] + (size_t)me * f.qBytes;
   }
   CPCLCHECK(cpclPlanPeerSync(pl, &f.sync));
@@ -41,6 +41,11 @@ static cpclResult_t fusedDecode(struct cpclAttnPlan* pl, const cpclStep_t* st, v
   cpclStepMergeParams(pl, T, CPCL_MERGE_LSE, out, lse, 1, &f.merge);
   f.numPutCtas = (int)CPCL_MIN(8, CPCL_MAX(1, (f.qBytes + CPCL_FUSED_PUT_BYTES - 1) / CPCL_FUSED_PUT_BYTES));
   f.numMergeCtas = (int)CPCL_MIN(132, CPCL_MAX(1, (T * H + 3) / 4));
+  if (D == 1) { /* nothing to send and one partial to merge: the attention writes the answer */
+    f.attn.outBlock[0] = out;
+    f.attn.lseBlock[0] = lse;
+    f.numPutCtas = f.numMergeCtas = 0;
+  }
   CPCL_NVTX_PUSH("cpcl fused kernel");
   cpclResult_t res = pl->exec->fused(&f, st->stream);
   CPCL_NVTX_POP();
