@@ -179,9 +179,9 @@ typedef struct {
   int* epoch;
   int* readyIn;
   int* dataIn[CPCL_SYNC_KINDS];
-  int* readyOut[CPCL_MAX_PARTS];                  /* &readyIn[rank] as rank p maps it; NULL for self */
-  int* dataOut[CPCL_SYNC_KINDS][CPCL_MAX_PARTS];  /* &dataIn[k][rank] as rank p maps it (self: own) */
-  unsigned* counters;                             /* CPCL_SYNC_COUNTERS, local */
+  int* readyOut[CPCL_MAX_PARTS];                 /* &readyIn[rank] as rank p maps it; NULL for self */
+  int* dataOut[CPCL_SYNC_KINDS][CPCL_MAX_PARTS]; /* &dataIn[k][rank] as rank p maps it (self: own) */
+  unsigned* counters;                            /* CPCL_SYNC_COUNTERS, local */
   unsigned long long timeoutNs;
 } cpclPeerSync_t;
 
@@ -216,11 +216,11 @@ typedef struct {
   cpclPeerSync_t sync;
   int dcpSize, dcpRank;
   const void* qSrc;
-  size_t qBytes;                 /* multiple of 16 */
-  void* qDst[CPCL_MAX_PARTS];    /* block dcpRank of peer j's gathered queries (mapped) */
-  cpclMergeParams_t merge;       /* this rank's D received partials -> out, lse */
+  size_t qBytes;                /* multiple of 16 */
+  void* qDst[CPCL_MAX_PARTS];   /* block dcpRank of peer j's gathered queries (mapped) */
+  cpclMergeParams_t merge;      /* this rank's D received partials -> out, lse */
   int numPutCtas, numMergeCtas; /* both 0 with one rank: the attention writes out/lse itself */
-  int attnGrid[3];               /* set by the launcher */
+  int attnGrid[3];              /* set by the launcher */
 } cpclFusedParams_t;
 int cpclCudaFused(const cpclFusedParams_t* f, void* stream);
 

@@ -130,7 +130,8 @@ static int fusedPossible(const struct cpclComm* c, char* msg, size_t n) {
     return 0;
   }
   if (c->nranks > 1 && c->tp->peerSync == (void*)cpclTransportUnsupported) {
-    snprintf(msg, n, "fused needs GPU peers that map each other's memory (transport \"ipc\"); this communicator uses %s",
+    snprintf(msg, n,
+             "fused needs GPU peers that map each other's memory (transport \"ipc\"); this communicator uses %s",
              c->transportName);
     return 0;
   }

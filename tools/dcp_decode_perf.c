@@ -426,7 +426,8 @@ static int parse(int argc, char** argv, opts_t* o) {
         return -1;
     }
   }
-  if (!o->algos[0]) snprintf(o->algos, sizeof(o->algos), "%s", o->gpu ? "agrs,a2a,pipelined,fused" : "agrs,a2a,pipelined");
+  if (!o->algos[0])
+    snprintf(o->algos, sizeof(o->algos), "%s", o->gpu ? "agrs,a2a,pipelined,fused" : "agrs,a2a,pipelined");
 #ifndef PERF_CUDA
   if (o->gpu) {
     fprintf(stderr, "dcp_decode_perf: -g 1 needs a build with CUDA\n");

@@ -243,7 +243,7 @@ static int attnMain(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaS
       (!p->latentKv && (p->headDimVo * cpclKDtypeSize(p->kvType)) % 16))
     return (int)cudaErrorInvalidValue;
   cudaStream_t s = stream;
-#define CPCL_ATTN_DPL(TQ, TKV)                                                       \
+#define CPCL_ATTN_DPL(TQ, TKV)                                                  \
   if (p->headDimVo <= 128) return launchBody<SplitBody<TQ, TKV, 4>>(p, f, s);   \
   if (p->headDimVo <= 256) return launchBody<SplitBody<TQ, TKV, 8>>(p, f, s);   \
   if (p->headDimVo <= 512) return launchBody<SplitBody<TQ, TKV, 16>>(p, f, s);  \

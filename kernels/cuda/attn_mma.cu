@@ -289,7 +289,8 @@ struct MmaBody {
 template <typename T, int D>
 static int launchMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t stream) {
   /* 2 stages (70 KB, 3 CTAs an SM) beat 3 (104 KB, 2 CTAs) at every measured shape */
-  return p->pipelineStages == 3 ? launchBody<MmaBody<T, D, 3>>(p, f, stream) : launchBody<MmaBody<T, D, 2>>(p, f, stream);
+  return p->pipelineStages == 3 ? launchBody<MmaBody<T, D, 3>>(p, f, stream)
+                                : launchBody<MmaBody<T, D, 2>>(p, f, stream);
 }
 
 }  // namespace cpcl

@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const __grid_const
       for (int j = jLo + tid; j <= jHi; j += blockDim.x)
         if (j != me) {
           waitFlag(s.dataIn[CPCL_SYNC_Q] + j, E, s.timeoutNs, j, err); /* its queries are here */
-          waitFlag(s.readyIn + j, E, s.timeoutNs, j, err);           /* its receive slots are free */
+          waitFlag(s.readyIn + j, E, s.timeoutNs, j, err);             /* its receive slots are free */
         }
       __syncthreads();
       if (Body::run(p, c, smem) && f.numMergeCtas > 0) {

@@ -40,8 +40,8 @@ static void attnTarget(struct cpclAttnPlan* pl, const cpclStep_t* st, int j, int
     cpclStepTargetPartial(pl, st->numTokens, partialOut, partialLse, p);
 }
 
-static cpclResult_t attendAsArrivingDevice(struct cpclAttnPlan* pl, const cpclStep_t* st, int slices,
-                                           void* partialOut, float* partialLse) {
+static cpclResult_t attendAsArrivingDevice(struct cpclAttnPlan* pl, const cpclStep_t* st, int slices, void* partialOut,
+                                           float* partialLse) {
   struct cpclComm* c = pl->comm;
   const int D = pl->D, me = c->dcpRank, base = c->pcpRank * D;
   CPCLCHECK(cpclStepGatherQPost(pl, st, 1));

@@ -31,13 +31,13 @@
 static MPI_Comm world = MPI_COMM_WORLD;
 static int rank, W, casesRun, graphsRun;
 
-#define CUDA_OK(call)                                                                                               \
-  do {                                                                                                              \
-    cudaError_t e_ = (call);                                                                                        \
-    if (e_ != cudaSuccess) {                                                                                        \
-      fprintf(stderr, "[rank %d] %s:%d %s: %s\n", rank, __FILE__, __LINE__, #call, cudaGetErrorString(e_));        \
-      MPI_Abort(world, 1);                                                                                          \
-    }                                                                                                               \
+#define CUDA_OK(call)                                                                                       \
+  do {                                                                                                      \
+    cudaError_t e_ = (call);                                                                                \
+    if (e_ != cudaSuccess) {                                                                                \
+      fprintf(stderr, "[rank %d] %s:%d %s: %s\n", rank, __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      MPI_Abort(world, 1);                                                                                  \
+    }                                                                                                       \
   } while (0)
 
 typedef struct {
@@ -90,7 +90,8 @@ static void stepFill(step_t* st, const shape_t* sh, int dcp, int I, const int32_
   CUDA_OK(cudaMemcpy(st->bt, bt, sizeof(int32_t) * st->S * st->maxPages, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(st->lens, lensH, sizeof(int32_t) * st->S, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(st->qs, qsH, sizeof(int32_t) * (st->S + 1), cudaMemcpyHostToDevice));
-  const size_t kRow = (size_t)st->pageSize * sh->Hkv * sh->Dqk * es, vRow = (size_t)st->pageSize * sh->Hkv * sh->Dv * es;
+  const size_t kRow = (size_t)st->pageSize * sh->Hkv * sh->Dqk * es,
+               vRow = (size_t)st->pageSize * sh->Hkv * sh->Dv * es;
   CUDA_OK(cudaMemcpy(st->k, c.k, kRow * c.numPages, cudaMemcpyHostToDevice));
   if (!sh->latent) CUDA_OK(cudaMemcpy(st->v, c.v, vRow * c.numPages, cudaMemcpyHostToDevice));
   void* q = tuMakeQ(&pb, dr * H, H);

@@ -23,10 +23,10 @@
 #include "core.h"
 #include "transport.h"
 
-#define IPCCHECK(call, what)                                                                                      \
-  do {                                                                                                            \
-    cudaError_t e_ = (call);                                                                                      \
-    if (e_ != cudaSuccess)                                                                                        \
+#define IPCCHECK(call, what)                                                                                  \
+  do {                                                                                                        \
+    cudaError_t e_ = (call);                                                                                  \
+    if (e_ != cudaSuccess)                                                                                    \
       return CPCL_ERR(NULL, cpclUnhandledCudaError, "ipc: %s: %s (%s)", what, cudaGetErrorString(e_), #call); \
   } while (0)
 
@@ -119,7 +119,8 @@ static cpclResult_t ipcRegMem(void* vctx, void* buf, size_t bytes, void** handle
     cudaError_t e = cudaIpcOpenMemHandle((void**)&peer[p], all[p].handle, cudaIpcMemLazyEnablePeerAccess);
     if (e != cudaSuccess) {
       peer[p] = NULL;
-      res = CPCL_ERR(NULL, cpclUnhandledCudaError, "ipc: mapping rank %d's buffer failed: %s", p, cudaGetErrorString(e));
+      res =
+          CPCL_ERR(NULL, cpclUnhandledCudaError, "ipc: mapping rank %d's buffer failed: %s", p, cudaGetErrorString(e));
       goto fail;
     }
   }
@@ -191,8 +192,8 @@ static cpclResult_t ipcAlltoallv(void* vctx, const cpclXfer_t* x) {
     if (x->sendBytes[q]) {
       void* dst = translate(c, x->remote ? x->remote[q] : NULL, q);
       if (dst == NULL)
-        return CPCL_ERR(NULL, cpclInternalError, "ipc: the destination of rank %d's block is not in a registered buffer",
-                        q);
+        return CPCL_ERR(NULL, cpclInternalError,
+                        "ipc: the destination of rank %d's block is not in a registered buffer", q);
       p.src[p.numPuts] = x->sendbufs[q];
       p.dst[p.numPuts] = dst;
       p.bytes[p.numPuts] = x->sendBytes[q];
@@ -236,7 +237,8 @@ static cpclResult_t ipcFini(void* vctx) {
 
 static cpclResult_t ipcInit(struct cpclComm* comm, const cpclOob_t* oob, void** ctxOut) {
   if (comm->memType != cpclMemCuda)
-    return CPCL_ERR(comm, cpclInvalidArgument, "transport \"ipc\" moves CUDA memory: set config->memType = cpclMemCuda");
+    return CPCL_ERR(comm, cpclInvalidArgument,
+                    "transport \"ipc\" moves CUDA memory: set config->memType = cpclMemCuda");
   if (comm->nranks > CPCL_MAX_PARTS)
     return CPCL_ERR(comm, cpclUnsupported, "transport \"ipc\" serves at most %d ranks, not %d", CPCL_MAX_PARTS,
                     comm->nranks);

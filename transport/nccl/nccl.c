@@ -56,8 +56,7 @@ cpclResult_t cpclNcclHostAllgather(ncclComm_t nc, int W, int rank, int timeoutMs
   if (cudaMemcpyAsync(dsend, send, bytes, cudaMemcpyHostToDevice, stream) != cudaSuccess)
     return CPCL_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather copy in failed");
   ncclResult_t nr = ncclAllGather(dsend, *buf, bytes, ncclUint8, nc, stream);
-  if (nr != ncclSuccess)
-    return CPCL_ERR(NULL, cpclRemoteError, "nccl: ncclAllGather: %s", ncclGetErrorString(nr));
+  if (nr != ncclSuccess) return CPCL_ERR(NULL, cpclRemoteError, "nccl: ncclAllGather: %s", ncclGetErrorString(nr));
   if (cudaMemcpyAsync(recv, *buf, bytes * (size_t)W, cudaMemcpyDeviceToHost, stream) != cudaSuccess)
     return CPCL_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather copy out failed");
   const double start = nowMs();
@@ -120,7 +119,8 @@ static cpclResult_t ncclFini(void* vctx) {
 
 static cpclResult_t ncclInit(struct cpclComm* comm, const cpclOob_t* oob, void** ctxOut) {
   if (comm->memType != cpclMemCuda)
-    return CPCL_ERR(comm, cpclInvalidArgument, "transport \"nccl\" moves CUDA memory: set config->memType = cpclMemCuda");
+    return CPCL_ERR(comm, cpclInvalidArgument,
+                    "transport \"nccl\" moves CUDA memory: set config->memType = cpclMemCuda");
   ncclCtx_t* c = calloc(1, sizeof(*c));
   if (c == NULL) return CPCL_ERR(comm, cpclSystemError, "nccl: allocation failed");
   c->W = comm->nranks;
