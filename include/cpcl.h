@@ -13,13 +13,21 @@
  *  - "Collective" functions must be called by every rank of the communicator, in the same order,
  *    with arguments that agree where documented.
  *  - Host memory (cpclMemHost): calls complete before they return.
- *    CUDA memory (cpclMemCuda): calls are ordered on the given stream, like NCCL.
+ *    CUDA memory (cpclMemCuda): calls are ordered on the given stream, like NCCL: they enqueue
+ *    kernels and return; the host never waits for the GPU or for a peer, and a call can be
+ *    captured in a CUDA graph and replayed with new contents in the same buffers (batch arrays,
+ *    q, KV). The operations of one communicator must be issued in the same order on every rank
+ *    and be ordered among themselves (one stream, or streams joined by events), as with NCCL.
  *  - Nothing waits forever: every wait on a peer is bounded by the config's timeoutMs
  *    (cpclTimeout); a peer process on this host that exits is noticed in milliseconds
- *    (cpclRemoteError); either breaks the communicator (cpclCommGetAsyncError).
- *  - Before a per-step operation moves data, the ranks agree on it (operation, plan, rows, and
- *    whether each accepted its own arguments): a rank that called something else, or passed a
- *    bad argument, makes every rank return at once, and the communicator stays usable.
+ *    (cpclRemoteError); either breaks the communicator (cpclCommGetAsyncError). On GPUs the
+ *    waits are in the kernels: one that expires gives up (that step's results are not valid),
+ *    and the next call on the plan, and cpclAttnPlanGetAsyncError, return cpclTimeout.
+ *  - Host memory: before a per-step operation moves data, the ranks agree on it (operation,
+ *    plan, rows, and whether each accepted its own arguments): a rank that called something
+ *    else, or passed a bad argument, makes every rank return at once, and the communicator stays
+ *    usable. CUDA memory checks arguments on each rank only (no host exchange per step, so that
+ *    steps can be captured in graphs): a rank that skips a step makes its peers time out.
  *  - Shapes are written [outer][...][inner], row-major, contiguous.
  *
  * Plain C99; no CUDA or NCCL header is needed to include this file.
@@ -90,8 +98,10 @@ typedef void* cpclStream_t; /* a cudaStream_t for cpclMemCuda; NULL for host mem
 
 /* Out-of-band bootstrap, as in UCC: the caller brings a blocking all-gather (MPI_Allgather, a
  * TCP store, torch.distributed...). allgather() gathers `bytes` bytes from every rank into
- * recvbuf, rank-major ([nranks][bytes]); returns 0 on success. cpcl calls it only inside
- * cpclCommInitOob, so ctx need not outlive that call. */
+ * recvbuf, rank-major ([nranks][bytes]); returns 0 on success. With the host transports cpcl
+ * calls it only inside cpclCommInitOob. With transport "ipc" it is also the control plane of
+ * plan creation (agreement on the descriptor, exchange of memory handles), so the function and
+ * ctx must stay usable until the communicator is destroyed. */
 typedef struct {
   int (*allgather)(const void* sendbuf, void* recvbuf, size_t bytes, void* ctx);
   void* ctx;
@@ -104,9 +114,15 @@ typedef struct {
   int dcpSize;           /* ranks on the DCP axis; must divide nranks; 0 = all ranks */
   int kvInterleave;      /* tokens per interleave run (I); 0 = 1 */
   cpclMemType_t memType; /* where tensors live */
-  const char* transport; /* "ucx" (host memory between processes), "self" (one rank, host or
-                            CUDA), "nccl" / "ipc" (GPUs; not in this release: cpclUnsupported),
-                            or NULL: CPCL_TRANSPORT, else self for one rank, ucx for host memory */
+  const char* transport; /* "ucx": host memory between processes (any nodes);
+                            "ipc": GPUs of one node, one process each, mapping each other's
+                              memory (CUDA IPC): kernels store into peers and raise flags there,
+                              the fused schedule's transport;
+                            "nccl": GPUs on any nodes, grouped send/receive on the stream (see
+                              cpcl_nccl.h for an engine's own NCCL communicator);
+                            "self": one rank, host or CUDA;
+                            NULL: CPCL_TRANSPORT, else self for one rank, ucx for host memory,
+                              ipc for CUDA memory */
   int timeoutMs;         /* longest wait on a peer before cpclTimeout; 0 = CPCL_TIMEOUT_MS */
 } cpclConfig_t;
 
@@ -162,8 +178,12 @@ typedef struct {
   cpclDataType_t kvType; /* dtype of the KV cache */
   int latentKv;          /* 1: MLA, V is the first headDimVo elements of each K row; vCache NULL */
   int lseBase2;          /* 1: every LSE read or written is base 2 */
-  /* Added to the contract: the schedule, "agrs", "a2a", "pipelined" or "fused"; NULL = the
-   * CPCL_ALGO environment parameter, else chosen automatically. Every rank must name the same. */
+  /* Added to the contract: the schedule (DESIGN.md §5), "agrs", "a2a", "pipelined" or "fused";
+   * NULL = the CPCL_ALGO environment parameter, else chosen automatically: a2a on host memory
+   * and with one rank, fused on GPUs over ipc with dcpSize = all ranks. Every rank must name the
+   * same. "fused" (one kernel per step: queries stored into the peers, attention, partials
+   * stored into their owners, merge; no host step) needs CUDA memory, transport "ipc" (or one
+   * rank) and no PCP axis; its Partial and Combine are a2a's. */
   const char* algo;
 } cpclAttnDesc_t;
 
@@ -193,8 +213,11 @@ typedef struct {
  *  - pageSize % kvInterleave == 0 (a page never splits an interleave run).
  * maxTokens: the most query rows any per-step call will pass (numTokens <= maxTokens).
  * Other errors: cpclUnsupported for a schedule this communicator cannot run ("fused" on host
- * memory) or more than 64 ranks; cpclSystemError / cpclUnhandledCudaError when workspace cannot
- * be allocated (its size is in the message). On any error *plan is left untouched. */
+ * memory, over nccl, or with pcp > 1) or more than 64 ranks; cpclSystemError /
+ * cpclUnhandledCudaError when workspace cannot be allocated (its size is in the message). On
+ * any error *plan is left untouched.
+ * CUDA: synchronises the device once (the workspace is zeroed before peers may store into it);
+ * with "ipc" the workspace peers store into is registered with every rank. */
 CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* plan, cpclComm_t comm, const cpclAttnDesc_t* desc,
                                          int maxTokens);
 /* Frees the plan and its workspace. Not collective; no call on it may be in progress (for CUDA,

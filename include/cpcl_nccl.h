@@ -16,7 +16,10 @@ extern "C" {
  * transfers issued on the NCCL communicator (stream-ordered, capturable in CUDA graphs).
  * Collective over `nccl`. config->memType must be cpclMemCuda. The NCCL communicator must
  * outlive the cpcl one; destroy CUDA graphs that captured cpcl calls before ncclCommDestroy.
- * Errors: as cpclCommInitOob; cpclUnsupported when this build has no NCCL transport. */
+ * The control plane (agreement at init and plan creation) is ncclAllGather on a private stream,
+ * its wait bounded by timeoutMs. Schedules: agrs, a2a and pipelined (its partial exchange is one
+ * grouped send/receive); fused needs peer-mapped memory ("ipc"), except with one rank.
+ * Errors: as cpclCommInitOob. */
 CPCL_API cpclResult_t cpclCommInitNccl(cpclComm_t* comm, ncclComm_t nccl, const cpclConfig_t* config);
 
 #ifdef __cplusplus
