@@ -177,7 +177,7 @@ __device__ __forceinline__ bool splitBody(const cpclAttnParams_t& p, const CtaId
       if (lane == 0) wsLseOf(p)[((int64_t)split * T + t) * p.numHeads + hi] = lse2;
     }
   }
-  if (rs.n > 1) return mergeSplitsIfLast<TQ>(p, cta, rs, t, g0, nu);
+  if (rs.n > 1) return mergeSplitsIfLast<TQ>(p, w);
   return true;
 }
 

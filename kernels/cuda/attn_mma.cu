@@ -272,7 +272,7 @@ __device__ __forceinline__ bool mmaBody(const cpclAttnParams_t& p, const CtaIdx&
       if (d == 0) wsLseOf(p)[((int64_t)split * T_ + t) * p.numHeads + hi] = lse2;
     }
   }
-  if (rs.n > 1) return mergeSplitsIfLast<T>(p, cta, rs, t, g0, nu);
+  if (rs.n > 1) return mergeSplitsIfLast<T>(p, w);
   return true;
 }
 

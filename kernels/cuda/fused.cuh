@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const __grid_const
     }
   } else if (ticket < f.numPutCtas + nAttn) { /* attention of one grid cell */
     const int v = ticket - f.numPutCtas, gx = f.attnGrid[0], gy = f.attnGrid[1];
-    const CtaIdx c{v % gx, (v / gx) % gy, v / (gx * gy), gy};
+    const CtaIdx c{v % gx, (v / gx) % gy, v / (gx * gy)};
     CtaWork w;
     if (ctaWork(p, c, w)) {
       const int jLo = w.g0 / H, jHi = (w.g0 + w.nu - 1) / H;
