@@ -9,7 +9,8 @@
  *     kernel); interleave 1 and 16; dcp = W and dcp < W; multi-row sequences;
  *   - CUDA graphs: one cpclAttnDecode captured, replayed three times with new contents in the same
  *     batch buffers (q, seqLens, block tables, KV), each replay checked against a fresh reference;
- *   - NCCL with one rank (cpclCommInitNccl over ncclCommInitRank), every schedule and a graph;
+ *   - NCCL (cpclCommInitNccl over ncclCommInitRank) when there is a GPU per rank, every
+ *     schedule (fused with one rank; with more it must say cpclUnsupported) and graphs;
  *   - a stalled peer: one rank skips a step; the others' kernels give up after timeoutMs, the
  *     next call returns cpclTimeout, and nothing hangs.
  * Exits 77 (skipped) without a CUDA device.
@@ -30,6 +31,7 @@
 
 static MPI_Comm world = MPI_COMM_WORLD;
 static int rank, W, casesRun, graphsRun;
+static int noFused; /* the communicator's transport cannot run fused with W > 1 (nccl) */
 
 #define CUDA_OK(call)                                                                                       \
   do {                                                                                                      \
@@ -199,6 +201,10 @@ static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cud
     if (a == 3 && dcp != W) continue; /* fused covers the DCP axis alone */
     desc.algo = algos[a];
     cpclAttnPlan_t plan;
+    if (a == 3 && W > 1 && noFused) { /* nccl: no peer-mapped memory, so fused says so */
+      EXPECT_RES(cpclAttnPlanCreate(&plan, comm, &desc, T), cpclUnsupported);
+      continue;
+    }
     CPCL_OK(cpclAttnPlanCreate(&plan, comm, &desc, T));
     for (int rep = 0; rep < 3; rep++) {
       CUDA_OK(cudaMemsetAsync(out, 0xff, (size_t)T * H * Dv * es, stream));
@@ -352,27 +358,31 @@ static void runStall(cudaStream_t stream) {
 }
 
 #ifdef CPCL_HAVE_NCCL
-static void runNcclOneRank(cudaStream_t stream) {
+/* The engine's NCCL communicator (one rank per GPU: NCCL refuses two ranks on one GPU). */
+static void runNccl(cudaStream_t stream) {
   ncclUniqueId id;
   ncclComm_t nc;
-  EXPECT(ncclGetUniqueId(&id) == ncclSuccess);
-  EXPECT(ncclCommInitRank(&nc, 1, id, 0) == ncclSuccess);
+  if (rank == 0) EXPECT(ncclGetUniqueId(&id) == ncclSuccess);
+  MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, world);
+  EXPECT(ncclCommInitRank(&nc, W, id, rank) == ncclSuccess);
   cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
   cfg.memType = cpclMemCuda;
   cpclComm_t comm;
   CPCL_OK(cpclCommInitNccl(&comm, nc, &cfg));
   int n = 0;
   CPCL_OK(cpclCommSize(comm, &n));
-  EXPECT(n == 1);
-  suite(comm, 1, 1, stream, 1);
+  EXPECT(n == W);
+  noFused = W > 1;
+  suite(comm, W, 1, stream, 1);
   runGraph(comm, "a2a", &shapes[0], stream);
   runGraph(comm, "agrs", &shapes[0], stream);
-  runGraph(comm, "fused", &shapes[0], stream);
-  CPCL_OK(cpclCommDestroy(comm));
+  runGraph(comm, W > 1 ? "pipelined" : "fused", &shapes[0], stream);
+  noFused = 0;
+  CPCL_OK(cpclCommDestroy(comm)); /* graphs that captured it are destroyed already */
   EXPECT(ncclCommDestroy(nc) == ncclSuccess);
   int v = 0;
   ncclGetVersion(&v);
-  printf("nccl (version code %d), one rank: every schedule and graph replay passed\n", v);
+  if (rank == 0) printf("nccl (version code %d), %d rank(s): every schedule and graph replay passed\n", v, W);
 }
 #endif
 
@@ -413,7 +423,7 @@ int main(int argc, char** argv) {
   }
   if (W > 1) runStall(stream);
 #ifdef CPCL_HAVE_NCCL
-  if (W == 1) runNcclOneRank(stream);
+  if (W <= devices) runNccl(stream);
 #endif
   cudaStreamDestroy(stream);
   if (rank == 0)
