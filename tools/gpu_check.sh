@@ -46,7 +46,12 @@ done
 for tool in memcheck racecheck synccheck; do
   timeout 400 compute-sanitizer --tool $tool --error-exitcode 9 "$BUILD/tests/gpu/test_gpu_kernels" \
     >"$OUT/sanitizer_$tool.log" 2>&1
-  echo "== compute-sanitizer $tool: exit $? ($(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1))"
+  echo "== compute-sanitizer $tool, kernels: exit $? ($(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1))"
+  # the schedules, one process (the exchange and fused kernels, graphs, NCCL). memcheck also
+  # reports 4 API errors (no kernel image, cudaFuncGetAttributes) from inside ncclCommInitRank.
+  CPCL_TIMEOUT_MS=60000 timeout 300 compute-sanitizer --tool $tool "$BUILD/tests/gpu/test_gpu_decode" \
+    >"$OUT/sanitizer_decode_$tool.log" 2>&1
+  echo "== compute-sanitizer $tool, schedules: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_decode_$tool.log" | tail -1), $(grep -c 'Invalid' "$OUT/sanitizer_decode_$tool.log") invalid accesses"
 done
 echo "== kernels"
 "$BUILD/tools/kernel_perf" 2>&1 | tee "$OUT/kernel_perf.txt"
