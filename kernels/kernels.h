@@ -67,6 +67,7 @@ typedef struct {
   unsigned* splitCounters; /* CUDA: cpclCudaAttnCounterCount() zeros; kernels leave them zero */
   int splitChunkMin;       /* CUDA: keys per split at least (0: 512); fixed per plan */
   int pipelineStages;      /* CUDA tensor-core kernel: cp.async stages, 2 or 3 (0: 2) */
+  int narrowOnly;          /* CUDA: 1 = 16 heads a CTA even for larger groups (tests compare) */
   int* errorFlag;          /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
   /* CUDA: when outBlock[0] is set, block j's out / lse start at outBlock[j] / lseBlock[j] (token
    * strides as above) instead of out + j * oBlockStride: the fused kernel stores each block's

@@ -8,6 +8,10 @@
 #include "exec.h"
 #include "kernels.h"
 
+/* Plans for at least this many rows run GQA groups of more than 16 heads through the wide
+ * tensor-core body (measured faster from batch 8 on, slower at batch 1). */
+#define CPCL_WIDE_MIN_TOKENS 8
+
 typedef enum {
   CPCL_ALGO_AGRS = 0,
   CPCL_ALGO_A2A = 1,

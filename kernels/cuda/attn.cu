@@ -184,7 +184,7 @@ __device__ __forceinline__ bool splitBody(const cpclAttnParams_t& p, const CtaId
 template <typename TQ, typename TKV, int kDpl>
 struct SplitBody {
   using OutT = TQ;
-  static constexpr int kThreads = cpcl::kThreads;
+  static constexpr int kThreads = cpcl::kThreads, kHeads = kUC;
   static size_t smemBytes(const cpclAttnParams_t* p) {
     const int kRowB = p->headDimQk * (int)sizeof(TKV) + 16;
     const int vRowB = p->latentKv ? 0 : p->headDimVo * (int)sizeof(TKV) + 16;

@@ -44,15 +44,20 @@ __device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, i
   return r;
 }
 
-/* Grid of both attention kernels: x = (row t, KV head kh) pairs, y = chunks of kCtaHeads gathered
- * heads of one GQA group, z = KV splits. */
-constexpr int kCtaHeads = 16; /* gathered heads a CTA serves (the M of the tensor-core tile) */
+/* Grid of the attention kernels: x = (row t, KV head kh) pairs, y = chunks of ctaHeads gathered
+ * heads of one GQA group (16, or 64 for the wide tensor-core body), z = KV splits. */
+constexpr int kCtaHeads = 16;  /* gathered heads a CTA serves (the M of the tensor-core tile) */
+constexpr int kWideHeads = 64; /* the wide body: 4 warps of 16 heads over every key of a tile */
 
-inline dim3 attnGrid(const cpclAttnParams_t* p) {
+/* heads of one KV head this call covers: min(G, numHeads) */
+__host__ __device__ inline int attnHeadsPerKv(const cpclAttnParams_t* p) {
+  return p->groupSize < p->numHeads ? p->groupSize : p->numHeads;
+}
+
+inline dim3 attnGrid(const cpclAttnParams_t* p, int ctaHeads) {
   const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
   const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
-  const int headsPerKv = G < p->numHeads ? G : p->numHeads;
-  return dim3(p->numTokens * nKv, (headsPerKv + kCtaHeads - 1) / kCtaHeads, p->maxSplits);
+  return dim3(p->numTokens * nKv, (attnHeadsPerKv(p) + ctaHeads - 1) / ctaHeads, p->maxSplits);
 }
 
 /* A CTA's place in the attention grid: blockIdx and gridDim.y for a plain launch, a ticket's
@@ -91,15 +96,16 @@ struct CtaWork {
   RowSplit rs;
   int64_t kBeg, kEnd;
 };
-__device__ __forceinline__ bool ctaWork(const cpclAttnParams_t& p, const CtaIdx& c, CtaWork& w) {
+__device__ __forceinline__ bool ctaWork(const cpclAttnParams_t& p, const CtaIdx& c, CtaWork& w,
+                                        int ctaHeads = kCtaHeads) {
   const int G = p.groupSize, headEnd = p.headBegin + p.numHeads;
   const int khBegin = p.headBegin / G, nKv = (headEnd - 1) / G - khBegin + 1;
   w.t = c.x / nKv;
   w.kh = khBegin + c.x % nKv;
   const int gBegin = max(p.headBegin, w.kh * G), gEnd = min(headEnd, (w.kh + 1) * G);
-  w.g0 = gBegin + c.y * kCtaHeads;
+  w.g0 = gBegin + c.y * ctaHeads;
   if (w.g0 >= gEnd) return false;
-  w.nu = min(kCtaHeads, gEnd - w.g0);
+  w.nu = min(ctaHeads, gEnd - w.g0);
   w.rs = rowSplit(p, w.t, &w.s);
   w.split = c.z;
   if (w.split >= w.rs.n) return false;
@@ -111,12 +117,12 @@ __device__ __forceinline__ bool ctaWork(const cpclAttnParams_t& p, const CtaIdx&
 /* The split counter of this CTA's (row, KV head, head chunk): grid x * gridDim.y + y, recomputed
  * from the work's own fields, so neither blockIdx nor a decoded ticket stays live through the
  * body (measured: a CtaIdx held in registers cost the MLA body 6% more instructions). */
-__device__ __forceinline__ int counterIndex(const cpclAttnParams_t& p, const CtaWork& w) {
+__device__ __forceinline__ int counterIndex(const cpclAttnParams_t& p, const CtaWork& w, int ctaHeads) {
   const int G = p.groupSize, headEnd = p.headBegin + p.numHeads;
   const int khBegin = p.headBegin / G, nKv = (headEnd - 1) / G - khBegin + 1;
-  const int headsPerKv = G < p.numHeads ? G : p.numHeads, gy = (headsPerKv + kCtaHeads - 1) / kCtaHeads;
+  const int gy = (attnHeadsPerKv(&p) + ctaHeads - 1) / ctaHeads;
   const int gBegin = max(p.headBegin, w.kh * G);
-  return (w.t * nKv + (w.kh - khBegin)) * gy + (w.g0 - gBegin) / kCtaHeads;
+  return (w.t * nKv + (w.kh - khBegin)) * gy + (w.g0 - gBegin) / ctaHeads;
 }
 
 /* Local token -> cache slot through the block table, in 32-bit arithmetic (a shard holds fewer
@@ -146,19 +152,19 @@ __device__ __forceinline__ float* wsLseOf(const cpclAttnParams_t& p) {
 /* Called by every thread of a CTA after it wrote its split's partials for heads [g0, g0 + nu)
  * (nu <= 16) of row t. The CTA that finishes last merges all splits of those heads (fp32, split
  * order, so the result does not depend on which CTA is last) and writes out/lse, then re-arms
- * the counter. Weights 2^(x_k - lse) go to shared memory once; the partials are read as float4
- * with the splits unrolled, so many loads are in flight. Returns whether this CTA wrote out. */
-template <typename TQ>
+ * the counter (kMaxHeads: the CTA's head chunk, 16 or 64). Weights 2^(x_k - lse) go to shared memory once; the partials
+ * are read as float4 with the splits unrolled, so many loads are in flight. Returns whether this CTA wrote out. */
+template <typename TQ, int kMaxHeads = kCtaHeads>
 __device__ bool mergeSplitsIfLast(const cpclAttnParams_t& p, const CtaWork& w) {
   const RowSplit& rs = w.rs;
   const int t = w.t, g0 = w.g0, nu = w.nu;
-  constexpr int kMaxSplits = CPCL_CUDA_MAX_SPLITS, kMaxHeads = 16;
+  constexpr int kMaxSplits = CPCL_CUDA_MAX_SPLITS;
   __shared__ int isLast;
   __shared__ float wts[kMaxHeads][kMaxSplits];
   __shared__ float lseOut[kMaxHeads];
   __threadfence();
   __syncthreads();
-  unsigned* counter = p.splitCounters + counterIndex(p, w);
+  unsigned* counter = p.splitCounters + counterIndex(p, w, kMaxHeads);
   if (threadIdx.x == 0) {
     const unsigned prev = atomicAdd(counter, 1u);
     isLast = prev == (unsigned)rs.n - 1;

@@ -276,10 +276,197 @@ __device__ __forceinline__ bool mmaBody(const cpclAttnParams_t& p, const CtaIdx&
   return true;
 }
 
+/* The wide body, for GQA groups of more than 16 heads (after the DCP gather, e.g. 64 heads on one
+ * KV head): up to kWideHeads = 64 heads of one (row, KV head, split) in one CTA, warp w taking
+ * heads [16 w, 16 w + 16) over every key of each tile, so each K/V tile is loaded once for all
+ * of them (the 16-head body loads it once per 16 heads). Per tile and warp:
+ *   S[16 x 64] = Q_w . K^T: 4 key blocks x 2 n-tiles x D/16 k-steps;  online softmax per row;
+ *   O[16 x D] += P . V: 4 key blocks of 16 as the A fragment.
+ * No cross-warp merge: each warp owns its heads. Fragment layouts as in mmaBody. */
+template <typename T, int D, int kStages>
+__device__ __forceinline__ bool mmaWideBody(const cpclAttnParams_t& p, const CtaIdx& cta, unsigned char* smem) {
+  constexpr int kRowB = D * 2 + 16, kStageB = 2 * kTile * kRowB, KS = D / 16, NT = D / 8, NB = kTile / 16;
+  CtaWork w;
+  if (!ctaWork(p, cta, w, kWideHeads)) return false;
+  const int t = w.t, kh = w.kh, s = w.s, g0 = w.g0, split = w.split;
+  const int64_t kBeg = w.kBeg, kEnd = w.kEnd;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, cq = (lane & 3) * 2;
+  const int nuW = max(0, min(16, w.nu - warp * 16)); /* this warp's heads; 0: it only helps load */
+  const int gw = g0 + warp * 16;
+
+  uint32_t qa[KS][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int row = gr + (i & 1) * 8, g = nuW > 0 ? gw + min(row, nuW - 1) : g0;
+    const T* qr = attnQ<T>(p, g, t);
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++)
+      qa[ks][i] = row < nuW ? *reinterpret_cast<const uint32_t*>(qr + ks * 16 + cq + (i >> 1) * 8) : 0u;
+  }
+
+  const PageMap pm(p.blockTable + (int64_t)s * p.maxPagesPerSeq, p.pageSize);
+  const int Hkv = p.numKvHeads;
+  const T* kc = static_cast<const T*>(p.kCache);
+  const T* vc = static_cast<const T*>(p.vCache);
+  constexpr int kChunks = D / 8;
+  constexpr int kRowsPer = kMmaThreads / kChunks, kRowsEach = kTile / kRowsPer;
+  auto loadTile = [&](int64_t k0, unsigned char* st) {
+    const int c = tid % kChunks, r0 = tid / kChunks;
+    int64_t off[kRowsEach];
+#pragma unroll
+    for (int i = 0; i < kRowsEach; i++) {
+      const int64_t key = k0 + r0 + i * kRowsPer;
+      off[i] = key < kEnd ? (pm.slot(key) * Hkv + kh) * D + c * 8 : -1;
+    }
+#pragma unroll
+    for (int i = 0; i < kRowsEach; i++) {
+      const int r = r0 + i * kRowsPer;
+      const bool valid = off[i] >= 0;
+      cpAsync16Zfill(st + r * kRowB + c * 16, kc + (valid ? off[i] : 0), valid);
+      cpAsync16Zfill(st + kTile * kRowB + r * kRowB + c * 16, vc + (valid ? off[i] : 0), valid);
+    }
+  };
+
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, o[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  const float c = p.smScale * kLog2e;
+  const int nTiles = kEnd > kBeg ? (int)((kEnd - kBeg + kTile - 1) / kTile) : 0;
+#pragma unroll
+  for (int st = 0; st < kStages - 1; st++) {
+    if (st < nTiles) loadTile(kBeg + (int64_t)st * kTile, smem + st * kStageB);
+    cpAsyncCommit();
+  }
+  const int j = lane >> 3;
+  for (int it = 0; it < nTiles; it++) {
+    cpAsyncWait<kStages - 2>();
+    __syncthreads();
+    {
+      const int nxt = it + kStages - 1;
+      if (nxt < nTiles) loadTile(kBeg + (int64_t)nxt * kTile, smem + (nxt % kStages) * kStageB);
+      cpAsyncCommit();
+    }
+    const unsigned char* ks_ = smem + (it % kStages) * kStageB;
+    const unsigned char* vs_ = ks_ + kTile * kRowB;
+    const int64_t tileKey = kBeg + (int64_t)it * kTile;
+
+    float sc[2 * NB][4];
+#pragma unroll
+    for (int n = 0; n < 2 * NB; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+#pragma unroll
+    for (int kb = 0; kb < NB; kb++) {
+      const unsigned char* kp = ks_ + (kb * 16 + (j >> 1) * 8 + (lane & 7)) * kRowB + (j & 1) * 16;
+#pragma unroll
+      for (int k = 0; k < KS; k++) {
+        uint32_t kf[4];
+        ldsm4(kf, kp + k * 32);
+        Mma<T>::run(sc[2 * kb], qa[k], kf);
+        Mma<T>::run(sc[2 * kb + 1], qa[k], kf + 2);
+      }
+    }
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < 2 * NB; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int64_t key = tileKey + n * 8 + cq + (e & 1);
+        sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
+      }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float mnew = fmaxf(m[r], mx[r]);
+      const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
+      float rowSum = 0.f;
+#pragma unroll
+      for (int n = 0; n < 2 * NB; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const float x = sc[n][r * 2 + e];
+          sc[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew); /* now P */
+          rowSum += sc[n][r * 2 + e];
+        }
+      l[r] = l[r] * alpha + rowSum;
+      m[r] = mnew;
+      if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+          o[n][r * 2] *= alpha;
+          o[n][r * 2 + 1] *= alpha;
+        }
+      }
+    }
+#pragma unroll
+    for (int kb = 0; kb < NB; kb++) {
+      uint32_t pa[4];
+      pa[0] = Mma<T>::pack(sc[2 * kb][0], sc[2 * kb][1]);
+      pa[1] = Mma<T>::pack(sc[2 * kb][2], sc[2 * kb][3]);
+      pa[2] = Mma<T>::pack(sc[2 * kb + 1][0], sc[2 * kb + 1][1]);
+      pa[3] = Mma<T>::pack(sc[2 * kb + 1][2], sc[2 * kb + 1][3]);
+      const unsigned char* vp = vs_ + (kb * 16 + (j & 1) * 8 + (lane & 7)) * kRowB + (j >> 1) * 16;
+#pragma unroll
+      for (int nb = 0; nb < NT; nb += 2) {
+        uint32_t vb[4];
+        ldsm4T(vb, vp + nb * 16);
+        Mma<T>::run(o[nb], pa, vb);
+        Mma<T>::run(o[nb + 1], pa, vb + 2);
+      }
+    }
+  }
+  cpAsyncWait<0>();
+  __syncthreads();
+
+  /* each warp owns its heads: finish rows gr and gr + 8 directly */
+  const int T_ = p.numTokens;
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    const int row = gr + r * 8;
+    if (row >= nuW) continue;
+    const int g = gw + row;
+    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+    const float lse2 = l[r] > 0.f ? m[r] + log2f(l[r]) : -INFINITY;
+    if (w.rs.n == 1) {
+      T* out = attnOut<T>(p, g, t);
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+        out[n * 8 + cq] = fromF<T>(o[n][r * 2] * inv);
+        out[n * 8 + cq + 1] = fromF<T>(o[n][r * 2 + 1] * inv);
+      }
+      float* lse = (lane & 3) == 0 ? attnLse(p, g, t) : nullptr;
+      if (lse) *lse = p.lseBase2 ? lse2 : lse2 * kLn2;
+    } else {
+      const int hi = g - p.headBegin;
+      float* ws = static_cast<float*>(p.workspace) + (((int64_t)split * T_ + t) * p.numHeads + hi) * D;
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+        ws[n * 8 + cq] = o[n][r * 2] * inv;
+        ws[n * 8 + cq + 1] = o[n][r * 2 + 1] * inv;
+      }
+      if ((lane & 3) == 0) wsLseOf(p)[((int64_t)split * T_ + t) * p.numHeads + hi] = lse2;
+    }
+  }
+  if (w.rs.n > 1) return mergeSplitsIfLast<T, kWideHeads>(p, w);
+  return true;
+}
+
+template <typename T, int D, int kStages>
+struct MmaWideBody {
+  using OutT = T;
+  static constexpr int kThreads = kMmaThreads, kHeads = kWideHeads;
+  static size_t smemBytes(const cpclAttnParams_t*) { return (size_t)kStages * 2 * kTile * (D * 2 + 16); }
+  static __device__ __forceinline__ bool run(const cpclAttnParams_t& p, const CtaIdx& c, unsigned char* smem) {
+    return mmaWideBody<T, D, kStages>(p, c, smem);
+  }
+};
+
 template <typename T, int D, int kStages>
 struct MmaBody {
   using OutT = T;
-  static constexpr int kThreads = kMmaThreads;
+  static constexpr int kThreads = kMmaThreads, kHeads = kCtaHeads;
   static size_t smemBytes(const cpclAttnParams_t*) { return (size_t)kStages * 2 * kTile * (D * 2 + 16); }
   static __device__ __forceinline__ bool run(const cpclAttnParams_t& p, const CtaIdx& c, unsigned char* smem) {
     return mmaBody<T, D, kStages>(p, c, smem);
@@ -288,6 +475,11 @@ struct MmaBody {
 
 template <typename T, int D>
 static int launchMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t stream) {
+  /* Groups of more than 16 heads: the wide body loads each K/V tile once for up to 64 heads
+   * (1.3-1.8x at batch 8-64 on 64 heads, measured); with few rows its fewer, longer CTAs lose
+   * (batch 1: 53 vs 33 us at 8k), so plans for fewer than 8 rows keep the 16-head body
+   * (narrowOnly, set per plan: a row's result never depends on its batch). */
+  if (attnHeadsPerKv(p) > kCtaHeads && !p->narrowOnly) return launchBody<MmaWideBody<T, D, 2>>(p, f, stream);
   /* 2 stages (70 KB, 3 CTAs an SM) beat 3 (104 KB, 2 CTAs) at every measured shape */
   return p->pipelineStages == 3 ? launchBody<MmaBody<T, D, 3>>(p, f, stream)
                                 : launchBody<MmaBody<T, D, 2>>(p, f, stream);

@@ -4,7 +4,7 @@
  * primitives of peer synchronisation shared with p2p.cu.
  *
  * A Body (attn.cu's SplitBody, attn_mma.cu's MmaBody) provides
- *   kThreads, OutT (the query/output type), smemBytes(p) and
+ *   kThreads, kHeads (gathered heads a CTA serves), OutT (the query/output type), smemBytes(p) and
  *   run(p, cta, smem) -> whether this CTA wrote final out/lse for its (row, heads).
  *
  * Fused ticket layout (counters of cpclPeerSync_t): [0] ticket, [1] CTAs done, [2] query-put CTAs
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const __grid_const
     const int v = ticket - f.numPutCtas, gx = f.attnGrid[0], gy = f.attnGrid[1];
     const CtaIdx c{v % gx, (v / gx) % gy, v / (gx * gy)};
     CtaWork w;
-    if (ctaWork(p, c, w)) {
+    if (ctaWork(p, c, w, Body::kHeads)) {
       const int jLo = w.g0 / H, jHi = (w.g0 + w.nu - 1) / H;
       for (int j = jLo + tid; j <= jHi; j += blockDim.x)
         if (j != me) {
@@ -155,7 +155,7 @@ static int raiseSmem(K kernel, size_t smem, size_t* raised) {
 template <class Body>
 static int launchBody(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t stream) {
   const size_t smem = Body::smemBytes(p);
-  const dim3 g = attnGrid(p);
+  const dim3 g = attnGrid(p, Body::kHeads);
   if (f == nullptr) {
     static size_t raised = 0; /* per instantiation */
     if (int e = raiseSmem<Body>(attnKernel<Body>, smem, &raised)) return e;

@@ -202,10 +202,11 @@ static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cud
     desc.algo = algos[a];
     cpclAttnPlan_t plan;
     if (a == 3 && W > 1 && noFused) { /* nccl: no peer-mapped memory, so fused says so */
-      EXPECT_RES(cpclAttnPlanCreate(&plan, comm, &desc, T), cpclUnsupported);
+      EXPECT_RES(cpclAttnPlanCreate(&plan, comm, &desc, T < 8 ? 8 : T), cpclUnsupported);
       continue;
     }
-    CPCL_OK(cpclAttnPlanCreate(&plan, comm, &desc, T));
+    /* room for 8 rows: groups of more than 16 heads then take the wide tensor-core body */
+    CPCL_OK(cpclAttnPlanCreate(&plan, comm, &desc, T < 8 ? 8 : T));
     for (int rep = 0; rep < 3; rep++) {
       CUDA_OK(cudaMemsetAsync(out, 0xff, (size_t)T * H * Dv * es, stream));
       CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, out, lse, stream));

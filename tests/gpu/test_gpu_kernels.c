@@ -142,11 +142,13 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
   hp.workspace = malloc(cpclHostAttnWorkspaceBytes(pb.Dqk, Dv));
   hp.workspaceBytes = cpclHostAttnWorkspaceBytes(pb.Dqk, Dv);
   cpclHostAttn(&hp);
-  /* device: with many splits and with one (direct write); tensor-core and CUDA-core kernels */
-  for (int run = 0; run < 4; run++) {
-    const int splits = run & 1 ? 1 : 64, coresOnly = run >> 1;
+  /* device: with many splits and with one (direct write); tensor-core (wide and 16-head bodies)
+   * and CUDA-core kernels */
+  for (int run = 0; run < 6; run++) {
+    const int splits = run & 1 ? 1 : 64, coresOnly = run >> 1 == 1;
     cpclAttnParams_t dp = p;
     dp.cudaCoresOnly = coresOnly;
+    dp.narrowOnly = run >> 1 == 2;
     const size_t kvRows = (size_t)c.numPages * kc->pageSize * pb.Hkv;
     dp.queryStart = p.queryStart ? toDev(qs, sizeof(qs)) : NULL;
     dp.seqLens = toDev(lens, sizeof(lens));
@@ -233,8 +235,9 @@ static void testAttention(void) {
     kcase_t k = {types[i][0], types[i][1], 2, 4, 128, 128, 0, 1, 0, 1, 16, 1, 0, 0};
     runAttnCase(&k, seed++);
   }
-  int groups[] = {1, 2, 3, 4, 8, 16, 24};
-  for (int i = 0; i < 7; i++) {
+  /* more than 16 heads a group take the wide tensor-core body (24, 40, 64: 2, 3 and 4 warps) */
+  int groups[] = {1, 2, 3, 4, 8, 16, 24, 40, 64};
+  for (int i = 0; i < 9; i++) {
     kcase_t k = {cpclBfloat16, cpclBfloat16, 2, groups[i], 64, 64, 0, 1, 0, 1, 16, 0, 0, 0};
     runAttnCase(&k, seed++);
   }
@@ -246,9 +249,13 @@ static void testAttention(void) {
       kcase_t k2 = {cpclFloat16, cpclFloat16, 1, 8, 128, 128, 0, 3, 2, I, pages[i], 0, 1, 0};
       runAttnCase(&k2, seed++);
     }
-  /* long rows: many splits */
+  /* long rows: many splits (and the wide body's split merge of 64 heads) */
   kcase_t lg = {cpclBfloat16, cpclBfloat16, 1, 16, 128, 128, 0, 1, 0, 1, 16, 0, 1, 0};
   runAttnCase(&lg, seed++);
+  kcase_t lg64 = {cpclBfloat16, cpclBfloat16, 1, 64, 128, 128, 0, 1, 0, 1, 16, 0, 1, 0};
+  runAttnCase(&lg64, seed++);
+  kcase_t wide = {cpclFloat16, cpclFloat16, 1, 48, 128, 128, 0, 2, 1, 16, 16, 1, 0, 0};
+  runAttnCase(&wide, seed++);
   /* MLA: 576/512 latent, 16 and 128 heads on one KV head */
   kcase_t mla = {cpclBfloat16, cpclBfloat16, 1, 16, 576, 512, 1, 2, 1, 16, 64, 1, 0, 0};
   runAttnCase(&mla, seed++);
