@@ -34,6 +34,8 @@ P="$BUILD/tools/dcp_decode_perf"
 $P -g 1 -H 16 -K 1 -b 1 -e 64 -f 4 -l 4096 -L 32768 -F 2 -n 30 -T "one rank, GQA H16/Hkv1" >"$OUT/decode_np1.txt" 2>&1
 $P -g 1 -H 16 -K 1 -b 128 -e 128 -l 4096 -L 32768 -F 2 -n 30 -T "one rank, GQA H16/Hkv1" >>"$OUT/decode_np1.txt" 2>&1
 $P -g 1 -m 1 -H 16 -b 1 -e 64 -f 8 -l 4096 -L 16384 -F 4 -n 20 -T "one rank, MLA H16" >>"$OUT/decode_np1.txt" 2>&1
+$P -g 1 -H 64 -K 1 -b 1 -e 32 -f 4 -l 8192 -L 32768 -F 4 -n 20 -T "one rank, GQA H64/Hkv1 (wide body from 8 rows)" \
+  >>"$OUT/decode_np1.txt" 2>&1
 cat "$OUT/decode_np1.txt"
 echo "== decode, 2 and 4 processes on the one GPU over ipc (-c 1: checked; times mean nothing)"
 for np in 2 4; do
