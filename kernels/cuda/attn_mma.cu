@@ -74,46 +74,49 @@ __device__ __forceinline__ void cpAsync16Zfill(void* smem, const void* gmem, boo
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
 }
 
-/* One CTA's work (a plain launch or a ticket of the fused kernel); true when it wrote out/lse. */
-template <typename T, int D, int kStages>
-__device__ __forceinline__ bool mmaBody(const cpclAttnParams_t& p, const CtaIdx& cta, unsigned char* smem) {
-  constexpr int kRowB = D * 2 + 16, kStageB = 2 * kTile * kRowB, KS = D / 16, NT = D / 8;
-  CtaWork w;
-  if (!ctaWork(p, cta, w)) return false;
-  const int t = w.t, kh = w.kh, s = w.s, g0 = w.g0, nu = w.nu, split = w.split;
-  const RowSplit rs = w.rs;
-  const int64_t kBeg = w.kBeg, kEnd = w.kEnd;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, cq = (lane & 3) * 2;
+/* ---- pieces both tensor-core bodies use ---- */
 
-  /* Q as A fragments, once; rows past nu are zero (their output is never written) */
-  uint32_t qa[KS][4];
-  {
+/* Q as A fragments, once, for rows (heads) gFirst .. gFirst + nRows - 1 of row t; rows past nRows
+ * are zero (their output is never written). */
+template <typename T, int KS>
+__device__ __forceinline__ void loadQFrags(const cpclAttnParams_t& p, int t, int gFirst, int nRows, int gr, int cq,
+                                           uint32_t (&qa)[KS][4]) {
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int row = gr + (i & 1) * 8, g = min(g0 + row, g0 + nu - 1); /* rows past nu: any valid head */
-      const T* qr = attnQ<T>(p, g, t);
+  for (int i = 0; i < 4; i++) {
+    const int row = gr + (i & 1) * 8, g = nRows > 0 ? gFirst + min(row, nRows - 1) : gFirst; /* any valid head */
+    const T* qr = attnQ<T>(p, g, t);
 #pragma unroll
-      for (int ks = 0; ks < KS; ks++)
-        qa[ks][i] = row < nu ? *reinterpret_cast<const uint32_t*>(qr + ks * 16 + cq + (i >> 1) * 8) : 0u;
-    }
+    for (int ks = 0; ks < KS; ks++)
+      qa[ks][i] = row < nRows ? *reinterpret_cast<const uint32_t*>(qr + ks * 16 + cq + (i >> 1) * 8) : 0u;
   }
+}
 
-  const PageMap pm(p.blockTable + (int64_t)s * p.maxPagesPerSeq, p.pageSize);
-  const int Hkv = p.numKvHeads;
-  const T* kc = static_cast<const T*>(p.kCache);
-  const T* vc = static_cast<const T*>(p.vCache);
-  constexpr int kChunks = D / 8; /* 16-byte chunks per row */
-  /* Loader: thread tid copies chunk c = tid % kChunks of rows tid / kChunks + r * kRowsPer, for K
-   * and V. All of its rows' slots are looked up first, so the block-table loads are in flight
-   * together instead of one round trip per row; consecutive lanes then copy consecutive 16 B. */
-  constexpr int kRowsPer = kMmaThreads / kChunks, kRowsEach = kTile / kRowsPer;
-  auto loadTile = [&](int64_t k0, unsigned char* st) {
-    const int c = tid % kChunks, r0 = tid / kChunks;
+/* K and V tiles of kTile keys into a cp.async stage [K rows | V rows], rows padded by 16 bytes.
+ * Thread tid copies chunk c = tid % kChunks of rows tid / kChunks + r * kRowsPer. All of its
+ * rows' slots are looked up first, so the block-table loads are in flight together instead of one
+ * round trip per row; consecutive lanes then copy consecutive 16 B. Keys past kEnd are zeros. */
+template <typename T, int D>
+struct KvTileLoader {
+  static constexpr int kRowB = D * 2 + 16, kChunks = D / 8, kRowsPer = kMmaThreads / kChunks,
+                       kRowsEach = kTile / kRowsPer;
+  PageMap pm;
+  const T *kc, *vc;
+  int hkv, kh;
+  int64_t kEnd;
+  __device__ __forceinline__ KvTileLoader(const cpclAttnParams_t& p, const CtaWork& w)
+      : pm(p.blockTable + (int64_t)w.s * p.maxPagesPerSeq, p.pageSize),
+        kc(static_cast<const T*>(p.kCache)),
+        vc(static_cast<const T*>(p.vCache)),
+        hkv(p.numKvHeads),
+        kh(w.kh),
+        kEnd(w.kEnd) {}
+  __device__ __forceinline__ void operator()(int64_t k0, unsigned char* st) const {
+    const int tid = threadIdx.x, c = tid % kChunks, r0 = tid / kChunks;
     int64_t off[kRowsEach];
 #pragma unroll
     for (int i = 0; i < kRowsEach; i++) {
       const int64_t key = k0 + r0 + i * kRowsPer;
-      off[i] = key < kEnd ? (pm.slot(key) * Hkv + kh) * D + c * 8 : -1;
+      off[i] = key < kEnd ? (pm.slot(key) * hkv + kh) * D + c * 8 : -1;
     }
 #pragma unroll
     for (int i = 0; i < kRowsEach; i++) {
@@ -122,12 +125,14 @@ __device__ __forceinline__ bool mmaBody(const cpclAttnParams_t& p, const CtaIdx&
       cpAsync16Zfill(st + r * kRowB + c * 16, kc + (valid ? off[i] : 0), valid);
       cpAsync16Zfill(st + kTile * kRowB + r * kRowB + c * 16, vc + (valid ? off[i] : 0), valid);
     }
-  };
+  }
+};
 
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, o[NT][4];
-#pragma unroll
-  for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  const float c = p.smScale * kLog2e;
+/* The key loop of both bodies: tiles of [kBeg, kEnd) stream through kStages cp.async stages,
+ * and perTile(it, stage) runs on tile it once it has landed. */
+template <int kStages, int kStageB, class Loader, class PerTile>
+__device__ __forceinline__ void forEachTile(const Loader& loadTile, int64_t kBeg, int64_t kEnd, unsigned char* smem,
+                                            PerTile&& perTile) {
   const int nTiles = kEnd > kBeg ? (int)((kEnd - kBeg + kTile - 1) / kTile) : 0;
 #pragma unroll
   for (int st = 0; st < kStages - 1; st++) {
@@ -137,82 +142,125 @@ __device__ __forceinline__ bool mmaBody(const cpclAttnParams_t& p, const CtaIdx&
   for (int it = 0; it < nTiles; it++) {
     cpAsyncWait<kStages - 2>();
     __syncthreads();
-    {
-      const int nxt = it + kStages - 1;
-      if (nxt < nTiles) loadTile(kBeg + (int64_t)nxt * kTile, smem + (nxt % kStages) * kStageB);
-      cpAsyncCommit();
-    }
-    const unsigned char* ks_ = smem + (it % kStages) * kStageB;
-    const unsigned char* vs_ = ks_ + kTile * kRowB;
-    const int kw = warp * 16;
-    const int64_t tileKey = kBeg + (int64_t)it * kTile + kw;
+    const int nxt = it + kStages - 1;
+    if (nxt < nTiles) loadTile(kBeg + (int64_t)nxt * kTile, smem + (nxt % kStages) * kStageB);
+    cpAsyncCommit();
+    perTile(it, smem + (it % kStages) * kStageB);
+  }
+}
 
-    float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-    {
-      const int j = lane >> 3;
-      const unsigned char* kp = ks_ + (kw + (j >> 1) * 8 + (lane & 7)) * kRowB + (j & 1) * 16;
+/* S += Q . K^T for keys [k0, k0 + 8 N) of the stage's K rows: N n-tiles of 8 keys. */
+template <typename T, int D, int N>
+__device__ __forceinline__ void scoreKeys(const unsigned char* ks_, int k0, const uint32_t (&qa)[D / 16][4],
+                                          float (&sc)[N][4]) {
+  constexpr int kRowB = D * 2 + 16;
+  const int lane = threadIdx.x & 31, j = lane >> 3;
 #pragma unroll
-      for (int k = 0; k < KS; k++) {
-        uint32_t kb[4];
-        ldsm4(kb, kp + k * 32);
-        Mma<T>::run(sc[0], qa[k], kb);
-        Mma<T>::run(sc[1], qa[k], kb + 2);
-      }
+  for (int kb = 0; kb < N / 2; kb++) {
+    const unsigned char* kp = ks_ + (k0 + kb * 16 + (j >> 1) * 8 + (lane & 7)) * kRowB + (j & 1) * 16;
+#pragma unroll
+    for (int k = 0; k < D / 16; k++) {
+      uint32_t kf[4];
+      ldsm4(kf, kp + k * 32);
+      Mma<T>::run(sc[2 * kb], qa[k], kf);
+      Mma<T>::run(sc[2 * kb + 1], qa[k], kf + 2);
     }
-    /* scale, mask keys past kEnd, online softmax per row (rows gr and gr + 8) */
-    float mx[2] = {-INFINITY, -INFINITY};
+  }
+}
+
+/* Scale and mask the scores of N n-tiles (keys tileKey + 8 n + cq (+1), past kEnd masked), then
+ * the online softmax of rows gr and gr + 8: m, l and O rescaled, sc turned into P in place. */
+template <int N, int NT>
+__device__ __forceinline__ void onlineSoftmax(float (&sc)[N][4], int64_t tileKey, int64_t kEnd, float c, int cq,
+                                              float (&m)[2], float (&l)[2], float (&o)[NT][4]) {
+  float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int n = 0; n < 2; n++)
+  for (int n = 0; n < N; n++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int64_t key = tileKey + n * 8 + cq + (e & 1);
-        sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
-        mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
-      }
-    uint32_t pa[4];
-    float pv[2][4];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float mnew = fmaxf(m[r], mx[r]);
-      const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
-      float rowSum = 0.f;
-#pragma unroll
-      for (int n = 0; n < 2; n++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          const float x = sc[n][r * 2 + e];
-          pv[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
-          rowSum += pv[n][r * 2 + e];
-        }
-      l[r] = l[r] * alpha + rowSum;
-      m[r] = mnew;
-      /* the running max rarely moves after the first tiles: skip the rescale when no row's did */
-      if (__any_sync(0xffffffffu, alpha != 1.f)) {
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-          o[n][r * 2] *= alpha;
-          o[n][r * 2 + 1] *= alpha;
-        }
-      }
+    for (int e = 0; e < 4; e++) {
+      const int64_t key = tileKey + n * 8 + cq + (e & 1);
+      sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
+      mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
     }
-    pa[0] = Mma<T>::pack(pv[0][0], pv[0][1]);
-    pa[1] = Mma<T>::pack(pv[0][2], pv[0][3]);
-    pa[2] = Mma<T>::pack(pv[1][0], pv[1][1]);
-    pa[3] = Mma<T>::pack(pv[1][2], pv[1][3]);
-    {
-      const int j = lane >> 3;
-      const unsigned char* vp = vs_ + (kw + (j & 1) * 8 + (lane & 7)) * kRowB + (j >> 1) * 16;
 #pragma unroll
-      for (int nb = 0; nb < NT; nb += 2) {
-        uint32_t vb[4];
-        ldsm4T(vb, vp + nb * 16);
-        Mma<T>::run(o[nb], pa, vb);
-        Mma<T>::run(o[nb + 1], pa, vb + 2);
+  for (int r = 0; r < 2; r++) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float mnew = fmaxf(m[r], mx[r]);
+    const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
+    float rowSum = 0.f;
+#pragma unroll
+    for (int n = 0; n < N; n++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const float x = sc[n][r * 2 + e];
+        sc[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
+        rowSum += sc[n][r * 2 + e];
+      }
+    l[r] = l[r] * alpha + rowSum;
+    m[r] = mnew;
+    /* the running max rarely moves after the first tiles: skip the rescale when no row's did */
+    if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+        o[n][r * 2] *= alpha;
+        o[n][r * 2 + 1] *= alpha;
       }
     }
   }
+}
+
+/* O += P . V for keys [k0, k0 + 8 N) of the stage's V rows, P (from onlineSoftmax) re-packed as A
+ * fragments of 16 keys. */
+template <typename T, int D, int N>
+__device__ __forceinline__ void accumulatePV(const unsigned char* vs_, int k0, const float (&pv)[N][4],
+                                             float (&o)[D / 8][4]) {
+  constexpr int kRowB = D * 2 + 16;
+  const int lane = threadIdx.x & 31, j = lane >> 3;
+#pragma unroll
+  for (int kb = 0; kb < N / 2; kb++) {
+    uint32_t pa[4];
+    pa[0] = Mma<T>::pack(pv[2 * kb][0], pv[2 * kb][1]);
+    pa[1] = Mma<T>::pack(pv[2 * kb][2], pv[2 * kb][3]);
+    pa[2] = Mma<T>::pack(pv[2 * kb + 1][0], pv[2 * kb + 1][1]);
+    pa[3] = Mma<T>::pack(pv[2 * kb + 1][2], pv[2 * kb + 1][3]);
+    const unsigned char* vp = vs_ + (k0 + kb * 16 + (j & 1) * 8 + (lane & 7)) * kRowB + (j >> 1) * 16;
+#pragma unroll
+    for (int nb = 0; nb < D / 8; nb += 2) {
+      uint32_t vb[4];
+      ldsm4T(vb, vp + nb * 16);
+      Mma<T>::run(o[nb], pa, vb);
+      Mma<T>::run(o[nb + 1], pa, vb + 2);
+    }
+  }
+}
+
+/* One CTA's work (a plain launch or a ticket of the fused kernel); true when it wrote out/lse. */
+template <typename T, int D, int kStages>
+__device__ __forceinline__ bool mmaBody(const cpclAttnParams_t& p, const CtaIdx& cta, unsigned char* smem) {
+  constexpr int kRowB = D * 2 + 16, kStageB = 2 * kTile * kRowB, KS = D / 16, NT = D / 8;
+  CtaWork w;
+  if (!ctaWork(p, cta, w)) return false;
+  const int t = w.t, g0 = w.g0, nu = w.nu, split = w.split;
+  const RowSplit rs = w.rs;
+  const int64_t kBeg = w.kBeg, kEnd = w.kEnd;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, cq = (lane & 3) * 2;
+
+  uint32_t qa[KS][4];
+  loadQFrags<T, KS>(p, t, g0, nu, gr, cq, qa);
+  const KvTileLoader<T, D> loadTile(p, w);
+
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, o[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  const float c = p.smScale * kLog2e;
+  forEachTile<kStages, kStageB>(loadTile, kBeg, kEnd, smem, [&](int it, const unsigned char* ks_) {
+    const int kw = warp * 16; /* this warp's 16 keys of the tile */
+    float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+    scoreKeys<T, D, 2>(ks_, kw, qa, sc);
+    onlineSoftmax<2, NT>(sc, kBeg + (int64_t)it * kTile + kw, kEnd, c, cq, m, l, o);
+    accumulatePV<T, D, 2>(ks_ + kTile * kRowB, kw, sc, o);
+  });
   cpAsyncWait<0>();
   __syncthreads();
 
@@ -288,133 +336,28 @@ __device__ __forceinline__ bool mmaWideBody(const cpclAttnParams_t& p, const Cta
   constexpr int kRowB = D * 2 + 16, kStageB = 2 * kTile * kRowB, KS = D / 16, NT = D / 8, NB = kTile / 16;
   CtaWork w;
   if (!ctaWork(p, cta, w, kWideHeads)) return false;
-  const int t = w.t, kh = w.kh, s = w.s, g0 = w.g0, split = w.split;
+  const int t = w.t, g0 = w.g0, split = w.split;
   const int64_t kBeg = w.kBeg, kEnd = w.kEnd;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, cq = (lane & 3) * 2;
   const int nuW = max(0, min(16, w.nu - warp * 16)); /* this warp's heads; 0: it only helps load */
   const int gw = g0 + warp * 16;
 
   uint32_t qa[KS][4];
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const int row = gr + (i & 1) * 8, g = nuW > 0 ? gw + min(row, nuW - 1) : g0;
-    const T* qr = attnQ<T>(p, g, t);
-#pragma unroll
-    for (int ks = 0; ks < KS; ks++)
-      qa[ks][i] = row < nuW ? *reinterpret_cast<const uint32_t*>(qr + ks * 16 + cq + (i >> 1) * 8) : 0u;
-  }
-
-  const PageMap pm(p.blockTable + (int64_t)s * p.maxPagesPerSeq, p.pageSize);
-  const int Hkv = p.numKvHeads;
-  const T* kc = static_cast<const T*>(p.kCache);
-  const T* vc = static_cast<const T*>(p.vCache);
-  constexpr int kChunks = D / 8;
-  constexpr int kRowsPer = kMmaThreads / kChunks, kRowsEach = kTile / kRowsPer;
-  auto loadTile = [&](int64_t k0, unsigned char* st) {
-    const int c = tid % kChunks, r0 = tid / kChunks;
-    int64_t off[kRowsEach];
-#pragma unroll
-    for (int i = 0; i < kRowsEach; i++) {
-      const int64_t key = k0 + r0 + i * kRowsPer;
-      off[i] = key < kEnd ? (pm.slot(key) * Hkv + kh) * D + c * 8 : -1;
-    }
-#pragma unroll
-    for (int i = 0; i < kRowsEach; i++) {
-      const int r = r0 + i * kRowsPer;
-      const bool valid = off[i] >= 0;
-      cpAsync16Zfill(st + r * kRowB + c * 16, kc + (valid ? off[i] : 0), valid);
-      cpAsync16Zfill(st + kTile * kRowB + r * kRowB + c * 16, vc + (valid ? off[i] : 0), valid);
-    }
-  };
+  loadQFrags<T, KS>(p, t, gw, nuW, gr, cq, qa);
+  const KvTileLoader<T, D> loadTile(p, w);
 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, o[NT][4];
 #pragma unroll
   for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   const float c = p.smScale * kLog2e;
-  const int nTiles = kEnd > kBeg ? (int)((kEnd - kBeg + kTile - 1) / kTile) : 0;
-#pragma unroll
-  for (int st = 0; st < kStages - 1; st++) {
-    if (st < nTiles) loadTile(kBeg + (int64_t)st * kTile, smem + st * kStageB);
-    cpAsyncCommit();
-  }
-  const int j = lane >> 3;
-  for (int it = 0; it < nTiles; it++) {
-    cpAsyncWait<kStages - 2>();
-    __syncthreads();
-    {
-      const int nxt = it + kStages - 1;
-      if (nxt < nTiles) loadTile(kBeg + (int64_t)nxt * kTile, smem + (nxt % kStages) * kStageB);
-      cpAsyncCommit();
-    }
-    const unsigned char* ks_ = smem + (it % kStages) * kStageB;
-    const unsigned char* vs_ = ks_ + kTile * kRowB;
-    const int64_t tileKey = kBeg + (int64_t)it * kTile;
-
+  forEachTile<kStages, kStageB>(loadTile, kBeg, kEnd, smem, [&](int it, const unsigned char* ks_) {
     float sc[2 * NB][4];
 #pragma unroll
     for (int n = 0; n < 2 * NB; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
-#pragma unroll
-    for (int kb = 0; kb < NB; kb++) {
-      const unsigned char* kp = ks_ + (kb * 16 + (j >> 1) * 8 + (lane & 7)) * kRowB + (j & 1) * 16;
-#pragma unroll
-      for (int k = 0; k < KS; k++) {
-        uint32_t kf[4];
-        ldsm4(kf, kp + k * 32);
-        Mma<T>::run(sc[2 * kb], qa[k], kf);
-        Mma<T>::run(sc[2 * kb + 1], qa[k], kf + 2);
-      }
-    }
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < 2 * NB; n++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int64_t key = tileKey + n * 8 + cq + (e & 1);
-        sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
-        mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
-      }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float mnew = fmaxf(m[r], mx[r]);
-      const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
-      float rowSum = 0.f;
-#pragma unroll
-      for (int n = 0; n < 2 * NB; n++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          const float x = sc[n][r * 2 + e];
-          sc[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew); /* now P */
-          rowSum += sc[n][r * 2 + e];
-        }
-      l[r] = l[r] * alpha + rowSum;
-      m[r] = mnew;
-      if (__any_sync(0xffffffffu, alpha != 1.f)) {
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-          o[n][r * 2] *= alpha;
-          o[n][r * 2 + 1] *= alpha;
-        }
-      }
-    }
-#pragma unroll
-    for (int kb = 0; kb < NB; kb++) {
-      uint32_t pa[4];
-      pa[0] = Mma<T>::pack(sc[2 * kb][0], sc[2 * kb][1]);
-      pa[1] = Mma<T>::pack(sc[2 * kb][2], sc[2 * kb][3]);
-      pa[2] = Mma<T>::pack(sc[2 * kb + 1][0], sc[2 * kb + 1][1]);
-      pa[3] = Mma<T>::pack(sc[2 * kb + 1][2], sc[2 * kb + 1][3]);
-      const unsigned char* vp = vs_ + (kb * 16 + (j & 1) * 8 + (lane & 7)) * kRowB + (j >> 1) * 16;
-#pragma unroll
-      for (int nb = 0; nb < NT; nb += 2) {
-        uint32_t vb[4];
-        ldsm4T(vb, vp + nb * 16);
-        Mma<T>::run(o[nb], pa, vb);
-        Mma<T>::run(o[nb + 1], pa, vb + 2);
-      }
-    }
-  }
+    scoreKeys<T, D, 2 * NB>(ks_, 0, qa, sc); /* every key of the tile */
+    onlineSoftmax<2 * NB, NT>(sc, kBeg + (int64_t)it * kTile, kEnd, c, cq, m, l, o);
+    accumulatePV<T, D, 2 * NB>(ks_ + kTile * kRowB, 0, sc, o);
+  });
   cpAsyncWait<0>();
   __syncthreads();
 
