@@ -174,7 +174,7 @@ int cpclCudaKvStore(const cpclKvStoreParams_t* p, void* stream);
  * expires records CPCL_KERR_TIMEOUT in the plan's error flag and gives up (later waits give up at
  * once), so a dead or stalled peer costs one timeout, never a hang. */
 enum { CPCL_SYNC_XCHG = 0, CPCL_SYNC_Q = 1, CPCL_SYNC_PART = 2, CPCL_SYNC_KINDS = 3 };
-#define CPCL_SYNC_COUNTERS (8 + 2 * CPCL_MAX_PARTS) /* scratch counters, zero between launches */
+#define CPCL_SYNC_COUNTERS (8 + 3 * CPCL_MAX_PARTS) /* scratch counters and local epoch marks */
 typedef struct {
   int nranks, rank;
   int* epoch;

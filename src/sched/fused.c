@@ -40,7 +40,8 @@ static cpclResult_t fusedDecode(struct cpclAttnPlan* pl, const cpclStep_t* st, v
   f.dcpRank = me;
   cpclStepMergeParams(pl, T, CPCL_MERGE_LSE, out, lse, 1, &f.merge);
   f.numPutCtas = (int)CPCL_MIN(8, CPCL_MAX(1, (f.qBytes + CPCL_FUSED_PUT_BYTES - 1) / CPCL_FUSED_PUT_BYTES));
-  f.numMergeCtas = (int)CPCL_MIN(132, CPCL_MAX(1, (T * H + 3) / 4));
+  /* at most 64 merge CTAs (half an H100's SMs): they wait, and must leave room for attention */
+  f.numMergeCtas = (int)CPCL_MIN(64, CPCL_MAX(1, (T * H + 3) / 4));
   if (D == 1) { /* nothing to send and one partial to merge: the attention writes the answer */
     f.attn.outBlock[0] = out;
     f.attn.lseBlock[0] = lse;
