@@ -216,7 +216,7 @@ typedef struct {
  * memory, over nccl, or with pcp > 1) or more than 64 ranks; cpclSystemError /
  * cpclUnhandledCudaError when workspace cannot be allocated (its size is in the message). On
  * any error *plan is left untouched.
- * CUDA: synchronises the device once (the workspace is zeroed before peers may store into it);
+ * CUDA: synchronises the device after zeroing each workspace buffer (before peers may store into it);
  * with "ipc" the workspace peers store into is registered with every rank. */
 CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* plan, cpclComm_t comm, const cpclAttnDesc_t* desc,
                                          int maxTokens);

@@ -10,8 +10,8 @@
 
 int cpclNcclBootAllgather(const void* send, void* recv, size_t bytes, void* ctx) {
   cpclNcclBoot_t* b = ctx;
-  return cpclNcclHostAllgather(b->nc, b->nranks, b->rank, b->timeoutMs, b->stream, &b->buf, &b->cap, send, recv,
-                               bytes) == cpclSuccess
+  return cpclNcclHostAllgather(b->nc, b->nranks, b->timeoutMs, b->stream, &b->buf, &b->cap, send, recv, bytes) ==
+                 cpclSuccess
              ? 0
              : 1;
 }

@@ -24,15 +24,15 @@ struct cpclComm;
 
 /* One stream-ordered all-to-all of device memory (device transports): rank p gets sendBytes[p]
  * bytes of sendbufs[p] into its recvbufs[me]. The own block is not moved (the caller copies it).
- * One-sided transports (ipc) store straight into the peer's buffer: remote[p] is the address, in
- * this rank's own copy of a buffer registered on every rank (regMem), at which rank p receives
- * this rank's block. */
+ * One-sided transports (ipc) store straight into the peer's buffer: remote is the address, in
+ * this rank's own copy of a buffer registered on every rank (regMem), at which every peer
+ * receives this rank's block (the buffers have the same layout on every rank). */
 typedef struct {
   const void* const* sendbufs;
   const size_t* sendBytes;
   void* const* recvbufs;
   const size_t* recvBytes;
-  void* const* remote;
+  void* remote;
   int postOnly;   /* send only; waitFrom() completes each receive (pipelined schedule) */
   int* errorFlag; /* the plan's kernel error record: a wait that times out lands there */
   cpclStream_t stream;

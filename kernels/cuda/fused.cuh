@@ -166,7 +166,7 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const __grid_const
   }
 }
 
-template <class Body, class K>
+template <class K>
 static int raiseSmem(K kernel, size_t smem, size_t* raised) {
   if (smem <= *raised) return 0;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -182,12 +182,12 @@ static int launchBody(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cud
   const dim3 g = attnGrid(p, Body::kHeads);
   if (f == nullptr) {
     static size_t raised = 0; /* per instantiation */
-    if (int e = raiseSmem<Body>(attnKernel<Body>, smem, &raised)) return e;
+    if (int e = raiseSmem(attnKernel<Body>, smem, &raised)) return e;
     attnKernel<Body><<<g, Body::kThreads, smem, stream>>>(*p);
     return (int)cudaGetLastError();
   }
   static size_t raisedFused = 0;
-  if (int e = raiseSmem<Body>(fusedKernel<Body>, smem, &raisedFused)) return e;
+  if (int e = raiseSmem(fusedKernel<Body>, smem, &raisedFused)) return e;
   cpclFusedParams_t fp = *f;
   fp.attnGrid[0] = (int)g.x;
   fp.attnGrid[1] = (int)g.y;

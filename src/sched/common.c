@@ -73,13 +73,11 @@ cpclResult_t cpclStepAlltoallv(struct cpclAttnPlan* pl, const cpclStep_t* st, co
   const int me = c->rank;
   if (recvs[me] != sends[me] && sb[me])
     CPCLCHECK(pl->exec->copy2d(recvs[me], sb[me], sends[me], sb[me], sb[me], 1, st->stream));
-  void* remotes[CPCL_MAX_PARTS];
-  for (int p = 0; p < c->nranks; p++) remotes[p] = remote;
   const cpclXfer_t x = {.sendbufs = sends,
                         .sendBytes = sb,
                         .recvbufs = recvs,
                         .recvBytes = rb,
-                        .remote = remotes,
+                        .remote = remote,
                         .postOnly = postOnly,
                         .errorFlag = pl->errorDev,
                         .stream = st->stream};

@@ -190,7 +190,7 @@ static cpclResult_t ipcAlltoallv(void* vctx, const cpclXfer_t* x) {
   for (int k = 1; k < c->W; k++) {
     const int q = (c->rank + k) % c->W; /* start at the next rank: the ranks do not all hit rank 0 first */
     if (x->sendBytes[q]) {
-      void* dst = translate(c, x->remote ? x->remote[q] : NULL, q);
+      void* dst = x->remote ? translate(c, x->remote, q) : NULL;
       if (dst == NULL)
         return CPCL_ERR(NULL, cpclInternalError,
                         "ipc: the destination of rank %d's block is not in a registered buffer", q);

@@ -39,8 +39,8 @@ static double nowMs(void) {
 }
 
 /* Blocking all-gather of host bytes over nc, bounded by timeoutMs. */
-cpclResult_t cpclNcclHostAllgather(ncclComm_t nc, int W, int rank, int timeoutMs, cudaStream_t stream, char** buf,
-                                   size_t* cap, const void* send, void* recv, size_t bytes) {
+cpclResult_t cpclNcclHostAllgather(ncclComm_t nc, int W, int timeoutMs, cudaStream_t stream, char** buf, size_t* cap,
+                                   const void* send, void* recv, size_t bytes) {
   const size_t need = bytes * (size_t)(W + 1);
   if (need > *cap) {
     if (*buf) cudaFree(*buf);
@@ -70,7 +70,6 @@ cpclResult_t cpclNcclHostAllgather(ncclComm_t nc, int W, int rank, int timeoutMs
     if (ae != ncclSuccess && ae != ncclInProgress)
       return CPCL_ERR(NULL, cpclRemoteError, "nccl: control all-gather: %s", ncclGetErrorString(ae));
     if (nowMs() - start > timeoutMs) {
-      (void)rank;
       return CPCL_ERR(NULL, cpclTimeout, "nccl: control all-gather: no answer within %d ms", timeoutMs);
     }
     struct timespec ts = {0, 20000};
@@ -80,8 +79,7 @@ cpclResult_t cpclNcclHostAllgather(ncclComm_t nc, int W, int rank, int timeoutMs
 
 static cpclResult_t ncclCtrlAllgather(void* vctx, const void* send, void* recv, size_t bytes) {
   ncclCtx_t* c = vctx;
-  return cpclNcclHostAllgather(c->nc, c->W, c->rank, c->timeoutMs, c->ctrlStream, &c->ctrlBuf, &c->ctrlBytes, send,
-                               recv, bytes);
+  return cpclNcclHostAllgather(c->nc, c->W, c->timeoutMs, c->ctrlStream, &c->ctrlBuf, &c->ctrlBytes, send, recv, bytes);
 }
 
 static cpclResult_t ncclAlltoallv(void* vctx, const cpclXfer_t* x) {

@@ -22,7 +22,7 @@ int cpclNcclBootAllgather(const void* send, void* recv, size_t bytes, void* ctx)
 /* the engine's communicator when oob is the shim, else NULL */
 ncclComm_t cpclNcclBootComm(const cpclOob_t* oob);
 /* blocking all-gather of host bytes over nc, bounded by timeoutMs (transport/nccl/nccl.c) */
-cpclResult_t cpclNcclHostAllgather(ncclComm_t nc, int W, int rank, int timeoutMs, cudaStream_t stream, char** buf,
-                                   size_t* cap, const void* send, void* recv, size_t bytes);
+cpclResult_t cpclNcclHostAllgather(ncclComm_t nc, int W, int timeoutMs, cudaStream_t stream, char** buf, size_t* cap,
+                                   const void* send, void* recv, size_t bytes);
 
 #endif /* CPCL_NCCL_BOOT_H_ */
