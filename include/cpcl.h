@@ -310,6 +310,21 @@ CPCL_API cpclResult_t cpclGetParamInfo(int index, const char** name, const char*
  * CPUs) into buf as text. cpclUnsupported when built without hwloc. */
 CPCL_API cpclResult_t cpclGetTopologySummary(char* buf, size_t len);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Bindings (python/cpcl)                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Added to the contract (version 0.2). The layout of public struct structName ("cpclOob_t",
+ * "cpclConfig_t", "cpclAttnDesc_t", "cpclBatch_t") as this library was compiled: its sizeof and
+ * number of fields; and field number `index` (declaration order, 0..numFields-1): its name,
+ * offsetof and sizeof. For bindings in other languages, which check their copies of the structs
+ * against these instead of trusting them (the Python package refuses to load a library that
+ * disagrees). cpclInvalidArgument naming an unknown struct or an index out of range. Any
+ * output pointer may be NULL. Not collective. */
+CPCL_API cpclResult_t cpclGetStructLayout(const char* structName, size_t* size, int* numFields);
+CPCL_API cpclResult_t cpclGetStructField(const char* structName, int index, const char** fieldName, size_t* offset,
+                                         size_t* size);
+
 #ifdef __cplusplus
 }
 #endif
