@@ -48,9 +48,8 @@ extern "C" {
 #define CPCL_API
 #endif
 
-#define CPCL_MAJOR 0
-#define CPCL_MINOR 1
-#define CPCL_PATCH 0
+/* CPCL_MAJOR, CPCL_MINOR, CPCL_PATCH and CPCL_VERSION_STRING, generated from the build's version */
+#include "cpcl_version.h"
 #define CPCL_VERSION(X, Y, Z) ((X)*10000 + (Y)*100 + (Z))
 #define CPCL_VERSION_CODE CPCL_VERSION(CPCL_MAJOR, CPCL_MINOR, CPCL_PATCH)
 
@@ -178,30 +177,55 @@ typedef struct {
   cpclDataType_t kvType; /* dtype of the KV cache */
   int latentKv;          /* 1: MLA, V is the first headDimVo elements of each K row; vCache NULL */
   int lseBase2;          /* 1: every LSE read or written is base 2 */
-  /* Added to the contract: the schedule (DESIGN.md §5), "agrs", "a2a", "pipelined" or "fused";
+  /* Added to the contract: the decode schedule (docs/design.md, "Schedules"), "agrs", "a2a",
+   * "pipelined" or "fused";
    * NULL = the CPCL_ALGO environment parameter, else chosen automatically: a2a on host memory
    * and with one rank, fused on GPUs over ipc with dcpSize = all ranks. Every rank must name the
    * same. "fused" (one kernel per step: queries stored into the peers, attention, partials
    * stored into their owners, merge; no host step) needs CUDA memory, transport "ipc" (or one
    * rank) and no PCP axis; its Partial and Combine are a2a's. */
   const char* algo;
+  /* Added to the contract (version 0.2): keys each query row may attend to with sparse
+   * attention (cpclBatch_t.topkIndices); 0 = dense attention. Sparse attention is not built
+   * yet: anything but 0 is cpclUnsupported. */
+  int topk;
+  /* Added to the contract (version 0.2): the prefill schedule, "allgather" or "ring"; NULL =
+   * automatic. Any other name is cpclInvalidArgument. Decode ignores it (algo names its
+   * schedule). */
+  const char* prefillAlgo;
 } cpclAttnDesc_t;
 
 #define CPCL_ATTN_DESC_INITIALIZER \
-  { sizeof(cpclAttnDesc_t), 0, 0, 128, 128, 16, 0.0f, cpclBfloat16, cpclBfloat16, 0, 0, NULL }
+  { sizeof(cpclAttnDesc_t), 0, 0, 128, 128, 16, 0.0f, cpclBfloat16, cpclBfloat16, 0, 0, NULL, 0, NULL }
 
-/* One decode step's batch. Pointers in the plan's memType memory (device memory for CUDA). */
+/* One decode step's batch. Pointers in the plan's memType memory (device memory for CUDA).
+ * Versioned like the other structs (since version 0.2): initialise it with
+ * CPCL_BATCH_INITIALIZER, then set the fields; a size other than sizeof(cpclBatch_t) is
+ * cpclInvalidArgument naming batch->size. */
 typedef struct {
+  size_t size; /* sizeof(cpclBatch_t); set by CPCL_BATCH_INITIALIZER */
   int numSeqs;
   int numTokens;             /* query rows; == numSeqs when queryStart is NULL */
   const int32_t* queryStart; /* [numSeqs+1] row offsets, or NULL: one row per sequence */
-  const int32_t* seqLens;    /* [numSeqs] global KV length, this step's tokens included */
-  const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] local page ids */
+  const int32_t* seqLens;    /* [numSeqs] global KV length, this step's tokens included; 0 = padding */
+  const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] local page ids, >= 0 where a step reads */
   int maxPagesPerSeq;
+  /* [numTokens][desc.topk] global positions for sparse attention; must be NULL (and desc.topk
+   * 0) until sparse attention is built: non-NULL is cpclUnsupported */
+  const int32_t* topkIndices;
 } cpclBatch_t;
+
+#define CPCL_BATCH_INITIALIZER \
+  { sizeof(cpclBatch_t), 0, 0, NULL, NULL, NULL, 0, NULL }
 /* Query row j of sequence s (rows queryStart[s]..queryStart[s+1]-1, n of them) sits at global
  * position seqLens[s] - n + j and attends to global positions <= its own (causal). On rank r it
- * sees the local prefix of length cpclKvLocalLen(position + 1, W, r, I). */
+ * sees the local prefix of length cpclKvLocalLen(position + 1, W, r, I), i.e. local tokens
+ * 0 .. len-1, in pages blockTable[s][0 .. ceil(len / pageSize) - 1]: those page ids must be
+ * >= 0 (entries past them are never read and may hold anything, -1 for example).
+ * Padding: a sequence with seqLens[s] == 0 is padding (as engines pad batches to a captured
+ * CUDA-graph size): its rows, any number of them, get out = 0 and lse = -inf, partials with
+ * lse = -inf, nothing is stored by cpclKvStore, and its block-table row is never read. It is no
+ * error. A sequence with 0 < seqLens[s] < its rows is cpclInvalidArgument. */
 
 /* Creates a plan for one attention shape on comm: validates desc, checks that every rank passed
  * the same desc and maxTokens (cpclInvalidUsage naming the field otherwise), and allocates and
@@ -212,6 +236,8 @@ typedef struct {
  *  - MLA (latentKv = 1): numKvHeads == 1 and headDimVo <= headDimQk.
  *  - pageSize % kvInterleave == 0 (a page never splits an interleave run).
  * maxTokens: the most query rows any per-step call will pass (numTokens <= maxTokens).
+ * desc->topk must be 0 (cpclUnsupported: sparse attention is not built yet); desc->prefillAlgo
+ * NULL, "allgather" or "ring" (cpclInvalidArgument otherwise).
  * Other errors: cpclUnsupported for a schedule this communicator cannot run ("fused" on host
  * memory, over nccl, or with pcp > 1) or more than 64 ranks; cpclSystemError /
  * cpclUnhandledCudaError when workspace cannot be allocated (its size is in the message). On
@@ -220,6 +246,29 @@ typedef struct {
  * with "ipc" the workspace peers store into is registered with every rank. */
 CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* plan, cpclComm_t comm, const cpclAttnDesc_t* desc,
                                          int maxTokens);
+
+/* Added to the contract (version 0.2). The bytes of workspace the plan owns in its memType's
+ * memory (device memory for CUDA): every buffer the per-step calls use, alignment padding
+ * included. Always > 0. It is also the size cpclAttnPlanCreateWithWorkspace needs for the same
+ * comm, desc and maxTokens. Not collective. */
+CPCL_API cpclResult_t cpclAttnPlanWorkspaceBytes(cpclAttnPlan_t plan, size_t* bytes);
+
+/* Added to the contract (version 0.2). cpclAttnPlanCreate, but every workspace buffer is carved
+ * from the caller's buffer ws of `bytes` bytes (in the comm's memType memory: device memory
+ * allocated with cudaMalloc for CUDA) instead of allocated by the plan, for engines that account
+ * for their memory. Collective, same rules and errors as cpclAttnPlanCreate, and:
+ *  - ws must be aligned to 256 bytes (cudaMalloc's and a page's alignment both satisfy it);
+ *    cpclInvalidArgument naming ws otherwise;
+ *  - bytes must be at least what cpclAttnPlanWorkspaceBytes reports for a plan of the same
+ *    comm, desc and maxTokens (create one and ask, or pass more); cpclInvalidArgument naming
+ *    bytes and the need otherwise (every rank fails at once: the check is agreed on);
+ *  - the plan does not zero the rest of ws and never frees it; ws must stay valid, and be used
+ *    by nothing else, until cpclAttnPlanDestroy has returned;
+ *  - transport "ipc" with more than one rank registers the buffers peers store into with every
+ *    rank, which CUDA IPC does for whole allocations only: cpclUnsupported there (create the
+ *    plan with cpclAttnPlanCreate). Host memory, one rank and "nccl" take any buffer. */
+CPCL_API cpclResult_t cpclAttnPlanCreateWithWorkspace(cpclAttnPlan_t* plan, cpclComm_t comm, const cpclAttnDesc_t* desc,
+                                                      int maxTokens, void* ws, size_t bytes);
 /* Frees the plan and its workspace. Not collective; no call on it may be in progress (for CUDA,
  * its work on every stream must be complete, and CUDA graphs that captured it destroyed). */
 CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan);
@@ -227,7 +276,8 @@ CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan);
 /* Added to the contract. cpclSuccess, or what went wrong after a call returned: the
  * communicator's failure (cpclTimeout, cpclRemoteError, ...), or cpclInvalidArgument when the
  * kernels of a CUDA plan met bad batch data in device memory (queryStart not monotone, seqLens
- * shorter than a sequence's rows, a local length past its block-table row). Such rows are left
+ * shorter than a sequence's rows but not 0, a local length past its block-table row, a negative
+ * page id among the pages a row reads or a store writes). Such rows are left
  * empty (out = 0, lse = -inf, nothing stored), never read out of bounds; the next call on the
  * plan returns the same error with the details, once. Host-memory batches are checked before
  * the call does anything. Not collective; does not synchronise the stream. */
@@ -243,9 +293,13 @@ CPCL_API cpclResult_t cpclAttnPlanGetAsyncError(cpclAttnPlan_t plan, cpclResult_
  *
  * All three operations below are collective over the whole communicator; every rank passes the
  * same numSeqs/numTokens/queryStart/seqLens (its own block table and KV shard). Errors:
- * cpclInvalidArgument for a bad argument of this rank (NULL pointers, numTokens outside
- * [0, maxTokens], queryStart not starting at 0 / going backwards / not ending at numTokens,
- * seqLens[s] fewer than its rows, a local length past its block-table row), cpclInvalidUsage
+ * cpclInvalidArgument for a bad argument of this rank (batch->size not sizeof(cpclBatch_t), NULL
+ * pointers, numTokens outside [0, maxTokens], numTokens != 0 with numSeqs == 0, queryStart not
+ * starting at 0 / going backwards / not ending at numTokens (row counts are computed in 64 bits:
+ * no wrap-around passes), 0 < seqLens[s] < its rows, a local length past its block-table row, a
+ * negative page id among the pages a row reads: on host memory before anything is read or
+ * written; on CUDA the kernels leave such rows empty and report it as cpclAttnPlanGetAsyncError
+ * says), cpclUnsupported for a non-NULL batch->topkIndices, cpclInvalidUsage
  * when another rank rejected its arguments or called a different operation or plan, or the
  * communicator is broken; cpclTimeout / cpclRemoteError when a peer stalls or dies. An argument
  * error leaves the communicator and plan usable. numTokens == 0 is a valid, empty step. */
@@ -286,7 +340,11 @@ CPCL_API int64_t cpclKvLocalLen(int64_t seqLen, int cpSize, int cpRank, int inte
  * (p / I) % W and lands at local index (p / (W*I)) * I + p % I, page
  * blockTable[s][local / pageSize], slot local % pageSize.
  *   kNew [numTokens][Hkv][headDimQk], vNew [numTokens][Hkv][headDimVo] (kvType); vNew and
- *   vCache are NULL when latentKv. Not collective (purely local). */
+ *   vCache are NULL when latentKv. Padding sequences (seqLens[s] == 0) store nothing. A negative
+ * page id where an owned token lands is cpclInvalidArgument before anything is written (host
+ * memory; CUDA: the row is skipped and the error reported asynchronously). Not collective
+ * (purely local), but like every other call it returns cpclInvalidUsage on a communicator that
+ * was aborted or broken by a communication error. */
 CPCL_API cpclResult_t cpclKvStore(cpclAttnPlan_t plan, const cpclBatch_t* batch, const void* kNew, const void* vNew,
                                   void* kCache, void* vCache, cpclStream_t stream);
 

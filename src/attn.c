@@ -20,6 +20,14 @@ static const cpclSchedule_t* const schedules[CPCL_NUM_ALGOS] = {
 cpclResult_t cpclBatchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int maxTokens, const char* fn) {
   struct cpclComm* c = pl->comm;
   if (b == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch is NULL", fn);
+  if (b->size != sizeof(cpclBatch_t))
+    return CPCL_ERR(c, cpclInvalidArgument,
+                    "%s: batch->size is %zu, expected %zu: initialise the batch with CPCL_BATCH_INITIALIZER", fn,
+                    b->size, sizeof(cpclBatch_t));
+  if (b->topkIndices != NULL)
+    return CPCL_ERR(c, cpclUnsupported,
+                    "%s: batch->topkIndices is %p: sparse attention is not built yet; pass NULL (dense attention)", fn,
+                    (const void*)b->topkIndices);
   if (b->numSeqs < 0) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->numSeqs is %d", fn, b->numSeqs);
   if (b->numTokens < 0 || b->numTokens > maxTokens)
     return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->numTokens is %d: it must be in [0, maxTokens = %d]", fn,
@@ -42,7 +50,7 @@ cpclResult_t cpclBatchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int m
     if (rows < 0)
       return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->queryStart goes backwards at sequence %d (%d -> %d)", fn, s,
                       b->queryStart[s], b->queryStart[s + 1]);
-    if (b->seqLens[s] < rows)
+    if (b->seqLens[s] < rows && b->seqLens[s] != 0) /* 0: padding, its rows are empty */
       return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->seqLens[%d] is %d, fewer than its %d query rows", fn, s,
                       b->seqLens[s], rows);
     const int64_t local = cpclKvLocalLenOf(b->seqLens[s], c->nranks, c->rank, c->interleave);

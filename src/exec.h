@@ -27,9 +27,21 @@ typedef struct cpclExecOps {
                          cpclStream_t stream);
   /* the fused decode kernel (kernels.h); unsupported on the host */
   cpclResult_t (*fused)(const cpclFusedParams_t* p, cpclStream_t stream);
+  /* zeroes bytes at ptr and returns once that is done (peers may store into the buffer as soon
+   * as it is registered): workspace carved from a caller's buffer */
+  cpclResult_t (*zeroSync)(struct cpclComm* comm, void* ptr, size_t bytes, const char* what);
+  /* unsigned counters the attention kernel of a plan of maxTokens rows of numHeads heads needs,
+   * zeroed once; 0 when it needs none */
+  size_t (*attnCounterCount)(int maxTokens, int numHeads);
+  /* the kernels' record of bad batch data (kernels.h, CPCL_KERR_WORDS ints, zeroed), readable by
+   * the host without synchronising; both NULL where kernels check nothing on the device */
+  cpclResult_t (*errorFlagAlloc)(struct cpclComm* comm, int** hostPtr, int** devPtr);
+  void (*errorFlagFree)(int* hostPtr);
 } cpclExecOps_t;
 
 extern const cpclExecOps_t cpclExecHost;
+/* The executor of memType, or NULL when cpcl was built without it (CUDA). */
+const cpclExecOps_t* cpclExecOf(cpclMemType_t memType);
 #ifdef CPCL_HAVE_CUDA
 extern const cpclExecOps_t cpclExecCuda;
 /* CPCL_KERR_WORDS ints of host memory mapped into the device, zeroed: the kernels' record of bad

@@ -77,6 +77,19 @@ static size_t cudaAttnWorkspace(int maxTokens, int numHeads, int headDimQk, int 
   return cpclCudaAttnWorkspaceBytes(maxTokens, numHeads, headDimVo, *maxSplits);
 }
 
+static cpclResult_t cudaZeroSync(struct cpclComm* comm, void* ptr, size_t bytes, const char* what) {
+  /* the legacy stream orders nothing on the engine's streams: wait for the device (as at alloc) */
+  cudaError_t e = cudaMemset(ptr, 0, bytes);
+  if (e == cudaSuccess) e = cudaDeviceSynchronize();
+  if (e != cudaSuccess)
+    return CPCL_ERR(comm, cpclUnhandledCudaError, "cudaMemset of %zu bytes for %s failed: %s", bytes, what,
+                    cudaGetErrorString(e));
+  return cpclSuccess;
+}
+static size_t cudaAttnCounterCount(int maxTokens, int numHeads) {
+  return cpclCudaAttnCounterCount(maxTokens, numHeads);
+}
+
 const cpclExecOps_t cpclExecCuda = {
     .name = "cuda",
     .alloc = cudaAllocZero,
@@ -88,6 +101,10 @@ const cpclExecOps_t cpclExecCuda = {
     .kvStore = cudaKvStoreOp,
     .copy2d = cudaCopy2d,
     .fused = cudaFusedOp,
+    .zeroSync = cudaZeroSync,
+    .attnCounterCount = cudaAttnCounterCount,
+    .errorFlagAlloc = cpclCudaErrorFlagAlloc,
+    .errorFlagFree = cpclCudaErrorFlagFree,
 };
 
 cpclResult_t cpclCudaErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr) {

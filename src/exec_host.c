@@ -47,6 +47,18 @@ static cpclResult_t hostCopy2d(void* dst, size_t dpitch, const void* src, size_t
   return cpclSuccess;
 }
 
+static cpclResult_t hostZeroSync(struct cpclComm* comm, void* ptr, size_t bytes, const char* what) {
+  memset(ptr, 0, bytes);
+  return cpclSuccess;
+}
+static size_t hostAttnCounterCount(int maxTokens, int numHeads) { return 0; }
+/* host batches are checked before a step runs: no device record */
+static cpclResult_t hostErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr) {
+  *hostPtr = *devPtr = NULL;
+  return cpclSuccess;
+}
+static void hostErrorFlagFree(int* hostPtr) {}
+
 const cpclExecOps_t cpclExecHost = {
     .name = "host",
     .alloc = hostAlloc,
@@ -58,4 +70,8 @@ const cpclExecOps_t cpclExecHost = {
     .kvStore = hostKvStore,
     .copy2d = hostCopy2d,
     .fused = cpclTransportUnsupported,
+    .zeroSync = hostZeroSync,
+    .attnCounterCount = hostAttnCounterCount,
+    .errorFlagAlloc = hostErrorFlagAlloc,
+    .errorFlagFree = hostErrorFlagFree,
 };

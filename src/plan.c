@@ -34,6 +34,15 @@ cpclResult_t cpclAttnDescCheck(const struct cpclComm* c, const cpclAttnDesc_t* d
   CHECK_RANGE(latentKv, 0, 1)
   CHECK_RANGE(lseBase2, 0, 1)
 #undef CHECK_RANGE
+  if (d->topk != 0) {
+    snprintf(msg, n, "desc->topk is %d: sparse attention is not built yet; use 0 (dense attention)", d->topk);
+    return cpclUnsupported;
+  }
+  if (d->prefillAlgo != NULL && strcasecmp(d->prefillAlgo, "allgather") != 0 &&
+      strcasecmp(d->prefillAlgo, "ring") != 0) {
+    snprintf(msg, n, "desc->prefillAlgo is \"%.32s\": use allgather, ring or NULL (automatic)", d->prefillAlgo);
+    return cpclInvalidArgument;
+  }
   if (d->headDimQk % 8 || d->headDimVo % 8) {
     snprintf(msg, n, "desc->headDimQk %d / headDimVo %d: both must be multiples of 8 (16-byte vector loads)",
              d->headDimQk, d->headDimVo);
@@ -88,6 +97,7 @@ typedef struct {
   int32_t numQoHeads, numKvHeads, headDimQk, headDimVo, pageSize, qType, kvType, latentKv, lseBase2, maxTokens;
   float smScale;
   int32_t algo;
+  int32_t userWs; /* the caller's workspace: every rank creates its plan the same way */
 } planDigest_t;
 
 static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, size_t n) {
@@ -113,6 +123,7 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   FIELD(lseBase2, "desc->lseBase2")
   FIELD(maxTokens, "maxTokens")
   FIELD(algo, "the schedule (desc->algo / CPCL_ALGO)")
+  FIELD(userWs, "whether the plan uses the caller's workspace (cpclAttnPlanCreateWithWorkspace)")
 #undef FIELD
   for (int r = 1; r < W; r++)
     if (memcmp(&all[r].smScale, &all[0].smScale, sizeof(float)) != 0) {
@@ -143,12 +154,13 @@ static int fusedPossible(const struct cpclComm* c, char* msg, size_t n) {
   return 1;
 }
 
-/* desc->algo, else CPCL_ALGO, else the automatic choice for this shape and memory. */
-static cpclResult_t chooseAlgo(const struct cpclComm* c, const cpclAttnDesc_t* d, cpclAlgo_t* algo, char* msg,
-                               size_t n) {
+/* desc->algo, else CPCL_ALGO, else the automatic choice for this shape and memory; why says
+ * which of the three decided, and the rule (the plan's INFO line). */
+static cpclResult_t chooseAlgo(const struct cpclComm* c, const cpclAttnDesc_t* d, cpclAlgo_t* algo, char* why,
+                               size_t whyLen, char* msg, size_t n) {
   const char* forced = d->algo ? d->algo : cpclParamString(CPCL_PARAM_ALGO);
   const char* from = d->algo ? "desc->algo" : "CPCL_ALGO";
-  char why[256];
+  char cannot[256];
   if (forced[0]) {
     for (int a = 0; a < CPCL_NUM_ALGOS; a++)
       if (strcasecmp(forced, cpclAlgoNames[a]) == 0) *algo = (cpclAlgo_t)a;
@@ -156,17 +168,28 @@ static cpclResult_t chooseAlgo(const struct cpclComm* c, const cpclAttnDesc_t* d
       snprintf(msg, n, "%s is \"%.32s\": use agrs, a2a, pipelined or fused", from, forced);
       return cpclInvalidArgument;
     }
-    if (*algo == CPCL_ALGO_FUSED && !fusedPossible(c, why, sizeof(why))) {
-      snprintf(msg, n, "%s is fused: %s", from, why);
+    if (*algo == CPCL_ALGO_FUSED && !fusedPossible(c, cannot, sizeof(cannot))) {
+      snprintf(msg, n, "%s is fused: %s", from, cannot);
       return cpclUnsupported;
     }
+    snprintf(why, whyLen, "forced by %s", from);
     return cpclSuccess;
   }
   /* Host: a2a (measured in tools/dcp_decode_perf, see README): one exchange of packed slices,
    * and on CPU ranks the transfers are memory copies that pipelining cannot hide.
    * GPU peers that map each other's memory: fused, one kernel and no host step. With one rank
    * there is nothing to exchange, and a2a is the attention kernel alone. */
-  *algo = c->nranks > 1 && fusedPossible(c, why, sizeof(why)) ? CPCL_ALGO_FUSED : CPCL_ALGO_A2A;
+  if (c->nranks > 1 && fusedPossible(c, cannot, sizeof(cannot))) {
+    *algo = CPCL_ALGO_FUSED;
+    snprintf(why, whyLen, "automatic: GPU peers map each other's memory over %s, one kernel per step",
+             c->transportName);
+  } else {
+    *algo = CPCL_ALGO_A2A;
+    if (c->nranks == 1)
+      snprintf(why, whyLen, "automatic: one rank, the attention kernel alone");
+    else
+      snprintf(why, whyLen, "automatic: a2a, since %.200s", cannot);
+  }
   return cpclSuccess;
 }
 
@@ -178,7 +201,7 @@ static void planFree(struct cpclAttnPlan* pl) {
     if (pl->regRecv) c->tp->deregMem(c->tpCtx, pl->regRecv);
     if (pl->regLse) c->tp->deregMem(c->tpCtx, pl->regLse);
   }
-  if (e) {
+  if (e && !pl->wsUser) { /* a caller's buffer stays the caller's */
     e->free(pl->localSync);
     e->free(pl->qGather);
     e->free(pl->sendBuf);
@@ -190,11 +213,71 @@ static void planFree(struct cpclAttnPlan* pl) {
     e->free(pl->scratch);
     e->free(pl->splitCounters);
   }
-#ifdef CPCL_HAVE_CUDA
-  cpclCudaErrorFlagFree(pl->errorHost);
-#endif
+  if (e) e->errorFlagFree(pl->errorHost);
   free(pl->reqs);
   free(pl);
+}
+
+/* Whether plans register their buffers with every peer (peer-mapped transports: ipc). */
+static int planRegistersPeers(const struct cpclComm* c) {
+  return c->memType == cpclMemCuda && c->nranks > 1 && c->tp->regMem != (void*)cpclTransportUnsupported;
+}
+
+/* One workspace buffer of the plan: counted in wsBytes, then the next part of the caller's
+ * buffer, or its own allocation (zeroed, like the whole of a caller's buffer that is used). */
+static cpclResult_t planTake(struct cpclAttnPlan* pl, void* ptrOut, size_t bytes, const char* what) {
+  const size_t sz = CPCL_ALIGN_UP(bytes ? bytes : 1, CPCL_WS_ALIGN);
+  const size_t off = pl->wsBytes;
+  pl->wsBytes += sz;
+  if (pl->wsMeasure) return cpclSuccess;
+  if (pl->wsUser) {
+    *(void**)ptrOut = (char*)pl->wsUser + off;
+    return cpclSuccess;
+  }
+  return pl->exec->alloc(pl->comm, ptrOut, bytes, what);
+}
+
+/* Every workspace buffer, in one order (the carving of a caller's buffer depends on it). */
+static cpclResult_t planLayout(struct cpclAttnPlan* pl) {
+  const cpclExecOps_t* e = pl->exec;
+  const cpclAttnDesc_t* d = &pl->desc;
+  const size_t T = (size_t)pl->maxTokens, DH = (size_t)pl->D * pl->H, Dv = (size_t)d->headDimVo;
+  const size_t counters = e->attnCounterCount(pl->maxTokens, (int)DH);
+  if (counters) CPCLCHECK(planTake(pl, &pl->splitCounters, counters * sizeof(unsigned), "split counters"));
+  CPCLCHECK(planTake(pl, &pl->qGather, T * DH * d->headDimQk * pl->qElem, "gathered queries"));
+  CPCLCHECK(planTake(pl, &pl->sendBuf, pl->D * pl->sliceCap, "partial send slices"));
+  CPCLCHECK(planTake(pl, &pl->recvBuf, pl->W * pl->sliceCap, "partial receive slices"));
+  CPCLCHECK(planTake(pl, &pl->scratch, pl->scratchBytes, "attention scratch"));
+  if (pl->algo == CPCL_ALGO_AGRS) {
+    CPCLCHECK(planTake(pl, &pl->partialO, T * DH * Dv * pl->qElem, "agrs partial output"));
+    CPCLCHECK(planTake(pl, &pl->partialLse, T * DH * sizeof(float), "agrs partial LSE"));
+    CPCLCHECK(planTake(pl, &pl->lseAll, pl->W * T * DH * sizeof(float), "agrs gathered LSE"));
+    CPCLCHECK(planTake(pl, &pl->lseGlobal, T * DH * sizeof(float), "agrs global LSE"));
+  }
+  if (pl->comm->memType == cpclMemCuda && pl->W == 1) { /* one rank: the fused kernel's flags */
+    const size_t ints = CPCL_ALIGN_UP(1 + (1 + CPCL_SYNC_KINDS), 4) + CPCL_SYNC_COUNTERS;
+    CPCLCHECK(planTake(pl, &pl->localSync, ints * sizeof(int), "fused kernel flags"));
+  }
+  return cpclSuccess;
+}
+
+/* The plan's shape and sizes, before anything is allocated. */
+static void planInit(struct cpclAttnPlan* pl, struct cpclComm* comm, const cpclAttnDesc_t* desc, int maxTokens,
+                     cpclAlgo_t algo, const cpclExecOps_t* exec) {
+  pl->comm = comm;
+  pl->desc = *desc;
+  pl->maxTokens = maxTokens;
+  pl->W = comm->nranks;
+  pl->D = comm->dcpSize;
+  pl->P = comm->pcpSize;
+  pl->H = desc->numQoHeads;
+  pl->G = pl->D * pl->H / desc->numKvHeads;
+  pl->qElem = cpclKDtypeSize(desc->qType);
+  pl->algo = algo;
+  pl->exec = exec;
+  pl->sliceCap = cpclSliceBytes(pl, maxTokens);
+  pl->scratchBytes =
+      exec->attnWorkspaceBytes(maxTokens, pl->D * pl->H, desc->headDimQk, desc->headDimVo, &pl->maxSplits);
 }
 
 /* Peer-mapped transports: register the buffers peers store into, and keep the peers' addresses.
@@ -202,13 +285,12 @@ static void planFree(struct cpclAttnPlan* pl) {
 static cpclResult_t planMapPeers(struct cpclAttnPlan* pl) {
   struct cpclComm* c = pl->comm;
   if (c->memType != cpclMemCuda) return cpclSuccess;
-  if (pl->W == 1) {
+  if (pl->W == 1) { /* the flags are the plan's own (planLayout) */
     pl->peerQ[0] = pl->qGather;
     pl->peerRecv[0] = pl->recvBuf;
-    const size_t ints = CPCL_ALIGN_UP(1 + (1 + CPCL_SYNC_KINDS), 4) + CPCL_SYNC_COUNTERS;
-    return pl->exec->alloc(c, &pl->localSync, ints * sizeof(int), "fused kernel flags");
+    return cpclSuccess;
   }
-  if (c->tp->regMem == (void*)cpclTransportUnsupported) return cpclSuccess; /* nccl: two-sided */
+  if (!planRegistersPeers(c)) return cpclSuccess; /* nccl: two-sided */
   const size_t T = (size_t)pl->maxTokens, DH = (size_t)pl->D * pl->H;
   CPCLCHECK(c->tp->regMem(c->tpCtx, pl->qGather, T * DH * pl->desc.headDimQk * pl->qElem, &pl->regQ));
   CPCLCHECK(c->tp->regMem(c->tpCtx, pl->recvBuf, pl->W * pl->sliceCap, &pl->regRecv));
@@ -233,20 +315,44 @@ cpclResult_t cpclPlanPeerSync(struct cpclAttnPlan* pl, cpclPeerSync_t* s) {
   return cpclSuccess;
 }
 
-CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t comm, const cpclAttnDesc_t* desc,
-                                         int maxTokens) {
-  if (planOut == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "plan is NULL");
-  if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
-  if (desc == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "desc is NULL");
-  CPCLCHECK(cpclCommEnter(comm, "cpclAttnPlanCreate"));
+/* Plan creation, with the plan's own workspace (ws NULL) or carved from the caller's. */
+static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* comm, const cpclAttnDesc_t* desc,
+                               int maxTokens, void* ws, size_t wsBytes, const char* fn) {
+  CPCLCHECK(cpclCommEnter(comm, fn));
   cpclResult_t res = cpclSuccess;
   struct cpclAttnPlan* pl = NULL;
-  char msg[512] = "";
+  char msg[512] = "", why[256] = "";
   cpclAlgo_t algo = CPCL_NUM_ALGOS;
+  const cpclExecOps_t* exec = cpclExecOf(comm->memType);
   cpclResult_t own = cpclAttnDescCheck(comm, desc, maxTokens, msg, sizeof(msg));
-  if (own == cpclSuccess) own = chooseAlgo(comm, desc, &algo, msg, sizeof(msg));
+  if (own == cpclSuccess) own = chooseAlgo(comm, desc, &algo, why, sizeof(why), msg, sizeof(msg));
+  if (own == cpclSuccess && exec == NULL) {
+    snprintf(msg, sizeof(msg), "CUDA memory needs cpcl built with CUDA (cpclGetBuildConfig: %s)", cpclGetBuildConfig());
+    own = cpclUnsupported;
+  }
+  if (own == cpclSuccess && ws != NULL) { /* before the agreement, so that every rank fails together */
+    struct cpclAttnPlan sizing;
+    memset(&sizing, 0, sizeof(sizing));
+    planInit(&sizing, comm, desc, maxTokens, algo, exec);
+    sizing.wsMeasure = 1;
+    (void)planLayout(&sizing);
+    if ((uintptr_t)ws % CPCL_WS_ALIGN) {
+      snprintf(msg, sizeof(msg), "ws is %p: it must be aligned to %d bytes", ws, CPCL_WS_ALIGN);
+      own = cpclInvalidArgument;
+    } else if (wsBytes < sizing.wsBytes) {
+      snprintf(msg, sizeof(msg), "bytes is %zu: this plan needs %zu bytes of workspace (cpclAttnPlanWorkspaceBytes)",
+               wsBytes, sizing.wsBytes);
+      own = cpclInvalidArgument;
+    } else if (planRegistersPeers(comm)) {
+      snprintf(msg, sizeof(msg),
+               "a caller's workspace cannot be used over transport %s with %d ranks: peers map the plan's buffers "
+               "with CUDA IPC, which shares whole allocations only; use cpclAttnPlanCreate",
+               comm->transportName, comm->nranks);
+      own = cpclUnsupported;
+    }
+  }
 
-  planDigest_t mine = {.valid = own == cpclSuccess, .maxTokens = maxTokens, .algo = algo};
+  planDigest_t mine = {.valid = own == cpclSuccess, .maxTokens = maxTokens, .algo = algo, .userWs = ws != NULL};
   if (own == cpclSuccess) {
     mine.numQoHeads = desc->numQoHeads;
     mine.numKvHeads = desc->numKvHeads;
@@ -263,66 +369,30 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t com
   CPCLCHECKGOTO(cpclCalloc(comm, &all, (size_t)comm->nranks, sizeof(*all), "plan digests"), res, out);
   CPCLCHECKGOTO(cpclCtrlAllgather(comm, &mine, all, sizeof(mine)), res, out);
   if (own != cpclSuccess) {
-    res = CPCL_ERR(comm, own, "cpclAttnPlanCreate: %s", msg);
+    res = CPCL_ERR(comm, own, "%s: %s", fn, msg);
     goto out;
   }
   if ((res = digestCompare(all, comm->nranks, msg, sizeof(msg))) != cpclSuccess) {
-    res = CPCL_ERR(comm, res, "cpclAttnPlanCreate: %s", msg);
+    res = CPCL_ERR(comm, res, "%s: %s", fn, msg);
     goto out;
   }
 
   CPCLCHECKGOTO(cpclCalloc(comm, &pl, 1, sizeof(*pl), "attention plan"), res, out);
-  pl->comm = comm;
-  pl->desc = *desc;
-  pl->maxTokens = maxTokens;
-  pl->W = comm->nranks;
-  pl->D = comm->dcpSize;
-  pl->P = comm->pcpSize;
-  pl->H = desc->numQoHeads;
-  pl->G = pl->D * pl->H / desc->numKvHeads;
-  pl->qElem = cpclKDtypeSize(desc->qType);
-  pl->algo = algo;
-  pl->exec = &cpclExecHost;
-  if (comm->memType == cpclMemCuda) {
-#ifdef CPCL_HAVE_CUDA
-    pl->exec = &cpclExecCuda;
-#else
-    res = CPCL_ERR(comm, cpclUnsupported, "cpclAttnPlanCreate: CUDA memory needs cpcl built with CUDA");
-    goto out;
-#endif
-  }
-  {
-    const cpclExecOps_t* e = pl->exec;
-    const size_t T = (size_t)maxTokens, DH = (size_t)pl->D * pl->H, Dv = (size_t)desc->headDimVo;
-    pl->sliceCap = cpclSliceBytes(pl, maxTokens);
-    pl->scratchBytes = e->attnWorkspaceBytes(maxTokens, (int)DH, desc->headDimQk, desc->headDimVo, &pl->maxSplits);
-#ifdef CPCL_HAVE_CUDA
-    if (comm->memType == cpclMemCuda) {
-      CPCLCHECKGOTO(e->alloc(comm, &pl->splitCounters, cpclCudaAttnCounterCount(maxTokens, (int)DH) * sizeof(unsigned),
-                             "split counters"),
-                    res, out);
-      CPCLCHECKGOTO(cpclCudaErrorFlagAlloc(comm, &pl->errorHost, &pl->errorDev), res, out);
-    }
-#endif
-    CPCLCHECKGOTO(e->alloc(comm, &pl->qGather, T * DH * desc->headDimQk * pl->qElem, "gathered queries"), res, out);
-    CPCLCHECKGOTO(e->alloc(comm, &pl->sendBuf, pl->D * pl->sliceCap, "partial send slices"), res, out);
-    CPCLCHECKGOTO(e->alloc(comm, &pl->recvBuf, pl->W * pl->sliceCap, "partial receive slices"), res, out);
-    CPCLCHECKGOTO(e->alloc(comm, &pl->scratch, pl->scratchBytes, "attention scratch"), res, out);
-    if (algo == CPCL_ALGO_AGRS) {
-      CPCLCHECKGOTO(e->alloc(comm, &pl->partialO, T * DH * Dv * pl->qElem, "agrs partial output"), res, out);
-      CPCLCHECKGOTO(e->alloc(comm, &pl->partialLse, T * DH * sizeof(float), "agrs partial LSE"), res, out);
-      CPCLCHECKGOTO(e->alloc(comm, &pl->lseAll, pl->W * T * DH * sizeof(float), "agrs gathered LSE"), res, out);
-      CPCLCHECKGOTO(e->alloc(comm, &pl->lseGlobal, T * DH * sizeof(float), "agrs global LSE"), res, out);
-    }
-    CPCLCHECKGOTO(cpclCalloc(comm, &pl->reqs, 4 * (size_t)pl->W, sizeof(cpclRequest_t), "plan requests"), res, out);
-    CPCLCHECKGOTO(planMapPeers(pl), res, out);
-  }
+  planInit(pl, comm, desc, maxTokens, algo, exec);
+  pl->wsUser = ws;
+  CPCLCHECKGOTO(exec->errorFlagAlloc(comm, &pl->errorHost, &pl->errorDev), res, out);
+  CPCLCHECKGOTO(planLayout(pl), res, out);
+  if (ws) CPCLCHECKGOTO(exec->zeroSync(comm, ws, pl->wsBytes, "the caller's workspace"), res, out);
+  CPCLCHECKGOTO(cpclCalloc(comm, &pl->reqs, 4 * (size_t)pl->W, sizeof(cpclRequest_t), "plan requests"), res, out);
+  CPCLCHECKGOTO(planMapPeers(pl), res, out);
   comm->numPlans++;
   pl->serial = comm->plansCreated++;
-  INFO(CPCL_PLAN, "plan %p rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d schedule %s, workspace %.1f MiB",
-       (void*)pl, comm->rank, pl->H, desc->numKvHeads, desc->headDimQk, desc->headDimVo, desc->pageSize, pl->G,
-       maxTokens, cpclAlgoNames[algo],
-       ((pl->D + pl->W) * pl->sliceCap + (size_t)maxTokens * pl->D * pl->H * desc->headDimQk * pl->qElem) / 1048576.0);
+  INFO(CPCL_PLAN,
+       "plan #%d rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d on %s memory; schedule %s (%s); attention "
+       "splits up to %d per row; workspace %zu bytes (%.1f MiB, %s)",
+       pl->serial, comm->rank, pl->H, desc->numKvHeads, desc->headDimQk, desc->headDimVo, desc->pageSize, pl->G,
+       maxTokens, exec->name, cpclAlgoNames[algo], why, pl->maxSplits, pl->wsBytes, pl->wsBytes / 1048576.0,
+       ws ? "the caller's" : "allocated by the plan");
   *planOut = pl;
   pl = NULL;
 out:
@@ -330,6 +400,32 @@ out:
   if (pl) planFree(pl);
   cpclCommLeave(comm);
   return res;
+}
+
+CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* planOut, cpclComm_t comm, const cpclAttnDesc_t* desc,
+                                         int maxTokens) {
+  if (planOut == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "cpclAttnPlanCreate: plan is NULL");
+  if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclAttnPlanCreate: comm is NULL");
+  if (desc == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "cpclAttnPlanCreate: desc is NULL");
+  return planCreate(planOut, comm, desc, maxTokens, NULL, 0, "cpclAttnPlanCreate");
+}
+
+CPCL_API cpclResult_t cpclAttnPlanCreateWithWorkspace(cpclAttnPlan_t* planOut, cpclComm_t comm,
+                                                      const cpclAttnDesc_t* desc, int maxTokens, void* ws,
+                                                      size_t bytes) {
+  const char* fn = "cpclAttnPlanCreateWithWorkspace";
+  if (planOut == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "%s: plan is NULL", fn);
+  if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "%s: comm is NULL", fn);
+  if (desc == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "%s: desc is NULL", fn);
+  if (ws == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "%s: ws is NULL (use cpclAttnPlanCreate)", fn);
+  return planCreate(planOut, comm, desc, maxTokens, ws, bytes, fn);
+}
+
+CPCL_API cpclResult_t cpclAttnPlanWorkspaceBytes(cpclAttnPlan_t plan, size_t* bytes) {
+  if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "cpclAttnPlanWorkspaceBytes: plan is NULL");
+  if (bytes == NULL) return CPCL_ERR(plan->comm, cpclInvalidArgument, "cpclAttnPlanWorkspaceBytes: bytes is NULL");
+  *bytes = plan->wsBytes;
+  return cpclSuccess;
 }
 
 CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan) {

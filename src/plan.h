@@ -8,6 +8,9 @@
 #include "exec.h"
 #include "kernels.h"
 
+/* Alignment of every workspace buffer carved from a caller's buffer, and of that buffer. */
+#define CPCL_WS_ALIGN 256
+
 /* Plans for at least this many rows run GQA groups of more than 16 heads through the wide
  * tensor-core body (measured faster from batch 8 on, slower at batch 1). */
 #define CPCL_WIDE_MIN_TOKENS 8
@@ -47,6 +50,14 @@ struct cpclAttnPlan {
   int* errorDev;           /*       and device view */
   size_t scratchBytes;
   cpclRequest_t* reqs; /* [4 W]: the pipelined schedule's transfers */
+
+  /* Workspace accounting: wsBytes sums every buffer above in memType memory, each rounded up to
+   * CPCL_WS_ALIGN (cpclAttnPlanWorkspaceBytes). With a caller's buffer (wsUser) each buffer is
+   * the next wsBytes of it; otherwise each is its own allocation, so that peer-mapped transports
+   * can register it whole. */
+  void* wsUser;
+  size_t wsBytes;
+  int wsMeasure; /* sizing only: take nothing */
 
   /* peer-mapped transports (ipc): qGather, recvBuf and lseAll registered on every rank */
   void *regQ, *regRecv, *regLse;

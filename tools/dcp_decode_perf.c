@@ -203,7 +203,13 @@ static void buildCache(const opts_t* o, cpclAttnPlan_t plan, int cpSize, int cpR
       memCopyIn(meta, m, sizeof(m));
       memCopyIn(kRun, kNew, (size_t)n * kRow * es);
       if (!o->mla) memCopyIn(vRun, vNew, (size_t)n * vRow * es);
-      cpclBatch_t b = {1, n, meta, meta + 2, btRun + (size_t)s * c->maxPages, c->maxPages};
+      cpclBatch_t b = CPCL_BATCH_INITIALIZER;
+      b.numSeqs = 1;
+      b.numTokens = n;
+      b.queryStart = meta;
+      b.seqLens = meta + 2;
+      b.blockTable = btRun + (size_t)s * c->maxPages;
+      b.maxPagesPerSeq = c->maxPages;
       CHECK(cpclKvStore(plan, &b, kRun, vRun, c->k, c->v, NULL));
 #ifdef PERF_CUDA
       if (gpuMode) CUDA_CHECK(cudaDeviceSynchronize());
@@ -506,7 +512,13 @@ int main(int argc, char** argv) {
       for (int s = 0; s < B; s++) lens[s] = L;
       int32_t* qsRun = memDup(qs, sizeof(int32_t) * (size_t)(B + 1));
       int32_t* lensRun = memDup(lens, sizeof(int32_t) * (size_t)B);
-      cpclBatch_t batch = {B, T, qsRun, lensRun, c.btRun, c.maxPages};
+      cpclBatch_t batch = CPCL_BATCH_INITIALIZER;
+      batch.numSeqs = B;
+      batch.numTokens = T;
+      batch.queryStart = qsRun;
+      batch.seqLens = lensRun;
+      batch.blockTable = c.btRun;
+      batch.maxPagesPerSeq = c.maxPages;
       /* q: [T][H][Dqk] for this rank's heads; row t, gathered head g keyed by (t, g) */
       void* q = malloc((size_t)T * H * o.Dqk * es);
       for (int t = 0; t < T; t++)
@@ -529,7 +541,13 @@ int main(int argc, char** argv) {
         int32_t* llens = malloc(sizeof(int32_t) * (size_t)B);
         for (int s = 0; s < B; s++) llens[s] = (int32_t)local > o.rows ? (int32_t)local : o.rows;
         int32_t* llensRun = memDup(llens, sizeof(int32_t) * (size_t)B);
-        cpclBatch_t lb = {B, T, qsRun, llensRun, c.btRun, c.maxPages};
+        cpclBatch_t lb = CPCL_BATCH_INITIALIZER;
+        lb.numSeqs = B;
+        lb.numTokens = T;
+        lb.queryStart = qsRun;
+        lb.seqLens = llensRun;
+        lb.blockTable = c.btRun;
+        lb.maxPagesPerSeq = c.maxPages;
         void* qa = memAlloc((size_t)T * Hq * o.Dqk * es);
         void* pa = memAlloc((size_t)T * Hq * Dv * es);
         float* la = memAlloc(sizeof(float) * (size_t)T * Hq);
@@ -556,7 +574,13 @@ int main(int argc, char** argv) {
           for (int g = 0; g < Hq; g++)
             genRow(qa, ((size_t)t * Hq + g) * o.Dqk, o.Dqk, (uint64_t)1 << 40 | (uint64_t)t, (uint64_t)g, o.type);
         ref = malloc((size_t)T * Hq * Dv * es);
-        cpclBatch_t fb = {B, T, qs, lens, full.blockTable, full.maxPages};
+        cpclBatch_t fb = CPCL_BATCH_INITIALIZER;
+        fb.numSeqs = B;
+        fb.numTokens = T;
+        fb.queryStart = qs;
+        fb.seqLens = lens;
+        fb.blockTable = full.blockTable;
+        fb.maxPagesPerSeq = full.maxPages;
         CHECK(cpclAttnDecode(rp, &fb, qa, full.k, full.v, ref, NULL, NULL));
         free(qa);
         freeCache(&full);

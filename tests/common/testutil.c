@@ -225,6 +225,18 @@ cpclAttnDesc_t tuDesc(const tuProblem_t* pb, int numQoHeads, int pageSize) {
   return desc;
 }
 
+cpclBatch_t tuBatch(int numSeqs, int numTokens, const int32_t* queryStart, const int32_t* seqLens,
+                    const int32_t* blockTable, int maxPagesPerSeq) {
+  cpclBatch_t b = CPCL_BATCH_INITIALIZER;
+  b.numSeqs = numSeqs;
+  b.numTokens = numTokens;
+  b.queryStart = queryStart;
+  b.seqLens = seqLens;
+  b.blockTable = blockTable;
+  b.maxPagesPerSeq = maxPagesPerSeq;
+  return b;
+}
+
 cpclResult_t tuSelfComm(cpclComm_t* comm, int interleave, cpclMemType_t memType) {
   cpclOob_t oob = {selfAllgather, NULL, 0, 1};
   cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
@@ -247,7 +259,7 @@ cpclResult_t tuSingleRank(const tuProblem_t* pb, int pageSize, int lseBase2, voi
     tuCacheAlloc(pb, 1, 0, 1, pageSize, &c);
     tuCacheFill(pb, 1, 0, 1, &c);
     void* q = tuMakeQ(pb, 0, pb->Hq);
-    cpclBatch_t b = {pb->numSeqs, pb->numTokens, pb->queryStart, pb->seqLens, c.blockTable, c.maxPagesPerSeq};
+    cpclBatch_t b = tuBatch(pb->numSeqs, pb->numTokens, pb->queryStart, pb->seqLens, c.blockTable, c.maxPagesPerSeq);
     res = cpclAttnDecode(plan, &b, q, c.k, c.v, out, lse, NULL);
     free(q);
     tuCacheFree(&c);

@@ -60,6 +60,10 @@ int64_t tuPos(const tuProblem_t* pb, int t, int* seq);
  * tokens (everything else at its default). */
 cpclAttnDesc_t tuDesc(const tuProblem_t* pb, int numQoHeads, int pageSize);
 
+/* A batch built from CPCL_BATCH_INITIALIZER with these fields (topkIndices NULL). */
+cpclBatch_t tuBatch(int numSeqs, int numTokens, const int32_t* queryStart, const int32_t* seqLens,
+                    const int32_t* blockTable, int maxPagesPerSeq);
+
 /* A one-rank communicator (self transport, an all-gather that is a copy). */
 cpclResult_t tuSelfComm(cpclComm_t* comm, int interleave, cpclMemType_t memType);
 

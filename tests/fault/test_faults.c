@@ -115,7 +115,7 @@ static void jobSetup(job_t* j) {
   j->q = tuMakeQ(&j->pb, myRank * 2, 2);
   j->out = malloc(2 * 2 * 32 * 4);
   j->lse = malloc(2 * 2 * 4);
-  j->batch = (cpclBatch_t){2, 2, j->qs, j->lens, j->cache.blockTable, j->cache.maxPagesPerSeq};
+  j->batch = tuBatch(2, 2, j->qs, j->lens, j->cache.blockTable, j->cache.maxPagesPerSeq);
 }
 
 static cpclResult_t decode(job_t* j) {

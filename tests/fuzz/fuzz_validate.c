@@ -88,8 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   pl.comm = &c;
   pl.desc = d;
   pl.maxTokens = maxTokens;
-  cpclBatch_t b;
-  memset(&b, 0, sizeof(b));
+  cpclBatch_t b = CPCL_BATCH_INITIALIZER;
   b.numSeqs = (int)(rd(&r, 1) % 18) - 1;
   b.numTokens = (int16_t)rd(&r, 2);
   b.maxPagesPerSeq = (int16_t)rd(&r, 2);

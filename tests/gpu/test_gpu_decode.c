@@ -196,7 +196,7 @@ static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cud
   CUDA_OK(cudaMalloc((void**)&pLse, sizeof(float) * T * dcp * H));
   void* h1 = malloc((size_t)T * H * Dv * es);
   void* h2 = malloc((size_t)T * H * Dv * es);
-  cpclBatch_t b = {S, T, sh->multiRow ? st.qs : NULL, st.lens, st.bt, st.maxPages};
+  cpclBatch_t b = tuBatch(S, T, sh->multiRow ? st.qs : NULL, st.lens, st.bt, st.maxPages);
   for (int a = 0; a < 4; a++) {
     if (a == 3 && dcp != W) continue; /* fused covers the DCP axis alone */
     desc.algo = algos[a];
@@ -257,7 +257,7 @@ static void runGraph(cpclComm_t comm, const char* algo, const shape_t* sh, cudaS
   float* lse;
   CUDA_OK(cudaMalloc(&out, (size_t)T * H * Dv * es));
   CUDA_OK(cudaMalloc((void**)&lse, sizeof(float) * T * H));
-  cpclBatch_t b = {S, T, NULL, st.lens, st.bt, st.maxPages};
+  cpclBatch_t b = tuBatch(S, T, NULL, st.lens, st.bt, st.maxPages);
   /* one eager step first, as engines warm up, then the capture */
   CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, out, lse, stream));
   CUDA_OK(cudaStreamSynchronize(stream));
@@ -330,7 +330,7 @@ static void runStall(cudaStream_t stream) {
   float* lse;
   CUDA_OK(cudaMalloc(&out, (size_t)2 * sh->H * sh->Dv * 2));
   CUDA_OK(cudaMalloc((void**)&lse, sizeof(float) * 2 * sh->H));
-  cpclBatch_t b = {2, 2, NULL, st.lens, st.bt, st.maxPages};
+  cpclBatch_t b = tuBatch(2, 2, NULL, st.lens, st.bt, st.maxPages);
   CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, st.v, out, lse, stream)); /* everyone: one good step */
   CUDA_OK(cudaStreamSynchronize(stream));
   MPI_Barrier(world);

@@ -485,12 +485,8 @@ static void testPublicApi(void) {
       cpclAttnPlan_t plan;
       EXPECT(cpclAttnPlanCreate(&plan, comm, &desc, 8) == cpclSuccess, "plan: %s", cpclGetLastError(NULL));
       const size_t kvRows = (size_t)c.numPages * 16 * pb.Hkv;
-      cpclBatch_t b = {4,
-                       7,
-                       toDev(qs, sizeof(qs)),
-                       toDev(lens, sizeof(lens)),
-                       toDev(c.blockTable, sizeof(int32_t) * c.numPages),
-                       c.maxPagesPerSeq};
+      cpclBatch_t b = tuBatch(4, 7, toDev(qs, sizeof(qs)), toDev(lens, sizeof(lens)),
+                              toDev(c.blockTable, sizeof(int32_t) * c.numPages), c.maxPagesPerSeq);
       void* dq = toDev(q, (size_t)7 * 16 * pb.Dqk * 2);
       void* dk = toDev(c.k, kvRows * pb.Dqk * 2);
       void* dv = latent ? NULL : toDev(c.v, kvRows * pb.Dv * 2);
@@ -581,7 +577,7 @@ static void testDeviceValidation(void) {
   const size_t kvRows = (size_t)c.numPages * 16 * 2, oBytes = 4 * 4 * 64 * 2;
   int32_t* dQs = toDev(qs, sizeof(qs));
   int32_t* dLens = toDev(lens, sizeof(lens));
-  cpclBatch_t b = {2, 4, dQs, dLens, toDev(c.blockTable, sizeof(int32_t) * c.numPages), c.maxPagesPerSeq};
+  cpclBatch_t b = tuBatch(2, 4, dQs, dLens, toDev(c.blockTable, sizeof(int32_t) * c.numPages), c.maxPagesPerSeq);
   void *dq = toDev(q, 4 * 4 * 64 * 2), *dk = toDev(c.k, kvRows * 64 * 2), *dv = toDev(c.v, kvRows * 64 * 2);
   void* dOut = devPoison(oBytes);
   float* dLse = devPoison(4 * 4 * 4);

@@ -81,7 +81,7 @@ static void runCase(cpclComm_t comm, int dcp, int I, int pageSize, const shape_t
         }
     cpclAttnPlan_t plan;
     CPCL_OK(cpclAttnPlanCreate(&plan, comm, &desc, T));
-    cpclBatch_t fill = {S, n, all, lens, c.blockTable, c.maxPagesPerSeq};
+    cpclBatch_t fill = tuBatch(S, n, all, lens, c.blockTable, c.maxPagesPerSeq);
     CPCL_OK(cpclKvStore(plan, &fill, kNew, vNew, c.k, sh->latent ? NULL : c.v, NULL));
     EXPECT(memcmp(c.k, want.k, (size_t)c.numPages * pageSize * sh->Hkv * sh->Dqk * es) == 0);
     if (!sh->latent) EXPECT(memcmp(c.v, want.v, (size_t)c.numPages * pageSize * sh->Hkv * Dv * es) == 0);
@@ -90,7 +90,7 @@ static void runCase(cpclComm_t comm, int dcp, int I, int pageSize, const shape_t
     free(vNew);
   }
   void* q = tuMakeQ(&pb, dr * H, H);
-  cpclBatch_t b = {S, T, sh->multiRow ? qs : NULL, lens, c.blockTable, c.maxPagesPerSeq};
+  cpclBatch_t b = tuBatch(S, T, sh->multiRow ? qs : NULL, lens, c.blockTable, c.maxPagesPerSeq);
   const size_t outBytes = (size_t)T * H * Dv * es, lseBytes = sizeof(float) * (size_t)T * H;
   void *out = malloc(outBytes), *out2 = malloc(outBytes), *pOut = malloc((size_t)T * Hq * Dv * es);
   float *lse = malloc(lseBytes), *lse2 = malloc(lseBytes), *pLse = malloc(sizeof(float) * (size_t)T * Hq);

@@ -140,7 +140,7 @@ static void test_batch(void** state) {
   (void)state;
   fix_t f;
   fixSetup(&f);
-  const cpclBatch_t good = {2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq};
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
   assert_int_equal(run(&f, &good), cpclSuccess);
   cpclBatch_t b;
   int32_t qs[3], lens[2];
@@ -179,7 +179,7 @@ static void test_batch(void** state) {
   assert_non_null(strstr(cpclGetLastError(NULL), "plan is NULL"));
   bad++;
   /* zero rows is a valid, empty step */
-  cpclBatch_t empty = {0, 0, NULL, NULL, NULL, 1};
+  cpclBatch_t empty = tuBatch(0, 0, NULL, NULL, NULL, 1);
   assert_int_equal(run(&f, &empty), cpclSuccess);
   /* a plan outlives nothing: the comm refuses to go first */
   assert_int_equal(cpclCommDestroy(f.c), cpclInvalidUsage);
