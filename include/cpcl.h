@@ -383,6 +383,26 @@ CPCL_API cpclResult_t cpclGetStructLayout(const char* structName, size_t* size, 
 CPCL_API cpclResult_t cpclGetStructField(const char* structName, int index, const char** fieldName, size_t* offset,
                                          size_t* size);
 
+/* Added to the contract (version 0.2). cpclKvStore in the form engines keep it (vLLM's
+ * reshape_and_cache_flash): new row t goes to slot slotMapping[t] of this rank's cache, page
+ * slot / pageSize, offset slot % pageSize; slotMapping[t] < 0 skips the row (padding, or a token
+ * another rank owns: the engine's slot mapping already says which). The plan gives the dtype,
+ * heads, head dims, page size and memory.
+ *   slotMapping [numTokens] int64, in the plan's memType memory
+ *   kNew: row t ([Hkv][headDimQk], kvType, contiguous) at kNew + t * kNewRowStride elements;
+ *   vNew likewise with vNewRowStride and headDimVo; a row stride of 0 means packed rows. Strides
+ *   let an engine pass views into its fused qkv projection without a copy.
+ *   kCache [numPages][pageSize][Hkv][headDimQk], vCache [numPages][pageSize][Hkv][headDimVo];
+ *   vNew and vCache NULL when latentKv.
+ * Host memory: a slot >= numPages * pageSize is cpclInvalidArgument naming the row and slot,
+ * before anything is written. CUDA: the slots are read on the device only, and such rows are
+ * skipped. Other errors: cpclInvalidArgument for NULL pointers, numTokens < 0, numPages < 1, a
+ * row stride shorter than a row. Not collective (purely local); stream-ordered on CUDA and
+ * capturable in a CUDA graph. */
+CPCL_API cpclResult_t cpclKvStoreSlots(cpclAttnPlan_t plan, int64_t numTokens, const int64_t* slotMapping,
+                                       const void* kNew, const void* vNew, int64_t kNewRowStride, int64_t vNewRowStride,
+                                       void* kCache, void* vCache, int64_t numPages, cpclStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,8 +12,10 @@ typedef struct {
   size_t offset, size;
 } layoutEntry_t;
 
-#define STRUCT(S) {#S, NULL, 0, sizeof(S)}
-#define FIELD(S, M) {#S, #M, offsetof(S, M), sizeof(((S*)0)->M)}
+#define STRUCT(S) \
+  { #S, NULL, 0, sizeof(S) }
+#define FIELD(S, M) \
+  { #S, #M, offsetof(S, M), sizeof(((S*)0)->M) }
 
 /* Fields in declaration order, each struct's entry first. A field added to a struct in cpcl.h
  * must be added here, or bindings that check the whole list will refuse this library. */
@@ -70,8 +72,7 @@ static const layoutEntry_t* findStruct(const char* structName, const char* fn, i
       return &layouts[i];
     }
   }
-  CPCL_ERR(NULL, cpclInvalidArgument, "%s: structName is \"%s\", not a struct of cpcl.h with a layout", fn,
-           structName);
+  CPCL_ERR(NULL, cpclInvalidArgument, "%s: structName is \"%s\", not a struct of cpcl.h with a layout", fn, structName);
   return NULL;
 }
 

@@ -386,6 +386,58 @@ def test_lifetimes():
     assert comm2.handle == 0
 
 
+@run.test
+def test_kv_store_slots_matches_kv_store():
+    """The slot-mapping store (vLLM's reshape_and_cache_flash form) gives the cache kv_store
+    gives, from row-strided views of a fused qkv buffer; -1 slots are skipped; a slot past the
+    cache is an error that writes nothing."""
+    for dtype, latent in (("float32", False), ("bfloat16", False), ("bfloat16", True)):
+        c = Case(W, 1, 2, [3, 21, 8], [3, 21, 8], H=2, Hkv=2 if not latent else 1, Dqk=16, Dvo=16 if not latent
+                 else 8, page=4, dtype=dtype, seed=31, latent=latent)
+        comm = comm_for(1, 2)
+        plan = cpcl.AttnPlan(comm, c.H, c.Hkv, c.Dqk, c.Dvo, c.page, c.scale, dtype, dtype, latent_kv=latent,
+                             max_tokens=4)
+        kc, vc, bt = c.shard(RANK, fill_nan=False)
+        # the engine's slot mapping: this rank's slot for the tokens it owns, -1 for the others
+        slots = []
+        for si, L in enumerate(c.seq_lens):
+            for p in range(L):
+                if (p // 2) % W != RANK:
+                    slots.append(-1)
+                else:
+                    li = (p // (2 * W)) * 2 + p % 2
+                    slots.append(int(bt[si, li // 4]) * 4 + li % 4)
+        slots = np.array(slots, np.int64)
+        kn = np.concatenate(c.K)
+        T = kn.shape[0]
+        # a fused [T, q | k | v] buffer; k and v are row-strided views into it
+        width = c.H * c.Dqk + kn[0].size + (0 if latent else c.V[0][0].size)
+        fused = np.zeros((T, width), kn.dtype)
+        fused[:, c.H * c.Dqk:c.H * c.Dqk + kn[0].size] = kn.reshape(T, -1)
+        kview = fused[:, c.H * c.Dqk:c.H * c.Dqk + kn[0].size].reshape(T, c.Hkv, c.Dqk)
+        assert not kview.flags.c_contiguous
+        vview = None
+        if not latent:
+            vn = np.concatenate(c.V)
+            fused[:, c.H * c.Dqk + kn[0].size:] = vn.reshape(T, -1)
+            vview = fused[:, c.H * c.Dqk + kn[0].size:].reshape(T, c.Hkv, c.Dvo)
+        k2, v2 = np.zeros_like(kc), (None if latent else np.zeros_like(vc))
+        plan.kv_store_slots(kview, vview, k2, v2, slots)
+        assert np.array_equal(k2, kc), f"kv_store_slots k ({dtype}, latent {latent})"
+        if not latent:
+            assert np.array_equal(v2, vc), f"kv_store_slots v ({dtype})"
+        bad = slots.copy()
+        bad[-1] = kc.shape[0] * 4  # one past the cache
+        k3 = np.zeros_like(kc)
+        expect_error(lambda: plan.kv_store_slots(kview, vview, k3, None if latent else np.zeros_like(vc), bad),
+                     cpcl.Result.INVALID_ARGUMENT, "slotMapping[", "past the cache")
+        assert not k3.any(), "a rejected slot mapping wrote into the cache"
+        expect_error(lambda: plan.kv_store_slots(kview, vview, k3, None, slots) if not latent else
+                     plan.kv_store_slots(kview, np.zeros_like(kview), k3, None, slots),
+                     cpcl.Result.INVALID_ARGUMENT)
+        plan.destroy()
+
+
 if __name__ == "__main__":
     code = run.run(sys.argv[1:])
     for cm in _comms.values():
