@@ -20,6 +20,10 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The python suite (tests/python): numpy, mpi4py (built against the system OpenMPI), ml_dtypes.
+python3 -c "import numpy, mpi4py, ml_dtypes" 2>/dev/null || python3 -m pip install -q numpy mpi4py ml_dtypes ||
+  echo "setup: pip could not install numpy/mpi4py/ml_dtypes: the python suite will be skipped"
+
 # CUDA is optional: use it when nvcc is on PATH, or under CUDA_HOME / the usual prefix.
 if ! command -v nvcc >/dev/null; then
   for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda; do
