@@ -19,7 +19,8 @@ from ._core import AttnPlan, Comm, kv_local_len, pcp_chunks
 
 __all__ = ["Comm", "AttnPlan", "CpclError", "Result", "kv_local_len", "pcp_chunks", "library_version",
            "build_config", "library_path"]
-__version__ = "0.2.0"
+_v = _version()
+__version__ = f"{_v // 10000}.{_v // 100 % 100}.{_v % 100}"  # the library's: one version for both
 
 
 def library_version():

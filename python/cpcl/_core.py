@@ -267,7 +267,6 @@ class Comm:
         if not self._handle:
             return
         h, self._handle = self._handle, None
-        self._aborted = True
         check(lib.cpclCommAbort(h), "cpclCommAbort")
 
     def __enter__(self):

@@ -120,13 +120,14 @@ def cp_lse_ag_out_rs(cp_attn_out, cp_attn_lse, cp_group, ctx=None, return_lse=Fa
     return _merge(cp_attn_out, cp_attn_lse, cp_group, return_lse, is_lse_base_on_e, world1_lse)
 
 
-def dcp_a2a_lse_reduce(cp_attn_out, cp_attn_lse, cp_group, ctx=None, return_lse=False, is_lse_base_on_e=True):
+def dcp_a2a_lse_reduce(cp_attn_out, cp_attn_lse, cp_group, ctx=None, return_lse=None, is_lse_base_on_e=True):
     """vLLM's dcp_a2a_lse_reduce (all-to-all of partial outputs and LSEs, exact LSE-weighted
-    combine) as one cpclAttnCombine. Also takes vLLM's earlier positional form
-    (local_output, local_lse, kvp_group, return_lse, is_lse_base_on_e)."""
-    if isinstance(ctx, bool):  # the earlier signature had no ctx: shift the positional flags
-        ctx, return_lse, is_lse_base_on_e = None, ctx, return_lse if isinstance(return_lse, bool) else True
-    return _merge(cp_attn_out, cp_attn_lse, cp_group, return_lse, is_lse_base_on_e, lambda lse: lse)
+    combine) as one cpclAttnCombine. ctx is accepted and unused; return_lse None means False.
+    Also takes vLLM's earlier positional form (local_output, local_lse, kvp_group, return_lse,
+    is_lse_base_on_e), which had no ctx: a bool in ctx's place is that return_lse."""
+    if isinstance(ctx, bool):  # the earlier form: its flags sit one place to the left
+        ctx, return_lse, is_lse_base_on_e = None, ctx, (is_lse_base_on_e if return_lse is None else return_lse)
+    return _merge(cp_attn_out, cp_attn_lse, cp_group, bool(return_lse), is_lse_base_on_e, lambda lse: lse)
 
 
 def reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype="auto", k_scale=None,

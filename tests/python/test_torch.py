@@ -301,6 +301,10 @@ def test_vllm_dcp_a2a_lse_reduce():
         # the earlier positional form (local_output, local_lse, kvp_group, return_lse, is_lse_base_on_e)
         got2, _ = cpcl.vllm.dcp_a2a_lse_reduce(out, lse, dist.group.WORLD, True, base_e)
         assert torch.equal(got2, got)
+        got3, _ = cpcl.vllm.dcp_a2a_lse_reduce(out, lse, dist.group.WORLD, True, is_lse_base_on_e=base_e)
+        assert torch.equal(got3, got)
+        got4 = cpcl.vllm.dcp_a2a_lse_reduce(out, lse, dist.group.WORLD, None, is_lse_base_on_e=base_e)
+        assert torch.equal(got4, got)
 
 
 @run.test
