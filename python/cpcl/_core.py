@@ -504,10 +504,28 @@ class AttnPlan:
             return None
         return self._kv_store_slots(k_new, v_new, k_cache, v_cache, slot_mapping)
 
-    def prefill(self, q, k_new, v_new, k_cache, v_cache, context_lens, new_lens, block_table, query_start):
-        """cpclAttnPrefill (DESIGN.md §4.2): not in this library yet."""
-        raise NotImplementedError("cpcl.AttnPlan.prefill: this libcpcl has no cpclAttnPrefill yet "
-                                  f"({_lib.library_path})")
+    def prefill(self, q, k_new, v_new, k_cache, v_cache, context_lens, new_lens, block_table, query_start, out=None,
+                lse=None):
+        """cpclAttnPrefill (DESIGN.md §4.2): this rank's rows of the new tokens (q [T, H, Dqk],
+        k_new / v_new [T, Hkv, D]: its head-tail chunks, pcp_chunks, sequence-major, rows
+        query_start[s]..) attend causally to the cached context and every PCP rank's new tokens;
+        the new K/V are stored into the cache (owned positions). Returns (out [T, H, Dvo],
+        lse [T, H]). Collective."""
+        if not _lib.has("cpclAttnPrefill"):
+            raise NotImplementedError(f"cpcl.AttnPlan.prefill: this libcpcl has no cpclAttnPrefill yet "
+                                      f"({_lib.library_path})")
+        if _is_tensor(q):
+            t = _torch()
+            T = q.shape[0]
+            if out is None:
+                out = t.empty((T, self.num_qo_heads, self.head_dim_vo), dtype=q.dtype, device=q.device)
+            if lse is None:
+                lse = t.empty((T, self.num_qo_heads), dtype=t.float32, device=q.device)
+            conv = _t_index(self, context_lens, new_lens, block_table, query_start)
+            t.ops.cpcl.prefill(self.id, q, k_new, v_new, k_cache, v_cache, *conv, out, lse)
+            return out, lse
+        return self._prefill(q, k_new, v_new, k_cache, v_cache, context_lens, new_lens, block_table, query_start,
+                             out, lse)
 
     # -- implementations over _Arr (shared by numpy and the torch ops) ----------------------------
 
@@ -605,10 +623,49 @@ class AttnPlan:
         self.comm._check(res, "cpclAttnCombine")
         return out, lse
 
-    def _kv_args(self, k_new, v_new, k_cache, v_cache, mem, rows_strided=False):
-        shape_k = (None, self.num_kv_heads, self.head_dim_qk)
-        ka = _row_view(k_new, "k_new", mem, self.kv_dtype, shape_k) if rows_strided else \
-            _tensor(k_new, "k_new", mem, self.kv_dtype, shape_k)
+    def _prefill(self, q, k_new, v_new, k_cache, v_cache, context_lens, new_lens, block_table, query_start, out,
+                 lse):
+        h = self._live()
+        mem = self.comm.mem
+        H = self.num_qo_heads
+        try:
+            qa = _tensor(q, "q", mem, self.q_dtype, (None, H, self.head_dim_qk))
+            T = qa.shape[0]
+            ka, va, kc, vc, _ = self._kv_args(k_new, v_new, k_cache, v_cache, mem, rows=T, like=qa)
+            cl = _index(context_lens, "context_lens", mem, qa)
+            if len(cl.shape) != 1:
+                raise _ArgError(f"context_lens has shape {list(cl.shape)}: it must be [num_seqs]")
+            S = cl.shape[0]
+            nl = _index(new_lens, "new_lens", mem, qa)
+            if nl.shape != (S,):
+                raise _ArgError(f"new_lens has shape {list(nl.shape)}: it must be [num_seqs = {S}]")
+            bt = _index(block_table, "block_table", mem, qa)
+            if len(bt.shape) != 2 or bt.shape[0] != S:
+                raise _ArgError(f"block_table has shape {list(bt.shape)}: it must be [num_seqs = {S}, max_pages]")
+            if query_start is None:
+                raise _ArgError("query_start is None: prefill rows need their offsets ([num_seqs + 1])")
+            qs = _index(query_start, "query_start", mem, qa)
+            if qs.shape != (S + 1,):
+                raise _ArgError(f"query_start has shape {list(qs.shape)}: it must be [num_seqs + 1 = {S + 1}]")
+            if out is None:
+                out = _empty_like(qa, (T, H, self.head_dim_vo), self.q_dtype)
+            oa = _tensor(out, "out", mem, self.q_dtype, (T, H, self.head_dim_vo), qa)
+            if lse is None:
+                lse = _empty_like(qa, (T, H), "float32")
+            la = _tensor(lse, "lse", mem, "float32", (T, H), qa)
+        except _ArgError as e:
+            lib.cpclAttnPrefill(h, None, None, None, None, None, None, None, None, None, None)  # tell the peers
+            raise CpclError(Result.INVALID_ARGUMENT, f"rank {self.comm.rank}: {e}", "AttnPlan.prefill") from None
+        b = _lib.PrefillBatch(ctypes.sizeof(_lib.PrefillBatch), S, T, qs.ptr, cl.ptr, nl.ptr, bt.ptr, bt.shape[1])
+        res = lib.cpclAttnPrefill(h, ctypes.byref(b), qa.ptr, ka.ptr, va.ptr if va else None, kc.ptr,
+                                  vc.ptr if vc else None, oa.ptr, la.ptr, _stream(mem, qa))
+        self.comm._check(res, "cpclAttnPrefill")
+        return out, lse
+
+    def _kv_args(self, k_new, v_new, k_cache, v_cache, mem, rows_strided=False, rows=None, like=None):
+        shape_k = (rows, self.num_kv_heads, self.head_dim_qk)
+        ka = _row_view(k_new, "k_new", mem, self.kv_dtype, shape_k, like) if rows_strided else \
+            _tensor(k_new, "k_new", mem, self.kv_dtype, shape_k, like)
         T = ka.shape[0]
         kc = _tensor(k_cache, "k_cache", mem, self.kv_dtype, (None, self.page_size, self.num_kv_heads,
                                                               self.head_dim_qk), ka)

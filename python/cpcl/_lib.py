@@ -76,7 +76,15 @@ class Batch(ctypes.Structure):
                 ("maxPagesPerSeq", ctypes.c_int), ("topkIndices", ctypes.c_void_p)]
 
 
+class PrefillBatch(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("numSeqs", ctypes.c_int), ("numTokens", ctypes.c_int),
+                ("queryStart", ctypes.c_void_p), ("contextLens", ctypes.c_void_p), ("newLens", ctypes.c_void_p),
+                ("blockTable", ctypes.c_void_p), ("maxPagesPerSeq", ctypes.c_int)]
+
+
 _MIRRORS = {"cpclOob_t": Oob, "cpclConfig_t": Config, "cpclAttnDesc_t": AttnDesc, "cpclBatch_t": Batch}
+# checked when the library has the function that takes them
+_OPTIONAL_MIRRORS = {"cpclPrefillBatch_t": (PrefillBatch, "cpclAttnPrefill")}
 
 
 def _candidates():
@@ -135,10 +143,11 @@ _sigs = {
     # optional: bound when the library has them (see has())
     "cpclPcpChunks": (_c.c_int64, [_c.c_int64, _c.c_int, _c.c_int, _c.POINTER(_c.c_int64),
                                    _c.POINTER(_c.c_int64)]),
+    "cpclAttnPrefill": (_c.c_int, [_c.c_void_p, _c.POINTER(PrefillBatch)] + [_c.c_void_p] * 9),
     "cpclKvStoreSlots": (_c.c_int, [_c.c_void_p, _c.c_int64, _c.c_void_p, _c.c_void_p, _c.c_void_p, _c.c_int64,
                                     _c.c_int64, _c.c_void_p, _c.c_void_p, _c.c_int64, _c.c_void_p]),
 }
-_OPTIONAL = {"cpclPcpChunks", "cpclKvStoreSlots", "cpclAttnPlanCreateWithWorkspace", "cpclAttnPlanWorkspaceBytes"}
+_OPTIONAL = {"cpclPcpChunks", "cpclKvStoreSlots", "cpclAttnPrefill", "cpclAttnPlanCreateWithWorkspace", "cpclAttnPlanWorkspaceBytes"}
 _missing = []
 for _name, (_res, _args) in _sigs.items():
     _fn = getattr(lib, _name, None)
@@ -170,7 +179,9 @@ def check(res, func, comm_handle=None):
 
 def _check_layouts():
     problems = []
-    for cname, mirror in _MIRRORS.items():
+    mirrors = dict(_MIRRORS)
+    mirrors.update({n: m for n, (m, fn) in _OPTIONAL_MIRRORS.items() if has(fn)})
+    for cname, mirror in mirrors.items():
         size, nfields = ctypes.c_size_t(), ctypes.c_int()
         if lib.cpclGetStructLayout(cname.encode(), ctypes.byref(size), ctypes.byref(nfields)) != 0:
             problems.append(f"{cname}: {last_error()}")

@@ -59,6 +59,17 @@ def register():
     def _(plan, partial_out, partial_lse, out, lse):
         return None
 
+    @torch.library.custom_op("cpcl::prefill", mutates_args=("k_cache", "v_cache", "out", "lse"))
+    def prefill(plan: int, q: Tensor, k_new: Tensor, v_new: Optional[Tensor], k_cache: Tensor,
+                v_cache: Optional[Tensor], context_lens: Tensor, new_lens: Tensor, block_table: Tensor,
+                query_start: Tensor, out: Tensor, lse: Tensor) -> None:
+        _plan(plan)._prefill(q, k_new, v_new, k_cache, v_cache, context_lens, new_lens, block_table, query_start,
+                             out, lse)
+
+    @prefill.register_fake
+    def _(plan, q, k_new, v_new, k_cache, v_cache, context_lens, new_lens, block_table, query_start, out, lse):
+        return None
+
     @torch.library.custom_op("cpcl::kv_store", mutates_args=("k_cache", "v_cache"))
     def kv_store(plan: int, k_new: Tensor, v_new: Optional[Tensor], k_cache: Tensor, v_cache: Optional[Tensor],
                  seq_lens: Tensor, block_table: Tensor, query_start: Optional[Tensor]) -> None:

@@ -11,7 +11,7 @@ from mpi4py import MPI
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cpcl  # noqa: E402
-from refattn import Case, Runner, assert_close, local_len, tol  # noqa: E402
+from refattn import Case, PrefillCase, Runner, Skip, assert_close, local_len, tol  # noqa: E402
 
 mpi = MPI.COMM_WORLD
 W, RANK = mpi.Get_size(), mpi.Get_rank()
@@ -436,6 +436,34 @@ def test_kv_store_slots_matches_kv_store():
                      plan.kv_store_slots(kview, np.zeros_like(kview), k3, None, slots),
                      cpcl.Result.INVALID_ARGUMENT)
         plan.destroy()
+
+
+@run.test
+def test_prefill_against_reference():
+    """prefill: this rank's head-tail chunks attend to the sharded context and every PCP rank's
+    new tokens; the new K/V land in the cache as kv_store would place them."""
+    if not cpcl._lib.has("cpclAttnPrefill"):
+        raise Skip("this libcpcl has no cpclAttnPrefill yet")
+    for dcp in DCPS:
+        for dtype, latent in (("float32", False), ("bfloat16", True)):
+            c = PrefillCase(W, dcp, 2, [0, 7, 30], [13, 1, 9], H=2, Hkv=1, Dqk=32 if not latent else 40,
+                            Dvo=32, page=4, dtype=dtype, seed=40 + dcp, latent=latent)
+            q, kn, vn, qs = c.inputs(RANK)
+            comm = comm_for(dcp, 2)
+            plan = cpcl.AttnPlan(comm, c.H, c.Hkv, c.Dqk, c.Dvo, c.page, c.scale, dtype, dtype, latent_kv=latent,
+                                 max_tokens=max(q.shape[0], 1))
+            kc, vc, bt = c.cache(RANK, with_new=False)
+            out, lse = plan.prefill(q, kn, vn, kc, vc, np.array(c.ctx, np.int32), np.array(c.new, np.int32), bt, qs)
+            ref_out, ref_lse = c.reference(RANK)
+            f = (lambda x: x.astype(np.float64)) if dtype != "bfloat16" else \
+                (lambda x: (x.astype(np.uint32) << 16).view(np.float32).astype(np.float64))
+            assert_close(f(out), ref_out, tol(dtype), f"prefill out dcp={dcp} {dtype}")
+            assert_close(lse, ref_lse, 1e-4 if dtype == "float32" else tol(dtype), "prefill lse")
+            kz, vz, _ = c.cache(RANK, with_new=True)
+            assert np.array_equal(kc, kz), "prefill did not store the new K where this rank owns them"
+            if vc is not None:
+                assert np.array_equal(vc, vz)
+            plan.destroy()
 
 
 if __name__ == "__main__":
