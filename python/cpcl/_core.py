@@ -654,7 +654,7 @@ class AttnPlan:
                 lse = _empty_like(qa, (T, H), "float32")
             la = _tensor(lse, "lse", mem, "float32", (T, H), qa)
         except _ArgError as e:
-            lib.cpclAttnPrefill(h, None, None, None, None, None, None, None, None, None, None)  # tell the peers
+            lib.cpclAttnPrefill(h, None, None, None, None, None, None, None, None, None)  # tell the peers
             raise CpclError(Result.INVALID_ARGUMENT, f"rank {self.comm.rank}: {e}", "AttnPlan.prefill") from None
         b = _lib.PrefillBatch(ctypes.sizeof(_lib.PrefillBatch), S, T, qs.ptr, cl.ptr, nl.ptr, bt.ptr, bt.shape[1])
         res = lib.cpclAttnPrefill(h, ctypes.byref(b), qa.ptr, ka.ptr, va.ptr if va else None, kc.ptr,

@@ -143,7 +143,7 @@ _sigs = {
     # optional: bound when the library has them (see has())
     "cpclPcpChunks": (_c.c_int64, [_c.c_int64, _c.c_int, _c.c_int, _c.POINTER(_c.c_int64),
                                    _c.POINTER(_c.c_int64)]),
-    "cpclAttnPrefill": (_c.c_int, [_c.c_void_p, _c.POINTER(PrefillBatch)] + [_c.c_void_p] * 9),
+    "cpclAttnPrefill": (_c.c_int, [_c.c_void_p, _c.POINTER(PrefillBatch)] + [_c.c_void_p] * 8),
     "cpclKvStoreSlots": (_c.c_int, [_c.c_void_p, _c.c_int64, _c.c_void_p, _c.c_void_p, _c.c_void_p, _c.c_int64,
                                     _c.c_int64, _c.c_void_p, _c.c_void_p, _c.c_int64, _c.c_void_p]),
 }
