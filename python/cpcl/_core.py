@@ -320,16 +320,22 @@ class AttnPlan:
                  prefill_algo=None, workspace=None):
         if not isinstance(comm, Comm):
             raise TypeError(f"comm must be a cpcl.Comm, not {type(comm).__name__}")
-        if max_tokens is None:
-            raise TypeError("AttnPlan: max_tokens (the most query rows one step will pass) is required")
         self._handle = None
         self.comm = comm
-        self.num_qo_heads, self.num_kv_heads = int(num_qo_heads), int(num_kv_heads)
-        self.head_dim_qk, self.head_dim_vo, self.page_size = int(head_dim_qk), int(head_dim_vo), int(page_size)
-        self.sm_scale = float(sm_scale)
-        self.q_dtype, self.kv_dtype = _dtype_name(q_dtype, "q_dtype"), _dtype_name(kv_dtype, "kv_dtype")
-        self.latent_kv, self.lse_base2, self.topk = bool(latent_kv), bool(lse_base2), int(topk)
-        self.max_tokens = int(max_tokens)
+        try:
+            if max_tokens is None:
+                raise TypeError("AttnPlan: max_tokens (the most query rows one step will pass) is required")
+            self.num_qo_heads, self.num_kv_heads = int(num_qo_heads), int(num_kv_heads)
+            self.head_dim_qk, self.head_dim_vo, self.page_size = int(head_dim_qk), int(head_dim_vo), int(page_size)
+            self.sm_scale = float(sm_scale)
+            self.q_dtype, self.kv_dtype = _dtype_name(q_dtype, "q_dtype"), _dtype_name(kv_dtype, "kv_dtype")
+            self.latent_kv, self.lse_base2, self.topk = bool(latent_kv), bool(lse_base2), int(topk)
+            self.max_tokens = int(max_tokens)
+            if isinstance(workspace, str) and workspace != "torch":
+                raise ValueError(f"workspace is {workspace!r}: a tensor, an array, 'torch' or None")
+        except (TypeError, ValueError):
+            self._fail_create()
+            raise
         self.algo, self.prefill_algo = algo, prefill_algo
         self._strs = (algo.encode() if algo else None, prefill_algo.encode() if prefill_algo else None)
         self._desc = _lib.AttnDesc(ctypes.sizeof(_lib.AttnDesc), self.num_qo_heads, self.num_kv_heads,
@@ -341,8 +347,6 @@ class AttnPlan:
             self._handle = self._create(None)
         else:
             if isinstance(workspace, str):
-                if workspace != "torch":
-                    raise ValueError(f"workspace is {workspace!r}: a tensor, an array, 'torch' or None")
                 probe = self._create(None)
                 need = self._ws_bytes(probe)
                 check(lib.cpclAttnPlanDestroy(probe), "cpclAttnPlanDestroy")
@@ -358,6 +362,14 @@ class AttnPlan:
             from . import _torch_ops
             _torch_ops.register()
 
+    def _fail_create(self):
+        """This rank rejected its arguments before reaching C: join the collective creation with a
+        descriptor C rejects, so that every rank fails at once instead of waiting for this one."""
+        d = _lib.AttnDesc(ctypes.sizeof(_lib.AttnDesc))  # numQoHeads 0: invalid on purpose
+        h = ctypes.c_void_p()
+        if self.comm._handle:
+            lib.cpclAttnPlanCreate(ctypes.byref(h), self.comm._handle, ctypes.byref(d), 0)
+
     def _create(self, ws):
         if not _lib.has("cpclAttnPlanCreate"):
             raise NotImplementedError
@@ -369,12 +381,16 @@ class AttnPlan:
             return h
         if not _lib.has("cpclAttnPlanCreateWithWorkspace"):
             raise NotImplementedError("this libcpcl has no cpclAttnPlanCreateWithWorkspace")
-        a = _arr(ws, "workspace")
-        if not a.contig:
-            raise ValueError("workspace is not contiguous")
-        _on_ws = "cuda" if a.device[0] == "cuda" else "host"
-        if _on_ws != self.comm.mem:
-            raise ValueError(f"workspace is in {_on_ws} memory, the communicator's is {self.comm.mem}")
+        try:
+            a = _arr(ws, "workspace")
+            if not a.contig:
+                raise ValueError("workspace is not contiguous")
+            on_ws = "cuda" if a.device[0] == "cuda" else "host"
+            if on_ws != self.comm.mem:
+                raise ValueError(f"workspace is in {on_ws} memory, the communicator's is {self.comm.mem}")
+        except (_ArgError, ValueError) as e:
+            self._fail_create()
+            raise ValueError(str(e)) from None
         nbytes = (ws.numel() * ws.element_size()) if _is_tensor(ws) else ws.nbytes
         res = lib.cpclAttnPlanCreateWithWorkspace(ctypes.byref(h), self.comm._live(), ctypes.byref(self._desc),
                                                   self.max_tokens, a.ptr, nbytes)
