@@ -20,6 +20,7 @@ typedef enum {
   CPCL_OP_DECODE = 5,
   CPCL_OP_PARTIAL = 6,
   CPCL_OP_COMBINE = 7,
+  CPCL_OP_KVSTORE = 8, /* local: no message; named in the operation table (op.h) */
 } cpclOpTag_t;
 
 struct cpclComm {

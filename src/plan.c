@@ -7,6 +7,7 @@
 
 #include "coll.h"
 #include "core.h"
+#include "op.h"
 #include "plan.h"
 
 const char* const cpclAlgoNames[CPCL_NUM_ALGOS] = {"agrs", "a2a", "pipelined", "fused"};
@@ -134,8 +135,7 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   return cpclSuccess;
 }
 
-/* Whether this communicator can run the fused kernel, and if not, why (msg). */
-static int fusedPossible(const struct cpclComm* c, char* msg, size_t n) {
+int cpclPlanFusedPossible(const struct cpclComm* c, char* msg, size_t n) {
   if (c->memType != cpclMemCuda) {
     snprintf(msg, n, "fused needs CUDA memory; this communicator moves host memory over %s", c->transportName);
     return 0;
@@ -152,45 +152,6 @@ static int fusedPossible(const struct cpclComm* c, char* msg, size_t n) {
     return 0;
   }
   return 1;
-}
-
-/* desc->algo, else CPCL_ALGO, else the automatic choice for this shape and memory; why says
- * which of the three decided, and the rule (the plan's INFO line). */
-static cpclResult_t chooseAlgo(const struct cpclComm* c, const cpclAttnDesc_t* d, cpclAlgo_t* algo, char* why,
-                               size_t whyLen, char* msg, size_t n) {
-  const char* forced = d->algo ? d->algo : cpclParamString(CPCL_PARAM_ALGO);
-  const char* from = d->algo ? "desc->algo" : "CPCL_ALGO";
-  char cannot[256];
-  if (forced[0]) {
-    for (int a = 0; a < CPCL_NUM_ALGOS; a++)
-      if (strcasecmp(forced, cpclAlgoNames[a]) == 0) *algo = (cpclAlgo_t)a;
-    if (*algo == CPCL_NUM_ALGOS) {
-      snprintf(msg, n, "%s is \"%.32s\": use agrs, a2a, pipelined or fused", from, forced);
-      return cpclInvalidArgument;
-    }
-    if (*algo == CPCL_ALGO_FUSED && !fusedPossible(c, cannot, sizeof(cannot))) {
-      snprintf(msg, n, "%s is fused: %s", from, cannot);
-      return cpclUnsupported;
-    }
-    snprintf(why, whyLen, "forced by %s", from);
-    return cpclSuccess;
-  }
-  /* Host: a2a (measured in tools/dcp_decode_perf, see README): one exchange of packed slices,
-   * and on CPU ranks the transfers are memory copies that pipelining cannot hide.
-   * GPU peers that map each other's memory: fused, one kernel and no host step. With one rank
-   * there is nothing to exchange, and a2a is the attention kernel alone. */
-  if (c->nranks > 1 && fusedPossible(c, cannot, sizeof(cannot))) {
-    *algo = CPCL_ALGO_FUSED;
-    snprintf(why, whyLen, "automatic: GPU peers map each other's memory over %s, one kernel per step",
-             c->transportName);
-  } else {
-    *algo = CPCL_ALGO_A2A;
-    if (c->nranks == 1)
-      snprintf(why, whyLen, "automatic: one rank, the attention kernel alone");
-    else
-      snprintf(why, whyLen, "automatic: a2a, since %.200s", cannot);
-  }
-  return cpclSuccess;
 }
 
 static void planFree(struct cpclAttnPlan* pl) {
@@ -322,10 +283,11 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   cpclResult_t res = cpclSuccess;
   struct cpclAttnPlan* pl = NULL;
   char msg[512] = "", why[256] = "";
-  cpclAlgo_t algo = CPCL_NUM_ALGOS;
+  cpclPlanSchedules_t sel = {.algo = CPCL_NUM_ALGOS};
   const cpclExecOps_t* exec = cpclExecOf(comm->memType);
   cpclResult_t own = cpclAttnDescCheck(comm, desc, maxTokens, msg, sizeof(msg));
-  if (own == cpclSuccess) own = chooseAlgo(comm, desc, &algo, why, sizeof(why), msg, sizeof(msg));
+  if (own == cpclSuccess) own = cpclOpsSelect(comm, desc, &sel, why, sizeof(why), msg, sizeof(msg));
+  const cpclAlgo_t algo = sel.algo;
   if (own == cpclSuccess && exec == NULL) {
     snprintf(msg, sizeof(msg), "CUDA memory needs cpcl built with CUDA (cpclGetBuildConfig: %s)", cpclGetBuildConfig());
     own = cpclUnsupported;

@@ -188,6 +188,92 @@ static void test_batch(void** state) {
   fixTeardown(&f);
 }
 
+/* Issue 18 item 1: rows without sequences are not an empty step (the check returned early). */
+static void test_rows_without_sequences(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  const int32_t qs0[1] = {0};
+  cpclBatch_t b = tuBatch(0, 2, qs0, NULL, NULL, 1);
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, "batch->numTokens is 2 but numSeqs is 0");
+  EXPECT_STEP(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidArgument,
+              "batch->numTokens is 2 but numSeqs is 0");
+  fixTeardown(&f);
+}
+
+/* Issue 18 item 2: row counts that wrap in 32 bits (a signed overflow, UBSan) must not pass. */
+static void test_query_start_overflow(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  const int32_t qs[6] = {0, INT32_MAX, INT32_MIN, -1, 0, 2};
+  /* seqLens long enough for the wrapped counts, a block-table row wide enough for them (never
+   * read by the checks) */
+  const int32_t lens[5] = {INT32_MAX, 1, INT32_MAX, 1, 2};
+  cpclBatch_t b = tuBatch(5, 2, qs, lens, f.cache.blockTable, INT32_MAX / 4 + 1);
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, "queryStart goes backwards at sequence 1");
+  EXPECT_STEP(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidArgument,
+              "queryStart goes backwards at sequence 1");
+  fixTeardown(&f);
+}
+
+/* Issue 18 item 5: cpclKvStore on a plan of an aborted communicator is cpclInvalidUsage like
+ * every other call (it returned cpclSuccess). */
+static void test_kvstore_after_abort(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  assert_int_equal(cpclKvStore(f.p, &good, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclSuccess);
+  assert_int_equal(cpclCommAbort(f.c), cpclSuccess);
+  assert_int_equal(cpclKvStore(f.p, &good, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidUsage);
+  assert_non_null(strstr(cpclGetLastError(NULL), "aborted"));
+  assert_int_equal(run(&f, &good), cpclInvalidUsage);
+  free(f.q);
+  free(f.out);
+  free(f.lse);
+  tuCacheFree(&f.cache);
+  assert_int_equal(cpclAttnPlanDestroy(f.p), cpclSuccess); /* frees the aborted comm too */
+  bad += 2;
+}
+
+/* Issue 18 item 6: a negative page id among the pages a step reads (decode) or writes (store)
+ * is cpclInvalidArgument before anything is read or written; ids past them are never read. */
+static void test_negative_page_id(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  const int mp = f.cache.maxPagesPerSeq;
+  int32_t* bt = malloc(sizeof(int32_t) * 2 * (size_t)mp);
+  memcpy(bt, f.cache.blockTable, sizeof(int32_t) * 2 * (size_t)mp);
+  /* sequence 1 holds 7 tokens in pages of 4: pages 0 and 1; page 2 onwards is never read */
+  for (int i = 2; i < mp; i++) bt[mp + i] = -1;
+  for (int i = 3; i < mp; i++) bt[i] = -7; /* sequence 0: 10 tokens, pages 0..2 */
+  cpclBatch_t b = tuBatch(2, 3, f.qs, f.lens, bt, mp);
+  assert_int_equal(run(&f, &b), cpclSuccess);
+  bt[mp + 1] = -1; /* a page sequence 1's rows read */
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, "batch->blockTable[1][1] is -1");
+  EXPECT_STEP(cpclAttnPartial(f.p, &b, f.q, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument,
+              "batch->blockTable[1][1] is -1");
+  /* the store of sequence 1's one new token (position 6) writes page 1; a poisoned cache must
+   * stay as it was */
+  const size_t kBytes = (size_t)f.cache.numPages * 4 * 2 * 32 * 4;
+  void* kSaved = malloc(kBytes);
+  memcpy(kSaved, f.cache.k, kBytes);
+  EXPECT_STEP(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidArgument,
+              "batch->blockTable[1][1] is -1");
+  assert_memory_equal(kSaved, f.cache.k, kBytes);
+  bt[mp + 1] = f.cache.blockTable[mp + 1];
+  bt[0] = INT32_MIN; /* sequence 0's first page: read by decode, not written by this store */
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, "batch->blockTable[0][0] is -2147483648");
+  free(kSaved);
+  free(bt);
+  fixTeardown(&f);
+}
+
 static void test_comm_entry_points(void** state) {
   (void)state;
   int v;
@@ -216,6 +302,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_descriptor),
       cmocka_unit_test(test_batch),
+      cmocka_unit_test(test_rows_without_sequences),
+      cmocka_unit_test(test_query_start_overflow),
+      cmocka_unit_test(test_kvstore_after_abort),
+      cmocka_unit_test(test_negative_page_id),
       cmocka_unit_test(test_comm_entry_points),
   };
   return cmocka_run_group_tests_name("validation", tests, NULL, report);
