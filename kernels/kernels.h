@@ -142,7 +142,8 @@ typedef enum {
   CPCL_KERR_QUERY_START = 1, /* row not inside queryStart[seq] .. queryStart[seq + 1]: value, limit */
   CPCL_KERR_SEQ_LEN = 2,     /* seqLens[seq] = value is fewer than its limit query rows */
   CPCL_KERR_CAPACITY = 3,    /* local length value exceeds maxPagesPerSeq x pageSize = limit */
-  CPCL_KERR_TIMEOUT = 4      /* a wait on rank seq for epoch value saw only limit (cpclPeerSync_t) */
+  CPCL_KERR_TIMEOUT = 4,     /* a wait on rank seq for epoch value saw only limit (cpclPeerSync_t) */
+  CPCL_KERR_PAGE = 5         /* blockTable[seq][limit] = value is negative, among the pages a row walks */
 } cpclKError_t;
 #define CPCL_KERR_WORDS 5
 

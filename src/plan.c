@@ -416,6 +416,10 @@ cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear) {
                       "CPCL_TIMEOUT_MS; it expected step %d and saw %d): that rank stalled or died, and the "
                       "results of that step are not valid. The communicator is broken: abort it",
                       seq, pl->comm->timeoutMs, value, limit);
+    case CPCL_KERR_PAGE:
+      snprintf(what, sizeof(what), "batch->blockTable[%d][%d] is %d, a page a row reads or a store writes", seq,
+               limit, value);
+      break;
     case CPCL_KERR_SEQ_LEN:
       snprintf(what, sizeof(what), "batch->seqLens[%d] is %d, fewer than its %d query rows", seq, value, limit);
       break;
