@@ -83,7 +83,8 @@ CPCL_API const char* cpclGetErrorString(cpclResult_t result);
  * communicator or thread. */
 CPCL_API const char* cpclGetLastError(cpclComm_t comm);
 
-/* Library version as CPCL_VERSION_CODE, e.g. 100 for 0.1.0. Not collective. */
+/* Library version as CPCL_VERSION_CODE, e.g. 200 for 0.2.0 (CPCL_MAJOR/MINOR/PATCH and
+ * CPCL_VERSION_STRING, from cpcl_version.h, give the headers' version). Not collective. */
 CPCL_API cpclResult_t cpclGetVersion(int* version);
 
 /* ------------------------------------------------------------------------------------------ */
