@@ -188,11 +188,11 @@ typedef struct {
   const char* algo;
   /* Added to the contract (version 0.2): keys each query row may attend to with sparse
    * attention (cpclBatch_t.topkIndices); 0 = dense attention. Sparse attention is not built
-   * yet: anything but 0 is cpclUnsupported. */
+   * yet: anything but 0 is cpclUnsupported. Every rank must pass the same. */
   int topk;
   /* Added to the contract (version 0.2): the prefill schedule, "allgather" or "ring"; NULL =
-   * automatic. Any other name is cpclInvalidArgument. Decode ignores it (algo names its
-   * schedule). */
+   * automatic. Any other name is cpclInvalidArgument; every rank must name the same. Decode
+   * ignores it (algo names its schedule). */
   const char* prefillAlgo;
 } cpclAttnDesc_t;
 
@@ -251,7 +251,9 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* plan, cpclComm_t comm, 
 /* Added to the contract (version 0.2). The bytes of workspace the plan owns in its memType's
  * memory (device memory for CUDA): every buffer the per-step calls use, alignment padding
  * included. Always > 0. It is also the size cpclAttnPlanCreateWithWorkspace needs for the same
- * comm, desc and maxTokens. Not collective. */
+ * comm, desc and maxTokens. Not counted (and never in a caller's buffer): the plan's host
+ * structures, and on CUDA a few bytes of mapped host memory where the kernels record bad batch
+ * data. Not collective. */
 CPCL_API cpclResult_t cpclAttnPlanWorkspaceBytes(cpclAttnPlan_t plan, size_t* bytes);
 
 /* Added to the contract (version 0.2). cpclAttnPlanCreate, but every workspace buffer is carved

@@ -98,7 +98,8 @@ typedef struct {
   int32_t numQoHeads, numKvHeads, headDimQk, headDimVo, pageSize, qType, kvType, latentKv, lseBase2, maxTokens;
   float smScale;
   int32_t algo;
-  int32_t userWs; /* the caller's workspace: every rank creates its plan the same way */
+  int32_t userWs;      /* the caller's workspace: every rank creates its plan the same way */
+  int32_t prefillAlgo; /* 0 automatic, 1 allgather, 2 ring */
 } planDigest_t;
 
 static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, size_t n) {
@@ -124,6 +125,7 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   FIELD(lseBase2, "desc->lseBase2")
   FIELD(maxTokens, "maxTokens")
   FIELD(algo, "the schedule (desc->algo / CPCL_ALGO)")
+  FIELD(prefillAlgo, "desc->prefillAlgo (0 NULL, 1 allgather, 2 ring)")
   FIELD(userWs, "whether the plan uses the caller's workspace (cpclAttnPlanCreateWithWorkspace)")
 #undef FIELD
   for (int r = 1; r < W; r++)
@@ -326,6 +328,7 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
     mine.latentKv = desc->latentKv;
     mine.lseBase2 = desc->lseBase2;
     mine.smScale = desc->smScale;
+    mine.prefillAlgo = desc->prefillAlgo == NULL ? 0 : strcasecmp(desc->prefillAlgo, "allgather") == 0 ? 1 : 2;
   }
   planDigest_t* all = NULL;
   CPCLCHECKGOTO(cpclCalloc(comm, &all, (size_t)comm->nranks, sizeof(*all), "plan digests"), res, out);
@@ -417,8 +420,8 @@ cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear) {
                       "results of that step are not valid. The communicator is broken: abort it",
                       seq, pl->comm->timeoutMs, value, limit);
     case CPCL_KERR_PAGE:
-      snprintf(what, sizeof(what), "batch->blockTable[%d][%d] is %d, a page a row reads or a store writes", seq,
-               limit, value);
+      snprintf(what, sizeof(what), "batch->blockTable[%d][%d] is %d, a page a row reads or a store writes", seq, limit,
+               value);
       break;
     case CPCL_KERR_SEQ_LEN:
       snprintf(what, sizeof(what), "batch->seqLens[%d] is %d, fewer than its %d query rows", seq, value, limit);

@@ -321,6 +321,22 @@ int main(int argc, char** argv) {
       CPCL_OK(cpclCommDestroy(comm));
     }
   }
+  if (W > 1) { /* the new descriptor fields are agreed on like the others */
+    cpclOob_t oob;
+    cpclMpiOob(&oob, &world);
+    cpclComm_t comm;
+    CPCL_OK(cpclCommInitOob(&comm, &oob, NULL));
+    cpclAttnDesc_t d = CPCL_ATTN_DESC_INITIALIZER;
+    d.numQoHeads = 2, d.numKvHeads = 1, d.smScale = 0.1f;
+    d.prefillAlgo = rank == 0 ? "ring" : NULL;
+    cpclAttnPlan_t p;
+    EXPECT_RES(cpclAttnPlanCreate(&p, comm, &d, 4), cpclInvalidUsage);
+    EXPECT(strstr(cpclGetLastError(comm), "desc->prefillAlgo") != NULL);
+    d.prefillAlgo = "ring";
+    CPCL_OK(cpclAttnPlanCreate(&p, comm, &d, 4));
+    CPCL_OK(cpclAttnPlanDestroy(p));
+    CPCL_OK(cpclCommDestroy(comm));
+  }
   if (rank == 0) printf("test_decode: %d ranks, %d schedule cases passed\n", W, casesRun);
   MPI_Finalize();
   return 0;
