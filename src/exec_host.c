@@ -47,6 +47,11 @@ static cpclResult_t hostCopy2d(void* dst, size_t dpitch, const void* src, size_t
   return cpclSuccess;
 }
 
+static cpclResult_t hostFused(const cpclFusedParams_t* p, cpclStream_t s) {
+  (void)p, (void)s;
+  return CPCL_ERR(NULL, cpclUnsupported, "the fused kernel runs on CUDA only");
+}
+
 const cpclExecOps_t cpclExecHost = {
     .name = "host",
     .alloc = hostAlloc,
@@ -57,5 +62,5 @@ const cpclExecOps_t cpclExecHost = {
     .correct = hostCorrect,
     .kvStore = hostKvStore,
     .copy2d = hostCopy2d,
-    .fused = cpclTransportUnsupported,
+    .fused = hostFused,
 };

@@ -129,7 +129,7 @@ static int fusedPossible(const struct cpclComm* c, char* msg, size_t n) {
     snprintf(msg, n, "fused needs CUDA memory; this communicator moves host memory over %s", c->transportName);
     return 0;
   }
-  if (c->nranks > 1 && c->tp->peerSync == (void*)cpclTransportUnsupported) {
+  if (c->nranks > 1 && !(c->tp->caps & CPCL_TP_CAP_PEER_MAP)) {
     snprintf(msg, n,
              "fused needs GPU peers that map each other's memory (transport \"ipc\"); this communicator uses %s",
              c->transportName);
@@ -208,7 +208,7 @@ static cpclResult_t planMapPeers(struct cpclAttnPlan* pl) {
     const size_t ints = CPCL_ALIGN_UP(1 + (1 + CPCL_SYNC_KINDS), 4) + CPCL_SYNC_COUNTERS;
     return pl->exec->alloc(c, &pl->localSync, ints * sizeof(int), "fused kernel flags");
   }
-  if (c->tp->regMem == (void*)cpclTransportUnsupported) return cpclSuccess; /* nccl: two-sided */
+  if (!(c->tp->caps & CPCL_TP_CAP_PEER_MAP)) return cpclSuccess; /* nccl: two-sided */
   const size_t T = (size_t)pl->maxTokens, DH = (size_t)pl->D * pl->H;
   CPCLCHECK(c->tp->regMem(c->tpCtx, pl->qGather, T * DH * pl->desc.headDimQk * pl->qElem, &pl->regQ));
   CPCLCHECK(c->tp->regMem(c->tpCtx, pl->recvBuf, pl->W * pl->sliceCap, &pl->regRecv));
