@@ -137,7 +137,9 @@ typedef struct {
  * Collective over the OOB group. Every rank must pass the same config (dcpSize, kvInterleave,
  * memType, transport) and library version; a disagreement gives cpclInvalidUsage on every rank
  * with a message naming the field and the differing values. A bad field gives
- * cpclInvalidArgument naming it. config may be NULL (all defaults).
+ * cpclInvalidArgument naming it. config may be NULL (all defaults). oob->nranks may be up to
+ * 1024, but an attention plan serves at most 64 ranks (cpclAttnPlanCreate returns
+ * cpclUnsupported on a larger communicator); transport "ipc" opens on at most 64.
  * Errors: cpclInvalidArgument, cpclInvalidUsage, cpclSystemError (OOB or transport failure),
  * cpclUnsupported (transport not built in), cpclTimeout. */
 CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* comm, const cpclOob_t* oob, const cpclConfig_t* config);
@@ -213,7 +215,8 @@ typedef struct {
  *  - pageSize % kvInterleave == 0 (a page never splits an interleave run).
  * maxTokens: the most query rows any per-step call will pass (numTokens <= maxTokens).
  * Other errors: cpclUnsupported for a schedule this communicator cannot run ("fused" on host
- * memory, over nccl, or with pcp > 1) or more than 64 ranks; cpclSystemError /
+ * memory, over nccl, or with pcp > 1) or a communicator of more than 64 ranks (the most one
+ * plan serves; communicators may be larger); cpclSystemError /
  * cpclUnhandledCudaError when workspace cannot be allocated (its size is in the message). On
  * any error *plan is left untouched.
  * CUDA: synchronises the device after zeroing each workspace buffer (before peers may store into it);

@@ -63,7 +63,9 @@ static cpclResult_t pollOnce(struct cpclComm* comm, cpclRequest_t* reqs, int n, 
 #define CPCL_LIVENESS_MS 20.0
 
 static cpclResult_t waitLoop(struct cpclComm* comm, cpclRequest_t* reqs, int n, int any, int* index, const char* what) {
-  if (n == 0) { /* nothing posted (one rank, or only empty blocks): no transport to drive */
+  int pending = 0;
+  for (int i = 0; i < n && !pending; i++) pending = reqs[i].active;
+  if (!pending) { /* nothing posted (one rank, or only empty blocks): no transport to drive */
     if (index) *index = -1;
     return cpclSuccess;
   }
@@ -74,7 +76,8 @@ static cpclResult_t waitLoop(struct cpclComm* comm, cpclRequest_t* reqs, int n, 
     if (res != cpclSuccess) return waitFailed(comm, reqs, n, cpclRemoteError, what, failedPeer);
     if (remaining == 0 || (any && completed >= 0)) {
       if (index) *index = completed;
-      if (any && completed >= 0) TRACE(CPCL_COMM, "%s: request %d (rank %d) complete", what, completed, reqs[completed].peer);
+      if (any && completed >= 0)
+        TRACE(CPCL_COMM, "%s: request %d (rank %d) complete", what, completed, reqs[completed].peer);
       return cpclSuccess;
     }
     if (atomic_load_explicit(&comm->aborted, memory_order_relaxed))

@@ -52,7 +52,7 @@ cpclResult_t cpclConfigResolve(const cpclConfig_t* config, int nranks, cpclResol
      * DCP group of an engine) map each other's memory; cpclCommInitNccl names "nccl" itself */
     tp = nranks == 1 ? "self" : c->memType == cpclMemHost ? "ucx" : "ipc";
     from = "the automatic choice";
-    out->transportFrom = nranks == 1             ? "automatic: one rank"
+    out->transportFrom = nranks == 1                 ? "automatic: one rank"
                          : c->memType == cpclMemHost ? "automatic: host memory"
                                                      : "automatic: CUDA memory";
   } else {
@@ -81,7 +81,9 @@ cpclResult_t cpclConfigResolve(const cpclConfig_t* config, int nranks, cpclResol
   out->memType = c->memType;
   snprintf(out->transport, sizeof(out->transport), "%s", tp);
   out->timeoutMs = c->timeoutMs ? c->timeoutMs : (int)CPCL_MIN(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 1 << 30);
-  out->timeoutFrom = c->timeoutMs ? "config->timeoutMs" : cpclParamIsSet(CPCL_PARAM_TIMEOUT_MS) ? "CPCL_TIMEOUT_MS" : "the default";
+  out->timeoutFrom = c->timeoutMs                            ? "config->timeoutMs"
+                     : cpclParamIsSet(CPCL_PARAM_TIMEOUT_MS) ? "CPCL_TIMEOUT_MS"
+                                                             : "the default";
   if (out->timeoutMs == 0) {
     out->timeoutMs = CPCL_DEFAULT_TIMEOUT_MS;
     out->timeoutFrom = "the default";
@@ -266,9 +268,10 @@ cpclResult_t cpclCommInitAdopt(cpclComm_t* commOut, const cpclOob_t* oob, const 
   CPCLCHECKGOTO(cpclCalloc(comm, &comm->scratch.recvBytes, W, sizeof(size_t), "per-rank receive sizes"), res, fail);
   CPCLCHECKGOTO(cpclCalloc(comm, &comm->scratch.ctrl, W, CPCL_CTRL_RECORD_BYTES, "per-rank control records"), res,
                 fail);
-  INFO(CPCL_TOPO, "comm %p rank %d: %d of the other %d ranks run on this host (same host name and PID namespace)%s",
-       (void*)comm, comm->rank, numLocal, comm->nranks - 1,
-       numLocal == comm->nranks - 1 ? "" : ": the others' liveness is left to the transport and the timeout");
+  if (comm->nranks > 1)
+    INFO(CPCL_TOPO, "comm %p rank %d: %d of its %d peers run on this host (same host name and PID namespace)%s",
+         (void*)comm, comm->rank, numLocal, comm->nranks - 1,
+         numLocal == comm->nranks - 1 ? "" : "; the others' liveness is left to the transport and the timeout");
   const cpclTransportInitArgs_t targs = {.rank = comm->rank,
                                          .nranks = comm->nranks,
                                          .memType = comm->memType,
@@ -317,7 +320,9 @@ void cpclCommLeave(struct cpclComm* comm) { atomic_fetch_sub(&comm->busy, 1); }
 
 cpclResult_t cpclCommFail(struct cpclComm* comm, cpclResult_t err) {
   int expected = cpclSuccess;
-  atomic_compare_exchange_strong(&comm->asyncError, &expected, (int)err);
+  if (atomic_compare_exchange_strong(&comm->asyncError, &expected, (int)err))
+    INFO(CPCL_COMM, "comm %p rank %d is broken: %s; later calls return cpclInvalidUsage", (void*)comm, comm->rank,
+         cpclGetErrorString(err));
   return err;
 }
 

@@ -51,8 +51,8 @@ struct cpclComm {
     size_t* recvBytes;
     unsigned char* ctrl; /* [nranks][CPCL_CTRL_RECORD_BYTES]: all-gathers of small host records */
   } scratch;
-  int numPlans;        /* plans still alive on this comm */
-  int plansCreated;    /* plans ever created: a plan's number, the same on every rank */
+  int numPlans;     /* plans still alive on this comm */
+  int plansCreated; /* plans ever created: a plan's number, the same on every rank */
 
   atomic_int asyncError; /* cpclSuccess, or the communication error that broke the comm */
   atomic_int aborted;    /* set by cpclCommAbort, possibly from another thread */

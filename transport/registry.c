@@ -77,7 +77,7 @@ typedef struct {
 
 int cpclTransportCheckCaps(const cpclTransportOps_t* t, char* msg, size_t msgLen) {
 #define SLOT(field, capBit, stub) \
-  {#field, capBit, t->field != NULL && t->field != stub, t->field == NULL}
+  { #field, capBit, t->field != NULL && t->field != stub, t->field == NULL }
   const slotState_t slots[] = {
       SLOT(isend, CPCL_TP_CAP_HOST_P2P, cpclTransportUnsupportedIsend),
       SLOT(irecv, CPCL_TP_CAP_HOST_P2P, cpclTransportUnsupportedIrecv),
@@ -94,8 +94,8 @@ int cpclTransportCheckCaps(const cpclTransportOps_t* t, char* msg, size_t msgLen
       SLOT(sendrecv, CPCL_TP_CAP_STREAM_P2P, cpclTransportUnsupportedSendrecv),
   };
 #undef SLOT
-  const unsigned known = CPCL_TP_CAP_HOST_P2P | CPCL_TP_CAP_CTRL | CPCL_TP_CAP_STREAM_XCHG | CPCL_TP_CAP_PEER_MAP |
-                         CPCL_TP_CAP_STREAM_P2P;
+  const unsigned known =
+      CPCL_TP_CAP_HOST_P2P | CPCL_TP_CAP_CTRL | CPCL_TP_CAP_STREAM_XCHG | CPCL_TP_CAP_PEER_MAP | CPCL_TP_CAP_STREAM_P2P;
   if (t->caps & ~known) {
     snprintf(msg, msgLen, "transport \"%s\" declares unknown capability bits 0x%x", t->name, t->caps & ~known);
     return -1;

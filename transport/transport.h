@@ -63,13 +63,13 @@ static inline uint64_t cpclMakeTag(uint32_t seq, int op, int stage, int src) {
 typedef struct {
   int rank, nranks;
   cpclMemType_t memType;
-  int timeoutMs;                  /* longest wait on a peer: device-side waits and the control plane */
-  const uint8_t* peerLocal;       /* [nranks] 1 when rank p runs on this host (p != rank) */
-  const cpclOob_t* oob;           /* the caller's all-gather; ipc keeps a copy as its control plane */
-  void* adopt;                    /* a handle to adopt instead of creating one (nccl: the engine's
-                                     ncclComm_t, cpclCommInitNccl), or NULL */
-  cpclErrorSink_t* errors;        /* where failures are recorded besides the thread's last error
-                                     (the communicator's record; lives as long as the transport) */
+  int timeoutMs;            /* longest wait on a peer: device-side waits and the control plane */
+  const uint8_t* peerLocal; /* [nranks] 1 when rank p runs on this host (p != rank) */
+  const cpclOob_t* oob;     /* the caller's all-gather; ipc keeps a copy as its control plane */
+  void* adopt;              /* a handle to adopt instead of creating one (nccl: the engine's
+                               ncclComm_t, cpclCommInitNccl), or NULL */
+  cpclErrorSink_t* errors;  /* where failures are recorded besides the thread's last error
+                               (the communicator's record; lives as long as the transport) */
 } cpclTransportInitArgs_t;
 
 /* Capabilities: groups of slots, each wired all together or not at all (tests/unit/test_transport.c
@@ -127,8 +127,8 @@ typedef struct cpclTransportOps {
   /* CPCL_TP_CAP_STREAM_P2P. One step of a ring: send sendBytes of sendbuf to sendPeer and
    * receive recvBytes from recvPeer into recvbuf, stream-ordered (either size may be 0; a peer
    * is never this rank). Kernels after it on stream see the received bytes. */
-  cpclResult_t (*sendrecv)(void* ctx, int sendPeer, const void* sendbuf, size_t sendBytes, int recvPeer,
-                           void* recvbuf, size_t recvBytes, cpclStream_t stream);
+  cpclResult_t (*sendrecv)(void* ctx, int sendPeer, const void* sendbuf, size_t sendBytes, int recvPeer, void* recvbuf,
+                           size_t recvBytes, cpclStream_t stream);
 } cpclTransportOps_t;
 
 /* The slots a transport leaves out: one per slot, each returning cpclUnsupported with the
@@ -152,15 +152,16 @@ cpclResult_t cpclTransportUnsupportedSendrecv(void* ctx, int sendPeer, const voi
 
 /* Every slot of a capability group the table does not declare, filled with its stub (designated
  * initializers: list these first, then the transport's own slots). */
-#define CPCL_TP_NO_HOST_P2P                                                                    \
-  .isend = cpclTransportUnsupportedIsend, .irecv = cpclTransportUnsupportedIrecv,              \
-  .progress = cpclTransportUnsupportedProgress, .test = cpclTransportUnsupportedTest,          \
+#define CPCL_TP_NO_HOST_P2P                                                           \
+  .isend = cpclTransportUnsupportedIsend, .irecv = cpclTransportUnsupportedIrecv,     \
+  .progress = cpclTransportUnsupportedProgress, .test = cpclTransportUnsupportedTest, \
   .cancel = cpclTransportUnsupportedCancel
-#define CPCL_TP_NO_PEER_MAP                                                                    \
-  .regMem = cpclTransportUnsupportedRegMem, .deregMem = cpclTransportUnsupportedDeregMem,      \
+#define CPCL_TP_NO_PEER_MAP                                                               \
+  .regMem = cpclTransportUnsupportedRegMem, .deregMem = cpclTransportUnsupportedDeregMem, \
   .peerPtr = cpclTransportUnsupportedPeerPtr, .peerSync = cpclTransportUnsupportedPeerSync
 #define CPCL_TP_NO_CTRL .ctrlAllgather = cpclTransportUnsupportedCtrlAllgather
-#define CPCL_TP_NO_STREAM_XCHG .alltoallv = cpclTransportUnsupportedAlltoallv, .waitFrom = cpclTransportUnsupportedWaitFrom
+#define CPCL_TP_NO_STREAM_XCHG \
+  .alltoallv = cpclTransportUnsupportedAlltoallv, .waitFrom = cpclTransportUnsupportedWaitFrom
 #define CPCL_TP_NO_STREAM_P2P .sendrecv = cpclTransportUnsupportedSendrecv
 
 /* 0 when the table's caps match the slots it wires (each declared group wired whole, each

@@ -1,8 +1,10 @@
 /* mpi: communicator creation, the DCP/PCP axes, disagreement and bad-config paths, and the
- * internal collectives (all-gather, variable all-to-all, barrier). Run under mpirun -np 1..4. */
+ * internal collectives (all-gather, variable all-to-all, barrier), the per-communicator scratch
+ * arrays and the creation log. Run under mpirun -np 1..4. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "coll.h"
 #include "comm.h"
@@ -144,17 +146,50 @@ static void test_plan_agreement(void) {
   CPCL_OK(cpclCommDestroy(comm));
 }
 
+static char logPath[128];
+
+/* The INFO lines of communicator creation say what was chosen and why (test_create ran with the
+ * log at INFO into logPath). */
+static void test_creation_log(void) {
+  FILE* f = fopen(logPath, "r");
+  EXPECT(f != NULL);
+  static char text[1 << 16];
+  size_t n = fread(text, 1, sizeof(text) - 1, f);
+  fclose(f);
+  text[n] = 0;
+  char want[160];
+  snprintf(want, sizeof(want), "rank %d/%d dcp %d/%d pcp 0/1 (dcpSize 0: all ranks) interleave 3 memory host", rank, W,
+           rank, W);
+  EXPECT(strstr(text, want) != NULL);
+  EXPECT(strstr(text, W == 1 ? "transport self (automatic: one rank)" : "transport ucx (automatic: host memory)"));
+  EXPECT(strstr(text, getenv("CPCL_TIMEOUT_MS") ? "ms (CPCL_TIMEOUT_MS)" : "ms (the default)") != NULL);
+  snprintf(want, sizeof(want), " of its %d peers run on this host", W - 1);
+  EXPECT(W == 1 || strstr(text, want) != NULL);
+  snprintf(want, sizeof(want), "ucx: rank %d connected to %d peers", rank, W - 1);
+  EXPECT(W == 1 || strstr(text, want) != NULL);
+  EXPECT(W > 1 || strstr(text, "self: one rank") != NULL);
+  /* a transfer of this rank's own messages is TRACE, not INFO */
+  EXPECT(strstr(text, "all-to-all seq") == NULL);
+}
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(world, &rank);
   MPI_Comm_size(world, &W);
+  /* before the first cpcl call: the log configuration is read once */
+  snprintf(logPath, sizeof(logPath), "/tmp/cpcl_test_comm.%d.log", (int)getpid());
+  setenv("CPCL_DEBUG", "INFO", 1);
+  setenv("CPCL_DEBUG_SUBSYS", "INIT,NET,TOPO,COMM", 1);
+  setenv("CPCL_DEBUG_FILE", logPath, 1);
   test_create(0);
+  test_creation_log();
   for (int d = 1; d <= W; d++)
     if (W % d == 0) test_create(d);
   test_disagree();
   test_bad_field();
   test_collectives();
   test_plan_agreement();
+  unlink(logPath);
   if (rank == 0) printf("test_comm: %d ranks passed\n", W);
   MPI_Finalize();
   return 0;

@@ -176,8 +176,8 @@ static void test_init_bad_oob(void** state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_defaults),     cmocka_unit_test(test_size_field),    cmocka_unit_test(test_bad_fields),
-      cmocka_unit_test(test_values_kept),  cmocka_unit_test(test_transport_env), cmocka_unit_test(test_digest),
+      cmocka_unit_test(test_defaults),     cmocka_unit_test(test_size_field),     cmocka_unit_test(test_bad_fields),
+      cmocka_unit_test(test_values_kept),  cmocka_unit_test(test_transport_env),  cmocka_unit_test(test_digest),
       cmocka_unit_test(test_init_bad_oob), cmocka_unit_test(test_timeout_source),
   };
   return cmocka_run_group_tests_name("config", tests, NULL, NULL);

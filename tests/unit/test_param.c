@@ -39,7 +39,7 @@ static void test_timeout_param(void** state) {
   setenv("CPCL_TIMEOUT_MS", "soon", 1);
   cpclParamReset();
   assert_int_equal(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 60000); /* malformed: default */
-  assert_false(cpclParamIsSet(CPCL_PARAM_TIMEOUT_MS));         /* and not counted as set */
+  assert_false(cpclParamIsSet(CPCL_PARAM_TIMEOUT_MS));          /* and not counted as set */
   setenv("CPCL_TIMEOUT_MS", "-3", 1);
   cpclParamReset();
   assert_int_equal(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 60000);

@@ -23,8 +23,7 @@ static void test_compiled_in_caps(void** state) {
     assert_string_equal(t->name, cpclTransports[i].name);
     if (cpclTransportCheckCaps(t, msg, sizeof(msg)) != 0) fail_msg("%s", msg);
     /* the layers above rely on these pairings */
-    if (t->memTypes & (1u << cpclMemHost) && strcmp(t->name, "self") != 0)
-      assert_true(t->caps & CPCL_TP_CAP_HOST_P2P);
+    if (t->memTypes & (1u << cpclMemHost) && strcmp(t->name, "self") != 0) assert_true(t->caps & CPCL_TP_CAP_HOST_P2P);
     if (cpclTransportIsDevice(t)) {
       assert_true(t->caps & CPCL_TP_CAP_CTRL);
       assert_true(t->caps & CPCL_TP_CAP_STREAM_XCHG);

@@ -22,10 +22,10 @@
 #include "base/checks.h"
 #include "transport.h"
 
-#define IPCCHECK(call, what)                                                                                  \
-  do {                                                                                                        \
-    cudaError_t e_ = (call);                                                                                  \
-    if (e_ != cudaSuccess)                                                                                    \
+#define IPCCHECK(call, what)                                                                                       \
+  do {                                                                                                             \
+    cudaError_t e_ = (call);                                                                                       \
+    if (e_ != cudaSuccess)                                                                                         \
       return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: %s: %s (%s)", what, cudaGetErrorString(e_), #call); \
   } while (0)
 
@@ -101,7 +101,7 @@ static cpclResult_t ipcRegMem(void* vctx, void* buf, size_t bytes, void** handle
   for (int p = 0; p < c->W; p++) {
     if (!all[p].ok) {
       res = CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: rank %d could not export a buffer of %llu bytes (%s)", p,
-                     (unsigned long long)all[p].bytes, p == c->rank ? cudaGetErrorString(ge) : "see its error");
+                          (unsigned long long)all[p].bytes, p == c->rank ? cudaGetErrorString(ge) : "see its error");
       goto fail;
     }
     if (p == c->rank) {
@@ -110,16 +110,16 @@ static cpclResult_t ipcRegMem(void* vctx, void* buf, size_t bytes, void** handle
     }
     if (all[p].pid == mine.pid) {
       res = CPCL_SINK_ERR(NULL, cpclInvalidUsage,
-                     "ipc: ranks %d and %d are one process; CUDA IPC maps buffers between processes only (one "
-                     "process per rank)",
-                     c->rank, p);
+                          "ipc: ranks %d and %d are one process; CUDA IPC maps buffers between processes only (one "
+                          "process per rank)",
+                          c->rank, p);
       goto fail;
     }
     cudaError_t e = cudaIpcOpenMemHandle((void**)&peer[p], all[p].handle, cudaIpcMemLazyEnablePeerAccess);
     if (e != cudaSuccess) {
       peer[p] = NULL;
-      res =
-          CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: mapping rank %d's buffer failed: %s", p, cudaGetErrorString(e));
+      res = CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: mapping rank %d's buffer failed: %s", p,
+                          cudaGetErrorString(e));
       goto fail;
     }
   }
@@ -192,7 +192,7 @@ static cpclResult_t ipcAlltoallv(void* vctx, const cpclXfer_t* x) {
       void* dst = x->remote ? translate(c, x->remote, q) : NULL;
       if (dst == NULL)
         return CPCL_SINK_ERR(NULL, cpclInternalError,
-                        "ipc: the destination of rank %d's block is not in a registered buffer", q);
+                             "ipc: the destination of rank %d's block is not in a registered buffer", q);
       p.src[p.numPuts] = x->sendbufs[q];
       p.dst[p.numPuts] = dst;
       p.bytes[p.numPuts] = x->sendBytes[q];
@@ -202,7 +202,8 @@ static cpclResult_t ipcAlltoallv(void* vctx, const cpclXfer_t* x) {
     if (x->recvBytes[q] && !x->postOnly) p.waitMask |= 1ull << q;
   }
   int e = cpclCudaExchange(&p, x->stream);
-  if (e) return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: exchange kernel: %s", cudaGetErrorString((cudaError_t)e));
+  if (e)
+    return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: exchange kernel: %s", cudaGetErrorString((cudaError_t)e));
   return cpclSuccess;
 }
 
@@ -248,8 +249,7 @@ static cpclResult_t ipcInit(const cpclTransportInitArgs_t* args, void** ctxOut) 
                            "transport \"ipc\" needs every rank on this node, and rank %d is elsewhere: use \"nccl\"",
                            p);
   if (args->oob == NULL)
-    return CPCL_SINK_ERR(errs, cpclInvalidUsage,
-                         "transport \"ipc\" needs an out-of-band all-gather (cpclCommInitOob)");
+    return CPCL_SINK_ERR(errs, cpclInvalidUsage, "transport \"ipc\" needs an out-of-band all-gather (cpclCommInitOob)");
   ipcCtx_t* c = calloc(1, sizeof(*c));
   if (c == NULL) return CPCL_SINK_ERR(errs, cpclSystemError, "ipc: allocation failed");
   c->W = args->nranks;
@@ -262,8 +262,8 @@ static cpclResult_t ipcInit(const cpclTransportInitArgs_t* args, void** ctxOut) 
   if (e == cudaSuccess) e = cudaMemset(c->flags, 0, bytes);
   if (e == cudaSuccess) e = cudaDeviceSynchronize();
   if (e != cudaSuccess) {
-    res = CPCL_SINK_ERR(errs, cpclUnhandledCudaError, "ipc: allocating the flag block failed: %s",
-                        cudaGetErrorString(e));
+    res =
+        CPCL_SINK_ERR(errs, cpclUnhandledCudaError, "ipc: allocating the flag block failed: %s", cudaGetErrorString(e));
     goto fail;
   }
   void* h = NULL;

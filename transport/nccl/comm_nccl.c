@@ -24,10 +24,10 @@ CPCL_API cpclResult_t cpclCommInitNccl(cpclComm_t* comm, ncclComm_t nccl, const 
   if (nccl == NULL) return CPCL_SINK_ERR(NULL, cpclInvalidArgument, "nccl is NULL");
   if (config && config->size != sizeof(cpclConfig_t))
     return CPCL_SINK_ERR(NULL, cpclInvalidArgument, "config->size is %zu, expected %zu: use CPCL_CONFIG_INITIALIZER",
-                    config->size, sizeof(cpclConfig_t));
+                         config->size, sizeof(cpclConfig_t));
   if (config && config->transport && config->transport[0] && strcmp(config->transport, "nccl") != 0)
     return CPCL_SINK_ERR(NULL, cpclInvalidArgument, "config->transport is \"%.32s\": cpclCommInitNccl uses \"nccl\"",
-                    config->transport);
+                         config->transport);
   cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
   if (config) cfg = *config;
   cfg.transport = "nccl";
@@ -37,7 +37,8 @@ CPCL_API cpclResult_t cpclCommInitNccl(cpclComm_t* comm, ncclComm_t nccl, const 
   ncclResult_t r = ncclCommCount(nccl, &boot.nranks);
   if (r == ncclSuccess) r = ncclCommUserRank(nccl, &boot.rank);
   if (r != ncclSuccess)
-    return CPCL_SINK_ERR(NULL, cpclInvalidArgument, "nccl: the communicator's rank and size: %s", ncclGetErrorString(r));
+    return CPCL_SINK_ERR(NULL, cpclInvalidArgument, "nccl: the communicator's rank and size: %s",
+                         ncclGetErrorString(r));
   boot.timeoutMs = cfg.timeoutMs > 0 ? cfg.timeoutMs : (int)CPCL_MIN(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 1 << 30);
   if (boot.timeoutMs <= 0) boot.timeoutMs = CPCL_DEFAULT_TIMEOUT_MS;
   if (cudaStreamCreateWithFlags(&boot.stream, cudaStreamNonBlocking) != cudaSuccess)

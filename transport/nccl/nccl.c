@@ -48,7 +48,7 @@ cpclResult_t cpclNcclHostAllgather(ncclComm_t nc, int W, int timeoutMs, cudaStre
     cudaError_t e = cudaMalloc((void**)buf, need);
     if (e != cudaSuccess)
       return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "nccl: staging for the control all-gather: %s",
-                      cudaGetErrorString(e));
+                           cudaGetErrorString(e));
     *cap = need;
   }
   char* dsend = *buf + bytes * (size_t)W;
@@ -112,8 +112,8 @@ static cpclResult_t ncclSendrecv(void* vctx, int sendPeer, const void* sendbuf, 
   ncclResult_t r2 = ncclGroupEnd();
   if (r == ncclSuccess) r = r2;
   if (r != ncclSuccess && r != ncclInProgress)
-    return CPCL_SINK_ERR(NULL, cpclRemoteError, "nccl: send to rank %d / receive from rank %d: %s", sendPeer,
-                         recvPeer, ncclGetErrorString(r));
+    return CPCL_SINK_ERR(NULL, cpclRemoteError, "nccl: send to rank %d / receive from rank %d: %s", sendPeer, recvPeer,
+                         ncclGetErrorString(r));
   return cpclSuccess;
 }
 
@@ -176,8 +176,8 @@ static cpclResult_t ncclInit(const cpclTransportInitArgs_t* args, void** ctxOut)
     c->owned = 1;
   }
   *ctxOut = c;
-  INFO(CPCL_NET, "nccl: rank %d of %d on %s NCCL communicator %p, control all-gather bounded by %d ms", c->rank,
-       c->W, c->owned ? "its own" : "the engine's", (void*)c->nc, c->timeoutMs);
+  INFO(CPCL_NET, "nccl: rank %d of %d on %s NCCL communicator %p, control all-gather bounded by %d ms", c->rank, c->W,
+       c->owned ? "its own" : "the engine's", (void*)c->nc, c->timeoutMs);
   return cpclSuccess;
 fail:
   ncclFini(c);

@@ -147,7 +147,10 @@ static cpclResult_t ucxInit(const cpclTransportInitArgs_t* args, void** ctxOut) 
   free(lens);
   free(addrs);
   *ctxOut = u;
-  INFO(CPCL_NET, "ucx: rank %d connected to %d peers (worker address %zu bytes, no peer error handling: dead peers are found by the liveness checks)", args->rank, W - 1, addrLen);
+  INFO(CPCL_NET,
+       "ucx: rank %d connected to %d peers (worker address %zu bytes, no peer error handling: dead peers are found by "
+       "the liveness checks)",
+       args->rank, W - 1, addrLen);
   return cpclSuccess;
 fail:
   if (addr) ucp_worker_release_address(u->worker, addr);
@@ -160,7 +163,7 @@ fail:
 static cpclResult_t ucxPost(ucxCtx_t* u, int peer, ucs_status_ptr_t sp, cpclRequest_t* req, const char* what) {
   if (UCS_PTR_IS_ERR(sp))
     return CPCL_SINK_ERR(u->errors, cpclRemoteError, "ucx: %s with rank %d failed: %s", what, peer,
-                    ucs_status_string(UCS_PTR_STATUS(sp)));
+                         ucs_status_string(UCS_PTR_STATUS(sp)));
   req->handle = sp; /* NULL: completed in place */
   req->peer = peer;
   req->active = 1;
@@ -173,7 +176,7 @@ static cpclResult_t ucxIsend(void* ctx, int peer, uint64_t tag, const void* buf,
   ucxCtx_t* u = ctx;
   if (u->epStatus[peer] != UCS_OK)
     return CPCL_SINK_ERR(u->errors, cpclRemoteError, "ucx: rank %d has failed: %s", peer,
-                    ucs_status_string(u->epStatus[peer]));
+                         ucs_status_string(u->epStatus[peer]));
   ucp_request_param_t prm = {.op_attr_mask = 0};
   return ucxPost(u, peer, ucp_tag_send_nbx(u->eps[peer], buf, bytes, tag, &prm), req, "send");
 }
@@ -204,14 +207,14 @@ static cpclResult_t ucxTest(void* ctx, cpclRequest_t* req, int* done) {
     /* a receive from a dead peer never completes by itself: the endpoint's status says so */
     if (req->peer >= 0 && u->epStatus[req->peer] != UCS_OK)
       return CPCL_SINK_ERR(u->errors, cpclRemoteError, "ucx: rank %d has failed: %s", req->peer,
-                      ucs_status_string(u->epStatus[req->peer]));
+                           ucs_status_string(u->epStatus[req->peer]));
     return cpclSuccess;
   }
   ucp_request_free(req->handle);
   req->handle = NULL;
   if (st != UCS_OK)
     return CPCL_SINK_ERR(u->errors, cpclRemoteError, "ucx: transfer with rank %d failed: %s", req->peer,
-                    ucs_status_string(st));
+                         ucs_status_string(st));
   *done = 1;
   return cpclSuccess;
 }
