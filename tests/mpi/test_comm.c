@@ -11,6 +11,10 @@
 #include "mpi_check.h"
 #include "mpi_oob.h"
 
+#ifdef CPCL_HAVE_NCCL
+#include <cuda_runtime_api.h>
+#endif
+
 static MPI_Comm world = MPI_COMM_WORLD;
 static int rank, W;
 
@@ -146,6 +150,57 @@ static void test_plan_agreement(void) {
   CPCL_OK(cpclCommDestroy(comm));
 }
 
+#ifdef CPCL_HAVE_NCCL
+/* nccl's per-peer stream-ordered send/receive (CPCL_TP_CAP_STREAM_P2P), as a ring step: every
+ * rank sends its block to the next rank and receives the previous rank's, then the ring turns
+ * the other way with a block of a different size. Needs a GPU per rank. */
+static void test_nccl_sendrecv(void) {
+  int devs = 0;
+  if (cudaGetDeviceCount(&devs) != cudaSuccess) devs = 0;
+  if (W < 2 || devs < W) {
+    if (rank == 0) printf("test_comm: nccl sendrecv skipped (%d ranks, %d GPUs)\n", W, devs);
+    return;
+  }
+  EXPECT(cudaSetDevice(rank) == cudaSuccess);
+  cpclOob_t oob;
+  cpclMpiOob(&oob, &world);
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.memType = cpclMemCuda;
+  cfg.transport = "nccl";
+  cpclComm_t comm = NULL;
+  CPCL_OK(cpclCommInitOob(&comm, &oob, &cfg));
+  EXPECT(comm->tp->caps & CPCL_TP_CAP_STREAM_P2P);
+  const size_t n = 1 << 18;
+  int* h = malloc(n * sizeof(int));
+  int *dSend = NULL, *dRecv = NULL;
+  cudaStream_t s = NULL;
+  EXPECT(cudaMalloc((void**)&dSend, n * sizeof(int)) == cudaSuccess);
+  EXPECT(cudaMalloc((void**)&dRecv, n * sizeof(int)) == cudaSuccess);
+  EXPECT(cudaStreamCreate(&s) == cudaSuccess);
+  const int next = (rank + 1) % W, prev = (rank + W - 1) % W;
+  for (int dir = 0; dir < 2; dir++) {
+    const size_t count = dir == 0 ? n : n / 3 + 1;
+    const int to = dir == 0 ? next : prev, from = dir == 0 ? prev : next;
+    for (size_t i = 0; i < count; i++) h[i] = rank * 1000003 + (int)i + dir;
+    EXPECT(cudaMemcpy(dSend, h, count * sizeof(int), cudaMemcpyHostToDevice) == cudaSuccess);
+    EXPECT(cudaMemset(dRecv, 0xff, n * sizeof(int)) == cudaSuccess);
+    CPCL_OK(comm->tp->sendrecv(comm->tpCtx, to, dSend, count * sizeof(int), from, dRecv, count * sizeof(int), s));
+    EXPECT(cudaStreamSynchronize(s) == cudaSuccess);
+    EXPECT(cudaMemcpy(h, dRecv, n * sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess);
+    for (size_t i = 0; i < count; i++) EXPECT(h[i] == from * 1000003 + (int)i + dir);
+    if (count < n) EXPECT(h[count] == -1); /* nothing past the block */
+  }
+  /* a peer that is this rank is an error, never a hang */
+  EXPECT_RES(comm->tp->sendrecv(comm->tpCtx, rank, dSend, 4, prev, dRecv, 4, s), cpclInternalError);
+  cudaStreamDestroy(s);
+  cudaFree(dSend);
+  cudaFree(dRecv);
+  free(h);
+  CPCL_OK(cpclCommDestroy(comm));
+  if (rank == 0) printf("test_comm: nccl sendrecv passed on %d GPUs\n", W);
+}
+#endif
+
 static char logPath[128];
 
 /* The INFO lines of communicator creation say what was chosen and why (test_create ran with the
@@ -189,6 +244,9 @@ int main(int argc, char** argv) {
   test_bad_field();
   test_collectives();
   test_plan_agreement();
+#ifdef CPCL_HAVE_NCCL
+  test_nccl_sendrecv();
+#endif
   unlink(logPath);
   if (rank == 0) printf("test_comm: %d ranks passed\n", W);
   MPI_Finalize();
