@@ -170,7 +170,13 @@ int cpclPeerAlive(const struct cpclComm* comm, int peer) {
   return !(close && (close[2] == 'Z' || close[2] == 'X'));
 }
 
-cpclErrorSink_t* cpclCommErrors(struct cpclComm* comm) { return comm ? &comm->errors : NULL; }
+cpclErrorSink_t* cpclCommErrors(struct cpclComm* comm) {
+  if (comm == NULL) return NULL;
+  /* set at creation; filled here for a communicator built by hand (the fuzzer's) */
+  if (comm->errors.buf != comm->lastError)
+    comm->errors = (cpclErrorSink_t){.rank = comm->rank, .buf = comm->lastError, .len = sizeof(comm->lastError)};
+  return &comm->errors;
+}
 
 CPCL_API const char* cpclGetLastError(cpclComm_t comm) { return comm ? comm->lastError : cpclThreadLastError(); }
 
