@@ -389,11 +389,18 @@ static void test_gqa_groups(void** state) {
     rc.seed = 20 + i;
     runCase(&rc);
   }
-  /* MQA */
+  /* MQA; and a group wider than one query tile (70 heads of one KV head: several head chunks) */
   pfCase_t rc = base();
   rc.Hkv = 1;
   rc.G = 6;
   rc.seed = 29;
+  runCase(&rc);
+  rc.G = 70;
+  rc.W = 1;
+  rc.numBlocks = 2;
+  rc.Dqk = 40;
+  rc.Dv = 24;
+  rc.seed = 28;
   runCase(&rc);
 }
 
@@ -517,6 +524,119 @@ static void test_no_keys(void** state) {
   free(ws);
 }
 
+/* The cache part is the decode kernel's prefix attention: rows at seqLens - n + j against the
+ * shard of a cache holding seqLens tokens give cpclHostAttn's answer (to fp32 rounding). */
+static void test_matches_decode_kernel(void** state) {
+  (void)state;
+  static const int lens[NSEQ] = {1, 2, 5, 37, 70, 129}, rows[NSEQ] = {1, 2, 2, 1, 4, 3};
+  int32_t qs[NSEQ + 1], seqLens[NSEQ], qpos[16];
+  qs[0] = 0;
+  for (int s = 0; s < NSEQ; s++) {
+    seqLens[s] = lens[s] + rows[s] - 1;
+    qs[s + 1] = qs[s] + rows[s];
+    for (int j = 0; j < rows[s]; j++) qpos[qs[s] + j] = seqLens[s] - rows[s] + j;
+  }
+  tuProblem_t pb = {.numSeqs = NSEQ,
+                    .numTokens = qs[NSEQ],
+                    .queryStart = qs,
+                    .seqLens = seqLens,
+                    .Hq = 8,
+                    .Hkv = 2,
+                    .Dqk = 64,
+                    .Dv = 64,
+                    .qType = cpclFloat32,
+                    .kvType = cpclBfloat16,
+                    .smScale = 0.125f,
+                    .seed = 77};
+  const int T = pb.numTokens, W = 3, I = 2;
+  void* q = tuMakeQ(&pb, 0, pb.Hq);
+  float *o1 = malloc(sizeof(float) * T * 8 * 64), *o2 = malloc(sizeof(float) * T * 8 * 64);
+  float l1[16 * 8], l2[16 * 8];
+  void* ws1 = malloc(cpclHostAttnWorkspaceBytes(64, 64));
+  void* ws2 = malloc(cpclHostPrefillWorkspaceBytes(64, 64));
+  for (int r = 0; r < W; r++) {
+    tuCache_t c;
+    tuCacheAlloc(&pb, W, r, I, 5, &c);
+    tuCacheFill(&pb, W, r, I, &c);
+    cpclAttnParams_t a = {.numSeqs = NSEQ,
+                          .numTokens = T,
+                          .queryStart = qs,
+                          .seqLens = seqLens,
+                          .blockTable = c.blockTable,
+                          .maxPagesPerSeq = c.maxPagesPerSeq,
+                          .cpSize = W,
+                          .cpRank = r,
+                          .interleave = I,
+                          .pageSize = 5,
+                          .numKvHeads = 2,
+                          .headDimQk = 64,
+                          .headDimVo = 64,
+                          .groupSize = 4,
+                          .numHeads = 8,
+                          .headsPerBlock = 8,
+                          .smScale = 0.125f,
+                          .qType = CPCL_K_FP32,
+                          .kvType = CPCL_K_BF16,
+                          .q = q,
+                          .qTokenStride = 8 * 64,
+                          .kCache = c.k,
+                          .vCache = c.v,
+                          .out = o1,
+                          .oTokenStride = 8 * 64,
+                          .lse = l1,
+                          .lseTokenStride = 8,
+                          .workspace = ws1,
+                          .workspaceBytes = cpclHostAttnWorkspaceBytes(64, 64)};
+    cpclHostAttn(&a);
+    cpclPrefillParams_t p = {.numSeqs = NSEQ,
+                             .numTokens = T,
+                             .queryStart = qs,
+                             .queryPos = qpos,
+                             .cacheLens = seqLens,
+                             .blockTable = c.blockTable,
+                             .maxPagesPerSeq = c.maxPagesPerSeq,
+                             .pageSize = 5,
+                             .cpSize = W,
+                             .cpRank = r,
+                             .interleave = I,
+                             .kCache = c.k,
+                             .vCache = c.v,
+                             .numKvHeads = 2,
+                             .headDimQk = 64,
+                             .headDimVo = 64,
+                             .groupSize = 4,
+                             .numHeads = 8,
+                             .headsPerBlock = 8,
+                             .smScale = 0.125f,
+                             .qType = CPCL_K_FP32,
+                             .kvType = CPCL_K_BF16,
+                             .outType = CPCL_K_FP32,
+                             .q = q,
+                             .qTokenStride = 8 * 64,
+                             .out = o2,
+                             .oTokenStride = 8 * 64,
+                             .lse = l2,
+                             .lseTokenStride = 8,
+                             .workspace = ws2};
+    cpclHostPrefill(&p);
+    for (int i = 0; i < T * 8; i++) {
+      if (l1[i] == -INFINITY) {
+        assert_true(l2[i] == -INFINITY);
+      } else {
+        assert_true(fabsf(l1[i] - l2[i]) < 1e-5f * (1 + fabsf(l1[i])));
+      }
+    }
+    for (int i = 0; i < T * 8 * 64; i++)
+      if (!(fabsf(o1[i] - o2[i]) < 1e-5f)) fail_msg("rank %d element %d: decode %g prefill %g", r, i, o1[i], o2[i]);
+    tuCacheFree(&c);
+  }
+  free(q);
+  free(o1);
+  free(o2);
+  free(ws1);
+  free(ws2);
+}
+
 /* ---- cpclPcpChunks ---- */
 static void test_pcp_chunks(void** state) {
   (void)state;
@@ -571,6 +691,7 @@ int main(void) {
       cmocka_unit_test(test_base2),
       cmocka_unit_test(test_pages_interleave),
       cmocka_unit_test(test_block_chunkings),
+      cmocka_unit_test(test_matches_decode_kernel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
