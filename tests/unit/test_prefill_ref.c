@@ -52,6 +52,8 @@ typedef struct {
   void* v[MAXB];
   tuCache_t cache[MAXW];
   void* ws;
+  double* kd[NSEQ]; /* [len][Hkv][Dqk] every token's K as stored, for the naive attention */
+  double* vd[NSEQ]; /* [len][Hkv][Dv] */
 } pfProblem_t;
 
 static void pfBuild(const pfCase_t* rc, pfProblem_t* P) {
@@ -103,6 +105,15 @@ static void pfBuild(const pfCase_t* rc, pfProblem_t* P) {
         tuPut(P->q, ((size_t)t * P->Hq + g) * rc->Dqk + d,
               2.0 * tuRand(pb->seed, 7, (uint64_t)P->qseq[t], (uint64_t)P->qpos[t], (uint64_t)(g * 4096 + d)),
               rc->qType);
+  for (int s = 0; s < NSEQ; s++) {
+    P->kd[s] = malloc(sizeof(double) * ((size_t)P->len[s] * rc->Hkv * rc->Dqk + 1));
+    P->vd[s] = malloc(sizeof(double) * ((size_t)P->len[s] * rc->Hkv * rc->Dv + 1));
+    for (int64_t pos = 0; pos < P->len[s]; pos++)
+      for (int h = 0; h < rc->Hkv; h++) {
+        for (int d = 0; d < rc->Dqk; d++) P->kd[s][(pos * rc->Hkv + h) * rc->Dqk + d] = tuKv(pb, 0, s, pos, h, d);
+        for (int d = 0; d < rc->Dv; d++) P->vd[s][(pos * rc->Hkv + h) * rc->Dv + d] = tuKv(pb, 1, s, pos, h, d);
+      }
+  }
   /* new tokens dealt into blocks */
   const int B = rc->numBlocks;
   for (int s = 0; s < NSEQ; s++) {
@@ -148,7 +159,11 @@ static void pfBuild(const pfCase_t* rc, pfProblem_t* P) {
 }
 
 static void pfFree(pfProblem_t* P) {
-  for (int s = 0; s < NSEQ; s++) free(P->blockOf[s]);
+  for (int s = 0; s < NSEQ; s++) {
+    free(P->blockOf[s]);
+    free(P->kd[s]);
+    free(P->vd[s]);
+  }
   for (int b = 0; b < P->c.numBlocks; b++) {
     free(P->kpos[b]);
     free(P->k[b]);
@@ -178,9 +193,9 @@ static double naive(const pfProblem_t* P, int t, int g, uint64_t keepMask, doubl
   for (int64_t p = 0; p <= qp; p++) {
     sc[p] = -INFINITY;
     if (!((keepMask >> partOf(P, s, p)) & 1)) continue;
+    const double* k = P->kd[s] + (p * pb->Hkv + kh) * Dqk;
     double acc = 0;
-    for (int d = 0; d < Dqk; d++)
-      acc += tuGet(P->q, ((size_t)t * P->Hq + g) * Dqk + d, pb->qType) * tuKv(pb, 0, s, p, kh, d);
+    for (int d = 0; d < Dqk; d++) acc += tuGet(P->q, ((size_t)t * P->Hq + g) * Dqk + d, pb->qType) * k[d];
     sc[p] = acc * pb->smScale;
     mx = sc[p] > mx ? sc[p] : mx;
   }
@@ -194,7 +209,8 @@ static double naive(const pfProblem_t* P, int t, int g, uint64_t keepMask, doubl
     if (sc[p] == -INFINITY) continue;
     const double w = exp(sc[p] - mx);
     sum += w;
-    for (int d = 0; d < Dv; d++) o[d] += w * tuKv(pb, 1, s, p, kh, d);
+    const double* v = P->vd[s] + (p * pb->Hkv + kh) * Dv;
+    for (int d = 0; d < Dv; d++) o[d] += w * v[d];
   }
   for (int d = 0; d < Dv; d++) o[d] /= sum;
   free(sc);
