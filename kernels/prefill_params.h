@@ -77,9 +77,26 @@ typedef struct {
   size_t workspaceBytes;
 } cpclPrefillParams_t;
 
+/* Store of new K/V rows at known positions into this rank's shard of the paged cache: a row of
+ * sequence s at position p is written when this rank owns p ((p / I) % W == cpRank), at local
+ * index (p / (W*I)) * I + p % I, page blockTable[s][local / pageSize], slot local % pageSize;
+ * other rows are skipped. A raw copy (the cache has kvType). The positions need not be
+ * contiguous, so a ring schedule can store each passing block's owned rows. */
+typedef struct {
+  int numSeqs;
+  cpclPrefillKvBlock_t kv;   /* the rows */
+  const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] */
+  int maxPagesPerSeq, pageSize;
+  int cpSize, cpRank, interleave;
+  int numKvHeads, headDimQk, headDimVo, latentKv, kvType;
+  void* kCache; /* [pages][pageSize][numKvHeads][headDimQk] */
+  void* vCache; /* [pages][pageSize][numKvHeads][headDimVo]; NULL when latentKv */
+} cpclPrefillStoreParams_t;
+
 /* ---- host (C reference, also the CPU backend) ---- */
 size_t cpclHostPrefillWorkspaceBytes(int headDimQk, int headDimVo);
 void cpclHostPrefill(const cpclPrefillParams_t* p);
+void cpclHostPrefillStore(const cpclPrefillStoreParams_t* p);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,8 @@
  * A key tile entirely after the query tile is skipped; one entirely before it needs no mask.
  * Q K^T is blocked 4 units x 16 keys and P V 2 units x 32 dims so the inner loops vectorise to
  * register tiles; exp2 is a polynomial that vectorises (libm's does not).
+ *
+ * cpclHostPrefillStore: the rows of a block into the cache, owned positions only.
  */
 #include <math.h>
 #include <string.h>
@@ -323,4 +325,19 @@ void cpclHostPrefill(const cpclPrefillParams_t* p) {
       }
     }
   }
+}
+
+void cpclHostPrefillStore(const cpclPrefillStoreParams_t* p) {
+  const size_t es = p->kvType == CPCL_K_FP32 ? 4 : 2;
+  const size_t kRow = (size_t)p->numKvHeads * p->headDimQk * es, vRow = (size_t)p->numKvHeads * p->headDimVo * es;
+  for (int s = 0; s < p->numSeqs; s++)
+    for (int j = p->kv.rowStart[s]; j < p->kv.rowStart[s + 1]; j++) {
+      const int64_t pos = p->kv.pos[j];
+      if (cpclKvOwner(pos, p->cpSize, p->interleave) != p->cpRank) continue;
+      const int64_t li = cpclKvLocalIndex(pos, p->cpSize, p->interleave);
+      const int64_t slot =
+          (int64_t)p->blockTable[(int64_t)s * p->maxPagesPerSeq + li / p->pageSize] * p->pageSize + li % p->pageSize;
+      memcpy((char*)p->kCache + slot * kRow, (const char*)p->kv.k + (int64_t)j * kRow, kRow);
+      if (!p->latentKv) memcpy((char*)p->vCache + slot * vRow, (const char*)p->kv.v + (int64_t)j * vRow, vRow);
+    }
 }

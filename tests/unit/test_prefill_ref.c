@@ -653,6 +653,62 @@ static void test_matches_decode_kernel(void** state) {
   free(ws2);
 }
 
+/* cpclHostPrefillStore of every block, rank by rank, equals the brute-force placement of
+ * tuCacheFill, and writes nothing else (both caches start poisoned) */
+static void test_store(void** state) {
+  (void)state;
+  const int cfg[][5] = {
+      /* W, I, pageSize, latent, blocks */ {1, 1, 16, 0, 2}, {3, 2, 5, 0, 4}, {4, 1, 1, 1, 3}, {2, 16, 16, 0, 1}};
+  for (size_t i = 0; i < sizeof(cfg) / sizeof(cfg[0]); i++) {
+    pfCase_t rc = base();
+    rc.W = 1;
+    rc.withCache = 0;
+    rc.latent = cfg[i][3];
+    if (rc.latent) {
+      rc.Hkv = 1;
+      rc.Dqk = 576;
+      rc.Dv = 512;
+    }
+    rc.numBlocks = cfg[i][4];
+    rc.seed = 90 + i;
+    pfProblem_t P;
+    pfBuild(&rc, &P);
+    tuProblem_t whole = P.pb;
+    whole.seqLens = P.len;
+    const int W = cfg[i][0], I = cfg[i][1], ps = cfg[i][2];
+    for (int r = 0; r < W; r++) {
+      tuCache_t want, got;
+      tuCacheAlloc(&whole, W, r, I, ps, &want);
+      tuCacheAlloc(&whole, W, r, I, ps, &got);
+      tuCacheFill(&whole, W, r, I, &want);
+      for (int b = 0; b < rc.numBlocks; b++) {
+        cpclPrefillStoreParams_t sp = {.numSeqs = NSEQ,
+                                       .kv = {P.k[b], P.v[b], P.rowStart[b], P.kpos[b]},
+                                       .blockTable = got.blockTable,
+                                       .maxPagesPerSeq = got.maxPagesPerSeq,
+                                       .pageSize = ps,
+                                       .cpSize = W,
+                                       .cpRank = r,
+                                       .interleave = I,
+                                       .numKvHeads = rc.Hkv,
+                                       .headDimQk = rc.Dqk,
+                                       .headDimVo = rc.Dv,
+                                       .latentKv = rc.latent,
+                                       .kvType = rc.kvType,
+                                       .kCache = got.k,
+                                       .vCache = got.v};
+        cpclHostPrefillStore(&sp);
+      }
+      const size_t slots = (size_t)want.numPages * ps * rc.Hkv, es = tuDtypeSize(rc.kvType);
+      assert_memory_equal(got.k, want.k, slots * rc.Dqk * es);
+      if (!rc.latent) assert_memory_equal(got.v, want.v, slots * rc.Dv * es);
+      tuCacheFree(&want);
+      tuCacheFree(&got);
+    }
+    pfFree(&P);
+  }
+}
+
 /* ---- cpclPcpChunks ---- */
 static void test_pcp_chunks(void** state) {
   (void)state;
@@ -708,6 +764,7 @@ int main(void) {
       cmocka_unit_test(test_pages_interleave),
       cmocka_unit_test(test_block_chunkings),
       cmocka_unit_test(test_matches_decode_kernel),
+      cmocka_unit_test(test_store),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
