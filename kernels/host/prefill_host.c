@@ -27,6 +27,12 @@
 #include "kv_layout.h"
 #include "prefill_params.h"
 
+/* Let the AVX2 clone fuse the multiply-adds of the register tiles: -std=c11 turns GCC's
+ * contraction off, and FMA is 15-20% of this kernel's speed. clang contracts by default. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
 #define UNITS 64 /* (row, head) units per query tile */
 #define BK 64    /* keys per tile */
 #define UB 4     /* units per Q K^T register tile */
