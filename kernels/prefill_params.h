@@ -43,8 +43,8 @@ typedef struct {
 
 typedef struct {
   int numSeqs;
-  int numTokens;             /* query rows */
-  const int32_t* queryStart; /* [numSeqs + 1] */
+  int numTokens;             /* query rows (a CUDA grid bound; the host reads queryStart) */
+  const int32_t* queryStart; /* [numSeqs + 1], never NULL */
   const int32_t* queryPos;   /* [numTokens] global position of each row, increasing within a sequence */
 
   /* keys (a): new K/V rows */
