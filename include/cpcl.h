@@ -313,6 +313,19 @@ CPCL_API cpclResult_t cpclGetParamInfo(int index, const char** name, const char*
  * CPUs) into buf as text. cpclUnsupported when built without hwloc. */
 CPCL_API cpclResult_t cpclGetTopologySummary(char* buf, size_t len);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Prefill                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The new tokens a PCP rank holds in a prefill (head-tail split, so every rank does the same
+ * causal work). The newLen new tokens of a sequence are cut into 2*pcpSize chunks of
+ * c = ceil(newLen / (2*pcpSize)); chunk i covers [min(i*c, newLen), min((i+1)*c, newLen)) (late
+ * chunks may be short or empty). Rank pcpRank holds chunk pcpRank, then chunk 2*pcpSize-1-pcpRank:
+ * start[0], len[0] and start[1], len[1] receive them, offsets within the new tokens. Returns
+ * len[0] + len[1], the rank's rows of that sequence. Pure function; returns -1 on bad arguments
+ * (newLen < 0, pcpSize < 1, pcpRank outside [0, pcpSize), start or len NULL). */
+CPCL_API int64_t cpclPcpChunks(int64_t newLen, int pcpSize, int pcpRank, int64_t start[2], int64_t len[2]);
+
 #ifdef __cplusplus
 }
 #endif
