@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rank_limit.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -31,8 +33,6 @@ __host__ __device__
     cpclKDtypeSize(int t) {
   return t == CPCL_K_FP32 ? 4 : 2;
 }
-
-#define CPCL_MAX_PARTS 64 /* ranks whose partials one merge combines */
 
 /* Prefix attention with LSE over a paged local KV shard. Row t of sequence s (n rows) sits at
  * global position seqLens[s] - n + j and attends to this rank's local prefix of length

@@ -45,7 +45,8 @@ static cpclResult_t stepAgree(struct cpclAttnPlan* pl, const cpclOp_t* op, const
   if (!(op->agree & CPCL_AGREE_STEP) || c->nranks == 1 || c->memType != cpclMemHost) return own;
   stepHeader_t mine = {0x53544550u,       st->op, pl->serial, st->numTokens, st->batch ? st->batch->numSeqs : -1,
                        own == cpclSuccess};
-  stepHeader_t all[CPCL_MAX_PARTS];
+  _Static_assert(sizeof(stepHeader_t) <= CPCL_CTRL_RECORD_BYTES, "a step header fits a control record");
+  stepHeader_t* all = (stepHeader_t*)c->scratch.ctrl;
   char saved[sizeof(c->lastError)];
   memcpy(saved, c->lastError, sizeof(saved));
   CPCLCHECK(cpclCtrlAllgather(c, &mine, all, sizeof(mine)));

@@ -142,7 +142,7 @@ int cpclPlanFusedPossible(const struct cpclComm* c, char* msg, size_t n) {
     snprintf(msg, n, "fused needs CUDA memory; this communicator moves host memory over %s", c->transportName);
     return 0;
   }
-  if (c->nranks > 1 && c->tp->peerSync == (void*)cpclTransportUnsupported) {
+  if (c->nranks > 1 && !(c->tp->caps & CPCL_TP_CAP_PEER_MAP)) {
     snprintf(msg, n,
              "fused needs GPU peers that map each other's memory (transport \"ipc\"); this communicator uses %s",
              c->transportName);
@@ -183,7 +183,7 @@ static void planFree(struct cpclAttnPlan* pl) {
 
 /* Whether plans register their buffers with every peer (peer-mapped transports: ipc). */
 static int planRegistersPeers(const struct cpclComm* c) {
-  return c->memType == cpclMemCuda && c->nranks > 1 && c->tp->regMem != (void*)cpclTransportUnsupported;
+  return c->memType == cpclMemCuda && c->nranks > 1 && (c->tp->caps & CPCL_TP_CAP_PEER_MAP);
 }
 
 /* One workspace buffer of the plan: counted in wsBytes, then the next part of the caller's
