@@ -83,7 +83,8 @@ CPCL_API const char* cpclGetErrorString(cpclResult_t result);
  * communicator or thread. */
 CPCL_API const char* cpclGetLastError(cpclComm_t comm);
 
-/* Library version as CPCL_VERSION_CODE, e.g. 100 for 0.1.0. Not collective. */
+/* Library version as CPCL_VERSION_CODE, e.g. 200 for 0.2.0 (CPCL_MAJOR/MINOR/PATCH and
+ * CPCL_VERSION_STRING, from cpcl_version.h, give the headers' version). Not collective. */
 CPCL_API cpclResult_t cpclGetVersion(int* version);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -136,7 +137,9 @@ typedef struct {
  * Collective over the OOB group. Every rank must pass the same config (dcpSize, kvInterleave,
  * memType, transport) and library version; a disagreement gives cpclInvalidUsage on every rank
  * with a message naming the field and the differing values. A bad field gives
- * cpclInvalidArgument naming it. config may be NULL (all defaults).
+ * cpclInvalidArgument naming it. config may be NULL (all defaults). oob->nranks may be up to
+ * 1024, but an attention plan serves at most 64 ranks (cpclAttnPlanCreate returns
+ * cpclUnsupported on a larger communicator); transport "ipc" opens on at most 64.
  * Errors: cpclInvalidArgument, cpclInvalidUsage, cpclSystemError (OOB or transport failure),
  * cpclUnsupported (transport not built in), cpclTimeout. */
 CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* comm, const cpclOob_t* oob, const cpclConfig_t* config);
@@ -187,11 +190,11 @@ typedef struct {
   const char* algo;
   /* Added to the contract (version 0.2): keys each query row may attend to with sparse
    * attention (cpclBatch_t.topkIndices); 0 = dense attention. Sparse attention is not built
-   * yet: anything but 0 is cpclUnsupported. */
+   * yet: anything but 0 is cpclUnsupported. Every rank must pass the same. */
   int topk;
   /* Added to the contract (version 0.2): the prefill schedule, "allgather" or "ring"; NULL =
-   * automatic. Any other name is cpclInvalidArgument. Decode ignores it (algo names its
-   * schedule). */
+   * automatic. Any other name is cpclInvalidArgument; every rank must name the same. Decode
+   * ignores it (algo names its schedule). */
   const char* prefillAlgo;
 } cpclAttnDesc_t;
 
@@ -239,7 +242,8 @@ typedef struct {
  * desc->topk must be 0 (cpclUnsupported: sparse attention is not built yet); desc->prefillAlgo
  * NULL, "allgather" or "ring" (cpclInvalidArgument otherwise).
  * Other errors: cpclUnsupported for a schedule this communicator cannot run ("fused" on host
- * memory, over nccl, or with pcp > 1) or more than 64 ranks; cpclSystemError /
+ * memory, over nccl, or with pcp > 1) or a communicator of more than 64 ranks (the most one
+ * plan serves; communicators may be larger); cpclSystemError /
  * cpclUnhandledCudaError when workspace cannot be allocated (its size is in the message). On
  * any error *plan is left untouched.
  * CUDA: synchronises the device after zeroing each workspace buffer (before peers may store into it);
@@ -250,7 +254,9 @@ CPCL_API cpclResult_t cpclAttnPlanCreate(cpclAttnPlan_t* plan, cpclComm_t comm, 
 /* Added to the contract (version 0.2). The bytes of workspace the plan owns in its memType's
  * memory (device memory for CUDA): every buffer the per-step calls use, alignment padding
  * included. Always > 0. It is also the size cpclAttnPlanCreateWithWorkspace needs for the same
- * comm, desc and maxTokens. Not collective. */
+ * comm, desc and maxTokens. Not counted (and never in a caller's buffer): the plan's host
+ * structures, and on CUDA a few bytes of mapped host memory where the kernels record bad batch
+ * data. Not collective. */
 CPCL_API cpclResult_t cpclAttnPlanWorkspaceBytes(cpclAttnPlan_t plan, size_t* bytes);
 
 /* Added to the contract (version 0.2). cpclAttnPlanCreate, but every workspace buffer is carved
@@ -367,6 +373,19 @@ CPCL_API cpclResult_t cpclGetParamInfo(int index, const char** name, const char*
 /* Writes a summary of the machine's topology (NUMA nodes, cores, GPUs, NICs and their local
  * CPUs) into buf as text. cpclUnsupported when built without hwloc. */
 CPCL_API cpclResult_t cpclGetTopologySummary(char* buf, size_t len);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Prefill                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The new tokens a PCP rank holds in a prefill (head-tail split, so every rank does the same
+ * causal work). The newLen new tokens of a sequence are cut into 2*pcpSize chunks of
+ * c = ceil(newLen / (2*pcpSize)); chunk i covers [min(i*c, newLen), min((i+1)*c, newLen)) (late
+ * chunks may be short or empty). Rank pcpRank holds chunk pcpRank, then chunk 2*pcpSize-1-pcpRank:
+ * start[0], len[0] and start[1], len[1] receive them, offsets within the new tokens. Returns
+ * len[0] + len[1], the rank's rows of that sequence. Pure function; returns -1 on bad arguments
+ * (newLen < 0, pcpSize < 1, pcpRank outside [0, pcpSize), start or len NULL). */
+CPCL_API int64_t cpclPcpChunks(int64_t newLen, int pcpSize, int pcpRank, int64_t start[2], int64_t len[2]);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Bindings (python/cpcl)                                                                      */

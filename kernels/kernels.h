@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rank_limit.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -31,8 +33,6 @@ __host__ __device__
     cpclKDtypeSize(int t) {
   return t == CPCL_K_FP32 ? 4 : 2;
 }
-
-#define CPCL_MAX_PARTS 64 /* ranks whose partials one merge combines */
 
 /* Prefix attention with LSE over a paged local KV shard. Row t of sequence s (n rows) sits at
  * global position seqLens[s] - n + j and attends to this rank's local prefix of length
@@ -142,7 +142,8 @@ typedef enum {
   CPCL_KERR_QUERY_START = 1, /* row not inside queryStart[seq] .. queryStart[seq + 1]: value, limit */
   CPCL_KERR_SEQ_LEN = 2,     /* seqLens[seq] = value is fewer than its limit query rows */
   CPCL_KERR_CAPACITY = 3,    /* local length value exceeds maxPagesPerSeq x pageSize = limit */
-  CPCL_KERR_TIMEOUT = 4      /* a wait on rank seq for epoch value saw only limit (cpclPeerSync_t) */
+  CPCL_KERR_TIMEOUT = 4,     /* a wait on rank seq for epoch value saw only limit (cpclPeerSync_t) */
+  CPCL_KERR_PAGE = 5         /* blockTable[seq][limit] = value is negative, among the pages a row walks */
 } cpclKError_t;
 #define CPCL_KERR_WORDS 5
 

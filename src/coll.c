@@ -1,6 +1,7 @@
 /* coll.c -- bounded waits and the internal collectives (all-gather, all-to-all, barrier).
- * Direct exchanges with every peer: at the W <= 16 of a context-parallel group that is one
- * round of latency, which beats a ring's W - 1. */
+ * Direct exchanges with every peer: at the size of a context-parallel group (a plan serves at
+ * most CPCL_MAX_RANKS ranks, and groups are a few to a few tens of ranks) that is one round of
+ * latency, which beats a ring's W - 1. */
 #include <sched.h>
 #include <string.h>
 #include <time.h>
@@ -62,6 +63,12 @@ static cpclResult_t pollOnce(struct cpclComm* comm, cpclRequest_t* reqs, int n, 
 #define CPCL_LIVENESS_MS 20.0
 
 static cpclResult_t waitLoop(struct cpclComm* comm, cpclRequest_t* reqs, int n, int any, int* index, const char* what) {
+  int pending = 0;
+  for (int i = 0; i < n && !pending; i++) pending = reqs[i].active;
+  if (!pending) { /* nothing posted (one rank, or only empty blocks): no transport to drive */
+    if (index) *index = -1;
+    return cpclSuccess;
+  }
   double start = -1, lastLiveness = 0;
   for (unsigned spin = 0;; spin++) {
     int remaining = 0, completed = -1, failedPeer = -1;
@@ -69,6 +76,8 @@ static cpclResult_t waitLoop(struct cpclComm* comm, cpclRequest_t* reqs, int n, 
     if (res != cpclSuccess) return waitFailed(comm, reqs, n, cpclRemoteError, what, failedPeer);
     if (remaining == 0 || (any && completed >= 0)) {
       if (index) *index = completed;
+      if (any && completed >= 0)
+        TRACE(CPCL_COMM, "%s: request %d (rank %d) complete", what, completed, reqs[completed].peer);
       return cpclSuccess;
     }
     if (atomic_load_explicit(&comm->aborted, memory_order_relaxed))
@@ -122,6 +131,7 @@ cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, c
     int p = (me + k) % W;
     if (recvBytes[p] == 0) continue;
     reqs[n].peer = p;
+    TRACE(CPCL_COMM, "all-to-all seq %u: receive %zu bytes from rank %d", seq, recvBytes[p], p);
     CPCLCHECKGOTO(comm->tp->irecv(comm->tpCtx, p, cpclMakeTag(seq, CPCL_OP_ALLTOALL, 0, p), recvbufs[p], recvBytes[p],
                                   &reqs[n], NULL),
                   res, fail);
@@ -131,6 +141,7 @@ cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, c
     int p = (me - k + W) % W;
     if (sendBytes[p] == 0) continue;
     reqs[n].peer = p;
+    TRACE(CPCL_COMM, "all-to-all seq %u: send %zu bytes to rank %d", seq, sendBytes[p], p);
     CPCLCHECKGOTO(comm->tp->isend(comm->tpCtx, p, cpclMakeTag(seq, CPCL_OP_ALLTOALL, 0, me), sendbufs[p], sendBytes[p],
                                   &reqs[n], NULL),
                   res, fail);
@@ -143,7 +154,9 @@ cpclResult_t cpclAlltoallv(struct cpclComm* comm, const void* const* sendbufs, c
     else
       memcpy(recvbufs[me], sendbufs[me], sendBytes[me]);
   }
-  return cpclWaitAll(comm, reqs, n, "all-to-all");
+  res = cpclWaitAll(comm, reqs, n, "all-to-all");
+  if (res == cpclSuccess) TRACE(CPCL_COMM, "all-to-all seq %u: %d transfers complete", seq, n);
+  return res;
 fail:
   for (int i = 0; i < n; i++)
     if (reqs[i].active) comm->tp->cancel(comm->tpCtx, &reqs[i]);
@@ -154,9 +167,9 @@ fail:
 cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes,
                            const struct cpclExecOps* exec, cpclStream_t stream) {
   int W = comm->nranks;
-  const void* sends[CPCL_MAX_RANKS];
-  void* recvs[CPCL_MAX_RANKS];
-  size_t sb[CPCL_MAX_RANKS], rb[CPCL_MAX_RANKS];
+  const void** sends = comm->scratch.sendbufs;
+  void** recvs = comm->scratch.recvbufs;
+  size_t *sb = comm->scratch.sendBytes, *rb = comm->scratch.recvBytes;
   for (int p = 0; p < W; p++) {
     sends[p] = sendbuf;
     recvs[p] = (char*)recvbuf + (size_t)p * bytes;
@@ -166,7 +179,8 @@ cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* rec
 }
 
 cpclResult_t cpclCtrlAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes) {
-  if (!cpclTransportIsDevice(comm->tp)) return cpclAllgather(comm, sendbuf, recvbuf, bytes, NULL, NULL);
+  if (!(comm->tp->caps & CPCL_TP_CAP_CTRL)) return cpclAllgather(comm, sendbuf, recvbuf, bytes, NULL, NULL);
+  TRACE(CPCL_COMM, "control all-gather of %zu bytes over %s", bytes, comm->transportName);
   cpclResult_t res = comm->tp->ctrlAllgather(comm->tpCtx, sendbuf, recvbuf, bytes);
   if (res != cpclSuccess) {
     cpclCommFail(comm, res);
@@ -176,6 +190,7 @@ cpclResult_t cpclCtrlAllgather(struct cpclComm* comm, const void* sendbuf, void*
 }
 
 cpclResult_t cpclBarrier(struct cpclComm* comm) {
-  char token = 1, all[CPCL_MAX_RANKS];
-  return cpclCtrlAllgather(comm, &token, all, 1);
+  char token = 1;
+  TRACE(CPCL_COMM, "barrier seq %u", comm->seq);
+  return cpclCtrlAllgather(comm, &token, comm->scratch.ctrl, 1);
 }

@@ -52,6 +52,11 @@ cpclResult_t cpclConfigResolve(const cpclConfig_t* config, int nranks, cpclResol
      * DCP group of an engine) map each other's memory; cpclCommInitNccl names "nccl" itself */
     tp = nranks == 1 ? "self" : c->memType == cpclMemHost ? "ucx" : "ipc";
     from = "the automatic choice";
+    out->transportFrom = nranks == 1                 ? "automatic: one rank"
+                         : c->memType == cpclMemHost ? "automatic: host memory"
+                                                     : "automatic: CUDA memory";
+  } else {
+    out->transportFrom = from;
   }
   const cpclTransportEntry_t* e = cpclTransportFind(tp);
   if (e == NULL) {
@@ -76,7 +81,13 @@ cpclResult_t cpclConfigResolve(const cpclConfig_t* config, int nranks, cpclResol
   out->memType = c->memType;
   snprintf(out->transport, sizeof(out->transport), "%s", tp);
   out->timeoutMs = c->timeoutMs ? c->timeoutMs : (int)CPCL_MIN(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 1 << 30);
-  if (out->timeoutMs == 0) out->timeoutMs = CPCL_DEFAULT_TIMEOUT_MS;
+  out->timeoutFrom = c->timeoutMs                            ? "config->timeoutMs"
+                     : cpclParamIsSet(CPCL_PARAM_TIMEOUT_MS) ? "CPCL_TIMEOUT_MS"
+                                                             : "the default";
+  if (out->timeoutMs == 0) {
+    out->timeoutMs = CPCL_DEFAULT_TIMEOUT_MS;
+    out->timeoutFrom = "the default";
+  }
   return cpclSuccess;
 }
 
@@ -119,6 +130,11 @@ cpclResult_t cpclCommDigestCompare(const cpclCommDigest_t* all, int nranks, char
 static void commFree(struct cpclComm* comm) {
   if (comm->tp && comm->tpCtx) comm->tp->fini(comm->tpCtx);
   free(comm->reqs);
+  free(comm->scratch.sendbufs);
+  free(comm->scratch.recvbufs);
+  free(comm->scratch.sendBytes);
+  free(comm->scratch.recvBytes);
+  free(comm->scratch.ctrl);
   free(comm->peerPid);
   free(comm->peerLocal);
   free(comm);
@@ -154,12 +170,27 @@ int cpclPeerAlive(const struct cpclComm* comm, int peer) {
   return !(close && (close[2] == 'Z' || close[2] == 'X'));
 }
 
+cpclErrorSink_t* cpclCommErrors(struct cpclComm* comm) {
+  if (comm == NULL) return NULL;
+  /* set at creation; filled here for a communicator built by hand (the fuzzer's) */
+  if (comm->errors.buf != comm->lastError)
+    comm->errors = (cpclErrorSink_t){.rank = comm->rank, .buf = comm->lastError, .len = sizeof(comm->lastError)};
+  return &comm->errors;
+}
+
+CPCL_API const char* cpclGetLastError(cpclComm_t comm) { return comm ? comm->lastError : cpclThreadLastError(); }
+
 CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* commOut, const cpclOob_t* oob, const cpclConfig_t* config) {
+  return cpclCommInitAdopt(commOut, oob, config, NULL);
+}
+
+cpclResult_t cpclCommInitAdopt(cpclComm_t* commOut, const cpclOob_t* oob, const cpclConfig_t* config, void* adopt) {
   if (commOut == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
   if (oob == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "oob is NULL");
   if (oob->allgather == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "oob->allgather is NULL");
-  if (oob->nranks < 1 || oob->nranks > CPCL_MAX_RANKS)
-    return CPCL_ERR(NULL, cpclInvalidArgument, "oob->nranks is %d: it must be in [1, %d]", oob->nranks, CPCL_MAX_RANKS);
+  if (oob->nranks < 1 || oob->nranks > CPCL_MAX_COMM_RANKS)
+    return CPCL_ERR(NULL, cpclInvalidArgument, "oob->nranks is %d: it must be in [1, %d]", oob->nranks,
+                    CPCL_MAX_COMM_RANKS);
   if (oob->rank < 0 || oob->rank >= oob->nranks)
     return CPCL_ERR(NULL, cpclInvalidArgument, "oob->rank is %d: it must be in [0, %d)", oob->rank, oob->nranks);
 
@@ -210,15 +241,18 @@ CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* commOut, const cpclOob_t* oob,
     free(local);
     return CPCL_ERR(NULL, cpclSystemError, "allocation of the communicator failed");
   }
+  int numLocal = 0;
   for (int r = 0; r < oob->nranks; r++) {
     pids[r] = all[r].pid;
     local[r] = all[r].hostHash == mine.hostHash && r != oob->rank;
+    numLocal += local[r];
   }
   free(all);
   comm->peerPid = pids;
   comm->peerLocal = local;
   comm->rank = oob->rank;
   comm->nranks = oob->nranks;
+  comm->errors = (cpclErrorSink_t){.rank = comm->rank, .buf = comm->lastError, .len = sizeof(comm->lastError)};
   comm->dcpSize = rc.dcpSize;
   comm->dcpRank = comm->rank % rc.dcpSize;
   comm->pcpSize = comm->nranks / rc.dcpSize;
@@ -232,15 +266,39 @@ CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* commOut, const cpclOob_t* oob,
   atomic_init(&comm->aborted, 0);
   atomic_init(&comm->busy, 0);
   cpclResult_t res = cpclSuccess;
-  CPCLCHECKGOTO(cpclCalloc(comm, &comm->reqs, 4 * (size_t)comm->nranks, sizeof(cpclRequest_t), "request slots"), res,
+  const size_t W = (size_t)comm->nranks;
+  CPCLCHECKGOTO(cpclCalloc(comm, &comm->reqs, 4 * W, sizeof(cpclRequest_t), "request slots"), res, fail);
+  CPCLCHECKGOTO(cpclCalloc(comm, &comm->scratch.sendbufs, W, sizeof(void*), "per-rank send pointers"), res, fail);
+  CPCLCHECKGOTO(cpclCalloc(comm, &comm->scratch.recvbufs, W, sizeof(void*), "per-rank receive pointers"), res, fail);
+  CPCLCHECKGOTO(cpclCalloc(comm, &comm->scratch.sendBytes, W, sizeof(size_t), "per-rank send sizes"), res, fail);
+  CPCLCHECKGOTO(cpclCalloc(comm, &comm->scratch.recvBytes, W, sizeof(size_t), "per-rank receive sizes"), res, fail);
+  CPCLCHECKGOTO(cpclCalloc(comm, &comm->scratch.ctrl, W, CPCL_CTRL_RECORD_BYTES, "per-rank control records"), res,
                 fail);
-  CPCLCHECKGOTO(comm->tp->init(comm, oob, &comm->tpCtx), res, fail);
+  if (comm->nranks > 1)
+    INFO(CPCL_TOPO, "comm %p rank %d: %d of its %d peers run on this host (same host name and PID namespace)%s",
+         (void*)comm, comm->rank, numLocal, comm->nranks - 1,
+         numLocal == comm->nranks - 1 ? "" : "; the others' liveness is left to the transport and the timeout");
+  const cpclTransportInitArgs_t targs = {.rank = comm->rank,
+                                         .nranks = comm->nranks,
+                                         .memType = comm->memType,
+                                         .timeoutMs = comm->timeoutMs,
+                                         .peerLocal = comm->peerLocal,
+                                         .oob = oob,
+                                         .adopt = adopt,
+                                         .errors = &comm->errors};
+  INFO(CPCL_INIT, "comm %p rank %d: opening transport %s (%s)%s", (void*)comm, comm->rank, comm->transportName,
+       rc.transportFrom, adopt ? " on the caller's handle" : "");
+  CPCLCHECKGOTO(comm->tp->init(&targs, &comm->tpCtx), res, fail);
   /* Wire-up check: a barrier over the new endpoints proves every pair can talk, and keeps any
    * rank from tearing its endpoints down before its peers have connected to them. */
   if (comm->nranks > 1) CPCLCHECKGOTO(cpclBarrier(comm), res, fail);
-  INFO(CPCL_INIT, "comm %p rank %d/%d dcp %d/%d pcp %d/%d interleave %d transport %s timeout %d ms", (void*)comm,
-       comm->rank, comm->nranks, comm->dcpRank, comm->dcpSize, comm->pcpRank, comm->pcpSize, comm->interleave,
-       comm->transportName, comm->timeoutMs);
+  INFO(CPCL_INIT,
+       "comm %p rank %d/%d dcp %d/%d pcp %d/%d (dcpSize %s) interleave %d%s memory %s transport %s (%s) timeout %d ms "
+       "(%s)",
+       (void*)comm, comm->rank, comm->nranks, comm->dcpRank, comm->dcpSize, comm->pcpRank, comm->pcpSize,
+       config && config->dcpSize ? "from config" : "0: all ranks", comm->interleave,
+       config && config->kvInterleave ? "" : " (default)", comm->memType == cpclMemHost ? "host" : "CUDA",
+       comm->transportName, rc.transportFrom, comm->timeoutMs, rc.timeoutFrom);
   *commOut = comm;
   return cpclSuccess;
 fail:
@@ -268,7 +326,9 @@ void cpclCommLeave(struct cpclComm* comm) { atomic_fetch_sub(&comm->busy, 1); }
 
 cpclResult_t cpclCommFail(struct cpclComm* comm, cpclResult_t err) {
   int expected = cpclSuccess;
-  atomic_compare_exchange_strong(&comm->asyncError, &expected, (int)err);
+  if (atomic_compare_exchange_strong(&comm->asyncError, &expected, (int)err))
+    INFO(CPCL_COMM, "comm %p rank %d is broken: %s; later calls return cpclInvalidUsage", (void*)comm, comm->rank,
+         cpclGetErrorString(err));
   return err;
 }
 

@@ -5,10 +5,15 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "base/error.h"
 #include "cpcl.h"
+#include "rank_limit.h"
 #include "transport.h"
 
-#define CPCL_MAX_RANKS 1024
+/* The most ranks of a communicator. Larger than what a plan supports (CPCL_MAX_RANKS, the one
+ * limit of the attention operations, kernels/rank_limit.h): a communicator costs only arrays
+ * sized by its ranks, and the message tag carries a 16-bit source rank. */
+#define CPCL_MAX_COMM_RANKS 1024
 
 /* Operation tags carried in every message (transport.h tag layout), so that ranks that issue
  * different operations never match each other's messages. */
@@ -20,6 +25,7 @@ typedef enum {
   CPCL_OP_DECODE = 5,
   CPCL_OP_PARTIAL = 6,
   CPCL_OP_COMBINE = 7,
+  CPCL_OP_KVSTORE = 8, /* local: no message; named in the operation table (op.h) */
 } cpclOpTag_t;
 
 struct cpclComm {
@@ -36,8 +42,18 @@ struct cpclComm {
   int32_t* peerPid;    /* [nranks] process ids, from the init digests */
   uint8_t* peerLocal;  /* [nranks] 1 when the peer runs on this host (its death can be seen) */
   cpclRequest_t* reqs; /* [4 * nranks] request slots for the blocking collectives */
-  int numPlans;        /* plans still alive on this comm */
-  int plansCreated;    /* plans ever created: a plan's number, the same on every rank */
+  /* Per-rank arrays of the per-step calls, [nranks] each and sized at creation: the steps neither
+   * allocate nor keep per-rank arrays on the stack. One user at a time, as reqs: the blocking
+   * collectives fill them and do not nest. */
+  struct {
+    const void** sendbufs;
+    void** recvbufs;
+    size_t* sendBytes;
+    size_t* recvBytes;
+    unsigned char* ctrl; /* [nranks][CPCL_CTRL_RECORD_BYTES]: all-gathers of small host records */
+  } scratch;
+  int numPlans;     /* plans still alive on this comm */
+  int plansCreated; /* plans ever created: a plan's number, the same on every rank */
 
   atomic_int asyncError; /* cpclSuccess, or the communication error that broke the comm */
   atomic_int aborted;    /* set by cpclCommAbort, possibly from another thread */
@@ -45,7 +61,15 @@ struct cpclComm {
   int released;          /* aborted with plans alive: freed when the last plan is destroyed */
 
   char lastError[1024];
+  cpclErrorSink_t errors; /* points at lastError: what base/ and the transport record into */
 };
+
+/* The most bytes per rank of a record all-gathered through comm->scratch.ctrl (step agreement,
+ * barrier tokens). */
+#define CPCL_CTRL_RECORD_BYTES 64
+
+/* cpclCommInitOob, with `adopt` handed to the transport (cpclTransportInitArgs_t.adopt) is
+ * declared in transport.h: cpclCommInitAdopt. */
 
 /* Called by cpclAttnPlanDestroy once a plan is gone: frees an aborted communicator whose last
  * plan this was. */
@@ -86,6 +110,8 @@ typedef struct {
   cpclMemType_t memType;
   char transport[16];
   int timeoutMs;
+  const char* transportFrom; /* why this transport: "config->transport", "CPCL_TRANSPORT", "automatic ..." */
+  const char* timeoutFrom;   /* "config->timeoutMs", "CPCL_TIMEOUT_MS" or "the default" */
 } cpclResolvedConfig_t;
 
 /* Validates config (NULL = defaults) for nranks ranks and fills in defaults, the transport

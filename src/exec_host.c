@@ -47,6 +47,10 @@ static cpclResult_t hostCopy2d(void* dst, size_t dpitch, const void* src, size_t
   return cpclSuccess;
 }
 
+static cpclResult_t hostFused(const cpclFusedParams_t* p, cpclStream_t s) {
+  (void)p, (void)s;
+  return CPCL_ERR(NULL, cpclUnsupported, "the fused kernel runs on CUDA only");
+}
 static cpclResult_t hostZeroSync(struct cpclComm* comm, void* ptr, size_t bytes, const char* what) {
   memset(ptr, 0, bytes);
   return cpclSuccess;
@@ -69,7 +73,7 @@ const cpclExecOps_t cpclExecHost = {
     .correct = hostCorrect,
     .kvStore = hostKvStore,
     .copy2d = hostCopy2d,
-    .fused = cpclTransportUnsupported,
+    .fused = hostFused,
     .zeroSync = hostZeroSync,
     .attnCounterCount = hostAttnCounterCount,
     .errorFlagAlloc = hostErrorFlagAlloc,

@@ -7,6 +7,7 @@
 
 #include "coll.h"
 #include "core.h"
+#include "op.h"
 #include "plan.h"
 
 const char* const cpclAlgoNames[CPCL_NUM_ALGOS] = {"agrs", "a2a", "pipelined", "fused"};
@@ -97,7 +98,8 @@ typedef struct {
   int32_t numQoHeads, numKvHeads, headDimQk, headDimVo, pageSize, qType, kvType, latentKv, lseBase2, maxTokens;
   float smScale;
   int32_t algo;
-  int32_t userWs; /* the caller's workspace: every rank creates its plan the same way */
+  int32_t userWs;      /* the caller's workspace: every rank creates its plan the same way */
+  int32_t prefillAlgo; /* 0 automatic, 1 allgather, 2 ring */
 } planDigest_t;
 
 static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, size_t n) {
@@ -123,6 +125,7 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   FIELD(lseBase2, "desc->lseBase2")
   FIELD(maxTokens, "maxTokens")
   FIELD(algo, "the schedule (desc->algo / CPCL_ALGO)")
+  FIELD(prefillAlgo, "desc->prefillAlgo (0 NULL, 1 allgather, 2 ring)")
   FIELD(userWs, "whether the plan uses the caller's workspace (cpclAttnPlanCreateWithWorkspace)")
 #undef FIELD
   for (int r = 1; r < W; r++)
@@ -134,13 +137,12 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   return cpclSuccess;
 }
 
-/* Whether this communicator can run the fused kernel, and if not, why (msg). */
-static int fusedPossible(const struct cpclComm* c, char* msg, size_t n) {
+int cpclPlanFusedPossible(const struct cpclComm* c, char* msg, size_t n) {
   if (c->memType != cpclMemCuda) {
     snprintf(msg, n, "fused needs CUDA memory; this communicator moves host memory over %s", c->transportName);
     return 0;
   }
-  if (c->nranks > 1 && c->tp->peerSync == (void*)cpclTransportUnsupported) {
+  if (c->nranks > 1 && !(c->tp->caps & CPCL_TP_CAP_PEER_MAP)) {
     snprintf(msg, n,
              "fused needs GPU peers that map each other's memory (transport \"ipc\"); this communicator uses %s",
              c->transportName);
@@ -152,45 +154,6 @@ static int fusedPossible(const struct cpclComm* c, char* msg, size_t n) {
     return 0;
   }
   return 1;
-}
-
-/* desc->algo, else CPCL_ALGO, else the automatic choice for this shape and memory; why says
- * which of the three decided, and the rule (the plan's INFO line). */
-static cpclResult_t chooseAlgo(const struct cpclComm* c, const cpclAttnDesc_t* d, cpclAlgo_t* algo, char* why,
-                               size_t whyLen, char* msg, size_t n) {
-  const char* forced = d->algo ? d->algo : cpclParamString(CPCL_PARAM_ALGO);
-  const char* from = d->algo ? "desc->algo" : "CPCL_ALGO";
-  char cannot[256];
-  if (forced[0]) {
-    for (int a = 0; a < CPCL_NUM_ALGOS; a++)
-      if (strcasecmp(forced, cpclAlgoNames[a]) == 0) *algo = (cpclAlgo_t)a;
-    if (*algo == CPCL_NUM_ALGOS) {
-      snprintf(msg, n, "%s is \"%.32s\": use agrs, a2a, pipelined or fused", from, forced);
-      return cpclInvalidArgument;
-    }
-    if (*algo == CPCL_ALGO_FUSED && !fusedPossible(c, cannot, sizeof(cannot))) {
-      snprintf(msg, n, "%s is fused: %s", from, cannot);
-      return cpclUnsupported;
-    }
-    snprintf(why, whyLen, "forced by %s", from);
-    return cpclSuccess;
-  }
-  /* Host: a2a (measured in tools/dcp_decode_perf, see README): one exchange of packed slices,
-   * and on CPU ranks the transfers are memory copies that pipelining cannot hide.
-   * GPU peers that map each other's memory: fused, one kernel and no host step. With one rank
-   * there is nothing to exchange, and a2a is the attention kernel alone. */
-  if (c->nranks > 1 && fusedPossible(c, cannot, sizeof(cannot))) {
-    *algo = CPCL_ALGO_FUSED;
-    snprintf(why, whyLen, "automatic: GPU peers map each other's memory over %s, one kernel per step",
-             c->transportName);
-  } else {
-    *algo = CPCL_ALGO_A2A;
-    if (c->nranks == 1)
-      snprintf(why, whyLen, "automatic: one rank, the attention kernel alone");
-    else
-      snprintf(why, whyLen, "automatic: a2a, since %.200s", cannot);
-  }
-  return cpclSuccess;
 }
 
 static void planFree(struct cpclAttnPlan* pl) {
@@ -220,7 +183,7 @@ static void planFree(struct cpclAttnPlan* pl) {
 
 /* Whether plans register their buffers with every peer (peer-mapped transports: ipc). */
 static int planRegistersPeers(const struct cpclComm* c) {
-  return c->memType == cpclMemCuda && c->nranks > 1 && c->tp->regMem != (void*)cpclTransportUnsupported;
+  return c->memType == cpclMemCuda && c->nranks > 1 && (c->tp->caps & CPCL_TP_CAP_PEER_MAP);
 }
 
 /* One workspace buffer of the plan: counted in wsBytes, then the next part of the caller's
@@ -322,10 +285,11 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   cpclResult_t res = cpclSuccess;
   struct cpclAttnPlan* pl = NULL;
   char msg[512] = "", why[256] = "";
-  cpclAlgo_t algo = CPCL_NUM_ALGOS;
+  cpclPlanSchedules_t sel = {.algo = CPCL_NUM_ALGOS};
   const cpclExecOps_t* exec = cpclExecOf(comm->memType);
   cpclResult_t own = cpclAttnDescCheck(comm, desc, maxTokens, msg, sizeof(msg));
-  if (own == cpclSuccess) own = chooseAlgo(comm, desc, &algo, why, sizeof(why), msg, sizeof(msg));
+  if (own == cpclSuccess) own = cpclOpsSelect(comm, desc, &sel, why, sizeof(why), msg, sizeof(msg));
+  const cpclAlgo_t algo = sel.algo;
   if (own == cpclSuccess && exec == NULL) {
     snprintf(msg, sizeof(msg), "CUDA memory needs cpcl built with CUDA (cpclGetBuildConfig: %s)", cpclGetBuildConfig());
     own = cpclUnsupported;
@@ -364,6 +328,7 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
     mine.latentKv = desc->latentKv;
     mine.lseBase2 = desc->lseBase2;
     mine.smScale = desc->smScale;
+    mine.prefillAlgo = desc->prefillAlgo == NULL ? 0 : strcasecmp(desc->prefillAlgo, "allgather") == 0 ? 1 : 2;
   }
   planDigest_t* all = NULL;
   CPCLCHECKGOTO(cpclCalloc(comm, &all, (size_t)comm->nranks, sizeof(*all), "plan digests"), res, out);
@@ -454,6 +419,10 @@ cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear) {
                       "CPCL_TIMEOUT_MS; it expected step %d and saw %d): that rank stalled or died, and the "
                       "results of that step are not valid. The communicator is broken: abort it",
                       seq, pl->comm->timeoutMs, value, limit);
+    case CPCL_KERR_PAGE:
+      snprintf(what, sizeof(what), "batch->blockTable[%d][%d] is %d, a page a row reads or a store writes", seq, limit,
+               value);
+      break;
     case CPCL_KERR_SEQ_LEN:
       snprintf(what, sizeof(what), "batch->seqLens[%d] is %d, fewer than its %d query rows", seq, value, limit);
       break;

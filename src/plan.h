@@ -73,9 +73,12 @@ cpclResult_t cpclPlanPeerSync(struct cpclAttnPlan* pl, cpclPeerSync_t* s);
 /* Validates a descriptor for comm (plan creation); on failure writes a message naming the field,
  * its value and the fix. */
 cpclResult_t cpclAttnDescCheck(const struct cpclComm* c, const cpclAttnDesc_t* d, int maxTokens, char* msg, size_t n);
-/* Validates a batch against a plan (numTokens up to maxTokens); host memory: the contents too.
- * On failure records the message on the comm, naming fn, the argument and its value. */
-cpclResult_t cpclBatchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int maxTokens, const char* fn);
+/* Validates a batch against a plan (numTokens up to maxTokens); host memory: the contents too,
+ * and the ids of the block-table pages the step walks (pages: cpclPages_t, op.h). On failure
+ * records the message on the comm, naming fn, the argument and its value. */
+cpclResult_t cpclBatchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int maxTokens, int pages, const char* fn);
+/* Whether this communicator can run the fused kernel, and if not, why (msg). */
+int cpclPlanFusedPossible(const struct cpclComm* c, char* msg, size_t n);
 
 /* cpclSuccess, or cpclInvalidArgument with the message when a kernel of this plan met bad batch
  * data in device memory since the last call (clear: forget it once reported). */

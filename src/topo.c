@@ -60,6 +60,7 @@ CPCL_API cpclResult_t cpclGetTopologySummary(char* buf, size_t len) {
     APPEND("  %s %s: local cpus %s\n", kind, d->name ? d->name : "?", cpus);
   }
   APPEND("GPUs %d, NICs %d\n", gpus, nics);
+  INFO(CPCL_TOPO, "hwloc: %d packages, %d NUMA nodes, %d cores, %d GPUs, %d NICs", packages, numas, cores, gpus, nics);
 #undef APPEND
   hwloc_topology_destroy(topo);
   return cpclSuccess;

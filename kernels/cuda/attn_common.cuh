@@ -30,6 +30,16 @@ __device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, i
       r.len = 0;
     }
   }
+  if (r.len > 0) { /* a negative page id among the row's pages: the row stays empty (the CTA agrees) */
+    const int32_t* bt = p.blockTable + (int64_t)s * p.maxPagesPerSeq;
+    int bad = -1;
+    for (int i = threadIdx.x; (int64_t)i * p.pageSize < r.len && bad < 0; i += blockDim.x)
+      if (bt[i] < 0) bad = i;
+    if (__syncthreads_or(bad >= 0)) {
+      if (bad >= 0) reportError(p.errorFlag, CPCL_KERR_PAGE, s, bt[bad], bad);
+      r.len = 0;
+    }
+  }
   if (r.len == 0) {
     r.n = 1;
     r.chunk = 0;

@@ -154,7 +154,7 @@ __device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* 
     return false;
   }
   if (seqLens[s] < *n) {
-    reportError(flag, CPCL_KERR_SEQ_LEN, s, seqLens[s], *n);
+    if (seqLens[s] != 0) reportError(flag, CPCL_KERR_SEQ_LEN, s, seqLens[s], *n); /* 0: padding, rows empty */
     return false;
   }
   return true;

@@ -41,8 +41,12 @@ __global__ void kvStoreKernel(const cpclKvStoreParams_t p) {
     if (threadIdx.x == 0) reportError(p.errorFlag, CPCL_KERR_CAPACITY, s, (int)li + 1, p.maxPagesPerSeq * p.pageSize);
     return;
   }
-  const int64_t slot =
-      (int64_t)p.blockTable[(int64_t)s * p.maxPagesPerSeq + li / p.pageSize] * p.pageSize + li % p.pageSize;
+  const int32_t page = p.blockTable[(int64_t)s * p.maxPagesPerSeq + li / p.pageSize];
+  if (page < 0) {
+    if (threadIdx.x == 0) reportError(p.errorFlag, CPCL_KERR_PAGE, s, page, (int)(li / p.pageSize));
+    return;
+  }
+  const int64_t slot = (int64_t)page * p.pageSize + li % p.pageSize;
   const size_t es = cpclKDtypeSize(p.kvType);
   const size_t kRow = (size_t)p.numKvHeads * p.headDimQk * es, vRow = (size_t)p.numKvHeads * p.headDimVo * es;
   /* rows are multiples of 16 bytes (head dims are multiples of 8): 16-byte copies */

@@ -15,9 +15,9 @@ static cpclResult_t agrsCombine(struct cpclAttnPlan* pl, const cpclStep_t* st, c
     CPCLCHECK(pl->exec->copy2d(pl->partialO, oBytes, partialOut, oBytes, oBytes, 1, st->stream));
   /* all-gather of the LSEs over all W ranks */
   {
-    const void* sends[CPCL_MAX_PARTS];
-    void* recvs[CPCL_MAX_PARTS];
-    size_t sz[CPCL_MAX_PARTS];
+    const void** sends = pl->comm->scratch.sendbufs;
+    void** recvs = pl->comm->scratch.recvbufs;
+    size_t* sz = pl->comm->scratch.sendBytes;
     for (int p = 0; p < pl->W; p++) {
       sends[p] = partialLse;
       recvs[p] = (char*)pl->lseAll + (size_t)p * lBytes;

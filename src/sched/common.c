@@ -94,9 +94,9 @@ cpclResult_t cpclStepAlltoallv(struct cpclAttnPlan* pl, const cpclStep_t* st, co
 cpclResult_t cpclStepGatherQPost(struct cpclAttnPlan* pl, const cpclStep_t* st, int postOnly) {
   struct cpclComm* c = pl->comm;
   const size_t bytes = (size_t)st->numTokens * pl->H * pl->desc.headDimQk * pl->qElem;
-  const void* sends[CPCL_MAX_RANKS];
-  void* recvs[CPCL_MAX_RANKS];
-  size_t sb[CPCL_MAX_RANKS], rb[CPCL_MAX_RANKS];
+  const void** sends = c->scratch.sendbufs;
+  void** recvs = c->scratch.recvbufs;
+  size_t *sb = c->scratch.sendBytes, *rb = c->scratch.recvBytes;
   for (int p = 0; p < c->nranks; p++) {
     const int same = p / pl->D == c->pcpRank; /* in this rank's DCP group */
     sends[p] = st->q;
@@ -135,9 +135,9 @@ cpclResult_t cpclStepPackSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, c
 
 cpclResult_t cpclStepExchangeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, size_t bytes) {
   struct cpclComm* c = pl->comm;
-  const void* sends[CPCL_MAX_RANKS];
-  void* recvs[CPCL_MAX_RANKS];
-  size_t sb[CPCL_MAX_RANKS], rb[CPCL_MAX_RANKS];
+  const void** sends = c->scratch.sendbufs;
+  void** recvs = c->scratch.recvbufs;
+  size_t *sb = c->scratch.sendBytes, *rb = c->scratch.recvBytes;
   for (int p = 0; p < c->nranks; p++) {
     sends[p] = cpclSendSlot(pl, p % pl->D);                          /* rank p owns the heads of DCP rank p % D */
     recvs[p] = p == c->rank ? (void*)sends[p] : cpclRecvSlot(pl, p); /* own part: read in place */

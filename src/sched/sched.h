@@ -18,11 +18,19 @@
 
 /* One call's inputs, as the public entry points received and validated them. */
 typedef struct {
-  const cpclBatch_t* batch;
+  const cpclBatch_t* batch; /* NULL for the operations without one (Combine) */
   int numTokens;
   const void* q;
   const void* kCache;
   const void* vCache;
+  void* out;          /* Decode, Combine: out; Partial: partialOut */
+  float* lse;         /* Decode, Combine: lse (may be NULL); Partial: partialLse */
+  const void* in;     /* Combine: partialOut */
+  const float* inLse; /* Combine: partialLse */
+  const void* kNew;   /* KvStore: the new tokens, stored into kStore / vStore */
+  const void* vNew;
+  void* kStore;
+  void* vStore;
   cpclStream_t stream;
   uint32_t seq; /* this call's sequence number (tags its messages) */
   int op;       /* cpclOpTag_t */

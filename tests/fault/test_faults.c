@@ -184,6 +184,9 @@ static void scenarioStall(void) {
   CHECK(r == cpclTimeout, "decode with a stalled peer returned %d", r);
   CHECK(dt >= TIMEOUT_MS * 0.9 && dt < TIMEOUT_MS + 2000, "timeout after %.0f ms", dt);
   CHECK(strstr(cpclGetLastError(j.comm), "within") != NULL, "message: %s", cpclGetLastError(j.comm));
+  /* issue 18 item 5: the broken comm refuses the local store too */
+  r = cpclKvStore(j.plan, &j.batch, j.q, j.q, j.cache.k, j.cache.v, NULL);
+  CHECK(r == cpclInvalidUsage, "cpclKvStore on a comm broken by a timeout returned %d", r);
   _exit(0);
 }
 
@@ -211,6 +214,8 @@ static void scenarioAbort(void) {
     CHECK(dt >= 250 && dt < 1500, "abort (after 300 ms) unblocked the call after %.0f ms", dt);
     /* the plan outlives the aborted comm: it refuses work, and destroying it frees both */
     CHECK(decode(&j) == cpclInvalidUsage, "a plan of an aborted comm must refuse work");
+    CHECK(cpclKvStore(j.plan, &j.batch, j.q, j.q, j.cache.k, j.cache.v, NULL) == cpclInvalidUsage,
+          "cpclKvStore on a plan of an aborted comm must refuse work (issue 18 item 5)");
     CHECK(cpclAttnPlanDestroy(j.plan) == cpclSuccess, "plan destroy after abort");
   } else {
     usleep(1500000); /* alive, but never joining the step: only the abort can end rank 0's wait */

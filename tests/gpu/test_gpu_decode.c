@@ -11,6 +11,9 @@
  *     batch buffers (q, seqLens, block tables, KV), each replay checked against a fresh reference;
  *   - NCCL (cpclCommInitNccl over ncclCommInitRank) when there is a GPU per rank, every
  *     schedule (fused with one rank; with more it must say cpclUnsupported) and graphs;
+ *   - padding sequences (seqLens 0) in every schedule and the KV store; a plan on a caller's
+ *     workspace (one rank: the plan's own bits; ipc with W > 1: cpclUnsupported); a negative
+ *     page id in device memory (the row left empty, cpclInvalidArgument after);
  *   - a stalled peer: one rank skips a step; the others' kernels give up after timeoutMs, the
  *     next call returns cpclTimeout, and nothing hangs.
  * Exits 77 (skipped) without a CUDA device.
@@ -167,6 +170,7 @@ static void checkOut(const step_t* st, const shape_t* sh, int dcp, const void* d
 }
 
 static const char* const algos[] = {"agrs", "a2a", "pipelined", "fused"};
+static const shape_t shapes[4];
 
 /* every schedule on one shape: decode (three times, bitwise equal), partial + combine */
 static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cudaStream_t stream) {
@@ -239,6 +243,225 @@ static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cud
   stepFree(&st);
 }
 
+/* Exact: the padding rows [T][H] of a device out (every element 0) and lse (-inf). */
+static void checkEmptyRows(const step_t* st, const shape_t* sh, const void* dOut, const float* dLse, const int* empty,
+                           const char* what) {
+  const int H = sh->H, T = st->T;
+  const size_t row = (size_t)H * sh->Dv * tuDtypeSize(sh->type);
+  void* out = malloc(T * row);
+  float* lse = malloc(sizeof(float) * T * H);
+  CUDA_OK(cudaMemcpy(out, dOut, T * row, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(lse, dLse, sizeof(float) * T * H, cudaMemcpyDeviceToHost));
+  for (int t = 0; t < T; t++) {
+    if (!empty[t]) continue;
+    for (size_t i = 0; i < (size_t)H * sh->Dv; i++) {
+      const double v = tuGet(out, (size_t)t * H * sh->Dv + i, sh->type);
+      if (v != 0.0) {
+        fprintf(stderr, "[rank %d] %s (%s): padding row %d element %zu is %g\n", rank, what, sh->name, t, i, v);
+        MPI_Abort(world, 1);
+      }
+    }
+    for (int h = 0; h < H; h++) EXPECT(lse[t * H + h] == -INFINITY);
+  }
+  free(out);
+  free(lse);
+}
+
+/* Padding sequences (seqLens 0, DESIGN.md §4.1) on the device, every schedule: sequences 1 and 3
+ * are padding (2 and 3 rows, block-table rows all -1: never read); their rows come out empty,
+ * no async error, the others match the host reference; cpclKvStore of the padded batch writes
+ * exactly what the store of the compact batch (sequences 0 and 2) writes. */
+static void runPadding(cpclComm_t comm, int dcp, int I, const shape_t* sh, cudaStream_t stream) {
+  const int S = 4, H = sh->H, Dv = sh->Dv;
+  int32_t qs[5] = {0, 2, 4, 5, 8}, lens[4] = {40, 0, 1200, 0};
+  const int T = qs[S], empty[8] = {0, 0, 1, 1, 0, 1, 1, 1};
+  const size_t es = tuDtypeSize(sh->type);
+  step_t st;
+  stepAlloc(&st, sh, dcp, S, T, 1200, 16);
+  tuProblem_t pb;
+  stepFill(&st, sh, dcp, I, qs, lens, 4242 + (uint64_t)I, &pb);
+  const int mp = st.maxPages;
+  int32_t* bt = malloc(sizeof(int32_t) * S * mp);
+  CUDA_OK(cudaMemcpy(bt, st.bt, sizeof(int32_t) * S * mp, cudaMemcpyDeviceToHost));
+  for (int i = 0; i < mp; i++) bt[mp + i] = bt[3 * mp + i] = -1;
+  CUDA_OK(cudaMemcpy(st.bt, bt, sizeof(int32_t) * S * mp, cudaMemcpyHostToDevice));
+  cpclAttnDesc_t desc = tuDesc(&pb, H, 16);
+  void *out, *out2;
+  float *lse, *lse2, *pLse;
+  CUDA_OK(cudaMalloc(&out, (size_t)T * H * Dv * es));
+  CUDA_OK(cudaMalloc(&out2, (size_t)T * H * Dv * es));
+  CUDA_OK(cudaMalloc((void**)&lse, sizeof(float) * T * H));
+  CUDA_OK(cudaMalloc((void**)&lse2, sizeof(float) * T * H));
+  CUDA_OK(cudaMalloc((void**)&pLse, sizeof(float) * T * dcp * H));
+  const cpclBatch_t b = tuBatch(S, T, st.qs, st.lens, st.bt, mp);
+  for (int a = 0; a < 4; a++) {
+    if (a == 3 && (dcp != W || (W > 1 && noFused))) continue;
+    desc.algo = algos[a];
+    cpclAttnPlan_t plan;
+    CPCL_OK(cpclAttnPlanCreate(&plan, comm, &desc, T));
+    CUDA_OK(cudaMemsetAsync(out, 0xff, (size_t)T * H * Dv * es, stream));
+    CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, out, lse, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    cpclResult_t async;
+    CPCL_OK(cpclAttnPlanGetAsyncError(plan, &async));
+    EXPECT_RES(async, cpclSuccess); /* padding is no error */
+    checkOut(&st, sh, dcp, out, lse, "padding decode");
+    checkEmptyRows(&st, sh, out, lse, empty, algos[a]);
+    CPCL_OK(cpclAttnPartial(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, st.pOut, pLse, stream));
+    CPCL_OK(cpclAttnCombine(plan, T, st.pOut, pLse, out2, lse2, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    checkOut(&st, sh, dcp, out2, lse2, "padding partial+combine");
+    checkEmptyRows(&st, sh, out2, lse2, empty, "padding partial+combine");
+    if (a == 0) { /* the store */
+      static const int rowOfC[3] = {0, 1, 4};
+      const int32_t qsC[3] = {0, 2, 3}, lensC[2] = {40, 1200};
+      const size_t kvRow = (size_t)sh->Hkv * sh->Dqk * es, vRow = (size_t)sh->Hkv * Dv * es;
+      const size_t kBytes = (size_t)st.capPages * 16 * kvRow, vBytes = (size_t)st.capPages * 16 * vRow;
+      char* kNew = malloc(T * kvRow);
+      char* vNew = malloc(T * vRow);
+      for (size_t i = 0; i < T * kvRow; i++) kNew[i] = (char)(i * 7 + 1);
+      for (size_t i = 0; i < T * vRow; i++) vNew[i] = (char)(i * 5 + 3);
+      void *dkP, *dkC, *dvP, *dvC, *dkNew, *dvNew, *dkNewC, *dvNewC;
+      int32_t *dqsC, *dlensC, *dbtC;
+      CUDA_OK(cudaMalloc(&dkP, kBytes));
+      CUDA_OK(cudaMalloc(&dkC, kBytes));
+      CUDA_OK(cudaMalloc(&dvP, vBytes));
+      CUDA_OK(cudaMalloc(&dvC, vBytes));
+      CUDA_OK(cudaMalloc(&dkNew, T * kvRow));
+      CUDA_OK(cudaMalloc(&dvNew, T * vRow));
+      CUDA_OK(cudaMalloc(&dkNewC, 3 * kvRow));
+      CUDA_OK(cudaMalloc(&dvNewC, 3 * vRow));
+      CUDA_OK(cudaMalloc((void**)&dqsC, sizeof(qsC)));
+      CUDA_OK(cudaMalloc((void**)&dlensC, sizeof(lensC)));
+      CUDA_OK(cudaMalloc((void**)&dbtC, sizeof(int32_t) * 2 * mp));
+      CUDA_OK(cudaMemcpy(dkP, st.k, kBytes, cudaMemcpyDeviceToDevice));
+      CUDA_OK(cudaMemcpy(dkC, st.k, kBytes, cudaMemcpyDeviceToDevice));
+      CUDA_OK(cudaMemset(dvP, 0x3c, vBytes));
+      CUDA_OK(cudaMemset(dvC, 0x3c, vBytes));
+      CUDA_OK(cudaMemcpy(dkNew, kNew, T * kvRow, cudaMemcpyHostToDevice));
+      CUDA_OK(cudaMemcpy(dvNew, vNew, T * vRow, cudaMemcpyHostToDevice));
+      for (int i = 0; i < 3; i++) {
+        CUDA_OK(cudaMemcpy((char*)dkNewC + i * kvRow, kNew + rowOfC[i] * kvRow, kvRow, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy((char*)dvNewC + i * vRow, vNew + rowOfC[i] * vRow, vRow, cudaMemcpyHostToDevice));
+      }
+      CUDA_OK(cudaMemcpy(dqsC, qsC, sizeof(qsC), cudaMemcpyHostToDevice));
+      CUDA_OK(cudaMemcpy(dlensC, lensC, sizeof(lensC), cudaMemcpyHostToDevice));
+      CUDA_OK(cudaMemcpy(dbtC, bt, sizeof(int32_t) * mp, cudaMemcpyHostToDevice));
+      CUDA_OK(cudaMemcpy(dbtC + mp, bt + 2 * mp, sizeof(int32_t) * mp, cudaMemcpyHostToDevice));
+      const cpclBatch_t bC = tuBatch(2, 3, dqsC, dlensC, dbtC, mp);
+      void* vP = sh->latent ? NULL : dvP;
+      void* vC = sh->latent ? NULL : dvC;
+      CPCL_OK(cpclKvStore(plan, &b, dkNew, sh->latent ? NULL : dvNew, dkP, vP, stream));
+      CPCL_OK(cpclKvStore(plan, &bC, dkNewC, sh->latent ? NULL : dvNewC, dkC, vC, stream));
+      CUDA_OK(cudaStreamSynchronize(stream));
+      CPCL_OK(cpclAttnPlanGetAsyncError(plan, &async));
+      EXPECT_RES(async, cpclSuccess);
+      char *hP = malloc(kBytes > vBytes ? kBytes : vBytes), *hC = malloc(kBytes > vBytes ? kBytes : vBytes);
+      CUDA_OK(cudaMemcpy(hP, dkP, kBytes, cudaMemcpyDeviceToHost));
+      CUDA_OK(cudaMemcpy(hC, dkC, kBytes, cudaMemcpyDeviceToHost));
+      EXPECT(memcmp(hP, hC, kBytes) == 0);
+      CUDA_OK(cudaMemcpy(hP, dvP, vBytes, cudaMemcpyDeviceToHost));
+      CUDA_OK(cudaMemcpy(hC, dvC, vBytes, cudaMemcpyDeviceToHost));
+      EXPECT(memcmp(hP, hC, vBytes) == 0);
+      free(hP), free(hC), free(kNew), free(vNew);
+      cudaFree(dkP), cudaFree(dkC), cudaFree(dvP), cudaFree(dvC), cudaFree(dkNew), cudaFree(dvNew);
+      cudaFree(dkNewC), cudaFree(dvNewC), cudaFree(dqsC), cudaFree(dlensC), cudaFree(dbtC);
+    }
+    CPCL_OK(cpclAttnPlanDestroy(plan));
+    casesRun++;
+  }
+  cudaFree(out), cudaFree(out2), cudaFree(lse), cudaFree(lse2), cudaFree(pLse);
+  free(bt);
+  stepFree(&st);
+}
+
+/* One rank, CUDA memory: every schedule's plan carved from a caller's cudaMalloc buffer gives
+ * the bits of the plan's own workspace; and a negative page id in device memory leaves the
+ * row empty and comes back as cpclInvalidArgument (issue 18 item 6), from the decode and from
+ * the store. */
+static void runSelf(cudaStream_t stream) {
+  cpclComm_t comm;
+  CPCL_OK(tuSelfComm(&comm, 1, cpclMemCuda));
+  const int worldSize = W;
+  W = 1; /* stepFill shards the problem over W ranks: here one */
+  const shape_t* sh = &shapes[0];
+  const int H = sh->H, Dv = sh->Dv, T = 2;
+  int32_t qs[3] = {0, 1, 2}, lens[2] = {100, 300};
+  step_t st;
+  stepAlloc(&st, sh, 1, 2, T, 300, 16);
+  tuProblem_t pb;
+  stepFill(&st, sh, 1, 1, qs, lens, 91, &pb);
+  const size_t oBytes = (size_t)T * H * Dv * 2;
+  void *out, *out2;
+  float *lse, *lse2;
+  CUDA_OK(cudaMalloc(&out, oBytes));
+  CUDA_OK(cudaMalloc(&out2, oBytes));
+  CUDA_OK(cudaMalloc((void**)&lse, sizeof(float) * T * H));
+  CUDA_OK(cudaMalloc((void**)&lse2, sizeof(float) * T * H));
+  char *h1 = malloc(oBytes), *h2 = malloc(oBytes);
+  const cpclBatch_t b = tuBatch(2, T, NULL, st.lens, st.bt, st.maxPages);
+  for (int a = 0; a < 4; a++) {
+    cpclAttnDesc_t desc = tuDesc(&pb, H, 16);
+    desc.algo = algos[a];
+    cpclAttnPlan_t own, carved;
+    CPCL_OK(cpclAttnPlanCreate(&own, comm, &desc, T));
+    size_t need = 0;
+    CPCL_OK(cpclAttnPlanWorkspaceBytes(own, &need));
+    EXPECT(need > 0);
+    void* ws;
+    CUDA_OK(cudaMalloc(&ws, need));
+    CUDA_OK(cudaMemset(ws, 0xa5, need));
+    EXPECT_RES(cpclAttnPlanCreateWithWorkspace(&carved, comm, &desc, T, ws, need - 1), cpclInvalidArgument);
+    CPCL_OK(cpclAttnPlanCreateWithWorkspace(&carved, comm, &desc, T, ws, need));
+    for (int rep = 0; rep < 2; rep++) { /* twice: the carved flags and counters re-arm as their own do */
+      CPCL_OK(cpclAttnDecode(own, &b, st.q, st.k, st.v, out, lse, stream));
+      CPCL_OK(cpclAttnDecode(carved, &b, st.q, st.k, st.v, out2, lse2, stream));
+      CUDA_OK(cudaStreamSynchronize(stream));
+      checkOut(&st, sh, 1, out2, lse2, "caller's workspace");
+      CUDA_OK(cudaMemcpy(h1, out, oBytes, cudaMemcpyDeviceToHost));
+      CUDA_OK(cudaMemcpy(h2, out2, oBytes, cudaMemcpyDeviceToHost));
+      EXPECT(memcmp(h1, h2, oBytes) == 0);
+    }
+    if (a == 1) { /* a negative page id among sequence 0's pages */
+      const int32_t badPage = -5;
+      int32_t page0;
+      CUDA_OK(cudaMemcpy(&page0, st.bt, sizeof(page0), cudaMemcpyDeviceToHost));
+      CUDA_OK(cudaMemcpy(st.bt, &badPage, sizeof(badPage), cudaMemcpyHostToDevice));
+      CPCL_OK(cpclAttnDecode(carved, &b, st.q, st.k, st.v, out2, lse2, stream));
+      CUDA_OK(cudaStreamSynchronize(stream));
+      cpclResult_t async;
+      CPCL_OK(cpclAttnPlanGetAsyncError(carved, &async));
+      EXPECT_RES(async, cpclInvalidArgument);
+      const int empty[2] = {1, 0};
+      checkEmptyRows(&st, sh, out2, lse2, empty, "negative page id");
+      EXPECT_RES(cpclAttnDecode(carved, &b, st.q, st.k, st.v, out2, lse2, stream), cpclInvalidArgument);
+      EXPECT(strstr(cpclGetLastError(comm), "batch->blockTable[0][0] is -5") != NULL);
+      /* the store of sequence 0's last token (position 99: page 6) with that page id negative */
+      int32_t saved;
+      CUDA_OK(cudaMemcpy(&saved, st.bt + 6, sizeof(saved), cudaMemcpyDeviceToHost));
+      CUDA_OK(cudaMemcpy(st.bt, &page0, sizeof(page0), cudaMemcpyHostToDevice)); /* page 0 fine again */
+      CUDA_OK(cudaMemcpy(st.bt + 6, &badPage, sizeof(badPage), cudaMemcpyHostToDevice));
+      CPCL_OK(cpclKvStore(carved, &b, st.q, st.q, st.k, st.v, stream));
+      CUDA_OK(cudaStreamSynchronize(stream));
+      CPCL_OK(cpclAttnPlanGetAsyncError(carved, &async));
+      EXPECT_RES(async, cpclInvalidArgument);
+      EXPECT_RES(cpclAttnDecode(carved, &b, st.q, st.k, st.v, out2, lse2, stream), cpclInvalidArgument);
+      EXPECT(strstr(cpclGetLastError(comm), "batch->blockTable[0][6] is -5") != NULL);
+      CUDA_OK(cudaMemcpy(st.bt + 6, &saved, sizeof(saved), cudaMemcpyHostToDevice));
+      stepFill(&st, sh, 1, 1, qs, lens, 91, &pb); /* the store above wrote sequence 1's token */
+    }
+    CPCL_OK(cpclAttnPlanDestroy(carved));
+    CPCL_OK(cpclAttnPlanDestroy(own));
+    CUDA_OK(cudaFree(ws)); /* the caller's, after the plan */
+    casesRun++;
+  }
+  cudaFree(out), cudaFree(out2), cudaFree(lse), cudaFree(lse2);
+  free(h1), free(h2);
+  stepFree(&st);
+  CPCL_OK(cpclCommDestroy(comm));
+  W = worldSize;
+}
+
 /* One decode captured in a CUDA graph, replayed with new contents in the same buffers. */
 static void runGraph(cpclComm_t comm, const char* algo, const shape_t* sh, cudaStream_t stream) {
   const int S = 4, T = 4, dcp = W, H = sh->H, Dv = sh->Dv;
@@ -293,7 +516,7 @@ static void runGraph(cpclComm_t comm, const char* algo, const shape_t* sh, cudaS
   graphsRun++;
 }
 
-static const shape_t shapes[] = {
+static const shape_t shapes[4] = {
     {8, 1, 128, 128, 0, cpclBfloat16, 0, "GQA bf16 D128"},
     {2, 2, 64, 64, 0, cpclFloat16, 1, "GQA fp16 D64 multi-row"},
     {2, 1, 32, 32, 0, cpclFloat32, 1, "GQA fp32 D32"},
@@ -414,6 +637,17 @@ int main(int argc, char** argv) {
       cpclComm_t comm;
       CPCL_OK(cpclCommInitOob(&comm, &oob, &cfg));
       suite(comm, dcp, Is[i], stream, dcp == W && i == 0);
+      runPadding(comm, dcp, Is[i], &shapes[i == 0 ? 1 : 3], stream);
+      if (dcp == W && i == 0 && W > 1) { /* ipc maps whole allocations only: said so */
+        cpclAttnDesc_t d = CPCL_ATTN_DESC_INITIALIZER;
+        d.numQoHeads = 8, d.numKvHeads = 1, d.smScale = 0.1f;
+        cpclAttnPlan_t p;
+        void* ws;
+        CUDA_OK(cudaMalloc(&ws, 64 << 20));
+        EXPECT_RES(cpclAttnPlanCreateWithWorkspace(&p, comm, &d, 4, ws, 64 << 20), cpclUnsupported);
+        EXPECT(strstr(cpclGetLastError(comm), "whole allocations") != NULL);
+        CUDA_OK(cudaFree(ws));
+      }
       if (dcp == W && i == 0) {
         runGraph(comm, "fused", &shapes[0], stream);
         runGraph(comm, "a2a", &shapes[0], stream);
@@ -422,6 +656,8 @@ int main(int argc, char** argv) {
       CPCL_OK(cpclCommDestroy(comm));
     }
   }
+  if (rank == 0) runSelf(stream); /* a one-rank communicator of its own */
+  MPI_Barrier(world);
   if (W > 1) runStall(stream);
 #ifdef CPCL_HAVE_NCCL
   if (W <= devices) runNccl(stream);

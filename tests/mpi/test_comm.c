@@ -1,13 +1,19 @@
 /* mpi: communicator creation, the DCP/PCP axes, disagreement and bad-config paths, and the
- * internal collectives (all-gather, variable all-to-all, barrier). Run under mpirun -np 1..4. */
+ * internal collectives (all-gather, variable all-to-all, barrier), the per-communicator scratch
+ * arrays and the creation log. Run under mpirun -np 1..4. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "coll.h"
 #include "comm.h"
 #include "mpi_check.h"
 #include "mpi_oob.h"
+
+#ifdef CPCL_HAVE_NCCL
+#include <cuda_runtime_api.h>
+#endif
 
 static MPI_Comm world = MPI_COMM_WORLD;
 static int rank, W;
@@ -144,17 +150,104 @@ static void test_plan_agreement(void) {
   CPCL_OK(cpclCommDestroy(comm));
 }
 
+#ifdef CPCL_HAVE_NCCL
+/* nccl's per-peer stream-ordered send/receive (CPCL_TP_CAP_STREAM_P2P), as a ring step: every
+ * rank sends its block to the next rank and receives the previous rank's, then the ring turns
+ * the other way with a block of a different size. Needs a GPU per rank. */
+static void test_nccl_sendrecv(void) {
+  int devs = 0;
+  if (cudaGetDeviceCount(&devs) != cudaSuccess) devs = 0;
+  if (W < 2 || devs < W) {
+    if (rank == 0) printf("test_comm: nccl sendrecv skipped (%d ranks, %d GPUs)\n", W, devs);
+    return;
+  }
+  EXPECT(cudaSetDevice(rank) == cudaSuccess);
+  cpclOob_t oob;
+  cpclMpiOob(&oob, &world);
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.memType = cpclMemCuda;
+  cfg.transport = "nccl";
+  cpclComm_t comm = NULL;
+  CPCL_OK(cpclCommInitOob(&comm, &oob, &cfg));
+  EXPECT(comm->tp->caps & CPCL_TP_CAP_STREAM_P2P);
+  const size_t n = 1 << 18;
+  int* h = malloc(n * sizeof(int));
+  int *dSend = NULL, *dRecv = NULL;
+  cudaStream_t s = NULL;
+  EXPECT(cudaMalloc((void**)&dSend, n * sizeof(int)) == cudaSuccess);
+  EXPECT(cudaMalloc((void**)&dRecv, n * sizeof(int)) == cudaSuccess);
+  EXPECT(cudaStreamCreate(&s) == cudaSuccess);
+  const int next = (rank + 1) % W, prev = (rank + W - 1) % W;
+  for (int dir = 0; dir < 2; dir++) {
+    const size_t count = dir == 0 ? n : n / 3 + 1;
+    const int to = dir == 0 ? next : prev, from = dir == 0 ? prev : next;
+    for (size_t i = 0; i < count; i++) h[i] = rank * 1000003 + (int)i + dir;
+    EXPECT(cudaMemcpy(dSend, h, count * sizeof(int), cudaMemcpyHostToDevice) == cudaSuccess);
+    EXPECT(cudaMemset(dRecv, 0xff, n * sizeof(int)) == cudaSuccess);
+    CPCL_OK(comm->tp->sendrecv(comm->tpCtx, to, dSend, count * sizeof(int), from, dRecv, count * sizeof(int), s));
+    EXPECT(cudaStreamSynchronize(s) == cudaSuccess);
+    EXPECT(cudaMemcpy(h, dRecv, n * sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess);
+    for (size_t i = 0; i < count; i++) EXPECT(h[i] == from * 1000003 + (int)i + dir);
+    if (count < n) EXPECT(h[count] == -1); /* nothing past the block */
+  }
+  /* a peer that is this rank is an error, never a hang */
+  EXPECT_RES(comm->tp->sendrecv(comm->tpCtx, rank, dSend, 4, prev, dRecv, 4, s), cpclInternalError);
+  cudaStreamDestroy(s);
+  cudaFree(dSend);
+  cudaFree(dRecv);
+  free(h);
+  CPCL_OK(cpclCommDestroy(comm));
+  if (rank == 0) printf("test_comm: nccl sendrecv passed on %d GPUs\n", W);
+}
+#endif
+
+static char logPath[128];
+
+/* The INFO lines of communicator creation say what was chosen and why (test_create ran with the
+ * log at INFO into logPath). */
+static void test_creation_log(void) {
+  FILE* f = fopen(logPath, "r");
+  EXPECT(f != NULL);
+  static char text[1 << 16];
+  size_t n = fread(text, 1, sizeof(text) - 1, f);
+  fclose(f);
+  text[n] = 0;
+  char want[160];
+  snprintf(want, sizeof(want), "rank %d/%d dcp %d/%d pcp 0/1 (dcpSize 0: all ranks) interleave 3 memory host", rank, W,
+           rank, W);
+  EXPECT(strstr(text, want) != NULL);
+  EXPECT(strstr(text, W == 1 ? "transport self (automatic: one rank)" : "transport ucx (automatic: host memory)"));
+  EXPECT(strstr(text, getenv("CPCL_TIMEOUT_MS") ? "ms (CPCL_TIMEOUT_MS)" : "ms (the default)") != NULL);
+  snprintf(want, sizeof(want), " of its %d peers run on this host", W - 1);
+  EXPECT(W == 1 || strstr(text, want) != NULL);
+  snprintf(want, sizeof(want), "ucx: rank %d connected to %d peers", rank, W - 1);
+  EXPECT(W == 1 || strstr(text, want) != NULL);
+  EXPECT(W > 1 || strstr(text, "self: one rank") != NULL);
+  /* a transfer of this rank's own messages is TRACE, not INFO */
+  EXPECT(strstr(text, "all-to-all seq") == NULL);
+}
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(world, &rank);
   MPI_Comm_size(world, &W);
+  /* before the first cpcl call: the log configuration is read once */
+  snprintf(logPath, sizeof(logPath), "/tmp/cpcl_test_comm.%d.log", (int)getpid());
+  setenv("CPCL_DEBUG", "INFO", 1);
+  setenv("CPCL_DEBUG_SUBSYS", "INIT,NET,TOPO,COMM", 1);
+  setenv("CPCL_DEBUG_FILE", logPath, 1);
   test_create(0);
+  test_creation_log();
   for (int d = 1; d <= W; d++)
     if (W % d == 0) test_create(d);
   test_disagree();
   test_bad_field();
   test_collectives();
   test_plan_agreement();
+#ifdef CPCL_HAVE_NCCL
+  test_nccl_sendrecv();
+#endif
+  unlink(logPath);
   if (rank == 0) printf("test_comm: %d ranks passed\n", W);
   MPI_Finalize();
   return 0;

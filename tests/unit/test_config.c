@@ -23,8 +23,10 @@ static void test_defaults(void** state) {
 #ifdef CPCL_HAVE_UCX
   assert_string_equal(rc.transport, "ucx");
 #endif
+  assert_string_equal(rc.transportFrom, "automatic: host memory");
   assert_int_equal(cpclConfigResolve(NULL, 1, &rc, msg, sizeof(msg)), cpclSuccess);
   assert_string_equal(rc.transport, "self");
+  assert_string_equal(rc.transportFrom, "automatic: one rank");
 }
 
 static void test_size_field(void** state) {
@@ -77,6 +79,31 @@ static void test_values_kept(void** state) {
   assert_int_equal(rc.dcpSize, 2);
   assert_int_equal(rc.interleave, 16);
   assert_int_equal(rc.timeoutMs, 1234);
+  assert_string_equal(rc.timeoutFrom, "config->timeoutMs");
+  c = (cpclConfig_t)CPCL_CONFIG_INITIALIZER;
+  c.transport = "self";
+  assert_int_equal(cpclConfigResolve(&c, 1, &rc, msg, sizeof(msg)), cpclSuccess);
+  assert_string_equal(rc.transportFrom, "config->transport");
+}
+
+/* where the timeout comes from, for the creation log: config, then CPCL_TIMEOUT_MS, then default */
+static void test_timeout_source(void** state) {
+  (void)state;
+  cpclResolvedConfig_t rc;
+  setenv("CPCL_TIMEOUT_MS", "777", 1);
+  cpclParamReset();
+  assert_int_equal(cpclConfigResolve(NULL, 1, &rc, msg, sizeof(msg)), cpclSuccess);
+  assert_int_equal(rc.timeoutMs, 777);
+  assert_string_equal(rc.timeoutFrom, "CPCL_TIMEOUT_MS");
+  setenv("CPCL_TIMEOUT_MS", "0", 1);
+  cpclParamReset();
+  assert_int_equal(cpclConfigResolve(NULL, 1, &rc, msg, sizeof(msg)), cpclSuccess);
+  assert_int_equal(rc.timeoutMs, CPCL_DEFAULT_TIMEOUT_MS);
+  assert_string_equal(rc.timeoutFrom, "the default");
+  unsetenv("CPCL_TIMEOUT_MS");
+  cpclParamReset();
+  assert_int_equal(cpclConfigResolve(NULL, 1, &rc, msg, sizeof(msg)), cpclSuccess);
+  assert_string_equal(rc.timeoutFrom, "the default");
 }
 
 static void test_transport_env(void** state) {
@@ -149,9 +176,9 @@ static void test_init_bad_oob(void** state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_defaults),     cmocka_unit_test(test_size_field),    cmocka_unit_test(test_bad_fields),
-      cmocka_unit_test(test_values_kept),  cmocka_unit_test(test_transport_env), cmocka_unit_test(test_digest),
-      cmocka_unit_test(test_init_bad_oob),
+      cmocka_unit_test(test_defaults),     cmocka_unit_test(test_size_field),     cmocka_unit_test(test_bad_fields),
+      cmocka_unit_test(test_values_kept),  cmocka_unit_test(test_transport_env),  cmocka_unit_test(test_digest),
+      cmocka_unit_test(test_init_bad_oob), cmocka_unit_test(test_timeout_source),
   };
   return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

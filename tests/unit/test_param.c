@@ -30,13 +30,16 @@ static void test_timeout_param(void** state) {
   unsetenv("CPCL_TIMEOUT_MS");
   cpclParamReset();
   assert_int_equal(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 60000);
+  assert_false(cpclParamIsSet(CPCL_PARAM_TIMEOUT_MS));
   setenv("CPCL_TIMEOUT_MS", "2500", 1);
   assert_int_equal(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 60000); /* read once, cached */
   cpclParamReset();
   assert_int_equal(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 2500);
+  assert_true(cpclParamIsSet(CPCL_PARAM_TIMEOUT_MS));
   setenv("CPCL_TIMEOUT_MS", "soon", 1);
   cpclParamReset();
   assert_int_equal(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 60000); /* malformed: default */
+  assert_false(cpclParamIsSet(CPCL_PARAM_TIMEOUT_MS));          /* and not counted as set */
   setenv("CPCL_TIMEOUT_MS", "-3", 1);
   cpclParamReset();
   assert_int_equal(cpclParamInt(CPCL_PARAM_TIMEOUT_MS), 60000);
@@ -79,6 +82,20 @@ static void test_error_strings(void** state) {
   assert_string_equal(cpclGetErrorString((cpclResult_t)99), "unknown result code");
 }
 
+/* a sink gets the message with its rank in front; the thread's record has it bare */
+static void test_error_sink(void** state) {
+  (void)state;
+  char rec[32];
+  cpclErrorSink_t sink = {.rank = 3, .buf = rec, .len = sizeof(rec)};
+  assert_int_equal(CPCL_SINK_ERR(&sink, cpclTimeout, "peer %d is slow", 1), cpclTimeout);
+  assert_string_equal(rec, "rank 3: peer 1 is slow");
+  assert_string_equal(cpclThreadLastError(), "peer 1 is slow");
+  sink.rank = -1;
+  CPCL_SINK_ERR(&sink, cpclTimeout, "a message longer than the record it goes into");
+  assert_int_equal(strlen(rec), sizeof(rec) - 1); /* truncated, terminated */
+  assert_int_equal(strncmp(rec, "a message longer", 16), 0);
+}
+
 static void test_last_error(void** state) {
   (void)state;
   assert_int_equal(CPCL_ERR(NULL, cpclInvalidArgument, "x is %d", 5), cpclInvalidArgument);
@@ -93,7 +110,8 @@ static void test_last_error(void** state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_int),  cmocka_unit_test(test_timeout_param), cmocka_unit_test(test_string_param),
-      cmocka_unit_test(test_param_info), cmocka_unit_test(test_error_strings), cmocka_unit_test(test_last_error),
+      cmocka_unit_test(test_param_info), cmocka_unit_test(test_error_strings), cmocka_unit_test(test_error_sink),
+      cmocka_unit_test(test_last_error),
   };
   return cmocka_run_group_tests_name("param", tests, NULL, NULL);
 }

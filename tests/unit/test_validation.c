@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -65,6 +66,20 @@ static void test_descriptor(void** state) {
   EXPECT_PLAN((d.latentKv = 1, d.numKvHeads = 1, d.headDimVo = 64), cpclInvalidArgument, "headDimVo 64 must be <=");
   EXPECT_PLAN(d.algo = "fastest", cpclInvalidArgument, "desc->algo is \"fastest\"");
   EXPECT_PLAN(d.algo = "fused", cpclUnsupported, "fused: fused needs CUDA memory");
+  EXPECT_PLAN(d.topk = 2048, cpclUnsupported, "desc->topk is 2048: sparse attention is not built yet");
+  EXPECT_PLAN(d.prefillAlgo = "zigzag", cpclInvalidArgument, "desc->prefillAlgo is \"zigzag\"");
+  {
+    cpclAttnDesc_t d = goodDesc();
+    assert_int_equal(d.topk, 0); /* the initializer's new fields: dense, automatic prefill */
+    assert_null(d.prefillAlgo);
+    cpclAttnPlan_t p = NULL;
+    d.prefillAlgo = "ring";
+    assert_int_equal(cpclAttnPlanCreate(&p, c, &d, 8), cpclSuccess);
+    assert_int_equal(cpclAttnPlanDestroy(p), cpclSuccess);
+    d.prefillAlgo = "allgather";
+    assert_int_equal(cpclAttnPlanCreate(&p, c, &d, 8), cpclSuccess);
+    assert_int_equal(cpclAttnPlanDestroy(p), cpclSuccess);
+  }
   {
     cpclAttnDesc_t d = goodDesc();
     cpclAttnPlan_t p = NULL;
@@ -188,6 +203,225 @@ static void test_batch(void** state) {
   fixTeardown(&f);
 }
 
+/* The versioned batch (DESIGN.md §4.1): size first, topkIndices last, both checked. */
+static void test_versioned_batch(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  const cpclBatch_t init = CPCL_BATCH_INITIALIZER;
+  assert_int_equal(init.size, sizeof(cpclBatch_t));
+  assert_null(init.topkIndices);
+  assert_int_equal(init.numSeqs + init.numTokens + init.maxPagesPerSeq, 0);
+  cpclBatch_t b = good;
+  char want[96];
+  snprintf(want, sizeof(want), "batch->size is 8, expected %zu", sizeof(cpclBatch_t));
+  b.size = 8;
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, want);
+  EXPECT_STEP(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidArgument, want);
+  b.size = sizeof(cpclBatch_t) + 8;
+  EXPECT_STEP(cpclAttnPartial(f.p, &b, f.q, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument,
+              "batch->size is");
+  const int32_t topk[3] = {0, 1, 2};
+  b = good;
+  b.topkIndices = topk;
+  EXPECT_STEP(run(&f, &b), cpclUnsupported, "sparse attention is not built yet");
+  EXPECT_STEP(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclUnsupported, "batch->topkIndices");
+  fixTeardown(&f);
+}
+
+/* Padding on one rank, host memory: seqLens[s] == 0 rows come out empty, are no error, and
+ * leave the other rows' bits alone; 0 < seqLens < rows stays an error (test_batch). */
+static void test_padding(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  const size_t row = 4 * 32 * 4;
+  assert_int_equal(run(&f, &good), cpclSuccess);
+  char* want = malloc(3 * row);
+  float wantLse[12];
+  memcpy(want, f.out, 3 * row);
+  memcpy(wantLse, f.lse, sizeof(wantLse));
+  /* sequence 0 (2 rows) becomes padding, its block-table row poisoned: never read */
+  const int mp = f.cache.maxPagesPerSeq;
+  int32_t* bt = malloc(sizeof(int32_t) * 2 * (size_t)mp);
+  memcpy(bt, f.cache.blockTable, sizeof(int32_t) * 2 * (size_t)mp);
+  for (int i = 0; i < mp; i++) bt[i] = -1;
+  int32_t lens[2] = {0, f.lens[1]};
+  const cpclBatch_t b = tuBatch(2, 3, f.qs, lens, bt, mp);
+  memset(f.out, 0x7f, 3 * row);
+  assert_int_equal(run(&f, &b), cpclSuccess);
+  for (int i = 0; i < 2 * 4 * 32; i++) assert_true(((float*)f.out)[i] == 0.f);
+  for (int i = 0; i < 2 * 4; i++) assert_true(f.lse[i] == -INFINITY);
+  assert_memory_equal((char*)f.out + 2 * row, want + 2 * row, row);
+  assert_memory_equal(f.lse + 8, wantLse + 8, 4 * sizeof(float));
+  /* the halves */
+  float pl[12];
+  assert_int_equal(cpclAttnPartial(f.p, &b, f.q, f.cache.k, f.cache.v, f.out, pl, NULL), cpclSuccess);
+  for (int i = 0; i < 8; i++) assert_true(pl[i] == -INFINITY);
+  char* out2 = malloc(3 * row);
+  float lse2[12];
+  assert_int_equal(cpclAttnCombine(f.p, 3, f.out, pl, out2, lse2, NULL), cpclSuccess);
+  for (int i = 0; i < 2 * 4 * 32; i++) assert_true(((float*)out2)[i] == 0.f);
+  for (int i = 0; i < 8; i++) assert_true(lse2[i] == -INFINITY);
+  /* the store skips the padding sequence (its positions would be negative, its pages are -1) */
+  const size_t kBytes = (size_t)f.cache.numPages * 4 * 2 * 32 * 4;
+  char* k = malloc(kBytes);
+  memcpy(k, f.cache.k, kBytes);
+  const int32_t qs1[3] = {0, 2, 2}, lens1[2] = {0, 0};
+  const cpclBatch_t pad = tuBatch(2, 2, qs1, lens1, bt, mp);
+  assert_int_equal(cpclKvStore(f.p, &pad, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclSuccess);
+  assert_memory_equal(k, f.cache.k, kBytes);
+  free(k);
+  free(out2);
+  free(bt);
+  free(want);
+  fixTeardown(&f);
+}
+
+/* The plan's workspace: its size, and a plan carved from a caller's buffer. */
+static void test_workspace(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  assert_int_equal(run(&f, &good), cpclSuccess);
+  const size_t oBytes = 3 * 4 * 32 * 4;
+  char* want = malloc(oBytes);
+  float wantLse[12];
+  memcpy(want, f.out, oBytes);
+  memcpy(wantLse, f.lse, sizeof(wantLse));
+  size_t need = 0;
+  assert_int_equal(cpclAttnPlanWorkspaceBytes(f.p, NULL), cpclInvalidArgument);
+  assert_int_equal(cpclAttnPlanWorkspaceBytes(NULL, &need), cpclInvalidArgument);
+  assert_int_equal(cpclAttnPlanWorkspaceBytes(f.p, &need), cpclSuccess);
+  assert_true(need > 0);
+  static const char* const algos[] = {"a2a", "agrs", "pipelined"};
+  for (int a = 0; a < 3; a++) {
+    cpclAttnDesc_t d = goodDesc();
+    d.algo = algos[a];
+    cpclAttnPlan_t p = NULL;
+    assert_int_equal(cpclAttnPlanCreate(&p, f.c, &d, 3), cpclSuccess);
+    assert_int_equal(cpclAttnPlanWorkspaceBytes(p, &need), cpclSuccess);
+    assert_true(need > 0);
+    assert_int_equal(cpclAttnPlanDestroy(p), cpclSuccess);
+    p = NULL;
+    char* ws = NULL;
+    assert_int_equal(posix_memalign((void**)&ws, 256, need + 256), 0);
+    memset(ws, 0x5a, need + 256);
+    char msg[128];
+    snprintf(msg, sizeof(msg), "bytes is %zu: this plan needs %zu bytes", need - 1, need);
+    assert_int_equal(cpclAttnPlanCreateWithWorkspace(&p, f.c, &d, 3, ws, need - 1), cpclInvalidArgument);
+    assert_non_null(strstr(cpclGetLastError(f.c), msg));
+    assert_int_equal(cpclAttnPlanCreateWithWorkspace(&p, f.c, &d, 3, ws + 8, need), cpclInvalidArgument);
+    assert_non_null(strstr(cpclGetLastError(f.c), "aligned to 256 bytes"));
+    assert_int_equal(cpclAttnPlanCreateWithWorkspace(&p, f.c, &d, 3, NULL, need), cpclInvalidArgument);
+    assert_non_null(strstr(cpclGetLastError(f.c), "ws is NULL"));
+    assert_null(p);
+    assert_int_equal(cpclAttnPlanCreateWithWorkspace(&p, f.c, &d, 3, ws, need), cpclSuccess);
+    size_t got = 0;
+    assert_int_equal(cpclAttnPlanWorkspaceBytes(p, &got), cpclSuccess);
+    assert_int_equal(got, need);
+    memset(f.out, 0xff, oBytes);
+    assert_int_equal(cpclAttnDecode(p, &good, f.q, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclSuccess);
+    assert_memory_equal(f.out, want, oBytes);
+    assert_memory_equal(f.lse, wantLse, sizeof(wantLse));
+    for (int i = 0; i < 256; i++) assert_int_equal((unsigned char)ws[need + i], 0x5a); /* nothing past need */
+    assert_int_equal(cpclAttnPlanDestroy(p), cpclSuccess);
+    free(ws); /* the caller's: the plan never freed it */
+    bad += 3;
+  }
+  free(want);
+  fixTeardown(&f);
+}
+
+/* Issue 18 item 1: rows without sequences are not an empty step (the check returned early). */
+static void test_rows_without_sequences(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  const int32_t qs0[1] = {0};
+  cpclBatch_t b = tuBatch(0, 2, qs0, NULL, NULL, 1);
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, "batch->numTokens is 2 but numSeqs is 0");
+  EXPECT_STEP(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidArgument,
+              "batch->numTokens is 2 but numSeqs is 0");
+  fixTeardown(&f);
+}
+
+/* Issue 18 item 2: row counts that wrap in 32 bits (a signed overflow, UBSan) must not pass. */
+static void test_query_start_overflow(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  const int32_t qs[6] = {0, INT32_MAX, INT32_MIN, -1, 0, 2};
+  /* seqLens long enough for the wrapped counts, a block-table row wide enough for them (never
+   * read by the checks) */
+  const int32_t lens[5] = {INT32_MAX, 1, INT32_MAX, 1, 2};
+  cpclBatch_t b = tuBatch(5, 2, qs, lens, f.cache.blockTable, INT32_MAX / 4 + 1);
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, "queryStart goes backwards at sequence 1");
+  EXPECT_STEP(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidArgument,
+              "queryStart goes backwards at sequence 1");
+  fixTeardown(&f);
+}
+
+/* Issue 18 item 5: cpclKvStore on a plan of an aborted communicator is cpclInvalidUsage like
+ * every other call (it returned cpclSuccess). */
+static void test_kvstore_after_abort(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  assert_int_equal(cpclKvStore(f.p, &good, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclSuccess);
+  assert_int_equal(cpclCommAbort(f.c), cpclSuccess);
+  assert_int_equal(cpclKvStore(f.p, &good, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidUsage);
+  assert_non_null(strstr(cpclGetLastError(NULL), "aborted"));
+  assert_int_equal(run(&f, &good), cpclInvalidUsage);
+  free(f.q);
+  free(f.out);
+  free(f.lse);
+  tuCacheFree(&f.cache);
+  assert_int_equal(cpclAttnPlanDestroy(f.p), cpclSuccess); /* frees the aborted comm too */
+  bad += 2;
+}
+
+/* Issue 18 item 6: a negative page id among the pages a step reads (decode) or writes (store)
+ * is cpclInvalidArgument before anything is read or written; ids past them are never read. */
+static void test_negative_page_id(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  const cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  const int mp = f.cache.maxPagesPerSeq;
+  int32_t* bt = malloc(sizeof(int32_t) * 2 * (size_t)mp);
+  memcpy(bt, f.cache.blockTable, sizeof(int32_t) * 2 * (size_t)mp);
+  /* sequence 1 holds 7 tokens in pages of 4: pages 0 and 1; page 2 onwards is never read */
+  for (int i = 2; i < mp; i++) bt[mp + i] = -1;
+  for (int i = 3; i < mp; i++) bt[i] = -7; /* sequence 0: 10 tokens, pages 0..2 */
+  cpclBatch_t b = tuBatch(2, 3, f.qs, f.lens, bt, mp);
+  assert_int_equal(run(&f, &b), cpclSuccess);
+  bt[mp + 1] = -1; /* a page sequence 1's rows read */
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, "batch->blockTable[1][1] is -1");
+  EXPECT_STEP(cpclAttnPartial(f.p, &b, f.q, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument,
+              "batch->blockTable[1][1] is -1");
+  /* the store of sequence 1's one new token (position 6) writes page 1; a poisoned cache must
+   * stay as it was */
+  const size_t kBytes = (size_t)f.cache.numPages * 4 * 2 * 32 * 4;
+  void* kSaved = malloc(kBytes);
+  memcpy(kSaved, f.cache.k, kBytes);
+  EXPECT_STEP(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclInvalidArgument,
+              "batch->blockTable[1][1] is -1");
+  assert_memory_equal(kSaved, f.cache.k, kBytes);
+  bt[mp + 1] = f.cache.blockTable[mp + 1];
+  bt[0] = INT32_MIN; /* sequence 0's first page: read by decode, not written by this store */
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, "batch->blockTable[0][0] is -2147483648");
+  free(kSaved);
+  free(bt);
+  fixTeardown(&f);
+}
+
 static void test_comm_entry_points(void** state) {
   (void)state;
   int v;
@@ -216,6 +450,13 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_descriptor),
       cmocka_unit_test(test_batch),
+      cmocka_unit_test(test_versioned_batch),
+      cmocka_unit_test(test_padding),
+      cmocka_unit_test(test_workspace),
+      cmocka_unit_test(test_rows_without_sequences),
+      cmocka_unit_test(test_query_start_overflow),
+      cmocka_unit_test(test_kvstore_after_abort),
+      cmocka_unit_test(test_negative_page_id),
       cmocka_unit_test(test_comm_entry_points),
   };
   return cmocka_run_group_tests_name("validation", tests, NULL, report);

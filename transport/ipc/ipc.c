@@ -19,15 +19,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "comm.h"
-#include "core.h"
+#include "base/checks.h"
 #include "transport.h"
 
-#define IPCCHECK(call, what)                                                                                  \
-  do {                                                                                                        \
-    cudaError_t e_ = (call);                                                                                  \
-    if (e_ != cudaSuccess)                                                                                    \
-      return CPCL_ERR(NULL, cpclUnhandledCudaError, "ipc: %s: %s (%s)", what, cudaGetErrorString(e_), #call); \
+#define IPCCHECK(call, what)                                                                                       \
+  do {                                                                                                             \
+    cudaError_t e_ = (call);                                                                                       \
+    if (e_ != cudaSuccess)                                                                                         \
+      return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: %s: %s (%s)", what, cudaGetErrorString(e_), #call); \
   } while (0)
 
 typedef struct ipcRegion {
@@ -57,7 +56,7 @@ static int ipcUsable(void) {
 static cpclResult_t ipcCtrlAllgather(void* vctx, const void* send, void* recv, size_t bytes) {
   ipcCtx_t* c = vctx;
   if (c->oob.allgather((void*)send, recv, bytes, c->oob.ctx) != 0)
-    return CPCL_ERR(NULL, cpclSystemError, "ipc: the out-of-band all-gather (oob->allgather) returned an error");
+    return CPCL_SINK_ERR(NULL, cpclSystemError, "ipc: the out-of-band all-gather (oob->allgather) returned an error");
   return cpclSuccess;
 }
 
@@ -92,7 +91,7 @@ static cpclResult_t ipcRegMem(void* vctx, void* buf, size_t bytes, void** handle
     free(all);
     free(r);
     free(peer);
-    return CPCL_ERR(NULL, cpclSystemError, "ipc: allocation of a registration failed");
+    return CPCL_SINK_ERR(NULL, cpclSystemError, "ipc: allocation of a registration failed");
   }
   r->base = buf;
   r->bytes = bytes;
@@ -101,8 +100,8 @@ static cpclResult_t ipcRegMem(void* vctx, void* buf, size_t bytes, void** handle
   if (res != cpclSuccess) goto fail;
   for (int p = 0; p < c->W; p++) {
     if (!all[p].ok) {
-      res = CPCL_ERR(NULL, cpclUnhandledCudaError, "ipc: rank %d could not export a buffer of %llu bytes (%s)", p,
-                     (unsigned long long)all[p].bytes, p == c->rank ? cudaGetErrorString(ge) : "see its error");
+      res = CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: rank %d could not export a buffer of %llu bytes (%s)", p,
+                          (unsigned long long)all[p].bytes, p == c->rank ? cudaGetErrorString(ge) : "see its error");
       goto fail;
     }
     if (p == c->rank) {
@@ -110,17 +109,17 @@ static cpclResult_t ipcRegMem(void* vctx, void* buf, size_t bytes, void** handle
       continue;
     }
     if (all[p].pid == mine.pid) {
-      res = CPCL_ERR(NULL, cpclInvalidUsage,
-                     "ipc: ranks %d and %d are one process; CUDA IPC maps buffers between processes only (one "
-                     "process per rank)",
-                     c->rank, p);
+      res = CPCL_SINK_ERR(NULL, cpclInvalidUsage,
+                          "ipc: ranks %d and %d are one process; CUDA IPC maps buffers between processes only (one "
+                          "process per rank)",
+                          c->rank, p);
       goto fail;
     }
     cudaError_t e = cudaIpcOpenMemHandle((void**)&peer[p], all[p].handle, cudaIpcMemLazyEnablePeerAccess);
     if (e != cudaSuccess) {
       peer[p] = NULL;
-      res =
-          CPCL_ERR(NULL, cpclUnhandledCudaError, "ipc: mapping rank %d's buffer failed: %s", p, cudaGetErrorString(e));
+      res = CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: mapping rank %d's buffer failed: %s", p,
+                          cudaGetErrorString(e));
       goto fail;
     }
   }
@@ -143,12 +142,12 @@ static cpclResult_t ipcDeregMem(void* vctx, void* handle) {
       regionFree(handle, c->rank, c->W);
       return cpclSuccess;
     }
-  return CPCL_ERR(NULL, cpclInternalError, "ipc: deregistration of an unknown buffer");
+  return CPCL_SINK_ERR(NULL, cpclInternalError, "ipc: deregistration of an unknown buffer");
 }
 
 static cpclResult_t ipcPeerPtr(void* vctx, void* handle, int peer, void** ptr) {
   ipcCtx_t* c = vctx;
-  if (peer < 0 || peer >= c->W) return CPCL_ERR(NULL, cpclInternalError, "ipc: peer %d out of range", peer);
+  if (peer < 0 || peer >= c->W) return CPCL_SINK_ERR(NULL, cpclInternalError, "ipc: peer %d out of range", peer);
   *ptr = ((ipcRegion_t*)handle)->peer[peer];
   return cpclSuccess;
 }
@@ -192,8 +191,8 @@ static cpclResult_t ipcAlltoallv(void* vctx, const cpclXfer_t* x) {
     if (x->sendBytes[q]) {
       void* dst = x->remote ? translate(c, x->remote, q) : NULL;
       if (dst == NULL)
-        return CPCL_ERR(NULL, cpclInternalError,
-                        "ipc: the destination of rank %d's block is not in a registered buffer", q);
+        return CPCL_SINK_ERR(NULL, cpclInternalError,
+                             "ipc: the destination of rank %d's block is not in a registered buffer", q);
       p.src[p.numPuts] = x->sendbufs[q];
       p.dst[p.numPuts] = dst;
       p.bytes[p.numPuts] = x->sendBytes[q];
@@ -203,7 +202,8 @@ static cpclResult_t ipcAlltoallv(void* vctx, const cpclXfer_t* x) {
     if (x->recvBytes[q] && !x->postOnly) p.waitMask |= 1ull << q;
   }
   int e = cpclCudaExchange(&p, x->stream);
-  if (e) return CPCL_ERR(NULL, cpclUnhandledCudaError, "ipc: exchange kernel: %s", cudaGetErrorString((cudaError_t)e));
+  if (e)
+    return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: exchange kernel: %s", cudaGetErrorString((cudaError_t)e));
   return cpclSuccess;
 }
 
@@ -216,7 +216,7 @@ static cpclResult_t ipcWaitFrom(void* vctx, int peer, int* errorFlag, cpclStream
   p.waitMask = 1ull << peer;
   p.errorFlag = errorFlag;
   int e = cpclCudaExchange(&p, stream);
-  if (e) return CPCL_ERR(NULL, cpclUnhandledCudaError, "ipc: wait kernel: %s", cudaGetErrorString((cudaError_t)e));
+  if (e) return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: wait kernel: %s", cudaGetErrorString((cudaError_t)e));
   return cpclSuccess;
 }
 
@@ -235,38 +235,45 @@ static cpclResult_t ipcFini(void* vctx) {
   return cpclSuccess;
 }
 
-static cpclResult_t ipcInit(struct cpclComm* comm, const cpclOob_t* oob, void** ctxOut) {
-  if (comm->memType != cpclMemCuda)
-    return CPCL_ERR(comm, cpclInvalidArgument,
-                    "transport \"ipc\" moves CUDA memory: set config->memType = cpclMemCuda");
-  if (comm->nranks > CPCL_MAX_PARTS)
-    return CPCL_ERR(comm, cpclUnsupported, "transport \"ipc\" serves at most %d ranks, not %d", CPCL_MAX_PARTS,
-                    comm->nranks);
-  for (int p = 0; p < comm->nranks; p++)
-    if (p != comm->rank && !comm->peerLocal[p])
-      return CPCL_ERR(comm, cpclInvalidUsage,
-                      "transport \"ipc\" needs every rank on this node, and rank %d is elsewhere: use \"nccl\"", p);
-  if (oob == NULL)
-    return CPCL_ERR(comm, cpclInvalidUsage, "transport \"ipc\" needs an out-of-band all-gather (cpclCommInitOob)");
+static cpclResult_t ipcInit(const cpclTransportInitArgs_t* args, void** ctxOut) {
+  cpclErrorSink_t* errs = args->errors;
+  if (args->memType != cpclMemCuda)
+    return CPCL_SINK_ERR(errs, cpclInvalidArgument,
+                         "transport \"ipc\" moves CUDA memory: set config->memType = cpclMemCuda");
+  if (args->nranks > CPCL_MAX_RANKS)
+    return CPCL_SINK_ERR(errs, cpclUnsupported, "transport \"ipc\" serves at most %d ranks, not %d", CPCL_MAX_RANKS,
+                         args->nranks);
+  for (int p = 0; p < args->nranks; p++)
+    if (p != args->rank && !args->peerLocal[p])
+      return CPCL_SINK_ERR(errs, cpclInvalidUsage,
+                           "transport \"ipc\" needs every rank on this node, and rank %d is elsewhere: use \"nccl\"",
+                           p);
+  if (args->oob == NULL)
+    return CPCL_SINK_ERR(errs, cpclInvalidUsage, "transport \"ipc\" needs an out-of-band all-gather (cpclCommInitOob)");
   ipcCtx_t* c = calloc(1, sizeof(*c));
-  if (c == NULL) return CPCL_ERR(comm, cpclSystemError, "ipc: allocation failed");
-  c->W = comm->nranks;
-  c->rank = comm->rank;
-  c->timeoutMs = comm->timeoutMs;
-  c->oob = *oob;
+  if (c == NULL) return CPCL_SINK_ERR(errs, cpclSystemError, "ipc: allocation failed");
+  c->W = args->nranks;
+  c->rank = args->rank;
+  c->timeoutMs = args->timeoutMs;
+  c->oob = *args->oob;
   cpclResult_t res = cpclSuccess;
   const size_t bytes = flagInts(c->W) * sizeof(int);
   cudaError_t e = cudaMalloc((void**)&c->flags, bytes);
   if (e == cudaSuccess) e = cudaMemset(c->flags, 0, bytes);
   if (e == cudaSuccess) e = cudaDeviceSynchronize();
   if (e != cudaSuccess) {
-    res = CPCL_ERR(comm, cpclUnhandledCudaError, "ipc: allocating the flag block failed: %s", cudaGetErrorString(e));
+    res =
+        CPCL_SINK_ERR(errs, cpclUnhandledCudaError, "ipc: allocating the flag block failed: %s", cudaGetErrorString(e));
     goto fail;
   }
   void* h = NULL;
   CPCLCHECKGOTO(ipcRegMem(c, c->flags, bytes, &h), res, fail);
   c->flagRegion = h;
   *ctxOut = c;
+  int dev = -1;
+  cudaGetDevice(&dev);
+  INFO(CPCL_NET, "ipc: rank %d (device %d) mapped the flag block of %d local peers (%zu bytes), waits bounded by %d ms",
+       c->rank, dev, c->W - 1, bytes, c->timeoutMs);
   return cpclSuccess;
 fail:
   ipcFini(c);
@@ -274,21 +281,21 @@ fail:
 }
 
 const cpclTransportOps_t cpclTransportIpc = {
+    CPCL_TP_NO_HOST_P2P,
+    CPCL_TP_NO_STREAM_P2P,
     .name = "ipc",
     .memTypes = 1u << cpclMemCuda,
+    /* no sendrecv yet: one-sided stores need the receiver's buffer registered and a flag per
+     * ring step, which the prefill ring will bring with its buffers */
+    .caps = CPCL_TP_CAP_CTRL | CPCL_TP_CAP_STREAM_XCHG | CPCL_TP_CAP_PEER_MAP,
     .usable = ipcUsable,
     .init = ipcInit,
     .fini = ipcFini,
-    .isend = cpclTransportUnsupported,
-    .irecv = cpclTransportUnsupported,
-    .progress = cpclTransportUnsupported,
-    .test = cpclTransportUnsupported,
-    .cancel = cpclTransportUnsupported,
     .regMem = ipcRegMem,
     .deregMem = ipcDeregMem,
     .peerPtr = ipcPeerPtr,
+    .peerSync = ipcPeerSync,
     .ctrlAllgather = ipcCtrlAllgather,
     .alltoallv = ipcAlltoallv,
     .waitFrom = ipcWaitFrom,
-    .peerSync = ipcPeerSync,
 };

@@ -1,8 +1,8 @@
 /*
  * nccl.c -- GPU ranks on any nodes, through NCCL: grouped send/receive on the caller's stream
  * (stream-ordered, capturable in CUDA graphs). The NCCL communicator is either the engine's own
- * (cpclCommInitNccl, which passes it here through the out-of-band shim of src/comm_nccl.c) or
- * one this transport creates over the caller's out-of-band all-gather (cpclCommInitOob with
+ * (cpclCommInitNccl, comm_nccl.c, which hands it over as cpclTransportInitArgs_t.adopt) or one
+ * this transport creates over the caller's out-of-band all-gather (cpclCommInitOob with
  * transport "nccl"). The control plane is ncclAllGather on a private stream, its wait bounded
  * by the communicator's timeout (then the NCCL communicator is aborted and cpclTimeout returned).
  */
@@ -13,8 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "comm.h"
-#include "core.h"
+#include "base/checks.h"
 #include "nccl_boot.h"
 #include "transport.h"
 
@@ -48,29 +47,29 @@ cpclResult_t cpclNcclHostAllgather(ncclComm_t nc, int W, int timeoutMs, cudaStre
     *cap = 0;
     cudaError_t e = cudaMalloc((void**)buf, need);
     if (e != cudaSuccess)
-      return CPCL_ERR(NULL, cpclUnhandledCudaError, "nccl: staging for the control all-gather: %s",
-                      cudaGetErrorString(e));
+      return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "nccl: staging for the control all-gather: %s",
+                           cudaGetErrorString(e));
     *cap = need;
   }
   char* dsend = *buf + bytes * (size_t)W;
   if (cudaMemcpyAsync(dsend, send, bytes, cudaMemcpyHostToDevice, stream) != cudaSuccess)
-    return CPCL_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather copy in failed");
+    return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather copy in failed");
   ncclResult_t nr = ncclAllGather(dsend, *buf, bytes, ncclUint8, nc, stream);
-  if (nr != ncclSuccess) return CPCL_ERR(NULL, cpclRemoteError, "nccl: ncclAllGather: %s", ncclGetErrorString(nr));
+  if (nr != ncclSuccess) return CPCL_SINK_ERR(NULL, cpclRemoteError, "nccl: ncclAllGather: %s", ncclGetErrorString(nr));
   if (cudaMemcpyAsync(recv, *buf, bytes * (size_t)W, cudaMemcpyDeviceToHost, stream) != cudaSuccess)
-    return CPCL_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather copy out failed");
+    return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather copy out failed");
   const double start = nowMs();
   for (;;) {
     cudaError_t q = cudaStreamQuery(stream);
     if (q == cudaSuccess) return cpclSuccess;
     if (q != cudaErrorNotReady)
-      return CPCL_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather: %s", cudaGetErrorString(q));
+      return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "nccl: control all-gather: %s", cudaGetErrorString(q));
     ncclResult_t ae = ncclSuccess;
     ncclCommGetAsyncError(nc, &ae);
     if (ae != ncclSuccess && ae != ncclInProgress)
-      return CPCL_ERR(NULL, cpclRemoteError, "nccl: control all-gather: %s", ncclGetErrorString(ae));
+      return CPCL_SINK_ERR(NULL, cpclRemoteError, "nccl: control all-gather: %s", ncclGetErrorString(ae));
     if (nowMs() - start > timeoutMs) {
-      return CPCL_ERR(NULL, cpclTimeout, "nccl: control all-gather: no answer within %d ms", timeoutMs);
+      return CPCL_SINK_ERR(NULL, cpclTimeout, "nccl: control all-gather: no answer within %d ms", timeoutMs);
     }
     struct timespec ts = {0, 20000};
     nanosleep(&ts, NULL);
@@ -94,7 +93,27 @@ static cpclResult_t ncclAlltoallv(void* vctx, const cpclXfer_t* x) {
   ncclResult_t r2 = ncclGroupEnd();
   if (r == ncclSuccess) r = r2;
   if (r != ncclSuccess && r != ncclInProgress)
-    return CPCL_ERR(NULL, cpclRemoteError, "nccl: grouped send/receive: %s", ncclGetErrorString(r));
+    return CPCL_SINK_ERR(NULL, cpclRemoteError, "nccl: grouped send/receive: %s", ncclGetErrorString(r));
+  return cpclSuccess;
+}
+
+static cpclResult_t ncclSendrecv(void* vctx, int sendPeer, const void* sendbuf, size_t sendBytes, int recvPeer,
+                                 void* recvbuf, size_t recvBytes, cpclStream_t stream) {
+  ncclCtx_t* c = vctx;
+  cudaStream_t s = (cudaStream_t)stream;
+  if (sendPeer < 0 || sendPeer >= c->W || sendPeer == c->rank || recvPeer < 0 || recvPeer >= c->W ||
+      recvPeer == c->rank)
+    return CPCL_SINK_ERR(NULL, cpclInternalError, "nccl: sendrecv with peers %d and %d on rank %d of %d", sendPeer,
+                         recvPeer, c->rank, c->W);
+  /* grouped, so that a ring of ranks that all send before they receive cannot deadlock */
+  ncclResult_t r = ncclGroupStart();
+  if (r == ncclSuccess && sendBytes) r = ncclSend(sendbuf, sendBytes, ncclUint8, sendPeer, c->nc, s);
+  if (r == ncclSuccess && recvBytes) r = ncclRecv(recvbuf, recvBytes, ncclUint8, recvPeer, c->nc, s);
+  ncclResult_t r2 = ncclGroupEnd();
+  if (r == ncclSuccess) r = r2;
+  if (r != ncclSuccess && r != ncclInProgress)
+    return CPCL_SINK_ERR(NULL, cpclRemoteError, "nccl: send to rank %d / receive from rank %d: %s", sendPeer, recvPeer,
+                         ncclGetErrorString(r));
   return cpclSuccess;
 }
 
@@ -115,47 +134,50 @@ static cpclResult_t ncclFini(void* vctx) {
   return cpclSuccess;
 }
 
-static cpclResult_t ncclInit(struct cpclComm* comm, const cpclOob_t* oob, void** ctxOut) {
-  if (comm->memType != cpclMemCuda)
-    return CPCL_ERR(comm, cpclInvalidArgument,
-                    "transport \"nccl\" moves CUDA memory: set config->memType = cpclMemCuda");
+static cpclResult_t ncclInit(const cpclTransportInitArgs_t* args, void** ctxOut) {
+  cpclErrorSink_t* errs = args->errors;
+  if (args->memType != cpclMemCuda)
+    return CPCL_SINK_ERR(errs, cpclInvalidArgument,
+                         "transport \"nccl\" moves CUDA memory: set config->memType = cpclMemCuda");
   ncclCtx_t* c = calloc(1, sizeof(*c));
-  if (c == NULL) return CPCL_ERR(comm, cpclSystemError, "nccl: allocation failed");
-  c->W = comm->nranks;
-  c->rank = comm->rank;
-  c->timeoutMs = comm->timeoutMs;
+  if (c == NULL) return CPCL_SINK_ERR(errs, cpclSystemError, "nccl: allocation failed");
+  c->W = args->nranks;
+  c->rank = args->rank;
+  c->timeoutMs = args->timeoutMs;
   cpclResult_t res = cpclSuccess;
   if (cudaStreamCreateWithFlags(&c->ctrlStream, cudaStreamNonBlocking) != cudaSuccess) {
-    res = CPCL_ERR(comm, cpclUnhandledCudaError, "nccl: creating the control stream failed");
+    res = CPCL_SINK_ERR(errs, cpclUnhandledCudaError, "nccl: creating the control stream failed");
     goto fail;
   }
-  ncclComm_t engine = cpclNcclBootComm(oob);
-  if (engine) { /* cpclCommInitNccl: the engine's communicator */
-    c->nc = engine;
+  if (args->adopt) { /* cpclCommInitNccl: the engine's communicator */
+    c->nc = (ncclComm_t)args->adopt;
   } else {
+    const cpclOob_t* oob = args->oob;
     ncclUniqueId id, *all = calloc((size_t)c->W, sizeof(ncclUniqueId));
     if (all == NULL) {
-      res = CPCL_ERR(comm, cpclSystemError, "nccl: allocation failed");
+      res = CPCL_SINK_ERR(errs, cpclSystemError, "nccl: allocation failed");
       goto fail;
     }
-    ncclResult_t r = comm->rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
-    if (comm->rank != 0) memset(&id, 0, sizeof(id));
+    ncclResult_t r = c->rank == 0 ? ncclGetUniqueId(&id) : ncclSuccess;
+    if (c->rank != 0) memset(&id, 0, sizeof(id));
     if (oob->allgather(&id, all, sizeof(id), oob->ctx) != 0) {
       free(all);
-      res = CPCL_ERR(comm, cpclSystemError, "nccl: the out-of-band all-gather of the NCCL id failed");
+      res = CPCL_SINK_ERR(errs, cpclSystemError, "nccl: the out-of-band all-gather of the NCCL id failed");
       goto fail;
     }
     id = all[0];
     free(all);
     if (r == ncclSuccess) r = ncclCommInitRank(&c->nc, c->W, id, c->rank);
     if (r != ncclSuccess) {
-      res = CPCL_ERR(comm, cpclSystemError, "nccl: ncclCommInitRank: %s (%s)", ncclGetErrorString(r),
-                     ncclGetLastError(NULL));
+      res = CPCL_SINK_ERR(errs, cpclSystemError, "nccl: ncclCommInitRank: %s (%s)", ncclGetErrorString(r),
+                          ncclGetLastError(NULL));
       goto fail;
     }
     c->owned = 1;
   }
   *ctxOut = c;
+  INFO(CPCL_NET, "nccl: rank %d of %d on %s NCCL communicator %p, control all-gather bounded by %d ms", c->rank, c->W,
+       c->owned ? "its own" : "the engine's", (void*)c->nc, c->timeoutMs);
   return cpclSuccess;
 fail:
   ncclFini(c);
@@ -163,21 +185,16 @@ fail:
 }
 
 const cpclTransportOps_t cpclTransportNccl = {
+    CPCL_TP_NO_HOST_P2P,
+    CPCL_TP_NO_PEER_MAP,
     .name = "nccl",
     .memTypes = 1u << cpclMemCuda,
+    .caps = CPCL_TP_CAP_CTRL | CPCL_TP_CAP_STREAM_XCHG | CPCL_TP_CAP_STREAM_P2P,
     .usable = ncclUsable,
     .init = ncclInit,
     .fini = ncclFini,
-    .isend = cpclTransportUnsupported,
-    .irecv = cpclTransportUnsupported,
-    .progress = cpclTransportUnsupported,
-    .test = cpclTransportUnsupported,
-    .cancel = cpclTransportUnsupported,
-    .regMem = cpclTransportUnsupported,
-    .deregMem = cpclTransportUnsupported,
-    .peerPtr = cpclTransportUnsupported,
     .ctrlAllgather = ncclCtrlAllgather,
     .alltoallv = ncclAlltoallv,
     .waitFrom = ncclWaitFrom,
-    .peerSync = cpclTransportUnsupported,
+    .sendrecv = ncclSendrecv,
 };

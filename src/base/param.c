@@ -1,11 +1,13 @@
-/* param.c -- the CPCL_* environment parameters: one table (so cpcl_info can list them all),
+/* base/param.c -- the CPCL_* environment parameters: one table (so cpcl_info can list them all),
  * each value read once and cached. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core.h"
+#include "base/checks.h"
+#include "base/param.h"
 
 typedef struct {
   const char* name;
@@ -26,6 +28,7 @@ static const cpclParamDef_t paramDefs[CPCL_PARAM_NUM] = {
 
 static pthread_mutex_t paramLock = PTHREAD_MUTEX_INITIALIZER;
 static int paramLoaded[CPCL_PARAM_NUM];
+static int paramSet[CPCL_PARAM_NUM]; /* the environment gave a value that is used */
 static char paramValue[CPCL_PARAM_NUM][256];
 static int64_t paramInt[CPCL_PARAM_NUM];
 
@@ -45,6 +48,7 @@ static void paramLoad(cpclParamId_t id) {
   const cpclParamDef_t* d = &paramDefs[id];
   const char* env = getenv(d->name);
   snprintf(paramValue[id], sizeof(paramValue[id]), "%s", env ? env : d->defaultValue);
+  paramSet[id] = env != NULL;
   if (d->isInt) {
     int64_t v = 0;
     if (cpclParseInt64(paramValue[id], &v) != 0 || v < 0) {
@@ -53,6 +57,7 @@ static void paramLoad(cpclParamId_t id) {
               paramValue[id], d->defaultValue);
       snprintf(paramValue[id], sizeof(paramValue[id]), "%s", d->defaultValue);
       cpclParseInt64(d->defaultValue, &v);
+      paramSet[id] = 0;
     }
     paramInt[id] = v;
   }
@@ -74,6 +79,14 @@ int64_t cpclParamInt(cpclParamId_t id) {
   return v;
 }
 
+int cpclParamIsSet(cpclParamId_t id) {
+  pthread_mutex_lock(&paramLock);
+  if (!paramLoaded[id]) paramLoad(id);
+  int set = paramSet[id];
+  pthread_mutex_unlock(&paramLock);
+  return set;
+}
+
 void cpclParamReset(void) {
   pthread_mutex_lock(&paramLock);
   memset(paramLoaded, 0, sizeof(paramLoaded));
@@ -83,7 +96,7 @@ void cpclParamReset(void) {
 CPCL_API cpclResult_t cpclGetParamInfo(int index, const char** name, const char** value, const char** defaultValue,
                                        const char** help) {
   if (index < 0 || index >= CPCL_PARAM_NUM)
-    return CPCL_ERR(NULL, cpclInvalidArgument, "index %d is not a parameter (0..%d)", index, CPCL_PARAM_NUM - 1);
+    return CPCL_SINK_ERR(NULL, cpclInvalidArgument, "index %d is not a parameter (0..%d)", index, CPCL_PARAM_NUM - 1);
   if (name) *name = paramDefs[index].name;
   if (value) *value = cpclParamString((cpclParamId_t)index);
   if (defaultValue) *defaultValue = paramDefs[index].defaultValue;

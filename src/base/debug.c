@@ -1,21 +1,21 @@
-/* debug.c -- logging by level and subsystem (CPCL_DEBUG, CPCL_DEBUG_SUBSYS) and the last-error
- * records behind cpclGetLastError. */
+/* base/debug.c -- logging by level and subsystem (CPCL_DEBUG, CPCL_DEBUG_SUBSYS, CPCL_DEBUG_FILE). */
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "comm.h"
-#include "core.h"
+#include "base/debug.h"
+#include "base/param.h"
 
 static pthread_once_t logOnce = PTHREAD_ONCE_INIT;
 static cpclLogLevel_t logLevel = CPCL_LOG_NONE;
 static unsigned logMask = (unsigned)CPCL_ALL;
 static FILE* logFile;
 static char hostName[64];
-static _Thread_local char threadLastError[960];
 
 static const struct {
   const char* name;
@@ -96,57 +96,3 @@ void cpclLog(cpclLogLevel_t level, unsigned subsys, const char* file, int line, 
     fprintf(logFile, "%s:%d:%ld CPCL %s %s\n", hostName, (int)getpid(), (long)syscall(SYS_gettid), lvl, msg);
   fflush(logFile);
 }
-
-cpclResult_t cpclSetError(struct cpclComm* comm, cpclResult_t res, const char* file, int line, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(threadLastError, sizeof(threadLastError), fmt, ap);
-  va_end(ap);
-  if (comm) {
-    if (comm->rank >= 0) {
-      /* prefix the rank so a message collected from many ranks says where it came from */
-      snprintf(comm->lastError, sizeof(comm->lastError), "rank %d: %s", comm->rank, threadLastError);
-    } else {
-      snprintf(comm->lastError, sizeof(comm->lastError), "%s", threadLastError);
-    }
-  }
-  cpclLog(CPCL_LOG_WARN, CPCL_ALL, file, line, "%s (%s)", threadLastError, cpclGetErrorString(res));
-  return res;
-}
-
-cpclResult_t cpclCalloc(struct cpclComm* comm, void* ptrOut, size_t count, size_t elemSize, const char* what) {
-  void* p = calloc(count ? count : 1, elemSize ? elemSize : 1);
-  if (p == NULL)
-    return CPCL_ERR(comm, cpclSystemError, "allocation of %zu bytes for %s failed", count * elemSize, what);
-  *(void**)ptrOut = p;
-  return cpclSuccess;
-}
-
-CPCL_API const char* cpclGetErrorString(cpclResult_t result) {
-  switch (result) {
-    case cpclSuccess:
-      return "no error";
-    case cpclUnhandledCudaError:
-      return "unhandled cuda error";
-    case cpclSystemError:
-      return "unhandled system error (network, OS or out of memory)";
-    case cpclInternalError:
-      return "internal error - please report this issue to the cpcl developers";
-    case cpclInvalidArgument:
-      return "invalid argument";
-    case cpclInvalidUsage:
-      return "invalid usage (ranks disagree, or the communicator is broken)";
-    case cpclRemoteError:
-      return "remote process exited or there was a network error";
-    case cpclInProgress:
-      return "operation in progress";
-    case cpclTimeout:
-      return "timed out waiting for a peer";
-    case cpclUnsupported:
-      return "unsupported (not built in or not available here)";
-    default:
-      return "unknown result code";
-  }
-}
-
-CPCL_API const char* cpclGetLastError(cpclComm_t comm) { return comm ? comm->lastError : threadLastError; }

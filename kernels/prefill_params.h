@@ -1,0 +1,105 @@
+/*
+ * prefill_params.h -- causal attention with LSE for prefill: query rows at known global
+ * positions against blocks of new K/V rows at known global positions and, optionally, this
+ * rank's shard of the paged cache. One plain struct for the host reference (kernels/host/
+ * prefill_host.c) and the CUDA kernel; pointers, shapes and strides only, nothing from src/.
+ *
+ * Row t of sequence s (queryStart[s] <= t < queryStart[s+1]) sits at queryPos[t] and attends to
+ * every key of s whose global position is <= queryPos[t], among:
+ *   (a) rows kv[b].rowStart[s] .. kv[b].rowStart[s+1]-1 of each block b (positions kv[b].pos),
+ *   (b) when cacheLens is set: the local cache tokens i < localLen(cpRank, cacheLens[s]), whose
+ *       global positions are (i / I) * W * I + cpRank * I + i % I (DESIGN.md §2).
+ * out is normalised over those keys and lse = log sum exp(s) over them; a row that sees none
+ * gets out = 0, lse = -inf, so partials of disjoint key sets merge exactly (cpclMergeParams_t).
+ * Positions need not be contiguous (PCP head-tail chunks are not); within a sequence they
+ * increase, which lets the kernel skip whole key tiles past a query tile.
+ *
+ * Heads are addressed in blocks of headsPerBlock as in cpclAttnParams_t, so gathered queries
+ * can be read and partials written where they are sent (strides in elements):
+ *   q   (head g, row t) = q   + (g / Hb) * qBlockStride   + t * qTokenStride   + (g % Hb) * headDimQk
+ *   out (g, t)          = out + (g / Hb) * oBlockStride   + t * oTokenStride   + (g % Hb) * headDimVo
+ *   lse (g, t)          = lse + (g / Hb) * lseBlockStride + t * lseTokenStride + (g % Hb)
+ * Head g reads KV head g / groupSize. K/V rows: k + row * numKvHeads * headDimQk + kh * headDimQk.
+ */
+#ifndef CPCL_PREFILL_PARAMS_H_
+#define CPCL_PREFILL_PARAMS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CPCL_PREFILL_MAX_BLOCKS 64 /* K/V blocks one call attends to (one per PCP rank, at most) */
+
+/* One block of new K/V rows, sequence-major, e.g. what one PCP rank holds of every sequence. */
+typedef struct {
+  const void* k;           /* [rows][numKvHeads][headDimQk], kvType */
+  const void* v;           /* [rows][numKvHeads][headDimVo], kvType; NULL when latentKv */
+  const int32_t* rowStart; /* [numSeqs + 1]: rows of sequence s are rowStart[s] .. rowStart[s+1]-1 */
+  const int32_t* pos;      /* [rows] global position of each row, increasing within a sequence */
+} cpclPrefillKvBlock_t;
+
+typedef struct {
+  int numSeqs;
+  int numTokens;             /* query rows (a CUDA grid bound; the host reads queryStart) */
+  const int32_t* queryStart; /* [numSeqs + 1], never NULL */
+  const int32_t* queryPos;   /* [numTokens] global position of each row, increasing within a sequence */
+
+  /* keys (a): new K/V rows */
+  int numKvBlocks; /* 0 .. CPCL_PREFILL_MAX_BLOCKS */
+  cpclPrefillKvBlock_t kv[CPCL_PREFILL_MAX_BLOCKS];
+
+  /* keys (b): this rank's shard of the paged cache; cacheLens NULL = none */
+  const int32_t* cacheLens;  /* [numSeqs] global tokens of s in the (sharded) cache */
+  const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] local page ids */
+  int maxPagesPerSeq, pageSize;
+  int cpSize, cpRank, interleave; /* W, r, I of the sharding */
+  const void* kCache;             /* [pages][pageSize][numKvHeads][headDimQk], kvType */
+  const void* vCache;             /* [pages][pageSize][numKvHeads][headDimVo]; NULL when latentKv */
+
+  int numKvHeads, headDimQk, headDimVo;
+  int latentKv;            /* 1: MLA, V is the first headDimVo elements of each K row */
+  int groupSize;           /* G: head g reads KV head g / G */
+  int headBegin, numHeads; /* heads [headBegin, headBegin + numHeads) */
+  int headsPerBlock;       /* Hb */
+  float smScale;
+  int lseBase2;               /* 1: lse in base 2 */
+  int qType, kvType, outType; /* values of cpclDataType_t; outType may be fp32 for partials */
+  const void* q;              /* qType */
+  int64_t qBlockStride, qTokenStride;
+  void* out; /* [..][headDimVo], outType */
+  int64_t oBlockStride, oTokenStride;
+  float* lse; /* may be NULL */
+  int64_t lseBlockStride, lseTokenStride;
+  void* workspace; /* host: cpclHostPrefillWorkspaceBytes() of scratch */
+  size_t workspaceBytes;
+} cpclPrefillParams_t;
+
+/* Store of new K/V rows at known positions into this rank's shard of the paged cache: a row of
+ * sequence s at position p is written when this rank owns p ((p / I) % W == cpRank), at local
+ * index (p / (W*I)) * I + p % I, page blockTable[s][local / pageSize], slot local % pageSize;
+ * other rows are skipped. A raw copy (the cache has kvType). The positions need not be
+ * contiguous, so a ring schedule can store each passing block's owned rows. */
+typedef struct {
+  int numSeqs;
+  cpclPrefillKvBlock_t kv;   /* the rows */
+  const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] */
+  int maxPagesPerSeq, pageSize;
+  int cpSize, cpRank, interleave;
+  int numKvHeads, headDimQk, headDimVo, latentKv, kvType;
+  void* kCache; /* [pages][pageSize][numKvHeads][headDimQk] */
+  void* vCache; /* [pages][pageSize][numKvHeads][headDimVo]; NULL when latentKv */
+} cpclPrefillStoreParams_t;
+
+/* ---- host (C reference, also the CPU backend) ---- */
+size_t cpclHostPrefillWorkspaceBytes(int headDimQk, int headDimVo);
+void cpclHostPrefill(const cpclPrefillParams_t* p);
+void cpclHostPrefillStore(const cpclPrefillStoreParams_t* p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPCL_PREFILL_PARAMS_H_ */
