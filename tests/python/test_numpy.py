@@ -198,6 +198,11 @@ def test_kv_local_len_and_pcp_chunks():
                     assert (s0, l0) == (min(r * c, n), max(0, min((r + 1) * c, n) - min(r * c, n)))
                     lens += [l0, l1]
                 assert sum(lens) == n
+        # the tests' own head-tail split (refattn.PrefillCase) is the library's
+        pc = PrefillCase(3, 1, 1, [0], [1], H=1, Hkv=1, Dqk=8, Dvo=8, page=4, dtype="float32", seed=0)
+        for n in (0, 1, 13, 40):
+            for r in range(3):
+                assert [tuple(x) for x in pc.chunks(n, r)] == list(cpcl.pcp_chunks(n, 3, r)), (n, r)
     else:
         try:
             cpcl.pcp_chunks(8, 2, 0)
