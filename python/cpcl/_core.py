@@ -85,7 +85,7 @@ def _index(x, what, mem, like):
         else:
             try:
                 arr = np.ascontiguousarray(x, dtype=np.int32)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:
                 raise _ArgError(f"{what}: not an int32 array ({e})") from None
             if isinstance(x, np.ndarray) and not np.array_equal(arr, x):
                 raise _ArgError(f"{what} has values that do not fit int32")
@@ -612,6 +612,9 @@ class AttnPlan:
         except _ArgError as e:
             self._fail_collective(op)
             raise CpclError(Result.INVALID_ARGUMENT, f"rank {self.comm.rank}: {e}", f"AttnPlan.{op}") from None
+        except Exception:  # whatever went wrong here, the peers must not wait for this rank
+            self._fail_collective(op)
+            raise
         fn = lib.cpclAttnDecode if op == "decode" else lib.cpclAttnPartial
         res = fn(h, ctypes.byref(b), qa.ptr, ka.ptr, va.ptr if va else None, oa.ptr, la.ptr, _stream(mem, qa))
         self.comm._check(res, "cpclAttnDecode" if op == "decode" else "cpclAttnPartial")
@@ -635,6 +638,9 @@ class AttnPlan:
         except _ArgError as e:
             self._fail_collective("combine")
             raise CpclError(Result.INVALID_ARGUMENT, f"rank {self.comm.rank}: {e}", "AttnPlan.combine") from None
+        except Exception:
+            self._fail_collective("combine")
+            raise
         res = lib.cpclAttnCombine(h, T, pa.ptr, pla.ptr, oa.ptr, la.ptr, _stream(mem, pa))
         self.comm._check(res, "cpclAttnCombine")
         return out, lse
@@ -669,9 +675,11 @@ class AttnPlan:
             if lse is None:
                 lse = _empty_like(qa, (T, H), "float32")
             la = _tensor(lse, "lse", mem, "float32", (T, H), qa)
-        except _ArgError as e:
+        except Exception as e:
             lib.cpclAttnPrefill(h, None, None, None, None, None, None, None, None, None)  # tell the peers
-            raise CpclError(Result.INVALID_ARGUMENT, f"rank {self.comm.rank}: {e}", "AttnPlan.prefill") from None
+            if isinstance(e, _ArgError):
+                raise CpclError(Result.INVALID_ARGUMENT, f"rank {self.comm.rank}: {e}", "AttnPlan.prefill") from None
+            raise
         b = _lib.PrefillBatch(ctypes.sizeof(_lib.PrefillBatch), S, T, qs.ptr, cl.ptr, nl.ptr, bt.ptr, bt.shape[1])
         res = lib.cpclAttnPrefill(h, ctypes.byref(b), qa.ptr, ka.ptr, va.ptr if va else None, kc.ptr,
                                   vc.ptr if vc else None, oa.ptr, la.ptr, _stream(mem, qa))

@@ -255,6 +255,20 @@ def test_bad_argument_python_side_one_rank():
         expect_error(lambda: plan.decode(q, kc, vc, sl, bt_arg), cpcl.Result.INVALID_USAGE, f"rank {bad}")
     out, lse = plan.decode(q, kc, vc, sl, bt)  # still usable
     assert_close(out, c.heads_of(c.reference()[0], RANK), 2e-5, "decode after an error")
+    # values that are no int32, and objects that are no array: the same
+    big = [2 ** 40, 9] if RANK == bad else list(sl)
+    f = lambda: plan.decode(q, kc, vc, big, bt)  # noqa: E731
+    if RANK == bad:
+        expect_error(f, cpcl.Result.INVALID_ARGUMENT, "seq_lens")
+    elif W > 1:
+        expect_error(f, cpcl.Result.INVALID_USAGE, f"rank {bad}")
+    if RANK == bad:
+        try:
+            plan.decode(q, "not an array", vc, sl, bt)
+        except cpcl.CpclError as e:
+            assert "k_cache" in str(e), e
+    elif W > 1:
+        expect_error(lambda: plan.decode(q, kc, vc, sl, bt), cpcl.Result.INVALID_USAGE, f"rank {bad}")
     # dtype errors too, in every operation
     for op in ("decode", "partial", "combine"):
         qq = q.astype(np.float16) if RANK == bad else q
