@@ -265,9 +265,10 @@ class Runner:
     """Runs test functions in the same order on every rank; a failure on any rank fails the test
     everywhere. Rank 0 prints one line per test and 'N passed, N failed'."""
 
-    def __init__(self, mpi_comm):
-        self.mpi = mpi_comm
-        self.rank = mpi_comm.Get_rank()
+    def __init__(self, allgather, rank, size):
+        """allgather(obj) -> list of every rank's obj (mpi4py's comm.allgather, or
+        torch.distributed.all_gather_object wrapped)."""
+        self.allgather, self.rank, self.size = allgather, rank, size
         self.tests = []
 
     def test(self, fn):
@@ -286,7 +287,7 @@ class Runner:
                 err = f"SKIP {e}"
             except Exception:
                 err = traceback.format_exc()
-            errs = self.mpi.allgather(err)
+            errs = self.allgather(err)
             if all(e and e.startswith("SKIP ") for e in errs):
                 skipped += 1
                 if self.rank == 0:
@@ -294,7 +295,7 @@ class Runner:
             elif any(errs):
                 failed += 1
                 if self.rank == 0:
-                    print(f"FAIL {fn.__name__} (W={self.mpi.Get_size()})", flush=True)
+                    print(f"FAIL {fn.__name__} (W={self.size})", flush=True)
                     for r, e in enumerate(errs):
                         if e:
                             print(f"  rank {r}:\n{e}", flush=True)

@@ -15,7 +15,7 @@ from refattn import Case, PrefillCase, Runner, Skip, assert_close, local_len, to
 
 mpi = MPI.COMM_WORLD
 W, RANK = mpi.Get_size(), mpi.Get_rank()
-run = Runner(mpi)
+run = Runner(mpi.allgather, RANK, W)
 DCPS = [d for d in range(1, W + 1) if W % d == 0]
 _comms = {}
 

@@ -1,29 +1,32 @@
-"""The cpcl package with torch under mpirun -np 1..4: the torch.ops.cpcl.* custom ops on host or
-CUDA tensors (against the fp64 reference), torch.compile(fullgraph=True), CUDA-graph capture and
+"""The cpcl package with torch on 1..4 ranks: the torch.ops.cpcl.* custom ops on host or CUDA
+tensors (against the fp64 reference), torch.compile(fullgraph=True), CUDA-graph capture and
 replay with new contents (CUDA), and cpcl.vllm's entry points against a reimplementation of
-vLLM's reference semantics written here.
+vLLM's reference semantics written here. Needs torch and numpy only (no mpi4py).
 
-    mpirun -np 2 python3 tests/python/test_torch.py            # CUDA when torch sees GPUs, else CPU
-    mpirun -np 2 python3 tests/python/test_torch.py --cpu      # host tensors
+    torchrun --nproc-per-node 2 tests/python/test_torch.py       # CUDA when torch sees GPUs
+    mpirun -np 2 python3 tests/python/test_torch.py              # the same under OpenMPI
+    ... test_torch.py --cpu                                       # host tensors
 """
 
 import math
 import os
-import socket
 import sys
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from mpi4py import MPI
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cpcl  # noqa: E402
 import cpcl.vllm  # noqa: E402
-from refattn import Case, Runner, assert_close, tol  # noqa: E402
+from refattn import Case, Runner, Skip, assert_close, tol  # noqa: E402
 
-mpi = MPI.COMM_WORLD
-W, RANK = mpi.Get_size(), mpi.Get_rank()
+RANK = int(os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", 0)))
+W = int(os.environ.get("WORLD_SIZE", os.environ.get("OMPI_COMM_WORLD_SIZE", 1)))
+os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+# mpirun sets no port: derive one from the job id so concurrent jobs do not collide
+os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("OMPI_MCA_ess_base_jobid", "0")) % 20000))
+dist.init_process_group("gloo", rank=RANK, world_size=W)
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 CUDA = torch.cuda.is_available() and "--cpu" not in sys.argv
 if CUDA and "cuda=yes" not in cpcl.build_config():
@@ -31,22 +34,18 @@ if CUDA and "cuda=yes" not in cpcl.build_config():
         print(f"SKIP cuda: {cpcl.library_path} was built without CUDA ({cpcl.build_config()}); host tensors only")
     CUDA = False
 if CUDA:
-    torch.cuda.set_device(RANK % torch.cuda.device_count())
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", RANK)) % torch.cuda.device_count())
 DEV = torch.device("cuda", torch.cuda.current_device()) if CUDA else torch.device("cpu")
 MEM = "cuda" if CUDA else "host"
 
 
-def _port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+def allgather_obj(obj):
+    out = [None] * W
+    dist.all_gather_object(out, obj)
+    return out
 
 
-dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{mpi.bcast(_port() if RANK == 0 else None)}",
-                        rank=RANK, world_size=W)
-run = Runner(mpi)
+run = Runner(allgather_obj, RANK, W)
 _comms = {}
 
 
@@ -156,8 +155,7 @@ def test_torch_compile_fullgraph():
 @run.test
 def test_cuda_graph_capture_and_replay():
     if not CUDA:
-        print("  SKIP: CUDA graphs need CUDA tensors (no GPU here)")
-        return
+        raise Skip("CUDA graphs need CUDA tensors (no GPU, or a library without CUDA)")
     c1 = Case(W, W, 1, [9, 70, 33], [1, 1, 1], H=4, Hkv=1, Dqk=128, Dvo=128, page=16, dtype="bfloat16", seed=1)
     c2 = Case(W, W, 1, [20, 70, 2], [1, 1, 1], H=4, Hkv=1, Dqk=128, Dvo=128, page=16, dtype="bfloat16", seed=2)
     plan = plan_for(c1, max_tokens=8)
