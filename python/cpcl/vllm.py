@@ -23,7 +23,7 @@ import math
 
 from ._core import AttnPlan, Comm
 
-__all__ = ["cp_lse_ag_out_rs", "dcp_a2a_lse_reduce", "reshape_and_cache_flash", "clear_cache"]
+__all__ = ["cp_lse_ag_out_rs", "cp_lse_ag_out_ar", "dcp_a2a_lse_reduce", "reshape_and_cache_flash", "clear_cache"]
 
 _comms = {}  # (id(group), mem, device) -> (group, Comm): the group is kept so its id stays unique
 _plans = {}  # (comm key, dtype, H, D, base2, bucket) -> AttnPlan
@@ -52,15 +52,19 @@ def _world(cp_group):
     return dist.get_world_size(cp_group), dist.get_rank(cp_group)
 
 
-def _comm(cp_group, t):
+def _comm(cp_group, t, dcp_size=0):
+    """The cpcl communicator of cp_group: dcp_size 0 (every rank on the DCP axis: heads scatter
+    over the ranks) or 1 (every rank on the PCP axis: every rank keeps every head)."""
     if isinstance(cp_group, Comm):
+        if dcp_size == 1 and cp_group.dcp_size != 1:
+            raise ValueError("cp_lse_ag_out_ar with a cpcl.Comm needs one made with dcp_size=1")
         return cp_group, ("comm", id(cp_group))
     mem = "cuda" if t.is_cuda else "host"
-    key = (id(cp_group), mem, t.device.index if t.is_cuda else None)
+    key = (id(cp_group), mem, t.device.index if t.is_cuda else None, dcp_size)
     hit = _comms.get(key)
     if hit is None:
         pg = getattr(cp_group, "cpu_group", cp_group)  # GroupCoordinator: bootstrap over its gloo group
-        comm = Comm.from_torch(pg, mem=mem)  # every rank a DCP rank: heads scatter over all of them
+        comm = Comm.from_torch(pg, mem=mem, dcp_size=dcp_size)
         hit = _comms[key] = (cp_group, comm)
     return hit[1], key
 
@@ -79,7 +83,7 @@ def _plan(comm, ckey, dtype, H, D, base2, T):
     return p
 
 
-def _merge(cp_attn_out, cp_attn_lse, cp_group, return_lse, is_lse_base_on_e, world1_lse):
+def _merge(cp_attn_out, cp_attn_lse, cp_group, return_lse, is_lse_base_on_e, world1_lse, scatter=True):
     import torch
     N, _ = _world(cp_group)
     if N == 1:
@@ -89,7 +93,7 @@ def _merge(cp_attn_out, cp_attn_lse, cp_group, return_lse, is_lse_base_on_e, wor
     if cp_attn_out.dim() != 3:
         raise ValueError(f"cp_attn_out has shape {list(cp_attn_out.shape)}: it must be [T, H*N, D]")
     T, HN, D = cp_attn_out.shape
-    if HN % N:
+    if scatter and HN % N:
         raise ValueError(f"cp_attn_out has {HN} heads, not a multiple of the group's {N} ranks")
     if D % 8:
         raise ValueError(f"head dim {D} is not a multiple of 8 (cpcl's kernels need it)")
@@ -102,8 +106,8 @@ def _merge(cp_attn_out, cp_attn_lse, cp_group, return_lse, is_lse_base_on_e, wor
     # small next to the outputs, and a new tensor, so the caller's LSE is left as it was.
     lse = lse.to(torch.float32)
     lse = torch.where(torch.isnan(lse) | (lse == math.inf), torch.full_like(lse, -math.inf), lse)
-    comm, ckey = _comm(cp_group, cp_attn_out)
-    plan = _plan(comm, ckey, cp_attn_out.dtype, HN // N, D, not is_lse_base_on_e, T)
+    comm, ckey = _comm(cp_group, cp_attn_out, 0 if scatter else 1)
+    plan = _plan(comm, ckey, cp_attn_out.dtype, HN // N if scatter else HN, D, not is_lse_base_on_e, T)
     out, glse = plan.combine(cp_attn_out.contiguous(), lse)
     return (out, glse) if return_lse else out
 
@@ -118,6 +122,13 @@ def cp_lse_ag_out_rs(cp_attn_out, cp_attn_lse, cp_group, ctx=None, return_lse=Fa
         return lse[:, H * rank:H * (rank + 1)]
 
     return _merge(cp_attn_out, cp_attn_lse, cp_group, return_lse, is_lse_base_on_e, world1_lse)
+
+
+def cp_lse_ag_out_ar(cp_attn_out, cp_attn_lse, cp_group, ctx=None, return_lse=False, is_lse_base_on_e=True):
+    """vLLM's cp_lse_ag_out_ar (all-gather the LSEs, correct, all-reduce): every rank gets every
+    head merged, [T, H*N, D] in and out (the PCP form), as one cpclAttnCombine on a communicator
+    whose ranks are all on the PCP axis."""
+    return _merge(cp_attn_out, cp_attn_lse, cp_group, return_lse, is_lse_base_on_e, lambda lse: lse, scatter=False)
 
 
 def dcp_a2a_lse_reduce(cp_attn_out, cp_attn_lse, cp_group, ctx=None, return_lse=None, is_lse_base_on_e=True):

@@ -190,7 +190,7 @@ def test_cuda_graph_capture_and_replay():
 # cpcl.vllm against vLLM's reference semantics, reimplemented here
 # ---------------------------------------------------------------------------------------------
 
-def vllm_cp_lse_ag_out_rs_reference(out, lse, return_lse, base_e):
+def vllm_cp_lse_ag_out_rs_reference(out, lse, return_lse, base_e, scatter=True):
     """vLLM's _correct_attn_cp_out_kernel + reduce_scatter (vllm/v1/attention/ops/common.py), in
     fp64 over gloo: lses all-gathered [N, B, H]; NaN/+inf -> -inf; global lse = log-sum-exp with
     a max of -inf treated as 0; each rank's out scaled by exp(lse_r - lse) (NaN/+inf exponents
@@ -207,6 +207,8 @@ def vllm_cp_lse_ag_out_rs_reference(out, lse, return_lse, base_e):
     f = torch.where(torch.isnan(f) | (f == math.inf), torch.full_like(f, -math.inf), f)
     corrected = out.double() * e(f)[..., None]
     dist.all_reduce(corrected)  # gloo: reduce then keep this rank's heads = reduce_scatter
+    if not scatter:  # cp_lse_ag_out_ar
+        return (corrected, g) if return_lse else corrected
     H = out.shape[1] // W
     res = corrected[:, RANK * H:(RANK + 1) * H]
     return (res, g[:, RANK * H:(RANK + 1) * H]) if return_lse else res
@@ -280,6 +282,21 @@ def test_vllm_cp_lse_ag_out_rs():
         assert torch.equal(got4, got), "NaN bytes of empty partials leaked into the merge"
     if W > 1:
         assert len(cpcl.vllm._plans) >= 1
+
+
+@run.test
+def test_vllm_cp_lse_ag_out_ar():
+    for dtype, D, HN, T, base_e in ((torch.float32, 64, 3, 5, True), (torch.bfloat16, 128, 8, 12, False)):
+        out, lse = partials(T, HN, D, dtype, seed=5 * D + T)
+        got, glse = cpcl.vllm.cp_lse_ag_out_ar(out, lse, dist.group.WORLD, return_lse=True, is_lse_base_on_e=base_e)
+        if W == 1:
+            assert got is out
+            continue
+        ref, rlse = vllm_cp_lse_ag_out_rs_reference(out.cpu(), lse.cpu(), True, base_e, scatter=False)
+        assert got.shape == (T, HN, D)
+        a = 2e-5 if dtype == torch.float32 else 2e-2
+        assert_close(f64(got), ref.numpy(), a, f"cp_lse_ag_out_ar out {dtype}")
+        assert_close(f64(glse), rlse.numpy(), 1e-4, "cp_lse_ag_out_ar lse")
 
 
 @run.test
