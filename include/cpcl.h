@@ -392,7 +392,8 @@ CPCL_API int64_t cpclPcpChunks(int64_t newLen, int pcpSize, int pcpRank, int64_t
 /* ------------------------------------------------------------------------------------------ */
 
 /* Added to the contract (version 0.2). The layout of public struct structName ("cpclOob_t",
- * "cpclConfig_t", "cpclAttnDesc_t", "cpclBatch_t") as this library was compiled: its sizeof and
+ * "cpclConfig_t", "cpclAttnDesc_t", "cpclBatch_t", and "cpclPrefillBatch_t" in libraries that have
+ * it) as this library was compiled: its sizeof and
  * number of fields; and field number `index` (declaration order, 0..numFields-1): its name,
  * offsetof and sizeof. For bindings in other languages, which check their copies of the structs
  * against these instead of trusting them (the Python package refuses to load a library that

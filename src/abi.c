@@ -56,6 +56,17 @@ static const layoutEntry_t layouts[] = {
     FIELD(cpclBatch_t, blockTable),
     FIELD(cpclBatch_t, maxPagesPerSeq),
     FIELD(cpclBatch_t, topkIndices),
+#ifdef CPCL_PREFILL_BATCH_INITIALIZER /* DESIGN.md §4.2, once cpcl.h has it */
+    STRUCT(cpclPrefillBatch_t),
+    FIELD(cpclPrefillBatch_t, size),
+    FIELD(cpclPrefillBatch_t, numSeqs),
+    FIELD(cpclPrefillBatch_t, numTokens),
+    FIELD(cpclPrefillBatch_t, queryStart),
+    FIELD(cpclPrefillBatch_t, contextLens),
+    FIELD(cpclPrefillBatch_t, newLens),
+    FIELD(cpclPrefillBatch_t, blockTable),
+    FIELD(cpclPrefillBatch_t, maxPagesPerSeq),
+#endif
 };
 
 /* The entry of struct structName and its number of fields, or NULL (message set) when unknown. */

@@ -528,8 +528,8 @@ class AttnPlan:
         the new K/V are stored into the cache (owned positions). Returns (out [T, H, Dvo],
         lse [T, H]). Collective."""
         if not _lib.has("cpclAttnPrefill"):
-            raise NotImplementedError(f"cpcl.AttnPlan.prefill: this libcpcl has no cpclAttnPrefill yet "
-                                      f"({_lib.library_path})")
+            why = _lib.unusable.get("cpclAttnPrefill", "this libcpcl has no cpclAttnPrefill yet")
+            raise NotImplementedError(f"cpcl.AttnPlan.prefill: {why} ({_lib.library_path})")
         if _is_tensor(q):
             t = _torch()
             T = q.shape[0]

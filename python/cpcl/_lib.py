@@ -161,8 +161,8 @@ if _missing:
 
 
 def has(name):
-    """Whether the loaded library exports C function `name`."""
-    return getattr(lib, name, None) is not None
+    """Whether the loaded library exports C function `name` and the bindings can call it."""
+    return getattr(lib, name, None) is not None and name not in globals().get("unusable", {})
 
 
 def last_error(comm_handle=None):
@@ -177,14 +177,21 @@ def check(res, func, comm_handle=None):
         raise CpclError(res, msg, func)
 
 
+unusable = {}  # C function -> why the bindings will not call it (its struct's layout is unknown or differs)
+
+
 def _check_layouts():
     problems = []
     mirrors = dict(_MIRRORS)
     mirrors.update({n: m for n, (m, fn) in _OPTIONAL_MIRRORS.items() if has(fn)})
     for cname, mirror in mirrors.items():
+        optional = _OPTIONAL_MIRRORS.get(cname, (None, None))[1]
         size, nfields = ctypes.c_size_t(), ctypes.c_int()
         if lib.cpclGetStructLayout(cname.encode(), ctypes.byref(size), ctypes.byref(nfields)) != 0:
-            problems.append(f"{cname}: {last_error()}")
+            if optional:  # the library has the function but no layout for its struct (src/abi.c)
+                unusable[optional] = f"the library reports no layout of {cname}: {last_error()}"
+            else:
+                problems.append(f"{cname}: {last_error()}")
             continue
         mine = [(f[0], getattr(mirror, f[0]).offset, getattr(mirror, f[0]).size) for f in mirror._fields_]
         theirs = []
@@ -194,8 +201,12 @@ def _check_layouts():
                                          ctypes.byref(fsize)), "cpclGetStructField")
             theirs.append((name.value.decode(), off.value, fsize.value))
         if mine != theirs or ctypes.sizeof(mirror) != size.value:
-            problems.append(f"{cname}: the library has size {size.value}, fields {theirs}; this package has size "
-                            f"{ctypes.sizeof(mirror)}, fields {mine}")
+            why = (f"{cname}: the library has size {size.value}, fields {theirs}; this package has size "
+                   f"{ctypes.sizeof(mirror)}, fields {mine}")
+            if optional:
+                unusable[optional] = why
+            else:
+                problems.append(why)
     if problems:
         raise ImportError(f"cpcl: {library_path} was built from another cpcl.h than this package: "
                           + "; ".join(problems))
