@@ -40,18 +40,30 @@ class _Arr:
         self.row_stride = 0  # elements between rows, for the row-strided views of kv_store_slots
 
 
+_np_names = {}  # numpy dtype -> our name: dtype.name is slow, and this runs per array per call
+
+
 def _np_dtype_name(dt):
-    import numpy as np
-    if dt.name == "bfloat16":  # ml_dtypes.bfloat16
-        return "bfloat16"
-    return {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.uint16): "uint16",
-            np.dtype(np.int32): "int32", np.dtype(np.int64): "int64"}.get(dt, dt.name)
+    name = _np_names.get(dt)
+    if name is None:
+        import numpy as np
+        if dt.name == "bfloat16":  # ml_dtypes.bfloat16
+            name = "bfloat16"
+        else:
+            name = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.uint16): "uint16",
+                    np.dtype(np.int32): "int32", np.dtype(np.int64): "int64"}.get(dt, dt.name)
+        _np_names[dt] = name
+    return name
+
+
+_torch_names = {}
 
 
 def _torch_dtype_name(dt):
-    t = _torch()
-    return {t.float32: "float32", t.float16: "float16", t.bfloat16: "bfloat16", t.int32: "int32",
-            t.int64: "int64", t.uint8: "uint8"}.get(dt, str(dt).replace("torch.", ""))
+    name = _torch_names.get(dt)
+    if name is None:
+        name = _torch_names[dt] = str(dt).replace("torch.", "")  # torch.bfloat16 -> "bfloat16"
+    return name
 
 
 def _arr(x, what):
