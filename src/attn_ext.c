@@ -18,6 +18,50 @@ static int64_t gcdOf(int64_t a, int64_t b) {
 }
 #endif
 
+/* The store itself, arguments checked: the host reference or the CUDA kernel. */
+static cpclResult_t storeSlots(cpclAttnPlan_t plan, int64_t numTokens, const int64_t* slotMapping, const void* kNew,
+                               const void* vNew, int64_t kNewRowStride, int64_t vNewRowStride, void* kCache,
+                               void* vCache, int64_t numSlots, size_t es, cpclStream_t stream) {
+  struct cpclComm* c = plan->comm;
+  const cpclAttnDesc_t* d = &plan->desc;
+  const int64_t kElems = (int64_t)d->numKvHeads * d->headDimQk, vElems = (int64_t)d->numKvHeads * d->headDimVo;
+  cpclKvSlotsParams_t p = {.numTokens = numTokens,
+                           .slotMapping = slotMapping,
+                           .numSlots = numSlots,
+                           .kNew = kNew,
+                           .vNew = d->latentKv ? NULL : vNew,
+                           .kNewStride = kNewRowStride,
+                           .vNewStride = vNewRowStride,
+                           .kCache = kCache,
+                           .vCache = d->latentKv ? NULL : vCache,
+                           .kRowBytes = (size_t)kElems * es,
+                           .vRowBytes = (size_t)vElems * es,
+                           .elemBytes = es};
+  if (c->memType == cpclMemHost) {
+    cpclHostKvStoreSlots(&p);
+    return cpclSuccess;
+  }
+#ifdef CPCL_HAVE_CUDA
+  /* the widest copy that every address, stride and row size allows */
+  int64_t g = gcdOf((int64_t)(uintptr_t)kNew, (int64_t)(uintptr_t)kCache);
+  g = gcdOf(g, kNewRowStride * (int64_t)es);
+  g = gcdOf(g, (int64_t)p.kRowBytes);
+  if (!d->latentKv) {
+    g = gcdOf(g, (int64_t)(uintptr_t)vNew);
+    g = gcdOf(g, (int64_t)(uintptr_t)vCache);
+    g = gcdOf(g, vNewRowStride * (int64_t)es);
+    g = gcdOf(g, (int64_t)p.vRowBytes);
+  }
+  p.copyUnit = g % 16 == 0 ? 16 : g % 8 == 0 ? 8 : g % 4 == 0 ? 4 : 2;
+  const int err = cpclCudaKvStoreSlots(&p, stream);
+  if (err != 0)
+    return CPCL_ERR(c, cpclUnhandledCudaError, "cpclKvStoreSlots: KV slot store kernel failed (cuda error %d)", err);
+  return cpclSuccess;
+#else
+  return CPCL_ERR(c, cpclUnsupported, "cpclKvStoreSlots: CUDA memory, but this library was built without CUDA");
+#endif
+}
+
 CPCL_API cpclResult_t cpclKvStoreSlots(cpclAttnPlan_t plan, int64_t numTokens, const int64_t* slotMapping,
                                        const void* kNew, const void* vNew, int64_t kNewRowStride, int64_t vNewRowStride,
                                        void* kCache, void* vCache, int64_t numPages, cpclStream_t stream) {
@@ -56,40 +100,13 @@ CPCL_API cpclResult_t cpclKvStoreSlots(cpclAttnPlan_t plan, int64_t numTokens, c
                         "cpclKvStoreSlots: slotMapping[%lld] is %lld, past the cache (numPages %lld x pageSize %d)",
                         (long long)t, (long long)slotMapping[t], (long long)numPages, d->pageSize);
   }
-  CPCLCHECK(cpclPlanDeviceError(plan, 1));
-  cpclKvSlotsParams_t p = {.numTokens = numTokens,
-                           .slotMapping = slotMapping,
-                           .numSlots = numSlots,
-                           .kNew = kNew,
-                           .vNew = d->latentKv ? NULL : vNew,
-                           .kNewStride = kNewRowStride,
-                           .vNewStride = vNewRowStride,
-                           .kCache = kCache,
-                           .vCache = d->latentKv ? NULL : vCache,
-                           .kRowBytes = (size_t)kElems * es,
-                           .vRowBytes = (size_t)vElems * es,
-                           .elemBytes = es};
-  if (c->memType == cpclMemHost) {
-    cpclHostKvStoreSlots(&p);
-    return cpclSuccess;
-  }
-#ifdef CPCL_HAVE_CUDA
-  /* the widest copy that every address, stride and row size allows */
-  int64_t g = gcdOf((int64_t)(uintptr_t)kNew, (int64_t)(uintptr_t)kCache);
-  g = gcdOf(g, kNewRowStride * (int64_t)es);
-  g = gcdOf(g, (int64_t)p.kRowBytes);
-  if (!d->latentKv) {
-    g = gcdOf(g, (int64_t)(uintptr_t)vNew);
-    g = gcdOf(g, (int64_t)(uintptr_t)vCache);
-    g = gcdOf(g, vNewRowStride * (int64_t)es);
-    g = gcdOf(g, (int64_t)p.vRowBytes);
-  }
-  p.copyUnit = g % 16 == 0 ? 16 : g % 8 == 0 ? 8 : g % 4 == 0 ? 4 : 2;
-  const int err = cpclCudaKvStoreSlots(&p, stream);
-  if (err != 0)
-    return CPCL_ERR(c, cpclUnhandledCudaError, "cpclKvStoreSlots: KV slot store kernel failed (cuda error %d)", err);
-  return cpclSuccess;
-#else
-  return CPCL_ERR(c, cpclUnsupported, "cpclKvStoreSlots: CUDA memory, but this library was built without CUDA");
-#endif
+  /* as every operation (op.c): an aborted or broken communicator refuses it, and bad device
+   * data an earlier step's kernels met is reported here, once */
+  CPCLCHECK(cpclCommEnter(c, "cpclKvStoreSlots"));
+  cpclResult_t res = cpclPlanDeviceError(plan, 1);
+  if (res == cpclSuccess)
+    res = storeSlots(plan, numTokens, slotMapping, kNew, vNew, kNewRowStride, vNewRowStride, kCache, vCache, numSlots,
+                     es, stream);
+  cpclCommLeave(c);
+  return res;
 }

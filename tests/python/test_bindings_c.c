@@ -147,10 +147,24 @@ static void test_kv_store_slots(void** state) {
   }
 }
 
+/* like every operation, the store refuses an aborted communicator */
+static void test_kv_store_slots_after_abort(void** state) {
+  (void)state;
+  cpclComm_t c;
+  cpclAttnPlan_t p = mkPlan(&c, 0);
+  uint16_t rows[2 * HKV * D] = {0}, kc[PAGES * PAGE * HKV * D], vc[PAGES * PAGE * HKV * D];
+  const int64_t slots[2] = {0, 1};
+  assert_int_equal(cpclKvStoreSlots(p, 2, slots, rows, rows, 0, 0, kc, vc, PAGES, NULL), cpclSuccess);
+  assert_int_equal(cpclCommAbort(c), cpclSuccess);
+  assert_int_equal(cpclKvStoreSlots(p, 2, slots, rows, rows, 0, 0, kc, vc, PAGES, NULL), cpclInvalidUsage);
+  assert_int_equal(cpclAttnPlanDestroy(p), cpclSuccess);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_struct_layouts),
       cmocka_unit_test(test_kv_store_slots),
+      cmocka_unit_test(test_kv_store_slots_after_abort),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
