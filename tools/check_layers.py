@@ -115,20 +115,25 @@ def check(root):
         edges[f] = [(n, name, resolve(f, name, sources, incdirs)) for n, name in incs]
         edges[f] = [e for e in edges[f] if e[2] is not None]
 
-    def reach(start):
-        """Every file reached from start through includes: {target: (line of start's include,
-        name in start, chain of files from start's direct include to target)}."""
-        seen = {}
-        stack = [(t, n, name, [t]) for n, name, t in edges.get(start, [])]
-        while stack:
-            t, n, name, chain = stack.pop(0)
-            if t in seen or t == start:
-                continue
-            seen[t] = (n, name, chain)
-            for n2, name2, t2 in edges.get(t, []):
-                if t2 not in seen:
-                    stack.append((t2, n, name, chain + [t2]))
-        return seen
+    def reached(start, bad):
+        """Per include line of start, the nearest file it reaches (breadth first) for which
+        bad(file, chain) holds: [(line, name, target, chain from the included file to target)].
+        A chain whose first hop stays in start's layer is left to that hop's own report, so a
+        planted include is reported where it is written, not in every file above it."""
+        out = []
+        for n, name, first in edges.get(start, []):
+            seen, queue = {start}, [(first, [first])]
+            while queue:
+                t, chain = queue.pop(0)
+                if t in seen:
+                    continue
+                seen.add(t)
+                if bad(t, chain):
+                    if len(chain) == 1 or layer_of(first) != layer_of(start):
+                        out.append((n, name, t, chain))
+                    break
+                queue.extend((t2, chain + [t2]) for _, _, t2 in edges.get(t, []) if t2 not in seen)
+        return out
 
     out = []
     for f in sorted(sources):
@@ -145,19 +150,18 @@ def check(root):
                     out.append((f, n, name, t, [], "services", "src/base/ includes nothing else of src/ "
                                 "(nor transport/, kernels/, tools/, tests/)"))
         if lf in ("transport", "kernels"):
-            for t, (n, name, chain) in sorted(reach(f).items()):
-                if layer_of(t) == "src":
-                    out.append((f, n, name, t, chain[:-1], "below",
-                                f"{lf}/ reaches no header of src/ outside src/base/"))
+            for n, name, t, chain in reached(f, lambda t, chain: layer_of(t) == "src"):
+                out.append((f, n, name, t, chain[:-1], "below", f"{lf}/ reaches no header of src/ outside src/base/"))
         if lf == "tools":
-            for t, (n, name, chain) in sorted(reach(f).items()):
-                lt = layer_of(t)
-                if lt in ("include", "tools"):
-                    continue
+
+            def tools_bad(t, chain, f=f):
+                if layer_of(t) in ("include", "tools"):
+                    return False
                 # kernel_perf: the params headers, and what they include in turn
-                if f == KERNEL_PERF and is_params_header(chain[0]) and all(
-                        is_params_header(c) or layer_of(c) in ("include", "tools") for c in chain):
-                    continue
+                return not (f == KERNEL_PERF and all(is_params_header(c) or layer_of(c) in ("include", "tools")
+                                                     for c in chain))
+
+            for n, name, t, chain in reached(f, tools_bad):
                 out.append((f, n, name, t, chain[:-1], "tools",
                             "tools/ include only include/ (kernel_perf.c also kernels/*.h, the params headers)"))
     # cycles between layers: strongly connected components of the layer graph
