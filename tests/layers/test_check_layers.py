@@ -114,6 +114,11 @@ class CheckLayersTest(unittest.TestCase):
         self.assertEqual(self.rules(root), ["tools"])
         root = self.tree(tools__kernel_perf_DOT_c='+#include "comm.h"\n')
         self.assertIn("tools", self.rules(root))
+        # a header of kernels/ that is not a params header, and a params header that reaches one
+        root = self.tree(kernels__peer_sync_DOT_h="\n", tools__kernel_perf_DOT_c='+#include "peer_sync.h"\n')
+        self.assertEqual(self.rules(root), ["tools"])
+        root = self.tree(kernels__peer_sync_DOT_h="\n", kernels__k_params_DOT_h='+#include "peer_sync.h"\n')
+        self.assertEqual(self.rules(root), ["tools"])
 
     def test_cycle_alone_fails(self):
         # kernels -> transport -> kernels breaks no other rule
