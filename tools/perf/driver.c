@@ -324,7 +324,8 @@ void perfRow(perf_t* p, const perfValue_t* v, int failed) {
 int perfFinish(perf_t* p) {
   int status = p->failed ? 1 : 0;
   if (p->root) {
-    printf("# %d rows, %d failed their check%s\n", p->rows, p->failed, p->check || !p->hasCheck ? "" : " (check off)");
+    printf("# %d rows, %d failed (a wrong result or an error)%s\n", p->rows, p->failed,
+           p->hasCheck && !p->check ? "; check off (-c 1 checks)" : "");
     fflush(stdout);
   }
   if (p->root && p->jsonPath) {

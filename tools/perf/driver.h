@@ -18,7 +18,7 @@
  *
  * The -J file holds one JSON object: {"tool", "params": every flag's final value and the
  * tool's derived parameters, "comments": the table's '#' lines, "rows": one object per row
- * with every column, "failed": rows whose check failed}. A column without a value prints "-"
+ * with every column and "failed", "failed": how many rows failed}. A column without a value prints "-"
  * and is null in JSON.
  */
 #ifndef CPCL_PERF_DRIVER_H_
@@ -128,7 +128,8 @@ void perfComment(perf_t* p, const char* fmt, ...);
 
 void perfColumns(perf_t* p, const perfColumn_t* cols, int n);
 void perfPrintHeader(const perf_t* p);
-/* one row: values in column order; failed = this row's check failed (the run exits 1) */
+/* one row: values in column order; failed = its check found a wrong result, or it could not
+ * run (the tool says which in a column); any failed row makes the run exit 1 */
 void perfRow(perf_t* p, const perfValue_t* values, int failed);
 /* writes the results file; returns the exit status: 0, 1 if a row failed, 3 if the file could
  * not be written */
