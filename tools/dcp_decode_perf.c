@@ -27,6 +27,7 @@
 #include "cpcl.h"
 #include "mpi_oob.h"
 #include "perf/driver.h"
+#include "perf/driver_mpi.h"
 #ifdef PERF_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -279,11 +280,6 @@ static cpclAttnDesc_t descOf(const opts_t* o, int H) {
 
 static perf_t perf;
 
-static void mpiBarrier(void* ctx) { MPI_Barrier(*(MPI_Comm*)ctx); }
-static void mpiMax(double* t, int n, void* ctx) {
-  MPI_Allreduce(MPI_IN_PLACE, t, n, MPI_DOUBLE, MPI_MAX, *(MPI_Comm*)ctx);
-}
-
 static perfStats_t timeOp(int (*step)(void*, int), void* arg) {
   perfStats_t s;
   int err =
@@ -386,10 +382,7 @@ static int parse(int argc, char** argv) {
            "cpclAttnDecode, every schedule side by side, one row per (batch, context, schedule); run under mpirun",
            options, (int)(sizeof(options) / sizeof(options[0])));
   perf.hasCheck = 1;
-  perf.root = rank == 0;
-  perf.barrier = mpiBarrier;
-  perf.reduceMax = mpiMax;
-  perf.ctx = &world;
+  perfUseMpi(&perf, &world);
   int r = perfParse(&perf, argc, argv);
   if (r) return r;
   if (o.maxB < o.minB) return perfArgError(&perf, "-e %d is below -b %d", o.maxB, o.minB);

@@ -50,9 +50,15 @@ if [ -n "$nvcc_dir" ]; then
       -Db_sanitize=address,undefined >/dev/null
   fi
   PATH="$nvcc_dir:$PATH" ninja -C build-cuda-asan >/dev/null
+  for f in tools/kernel_perf tools/dcp_decode_perf tests/gpu/test_gpu_kernels; do
+    [ -x "build-cuda-asan/$f" ] || { echo "build-cuda-asan/$f was not built"; exit 1; }
+  done
+  # they start, and a CUDA-linked library runs host-memory ranks under the sanitizers
   ASAN_OPTIONS=detect_leaks=0 build-cuda-asan/tools/kernel_perf -h >/dev/null
   ASAN_OPTIONS=detect_leaks=0 build-cuda-asan/tools/cpcl_info >/dev/null
-  echo "built and linked: $(ls build-cuda-asan/tools/kernel_perf build-cuda-asan/tests/gpu/test_gpu_* | tr '\n' ' ')"
+  ASAN_OPTIONS=detect_leaks=0 mpirun -np 2 build-cuda-asan/tools/dcp_decode_perf -b 1 -e 1 -l 256 -L 256 -H 2 -w 0 -n 1 \
+    -c 1 >/dev/null
+  echo "compiled and linked under ASan+UBSan: every .cu, kernel_perf, dcp_decode_perf, the gpu tests; the tools ran"
 else
   stage "SKIP: no nvcc (PATH, CUDA_HOME, /usr/local/cuda): the CUDA code is not compiled"
 fi
