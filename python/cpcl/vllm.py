@@ -77,9 +77,10 @@ def _plan(comm, ckey, dtype, H, D, base2, T):
         name = {"torch.bfloat16": "bfloat16", "torch.float16": "float16", "torch.float32": "float32"}.get(str(dtype))
         if name is None:
             raise TypeError(f"cp_attn_out has dtype {dtype}: cpcl merges bfloat16, float16 or float32")
-        # Combine reads only the shape of the output side; the attention fields must just be
-        # valid: one KV head (any group size divides), page size 16.
-        p = _plans[key] = AttnPlan(comm, H, 1, D, D, 16, 1.0, name, name, lse_base2=base2, max_tokens=bucket)
+        # Combine reads only the output side's shape; the attention fields must just be valid:
+        # one KV head (any group size divides), page size 16, and the smallest query head dim
+        # (8), so that the query-gather workspace Combine never uses stays small.
+        p = _plans[key] = AttnPlan(comm, H, 1, 8, D, 16, 1.0, name, name, lse_base2=base2, max_tokens=bucket)
     return p
 
 
