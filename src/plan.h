@@ -6,7 +6,7 @@
 #include "comm.h"
 #include "core.h"
 #include "exec.h"
-#include "kernels.h"
+#include "peer_sync.h"
 
 /* Plans for at least this many rows run GQA groups of more than 16 heads through the wide
  * tensor-core body (measured faster from batch 8 on, slower at batch 1). */
@@ -43,7 +43,7 @@ struct cpclAttnPlan {
   void* scratch;           /* attention kernel workspace (host scratch, or CUDA split partials) */
   int maxSplits;           /* CUDA: KV splits per row at most (fixed per plan: batch-invariant) */
   unsigned* splitCounters; /* CUDA: zeroed once; the attention kernel leaves them zero */
-  int* errorHost;          /* CUDA: the kernels' record of bad batch data (kernels.h), host view */
+  int* errorHost;          /* CUDA: the kernels' record of bad batch data (params_common.h), host view */
   int* errorDev;           /*       and device view */
   size_t scratchBytes;
   cpclRequest_t* reqs; /* [4 W]: the pipelined schedule's transfers */

@@ -1,7 +1,7 @@
 /*
  * kernel_perf -- the CUDA kernels alone, one GPU: paged prefix attention with LSE per shape and
  * the merge of N partials, against the device-to-device copy ceiling measured in the same run.
- * The one tool that reaches below the public header (kernels/kernels.h): it times the kernels
+ * The one tool that reaches below the public header (the params headers of kernels/): it times the kernels
  * without any schedule around them; dcp_decode_perf times the operations.
  *
  *   kernel_perf [-n iters] [-s shape ...]     shapes "B,H,Hkv,D,L" (H after the DCP gather)
@@ -16,7 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels.h"
+#include "attn_params.h"
+#include "merge_params.h"
 
 #define CU(call)                                                                            \
   do {                                                                                      \

@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #include "cpcl.h"
-#include "kernels.h"
+#include "peer_sync.h"
 
 struct cpclComm;
 
@@ -88,7 +88,7 @@ typedef struct cpclTransportOps {
   cpclResult_t (*alltoallv)(void* ctx, const cpclXfer_t* x);
   /* After alltoallv with postOnly: the kernels after this point on stream see peer's block. */
   cpclResult_t (*waitFrom)(void* ctx, int peer, int* errorFlag, cpclStream_t stream);
-  /* Peer-mapped transports: the flags through which kernels synchronise (kernels.h). */
+  /* Peer-mapped transports: the flags through which kernels synchronise (peer_sync.h). */
   cpclResult_t (*peerSync)(void* ctx, cpclPeerSync_t* sync);
 } cpclTransportOps_t;
 
