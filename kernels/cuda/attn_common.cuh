@@ -186,11 +186,10 @@ __device__ bool mergeSplitsIfLast(const cpclAttnParams_t& p, const CtaWork& w) {
   }
   __syncthreads();
   for (int u = threadIdx.x; u < nu; u += blockDim.x) {
-    LseMerge st;
+    LseMerge st; /* split LSEs are finite or -inf (merge_state.cuh) */
     for (int k = 0; k < n; k++) st.max(wts[u][k]);
-    if (st.live())
-      for (int k = 0; k < n; k++) st.add(wts[u][k]);
-    const float lse2 = st.lse();
+    for (int k = 0; k < n; k++) st.add(wts[u][k]);
+    const float lse2 = st.lseOfFinite();
     /* an empty split (x = -inf) weighs 0 and its partial is never used */
     for (int k = 0; k < n; k++) wts[u][k] = lseWeight(wts[u][k], lse2);
     lseOut[u] = lse2;

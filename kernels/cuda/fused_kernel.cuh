@@ -29,8 +29,6 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const __grid_const
   __shared__ int sTicket, sEpoch;
   const cpclPeerSync_t& s = f.sync;
   const cpclAttnParams_t& p = f.attn;
-  unsigned *tickets = syncCounter(s, CPCL_CTR_PUT_TICKETS), *putDone = syncCounter(s, CPCL_CTR_PUT_DONE),
-           *mergeDone = syncCounter(s, CPCL_CTR_MERGE_DONE);
   int* err = p.errorFlag;
   const int D = f.dcpSize, me = f.dcpRank, tid = threadIdx.x;
   const int nAttn = f.attnGrid[0] * f.attnGrid[1] * f.attnGrid[2];
@@ -45,7 +43,8 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const __grid_const
     for (;;) {
       if (tid == 0) {
         int t = -1;
-        if (*(volatile unsigned*)tickets < (unsigned)f.numPutCtas) t = (int)atomicAdd(tickets, 1u);
+        if (*(volatile unsigned*)syncCounter(s, CPCL_CTR_PUT_TICKETS) < (unsigned)f.numPutCtas)
+          t = (int)atomicAdd(syncCounter(s, CPCL_CTR_PUT_TICKETS), 1u);
         sTicket = t < f.numPutCtas ? t : -1;
       }
       __syncthreads();
@@ -67,7 +66,7 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const __grid_const
       }
       __threadfence_system();
       __syncthreads();
-      if (tid == 0 && atomicAdd(putDone, 1u) == (unsigned)f.numPutCtas - 1)
+      if (tid == 0 && atomicAdd(syncCounter(s, CPCL_CTR_PUT_DONE), 1u) == (unsigned)f.numPutCtas - 1)
         for (int j = 0; j < D; j++) stReleaseSys(s.dataOut[CPCL_SYNC_Q][j], E);
       __syncthreads(); /* sTicket is rewritten */
     }
@@ -91,9 +90,8 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const __grid_const
         __syncthreads();
         for (int j = jLo + tid; j <= jHi; j += blockDim.x) {
           const int n = min(w.g0 + w.nu, (j + 1) * H) - max(w.g0, j * H);
-          unsigned* heads = syncCounter(s, CPCL_CTR_BLOCK_HEADS, j);
-          if (atomicAdd(heads, (unsigned)n) + n == (unsigned)(T * H)) {
-            *heads = 0;
+          if (atomicAdd(syncCounter(s, CPCL_CTR_BLOCK_HEADS, j), (unsigned)n) + n == (unsigned)(T * H)) {
+            *syncCounter(s, CPCL_CTR_BLOCK_HEADS, j) = 0;
             stReleaseSys(s.dataOut[CPCL_SYNC_PART][j], E + 1);
             atomicExch(syncCounter(s, CPCL_CTR_BLOCK_EPOCH, j), (unsigned)(E + 1)); /* every CTA of block j is done */
           }
@@ -110,10 +108,12 @@ __global__ void __launch_bounds__(Body::kThreads) fusedKernel(const __grid_const
      * can still need them: every block this rank attends to is complete (its last CTA marked
      * it), so every CTA with work is done, put chunks included (only such CTAs take tickets);
      * a CTA that starts later has no work and touches nothing. */
-    if (tid == 0 && atomicAdd(mergeDone, 1u) == (unsigned)f.numMergeCtas - 1) {
+    if (tid == 0 && atomicAdd(syncCounter(s, CPCL_CTR_MERGE_DONE), 1u) == (unsigned)f.numMergeCtas - 1) {
       for (int j = 0; j < D; j++)
         waitFlag((const int*)syncCounter(s, CPCL_CTR_BLOCK_EPOCH, j), E + 1, s.timeoutNs, me, err);
-      *tickets = *putDone = *mergeDone = 0; /* re-armed */
+      /* re-armed: put tickets, chunks done, merge CTAs done */
+      *syncCounter(s, CPCL_CTR_PUT_TICKETS) = *syncCounter(s, CPCL_CTR_PUT_DONE) =
+          *syncCounter(s, CPCL_CTR_MERGE_DONE) = 0;
       __threadfence();
       *s.epoch = E + 1;
     }

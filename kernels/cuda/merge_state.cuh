@@ -32,6 +32,9 @@ struct LseMerge {
     if (x != -INFINITY) sum += exp2f(x - m);
   }
   __device__ __forceinline__ float lse() const { return nan ? NAN : m == -INFINITY ? -INFINITY : m + log2f(sum); }
+  /* lse() for parts known to be finite or -inf (the attention kernels' own split LSEs), with
+   * add() of every part: no NaN test */
+  __device__ __forceinline__ float lseOfFinite() const { return sum > 0.f ? m + log2f(sum) : -INFINITY; }
 };
 
 /* the weight of part x in out, given the merged lse: 0 for a part that contributes nothing */
