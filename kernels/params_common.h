@@ -42,7 +42,6 @@ __host__ __device__
   return t == CPCL_K_FP32 ? 4 : 2;
 }
 
-
 /* Device-side validation (batch data in device memory cannot be checked by the host). A kernel
  * that meets a bad datum treats that row as empty (no key read, out = 0, lse = -inf; nothing
  * stored) and records the first such datum in errorFlag[CPCL_KERR_WORDS] (the words below): the
