@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #include "core.h"
-#include "kvstore_slots.h"
+#include "kvstore_slots_params.h"
 #include "plan.h"
 
 #ifdef CPCL_HAVE_CUDA

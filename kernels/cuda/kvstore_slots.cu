@@ -5,7 +5,7 @@
  */
 #include <cuda_runtime.h>
 
-#include "kvstore_slots.h"
+#include "kvstore_slots_params.h"
 
 namespace cpcl {
 

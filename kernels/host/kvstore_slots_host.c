@@ -1,7 +1,7 @@
-/* kvstore_slots_host.c -- the C reference of the KV store by slot (kvstore_slots.h). */
+/* kvstore_slots_host.c -- the C reference of the KV store by slot (kvstore_slots_params.h). */
 #include <string.h>
 
-#include "kvstore_slots.h"
+#include "kvstore_slots_params.h"
 
 void cpclHostKvStoreSlots(const cpclKvSlotsParams_t* p) {
   const size_t es = p->elemBytes;

@@ -1,10 +1,10 @@
-/* kvstore_slots.h -- the KV store by slot (vLLM's reshape_and_cache_flash slot_mapping): row t
+/* kvstore_slots_params.h -- the KV store by slot (vLLM's reshape_and_cache_flash slot_mapping): row t
  * of the new K/V goes to slot slotMapping[t] of the paged cache (page slot / pageSize, offset
  * slot % pageSize), or nowhere when slotMapping[t] < 0. A raw copy: the cache has the rows'
  * dtype. Rows of the sources may be strided (views into an engine's fused qkv buffer); each row
  * [numKvHeads][headDim] is contiguous. */
-#ifndef CPCL_KVSTORE_SLOTS_H_
-#define CPCL_KVSTORE_SLOTS_H_
+#ifndef CPCL_KVSTORE_SLOTS_PARAMS_H_
+#define CPCL_KVSTORE_SLOTS_PARAMS_H_
 
 #include <stddef.h>
 #include <stdint.h>
@@ -33,4 +33,4 @@ int cpclCudaKvStoreSlots(const cpclKvSlotsParams_t* p, void* stream);
 }
 #endif
 
-#endif /* CPCL_KVSTORE_SLOTS_H_ */
+#endif /* CPCL_KVSTORE_SLOTS_PARAMS_H_ */
