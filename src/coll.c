@@ -25,7 +25,7 @@ static cpclResult_t waitFailed(struct cpclComm* comm, cpclRequest_t* reqs, int n
     return CPCL_ERR(comm, err, "%s: no answer from rank %d within %d ms (timeoutMs / CPCL_TIMEOUT_MS)", what, peer,
                     comm->timeoutMs);
   if (atomic_load(&comm->aborted)) return CPCL_ERR(comm, err, "%s: the communicator was aborted", what);
-  return CPCL_ERR(comm, err, "%s: transfer with rank %d failed (%s)", what, peer, cpclGetLastError(NULL));
+  return CPCL_ERR_WRAP(comm, err, cpclThreadLastError(), "%s: transfer with rank %d failed", what, peer);
 }
 
 /* One turn of the wait loop over reqs: progress, test each active request. With `any`, stops at
@@ -161,7 +161,7 @@ fail:
   for (int i = 0; i < n; i++)
     if (reqs[i].active) comm->tp->cancel(comm->tpCtx, &reqs[i]);
   cpclCommFail(comm, res);
-  return CPCL_ERR(comm, res, "all-to-all: posting a transfer failed (%s)", cpclGetLastError(NULL));
+  return CPCL_ERR_WRAP(comm, res, cpclThreadLastError(), "all-to-all: posting a transfer failed");
 }
 
 cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes,
@@ -184,7 +184,7 @@ cpclResult_t cpclCtrlAllgather(struct cpclComm* comm, const void* sendbuf, void*
   cpclResult_t res = comm->tp->ctrlAllgather(comm->tpCtx, sendbuf, recvbuf, bytes);
   if (res != cpclSuccess) {
     cpclCommFail(comm, res);
-    return CPCL_ERR(comm, res, "control all-gather: %s", cpclGetLastError(NULL));
+    return CPCL_ERR_WRAP(comm, res, cpclThreadLastError(), "control all-gather");
   }
   return cpclSuccess;
 }
