@@ -9,6 +9,7 @@
 #include "coll.h"
 #include "core.h"
 #include "exec.h"
+#include "op.h"
 
 static inline double nowMs(void) {
   struct timespec ts;
@@ -189,8 +190,66 @@ cpclResult_t cpclCtrlAllgather(struct cpclComm* comm, const void* sendbuf, void*
   return cpclSuccess;
 }
 
+#define CPCL_CTRL_MAGIC 0x4c525443u /* "CTRL" */
+
+cpclResult_t cpclCtrlExchange(struct cpclComm* comm, cpclCtrlKind_t kind, int op, int plan, const void* payload,
+                              size_t bytes) {
+  _Static_assert(sizeof(cpclCtrlHeader_t) == 16, "the control header is 16 bytes on the wire");
+  if (bytes > CPCL_CTRL_PAYLOAD_BYTES)
+    return CPCL_ERR(comm, cpclInternalError, "a control record of %zu bytes exceeds the %zu of its slot", bytes,
+                    (size_t)CPCL_CTRL_PAYLOAD_BYTES);
+  /* zeroed whole: the padding goes on the wire too, and records compare field by field */
+  unsigned char rec[CPCL_CTRL_RECORD_BYTES];
+  memset(rec, 0, sizeof(rec));
+  const cpclCtrlHeader_t h = {
+      .magic = CPCL_CTRL_MAGIC, .kind = (uint16_t)kind, .op = (uint16_t)op, .plan = plan, .bytes = (uint32_t)bytes};
+  memcpy(rec, &h, sizeof(h));
+  if (bytes) memcpy(rec + sizeof(h), payload, bytes);
+  return cpclCtrlAllgather(comm, rec, comm->scratch.ctrl, sizeof(rec));
+}
+
+/* What a control record says its sender was doing, for messages. */
+static void describeCall(const cpclCtrlHeader_t* h, char* buf, size_t n) {
+  if (h->magic != CPCL_CTRL_MAGIC) {
+    snprintf(buf, n, "something else (a record of another cpcl version or no control record)");
+    return;
+  }
+  switch (h->kind) {
+    case CPCL_CTRL_BARRIER:
+      snprintf(buf, n, "cpclCommInitOob (its wire-up barrier)");
+      return;
+    case CPCL_CTRL_PLAN:
+      snprintf(buf, n, "cpclAttnPlanCreate (plan #%d)", (int)h->plan);
+      return;
+    case CPCL_CTRL_STEP: {
+      const cpclOp_t* op = cpclOpOf(h->op);
+      snprintf(buf, n, "%s on plan #%d", op ? op->name : "an unknown operation", (int)h->plan);
+      return;
+    }
+    default:
+      snprintf(buf, n, "an unknown control call (kind %d)", (int)h->kind);
+  }
+}
+
+cpclResult_t cpclCtrlAgreeCall(struct cpclComm* comm, const char* fn) {
+  const cpclCtrlHeader_t* mine = cpclCtrlRecord(comm, comm->rank);
+  for (int r = 0; r < comm->nranks; r++) {
+    const cpclCtrlHeader_t* h = cpclCtrlRecord(comm, r);
+    if (h->magic == mine->magic && h->kind == mine->kind && h->op == mine->op) continue;
+    char theirs[128], ours[128];
+    describeCall(h, theirs, sizeof(theirs));
+    describeCall(mine, ours, sizeof(ours));
+    return CPCL_ERR(comm, cpclInvalidUsage,
+                    "%s: ranks disagree on the collective call: rank %d called %s while rank %d called %s (every rank "
+                    "must make the same collective calls in the same order); nothing moved, the communicator still "
+                    "works",
+                    fn, r, theirs, comm->rank, ours);
+  }
+  return cpclSuccess;
+}
+
 cpclResult_t cpclBarrier(struct cpclComm* comm) {
-  char token = 1;
   TRACE(CPCL_COMM, "barrier seq %u", comm->seq);
-  return cpclCtrlAllgather(comm, &token, comm->scratch.ctrl, 1);
+  CPCLCHECK(cpclCtrlExchange(comm, CPCL_CTRL_BARRIER, 0, -1, NULL, 0));
+  return cpclCtrlAgreeCall(comm, "cpclCommInitOob");
 }

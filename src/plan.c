@@ -332,11 +332,14 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   }
   planDigest_t* all = NULL;
   CPCLCHECKGOTO(cpclCalloc(comm, &all, (size_t)comm->nranks, sizeof(*all), "plan digests"), res, out);
-  CPCLCHECKGOTO(cpclCtrlAllgather(comm, &mine, all, sizeof(mine)), res, out);
+  _Static_assert(sizeof(planDigest_t) <= CPCL_CTRL_PAYLOAD_BYTES, "a plan digest fits a control record");
+  CPCLCHECKGOTO(cpclCtrlExchange(comm, CPCL_CTRL_PLAN, 0, comm->plansCreated, &mine, sizeof(mine)), res, out);
   if (own != cpclSuccess) {
     res = CPCL_ERR(comm, own, "%s: %s", fn, msg);
     goto out;
   }
+  CPCLCHECKGOTO(cpclCtrlAgreeCall(comm, fn), res, out);
+  for (int r = 0; r < comm->nranks; r++) memcpy(&all[r], cpclCtrlPayload(comm, r), sizeof(all[r]));
   if ((res = digestCompare(all, comm->nranks, msg, sizeof(msg))) != cpclSuccess) {
     res = CPCL_ERR(comm, res, "%s: %s", fn, msg);
     goto out;
