@@ -171,7 +171,9 @@ CPCL_API cpclResult_t cpclCommSize(cpclComm_t comm, int* size);
 CPCL_API cpclResult_t cpclCommAxes(cpclComm_t comm, int* dcpSize, int* dcpRank, int* pcpSize, int* pcpRank);
 /* cpclSuccess while the communicator is healthy; else the communication error that broke it
  * (cpclTimeout, cpclRemoteError, ...). After such an error every operation on the communicator
- * returns cpclInvalidUsage until it is destroyed. */
+ * returns cpclInvalidUsage until it is destroyed. CUDA memory: a wait on a peer that expired in
+ * the kernels of any of its plans is reported here too, as cpclRemoteError when that peer's
+ * process (on this host) has exited, else cpclTimeout; does not synchronise any stream. */
 CPCL_API cpclResult_t cpclCommGetAsyncError(cpclComm_t comm, cpclResult_t* asyncError);
 
 /* ------------------------------------------------------------------------------------------ */

@@ -302,6 +302,7 @@ cpclResult_t cpclCommInitAdopt(cpclComm_t* commOut, const cpclOob_t* oob, const 
   atomic_init(&comm->asyncError, cpclSuccess);
   atomic_init(&comm->aborted, 0);
   atomic_init(&comm->busy, 0);
+  atomic_flag_clear(&comm->plansLock);
   cpclResult_t res = cpclSuccess;
   const size_t W = (size_t)comm->nranks;
   CPCLCHECKGOTO(cpclCalloc(comm, &comm->reqs, 4 * W, sizeof(cpclRequest_t), "request slots"), res, fail);
@@ -432,7 +433,10 @@ CPCL_API cpclResult_t cpclCommAxes(cpclComm_t comm, int* dcpSize, int* dcpRank, 
 CPCL_API cpclResult_t cpclCommGetAsyncError(cpclComm_t comm, cpclResult_t* asyncError) {
   if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
   if (asyncError == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "asyncError is NULL");
-  *asyncError = (cpclResult_t)atomic_load(&comm->asyncError);
+  cpclResult_t r = (cpclResult_t)atomic_load(&comm->asyncError);
+  /* GPU ranks wait on the device: a wait that expired is in a plan's record until converted */
+  if (r == cpclSuccess && comm->memType == cpclMemCuda) r = cpclCommDevicePeerError(comm);
+  *asyncError = r;
   return cpclSuccess;
 }
 

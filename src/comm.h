@@ -52,7 +52,9 @@ struct cpclComm {
     size_t* recvBytes;
     unsigned char* ctrl; /* [nranks][CPCL_CTRL_RECORD_BYTES]: all-gathers of small host records */
   } scratch;
-  int numPlans;     /* plans still alive on this comm */
+  int numPlans;               /* plans still alive on this comm */
+  struct cpclAttnPlan* plans; /* those plans, linked (plan.c), under plansLock */
+  atomic_flag plansLock;
   int plansCreated; /* plans ever created: a plan's number, the same on every rank */
 
   atomic_int asyncError; /* cpclSuccess, or the communication error that broke the comm */
@@ -80,6 +82,11 @@ void cpclCommLeave(struct cpclComm* comm);
 /* 0 when rank `peer` is known to be gone (a process on this host that exited or is a zombie);
  * 1 otherwise. A system call: for the slow path of waits only. */
 int cpclPeerAlive(const struct cpclComm* comm, int peer);
+/* The device-side record of a failed peer wait in any plan of comm (CUDA: the kernels record a
+ * wait that expired), converted as the plan's next call would: cpclRemoteError when the peer's
+ * process has exited, else cpclTimeout (and the comm is broken); cpclSuccess when none. The
+ * record stays for the plan's own next call. Implemented with the plans (plan.c). */
+cpclResult_t cpclCommDevicePeerError(struct cpclComm* comm);
 /* Marks the communicator broken by a communication failure (first error wins). */
 cpclResult_t cpclCommFail(struct cpclComm* comm, cpclResult_t err);
 
