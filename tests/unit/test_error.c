@@ -2,7 +2,8 @@
  * fails because its transport failed records "context: cause" with the transport's message
  * whole, never a message formatted from the record it is written into (issue 18 item 4). Checked
  * on the real path (an all-gather over a transport whose transfers fail) and on the composition
- * itself: exact texts, three levels of nesting, and the bounds when the parts do not fit. */
+ * itself: exact texts, three levels of nesting, and the bounds when the parts do not fit. And
+ * the host's naming of a device-side wait that expired: a dead peer or a stalled one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,9 +13,14 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "coll.h"
 #include "comm.h"
 #include "core.h"
+#include "plan.h"
 
 /* ---- a transport whose every receive fails, with a message of its own (as ucx's test()) ---- */
 static cpclErrorSink_t* fakeSink;
@@ -167,11 +173,65 @@ static void test_bounds(void** state) {
   assert_string_equal(cpclThreadLastError() + n - 3, "...");
 }
 
+/* GPU ranks wait on the device; a wait that expires leaves CPCL_KERR_TIMEOUT in the plan's
+ * record (rank waited on, expected and seen epochs). The host names the failure when it converts
+ * the record: a peer process on this host that has exited is cpclRemoteError naming it, a live
+ * one cpclTimeout (issue 18 item 9; the GPU test is tests/gpu/test_gpu_faults.c). Here the record
+ * is written by hand, the peers are a child that exited and this process itself. */
+static void test_device_wait_dead_peer(void** state) {
+  (void)state;
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  assert_true(child > 0);
+  assert_int_equal(waitpid(child, NULL, 0), child);
+  fakeComm_t f;
+  fakeCommInit(&f);
+  f.c.memType = cpclMemCuda;
+  int32_t pids[2] = {(int32_t)getpid(), (int32_t)child};
+  uint8_t local[2] = {0, 1};
+  f.c.peerPid = pids;
+  f.c.peerLocal = local;
+  f.c.timeoutMs = 1500;
+  int record[CPCL_KERR_WORDS] = {CPCL_KERR_TIMEOUT, 1, 7, 6, 1};
+  struct cpclAttnPlan pl;
+  memset(&pl, 0, sizeof(pl));
+  pl.comm = &f.c;
+  pl.errorHost = record;
+  f.c.plans = &pl; /* as plan creation links it */
+  /* the communicator's query converts it, and keeps the record for the plan's next call */
+  cpclResult_t async = cpclSuccess;
+  assert_int_equal(cpclCommGetAsyncError(&f.c, &async), cpclSuccess);
+  assert_int_equal(async, cpclRemoteError);
+  char want[160];
+  snprintf(want, sizeof(want), "rank 1 (pid %d) has exited", (int)child);
+  if (strstr(cpclGetLastError(&f.c), want) == NULL) fail_msg("\"%s\" lacks \"%s\"", cpclGetLastError(&f.c), want);
+  assert_int_equal(record[0], CPCL_KERR_TIMEOUT);
+  assert_int_equal(cpclPlanDeviceError(&pl, 1), cpclRemoteError);
+  assert_int_equal(record[0], CPCL_KERR_NONE);
+  assert_int_equal(atomic_load(&f.c.asyncError), cpclRemoteError);
+  /* the same record with the peer alive (this process): a stall, cpclTimeout */
+  fakeCommInit(&f);
+  f.c.memType = cpclMemCuda;
+  pids[1] = (int32_t)getpid();
+  f.c.timeoutMs = 1500;
+  f.c.peerPid = pids;
+  f.c.peerLocal = local;
+  int stalled[CPCL_KERR_WORDS] = {CPCL_KERR_TIMEOUT, 1, 7, 6, 1};
+  pl.comm = &f.c;
+  pl.errorHost = stalled;
+  f.c.plans = &pl;
+  assert_int_equal(cpclCommGetAsyncError(&f.c, &async), cpclSuccess);
+  assert_int_equal(async, cpclTimeout);
+  assert_non_null(strstr(cpclGetLastError(&f.c), "waited on rank 1 for more than 1500 ms"));
+  assert_int_equal(cpclPlanDeviceError(&pl, 1), cpclTimeout);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_collective_keeps_the_transport_cause),
       cmocka_unit_test(test_three_levels),
       cmocka_unit_test(test_bounds),
+      cmocka_unit_test(test_device_wait_dead_peer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
