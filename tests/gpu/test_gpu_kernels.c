@@ -632,6 +632,89 @@ static void testDeviceValidation(void) {
   tuCacheFree(&c);
 }
 
+/* A negative page id inside one KV split of a row that is cut into several: the split that meets
+ * it reports it, the last CTA of the row sees its mark and leaves the whole row empty (not the
+ * merge of the other splits), other rows are untouched (bitwise), and the split counters are
+ * re-armed (the next clean call matches the first). Each attention body: 16-head tensor-core,
+ * the wide 64-head one (plans of 8 rows), the CUDA-core one (fp32). */
+static void testNegativePageInSplit(void) {
+  const struct {
+    int Hq, Hkv, D;
+    cpclDataType_t dt;
+  } cfg[] = {{16, 1, 128, cpclBfloat16}, {64, 1, 128, cpclBfloat16}, {4, 2, 64, cpclFloat32}};
+  for (int ci = 0; ci < 3; ci++) {
+    int32_t qs[3] = {0, 1, 2}, lens[2] = {3000, 2000};
+    tuProblem_t pb = {.numSeqs = 2,
+                      .numTokens = 2,
+                      .queryStart = qs,
+                      .seqLens = lens,
+                      .Hq = cfg[ci].Hq,
+                      .Hkv = cfg[ci].Hkv,
+                      .Dqk = cfg[ci].D,
+                      .Dv = cfg[ci].D,
+                      .qType = cfg[ci].dt,
+                      .kvType = cfg[ci].dt,
+                      .smScale = 0.09f,
+                      .seed = 1234 + ci};
+    tuCache_t c;
+    tuCacheAlloc(&pb, 1, 0, 1, 16, &c);
+    tuCacheFill(&pb, 1, 0, 1, &c);
+    const int H = pb.Hq, D = pb.Dv;
+    const size_t es = tuDtypeSize(pb.qType), kvRows = (size_t)c.numPages * 16 * pb.Hkv;
+    void* q = tuMakeQ(&pb, 0, H);
+    cpclComm_t comm;
+    EXPECT(tuSelfComm(&comm, 1, cpclMemCuda) == cpclSuccess, "comm");
+    cpclAttnDesc_t desc = tuDesc(&pb, H, 16);
+    cpclAttnPlan_t plan;
+    EXPECT(cpclAttnPlanCreate(&plan, comm, &desc, 8) == cpclSuccess, "plan: %s", cpclGetLastError(comm));
+    int32_t* dLens = toDev(lens, sizeof(lens));
+    int32_t* dBt = toDev(c.blockTable, sizeof(int32_t) * 2 * c.maxPagesPerSeq);
+    cpclBatch_t b = tuBatch(2, 2, NULL, dLens, dBt, c.maxPagesPerSeq);
+    void *dq = toDev(q, 2 * (size_t)H * D * es), *dk = toDev(c.k, kvRows * D * es), *dv = toDev(c.v, kvRows * D * es);
+    const size_t oBytes = 2 * (size_t)H * D * es;
+    void* dOut = devPoison(oBytes);
+    float* dLse = devPoison(2 * H * sizeof(float));
+    char *good = malloc(oBytes), *got = malloc(oBytes);
+    float *goodLse = malloc(2 * H * sizeof(float)), *gotLse = malloc(2 * H * sizeof(float));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclSuccess, "clean call");
+    CU(cudaDeviceSynchronize());
+    fromDev(good, dOut, oBytes);
+    fromDev(goodLse, dLse, 2 * H * sizeof(float));
+    const int32_t badPage = -7, at = 100; /* key 1600 of 3000: an inner split */
+    CU(cudaMemcpy(dBt + at, &badPage, sizeof(badPage), cudaMemcpyHostToDevice));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclSuccess, "the call is async");
+    CU(cudaDeviceSynchronize());
+    cpclResult_t async = cpclSuccess;
+    EXPECT(cpclAttnPlanGetAsyncError(plan, &async) == cpclSuccess && async == cpclInvalidArgument,
+           "cfg %d: async error %d after a negative page id", ci, async);
+    fromDev(got, dOut, oBytes);
+    fromDev(gotLse, dLse, 2 * H * sizeof(float));
+    int off = 0;
+    for (int h = 0; h < H; h++) {
+      if (gotLse[h] != -INFINITY) off++;
+      for (int d = 0; d < D; d++)
+        if (tuGet(got, (size_t)h * D + d, pb.qType) != 0.0) off++;
+    }
+    EXPECT(off == 0, "cfg %d: the row with the bad page id is empty (%d elements not)", ci, off);
+    EXPECT(memcmp(got + oBytes / 2, good + oBytes / 2, oBytes / 2) == 0 &&
+               memcmp(gotLse + H, goodLse + H, H * sizeof(float)) == 0,
+           "cfg %d: the other row is untouched", ci);
+    CU(cudaMemcpy(dBt + at, c.blockTable + at, sizeof(int32_t), cudaMemcpyHostToDevice));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclInvalidArgument, "next call reports it");
+    EXPECT(strstr(cpclGetLastError(comm), "batch->blockTable[0][100] is -7") != NULL, "message: %s",
+           cpclGetLastError(comm));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclSuccess, "then the plan works");
+    CU(cudaDeviceSynchronize());
+    fromDev(got, dOut, oBytes);
+    EXPECT(memcmp(got, good, oBytes) == 0, "cfg %d: counters re-armed: the clean call repeats bitwise", ci);
+    free(good), free(got), free(goodLse), free(gotLse), free(q);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dOut), cudaFree(dLse), cudaFree(dLens), cudaFree(dBt);
+    cpclAttnPlanDestroy(plan);
+    cpclCommDestroy(comm);
+    tuCacheFree(&c);
+  }
+}
+
 int main(void) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -642,6 +725,7 @@ int main(void) {
   testMergeCorrectStore();
   testPublicApi();
   testDeviceValidation();
+  testNegativePageInSplit();
   printf("test_gpu_kernels: %d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;
 }
