@@ -11,8 +11,13 @@
 namespace cpcl {
 namespace mla90 {
 
-template __global__ void mlaSm90Kernel<0>(const __grid_constant__ CUtensorMap, const Params);
-template __global__ void mlaSm90Kernel<1>(const __grid_constant__ CUtensorMap, const Params);
+template __global__ void mlaSm90Kernel<1, 0, false>(const __grid_constant__ CUtensorMap, const Params);
+template __global__ void mlaSm90Kernel<0, 0, false>(const __grid_constant__ CUtensorMap, const Params);
+template __global__ void mlaSm90Kernel<0, 1, false>(const __grid_constant__ CUtensorMap, const Params);
+template __global__ void mlaSm90Kernel<2, 0, false>(const __grid_constant__ CUtensorMap, const Params);
+template __global__ void mlaSm90Kernel<2, 0, true>(const __grid_constant__ CUtensorMap, const Params);
+template __global__ void mlaSm90Kernel<1, 0, true>(const __grid_constant__ CUtensorMap, const Params);
+template __global__ void mlaSm90Kernel<0, 0, true>(const __grid_constant__ CUtensorMap, const Params);
 
 }  // namespace mla90
 }  // namespace cpcl
@@ -64,13 +69,17 @@ extern "C" int cpclMlaSm90Launch(const cpclMlaSm90Params_t* p, const CUtensorMap
   static_assert(sizeof(cpclMlaSm90Params_t) == sizeof(Params), "params mirror");
   const Params& kp = *reinterpret_cast<const Params*>(p);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  auto kern = variant == 1 ? mlaSm90Kernel<1> : mlaSm90Kernel<0>;
-  static bool raised[2] = {false, false}; /* once per variant: not on the per-step path */
+  if (variant < 0 || variant >= kMlaSm90Variants) return (int)cudaErrorInvalidValue;
+  void (*const kerns[kMlaSm90Variants])(const CUtensorMap, const Params) = {
+      mlaSm90Kernel<1, 0, false>, mlaSm90Kernel<0, 0, false>, mlaSm90Kernel<0, 1, false>, mlaSm90Kernel<2, 0, false>,
+      mlaSm90Kernel<2, 0, true>,  mlaSm90Kernel<1, 0, true>,  mlaSm90Kernel<0, 0, true>};
+  auto kern = kerns[variant];
+  static bool raised[kMlaSm90Variants] = {}; /* once per variant: not on the per-step path */
   cudaError_t e;
-  if (!raised[variant == 1]) {
+  if (!raised[variant]) {
     e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
     if (e != cudaSuccess) return (int)e;
-    raised[variant == 1] = true;
+    raised[variant] = true;
   }
   const dim3 grid((p->numHeads + 63) / 64, p->numTokens, p->maxSplits);
   kern<<<grid, kThreads, kSmemBytes, st>>>(*kvMap, kp);

@@ -40,7 +40,11 @@ int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t numPages, in
 /* the plan's split constants for maxTokens rows of numHeads heads on numSms multiprocessors */
 void cpclMlaSm90Plan(int maxTokens, int numHeads, int numSms, int* maxSplits, int* chunkMin);
 size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
-/* variant 0: production; 1: the swapped V descriptor (tests only) */
+/* Schedules (mla_sm90.cuh): 0 seesaw; 1 both warpgroups compute S; 2 = 1 with the V descriptor's
+ * strides swapped (a control that must fail the check); 3 seesaw with warpgroup 1's S issued late;
+ * 4 = 3 with per-tile TMA barriers (S starts when its first tile lands); 5 = 0 with per-tile
+ * barriers; 6 = 1 with per-tile barriers. */
+enum { kMlaSm90Variants = 7 };
 int cpclMlaSm90Launch(const cpclMlaSm90Params_t* p, const CUtensorMap* kvMap, int variant, void* stream);
 
 #ifdef __cplusplus
