@@ -1,6 +1,9 @@
 /*
  * mla_sm90.h -- C interface of the Hopper MLA decode body (mla_sm90.cuh has the index math).
  * Standalone: not yet called by cpclCudaAttn. The fields mirror cpcl::mla90::Params.
+ * Measured on an H200 (docs/mla_sm90_h200.txt, docs/MLA_SM90.md): variant 4 was the fastest
+ * schedule at 64 and 128 heads, variant 1 tied or led at 16 heads; every variant but the control
+ * (2) passed the checks. Needs sm_90a (wgmma, setmaxnreg) and 222 KB of shared memory per CTA.
  */
 #ifndef CPCL_CUDA_MLA_SM90_H_
 #define CPCL_CUDA_MLA_SM90_H_
