@@ -30,7 +30,8 @@ extern "C" int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t n
     cudaDriverEntryPointQueryResult q;
     void* fn = nullptr;
     cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
-    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !fn) return e != cudaSuccess ? (int)e : (int)cudaErrorNotSupported;
+    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !fn)
+      return e != cudaSuccess ? (int)e : (int)cudaErrorNotSupported;
     encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   }
   if (pageSize <= 0 || (pageSize % 64 != 0 && (64 % pageSize != 0 || pageSize < 8))) return (int)cudaErrorInvalidValue;

@@ -9,7 +9,7 @@
  *
  * CTA = 64 head-rows of one query row (heads g0 .. g0 + 63, padded with zero queries below 64:
  * wgmma's M) x one KV split. 384 threads: warpgroups 0 and 1 are consumers, warpgroup 2 the
- * producer, which gives its registers to the consumers (setmaxnreg: 24 / 240).
+ * producer, which gives its registers to the consumers (setmaxnreg: 56 / 224).
  *   producer (one lane): for each 64-key block, TMA-copies its rows into one of two stages,
  *     nine 64x64 boxes per page run (SWIZZLE_128B), completing on full[stage]; a stage is
  *     refilled after the 8 consumer warps arrive on empty[stage].
@@ -43,10 +43,10 @@ namespace cpcl {
 namespace mla90 {
 
 constexpr int kDqk = 576, kDv = 512, kBN = 64, kM = 64;
-constexpr int kTiles = kDqk / 64;          /* 64-dim tiles of a 64-row block: 9 */
-constexpr int kTileB = 64 * 128;           /* one tile: 64 rows x 128 bytes, 128B-swizzled */
-constexpr int kBlockB = kTiles * kTileB;   /* a 64-row block of 576 dims: 73728 bytes */
-constexpr int kThreads = 384;              /* 2 consumer warpgroups + 1 producer warpgroup */
+constexpr int kTiles = kDqk / 64;                                     /* 64-dim tiles of a 64-row block: 9 */
+constexpr int kTileB = 64 * 128;                                      /* one tile: 64 rows x 128 bytes, 128B-swizzled */
+constexpr int kBlockB = kTiles * kTileB;                              /* a 64-row block of 576 dims: 73728 bytes */
+constexpr int kThreads = 384;                                         /* 2 consumer warpgroups + 1 producer warpgroup */
 constexpr int kSmemBytes = 3 * kBlockB + 8192 + 256 + 6 * 256 + 1024; /* Q, 2 stages, sP, barriers, row
                                                                        * scales and sums, alignment */
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -58,8 +58,8 @@ struct Params {
   const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] local page ids */
   int maxPagesPerSeq;
   int cpSize, cpRank, interleave;
-  int pageSize;  /* 8, 16, 32, 64 or a multiple of 64 */
-  int numHeads;  /* H: heads of a row in q, out and lse */
+  int pageSize; /* 8, 16, 32, 64 or a multiple of 64 */
+  int numHeads; /* H: heads of a row in q, out and lse */
   float smScale;
   int lseBase2;
   const __nv_bfloat16* q; /* q + t * qTokenStride + h * 576 */
@@ -88,7 +88,8 @@ __device__ __forceinline__ void mbarArrive(uint32_t bar) {
  * ptxas, which then serializes wgmma in flight around it. */
 __device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
   asm volatile(
-      "{\n.reg .pred p;\nWAIT_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT_%=;\n}\n" ::"r"(bar),
+      "{\n.reg .pred p;\nWAIT_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT_%=;\n}\n" ::"r"(
+          bar),
       "r"(parity)
       : "memory");
 }
@@ -106,7 +107,9 @@ __device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, 
       : "memory");
 }
 __device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void namedBarrier(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void namedBarrier(int id, int n) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
 __device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -313,7 +316,9 @@ __device__ __forceinline__ void storeP(unsigned char* sP, const uint32_t (&pf)[4
 
 /* Named barriers: 1 all consumers, 2 + w one warpgroup, 4 P0 ready (WG0 -> WG1), 5 P1 ready. */
 constexpr int kBarAll = 1, kBarP0 = 4, kBarP1 = 5;
-__device__ __forceinline__ void namedArrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void namedArrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
 
 /* kKind 0: both warpgroups compute every block's S (no exchange; S done twice).
  * kKind 2: kKind 1 with warpgroup 1 issuing S1 after P0 V0_R instead of at the pair's start
@@ -326,7 +331,8 @@ __device__ __forceinline__ void namedArrive(int id, int n) { asm volatile("bar.a
  *   Row sums: WG0 keeps those of even blocks, WG1 of odd ones (both rescaled by every c), added
  *   at the end. */
 template <int kKind, int kVDesc, bool kTileBars>
-__global__ void __launch_bounds__(kThreads, 1) mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const Params p) {
+__global__ void __launch_bounds__(kThreads, 1)
+    mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const Params p) {
   extern __shared__ unsigned char smemRaw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
   unsigned char* sQ = smem;
@@ -409,7 +415,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlaSm90Kernel(const __grid_consta
    * branch it cannot prove uniform gets serialized) */
   const int w = __shfl_sync(0xffffffffu, tid >> 7, 0), wt = tid & 127, warp = wt >> 5, lane = tid & 31;
   const int rA = warp * 16 + (lane >> 2), rB = rA + 8; /* the two rows this thread holds */
-  const int cq = (lane & 3) * 2;                        /* its column pair in each 8-column group */
+  const int cq = (lane & 3) * 2;                       /* its column pair in each 8-column group */
 
   /* Q -> shared memory in the TMA/wgmma 128B-swizzled layout; padded head rows are zero. All 18
    * loads of a thread are issued before the first store (one memory latency, not 18). */
@@ -453,7 +459,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlaSm90Kernel(const __grid_consta
     }
   };
   /* S of a stage: its tiles waited for one by one (kTileBars), else the stage as a whole */
-  auto stageS = [&](float (&s)[32], int st, uint32_t parity) {
+  auto stageS = [&](float(&s)[32], int st, uint32_t parity) {
     if (!kTileBars) mbarWait(smemAddr(&fullBar[st * kTiles]), parity);
     issueS(s, qBase, kBase + st * kBlockB, kTileBars ? smemAddr(&fullBar[st * kTiles]) : 0u, parity);
   };
@@ -493,7 +499,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlaSm90Kernel(const __grid_consta
         const bool odd = 2 * j + 1 < nBlocks;
         float s[32];
         stageS(s, 0, j & 1); /* overlaps the last pair's P1 V1_L */
-        if (j > 0) { /* P1 V1_L of the last pair is done: free stage 1 */
+        if (j > 0) {         /* P1 V1_L of the last pair is done: free stage 1 */
           wgmmaWait<1>();
           fenceRegs(o);
           release(1);
@@ -645,7 +651,8 @@ __global__ void __launch_bounds__(kThreads, 1) mlaSm90Kernel(const __grid_consta
       const int64_t u = ((int64_t)t * p.numHeads + g0 + rA) * S + split;
       float* dst = p.wsO + u * kDv + d0;
 #pragma unroll
-      for (int j = 0; j < 32; j++) *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j] * iA, o[4 * j + 1] * iA);
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j] * iA, o[4 * j + 1] * iA);
       if (w == 0 && (lane & 3) == 0) p.wsLse[u] = lse2A;
     }
     if (rB < nu) {

@@ -23,22 +23,21 @@
 #include "../kv_layout.h"
 #include "mla_sm90.h"
 
-#define CK(x)                                                                              \
-  do {                                                                                     \
-    cudaError_t e_ = (x);                                                                  \
-    if (e_ != cudaSuccess) {                                                               \
+#define CK(x)                                                                            \
+  do {                                                                                   \
+    cudaError_t e_ = (x);                                                                \
+    if (e_ != cudaSuccess) {                                                             \
       fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      exit(1);                                                                             \
-    }                                                                                      \
+      exit(1);                                                                           \
+    }                                                                                    \
   } while (0)
-#define CKI(x)                                                          \
-  do {                                                                  \
-    int r_ = (x);                                                       \
-    if (r_ != 0) {                                                      \
-      fprintf(stderr, "%s:%d %s: error %d (%s)\n", __FILE__, __LINE__, #x, r_, \
-              cudaGetErrorString((cudaError_t)r_));                     \
-      exit(1);                                                          \
-    }                                                                   \
+#define CKI(x)                                                                                                       \
+  do {                                                                                                               \
+    int r_ = (x);                                                                                                    \
+    if (r_ != 0) {                                                                                                   \
+      fprintf(stderr, "%s:%d %s: error %d (%s)\n", __FILE__, __LINE__, #x, r_, cudaGetErrorString((cudaError_t)r_)); \
+      exit(1);                                                                                                       \
+    }                                                                                                                \
   } while (0)
 
 static uint64_t rngState = 0x9E3779B97F4A7C15ull;
@@ -239,8 +238,13 @@ int main(int argc, char** argv) {
   }
   if (vars.empty())
     for (int v = 0; v < kMlaSm90Variants; v++) vars.push_back(v);
-  static const char* names[kMlaSm90Variants] = {"seesaw", "S twice", "control", "seesaw late S1",
-                                                "late S1 + tile bars", "seesaw + tile bars", "S twice + tile bars"};
+  static const char* names[kMlaSm90Variants] = {"seesaw",
+                                                "S twice",
+                                                "control",
+                                                "seesaw late S1",
+                                                "late S1 + tile bars",
+                                                "seesaw + tile bars",
+                                                "S twice + tile bars"};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -271,7 +275,8 @@ int main(int argc, char** argv) {
       double re, le;
       const bool ok = runCase(cases[k], v, &re, &le);
       okVar[v] = okVar[v] && ok;
-      printf("check v%d redraw %-27s rel_l2 %.3e  lse_max_err %.3e  %s\n", v, cases[k].name, re, le, ok ? "PASS" : "FAIL");
+      printf("check v%d redraw %-27s rel_l2 %.3e  lse_max_err %.3e  %s\n", v, cases[k].name, re, le,
+             ok ? "PASS" : "FAIL");
     }
   }
   std::vector<int> timed;
@@ -395,88 +400,90 @@ int main(int argc, char** argv) {
       const size_t wsBytes = cpclMlaSm90WorkspaceBytes(B, H, maxSplits);
       if (wsBytes) CK(cudaMalloc(&dWs, wsBytes));
       for (int variant : timed)
-      for (int cm : chunkMins) {
-        std::vector<cpclMlaSm90Params_t> ps(copies);
-        for (int cidx = 0; cidx < copies; cidx++) {
-          cpclMlaSm90Params_t& p = ps[cidx];
-          p = {};
-          p.numSeqs = B;
-          p.numTokens = B;
-          p.seqLens = dSl;
-          p.blockTable = dBt + (size_t)cidx * pagesPerCopy;
-          p.maxPagesPerSeq = maxPages;
-          p.cpSize = 1;
-          p.cpRank = 0;
-          p.interleave = 1;
-          p.pageSize = pg;
-          p.numHeads = H;
-          p.smScale = 1.f / sqrtf(192.f);
-          p.q = dQ + qElems * cidx;
-          p.qTokenStride = (int64_t)H * 576;
-          p.out = dO + oElems * cidx;
-          p.oTokenStride = (int64_t)H * 512;
-          p.lse = dLse + (size_t)B * H * cidx;
-          p.lseTokenStride = H;
-          p.maxSplits = maxSplits;
-          p.chunkMin = cm;
-          p.wsLse = dWs;
-          p.wsO = dWs ? dWs + (size_t)B * H * maxSplits : nullptr;
-        }
-        for (int i = 0; i < 3; i++) CKI(cpclMlaSm90Launch(&ps[i % copies], &map, variant, st));
-        CK(cudaStreamSynchronize(st));
-        std::vector<float> ts;
-        const int inner = 10, reps = B * L >= 128 * 16384 ? 8 : 15;
-        int it = 0;
-        for (int r = 0; r < reps; r++) {
-          CK(cudaEventRecord(e0, st));
-          for (int i = 0; i < inner; i++, it++) CKI(cpclMlaSm90Launch(&ps[it % copies], &map, variant, st));
-          CK(cudaEventRecord(e1, st));
-          CK(cudaEventSynchronize(e1));
-          float ms;
-          CK(cudaEventElapsedTime(&ms, e0, e1));
-          ts.push_back(ms * 1000.f / inner);
-        }
-        CK(cudaGetLastError());
-        const float us = median(ts);
-        /* the same launches replayed from a CUDA graph (how engines run decode): no host launch cost */
-        float gus = -1.f;
-        {
-          const int gin = copies >= 20 ? 20 : 10;
-          cudaGraph_t g;
-          cudaGraphExec_t ge;
-          bool ok = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-          for (int i = 0; ok && i < gin; i++) ok = cpclMlaSm90Launch(&ps[i % copies], &map, variant, st) == 0;
-          ok = cudaStreamEndCapture(st, &g) == cudaSuccess && ok;
-          ok = ok && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess;
-          if (ok) {
-            std::vector<float> gts;
-            for (int r = 0; r < reps + 2; r++) {
-              CK(cudaEventRecord(e0, st));
-              CK(cudaGraphLaunch(ge, st));
-              CK(cudaEventRecord(e1, st));
-              CK(cudaEventSynchronize(e1));
-              float ms;
-              CK(cudaEventElapsedTime(&ms, e0, e1));
-              if (r >= 2) gts.push_back(ms * 1000.f / gin);
-            }
-            gus = median(gts);
-            cudaGraphExecDestroy(ge);
-            cudaGraphDestroy(g);
-          } else {
-            cudaGetLastError();
-            printf("graph capture failed\n");
+        for (int cm : chunkMins) {
+          std::vector<cpclMlaSm90Params_t> ps(copies);
+          for (int cidx = 0; cidx < copies; cidx++) {
+            cpclMlaSm90Params_t& p = ps[cidx];
+            p = {};
+            p.numSeqs = B;
+            p.numTokens = B;
+            p.seqLens = dSl;
+            p.blockTable = dBt + (size_t)cidx * pagesPerCopy;
+            p.maxPagesPerSeq = maxPages;
+            p.cpSize = 1;
+            p.cpRank = 0;
+            p.interleave = 1;
+            p.pageSize = pg;
+            p.numHeads = H;
+            p.smScale = 1.f / sqrtf(192.f);
+            p.q = dQ + qElems * cidx;
+            p.qTokenStride = (int64_t)H * 576;
+            p.out = dO + oElems * cidx;
+            p.oTokenStride = (int64_t)H * 512;
+            p.lse = dLse + (size_t)B * H * cidx;
+            p.lseTokenStride = H;
+            p.maxSplits = maxSplits;
+            p.chunkMin = cm;
+            p.wsLse = dWs;
+            p.wsO = dWs ? dWs + (size_t)B * H * maxSplits : nullptr;
           }
+          for (int i = 0; i < 3; i++) CKI(cpclMlaSm90Launch(&ps[i % copies], &map, variant, st));
+          CK(cudaStreamSynchronize(st));
+          std::vector<float> ts;
+          const int inner = 10, reps = B * L >= 128 * 16384 ? 8 : 15;
+          int it = 0;
+          for (int r = 0; r < reps; r++) {
+            CK(cudaEventRecord(e0, st));
+            for (int i = 0; i < inner; i++, it++) CKI(cpclMlaSm90Launch(&ps[it % copies], &map, variant, st));
+            CK(cudaEventRecord(e1, st));
+            CK(cudaEventSynchronize(e1));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, e0, e1));
+            ts.push_back(ms * 1000.f / inner);
+          }
+          CK(cudaGetLastError());
+          const float us = median(ts);
+          /* the same launches replayed from a CUDA graph (how engines run decode): no host launch cost */
+          float gus = -1.f;
+          {
+            const int gin = copies >= 20 ? 20 : 10;
+            cudaGraph_t g;
+            cudaGraphExec_t ge;
+            bool ok = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+            for (int i = 0; ok && i < gin; i++) ok = cpclMlaSm90Launch(&ps[i % copies], &map, variant, st) == 0;
+            ok = cudaStreamEndCapture(st, &g) == cudaSuccess && ok;
+            ok = ok && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess;
+            if (ok) {
+              std::vector<float> gts;
+              for (int r = 0; r < reps + 2; r++) {
+                CK(cudaEventRecord(e0, st));
+                CK(cudaGraphLaunch(ge, st));
+                CK(cudaEventRecord(e1, st));
+                CK(cudaEventSynchronize(e1));
+                float ms;
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                if (r >= 2) gts.push_back(ms * 1000.f / gin);
+              }
+              gus = median(gts);
+              cudaGraphExecDestroy(ge);
+              cudaGraphDestroy(g);
+            } else {
+              cudaGetLastError();
+              printf("graph capture failed\n");
+            }
+          }
+          const double bytes = (double)B * L * 1152 + (double)B * H * (576 + 512) * 2;
+          const double flops = (double)B * H * L * 2.0 * (576 + 512);
+          const float best = gus > 0 && gus < us ? gus : us;
+          rows.push_back({B, H, L, pg, maxSplits, cm, variant, us, gus, bytes / (best * 1e-6) / 1e12,
+                          flops / (best * 1e-6) / 1e12, target[pi]});
+          printf(
+              "perf v%d B%-4d H%-4d L%-6d pg%-3d splits<=%-3d chunkMin %-4d stream %9.1f us graph %9.1f us  %5.2f TB/s "
+              " "
+              "%6.1f TFLOP/s (copies %d)\n",
+              variant, B, H, L, pg, maxSplits, cm, us, gus, rows.back().tbs, rows.back().tfs, copies);
+          fflush(stdout);
         }
-        const double bytes = (double)B * L * 1152 + (double)B * H * (576 + 512) * 2;
-        const double flops = (double)B * H * L * 2.0 * (576 + 512);
-        const float best = gus > 0 && gus < us ? gus : us;
-        rows.push_back({B, H, L, pg, maxSplits, cm, variant, us, gus, bytes / (best * 1e-6) / 1e12,
-                        flops / (best * 1e-6) / 1e12, target[pi]});
-        printf("perf v%d B%-4d H%-4d L%-6d pg%-3d splits<=%-3d chunkMin %-4d stream %9.1f us graph %9.1f us  %5.2f TB/s  "
-               "%6.1f TFLOP/s (copies %d)\n",
-               variant, B, H, L, pg, maxSplits, cm, us, gus, rows.back().tbs, rows.back().tfs, copies);
-        fflush(stdout);
-      }
       cudaFree(dKv);
       cudaFree(dQ);
       cudaFree(dO);
@@ -486,12 +493,12 @@ int main(int argc, char** argv) {
       if (dWs) cudaFree(dWs);
     }
   }
-  printf("\n| variant | B, H, L | page | splits (chunkMin) | stream us | graph us | TB/s | TFLOP/s | target us | met |\n"
-         "|---|---|---|---|---|---|---|---|---|---|\n");
+  printf(
+      "\n| variant | B, H, L | page | splits (chunkMin) | stream us | graph us | TB/s | TFLOP/s | target us | met |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows)
-    printf("| %s | %d, %d, %dk | %d | %d (%d) | %.1f | %.1f | %.2f | %.0f | %.0f | %s |\n",
-           names[r.variant], r.B, r.H, r.L / 1024, r.pg, r.splits,
-           r.chunkMin, r.us, r.gus, r.tbs, r.tfs, r.target,
+    printf("| %s | %d, %d, %dk | %d | %d (%d) | %.1f | %.1f | %.2f | %.0f | %.0f | %s |\n", names[r.variant], r.B, r.H,
+           r.L / 1024, r.pg, r.splits, r.chunkMin, r.us, r.gus, r.tbs, r.tfs, r.target,
            std::min(r.us, r.gus > 0 ? r.gus : r.us) <= r.target ? "yes" : "no");
   printf("ceilings (same run): copy %.2f TB/s, bf16 GEMM %.0f TFLOP/s\n", copyTBs, gemmTF);
   for (int v : vars) printf("correctness v%d (%s): %s\n", v, names[v], okVar[v] ? "PASS" : "FAIL");
