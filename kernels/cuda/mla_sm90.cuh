@@ -1,14 +1,21 @@
 /*
  * mla_sm90.cuh -- MLA decode attention on Hopper tensor cores (sm_90a: wgmma, TMA, mbarriers).
  *
- * Shapes (bf16 unless said): q [rows][H][576], latent cache [slots][576] (slot = page * pageSize +
- * i % pageSize of blockTable[seq][i / pageSize]), V = the first 512 elements of each cached row,
- * out [rows][H][512], lse [rows][H] fp32 (natural log, base 2 with lseBase2). Row t of sequence s
- * (n rows) sits at global position seqLens[s] - n + j and attends to the local prefix
- * [0, localLen(cpRank, pos + 1)) of DESIGN.md §2 (kv_layout.h).
+ * Shapes (bf16 unless said): the library's cpclAttnParams_t (attn_params.h): q, out and lse of
+ * gathered head g, row t at the block addresses there (attnQ / attnOut / attnLse of
+ * attn_common.cuh: headsPerBlock, the strided layout or qBlock / outBlock / lseBlock), heads
+ * [headBegin, headBegin + numHeads) of one latent KV head, latent cache [slots][576] (slot =
+ * page * pageSize + i % pageSize of blockTable[seq][i / pageSize]), V = the first 512 elements of
+ * each cached row, lse fp32 (natural log, base 2 with lseBase2). Row t of sequence s (n rows)
+ * sits at global position seqLens[s] - n + j and attends to the local prefix
+ * [0, localLen(cpRank, pos + 1)) of DESIGN.md §2 (kv_layout.h). Bad batch data is recorded in
+ * errorFlag (params_common.h) and its row left empty, as in the other bodies: rowOf's checks,
+ * the block-table capacity, and a negative page id among the row's pages (every CTA of the row
+ * scans them all, so all agree the row is empty; padding rows, seqLens == 0, are empty, no error).
  *
  * CTA = 64 head-rows of one query row (heads g0 .. g0 + 63, padded with zero queries below 64:
- * wgmma's M) x one KV split. 384 threads: warpgroups 0 and 1 are consumers, warpgroup 2 the
+ * wgmma's M) x one KV split; grid (numTokens x ceil(numHeads / 64), 1, maxSplits), tokens in x
+ * since gridDim.y stops at 65535. 384 threads: warpgroups 0 and 1 are consumers, warpgroup 2 the
  * producer, which gives its registers to the consumers (setmaxnreg: 56 / 224).
  *   producer (one lane): for each 64-key block, TMA-copies its rows into one of two stages,
  *     nine 64x64 boxes per page run (SWIZZLE_128B), completing on full[stage]; a stage is
@@ -25,7 +32,8 @@
  * Splits (batch-invariant: they depend on the row's own length and plan constants only):
  *   ns = min(maxSplits, ceil(len / chunkMin)); chunk = roundup(ceil(len / ns), 64);
  *   n = ceil(len / chunk). One split: the CTA writes out/lse. Several: fp32 normalised partials
- *   wsO [rows][H][maxSplits][512] and base-2 LSEs wsLse [rows][H][maxSplits]; mlaSm90Combine
+ *   wsO [rows][numHeads][maxSplits][512] and base-2 LSEs wsLse [rows][numHeads][maxSplits] (head
+ *   index g - headBegin); mlaSm90Combine
  *   merges them in split order (DESIGN.md §1: exact, empty partials skipped), launched with
  *   programmatic dependent launch so its launch overlaps the attention's tail.
  */
@@ -37,7 +45,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "../kv_layout.h"
+#include "attn_common.cuh"
 
 namespace cpcl {
 namespace mla90 {
@@ -51,26 +59,12 @@ constexpr int kSmemBytes = 3 * kBlockB + 8192 + 256 + 6 * 256 + 1024; /* Q, 2 st
                                                                        * scales and sums, alignment */
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
-struct Params {
-  int numSeqs, numTokens;
-  const int32_t* queryStart; /* [numSeqs + 1] or NULL: one row per sequence */
-  const int32_t* seqLens;    /* [numSeqs] global lengths */
-  const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] local page ids */
-  int maxPagesPerSeq;
-  int cpSize, cpRank, interleave;
-  int pageSize; /* 8, 16, 32, 64 or a multiple of 64 */
-  int numHeads; /* H: heads of a row in q, out and lse */
-  float smScale;
-  int lseBase2;
-  const __nv_bfloat16* q; /* q + t * qTokenStride + h * 576 */
-  int64_t qTokenStride;
-  __nv_bfloat16* out; /* out + t * oTokenStride + h * 512 */
-  int64_t oTokenStride;
-  float* lse; /* lse + t * lseTokenStride + h; may be NULL */
-  int64_t lseTokenStride;
+/* The split constants of a plan and the workspace they index (mla_sm90.h): the rest of what the
+ * body reads is the library's cpclAttnParams_t. */
+struct Split {
   int maxSplits, chunkMin; /* plan constants (see above) */
-  float* wsO;              /* [numTokens][H][maxSplits][512]; unused when maxSplits == 1 */
-  float* wsLse;            /* [numTokens][H][maxSplits] */
+  float* wsO;              /* [numTokens][numHeads][maxSplits][512]; unused when maxSplits == 1 */
+  float* wsLse;            /* [numTokens][numHeads][maxSplits] */
 };
 
 /* ---- small PTX wrappers ---- */
@@ -149,42 +143,51 @@ struct RowWork {
   int n;     /* splits */
 };
 
-__device__ __forceinline__ RowWork rowWork(const Params& p, int t) {
+/* The row's length and splits; bad batch data is recorded in flag (NULL: not recorded, the merge
+ * kernel, which sees the same data as the attention) and leaves the row empty. */
+__device__ __forceinline__ RowWork rowWork(const cpclAttnParams_t& p, const Split& sp, int t, int* flag) {
   RowWork r;
-  int s = t, r0 = t, nr = 1;
-  if (p.queryStart) {
-    int lo = 0, hi = p.numSeqs - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (p.queryStart[mid] <= t)
-        lo = mid;
-      else
-        hi = mid - 1;
-    }
-    s = lo;
-    r0 = p.queryStart[s];
-    nr = p.queryStart[s + 1] - r0;
-  }
-  r.seq = s;
+  int s = 0, r0, nr;
   r.len = 0;
-  /* a row outside its sequence's rows, or a sequence shorter than its rows, is empty (the
-   * library's validation reports it; this body never reads for it) */
-  if (t >= r0 && t < r0 + nr && p.seqLens[s] >= nr) {
+  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, flag, &s, &r0, &nr)) {
     const int64_t pos = (int64_t)p.seqLens[s] - nr + (t - r0);
     int64_t len = cpclKvLocalLenOf(pos + 1, p.cpSize, p.cpRank, p.interleave);
-    if (len > (int64_t)p.maxPagesPerSeq * p.pageSize) len = 0;
+    const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
+    if (len > cap) { /* the block-table row cannot hold it: never read past it */
+      reportError(flag, CPCL_KERR_CAPACITY, s, (int)min(len, (int64_t)INT32_MAX), (int)cap);
+      len = 0;
+    }
     r.len = (int)len;
   }
+  r.seq = s;
   if (r.len == 0) {
     r.n = 1;
     r.chunk = 0;
   } else {
-    int ns = (r.len + p.chunkMin - 1) / p.chunkMin;
-    ns = ns < p.maxSplits ? ns : p.maxSplits;
+    int ns = (r.len + sp.chunkMin - 1) / sp.chunkMin;
+    ns = ns < sp.maxSplits ? ns : sp.maxSplits;
     r.chunk = ((r.len + ns - 1) / ns + kBN - 1) / kBN * kBN;
     r.n = (r.len + r.chunk - 1) / r.chunk;
   }
   return r;
+}
+
+/* Whether a page the row walks has a negative id (recorded in errorFlag). Every thread of the CTA
+ * calls it; every CTA of the row scans all of the row's pages, so all of them agree the row is
+ * empty and the merge sees only empty partials. */
+__device__ __forceinline__ bool rowHasBadPage(const cpclAttnParams_t& p, const RowWork& rw) {
+  int bad = -1;
+  if (rw.len > 0) {
+    const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
+    const int np = (rw.len + p.pageSize - 1) / p.pageSize;
+    for (int i = threadIdx.x; i < np; i += blockDim.x)
+      if (bad < 0 && __ldg(bt + i) < 0) bad = i;
+  }
+  if (!__syncthreads_or(bad >= 0)) return false;
+  if (bad >= 0)
+    reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, __ldg(p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq + bad),
+                bad);
+  return true;
 }
 
 /* ---- the attention kernel: grid (ceil(H / 64), numTokens, maxSplits) ---- */
@@ -332,7 +335,8 @@ __device__ __forceinline__ void namedArrive(int id, int n) {
  *   at the end. */
 template <int kKind, int kVDesc, bool kTileBars>
 __global__ void __launch_bounds__(kThreads, 1)
-    mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const Params p) {
+    mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
+                  const Split sp) {
   extern __shared__ unsigned char smemRaw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
   unsigned char* sQ = smem;
@@ -352,12 +356,16 @@ __global__ void __launch_bounds__(kThreads, 1)
    * for this grid's completion before reading anything */
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
-  const int t = blockIdx.y, split = blockIdx.z, g0 = blockIdx.x * kM;
-  const RowWork rw = rowWork(p, t);
+  const int nChunks = (p.numHeads + kM - 1) / kM;
+  const int t = blockIdx.x / nChunks, split = blockIdx.z, g0 = p.headBegin + (blockIdx.x % nChunks) * kM;
+  const RowWork rw = rowWork(p, sp, t, p.errorFlag);
   if (split >= rw.n) return;
-  const int nu = min(kM, p.numHeads - g0);
+  const int nu = min(kM, p.headBegin + p.numHeads - g0);
   const int kBeg = split * rw.chunk, kEnd = min(rw.len, kBeg + rw.chunk);
-  const int nBlocks = (kEnd - kBeg + kBN - 1) / kBN; /* 0 for an empty row */
+  /* 0 for an empty row, and for every split of a row with a bad page: their partials are empty.
+   * Through a shuffle, so the compiler knows it is warp-uniform (else it serializes the wgmma of
+   * the per-tile-barrier variants). */
+  const int nBlocks = __shfl_sync(0xffffffffu, rowHasBadPage(p, rw) ? 0 : (kEnd - kBeg + kBN - 1) / kBN, 0);
   const int tid = threadIdx.x;
 
   if (tid == 0) {
@@ -420,14 +428,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   /* Q -> shared memory in the TMA/wgmma 128B-swizzled layout; padded head rows are zero. All 18
    * loads of a thread are issued before the first store (one memory latency, not 18). */
   {
-    const __nv_bfloat16* qRow = p.q + (int64_t)t * p.qTokenStride + (int64_t)g0 * kDqk;
     constexpr int kPer = kM * (kDqk / 8) / 256;
     uint4 v[kPer];
 #pragma unroll
     for (int k = 0; k < kPer; k++) {
       const int i = tid + k * 256, r = i / (kDqk / 8), c = i % (kDqk / 8); /* 16-byte chunk c of row r */
       v[k] = make_uint4(0, 0, 0, 0);
-      if (r < nu && rw.len > 0) v[k] = __ldg(reinterpret_cast<const uint4*>(qRow + (int64_t)r * kDqk + c * 8));
+      if (r < nu && nBlocks > 0)
+        v[k] = __ldg(reinterpret_cast<const uint4*>(attnQ<__nv_bfloat16>(p, g0 + r, t) + c * 8));
     }
 #pragma unroll
     for (int k = 0; k < kPer; k++) {
@@ -630,54 +638,55 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int d0 = 256 * w + cq;
   if (rw.n == 1) {
     if (rA < nu) {
-      __nv_bfloat16* dst = p.out + (int64_t)t * p.oTokenStride + (int64_t)(g0 + rA) * kDv + d0;
+      __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + rA, t) + d0;
 #pragma unroll
       for (int j = 0; j < 32; j++)
         *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(o[4 * j] * iA, o[4 * j + 1] * iA);
-      if (w == 0 && (lane & 3) == 0 && p.lse)
-        p.lse[(int64_t)t * p.lseTokenStride + g0 + rA] = p.lseBase2 ? lse2A : lse2A * kLn2;
+      float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + rA, t) : nullptr;
+      if (lse) *lse = p.lseBase2 ? lse2A : lse2A * kLn2;
     }
     if (rB < nu) {
-      __nv_bfloat16* dst = p.out + (int64_t)t * p.oTokenStride + (int64_t)(g0 + rB) * kDv + d0;
+      __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + rB, t) + d0;
 #pragma unroll
       for (int j = 0; j < 32; j++)
         *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(o[4 * j + 2] * iB, o[4 * j + 3] * iB);
-      if (w == 0 && (lane & 3) == 0 && p.lse)
-        p.lse[(int64_t)t * p.lseTokenStride + g0 + rB] = p.lseBase2 ? lse2B : lse2B * kLn2;
+      float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + rB, t) : nullptr;
+      if (lse) *lse = p.lseBase2 ? lse2B : lse2B * kLn2;
     }
   } else {
-    const int S = p.maxSplits;
+    const int S = sp.maxSplits;
     if (rA < nu) {
-      const int64_t u = ((int64_t)t * p.numHeads + g0 + rA) * S + split;
-      float* dst = p.wsO + u * kDv + d0;
+      const int64_t u = ((int64_t)t * p.numHeads + g0 - p.headBegin + rA) * S + split;
+      float* dst = sp.wsO + u * kDv + d0;
 #pragma unroll
       for (int j = 0; j < 32; j++)
         *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j] * iA, o[4 * j + 1] * iA);
-      if (w == 0 && (lane & 3) == 0) p.wsLse[u] = lse2A;
+      if (w == 0 && (lane & 3) == 0) sp.wsLse[u] = lse2A;
     }
     if (rB < nu) {
-      const int64_t u = ((int64_t)t * p.numHeads + g0 + rB) * S + split;
-      float* dst = p.wsO + u * kDv + d0;
+      const int64_t u = ((int64_t)t * p.numHeads + g0 - p.headBegin + rB) * S + split;
+      float* dst = sp.wsO + u * kDv + d0;
 #pragma unroll
       for (int j = 0; j < 32; j++)
         *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j + 2] * iB, o[4 * j + 3] * iB);
-      if (w == 0 && (lane & 3) == 0) p.wsLse[u] = lse2B;
+      if (w == 0 && (lane & 3) == 0) sp.wsLse[u] = lse2B;
     }
   }
 }
 
-/* ---- the merge of split partials: one warp per (row, head); grid ceil(T * H / 8) x 256 ---- */
-__global__ void __launch_bounds__(256) mlaSm90Combine(const Params p) {
+/* ---- the merge of split partials: one warp per (row, head of the call); grid ceil(T * numHeads / 8) x 256 ---- */
+__global__ void __launch_bounds__(256) mlaSm90Combine(const __grid_constant__ cpclAttnParams_t p, const Split sp) {
   /* a programmatic dependent of the attention: wait for it to finish and flush */
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const int u = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (u >= p.numTokens * p.numHeads) return;
   const int t = u / p.numHeads, h = u % p.numHeads;
-  const RowWork rw = rowWork(p, t);
+  /* the attention recorded any bad datum; a row with a bad page has only empty partials here */
+  const RowWork rw = rowWork(p, sp, t, nullptr);
   const int n = rw.n;
   if (n <= 1) return; /* written by the attention itself */
-  const int S = p.maxSplits;
-  const float* lse = p.wsLse + (int64_t)u * S;
+  const int S = sp.maxSplits;
+  const float* lse = sp.wsLse + (int64_t)u * S;
   const float x0 = lane < n ? __ldcg(lse + lane) : -INFINITY;
   const float x1 = lane + 32 < n ? __ldcg(lse + lane + 32) : -INFINITY;
   float m = fmaxf(x0, x1);
@@ -695,7 +704,7 @@ __global__ void __launch_bounds__(256) mlaSm90Combine(const Params p) {
   float4 acc[4];
 #pragma unroll
   for (int q = 0; q < 4; q++) acc[q] = make_float4(0.f, 0.f, 0.f, 0.f);
-  const float* src = p.wsO + (int64_t)u * S * kDv + lane * 4;
+  const float* src = sp.wsO + (int64_t)u * S * kDv + lane * 4;
   /* splits in order (the same sum whatever finished first), four at a time with their loads
    * issued together; an empty partial (weight 0) is never read, never multiplied */
   for (int k0 = 0; k0 < n; k0 += 4) {
@@ -723,7 +732,8 @@ __global__ void __launch_bounds__(256) mlaSm90Combine(const Params p) {
       }
     }
   }
-  __nv_bfloat16* dst = p.out + (int64_t)t * p.oTokenStride + (int64_t)h * kDv + lane * 4;
+  const int g = p.headBegin + h;
+  __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g, t) + lane * 4;
 #pragma unroll
   for (int q = 0; q < 4; q++) {
     __nv_bfloat162 a = __floats2bfloat162_rn(acc[q].x, acc[q].y), b = __floats2bfloat162_rn(acc[q].z, acc[q].w);
@@ -732,7 +742,8 @@ __global__ void __launch_bounds__(256) mlaSm90Combine(const Params p) {
     v.y = *reinterpret_cast<uint32_t*>(&b);
     *reinterpret_cast<uint2*>(dst + q * 128) = v;
   }
-  if (lane == 0 && p.lse) p.lse[(int64_t)t * p.lseTokenStride + h] = p.lseBase2 ? outLse2 : outLse2 * kLn2;
+  float* lseOut = lane == 0 ? attnLse(p, g, t) : nullptr;
+  if (lseOut) *lseOut = p.lseBase2 ? outLse2 : outLse2 * kLn2;
 }
 
 }  // namespace mla90

@@ -1,7 +1,7 @@
 /*
  * mla_sm90_bench.cu -- standalone check and timing of the Hopper MLA body (mla_sm90.cu).
  * Build (sm_90a): nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17
- *                 mla_sm90_bench.cu mla_sm90.cu -lcublas -o mla_sm90_bench
+ *                 -I.. mla_sm90_bench.cu mla_sm90.cu errors.cu -lcublas -o mla_sm90_bench
  * 1. Correctness against a CPU fp64 reference on small shapes (pages scrambled, slots outside
  *    the local prefixes poisoned with NaN, outputs poisoned before each run, splits, several rows
  *    of one sequence, a sharded (cp) layout, padding sequences), for both V-descriptor variants.
@@ -124,7 +124,7 @@ static bool runCase(const Case& c, int variant, double* relErr, double* lseErr) 
 
   CUtensorMap map;
   CKI(cpclMlaSm90KvMap(&map, dKv, numPages, pg));
-  cpclMlaSm90Params_t p = {};
+  cpclAttnParams_t p = {};
   p.numSeqs = nS;
   p.numTokens = T;
   p.queryStart = R > 1 ? dQs : nullptr;
@@ -136,6 +136,12 @@ static bool runCase(const Case& c, int variant, double* relErr, double* lseErr) 
   p.interleave = c.I;
   p.pageSize = pg;
   p.numHeads = H;
+  p.headsPerBlock = H;
+  p.groupSize = H;
+  p.numKvHeads = 1;
+  p.latentKv = 1;
+  p.headDimQk = 576;
+  p.headDimVo = 512;
   p.smScale = smScale;
   p.lseBase2 = c.lseBase2;
   p.q = dQ;
@@ -144,11 +150,9 @@ static bool runCase(const Case& c, int variant, double* relErr, double* lseErr) 
   p.oTokenStride = (int64_t)H * DV;
   p.lse = dLse;
   p.lseTokenStride = H;
-  p.maxSplits = c.maxSplits;
-  p.chunkMin = c.chunkMin;
-  p.wsLse = dWs;
-  p.wsO = dWs ? dWs + (size_t)T * H * c.maxSplits : nullptr;
-  CKI(cpclMlaSm90Launch(&p, &map, variant, 0));
+  p.workspace = dWs;
+  p.workspaceBytes = wsBytes;
+  CKI(cpclMlaSm90Launch(&p, &map, c.maxSplits, c.chunkMin, variant, 0));
   CK(cudaDeviceSynchronize());
   std::vector<__nv_bfloat16> ob((size_t)T * H * DV);
   std::vector<float> lse((size_t)T * H);
@@ -401,9 +405,9 @@ int main(int argc, char** argv) {
       if (wsBytes) CK(cudaMalloc(&dWs, wsBytes));
       for (int variant : timed)
         for (int cm : chunkMins) {
-          std::vector<cpclMlaSm90Params_t> ps(copies);
+          std::vector<cpclAttnParams_t> ps(copies);
           for (int cidx = 0; cidx < copies; cidx++) {
-            cpclMlaSm90Params_t& p = ps[cidx];
+            cpclAttnParams_t& p = ps[cidx];
             p = {};
             p.numSeqs = B;
             p.numTokens = B;
@@ -415,6 +419,12 @@ int main(int argc, char** argv) {
             p.interleave = 1;
             p.pageSize = pg;
             p.numHeads = H;
+            p.headsPerBlock = H;
+            p.groupSize = H;
+            p.numKvHeads = 1;
+            p.latentKv = 1;
+            p.headDimQk = 576;
+            p.headDimVo = 512;
             p.smScale = 1.f / sqrtf(192.f);
             p.q = dQ + qElems * cidx;
             p.qTokenStride = (int64_t)H * 576;
@@ -422,19 +432,18 @@ int main(int argc, char** argv) {
             p.oTokenStride = (int64_t)H * 512;
             p.lse = dLse + (size_t)B * H * cidx;
             p.lseTokenStride = H;
-            p.maxSplits = maxSplits;
-            p.chunkMin = cm;
-            p.wsLse = dWs;
-            p.wsO = dWs ? dWs + (size_t)B * H * maxSplits : nullptr;
+            p.workspace = dWs;
+            p.workspaceBytes = wsBytes;
           }
-          for (int i = 0; i < 3; i++) CKI(cpclMlaSm90Launch(&ps[i % copies], &map, variant, st));
+          for (int i = 0; i < 3; i++) CKI(cpclMlaSm90Launch(&ps[i % copies], &map, maxSplits, cm, variant, st));
           CK(cudaStreamSynchronize(st));
           std::vector<float> ts;
           const int inner = 10, reps = B * L >= 128 * 16384 ? 8 : 15;
           int it = 0;
           for (int r = 0; r < reps; r++) {
             CK(cudaEventRecord(e0, st));
-            for (int i = 0; i < inner; i++, it++) CKI(cpclMlaSm90Launch(&ps[it % copies], &map, variant, st));
+            for (int i = 0; i < inner; i++, it++)
+              CKI(cpclMlaSm90Launch(&ps[it % copies], &map, maxSplits, cm, variant, st));
             CK(cudaEventRecord(e1, st));
             CK(cudaEventSynchronize(e1));
             float ms;
@@ -450,7 +459,8 @@ int main(int argc, char** argv) {
             cudaGraph_t g;
             cudaGraphExec_t ge;
             bool ok = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-            for (int i = 0; ok && i < gin; i++) ok = cpclMlaSm90Launch(&ps[i % copies], &map, variant, st) == 0;
+            for (int i = 0; ok && i < gin; i++)
+              ok = cpclMlaSm90Launch(&ps[i % copies], &map, maxSplits, cm, variant, st) == 0;
             ok = cudaStreamEndCapture(st, &g) == cudaSuccess && ok;
             ok = ok && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess;
             if (ok) {
