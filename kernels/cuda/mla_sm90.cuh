@@ -190,7 +190,7 @@ __device__ __forceinline__ bool rowHasBadPage(const cpclAttnParams_t& p, const R
   return true;
 }
 
-/* ---- the attention kernel: grid (ceil(H / 64), numTokens, maxSplits) ---- */
+/* ---- the attention kernel: grid (numTokens x ceil(numHeads / 64), 1, maxSplits) ---- */
 /* The online-softmax step of one 64-key block on this thread's S fragment (base 2; element 4j + e
  * is row (e < 2 ? A : B), key 8j + cq + (e & 1)). Keys >= valid are masked by a select (never a
  * product); the new maxima nA, nB come from the previous mA, mB; P is left as bf16 A-operand
