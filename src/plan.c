@@ -348,8 +348,8 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   char body[192] = "";
   if (pl->mlaSm90Splits > 0 && algo == CPCL_ALGO_FUSED)
     snprintf(body, sizeof(body),
-             "; MLA on the CUDA-core body inside the fused kernel (the Hopper MLA body, up to %d splits, runs with "
-             "a2a, agrs and pipelined)",
+             "; MLA on the CUDA-core body inside the fused kernel (the Hopper MLA body, up to %d splits, runs in "
+             "cpclAttnPartial and the other schedules)",
              pl->mlaSm90Splits);
   else if (pl->mlaSm90Splits > 0)
     snprintf(body, sizeof(body), "; MLA on the Hopper body (sm_90, CPCL_MLA_SM90=0 turns it off), up to %d splits",

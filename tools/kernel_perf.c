@@ -260,7 +260,8 @@ static void benchAttention(const shape_t* sh, double ceiling) {
                         .maxSplits = maxSplits,
                         .splitCounters = counters};
   /* the Hopper MLA body where this device and shape take it, with the plan's splits for B rows */
-  const int sm90Splits = cpclCudaAttnMlaSm90Splits(&p, B);
+  const char* sm90Env = getenv("CPCL_MLA_SM90"); /* 0: off, as in the library */
+  const int sm90Splits = sm90Env && strcmp(sm90Env, "0") == 0 ? 0 : cpclCudaAttnMlaSm90Splits(&p, B);
   const size_t sm90Bytes = sm90Splits ? cpclCudaAttnMlaSm90WorkspaceBytes(B, H, sm90Splits) : 0;
   if (sm90Bytes > wsBytes) wsBytes = sm90Bytes;
   CU(cudaMalloc(&ws, wsBytes));
