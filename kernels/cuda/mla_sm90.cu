@@ -243,6 +243,15 @@ extern "C" int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxT
   using namespace cpcl::mla90;
   int dev, sms;
   if (!shapeOk(shape) || deviceCc(&dev, &sms) != 90) return 0;
+  /* a driver that cannot load the sm_90a code: plans keep the CUDA-core body rather than fail
+   * every step */
+  cudaFuncAttributes fa;
+  if (cudaFuncGetAttributes(&fa, mlaSm90Kernel<0, 0, false>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Combine) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
   int splits, chunkMin;
   cpclMlaSm90Plan(maxTokens, shape->numHeads, sms, &splits, &chunkMin);
   return splits;
