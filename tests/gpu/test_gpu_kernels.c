@@ -57,6 +57,8 @@ typedef struct {
   int Hkv, G, Dqk, Dv, latent;
   int W, r, I, pageSize, multiRow, longRows, base2;
   int headBegin, numHeads, Hb; /* sub-range and block addressing; numHeads 0 = all */
+  int padding;                 /* sequence 2 is padding (seqLens 0) */
+  int badPage;                 /* sequence 3's first page id is negative: its rows empty, the error recorded */
 } kcase_t;
 
 static void runAttnCase(const kcase_t* kc, uint64_t seed) {
@@ -70,6 +72,7 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     lens[s] = (kc->longRows ? shortLens[s] * 23 : shortLens[s]) + rows - 1;
     qs[s + 1] = qs[s] + rows;
   }
+  if (kc->padding) lens[2] = 0;
   tuProblem_t pb = {.numSeqs = S,
                     .numTokens = qs[S],
                     .queryStart = qs,
@@ -144,17 +147,56 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
   hp.workspace = malloc(cpclHostAttnWorkspaceBytes(pb.Dqk, Dv));
   hp.workspaceBytes = cpclHostAttnWorkspaceBytes(pb.Dqk, Dv);
   cpclHostAttn(&hp);
-  /* device: with many splits and with one (direct write); tensor-core (wide and 16-head bodies)
-   * and CUDA-core kernels */
+  const int badSeq = 3, badPage = 0;
+  if (kc->badPage) { /* the device sees a negative id: those rows are empty, nothing else changes */
+    const size_t oRow = (size_t)Dv * qe;
+    for (int t = qs[badSeq]; t < qs[badSeq + 1]; t++)
+      for (int g = hb; g < hb + nh; g++) {
+        const size_t lo = ((size_t)(g / Hb) * T + t) * Hb + g % Hb;
+        memset((char*)hOut + lo * oRow, 0, oRow);
+        hLse[lo] = -INFINITY;
+      }
+  }
+  /* The Hopper MLA body where this device and shape take it (bf16 MLA 576/512 on compute
+   * capability 9.0): its split constant for a plan of T rows, 0 elsewhere. CPCL_MLA_SM90=0, the
+   * library's switch, turns it off here too. */
+  const char* sm90Env = getenv("CPCL_MLA_SM90");
+  const int sm90Off = sm90Env && strcmp(sm90Env, "0") == 0;
+  const int sm90 = sm90Off ? 0 : cpclCudaAttnMlaSm90Splits(&p, T);
+  int cc = 0, dev = 0;
+  CU(cudaGetDevice(&dev));
+  CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
+  {
+    int minor = 0;
+    CU(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    cc = cc * 10 + minor;
+  }
+  const int mlaShape = pb.qType == cpclBfloat16 && pb.kvType == cpclBfloat16 && pb.latent && pb.Dqk == 576 &&
+                       Dv == 512 && pb.Hkv == 1 &&
+                       (kc->pageSize % 64 == 0 || (kc->pageSize >= 8 && 64 % kc->pageSize == 0));
+  EXPECT(sm90Off || (sm90 > 0) == (mlaShape && cc == 90),
+         "cpclCudaAttnMlaSm90Splits = %d on compute capability %d, MLA bf16 shape %d", sm90, cc, mlaShape);
+  /* device: with many splits and with one (direct write); tensor-core (wide and 16-head bodies,
+   * the Hopper MLA body where it applies) and CUDA-core kernels */
   for (int run = 0; run < 6; run++) {
     const int splits = run & 1 ? 1 : 64, coresOnly = run >> 1 == 1;
     cpclAttnParams_t dp = p;
     dp.cudaCoresOnly = coresOnly;
     dp.narrowOnly = run >> 1 == 2;
+    /* runs 0, 1: the Hopper MLA body with 64 splits and with one; runs 2, 3 compare the CUDA-core
+     * body (cudaCoresOnly skips it, like mlaSm90Splits = 0) */
+    dp.mlaSm90Splits = run < 2 && sm90 ? splits : 0;
     const size_t kvRows = (size_t)c.numPages * kc->pageSize * pb.Hkv;
     dp.queryStart = p.queryStart ? toDev(qs, sizeof(qs)) : NULL;
     dp.seqLens = toDev(lens, sizeof(lens));
     dp.blockTable = toDev(c.blockTable, sizeof(int32_t) * (size_t)c.numPages);
+    if (kc->badPage) {
+      const int32_t neg = -5;
+      CU(cudaMemcpy((int32_t*)dp.blockTable + badSeq * c.maxPagesPerSeq + badPage, &neg, sizeof(neg),
+                    cudaMemcpyHostToDevice));
+    }
+    CU(cudaMalloc((void**)&dp.errorFlag, CPCL_KERR_WORDS * sizeof(int)));
+    CU(cudaMemset(dp.errorFlag, 0, CPCL_KERR_WORDS * sizeof(int)));
     dp.q = toDev(q, (size_t)T * Hq * pb.Dqk * qe);
     dp.kCache = toDev(c.k, kvRows * pb.Dqk * ke);
     dp.vCache = pb.latent ? NULL : toDev(c.v, kvRows * Dv * ke);
@@ -162,13 +204,37 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     dp.lse = devPoison(lBytes);
     dp.maxSplits = splits;
     dp.workspaceBytes = cpclCudaAttnWorkspaceBytes(T, nh, Dv, splits);
+    if (dp.mlaSm90Splits) {
+      const size_t need = cpclCudaAttnMlaSm90WorkspaceBytes(T, nh, splits);
+      if (need > 16) { /* the launcher refuses a workspace too small for the Hopper body: proof that it runs */
+        dp.workspaceBytes = need - 16;
+        dp.workspace = devPoison(dp.workspaceBytes);
+        const int e = cpclCudaAttn(&dp, NULL);
+        EXPECT(e == cudaErrorInvalidValue && strstr(cpclCudaKernelErrorDetail(), "Hopper MLA") != NULL,
+               "Hopper MLA body with a short workspace: %d (%s)", e, cpclCudaKernelErrorDetail());
+        cudaFree(dp.workspace);
+      }
+      if (need > dp.workspaceBytes) dp.workspaceBytes = need;
+    }
     dp.workspace = devPoison(dp.workspaceBytes);
     const size_t nCounters = cpclCudaAttnCounterCount(T, nh);
     CU(cudaMalloc((void**)&dp.splitCounters, nCounters * sizeof(unsigned)));
     CU(cudaMemset(dp.splitCounters, 0, nCounters * sizeof(unsigned)));
     int err = cpclCudaAttn(&dp, NULL);
-    EXPECT(err == 0, "launch: %s", cudaGetErrorString((cudaError_t)err));
+    EXPECT(err == 0, "launch: %s (%s)", cudaGetErrorString((cudaError_t)err), cpclCudaKernelErrorDetail());
     CU(cudaDeviceSynchronize());
+    {
+      int flag[CPCL_KERR_WORDS];
+      fromDev(flag, dp.errorFlag, sizeof(flag));
+      if (kc->badPage)
+        EXPECT(flag[CPCL_KERR_W_CODE] == CPCL_KERR_PAGE && flag[CPCL_KERR_W_SEQ] == badSeq &&
+                   flag[CPCL_KERR_W_VALUE] == -5 && flag[CPCL_KERR_W_LIMIT] == badPage,
+               "negative page id recorded as code %d seq %d value %d limit %d (mla sm90 %d)", flag[0], flag[1], flag[2],
+               flag[3], dp.mlaSm90Splits);
+      else
+        EXPECT(flag[CPCL_KERR_W_CODE] == CPCL_KERR_NONE, "error %d recorded on good data (padding %d, mla sm90 %d)",
+               flag[0], kc->padding, dp.mlaSm90Splits);
+    }
     {
       /* the counters are left at zero for the next call */
       unsigned* cnt = malloc(nCounters * sizeof(unsigned));
@@ -202,9 +268,9 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
       }
     EXPECT(bad == 0,
            "attention q%d kv%d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d multi %d long %d base2 "
-           "%d heads [%d,+%d) Hb %d splits %d cores-only %d: %d elements off",
+           "%d heads [%d,+%d) Hb %d splits %d cores-only %d mla-sm90 %d padding %d bad page %d: %d elements off",
            pb.qType, pb.kvType, pb.Hkv, kc->G, pb.Dqk, Dv, pb.latent, kc->W, kc->r, kc->I, kc->pageSize, kc->multiRow,
-           kc->longRows, kc->base2, hb, nh, Hb, splits, coresOnly, bad);
+           kc->longRows, kc->base2, hb, nh, Hb, splits, coresOnly, dp.mlaSm90Splits, kc->padding, kc->badPage, bad);
     free(dOut);
     free(dLse);
     cudaFree((void*)dp.queryStart);
@@ -217,6 +283,7 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     cudaFree(dp.lse);
     cudaFree(dp.workspace);
     cudaFree(dp.splitCounters);
+    cudaFree(dp.errorFlag);
   }
   free(hp.workspace);
   free(hOut);
@@ -265,6 +332,24 @@ static void testAttention(void) {
   runAttnCase(&mla128, seed++);
   kcase_t mla32 = {cpclFloat32, cpclFloat32, 1, 8, 576, 512, 1, 1, 0, 1, 16, 1, 0, 1};
   runAttnCase(&mla32, seed++);
+  /* MLA on the Hopper body (sm_90; elsewhere these run the CUDA-core body against the same
+   * reference): pages 16 and 64 (and 8, 128), 16/64/128 heads, interleave, multi-row sequences,
+   * long rows that split, the DCP gathered layout (blocks of 16 heads) and a peer's sub-range,
+   * padding sequences, a negative page id */
+  const kcase_t mlas[] = {
+      {cpclBfloat16, cpclBfloat16, 1, 16, 576, 512, 1, 2, 0, 16, 16, 1, 1, 1, 0, 0, 0, 1, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 64, 576, 512, 1, 4, 3, 1, 16, 0, 1, 0, 0, 0, 0, 0, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 64, 576, 512, 1, 1, 0, 1, 64, 1, 1, 0, 0, 0, 0, 1, 1},
+      {cpclBfloat16, cpclBfloat16, 1, 128, 576, 512, 1, 2, 1, 16, 16, 1, 1, 0, 0, 0, 16, 0, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 128, 576, 512, 1, 8, 5, 1, 64, 0, 1, 1, 32, 16, 16, 0, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 128, 576, 512, 1, 1, 0, 1, 16, 1, 1, 0, 16, 96, 16, 1, 1},
+      {cpclBfloat16, cpclBfloat16, 1, 96, 576, 512, 1, 1, 0, 1, 8, 0, 0, 0, 0, 0, 0, 0, 1},
+      {cpclBfloat16, cpclBfloat16, 1, 16, 576, 512, 1, 1, 0, 1, 128, 1, 1, 1, 0, 0, 0, 1, 0},
+  };
+  for (size_t i = 0; i < sizeof(mlas) / sizeof(mlas[0]); i++) runAttnCase(&mlas[i], seed++);
+  /* the CUDA-core bodies report a negative page id too */
+  kcase_t badGqa = {cpclBfloat16, cpclBfloat16, 2, 8, 128, 128, 0, 1, 0, 1, 16, 1, 0, 0, 0, 0, 0, 1, 1};
+  runAttnCase(&badGqa, seed++);
   /* head sub-ranges in blocks (a peer's heads in the pipelined schedule) */
   kcase_t sub = {cpclBfloat16, cpclBfloat16, 2, 8, 128, 128, 0, 2, 0, 1, 16, 1, 0, 0, 4, 4, 4};
   runAttnCase(&sub, seed++);
