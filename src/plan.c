@@ -239,8 +239,7 @@ static void planInit(struct cpclAttnPlan* pl, struct cpclComm* comm, const cpclA
   pl->algo = algo;
   pl->exec = exec;
   pl->sliceCap = cpclSliceBytes(pl, maxTokens);
-  pl->scratchBytes =
-      exec->attnWorkspaceBytes(maxTokens, pl->D * pl->H, desc->headDimQk, desc->headDimVo, &pl->maxSplits);
+  pl->scratchBytes = exec->attnWorkspaceBytes(desc, maxTokens, pl->D * pl->H, &pl->maxSplits, &pl->mlaSm90Splits);
 }
 
 /* Peer-mapped transports: register the buffers peers store into, and keep the peers' addresses.
@@ -271,6 +270,8 @@ cpclResult_t cpclPlanPeerSync(struct cpclAttnPlan* pl, cpclPeerSync_t* s) {
   cpclPeerSyncSetPeer(s, 0, pl->localSync);
   return cpclSuccess;
 }
+
+static void planLink(struct cpclAttnPlan* pl, int link);
 
 /* Plan creation, with the plan's own workspace (ws NULL) or carved from the caller's. */
 static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* comm, const cpclAttnDesc_t* desc,
@@ -326,11 +327,14 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   }
   planDigest_t* all = NULL;
   CPCLCHECKGOTO(cpclCalloc(comm, &all, (size_t)comm->nranks, sizeof(*all), "plan digests"), res, out);
-  CPCLCHECKGOTO(cpclCtrlAllgather(comm, &mine, all, sizeof(mine)), res, out);
+  _Static_assert(sizeof(planDigest_t) <= CPCL_CTRL_PAYLOAD_BYTES, "a plan digest fits a control record");
+  CPCLCHECKGOTO(cpclCtrlExchange(comm, CPCL_CTRL_PLAN, 0, comm->plansCreated, &mine, sizeof(mine)), res, out);
   if (own != cpclSuccess) {
     res = CPCL_ERR(comm, own, "%s: %s", fn, msg);
     goto out;
   }
+  CPCLCHECKGOTO(cpclCtrlAgreeCall(comm, fn), res, out);
+  for (int r = 0; r < comm->nranks; r++) memcpy(&all[r], cpclCtrlPayload(comm, r), sizeof(all[r]));
   if ((res = digestCompare(all, comm->nranks, msg, sizeof(msg))) != cpclSuccess) {
     res = CPCL_ERR(comm, res, "%s: %s", fn, msg);
     goto out;
@@ -346,11 +350,21 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   CPCLCHECKGOTO(planMapPeers(pl), res, out);
   comm->numPlans++;
   pl->serial = comm->plansCreated++;
+  planLink(pl, 1);
+  char body[192] = "";
+  if (pl->mlaSm90Splits > 0 && algo == CPCL_ALGO_FUSED)
+    snprintf(body, sizeof(body),
+             "; MLA on the CUDA-core body inside the fused kernel (the Hopper MLA body, up to %d splits, runs in "
+             "cpclAttnPartial and the other schedules)",
+             pl->mlaSm90Splits);
+  else if (pl->mlaSm90Splits > 0)
+    snprintf(body, sizeof(body), "; MLA on the Hopper body (sm_90, CPCL_MLA_SM90=0 turns it off), up to %d splits",
+             pl->mlaSm90Splits);
   INFO(CPCL_PLAN,
        "plan #%d rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d on %s memory; schedule %s (%s); attention "
-       "splits up to %d per row; workspace %zu bytes (%.1f MiB, %s)",
+       "splits up to %d per row%s; workspace %zu bytes (%.1f MiB, %s)",
        pl->serial, comm->rank, pl->H, desc->numKvHeads, desc->headDimQk, desc->headDimVo, desc->pageSize, pl->G,
-       maxTokens, exec->name, cpclAlgoNames[algo], why, pl->maxSplits, pl->wsBytes, pl->wsBytes / 1048576.0,
+       maxTokens, exec->name, cpclAlgoNames[algo], why, pl->maxSplits, body, pl->wsBytes, pl->wsBytes / 1048576.0,
        ws ? "the caller's" : "allocated by the plan");
   *planOut = pl;
   pl = NULL;
@@ -390,9 +404,63 @@ CPCL_API cpclResult_t cpclAttnPlanWorkspaceBytes(cpclAttnPlan_t plan, size_t* by
 CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan) {
   if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "plan is NULL");
   struct cpclComm* comm = plan->comm;
+  planLink(plan, 0);
   planFree(plan);
   cpclCommPlanGone(comm); /* may free an aborted communicator: last */
   return cpclSuccess;
+}
+
+/* A device-side wait of this plan on rank `waited` expired (CPCL_KERR_TIMEOUT). The kernels
+ * cannot tell a dead peer from a slow one; the host can, for peers on this host: a process that
+ * exited is cpclRemoteError naming it (the waited-on rank first, then any other), as the host
+ * transports' waits report it; otherwise cpclTimeout. Either breaks the communicator. */
+static cpclResult_t planPeerFailure(struct cpclAttnPlan* pl, int waited, int expected, int saw) {
+  struct cpclComm* c = pl->comm;
+  int dead = waited >= 0 && waited < c->nranks && waited != c->rank && !cpclPeerAlive(c, waited) ? waited : -1;
+  for (int p = 0; p < c->nranks && dead < 0; p++)
+    if (p != c->rank && !cpclPeerAlive(c, p)) dead = p;
+  if (dead >= 0) {
+    cpclCommFail(c, cpclRemoteError);
+    return CPCL_ERR(c, cpclRemoteError,
+                    "an earlier step of this plan waited on rank %d for more than %d ms, and rank %d (pid %d) has "
+                    "exited: the results of that step are not valid. The communicator is broken: abort it",
+                    waited, c->timeoutMs, dead, (int)c->peerPid[dead]);
+  }
+  cpclCommFail(c, cpclTimeout);
+  return CPCL_ERR(c, cpclTimeout,
+                  "an earlier step of this plan waited on rank %d for more than %d ms (timeoutMs / "
+                  "CPCL_TIMEOUT_MS; it expected step %d and saw %d): that rank stalled, and the "
+                  "results of that step are not valid. The communicator is broken: abort it",
+                  waited, c->timeoutMs, expected, saw);
+}
+
+cpclResult_t cpclCommDevicePeerError(struct cpclComm* comm) {
+  cpclResult_t r = cpclSuccess;
+  while (atomic_flag_test_and_set_explicit(&comm->plansLock, memory_order_acquire)) {
+  }
+  for (struct cpclAttnPlan* pl = comm->plans; pl && r == cpclSuccess; pl = pl->nextPlan) {
+    volatile int* f = pl->errorHost;
+    if (f && f[0] == CPCL_KERR_TIMEOUT) r = planPeerFailure(pl, f[1], f[2], f[3]); /* kept for the plan's next call */
+  }
+  atomic_flag_clear_explicit(&comm->plansLock, memory_order_release);
+  return r;
+}
+
+/* The plans of a communicator, for cpclCommGetAsyncError (a watchdog thread may ask while
+ * another creates or destroys plans). */
+static void planLink(struct cpclAttnPlan* pl, int link) {
+  struct cpclComm* c = pl->comm;
+  while (atomic_flag_test_and_set_explicit(&c->plansLock, memory_order_acquire)) {
+  }
+  if (link) {
+    pl->nextPlan = c->plans;
+    c->plans = pl;
+  } else {
+    struct cpclAttnPlan** at = &c->plans;
+    while (*at && *at != pl) at = &(*at)->nextPlan;
+    if (*at) *at = pl->nextPlan;
+  }
+  atomic_flag_clear_explicit(&c->plansLock, memory_order_release);
 }
 
 cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear) {
@@ -407,12 +475,7 @@ cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear) {
     case CPCL_KERR_TIMEOUT:
       if (clear)
         for (int i = CPCL_KERR_WORDS - 1; i >= 0; i--) f[i] = 0;
-      cpclCommFail(pl->comm, cpclTimeout);
-      return CPCL_ERR(pl->comm, cpclTimeout,
-                      "an earlier step of this plan waited on rank %d for more than %d ms (timeoutMs / "
-                      "CPCL_TIMEOUT_MS; it expected step %d and saw %d): that rank stalled or died, and the "
-                      "results of that step are not valid. The communicator is broken: abort it",
-                      seq, pl->comm->timeoutMs, value, limit);
+      return planPeerFailure(pl, seq, value, limit);
     case CPCL_KERR_PAGE:
       snprintf(what, sizeof(what), "batch->blockTable[%d][%d] is %d, a page a row reads or a store writes", seq, limit,
                value);

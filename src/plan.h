@@ -45,6 +45,7 @@ struct cpclAttnPlan {
   float* lseGlobal;        /* agrs: [T][D*H] */
   void* scratch;           /* attention kernel workspace (host scratch, or CUDA split partials) */
   int maxSplits;           /* CUDA: KV splits per row at most (fixed per plan: batch-invariant) */
+  int mlaSm90Splits;       /* CUDA: the Hopper MLA body's (0: the plan does not run it) */
   unsigned* splitCounters; /* CUDA: zeroed once; the attention kernel leaves them zero */
   int* errorHost;          /* CUDA: the kernels' record of bad batch data (params_common.h), host view */
   int* errorDev;           /*       and device view */
@@ -64,6 +65,7 @@ struct cpclAttnPlan {
   void* peerQ[CPCL_MAX_PARTS];    /* rank p's qGather as mapped here (own: qGather) */
   void* peerRecv[CPCL_MAX_PARTS]; /* rank p's recvBuf as mapped here */
   int* localSync;                 /* one rank: the flag block of the fused kernel, on the plan */
+  struct cpclAttnPlan* nextPlan;  /* the comm's list of live plans (cpclCommGetAsyncError) */
 };
 
 /* The flags the fused kernel synchronises through: the transport's, or the plan's own with one
