@@ -8,10 +8,8 @@
 
 /* Indexed by tag. Order matters for select: the first entry of a family picks its schedule. */
 static const cpclOp_t* const table[] = {
-    [CPCL_OP_DECODE] = &cpclOpDecode,
-    [CPCL_OP_PARTIAL] = &cpclOpPartial,
-    [CPCL_OP_COMBINE] = &cpclOpCombine,
-    [CPCL_OP_KVSTORE] = &cpclOpKvStore,
+    [CPCL_OP_DECODE] = &cpclOpDecode,   [CPCL_OP_PARTIAL] = &cpclOpPartial, [CPCL_OP_COMBINE] = &cpclOpCombine,
+    [CPCL_OP_KVSTORE] = &cpclOpKvStore, [CPCL_OP_PREFILL] = &cpclOpPrefill,
 };
 #define TABLE_LEN ((int)(sizeof(table) / sizeof(table[0])))
 
@@ -34,6 +32,7 @@ cpclResult_t cpclOpsSelect(const struct cpclComm* c, const cpclAttnDesc_t* d, cp
 typedef struct {
   uint32_t magic;
   int32_t op, plan, numTokens, numSeqs, valid;
+  uint64_t digest; /* the entry's digest of its host contents (cpclOp_t.digest), else 0 */
 } stepHeader_t;
 
 /* Agreement of every rank on this step (host memory, W > 1): a rank that rejected its arguments
@@ -43,8 +42,13 @@ typedef struct {
 static cpclResult_t stepAgree(struct cpclAttnPlan* pl, const cpclOp_t* op, const cpclStep_t* st, cpclResult_t own) {
   struct cpclComm* c = pl->comm;
   if (!(op->agree & CPCL_AGREE_STEP) || c->nranks == 1 || c->memType != cpclMemHost) return own;
-  stepHeader_t mine = {0x53544550u,       st->op, pl->serial, st->numTokens, st->batch ? st->batch->numSeqs : -1,
-                       own == cpclSuccess};
+  stepHeader_t mine = {0x53544550u,
+                       st->op,
+                       pl->serial,
+                       st->numTokens,
+                       st->batch ? st->batch->numSeqs : -1,
+                       own == cpclSuccess,
+                       own == cpclSuccess && op->digest ? op->digest(pl, st) : 0};
   _Static_assert(sizeof(stepHeader_t) <= CPCL_CTRL_RECORD_BYTES, "a step header fits a control record");
   stepHeader_t* all = (stepHeader_t*)c->scratch.ctrl;
   char saved[sizeof(c->lastError)];
@@ -66,6 +70,11 @@ static cpclResult_t stepAgree(struct cpclAttnPlan* pl, const cpclOp_t* op, const
                       "called %s on plan #%d with %d rows of %d sequences",
                       c->rank, op->name, mine.plan, mine.numTokens, mine.numSeqs, r, nameOf(all[r].op), all[r].plan,
                       all[r].numTokens, all[r].numSeqs);
+    if (all[r].digest != mine.digest)
+      return CPCL_ERR(c, cpclInvalidUsage,
+                      "ranks disagree on the step: %s of rank %d and rank %d differ (%s; digests %016llx, %016llx)",
+                      op->digestWhat, c->rank, r, op->name, (unsigned long long)mine.digest,
+                      (unsigned long long)all[r].digest);
   }
   return cpclSuccess;
 }

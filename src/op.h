@@ -11,7 +11,7 @@
  *      header, so that a rank with bad arguments or another operation stops every rank;
  *   4. run the entry's schedule.
  *
- * Adding an operation (cpclAttnPrefill next) is a new entry in its own op_<name>.c, listed in
+ * Adding an operation (as cpclAttnPrefill, op_prefill.c) is a new entry in its own op_<name>.c, listed in
  * op.c's table, a tag in cpclOpTag_t, and its schedules under sched/.
  */
 #ifndef CPCL_OP_H_
@@ -36,7 +36,8 @@ typedef enum {
 
 /* The schedules plan creation chose, one per family of operations. */
 typedef struct {
-  cpclAlgo_t algo; /* decode, and its halves Partial and Combine */
+  cpclAlgo_t algo;           /* decode, and its halves Partial and Combine */
+  cpclPrefillAlgo_t prefill; /* cpclAttnPrefill */
 } cpclPlanSchedules_t;
 
 typedef struct cpclOp {
@@ -47,6 +48,10 @@ typedef struct cpclOp {
   int bounded; /* numTokens <= the plan's maxTokens (its workspace holds the rows) */
   /* this operation's own arguments (the batch is checked before); records the message */
   cpclResult_t (*check)(struct cpclAttnPlan* pl, const cpclStep_t* st);
+  /* a digest of the step's host contents every rank must pass alike (agreed on beside the
+   * header; called only on arguments the check accepted), or NULL */
+  uint64_t (*digest)(const struct cpclAttnPlan* pl, const cpclStep_t* st);
+  const char* digestWhat; /* what the digest covers, in messages */
   /* plan creation: picks the family's schedule (desc, environment, machine) into sel and says
    * why, for the plan's INFO line; NULL where the family's first entry picks it */
   cpclResult_t (*select)(const struct cpclComm* c, const cpclAttnDesc_t* d, cpclPlanSchedules_t* sel, char* why,
@@ -57,7 +62,7 @@ typedef struct cpclOp {
 } cpclOp_t;
 
 /* the entries (op_decode.c, op_kvstore.c) */
-extern const cpclOp_t cpclOpDecode, cpclOpPartial, cpclOpCombine, cpclOpKvStore;
+extern const cpclOp_t cpclOpDecode, cpclOpPartial, cpclOpCombine, cpclOpKvStore, cpclOpPrefill;
 
 /* The entry of a tag, or NULL. */
 const cpclOp_t* cpclOpOf(int tag);

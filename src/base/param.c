@@ -24,6 +24,8 @@ static const cpclParamDef_t paramDefs[CPCL_PARAM_NUM] = {
     [CPCL_PARAM_ALGO] = {"CPCL_ALGO", "", "force a schedule: agrs, a2a, pipelined or fused (empty: automatic)", 0},
     [CPCL_PARAM_TRANSPORT] = {"CPCL_TRANSPORT", "", "transport when the config names none: ucx, nccl, ipc, self", 0},
     [CPCL_PARAM_TIMEOUT_MS] = {"CPCL_TIMEOUT_MS", "60000", "longest wait on a peer (ms) when the config sets 0", 1},
+    [CPCL_PARAM_PREFILL_ALGO] = {"CPCL_PREFILL_ALGO", "",
+                                 "force the prefill schedule: allgather or ring (empty: automatic)", 0},
 };
 
 static pthread_mutex_t paramLock = PTHREAD_MUTEX_INITIALIZER;
