@@ -31,17 +31,21 @@ grep -hE "checks,|passed|gave up|nccl \(" "$OUT/gpu_testlog.txt" | sort -u | hea
 
 echo "== decode, one rank: every schedule against the bare kernel (CUDA-graph replays)"
 P="$BUILD/tools/dcp_decode_perf"
-$P -g 1 -H 16 -K 1 -b 1 -e 64 -f 4 -l 4096 -L 32768 -F 2 -n 30 -T "one rank, GQA H16/Hkv1" >"$OUT/decode_np1.txt" 2>&1
-$P -g 1 -H 16 -K 1 -b 128 -e 128 -l 4096 -L 32768 -F 2 -n 30 -T "one rank, GQA H16/Hkv1" >>"$OUT/decode_np1.txt" 2>&1
-$P -g 1 -m 1 -H 16 -b 1 -e 64 -f 8 -l 4096 -L 16384 -F 4 -n 20 -T "one rank, MLA H16" >>"$OUT/decode_np1.txt" 2>&1
+# each run's rows also as JSON (-J); a run whose rows fail their check or cannot be planned exits 1
+$P -g 1 -H 16 -K 1 -b 1 -e 64 -f 4 -l 4096 -L 32768 -F 2 -n 30 -T "one rank, GQA H16/Hkv1" \
+  -J "$OUT/decode_np1_gqa.json" >"$OUT/decode_np1.txt" 2>&1 || suite=1
+$P -g 1 -H 16 -K 1 -b 128 -e 128 -l 4096 -L 32768 -F 2 -n 30 -T "one rank, GQA H16/Hkv1" \
+  -J "$OUT/decode_np1_gqa_b128.json" >>"$OUT/decode_np1.txt" 2>&1 || suite=1
+$P -g 1 -m 1 -H 16 -b 1 -e 64 -f 8 -l 4096 -L 16384 -F 4 -n 20 -T "one rank, MLA H16" \
+  -J "$OUT/decode_np1_mla.json" >>"$OUT/decode_np1.txt" 2>&1 || suite=1
 $P -g 1 -H 64 -K 1 -b 1 -e 32 -f 4 -l 8192 -L 32768 -F 4 -n 20 -T "one rank, GQA H64/Hkv1 (wide body from 8 rows)" \
-  >>"$OUT/decode_np1.txt" 2>&1
+  -J "$OUT/decode_np1_h64.json" >>"$OUT/decode_np1.txt" 2>&1 || suite=1
 cat "$OUT/decode_np1.txt"
 echo "== decode, 2 and 4 processes on the one GPU over ipc (-c 1: checked; times mean nothing)"
 for np in 2 4; do
   mpirun -np $np $P -g 1 -X ipc -H 8 -K 1 -b 4 -e 16 -f 4 -l 4096 -L 4096 -n 5 -w 2 -c 1 -T "np $np" \
-    >"$OUT/decode_np$np.txt" 2>&1
-  tail -6 "$OUT/decode_np$np.txt"
+    -J "$OUT/decode_np$np.json" >"$OUT/decode_np$np.txt" 2>&1 || suite=1
+  tail -7 "$OUT/decode_np$np.txt"
 done
 [ "$MODE" != full ] && exit $suite
 
@@ -56,7 +60,8 @@ for tool in memcheck racecheck synccheck; do
   echo "== compute-sanitizer $tool, schedules: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_decode_$tool.log" | tail -1), $(grep -c 'Invalid' "$OUT/sanitizer_decode_$tool.log") invalid accesses"
 done
 echo "== kernels"
-"$BUILD/tools/kernel_perf" 2>&1 | tee "$OUT/kernel_perf.txt"
+"$BUILD/tools/kernel_perf" -c 1 -J "$OUT/kernel_perf.json" 2>&1 | tee "$OUT/kernel_perf.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || suite=1
 if [ -f scratch/torch_decode_anchor.py ]; then
   echo "== PyTorch anchor (same machine, same call)"
   python3 scratch/torch_decode_anchor.py >"$OUT/anchor.log" 2>&1

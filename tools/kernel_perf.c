@@ -1,13 +1,16 @@
 /*
  * kernel_perf -- the CUDA kernels alone, one GPU: paged prefix attention with LSE per shape and
- * the merge of N partials, against the device-to-device copy ceiling measured in the same run.
- * The one tool that reaches below the public header (kernels/kernels.h): it times the kernels
- * without any schedule around them; dcp_decode_perf times the operations.
+ * the merge of N partials, against the device-to-device copy ceiling measured in the same run,
+ * over the shared perf driver (perf/driver.h: flags, timing, check verdict, table, -J results).
+ * The one tool that reaches below the public header (the kernels' params headers): it times the
+ * kernels without any schedule around them; dcp_decode_perf times the operations.
  *
- *   kernel_perf [-n iters] [-s shape ...]     shapes "B,H,Hkv,D,L" (H after the DCP gather)
+ *   kernel_perf [-n iters] [-x] [-s B,H,Hkv,D,L ...] [-c 1] [-J FILE]   (H after the DCP gather)
  *
  * KV is bf16, paged (16 tokens a page, scrambled page ids), and rotated over enough copies that
- * the working set exceeds L2. Times are the median of CUDA-event intervals.
+ * the working set exceeds L2. Times are CUDA-event intervals around each launch after -w
+ * warm-up launches (min/median/max). -c 1 compares every variant's output with the C reference
+ * kernel (kernels/host) on KV copy 0.
  */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -16,7 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* the attention and merge params headers; kernels.h held every kernel's params before issue 11
+ * split it per kernel kind (drop the fallback once the split has landed) */
+#if defined(__has_include) && __has_include("attn_params.h")
+#include "attn_params.h"
+#include "merge_params.h"
+#else
 #include "kernels.h"
+#endif
+#include "perf/driver.h"
 
 #define CU(call)                                                                            \
   do {                                                                                      \
@@ -27,15 +38,19 @@
     }                                                                                       \
   } while (0)
 
-static int cmpf(const void* a, const void* b) {
-  float x = *(const float*)a, y = *(const float*)b;
-  return x < y ? -1 : x > y;
-}
+static perf_t perf;
 
 static uint16_t bf16(float f) {
   uint32_t u;
   memcpy(&u, &f, 4);
   return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static float fromBf16(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
 }
 
 /* random bf16 in [-1, 1) on the device, through a host staging buffer */
@@ -56,42 +71,123 @@ static void fillRandom(void* d, size_t n, uint64_t seed) {
   free(h);
 }
 
-static float median(float* t, int n) {
-  qsort(t, (size_t)n, sizeof(float), cmpf);
-  return t[n / 2];
+static void* toHost(const void* d, size_t bytes) {
+  void* h = malloc(bytes ? bytes : 1);
+  if (!h) {
+    fprintf(stderr, "kernel_perf: out of host memory for the -c reference (%zu bytes)\n", bytes);
+    exit(1);
+  }
+  CU(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost));
+  return h;
+}
+
+/* elements of out (bf16) and lse (fp32) off the reference */
+static long countWrong(const uint16_t* out, const uint16_t* ref, size_t n, const float* lse, const float* refLse,
+                       size_t nLse) {
+  long wrong = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!(fabsf(fromBf16(out[i]) - fromBf16(ref[i])) <= 6e-3f)) wrong++;
+  for (size_t i = 0; lse && i < nLse; i++)
+    if (!(lse[i] == refLse[i] || fabsf(lse[i] - refLse[i]) <= 1e-3f * (1 + fabsf(refLse[i])))) wrong++;
+  return wrong;
+}
+
+typedef struct {
+  void *a, *b;
+  size_t n;
+} copyArgs_t;
+
+static int copyStep(void* arg, int launch) {
+  copyArgs_t* c = arg;
+  return (int)cudaMemcpyAsync(c->b, c->a, c->n, cudaMemcpyDeviceToDevice, 0);
 }
 
 static double copyCeiling(int iters) {
-  const size_t n = (size_t)1 << 30;
-  void *a, *b;
-  CU(cudaMalloc(&a, n));
-  CU(cudaMalloc(&b, n));
-  CU(cudaMemset(a, 1, n));
-  cudaEvent_t e0, e1;
-  CU(cudaEventCreate(&e0));
-  CU(cudaEventCreate(&e1));
-  float* t = malloc(sizeof(float) * iters);
-  for (int i = 0; i < iters + 3; i++) {
-    CU(cudaEventRecord(e0, 0));
-    CU(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0));
-    CU(cudaEventRecord(e1, 0));
-    CU(cudaEventSynchronize(e1));
-    if (i >= 3) CU(cudaEventElapsedTime(&t[i - 3], e0, e1));
-  }
-  double ms = median(t, iters);
-  free(t);
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * n / (ms * 1e-3) / 1e12;
+  copyArgs_t c = {NULL, NULL, (size_t)1 << 30};
+  CU(cudaMalloc(&c.a, c.n));
+  CU(cudaMalloc(&c.b, c.n));
+  CU(cudaMemset(c.a, 1, c.n));
+  perfStats_t s;
+  if (perfTimeEventsN(3, iters, copyStep, &c, &s)) exit(1);
+  cudaFree(c.a);
+  cudaFree(c.b);
+  return 2.0 * c.n / (s.median * 1e-6) / 1e12;
 }
 
 typedef struct {
   int B, H, Hkv, D, L;
 } shape_t;
 
-static int sweep; /* -x: also every (stages, split size) variant of the tensor-core kernel */
+#define MAX_SHAPES 16
+typedef struct {
+  shape_t s[MAX_SHAPES];
+  int n, custom;
+} shapes_t;
 
-static void benchAttention(const shape_t* sh, int iters, double ceiling) {
+/* -s B,H,Hkv,D,L: the first -s replaces the default shapes, each further one adds */
+static int parseShape(const char* arg, void* value) {
+  shapes_t* sh = value;
+  shape_t s;
+  char tail;
+  if (sscanf(arg, "%d,%d,%d,%d,%d%c", &s.B, &s.H, &s.Hkv, &s.D, &s.L, &tail) != 5) return 1;
+  if (s.B < 1 || s.H < 1 || s.Hkv < 1 || s.D < 1 || s.L < 1 || s.H % s.Hkv) return 1;
+  if (!sh->custom) sh->n = 0, sh->custom = 1;
+  if (sh->n == MAX_SHAPES) return 1;
+  sh->s[sh->n++] = s;
+  return 0;
+}
+
+static const char* showShapes(const void* value) {
+  static char text[PERF_LIST_MAX];
+  const shapes_t* sh = value;
+  size_t k = 0;
+  text[0] = 0;
+  for (int i = 0; i < sh->n && k < sizeof(text); i++)
+    k += (size_t)snprintf(text + k, sizeof(text) - k, "%s%d,%d,%d,%d,%d", i ? " " : "", sh->s[i].B, sh->s[i].H,
+                          sh->s[i].Hkv, sh->s[i].D, sh->s[i].L);
+  return text;
+}
+
+static int sweep; /* -x: also every (stages, split size) variant of the tensor-core kernel */
+static shapes_t shapes = {
+    {{64, 16, 1, 128, 8192}, {16, 16, 1, 128, 32768}, {128, 64, 8, 128, 4096}, {1, 16, 1, 128, 4096}}, 4, 0};
+
+typedef struct {
+  cpclAttnParams_t* p;
+  void **k, **v;
+  int copies, warm, err;
+} attnArgs_t;
+
+static int attnStep(void* arg, int launch) {
+  attnArgs_t* a = arg;
+  a->p->kCache = a->k[a->warm ? 0 : launch % a->copies];
+  a->p->vCache = a->v[a->warm ? 0 : launch % a->copies];
+  a->err = cpclCudaAttn(a->p, NULL);
+  return a->err;
+}
+
+enum {
+  COL_KERNEL,
+  COL_VARIANT,
+  COL_PARTS,
+  COL_B,
+  COL_H,
+  COL_HKV,
+  COL_D,
+  COL_L,
+  COL_MIN,
+  COL_MED,
+  COL_MAX,
+  COL_TBS,
+  COL_COPY,
+  COL_SPLITS,
+  COL_COPIES,
+  COL_WRONG,
+  COL_STATUS,
+  NUM_COLS
+};
+
+static void benchAttention(const shape_t* sh, double ceiling) {
   const int B = sh->B, H = sh->H, Hkv = sh->Hkv, D = sh->D, L = sh->L, page = 16;
   const int pagesPerSeq = (L + page - 1) / page, numPages = B * pagesPerSeq;
   const size_t kvElems = (size_t)numPages * page * Hkv * D;
@@ -158,10 +254,31 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
                         .workspaceBytes = wsBytes,
                         .maxSplits = maxSplits,
                         .splitCounters = counters};
-  cudaEvent_t e0, e1;
-  CU(cudaEventCreate(&e0));
-  CU(cudaEventCreate(&e1));
-  float* t = malloc(sizeof(float) * iters);
+
+  /* -c: the C reference over KV copy 0, once per shape */
+  uint16_t* refOut = NULL;
+  float* refLse = NULL;
+  const size_t nOut = (size_t)B * H * D, nLse = (size_t)B * H;
+  if (perf.check) {
+    cpclAttnParams_t h = p;
+    void *hk = toHost(k[0], kvElems * 2), *hv = toHost(v[0], kvElems * 2), *hq = toHost(q, nOut * 2);
+    h.seqLens = lens;
+    h.blockTable = bt;
+    h.q = hq;
+    h.kCache = hk;
+    h.vCache = hv;
+    h.out = refOut = malloc(nOut * 2);
+    h.lse = refLse = malloc(nLse * sizeof(float));
+    h.workspaceBytes = cpclHostAttnWorkspaceBytes(D, D);
+    h.workspace = malloc(h.workspaceBytes);
+    h.splitCounters = NULL;
+    cpclHostAttn(&h);
+    free(h.workspace);
+    free(hk);
+    free(hv);
+    free(hq);
+  }
+
   static const int stagesOf[] = {0, 0, 0, 2, 3, 2, 3, 2, 3}, chunkOf[] = {0, 0, 0, 128, 128, 256, 256, 512, 512};
   /* variant 2: the default kernel on one KV copy, L2-warm as PyTorch's anchor measures (only
    * when the KV fits in L2) */
@@ -171,32 +288,53 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
     p.cudaCoresOnly = variant == 1;
     p.pipelineStages = stagesOf[variant];
     p.splitChunkMin = chunkOf[variant];
-    for (int i = 0; i < iters + 5; i++) {
-      p.kCache = k[variant == 2 ? 0 : i % copies];
-      p.vCache = v[variant == 2 ? 0 : i % copies];
-      CU(cudaEventRecord(e0, 0));
-      int err = cpclCudaAttn(&p, NULL);
-      CU(cudaEventRecord(e1, 0));
-      CU(cudaEventSynchronize(e1));
-      if (err) {
-        fprintf(stderr, "attention launch failed: %s\n", cudaGetErrorString((cudaError_t)err));
-        exit(1);
-      }
-      if (i >= 5) CU(cudaEventElapsedTime(&t[i - 5], e0, e1));
+    attnArgs_t a = {&p, k, v, copies, variant == 2, 0};
+    perfStats_t s;
+    if (perfTimeEvents(&perf, attnStep, &a, &s)) {
+      fprintf(stderr, "attention launch failed: %s\n", cudaGetErrorString((cudaError_t)a.err));
+      exit(1);
     }
-    float ms = median(t, iters);
-    double tbs = kvBytes / (ms * 1e-3) / 1e12;
+    long wrong = 0;
+    if (perf.check) {
+      a.warm = 1; /* copy 0, the reference's */
+      attnStep(&a, 0);
+      CU(cudaDeviceSynchronize());
+      if (a.err) exit(1);
+      uint16_t* hOut = toHost(out, nOut * 2);
+      float* hLse = toHost(lse, nLse * sizeof(float));
+      wrong = countWrong(hOut, refOut, nOut, hLse, refLse, nLse);
+      free(hOut);
+      free(hLse);
+    }
+    double tbs = kvBytes / (s.median * 1e-6) / 1e12;
     char name[32];
     if (variant < 3)
       snprintf(name, sizeof(name), "%s", variant == 2 ? "L2-warm" : variant ? "cores" : "auto");
     else
       snprintf(name, sizeof(name), "s%d/c%d", stagesOf[variant], chunkOf[variant]);
-    printf(
-        "attn %-8s B %-4d H %-3d Hkv %-2d D %-3d L %-6d %9.1f us %6.2f TB/s %6.1f%% of copy (splits <= %d, %d KV "
-        "copies)\n",
-        name, B, H, Hkv, D, L, ms * 1e3, tbs, 100 * tbs / ceiling, maxSplits, variant == 2 ? 1 : copies);
+    perfValue_t row[NUM_COLS] = {PERF_S("attn"),
+                                 PERF_S(name),
+                                 PERF_NONE,
+                                 PERF_I(B),
+                                 PERF_I(H),
+                                 PERF_I(Hkv),
+                                 PERF_I(D),
+                                 PERF_I(L),
+                                 PERF_D(s.min),
+                                 PERF_D(s.median),
+                                 PERF_D(s.max),
+                                 PERF_D(tbs),
+                                 PERF_D(100 * tbs / ceiling),
+                                 PERF_I(maxSplits),
+                                 PERF_I(variant == 2 ? 1 : copies),
+                                 perf.check ? PERF_I(wrong) : PERF_NONE,
+                                 PERF_S(!perf.check ? "-"
+                                        : wrong     ? "FAILED"
+                                                    : "ok")};
+    perfRow(&perf, row, wrong != 0);
   }
-  free(t);
+  free(refOut);
+  free(refLse);
   for (int c = 0; c < copies; c++) {
     cudaFree(k[c]);
     cudaFree(v[c]);
@@ -214,7 +352,9 @@ static void benchAttention(const shape_t* sh, int iters, double ceiling) {
   cudaFree(counters);
 }
 
-static void benchMerge(int N, int B, int H, int D, int iters) {
+static int mergeStep(void* arg, int launch) { return cpclCudaMerge((const cpclMergeParams_t*)arg, NULL); }
+
+static void benchMerge(int N, int B, int H, int D, double ceiling) {
   void* o;
   float* l;
   void* out;
@@ -241,55 +381,100 @@ static void benchMerge(int N, int B, int H, int D, int iters) {
     m.o[p] = (char*)o + (size_t)p * B * H * D * 2;
     m.lse[p] = l + (size_t)p * B * H;
   }
-  cudaEvent_t e0, e1;
-  CU(cudaEventCreate(&e0));
-  CU(cudaEventCreate(&e1));
-  float* t = malloc(sizeof(float) * iters);
-  for (int i = 0; i < iters + 5; i++) {
-    CU(cudaEventRecord(e0, 0));
-    if (cpclCudaMerge(&m, NULL)) exit(1);
-    CU(cudaEventRecord(e1, 0));
-    CU(cudaEventSynchronize(e1));
-    if (i >= 5) CU(cudaEventElapsedTime(&t[i - 5], e0, e1));
+  perfStats_t s;
+  if (perfTimeEvents(&perf, mergeStep, &m, &s)) exit(1);
+  long wrong = 0;
+  const size_t nOut = (size_t)B * H * D, nLse = (size_t)B * H;
+  if (perf.check) { /* the C reference on host copies of the same partials */
+    cpclMergeParams_t h = m;
+    void* ho = toHost(o, (size_t)N * nOut * 2);
+    float* hl = toHost(l, sizeof(float) * N * nLse);
+    for (int p = 0; p < N; p++) {
+      h.o[p] = (char*)ho + (size_t)p * nOut * 2;
+      h.lse[p] = hl + (size_t)p * nLse;
+    }
+    uint16_t* refOut = malloc(nOut * 2);
+    float* refLse = malloc(nLse * sizeof(float));
+    h.out = refOut;
+    h.outLse = refLse;
+    cpclHostMerge(&h);
+    uint16_t* gOut = toHost(out, nOut * 2);
+    float* gLse = toHost(outLse, nLse * sizeof(float));
+    wrong = countWrong(gOut, refOut, nOut, gLse, refLse, nLse);
+    free(ho);
+    free(hl);
+    free(refOut);
+    free(refLse);
+    free(gOut);
+    free(gLse);
   }
-  printf("merge N %d B %d H %d D %d %10.1f us\n", N, B, H, D, median(t, iters) * 1e3);
-  free(t);
+  /* bytes read (N partials and LSEs) + written (out, LSE) */
+  const double bytes = (double)(N + 1) * (nOut * 2 + nLse * sizeof(float));
+  const double tbs = bytes / (s.median * 1e-6) / 1e12;
+  perfValue_t row[NUM_COLS] = {PERF_S("merge"),
+                               PERF_S("lse"),
+                               PERF_I(N),
+                               PERF_I(B),
+                               PERF_I(H),
+                               PERF_NONE,
+                               PERF_I(D),
+                               PERF_NONE,
+                               PERF_D(s.min),
+                               PERF_D(s.median),
+                               PERF_D(s.max),
+                               PERF_D(tbs),
+                               PERF_D(100 * tbs / ceiling),
+                               PERF_NONE,
+                               PERF_NONE,
+                               perf.check ? PERF_I(wrong) : PERF_NONE,
+                               PERF_S(!perf.check ? "-"
+                                      : wrong     ? "FAILED"
+                                                  : "ok")};
+  perfRow(&perf, row, wrong != 0);
   cudaFree(o);
   cudaFree(l);
   cudaFree(out);
   cudaFree(outLse);
 }
 
+static const perfOpt_t options[] = {
+    {'s', "shapes", PERF_OPT_CUSTOM, &shapes, "B,H,Hkv,D,L",
+     "an attention shape (H after the DCP gather), repeatable, at most 16", 0, 0, NULL, parseShape, showShapes},
+    {'x', "sweep", PERF_OPT_BOOL, &sweep, NULL, "also every (stages, split size) variant of the tensor-core kernel", 0,
+     0, NULL, NULL, NULL},
+};
+
 int main(int argc, char** argv) {
-  int iters = 50;
-  shape_t shapes[16] = {
-      {64, 16, 1, 128, 8192}, {16, 16, 1, 128, 32768}, {128, 64, 8, 128, 4096}, {1, 16, 1, 128, 4096}};
-  int ns = 4, custom = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "-n") && i + 1 < argc)
-      iters = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "-x"))
-      sweep = 1;
-    else if (!strcmp(argv[i], "-s") && i + 1 < argc && ns < 16) {
-      if (!custom) ns = 0, custom = 1;
-      shape_t s;
-      if (sscanf(argv[++i], "%d,%d,%d,%d,%d", &s.B, &s.H, &s.Hkv, &s.D, &s.L) == 5) shapes[ns++] = s;
-    } else {
-      printf("usage: kernel_perf [-n iters] [-x] [-s B,H,Hkv,D,L ...]\n");
-      return 2;
-    }
-  }
+  perfInit(&perf, "kernel_perf", "the CUDA attention and merge kernels alone, one GPU, against the copy ceiling",
+           options, (int)(sizeof(options) / sizeof(options[0])));
+  perf.hasCheck = 1;
+  perf.iters = 50;
+  int r = perfParse(&perf, argc, argv);
+  if (r) return r == 1 ? 0 : 2;
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    printf("kernel_perf: no CUDA device\n");
-    return 0;
+    fprintf(stderr, "kernel_perf: no CUDA device\n");
+    return 1;
   }
   struct cudaDeviceProp prop;
   CU(cudaGetDeviceProperties(&prop, 0));
   double ceiling = copyCeiling(20);
-  printf("# %s, %d SMs; device-to-device copy ceiling %.2f TB/s (bytes read + written)\n", prop.name,
-         prop.multiProcessorCount, ceiling);
-  for (int i = 0; i < ns; i++) benchAttention(&shapes[i], iters, ceiling);
-  benchMerge(8, 64, 16, 128, iters);
-  return 0;
+  perfParamStr(&perf, "device", prop.name);
+  perfParamInt(&perf, "sms", prop.multiProcessorCount);
+  perfComment(&perf, "kernel_perf%s%s: %s, %d SMs; device-to-device copy ceiling %.2f TB/s (bytes read + written)",
+              perf.label[0] ? " " : "", perf.label, prop.name, prop.multiProcessorCount, ceiling);
+  static const perfColumn_t cols[NUM_COLS] = {{"kernel", PERF_STRING, -6, 0}, {"variant", PERF_STRING, -8, 0},
+                                              {"parts", PERF_INT, 5, 0},      {"B", PERF_INT, 4, 0},
+                                              {"H", PERF_INT, 3, 0},          {"Hkv", PERF_INT, 3, 0},
+                                              {"D", PERF_INT, 3, 0},          {"L", PERF_INT, 6, 0},
+                                              {"min_us", PERF_DOUBLE, 9, 1},  {"median_us", PERF_DOUBLE, 9, 1},
+                                              {"max_us", PERF_DOUBLE, 9, 1},  {"TB/s", PERF_DOUBLE, 6, 2},
+                                              {"%copy", PERF_DOUBLE, 6, 1},   {"splits", PERF_INT, 6, 0},
+                                              {"copies", PERF_INT, 6, 0},     {"#wrong", PERF_INT, 7, 0},
+                                              {"status", PERF_STRING, -1, 0}};
+  perfColumns(&perf, cols, NUM_COLS);
+  perfPrintHeader(&perf);
+  for (int i = 0; i < shapes.n; i++) benchAttention(&shapes.s[i], ceiling);
+  benchMerge(8, 64, 16, 128, ceiling);
+  return perfFinish(&perf);
 }

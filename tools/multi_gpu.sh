@@ -39,7 +39,7 @@ perf() { # np, label, args...
   local np=$1 label=$2
   shift 2
   for b in "-b 1 -e 1" "-b 8 -e 32 -f 4" "-b 128 -e 128"; do
-    $MPIRUN -np $np $P -g 1 $b -l 8192 -L 131072 -F 4 -n 20 -T "$label" "$@" 2>&1
+    $MPIRUN -np $np $P -g 1 $b -l 8192 -L 131072 -F 4 -n 20 -T "$label" "$@" 2>&1 || echo "# FAILED: $b"
   done | awk '!/^#/ || !seen[$0]++' >"$OUT/perf_${label// /_}.txt"
   echo "== $label"
   cat "$OUT/perf_${label// /_}.txt"
