@@ -141,8 +141,10 @@ static void jobWantCache(job_t* j, cpclComm_t comm, const cpclAttnDesc_t* desc) 
     for (int i = 0; i < j->nw[s]; i++)
       for (int h = 0; h < sh->Hkv; h++) {
         const size_t row = (size_t)(qs[s] + i) * sh->Hkv + h;
-        for (int d = 0; d < sh->Dqk; d++) tuPut(k, row * sh->Dqk + d, tuKv(&j->pbFull, 0, s, j->ctx[s] + i, h, d), sh->type);
-        for (int d = 0; d < sh->Dv; d++) tuPut(v, row * sh->Dv + d, tuKv(&j->pbFull, 1, s, j->ctx[s] + i, h, d), sh->type);
+        for (int d = 0; d < sh->Dqk; d++)
+          tuPut(k, row * sh->Dqk + d, tuKv(&j->pbFull, 0, s, j->ctx[s] + i, h, d), sh->type);
+        for (int d = 0; d < sh->Dv; d++)
+          tuPut(v, row * sh->Dv + d, tuKv(&j->pbFull, 1, s, j->ctx[s] + i, h, d), sh->type);
       }
   cpclAttnPlan_t plan;
   CPCL_OK(cpclAttnPlanCreate(&plan, comm, desc, 8));
@@ -301,7 +303,8 @@ static void runCase(cpclComm_t comm, int P, int D, int I, int ps, const shape_t*
         if (!sh->noLse) {
           const double e = refLse[t * H + h] * (sh->base2 ? 1.4426950408889634 : 1.0);
           const float gl = lse[t * H + h];
-          if (!(fabs(gl - e) <= 1e-4 * (1 + fabs(e))) || !(fabsf(gl - oneLse[r1 * Hq + g]) <= 1e-4f * (1 + fabsf(gl)))) {
+          if (!(fabs(gl - e) <= 1e-4 * (1 + fabs(e))) ||
+              !(fabsf(gl - oneLse[r1 * Hq + g]) <= 1e-4f * (1 + fabsf(gl)))) {
             fprintf(stderr, "[rank %d] %s pcp %d dcp %d: lse row %d head %d got %g want %g one-rank %g\n", rank,
                     algos[a], P, D, t, h, gl, e, oneLse[r1 * Hq + g]);
             MPI_Abort(world, 1);
@@ -320,14 +323,14 @@ static void runCase(cpclComm_t comm, int P, int D, int I, int ps, const shape_t*
 
 /* A call whose arguments are bad on every rank alike: cpclInvalidArgument, the message names
  * the field. */
-#define EXPECT_BAD(call, what)                                                                       \
-  do {                                                                                               \
-    EXPECT_RES(call, cpclInvalidArgument);                                                           \
-    if (strstr(cpclGetLastError(comm), what) == NULL) {                                              \
+#define EXPECT_BAD(call, what)                                                                        \
+  do {                                                                                                \
+    EXPECT_RES(call, cpclInvalidArgument);                                                            \
+    if (strstr(cpclGetLastError(comm), what) == NULL) {                                               \
       fprintf(stderr, "[rank %d] %s:%d: message \"%s\" does not name %s\n", rank, __FILE__, __LINE__, \
-              cpclGetLastError(comm), what);                                                         \
-      MPI_Abort(world, 1);                                                                           \
-    }                                                                                                \
+              cpclGetLastError(comm), what);                                                          \
+      MPI_Abort(world, 1);                                                                            \
+    }                                                                                                 \
   } while (0)
 
 static void runValidation(cpclComm_t comm, int P, int D) {
@@ -476,7 +479,7 @@ int main(int argc, char** argv) {
       CPCL_OK(cpclCommInitOob(&comm, &oob, &cfg));
       const int I = inter[i][0], ps = inter[i][1];
       const shape_t gqa = {2, 2, 64, 64, 0, cpclBfloat16, 0, 0};
-      const shape_t mqa = {2, 1, 32, 32, 0, cpclFloat32, 1, 0}; /* base-2 LSE */
+      const shape_t mqa = {2, 1, 32, 32, 0, cpclFloat32, 1, 0};         /* base-2 LSE */
       const shape_t mla = {2, 1, 576, 512, 1, cpclBfloat16, 0, i == 1}; /* lse NULL once */
       runCase(comm, P, D, I, ps, &gqa, 0);
       runCase(comm, P, D, I, ps, &gqa, 1); /* fresh prompts: no context part */
