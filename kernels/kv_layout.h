@@ -15,11 +15,7 @@
 
 #include <stdint.h>
 
-#if defined(__CUDACC__)
-#define CPCL_HD __host__ __device__ __forceinline__
-#else
-#define CPCL_HD static inline
-#endif
+#include "params_common.h" /* CPCL_HD */
 
 CPCL_HD int cpclKvOwner(int64_t p, int W, int I) { return (int)((p / I) % W); }
 

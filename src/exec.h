@@ -6,8 +6,11 @@
 
 #include <stddef.h>
 
+#include "attn_params.h"
 #include "cpcl.h"
-#include "kernels.h"
+#include "fused_params.h"
+#include "kvstore_params.h"
+#include "merge_params.h"
 #include "prefill_params.h"
 
 struct cpclComm;
@@ -26,7 +29,7 @@ typedef struct cpclExecOps {
   /* height rows of width bytes, from src (row pitch spitch) to dst (row pitch dpitch) */
   cpclResult_t (*copy2d)(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                          cpclStream_t stream);
-  /* the fused decode kernel (kernels.h); unsupported on the host */
+  /* the fused decode kernel (fused_params.h); unsupported on the host */
   cpclResult_t (*fused)(const cpclFusedParams_t* p, cpclStream_t stream);
   /* zeroes bytes at ptr and returns once that is done (peers may store into the buffer as soon
    * as it is registered): workspace carved from a caller's buffer */
@@ -52,7 +55,7 @@ const cpclExecOps_t* cpclExecOf(cpclMemType_t memType);
 #ifdef CPCL_HAVE_CUDA
 extern const cpclExecOps_t cpclExecCuda;
 /* CPCL_KERR_WORDS ints of host memory mapped into the device, zeroed: the kernels' record of bad
- * batch data (kernels.h), read by the host without synchronising. */
+ * batch data (params_common.h, cpclKError_t), read by the host without synchronising. */
 cpclResult_t cpclCudaErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr);
 void cpclCudaErrorFlagFree(int* hostPtr);
 #endif

@@ -37,8 +37,11 @@ static void cudaFreePtr(void* p) {
 }
 
 static cpclResult_t launched(int err, const char* what) {
-  if (err != 0) return CPCL_ERR(NULL, cpclUnhandledCudaError, "%s: %s", what, cudaGetErrorString((cudaError_t)err));
-  return cpclSuccess;
+  if (err == 0) return cpclSuccess;
+  const char* detail = cpclCudaKernelErrorDetail(); /* the launcher's own check, if it refused */
+  if (err == cudaErrorInvalidValue && detail[0])
+    return CPCL_ERR(NULL, cpclUnhandledCudaError, "%s: %s (%s)", what, cudaGetErrorString((cudaError_t)err), detail);
+  return CPCL_ERR(NULL, cpclUnhandledCudaError, "%s: %s", what, cudaGetErrorString((cudaError_t)err));
 }
 
 static cpclResult_t cudaAttend(const cpclAttnParams_t* p, cpclStream_t s) {

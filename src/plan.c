@@ -236,7 +236,7 @@ static cpclResult_t planLayout(struct cpclAttnPlan* pl) {
       CPCLCHECK(planTake(pl, &pl->pfRing, (size_t)pl->P * pl->sliceCap, "prefill ring partials"));
   }
   if (pl->comm->memType == cpclMemCuda && pl->W == 1) { /* one rank: the fused kernel's flags */
-    const size_t ints = CPCL_ALIGN_UP(1 + (1 + CPCL_SYNC_KINDS), 4) + CPCL_SYNC_COUNTERS;
+    const size_t ints = cpclSyncBlockInts(1);
     CPCLCHECK(planTake(pl, &pl->localSync, ints * sizeof(int), "fused kernel flags"));
   }
   return cpclSuccess;
@@ -294,14 +294,8 @@ static cpclResult_t planMapPeers(struct cpclAttnPlan* pl) {
 
 cpclResult_t cpclPlanPeerSync(struct cpclAttnPlan* pl, cpclPeerSync_t* s) {
   if (pl->W > 1) return pl->comm->tp->peerSync(pl->comm->tpCtx, s);
-  memset(s, 0, sizeof(*s));
-  int* f = pl->localSync; /* epoch | ready | data [3] | counters */
-  s->nranks = 1;
-  s->epoch = f;
-  s->readyIn = f + 1;
-  for (int k = 0; k < CPCL_SYNC_KINDS; k++) s->dataOut[k][0] = s->dataIn[k] = f + 2 + k;
-  s->counters = (unsigned*)(f + CPCL_ALIGN_UP(1 + (1 + CPCL_SYNC_KINDS), 4));
-  s->timeoutNs = (unsigned long long)pl->comm->timeoutMs * 1000000ull;
+  cpclPeerSyncInit(s, 1, 0, pl->localSync, (unsigned long long)pl->comm->timeoutMs * 1000000ull);
+  cpclPeerSyncSetPeer(s, 0, pl->localSync);
   return cpclSuccess;
 }
 

@@ -6,7 +6,7 @@
 #include "comm.h"
 #include "core.h"
 #include "exec.h"
-#include "kernels.h"
+#include "peer_sync.h"
 
 /* Alignment of every workspace buffer carved from a caller's buffer, and of that buffer. */
 #define CPCL_WS_ALIGN 256
@@ -50,7 +50,7 @@ struct cpclAttnPlan {
   void* scratch;           /* attention kernel workspace (host scratch, or CUDA split partials) */
   int maxSplits;           /* CUDA: KV splits per row at most (fixed per plan: batch-invariant) */
   unsigned* splitCounters; /* CUDA: zeroed once; the attention kernel leaves them zero */
-  int* errorHost;          /* CUDA: the kernels' record of bad batch data (kernels.h), host view */
+  int* errorHost;          /* CUDA: the kernels' record of bad batch data (params_common.h), host view */
   int* errorDev;           /*       and device view */
   size_t scratchBytes;
   cpclRequest_t* reqs; /* [4 W]: the pipelined schedule's transfers */

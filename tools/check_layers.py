@@ -51,11 +51,10 @@ def layer_of(path):
 
 def is_params_header(path):
     """A params header of the kernels: kernels/*params*.h directly in kernels/ (attn_params.h,
-    params_common.h, ...), or kernels/kernels.h, which held every params struct before issue 11
-    split it per kernel kind."""
+    params_common.h, ...), or rank_limit.h, the one rank limit the params structs are sized by."""
     parts = path.split("/")
     return (len(parts) == 2 and parts[0] == "kernels" and parts[1].endswith(".h")
-            and ("params" in parts[1] or parts[1] == "kernels.h"))
+            and ("params" in parts[1] or parts[1] == "rank_limit.h"))
 
 
 def is_build_dir(root, rel):

@@ -19,14 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* the attention and merge params headers; kernels.h held every kernel's params before issue 11
- * split it per kernel kind (drop the fallback once the split has landed) */
-#if defined(__has_include) && __has_include("attn_params.h")
 #include "attn_params.h"
 #include "merge_params.h"
-#else
-#include "kernels.h"
-#endif
 #include "perf/driver.h"
 
 #define CU(call)                                                                            \

@@ -26,7 +26,7 @@
 
 #include "base/error.h"
 #include "cpcl.h"
-#include "kernels.h"
+#include "peer_sync.h"
 
 /* One stream-ordered all-to-all of device memory (device transports): rank p gets sendBytes[p]
  * bytes of sendbufs[p] into its recvbufs[me]. The own block is not moved (the caller copies it).
@@ -109,7 +109,7 @@ typedef struct cpclTransportOps {
 
   /* CPCL_TP_CAP_PEER_MAP. Register a local buffer collectively, then get the address at which
    * this process sees peer `peer`'s copy of it; peerSync gives the flags through which kernels
-   * synchronise (kernels.h). */
+   * synchronise (peer_sync.h). */
   cpclResult_t (*regMem)(void* ctx, void* buf, size_t bytes, void** handle);
   cpclResult_t (*deregMem)(void* ctx, void* handle);
   cpclResult_t (*peerPtr)(void* ctx, void* handle, int peer, void** ptr);

@@ -1,201 +1,13 @@
 /*
- * attn.cu -- paged prefix attention with LSE (flash-decoding), the CUDA twin of
- * kernels/host/attn_host.c.
- *
- * Grid: x = (row t, KV head kh), y = chunk of kUC heads of one GQA group, z = KV split.
- * A CTA streams keys [kBeg, kEnd) of row t's local prefix (length localLen(cpRank, pos + 1),
- * pos = seqLens[s] - n + j) for up to kUC gathered heads that share KV head kh, so each K/V byte
- * it loads serves all of them. Tiles of kBK keys are copied to shared memory with cp.async
- * (16-byte chunks, two stages), rows padded by 16 bytes so a warp reading one row per lane is
- * conflict-free.
- *
- *   warp w owns units u = w + kWarps * i (i < kUPW); lane = key in the tile for scores and
- *   softmax, lane = kDpl consecutive output dims for P.V
- *   s = (q . k) * smScale * log2 e;  m' = max(m, max s);  l' = l 2^(m-m') + sum 2^(s-m')
- *
- * Splits (batch-invariant: a row's split depends only on its own length):
- *   n = min(maxSplits, ceil(len / chunkMin)); chunk = roundup(ceil(len / n), kBK);
- *   n = ceil(len / chunk). One split: the CTA writes out/lse directly. Several: normalised
- *   partials (fp32) and base-2 LSEs go to the workspace
- *     wsO [maxSplits][numTokens][numHeads][Dv], wsLse [maxSplits][numTokens][numHeads]
- *   and the CTA that finishes a row's heads last merges them (fp32, split order), counted by
- *   p.splitCounters (attn_common.cuh): no second launch.
+ * attn.cu -- the attention launchers (attn_params.h, fused_params.h): pick the kernel for the
+ * shape, tensor cores (attn_mma.cuh) where they cover it, CUDA cores (attn_split.cuh) otherwise,
+ * and call its instantiation (attn_instances.cuh). No kernel body is compiled here.
  */
 #include <cuda_runtime.h>
-#include <math.h>
 
-#include "attn_common.cuh"
-#include "fused.cuh"
-
-namespace cpcl {
-
-constexpr int kThreads = 128, kWarps = kThreads / 32, kUC = kCtaHeads, kUPW = kUC / kWarps;
-
-/* One CTA's work (a plain launch or a ticket of the fused kernel); true when it wrote out/lse. */
-template <typename TQ, typename TKV, int kDpl>
-__device__ __forceinline__ bool splitBody(const cpclAttnParams_t& p, const CtaIdx& cta, unsigned char* smem) {
-  const int Dqk = p.headDimQk, Dv = p.headDimVo;
-  CtaWork w;
-  if (!ctaWork(p, cta, w)) return false;
-  const int t = w.t, kh = w.kh, s = w.s, g0 = w.g0, nu = w.nu, split = w.split;
-  const RowSplit rs = w.rs;
-  const int64_t kBeg = w.kBeg, kEnd = w.kEnd;
-
-  const int kRowB = Dqk * (int)sizeof(TKV) + 16, vRowB = p.latentKv ? 0 : Dv * (int)sizeof(TKV) + 16;
-  const int stageB = kBK * (kRowB + vRowB);
-  unsigned char* stage0 = smem;
-  float* qs = reinterpret_cast<float*>(smem + 2 * stageB); /* [kUC][Dqk], pre-scaled */
-  float* ps = qs + kUC * Dqk;                              /* [kUC][kBK] probabilities */
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-
-  const float qscale = p.smScale * kLog2e;
-  for (int i = tid; i < kUC * Dqk; i += kThreads) {
-    const int u = i / Dqk, d = i % Dqk, g = g0 + u;
-    qs[i] = u < nu ? toF<TQ>(attnQ<TQ>(p, g, t)[d]) * qscale : 0.f;
-  }
-
-  const PageMap pm(p.blockTable + (int64_t)s * p.maxPagesPerSeq, p.pageSize);
-  const int Hkv = p.numKvHeads;
-  const int chunksK = Dqk * (int)sizeof(TKV) / 16, chunksV = p.latentKv ? 0 : Dv * (int)sizeof(TKV) / 16;
-  const unsigned char* kc = static_cast<const unsigned char*>(p.kCache);
-  const unsigned char* vc = static_cast<const unsigned char*>(p.vCache);
-  auto loadTile = [&](int64_t k0, unsigned char* st) {
-    /* a warp's lanes take consecutive chunks of one row; the slot is looked up once per row */
-    const int per = chunksK + chunksV;
-    for (int i = tid; i < kBK * per; i += kThreads) {
-      const int row = i / per, c = i - row * per;
-      const int64_t key = k0 + row;
-      if (key >= kEnd) continue; /* masked below: never read */
-      const int64_t slot = pm.slot(key);
-      if (c < chunksK)
-        cpAsync16(st + row * kRowB + c * 16, kc + ((slot * Hkv + kh) * Dqk) * (int64_t)sizeof(TKV) + c * 16);
-      else
-        cpAsync16(st + kBK * kRowB + row * vRowB + (c - chunksK) * 16,
-                  vc + ((slot * Hkv + kh) * Dv) * (int64_t)sizeof(TKV) + (c - chunksK) * 16);
-    }
-    cpAsyncCommit();
-  };
-
-  float m[kUPW], l[kUPW], acc[kUPW][kDpl];
-#pragma unroll
-  for (int i = 0; i < kUPW; i++) {
-    m[i] = -INFINITY;
-    l[i] = 0.f;
-#pragma unroll
-    for (int j = 0; j < kDpl; j++) acc[i][j] = 0.f;
-  }
-  const int nTiles = kEnd > kBeg ? (int)((kEnd - kBeg + kBK - 1) / kBK) : 0;
-  if (nTiles > 0) loadTile(kBeg, stage0);
-  for (int it = 0; it < nTiles; it++) {
-    if (it + 1 < nTiles) {
-      loadTile(kBeg + (int64_t)(it + 1) * kBK, stage0 + ((it + 1) & 1) * stageB);
-      cpAsyncWait<1>();
-    } else {
-      cpAsyncWait<0>();
-    }
-    __syncthreads();
-    const unsigned char* st = stage0 + (it & 1) * stageB;
-    const int nk = (int)min((int64_t)kBK, kEnd - (kBeg + (int64_t)it * kBK));
-
-    /* scores: lane = key, this warp's units */
-    float sc[kUPW];
-#pragma unroll
-    for (int i = 0; i < kUPW; i++) sc[i] = 0.f;
-    if (lane < nk) {
-      const TKV* krow = reinterpret_cast<const TKV*>(st + lane * kRowB);
-      for (int d = 0; d < Dqk; d += 8) {
-        float kf[8];
-        load8<TKV>(krow + d, kf);
-#pragma unroll
-        for (int i = 0; i < kUPW; i++) {
-          const float4 qa = *reinterpret_cast<const float4*>(qs + (warp + kWarps * i) * Dqk + d);
-          const float4 qb = *reinterpret_cast<const float4*>(qs + (warp + kWarps * i) * Dqk + d + 4);
-          sc[i] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] + qb.y * kf[5] +
-                   qb.z * kf[6] + qb.w * kf[7];
-        }
-      }
-    }
-    /* online softmax, warp-uniform per unit */
-#pragma unroll
-    for (int i = 0; i < kUPW; i++) {
-      const int u = warp + kWarps * i;
-      const float sv = (lane < nk && u < nu) ? sc[i] : -INFINITY;
-      const float mnew = fmaxf(m[i], warpMax(sv));
-      const float alpha = m[i] == -INFINITY ? 0.f : exp2f(m[i] - mnew);
-      const float pk = sv == -INFINITY ? 0.f : exp2f(sv - mnew);
-      l[i] = l[i] * alpha + warpSum(pk);
-      m[i] = mnew;
-      ps[u * kBK + lane] = pk;
-#pragma unroll
-      for (int j = 0; j < kDpl; j++) acc[i][j] *= alpha;
-    }
-    __syncwarp();
-    /* P.V: lane owns dims [lane * kDpl, lane * kDpl + kDpl) */
-    const int vStride = p.latentKv ? kRowB : vRowB;
-    const unsigned char* vbase = p.latentKv ? st : st + kBK * kRowB;
-    const int d0 = lane * kDpl;
-    for (int k = 0; k < nk; k++) {
-      const TKV* vrow = reinterpret_cast<const TKV*>(vbase + k * vStride) + d0;
-      float vv[kDpl];
-#pragma unroll
-      for (int j = 0; j < kDpl; j += 2) {
-        float2 v2 = d0 + j < Dv ? load2<TKV>(vrow + j) : make_float2(0.f, 0.f);
-        vv[j] = v2.x;
-        vv[j + 1] = v2.y;
-      }
-#pragma unroll
-      for (int i = 0; i < kUPW; i++) {
-        const float pk = ps[(warp + kWarps * i) * kBK + k];
-#pragma unroll
-        for (int j = 0; j < kDpl; j++) acc[i][j] += pk * vv[j];
-      }
-    }
-    __syncthreads(); /* this stage is refilled two tiles on */
-  }
-
-  const int T = p.numTokens;
-#pragma unroll
-  for (int i = 0; i < kUPW; i++) {
-    const int u = warp + kWarps * i;
-    if (u >= nu) continue;
-    const int g = g0 + u, d0 = lane * kDpl;
-    const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
-    const float lse2 = l[i] > 0.f ? m[i] + log2f(l[i]) : -INFINITY;
-    if (rs.n == 1) {
-      TQ* o = attnOut<TQ>(p, g, t);
-#pragma unroll
-      for (int j = 0; j < kDpl; j++)
-        if (d0 + j < Dv) o[d0 + j] = fromF<TQ>(acc[i][j] * inv);
-      float* lse = lane == 0 ? attnLse(p, g, t) : nullptr;
-      if (lse) *lse = p.lseBase2 ? lse2 : lse2 * kLn2;
-    } else {
-      const int hi = g - p.headBegin;
-      float* wsO = static_cast<float*>(p.workspace) + (((int64_t)split * T + t) * p.numHeads + hi) * Dv;
-#pragma unroll
-      for (int j = 0; j < kDpl; j++)
-        if (d0 + j < Dv) wsO[d0 + j] = acc[i][j] * inv;
-      if (lane == 0) wsLseOf(p)[((int64_t)split * T + t) * p.numHeads + hi] = lse2;
-    }
-  }
-  if (rs.n > 1) return mergeSplitsIfLast<TQ>(p, w);
-  return true;
-}
-
-template <typename TQ, typename TKV, int kDpl>
-struct SplitBody {
-  using OutT = TQ;
-  static constexpr int kThreads = cpcl::kThreads, kHeads = kUC;
-  static size_t smemBytes(const cpclAttnParams_t* p) {
-    const int kRowB = p->headDimQk * (int)sizeof(TKV) + 16;
-    const int vRowB = p->latentKv ? 0 : p->headDimVo * (int)sizeof(TKV) + 16;
-    return 2 * (size_t)kBK * (kRowB + vRowB) + (size_t)kUC * p->headDimQk * 4 + (size_t)kUC * kBK * 4;
-  }
-  static __device__ __forceinline__ bool run(const cpclAttnParams_t& p, const CtaIdx& c, unsigned char* smem) {
-    return splitBody<TQ, TKV, kDpl>(p, c, smem);
-  }
-};
-
-}  // namespace cpcl
+#include "attn_instances.cuh"
+#include "dispatch.cuh"
+#include "peer_sync.h"
 
 extern "C" size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int maxSplits) {
   return (size_t)maxSplits * maxTokens * numHeads * (headDimVo + 1) * sizeof(float);
@@ -208,48 +20,56 @@ extern "C" int cpclCudaAttnMaxSplits(int maxTokens, int numHeads, int headDimVo)
 }
 
 extern "C" size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads) {
-  /* grid x * y <= rows x (KV heads + 2) x head chunks <= rows x 2 (numHeads + 16) */
-  return (size_t)maxTokens * 2 * (numHeads + 16);
+  return cpclSplitCounterCount(maxTokens, numHeads);
 }
 
-int cpclCudaAttnMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, void* stream);
+namespace cpcl {
 
-/* the attention kernel for the shape (tensor cores where attn_mma.cu covers it) */
-static int attnMain(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t s);
+/* -1: shape not covered by the tensor-core kernel (the caller uses the CUDA-core one) */
+static int attnMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t s) {
+  if (p->qType != p->kvType || p->qType == CPCL_K_FP32 || p->latentKv || p->headDimQk != p->headDimVo) return -1;
+  if (p->qType == CPCL_K_BF16) {
+    if (p->headDimQk == 128) return launchMma<__nv_bfloat16, 128>(p, f, s);
+    if (p->headDimQk == 64) return launchMma<__nv_bfloat16, 64>(p, f, s);
+  } else if (p->qType == CPCL_K_FP16) {
+    if (p->headDimQk == 128) return launchMma<__half, 128>(p, f, s);
+    if (p->headDimQk == 64) return launchMma<__half, 64>(p, f, s);
+  }
+  return -1;
+}
+
+static int attnSplit(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t s) {
+  const size_t es = cpclKDtypeSize(p->kvType);
+  if ((p->headDimQk * es) % 16)
+    return invalidValue("headDimQk = %d: its rows of KV type %d are not a multiple of 16 bytes", p->headDimQk,
+                        p->kvType);
+  if (!p->latentKv && (p->headDimVo * es) % 16)
+    return invalidValue("headDimVo = %d: its rows of KV type %d are not a multiple of 16 bytes", p->headDimVo,
+                        p->kvType);
+  CPCL_DISPATCH_DTYPE(p->qType, TQ, CPCL_DISPATCH_DTYPE(p->kvType, TKV, return launchSplit<TQ, TKV>(p, f, s)));
+  return 0;
+}
 
 static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, void* stream) {
-  using namespace cpcl;
-  if (p->maxSplits < 1 || p->maxSplits > CPCL_CUDA_MAX_SPLITS) return (int)cudaErrorInvalidValue;
+  if (p->maxSplits < 1 || p->maxSplits > CPCL_CUDA_MAX_SPLITS)
+    return invalidValue("maxSplits = %d is outside 1 .. %d", p->maxSplits, CPCL_CUDA_MAX_SPLITS);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  int err = p->cudaCoresOnly ? -1 : cpclCudaAttnMma(p, f, s);
-  if (err < 0) err = attnMain(p, f, s);
+  int err = p->cudaCoresOnly ? -1 : attnMma(p, f, s);
+  if (err < 0) err = attnSplit(p, f, s);
   if (err) return err;
   return (int)cudaGetLastError();
 }
 
+}  // namespace cpcl
+
 extern "C" int cpclCudaAttn(const cpclAttnParams_t* p, void* stream) {
+  cpcl::clearErrorDetail();
   if (p->numTokens == 0 || p->numHeads == 0) return 0;
-  return attnDispatch(p, nullptr, stream);
+  return cpcl::attnDispatch(p, nullptr, stream);
 }
 
 extern "C" int cpclCudaFused(const cpclFusedParams_t* f, void* stream) {
+  cpcl::clearErrorDetail();
   if (f->attn.numTokens == 0) return 0;
-  return attnDispatch(&f->attn, f, stream);
-}
-
-static int attnMain(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t stream) {
-  using namespace cpcl;
-  if ((p->headDimQk * cpclKDtypeSize(p->kvType)) % 16 ||
-      (!p->latentKv && (p->headDimVo * cpclKDtypeSize(p->kvType)) % 16))
-    return (int)cudaErrorInvalidValue;
-  cudaStream_t s = stream;
-#define CPCL_ATTN_DPL(TQ, TKV)                                                  \
-  if (p->headDimVo <= 128) return launchBody<SplitBody<TQ, TKV, 4>>(p, f, s);   \
-  if (p->headDimVo <= 256) return launchBody<SplitBody<TQ, TKV, 8>>(p, f, s);   \
-  if (p->headDimVo <= 512) return launchBody<SplitBody<TQ, TKV, 16>>(p, f, s);  \
-  if (p->headDimVo <= 1024) return launchBody<SplitBody<TQ, TKV, 32>>(p, f, s); \
-  return (int)cudaErrorInvalidValue;
-  CPCL_DISPATCH_DTYPE(p->qType, TQ, CPCL_DISPATCH_DTYPE(p->kvType, TKV, CPCL_ATTN_DPL(TQ, TKV)));
-#undef CPCL_ATTN_DPL
-  return 0;
+  return cpcl::attnDispatch(&f->attn, f, stream);
 }

@@ -1,9 +1,13 @@
-/* attn_common.cuh -- what the attention kernels share: the per-row KV split (batch-invariant)
- * and the merge of split partials. See attn.cu for the index math. */
+/* attn_common.cuh -- what the attention kernels share: the per-row KV split (batch-invariant),
+ * the grid, the addresses of queries and outputs, and the merge of split partials. See
+ * attn_split.cuh for the index math. */
 #ifndef CPCL_CUDA_ATTN_COMMON_CUH_
 #define CPCL_CUDA_ATTN_COMMON_CUH_
 
+#include "attn_params.h"
 #include "common.cuh"
+#include "merge_state.cuh"
+#include "peer_sync.h"
 
 namespace cpcl {
 
@@ -71,7 +75,7 @@ inline dim3 attnGrid(const cpclAttnParams_t* p, int ctaHeads) {
 }
 
 /* A CTA's place in the attention grid: blockIdx and gridDim.y for a plain launch, a ticket's
- * decoding inside the fused kernel (fused.cuh), which runs the same bodies. */
+ * decoding inside the fused kernel (fused_kernel.cuh), which runs the same bodies. */
 struct CtaIdx {
   int x, y, z;
 };
@@ -86,7 +90,7 @@ __device__ __forceinline__ const T* attnQ(const cpclAttnParams_t& p, int g, int 
 }
 
 /* Output addresses of gathered head g, row t: per-block bases (outBlock, the fused kernel's peer
- * slots) or the strided layout of kernels.h. */
+ * slots) or the strided layout of attn_params.h. */
 template <typename T>
 __device__ __forceinline__ T* attnOut(const cpclAttnParams_t& p, int g, int t) {
   const int Hb = p.headsPerBlock, j = g / Hb;
@@ -124,7 +128,7 @@ __device__ __forceinline__ bool ctaWork(const cpclAttnParams_t& p, const CtaIdx&
   return true;
 }
 
-/* The split counter of this CTA's (row, KV head, head chunk): grid x * gridDim.y + y, recomputed
+/* The split counter of this CTA's (row, KV head, head chunk) (peer_sync.h): recomputed
  * from the work's own fields, so neither blockIdx nor a decoded ticket stays live through the
  * body (measured: a CtaIdx held in registers cost the MLA body 6% more instructions). */
 __device__ __forceinline__ int counterIndex(const cpclAttnParams_t& p, const CtaWork& w, int ctaHeads) {
@@ -132,7 +136,7 @@ __device__ __forceinline__ int counterIndex(const cpclAttnParams_t& p, const Cta
   const int khBegin = p.headBegin / G, nKv = (headEnd - 1) / G - khBegin + 1;
   const int gy = (attnHeadsPerKv(&p) + ctaHeads - 1) / ctaHeads;
   const int gBegin = max(p.headBegin, w.kh * G);
-  return (w.t * nKv + (w.kh - khBegin)) * gy + (w.g0 - gBegin) / ctaHeads;
+  return cpclSplitCounterIndex(w.t, w.kh - khBegin, nKv, (w.g0 - gBegin) / ctaHeads, gy);
 }
 
 /* Local token -> cache slot through the block table, in 32-bit arithmetic (a shard holds fewer
@@ -153,15 +157,15 @@ struct PageMap {
 };
 
 /* Split workspace: wsO [maxSplits][numTokens][numHeads][Dv] fp32, then wsLse [maxSplits][numTokens]
- * [numHeads] (base 2). Counters (p.splitCounters): one per (row, KV head, head chunk), zero
- * between calls. */
+ * [numHeads] (base 2). Counters (p.splitCounters, peer_sync.h): one per (row, KV head, head
+ * chunk), zero between calls. */
 __device__ __forceinline__ float* wsLseOf(const cpclAttnParams_t& p) {
   return static_cast<float*>(p.workspace) + (int64_t)p.maxSplits * p.numTokens * p.numHeads * p.headDimVo;
 }
 
 /* Called by every thread of a CTA after it wrote its split's partials for heads [g0, g0 + nu)
  * (nu <= 16) of row t. The CTA that finishes last merges all splits of those heads (fp32, split
- * order, so the result does not depend on which CTA is last) and writes out/lse, then re-arms
+ * order, merge_state.cuh, so the result does not depend on which CTA is last) and writes out/lse, then re-arms
  * the counter (kMaxHeads: the CTA's head chunk, 16 or 64). Weights 2^(x_k - lse) go to shared memory once; the partials
  * are read as float4 with the splits unrolled, so many loads are in flight. Returns whether this CTA wrote out. */
 template <typename TQ, int kMaxHeads = kCtaHeads>
@@ -192,12 +196,12 @@ __device__ bool mergeSplitsIfLast(const cpclAttnParams_t& p, const CtaWork& w) {
   }
   __syncthreads();
   for (int u = threadIdx.x; u < nu; u += blockDim.x) {
-    float mx = -INFINITY, sum = 0.f;
-    for (int k = 0; k < n; k++) mx = fmaxf(mx, wts[u][k]);
-    for (int k = 0; k < n; k++) sum += wts[u][k] == -INFINITY ? 0.f : exp2f(wts[u][k] - mx);
-    const float lse2 = sum > 0.f ? mx + log2f(sum) : -INFINITY;
+    LseMerge st; /* split LSEs are finite or -inf (merge_state.cuh) */
+    for (int k = 0; k < n; k++) st.max(wts[u][k]);
+    for (int k = 0; k < n; k++) st.add(wts[u][k]);
+    const float lse2 = st.lseOfFinite();
     /* an empty split (x = -inf) weighs 0 and its partial is never used */
-    for (int k = 0; k < n; k++) wts[u][k] = (sum > 0.f && wts[u][k] != -INFINITY) ? exp2f(wts[u][k] - lse2) : 0.f;
+    for (int k = 0; k < n; k++) wts[u][k] = lseWeight(wts[u][k], lse2);
     lseOut[u] = lse2;
   }
   __syncthreads();

@@ -6,8 +6,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#include "kernels.h"
 #include "kv_layout.h"
+#include "params_common.h"
 
 namespace cpcl {
 
@@ -114,14 +114,14 @@ __device__ __forceinline__ void cpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-/* Records the first bad batch datum (kernels.h, cpclKError_t). */
+/* Records the first bad batch datum (params_common.h, cpclKError_t). */
 __device__ __forceinline__ void reportError(int* flag, int code, int seq, int value, int limit) {
-  if (flag == nullptr || atomicCAS(flag + 4, 0, 1) != 0) return;
-  flag[1] = seq;
-  flag[2] = value;
-  flag[3] = limit;
+  if (flag == nullptr || atomicCAS(flag + CPCL_KERR_W_CLAIM, 0, 1) != 0) return;
+  flag[CPCL_KERR_W_SEQ] = seq;
+  flag[CPCL_KERR_W_VALUE] = value;
+  flag[CPCL_KERR_W_LIMIT] = limit;
   __threadfence_system();
-  atomicExch(flag, code);
+  atomicExch(flag + CPCL_KERR_W_CODE, code);
 }
 
 /* Row t of the batch: its sequence, first row and row count, checked against the data. Returns
@@ -161,24 +161,5 @@ __device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* 
 }
 
 }  // namespace cpcl
-
-/* Runtime dtype -> template type, naming the unsupported value. */
-#define CPCL_DISPATCH_DTYPE(dt, T, ...)  \
-  switch (dt) {                          \
-    case CPCL_K_BF16: {                  \
-      typedef __nv_bfloat16 T;           \
-      __VA_ARGS__;                       \
-    } break;                             \
-    case CPCL_K_FP16: {                  \
-      typedef __half T;                  \
-      __VA_ARGS__;                       \
-    } break;                             \
-    case CPCL_K_FP32: {                  \
-      typedef float T;                   \
-      __VA_ARGS__;                       \
-    } break;                             \
-    default:                             \
-      return (int)cudaErrorInvalidValue; \
-  }
 
 #endif /* CPCL_CUDA_COMMON_CUH_ */

@@ -1,12 +1,13 @@
-/* merge.cuh -- the merge of one (row, head) of numParts partials (kernels.h, cpclMergeParams_t),
- * shared by merge.cu's kernel and the fused kernel's merge CTAs. Threads of the CTA split the
- * head dimension; per (t, h), in base 2 (x_p = lse_p * log2 e unless lseBase2):
- * m = max x_p; lse2 = m + log2 sum 2^(x_p - m); out = sum_p 2^(x_p - lse2) o_p in part order,
- * parts with x_p = -inf skipped (NaN-safe). SUM mode: out = sum_p o_p. */
+/* merge.cuh -- the merge of one (row, head) of numParts partials (merge_params.h,
+ * cpclMergeParams_t), shared by merge.cu's kernel and the fused kernel's merge CTAs. Threads of
+ * the CTA split the head dimension; the arithmetic is merge_state.cuh's, in base 2
+ * (x_p = lse_p * log2 e unless lseBase2). SUM mode: out = sum_p o_p. */
 #ifndef CPCL_CUDA_MERGE_CUH_
 #define CPCL_CUDA_MERGE_CUH_
 
 #include "common.cuh"
+#include "merge_params.h"
+#include "merge_state.cuh"
 
 namespace cpcl {
 
@@ -25,34 +26,21 @@ __device__ __forceinline__ void mergeOne(const cpclMergeParams_t& p, int t, int 
   }
   const float toB2 = p.lseBase2 ? 1.f : kLog2e;
   const int64_t lOff = t * p.lseTokenStride + h;
-  float mx = -INFINITY;
-  bool nan = false;
-  for (int q = 0; q < p.numParts; q++) {
-    const float x = p.lse[q][lOff] * toB2;
-    nan |= isnan(x);
-    mx = fmaxf(mx, x);
-  }
-  float lse2 = -INFINITY;
-  if (nan) {
-    lse2 = NAN;
-  } else if (mx != -INFINITY) {
-    float sum = 0.f;
-    for (int q = 0; q < p.numParts; q++) {
-      const float x = p.lse[q][lOff] * toB2;
-      if (x != -INFINITY) sum += exp2f(x - mx);
-    }
-    lse2 = mx + log2f(sum);
-  }
+  LseMerge st;
+  for (int q = 0; q < p.numParts; q++) st.max(p.lse[q][lOff] * toB2);
+  if (st.live())
+    for (int q = 0; q < p.numParts; q++) st.add(p.lse[q][lOff] * toB2);
+  const float lse2 = st.lse();
   if (out) {
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
       float a = 0.f;
-      if (nan) {
+      if (st.nan) {
         a = NAN;
       } else if (lse2 != -INFINITY) {
         for (int q = 0; q < p.numParts; q++) {
           const float x = p.lse[q][lOff] * toB2;
-          if (x == -INFINITY) continue;
-          a += exp2f(x - lse2) * toF<T>(static_cast<const T*>(p.o[q])[oOff + d]);
+          if (x == -INFINITY) continue; /* never read: its bytes may be NaN */
+          a += lseWeight(x, lse2) * toF<T>(static_cast<const T*>(p.o[q])[oOff + d]);
         }
       }
       out[t * p.outTokenStride + (int64_t)h * D + d] = fromF<T>(a);

@@ -1,6 +1,6 @@
 /*
- * p2p.cu -- one stream-ordered step of an exchange between ranks of one node (kernels.h,
- * cpclXchgParams_t): the device transports' all-to-all without the host.
+ * p2p.cu -- one stream-ordered step of an exchange between ranks of one node
+ * (exchange_params.h, cpclXchgParams_t): the device transports' all-to-all without the host.
  *
  * Grid: each put gets ceil(bytes / kChunk) CTAs (firstBlock); a put's CTAs wait until its peer
  * is ready, copy their chunk with the widest access the alignment allows, and the last of them
@@ -10,14 +10,14 @@
  */
 #include <cuda_runtime.h>
 
-#include "fused.cuh"
+#include "dispatch.cuh"
+#include "exchange_params.h"
+#include "peer_sync.cuh"
 
 namespace cpcl {
 
 constexpr size_t kChunk = 64 << 10;
 constexpr int kXchgThreads = 256;
-/* counters of cpclPeerSync_t this kernel uses: [4] CTAs done, [8 + CPCL_MAX_PARTS + i] put i */
-constexpr int kXDone = 4, kXPut = 8 + CPCL_MAX_PARTS;
 
 template <typename V>
 __device__ __forceinline__ void copyRange(void* dst, const void* src, size_t b, size_t e) {
@@ -29,7 +29,6 @@ __device__ __forceinline__ void copyRange(void* dst, const void* src, size_t b, 
 __global__ void __launch_bounds__(kXchgThreads) exchangeKernel(const __grid_constant__ cpclXchgParams_t x) {
   __shared__ int sEpoch, sLast;
   const cpclPeerSync_t& s = x.sync;
-  unsigned* ctr = s.counters;
   const int tid = threadIdx.x;
   if (tid == 0) sEpoch = *(volatile int*)s.epoch + (x.advance ? 1 : 0);
   __syncthreads();
@@ -54,19 +53,20 @@ __global__ void __launch_bounds__(kXchgThreads) exchangeKernel(const __grid_cons
       copyRange<unsigned char>(x.dst[i], x.src[i], lo, hi);
     __threadfence_system();
     __syncthreads();
-    if (tid == 0 && atomicAdd(ctr + kXPut + i, 1u) == (unsigned)nb - 1) {
-      ctr[kXPut + i] = 0;
+    unsigned* putCtas = syncCounter(s, CPCL_CTR_PUT_CTAS, i);
+    if (tid == 0 && atomicAdd(putCtas, 1u) == (unsigned)nb - 1) {
+      *putCtas = 0;
       stReleaseSys(s.dataOut[CPCL_SYNC_XCHG][x.peer[i]], E);
     }
   }
-  if (tid == 0) sLast = atomicAdd(ctr + kXDone, 1u) == gridDim.x - 1;
+  if (tid == 0) sLast = atomicAdd(syncCounter(s, CPCL_CTR_XCHG_DONE), 1u) == gridDim.x - 1;
   __syncthreads();
   if (!sLast) return;
   for (int p = tid; p < s.nranks; p += blockDim.x)
     if ((x.waitMask >> p) & 1ull) waitFlag(s.dataIn[CPCL_SYNC_XCHG] + p, E, s.timeoutNs, p, x.errorFlag);
   __syncthreads();
   if (tid == 0) {
-    ctr[kXDone] = 0;
+    *syncCounter(s, CPCL_CTR_XCHG_DONE) = 0;
     if (x.advance) *s.epoch = E;
     __threadfence();
   }
@@ -76,7 +76,11 @@ __global__ void __launch_bounds__(kXchgThreads) exchangeKernel(const __grid_cons
 
 extern "C" int cpclCudaExchange(const cpclXchgParams_t* x, void* stream) {
   using namespace cpcl;
-  if (x->numPuts < 0 || x->numPuts > CPCL_MAX_PARTS || x->sync.nranks > 64) return (int)cudaErrorInvalidValue;
+  clearErrorDetail();
+  if (x->numPuts < 0 || x->numPuts > CPCL_MAX_PARTS)
+    return invalidValue("numPuts = %d is outside 0 .. %d", x->numPuts, CPCL_MAX_PARTS);
+  if (x->sync.nranks > 64) /* waitMask has one bit per rank */
+    return invalidValue("sync.nranks = %d exceeds the 64 ranks of waitMask", x->sync.nranks);
   cpclXchgParams_t p = *x;
   int blocks = 0;
   for (int i = 0; i < p.numPuts; i++) {

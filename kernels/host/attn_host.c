@@ -18,8 +18,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "attn_params.h"
 #include "dtype.h"
-#include "kernels.h"
 #include "kv_layout.h"
 
 #define BK 32    /* keys per block */

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "kernels.h"
+#include "params_common.h"
 
 static inline float cpclBf16ToF32(uint16_t h) {
   uint32_t u = (uint32_t)h << 16;

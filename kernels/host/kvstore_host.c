@@ -2,8 +2,8 @@
  * (kv_layout.h). A raw copy: the cache has the new tokens' dtype. */
 #include <string.h>
 
-#include "kernels.h"
 #include "kv_layout.h"
+#include "kvstore_params.h"
 
 void cpclHostKvStore(const cpclKvStoreParams_t* p) {
   const size_t es = cpclKDtypeSize(p->kvType);

@@ -1,14 +1,15 @@
 /*
  * merge_host.c -- the exact merge of partial attention states (DESIGN.md §1), the correction of
- * one partial against the global LSE, and the plain sum of a reduce-scatter. fp32, parts summed
- * in order 0..numParts-1 so results are bitwise reproducible whatever order they arrived in.
- * Internally base 2: x = lse * log2 e (natural) or lse (base 2).
+ * one partial against the global LSE, and the plain sum of a reduce-scatter (merge_params.h).
+ * fp32, parts summed in order 0..numParts-1 (merge_state.h) so results are bitwise reproducible
+ * whatever order they arrived in. Internally base 2: x = lse * log2 e (natural) or lse (base 2).
  */
 #include <math.h>
 #include <string.h>
 
 #include "dtype.h"
-#include "kernels.h"
+#include "merge_params.h"
+#include "merge_state.h"
 
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
@@ -31,33 +32,20 @@ void cpclHostMerge(const cpclMergeParams_t* p) {
         continue;
       }
       const int64_t lOff = t * p->lseTokenStride + h;
-      float mx = -INFINITY;
-      int nan = 0;
-      for (int q = 0; q < p->numParts; q++) {
-        const float x = p->lse[q][lOff] * toBase2;
-        nan |= isnan(x);
-        mx = x > mx ? x : mx;
-      }
-      float lse2 = -INFINITY;
-      if (nan) {
-        lse2 = NAN;
-      } else if (mx != -INFINITY) {
-        float sum = 0.f;
-        for (int q = 0; q < p->numParts; q++) {
-          const float x = p->lse[q][lOff] * toBase2;
-          if (x != -INFINITY) sum += exp2f(x - mx);
-        }
-        lse2 = mx + log2f(sum);
-      }
+      cpclLseMerge_t st = cpclLseMergeInit();
+      for (int q = 0; q < p->numParts; q++) cpclLseMergeMax(&st, p->lse[q][lOff] * toBase2);
+      if (cpclLseMergeLive(&st))
+        for (int q = 0; q < p->numParts; q++) cpclLseMergeAdd(&st, p->lse[q][lOff] * toBase2);
+      const float lse2 = cpclLseMergeLse(&st);
       if (p->out) {
         memset(acc, 0, (size_t)D * sizeof(float));
-        if (nan) {
+        if (st.nan) {
           for (int d = 0; d < D; d++) acc[d] = NAN;
         } else if (lse2 != -INFINITY) {
           for (int q = 0; q < p->numParts; q++) {
             const float x = p->lse[q][lOff] * toBase2;
             if (x == -INFINITY) continue; /* never read: its bytes may be NaN */
-            const float w = exp2f(x - lse2);
+            const float w = cpclLseWeight(x, lse2);
             cpclLoadRow(row, p->o[q], oOff, D, p->dtype);
             for (int d = 0; d < D; d++) acc[d] += w * row[d];
           }

@@ -41,7 +41,7 @@ void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int
   p->workspace = pl->scratch;
   p->workspaceBytes = pl->scratchBytes;
   p->maxSplits = pl->maxSplits;
-  p->narrowOnly = pl->maxTokens < CPCL_WIDE_MIN_TOKENS; /* fixed per plan (kernels/cuda/attn_mma.cu) */
+  p->narrowOnly = pl->maxTokens < CPCL_WIDE_MIN_TOKENS; /* fixed per plan (kernels/cuda/attn_mma.cuh) */
   p->splitCounters = pl->splitCounters;
   p->errorFlag = pl->errorDev;
 }

@@ -1,6 +1,6 @@
 /*
  * fused.c -- the fused decode (DESIGN.md §5): one kernel per step on each rank of the DCP group,
- * no host step between. The kernel (kernels/cuda/fused.cuh) stores this rank's queries into
+ * no host step between. The kernel (kernels/cuda/fused_kernel.cuh) stores this rank's queries into
  * block dcpRank of every peer's qGather and raises the peer's flag, attends to the gathered
  * queries as their flags come up, stores each block's partial straight into its owner's receive
  * slot for this rank and raises the owner's flag, and merges the D partials of this rank's heads.

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels.h"
+#include "attn_params.h"
+#include "kvstore_params.h"
+#include "merge_params.h"
 #include "testutil.h"
 
 static int failures, checks;

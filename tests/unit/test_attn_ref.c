@@ -13,7 +13,9 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "kernels.h"
+#include "attn_params.h"
+#include "kvstore_params.h"
+#include "merge_params.h"
 #include "testutil.h"
 
 static double tolOf(cpclDataType_t t) { return t == cpclFloat32 ? 1e-4 : t == cpclFloat16 ? 1.5e-3 : 6e-3; }

@@ -15,7 +15,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "kernels.h"
+#include "attn_params.h"
+#include "merge_params.h"
 #include "prefill_layout.h"
 #include "prefill_params.h"
 #include "testutil.h"

@@ -4,7 +4,7 @@
  * Buffers are registered collectively (regMem: cudaIpcGetMemHandle, handles all-gathered over
  * the caller's out-of-band all-gather, opened by every peer), so a kernel can store into a peer's
  * buffer and raise a flag there. The transport owns one flag block per communicator
- * (kernels.h, cpclPeerSync_t: epoch, ready and data flags, kernel counters), mapped into every
+ * (peer_sync.h: epoch, ready and data flags, kernel counters), mapped into every
  * peer the same way. Transfers are kernels (kernels/cuda/p2p.cu) on the caller's stream: nothing
  * on the host waits, so a step can be captured in a CUDA graph, and every device-side wait is
  * bounded by the communicator's timeout.
@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "base/checks.h"
+#include "exchange_params.h"
 #include "transport.h"
 
 #define IPCCHECK(call, what)                                                                                       \
@@ -36,7 +37,7 @@ typedef struct ipcRegion {
   struct ipcRegion* next;
 } ipcRegion_t;
 
-/* the flag block, [ints]: epoch | ready [W] | data [3][W] | counters */
+/* the flag block: peer_sync.h */
 typedef struct {
   int W, rank;
   int timeoutMs;
@@ -45,8 +46,6 @@ typedef struct {
   ipcRegion_t* flagRegion;
   ipcRegion_t* regions;
 } ipcCtx_t;
-
-static size_t flagInts(int W) { return CPCL_ALIGN_UP(1 + (size_t)(1 + CPCL_SYNC_KINDS) * W, 4) + CPCL_SYNC_COUNTERS; }
 
 static int ipcUsable(void) {
   int n = 0;
@@ -163,19 +162,8 @@ static void* translate(ipcCtx_t* c, const void* addr, int peer) {
 static cpclResult_t ipcPeerSync(void* vctx, cpclPeerSync_t* s) {
   ipcCtx_t* c = vctx;
   const int W = c->W;
-  memset(s, 0, sizeof(*s));
-  s->nranks = W;
-  s->rank = c->rank;
-  s->epoch = c->flags;
-  s->readyIn = c->flags + 1;
-  for (int k = 0; k < CPCL_SYNC_KINDS; k++) s->dataIn[k] = c->flags + 1 + (size_t)(1 + k) * W;
-  s->counters = (unsigned*)(c->flags + flagInts(W) - CPCL_SYNC_COUNTERS);
-  for (int p = 0; p < W; p++) {
-    int* peerFlags = (int*)c->flagRegion->peer[p];
-    s->readyOut[p] = p == c->rank ? NULL : peerFlags + 1 + c->rank;
-    for (int k = 0; k < CPCL_SYNC_KINDS; k++) s->dataOut[k][p] = peerFlags + 1 + (size_t)(1 + k) * W + c->rank;
-  }
-  s->timeoutNs = (unsigned long long)c->timeoutMs * 1000000ull;
+  cpclPeerSyncInit(s, W, c->rank, c->flags, (unsigned long long)c->timeoutMs * 1000000ull);
+  for (int p = 0; p < W; p++) cpclPeerSyncSetPeer(s, p, (int*)c->flagRegion->peer[p]);
   return cpclSuccess;
 }
 
@@ -257,7 +245,7 @@ static cpclResult_t ipcInit(const cpclTransportInitArgs_t* args, void** ctxOut) 
   c->timeoutMs = args->timeoutMs;
   c->oob = *args->oob;
   cpclResult_t res = cpclSuccess;
-  const size_t bytes = flagInts(c->W) * sizeof(int);
+  const size_t bytes = cpclSyncBlockInts(c->W) * sizeof(int);
   cudaError_t e = cudaMalloc((void**)&c->flags, bytes);
   if (e == cudaSuccess) e = cudaMemset(c->flags, 0, bytes);
   if (e == cudaSuccess) e = cudaDeviceSynchronize();

@@ -1,7 +1,8 @@
 /*
- * attn_mma.cu -- tensor-core paged prefix attention for GQA decode: qType == kvType in
+ * attn_mma.cuh -- tensor-core paged prefix attention for GQA decode: qType == kvType in
  * {bf16, fp16}, headDimQk == headDimVo == D in {64, 128}, separate V. Same grid, rows and
- * batch-invariant splits as attn.cu (attn_common.cuh); other shapes take attn.cu's kernel.
+ * batch-invariant splits as attn_split.cuh (attn_common.cuh); other shapes take that kernel.
+ * Instantiated per (dtype, D) in inst/attn_mma_*.cu; attn.cu dispatches.
  *
  * The up to kUC = 16 gathered heads of a CTA (one row t, one KV head) are the M = 16 rows of
  * mma.sync.m16n8k16 (fp32 accumulate). Keys stream in tiles of kTile = 64 through kStages (2 or 3)
@@ -14,11 +15,15 @@
  * B reg i: k = 2 q + 8 i, n = g; C: c0 c1 row g, c2 c3 row g + 8, cols 2 q (+1); g = lane / 4,
  * q = lane % 4. At the end the 4 warps' (m, l, O) merge through shared memory.
  */
+#ifndef CPCL_CUDA_ATTN_MMA_CUH_
+#define CPCL_CUDA_ATTN_MMA_CUH_
+
 #include <cuda_runtime.h>
 #include <math.h>
 
 #include "attn_common.cuh"
-#include "fused.cuh"
+#include "attn_instances.cuh"
+#include "launch.cuh"
 
 namespace cpcl {
 
@@ -417,7 +422,7 @@ struct MmaBody {
 };
 
 template <typename T, int D>
-static int launchMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t stream) {
+int launchMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cudaStream_t stream) {
   /* Groups of more than 16 heads: the wide body loads each K/V tile once for up to 64 heads
    * (1.3-1.8x at batch 8-64 on 64 heads, measured); with few rows its fewer, longer CTAs lose
    * (batch 1: 53 vs 33 us at 8k), so plans for fewer than 8 rows keep the 16-head body
@@ -430,17 +435,4 @@ static int launchMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, cuda
 
 }  // namespace cpcl
 
-/* -1: shape not covered here (the caller uses attn.cu's kernel). f: the fused kernel, or NULL. */
-int cpclCudaAttnMma(const cpclAttnParams_t* p, const cpclFusedParams_t* f, void* stream) {
-  using namespace cpcl;
-  if (p->qType != p->kvType || p->qType == CPCL_K_FP32 || p->latentKv || p->headDimQk != p->headDimVo) return -1;
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (p->qType == CPCL_K_BF16) {
-    if (p->headDimQk == 128) return launchMma<__nv_bfloat16, 128>(p, f, s);
-    if (p->headDimQk == 64) return launchMma<__nv_bfloat16, 64>(p, f, s);
-  } else {
-    if (p->headDimQk == 128) return launchMma<__half, 128>(p, f, s);
-    if (p->headDimQk == 64) return launchMma<__half, 64>(p, f, s);
-  }
-  return -1;
-}
+#endif /* CPCL_CUDA_ATTN_MMA_CUH_ */

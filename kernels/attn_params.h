@@ -1,0 +1,89 @@
+/*
+ * attn_params.h -- paged prefix attention with LSE over a local KV shard: one host (C reference,
+ * also the CPU backend) and one CUDA implementation (kernels/host/attn_host.c,
+ * kernels/cuda/attn*.cu).
+ *
+ * Strides are in elements of the pointed-to type. Heads are addressed in blocks of
+ * `headsPerBlock` (the H heads of one DCP rank), so one call can read queries laid out as
+ * received from each peer and write each peer's partial straight into its send buffer:
+ *
+ *   q   (gathered head g, row t) = q   + (g / Hb) * qBlockStride   + t * qTokenStride   + (g % Hb) * headDimQk
+ *   out (g, t)                   = out + (g / Hb) * oBlockStride   + t * oTokenStride   + (g % Hb) * headDimVo
+ *   lse (g, t)                   = lse + (g / Hb) * lseBlockStride + t * lseTokenStride + (g % Hb)
+ */
+#ifndef CPCL_ATTN_PARAMS_H_
+#define CPCL_ATTN_PARAMS_H_
+
+#include "params_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Row t of sequence s (n rows) sits at global position seqLens[s] - n + j and attends to this
+ * rank's local prefix of length localLen(cpRank, position + 1) (kv_layout.h). Rows with an empty
+ * prefix get out = 0, lse = -inf. */
+typedef struct {
+  int numSeqs;
+  int numTokens;
+  const int32_t* queryStart; /* [numSeqs + 1] or NULL (one row per sequence) */
+  const int32_t* seqLens;    /* [numSeqs] */
+  const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] */
+  int maxPagesPerSeq;
+  int cpSize, cpRank, interleave;
+  int pageSize, numKvHeads, headDimQk, headDimVo, latentKv;
+  int groupSize;           /* G: gathered head g reads KV head g / G */
+  int headBegin, numHeads; /* gathered heads [headBegin, headBegin + numHeads) */
+  int headsPerBlock;       /* Hb */
+  float smScale;
+  int lseBase2;
+  int qType, kvType; /* q and out share qType */
+  const void* q;
+  int64_t qBlockStride, qTokenStride;
+  const void* kCache; /* [pages][pageSize][numKvHeads][headDimQk] */
+  const void* vCache; /* [pages][pageSize][numKvHeads][headDimVo]; NULL when latentKv */
+  void* out;
+  int64_t oBlockStride, oTokenStride;
+  float* lse;
+  int64_t lseBlockStride, lseTokenStride;
+  void* workspace; /* host: scratch of cpclHostAttnWorkspaceBytes(); CUDA: split partials */
+  size_t workspaceBytes;
+  int maxSplits;           /* CUDA: most KV splits per row (fixed per plan: batch-invariant) */
+  int cudaCoresOnly;       /* CUDA: 1 = skip the tensor-core kernel (tests compare the two) */
+  unsigned* splitCounters; /* CUDA: cpclCudaAttnCounterCount() zeros (peer_sync.h); left zero */
+  int splitChunkMin;       /* CUDA: keys per split at least (0: 512); fixed per plan */
+  int pipelineStages;      /* CUDA tensor-core kernel: cp.async stages, 2 or 3 (0: 2) */
+  int narrowOnly;          /* CUDA: 1 = 16 heads a CTA even for larger groups (tests compare) */
+  int* errorFlag;          /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
+  /* CUDA: when outBlock[0] is set, block j's out / lse start at outBlock[j] / lseBlock[j] (token
+   * strides as above) instead of out + j * oBlockStride: the fused kernel stores each block's
+   * partial straight into its owner's receive slot. */
+  void* outBlock[CPCL_MAX_PARTS];
+  float* lseBlock[CPCL_MAX_PARTS];
+  /* CUDA: when qBlock[0] is set, block j's queries start at qBlock[j] (qTokenStride as above):
+   * the fused kernel reads this rank's own block where the caller left it */
+  const void* qBlock[CPCL_MAX_PARTS];
+} cpclAttnParams_t;
+CPCL_KPARAM_CHECK(cpclAttnParams_t, CPCL_KPARAM_BYTES);
+
+/* ---- CUDA (stream is a cudaStream_t; return 0 or a cudaError_t) ---- */
+#define CPCL_CUDA_MAX_SPLITS 64 /* KV splits a row may be cut into (maxSplits <= this) */
+/* KV splits a row may be cut into for a plan of maxTokens rows of numHeads heads: up to
+ * CPCL_CUDA_MAX_SPLITS, fewer when the split workspace would pass 256 MiB. Fixed per plan, so a
+ * row's result never depends on the rest of its batch. */
+int cpclCudaAttnMaxSplits(int maxTokens, int numHeads, int headDimVo);
+/* bytes of split workspace the CUDA attention needs for maxTokens rows of numHeads heads */
+size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int maxSplits);
+/* counters the split merge needs (peer_sync.h, cpclSplitCounterCount), zeroed once */
+size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads);
+int cpclCudaAttn(const cpclAttnParams_t* p, void* stream);
+
+/* ---- host (C reference) ---- */
+size_t cpclHostAttnWorkspaceBytes(int headDimQk, int headDimVo);
+void cpclHostAttn(const cpclAttnParams_t* p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPCL_ATTN_PARAMS_H_ */

@@ -1,0 +1,4 @@
+/* CUDA-core attention, queries bf16, KV cache fp32 (attn_split.cuh), alone and fused. */
+#include "../attn_split.cuh"
+
+CPCL_INSTANTIATE_SPLIT(__nv_bfloat16, float);
