@@ -426,26 +426,26 @@ typedef struct {
  * bitwise repeatable from run to run (partials merged in fp32 in a fixed order):
  *   "allgather" (vLLM's): the new K/V all-gathered over the PCP axis, one causal pass;
  *   "ring": the K/V blocks passed round the PCP axis (P steps, attention on one block while the
- *     next moves); the partial of each block merged in rank order at the end.
- *   Automatic: allgather (tools/prefill_perf on CPU ranks: no slower than ring at 2 and 4 ranks,
- *   one transfer round instead of P - 1, see the tool's README section).
+ *     next moves); the partials of the blocks merged in block order at the end.
+ *   Automatic: allgather. Measured with tools/prefill_perf on CPU ranks (8k-token prompts, GQA
+ *   and MLA, 2 and 4 ranks on a loaded 2-core machine) the two were within noise of each other,
+ *   and allgather has one transfer round and one wait instead of pcp - 1 (host transports move
+ *   data inside waits only, so the ring's transfers do not overlap its attention there).
  * With any contextLens[s] > 0 (for a sequence with new tokens) the context part runs too: the
  * queries are all-gathered over all W ranks, each rank attends to its cache shard, and each
  * row's owner merges the W context partials with the new-token partial (DCP chunked prefill).
- * Workspace (in cpclAttnPlanWorkspaceBytes; host plans only, CUDA plans are unchanged): on top of
- * decode's, queries and slices for all W ranks instead of the dcpSize of decode (nothing more
- * when pcp = 1), one slice of maxTokens rows for the new-token partial, and allgather: pcp - 1
- * blocks of maxTokens new K/V rows; ring: two such blocks and pcp slices.
- * Errors: cpclInvalidArgument naming the field for a bad argument of this rank (batch NULL or
- * of another size, numSeqs outside [0, maxTokens], numTokens outside [0, maxTokens] or not this
- * rank's chunk rows, queryStart NULL or not its chunk offsets, contextLens / newLens NULL or
- * negative or past 2^31 - 1 together, a PCP rank's rows past maxTokens, a sequence's local
- * length past its block-table row, a negative page id among the pages it reads or writes, q,
- * kNew, vNew, kCache, vCache or out NULL where needed); cpclInvalidUsage when another rank
- * rejected its arguments, called something else or passed other contextLens/newLens;
- * cpclTimeout / cpclRemoteError when a peer stalls or dies; cpclUnsupported on CUDA memory. An
- * argument error leaves the communicator and plan usable. No new token anywhere (every newLens
- * 0) is a valid, empty step. */
+ * Workspace (in cpclAttnPlanWorkspaceBytes), sized at plan creation for every host plan, the
+ * decode-only ones too (CUDA plans are unchanged): on top of decode's, queries and slices for all W ranks instead of
+ * the dcpSize of decode (nothing more when pcp = 1), one slice of maxTokens rows for the new-token partial, and
+ * allgather: pcp - 1 blocks of maxTokens new K/V rows; ring: two such blocks and pcp slices. Errors:
+ * cpclInvalidArgument naming the field for a bad argument of this rank (batch NULL or of another size, numSeqs outside
+ * [0, maxTokens], numTokens outside [0, maxTokens] or not this rank's chunk rows, queryStart NULL or not its chunk
+ * offsets, contextLens / newLens NULL or negative or past 2^31 - 1 together, a PCP rank's rows past maxTokens, a
+ * sequence's local length past its block-table row, a negative page id among the pages it reads or writes, q, kNew,
+ * vNew, kCache, vCache or out NULL where needed); cpclInvalidUsage when another rank rejected its arguments, called
+ * something else or passed other contextLens/newLens; cpclTimeout / cpclRemoteError when a peer stalls or dies;
+ * cpclUnsupported on CUDA memory. An argument error leaves the communicator and plan usable. No new token anywhere
+ * (every newLens 0) is a valid, empty step. */
 CPCL_API cpclResult_t cpclAttnPrefill(cpclAttnPlan_t plan, const cpclPrefillBatch_t* batch, const void* q,
                                       const void* kNew, const void* vNew, void* kCache, void* vCache, void* out,
                                       float* lse, cpclStream_t stream);

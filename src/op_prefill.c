@@ -20,9 +20,11 @@ static const cpclPrefillSchedule_t* const schedules[CPCL_NUM_PREFILL_ALGOS] = {
 
 static const char* scheduleName(const struct cpclAttnPlan* pl) { return schedules[pl->prefillAlgo]->name; }
 
-/* desc->prefillAlgo, else CPCL_PREFILL_ALGO, else allgather: measured on CPU ranks with
- * tools/prefill_perf (np 2 and 4, GQA and MLA, 8k tokens): one round of transfers, and host
- * transports cannot overlap the ring's transfers with its attention (they progress in waits). */
+/* desc->prefillAlgo, else CPCL_PREFILL_ALGO, else allgather: tools/prefill_perf on CPU ranks
+ * (np 2 and 4, GQA and MLA, 8k tokens, loaded 2-core machine) found the two within noise; the
+ * all-gather waits once instead of pcp - 1 times, and host transports progress only in waits,
+ * so the ring's overlap does not exist there. The ring is for transports that move data while
+ * the attention runs (issue 15). */
 static cpclResult_t prefillSelect(const struct cpclComm* c, const cpclAttnDesc_t* d, cpclPlanSchedules_t* sel,
                                   char* why, size_t whyLen, char* msg, size_t n) {
   const char* forced = d->prefillAlgo ? d->prefillAlgo : cpclParamString(CPCL_PARAM_PREFILL_ALGO);
