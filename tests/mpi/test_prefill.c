@@ -455,6 +455,20 @@ static void runValidation(cpclComm_t comm, int P, int D) {
   memcpy(j.cache.v, j.pristine.v, j.vBytes);
   CPCL_OK(CALL(&good));
 #undef CALL
+  /* CPCL_PREFILL_ALGO is read (and checked) when the descriptor names no schedule */
+  {
+    setenv("CPCL_PREFILL_ALGO", "zigzag", 1);
+    cpclParamReset();
+    cpclAttnPlan_t bad;
+    EXPECT_RES(cpclAttnPlanCreate(&bad, comm, &desc, maxT), cpclInvalidArgument);
+    EXPECT(strstr(cpclGetLastError(comm), "CPCL_PREFILL_ALGO is \"zigzag\"") != NULL);
+    desc.prefillAlgo = "allgather"; /* the descriptor wins */
+    CPCL_OK(cpclAttnPlanCreate(&bad, comm, &desc, maxT));
+    CPCL_OK(cpclAttnPlanDestroy(bad));
+    desc.prefillAlgo = NULL;
+    unsetenv("CPCL_PREFILL_ALGO");
+    cpclParamReset();
+  }
   /* the prefill workspace carved from a caller's buffer (poisoned) gives the same bits */
   {
     size_t need = 0;
