@@ -22,12 +22,17 @@
  *    (cpclTimeout); a peer process on this host that exits is noticed in milliseconds
  *    (cpclRemoteError); either breaks the communicator (cpclCommGetAsyncError). On GPUs the
  *    waits are in the kernels: one that expires gives up (that step's results are not valid),
- *    and the next call on the plan, and cpclAttnPlanGetAsyncError, return cpclTimeout.
+ *    and the next call on the plan, cpclAttnPlanGetAsyncError and cpclCommGetAsyncError return
+ *    cpclRemoteError naming the rank when a peer process on this host has exited, else
+ *    cpclTimeout.
  *  - Host memory: before a per-step operation moves data, the ranks agree on it (operation,
- *    plan, rows, and whether each accepted its own arguments): a rank that called something
- *    else, or passed a bad argument, makes every rank return at once, and the communicator stays
- *    usable. CUDA memory checks arguments on each rank only (no host exchange per step, so that
- *    steps can be captured in graphs): a rank that skips a step makes its peers time out.
+ *    plan, rows, the batch contents that must agree, and whether each accepted its own
+ *    arguments): a rank that called something else (another operation, another plan, or a
+ *    collective of another kind such as cpclAttnPlanCreate), or passed a bad argument, makes
+ *    every rank return at once with cpclInvalidUsage naming what it did, and the communicator
+ *    stays usable. CUDA memory checks arguments on each rank only (no host exchange per step,
+ *    so that steps can be captured in graphs): a rank that skips a step makes its peers time
+ *    out.
  *  - Shapes are written [outer][...][inner], row-major, contiguous.
  *
  * Plain C99; no CUDA or NCCL header is needed to include this file.
@@ -137,9 +142,14 @@ typedef struct {
  * Collective over the OOB group. Every rank must pass the same config (dcpSize, kvInterleave,
  * memType, transport) and library version; a disagreement gives cpclInvalidUsage on every rank
  * with a message naming the field and the differing values. A bad field gives
- * cpclInvalidArgument naming it. config may be NULL (all defaults). oob->nranks may be up to
- * 1024, but an attention plan serves at most 64 ranks (cpclAttnPlanCreate returns
- * cpclUnsupported on a larger communicator); transport "ipc" opens on at most 64.
+ * cpclInvalidArgument naming it. config may be NULL (all defaults). A rank whose oob->rank
+ * or oob->nranks is bad (or whose comm is NULL) still takes part in the first all-gather: it
+ * returns cpclInvalidArgument naming the field, and its peers return cpclInvalidUsage naming it
+ * at once, never wait for it (oob->allgather is called with the same byte count on every rank;
+ * recvbuf then holds at least 1024 slots). A NULL oob or oob->allgather is cpclInvalidArgument
+ * on that rank alone. oob->nranks may be up to 1024, but an attention plan serves at most 64
+ * ranks (cpclAttnPlanCreate returns cpclUnsupported on a larger communicator); transport "ipc"
+ * opens on at most 64.
  * Errors: cpclInvalidArgument, cpclInvalidUsage, cpclSystemError (OOB or transport failure),
  * cpclUnsupported (transport not built in), cpclTimeout. */
 CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* comm, const cpclOob_t* oob, const cpclConfig_t* config);
@@ -161,7 +171,9 @@ CPCL_API cpclResult_t cpclCommSize(cpclComm_t comm, int* size);
 CPCL_API cpclResult_t cpclCommAxes(cpclComm_t comm, int* dcpSize, int* dcpRank, int* pcpSize, int* pcpRank);
 /* cpclSuccess while the communicator is healthy; else the communication error that broke it
  * (cpclTimeout, cpclRemoteError, ...). After such an error every operation on the communicator
- * returns cpclInvalidUsage until it is destroyed. */
+ * returns cpclInvalidUsage until it is destroyed. CUDA memory: a wait on a peer that expired in
+ * the kernels of any of its plans is reported here too, as cpclRemoteError when that peer's
+ * process (on this host) has exited, else cpclTimeout; does not synchronise any stream. */
 CPCL_API cpclResult_t cpclCommGetAsyncError(cpclComm_t comm, cpclResult_t* asyncError);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -306,9 +318,11 @@ CPCL_API cpclResult_t cpclAttnPlanGetAsyncError(cpclAttnPlan_t plan, cpclResult_
  * negative page id among the pages a row reads: on host memory before anything is read or
  * written; on CUDA the kernels leave such rows empty and report it as cpclAttnPlanGetAsyncError
  * says), cpclUnsupported for a non-NULL batch->topkIndices, cpclInvalidUsage
- * when another rank rejected its arguments or called a different operation or plan, or the
- * communicator is broken; cpclTimeout / cpclRemoteError when a peer stalls or dies. An argument
- * error leaves the communicator and plan usable. numTokens == 0 is a valid, empty step. */
+ * when another rank rejected its arguments or called a different operation or plan, or (host
+ * memory) passed other queryStart or seqLens contents ("rank 1's seqLens differ from rank
+ * 0's"; a NULL queryStart equals its explicit {0, 1, .., numSeqs}), or the communicator is
+ * broken; cpclTimeout / cpclRemoteError when a peer stalls or dies. An argument error leaves
+ * the communicator and plan usable. numTokens == 0 is a valid, empty step. */
 
 /* The fused operation: gather queries over the DCP axis, attend to the local KV shard, merge the
  * partials of all W ranks (fp32, rank order), keep this rank's H heads. PCP ranks (same

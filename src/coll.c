@@ -9,6 +9,7 @@
 #include "coll.h"
 #include "core.h"
 #include "exec.h"
+#include "op.h"
 
 static inline double nowMs(void) {
   struct timespec ts;
@@ -25,7 +26,7 @@ static cpclResult_t waitFailed(struct cpclComm* comm, cpclRequest_t* reqs, int n
     return CPCL_ERR(comm, err, "%s: no answer from rank %d within %d ms (timeoutMs / CPCL_TIMEOUT_MS)", what, peer,
                     comm->timeoutMs);
   if (atomic_load(&comm->aborted)) return CPCL_ERR(comm, err, "%s: the communicator was aborted", what);
-  return CPCL_ERR(comm, err, "%s: transfer with rank %d failed (%s)", what, peer, cpclGetLastError(NULL));
+  return CPCL_ERR_WRAP(comm, err, cpclThreadLastError(), "%s: transfer with rank %d failed", what, peer);
 }
 
 /* One turn of the wait loop over reqs: progress, test each active request. With `any`, stops at
@@ -161,7 +162,7 @@ fail:
   for (int i = 0; i < n; i++)
     if (reqs[i].active) comm->tp->cancel(comm->tpCtx, &reqs[i]);
   cpclCommFail(comm, res);
-  return CPCL_ERR(comm, res, "all-to-all: posting a transfer failed (%s)", cpclGetLastError(NULL));
+  return CPCL_ERR_WRAP(comm, res, cpclThreadLastError(), "all-to-all: posting a transfer failed");
 }
 
 cpclResult_t cpclAllgather(struct cpclComm* comm, const void* sendbuf, void* recvbuf, size_t bytes,
@@ -184,13 +185,71 @@ cpclResult_t cpclCtrlAllgather(struct cpclComm* comm, const void* sendbuf, void*
   cpclResult_t res = comm->tp->ctrlAllgather(comm->tpCtx, sendbuf, recvbuf, bytes);
   if (res != cpclSuccess) {
     cpclCommFail(comm, res);
-    return CPCL_ERR(comm, res, "control all-gather: %s", cpclGetLastError(NULL));
+    return CPCL_ERR_WRAP(comm, res, cpclThreadLastError(), "control all-gather");
+  }
+  return cpclSuccess;
+}
+
+#define CPCL_CTRL_MAGIC 0x4c525443u /* "CTRL" */
+
+cpclResult_t cpclCtrlExchange(struct cpclComm* comm, cpclCtrlKind_t kind, int op, int plan, const void* payload,
+                              size_t bytes) {
+  _Static_assert(sizeof(cpclCtrlHeader_t) == 16, "the control header is 16 bytes on the wire");
+  if (bytes > CPCL_CTRL_PAYLOAD_BYTES)
+    return CPCL_ERR(comm, cpclInternalError, "a control record of %zu bytes exceeds the %zu of its slot", bytes,
+                    (size_t)CPCL_CTRL_PAYLOAD_BYTES);
+  /* zeroed whole: the padding goes on the wire too, and records compare field by field */
+  unsigned char rec[CPCL_CTRL_RECORD_BYTES];
+  memset(rec, 0, sizeof(rec));
+  const cpclCtrlHeader_t h = {
+      .magic = CPCL_CTRL_MAGIC, .kind = (uint16_t)kind, .op = (uint16_t)op, .plan = plan, .bytes = (uint32_t)bytes};
+  memcpy(rec, &h, sizeof(h));
+  if (bytes) memcpy(rec + sizeof(h), payload, bytes);
+  return cpclCtrlAllgather(comm, rec, comm->scratch.ctrl, sizeof(rec));
+}
+
+/* What a control record says its sender was doing, for messages. */
+static void describeCall(const cpclCtrlHeader_t* h, char* buf, size_t n) {
+  if (h->magic != CPCL_CTRL_MAGIC) {
+    snprintf(buf, n, "something else (a record of another cpcl version or no control record)");
+    return;
+  }
+  switch (h->kind) {
+    case CPCL_CTRL_BARRIER:
+      snprintf(buf, n, "cpclCommInitOob (its wire-up barrier)");
+      return;
+    case CPCL_CTRL_PLAN:
+      snprintf(buf, n, "cpclAttnPlanCreate (plan #%d)", (int)h->plan);
+      return;
+    case CPCL_CTRL_STEP: {
+      const cpclOp_t* op = cpclOpOf(h->op);
+      snprintf(buf, n, "%s on plan #%d", op ? op->name : "an unknown operation", (int)h->plan);
+      return;
+    }
+    default:
+      snprintf(buf, n, "an unknown control call (kind %d)", (int)h->kind);
+  }
+}
+
+cpclResult_t cpclCtrlAgreeCall(struct cpclComm* comm, const char* fn) {
+  const cpclCtrlHeader_t* mine = cpclCtrlRecord(comm, comm->rank);
+  for (int r = 0; r < comm->nranks; r++) {
+    const cpclCtrlHeader_t* h = cpclCtrlRecord(comm, r);
+    if (h->magic == mine->magic && h->kind == mine->kind && h->op == mine->op) continue;
+    char theirs[128], ours[128];
+    describeCall(h, theirs, sizeof(theirs));
+    describeCall(mine, ours, sizeof(ours));
+    return CPCL_ERR(comm, cpclInvalidUsage,
+                    "%s: ranks disagree on the collective call: rank %d called %s while rank %d called %s (every rank "
+                    "must make the same collective calls in the same order); nothing moved, the communicator still "
+                    "works",
+                    fn, r, theirs, comm->rank, ours);
   }
   return cpclSuccess;
 }
 
 cpclResult_t cpclBarrier(struct cpclComm* comm) {
-  char token = 1;
   TRACE(CPCL_COMM, "barrier seq %u", comm->seq);
-  return cpclCtrlAllgather(comm, &token, comm->scratch.ctrl, 1);
+  CPCLCHECK(cpclCtrlExchange(comm, CPCL_CTRL_BARRIER, 0, -1, NULL, 0));
+  return cpclCtrlAgreeCall(comm, "cpclCommInitOob");
 }

@@ -91,7 +91,24 @@ cpclResult_t cpclConfigResolve(const cpclConfig_t* config, int nranks, cpclResol
   return cpclSuccess;
 }
 
-cpclResult_t cpclCommDigestCompare(const cpclCommDigest_t* all, int nranks, char* msg, size_t msgLen) {
+cpclResult_t cpclCommDigestCompare(const cpclCommDigest_t* all, int nranks, int slots, char* msg, size_t msgLen) {
+  /* a rank that rejected its own oob arguments sent them anyway: name it */
+  for (int r = 0; r < nranks; r++)
+    if (all[r].magic == CPCL_DIGEST_MAGIC && !all[r].argsValid) {
+      snprintf(msg, msgLen,
+               "rank %d passed bad out-of-band arguments (oob->rank %d, oob->nranks %d; its own error names them)", r,
+               all[r].rank, all[r].nranks);
+      return cpclInvalidUsage;
+    }
+  /* the caller's all-gather filled more slots than this rank's nranks: the group is larger */
+  for (int r = nranks; r < slots; r++)
+    if (all[r].magic == CPCL_DIGEST_MAGIC) {
+      snprintf(msg, msgLen,
+               "the out-of-band all-gather is inconsistent: slot %d holds rank %d of %d ranks, but oob->nranks is %d "
+               "here",
+               r, all[r].rank, all[r].nranks, nranks);
+      return cpclInvalidUsage;
+    }
   for (int r = 0; r < nranks; r++) {
     if (all[r].magic != CPCL_DIGEST_MAGIC || all[r].rank != r || all[r].nranks != nranks) {
       snprintf(msg, msgLen,
@@ -184,22 +201,40 @@ CPCL_API cpclResult_t cpclCommInitOob(cpclComm_t* commOut, const cpclOob_t* oob,
   return cpclCommInitAdopt(commOut, oob, config, NULL);
 }
 
+/* Slots of the first (digest) all-gather: the caller's all-gather writes one per rank of the real
+ * group, which a rank with a bad oob->nranks does not know. At least CPCL_MAX_COMM_RANKS, so that
+ * any group a good rank accepts fits whatever this rank's own nranks says; more when nranks asks
+ * for more (a group that large fails on every rank, but must not overflow here). */
+static int digestSlots(int nranks) {
+  return nranks > CPCL_MAX_COMM_RANKS && nranks <= CPCL_MAX_OOB_SLOTS ? nranks : CPCL_MAX_COMM_RANKS;
+}
+
 cpclResult_t cpclCommInitAdopt(cpclComm_t* commOut, const cpclOob_t* oob, const cpclConfig_t* config, void* adopt) {
-  if (commOut == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
+  /* Without an all-gather this rank cannot tell its peers anything: it fails alone. */
   if (oob == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "oob is NULL");
   if (oob->allgather == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "oob->allgather is NULL");
-  if (oob->nranks < 1 || oob->nranks > CPCL_MAX_COMM_RANKS)
-    return CPCL_ERR(NULL, cpclInvalidArgument, "oob->nranks is %d: it must be in [1, %d]", oob->nranks,
-                    CPCL_MAX_COMM_RANKS);
-  if (oob->rank < 0 || oob->rank >= oob->nranks)
-    return CPCL_ERR(NULL, cpclInvalidArgument, "oob->rank is %d: it must be in [0, %d)", oob->rank, oob->nranks);
 
   /* Validate locally, but exchange the digest whatever the outcome: a rank that returned early
-   * would leave the others blocked in the all-gather. */
+   * would leave the others blocked in the all-gather. The first all-gather has the same byte
+   * count on every rank (one digest), whatever this rank's nranks, so a bad rank still takes
+   * part and its peers fail at once, naming it. */
   char msg[512];
+  cpclResult_t own = cpclSuccess;
+  const int argsValid = oob->nranks >= 1 && oob->nranks <= CPCL_MAX_COMM_RANKS && oob->rank >= 0 &&
+                        oob->rank < oob->nranks && commOut != NULL;
+  if (commOut == NULL) {
+    snprintf(msg, sizeof(msg), "comm is NULL");
+    own = cpclInvalidArgument;
+  } else if (oob->nranks < 1 || oob->nranks > CPCL_MAX_COMM_RANKS) {
+    snprintf(msg, sizeof(msg), "oob->nranks is %d: it must be in [1, %d]", oob->nranks, CPCL_MAX_COMM_RANKS);
+    own = cpclInvalidArgument;
+  } else if (oob->rank < 0 || oob->rank >= oob->nranks) {
+    snprintf(msg, sizeof(msg), "oob->rank is %d: it must be in [0, %d)", oob->rank, oob->nranks);
+    own = cpclInvalidArgument;
+  }
   cpclResolvedConfig_t rc;
   memset(&rc, 0, sizeof(rc));
-  cpclResult_t own = cpclConfigResolve(config, oob->nranks, &rc, msg, sizeof(msg));
+  if (own == cpclSuccess) own = cpclConfigResolve(config, oob->nranks, &rc, msg, sizeof(msg));
 
   cpclCommDigest_t mine;
   memset(&mine, 0, sizeof(mine));
@@ -207,6 +242,7 @@ cpclResult_t cpclCommInitAdopt(cpclComm_t* commOut, const cpclOob_t* oob, const 
   mine.version = CPCL_VERSION_CODE;
   mine.nranks = oob->nranks;
   mine.rank = oob->rank;
+  mine.argsValid = argsValid;
   mine.configValid = own == cpclSuccess;
   mine.dcpSize = rc.dcpSize;
   mine.interleave = rc.interleave;
@@ -215,7 +251,8 @@ cpclResult_t cpclCommInitAdopt(cpclComm_t* commOut, const cpclOob_t* oob, const 
   mine.hostHash = hostHash();
   mine.pid = (int32_t)getpid();
 
-  cpclCommDigest_t* all = calloc((size_t)oob->nranks, sizeof(*all));
+  const int slots = digestSlots(oob->nranks);
+  cpclCommDigest_t* all = calloc((size_t)slots, sizeof(*all));
   if (all == NULL) return CPCL_ERR(NULL, cpclSystemError, "allocation of the init digests failed");
   if (oob->allgather(&mine, all, sizeof(mine), oob->ctx) != 0) {
     free(all);
@@ -225,7 +262,7 @@ cpclResult_t cpclCommInitAdopt(cpclComm_t* commOut, const cpclOob_t* oob, const 
     free(all);
     return CPCL_ERR(NULL, own, "%s", msg);
   }
-  cpclResult_t agree = cpclCommDigestCompare(all, oob->nranks, msg, sizeof(msg));
+  cpclResult_t agree = cpclCommDigestCompare(all, oob->nranks, slots, msg, sizeof(msg));
   if (agree != cpclSuccess) {
     free(all);
     return CPCL_ERR(NULL, agree, "%s", msg);
@@ -265,6 +302,7 @@ cpclResult_t cpclCommInitAdopt(cpclComm_t* commOut, const cpclOob_t* oob, const 
   atomic_init(&comm->asyncError, cpclSuccess);
   atomic_init(&comm->aborted, 0);
   atomic_init(&comm->busy, 0);
+  atomic_flag_clear(&comm->plansLock);
   cpclResult_t res = cpclSuccess;
   const size_t W = (size_t)comm->nranks;
   CPCLCHECKGOTO(cpclCalloc(comm, &comm->reqs, 4 * W, sizeof(cpclRequest_t), "request slots"), res, fail);
@@ -395,7 +433,10 @@ CPCL_API cpclResult_t cpclCommAxes(cpclComm_t comm, int* dcpSize, int* dcpRank, 
 CPCL_API cpclResult_t cpclCommGetAsyncError(cpclComm_t comm, cpclResult_t* asyncError) {
   if (comm == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "comm is NULL");
   if (asyncError == NULL) return CPCL_ERR(comm, cpclInvalidArgument, "asyncError is NULL");
-  *asyncError = (cpclResult_t)atomic_load(&comm->asyncError);
+  cpclResult_t r = (cpclResult_t)atomic_load(&comm->asyncError);
+  /* GPU ranks wait on the device: a wait that expired is in a plan's record until converted */
+  if (r == cpclSuccess && comm->memType == cpclMemCuda) r = cpclCommDevicePeerError(comm);
+  *asyncError = r;
   return cpclSuccess;
 }
 

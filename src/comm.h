@@ -53,7 +53,9 @@ struct cpclComm {
     size_t* recvBytes;
     unsigned char* ctrl; /* [nranks][CPCL_CTRL_RECORD_BYTES]: all-gathers of small host records */
   } scratch;
-  int numPlans;     /* plans still alive on this comm */
+  int numPlans;               /* plans still alive on this comm */
+  struct cpclAttnPlan* plans; /* those plans, linked (plan.c), under plansLock */
+  atomic_flag plansLock;
   int plansCreated; /* plans ever created: a plan's number, the same on every rank */
 
   atomic_int asyncError; /* cpclSuccess, or the communication error that broke the comm */
@@ -65,9 +67,9 @@ struct cpclComm {
   cpclErrorSink_t errors; /* points at lastError: what base/ and the transport record into */
 };
 
-/* The most bytes per rank of a record all-gathered through comm->scratch.ctrl (step agreement,
- * barrier tokens). */
-#define CPCL_CTRL_RECORD_BYTES 64
+/* The bytes of every control record (coll.h: a header saying what it is, then its payload), as
+ * sent and as received: the step agreement, plan creation's digest and the barrier token alike. */
+#define CPCL_CTRL_RECORD_BYTES 128
 
 /* cpclCommInitOob, with `adopt` handed to the transport (cpclTransportInitArgs_t.adopt) is
  * declared in transport.h: cpclCommInitAdopt. */
@@ -81,6 +83,11 @@ void cpclCommLeave(struct cpclComm* comm);
 /* 0 when rank `peer` is known to be gone (a process on this host that exited or is a zombie);
  * 1 otherwise. A system call: for the slow path of waits only. */
 int cpclPeerAlive(const struct cpclComm* comm, int peer);
+/* The device-side record of a failed peer wait in any plan of comm (CUDA: the kernels record a
+ * wait that expired), converted as the plan's next call would: cpclRemoteError when the peer's
+ * process has exited, else cpclTimeout (and the comm is broken); cpclSuccess when none. The
+ * record stays for the plan's own next call. Implemented with the plans (plan.c). */
+cpclResult_t cpclCommDevicePeerError(struct cpclComm* comm);
 /* Marks the communicator broken by a communication failure (first error wins). */
 cpclResult_t cpclCommFail(struct cpclComm* comm, cpclResult_t err);
 
@@ -90,7 +97,8 @@ typedef struct {
   int32_t version;
   int32_t nranks;
   int32_t rank;
-  int32_t configValid; /* 0 when this rank's own config was invalid */
+  int32_t argsValid;   /* 0 when this rank's own oob->rank / oob->nranks (or comm) were bad */
+  int32_t configValid; /* 0 when this rank's own config (or arguments) were invalid */
   int32_t dcpSize;
   int32_t interleave;
   int32_t memType;
@@ -100,9 +108,14 @@ typedef struct {
   int32_t pid;
 } cpclCommDigest_t;
 
-/* Compares digests of nranks ranks; on disagreement writes a message naming the first field
- * that differs and the values, and returns cpclInvalidUsage. */
-cpclResult_t cpclCommDigestCompare(const cpclCommDigest_t* all, int nranks, char* msg, size_t msgLen);
+/* Compares digests of nranks ranks, in a buffer of slots >= nranks digests zeroed before the
+ * all-gather (a digest past nranks means the group is larger than this rank was told); on
+ * disagreement writes a message naming the rank with bad arguments, or the first field that
+ * differs and the values, and returns cpclInvalidUsage. */
+cpclResult_t cpclCommDigestCompare(const cpclCommDigest_t* all, int nranks, int slots, char* msg, size_t msgLen);
+
+/* The most slots of the first all-gather (a bad oob->nranks beyond it gets CPCL_MAX_COMM_RANKS). */
+#define CPCL_MAX_OOB_SLOTS 65536
 
 /* A config after validation and defaults: what the ranks must agree on. */
 typedef struct {

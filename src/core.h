@@ -25,6 +25,11 @@ cpclErrorSink_t* cpclCommErrors(struct cpclComm* comm);
 /* Records a failure as the last error of comm (when non-NULL) and of this thread, logs it at
  * WARN, evaluates to res. */
 #define CPCL_ERR(comm, res, ...) cpclSetError(cpclCommErrors(comm), (res), __FILE__, __LINE__, __VA_ARGS__)
+/* The same for a failure caused by another: "<formatted>: <cause>", cause copied first (it is
+ * usually the thread's own record, cpclThreadLastError()). Never pass a last-error buffer as a
+ * %s argument of CPCL_ERR: that is a write into the buffer it reads. */
+#define CPCL_ERR_WRAP(comm, res, cause, ...) \
+  cpclWrapError(cpclCommErrors(comm), (res), __FILE__, __LINE__, (cause), __VA_ARGS__)
 
 /* Allocation through here: failures become cpclSystemError with the size in the message. */
 static inline cpclResult_t cpclCalloc(struct cpclComm* comm, void* ptrOut, size_t count, size_t elemSize,

@@ -27,6 +27,9 @@ enum {
   CPCL_AGREE_SEQS = 1 << 2, /* numSeqs */
 };
 
+/* Digests of batch contents per step (cpclOp_t.digest): slots of the step agreement. */
+#define CPCL_STEP_DIGESTS 4
+
 /* The batch pages a step reads or writes (cpclBatchCheck checks their ids on host memory). */
 typedef enum {
   CPCL_PAGES_NONE = 0,  /* no batch */
@@ -48,14 +51,17 @@ typedef struct cpclOp {
   int bounded; /* numTokens <= the plan's maxTokens (its workspace holds the rows) */
   /* this operation's own arguments (the batch is checked before); records the message */
   cpclResult_t (*check)(struct cpclAttnPlan* pl, const cpclStep_t* st);
-  /* a digest of the step's host contents every rank must pass alike (agreed on beside the
-   * header; called only on arguments the check accepted), or NULL */
-  uint64_t (*digest)(const struct cpclAttnPlan* pl, const cpclStep_t* st);
-  const char* digestWhat; /* what the digest covers, in messages */
   /* plan creation: picks the family's schedule (desc, environment, machine) into sel and says
    * why, for the plan's INFO line; NULL where the family's first entry picks it */
   cpclResult_t (*select)(const struct cpclComm* c, const cpclAttnDesc_t* d, cpclPlanSchedules_t* sel, char* why,
                          size_t whyLen, char* msg, size_t msgLen);
+  /* Host memory, agreed steps: the batch contents every rank must pass alike, beyond the counts
+   * (decode: queryStart and seqLens; not the block table, which is each rank's own). Fills
+   * d[k] for each k with digestFields[k] set, from a batch that passed its checks; the step
+   * agreement compares them, so ranks with different contents fail together with
+   * cpclInvalidUsage naming the field. NULL: the counts alone. */
+  void (*digest)(const struct cpclAttnPlan* pl, const cpclStep_t* st, uint64_t d[CPCL_STEP_DIGESTS]);
+  const char* digestFields[CPCL_STEP_DIGESTS]; /* the fields' names in messages */
   /* the schedule's name (TRACE, NVTX) and the step itself */
   const char* (*scheduleName)(const struct cpclAttnPlan* pl);
   cpclResult_t (*run)(struct cpclAttnPlan* pl, const cpclStep_t* st);
@@ -71,6 +77,13 @@ cpclResult_t cpclOpsSelect(const struct cpclComm* c, const cpclAttnDesc_t* d, cp
                            size_t whyLen, char* msg, size_t msgLen);
 /* Runs one step of op on pl (st filled by the entry point; st->seq is set here). */
 cpclResult_t cpclOpRun(struct cpclAttnPlan* pl, const cpclOp_t* op, cpclStep_t* st);
+
+/* 64-bit digest of n int32 values (NULL v: the identity 0, 1, .., n - 1, as a NULL queryStart
+ * means): one word changed always changes it. Four FNV-1a lanes, so it runs at about a word per
+ * cycle; the step agreement pays it on every agreed host step. */
+uint64_t cpclDigestInt32(const int32_t* v, int n);
+/* The digest hook of the decode family: queryStart (its implicit form when NULL) and seqLens. */
+void cpclOpDigestRows(const struct cpclAttnPlan* pl, const cpclStep_t* st, uint64_t d[CPCL_STEP_DIGESTS]);
 
 /* Checks shared by the attending entries: q, kCache and vCache (when there are rows). */
 cpclResult_t cpclOpCheckAttend(struct cpclAttnPlan* pl, const cpclStep_t* st);

@@ -105,6 +105,8 @@ const cpclOp_t cpclOpDecode = {
     .bounded = 1,
     .check = decodeCheck,
     .select = decodeSelect, /* for the whole family */
+    .digest = cpclOpDigestRows,
+    .digestFields = {"queryStart", "seqLens"},
     .scheduleName = scheduleName,
     .run = decodeRun,
 };
@@ -116,6 +118,8 @@ const cpclOp_t cpclOpPartial = {
     .pages = CPCL_PAGES_READ,
     .bounded = 1,
     .check = partialCheck,
+    .digest = cpclOpDigestRows,
+    .digestFields = {"queryStart", "seqLens"},
     .scheduleName = scheduleName,
     .run = partialRun,
 };

@@ -147,16 +147,11 @@ static cpclResult_t prefillCheck(struct cpclAttnPlan* pl, const cpclStep_t* st) 
   return cpclSuccess;
 }
 
-/* FNV-1a over the lengths every rank must pass alike */
-static uint64_t prefillDigest(const struct cpclAttnPlan* pl, const cpclStep_t* st) {
-  const cpclPrefillBatch_t* b = st->prefill;
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (int s = 0; s < b->numSeqs; s++) {
-    const uint32_t w[2] = {(uint32_t)b->contextLens[s], (uint32_t)b->newLens[s]};
-    const unsigned char* p = (const unsigned char*)w;
-    for (size_t i = 0; i < sizeof(w); i++) h = (h ^ p[i]) * 0x100000001b3ull;
-  }
-  return h;
+/* the lengths every rank must pass alike (its own queryStart and block table differ) */
+static void prefillDigest(const struct cpclAttnPlan* pl, const cpclStep_t* st, uint64_t d[CPCL_STEP_DIGESTS]) {
+  (void)pl;
+  d[0] = cpclDigestInt32(st->prefill->contextLens, st->prefill->numSeqs);
+  d[1] = cpclDigestInt32(st->prefill->newLens, st->prefill->numSeqs);
 }
 
 static cpclResult_t prefillRun(struct cpclAttnPlan* pl, const cpclStep_t* st) {
@@ -173,7 +168,7 @@ const cpclOp_t cpclOpPrefill = {
     .bounded = 0,
     .check = prefillCheck,
     .digest = prefillDigest,
-    .digestWhat = "batch->contextLens / newLens",
+    .digestFields = {"batch->contextLens", "batch->newLens"},
     .select = prefillSelect,
     .scheduleName = scheduleName,
     .run = prefillRun,

@@ -299,6 +299,8 @@ cpclResult_t cpclPlanPeerSync(struct cpclAttnPlan* pl, cpclPeerSync_t* s) {
   return cpclSuccess;
 }
 
+static void planLink(struct cpclAttnPlan* pl, int link);
+
 /* Plan creation, with the plan's own workspace (ws NULL) or carved from the caller's. */
 static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* comm, const cpclAttnDesc_t* desc,
                                int maxTokens, void* ws, size_t wsBytes, const char* fn) {
@@ -357,11 +359,14 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   }
   planDigest_t* all = NULL;
   CPCLCHECKGOTO(cpclCalloc(comm, &all, (size_t)comm->nranks, sizeof(*all), "plan digests"), res, out);
-  CPCLCHECKGOTO(cpclCtrlAllgather(comm, &mine, all, sizeof(mine)), res, out);
+  _Static_assert(sizeof(planDigest_t) <= CPCL_CTRL_PAYLOAD_BYTES, "a plan digest fits a control record");
+  CPCLCHECKGOTO(cpclCtrlExchange(comm, CPCL_CTRL_PLAN, 0, comm->plansCreated, &mine, sizeof(mine)), res, out);
   if (own != cpclSuccess) {
     res = CPCL_ERR(comm, own, "%s: %s", fn, msg);
     goto out;
   }
+  CPCLCHECKGOTO(cpclCtrlAgreeCall(comm, fn), res, out);
+  for (int r = 0; r < comm->nranks; r++) memcpy(&all[r], cpclCtrlPayload(comm, r), sizeof(all[r]));
   if ((res = digestCompare(all, comm->nranks, msg, sizeof(msg))) != cpclSuccess) {
     res = CPCL_ERR(comm, res, "%s: %s", fn, msg);
     goto out;
@@ -384,6 +389,7 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   CPCLCHECKGOTO(planMapPeers(pl), res, out);
   comm->numPlans++;
   pl->serial = comm->plansCreated++;
+  planLink(pl, 1);
   INFO(CPCL_PLAN,
        "plan #%d rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d on %s memory; schedule %s (%s); prefill %s; "
        "attention splits up to %d per row; workspace %zu bytes (%.1f MiB, %s)",
@@ -429,9 +435,63 @@ CPCL_API cpclResult_t cpclAttnPlanWorkspaceBytes(cpclAttnPlan_t plan, size_t* by
 CPCL_API cpclResult_t cpclAttnPlanDestroy(cpclAttnPlan_t plan) {
   if (plan == NULL) return CPCL_ERR(NULL, cpclInvalidArgument, "plan is NULL");
   struct cpclComm* comm = plan->comm;
+  planLink(plan, 0);
   planFree(plan);
   cpclCommPlanGone(comm); /* may free an aborted communicator: last */
   return cpclSuccess;
+}
+
+/* A device-side wait of this plan on rank `waited` expired (CPCL_KERR_TIMEOUT). The kernels
+ * cannot tell a dead peer from a slow one; the host can, for peers on this host: a process that
+ * exited is cpclRemoteError naming it (the waited-on rank first, then any other), as the host
+ * transports' waits report it; otherwise cpclTimeout. Either breaks the communicator. */
+static cpclResult_t planPeerFailure(struct cpclAttnPlan* pl, int waited, int expected, int saw) {
+  struct cpclComm* c = pl->comm;
+  int dead = waited >= 0 && waited < c->nranks && waited != c->rank && !cpclPeerAlive(c, waited) ? waited : -1;
+  for (int p = 0; p < c->nranks && dead < 0; p++)
+    if (p != c->rank && !cpclPeerAlive(c, p)) dead = p;
+  if (dead >= 0) {
+    cpclCommFail(c, cpclRemoteError);
+    return CPCL_ERR(c, cpclRemoteError,
+                    "an earlier step of this plan waited on rank %d for more than %d ms, and rank %d (pid %d) has "
+                    "exited: the results of that step are not valid. The communicator is broken: abort it",
+                    waited, c->timeoutMs, dead, (int)c->peerPid[dead]);
+  }
+  cpclCommFail(c, cpclTimeout);
+  return CPCL_ERR(c, cpclTimeout,
+                  "an earlier step of this plan waited on rank %d for more than %d ms (timeoutMs / "
+                  "CPCL_TIMEOUT_MS; it expected step %d and saw %d): that rank stalled, and the "
+                  "results of that step are not valid. The communicator is broken: abort it",
+                  waited, c->timeoutMs, expected, saw);
+}
+
+cpclResult_t cpclCommDevicePeerError(struct cpclComm* comm) {
+  cpclResult_t r = cpclSuccess;
+  while (atomic_flag_test_and_set_explicit(&comm->plansLock, memory_order_acquire)) {
+  }
+  for (struct cpclAttnPlan* pl = comm->plans; pl && r == cpclSuccess; pl = pl->nextPlan) {
+    volatile int* f = pl->errorHost;
+    if (f && f[0] == CPCL_KERR_TIMEOUT) r = planPeerFailure(pl, f[1], f[2], f[3]); /* kept for the plan's next call */
+  }
+  atomic_flag_clear_explicit(&comm->plansLock, memory_order_release);
+  return r;
+}
+
+/* The plans of a communicator, for cpclCommGetAsyncError (a watchdog thread may ask while
+ * another creates or destroys plans). */
+static void planLink(struct cpclAttnPlan* pl, int link) {
+  struct cpclComm* c = pl->comm;
+  while (atomic_flag_test_and_set_explicit(&c->plansLock, memory_order_acquire)) {
+  }
+  if (link) {
+    pl->nextPlan = c->plans;
+    c->plans = pl;
+  } else {
+    struct cpclAttnPlan** at = &c->plans;
+    while (*at && *at != pl) at = &(*at)->nextPlan;
+    if (*at) *at = pl->nextPlan;
+  }
+  atomic_flag_clear_explicit(&c->plansLock, memory_order_release);
 }
 
 cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear) {
@@ -446,12 +506,7 @@ cpclResult_t cpclPlanDeviceError(struct cpclAttnPlan* pl, int clear) {
     case CPCL_KERR_TIMEOUT:
       if (clear)
         for (int i = CPCL_KERR_WORDS - 1; i >= 0; i--) f[i] = 0;
-      cpclCommFail(pl->comm, cpclTimeout);
-      return CPCL_ERR(pl->comm, cpclTimeout,
-                      "an earlier step of this plan waited on rank %d for more than %d ms (timeoutMs / "
-                      "CPCL_TIMEOUT_MS; it expected step %d and saw %d): that rank stalled or died, and the "
-                      "results of that step are not valid. The communicator is broken: abort it",
-                      seq, pl->comm->timeoutMs, value, limit);
+      return planPeerFailure(pl, seq, value, limit);
     case CPCL_KERR_PAGE:
       snprintf(what, sizeof(what), "batch->blockTable[%d][%d] is %d, a page a row reads or a store writes", seq, limit,
                value);

@@ -81,6 +81,7 @@ struct cpclAttnPlan {
   void* peerQ[CPCL_MAX_PARTS];    /* rank p's qGather as mapped here (own: qGather) */
   void* peerRecv[CPCL_MAX_PARTS]; /* rank p's recvBuf as mapped here */
   int* localSync;                 /* one rank: the flag block of the fused kernel, on the plan */
+  struct cpclAttnPlan* nextPlan;  /* the comm's list of live plans (cpclCommGetAsyncError) */
 };
 
 /* The flags the fused kernel synchronises through: the transport's, or the plan's own with one

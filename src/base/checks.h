@@ -10,6 +10,9 @@
 #include "base/error.h"
 
 #define CPCL_SINK_ERR(sink, res, ...) cpclSetError((sink), (res), __FILE__, __LINE__, __VA_ARGS__)
+/* A failure caused by another whose message is cause (often cpclThreadLastError()): records
+ * "<formatted>: <cause>" (base/error.h, cpclWrapError). */
+#define CPCL_SINK_WRAP(sink, res, cause, ...) cpclWrapError((sink), (res), __FILE__, __LINE__, (cause), __VA_ARGS__)
 
 #define CPCLCHECK(call)                                              \
   do {                                                               \

@@ -23,6 +23,18 @@ typedef struct cpclErrorSink {
 cpclResult_t cpclSetError(cpclErrorSink_t* sink, cpclResult_t res, const char* file, int line, const char* fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* Records "outer: cause" the same way, outer formatted from fmt: the message of a failure that
+ * another one caused (a collective over a transport's failed transfer). cause is copied before
+ * anything is written, so it may be the thread's own last error (cpclThreadLastError()) or a
+ * sink's record. When the two do not fit, the cause is cut at the end with "..."; outer keeps at
+ * least half the record and is cut, if at all, at a word boundary with "...". */
+cpclResult_t cpclWrapError(cpclErrorSink_t* sink, cpclResult_t res, const char* file, int line, const char* cause,
+                           const char* fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* The composition behind cpclWrapError, into dst of len bytes (len >= 16), NUL-terminated: the
+ * text has no overlap requirement on cause (it is copied first). Returns strlen(dst). */
+size_t cpclErrorCompose(char* dst, size_t len, const char* outer, const char* cause);
+
 /* The calling thread's last error ("" when none). */
 const char* cpclThreadLastError(void);
 

@@ -86,7 +86,7 @@ cpclResult_t cpclStepAlltoallv(struct cpclAttnPlan* pl, const cpclStep_t* st, co
   CPCL_NVTX_POP();
   if (res != cpclSuccess) {
     cpclCommFail(c, res);
-    return CPCL_ERR(c, res, "%s transport: %s", c->transportName, cpclGetLastError(NULL));
+    return CPCL_ERR_WRAP(c, res, cpclThreadLastError(), "%s transport", c->transportName);
   }
   return cpclSuccess;
 }

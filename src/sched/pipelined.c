@@ -51,7 +51,7 @@ static cpclResult_t attendAsArrivingDevice(struct cpclAttnPlan* pl, const cpclSt
       cpclResult_t res = c->tp->waitFrom(c->tpCtx, base + j, pl->errorDev, st->stream);
       if (res != cpclSuccess) {
         cpclCommFail(c, res);
-        return CPCL_ERR(c, res, "pipelined: waiting for rank %d's queries: %s", base + j, cpclGetLastError(NULL));
+        return CPCL_ERR_WRAP(c, res, cpclThreadLastError(), "pipelined: waiting for rank %d's queries", base + j);
       }
     }
     cpclAttnParams_t p;

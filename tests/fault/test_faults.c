@@ -36,6 +36,8 @@ typedef struct {
 static shared_t* sh;
 static int myRank;
 
+#define CPCL_MAX_F(a, b) ((a) > (b) ? (a) : (b))
+
 static double nowMs(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -331,6 +333,110 @@ static void scenarioBadArgument(void) {
   _exit(0);
 }
 
+/* issue 18 item 3: rank 1 creates a plan while the others decode. The two calls exchange
+ * control records of different kinds: every rank must see the disagreement (cpclInvalidUsage
+ * naming what the others called), nothing may be truncated or left in flight, and the next
+ * agreeing calls (a decode, then a plan creation everywhere) succeed on every rank. */
+static void scenarioPlanVsDecode(void) {
+  job_t j;
+  jobSetup(&j);
+  cpclResult_t r;
+  cpclAttnDesc_t d = tuDesc(&j.pb, 2, 4);
+  cpclAttnPlan_t other = NULL;
+  double t0 = nowMs();
+  if (myRank == 1)
+    r = cpclAttnPlanCreate(&other, j.comm, &d, 2);
+  else
+    r = decode(&j);
+  double dt = nowMs() - t0;
+  CHECK(r == cpclInvalidUsage, "plan creation against a decode returned %d (%s)", r, cpclGetErrorString(r));
+  CHECK(strstr(cpclGetLastError(j.comm), myRank == 1 ? "called cpclAttnDecode" : "rank 1 called cpclAttnPlanCreate"),
+        "message: %s", cpclGetLastError(j.comm));
+  CHECK(dt < 1000, "the disagreement took %.0f ms to reach every rank", dt);
+  CHECK(decode(&j) == cpclSuccess, "the next agreeing step: %s", cpclGetLastError(j.comm));
+  CHECK(cpclAttnPlanCreate(&other, j.comm, &d, 2) == cpclSuccess, "then a plan everywhere: %s",
+        cpclGetLastError(j.comm));
+  r = cpclAttnDecode(other, &j.batch, j.q, j.cache.k, j.cache.v, j.out, j.lse, NULL);
+  CHECK(r == cpclSuccess, "a decode on the new plan: %s", cpclGetLastError(j.comm));
+  CHECK(cpclAttnPlanDestroy(other) == cpclSuccess, "destroy");
+  /* the other way round: rank 0 decodes while the others create */
+  if (myRank == 0)
+    r = decode(&j);
+  else
+    r = cpclAttnPlanCreate(&other, j.comm, &d, 2);
+  CHECK(r == cpclInvalidUsage, "decode against plan creations returned %d", r);
+  CHECK(decode(&j) == cpclSuccess, "and the next agreeing step: %s", cpclGetLastError(j.comm));
+  _exit(0);
+}
+
+/* issue 18 item 7: same counts, different contents. seqLens on rank 1, then queryStart on rank
+ * 2, differ: every rank returns cpclInvalidUsage naming the field and the rank, before any data
+ * moves, and the next agreeing step succeeds. A NULL queryStart agrees with its explicit form. */
+static void scenarioContents(void) {
+  job_t j;
+  jobSetup(&j);
+  int32_t lens[2] = {100, 38}, qs[3] = {0, 0, 2};
+  cpclBatch_t b = j.batch;
+  if (myRank == 1) b.seqLens = lens;
+  cpclResult_t r = cpclAttnDecode(j.plan, &b, j.q, j.cache.k, j.cache.v, j.out, j.lse, NULL);
+  CHECK(r == cpclInvalidUsage, "seqLens that differ returned %d", r);
+  CHECK(strstr(cpclGetLastError(j.comm), "rank 1's seqLens differ from rank 0's"), "message: %s",
+        cpclGetLastError(j.comm));
+  CHECK(decode(&j) == cpclSuccess, "the next agreeing step: %s", cpclGetLastError(j.comm));
+  b = j.batch;
+  if (myRank == 2) b.queryStart = qs;
+  r = cpclAttnPartial(j.plan, &b, j.q, j.cache.k, j.cache.v, j.out, j.lse, NULL);
+  CHECK(r == cpclInvalidUsage, "queryStart that differs returned %d", r);
+  CHECK(strstr(cpclGetLastError(j.comm), "rank 2's queryStart differ from rank 0's"), "message: %s",
+        cpclGetLastError(j.comm));
+  CHECK(decode(&j) == cpclSuccess, "the next agreeing step: %s", cpclGetLastError(j.comm));
+  b = j.batch;
+  if (myRank == 0) b.queryStart = NULL; /* one row per sequence: the same rows as {0, 1, 2} */
+  CHECK(cpclAttnDecode(j.plan, &b, j.q, j.cache.k, j.cache.v, j.out, j.lse, NULL) == cpclSuccess,
+        "NULL against the explicit queryStart: %s", cpclGetLastError(j.comm));
+  _exit(0);
+}
+
+/* issue 18 item 8: a rank whose oob->rank or oob->nranks is bad still takes part in the first
+ * all-gather, so its peers fail at once, naming it, instead of waiting in the all-gather (the
+ * test's bootstrap gives up after 20 s). Then a good init works. */
+static void scenarioBadOob(void) {
+  static const struct {
+    int who, rank, nranks;
+    const char *own, *peers;
+  } cases[] = {
+      {2, 7, W, "oob->rank is 7", "rank 2 passed bad out-of-band arguments (oob->rank 7, oob->nranks 3"},
+      {2, 2, 0, "oob->nranks is 0", "rank 2 passed bad out-of-band arguments (oob->rank 2, oob->nranks 0"},
+      {0, -1, W, "oob->rank is -1", "rank 0 passed bad out-of-band arguments (oob->rank -1, oob->nranks 3"},
+      {1, 1, 2000, "oob->nranks is 2000", "rank 1 passed bad out-of-band arguments (oob->rank 1, oob->nranks 2000"},
+      /* locally plausible, but not this group: every rank sees the group is not what it says */
+      {1, 1, 2, "slot 2 holds rank 2 of 3 ranks, but oob->nranks is 2 here", "slot 1 holds rank 1 of 2 ranks"},
+      {2, 0, 1, "slot 1 holds rank 1 of 3 ranks, but oob->nranks is 1 here", "slot 2 holds rank 0 of 1 ranks"},
+  };
+  for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+    cpclOob_t oob = {shmAllgather, NULL, myRank, W};
+    if (myRank == cases[k].who) oob.rank = cases[k].rank, oob.nranks = cases[k].nranks;
+    cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+    cfg.timeoutMs = TIMEOUT_MS;
+    cpclComm_t comm = NULL;
+    double t0 = nowMs();
+    cpclResult_t r = cpclCommInitOob(&comm, &oob, &cfg);
+    double dt = nowMs() - t0;
+    const int bad = myRank == cases[k].who;
+    CHECK(r == (bad && k < 4 ? cpclInvalidArgument : cpclInvalidUsage), "case %zu: init returned %d (%s)", k, r,
+          cpclGetErrorString(r));
+    CHECK(strstr(cpclGetLastError(NULL), bad ? cases[k].own : cases[k].peers), "case %zu: message: %s", k,
+          cpclGetLastError(NULL));
+    CHECK(comm == NULL, "case %zu: no communicator on failure", k);
+    CHECK(dt < 1000, "case %zu: init with a bad rank took %.0f ms", k, dt);
+    sh->errorTime[myRank] = CPCL_MAX_F(sh->errorTime[myRank], dt);
+  }
+  job_t j;
+  jobSetup(&j);
+  CHECK(decode(&j) == cpclSuccess, "a good init after the bad ones: %s", cpclGetLastError(j.comm));
+  _exit(0);
+}
+
 static int runScenario(const char* name, void (*fn)(void), int victim) {
   memset(sh, 0, sizeof(*sh));
   pid_t pids[W];
@@ -378,6 +484,9 @@ static int runScenario(const char* name, void (*fn)(void), int victim) {
   if (fn == scenarioStall || fn == scenarioPrefillStall)
     printf("  cpclTimeout after %.0f / %.0f ms", sh->errorTime[0], sh->errorTime[1]);
   if (fn == scenarioAbort) printf("  aborted call returned after %.0f ms", sh->errorTime[0]);
+  if (fn == scenarioBadOob)
+    printf("  slowest init with a bad rank: %.0f / %.0f / %.0f ms", sh->errorTime[0], sh->errorTime[1],
+           sh->errorTime[2]);
   printf("\n");
   fflush(stdout);
   return bad;
@@ -389,6 +498,9 @@ int main(void) {
   int bad = 0;
   bad |= runScenario("bad-argument", scenarioBadArgument, -1);
   bad |= runScenario("mismatch", scenarioMismatch, -1);
+  bad |= runScenario("plan-vs-decode", scenarioPlanVsDecode, -1);
+  bad |= runScenario("contents", scenarioContents, -1);
+  bad |= runScenario("bad-oob", scenarioBadOob, -1);
   bad |= runScenario("abort", scenarioAbort, -1);
   bad |= runScenario("stall", scenarioStall, -1);
   bad |= runScenario("prefill-stall", scenarioPrefillStall, -1);

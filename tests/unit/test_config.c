@@ -124,6 +124,7 @@ static cpclCommDigest_t digest(int rank, int nranks) {
   d.version = CPCL_VERSION_CODE;
   d.rank = rank;
   d.nranks = nranks;
+  d.argsValid = 1;
   d.configValid = 1;
   d.dcpSize = nranks;
   d.interleave = 1;
@@ -134,33 +135,48 @@ static cpclCommDigest_t digest(int rank, int nranks) {
 
 static void test_digest(void** state) {
   (void)state;
-  cpclCommDigest_t all[4];
+  cpclCommDigest_t all[6]; /* two slots past the group: zero, as a fresh buffer */
+  memset(all, 0, sizeof(all));
   for (int r = 0; r < 4; r++) all[r] = digest(r, 4);
-  assert_int_equal(cpclCommDigestCompare(all, 4, msg, sizeof(msg)), cpclSuccess);
+  assert_int_equal(cpclCommDigestCompare(all, 4, 6, msg, sizeof(msg)), cpclSuccess);
 
   all[3].dcpSize = 2;
-  assert_int_equal(cpclCommDigestCompare(all, 4, msg, sizeof(msg)), cpclInvalidUsage);
+  assert_int_equal(cpclCommDigestCompare(all, 4, 6, msg, sizeof(msg)), cpclInvalidUsage);
   assert_string_equal(msg, "ranks disagree on dcpSize: rank 0 has 4, rank 3 has 2");
   all[3] = digest(3, 4);
   all[2].interleave = 16;
-  assert_int_equal(cpclCommDigestCompare(all, 4, msg, sizeof(msg)), cpclInvalidUsage);
+  assert_int_equal(cpclCommDigestCompare(all, 4, 6, msg, sizeof(msg)), cpclInvalidUsage);
   assert_non_null(strstr(msg, "kvInterleave"));
   all[2] = digest(2, 4);
   strcpy(all[1].transport, "nccl");
-  assert_int_equal(cpclCommDigestCompare(all, 4, msg, sizeof(msg)), cpclInvalidUsage);
+  assert_int_equal(cpclCommDigestCompare(all, 4, 6, msg, sizeof(msg)), cpclInvalidUsage);
   assert_non_null(strstr(msg, "\"nccl\""));
   all[1] = digest(1, 4);
   all[1].version += 1;
-  assert_int_equal(cpclCommDigestCompare(all, 4, msg, sizeof(msg)), cpclInvalidUsage);
+  assert_int_equal(cpclCommDigestCompare(all, 4, 6, msg, sizeof(msg)), cpclInvalidUsage);
   assert_non_null(strstr(msg, "version"));
   all[1] = digest(1, 4);
   all[0].configValid = 0;
-  assert_int_equal(cpclCommDigestCompare(all, 4, msg, sizeof(msg)), cpclInvalidUsage);
+  assert_int_equal(cpclCommDigestCompare(all, 4, 6, msg, sizeof(msg)), cpclInvalidUsage);
   assert_non_null(strstr(msg, "rank 0 passed an invalid config"));
   all[0] = digest(0, 4);
   all[2].rank = 1; /* a broken OOB that returns blocks out of order */
-  assert_int_equal(cpclCommDigestCompare(all, 4, msg, sizeof(msg)), cpclInvalidUsage);
+  assert_int_equal(cpclCommDigestCompare(all, 4, 6, msg, sizeof(msg)), cpclInvalidUsage);
   assert_non_null(strstr(msg, "out-of-band"));
+  all[2] = digest(2, 4);
+  /* issue 18 item 8: a rank with bad oob arguments still sends its digest, marked */
+  all[3] = digest(9, 4);
+  all[3].argsValid = 0;
+  assert_int_equal(cpclCommDigestCompare(all, 4, 6, msg, sizeof(msg)), cpclInvalidUsage);
+  assert_string_equal(msg,
+                      "rank 3 passed bad out-of-band arguments (oob->rank 9, oob->nranks 4; its own error names them)");
+  all[3] = digest(3, 4);
+  /* the all-gather filled a slot past this rank's nranks: the group is larger than it was told */
+  all[4] = digest(4, 5);
+  assert_int_equal(cpclCommDigestCompare(all, 4, 6, msg, sizeof(msg)), cpclInvalidUsage);
+  assert_non_null(strstr(msg, "slot 4 holds rank 4 of 5 ranks, but oob->nranks is 4 here"));
+  memset(&all[4], 0, sizeof(all[4]));
+  assert_int_equal(cpclCommDigestCompare(all, 4, 6, msg, sizeof(msg)), cpclSuccess);
 }
 
 static void test_init_bad_oob(void** state) {
