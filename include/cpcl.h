@@ -442,9 +442,11 @@ typedef struct {
  *   "ring": the K/V blocks passed round the PCP axis (P steps, attention on one block while the
  *     next moves); the partials of the blocks merged in block order at the end.
  *   Automatic: allgather. Measured with tools/prefill_perf on CPU ranks (8k-token prompts, GQA
- *   and MLA, 2 and 4 ranks on a loaded 2-core machine) the two were within noise of each other,
- *   and allgather has one transfer round and one wait instead of pcp - 1 (host transports move
- *   data inside waits only, so the ring's transfers do not overlap its attention there).
+ *   and MLA, 2 and 4 ranks, and 4k new after 4k cached on pcp 2 x dcp 2; a loaded 2-core
+ *   machine) neither was faster throughout: mostly within noise, ring ahead on the chunked
+ *   prefill case, allgather on pcp 4. allgather waits once instead of pcp - 1 times, and host
+ *   transports move data inside waits only, so the ring's transfers do not overlap its
+ *   attention there.
  * With any contextLens[s] > 0 (for a sequence with new tokens) the context part runs too: the
  * queries are all-gathered over all W ranks, each rank attends to its cache shard, and each
  * row's owner merges the W context partials with the new-token partial (DCP chunked prefill).
