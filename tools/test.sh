@@ -107,6 +107,14 @@ if command -v clang >/dev/null && [ -n "$(clang -print-file-name=libclang_rt.fuz
   status=${PIPESTATUS[0]}
   rm -rf "$corpus"
   [ "$status" -eq 0 ] || { echo "fuzzer found a failure"; exit 1; }
+  # prefill batches: no committed corpus yet, it starts from nothing
+  ninja -C build-fuzz tests/fuzz/fuzz_prefill >/dev/null
+  corpus=$(mktemp -d)
+  (cd "$corpus" && ASAN_OPTIONS=detect_leaks=1 "$OLDPWD/build-fuzz/tests/fuzz/fuzz_prefill" "$corpus" \
+    -max_total_time="${FUZZ_SECONDS:-60}" -print_final_stats=1 2>&1 | grep -E "^stat::(number_of_executed_units|new_units_added)|Done|ERROR|SUMMARY")
+  status=${PIPESTATUS[0]}
+  rm -rf "$corpus"
+  [ "$status" -eq 0 ] || { echo "prefill fuzzer found a failure"; exit 1; }
 else
   echo "SKIP: fuzzing needs clang with libFuzzer (Debian: clang, libclang-rt-14-dev)"
 fi
