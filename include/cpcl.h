@@ -198,7 +198,11 @@ typedef struct {
    * and with one rank, fused on GPUs over ipc with dcpSize = all ranks. Every rank must name the
    * same. "fused" (one kernel per step: queries stored into the peers, attention, partials
    * stored into their owners, merge; no host step) needs CUDA memory, transport "ipc" (or one
-   * rank) and no PCP axis; its Partial and Combine are a2a's. */
+   * rank) and no PCP axis; its Partial and Combine are a2a's. MLA plans (bf16, 576/512) on GPUs
+   * of compute capability 9.0 run the Hopper tensor-core MLA body, a launch of its own that the
+   * fused kernel cannot host: their automatic schedule is a2a, and a forced "fused" keeps the
+   * CUDA-core MLA body inside the fused kernel (correct, slower; the plan's INFO line says which
+   * body runs). CPCL_MLA_SM90=0 turns the Hopper body off (and the automatic choice is fused again). */
   const char* algo;
   /* Added to the contract (version 0.2): keys each query row may attend to with sparse
    * attention (cpclBatch_t.topkIndices); 0 = dense attention. Sparse attention is not built

@@ -54,7 +54,13 @@ typedef struct {
   int splitChunkMin;       /* CUDA: keys per split at least (0: 512); fixed per plan */
   int pipelineStages;      /* CUDA tensor-core kernel: cp.async stages, 2 or 3 (0: 2) */
   int narrowOnly;          /* CUDA: 1 = 16 heads a CTA even for larger groups (tests compare) */
-  int* errorFlag;          /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
+  /* CUDA: the Hopper MLA body (kernels/cuda/mla_sm90.h) with at most this many KV splits a row
+   * (cpclCudaAttnMlaSm90Splits, fixed per plan), where it applies: bf16 MLA 576/512 on one KV
+   * head, a page size it covers, a device of compute capability 9.0, not inside the fused kernel,
+   * not cudaCoresOnly; 0 = never (the CUDA-core MLA body). Its split partials use the workspace
+   * too (cpclCudaAttnMlaSm90WorkspaceBytes). */
+  int mlaSm90Splits;
+  int* errorFlag; /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
   /* CUDA: when outBlock[0] is set, block j's out / lse start at outBlock[j] / lseBlock[j] (token
    * strides as above) instead of out + j * oBlockStride: the fused kernel stores each block's
    * partial straight into its owner's receive slot. */
@@ -76,6 +82,13 @@ int cpclCudaAttnMaxSplits(int maxTokens, int numHeads, int headDimVo);
 size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int maxSplits);
 /* counters the split merge needs (peer_sync.h, cpclSplitCounterCount), zeroed once */
 size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads);
+/* The Hopper MLA body's KV splits for a plan of maxTokens rows of shape->numHeads heads on the
+ * current device (shape: qType, kvType, latentKv, headDimQk/Vo, numKvHeads, pageSize, numHeads),
+ * or 0 where the body does not apply (another shape, or not a compute capability 9.0 device):
+ * the value of cpclAttnParams_t.mlaSm90Splits. */
+int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxTokens);
+/* bytes of split workspace that body needs for maxTokens rows of numHeads heads */
+size_t cpclCudaAttnMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int splits);
 int cpclCudaAttn(const cpclAttnParams_t* p, void* stream);
 
 /* ---- host (C reference) ---- */

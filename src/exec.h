@@ -19,9 +19,15 @@ typedef struct cpclExecOps {
   const char* name;
   cpclResult_t (*alloc)(struct cpclComm* comm, void* ptrOut, size_t bytes, const char* what);
   void (*free)(void* ptr);
-  /* bytes of workspace the attention kernel needs for a plan of maxTokens rows of numHeads heads,
-   * and the KV splits a row may be cut into (1 where the kernel does not split) */
-  size_t (*attnWorkspaceBytes)(int maxTokens, int numHeads, int headDimQk, int headDimVo, int* maxSplits);
+  /* bytes of workspace the attention kernel needs for a plan of desc's shape, maxTokens rows of
+   * numHeads gathered heads, and the plan's constants: the KV splits a row may be cut into (1
+   * where the kernel does not split) and the Hopper MLA body's (attn_params.h mlaSm90Splits; 0
+   * where the plan does not run it) */
+  size_t (*attnWorkspaceBytes)(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* maxSplits,
+                               int* mlaSm90Splits);
+  /* The attention body a plan of desc's shape runs as a launch of its own, which the fused kernel
+   * cannot host (it keeps its own body), or NULL when the fused kernel runs the same body. */
+  const char* (*attnOwnBody)(const cpclAttnDesc_t* d, int numHeads);
   cpclResult_t (*attend)(const cpclAttnParams_t* p, cpclStream_t stream);
   cpclResult_t (*merge)(const cpclMergeParams_t* p, cpclStream_t stream);
   cpclResult_t (*correct)(const cpclCorrectParams_t* p, cpclStream_t stream);

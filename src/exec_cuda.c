@@ -75,9 +75,35 @@ static cpclResult_t cudaCopy2d(void* dst, size_t dpitch, const void* src, size_t
 static cpclResult_t cudaFusedOp(const cpclFusedParams_t* p, cpclStream_t s) {
   return launched(cpclCudaFused(p, s), "fused decode kernel");
 }
-static size_t cudaAttnWorkspace(int maxTokens, int numHeads, int headDimQk, int headDimVo, int* maxSplits) {
-  *maxSplits = cpclCudaAttnMaxSplits(maxTokens, numHeads, headDimVo);
-  return cpclCudaAttnWorkspaceBytes(maxTokens, numHeads, headDimVo, *maxSplits);
+/* The Hopper MLA body's splits for a plan of this shape on the current device (0: the plan does
+ * not run it: another shape or device, or CPCL_MLA_SM90=0). */
+static int mlaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads) {
+  if (cpclParamInt(CPCL_PARAM_MLA_SM90) == 0) return 0;
+  cpclAttnParams_t shape;
+  memset(&shape, 0, sizeof(shape));
+  shape.qType = d->qType;
+  shape.kvType = d->kvType;
+  shape.latentKv = d->latentKv;
+  shape.headDimQk = d->headDimQk;
+  shape.headDimVo = d->headDimVo;
+  shape.numKvHeads = d->numKvHeads;
+  shape.pageSize = d->pageSize;
+  shape.numHeads = numHeads;
+  return cpclCudaAttnMlaSm90Splits(&shape, maxTokens);
+}
+
+/* Sized for both MLA bodies where the plan runs the Hopper one: the fused kernel keeps the
+ * CUDA-core body (and the launcher falls back to it on another device). */
+static size_t cudaAttnWorkspace(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* maxSplits, int* mlaSm90) {
+  *maxSplits = cpclCudaAttnMaxSplits(maxTokens, numHeads, d->headDimVo);
+  *mlaSm90 = mlaSm90Splits(d, maxTokens, numHeads);
+  const size_t cores = cpclCudaAttnWorkspaceBytes(maxTokens, numHeads, d->headDimVo, *maxSplits);
+  const size_t sm90 = *mlaSm90 ? cpclCudaAttnMlaSm90WorkspaceBytes(maxTokens, numHeads, *mlaSm90) : 0;
+  return cores > sm90 ? cores : sm90;
+}
+
+static const char* cudaAttnOwnBody(const cpclAttnDesc_t* d, int numHeads) {
+  return mlaSm90Splits(d, 1, numHeads) > 0 ? "the Hopper MLA body (mla_sm90)" : NULL;
 }
 
 static cpclResult_t cudaZeroSync(struct cpclComm* comm, void* ptr, size_t bytes, const char* what) {
@@ -110,6 +136,7 @@ const cpclExecOps_t cpclExecCuda = {
     .alloc = cudaAllocZero,
     .free = cudaFreePtr,
     .attnWorkspaceBytes = cudaAttnWorkspace,
+    .attnOwnBody = cudaAttnOwnBody,
     .attend = cudaAttend,
     .merge = cudaMergeOp,
     .correct = cudaCorrectOp,

@@ -16,9 +16,19 @@ static cpclResult_t hostAlloc(struct cpclComm* comm, void* ptrOut, size_t bytes,
   return cpclSuccess;
 }
 
-static size_t hostAttnWorkspace(int maxTokens, int numHeads, int headDimQk, int headDimVo, int* maxSplits) {
+static size_t hostAttnWorkspace(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* maxSplits,
+                                int* mlaSm90Splits) {
+  (void)maxTokens;
+  (void)numHeads;
   *maxSplits = 1; /* one pass per (sequence, KV head): scratch only */
-  return cpclHostAttnWorkspaceBytes(headDimQk, headDimVo);
+  *mlaSm90Splits = 0;
+  return cpclHostAttnWorkspaceBytes(d->headDimQk, d->headDimVo);
+}
+
+static const char* hostAttnOwnBody(const cpclAttnDesc_t* d, int numHeads) {
+  (void)d;
+  (void)numHeads;
+  return NULL; /* no fused kernel on the host */
 }
 
 static cpclResult_t hostAttend(const cpclAttnParams_t* p, cpclStream_t s) {
@@ -79,6 +89,7 @@ const cpclExecOps_t cpclExecHost = {
     .alloc = hostAlloc,
     .free = free,
     .attnWorkspaceBytes = hostAttnWorkspace,
+    .attnOwnBody = hostAttnOwnBody,
     .attend = hostAttend,
     .merge = hostMerge,
     .correct = hostCorrect,

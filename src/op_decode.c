@@ -37,11 +37,18 @@ static cpclResult_t decodeSelect(const struct cpclComm* c, const cpclAttnDesc_t*
     snprintf(why, whyLen, "forced by %s", from);
     return cpclSuccess;
   }
+  /* a body the fused kernel cannot host (the Hopper MLA body): a2a runs it, and is faster than
+   * the fused kernel around the CUDA-core body by far more than the fusion saves */
+  const cpclExecOps_t* exec = cpclExecOf(c->memType);
+  const char* own = exec ? exec->attnOwnBody(d, c->dcpSize * d->numQoHeads) : NULL;
   /* Host: a2a (measured in tools/dcp_decode_perf, see README): one exchange of packed slices,
    * and on CPU ranks the transfers are memory copies that pipelining cannot hide.
    * GPU peers that map each other's memory: fused, one kernel and no host step. With one rank
    * there is nothing to exchange, and a2a is the attention kernel alone. */
-  if (c->nranks > 1 && cpclPlanFusedPossible(c, cannot, sizeof(cannot))) {
+  if (c->nranks > 1 && own != NULL && cpclPlanFusedPossible(c, cannot, sizeof(cannot))) {
+    sel->algo = CPCL_ALGO_A2A;
+    snprintf(why, whyLen, "automatic: a2a, since the attention runs %s, which the fused kernel cannot host", own);
+  } else if (c->nranks > 1 && cpclPlanFusedPossible(c, cannot, sizeof(cannot))) {
     sel->algo = CPCL_ALGO_FUSED;
     snprintf(why, whyLen, "automatic: GPU peers map each other's memory over %s, one kernel per step",
              c->transportName);

@@ -258,8 +258,7 @@ static void planInit(struct cpclAttnPlan* pl, struct cpclComm* comm, const cpclA
   pl->algo = algo;
   pl->exec = exec;
   pl->sliceCap = cpclSliceBytes(pl, maxTokens);
-  pl->scratchBytes =
-      exec->attnWorkspaceBytes(maxTokens, pl->D * pl->H, desc->headDimQk, desc->headDimVo, &pl->maxSplits);
+  pl->scratchBytes = exec->attnWorkspaceBytes(desc, maxTokens, pl->D * pl->H, &pl->maxSplits, &pl->mlaSm90Splits);
   pl->prefillAlgo = sel->prefill;
   pl->prefillSlots = comm->memType == cpclMemHost; /* prefill on GPUs is issue 15 */
   if (pl->prefillSlots) {
@@ -390,12 +389,21 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   comm->numPlans++;
   pl->serial = comm->plansCreated++;
   planLink(pl, 1);
+  char body[192] = "";
+  if (pl->mlaSm90Splits > 0 && algo == CPCL_ALGO_FUSED)
+    snprintf(body, sizeof(body),
+             "; MLA on the CUDA-core body inside the fused kernel (the Hopper MLA body, up to %d splits, runs in "
+             "cpclAttnPartial and the other schedules)",
+             pl->mlaSm90Splits);
+  else if (pl->mlaSm90Splits > 0)
+    snprintf(body, sizeof(body), "; MLA on the Hopper body (sm_90, CPCL_MLA_SM90=0 turns it off), up to %d splits",
+             pl->mlaSm90Splits);
   INFO(CPCL_PLAN,
        "plan #%d rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d on %s memory; schedule %s (%s); prefill %s; "
-       "attention splits up to %d per row; workspace %zu bytes (%.1f MiB, %s)",
+       "attention splits up to %d per row%s; workspace %zu bytes (%.1f MiB, %s)",
        pl->serial, comm->rank, pl->H, desc->numKvHeads, desc->headDimQk, desc->headDimVo, desc->pageSize, pl->G,
        maxTokens, exec->name, cpclAlgoNames[algo], why,
-       pl->prefillSlots ? cpclPrefillAlgoNames[pl->prefillAlgo] : "none", pl->maxSplits, pl->wsBytes,
+       pl->prefillSlots ? cpclPrefillAlgoNames[pl->prefillAlgo] : "none", pl->maxSplits, body, pl->wsBytes,
        pl->wsBytes / 1048576.0, ws ? "the caller's" : "allocated by the plan");
   *planOut = pl;
   pl = NULL;

@@ -49,6 +49,7 @@ struct cpclAttnPlan {
   float* lseGlobal;        /* agrs: [T][D*H] */
   void* scratch;           /* attention kernel workspace (host scratch, or CUDA split partials) */
   int maxSplits;           /* CUDA: KV splits per row at most (fixed per plan: batch-invariant) */
+  int mlaSm90Splits;       /* CUDA: the Hopper MLA body's (0: the plan does not run it) */
   unsigned* splitCounters; /* CUDA: zeroed once; the attention kernel leaves them zero */
   int* errorHost;          /* CUDA: the kernels' record of bad batch data (params_common.h), host view */
   int* errorDev;           /*       and device view */

@@ -30,7 +30,7 @@ import re
 import sys
 
 SOURCE_EXT = (".c", ".h", ".cu", ".cuh", ".cc", ".cpp", ".hpp")
-SKIP_DIRS = {".git", "subprojects"}
+SKIP_DIRS = {"scratch", ".git", "subprojects"}
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')
 INCDIR_RE = re.compile(r"include_directories\s*\(([^)]*)\)")
 QUOTED_RE = re.compile(r"'([^']*)'")

@@ -5,12 +5,17 @@
  * The one tool that reaches below the public header (the kernels' params headers): it times the
  * kernels without any schedule around them; dcp_decode_perf times the operations.
  *
- *   kernel_perf [-n iters] [-x] [-s B,H,Hkv,D,L ...] [-c 1] [-J FILE]   (H after the DCP gather)
+ *   kernel_perf [-n iters] [-x] [-p page] [-s B,H,Hkv,D,L ...] [-c 1] [-J FILE]   (H after the DCP gather)
  *
- * KV is bf16, paged (16 tokens a page, scrambled page ids), and rotated over enough copies that
- * the working set exceeds L2. Times are CUDA-event intervals around each launch after -w
- * warm-up launches (min/median/max). -c 1 compares every variant's output with the C reference
- * kernel (kernels/host) on KV copy 0.
+ * D = 576 is MLA (issue 13): one latent KV head (Hkv 1), V the first 512 dims of each K row; its
+ * "auto" row runs the Hopper MLA body on compute capability 9.0 GPUs ("auto/sm90", with that
+ * body's plan splits), "cores" the CUDA-core body. The DeepSeek rows of issue 13:
+ *   kernel_perf -s 1,16,1,576,4096 -s 64,16,1,576,16384 -s 32,128,1,576,16384
+ *               -s 128,128,1,576,16384 -s 128,128,1,576,4096 [-p 64]
+ * KV is bf16, paged (-p tokens a page, 16 by default; scrambled page ids), and rotated over enough
+ * copies that the working set exceeds L2. TFLOP/s counts 2 (Dqk + Dv) per (row, head, key). Times are CUDA-event
+ * intervals around each launch after -w warm-up launches (min/median/max). -c 1 compares every variant's output with
+ * the C reference kernel (kernels/host) on KV copy 0.
  */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -125,6 +130,7 @@ static int parseShape(const char* arg, void* value) {
   char tail;
   if (sscanf(arg, "%d,%d,%d,%d,%d%c", &s.B, &s.H, &s.Hkv, &s.D, &s.L, &tail) != 5) return 1;
   if (s.B < 1 || s.H < 1 || s.Hkv < 1 || s.D < 1 || s.L < 1 || s.H % s.Hkv) return 1;
+  if (s.D == 576 && s.Hkv != 1) return 1; /* MLA: one latent KV head */
   if (!sh->custom) sh->n = 0, sh->custom = 1;
   if (sh->n == MAX_SHAPES) return 1;
   sh->s[sh->n++] = s;
@@ -142,7 +148,8 @@ static const char* showShapes(const void* value) {
   return text;
 }
 
-static int sweep; /* -x: also every (stages, split size) variant of the tensor-core kernel */
+static int sweep;     /* -x: also every (stages, split size) variant of the tensor-core kernel */
+static int page = 16; /* -p: tokens a KV page */
 static shapes_t shapes = {
     {{64, 16, 1, 128, 8192}, {16, 16, 1, 128, 32768}, {128, 64, 8, 128, 4096}, {1, 16, 1, 128, 4096}}, 4, 0};
 
@@ -173,6 +180,7 @@ enum {
   COL_MED,
   COL_MAX,
   COL_TBS,
+  COL_TFS,
   COL_COPY,
   COL_SPLITS,
   COL_COPIES,
@@ -182,19 +190,24 @@ enum {
 };
 
 static void benchAttention(const shape_t* sh, double ceiling) {
-  const int B = sh->B, H = sh->H, Hkv = sh->Hkv, D = sh->D, L = sh->L, page = 16;
+  const int B = sh->B, H = sh->H, Hkv = sh->Hkv, D = sh->D, L = sh->L;
+  const int mla = D == 576, Dv = mla ? 512 : D; /* MLA: V is the first 512 dims of the latent K row */
   const int pagesPerSeq = (L + page - 1) / page, numPages = B * pagesPerSeq;
   const size_t kvElems = (size_t)numPages * page * Hkv * D;
-  const double kvBytes = 2.0 * B * L * Hkv * D * 2; /* K and V, bf16 */
+  const double kvBytes = (mla ? 1.0 : 2.0) * B * L * Hkv * D * 2; /* K (and V), bf16 */
+  const double flops = 2.0 * (D + Dv) * B * H * (double)L;
   /* rotate over copies so the working set is >= 256 MiB (no L2 residency between runs) */
   int copies = (int)ceil(256.0 * 1048576 / kvBytes);
   copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
   void **k = malloc(sizeof(void*) * copies), **v = malloc(sizeof(void*) * copies);
   for (int c = 0; c < copies; c++) {
     CU(cudaMalloc(&k[c], kvElems * 2));
-    CU(cudaMalloc(&v[c], kvElems * 2));
     fillRandom(k[c], kvElems, 11 + c);
-    fillRandom(v[c], kvElems, 1000 + c);
+    v[c] = NULL;
+    if (!mla) {
+      CU(cudaMalloc(&v[c], kvElems * 2));
+      fillRandom(v[c], kvElems, 1000 + c);
+    }
   }
   int32_t* bt = malloc(sizeof(int32_t) * numPages);
   for (int i = 0; i < numPages; i++) bt[i] = (int32_t)(((int64_t)i * 7919 + 13) % numPages);
@@ -210,11 +223,10 @@ static void benchAttention(const shape_t* sh, double ceiling) {
   CU(cudaMemcpy(dLens, lens, sizeof(int32_t) * B, cudaMemcpyHostToDevice));
   CU(cudaMalloc(&q, (size_t)B * H * D * 2));
   fillRandom(q, (size_t)B * H * D, 5);
-  CU(cudaMalloc(&out, (size_t)B * H * D * 2));
+  CU(cudaMalloc(&out, (size_t)B * H * Dv * 2));
   CU(cudaMalloc((void**)&lse, sizeof(float) * B * H));
-  const int maxSplits = cpclCudaAttnMaxSplits(B, H, D); /* the plan's rule */
-  size_t wsBytes = cpclCudaAttnWorkspaceBytes(B, H, D, maxSplits);
-  CU(cudaMalloc(&ws, wsBytes));
+  const int maxSplits = cpclCudaAttnMaxSplits(B, H, Dv); /* the plan's rule */
+  size_t wsBytes = cpclCudaAttnWorkspaceBytes(B, H, Dv, maxSplits);
   unsigned* counters;
   const size_t nCounters = cpclCudaAttnCounterCount(B, H);
   CU(cudaMalloc((void**)&counters, nCounters * sizeof(unsigned)));
@@ -230,7 +242,8 @@ static void benchAttention(const shape_t* sh, double ceiling) {
                         .pageSize = page,
                         .numKvHeads = Hkv,
                         .headDimQk = D,
-                        .headDimVo = D,
+                        .headDimVo = Dv,
+                        .latentKv = mla,
                         .groupSize = H / Hkv,
                         .headBegin = 0,
                         .numHeads = H,
@@ -241,21 +254,28 @@ static void benchAttention(const shape_t* sh, double ceiling) {
                         .q = q,
                         .qTokenStride = (int64_t)H * D,
                         .out = out,
-                        .oTokenStride = (int64_t)H * D,
+                        .oTokenStride = (int64_t)H * Dv,
                         .lse = lse,
                         .lseTokenStride = H,
-                        .workspace = ws,
-                        .workspaceBytes = wsBytes,
                         .maxSplits = maxSplits,
                         .splitCounters = counters};
+  /* the Hopper MLA body where this device and shape take it, with the plan's splits for B rows */
+  const char* sm90Env = getenv("CPCL_MLA_SM90"); /* 0: off, as in the library */
+  const int sm90Splits = sm90Env && strcmp(sm90Env, "0") == 0 ? 0 : cpclCudaAttnMlaSm90Splits(&p, B);
+  const size_t sm90Bytes = sm90Splits ? cpclCudaAttnMlaSm90WorkspaceBytes(B, H, sm90Splits) : 0;
+  if (sm90Bytes > wsBytes) wsBytes = sm90Bytes;
+  CU(cudaMalloc(&ws, wsBytes));
+  p.workspace = ws;
+  p.workspaceBytes = wsBytes;
 
   /* -c: the C reference over KV copy 0, once per shape */
   uint16_t* refOut = NULL;
   float* refLse = NULL;
-  const size_t nOut = (size_t)B * H * D, nLse = (size_t)B * H;
+  const size_t nOut = (size_t)B * H * Dv, nLse = (size_t)B * H;
   if (perf.check) {
     cpclAttnParams_t h = p;
-    void *hk = toHost(k[0], kvElems * 2), *hv = toHost(v[0], kvElems * 2), *hq = toHost(q, nOut * 2);
+    void *hk = toHost(k[0], kvElems * 2), *hv = mla ? NULL : toHost(v[0], kvElems * 2);
+    void* hq = toHost(q, (size_t)B * H * D * 2);
     h.seqLens = lens;
     h.blockTable = bt;
     h.q = hq;
@@ -263,7 +283,7 @@ static void benchAttention(const shape_t* sh, double ceiling) {
     h.vCache = hv;
     h.out = refOut = malloc(nOut * 2);
     h.lse = refLse = malloc(nLse * sizeof(float));
-    h.workspaceBytes = cpclHostAttnWorkspaceBytes(D, D);
+    h.workspaceBytes = cpclHostAttnWorkspaceBytes(D, Dv);
     h.workspace = malloc(h.workspaceBytes);
     h.splitCounters = NULL;
     cpclHostAttn(&h);
@@ -277,9 +297,10 @@ static void benchAttention(const shape_t* sh, double ceiling) {
   /* variant 2: the default kernel on one KV copy, L2-warm as PyTorch's anchor measures (only
    * when the KV fits in L2) */
   const int warmOk = kvBytes < 40.0 * 1048576;
-  for (int variant = 0; variant < (sweep ? 9 : 3); variant++) {
+  for (int variant = 0; variant < (sweep && !mla ? 9 : 3); variant++) {
     if (variant == 2 && !warmOk) continue;
     p.cudaCoresOnly = variant == 1;
+    p.mlaSm90Splits = variant == 1 ? 0 : sm90Splits;
     p.pipelineStages = stagesOf[variant];
     p.splitChunkMin = chunkOf[variant];
     attnArgs_t a = {&p, k, v, copies, variant == 2, 0};
@@ -300,10 +321,14 @@ static void benchAttention(const shape_t* sh, double ceiling) {
       free(hOut);
       free(hLse);
     }
-    double tbs = kvBytes / (s.median * 1e-6) / 1e12;
+    double tbs = kvBytes / (s.median * 1e-6) / 1e12, tfs = flops / (s.median * 1e-6) / 1e12;
     char name[32];
     if (variant < 3)
-      snprintf(name, sizeof(name), "%s", variant == 2 ? "L2-warm" : variant ? "cores" : "auto");
+      snprintf(name, sizeof(name), "%s%s",
+               variant == 2 ? "L2-warm"
+               : variant    ? "cores"
+                            : "auto",
+               variant != 1 && sm90Splits ? "/sm90" : "");
     else
       snprintf(name, sizeof(name), "s%d/c%d", stagesOf[variant], chunkOf[variant]);
     perfValue_t row[NUM_COLS] = {PERF_S("attn"),
@@ -318,8 +343,9 @@ static void benchAttention(const shape_t* sh, double ceiling) {
                                  PERF_D(s.median),
                                  PERF_D(s.max),
                                  PERF_D(tbs),
+                                 PERF_D(tfs),
                                  PERF_D(100 * tbs / ceiling),
-                                 PERF_I(maxSplits),
+                                 PERF_I(variant != 1 && sm90Splits ? sm90Splits : maxSplits),
                                  PERF_I(variant == 2 ? 1 : copies),
                                  perf.check ? PERF_I(wrong) : PERF_NONE,
                                  PERF_S(!perf.check ? "-"
@@ -417,6 +443,7 @@ static void benchMerge(int N, int B, int H, int D, double ceiling) {
                                PERF_D(s.median),
                                PERF_D(s.max),
                                PERF_D(tbs),
+                               PERF_NONE,
                                PERF_D(100 * tbs / ceiling),
                                PERF_NONE,
                                PERF_NONE,
@@ -436,6 +463,7 @@ static const perfOpt_t options[] = {
      "an attention shape (H after the DCP gather), repeatable, at most 16", 0, 0, NULL, parseShape, showShapes},
     {'x', "sweep", PERF_OPT_BOOL, &sweep, NULL, "also every (stages, split size) variant of the tensor-core kernel", 0,
      0, NULL, NULL, NULL},
+    {'p', "page", PERF_OPT_INT, &page, "N", "tokens a KV page", 1, 4096, NULL, NULL, NULL},
 };
 
 int main(int argc, char** argv) {
@@ -463,9 +491,9 @@ int main(int argc, char** argv) {
                                               {"D", PERF_INT, 3, 0},          {"L", PERF_INT, 6, 0},
                                               {"min_us", PERF_DOUBLE, 9, 1},  {"median_us", PERF_DOUBLE, 9, 1},
                                               {"max_us", PERF_DOUBLE, 9, 1},  {"TB/s", PERF_DOUBLE, 6, 2},
-                                              {"%copy", PERF_DOUBLE, 6, 1},   {"splits", PERF_INT, 6, 0},
-                                              {"copies", PERF_INT, 6, 0},     {"#wrong", PERF_INT, 7, 0},
-                                              {"status", PERF_STRING, -1, 0}};
+                                              {"TFLOP/s", PERF_DOUBLE, 7, 1}, {"%copy", PERF_DOUBLE, 6, 1},
+                                              {"splits", PERF_INT, 6, 0},     {"copies", PERF_INT, 6, 0},
+                                              {"#wrong", PERF_INT, 7, 0},     {"status", PERF_STRING, -1, 0}};
   perfColumns(&perf, cols, NUM_COLS);
   perfPrintHeader(&perf);
   for (int i = 0; i < shapes.n; i++) benchAttention(&shapes.s[i], ceiling);

@@ -1,12 +1,14 @@
 /*
  * attn.cu -- the attention launchers (attn_params.h, fused_params.h): pick the kernel for the
- * shape, tensor cores (attn_mma.cuh) where they cover it, CUDA cores (attn_split.cuh) otherwise,
- * and call its instantiation (attn_instances.cuh). No kernel body is compiled here.
+ * shape: the Hopper MLA body (mla_sm90.h, its own sm_90a unit) for the plans that ask for it,
+ * tensor cores (attn_mma.cuh) where they cover it, CUDA cores (attn_split.cuh) otherwise, and
+ * call its instantiation (attn_instances.cuh). No kernel body is compiled here.
  */
 #include <cuda_runtime.h>
 
 #include "attn_instances.cuh"
 #include "dispatch.cuh"
+#include "mla_sm90.h"
 #include "peer_sync.h"
 
 extern "C" size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int maxSplits) {
@@ -54,7 +56,11 @@ static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, v
   if (p->maxSplits < 1 || p->maxSplits > CPCL_CUDA_MAX_SPLITS)
     return invalidValue("maxSplits = %d is outside 1 .. %d", p->maxSplits, CPCL_CUDA_MAX_SPLITS);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  int err = p->cudaCoresOnly ? -1 : attnMma(p, f, s);
+  /* the Hopper MLA body is a launch of its own (384 threads, 222 KB of shared memory, a merge
+   * kernel after it): the fused kernel keeps the CUDA-core body */
+  int err = p->cudaCoresOnly || f ? -1 : cpclMlaSm90Attn(p, stream);
+  if (err >= 0) return err ? err : (int)cudaGetLastError();
+  err = p->cudaCoresOnly ? -1 : attnMma(p, f, s);
   if (err < 0) err = attnSplit(p, f, s);
   if (err) return err;
   return (int)cudaGetLastError();

@@ -34,16 +34,6 @@ __device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, i
       r.len = 0;
     }
   }
-  if (r.len > 0) { /* a negative page id among the row's pages: the row stays empty (the CTA agrees) */
-    const int32_t* bt = p.blockTable + (int64_t)s * p.maxPagesPerSeq;
-    int bad = -1;
-    for (int i = threadIdx.x; (int64_t)i * p.pageSize < r.len && bad < 0; i += blockDim.x)
-      if (bt[i] < 0) bad = i;
-    if (__syncthreads_or(bad >= 0)) {
-      if (bad >= 0) reportError(p.errorFlag, CPCL_KERR_PAGE, s, bt[bad], bad);
-      r.len = 0;
-    }
-  }
   if (r.len == 0) {
     r.n = 1;
     r.chunk = 0;
@@ -107,6 +97,7 @@ __device__ __forceinline__ float* attnLse(const cpclAttnParams_t& p, int g, int 
  * [kBeg, kEnd) of split `split`. False when the CTA has nothing to do (uniform over the CTA). */
 struct CtaWork {
   int t, kh, s, g0, nu, split;
+  int bad; /* a negative page id among this split's pages: its keys are dropped, the row is empty */
   RowSplit rs;
   int64_t kBeg, kEnd;
 };
@@ -125,6 +116,23 @@ __device__ __forceinline__ bool ctaWork(const cpclAttnParams_t& p, const CtaIdx&
   if (w.split >= w.rs.n) return false;
   w.kBeg = w.split * w.rs.chunk;
   w.kEnd = min(w.rs.len, w.kBeg + w.rs.chunk);
+  /* Page ids are checked where they are read: each split its own pages (the CTA agrees), so the
+   * check costs a few loads of lines the body reads next. A bad split attends to nothing; with
+   * one split the row is then empty, with several the last CTA sees the mark on the split
+   * counter and writes the row empty (mergeSplitsIfLast). */
+  w.bad = 0;
+  if (w.kEnd > w.kBeg) {
+    const int32_t* bt = p.blockTable + (int64_t)w.s * p.maxPagesPerSeq;
+    const int pBeg = (int)(w.kBeg / p.pageSize), pEnd = (int)((w.kEnd - 1) / p.pageSize) + 1;
+    int badPage = -1;
+    for (int i = pBeg + threadIdx.x; i < pEnd && badPage < 0; i += blockDim.x)
+      if (bt[i] < 0) badPage = i;
+    if (__syncthreads_or(badPage >= 0)) {
+      if (badPage >= 0) reportError(p.errorFlag, CPCL_KERR_PAGE, w.s, bt[badPage], badPage);
+      w.bad = 1;
+      w.kEnd = w.kBeg;
+    }
+  }
   return true;
 }
 
@@ -179,15 +187,29 @@ __device__ bool mergeSplitsIfLast(const cpclAttnParams_t& p, const CtaWork& w) {
   __threadfence();
   __syncthreads();
   unsigned* counter = p.splitCounters + counterIndex(p, w, kMaxHeads);
+  /* arrivals count in the low bits, splits that met a bad page id add kBadSplit */
+  constexpr unsigned kBadSplit = 1u << 16, kArrived = kBadSplit - 1;
+  __shared__ int rowBad;
   if (threadIdx.x == 0) {
-    const unsigned prev = atomicAdd(counter, 1u);
-    isLast = prev == (unsigned)rs.n - 1;
+    const unsigned inc = w.bad ? 1u + kBadSplit : 1u;
+    const unsigned prev = atomicAdd(counter, inc);
+    isLast = (prev & kArrived) == (unsigned)rs.n - 1;
+    rowBad = (prev + inc) >= kBadSplit;
     if (isLast) *counter = 0; /* every split has arrived: ready for the next call or graph replay */
   }
   __syncthreads();
   if (!isLast) return false;
   __threadfence();
   const int T = p.numTokens, Dv = p.headDimVo, n = rs.n;
+  if (rowBad) { /* left empty, as a row with a bad page id is with one split */
+    for (int i = threadIdx.x; i < nu * Dv; i += blockDim.x) {
+      const int u = i / Dv, d = i - u * Dv;
+      attnOut<TQ>(p, g0 + u, t)[d] = fromF<TQ>(0.f);
+      float* lse = d == 0 ? attnLse(p, g0 + u, t) : nullptr;
+      if (lse) *lse = -INFINITY;
+    }
+    return true;
+  }
   const float* wsO = static_cast<const float*>(p.workspace);
   const float* wsLse = wsLseOf(p);
   for (int i = threadIdx.x; i < nu * n; i += blockDim.x) {

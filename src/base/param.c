@@ -24,6 +24,10 @@ static const cpclParamDef_t paramDefs[CPCL_PARAM_NUM] = {
     [CPCL_PARAM_ALGO] = {"CPCL_ALGO", "", "force a schedule: agrs, a2a, pipelined or fused (empty: automatic)", 0},
     [CPCL_PARAM_TRANSPORT] = {"CPCL_TRANSPORT", "", "transport when the config names none: ucx, nccl, ipc, self", 0},
     [CPCL_PARAM_TIMEOUT_MS] = {"CPCL_TIMEOUT_MS", "60000", "longest wait on a peer (ms) when the config sets 0", 1},
+    [CPCL_PARAM_MLA_SM90] = {"CPCL_MLA_SM90", "1",
+                             "1: bf16 MLA decode (576/512) on compute capability 9.0 GPUs runs the Hopper tensor-core "
+                             "body (plans created after it is read); 0: the CUDA-core body",
+                             1},
     [CPCL_PARAM_PREFILL_ALGO] = {"CPCL_PREFILL_ALGO", "",
                                  "force the prefill schedule: allgather or ring (empty: automatic)", 0},
 };

@@ -5,10 +5,12 @@
  *   - every schedule (agrs, a2a, pipelined, fused where dcp = W) against the single-rank host
  *     result on the same data: cpclAttnDecode, and cpclAttnPartial + cpclAttnCombine; three
  *     repeats bitwise equal (the flags' epochs reuse buffers without a reset);
- *   - GQA bf16 D128 (tensor-core kernel, KV splits), GQA fp16 D64, fp32, MLA 576/512 (CUDA-core
- *     kernel); interleave 1 and 16; dcp = W and dcp < W; multi-row sequences;
+ *   - GQA bf16 D128 (tensor-core kernel, KV splits), GQA fp16 D64, fp32, MLA 576/512 (the Hopper
+ *     body on sm_90 outside the fused kernel, the CUDA-core kernel elsewhere and inside it);
+ *     interleave 1 and 16; dcp = W and dcp < W; multi-row sequences;
  *   - CUDA graphs: one cpclAttnDecode captured, replayed three times with new contents in the same
- *     batch buffers (q, seqLens, block tables, KV), each replay checked against a fresh reference;
+ *     batch buffers (q, seqLens, block tables, KV), each replay checked against a fresh reference
+ *     (MLA with a2a too: the Hopper body's programmatic dependent merge launch in a graph);
  *   - NCCL (cpclCommInitNccl over ncclCommInitRank) when there is a GPU per rank, every
  *     schedule (fused with one rank; with more it must say cpclUnsupported) and graphs;
  *   - padding sequences (seqLens 0) in every schedule and the KV store; a plan on a caller's
@@ -652,6 +654,7 @@ int main(int argc, char** argv) {
         runGraph(comm, "fused", &shapes[0], stream);
         runGraph(comm, "a2a", &shapes[0], stream);
         runGraph(comm, "fused", &shapes[3], stream);
+        runGraph(comm, "a2a", &shapes[3], stream); /* MLA on sm_90: the Hopper body and its merge kernel */
       }
       CPCL_OK(cpclCommDestroy(comm));
     }

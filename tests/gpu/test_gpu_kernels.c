@@ -57,6 +57,8 @@ typedef struct {
   int Hkv, G, Dqk, Dv, latent;
   int W, r, I, pageSize, multiRow, longRows, base2;
   int headBegin, numHeads, Hb; /* sub-range and block addressing; numHeads 0 = all */
+  int padding;                 /* sequence 2 is padding (seqLens 0) */
+  int badPage;                 /* sequence 3's first page id is negative: its rows empty, the error recorded */
 } kcase_t;
 
 static void runAttnCase(const kcase_t* kc, uint64_t seed) {
@@ -70,6 +72,7 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     lens[s] = (kc->longRows ? shortLens[s] * 23 : shortLens[s]) + rows - 1;
     qs[s + 1] = qs[s] + rows;
   }
+  if (kc->padding) lens[2] = 0;
   tuProblem_t pb = {.numSeqs = S,
                     .numTokens = qs[S],
                     .queryStart = qs,
@@ -144,17 +147,56 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
   hp.workspace = malloc(cpclHostAttnWorkspaceBytes(pb.Dqk, Dv));
   hp.workspaceBytes = cpclHostAttnWorkspaceBytes(pb.Dqk, Dv);
   cpclHostAttn(&hp);
-  /* device: with many splits and with one (direct write); tensor-core (wide and 16-head bodies)
-   * and CUDA-core kernels */
+  const int badSeq = 3, badPage = 0;
+  if (kc->badPage) { /* the device sees a negative id: those rows are empty, nothing else changes */
+    const size_t oRow = (size_t)Dv * qe;
+    for (int t = qs[badSeq]; t < qs[badSeq + 1]; t++)
+      for (int g = hb; g < hb + nh; g++) {
+        const size_t lo = ((size_t)(g / Hb) * T + t) * Hb + g % Hb;
+        memset((char*)hOut + lo * oRow, 0, oRow);
+        hLse[lo] = -INFINITY;
+      }
+  }
+  /* The Hopper MLA body where this device and shape take it (bf16 MLA 576/512 on compute
+   * capability 9.0): its split constant for a plan of T rows, 0 elsewhere. CPCL_MLA_SM90=0, the
+   * library's switch, turns it off here too. */
+  const char* sm90Env = getenv("CPCL_MLA_SM90");
+  const int sm90Off = sm90Env && strcmp(sm90Env, "0") == 0;
+  const int sm90 = sm90Off ? 0 : cpclCudaAttnMlaSm90Splits(&p, T);
+  int cc = 0, dev = 0;
+  CU(cudaGetDevice(&dev));
+  CU(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
+  {
+    int minor = 0;
+    CU(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    cc = cc * 10 + minor;
+  }
+  const int mlaShape = pb.qType == cpclBfloat16 && pb.kvType == cpclBfloat16 && pb.latent && pb.Dqk == 576 &&
+                       Dv == 512 && pb.Hkv == 1 &&
+                       (kc->pageSize % 64 == 0 || (kc->pageSize >= 8 && 64 % kc->pageSize == 0));
+  EXPECT(sm90Off || (sm90 > 0) == (mlaShape && cc == 90),
+         "cpclCudaAttnMlaSm90Splits = %d on compute capability %d, MLA bf16 shape %d", sm90, cc, mlaShape);
+  /* device: with many splits and with one (direct write); tensor-core (wide and 16-head bodies,
+   * the Hopper MLA body where it applies) and CUDA-core kernels */
   for (int run = 0; run < 6; run++) {
     const int splits = run & 1 ? 1 : 64, coresOnly = run >> 1 == 1;
     cpclAttnParams_t dp = p;
     dp.cudaCoresOnly = coresOnly;
     dp.narrowOnly = run >> 1 == 2;
+    /* runs 0, 1: the Hopper MLA body with 64 splits and with one; runs 2, 3 compare the CUDA-core
+     * body (cudaCoresOnly skips it, like mlaSm90Splits = 0) */
+    dp.mlaSm90Splits = run < 2 && sm90 ? splits : 0;
     const size_t kvRows = (size_t)c.numPages * kc->pageSize * pb.Hkv;
     dp.queryStart = p.queryStart ? toDev(qs, sizeof(qs)) : NULL;
     dp.seqLens = toDev(lens, sizeof(lens));
     dp.blockTable = toDev(c.blockTable, sizeof(int32_t) * (size_t)c.numPages);
+    if (kc->badPage) {
+      const int32_t neg = -5;
+      CU(cudaMemcpy((int32_t*)dp.blockTable + badSeq * c.maxPagesPerSeq + badPage, &neg, sizeof(neg),
+                    cudaMemcpyHostToDevice));
+    }
+    CU(cudaMalloc((void**)&dp.errorFlag, CPCL_KERR_WORDS * sizeof(int)));
+    CU(cudaMemset(dp.errorFlag, 0, CPCL_KERR_WORDS * sizeof(int)));
     dp.q = toDev(q, (size_t)T * Hq * pb.Dqk * qe);
     dp.kCache = toDev(c.k, kvRows * pb.Dqk * ke);
     dp.vCache = pb.latent ? NULL : toDev(c.v, kvRows * Dv * ke);
@@ -162,13 +204,37 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     dp.lse = devPoison(lBytes);
     dp.maxSplits = splits;
     dp.workspaceBytes = cpclCudaAttnWorkspaceBytes(T, nh, Dv, splits);
+    if (dp.mlaSm90Splits) {
+      const size_t need = cpclCudaAttnMlaSm90WorkspaceBytes(T, nh, splits);
+      if (need > 16) { /* the launcher refuses a workspace too small for the Hopper body: proof that it runs */
+        dp.workspaceBytes = need - 16;
+        dp.workspace = devPoison(dp.workspaceBytes);
+        const int e = cpclCudaAttn(&dp, NULL);
+        EXPECT(e == cudaErrorInvalidValue && strstr(cpclCudaKernelErrorDetail(), "Hopper MLA") != NULL,
+               "Hopper MLA body with a short workspace: %d (%s)", e, cpclCudaKernelErrorDetail());
+        cudaFree(dp.workspace);
+      }
+      if (need > dp.workspaceBytes) dp.workspaceBytes = need;
+    }
     dp.workspace = devPoison(dp.workspaceBytes);
     const size_t nCounters = cpclCudaAttnCounterCount(T, nh);
     CU(cudaMalloc((void**)&dp.splitCounters, nCounters * sizeof(unsigned)));
     CU(cudaMemset(dp.splitCounters, 0, nCounters * sizeof(unsigned)));
     int err = cpclCudaAttn(&dp, NULL);
-    EXPECT(err == 0, "launch: %s", cudaGetErrorString((cudaError_t)err));
+    EXPECT(err == 0, "launch: %s (%s)", cudaGetErrorString((cudaError_t)err), cpclCudaKernelErrorDetail());
     CU(cudaDeviceSynchronize());
+    {
+      int flag[CPCL_KERR_WORDS];
+      fromDev(flag, dp.errorFlag, sizeof(flag));
+      if (kc->badPage)
+        EXPECT(flag[CPCL_KERR_W_CODE] == CPCL_KERR_PAGE && flag[CPCL_KERR_W_SEQ] == badSeq &&
+                   flag[CPCL_KERR_W_VALUE] == -5 && flag[CPCL_KERR_W_LIMIT] == badPage,
+               "negative page id recorded as code %d seq %d value %d limit %d (mla sm90 %d)", flag[0], flag[1], flag[2],
+               flag[3], dp.mlaSm90Splits);
+      else
+        EXPECT(flag[CPCL_KERR_W_CODE] == CPCL_KERR_NONE, "error %d recorded on good data (padding %d, mla sm90 %d)",
+               flag[0], kc->padding, dp.mlaSm90Splits);
+    }
     {
       /* the counters are left at zero for the next call */
       unsigned* cnt = malloc(nCounters * sizeof(unsigned));
@@ -202,9 +268,9 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
       }
     EXPECT(bad == 0,
            "attention q%d kv%d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d multi %d long %d base2 "
-           "%d heads [%d,+%d) Hb %d splits %d cores-only %d: %d elements off",
+           "%d heads [%d,+%d) Hb %d splits %d cores-only %d mla-sm90 %d padding %d bad page %d: %d elements off",
            pb.qType, pb.kvType, pb.Hkv, kc->G, pb.Dqk, Dv, pb.latent, kc->W, kc->r, kc->I, kc->pageSize, kc->multiRow,
-           kc->longRows, kc->base2, hb, nh, Hb, splits, coresOnly, bad);
+           kc->longRows, kc->base2, hb, nh, Hb, splits, coresOnly, dp.mlaSm90Splits, kc->padding, kc->badPage, bad);
     free(dOut);
     free(dLse);
     cudaFree((void*)dp.queryStart);
@@ -217,6 +283,7 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     cudaFree(dp.lse);
     cudaFree(dp.workspace);
     cudaFree(dp.splitCounters);
+    cudaFree(dp.errorFlag);
   }
   free(hp.workspace);
   free(hOut);
@@ -265,6 +332,24 @@ static void testAttention(void) {
   runAttnCase(&mla128, seed++);
   kcase_t mla32 = {cpclFloat32, cpclFloat32, 1, 8, 576, 512, 1, 1, 0, 1, 16, 1, 0, 1};
   runAttnCase(&mla32, seed++);
+  /* MLA on the Hopper body (sm_90; elsewhere these run the CUDA-core body against the same
+   * reference): pages 16 and 64 (and 8, 128), 16/64/128 heads, interleave, multi-row sequences,
+   * long rows that split, the DCP gathered layout (blocks of 16 heads) and a peer's sub-range,
+   * padding sequences, a negative page id */
+  const kcase_t mlas[] = {
+      {cpclBfloat16, cpclBfloat16, 1, 16, 576, 512, 1, 2, 0, 16, 16, 1, 1, 1, 0, 0, 0, 1, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 64, 576, 512, 1, 4, 3, 1, 16, 0, 1, 0, 0, 0, 0, 0, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 64, 576, 512, 1, 1, 0, 1, 64, 1, 1, 0, 0, 0, 0, 1, 1},
+      {cpclBfloat16, cpclBfloat16, 1, 128, 576, 512, 1, 2, 1, 16, 16, 1, 1, 0, 0, 0, 16, 0, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 128, 576, 512, 1, 8, 5, 1, 64, 0, 1, 1, 32, 16, 16, 0, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 128, 576, 512, 1, 1, 0, 1, 16, 1, 1, 0, 16, 96, 16, 1, 1},
+      {cpclBfloat16, cpclBfloat16, 1, 96, 576, 512, 1, 1, 0, 1, 8, 0, 0, 0, 0, 0, 0, 0, 1},
+      {cpclBfloat16, cpclBfloat16, 1, 16, 576, 512, 1, 1, 0, 1, 128, 1, 1, 1, 0, 0, 0, 1, 0},
+  };
+  for (size_t i = 0; i < sizeof(mlas) / sizeof(mlas[0]); i++) runAttnCase(&mlas[i], seed++);
+  /* the CUDA-core bodies report a negative page id too */
+  kcase_t badGqa = {cpclBfloat16, cpclBfloat16, 2, 8, 128, 128, 0, 1, 0, 1, 16, 1, 0, 0, 0, 0, 0, 1, 1};
+  runAttnCase(&badGqa, seed++);
   /* head sub-ranges in blocks (a peer's heads in the pipelined schedule) */
   kcase_t sub = {cpclBfloat16, cpclBfloat16, 2, 8, 128, 128, 0, 2, 0, 1, 16, 1, 0, 0, 4, 4, 4};
   runAttnCase(&sub, seed++);
@@ -632,6 +717,89 @@ static void testDeviceValidation(void) {
   tuCacheFree(&c);
 }
 
+/* A negative page id inside one KV split of a row that is cut into several: the split that meets
+ * it reports it, the last CTA of the row sees its mark and leaves the whole row empty (not the
+ * merge of the other splits), other rows are untouched (bitwise), and the split counters are
+ * re-armed (the next clean call matches the first). Each attention body: 16-head tensor-core,
+ * the wide 64-head one (plans of 8 rows), the CUDA-core one (fp32). */
+static void testNegativePageInSplit(void) {
+  const struct {
+    int Hq, Hkv, D;
+    cpclDataType_t dt;
+  } cfg[] = {{16, 1, 128, cpclBfloat16}, {64, 1, 128, cpclBfloat16}, {4, 2, 64, cpclFloat32}};
+  for (int ci = 0; ci < 3; ci++) {
+    int32_t qs[3] = {0, 1, 2}, lens[2] = {3000, 2000};
+    tuProblem_t pb = {.numSeqs = 2,
+                      .numTokens = 2,
+                      .queryStart = qs,
+                      .seqLens = lens,
+                      .Hq = cfg[ci].Hq,
+                      .Hkv = cfg[ci].Hkv,
+                      .Dqk = cfg[ci].D,
+                      .Dv = cfg[ci].D,
+                      .qType = cfg[ci].dt,
+                      .kvType = cfg[ci].dt,
+                      .smScale = 0.09f,
+                      .seed = 1234 + ci};
+    tuCache_t c;
+    tuCacheAlloc(&pb, 1, 0, 1, 16, &c);
+    tuCacheFill(&pb, 1, 0, 1, &c);
+    const int H = pb.Hq, D = pb.Dv;
+    const size_t es = tuDtypeSize(pb.qType), kvRows = (size_t)c.numPages * 16 * pb.Hkv;
+    void* q = tuMakeQ(&pb, 0, H);
+    cpclComm_t comm;
+    EXPECT(tuSelfComm(&comm, 1, cpclMemCuda) == cpclSuccess, "comm");
+    cpclAttnDesc_t desc = tuDesc(&pb, H, 16);
+    cpclAttnPlan_t plan;
+    EXPECT(cpclAttnPlanCreate(&plan, comm, &desc, 8) == cpclSuccess, "plan: %s", cpclGetLastError(comm));
+    int32_t* dLens = toDev(lens, sizeof(lens));
+    int32_t* dBt = toDev(c.blockTable, sizeof(int32_t) * 2 * c.maxPagesPerSeq);
+    cpclBatch_t b = tuBatch(2, 2, NULL, dLens, dBt, c.maxPagesPerSeq);
+    void *dq = toDev(q, 2 * (size_t)H * D * es), *dk = toDev(c.k, kvRows * D * es), *dv = toDev(c.v, kvRows * D * es);
+    const size_t oBytes = 2 * (size_t)H * D * es;
+    void* dOut = devPoison(oBytes);
+    float* dLse = devPoison(2 * H * sizeof(float));
+    char *good = malloc(oBytes), *got = malloc(oBytes);
+    float *goodLse = malloc(2 * H * sizeof(float)), *gotLse = malloc(2 * H * sizeof(float));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclSuccess, "clean call");
+    CU(cudaDeviceSynchronize());
+    fromDev(good, dOut, oBytes);
+    fromDev(goodLse, dLse, 2 * H * sizeof(float));
+    const int32_t badPage = -7, at = 100; /* key 1600 of 3000: an inner split */
+    CU(cudaMemcpy(dBt + at, &badPage, sizeof(badPage), cudaMemcpyHostToDevice));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclSuccess, "the call is async");
+    CU(cudaDeviceSynchronize());
+    cpclResult_t async = cpclSuccess;
+    EXPECT(cpclAttnPlanGetAsyncError(plan, &async) == cpclSuccess && async == cpclInvalidArgument,
+           "cfg %d: async error %d after a negative page id", ci, async);
+    fromDev(got, dOut, oBytes);
+    fromDev(gotLse, dLse, 2 * H * sizeof(float));
+    int off = 0;
+    for (int h = 0; h < H; h++) {
+      if (gotLse[h] != -INFINITY) off++;
+      for (int d = 0; d < D; d++)
+        if (tuGet(got, (size_t)h * D + d, pb.qType) != 0.0) off++;
+    }
+    EXPECT(off == 0, "cfg %d: the row with the bad page id is empty (%d elements not)", ci, off);
+    EXPECT(memcmp(got + oBytes / 2, good + oBytes / 2, oBytes / 2) == 0 &&
+               memcmp(gotLse + H, goodLse + H, H * sizeof(float)) == 0,
+           "cfg %d: the other row is untouched", ci);
+    CU(cudaMemcpy(dBt + at, c.blockTable + at, sizeof(int32_t), cudaMemcpyHostToDevice));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclInvalidArgument, "next call reports it");
+    EXPECT(strstr(cpclGetLastError(comm), "batch->blockTable[0][100] is -7") != NULL, "message: %s",
+           cpclGetLastError(comm));
+    EXPECT(cpclAttnDecode(plan, &b, dq, dk, dv, dOut, dLse, NULL) == cpclSuccess, "then the plan works");
+    CU(cudaDeviceSynchronize());
+    fromDev(got, dOut, oBytes);
+    EXPECT(memcmp(got, good, oBytes) == 0, "cfg %d: counters re-armed: the clean call repeats bitwise", ci);
+    free(good), free(got), free(goodLse), free(gotLse), free(q);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dOut), cudaFree(dLse), cudaFree(dLens), cudaFree(dBt);
+    cpclAttnPlanDestroy(plan);
+    cpclCommDestroy(comm);
+    tuCacheFree(&c);
+  }
+}
+
 int main(void) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -642,6 +810,7 @@ int main(void) {
   testMergeCorrectStore();
   testPublicApi();
   testDeviceValidation();
+  testNegativePageInSplit();
   printf("test_gpu_kernels: %d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;
 }

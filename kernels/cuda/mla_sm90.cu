@@ -1,0 +1,262 @@
+/*
+ * mla_sm90.cu -- host side of the Hopper MLA decode body (mla_sm90.cuh): the KV tensor map (cached
+ * per cache pointer and page size), the plan's split constants, the launch (attention, then the
+ * split merge as a programmatic dependent launch), and the library's entry (cpclMlaSm90Attn,
+ * cpclCudaAttnMlaSm90Splits). Built for sm_90a only (kernels/cuda/meson.build); the entry checks
+ * the device. Host statics are atomics or behind a mutex: engines launch from several threads,
+ * and the build has -fno-threadsafe-statics (a pthread mutex, not std::mutex: the library links
+ * as C, without libstdc++).
+ */
+#include <cudaTypedefs.h>
+
+#include <pthread.h>
+
+#include <atomic>
+
+#include "dispatch.cuh"
+#include "mla_sm90.cuh"
+#include "mla_sm90.h"
+
+namespace cpcl {
+namespace mla90 {
+
+template __global__ void mlaSm90Kernel<1, 0, false>(const __grid_constant__ CUtensorMap,
+                                                    const __grid_constant__ cpclAttnParams_t, const Split);
+template __global__ void mlaSm90Kernel<0, 0, false>(const __grid_constant__ CUtensorMap,
+                                                    const __grid_constant__ cpclAttnParams_t, const Split);
+template __global__ void mlaSm90Kernel<0, 1, false>(const __grid_constant__ CUtensorMap,
+                                                    const __grid_constant__ cpclAttnParams_t, const Split);
+template __global__ void mlaSm90Kernel<2, 0, false>(const __grid_constant__ CUtensorMap,
+                                                    const __grid_constant__ cpclAttnParams_t, const Split);
+template __global__ void mlaSm90Kernel<2, 0, true>(const __grid_constant__ CUtensorMap,
+                                                   const __grid_constant__ cpclAttnParams_t, const Split);
+template __global__ void mlaSm90Kernel<1, 0, true>(const __grid_constant__ CUtensorMap,
+                                                   const __grid_constant__ cpclAttnParams_t, const Split);
+template __global__ void mlaSm90Kernel<0, 0, true>(const __grid_constant__ CUtensorMap,
+                                                   const __grid_constant__ cpclAttnParams_t, const Split);
+
+constexpr int kChunkMin = 128; /* keys per split at least (docs/MLA_SM90.md: measured with 64-256) */
+constexpr int kMaxDevices = 64;
+
+/* Per device, filled once: compute capability (major * 10 + minor, 0 = not yet asked), SM count,
+ * and which variants have their shared-memory attribute raised. Racing threads write the same
+ * values. */
+std::atomic<int> devCc[kMaxDevices];
+std::atomic<int> devSms[kMaxDevices];
+std::atomic<unsigned> devRaised[kMaxDevices];
+std::atomic<void*> encodeFn{nullptr};
+
+/* the current device's compute capability and SM count; -1 when it cannot be asked */
+int deviceCc(int* dev, int* sms) {
+  if (cudaGetDevice(dev) != cudaSuccess || *dev < 0 || *dev >= kMaxDevices) {
+    cudaGetLastError();
+    return -1;
+  }
+  int cc = devCc[*dev].load(std::memory_order_acquire);
+  if (cc == 0) {
+    int major = 0, minor = 0, n = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, *dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, *dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, *dev) != cudaSuccess) {
+      cudaGetLastError();
+      return -1;
+    }
+    cc = major * 10 + minor;
+    devSms[*dev].store(n, std::memory_order_relaxed);
+    devCc[*dev].store(cc, std::memory_order_release);
+  }
+  *sms = devSms[*dev].load(std::memory_order_relaxed);
+  return cc;
+}
+
+bool shapeOk(const cpclAttnParams_t* p) {
+  return p->qType == CPCL_K_BF16 && p->kvType == CPCL_K_BF16 && p->latentKv && p->headDimQk == kDqk &&
+         p->headDimVo == kDv && p->numKvHeads == 1 && cpclMlaSm90PageSizeOk(p->pageSize);
+}
+
+/* Tensor maps by (cache pointer, page size): encoding is a driver call, and an engine passes the
+ * same few caches (one per layer, or one for all) every step. The map depends on nothing else
+ * (its extent is the largest a coordinate can name), so an entry never goes stale; a full table
+ * replaces round robin. */
+struct MapEntry {
+  const void* kv;
+  int pageSize;
+  CUtensorMap map;
+};
+constexpr int kMapEntries = 128;
+MapEntry mapCache[kMapEntries];
+int mapCount, mapNext;
+pthread_mutex_t mapLock = PTHREAD_MUTEX_INITIALIZER;
+
+int cachedMap(CUtensorMap* out, const void* kv, int pageSize) {
+  pthread_mutex_lock(&mapLock);
+  for (int i = 0; i < mapCount; i++)
+    if (mapCache[i].kv == kv && mapCache[i].pageSize == pageSize) {
+      *out = mapCache[i].map;
+      pthread_mutex_unlock(&mapLock);
+      return 0;
+    }
+  pthread_mutex_unlock(&mapLock);
+  /* rows addressable by the body's int coordinates (page * pageSize + slot) */
+  const int64_t pages = (int64_t)INT32_MAX / pageSize;
+  if (int e = cpclMlaSm90KvMap(out, kv, pages, pageSize)) return e;
+  pthread_mutex_lock(&mapLock);
+  const int i = mapCount < kMapEntries ? mapCount++ : (mapNext++ % kMapEntries);
+  mapCache[i].kv = kv;
+  mapCache[i].pageSize = pageSize;
+  mapCache[i].map = *out;
+  pthread_mutex_unlock(&mapLock);
+  return 0;
+}
+
+}  // namespace mla90
+}  // namespace cpcl
+
+using cpcl::invalidValue;
+using cpcl::mla90::Split;
+
+extern "C" int cpclMlaSm90PageSizeOk(int pageSize) {
+  return pageSize > 0 && (pageSize % 64 == 0 || (pageSize >= 8 && 64 % pageSize == 0));
+}
+
+extern "C" int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t numPages, int pageSize) {
+  void* fn = cpcl::mla90::encodeFn.load(std::memory_order_acquire);
+  if (!fn) {
+    cudaDriverEntryPointQueryResult q;
+#if CUDART_VERSION >= 12050
+    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
+#else /* the build takes nvcc 12.1 on (meson.build); ByVersion came with 12.5 */
+    cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &q);
+#endif
+    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !fn) {
+      cudaGetLastError();
+      return invalidValue("the driver has no cuTensorMapEncodeTiled (%s, query result %d)", cudaGetErrorString(e),
+                          (int)q);
+    }
+    cpcl::mla90::encodeFn.store(fn, std::memory_order_release);
+  }
+  const auto encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  if (!cpclMlaSm90PageSizeOk(pageSize))
+    return invalidValue("pageSize = %d: the Hopper MLA body takes a power of two from 8 to 64 or a multiple of 64",
+                        pageSize);
+  if (((uintptr_t)kvCache & 15) != 0) return invalidValue("kCache = %p is not 16-byte aligned (TMA)", kvCache);
+  if (numPages < 1) return invalidValue("numPages = %lld: at least 1", (long long)numPages);
+  const cuuint64_t dims[2] = {576, (cuuint64_t)numPages * pageSize};
+  const cuuint64_t strides[1] = {576 * 2};
+  const cuuint32_t box[2] = {64, (cuuint32_t)(pageSize < 64 ? pageSize : 64)};
+  const cuuint32_t estr[2] = {1, 1};
+  CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(kvCache), dims, strides, box, estr,
+                      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? 0
+                           : invalidValue("cuTensorMapEncodeTiled of kCache %p, page %d failed: CUresult %d", kvCache,
+                                          pageSize, (int)r);
+}
+
+extern "C" void cpclMlaSm90Plan(int maxTokens, int numHeads, int numSms, int* maxSplits, int* chunkMin) {
+  /* enough CTAs for about one wave at the plan's largest batch, never more than 64 splits; fixed
+   * per plan so a row's result does not depend on the rest of its batch */
+  const int ctas = (maxTokens > 0 ? maxTokens : 1) * ((numHeads + 63) / 64);
+  int s = numSms / ctas;
+  s = s < 1 ? 1 : s > 64 ? 64 : s;
+  *maxSplits = s;
+  *chunkMin = cpcl::mla90::kChunkMin;
+}
+
+extern "C" size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits) {
+  if (maxSplits <= 1) return 0;
+  return (size_t)maxTokens * numHeads * maxSplits * (512 + 1) * sizeof(float);
+}
+
+extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, int chunkMin,
+                                 int variant, void* stream) {
+  using namespace cpcl::mla90;
+  if (p->numHeads < 1 || p->headBegin < 0 || p->headsPerBlock < 1 || p->numTokens < 0)
+    return invalidValue(
+        "numHeads = %d, headBegin = %d, headsPerBlock = %d, numTokens = %d: the Hopper MLA body needs "
+        "numHeads, headsPerBlock >= 1 and headBegin, numTokens >= 0",
+        p->numHeads, p->headBegin, p->headsPerBlock, p->numTokens);
+  if (maxSplits < 1 || maxSplits > 64) return invalidValue("mlaSm90Splits = %d is outside 1 .. 64", maxSplits);
+  if (chunkMin < 64 || chunkMin % 64 != 0) return invalidValue("chunkMin = %d: a multiple of 64", chunkMin);
+  if (variant < 0 || variant >= kMlaSm90Variants)
+    return invalidValue("variant = %d is outside 0 .. %d", variant, kMlaSm90Variants - 1);
+  if (p->numTokens == 0) return 0;
+  const size_t need = cpclMlaSm90WorkspaceBytes(p->numTokens, p->numHeads, maxSplits);
+  if (need && (p->workspace == nullptr || p->workspaceBytes < need))
+    return invalidValue("workspaceBytes = %zu: the Hopper MLA body needs %zu for %d rows of %d heads in %d splits",
+                        p->workspaceBytes, need, p->numTokens, p->numHeads, maxSplits);
+  const int64_t nChunks = (p->numHeads + kM - 1) / kM, ctasX = (int64_t)p->numTokens * nChunks;
+  const int64_t mergeCtas = ((int64_t)p->numTokens * p->numHeads + 7) / 8;
+  if (ctasX > 0x7fffffffLL || mergeCtas > 0x7fffffffLL)
+    return invalidValue("%d rows of %d heads exceed the Hopper MLA body's grid", p->numTokens, p->numHeads);
+  Split sp;
+  sp.maxSplits = maxSplits;
+  sp.chunkMin = chunkMin;
+  sp.wsO = static_cast<float*>(p->workspace);
+  sp.wsLse = sp.wsO ? sp.wsO + (size_t)p->numTokens * p->numHeads * maxSplits * kDv : nullptr;
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  void (*const kerns[kMlaSm90Variants])(const CUtensorMap, const cpclAttnParams_t, const Split) = {
+      mlaSm90Kernel<1, 0, false>, mlaSm90Kernel<0, 0, false>, mlaSm90Kernel<0, 1, false>, mlaSm90Kernel<2, 0, false>,
+      mlaSm90Kernel<2, 0, true>,  mlaSm90Kernel<1, 0, true>,  mlaSm90Kernel<0, 0, true>};
+  auto kern = kerns[variant];
+  cudaError_t e;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
+    cudaGetLastError();
+    dev = -1;
+  }
+  /* once per device and variant, not on every step (a device past the table raises every time) */
+  if (dev < 0 || !(devRaised[dev].load(std::memory_order_acquire) & (1u << variant))) {
+    e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    if (e != cudaSuccess) return (int)e;
+    if (dev >= 0) devRaised[dev].fetch_or(1u << variant, std::memory_order_acq_rel);
+  }
+  const dim3 grid((unsigned)ctasX, 1, (unsigned)maxSplits);
+  kern<<<grid, kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
+  e = cudaGetLastError();
+  if (e != cudaSuccess || maxSplits == 1) return (int)e;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)mergeCtas);
+  cfg.blockDim = dim3(256);
+  cfg.stream = st;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return (int)cudaLaunchKernelEx(&cfg, mlaSm90Combine, *p, sp);
+}
+
+extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
+  using namespace cpcl::mla90;
+  if (p->mlaSm90Splits < 1 || !shapeOk(p)) return -1;
+  int dev, sms;
+  if (deviceCc(&dev, &sms) != 90) return -1;
+  CUtensorMap map;
+  if (int e = cachedMap(&map, p->kCache, p->pageSize)) return e;
+  /* measured (docs/MLA_SM90.md): variant 4 at 64 and 128 heads, variant 1 at 16 */
+  const int variant = p->numHeads >= kM ? 4 : 1;
+  return cpclMlaSm90Launch(p, &map, p->mlaSm90Splits, kChunkMin, variant, stream);
+}
+
+extern "C" int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxTokens) {
+  using namespace cpcl::mla90;
+  int dev, sms;
+  if (!shapeOk(shape) || deviceCc(&dev, &sms) != 90) return 0;
+  /* a driver that cannot load the sm_90a code: plans keep the CUDA-core body rather than fail
+   * every step */
+  cudaFuncAttributes fa;
+  if (cudaFuncGetAttributes(&fa, mlaSm90Kernel<0, 0, false>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Combine) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  int splits, chunkMin;
+  cpclMlaSm90Plan(maxTokens, shape->numHeads, sms, &splits, &chunkMin);
+  return splits;
+}
+
+extern "C" size_t cpclCudaAttnMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int splits) {
+  return cpclMlaSm90WorkspaceBytes(maxTokens, numHeads, splits);
+}

@@ -1,0 +1,752 @@
+/*
+ * mla_sm90.cuh -- MLA decode attention on Hopper tensor cores (sm_90a: wgmma, TMA, mbarriers).
+ *
+ * Shapes (bf16 unless said): the library's cpclAttnParams_t (attn_params.h): q, out and lse of
+ * gathered head g, row t at the block addresses there (attnQ / attnOut / attnLse of
+ * attn_common.cuh: headsPerBlock, the strided layout or qBlock / outBlock / lseBlock), heads
+ * [headBegin, headBegin + numHeads) of one latent KV head, latent cache [slots][576] (slot =
+ * page * pageSize + i % pageSize of blockTable[seq][i / pageSize]), V = the first 512 elements of
+ * each cached row, lse fp32 (natural log, base 2 with lseBase2). Row t of sequence s (n rows)
+ * sits at global position seqLens[s] - n + j and attends to the local prefix
+ * [0, localLen(cpRank, pos + 1)) of DESIGN.md §2 (kv_layout.h). Bad batch data is recorded in
+ * errorFlag (params_common.h) and its row left empty, as in the other bodies: rowOf's checks,
+ * the block-table capacity, and a negative page id among the row's pages (every CTA of the row
+ * scans them all, so all agree the row is empty; padding rows, seqLens == 0, are empty, no error).
+ *
+ * CTA = 64 head-rows of one query row (heads g0 .. g0 + 63, padded with zero queries below 64:
+ * wgmma's M) x one KV split; grid (numTokens x ceil(numHeads / 64), 1, maxSplits), tokens in x
+ * since gridDim.y stops at 65535. 384 threads: warpgroups 0 and 1 are consumers, warpgroup 2 the
+ * producer, which gives its registers to the consumers (setmaxnreg: 56 / 224).
+ *   producer (one lane): for each 64-key block, TMA-copies its rows into one of two stages,
+ *     nine 64x64 boxes per page run (SWIZZLE_128B), completing on full[stage]; a stage is
+ *     refilled after the 8 consumer warps arrive on empty[stage].
+ *   consumer warpgroup w: S = Q K^T (64x64, 36 wgmma m64n64k16 over the 576 dims, Q and K from
+ *     shared memory), the online softmax in base 2 on its registers, then
+ *     O[:, 256w .. 256w + 255] += P V (4 wgmma m64n256k16, P from registers, V read from the
+ *     same stage as K, MN-major). Both warpgroups compute the same S (the 64x512 fp32 output
+ *     needs both warpgroups' registers, and computing S twice keeps them free of any exchange:
+ *     bitwise the same m and l in both).
+ * Keys past the row's end in the last block: S = -inf (select, never a product), and their V rows
+ * are zeroed in shared memory before P V, so stale or NaN bytes never reach the output.
+ *
+ * Splits (batch-invariant: they depend on the row's own length and plan constants only):
+ *   ns = min(maxSplits, ceil(len / chunkMin)); chunk = roundup(ceil(len / ns), 64);
+ *   n = ceil(len / chunk). One split: the CTA writes out/lse. Several: fp32 normalised partials
+ *   wsO [rows][numHeads][maxSplits][512] and base-2 LSEs wsLse [rows][numHeads][maxSplits] (head
+ *   index g - headBegin); mlaSm90Combine
+ *   merges them in split order (DESIGN.md §1: exact, empty partials skipped), launched with
+ *   programmatic dependent launch so its launch overlaps the attention's tail.
+ */
+#ifndef CPCL_CUDA_MLA_SM90_CUH_
+#define CPCL_CUDA_MLA_SM90_CUH_
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "attn_common.cuh"
+
+namespace cpcl {
+namespace mla90 {
+
+constexpr int kDqk = 576, kDv = 512, kBN = 64, kM = 64;
+constexpr int kTiles = kDqk / 64;                                     /* 64-dim tiles of a 64-row block: 9 */
+constexpr int kTileB = 64 * 128;                                      /* one tile: 64 rows x 128 bytes, 128B-swizzled */
+constexpr int kBlockB = kTiles * kTileB;                              /* a 64-row block of 576 dims: 73728 bytes */
+constexpr int kThreads = 384;                                         /* 2 consumer warpgroups + 1 producer warpgroup */
+constexpr int kSmemBytes = 3 * kBlockB + 8192 + 256 + 6 * 256 + 1024; /* Q, 2 stages, sP, barriers, row
+                                                                       * scales and sums, alignment */
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+/* The split constants of a plan and the workspace they index (mla_sm90.h): the rest of what the
+ * body reads is the library's cpclAttnParams_t. */
+struct Split {
+  int maxSplits, chunkMin; /* plan constants (see above) */
+  float* wsO;              /* [numTokens][numHeads][maxSplits][512]; unused when maxSplits == 1 */
+  float* wsLse;            /* [numTokens][numHeads][maxSplits] */
+};
+
+/* ---- small PTX wrappers ---- */
+__device__ __forceinline__ uint32_t smemAddr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbarInit(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbarArrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/* The wait loop lives inside the asm: a C loop with a per-thread exit is divergent code to
+ * ptxas, which then serializes wgmma in flight around it. */
+__device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT_%=;\n}\n" ::"r"(
+          bar),
+      "r"(parity)
+      : "memory");
+}
+/* arrive by the lane whose id is 0, predicated inside the asm (no branch, as above) */
+__device__ __forceinline__ void mbarArriveLane0(uint32_t bar, int lane) {
+  asm volatile("{\n.reg .pred p;\nsetp.eq.u32 p, %1, 0;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(bar),
+               "r"(lane)
+               : "memory");
+}
+__device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+      "[%4];\n" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void namedBarrier(int id, int n) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* keeps the compiler from moving accumulator reads or writes across wgmma issue and wait */
+template <int N>
+__device__ __forceinline__ void fenceRegs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+__device__ __forceinline__ void fenceRegs4(uint32_t (&r)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; i++) asm volatile("" : "+r"(r[i])::"memory");
+}
+
+/* Shared-memory matrix descriptor, 128-byte swizzle: start >> 4 in bits 0-13, leading byte
+ * offset >> 4 in 16-29, stride byte offset >> 4 in 32-45, layout 1 (SWIZZLE_128B) in 62-63. */
+__device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return (uint64_t)((addr >> 4) & 0x3FFF) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) |
+         ((uint64_t)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+
+#include "mla_sm90_wgmma.inc"
+
+__device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+/* ---- the row's work ---- */
+struct RowWork {
+  int seq;
+  int len;   /* local prefix length, 0: empty row */
+  int chunk; /* keys per split, a multiple of 64 */
+  int n;     /* splits */
+};
+
+/* The row's length and splits; bad batch data is recorded in flag (NULL: not recorded, the merge
+ * kernel, which sees the same data as the attention) and leaves the row empty. */
+__device__ __forceinline__ RowWork rowWork(const cpclAttnParams_t& p, const Split& sp, int t, int* flag) {
+  RowWork r;
+  int s = 0, r0, nr;
+  r.len = 0;
+  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, flag, &s, &r0, &nr)) {
+    const int64_t pos = (int64_t)p.seqLens[s] - nr + (t - r0);
+    int64_t len = cpclKvLocalLenOf(pos + 1, p.cpSize, p.cpRank, p.interleave);
+    const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
+    if (len > cap) { /* the block-table row cannot hold it: never read past it */
+      reportError(flag, CPCL_KERR_CAPACITY, s, (int)min(len, (int64_t)INT32_MAX), (int)cap);
+      len = 0;
+    }
+    r.len = (int)len;
+  }
+  r.seq = s;
+  if (r.len == 0) {
+    r.n = 1;
+    r.chunk = 0;
+  } else {
+    int ns = (r.len + sp.chunkMin - 1) / sp.chunkMin;
+    ns = ns < sp.maxSplits ? ns : sp.maxSplits;
+    r.chunk = ((r.len + ns - 1) / ns + kBN - 1) / kBN * kBN;
+    r.n = (r.len + r.chunk - 1) / r.chunk;
+  }
+  return r;
+}
+
+/* Whether a page the row walks has a negative id (recorded in errorFlag). Every thread of the CTA
+ * calls it; every CTA of the row scans all of the row's pages, so all of them agree the row is
+ * empty and the merge sees only empty partials. */
+__device__ __forceinline__ bool rowHasBadPage(const cpclAttnParams_t& p, const RowWork& rw) {
+  int bad = -1;
+  if (rw.len > 0) {
+    const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
+    const int np = (rw.len + p.pageSize - 1) / p.pageSize;
+    for (int i = threadIdx.x; i < np; i += blockDim.x)
+      if (bad < 0 && __ldg(bt + i) < 0) bad = i;
+  }
+  if (!__syncthreads_or(bad >= 0)) return false;
+  if (bad >= 0)
+    reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, __ldg(p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq + bad),
+                bad);
+  return true;
+}
+
+/* ---- the attention kernel: grid (numTokens x ceil(numHeads / 64), 1, maxSplits) ---- */
+/* The online-softmax step of one 64-key block on this thread's S fragment (base 2; element 4j + e
+ * is row (e < 2 ? A : B), key 8j + cq + (e & 1)). Keys >= valid are masked by a select (never a
+ * product); the new maxima nA, nB come from the previous mA, mB; P is left as bf16 A-operand
+ * fragments (pf[kk]: keys 16kk .. 16kk + 15) with the rescale factors cA, cB and this thread's
+ * row sums. S is only read: writing the registers of a wgmma accumulator while another wgmma is
+ * in flight makes ptxas serialize them all. Key 0 of a block is always valid, so the maxima are
+ * finite after the first block. */
+__device__ __forceinline__ void softmaxBlock(const float (&s)[32], int valid, int cq, float scale2, float mA, float mB,
+                                             float& nA, float& nB, float& cA, float& cB, float& sumA, float& sumB,
+                                             uint32_t (&pf)[4][4]) {
+  float xA = -INFINITY, xB = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int key = 8 * j + cq + (e & 1);
+      const float v = key < valid ? s[4 * j + e] : -INFINITY;
+      if (e < 2)
+        xA = fmaxf(xA, v);
+      else
+        xB = fmaxf(xB, v);
+    }
+  }
+  xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 1));
+  xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 2));
+  xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 1));
+  xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 2));
+  /* smScale > 0, so the maximum of the scaled scores is the scaled maximum */
+  nA = fmaxf(mA, xA * scale2);
+  nB = fmaxf(mB, xB * scale2);
+  cA = exp2f(mA - nA); /* 0 on the first block */
+  cB = exp2f(mB - nB);
+  sumA = 0.f;
+  sumB = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    float p[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int key = 8 * j + cq + (e & 1);
+      p[e] = key < valid ? exp2f(fmaf(s[4 * j + e], scale2, -(e < 2 ? nA : nB))) : 0.f;
+    }
+    sumA += p[0] + p[1];
+    sumB += p[2] + p[3];
+    pf[j >> 1][(j & 1) * 2 + 0] = packBf16(p[0], p[1]);
+    pf[j >> 1][(j & 1) * 2 + 1] = packBf16(p[2], p[3]);
+  }
+}
+
+/* O rows A (elements 4j, 4j + 1) and B (4j + 2, 4j + 3) times cA, cB; skipped when no maximum of
+ * the warp moved (x 1 is exact, and later blocks rarely move one). The test is a warp vote, so
+ * the branch is uniform: ptxas serializes wgmma in flight around divergent branches. */
+__device__ __forceinline__ void rescaleO(float (&o)[128], float cA, float cB) {
+  if (__any_sync(0xffffffffu, cA != 1.f || cB != 1.f)) {
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+      o[4 * j + 0] *= cA;
+      o[4 * j + 1] *= cA;
+      o[4 * j + 2] *= cB;
+      o[4 * j + 3] *= cB;
+    }
+  }
+}
+
+/* S (64 x 64) = Q K^T over the 576 dims of one stage. With per-tile barriers (tileBar != 0) each
+ * 64-dim tile is waited for just before its four k-steps, so S starts when the first tile lands. */
+__device__ __forceinline__ void issueS(float (&s)[32], uint32_t qBase, uint32_t kSt, uint32_t tileBar = 0,
+                                       uint32_t parity = 0) {
+  wgmmaFence();
+#pragma unroll
+  for (int ks = 0; ks < kDqk / 16; ks++) {
+    if (tileBar && (ks & 3) == 0) mbarWait(tileBar + (ks >> 2) * 8, parity);
+    const uint32_t off = (ks >> 2) * kTileB + (ks & 3) * 32;
+    wgmmaSS_m64n64k16(s, sw128Desc(qBase + off, 16, 1024), sw128Desc(kSt + off, 16, 1024), ks > 0);
+  }
+  wgmmaCommit();
+}
+
+/* V descriptor of 16 keys (kk) of this warpgroup's 256 dims: MN-major SW128, LBO = 8192 between
+ * 64-dim tiles, SBO = 1024 between 8-key groups (kVDesc 1 swaps them: kept to prove the choice) */
+template <int kVDesc>
+__device__ __forceinline__ uint64_t vDesc(uint32_t kSt, int w, int kk) {
+  return sw128Desc(kSt + (4 * w) * kTileB + kk * 16 * 128, kVDesc == 0 ? 8192 : 1024, kVDesc == 0 ? 1024 : 8192);
+}
+
+/* O += P V with P in registers */
+template <int kVDesc>
+__device__ __forceinline__ void issuePvRegs(float (&o)[128], uint32_t (&pf)[4][4], uint32_t kSt, int w) {
+  wgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) wgmmaRS_m64n256k16(o, pf[kk], vDesc<kVDesc>(kSt, w, kk));
+  wgmmaCommit();
+}
+/* O += P V with P in shared memory (sP, K-major SW128) */
+template <int kVDesc>
+__device__ __forceinline__ void issuePvSmem(float (&o)[128], uint32_t sP, uint32_t kSt, int w) {
+  wgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) wgmmaSS_m64n256k16(o, sw128Desc(sP + kk * 32, 16, 1024), vDesc<kVDesc>(kSt, w, kk), 1);
+  wgmmaCommit();
+}
+
+/* zero this warpgroup's V half of rows [valid, 64) of a stage: stale or NaN bytes past the row's
+ * end must not reach P V (their P is 0, but 0 x NaN is NaN). The S of those keys is masked. */
+__device__ __forceinline__ void zeroTail(unsigned char* stage, int w, int wt, int valid) {
+  unsigned char* vt = stage + (4 * w) * kTileB;
+  const int n = (kBN - valid) * 4 * 8; /* 16-byte chunks: rows x 4 tiles x 8 */
+#pragma unroll
+  for (int k0 = 0; k0 < kBN * 4 * 8; k0 += 128) { /* a fixed trip count: predicated stores, no divergent loop */
+    const int k = k0 + wt, r = valid + k / 32, tile = (k >> 3) & 3, j = k & 7;
+    if (k < n) *reinterpret_cast<uint4*>(vt + tile * kTileB + r * 128 + (j << 4)) = make_uint4(0, 0, 0, 0);
+  }
+  fenceProxyAsync();
+  namedBarrier(2 + w, 128);
+}
+
+/* P (this thread's fragment) -> sP in the K-major SW128 layout: row r, keys 8j + cq .. + 1 */
+__device__ __forceinline__ void storeP(unsigned char* sP, const uint32_t (&pf)[4][4], int rA, int rB, int cq) {
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    const uint32_t a = pf[j >> 1][(j & 1) * 2 + 0], b = pf[j >> 1][(j & 1) * 2 + 1];
+    *reinterpret_cast<uint32_t*>(sP + rA * 128 + ((j ^ (rA & 7)) << 4) + cq * 2) = a;
+    *reinterpret_cast<uint32_t*>(sP + rB * 128 + ((j ^ (rB & 7)) << 4) + cq * 2) = b;
+  }
+}
+
+/* Named barriers: 1 all consumers, 2 + w one warpgroup, 4 P0 ready (WG0 -> WG1), 5 P1 ready. */
+constexpr int kBarAll = 1, kBarP0 = 4, kBarP1 = 5;
+__device__ __forceinline__ void namedArrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
+/* kKind 0: both warpgroups compute every block's S (no exchange; S done twice).
+ * kKind 2: kKind 1 with warpgroup 1 issuing S1 after P0 V0_R instead of at the pair's start
+ *   (less overlap of S1 with WG0's softmax, more time for stage 1 to load).
+ * kKind 1: seesaw (FlashMLA's schedule): blocks in pairs, warpgroup 0 computes S of the even block
+ *   (stage 0), warpgroup 1 of the odd one (stage 1); each uses its own P from registers and the
+ *   other's from sP, with the running maximum passed along through sC / sM:
+ *     WG0: S0; m0 = max(m, S0); P0; O_L = O_L c0 + P0 V0_L; [P1 ready] O_L = O_L c1 + P1 V1_L
+ *     WG1: S1; [P0 ready] O_R = O_R c0 + P0 V0_R; m1 = max(m0, S1); P1; O_R = O_R c1 + P1 V1_R
+ *   Row sums: WG0 keeps those of even blocks, WG1 of odd ones (both rescaled by every c), added
+ *   at the end. */
+template <int kKind, int kVDesc, bool kTileBars>
+__global__ void __launch_bounds__(kThreads, 1)
+    mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
+                  const Split sp) {
+  extern __shared__ unsigned char smemRaw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
+  unsigned char* sQ = smem;
+  unsigned char* sK = smem + kBlockB; /* stages 0, 1 */
+  unsigned char* sP = smem + 3 * kBlockB;
+  /* full[stage][tile] (with kTileBars; else full[stage][0] counts the whole block), empty[stage] */
+  uint64_t* fullBar = reinterpret_cast<uint64_t*>(smem + 3 * kBlockB + 8192);
+  uint64_t* emptyBar = fullBar + 2 * kTiles;
+  float* sC0 = reinterpret_cast<float*>(smem + 3 * kBlockB + 8192 + 256);
+  float* sM0 = sC0 + 64;
+  float* sC1 = sM0 + 64;
+  float* sM1 = sC1 + 64;
+  float* sLA = sM1 + 64;
+  float* sLB = sLA + 64;
+
+  /* lets the combine kernel (launched as a programmatic dependent) be scheduled early; it waits
+   * for this grid's completion before reading anything */
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+
+  const int nChunks = (p.numHeads + kM - 1) / kM;
+  const int t = blockIdx.x / nChunks, split = blockIdx.z, g0 = p.headBegin + (blockIdx.x % nChunks) * kM;
+  const RowWork rw = rowWork(p, sp, t, p.errorFlag);
+  if (split >= rw.n) return;
+  const int nu = min(kM, p.headBegin + p.numHeads - g0);
+  const int kBeg = split * rw.chunk, kEnd = min(rw.len, kBeg + rw.chunk);
+  /* 0 for an empty row, and for every split of a row with a bad page: their partials are empty.
+   * Through a shuffle, so the compiler knows it is warp-uniform (else it serializes the wgmma of
+   * the per-tile-barrier variants). */
+  const int nBlocks = __shfl_sync(0xffffffffu, rowHasBadPage(p, rw) ? 0 : (kEnd - kBeg + kBN - 1) / kBN, 0);
+  const int tid = threadIdx.x;
+
+  if (tid == 0) {
+    for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), 1);
+    for (int i = 0; i < 2; i++) mbarInit(smemAddr(&emptyBar[i]), 8);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (tid >= 256) { /* ---- producer warpgroup ---- */
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    if (tid != 256) return;
+    const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
+    const int pg = p.pageSize;
+    /* page rows of a block, read one block ahead: the block-table load's latency overlaps the
+     * wait for a free stage instead of adding to every block's load (pg >= 8: at most 8 pages) */
+    int rows[8];
+    auto fetchRows = [&](int i) {
+      const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
+      if (pg >= kBN) {
+        rows[0] = __ldg(bt + b0 / pg) * pg + b0 % pg;
+      } else {
+        const int np = (valid + pg - 1) / pg;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+          if (j < np) rows[j] = __ldg(bt + b0 / pg + j) * pg;
+      }
+    };
+    if (nBlocks > 0) fetchRows(0);
+    for (int i = 0; i < nBlocks; i++) {
+      const int st = i & 1;
+      if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
+      const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
+      const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
+      const uint32_t dst = smemAddr(sK + st * kBlockB);
+      /* pages of pg rows (one box of 64 when the block lies inside one page); pages wholly past
+       * the end are not read */
+      const int np = pg >= kBN ? 1 : (valid + pg - 1) / pg, boxRows = pg >= kBN ? kBN : pg;
+      if (!kTileBars) mbarExpectTx(full0, (uint32_t)np * kTiles * boxRows * 128);
+      for (int c = 0; c < kTiles; c++) {
+        const uint32_t full = kTileBars ? full0 + c * 8 : full0;
+        if (kTileBars) mbarExpectTx(full, (uint32_t)np * boxRows * 128);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+          if (j < np) tmaLoad2d(dst + c * kTileB + j * boxRows * 128, &kvMap, c * 64, rows[j], full);
+      }
+      if (i + 1 < nBlocks) fetchRows(i + 1);
+    }
+    return;
+  }
+
+  /* ---- consumers: warpgroup w owns output dims [256w, 256w + 256) ---- */
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+  /* the warpgroup index through a shuffle, so the compiler knows it is warp-uniform (wgmma in a
+   * branch it cannot prove uniform gets serialized) */
+  const int w = __shfl_sync(0xffffffffu, tid >> 7, 0), wt = tid & 127, warp = wt >> 5, lane = tid & 31;
+  const int rA = warp * 16 + (lane >> 2), rB = rA + 8; /* the two rows this thread holds */
+  const int cq = (lane & 3) * 2;                       /* its column pair in each 8-column group */
+
+  /* Q -> shared memory in the TMA/wgmma 128B-swizzled layout; padded head rows are zero. All 18
+   * loads of a thread are issued before the first store (one memory latency, not 18). */
+  {
+    constexpr int kPer = kM * (kDqk / 8) / 256;
+    uint4 v[kPer];
+#pragma unroll
+    for (int k = 0; k < kPer; k++) {
+      const int i = tid + k * 256, r = i / (kDqk / 8), c = i % (kDqk / 8); /* 16-byte chunk c of row r */
+      v[k] = make_uint4(0, 0, 0, 0);
+      if (r < nu && nBlocks > 0)
+        v[k] = __ldg(reinterpret_cast<const uint4*>(attnQ<__nv_bfloat16>(p, g0 + r, t) + c * 8));
+    }
+#pragma unroll
+    for (int k = 0; k < kPer; k++) {
+      const int i = tid + k * 256, r = i / (kDqk / 8), c = i % (kDqk / 8);
+      const int tile = c >> 3, j = c & 7;
+      *reinterpret_cast<uint4*>(sQ + tile * kTileB + r * 128 + ((j ^ (r & 7)) << 4)) = v[k];
+    }
+    fenceProxyAsync();
+    namedBarrier(kBarAll, 256);
+  }
+
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; i++) o[i] = 0.f;
+  float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+  const float scale2 = p.smScale * kLog2e;
+  const uint32_t qBase = smemAddr(sQ), kBase = smemAddr(sK), pBase = smemAddr(sP);
+  auto validOf = [&](int i) { return min(kBN, kEnd - (kBeg + i * kBN)); };
+  auto release = [&](int st) {
+    mbarArriveLane0(smemAddr(&emptyBar[st]), lane); /* this warp is done with the stage */
+  };
+  /* the whole stage landed (every tile's barrier with kTileBars) */
+  auto waitStage = [&](int st, uint32_t parity) {
+    if (kTileBars) {
+#pragma unroll
+      for (int c = 0; c < kTiles; c++) mbarWait(smemAddr(&fullBar[st * kTiles + c]), parity);
+    } else {
+      mbarWait(smemAddr(&fullBar[st * kTiles]), parity);
+    }
+  };
+  /* S of a stage: its tiles waited for one by one (kTileBars), else the stage as a whole */
+  auto stageS = [&](float(&s)[32], int st, uint32_t parity) {
+    if (!kTileBars) mbarWait(smemAddr(&fullBar[st * kTiles]), parity);
+    issueS(s, qBase, kBase + st * kBlockB, kTileBars ? smemAddr(&fullBar[st * kTiles]) : 0u, parity);
+  };
+
+  if constexpr (kKind == 0) {
+    for (int i = 0; i < nBlocks; i++) {
+      const int st = i & 1, valid = validOf(i);
+      const uint32_t kSt = kBase + st * kBlockB;
+      float s[32];
+      stageS(s, st, (i >> 1) & 1);
+      if (valid < kBN) zeroTail(sK + st * kBlockB, w, wt, valid);
+      wgmmaWait<0>();
+      fenceRegs(s);
+      float nA, nB, cA, cB, sumA, sumB;
+      uint32_t pf[4][4];
+      softmaxBlock(s, valid, cq, scale2, mA, mB, nA, nB, cA, cB, sumA, sumB, pf);
+      mA = nA;
+      mB = nB;
+      lA = lA * cA + sumA;
+      lB = lB * cB + sumB;
+      rescaleO(o, cA, cB);
+      fenceRegs(o);
+      issuePvRegs<kVDesc>(o, pf, kSt, w);
+      wgmmaWait<0>();
+      fenceRegs(o);
+      release(st);
+    }
+    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+  } else {
+    const int nPairs = (nBlocks + 1) / 2;
+    const uint32_t kSt0 = kBase, kSt1 = kBase + kBlockB;
+    if (w == 0) {
+      for (int j = 0; j < nPairs; j++) {
+        const bool odd = 2 * j + 1 < nBlocks;
+        float s[32];
+        stageS(s, 0, j & 1); /* overlaps the last pair's P1 V1_L */
+        if (j > 0) {         /* P1 V1_L of the last pair is done: free stage 1 */
+          wgmmaWait<1>();
+          fenceRegs(o);
+          release(1);
+        }
+        wgmmaWait<0>();
+        fenceRegs(s);
+        const int v0 = validOf(2 * j);
+        float nA, nB, cA, cB, sumA, sumB;
+        uint32_t pf[4][4];
+        softmaxBlock(s, v0, cq, scale2, mA, mB, nA, nB, cA, cB, sumA, sumB, pf);
+        storeP(sP, pf, rA, rB, cq);
+        if ((lane & 3) == 0) {
+          sC0[rA] = cA;
+          sC0[rB] = cB;
+          sM0[rA] = nA;
+          sM0[rB] = nB;
+        }
+        fenceProxyAsync();
+        namedArrive(kBarP0, 256);
+        lA = lA * cA + sumA;
+        lB = lB * cB + sumB;
+        rescaleO(o, cA, cB);
+        if (v0 < kBN) zeroTail(sK, 0, wt, v0);
+        fenceRegs(o);
+        issuePvRegs<kVDesc>(o, pf, kSt0, 0);
+        if (odd) {
+          namedBarrier(kBarP1, 256); /* P1 in sP, c1 and m1 published */
+          const float c1A = sC1[rA], c1B = sC1[rB];
+          mA = sM1[rA];
+          mB = sM1[rB];
+          wgmmaWait<0>();
+          fenceRegs(o);
+          release(0);
+          lA *= c1A;
+          lB *= c1B;
+          rescaleO(o, c1A, c1B);
+          waitStage(1, j & 1);
+          const int v1 = validOf(2 * j + 1);
+          if (v1 < kBN) zeroTail(sK + kBlockB, 0, wt, v1);
+          fenceRegs(o);
+          issuePvSmem<kVDesc>(o, pBase, kSt1, 0);
+        } else {
+          wgmmaWait<0>();
+          fenceRegs(o);
+          release(0);
+          mA = nA;
+          mB = nB;
+        }
+      }
+      wgmmaWait<0>();
+      fenceRegs(o);
+    } else {
+      for (int j = 0; j < nPairs; j++) {
+        const bool odd = 2 * j + 1 < nBlocks;
+        float s[32];
+        if (kKind == 1 && odd) stageS(s, 1, j & 1);
+        waitStage(0, j & 1);
+        const int v0 = validOf(2 * j);
+        if (v0 < kBN) zeroTail(sK, 1, wt, v0);
+        namedBarrier(kBarP0, 256); /* P0 in sP, c0 and m0 published */
+        const float c0A = sC0[rA], c0B = sC0[rB], m0A = sM0[rA], m0B = sM0[rB];
+        /* S1 (issued alongside WG0's S0) is done by now in practice; waiting for it here keeps the
+         * rescale of O out of a wgmma stage in flight (ptxas would serialize every wgmma) */
+        wgmmaWait<0>();
+        fenceRegs(s);
+        lA *= c0A;
+        lB *= c0B;
+        rescaleO(o, c0A, c0B);
+        fenceRegs(o);
+        issuePvSmem<kVDesc>(o, pBase, kSt0, 1);
+        if (kKind == 2 && odd) stageS(s, 1, j & 1); /* S1 behind P0 V0_R: stage 1 gets longer to load */
+        if (odd) {
+          const int v1 = validOf(2 * j + 1);
+          float nA, nB, cA, cB, sumA, sumB;
+          uint32_t pf[4][4];
+          if (kKind == 2) wgmmaWait<0>();
+          softmaxBlock(s, v1, cq, scale2, m0A, m0B, nA, nB, cA, cB, sumA, sumB, pf);
+          wgmmaWait<0>(); /* P0 V0_R done: sP and stage 0 are free */
+          fenceRegs(o);
+          release(0);
+          storeP(sP, pf, rA, rB, cq);
+          if ((lane & 3) == 0) {
+            sC1[rA] = cA;
+            sC1[rB] = cB;
+            sM1[rA] = nA;
+            sM1[rB] = nB;
+          }
+          fenceProxyAsync();
+          namedArrive(kBarP1, 256);
+          mA = nA;
+          mB = nB;
+          lA = lA * cA + sumA;
+          lB = lB * cB + sumB;
+          rescaleO(o, cA, cB);
+          if (v1 < kBN) zeroTail(sK + kBlockB, 1, wt, v1);
+          fenceRegs(o);
+          issuePvRegs<kVDesc>(o, pf, kSt1, 1);
+          wgmmaWait<0>();
+          fenceRegs(o);
+          release(1);
+        } else {
+          wgmmaWait<0>();
+          fenceRegs(o);
+          release(0);
+          mA = m0A;
+          mB = m0B;
+        }
+      }
+    }
+    /* total row sums: even blocks' (WG0) + odd blocks' (WG1), the same sum in both */
+    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+    if ((lane & 3) == 0) {
+      float* mine = w == 0 ? sLA : sLB;
+      mine[rA] = lA;
+      mine[rB] = lB;
+    }
+    namedBarrier(kBarAll, 256);
+    lA = sLA[rA] + sLB[rA];
+    lB = sLA[rB] + sLB[rB];
+  }
+
+  /* ---- epilogue: normalise, store ---- */
+  const float iA = lA > 0.f ? 1.f / lA : 0.f, iB = lB > 0.f ? 1.f / lB : 0.f;
+  const float lse2A = lA > 0.f ? mA + log2f(lA) : -INFINITY, lse2B = lB > 0.f ? mB + log2f(lB) : -INFINITY;
+  const int d0 = 256 * w + cq;
+  if (rw.n == 1) {
+    if (rA < nu) {
+      __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + rA, t) + d0;
+#pragma unroll
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(o[4 * j] * iA, o[4 * j + 1] * iA);
+      float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + rA, t) : nullptr;
+      if (lse) *lse = p.lseBase2 ? lse2A : lse2A * kLn2;
+    }
+    if (rB < nu) {
+      __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + rB, t) + d0;
+#pragma unroll
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(o[4 * j + 2] * iB, o[4 * j + 3] * iB);
+      float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + rB, t) : nullptr;
+      if (lse) *lse = p.lseBase2 ? lse2B : lse2B * kLn2;
+    }
+  } else {
+    const int S = sp.maxSplits;
+    if (rA < nu) {
+      const int64_t u = ((int64_t)t * p.numHeads + g0 - p.headBegin + rA) * S + split;
+      float* dst = sp.wsO + u * kDv + d0;
+#pragma unroll
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j] * iA, o[4 * j + 1] * iA);
+      if (w == 0 && (lane & 3) == 0) sp.wsLse[u] = lse2A;
+    }
+    if (rB < nu) {
+      const int64_t u = ((int64_t)t * p.numHeads + g0 - p.headBegin + rB) * S + split;
+      float* dst = sp.wsO + u * kDv + d0;
+#pragma unroll
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j + 2] * iB, o[4 * j + 3] * iB);
+      if (w == 0 && (lane & 3) == 0) sp.wsLse[u] = lse2B;
+    }
+  }
+}
+
+/* ---- the merge of split partials: one warp per (row, head of the call); grid ceil(T * numHeads / 8) x 256 ---- */
+__global__ void __launch_bounds__(256) mlaSm90Combine(const __grid_constant__ cpclAttnParams_t p, const Split sp) {
+  /* a programmatic dependent of the attention: wait for it to finish and flush */
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  const int u = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (u >= p.numTokens * p.numHeads) return;
+  const int t = u / p.numHeads, h = u % p.numHeads;
+  /* the attention recorded any bad datum; a row with a bad page has only empty partials here */
+  const RowWork rw = rowWork(p, sp, t, nullptr);
+  const int n = rw.n;
+  if (n <= 1) return; /* written by the attention itself */
+  const int S = sp.maxSplits;
+  const float* lse = sp.wsLse + (int64_t)u * S;
+  const float x0 = lane < n ? __ldcg(lse + lane) : -INFINITY;
+  const float x1 = lane + 32 < n ? __ldcg(lse + lane + 32) : -INFINITY;
+  float m = fmaxf(x0, x1);
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, k));
+  float outLse2 = -INFINITY, w0 = 0.f, w1 = 0.f;
+  if (m != -INFINITY) {
+    float sum = (x0 == -INFINITY ? 0.f : exp2f(x0 - m)) + (x1 == -INFINITY ? 0.f : exp2f(x1 - m));
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
+    outLse2 = m + log2f(sum);
+    w0 = x0 == -INFINITY ? 0.f : exp2f(x0 - outLse2);
+    w1 = x1 == -INFINITY ? 0.f : exp2f(x1 - outLse2);
+  }
+  float4 acc[4];
+#pragma unroll
+  for (int q = 0; q < 4; q++) acc[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+  const float* src = sp.wsO + (int64_t)u * S * kDv + lane * 4;
+  /* splits in order (the same sum whatever finished first), four at a time with their loads
+   * issued together; an empty partial (weight 0) is never read, never multiplied */
+  for (int k0 = 0; k0 < n; k0 += 4) {
+    float4 v[4][4];
+    float wk[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int k = k0 + i;
+      wk[i] = __shfl_sync(0xffffffffu, k < 32 ? w0 : w1, k & 31);
+      if (k >= n) wk[i] = 0.f;
+#pragma unroll
+      for (int q = 0; q < 4; q++)
+        v[i][q] = wk[i] != 0.f ? __ldcg(reinterpret_cast<const float4*>(src + (int64_t)k * kDv + q * 128))
+                               : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      if (wk[i] == 0.f) continue;
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        acc[q].x += wk[i] * v[i][q].x;
+        acc[q].y += wk[i] * v[i][q].y;
+        acc[q].z += wk[i] * v[i][q].z;
+        acc[q].w += wk[i] * v[i][q].w;
+      }
+    }
+  }
+  const int g = p.headBegin + h;
+  __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g, t) + lane * 4;
+#pragma unroll
+  for (int q = 0; q < 4; q++) {
+    __nv_bfloat162 a = __floats2bfloat162_rn(acc[q].x, acc[q].y), b = __floats2bfloat162_rn(acc[q].z, acc[q].w);
+    uint2 v;
+    v.x = *reinterpret_cast<uint32_t*>(&a);
+    v.y = *reinterpret_cast<uint32_t*>(&b);
+    *reinterpret_cast<uint2*>(dst + q * 128) = v;
+  }
+  float* lseOut = lane == 0 ? attnLse(p, g, t) : nullptr;
+  if (lseOut) *lseOut = p.lseBase2 ? outLse2 : outLse2 * kLn2;
+}
+
+}  // namespace mla90
+}  // namespace cpcl
+
+#endif /* CPCL_CUDA_MLA_SM90_CUH_ */

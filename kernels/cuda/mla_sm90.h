@@ -1,0 +1,54 @@
+/*
+ * mla_sm90.h -- C interface of the Hopper MLA decode body (mla_sm90.cuh has the index math):
+ * bf16 q and latent KV, 576/512 dims, one KV head, on sm_90a (wgmma, TMA, setmaxnreg; 222 KB of
+ * shared memory per CTA). It reads the library's cpclAttnParams_t (attn_params.h) plus the split
+ * constants of its plan, which differ from the CUDA-core body's.
+ * Measured on an H200 (docs/mla_sm90_h200.txt, docs/MLA_SM90.md): variant 4 was the fastest
+ * schedule at 64 and 128 heads, variant 1 tied or led at 16 heads; every variant but the control
+ * (2) passed the checks.
+ */
+#ifndef CPCL_CUDA_MLA_SM90_H_
+#define CPCL_CUDA_MLA_SM90_H_
+
+#include <cuda.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attn_params.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* page sizes the body's TMA boxes cover: a power of two from 8 to 64, or a multiple of 64 */
+int cpclMlaSm90PageSizeOk(int pageSize);
+/* tensor map over the latent cache [numPages][pageSize][576] bf16 (one KV head); any upper bound
+ * of the page count works (TMA checks coordinates against the extent only) */
+int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t numPages, int pageSize);
+/* the plan's split constants for maxTokens rows of numHeads heads on numSms multiprocessors */
+void cpclMlaSm90Plan(int maxTokens, int numHeads, int numSms, int* maxSplits, int* chunkMin);
+/* split workspace (wsO then wsLse, in p->workspace) for maxTokens rows of numHeads heads */
+size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
+/* Schedules (mla_sm90.cuh): 0 seesaw; 1 both warpgroups compute S; 2 = 1 with the V descriptor's
+ * strides swapped (a control that must fail the check); 3 seesaw with warpgroup 1's S issued late;
+ * 4 = 3 with per-tile TMA barriers (S starts when its first tile lands); 5 = 0 with per-tile
+ * barriers; 6 = 1 with per-tile barriers. */
+enum { kMlaSm90Variants = 7 };
+/* The attention of p (bf16 MLA 576/512, heads [headBegin, +numHeads) in p's block layout) with
+ * maxSplits / chunkMin (cpclMlaSm90Plan; fixed per plan), then the split merge as a programmatic
+ * dependent launch. p->workspace holds cpclMlaSm90WorkspaceBytes(numTokens, numHeads, maxSplits).
+ * Returns 0 or a cudaError_t (cudaErrorInvalidValue with cpclCudaKernelErrorDetail for bad
+ * arguments). */
+int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, int chunkMin, int variant,
+                      void* stream);
+
+/* The library's path (attn.cu): -1 when p does not take this body (p->mlaSm90Splits == 0,
+ * another shape or dtype, or a device other than compute capability 9.0), else the launch's
+ * result, with the cached tensor map of p->kCache and the variant for p's heads. */
+int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPCL_CUDA_MLA_SM90_H_ */

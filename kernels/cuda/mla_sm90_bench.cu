@@ -1,0 +1,516 @@
+/*
+ * mla_sm90_bench.cu -- standalone check and timing of the Hopper MLA body (mla_sm90.cu).
+ * Build (sm_90a): nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17
+ *                 -I.. mla_sm90_bench.cu mla_sm90.cu errors.cu -lcublas -o mla_sm90_bench
+ * 1. Correctness against a CPU fp64 reference on small shapes (pages scrambled, slots outside
+ *    the local prefixes poisoned with NaN, outputs poisoned before each run, splits, several rows
+ *    of one sequence, a sharded (cp) layout, padding sequences), for both V-descriptor variants.
+ * 2. Timing (CUDA events, median of reps of 10 launches rotated over copies of the working set
+ *    larger than L2) of issue 13's rows, against a D2D copy ceiling and a cuBLAS bf16 GEMM
+ *    measured in the same run.
+ */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../kv_layout.h"
+#include "mla_sm90.h"
+
+#define CK(x)                                                                            \
+  do {                                                                                   \
+    cudaError_t e_ = (x);                                                                \
+    if (e_ != cudaSuccess) {                                                             \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      exit(1);                                                                           \
+    }                                                                                    \
+  } while (0)
+#define CKI(x)                                                                                                       \
+  do {                                                                                                               \
+    int r_ = (x);                                                                                                    \
+    if (r_ != 0) {                                                                                                   \
+      fprintf(stderr, "%s:%d %s: error %d (%s)\n", __FILE__, __LINE__, #x, r_, cudaGetErrorString((cudaError_t)r_)); \
+      exit(1);                                                                                                       \
+    }                                                                                                                \
+  } while (0)
+
+static uint64_t rngState = 0x9E3779B97F4A7C15ull;
+static inline uint64_t rnd() {
+  rngState ^= rngState << 13;
+  rngState ^= rngState >> 7;
+  rngState ^= rngState << 17;
+  return rngState;
+}
+static inline float urand() { return (float)((rnd() >> 11) * (1.0 / 9007199254740992.0)); }
+static inline float bf(float x) { return __bfloat162float(__float2bfloat16(x)); }
+
+__global__ void fillRandom(__nv_bfloat16* p, size_t n, uint64_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    const float u = (float)((x >> 40) * (1.0 / 16777216.0));
+    p[i] = __float2bfloat16(4.f * u - 2.f);
+  }
+}
+
+struct Case {
+  const char* name;
+  int H, pg, maxSplits, chunkMin, lseBase2, W, r, I, rowsPerSeq;
+  std::vector<int> lens; /* global lengths; 0 = padding sequence */
+};
+
+/* returns pass */
+static bool runCase(const Case& c, int variant, double* relErr, double* lseErr) {
+  const int D = 576, DV = 512, H = c.H, pg = c.pg, nS = (int)c.lens.size(), R = c.rowsPerSeq;
+  const int T = nS * R;
+  std::vector<int> qs(nS + 1), seqLens(nS);
+  for (int s = 0; s <= nS; s++) qs[s] = s * R;
+  int maxLocal = 0;
+  for (int s = 0; s < nS; s++) {
+    seqLens[s] = c.lens[s];
+    maxLocal = std::max(maxLocal, (int)cpclKvLocalLenOf(c.lens[s], c.W, c.r, c.I));
+  }
+  const int maxPages = std::max(1, (maxLocal + pg - 1) / pg) + 1;
+  const int numPages = nS * maxPages + 3;
+  std::vector<int> perm(numPages);
+  for (int i = 0; i < numPages; i++) perm[i] = i;
+  for (int i = numPages - 1; i > 0; i--) std::swap(perm[i], perm[rnd() % (i + 1)]);
+  std::vector<int> bt((size_t)nS * maxPages, -7); /* entries past a sequence's pages are garbage */
+  std::vector<float> kv((size_t)numPages * pg * D, NAN);
+  int next = 0;
+  for (int s = 0; s < nS; s++) {
+    const int ll = (int)cpclKvLocalLenOf(c.lens[s], c.W, c.r, c.I);
+    for (int j = 0; j < (ll + pg - 1) / pg; j++) bt[(size_t)s * maxPages + j] = perm[next++];
+    for (int i = 0; i < ll; i++) {
+      const size_t slot = (size_t)bt[(size_t)s * maxPages + i / pg] * pg + i % pg;
+      for (int d = 0; d < D; d++) kv[slot * D + d] = bf(4.f * urand() - 2.f);
+    }
+  }
+  std::vector<float> q((size_t)T * H * D);
+  for (auto& x : q) x = bf(4.f * urand() - 2.f);
+  std::vector<__nv_bfloat16> kvb(kv.size()), qb(q.size());
+  for (size_t i = 0; i < kv.size(); i++) kvb[i] = __float2bfloat16(kv[i]);
+  for (size_t i = 0; i < q.size(); i++) qb[i] = __float2bfloat16(q[i]);
+  const float smScale = 1.f / sqrtf(192.f);
+
+  __nv_bfloat16 *dKv, *dQ, *dO;
+  float *dLse, *dWs = nullptr;
+  int *dBt, *dQs, *dSl;
+  CK(cudaMalloc(&dKv, kvb.size() * 2));
+  CK(cudaMalloc(&dQ, qb.size() * 2));
+  CK(cudaMalloc(&dO, (size_t)T * H * DV * 2));
+  CK(cudaMalloc(&dLse, (size_t)T * H * 4));
+  CK(cudaMalloc(&dBt, bt.size() * 4));
+  CK(cudaMalloc(&dQs, qs.size() * 4));
+  CK(cudaMalloc(&dSl, seqLens.size() * 4));
+  const size_t wsBytes = cpclMlaSm90WorkspaceBytes(T, H, c.maxSplits);
+  if (wsBytes) CK(cudaMalloc(&dWs, wsBytes));
+  CK(cudaMemcpy(dKv, kvb.data(), kvb.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dQ, qb.data(), qb.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dBt, bt.data(), bt.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dQs, qs.data(), qs.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dSl, seqLens.data(), seqLens.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemset(dO, 0xFF, (size_t)T * H * DV * 2)); /* NaN poison */
+  CK(cudaMemset(dLse, 0xFF, (size_t)T * H * 4));
+  if (wsBytes) CK(cudaMemset(dWs, 0xFF, wsBytes));
+
+  CUtensorMap map;
+  CKI(cpclMlaSm90KvMap(&map, dKv, numPages, pg));
+  cpclAttnParams_t p = {};
+  p.numSeqs = nS;
+  p.numTokens = T;
+  p.queryStart = R > 1 ? dQs : nullptr;
+  p.seqLens = dSl;
+  p.blockTable = dBt;
+  p.maxPagesPerSeq = maxPages;
+  p.cpSize = c.W;
+  p.cpRank = c.r;
+  p.interleave = c.I;
+  p.pageSize = pg;
+  p.numHeads = H;
+  p.headsPerBlock = H;
+  p.groupSize = H;
+  p.numKvHeads = 1;
+  p.latentKv = 1;
+  p.headDimQk = 576;
+  p.headDimVo = 512;
+  p.smScale = smScale;
+  p.lseBase2 = c.lseBase2;
+  p.q = dQ;
+  p.qTokenStride = (int64_t)H * D;
+  p.out = dO;
+  p.oTokenStride = (int64_t)H * DV;
+  p.lse = dLse;
+  p.lseTokenStride = H;
+  p.workspace = dWs;
+  p.workspaceBytes = wsBytes;
+  CKI(cpclMlaSm90Launch(&p, &map, c.maxSplits, c.chunkMin, variant, 0));
+  CK(cudaDeviceSynchronize());
+  std::vector<__nv_bfloat16> ob((size_t)T * H * DV);
+  std::vector<float> lse((size_t)T * H);
+  CK(cudaMemcpy(ob.data(), dO, ob.size() * 2, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(lse.data(), dLse, lse.size() * 4, cudaMemcpyDeviceToHost));
+
+  double num = 0, den = 0, lmax = 0;
+  long bad = 0;
+  std::vector<double> sc, acc(DV);
+  for (int t = 0; t < T; t++) {
+    const int s = t / R, j = t % R;
+    const int64_t pos = (int64_t)seqLens[s] - R + j;
+    const int ll = seqLens[s] >= R ? (int)cpclKvLocalLenOf(pos + 1, c.W, c.r, c.I) : 0;
+    for (int h = 0; h < H; h++) {
+      const float* qv = &q[((size_t)t * H + h) * D];
+      const __nv_bfloat16* og = &ob[((size_t)t * H + h) * DV];
+      const float lg = lse[(size_t)t * H + h];
+      if (ll == 0) {
+        for (int d = 0; d < DV; d++)
+          if (__bfloat162float(og[d]) != 0.f) bad++;
+        if (!(isinf(lg) && lg < 0)) bad++;
+        continue;
+      }
+      sc.assign(ll, 0.0);
+      double mx = -INFINITY;
+      for (int i = 0; i < ll; i++) {
+        const size_t slot = (size_t)bt[(size_t)s * maxPages + i / pg] * pg + i % pg;
+        const float* kr = &kv[slot * D];
+        double dot = 0;
+        for (int d = 0; d < D; d++) dot += (double)qv[d] * kr[d];
+        sc[i] = dot * smScale;
+        mx = std::max(mx, sc[i]);
+      }
+      double sum = 0;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int i = 0; i < ll; i++) {
+        const double e = exp(sc[i] - mx);
+        sum += e;
+        const size_t slot = (size_t)bt[(size_t)s * maxPages + i / pg] * pg + i % pg;
+        const float* kr = &kv[slot * D];
+        for (int d = 0; d < DV; d++) acc[d] += e * kr[d];
+      }
+      for (int d = 0; d < DV; d++) {
+        const double ref = acc[d] / sum, got = __bfloat162float(og[d]);
+        if (!isfinite(got)) bad++;
+        num += (got - ref) * (got - ref);
+        den += ref * ref;
+      }
+      double lref = mx + log(sum);
+      if (c.lseBase2) lref /= log(2.0);
+      if (!isfinite(lg)) bad++;
+      lmax = std::max(lmax, fabs(lg - lref));
+    }
+  }
+  *relErr = den > 0 ? sqrt(num / den) : 0;
+  *lseErr = lmax;
+  cudaFree(dKv);
+  cudaFree(dQ);
+  cudaFree(dO);
+  cudaFree(dLse);
+  cudaFree(dBt);
+  cudaFree(dQs);
+  cudaFree(dSl);
+  if (dWs) cudaFree(dWs);
+  return bad == 0 && *relErr < 1e-2 && *lseErr < 1e-2 && !(*relErr != *relErr);
+}
+
+static float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Perf {
+  int B, H, L;
+};
+
+int main(int argc, char** argv) {
+  /* --check-only: checks only (exit 0 when every listed variant passes); --variants 0,1,3: the
+   * variants to check and time (default all; the control, 2, is checked but never timed) */
+  bool checkOnly = false, perfOnly = false; /* --perf-only: no checks, time the listed variants */
+  std::vector<int> vars;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--check-only") == 0) checkOnly = true;
+    if (strcmp(argv[i], "--perf-only") == 0) perfOnly = true;
+    if (strcmp(argv[i], "--variants") == 0 && i + 1 < argc)
+      for (char* tok = strtok(argv[++i], ","); tok; tok = strtok(nullptr, ",")) vars.push_back(atoi(tok));
+  }
+  if (vars.empty())
+    for (int v = 0; v < kMlaSm90Variants; v++) vars.push_back(v);
+  static const char* names[kMlaSm90Variants] = {"seesaw",
+                                                "S twice",
+                                                "control",
+                                                "seesaw late S1",
+                                                "late S1 + tile bars",
+                                                "seesaw + tile bars",
+                                                "S twice + tile bars"};
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+
+  /* ---- correctness ---- */
+  std::vector<Case> cases = {
+      {"H16 pg16 1 split", 16, 16, 1, 128, 0, 1, 0, 1, 1, {1, 63, 64, 65, 200, 1000, 0}},
+      {"H16 pg64 splits", 16, 64, 8, 64, 0, 1, 0, 1, 1, {1, 63, 64, 65, 200, 1000, 0}},
+      {"H128 pg64 1 split", 128, 64, 1, 128, 0, 1, 0, 1, 1, {777, 64, 1500, 3}},
+      {"H128 pg16 splits base2", 128, 16, 4, 128, 1, 1, 0, 1, 1, {2000, 129}},
+      {"H64 pg32 3 rows/seq cp2 r1 I16", 64, 32, 3, 64, 0, 2, 1, 16, 3, {300, 95, 0}},
+      {"H32 pg8 splits", 32, 8, 2, 64, 0, 1, 0, 1, 1, {513, 9}},
+      {"H96 pg64 (partial head group)", 96, 64, 1, 128, 0, 1, 0, 1, 1, {450}},
+      {"H16 pg16 64 splits", 16, 16, 64, 64, 0, 1, 0, 1, 1, {4096, 4000}},
+  };
+  bool okVar[kMlaSm90Variants] = {};
+  for (int v : vars) {
+    okVar[v] = true;
+    if (perfOnly) continue;
+    for (const Case& c : cases) {
+      double re, le;
+      const bool ok = runCase(c, v, &re, &le);
+      okVar[v] = okVar[v] && ok;
+      printf("check v%d %-34s rel_l2 %.3e  lse_max_err %.3e  %s\n", v, c.name, re, le, ok ? "PASS" : "FAIL");
+    }
+    /* a second draw of the first cases: the same function on fresh data */
+    for (int k = 0; k < 4; k++) {
+      double re, le;
+      const bool ok = runCase(cases[k], v, &re, &le);
+      okVar[v] = okVar[v] && ok;
+      printf("check v%d redraw %-27s rel_l2 %.3e  lse_max_err %.3e  %s\n", v, cases[k].name, re, le,
+             ok ? "PASS" : "FAIL");
+    }
+  }
+  std::vector<int> timed;
+  bool allOk = true;
+  for (int v : vars) {
+    printf("correctness v%d (%s): %s%s\n", v, names[v], okVar[v] ? "PASS" : "FAIL",
+           v == 2 ? (okVar[v] ? " (bad: the check is blind)" : " (expected: the wrong descriptor is caught)") : "");
+    allOk = allOk && okVar[v];
+    if (okVar[v] && v != 2) timed.push_back(v);
+  }
+  if (checkOnly) return allOk ? 0 : 1;
+  cudaStream_t st;
+  CK(cudaStreamCreate(&st));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+
+  /* ---- ceilings ---- */
+  double copyTBs, gemmTF;
+  {
+    const size_t n = 1ull << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, n));
+    CK(cudaMalloc(&b, n));
+    CK(cudaMemset(a, 1, n));
+    std::vector<float> ts;
+    for (int i = 0; i < 12; i++) {
+      CK(cudaEventRecord(e0, st));
+      CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, st));
+      CK(cudaEventRecord(e1, st));
+      CK(cudaEventSynchronize(e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      if (i >= 2) ts.push_back(ms);
+    }
+    copyTBs = 2.0 * n / (median(ts) * 1e-3) / 1e12;
+    cudaFree(a);
+    cudaFree(b);
+  }
+  {
+    const int N = 8192;
+    __nv_bfloat16 *A, *Bm, *C;
+    CK(cudaMalloc(&A, (size_t)N * N * 2));
+    CK(cudaMalloc(&Bm, (size_t)N * N * 2));
+    CK(cudaMalloc(&C, (size_t)N * N * 2));
+    fillRandom<<<1024, 256>>>(A, (size_t)N * N, 1);
+    fillRandom<<<1024, 256>>>(Bm, (size_t)N * N, 2);
+    cublasHandle_t hb;
+    if (cublasCreate(&hb) != CUBLAS_STATUS_SUCCESS) exit(1);
+    cublasSetStream(hb, st);
+    const float one = 1.f, zero = 0.f;
+    std::vector<float> ts;
+    for (int i = 0; i < 12; i++) {
+      CK(cudaEventRecord(e0, st));
+      if (cublasGemmEx(hb, CUBLAS_OP_N, CUBLAS_OP_N, N, N, N, &one, A, CUDA_R_16BF, N, Bm, CUDA_R_16BF, N, &zero, C,
+                       CUDA_R_16BF, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "gemm failed\n");
+        exit(1);
+      }
+      CK(cudaEventRecord(e1, st));
+      CK(cudaEventSynchronize(e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      if (i >= 2) ts.push_back(ms);
+    }
+    gemmTF = 2.0 * N * N * (double)N / (median(ts) * 1e-3) / 1e12;
+    cublasDestroy(hb);
+    cudaFree(A);
+    cudaFree(Bm);
+    cudaFree(C);
+  }
+  printf("ceilings: D2D copy %.2f TB/s (read+write), cuBLAS bf16 GEMM 8192^3 %.0f TFLOP/s\n", copyTBs, gemmTF);
+
+  /* ---- timing ---- */
+  const Perf perfs[] = {{1, 16, 4096}, {64, 16, 16384}, {32, 128, 16384}, {128, 128, 16384}, {128, 128, 4096}};
+  const double target[] = {10, 355, 270, 1080, 280};
+  struct Row {
+    int B, H, L, pg, splits, chunkMin, variant;
+    float us, gus;
+    double tbs, tfs, target;
+  };
+  std::vector<Row> rows;
+  /* MLA_ONLY="B,H,L,pg": time that row alone (for ncu) */
+  int only[4] = {0, 0, 0, 0};
+  if (getenv("MLA_ONLY")) sscanf(getenv("MLA_ONLY"), "%d,%d,%d,%d", &only[0], &only[1], &only[2], &only[3]);
+  for (int pg : {16, 64}) {
+    for (int pi = 0; pi < 5; pi++) {
+      const Perf& pf = perfs[pi];
+      const int B = pf.B, H = pf.H, L = pf.L;
+      if (only[0] && (only[0] != B || only[1] != H || only[2] != L || only[3] != pg)) continue;
+      const int maxPages = (L + pg - 1) / pg;
+      const size_t pagesPerCopy = (size_t)B * maxPages;
+      const size_t kvBytes = pagesPerCopy * pg * 576 * 2;
+      int copies = (int)std::max<size_t>(1, (size_t)(256ull << 20) / kvBytes + 1);
+      copies = std::min(copies, 64);
+      const size_t totalPages = pagesPerCopy * copies;
+      __nv_bfloat16 *dKv, *dQ, *dO;
+      float *dLse, *dWs = nullptr;
+      int *dBt, *dSl;
+      CK(cudaMalloc(&dKv, totalPages * pg * 576 * 2));
+      fillRandom<<<4096, 256, 0, st>>>(dKv, totalPages * pg * 576, 11 + pi);
+      const size_t qElems = (size_t)B * H * 576, oElems = (size_t)B * H * 512;
+      CK(cudaMalloc(&dQ, qElems * 2 * copies));
+      fillRandom<<<1024, 256, 0, st>>>(dQ, qElems * copies, 21 + pi);
+      CK(cudaMalloc(&dO, oElems * 2 * copies));
+      CK(cudaMalloc(&dLse, (size_t)B * H * 4 * copies));
+      std::vector<int> perm(totalPages);
+      for (size_t i = 0; i < totalPages; i++) perm[i] = (int)i;
+      for (size_t i = totalPages - 1; i > 0; i--) std::swap(perm[i], perm[rnd() % (i + 1)]);
+      CK(cudaMalloc(&dBt, totalPages * 4));
+      CK(cudaMemcpy(dBt, perm.data(), totalPages * 4, cudaMemcpyHostToDevice));
+      std::vector<int> sl(B, L);
+      CK(cudaMalloc(&dSl, B * 4));
+      CK(cudaMemcpy(dSl, sl.data(), B * 4, cudaMemcpyHostToDevice));
+      CUtensorMap map;
+      CKI(cpclMlaSm90KvMap(&map, dKv, (int64_t)totalPages, pg));
+      int maxSplits, chunkMin;
+      cpclMlaSm90Plan(B, H, prop.multiProcessorCount, &maxSplits, &chunkMin);
+      std::vector<int> chunkMins = {chunkMin};
+      if (B == 1) chunkMins = {64, 128, 256};
+      const size_t wsBytes = cpclMlaSm90WorkspaceBytes(B, H, maxSplits);
+      if (wsBytes) CK(cudaMalloc(&dWs, wsBytes));
+      for (int variant : timed)
+        for (int cm : chunkMins) {
+          std::vector<cpclAttnParams_t> ps(copies);
+          for (int cidx = 0; cidx < copies; cidx++) {
+            cpclAttnParams_t& p = ps[cidx];
+            p = {};
+            p.numSeqs = B;
+            p.numTokens = B;
+            p.seqLens = dSl;
+            p.blockTable = dBt + (size_t)cidx * pagesPerCopy;
+            p.maxPagesPerSeq = maxPages;
+            p.cpSize = 1;
+            p.cpRank = 0;
+            p.interleave = 1;
+            p.pageSize = pg;
+            p.numHeads = H;
+            p.headsPerBlock = H;
+            p.groupSize = H;
+            p.numKvHeads = 1;
+            p.latentKv = 1;
+            p.headDimQk = 576;
+            p.headDimVo = 512;
+            p.smScale = 1.f / sqrtf(192.f);
+            p.q = dQ + qElems * cidx;
+            p.qTokenStride = (int64_t)H * 576;
+            p.out = dO + oElems * cidx;
+            p.oTokenStride = (int64_t)H * 512;
+            p.lse = dLse + (size_t)B * H * cidx;
+            p.lseTokenStride = H;
+            p.workspace = dWs;
+            p.workspaceBytes = wsBytes;
+          }
+          for (int i = 0; i < 3; i++) CKI(cpclMlaSm90Launch(&ps[i % copies], &map, maxSplits, cm, variant, st));
+          CK(cudaStreamSynchronize(st));
+          std::vector<float> ts;
+          const int inner = 10, reps = B * L >= 128 * 16384 ? 8 : 15;
+          int it = 0;
+          for (int r = 0; r < reps; r++) {
+            CK(cudaEventRecord(e0, st));
+            for (int i = 0; i < inner; i++, it++)
+              CKI(cpclMlaSm90Launch(&ps[it % copies], &map, maxSplits, cm, variant, st));
+            CK(cudaEventRecord(e1, st));
+            CK(cudaEventSynchronize(e1));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, e0, e1));
+            ts.push_back(ms * 1000.f / inner);
+          }
+          CK(cudaGetLastError());
+          const float us = median(ts);
+          /* the same launches replayed from a CUDA graph (how engines run decode): no host launch cost */
+          float gus = -1.f;
+          {
+            const int gin = copies >= 20 ? 20 : 10;
+            cudaGraph_t g;
+            cudaGraphExec_t ge;
+            bool ok = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+            for (int i = 0; ok && i < gin; i++)
+              ok = cpclMlaSm90Launch(&ps[i % copies], &map, maxSplits, cm, variant, st) == 0;
+            ok = cudaStreamEndCapture(st, &g) == cudaSuccess && ok;
+            ok = ok && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess;
+            if (ok) {
+              std::vector<float> gts;
+              for (int r = 0; r < reps + 2; r++) {
+                CK(cudaEventRecord(e0, st));
+                CK(cudaGraphLaunch(ge, st));
+                CK(cudaEventRecord(e1, st));
+                CK(cudaEventSynchronize(e1));
+                float ms;
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                if (r >= 2) gts.push_back(ms * 1000.f / gin);
+              }
+              gus = median(gts);
+              cudaGraphExecDestroy(ge);
+              cudaGraphDestroy(g);
+            } else {
+              cudaGetLastError();
+              printf("graph capture failed\n");
+            }
+          }
+          const double bytes = (double)B * L * 1152 + (double)B * H * (576 + 512) * 2;
+          const double flops = (double)B * H * L * 2.0 * (576 + 512);
+          const float best = gus > 0 && gus < us ? gus : us;
+          rows.push_back({B, H, L, pg, maxSplits, cm, variant, us, gus, bytes / (best * 1e-6) / 1e12,
+                          flops / (best * 1e-6) / 1e12, target[pi]});
+          printf(
+              "perf v%d B%-4d H%-4d L%-6d pg%-3d splits<=%-3d chunkMin %-4d stream %9.1f us graph %9.1f us  %5.2f TB/s "
+              " "
+              "%6.1f TFLOP/s (copies %d)\n",
+              variant, B, H, L, pg, maxSplits, cm, us, gus, rows.back().tbs, rows.back().tfs, copies);
+          fflush(stdout);
+        }
+      cudaFree(dKv);
+      cudaFree(dQ);
+      cudaFree(dO);
+      cudaFree(dLse);
+      cudaFree(dBt);
+      cudaFree(dSl);
+      if (dWs) cudaFree(dWs);
+    }
+  }
+  printf(
+      "\n| variant | B, H, L | page | splits (chunkMin) | stream us | graph us | TB/s | TFLOP/s | target us | met |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows)
+    printf("| %s | %d, %d, %dk | %d | %d (%d) | %.1f | %.1f | %.2f | %.0f | %.0f | %s |\n", names[r.variant], r.B, r.H,
+           r.L / 1024, r.pg, r.splits, r.chunkMin, r.us, r.gus, r.tbs, r.tfs, r.target,
+           std::min(r.us, r.gus > 0 ? r.gus : r.us) <= r.target ? "yes" : "no");
+  printf("ceilings (same run): copy %.2f TB/s, bf16 GEMM %.0f TFLOP/s\n", copyTBs, gemmTF);
+  for (int v : vars) printf("correctness v%d (%s): %s\n", v, names[v], okVar[v] ? "PASS" : "FAIL");
+  return 0;
+}
