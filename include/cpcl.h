@@ -405,6 +405,71 @@ CPCL_API cpclResult_t cpclGetTopologySummary(char* buf, size_t len);
  * (newLen < 0, pcpSize < 1, pcpRank outside [0, pcpSize), start or len NULL). */
 CPCL_API int64_t cpclPcpChunks(int64_t newLen, int pcpSize, int pcpRank, int64_t start[2], int64_t len[2]);
 
+/* One prefill step's batch (DESIGN.md 4.2). Pointers in host memory (prefill on GPUs is not
+ * built yet). Versioned: initialise it with CPCL_PREFILL_BATCH_INITIALIZER, then set the fields;
+ * a size other than sizeof(cpclPrefillBatch_t) is cpclInvalidArgument naming batch->size.
+ * The new tokens of sequence s are positions contextLens[s] .. contextLens[s] + newLens[s] - 1;
+ * this rank's rows of s are its two head-tail chunks of them (cpclPcpChunks of newLens[s] with
+ * its pcpRank), chunk pcpRank first, sequence-major. DCP ranks of one PCP rank pass the same rows
+ * (their own query heads) and identical kNew/vNew. */
+typedef struct {
+  size_t size;                /* sizeof(cpclPrefillBatch_t); set by CPCL_PREFILL_BATCH_INITIALIZER */
+  int numSeqs;                /* sequences, 0 .. the plan's maxTokens */
+  int numTokens;              /* rows on this rank: sum over s of its chunk lengths (<= maxTokens) */
+  const int32_t* queryStart;  /* [numSeqs+1] this rank's row offsets: 0, then + its rows of each s */
+  const int32_t* contextLens; /* [numSeqs] tokens of s already in the (sharded) cache, >= 0 */
+  const int32_t* newLens;     /* [numSeqs] new tokens of s over all PCP ranks, >= 0 (0: no rows) */
+  const int32_t* blockTable;  /* [numSeqs][maxPagesPerSeq] local page ids, >= 0 where read or written */
+  int maxPagesPerSeq;
+} cpclPrefillBatch_t;
+
+#define CPCL_PREFILL_BATCH_INITIALIZER \
+  { sizeof(cpclPrefillBatch_t), 0, 0, NULL, NULL, NULL, NULL, 0 }
+
+/* Prefill attention with the store of the new K/V: every row attends causally to every earlier
+ * position of its sequence (and its own): the cached context, sharded over all W ranks as in
+ * cpclKvStore, and the new tokens of every PCP rank. The new K/V are also stored into the cache,
+ * each rank its owned positions over all W ranks (what cpclKvStore of the same tokens writes);
+ * the context part reads positions < contextLens[s] only, so the order of the two never matters.
+ *   q      [numTokens][H][headDimQk]        (qType) this rank's rows, its H heads
+ *   kNew   [numTokens][Hkv][headDimQk]      (kvType) this rank's rows
+ *   vNew   [numTokens][Hkv][headDimVo]      (kvType); NULL when latentKv
+ *   kCache, vCache as in the layouts below (vCache NULL when latentKv); written
+ *   out    [numTokens][H][headDimVo]        (qType)
+ *   lse    [numTokens][H] fp32, may be NULL
+ * Collective over the whole communicator; every rank passes the same numSeqs, contextLens and
+ * newLens (host memory: agreed on before any data moves, cpclInvalidUsage on every rank
+ * otherwise). Host memory only for now: a plan on CUDA memory returns cpclUnsupported.
+ * Schedules (desc->prefillAlgo, else CPCL_PREFILL_ALGO, else automatic), equal to rounding, each
+ * bitwise repeatable from run to run (partials merged in fp32 in a fixed order):
+ *   "allgather" (vLLM's): the new K/V all-gathered over the PCP axis, one causal pass;
+ *   "ring": the K/V blocks passed round the PCP axis (P steps, attention on one block while the
+ *     next moves); the partials of the blocks merged in block order at the end.
+ *   Automatic: allgather. Measured with tools/prefill_perf on CPU ranks (8k-token prompts, GQA
+ *   and MLA, 2 and 4 ranks, and 4k new after 4k cached on pcp 2 x dcp 2; a loaded 2-core
+ *   machine) neither was faster throughout: mostly within noise, ring ahead on the chunked
+ *   prefill case, allgather on pcp 4. allgather waits once instead of pcp - 1 times, and host
+ *   transports move data inside waits only, so the ring's transfers do not overlap its
+ *   attention there.
+ * With any contextLens[s] > 0 (for a sequence with new tokens) the context part runs too: the
+ * queries are all-gathered over all W ranks, each rank attends to its cache shard, and each
+ * row's owner merges the W context partials with the new-token partial (DCP chunked prefill).
+ * Workspace (in cpclAttnPlanWorkspaceBytes), sized at plan creation for every host plan, the
+ * decode-only ones too (CUDA plans are unchanged): on top of decode's, queries and slices for all W ranks instead of
+ * the dcpSize of decode (nothing more when pcp = 1), one slice of maxTokens rows for the new-token partial, and
+ * allgather: pcp - 1 blocks of maxTokens new K/V rows; ring: two such blocks and pcp slices. Errors:
+ * cpclInvalidArgument naming the field for a bad argument of this rank (batch NULL or of another size, numSeqs outside
+ * [0, maxTokens], numTokens outside [0, maxTokens] or not this rank's chunk rows, queryStart NULL or not its chunk
+ * offsets, contextLens / newLens NULL or negative or past 2^31 - 1 together, a PCP rank's rows past maxTokens, a
+ * sequence's local length past its block-table row, a negative page id among the pages it reads or writes, q, kNew,
+ * vNew, kCache, vCache or out NULL where needed); cpclInvalidUsage when another rank rejected its arguments, called
+ * something else or passed other contextLens/newLens; cpclTimeout / cpclRemoteError when a peer stalls or dies;
+ * cpclUnsupported on CUDA memory. An argument error leaves the communicator and plan usable. No new token anywhere
+ * (every newLens 0) is a valid, empty step. */
+CPCL_API cpclResult_t cpclAttnPrefill(cpclAttnPlan_t plan, const cpclPrefillBatch_t* batch, const void* q,
+                                      const void* kNew, const void* vNew, void* kCache, void* vCache, void* out,
+                                      float* lse, cpclStream_t stream);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Bindings (python/cpcl)                                                                      */
 /* ------------------------------------------------------------------------------------------ */

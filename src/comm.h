@@ -26,6 +26,7 @@ typedef enum {
   CPCL_OP_PARTIAL = 6,
   CPCL_OP_COMBINE = 7,
   CPCL_OP_KVSTORE = 8, /* local: no message; named in the operation table (op.h) */
+  CPCL_OP_PREFILL = 9,
 } cpclOpTag_t;
 
 struct cpclComm {

@@ -11,6 +11,7 @@
 #include "fused_params.h"
 #include "kvstore_params.h"
 #include "merge_params.h"
+#include "prefill_params.h"
 
 struct cpclComm;
 
@@ -46,6 +47,12 @@ typedef struct cpclExecOps {
    * the host without synchronising; both NULL where kernels check nothing on the device */
   cpclResult_t (*errorFlagAlloc)(struct cpclComm* comm, int** hostPtr, int** devPtr);
   void (*errorFlagFree)(int* hostPtr);
+  /* prefill (prefill_params.h): bytes of scratch the prefill kernel needs (0 where it is not
+   * built), the causal attention over new K/V blocks and the cache shard, and the store of one
+   * block's owned rows; the CUDA executor does not have them yet (cpclUnsupported) */
+  size_t (*prefillWorkspaceBytes)(int headDimQk, int headDimVo);
+  cpclResult_t (*prefill)(const cpclPrefillParams_t* p, cpclStream_t stream);
+  cpclResult_t (*prefillStore)(const cpclPrefillStoreParams_t* p, cpclStream_t stream);
 } cpclExecOps_t;
 
 extern const cpclExecOps_t cpclExecHost;

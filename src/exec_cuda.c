@@ -119,6 +119,18 @@ static size_t cudaAttnCounterCount(int maxTokens, int numHeads) {
   return cpclCudaAttnCounterCount(maxTokens, numHeads);
 }
 
+/* The CUDA prefill kernel is issue 15: until then cpclAttnPrefill refuses CUDA plans before a
+ * schedule runs, and these slots say so if anything reaches them. */
+static size_t cudaPrefillWorkspace(int headDimQk, int headDimVo) { return 0; }
+static cpclResult_t cudaPrefillOp(const cpclPrefillParams_t* p, cpclStream_t s) {
+  (void)p, (void)s;
+  return CPCL_ERR(NULL, cpclUnsupported, "prefill on GPUs is not built yet (issue 15)");
+}
+static cpclResult_t cudaPrefillStoreOp(const cpclPrefillStoreParams_t* p, cpclStream_t s) {
+  (void)p, (void)s;
+  return CPCL_ERR(NULL, cpclUnsupported, "prefill on GPUs is not built yet (issue 15)");
+}
+
 const cpclExecOps_t cpclExecCuda = {
     .name = "cuda",
     .alloc = cudaAllocZero,
@@ -135,6 +147,9 @@ const cpclExecOps_t cpclExecCuda = {
     .attnCounterCount = cudaAttnCounterCount,
     .errorFlagAlloc = cpclCudaErrorFlagAlloc,
     .errorFlagFree = cpclCudaErrorFlagFree,
+    .prefillWorkspaceBytes = cudaPrefillWorkspace,
+    .prefill = cudaPrefillOp,
+    .prefillStore = cudaPrefillStoreOp,
 };
 
 cpclResult_t cpclCudaErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr) {

@@ -72,6 +72,17 @@ static cpclResult_t hostErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int
   return cpclSuccess;
 }
 static void hostErrorFlagFree(int* hostPtr) {}
+static size_t hostPrefillWorkspace(int headDimQk, int headDimVo) {
+  return cpclHostPrefillWorkspaceBytes(headDimQk, headDimVo);
+}
+static cpclResult_t hostPrefill(const cpclPrefillParams_t* p, cpclStream_t s) {
+  cpclHostPrefill(p);
+  return cpclSuccess;
+}
+static cpclResult_t hostPrefillStore(const cpclPrefillStoreParams_t* p, cpclStream_t s) {
+  cpclHostPrefillStore(p);
+  return cpclSuccess;
+}
 
 const cpclExecOps_t cpclExecHost = {
     .name = "host",
@@ -89,4 +100,7 @@ const cpclExecOps_t cpclExecHost = {
     .attnCounterCount = hostAttnCounterCount,
     .errorFlagAlloc = hostErrorFlagAlloc,
     .errorFlagFree = hostErrorFlagFree,
+    .prefillWorkspaceBytes = hostPrefillWorkspace,
+    .prefill = hostPrefill,
+    .prefillStore = hostPrefillStore,
 };

@@ -8,10 +8,8 @@
 
 /* Indexed by tag. Order matters for select: the first entry of a family picks its schedule. */
 static const cpclOp_t* const table[] = {
-    [CPCL_OP_DECODE] = &cpclOpDecode,
-    [CPCL_OP_PARTIAL] = &cpclOpPartial,
-    [CPCL_OP_COMBINE] = &cpclOpCombine,
-    [CPCL_OP_KVSTORE] = &cpclOpKvStore,
+    [CPCL_OP_DECODE] = &cpclOpDecode,   [CPCL_OP_PARTIAL] = &cpclOpPartial, [CPCL_OP_COMBINE] = &cpclOpCombine,
+    [CPCL_OP_KVSTORE] = &cpclOpKvStore, [CPCL_OP_PREFILL] = &cpclOpPrefill,
 };
 #define TABLE_LEN ((int)(sizeof(table) / sizeof(table[0])))
 
@@ -74,9 +72,9 @@ static cpclResult_t stepAgree(struct cpclAttnPlan* pl, const cpclOp_t* op, const
   stepRecord_t mine;
   memset(&mine, 0, sizeof(mine));
   mine.numTokens = st->numTokens;
-  mine.numSeqs = st->batch ? st->batch->numSeqs : -1;
+  mine.numSeqs = st->batch ? st->batch->numSeqs : st->prefill ? st->prefill->numSeqs : -1;
   mine.valid = own == cpclSuccess;
-  if (own == cpclSuccess && op->digest && st->batch) { /* contents are read only once checked */
+  if (own == cpclSuccess && op->digest && (st->batch || st->prefill)) { /* contents are read only once checked */
     op->digest(pl, st, mine.digest);
     for (int k = 0; k < CPCL_STEP_DIGESTS; k++)
       if (op->digestFields[k]) mine.numDigests = k + 1;
@@ -146,7 +144,11 @@ cpclResult_t cpclOpRun(struct cpclAttnPlan* pl, const cpclOp_t* op, cpclStep_t* 
     if (op->agree & CPCL_AGREE_STEP) st->seq = cpclNextSeq(c);
     const char* sched = op->scheduleName(pl);
     TRACE(CPCL_SCHED, "%s plan #%d rank %d: %d rows of %d sequences, schedule %s, step %u", op->name, pl->serial,
-          c->rank, st->numTokens, st->batch ? st->batch->numSeqs : 0, sched, st->seq);
+          c->rank, st->numTokens,
+          st->batch     ? st->batch->numSeqs
+          : st->prefill ? st->prefill->numSeqs
+                        : 0,
+          sched, st->seq);
     char range[64];
     snprintf(range, sizeof(range), "%s %s", op->name, sched);
     CPCL_NVTX_PUSH(range);

@@ -11,7 +11,7 @@
  *      header, so that a rank with bad arguments or another operation stops every rank;
  *   4. run the entry's schedule.
  *
- * Adding an operation (cpclAttnPrefill next) is a new entry in its own op_<name>.c, listed in
+ * Adding an operation (as cpclAttnPrefill, op_prefill.c) is a new entry in its own op_<name>.c, listed in
  * op.c's table, a tag in cpclOpTag_t, and its schedules under sched/.
  */
 #ifndef CPCL_OP_H_
@@ -39,7 +39,8 @@ typedef enum {
 
 /* The schedules plan creation chose, one per family of operations. */
 typedef struct {
-  cpclAlgo_t algo; /* decode, and its halves Partial and Combine */
+  cpclAlgo_t algo;           /* decode, and its halves Partial and Combine */
+  cpclPrefillAlgo_t prefill; /* cpclAttnPrefill */
 } cpclPlanSchedules_t;
 
 typedef struct cpclOp {
@@ -67,7 +68,7 @@ typedef struct cpclOp {
 } cpclOp_t;
 
 /* the entries (op_decode.c, op_kvstore.c) */
-extern const cpclOp_t cpclOpDecode, cpclOpPartial, cpclOpCombine, cpclOpKvStore;
+extern const cpclOp_t cpclOpDecode, cpclOpPartial, cpclOpCombine, cpclOpKvStore, cpclOpPrefill;
 
 /* The entry of a tag, or NULL. */
 const cpclOp_t* cpclOpOf(int tag);

@@ -11,6 +11,7 @@
 #include "plan.h"
 
 const char* const cpclAlgoNames[CPCL_NUM_ALGOS] = {"agrs", "a2a", "pipelined", "fused"};
+const char* const cpclPrefillAlgoNames[CPCL_NUM_PREFILL_ALGOS] = {"allgather", "ring"};
 
 #define CPCL_MAX_HEAD_DIM 1024
 
@@ -98,8 +99,9 @@ typedef struct {
   int32_t numQoHeads, numKvHeads, headDimQk, headDimVo, pageSize, qType, kvType, latentKv, lseBase2, maxTokens;
   float smScale;
   int32_t algo;
-  int32_t userWs;      /* the caller's workspace: every rank creates its plan the same way */
-  int32_t prefillAlgo; /* 0 automatic, 1 allgather, 2 ring */
+  int32_t userWs;       /* the caller's workspace: every rank creates its plan the same way */
+  int32_t prefillAlgo;  /* 0 automatic, 1 allgather, 2 ring */
+  int32_t prefillSched; /* the prefill schedule chosen (desc, CPCL_PREFILL_ALGO, automatic) */
 } planDigest_t;
 
 static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, size_t n) {
@@ -126,6 +128,7 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   FIELD(maxTokens, "maxTokens")
   FIELD(algo, "the schedule (desc->algo / CPCL_ALGO)")
   FIELD(prefillAlgo, "desc->prefillAlgo (0 NULL, 1 allgather, 2 ring)")
+  FIELD(prefillSched, "the prefill schedule (desc->prefillAlgo / CPCL_PREFILL_ALGO; 0 allgather, 1 ring)")
   FIELD(userWs, "whether the plan uses the caller's workspace (cpclAttnPlanCreateWithWorkspace)")
 #undef FIELD
   for (int r = 1; r < W; r++)
@@ -175,7 +178,12 @@ static void planFree(struct cpclAttnPlan* pl) {
     e->free(pl->lseGlobal);
     e->free(pl->scratch);
     e->free(pl->splitCounters);
+    e->free(pl->pfNew);
+    e->free(pl->pfKv);
+    e->free(pl->pfRing);
   }
+  free(pl->pfRowStart);
+  free(pl->pfPos);
   if (e) e->errorFlagFree(pl->errorHost);
   free(pl->reqs);
   free(pl);
@@ -207,8 +215,11 @@ static cpclResult_t planLayout(struct cpclAttnPlan* pl) {
   const size_t T = (size_t)pl->maxTokens, DH = (size_t)pl->D * pl->H, Dv = (size_t)d->headDimVo;
   const size_t counters = e->attnCounterCount(pl->maxTokens, (int)DH);
   if (counters) CPCLCHECK(planTake(pl, &pl->splitCounters, counters * sizeof(unsigned), "split counters"));
-  CPCLCHECK(planTake(pl, &pl->qGather, T * DH * d->headDimQk * pl->qElem, "gathered queries"));
-  CPCLCHECK(planTake(pl, &pl->sendBuf, pl->D * pl->sliceCap, "partial send slices"));
+  /* host plans serve prefill too: its context part gathers the queries of all W ranks and sends
+   * a slice to every rank (decode uses the first D of each) */
+  const size_t blocks = pl->prefillSlots ? (size_t)pl->W : (size_t)pl->D;
+  CPCLCHECK(planTake(pl, &pl->qGather, blocks * T * pl->H * d->headDimQk * pl->qElem, "gathered queries"));
+  CPCLCHECK(planTake(pl, &pl->sendBuf, blocks * pl->sliceCap, "partial send slices"));
   CPCLCHECK(planTake(pl, &pl->recvBuf, pl->W * pl->sliceCap, "partial receive slices"));
   CPCLCHECK(planTake(pl, &pl->scratch, pl->scratchBytes, "attention scratch"));
   if (pl->algo == CPCL_ALGO_AGRS) {
@@ -216,6 +227,13 @@ static cpclResult_t planLayout(struct cpclAttnPlan* pl) {
     CPCLCHECK(planTake(pl, &pl->partialLse, T * DH * sizeof(float), "agrs partial LSE"));
     CPCLCHECK(planTake(pl, &pl->lseAll, pl->W * T * DH * sizeof(float), "agrs gathered LSE"));
     CPCLCHECK(planTake(pl, &pl->lseGlobal, T * DH * sizeof(float), "agrs global LSE"));
+  }
+  if (pl->prefillSlots) {
+    CPCLCHECK(planTake(pl, &pl->pfNew, pl->sliceCap, "prefill new-token partial"));
+    const size_t kvSlots = pl->prefillAlgo == CPCL_PREFILL_RING ? (pl->P > 1 ? 2 : 0) : (size_t)pl->P - 1;
+    if (kvSlots) CPCLCHECK(planTake(pl, &pl->pfKv, kvSlots * pl->pfKvCap, "prefill K/V blocks"));
+    if (pl->prefillAlgo == CPCL_PREFILL_RING && pl->P > 1)
+      CPCLCHECK(planTake(pl, &pl->pfRing, (size_t)pl->P * pl->sliceCap, "prefill ring partials"));
   }
   if (pl->comm->memType == cpclMemCuda && pl->W == 1) { /* one rank: the fused kernel's flags */
     const size_t ints = cpclSyncBlockInts(1);
@@ -226,7 +244,8 @@ static cpclResult_t planLayout(struct cpclAttnPlan* pl) {
 
 /* The plan's shape and sizes, before anything is allocated. */
 static void planInit(struct cpclAttnPlan* pl, struct cpclComm* comm, const cpclAttnDesc_t* desc, int maxTokens,
-                     cpclAlgo_t algo, const cpclExecOps_t* exec) {
+                     const cpclPlanSchedules_t* sel, const cpclExecOps_t* exec) {
+  const cpclAlgo_t algo = sel->algo;
   pl->comm = comm;
   pl->desc = *desc;
   pl->maxTokens = maxTokens;
@@ -240,6 +259,14 @@ static void planInit(struct cpclAttnPlan* pl, struct cpclComm* comm, const cpclA
   pl->exec = exec;
   pl->sliceCap = cpclSliceBytes(pl, maxTokens);
   pl->scratchBytes = exec->attnWorkspaceBytes(desc, maxTokens, pl->D * pl->H, &pl->maxSplits, &pl->mlaSm90Splits);
+  pl->prefillAlgo = sel->prefill;
+  pl->prefillSlots = comm->memType == cpclMemHost; /* prefill on GPUs is issue 15 */
+  if (pl->prefillSlots) {
+    const size_t pfScratch = exec->prefillWorkspaceBytes(desc->headDimQk, desc->headDimVo);
+    if (pfScratch > pl->scratchBytes) pl->scratchBytes = pfScratch; /* one step at a time: shared */
+    const size_t row = (size_t)desc->numKvHeads * (desc->headDimQk + (desc->latentKv ? 0 : desc->headDimVo));
+    pl->pfKvCap = CPCL_ALIGN_UP((size_t)maxTokens * row * cpclKDtypeSize(desc->kvType), 64);
+  }
 }
 
 /* Peer-mapped transports: register the buffers peers store into, and keep the peers' addresses.
@@ -280,7 +307,7 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   cpclResult_t res = cpclSuccess;
   struct cpclAttnPlan* pl = NULL;
   char msg[512] = "", why[256] = "";
-  cpclPlanSchedules_t sel = {.algo = CPCL_NUM_ALGOS};
+  cpclPlanSchedules_t sel = {.algo = CPCL_NUM_ALGOS, .prefill = CPCL_PREFILL_ALLGATHER};
   const cpclExecOps_t* exec = cpclExecOf(comm->memType);
   cpclResult_t own = cpclAttnDescCheck(comm, desc, maxTokens, msg, sizeof(msg));
   if (own == cpclSuccess) own = cpclOpsSelect(comm, desc, &sel, why, sizeof(why), msg, sizeof(msg));
@@ -292,7 +319,7 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   if (own == cpclSuccess && ws != NULL) { /* before the agreement, so that every rank fails together */
     struct cpclAttnPlan sizing;
     memset(&sizing, 0, sizeof(sizing));
-    planInit(&sizing, comm, desc, maxTokens, algo, exec);
+    planInit(&sizing, comm, desc, maxTokens, &sel, exec);
     sizing.wsMeasure = 1;
     (void)planLayout(&sizing);
     if ((uintptr_t)ws % CPCL_WS_ALIGN) {
@@ -311,7 +338,11 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
     }
   }
 
-  planDigest_t mine = {.valid = own == cpclSuccess, .maxTokens = maxTokens, .algo = algo, .userWs = ws != NULL};
+  planDigest_t mine = {.valid = own == cpclSuccess,
+                       .maxTokens = maxTokens,
+                       .algo = algo,
+                       .userWs = ws != NULL,
+                       .prefillSched = (int32_t)sel.prefill};
   if (own == cpclSuccess) {
     mine.numQoHeads = desc->numQoHeads;
     mine.numKvHeads = desc->numKvHeads;
@@ -341,12 +372,19 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   }
 
   CPCLCHECKGOTO(cpclCalloc(comm, &pl, 1, sizeof(*pl), "attention plan"), res, out);
-  planInit(pl, comm, desc, maxTokens, algo, exec);
+  planInit(pl, comm, desc, maxTokens, &sel, exec);
   pl->wsUser = ws;
   CPCLCHECKGOTO(exec->errorFlagAlloc(comm, &pl->errorHost, &pl->errorDev), res, out);
   CPCLCHECKGOTO(planLayout(pl), res, out);
   if (ws) CPCLCHECKGOTO(exec->zeroSync(comm, ws, pl->wsBytes, "the caller's workspace"), res, out);
   CPCLCHECKGOTO(cpclCalloc(comm, &pl->reqs, 4 * (size_t)pl->W, sizeof(cpclRequest_t), "plan requests"), res, out);
+  if (pl->prefillSlots) {
+    CPCLCHECKGOTO(cpclCalloc(comm, &pl->pfRowStart, (size_t)pl->P * ((size_t)maxTokens + 1), sizeof(int32_t),
+                             "prefill row offsets"),
+                  res, out);
+    CPCLCHECKGOTO(cpclCalloc(comm, &pl->pfPos, (size_t)pl->P * (size_t)maxTokens, sizeof(int32_t), "prefill positions"),
+                  res, out);
+  }
   CPCLCHECKGOTO(planMapPeers(pl), res, out);
   comm->numPlans++;
   pl->serial = comm->plansCreated++;
@@ -361,11 +399,12 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
     snprintf(body, sizeof(body), "; MLA on the Hopper body (sm_90, CPCL_MLA_SM90=0 turns it off), up to %d splits",
              pl->mlaSm90Splits);
   INFO(CPCL_PLAN,
-       "plan #%d rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d on %s memory; schedule %s (%s); attention "
-       "splits up to %d per row%s; workspace %zu bytes (%.1f MiB, %s)",
+       "plan #%d rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d on %s memory; schedule %s (%s); prefill %s; "
+       "attention splits up to %d per row%s; workspace %zu bytes (%.1f MiB, %s)",
        pl->serial, comm->rank, pl->H, desc->numKvHeads, desc->headDimQk, desc->headDimVo, desc->pageSize, pl->G,
-       maxTokens, exec->name, cpclAlgoNames[algo], why, pl->maxSplits, body, pl->wsBytes, pl->wsBytes / 1048576.0,
-       ws ? "the caller's" : "allocated by the plan");
+       maxTokens, exec->name, cpclAlgoNames[algo], why,
+       pl->prefillSlots ? cpclPrefillAlgoNames[pl->prefillAlgo] : "none", pl->maxSplits, body, pl->wsBytes,
+       pl->wsBytes / 1048576.0, ws ? "the caller's" : "allocated by the plan");
   *planOut = pl;
   pl = NULL;
 out:

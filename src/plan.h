@@ -24,6 +24,10 @@ typedef enum {
 } cpclAlgo_t;
 extern const char* const cpclAlgoNames[CPCL_NUM_ALGOS];
 
+/* The prefill schedules (sched/prefill.h). */
+typedef enum { CPCL_PREFILL_ALLGATHER = 0, CPCL_PREFILL_RING = 1, CPCL_NUM_PREFILL_ALGOS } cpclPrefillAlgo_t;
+extern const char* const cpclPrefillAlgoNames[CPCL_NUM_PREFILL_ALGOS];
+
 struct cpclAttnPlan {
   struct cpclComm* comm;
   cpclAttnDesc_t desc;
@@ -51,6 +55,19 @@ struct cpclAttnPlan {
   int* errorDev;           /*       and device view */
   size_t scratchBytes;
   cpclRequest_t* reqs; /* [4 W]: the pipelined schedule's transfers */
+
+  /* Prefill (host plans; sched/prefill.h). The schedule, the rows and positions of every PCP
+   * rank's block of the step (host structures, rewritten each step), and the workspace: qGather
+   * and sendBuf hold W blocks / slots on host plans (decode uses the first D). */
+  cpclPrefillAlgo_t prefillAlgo;
+  int prefillSlots;           /* 1: this plan holds the prefill workspace (host memory) */
+  int32_t* pfRowStart;        /* [P][maxTokens + 1]: block b's rows of sequence s start at [b][s] */
+  int32_t* pfPos;             /* [P][maxTokens]: global position of each row of block b */
+  int pfRows[CPCL_MAX_PARTS]; /* rows of block b (PCP rank b's numTokens) */
+  void* pfNew;                /* one slice of maxTokens rows: the new tokens' partial when merged */
+  size_t pfKvCap;             /* bytes per new K/V block slot: K rows, then V rows */
+  void* pfKv;                 /* allgather: [P - 1] slots, ring: [2] slots */
+  void* pfRing;               /* ring: [P] slices, the partial of each source block */
 
   /* Workspace accounting: wsBytes sums every buffer above in memType memory, each rounded up to
    * CPCL_WS_ALIGN (cpclAttnPlanWorkspaceBytes). With a caller's buffer (wsUser) each buffer is

@@ -82,6 +82,10 @@ ASAN_OPTIONS=detect_leaks=0 mpirun -np 2 $perf -T "ASan smoke" -b 1 -e 4 -f 4 -l
 ASAN_OPTIONS=detect_leaks=0 mpirun -np 2 $perf -T "ASan smoke, MLA" -m 1 -H 2 -b 2 -e 2 -l 512 -L 512 -p 32 -i 16 \
   -a a2a -w 0 -n 1 -c 1 >/dev/null
 python3 -m json.tool "$json" >/dev/null && echo "-J: valid JSON, $(grep -c '"schedule"' "$json") rows"
+# prefill: both schedules, pcp 2 with cached context (the context part), checked
+ASAN_OPTIONS=detect_leaks=0 mpirun -np 2 build-asan/tools/prefill_perf -T "ASan smoke, prefill" -l 200 -L 200 -C 37 \
+  -B 2 -D 1 -H 2 -K 1 -d 64 -v 64 -w 0 -n 1 -c 1 >/dev/null
+echo "prefill_perf: checked rows pass"
 set +e
 ASAN_OPTIONS=detect_leaks=0 $perf -b 0 >/dev/null 2>"$json"
 status=$?
@@ -103,6 +107,14 @@ if command -v clang >/dev/null && [ -n "$(clang -print-file-name=libclang_rt.fuz
   status=${PIPESTATUS[0]}
   rm -rf "$corpus"
   [ "$status" -eq 0 ] || { echo "fuzzer found a failure"; exit 1; }
+  # prefill batches: no committed corpus yet, it starts from nothing
+  ninja -C build-fuzz tests/fuzz/fuzz_prefill >/dev/null
+  corpus=$(mktemp -d)
+  (cd "$corpus" && ASAN_OPTIONS=detect_leaks=1 "$OLDPWD/build-fuzz/tests/fuzz/fuzz_prefill" "$corpus" \
+    -max_total_time="${FUZZ_SECONDS:-60}" -print_final_stats=1 2>&1 | grep -E "^stat::(number_of_executed_units|new_units_added)|Done|ERROR|SUMMARY")
+  status=${PIPESTATUS[0]}
+  rm -rf "$corpus"
+  [ "$status" -eq 0 ] || { echo "prefill fuzzer found a failure"; exit 1; }
 else
   echo "SKIP: fuzzing needs clang with libFuzzer (Debian: clang, libclang-rt-14-dev)"
 fi

@@ -18,7 +18,9 @@
 
 /* One call's inputs, as the public entry points received and validated them. */
 typedef struct {
-  const cpclBatch_t* batch; /* NULL for the operations without one (Combine) */
+  const cpclBatch_t* batch;          /* NULL for the operations without one (Combine, Prefill) */
+  const cpclPrefillBatch_t* prefill; /* Prefill: its batch; numTokens is then the step's new
+                                        tokens over all PCP ranks (this rank's: prefill->numTokens) */
   int numTokens;
   const void* q;
   const void* kCache;

@@ -192,6 +192,60 @@ static void scenarioStall(void) {
   _exit(0);
 }
 
+/* prefill: pcp 3 (dcp 1), ring schedule, a fresh 48-token prompt (only the ring moves data).
+ * After one good step rank 2 sleeps past the timeout instead of joining the next; ranks 0 and 1
+ * get cpclTimeout in [timeout, timeout + 2 s] (at the step's agreement: a peer that stalls inside
+ * the ring cannot be staged from outside the library) */
+static void scenarioPrefillStall(void) {
+  cpclOob_t oob = {shmAllgather, NULL, myRank, W};
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.timeoutMs = TIMEOUT_MS;
+  cfg.dcpSize = 1;
+  cpclComm_t comm;
+  CHECK(cpclCommInitOob(&comm, &oob, &cfg) == cpclSuccess, "comm init");
+  int32_t full[1] = {48}, ctx[1] = {0}, nw[1] = {48};
+  tuProblem_t pb = {.numSeqs = 1,
+                    .seqLens = full,
+                    .Hq = 2,
+                    .Hkv = 1,
+                    .Dqk = 32,
+                    .Dv = 32,
+                    .qType = cpclFloat32,
+                    .kvType = cpclFloat32,
+                    .smScale = 0.17f,
+                    .seed = 9};
+  cpclAttnDesc_t d = tuDesc(&pb, 2, 4);
+  d.prefillAlgo = "ring";
+  cpclAttnPlan_t plan;
+  CHECK(cpclAttnPlanCreate(&plan, comm, &d, 48) == cpclSuccess, "plan");
+  tuCache_t c;
+  tuCacheAlloc(&pb, W, myRank, 1, 4, &c);
+  int64_t st[2], ln[2];
+  const int rows = (int)cpclPcpChunks(48, W, myRank, st, ln);
+  int32_t qs[2] = {0, rows};
+  cpclPrefillBatch_t b = CPCL_PREFILL_BATCH_INITIALIZER;
+  b.numSeqs = 1, b.numTokens = rows, b.queryStart = qs, b.contextLens = ctx, b.newLens = nw;
+  b.blockTable = c.blockTable, b.maxPagesPerSeq = c.maxPagesPerSeq;
+  float* buf = calloc((size_t)rows * 2 * 32, sizeof(float));
+  float* lse = calloc((size_t)rows * 2, sizeof(float));
+  float* out = calloc((size_t)rows * 2 * 32, sizeof(float));
+  CHECK(cpclAttnPrefill(plan, &b, buf, buf, buf, c.k, c.v, out, lse, NULL) == cpclSuccess, "first prefill");
+  if (myRank == 2) {
+    usleep((TIMEOUT_MS + 1500) * 1000);
+    _exit(0);
+  }
+  double t0 = nowMs();
+  cpclResult_t r = cpclAttnPrefill(plan, &b, buf, buf, buf, c.k, c.v, out, lse, NULL);
+  double dt = nowMs() - t0;
+  sh->errorTime[myRank] = dt;
+  CHECK(r == cpclTimeout, "prefill with a stalled peer returned %d", r);
+  CHECK(dt >= TIMEOUT_MS * 0.9 && dt < TIMEOUT_MS + 2000, "timeout after %.0f ms", dt);
+  CHECK(strstr(cpclGetLastError(comm), "within") != NULL, "message: %s", cpclGetLastError(comm));
+  /* the broken comm refuses the next prefill */
+  CHECK(cpclAttnPrefill(plan, &b, buf, buf, buf, c.k, c.v, out, lse, NULL) == cpclInvalidUsage, "after the timeout");
+  _exit(0);
+}
+
 static void* abortLater(void* arg) {
   usleep(300000);
   cpclCommAbort((cpclComm_t)arg);
@@ -427,7 +481,8 @@ static int runScenario(const char* name, void (*fn)(void), int victim) {
   if (fn == scenarioDeath || fn == scenarioDeathMid)
     printf("  survivors' error %.0f / %.0f ms after the peer's death (timeout %d ms)", sh->errorTime[0] - sh->deathTime,
            sh->errorTime[1] - sh->deathTime, TIMEOUT_MS);
-  if (fn == scenarioStall) printf("  cpclTimeout after %.0f / %.0f ms", sh->errorTime[0], sh->errorTime[1]);
+  if (fn == scenarioStall || fn == scenarioPrefillStall)
+    printf("  cpclTimeout after %.0f / %.0f ms", sh->errorTime[0], sh->errorTime[1]);
   if (fn == scenarioAbort) printf("  aborted call returned after %.0f ms", sh->errorTime[0]);
   if (fn == scenarioBadOob)
     printf("  slowest init with a bad rank: %.0f / %.0f / %.0f ms", sh->errorTime[0], sh->errorTime[1],
@@ -448,6 +503,7 @@ int main(void) {
   bad |= runScenario("bad-oob", scenarioBadOob, -1);
   bad |= runScenario("abort", scenarioAbort, -1);
   bad |= runScenario("stall", scenarioStall, -1);
+  bad |= runScenario("prefill-stall", scenarioPrefillStall, -1);
   bad |= runScenario("death", scenarioDeath, 2);
   bad |= runScenario("death-mid-op", scenarioDeathMid, 2);
   return bad;

@@ -207,6 +207,9 @@ static void scenarioDeath(const char* algo) {
   char rankText[32];
   snprintf(rankText, sizeof(rankText), "rank %d (pid", W - 1);
   survivorCheck(&j, cpclRemoteError, "has exited", rankText, sh->deathTime);
+  /* the survivors stay until each has checked: one that exits first is a second dead peer, and a
+   * slower survivor may then rightly name it instead of the victim */
+  if (barrierOf(W - 1)) CHECK(0, "survivors' barrier");
   cpclAttnPlanDestroy(j.plan);
   cpclCommAbort(j.comm);
   _exit(0);

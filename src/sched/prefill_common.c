@@ -1,0 +1,254 @@
+/* prefill_common.c -- what both prefill schedules share (prefill.h): the blocks' layout, the
+ * kernel parameters, the store, host messages, the context part and the final merge. */
+#include <string.h>
+
+#include "coll.h"
+#include "core.h"
+#include "prefill.h"
+#include "prefill_layout.h"
+
+size_t cpclPrefillKRowBytes(const struct cpclAttnPlan* pl) {
+  return (size_t)pl->desc.numKvHeads * pl->desc.headDimQk * cpclKDtypeSize(pl->desc.kvType);
+}
+size_t cpclPrefillVRowBytes(const struct cpclAttnPlan* pl) {
+  return pl->desc.latentKv ? 0 : (size_t)pl->desc.numKvHeads * pl->desc.headDimVo * cpclKDtypeSize(pl->desc.kvType);
+}
+
+void cpclPrefillKvSlot(const struct cpclAttnPlan* pl, int i, void** k, void** v) {
+  char* base = (char*)pl->pfKv + (size_t)i * pl->pfKvCap;
+  *k = base;
+  *v = pl->desc.latentKv ? NULL : base + (size_t)pl->maxTokens * cpclPrefillKRowBytes(pl);
+}
+
+void cpclPrefillLayout(struct cpclAttnPlan* pl, const cpclPrefillBatch_t* b) {
+  for (int blk = 0; blk < pl->P; blk++) {
+    int32_t* rs = pl->pfRowStart + (size_t)blk * ((size_t)pl->maxTokens + 1);
+    int32_t* pos = pl->pfPos + (size_t)blk * (size_t)pl->maxTokens;
+    int rows = 0;
+    for (int s = 0; s < b->numSeqs; s++) {
+      rs[s] = rows;
+      int64_t start[2], len[2];
+      cpclPcpChunksOf(b->newLens[s], pl->P, blk, start, len);
+      for (int c = 0; c < 2; c++)
+        for (int64_t j = 0; j < len[c]; j++) pos[rows++] = (int32_t)(b->contextLens[s] + start[c] + j);
+    }
+    rs[b->numSeqs] = rows;
+    pl->pfRows[blk] = rows;
+  }
+}
+
+cpclPrefillKvBlock_t cpclPrefillBlock(const struct cpclAttnPlan* pl, int b, const void* k, const void* v) {
+  return (cpclPrefillKvBlock_t){
+      .k = k, .v = pl->desc.latentKv ? NULL : v, .rowStart = cpclPrefillRowStart(pl, b), .pos = cpclPrefillPos(pl, b)};
+}
+
+/* the parameters every prefill attention shares: shapes, heads' KV mapping, scratch */
+static void baseParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, cpclPrefillParams_t* p) {
+  const cpclAttnDesc_t* d = &pl->desc;
+  const cpclPrefillBatch_t* b = st->prefill;
+  memset(p, 0, sizeof(*p));
+  p->numSeqs = b->numSeqs;
+  p->blockTable = b->blockTable;
+  p->maxPagesPerSeq = b->maxPagesPerSeq;
+  p->pageSize = d->pageSize;
+  p->cpSize = pl->W;
+  p->cpRank = pl->comm->rank;
+  p->interleave = pl->comm->interleave;
+  p->numKvHeads = d->numKvHeads;
+  p->headDimQk = d->headDimQk;
+  p->headDimVo = d->headDimVo;
+  p->latentKv = d->latentKv;
+  p->groupSize = pl->G;
+  p->headsPerBlock = pl->H;
+  p->smScale = d->smScale;
+  p->lseBase2 = d->lseBase2;
+  p->qType = d->qType;
+  p->kvType = d->kvType;
+  p->outType = d->qType;
+  p->workspace = pl->scratch;
+  p->workspaceBytes = pl->scratchBytes;
+}
+
+void cpclPrefillOwnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, const cpclPrefillTarget_t* tgt,
+                          cpclPrefillParams_t* p) {
+  const int pr = pl->comm->pcpRank;
+  baseParams(pl, st, p);
+  p->numTokens = pl->pfRows[pr];
+  p->queryStart = cpclPrefillRowStart(pl, pr);
+  p->queryPos = cpclPrefillPos(pl, pr);
+  /* this rank's heads are gathered heads dcpRank*H ..: block strides 0 put block dcpRank at
+   * the caller's pointers */
+  p->headBegin = pl->comm->dcpRank * pl->H;
+  p->numHeads = pl->H;
+  p->q = st->q;
+  p->qTokenStride = (int64_t)pl->H * pl->desc.headDimQk;
+  p->out = tgt->o;
+  p->oTokenStride = (int64_t)pl->H * pl->desc.headDimVo;
+  p->lse = tgt->lse;
+  p->lseTokenStride = pl->H;
+}
+
+cpclResult_t cpclPrefillStoreBlock(struct cpclAttnPlan* pl, const cpclStep_t* st, const cpclPrefillKvBlock_t* kb) {
+  const cpclAttnDesc_t* d = &pl->desc;
+  const cpclPrefillBatch_t* b = st->prefill;
+  const cpclPrefillStoreParams_t p = {.numSeqs = b->numSeqs,
+                                      .kv = *kb,
+                                      .blockTable = b->blockTable,
+                                      .maxPagesPerSeq = b->maxPagesPerSeq,
+                                      .pageSize = d->pageSize,
+                                      .cpSize = pl->W,
+                                      .cpRank = pl->comm->rank,
+                                      .interleave = pl->comm->interleave,
+                                      .numKvHeads = d->numKvHeads,
+                                      .headDimQk = d->headDimQk,
+                                      .headDimVo = d->headDimVo,
+                                      .latentKv = d->latentKv,
+                                      .kvType = d->kvType,
+                                      .kCache = st->kStore,
+                                      .vCache = d->latentKv ? NULL : st->vStore};
+  return pl->exec->prefillStore(&p, st->stream);
+}
+
+cpclResult_t cpclPrefillPost(struct cpclAttnPlan* pl, const cpclStep_t* st, int send, int peer, int stage, void* buf,
+                             size_t bytes, cpclRequest_t* req) {
+  struct cpclComm* c = pl->comm;
+  req->peer = peer;
+  const uint64_t tag = cpclMakeTag(st->seq, st->op, stage, send ? c->rank : peer);
+  cpclResult_t res = send ? c->tp->isend(c->tpCtx, peer, tag, buf, bytes, req, st->stream)
+                          : c->tp->irecv(c->tpCtx, peer, tag, buf, bytes, req, st->stream);
+  if (res != cpclSuccess) {
+    cpclCommFail(c, res);
+    return CPCL_ERR(c, res, "cpclAttnPrefill: posting a %s of %zu bytes %s rank %d failed: %s",
+                    send ? "send" : "receive", bytes, send ? "to" : "from", peer, cpclGetLastError(NULL));
+  }
+  return cpclSuccess;
+}
+
+void cpclPrefillCancel(struct cpclAttnPlan* pl, cpclRequest_t* reqs, int n) {
+  for (int i = 0; i < n; i++)
+    if (reqs[i].active) pl->comm->tp->cancel(pl->comm->tpCtx, &reqs[i]);
+}
+
+cpclResult_t cpclPrefillMerge(struct cpclAttnPlan* pl, const cpclStep_t* st, int n, const void* const* o,
+                              const float* const* lse, void* out, float* outLse) {
+  const int Dv = pl->desc.headDimVo;
+  cpclMergeParams_t m = {
+      .mode = CPCL_MERGE_LSE,
+      .numParts = n,
+      .numTokens = pl->pfRows[pl->comm->pcpRank],
+      .numHeads = pl->H,
+      .headDim = Dv,
+      .dtype = pl->desc.qType,
+      .lseBase2 = pl->desc.lseBase2,
+      .oTokenStride = (int64_t)pl->H * Dv,
+      .lseTokenStride = pl->H,
+      .out = out,
+      .outTokenStride = (int64_t)pl->H * Dv,
+      .outLse = outLse,
+      .outLseTokenStride = pl->H,
+  };
+  for (int i = 0; i < n; i++) {
+    m.o[i] = o[i];
+    m.lse[i] = lse[i];
+  }
+  return pl->exec->merge(&m, st->stream);
+}
+
+/* The context part (prefill.h): gathered queries of all W ranks against this rank's cache shard,
+ * each owner's partial to its owner, the merge with the new tokens' partial (in pfNew). */
+static cpclResult_t contextPart(struct cpclAttnPlan* pl, const cpclStep_t* st, void* out, float* lse) {
+  struct cpclComm* c = pl->comm;
+  const cpclAttnDesc_t* d = &pl->desc;
+  const int W = pl->W, D = pl->D, H = pl->H, me = c->rank, pr = c->pcpRank, T = pl->pfRows[pr];
+  const size_t qRow = (size_t)H * d->headDimQk * pl->qElem, slotQ = (size_t)pl->maxTokens * qRow;
+  const void** sends = c->scratch.sendbufs;
+  void** recvs = c->scratch.recvbufs;
+  size_t *sb = c->scratch.sendBytes, *rb = c->scratch.recvBytes;
+
+  /* 1. every rank's queries: block p of qGather = rank p's rows and heads. With D == 1 this
+   * rank's own block is read where the caller left it (the blocks of one PCP rank need one
+   * stride only when there are several). */
+  for (int p = 0; p < W; p++) {
+    sends[p] = st->q;
+    recvs[p] = p == me && D == 1 ? (void*)st->q : (char*)pl->qGather + (size_t)p * slotQ;
+    sb[p] = (size_t)T * qRow;
+    rb[p] = (size_t)pl->pfRows[p / D] * qRow;
+  }
+  if (W > 1) CPCLCHECK(cpclAlltoallv(c, sends, sb, recvs, rb, pl->exec, st->stream));
+
+  /* 2. the rows of each PCP block against the shard, every gathered head, into the send slots
+   * of their owners (b, j), j = 0..D-1 */
+  for (int b = 0; b < pl->P; b++) {
+    if (pl->pfRows[b] == 0) continue;
+    cpclPrefillParams_t p;
+    baseParams(pl, st, &p);
+    p.numTokens = pl->pfRows[b];
+    p.queryStart = cpclPrefillRowStart(pl, b);
+    p.queryPos = cpclPrefillPos(pl, b);
+    p.cacheLens = st->prefill->contextLens;
+    p.kCache = st->kCache;
+    p.vCache = d->latentKv ? NULL : st->vCache;
+    p.headBegin = 0;
+    p.numHeads = D * H;
+    p.q = W == 1 || (b == pr && D == 1) ? st->q : (const char*)pl->qGather + (size_t)b * D * slotQ;
+    p.qBlockStride = (int64_t)(slotQ / pl->qElem);
+    p.qTokenStride = (int64_t)H * d->headDimQk;
+    char* slot0 = cpclSendSlot(pl, b * D);
+    p.out = slot0;
+    p.oBlockStride = (int64_t)(pl->sliceCap / pl->qElem);
+    p.oTokenStride = (int64_t)H * d->headDimVo;
+    p.lse = (float*)(slot0 + cpclSliceLseOffset(pl, pl->pfRows[b]));
+    p.lseBlockStride = (int64_t)(pl->sliceCap / sizeof(float));
+    p.lseTokenStride = H;
+    CPCLCHECK(pl->exec->prefill(&p, st->stream));
+  }
+
+  /* 3. each slot to its owner; this rank's own part is read in place */
+  for (int p = 0; p < W; p++) {
+    sends[p] = cpclSendSlot(pl, p);
+    recvs[p] = p == me ? (void*)sends[p] : cpclRecvSlot(pl, p);
+    sb[p] = cpclSliceBytes(pl, pl->pfRows[p / D]);
+    rb[p] = cpclSliceBytes(pl, T);
+  }
+  if (W > 1) CPCLCHECK(cpclAlltoallv(c, sends, sb, recvs, rb, pl->exec, st->stream));
+
+  /* 4. the W context partials in rank order, then the new tokens' */
+  const size_t lseOff = cpclSliceLseOffset(pl, T);
+  const void* o[CPCL_MAX_PARTS];
+  const float* l[CPCL_MAX_PARTS];
+  for (int p = 0; p < W; p++) {
+    const char* slot = p == me ? cpclSendSlot(pl, me) : cpclRecvSlot(pl, p);
+    o[p] = slot;
+    l[p] = (const float*)(slot + lseOff);
+  }
+  const void* newO = pl->pfNew;
+  const float* newL = (const float*)((const char*)pl->pfNew + lseOff);
+  if (W < CPCL_MAX_PARTS) {
+    o[W] = newO;
+    l[W] = newL;
+    return cpclPrefillMerge(pl, st, W + 1, o, l, out, lse);
+  }
+  /* W + 1 partials exceed one merge: the context first, into this rank's own receive slot
+   * (unused: its own part sits in its send slot), then that with the new tokens' */
+  char* mid = cpclRecvSlot(pl, me);
+  CPCLCHECK(cpclPrefillMerge(pl, st, W, o, l, mid, (float*)(mid + lseOff)));
+  const void* o2[2] = {mid, newO};
+  const float* l2[2] = {(const float*)(mid + lseOff), newL};
+  return cpclPrefillMerge(pl, st, 2, o2, l2, out, lse);
+}
+
+cpclResult_t cpclPrefillRun(struct cpclAttnPlan* pl, const cpclStep_t* st, const cpclPrefillSchedule_t* sched) {
+  const cpclPrefillBatch_t* b = st->prefill;
+  cpclPrefillLayout(pl, b);
+  /* every rank sees the same lengths (agreed on), so every rank takes the same path */
+  int context = 0;
+  for (int s = 0; s < b->numSeqs && !context; s++) context = b->contextLens[s] > 0 && b->newLens[s] > 0;
+  if (!context) {
+    const cpclPrefillTarget_t tgt = {st->out, st->lse};
+    return sched->newTokens(pl, st, &tgt);
+  }
+  const int T = pl->pfRows[pl->comm->pcpRank];
+  const cpclPrefillTarget_t tgt = {pl->pfNew, (float*)((char*)pl->pfNew + cpclSliceLseOffset(pl, T))};
+  CPCLCHECK(sched->newTokens(pl, st, &tgt));
+  return contextPart(pl, st, st->out, st->lse);
+}
