@@ -474,7 +474,7 @@ def test_prefill_against_reference():
             q, kn, vn, qs = c.inputs(RANK)
             comm = comm_for(dcp, 2)
             plan = cpcl.AttnPlan(comm, c.H, c.Hkv, c.Dqk, c.Dvo, c.page, c.scale, dtype, dtype, latent_kv=latent,
-                                 max_tokens=max(q.shape[0], 1))
+                                 max_tokens=sum(c.new))  # the same on every rank
             kc, vc, bt = c.cache(RANK, with_new=False)
             out, lse = plan.prefill(q, kn, vn, kc, vc, np.array(c.ctx, np.int32), np.array(c.new, np.int32), bt, qs)
             ref_out, ref_lse = c.reference(RANK)
@@ -486,6 +486,12 @@ def test_prefill_against_reference():
             assert np.array_equal(kc, kz), "prefill did not store the new K where this rank owns them"
             if vc is not None:
                 assert np.array_equal(vc, vz)
+            # a rank without query_start: it raises, naming it, and so does every other rank
+            args = (q, kn, vn, kc, vc, np.array(c.ctx, np.int32), np.array(c.new, np.int32), bt)
+            if RANK == W - 1:
+                expect_error(lambda: plan.prefill(*args, None), cpcl.Result.INVALID_ARGUMENT, "query_start")
+            elif W > 1:
+                expect_error(lambda: plan.prefill(*args, qs), cpcl.Result.INVALID_USAGE, f"rank {W - 1}")
             plan.destroy()
 
 

@@ -19,7 +19,7 @@ import torch.distributed as dist
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cpcl  # noqa: E402
 import cpcl.vllm  # noqa: E402
-from refattn import Case, Runner, Skip, assert_close, tol  # noqa: E402
+from refattn import Case, PrefillCase, Runner, Skip, assert_close, tol  # noqa: E402
 
 RANK = int(os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", 0)))
 W = int(os.environ.get("WORLD_SIZE", os.environ.get("OMPI_COMM_WORLD_SIZE", 1)))
@@ -111,6 +111,27 @@ def test_ops_match_reference():
         assert torch.equal(k2.cpu(), tt(kz).cpu()), "torch kv_store k"
         plan.destroy()
     assert hasattr(torch.ops.cpcl, "decode") and hasattr(torch.ops.cpcl, "kv_store_slots")
+
+
+@run.test
+def test_prefill_op():
+    if not cpcl._lib.has("cpclAttnPrefill"):
+        raise Skip("this libcpcl has no cpclAttnPrefill")
+    if CUDA:
+        raise Skip("cpclAttnPrefill is host memory only for now")
+    c = PrefillCase(W, W, 1, [5, 0], [9, 4], H=2, Hkv=1, Dqk=32, Dvo=32, page=4, dtype="bfloat16", seed=12)
+    q, kn, vn, qs = c.inputs(RANK)
+    kc, vc, bt = c.cache(RANK, with_new=False)
+    plan = cpcl.AttnPlan(comm_for(1), c.H, c.Hkv, c.Dqk, c.Dvo, c.page, c.scale, "bfloat16", "bfloat16",
+                         max_tokens=sum(c.new))
+    kc_t, vc_t = tt(kc), tt(vc)
+    out, lse = plan.prefill(tt(q), tt(kn), tt(vn), kc_t, vc_t, torch.tensor(c.ctx, dtype=torch.int32),
+                            torch.tensor(c.new, dtype=torch.int32), tt(bt), tt(qs))
+    ref_out, ref_lse = c.reference(RANK)
+    assert_close(f64(out), ref_out, tol("bfloat16"), "torch prefill out")
+    kz, _, _ = c.cache(RANK, with_new=True)
+    assert torch.equal(kc_t.cpu(), tt(kz).cpu()), "torch prefill store"
+    plan.destroy()
 
 
 @run.test
