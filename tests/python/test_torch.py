@@ -74,8 +74,9 @@ def f64(t):
 
 
 def plan_for(c, **kw):
+    kw.setdefault("max_tokens", max(c.T, 1))
     return cpcl.AttnPlan(comm_for(c.I), c.H, c.Hkv, c.Dqk, c.Dvo, c.page, c.scale, c.dtype, c.dtype, latent_kv=c.latent,
-                         max_tokens=max(c.T, 1), **kw)
+                         **kw)
 
 
 def inputs(c):
