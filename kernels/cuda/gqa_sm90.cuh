@@ -98,6 +98,12 @@ __device__ __forceinline__ void bulkG2S(uint32_t dst, const void* src, uint32_t 
                : "memory");
 }
 
+/* 16 bytes global -> shared, or 16 zero bytes (nothing read) when !valid */
+__device__ __forceinline__ void cpAsync16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
+}
+
 template <typename T>
 struct Mma;
 template <>
@@ -215,7 +221,7 @@ __global__ void __launch_bounds__(kThreads, 1) gqaDecodeKernel(const GqaParams p
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (tid == 0) {
     for (int i = 0; i < stages; i++) {
-      mbarInit(barBase + 8 * i, 1);
+      mbarInit(barBase + 8 * i, p.bulkCopy ? 1 : 32);
       mbarInit(barBase + 128 + 8 * i, kConsumerWarps);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -233,38 +239,58 @@ __global__ void __launch_bounds__(kThreads, 1) gqaDecodeKernel(const GqaParams p
     const T* vc = static_cast<const T*>(p.vCache);
     const int32_t* bt = p.blockTable + (int64_t)rw.s * p.maxPagesPerSeq;
     const int ps = p.pageSize, hkv = p.numKvHeads;
+    constexpr int kChunks = D / 8, kRowsPer = 32 / kChunks, kIters = kTile / kRowsPer;
+    const int chunk16 = lane % kChunks, r0 = lane / kChunks;
     for (int it = 0; it < nTiles; it++) {
       const int st = it % stages;
       const uint32_t full = barBase + 8 * st, empty = barBase + 128 + 8 * st;
       const int64_t k0 = kBeg + (int64_t)it * kTile;
-      int64_t off[2];
-      bool valid[2];
+      int64_t off[2]; /* element offset of the K/V row of keys k0 + lane + 32 i, or -1 past kEnd */
 #pragma unroll
       for (int i = 0; i < 2; i++) {
         const int64_t key = k0 + lane + 32 * i;
-        valid[i] = key < kEnd;
-        off[i] = valid[i] ? (((int64_t)bt[key / ps] * ps + key % ps) * hkv + kh) * D : 0;
+        const int k32 = (int)key; /* local lengths fit 31 bits (maxPagesPerSeq * pageSize) */
+        off[i] = key < kEnd ? (((int64_t)bt[k32 / ps] * ps + k32 % ps) * hkv + kh) * D : -1;
       }
       if (it >= stages) mbarWait(empty, ((it / stages) - 1) & 1);
       const uint32_t sK = sBase + st * kStageB, sV = sK + kTile * kRowB;
+      if (p.bulkCopy) {
+        /* one bulk copy per row: issue-bound at ~5 GB/s a CTA on the H200 (run 1), kept to measure */
 #pragma unroll
-      for (int i = 0; i < 2; i++)
-        if (!valid[i]) {
-          uint4* z = reinterpret_cast<uint4*>(smem + st * kStageB + kTile * kRowB + (lane + 32 * i) * kRowB);
+        for (int i = 0; i < 2; i++)
+          if (off[i] < 0) {
+            uint4* z = reinterpret_cast<uint4*>(smem + st * kStageB + kTile * kRowB + (lane + 32 * i) * kRowB);
 #pragma unroll
-          for (int c = 0; c < D / 8; c++) z[c] = make_uint4(0u, 0u, 0u, 0u);
+            for (int c = 0; c < D / 8; c++) z[c] = make_uint4(0u, 0u, 0u, 0u);
+          }
+        const int nValid =
+            __popc(__ballot_sync(0xffffffffu, off[0] >= 0)) + __popc(__ballot_sync(0xffffffffu, off[1] >= 0));
+        __syncwarp();
+        if (lane == 0) mbarArriveExpectTx(full, (uint32_t)nValid * 2u * (uint32_t)(D * 2));
+        __syncwarp();
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+          if (off[i] >= 0) {
+            const uint32_t r = (uint32_t)(lane + 32 * i) * kRowB;
+            bulkG2S(sK + r, kc + off[i], D * 2, full);
+            bulkG2S(sV + r, vc + off[i], D * 2, full);
+          }
+      } else {
+        /* 16-byte cp.async, consecutive lanes on consecutive chunks of a row; rows past kEnd are
+         * zero-filled (nothing read), so P = 0 never meets stale bytes. Each lane's arrive on
+         * full[st] fires once its copies have landed. */
+#pragma unroll
+        for (int r = 0; r < kIters; r++) {
+          const int row = r * kRowsPer + r0;
+          const int64_t o = __shfl_sync(0xffffffffu, r * kRowsPer >= 32 ? off[1] : off[0], row & 31);
+          const bool v = o >= 0;
+          const int64_t src = v ? o + chunk16 * 8 : 0;
+          const uint32_t dst = row * kRowB + chunk16 * 16;
+          cpAsync16(sK + dst, kc + src, v);
+          cpAsync16(sV + dst, vc + src, v);
         }
-      const int nValid = __popc(__ballot_sync(0xffffffffu, valid[0])) + __popc(__ballot_sync(0xffffffffu, valid[1]));
-      __syncwarp();
-      if (lane == 0) mbarArriveExpectTx(full, (uint32_t)nValid * 2u * (uint32_t)(D * 2));
-      __syncwarp();
-#pragma unroll
-      for (int i = 0; i < 2; i++)
-        if (valid[i]) {
-          const uint32_t r = (uint32_t)(lane + 32 * i) * kRowB;
-          bulkG2S(sK + r, kc + off[i], D * 2, full);
-          bulkG2S(sV + r, vc + off[i], D * 2, full);
-        }
+        asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(full) : "memory");
+      }
     }
   } else {
     /* ---- consumers ---- */

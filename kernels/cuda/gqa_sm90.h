@@ -35,6 +35,7 @@ typedef struct {
   int clusterSplits; /* CL: most splits of a row, the cluster size, 1..16 */
   int chunkMin;      /* fewest keys a split is cut to before CL caps the count; a multiple of 64 */
   int stages;        /* shared-memory stages of 64 keys, 2..16 */
+  int bulkCopy;      /* 1: the producer issues one cp.async.bulk per K/V row (slower, see the notes); 0: cp.async */
 } GqaParams;
 
 /* 0 or a cudaError_t; -1: shape not covered (dtype, headDim, group, splits) */

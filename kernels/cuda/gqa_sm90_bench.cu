@@ -81,6 +81,7 @@ struct Case {
   const char* name;
   int dtype, D, H, Hkv, ps, CL, chunkMin, stages, cpSize, cpRank, I, lseBase2;
   std::vector<Seq> seqs;
+  int bulk = 0;
 };
 
 /* A batch on the device: q, caches, block table, outputs; host copies for the reference. */
@@ -177,6 +178,7 @@ static GqaParams paramsOf(const Batch& b, const Case& c, int copy) {
   p.clusterSplits = c.CL;
   p.chunkMin = c.chunkMin;
   p.stages = c.stages;
+  p.bulkCopy = c.bulk;
   return p;
 }
 
@@ -314,6 +316,9 @@ static int runChecks() {
       {"fp16 D64 H16/4 pg16 cp2/r1/I4 CL16", 1, 64, 16, 4, 16, 16, 64, 4, 2, 1, 4, 0, {{2000, 2}, {3, 1}, {0, 2}}},
       {"bf16 D128 H64/1 pg16 CL16 cm64 st4", 0, 128, 64, 1, 16, 16, 64, 4, 1, 0, 1, 0, {{8192, 1}, {8191, 2}}},
       {"fp16 D128 H16/1 pg64 CL16 cm256 st3", 1, 128, 16, 1, 64, 16, 256, 3, 1, 0, 1, 0, {{4096, 1}, {64, 1}}},
+      {"bf16 D128 H16/1 pg16 CL16 st4 bulk", 0, 128, 16, 1, 16, 16, 64, 4, 1, 0, 1, 0,
+       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}}, 1},
+      {"bf16 D64 H8/1 pg1 CL16 cm64 st3", 0, 64, 8, 1, 1, 16, 64, 3, 1, 0, 1, 0, {{4000, 1}, {1, 1}, {129, 3}}},
   };
   int fails = 0;
   uint64_t seed = 0x5eed0000ull ^ (uint64_t)time(nullptr);
@@ -352,7 +357,7 @@ static double copyCeiling() {
 }
 
 struct Variant {
-  int CL, chunkMin, stages;
+  int CL, chunkMin, stages, bulk;
 };
 
 static void timeShape(const char* name, int B, int H, int Hkv, int L, double ceiling, const std::vector<Variant>& vs,
@@ -374,6 +379,7 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     c.CL = v.CL;
     c.chunkMin = v.chunkMin;
     c.stages = v.stages;
+    c.bulk = v.bulk;
     GqaParams p0 = paramsOf(b, c, 0);
     int rc = cpclGqaSm90Decode(&p0, st);
     if (rc != 0) {
@@ -411,8 +417,8 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     std::vector<float> s2 = ts;
     std::sort(s2.begin(), s2.end());
     const double tbs = bytes / (us * 1e-6) / 1e12;
-    printf("%-24s CL%2d cm%4d st%d: %8.1f us  %5.2f TB/s  %5.1f%% of copy  (min %.1f max %.1f) clusters/dev %d\n",
-           name, v.CL, v.chunkMin, v.stages, us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(),
+    printf("%-18s CL%2d cm%4d st%d%s: %8.1f us  %5.2f TB/s  %5.1f%% of copy  (min %.1f max %.1f) clusters/dev %d\n",
+           name, v.CL, v.chunkMin, v.stages, v.bulk ? "b" : " ", us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(),
            cpclGqaSm90MaxActiveClusters(&p0));
     if (log)
       fprintf(log, "%s,%d,%d,%d,%d,%d,%d,%.2f,%.3f,%.1f,%.2f,%.2f\n", name, B, H, Hkv, v.CL, v.chunkMin, v.stages, us,
@@ -437,8 +443,9 @@ int main(int argc, char** argv) {
     if (log) fprintf(log, "shape,B,H,Hkv,CL,chunkMin,stages,us,TBps,pct_copy,min_us,max_us\n");
     const double ceiling = copyCeiling();
     printf("copy ceiling %.2f TB/s (1 GiB device-to-device, read + write)\n", ceiling);
-    const std::vector<Variant> vs = {{16, 256, 3}, {16, 256, 4}, {16, 256, 6}, {8, 256, 4},
-                                     {16, 128, 4}, {16, 512, 4}, {16, 1024, 4}, {4, 1024, 4}};
+    const std::vector<Variant> vs = {{16, 256, 3, 0}, {8, 256, 3, 0}, {16, 128, 3, 0}, {16, 512, 3, 0},
+                                     {8, 512, 3, 0},  {4, 1024, 3, 0}, {16, 256, 2, 0}, {16, 256, 4, 0},
+                                     {16, 256, 3, 1}};
     timeShape("B64 H16/1 L8k", 64, 16, 1, 8192, ceiling, vs, log);
     timeShape("B16 H16/1 L32k", 16, 16, 1, 32768, ceiling, vs, log);
     timeShape("B128 H64/8 L4k", 128, 64, 8, 4096, ceiling, vs, log);
