@@ -33,6 +33,7 @@
 #define CPCL_CUDA_GQA_SM90_CUH_
 
 #include <cooperative_groups.h>
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -50,28 +51,44 @@ namespace cg = cooperative_groups;
 constexpr int kTile = 64, kConsumerWarps = 4, kThreads = 32 * (kConsumerWarps + 1), kMaxCluster = 16;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
-template <int D>
+/* A stage holds kTile K rows, then kTile V rows.
+ *   cp.async / per-row bulk: rows of D * 2 + 16 bytes (the pad makes ldmatrix conflict-free).
+ *   TMA tensor boxes: D / 64 column halves of [kTile rows][128 bytes], 128-byte swizzled (chunk
+ *     c of row r at r * 128 + ((c ^ (r % 8)) * 16)), each half 1024-byte aligned. */
+template <int D, bool kTma>
 struct Layout {
-  static constexpr int kRowB = D * 2 + 16;          /* padded K/V row in shared memory */
-  static constexpr int kStageB = 2 * kTile * kRowB; /* K rows, then V rows */
-  static constexpr int kOStride = D + 4;            /* fp32 rows of the key-group merge */
+  static constexpr int kRowB = kTma ? 128 : D * 2 + 16;
+  static constexpr int kHalfB = kTile * 128;
+  static constexpr int kVOff = kTma ? (D / 64) * kHalfB : kTile * kRowB;
+  static constexpr int kStageB = 2 * kVOff;
+  static constexpr int kOStride = D + 4; /* fp32 rows of the key-group merge */
+  /* shared-memory address of 16-byte chunk `chunk` (0 .. D / 8 - 1) of row r */
+  static __device__ __forceinline__ uint32_t addr(uint32_t base, int r, int chunk) {
+    if (kTma) return base + (chunk >> 3) * kHalfB + r * 128 + (((chunk & 7) ^ (r & 7)) << 4);
+    return base + r * kRowB + chunk * 16;
+  }
 };
 /* the tail (merge scratch) reuses the stages: key-group states, then the CTA's partial */
 template <int D, int HB>
 struct Tail {
   static constexpr int HC = 16 * HB;
-  static constexpr size_t kMW = 0;                                          /* [4 warps][16] */
-  static constexpr size_t kLW = kMW + 4 * 16 * 4;                           /* [4 warps][16] */
-  static constexpr size_t kOW = kLW + 4 * 16 * 4;                           /* [4][16][D + 4] */
-  static constexpr size_t kPO = kOW + (size_t)4 * 16 * Layout<D>::kOStride * 4; /* [HC][D] */
-  static constexpr size_t kPL = kPO + (size_t)HC * D * 4;                   /* [HC] */
+  static constexpr size_t kMW = 0;                                         /* [4 warps][16] */
+  static constexpr size_t kLW = kMW + 4 * 16 * 4;                          /* [4 warps][16] */
+  static constexpr size_t kOW = kLW + 4 * 16 * 4;                          /* [4][16][D + 4] */
+  static constexpr size_t kPO = kOW + (size_t)4 * 16 * (D + 4) * 4;        /* [HC][D] */
+  static constexpr size_t kPL = kPO + (size_t)HC * D * 4;                  /* [HC] */
   static constexpr size_t kEnd = kPL + HC * 4;
 };
-template <int D, int HB>
+constexpr int kBarBytes = 16 * 2 * 8; /* full[16], empty[16] */
+template <int D, int HB, bool kTma>
+__host__ __device__ constexpr size_t bodyBytes(int stages) {
+  return (size_t)stages * Layout<D, kTma>::kStageB > Tail<D, HB>::kEnd ? (size_t)stages * Layout<D, kTma>::kStageB
+                                                                       : Tail<D, HB>::kEnd;
+}
+/* + 1024: the body starts at the first 1024-byte boundary (the swizzle atoms) */
+template <int D, int HB, bool kTma>
 __host__ __device__ constexpr size_t smemBytes(int stages) {
-  return ((size_t)stages * Layout<D>::kStageB > Tail<D, HB>::kEnd ? (size_t)stages * Layout<D>::kStageB
-                                                                  : Tail<D, HB>::kEnd) +
-         16 * 2 * 8 /* barriers, up to 16 stages */;
+  return 1024 + bodyBytes<D, HB, kTma>(stages) + kBarBytes;
 }
 
 /* ---- PTX wrappers ---- */
@@ -96,6 +113,17 @@ __device__ __forceinline__ void bulkG2S(uint32_t dst, const void* src, uint32_t 
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
                "l"(src), "r"(bytes), "r"(bar)
                : "memory");
+}
+
+__device__ __forceinline__ void tmaLoad3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+      "[%5];\n" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void namedBarrier(int id, int n) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
 }
 
 /* 16 bytes global -> shared, or 16 zero bytes (nothing read) when !valid */
@@ -192,18 +220,24 @@ __host__ __device__ __forceinline__ void splitOf(int64_t L, int CL, int chunkMin
   *ns = (int)((L + c - 1) / c);
 }
 
-template <typename T, int D, int HB>
-__global__ void __launch_bounds__(kThreads, 1) gqaDecodeKernel(const GqaParams p) {
-  using Lay = Layout<D>;
+/* kMode: 0 cp.async rows, 1 one bulk copy per row, 2 TMA tensor boxes (kMap / vMap) */
+template <typename T, int D, int HB, int kMode>
+__global__ void __launch_bounds__(kThreads, 2)
+    gqaDecodeKernel(const __grid_constant__ CUtensorMap kMap, const __grid_constant__ CUtensorMap vMap,
+                    const GqaParams p) {
+  constexpr bool kTma = kMode == 2;
+  using Lay = Layout<D, kTma>;
   using Tl = Tail<D, HB>;
-  constexpr int kRowB = Lay::kRowB, kStageB = Lay::kStageB, KS = D / 16, NT = D / 8, HC = 16 * HB;
+  constexpr int kStageB = Lay::kStageB, kVOff = Lay::kVOff, KS = D / 16, NT = D / 8, HC = 16 * HB;
   constexpr int NKG = kConsumerWarps / HB; /* key groups per head block */
   constexpr int KPW = kTile / NKG;         /* keys per warp per tile */
   constexpr int N = KPW / 8;               /* n-tiles of 8 keys per warp */
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smemRaw[];
   const int stages = p.stages;
-  const uint32_t sBase = smemAddr(smem);
-  const uint32_t barBase = sBase + (uint32_t)(smemBytes<D, HB>(stages) - 16 * 2 * 8);
+  const uint32_t rawAddr = smemAddr(smemRaw);
+  const uint32_t sBase = (rawAddr + 1023u) & ~1023u;
+  unsigned char* smem = smemRaw + (sBase - rawAddr);
+  const uint32_t barBase = sBase + (uint32_t)bodyBytes<D, HB, kTma>(stages);
   /* full[i] at barBase + 8 i, empty[i] at barBase + 128 + 8 i */
 
   const int CL = gridDim.x, split = blockIdx.x, t = blockIdx.z;
@@ -221,7 +255,7 @@ __global__ void __launch_bounds__(kThreads, 1) gqaDecodeKernel(const GqaParams p
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (tid == 0) {
     for (int i = 0; i < stages; i++) {
-      mbarInit(barBase + 8 * i, p.bulkCopy ? 1 : 32);
+      mbarInit(barBase + 8 * i, kMode == 0 ? 32 : 1);
       mbarInit(barBase + 128 + 8 * i, kConsumerWarps);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -239,57 +273,101 @@ __global__ void __launch_bounds__(kThreads, 1) gqaDecodeKernel(const GqaParams p
     const T* vc = static_cast<const T*>(p.vCache);
     const int32_t* bt = p.blockTable + (int64_t)rw.s * p.maxPagesPerSeq;
     const int ps = p.pageSize, hkv = p.numKvHeads;
-    constexpr int kChunks = D / 8, kRowsPer = 32 / kChunks, kIters = kTile / kRowsPer;
-    const int chunk16 = lane % kChunks, r0 = lane / kChunks;
-    for (int it = 0; it < nTiles; it++) {
-      const int st = it % stages;
-      const uint32_t full = barBase + 8 * st, empty = barBase + 128 + 8 * st;
-      const int64_t k0 = kBeg + (int64_t)it * kTile;
-      int64_t off[2]; /* element offset of the K/V row of keys k0 + lane + 32 i, or -1 past kEnd */
-#pragma unroll
-      for (int i = 0; i < 2; i++) {
-        const int64_t key = k0 + lane + 32 * i;
-        const int k32 = (int)key; /* local lengths fit 31 bits (maxPagesPerSeq * pageSize) */
-        off[i] = key < kEnd ? (((int64_t)bt[k32 / ps] * ps + k32 % ps) * hkv + kh) * D : -1;
-      }
-      if (it >= stages) mbarWait(empty, ((it / stages) - 1) & 1);
-      const uint32_t sK = sBase + st * kStageB, sV = sK + kTile * kRowB;
-      if (p.bulkCopy) {
-        /* one bulk copy per row: issue-bound at ~5 GB/s a CTA on the H200 (run 1), kept to measure */
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-          if (off[i] < 0) {
-            uint4* z = reinterpret_cast<uint4*>(smem + st * kStageB + kTile * kRowB + (lane + 32 * i) * kRowB);
-#pragma unroll
-            for (int c = 0; c < D / 8; c++) z[c] = make_uint4(0u, 0u, 0u, 0u);
-          }
-        const int nValid =
-            __popc(__ballot_sync(0xffffffffu, off[0] >= 0)) + __popc(__ballot_sync(0xffffffffu, off[1] >= 0));
+    if (kMode == 2) {
+      /* boxes of bk = min(ps, 64) keys x 64 dims: lane j < 64 / bk owns box j of each tile (its
+       * page looked up one tile ahead), D / 64 halves each of K and V */
+      const int bk = ps < kTile ? ps : kTile, nBox = kTile / bk;
+      auto pageOf = [&](int it) -> int {
+        const int key = (int)(kBeg + (int64_t)it * kTile) + lane * bk;
+        return (it < nTiles && lane < nBox && key < kEnd) ? bt[key / ps] : -1;
+      };
+      int pgNext = pageOf(0);
+      for (int it = 0; it < nTiles; it++) {
+        const int st = it % stages;
+        const uint32_t full = barBase + 8 * st, empty = barBase + 128 + 8 * st;
+        const int key = (int)(kBeg + (int64_t)it * kTile) + lane * bk;
+        const int pg = pgNext;
+        pgNext = pageOf(it + 1);
+        const bool valid = pg >= 0;
+        const int nValid = __popc(__ballot_sync(0xffffffffu, valid));
+        if (it >= stages) mbarWait(empty, ((it / stages) - 1) & 1);
+        if (lane == 0) mbarArriveExpectTx(full, (uint32_t)nValid * (uint32_t)(bk * 128 * (D / 64) * 2));
         __syncwarp();
-        if (lane == 0) mbarArriveExpectTx(full, (uint32_t)nValid * 2u * (uint32_t)(D * 2));
-        __syncwarp();
+        if (valid) {
+          const int slot = pg * ps + key % ps;
+          const uint32_t sK = sBase + st * kStageB + lane * bk * 128;
 #pragma unroll
-        for (int i = 0; i < 2; i++)
-          if (off[i] >= 0) {
-            const uint32_t r = (uint32_t)(lane + 32 * i) * kRowB;
-            bulkG2S(sK + r, kc + off[i], D * 2, full);
-            bulkG2S(sV + r, vc + off[i], D * 2, full);
+          for (int h = 0; h < D / 64; h++) {
+            tmaLoad3d(sK + h * Lay::kHalfB, &kMap, h * 64, kh, slot, full);
+            tmaLoad3d(sK + kVOff + h * Lay::kHalfB, &vMap, h * 64, kh, slot, full);
           }
-      } else {
-        /* 16-byte cp.async, consecutive lanes on consecutive chunks of a row; rows past kEnd are
-         * zero-filled (nothing read), so P = 0 never meets stale bytes. Each lane's arrive on
-         * full[st] fires once its copies have landed. */
-#pragma unroll
-        for (int r = 0; r < kIters; r++) {
-          const int row = r * kRowsPer + r0;
-          const int64_t o = __shfl_sync(0xffffffffu, r * kRowsPer >= 32 ? off[1] : off[0], row & 31);
-          const bool v = o >= 0;
-          const int64_t src = v ? o + chunk16 * 8 : 0;
-          const uint32_t dst = row * kRowB + chunk16 * 16;
-          cpAsync16(sK + dst, kc + src, v);
-          cpAsync16(sV + dst, vc + src, v);
         }
-        asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(full) : "memory");
+      }
+    } else {
+      constexpr int kChunks = D / 8, kRowsPer = 32 / kChunks, kIters = kTile / kRowsPer;
+      const int chunk16 = lane % kChunks, r0 = lane / kChunks;
+      /* element offset of the K/V row of keys k0 + lane + 32 i, or -1 past kEnd; the page ids
+       * are loaded one tile ahead, so the block-table latency hides behind the copies */
+      auto pagesOf = [&](int it, int (&pg)[2]) {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          const int key = (int)(kBeg + (int64_t)it * kTile) + lane + 32 * i;
+          pg[i] = (it < nTiles && key < kEnd) ? bt[key / ps] : -1;
+        }
+      };
+      int pgNext[2];
+      pagesOf(0, pgNext);
+      for (int it = 0; it < nTiles; it++) {
+        const int st = it % stages;
+        const uint32_t full = barBase + 8 * st, empty = barBase + 128 + 8 * st;
+        const int k0 = (int)(kBeg + (int64_t)it * kTile);
+        const int pg[2] = {pgNext[0], pgNext[1]};
+        pagesOf(it + 1, pgNext);
+        int64_t off[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          const int key = k0 + lane + 32 * i;
+          off[i] = pg[i] >= 0 ? (((int64_t)pg[i] * ps + key % ps) * hkv + kh) * D : -1;
+        }
+        if (it >= stages) mbarWait(empty, ((it / stages) - 1) & 1);
+        const uint32_t sK = sBase + st * kStageB, sV = sK + kVOff;
+        if (kMode == 1) {
+          /* one bulk copy per row: issue-bound at ~5 GB/s a CTA on the H200 (run 1), kept to measure */
+#pragma unroll
+          for (int i = 0; i < 2; i++)
+            if (off[i] < 0) {
+              uint4* z = reinterpret_cast<uint4*>(smem + st * kStageB + kVOff + (lane + 32 * i) * Lay::kRowB);
+#pragma unroll
+              for (int c = 0; c < D / 8; c++) z[c] = make_uint4(0u, 0u, 0u, 0u);
+            }
+          const int nValid =
+              __popc(__ballot_sync(0xffffffffu, off[0] >= 0)) + __popc(__ballot_sync(0xffffffffu, off[1] >= 0));
+          __syncwarp();
+          if (lane == 0) mbarArriveExpectTx(full, (uint32_t)nValid * 2u * (uint32_t)(D * 2));
+          __syncwarp();
+#pragma unroll
+          for (int i = 0; i < 2; i++)
+            if (off[i] >= 0) {
+              const uint32_t r = (uint32_t)(lane + 32 * i) * Lay::kRowB;
+              bulkG2S(sK + r, kc + off[i], D * 2, full);
+              bulkG2S(sV + r, vc + off[i], D * 2, full);
+            }
+        } else {
+          /* 16-byte cp.async, consecutive lanes on consecutive chunks of a row; rows past kEnd are
+           * zero-filled (nothing read), so P = 0 never meets stale bytes. Each lane's arrive on
+           * full[st] fires once its copies have landed. */
+#pragma unroll
+          for (int r = 0; r < kIters; r++) {
+            const int row = r * kRowsPer + r0;
+            const int64_t o = __shfl_sync(0xffffffffu, r * kRowsPer >= 32 ? off[1] : off[0], row & 31);
+            const bool v = o >= 0;
+            const int64_t src = v ? o + chunk16 * 8 : 0;
+            const uint32_t dst = row * Lay::kRowB + chunk16 * 16;
+            cpAsync16(sK + dst, kc + src, v);
+            cpAsync16(sV + dst, vc + src, v);
+          }
+          asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(full) : "memory");
+        }
       }
     }
   } else {
@@ -313,7 +391,19 @@ __global__ void __launch_bounds__(kThreads, 1) gqaDecodeKernel(const GqaParams p
     for (int it = 0; it < nTiles; it++) {
       const int st = it % stages;
       mbarWait(barBase + 8 * st, (it / stages) & 1);
-      const uint32_t sK = sBase + st * kStageB, sV = sK + kTile * kRowB;
+      const uint32_t sK = sBase + st * kStageB, sV = sK + kVOff;
+      const int64_t tile0 = kBeg + (int64_t)it * kTile;
+      if (kTma && kEnd - tile0 < kTile) {
+        /* TMA copies whole boxes (and none past the last page): zero the V rows past kEnd, so
+         * P = 0 never meets stale or NaN bytes; the async proxy rewrites them later */
+        const int v0 = (int)(kEnd - tile0);
+        for (int u = tid; u < (kTile - v0) * (D / 8); u += kConsumerWarps * 32) {
+          const int r = v0 + u / (D / 8), ch = u % (D / 8);
+          *reinterpret_cast<uint4*>(smem + (Lay::addr(sV, r, ch) - sBase)) = make_uint4(0u, 0u, 0u, 0u);
+        }
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        namedBarrier(1, kConsumerWarps * 32);
+      }
       const int kw = kg * KPW;
       float sc[N][4];
 #pragma unroll
@@ -321,17 +411,17 @@ __global__ void __launch_bounds__(kThreads, 1) gqaDecodeKernel(const GqaParams p
       /* S = Q K^T over this warp's KPW keys */
 #pragma unroll
       for (int kb = 0; kb < N / 2; kb++) {
-        const uint32_t kp = sK + (kw + kb * 16 + (j8 >> 1) * 8 + (lane & 7)) * kRowB + (j8 & 1) * 16;
+        const int kr = kw + kb * 16 + (j8 >> 1) * 8 + (lane & 7);
 #pragma unroll
         for (int k = 0; k < KS; k++) {
           uint32_t kf[4];
-          ldsm4(kf, kp + k * 32);
+          ldsm4(kf, Lay::addr(sK, kr, k * 2 + (j8 & 1)));
           Mma<T>::run(sc[2 * kb], qa[k], kf);
           Mma<T>::run(sc[2 * kb + 1], qa[k], kf + 2);
         }
       }
       /* online softmax (base 2), keys past kEnd masked by select */
-      const int64_t tileKey = kBeg + (int64_t)it * kTile + kw;
+      const int64_t tileKey = tile0 + kw;
       float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
       for (int n = 0; n < N; n++)
@@ -374,11 +464,11 @@ __global__ void __launch_bounds__(kThreads, 1) gqaDecodeKernel(const GqaParams p
         pa[1] = Mma<T>::pack(sc[2 * kb][2], sc[2 * kb][3]);
         pa[2] = Mma<T>::pack(sc[2 * kb + 1][0], sc[2 * kb + 1][1]);
         pa[3] = Mma<T>::pack(sc[2 * kb + 1][2], sc[2 * kb + 1][3]);
-        const uint32_t vp = sV + (kw + kb * 16 + (j8 & 1) * 8 + (lane & 7)) * kRowB + (j8 >> 1) * 16;
+        const int vr = kw + kb * 16 + (j8 & 1) * 8 + (lane & 7);
 #pragma unroll
         for (int nb = 0; nb < NT; nb += 2) {
           uint32_t vb[4];
-          ldsm4T(vb, vp + nb * 16);
+          ldsm4T(vb, Lay::addr(sV, vr, nb + (j8 >> 1)));
           Mma<T>::run(o[nb], pa, vb);
           Mma<T>::run(o[nb + 1], pa, vb + 2);
         }
@@ -424,7 +514,7 @@ __global__ void __launch_bounds__(kThreads, 1) gqaDecodeKernel(const GqaParams p
         }
 #pragma unroll
         for (int n = 0; n < NT; n++)
-          *reinterpret_cast<float2*>(oW + (warp * 16 + gr + r * 8) * Lay::kOStride + n * 8 + cq) =
+          *reinterpret_cast<float2*>(oW + (warp * 16 + gr + r * 8) * (D + 4) + n * 8 + cq) =
               make_float2(o[n][r * 2], o[n][r * 2 + 1]);
       }
     }
@@ -453,7 +543,7 @@ __global__ void __launch_bounds__(kThreads, 1) gqaDecodeKernel(const GqaParams p
       for (int k = 0; k < NKG; k++) {
         const int w = b + HB * k;
         const float sc = mW[w * 16 + rr];
-        if (sc != 0.f) v += sc * oW[(w * 16 + rr) * Lay::kOStride + d];
+        if (sc != 0.f) v += sc * oW[(w * 16 + rr) * (D + 4) + d];
       }
       pO[row * D + d] = v;
     }

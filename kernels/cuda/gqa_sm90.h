@@ -35,11 +35,23 @@ typedef struct {
   int clusterSplits; /* CL: most splits of a row, the cluster size, 1..16 */
   int chunkMin;      /* fewest keys a split is cut to before CL caps the count; a multiple of 64 */
   int stages;        /* shared-memory stages of 64 keys, 2..16 */
-  int bulkCopy;      /* 1: the producer issues one cp.async.bulk per K/V row (slower, see the notes); 0: cp.async */
+  int copyMode;      /* how the producer warp fills a stage: 0 16-byte cp.async (any page size),
+                      * 1 one cp.async.bulk per K/V row (issue-bound, kept to measure),
+                      * 2 TMA tensor boxes (needs maps; pageSize % 8 == 0 and 64 % pageSize == 0
+                      *   or pageSize % 64 == 0) */
 } GqaParams;
 
-/* 0 or a cudaError_t; -1: shape not covered (dtype, headDim, group, splits) */
-int cpclGqaSm90Decode(const GqaParams* p, void* stream);
+/* The TMA tensor maps of the K and V caches (copyMode 2): 128-byte CUtensorMap objects, made
+ * once per cache (pointer, numPages, pageSize, Hkv, headDim, dtype), passed by value to the kernel. */
+typedef struct {
+  uint64_t words[2][16];
+} GqaKvMaps;
+/* 0 or a cudaError_t; -1: not covered (page size) */
+int cpclGqaSm90KvMaps(GqaKvMaps* maps, const GqaParams* p, int64_t numPages);
+
+/* 0 or a cudaError_t; -1: shape not covered (dtype, headDim, group, splits). maps: NULL unless
+ * copyMode == 2. */
+int cpclGqaSm90Decode(const GqaParams* p, const GqaKvMaps* maps, void* stream);
 /* bytes of dynamic shared memory one CTA takes (0 when not covered) */
 size_t cpclGqaSm90SmemBytes(const GqaParams* p);
 /* clusters of this launch the device holds at once (cudaOccupancyMaxActiveClusters); < 0: error */

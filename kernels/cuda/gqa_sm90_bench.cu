@@ -81,7 +81,7 @@ struct Case {
   const char* name;
   int dtype, D, H, Hkv, ps, CL, chunkMin, stages, cpSize, cpRank, I, lseBase2;
   std::vector<Seq> seqs;
-  int bulk = 0;
+  int mode = 0; /* copyMode */
 };
 
 /* A batch on the device: q, caches, block table, outputs; host copies for the reference. */
@@ -92,6 +92,7 @@ struct Batch {
   uint16_t *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
   float* lse = nullptr;
   int32_t *dqs = nullptr, *dlens = nullptr, *dbt = nullptr;
+  GqaKvMaps maps;
   void release() {
     cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(out), cudaFree(lse), cudaFree(dqs), cudaFree(dlens), cudaFree(dbt);
   }
@@ -178,16 +179,26 @@ static GqaParams paramsOf(const Batch& b, const Case& c, int copy) {
   p.clusterSplits = c.CL;
   p.chunkMin = c.chunkMin;
   p.stages = c.stages;
-  p.bulkCopy = c.bulk;
+  p.copyMode = c.mode;
   return p;
+}
+
+/* the launch, with the TMA maps made for this batch's caches when the mode needs them */
+static int decode(const Batch& b, const Case& c, int copy, cudaStream_t st) {
+  GqaParams p = paramsOf(b, c, copy);
+  if (c.mode == 2) {
+    GqaKvMaps* m = const_cast<GqaKvMaps*>(&b.maps);
+    int rc = cpclGqaSm90KvMaps(m, &p, (int64_t)b.copies * b.pagesPerCopy);
+    if (rc != 0) return rc;
+  }
+  return cpclGqaSm90Decode(&p, c.mode == 2 ? &b.maps : nullptr, st);
 }
 
 static int runOnce(const Batch& b, const Case& c, std::vector<uint16_t>& out, std::vector<float>& lse) {
   const size_t qElems = (size_t)b.numTokens * c.H * c.D;
   CK(cudaMemset(b.out, 0xFF, qElems * 2)); /* NaN in bf16 and fp16 */
   CK(cudaMemset(b.lse, 0xFF, (size_t)b.numTokens * c.H * 4));
-  GqaParams p = paramsOf(b, c, 0);
-  int rc = cpclGqaSm90Decode(&p, 0);
+  int rc = decode(b, c, 0, 0);
   if (rc != 0) {
     printf("  launch returned %d (%s)\n", rc, rc > 0 ? cudaGetErrorString((cudaError_t)rc) : "not covered");
     return rc;
@@ -288,6 +299,7 @@ static bool check(const Case& c, uint64_t seed) {
     CK(cudaMalloc(&b1.v, kvElems * 2));
     CK(cudaMemcpy(b1.k, b.k, kvElems * 2, cudaMemcpyDeviceToDevice));
     CK(cudaMemcpy(b1.v, b.v, kvElems * 2, cudaMemcpyDeviceToDevice));
+    b1.pagesPerCopy = b.pagesPerCopy; /* the TMA maps span the batch's pool */
     std::vector<int> bt1(b1.maxPages, -1);
     for (int i = 0; i < std::min(b1.maxPages, b.maxPages); i++) bt1[i] = b.bt[(size_t)sq * b.maxPages + i];
     CK(cudaMemcpy(b1.dbt, bt1.data(), bt1.size() * 4, cudaMemcpyHostToDevice));
@@ -319,11 +331,28 @@ static int runChecks() {
       {"bf16 D128 H16/1 pg16 CL16 st4 bulk", 0, 128, 16, 1, 16, 16, 64, 4, 1, 0, 1, 0,
        {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}}, 1},
       {"bf16 D64 H8/1 pg1 CL16 cm64 st3", 0, 64, 8, 1, 1, 16, 64, 3, 1, 0, 1, 0, {{4000, 1}, {1, 1}, {129, 3}}},
+      /* TMA tensor boxes */
+      {"TMA bf16 D128 H16/1 pg16 CL16 st3", 0, 128, 16, 1, 16, 16, 64, 3, 1, 0, 1, 0,
+       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}}, 2},
+      {"TMA bf16 D128 H64/2 pg8 CL8 cm128", 0, 128, 64, 2, 8, 8, 128, 3, 1, 0, 1, 0, {{777, 2}, {64, 1}, {3000, 1}}, 2},
+      {"TMA fp16 D128 H24/1 pg64 CL16 st2", 1, 128, 24, 1, 64, 16, 64, 2, 1, 0, 1, 0, {{2049, 1}, {5, 4}}, 2},
+      {"TMA bf16 D64 H128/1 pg16 CL4 st6", 0, 64, 128, 1, 16, 4, 256, 6, 1, 0, 1, 0, {{1500, 1}, {333, 2}}, 2},
+      {"TMA bf16 D128 H32/8 pg32 CL1 base2", 0, 128, 32, 8, 32, 1, 64, 3, 1, 0, 1, 1, {{900, 1}, {65, 1}}, 2},
+      {"TMA fp16 D64 H16/4 pg16 cp2/r1/I4", 1, 64, 16, 4, 16, 16, 64, 4, 2, 1, 4, 0, {{2000, 2}, {3, 1}, {0, 2}}, 2},
+      {"TMA bf16 D128 H64/1 pg16 CL16 st4", 0, 128, 64, 1, 16, 16, 64, 4, 1, 0, 1, 0, {{8192, 1}, {8191, 2}}, 2},
+      {"TMA bf16 D128 H16/1 pg128 CL16 st3", 0, 128, 16, 1, 128, 16, 64, 3, 1, 0, 1, 0, {{4000, 1}, {200, 2}}, 2},
   };
   int fails = 0;
   uint64_t seed = 0x5eed0000ull ^ (uint64_t)time(nullptr);
-  for (size_t i = 0; i < cs.size(); i++) fails += !check(cs[i], seed + 17 * i);
-  printf("checks: %d of %zu failed\n", fails, cs.size());
+  const char* modes = getenv("GQA_MODES"); /* e.g. "0,1": the copy modes to run; all by default */
+  size_t ran = 0;
+  for (size_t i = 0; i < cs.size(); i++) {
+    if (modes && *modes && !strchr(modes, '0' + cs[i].mode)) continue;
+    ran++;
+    fails += !check(cs[i], seed + 17 * i);
+    fflush(stdout);
+  }
+  printf("checks: %d of %zu failed\n", fails, ran);
   return fails;
 }
 
@@ -357,7 +386,7 @@ static double copyCeiling() {
 }
 
 struct Variant {
-  int CL, chunkMin, stages, bulk;
+  int CL, chunkMin, stages, mode;
 };
 
 static void timeShape(const char* name, int B, int H, int Hkv, int L, double ceiling, const std::vector<Variant>& vs,
@@ -375,13 +404,15 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
+  const char* modes = getenv("GQA_MODES");
   for (const Variant& v : vs) {
+    if (modes && *modes && !strchr(modes, '0' + v.mode)) continue;
     c.CL = v.CL;
     c.chunkMin = v.chunkMin;
     c.stages = v.stages;
-    c.bulk = v.bulk;
+    c.mode = v.mode;
     GqaParams p0 = paramsOf(b, c, 0);
-    int rc = cpclGqaSm90Decode(&p0, st);
+    int rc = decode(b, c, 0, st);
     if (rc != 0) {
       printf("%-24s CL%2d cm%4d st%d: launch %d (%s)\n", name, v.CL, v.chunkMin, v.stages, rc,
              rc > 0 ? cudaGetErrorString((cudaError_t)rc) : "not covered");
@@ -393,8 +424,7 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     cudaGraphExec_t ge;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
     for (int i = 0; i < nL; i++) {
-      GqaParams p = paramsOf(b, c, i % copies);
-      if (cpclGqaSm90Decode(&p, st) != 0) {
+      if (decode(b, c, i % copies, st) != 0) {
         fprintf(stderr, "capture launch failed\n");
         exit(1);
       }
@@ -418,7 +448,7 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     std::sort(s2.begin(), s2.end());
     const double tbs = bytes / (us * 1e-6) / 1e12;
     printf("%-18s CL%2d cm%4d st%d%s: %8.1f us  %5.2f TB/s  %5.1f%% of copy  (min %.1f max %.1f) clusters/dev %d\n",
-           name, v.CL, v.chunkMin, v.stages, v.bulk ? "b" : " ", us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(),
+           name, v.CL, v.chunkMin, v.stages, v.mode == 2 ? "T" : v.mode == 1 ? "b" : " ", us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(),
            cpclGqaSm90MaxActiveClusters(&p0));
     if (log)
       fprintf(log, "%s,%d,%d,%d,%d,%d,%d,%.2f,%.3f,%.1f,%.2f,%.2f\n", name, B, H, Hkv, v.CL, v.chunkMin, v.stages, us,
@@ -442,10 +472,11 @@ int main(int argc, char** argv) {
     FILE* log = logPath ? fopen(logPath, "w") : nullptr;
     if (log) fprintf(log, "shape,B,H,Hkv,CL,chunkMin,stages,us,TBps,pct_copy,min_us,max_us\n");
     const double ceiling = copyCeiling();
+    fflush(stdout);
     printf("copy ceiling %.2f TB/s (1 GiB device-to-device, read + write)\n", ceiling);
-    const std::vector<Variant> vs = {{16, 256, 3, 0}, {8, 256, 3, 0}, {16, 128, 3, 0}, {16, 512, 3, 0},
-                                     {8, 512, 3, 0},  {4, 1024, 3, 0}, {16, 256, 2, 0}, {16, 256, 4, 0},
-                                     {16, 256, 3, 1}};
+    const std::vector<Variant> vs = {{16, 256, 3, 0}, {8, 256, 3, 0}, {4, 1024, 3, 0}, {16, 256, 3, 2},
+                                     {8, 256, 3, 2},  {8, 512, 3, 2},  {4, 1024, 3, 2}, {16, 256, 4, 2},
+                                     {16, 128, 2, 2}, {8, 256, 4, 2},  {16, 256, 6, 2}};
     timeShape("B64 H16/1 L8k", 64, 16, 1, 8192, ceiling, vs, log);
     timeShape("B16 H16/1 L32k", 16, 16, 1, 32768, ceiling, vs, log);
     timeShape("B128 H64/8 L4k", 128, 64, 8, 4096, ceiling, vs, log);
