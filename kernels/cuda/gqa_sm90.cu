@@ -58,9 +58,12 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
 template <typename T, int D, int kMode>
 static int launchM(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool occ) {
   switch (headBlockWidth(p->numHeads / p->numKvHeads)) {
-    case 1: return launch<T, D, 1, kMode>(p, m, s, occ);
-    case 2: return launch<T, D, 2, kMode>(p, m, s, occ);
-    default: return launch<T, D, 4, kMode>(p, m, s, occ);
+    case 1:
+      return launch<T, D, 1, kMode>(p, m, s, occ);
+    case 2:
+      return launch<T, D, 2, kMode>(p, m, s, occ);
+    default:
+      return launch<T, D, 4, kMode>(p, m, s, occ);
   }
 }
 template <typename T, int D>
@@ -92,11 +95,13 @@ extern "C" size_t cpclGqaSm90SmemBytes(const GqaParams* p) {
   if (!covered(p)) return 0;
   const int hb = headBlockWidth(p->numHeads / p->numKvHeads);
   const bool tma = p->copyMode == 2;
-#define GQA_SMEM(D_) \
-  (tma ? (hb == 1 ? smemBytes<D_, 1, true>(p->stages) : hb == 2 ? smemBytes<D_, 2, true>(p->stages) \
-                                                               : smemBytes<D_, 4, true>(p->stages)) \
-       : (hb == 1 ? smemBytes<D_, 1, false>(p->stages) : hb == 2 ? smemBytes<D_, 2, false>(p->stages) \
-                                                                : smemBytes<D_, 4, false>(p->stages)))
+#define GQA_SMEM(D_)                                     \
+  (tma ? (hb == 1   ? smemBytes<D_, 1, true>(p->stages)  \
+          : hb == 2 ? smemBytes<D_, 2, true>(p->stages)  \
+                    : smemBytes<D_, 4, true>(p->stages)) \
+       : (hb == 1   ? smemBytes<D_, 1, false>(p->stages) \
+          : hb == 2 ? smemBytes<D_, 2, false>(p->stages) \
+                    : smemBytes<D_, 4, false>(p->stages)))
   return p->headDim == 128 ? GQA_SMEM(128) : GQA_SMEM(64);
 #undef GQA_SMEM
 }
@@ -123,10 +128,11 @@ extern "C" int cpclGqaSm90KvMaps(GqaKvMaps* maps, const GqaParams* p, int64_t nu
     const cuuint64_t strides[2] = {(cuuint64_t)p->headDim * 2, (cuuint64_t)p->numKvHeads * p->headDim * 2};
     const cuuint32_t box[3] = {64, 1, (cuuint32_t)(p->pageSize < kTile ? p->pageSize : kTile)};
     const cuuint32_t estr[3] = {1, 1, 1};
-    CUresult r = encode(reinterpret_cast<CUtensorMap*>(maps->words[i]),
-                        p->dtype == 0 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3,
-                        const_cast<void*>(base[i]), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    CUresult r =
+        encode(reinterpret_cast<CUtensorMap*>(maps->words[i]),
+               p->dtype == 0 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 3,
+               const_cast<void*>(base[i]), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) return (int)cudaErrorInvalidValue;
   }
   return 0;

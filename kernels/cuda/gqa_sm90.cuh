@@ -1,27 +1,32 @@
 /*
  * gqa_sm90.cuh -- GQA paged decode attention for Hopper (sm_90a): a producer warp streams K/V
- * rows with TMA bulk copies (cp.async.bulk, mbarrier complete_tx) into kStages-deep shared
- * memory, four consumer warps run mma.sync m16n8k16 (fp32 accumulate), and the KV splits of one
- * row live in one thread-block cluster whose CTAs merge through distributed shared memory (no
- * global workspace, no atomics, no second kernel).
+ * tiles into kStages-deep shared memory completing on mbarriers, four consumer warps run
+ * mma.sync m16n8k16 (fp32 accumulate), and the KV splits of one row live in one thread-block
+ * cluster whose CTAs merge through distributed shared memory (no global workspace, no atomics,
+ * no second kernel).
  *
  * Shapes: q [rows][H][D], kCache/vCache [pages][pageSize][Hkv][D], out [rows][H][D] (normalised),
- * lse [rows][H] fp32 (natural log; base 2 with lseBase2), T = bf16 or fp16 for q, KV and out.
- * Group G = H / Hkv: head g reads KV head g / G. Row t of sequence s (n rows, from queryStart)
- * sits at global position seqLens[s] - n + j and attends to the local prefix
+ * lse [rows][H] fp32 (natural log; base 2 with lseBase2), T = bf16 or fp16 for q, KV and out,
+ * D = 64 or 128. Group G = H / Hkv: head g reads KV head g / G. Row t of sequence s (n rows, from
+ * queryStart) sits at global position seqLens[s] - n + j and attends to the local prefix
  * [0, localLen(cpRank, pos + 1)) (DESIGN.md §2, kv_layout.h); seqLens[s] == 0 is padding.
  *
  * Grid (CL, headBlocks * Hkv, rows), cluster (CL, 1, 1): cluster = one (row, KV head, head
  * block), CTA rank = split index. A CTA holds HC = 16 HB heads (HB = 1, 2, 4: G <= 16, 32, 64;
- * larger G takes ceil(G / 64) head blocks, each reading the KV once). 160 threads:
- *   warp 4 (producer): per 64-key tile, block-table lookups for its 64 keys (2 a lane), one
- *     bulk copy per K row and per V row (D * 2 bytes, to rows padded by 16 bytes so ldmatrix is
- *     conflict-free), completing on full[stage]; V rows past the split's end are zeroed (P = 0
- *     times stale bytes must not make NaN). A stage is refilled after the 4 consumer warps
- *     arrive on empty[stage].
+ * larger G takes ceil(G / 64) head blocks, each reading the KV once). 160 threads, 2 CTAs an SM:
+ *   warp 4 (producer), per 64-key tile, block-table entries read one tile ahead, then (kMode)
+ *     2: TMA tensor boxes of min(pageSize, 64) keys x 64 dims (SWIZZLE_128B), D / 64 per page
+ *        for K and V, one expect_tx arrive on full[stage]; the fastest (gqa_sm90_notes.md).
+ *     0: 16-byte cp.async per lane, rows padded by 16 bytes, keys past the end zero-filled,
+ *        cp.async.mbarrier.arrive per lane; any page size (1 too).
+ *     1: one cp.async.bulk per K/V row: issue-bound (~5 GB/s a CTA), kept only to measure.
+ *     A stage is refilled after the 4 consumer warps arrive on empty[stage].
  *   warps 0-3 (consumers): warp w takes head block w % HB (16 heads as mma's M) and key group
  *     w / HB (64 HB / 4 keys of each tile): S = Q K^T, online softmax in base 2, O += P V
- *     (fragment code as attn_mma.cu). Key groups of one head block merge through shared memory.
+ *     (fragment layouts as attn_mma.cu). Keys past the split's end: S = -inf by select, and
+ *     their V rows are zero (cp.async zero-fill; with TMA the consumers zero them in the last
+ *     tile, fence.proxy.async, named barrier), so P = 0 never meets stale or NaN bytes. Key
+ *     groups of one head block merge through shared memory.
  * Splits (batch-invariant: the row's own length L and plan constants CL, chunkMin only):
  *   ns = min(CL, max(1, ceil(L / chunkMin))), chunk = roundup(ceil(L / ns), 64), ns = ceil(L / chunk).
  * Each CTA leaves its normalised fp32 partial and base-2 LSE in its shared memory; after a
@@ -72,11 +77,11 @@ struct Layout {
 template <int D, int HB>
 struct Tail {
   static constexpr int HC = 16 * HB;
-  static constexpr size_t kMW = 0;                                         /* [4 warps][16] */
-  static constexpr size_t kLW = kMW + 4 * 16 * 4;                          /* [4 warps][16] */
-  static constexpr size_t kOW = kLW + 4 * 16 * 4;                          /* [4][16][D + 4] */
-  static constexpr size_t kPO = kOW + (size_t)4 * 16 * (D + 4) * 4;        /* [HC][D] */
-  static constexpr size_t kPL = kPO + (size_t)HC * D * 4;                  /* [HC] */
+  static constexpr size_t kMW = 0;                                  /* [4 warps][16] */
+  static constexpr size_t kLW = kMW + 4 * 16 * 4;                   /* [4 warps][16] */
+  static constexpr size_t kOW = kLW + 4 * 16 * 4;                   /* [4][16][D + 4] */
+  static constexpr size_t kPO = kOW + (size_t)4 * 16 * (D + 4) * 4; /* [HC][D] */
+  static constexpr size_t kPL = kPO + (size_t)HC * D * 4;           /* [HC] */
   static constexpr size_t kEnd = kPL + HC * 4;
 };
 constexpr int kBarBytes = 16 * 2 * 8; /* full[16], empty[16] */
@@ -128,8 +133,7 @@ __device__ __forceinline__ void namedBarrier(int id, int n) {
 
 /* 16 bytes global -> shared, or 16 zero bytes (nothing read) when !valid */
 __device__ __forceinline__ void cpAsync16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }
 
 template <typename T>
@@ -178,8 +182,8 @@ __device__ __forceinline__ void ldsm4T(uint32_t* r, uint32_t a) {
 
 /* Which rows a query row attends to. */
 struct RowWork {
-  int s;      /* sequence */
-  int64_t L;  /* local prefix length */
+  int s;     /* sequence */
+  int64_t L; /* local prefix length */
 };
 __device__ __forceinline__ RowWork rowWork(const GqaParams& p, int t) {
   RowWork r;
@@ -188,8 +192,10 @@ __device__ __forceinline__ RowWork rowWork(const GqaParams& p, int t) {
     int lo = 0, hi = p.numSeqs - 1;
     while (lo < hi) {
       const int mid = (lo + hi + 1) >> 1;
-      if (p.queryStart[mid] <= t) lo = mid;
-      else hi = mid - 1;
+      if (p.queryStart[mid] <= t)
+        lo = mid;
+      else
+        hi = mid - 1;
     }
     s = lo;
     j = t - p.queryStart[s];
@@ -308,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       const int chunk16 = lane % kChunks, r0 = lane / kChunks;
       /* element offset of the K/V row of keys k0 + lane + 32 i, or -1 past kEnd; the page ids
        * are loaded one tile ahead, so the block-table latency hides behind the copies */
-      auto pagesOf = [&](int it, int (&pg)[2]) {
+      auto pagesOf = [&](int it, int(&pg)[2]) {
 #pragma unroll
         for (int i = 0; i < 2; i++) {
           const int key = (int)(kBeg + (int64_t)it * kTile) + lane + 32 * i;
@@ -408,7 +414,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       float sc[N][4];
 #pragma unroll
       for (int n = 0; n < N; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
-      /* S = Q K^T over this warp's KPW keys */
+        /* S = Q K^T over this warp's KPW keys */
 #pragma unroll
       for (int kb = 0; kb < N / 2; kb++) {
         const int kr = kw + kb * 16 + (j8 >> 1) * 8 + (lane & 7);

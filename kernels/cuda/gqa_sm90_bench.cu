@@ -9,10 +9,10 @@
  *   sharded rank (cpSize 2), against an fp64 CPU reference of o and lse; out and lse poisoned
  *   with NaN first (an unwritten element fails); a rerun is bitwise identical; a row run alone
  *   equals the same row inside its batch, bitwise (batch invariance).
- * time: the issue-12 shapes (paged, page 16, with LSE), each over (cluster splits, chunkMin,
- *   stages) variants: a CUDA graph of launches cycling over enough copies of the KV (distinct
- *   pages) to pass 240 MB, so L2 never holds it; median of the replays; the device-to-device copy
- *   ceiling measured in the same run.
+ * time: the issue-12 shapes (paged, page 16, with LSE), each over (copy mode, cluster splits,
+ *   chunkMin, stages) variants (GQA_MODES=0,2 picks copy modes; GQA_LOG=file writes a CSV): a CUDA graph of launches
+ * cycling over enough copies of the KV (distinct pages) to pass 240 MB, so L2 never holds it; median of the replays;
+ * the device-to-device copy ceiling measured in the same run.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -32,13 +32,13 @@
 #include "../kv_layout.h"
 #include "gqa_sm90.h"
 
-#define CK(x)                                                                                 \
-  do {                                                                                        \
-    cudaError_t e_ = (x);                                                                     \
-    if (e_ != cudaSuccess) {                                                                  \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));     \
-      exit(1);                                                                                \
-    }                                                                                         \
+#define CK(x)                                                                             \
+  do {                                                                                    \
+    cudaError_t e_ = (x);                                                                 \
+    if (e_ != cudaSuccess) {                                                              \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      exit(1);                                                                            \
+    }                                                                                     \
   } while (0)
 
 static float bitsToF(uint16_t b, int dtype) {
@@ -262,8 +262,10 @@ static bool check(const Case& c, uint64_t seed) {
         } else {
           double ref = mx + log(sum);
           if (c.lseBase2) ref /= log(2.0);
-          if (isnan(gl)) nan++;
-          else lseErr = std::max(lseErr, fabs(gl - ref));
+          if (isnan(gl))
+            nan++;
+          else
+            lseErr = std::max(lseErr, fabs(gl - ref));
         }
         for (int d = 0; d < D; d++) {
           const float g = bitsToF(out[((size_t)t * c.H + h) * D + d], c.dtype);
@@ -311,15 +313,27 @@ static bool check(const Case& c, uint64_t seed) {
     b1.release();
   }
   ok = ok && inv;
-  printf("check %-34s rel %.2e (tol %.0e) lse err %.2e nan %ld empty-bad %ld rerun %s batch-inv %s : %s\n", c.name,
-         rel, tol, lseErr, nan, emptyBad, same ? "same" : "DIFF", inv ? "same" : "DIFF", ok ? "ok" : "FAIL");
+  printf("check %-34s rel %.2e (tol %.0e) lse err %.2e nan %ld empty-bad %ld rerun %s batch-inv %s : %s\n", c.name, rel,
+         tol, lseErr, nan, emptyBad, same ? "same" : "DIFF", inv ? "same" : "DIFF", ok ? "ok" : "FAIL");
   b.release();
   return ok;
 }
 
 static int runChecks() {
   std::vector<Case> cs = {
-      {"bf16 D128 H16/1 pg16 CL16 cm64 st4", 0, 128, 16, 1, 16, 16, 64, 4, 1, 0, 1, 0,
+      {"bf16 D128 H16/1 pg16 CL16 cm64 st4",
+       0,
+       128,
+       16,
+       1,
+       16,
+       16,
+       64,
+       4,
+       1,
+       0,
+       1,
+       0,
        {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}}},
       {"bf16 D128 H64/2 pg1 CL8 cm128 st3", 0, 128, 64, 2, 1, 8, 128, 3, 1, 0, 1, 0, {{777, 2}, {64, 1}, {3000, 1}}},
       {"fp16 D128 H24/1 pg64 CL16 cm64 st2", 1, 128, 24, 1, 64, 16, 64, 2, 1, 0, 1, 0, {{2049, 1}, {5, 4}}},
@@ -328,12 +342,38 @@ static int runChecks() {
       {"fp16 D64 H16/4 pg16 cp2/r1/I4 CL16", 1, 64, 16, 4, 16, 16, 64, 4, 2, 1, 4, 0, {{2000, 2}, {3, 1}, {0, 2}}},
       {"bf16 D128 H64/1 pg16 CL16 cm64 st4", 0, 128, 64, 1, 16, 16, 64, 4, 1, 0, 1, 0, {{8192, 1}, {8191, 2}}},
       {"fp16 D128 H16/1 pg64 CL16 cm256 st3", 1, 128, 16, 1, 64, 16, 256, 3, 1, 0, 1, 0, {{4096, 1}, {64, 1}}},
-      {"bf16 D128 H16/1 pg16 CL16 st4 bulk", 0, 128, 16, 1, 16, 16, 64, 4, 1, 0, 1, 0,
-       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}}, 1},
+      {"bf16 D128 H16/1 pg16 CL16 st4 bulk",
+       0,
+       128,
+       16,
+       1,
+       16,
+       16,
+       64,
+       4,
+       1,
+       0,
+       1,
+       0,
+       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}},
+       1},
       {"bf16 D64 H8/1 pg1 CL16 cm64 st3", 0, 64, 8, 1, 1, 16, 64, 3, 1, 0, 1, 0, {{4000, 1}, {1, 1}, {129, 3}}},
       /* TMA tensor boxes */
-      {"TMA bf16 D128 H16/1 pg16 CL16 st3", 0, 128, 16, 1, 16, 16, 64, 3, 1, 0, 1, 0,
-       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}}, 2},
+      {"TMA bf16 D128 H16/1 pg16 CL16 st3",
+       0,
+       128,
+       16,
+       1,
+       16,
+       16,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}},
+       2},
       {"TMA bf16 D128 H64/2 pg8 CL8 cm128", 0, 128, 64, 2, 8, 8, 128, 3, 1, 0, 1, 0, {{777, 2}, {64, 1}, {3000, 1}}, 2},
       {"TMA fp16 D128 H24/1 pg64 CL16 st2", 1, 128, 24, 1, 64, 16, 64, 2, 1, 0, 1, 0, {{2049, 1}, {5, 4}}, 2},
       {"TMA bf16 D64 H128/1 pg16 CL4 st6", 0, 64, 128, 1, 16, 4, 256, 6, 1, 0, 1, 0, {{1500, 1}, {333, 2}}, 2},
@@ -448,8 +488,11 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     std::sort(s2.begin(), s2.end());
     const double tbs = bytes / (us * 1e-6) / 1e12;
     printf("%-18s CL%2d cm%4d st%d%s: %8.1f us  %5.2f TB/s  %5.1f%% of copy  (min %.1f max %.1f) clusters/dev %d\n",
-           name, v.CL, v.chunkMin, v.stages, v.mode == 2 ? "T" : v.mode == 1 ? "b" : " ", us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(),
-           cpclGqaSm90MaxActiveClusters(&p0));
+           name, v.CL, v.chunkMin, v.stages,
+           v.mode == 2   ? "T"
+           : v.mode == 1 ? "b"
+                         : " ",
+           us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(), cpclGqaSm90MaxActiveClusters(&p0));
     if (log)
       fprintf(log, "%s,%d,%d,%d,%d,%d,%d,%.2f,%.3f,%.1f,%.2f,%.2f\n", name, B, H, Hkv, v.CL, v.chunkMin, v.stages, us,
               tbs, 100 * tbs / ceiling, s2.front(), s2.back());
@@ -475,8 +518,8 @@ int main(int argc, char** argv) {
     fflush(stdout);
     printf("copy ceiling %.2f TB/s (1 GiB device-to-device, read + write)\n", ceiling);
     const std::vector<Variant> vs = {{16, 256, 3, 0}, {8, 256, 3, 0}, {4, 1024, 3, 0}, {16, 256, 3, 2},
-                                     {8, 256, 3, 2},  {8, 512, 3, 2},  {4, 1024, 3, 2}, {16, 256, 4, 2},
-                                     {16, 128, 2, 2}, {8, 256, 4, 2},  {16, 256, 6, 2}};
+                                     {8, 256, 3, 2},  {8, 512, 3, 2}, {4, 1024, 3, 2}, {16, 256, 4, 2},
+                                     {16, 128, 2, 2}, {8, 256, 4, 2}, {16, 256, 6, 2}};
     timeShape("B64 H16/1 L8k", 64, 16, 1, 8192, ceiling, vs, log);
     timeShape("B16 H16/1 L32k", 16, 16, 1, 32768, ceiling, vs, log);
     timeShape("B128 H64/8 L4k", 128, 64, 8, 4096, ceiling, vs, log);
