@@ -4,8 +4,8 @@
  *   nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -o gqa_sm90_bench gqa_sm90_bench.cu gqa_sm90.cu
  *   ./gqa_sm90_bench [check|time|all]
  *
- * check: random bf16/fp16 data (fresh seed per case), paged KV with scrambled page ids (pages 1,
- *   16, 64), several query rows per sequence at consecutive positions, padding sequences, a
+ * check: random bf16/fp16 data (fresh seed per case), paged KV with scrambled page ids (pages 1, 8,
+ *   16, 32, 64, 128), several query rows per sequence at consecutive positions, padding sequences, a
  *   sharded rank (cpSize 2), against an fp64 CPU reference of o and lse; out and lse poisoned
  *   with NaN first (an unwritten element fails); a rerun is bitwise identical; a row run alone
  *   equals the same row inside its batch, bitwise (batch invariance).
