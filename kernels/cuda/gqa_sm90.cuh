@@ -1,0 +1,611 @@
+/*
+ * gqa_sm90.cuh -- GQA paged decode attention for Hopper (sm_90a): a producer warp streams K/V
+ * tiles into kStages-deep shared memory completing on mbarriers, four consumer warps run
+ * mma.sync m16n8k16 (fp32 accumulate), and the KV splits of one row live in one thread-block
+ * cluster whose CTAs merge through distributed shared memory (no global workspace, no atomics,
+ * no second kernel).
+ *
+ * Shapes: q [rows][H][D], kCache/vCache [pages][pageSize][Hkv][D], out [rows][H][D] (normalised),
+ * lse [rows][H] fp32 (natural log; base 2 with lseBase2), T = bf16 or fp16 for q, KV and out,
+ * D = 64 or 128. Group G = H / Hkv: head g reads KV head g / G. Row t of sequence s (n rows, from
+ * queryStart) sits at global position seqLens[s] - n + j and attends to the local prefix
+ * [0, localLen(cpRank, pos + 1)) (DESIGN.md §2, kv_layout.h); seqLens[s] == 0 is padding.
+ *
+ * Grid (CL, headBlocks * Hkv, rows), cluster (CL, 1, 1): cluster = one (row, KV head, head
+ * block), CTA rank = split index. A CTA holds HC = 16 HB heads (HB = 1, 2, 4: G <= 16, 32, 64;
+ * larger G takes ceil(G / 64) head blocks, each reading the KV once). 160 threads, 2 CTAs an SM:
+ *   warp 4 (producer), per 64-key tile, block-table entries read one tile ahead, then (kMode)
+ *     2: TMA tensor boxes of min(pageSize, 64) keys x 64 dims (SWIZZLE_128B), D / 64 per page
+ *        for K and V, one expect_tx arrive on full[stage]; the fastest (gqa_sm90_notes.md).
+ *     0: 16-byte cp.async per lane, rows padded by 16 bytes, keys past the end zero-filled,
+ *        cp.async.mbarrier.arrive per lane; any page size (1 too).
+ *     1: one cp.async.bulk per K/V row: issue-bound (~5 GB/s a CTA), kept only to measure.
+ *     A stage is refilled after the 4 consumer warps arrive on empty[stage].
+ *   warps 0-3 (consumers): warp w takes head block w % HB (16 heads as mma's M) and key group
+ *     w / HB (64 HB / 4 keys of each tile): S = Q K^T, online softmax in base 2, O += P V
+ *     (fragment layouts as attn_mma.cu). Keys past the split's end: S = -inf by select, and
+ *     their V rows are zero (cp.async zero-fill; with TMA the consumers zero them in the last
+ *     tile, fence.proxy.async, named barrier), so P = 0 never meets stale or NaN bytes. Key
+ *     groups of one head block merge through shared memory.
+ * Splits (batch-invariant: the row's own length L and plan constants CL, chunkMin only):
+ *   ns = min(CL, max(1, ceil(L / chunkMin))), chunk = roundup(ceil(L / ns), 64), ns = ceil(L / chunk).
+ * Each CTA leaves its normalised fp32 partial and base-2 LSE in its shared memory; after a
+ * cluster barrier CTA r merges every CL-th float4 of the outputs over splits 0..ns-1 in order
+ * (DESIGN.md §1: exact, -inf partials skipped, all -inf gives o = 0, lse = -inf), then a second
+ * barrier keeps every CTA's shared memory alive until all reads are done. ns == 1 skips both.
+ */
+#ifndef CPCL_CUDA_GQA_SM90_CUH_
+#define CPCL_CUDA_GQA_SM90_CUH_
+
+#include <cooperative_groups.h>
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "../kv_layout.h"
+#include "gqa_sm90.h"
+
+namespace cpcl {
+namespace gqa90 {
+
+namespace cg = cooperative_groups;
+
+constexpr int kTile = 64, kConsumerWarps = 4, kThreads = 32 * (kConsumerWarps + 1), kMaxCluster = 16;
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+/* A stage holds kTile K rows, then kTile V rows.
+ *   cp.async / per-row bulk: rows of D * 2 + 16 bytes (the pad makes ldmatrix conflict-free).
+ *   TMA tensor boxes: D / 64 column halves of [kTile rows][128 bytes], 128-byte swizzled (chunk
+ *     c of row r at r * 128 + ((c ^ (r % 8)) * 16)), each half 1024-byte aligned. */
+template <int D, bool kTma>
+struct Layout {
+  static constexpr int kRowB = kTma ? 128 : D * 2 + 16;
+  static constexpr int kHalfB = kTile * 128;
+  static constexpr int kVOff = kTma ? (D / 64) * kHalfB : kTile * kRowB;
+  static constexpr int kStageB = 2 * kVOff;
+  static constexpr int kOStride = D + 4; /* fp32 rows of the key-group merge */
+  /* shared-memory address of 16-byte chunk `chunk` (0 .. D / 8 - 1) of row r */
+  static __device__ __forceinline__ uint32_t addr(uint32_t base, int r, int chunk) {
+    if (kTma) return base + (chunk >> 3) * kHalfB + r * 128 + (((chunk & 7) ^ (r & 7)) << 4);
+    return base + r * kRowB + chunk * 16;
+  }
+};
+/* the tail (merge scratch) reuses the stages: key-group states, then the CTA's partial */
+template <int D, int HB>
+struct Tail {
+  static constexpr int HC = 16 * HB;
+  static constexpr size_t kMW = 0;                                  /* [4 warps][16] */
+  static constexpr size_t kLW = kMW + 4 * 16 * 4;                   /* [4 warps][16] */
+  static constexpr size_t kOW = kLW + 4 * 16 * 4;                   /* [4][16][D + 4] */
+  static constexpr size_t kPO = kOW + (size_t)4 * 16 * (D + 4) * 4; /* [HC][D] */
+  static constexpr size_t kPL = kPO + (size_t)HC * D * 4;           /* [HC] */
+  static constexpr size_t kEnd = kPL + HC * 4;
+};
+constexpr int kBarBytes = 16 * 2 * 8; /* full[16], empty[16] */
+template <int D, int HB, bool kTma>
+__host__ __device__ constexpr size_t bodyBytes(int stages) {
+  return (size_t)stages * Layout<D, kTma>::kStageB > Tail<D, HB>::kEnd ? (size_t)stages * Layout<D, kTma>::kStageB
+                                                                       : Tail<D, HB>::kEnd;
+}
+/* + 1024: the body starts at the first 1024-byte boundary (the swizzle atoms) */
+template <int D, int HB, bool kTma>
+__host__ __device__ constexpr size_t smemBytes(int stages) {
+  return 1024 + bodyBytes<D, HB, kTma>(stages) + kBarBytes;
+}
+
+/* ---- PTX wrappers ---- */
+__device__ __forceinline__ uint32_t smemAddr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbarInit(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbarArrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT_%=;\n}\n" ::"r"(
+          bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void bulkG2S(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+
+__device__ __forceinline__ void tmaLoad3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+      "[%5];\n" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void namedBarrier(int id, int n) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
+/* 16 bytes global -> shared, or 16 zero bytes (nothing read) when !valid */
+__device__ __forceinline__ void cpAsync16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+
+template <typename T>
+struct Mma;
+template <>
+struct Mma<__nv_bfloat16> {
+  static __device__ __forceinline__ void run(float* c, const uint32_t* a, const uint32_t* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+  static __device__ __forceinline__ uint32_t pack(float x, float y) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
+};
+template <>
+struct Mma<__half> {
+  static __device__ __forceinline__ void run(float* c, const uint32_t* a, const uint32_t* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+  static __device__ __forceinline__ uint32_t pack(float x, float y) {
+    __half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ __half from(float x) { return __float2half_rn(x); }
+};
+
+__device__ __forceinline__ void ldsm4(uint32_t* r, uint32_t a) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldsm4T(uint32_t* r, uint32_t a) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+/* Which rows a query row attends to. */
+struct RowWork {
+  int s;     /* sequence */
+  int64_t L; /* local prefix length */
+};
+__device__ __forceinline__ RowWork rowWork(const GqaParams& p, int t) {
+  RowWork r;
+  int s = t, n = 1, j = 0;
+  if (p.queryStart) { /* last s with queryStart[s] <= t */
+    int lo = 0, hi = p.numSeqs - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (p.queryStart[mid] <= t)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    s = lo;
+    j = t - p.queryStart[s];
+    n = p.queryStart[s + 1] - p.queryStart[s];
+  }
+  r.s = s;
+  const int64_t len = p.seqLens[s];
+  /* padding (len 0) and malformed rows attend to nothing: out = 0, lse = -inf */
+  r.L = (len <= 0 || len < n || j >= n) ? 0 : cpclKvLocalLenOf(len - n + j + 1, p.cpSize, p.cpRank, p.interleave);
+  const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
+  if (r.L > cap) r.L = 0;
+  return r;
+}
+
+/* the row's split count and chunk: its own length and the plan's constants only */
+__host__ __device__ __forceinline__ void splitOf(int64_t L, int CL, int chunkMin, int* ns, int64_t* chunk) {
+  if (L <= 0) {
+    *ns = 1;
+    *chunk = 0;
+    return;
+  }
+  int64_t n = (L + chunkMin - 1) / chunkMin;
+  if (n > CL) n = CL;
+  if (n < 1) n = 1;
+  int64_t c = (L + n - 1) / n;
+  c = (c + kTile - 1) / kTile * kTile;
+  *chunk = c;
+  *ns = (int)((L + c - 1) / c);
+}
+
+/* kMode: 0 cp.async rows, 1 one bulk copy per row, 2 TMA tensor boxes (kMap / vMap) */
+template <typename T, int D, int HB, int kMode>
+__global__ void __launch_bounds__(kThreads, 2)
+    gqaDecodeKernel(const __grid_constant__ CUtensorMap kMap, const __grid_constant__ CUtensorMap vMap,
+                    const GqaParams p) {
+  constexpr bool kTma = kMode == 2;
+  using Lay = Layout<D, kTma>;
+  using Tl = Tail<D, HB>;
+  constexpr int kStageB = Lay::kStageB, kVOff = Lay::kVOff, KS = D / 16, NT = D / 8, HC = 16 * HB;
+  constexpr int NKG = kConsumerWarps / HB; /* key groups per head block */
+  constexpr int KPW = kTile / NKG;         /* keys per warp per tile */
+  constexpr int N = KPW / 8;               /* n-tiles of 8 keys per warp */
+  extern __shared__ __align__(1024) unsigned char smemRaw[];
+  const int stages = p.stages;
+  const uint32_t rawAddr = smemAddr(smemRaw);
+  const uint32_t sBase = (rawAddr + 1023u) & ~1023u;
+  unsigned char* smem = smemRaw + (sBase - rawAddr);
+  const uint32_t barBase = sBase + (uint32_t)bodyBytes<D, HB, kTma>(stages);
+  /* full[i] at barBase + 8 i, empty[i] at barBase + 128 + 8 i */
+
+  const int CL = gridDim.x, split = blockIdx.x, t = blockIdx.z;
+  const int G = p.numHeads / p.numKvHeads, headBlocks = (G + HC - 1) / HC;
+  const int kh = blockIdx.y / headBlocks, hb = blockIdx.y % headBlocks;
+  const int g0 = kh * G + hb * HC, nh = min(HC, G - hb * HC); /* this CTA's heads g0 .. g0 + nh - 1 */
+  const RowWork rw = rowWork(p, t);
+  int ns;
+  int64_t chunk;
+  splitOf(rw.L, CL, p.chunkMin, &ns, &chunk);
+  const int64_t kBeg = split < ns ? (int64_t)split * chunk : 0;
+  const int64_t kEnd = split < ns ? min(rw.L, kBeg + chunk) : 0;
+  const int nTiles = kEnd > kBeg ? (int)((kEnd - kBeg + kTile - 1) / kTile) : 0;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  if (tid == 0) {
+    for (int i = 0; i < stages; i++) {
+      mbarInit(barBase + 8 * i, kMode == 0 ? 32 : 1);
+      mbarInit(barBase + 128 + 8 * i, kConsumerWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  const int gr = lane >> 2, cq = (lane & 3) * 2;
+  const int hbW = warp % HB, kg = warp / HB; /* consumer: head block and key group */
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, o[NT][4];
+
+  if (warp == kConsumerWarps) {
+    /* ---- producer ---- */
+    const T* kc = static_cast<const T*>(p.kCache);
+    const T* vc = static_cast<const T*>(p.vCache);
+    const int32_t* bt = p.blockTable + (int64_t)rw.s * p.maxPagesPerSeq;
+    const int ps = p.pageSize, hkv = p.numKvHeads;
+    if (kMode == 2) {
+      /* boxes of bk = min(ps, 64) keys x 64 dims: lane j < 64 / bk owns box j of each tile (its
+       * page looked up one tile ahead), D / 64 halves each of K and V */
+      const int bk = ps < kTile ? ps : kTile, nBox = kTile / bk;
+      auto pageOf = [&](int it) -> int {
+        const int key = (int)(kBeg + (int64_t)it * kTile) + lane * bk;
+        return (it < nTiles && lane < nBox && key < kEnd) ? bt[key / ps] : -1;
+      };
+      int pgNext = pageOf(0);
+      for (int it = 0; it < nTiles; it++) {
+        const int st = it % stages;
+        const uint32_t full = barBase + 8 * st, empty = barBase + 128 + 8 * st;
+        const int key = (int)(kBeg + (int64_t)it * kTile) + lane * bk;
+        const int pg = pgNext;
+        pgNext = pageOf(it + 1);
+        const bool valid = pg >= 0;
+        const int nValid = __popc(__ballot_sync(0xffffffffu, valid));
+        if (it >= stages) mbarWait(empty, ((it / stages) - 1) & 1);
+        if (lane == 0) mbarArriveExpectTx(full, (uint32_t)nValid * (uint32_t)(bk * 128 * (D / 64) * 2));
+        __syncwarp();
+        if (valid) {
+          const int slot = pg * ps + key % ps;
+          const uint32_t sK = sBase + st * kStageB + lane * bk * 128;
+#pragma unroll
+          for (int h = 0; h < D / 64; h++) {
+            tmaLoad3d(sK + h * Lay::kHalfB, &kMap, h * 64, kh, slot, full);
+            tmaLoad3d(sK + kVOff + h * Lay::kHalfB, &vMap, h * 64, kh, slot, full);
+          }
+        }
+      }
+    } else {
+      constexpr int kChunks = D / 8, kRowsPer = 32 / kChunks, kIters = kTile / kRowsPer;
+      const int chunk16 = lane % kChunks, r0 = lane / kChunks;
+      /* element offset of the K/V row of keys k0 + lane + 32 i, or -1 past kEnd; the page ids
+       * are loaded one tile ahead, so the block-table latency hides behind the copies */
+      auto pagesOf = [&](int it, int(&pg)[2]) {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          const int key = (int)(kBeg + (int64_t)it * kTile) + lane + 32 * i;
+          pg[i] = (it < nTiles && key < kEnd) ? bt[key / ps] : -1;
+        }
+      };
+      int pgNext[2];
+      pagesOf(0, pgNext);
+      for (int it = 0; it < nTiles; it++) {
+        const int st = it % stages;
+        const uint32_t full = barBase + 8 * st, empty = barBase + 128 + 8 * st;
+        const int k0 = (int)(kBeg + (int64_t)it * kTile);
+        const int pg[2] = {pgNext[0], pgNext[1]};
+        pagesOf(it + 1, pgNext);
+        int64_t off[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          const int key = k0 + lane + 32 * i;
+          off[i] = pg[i] >= 0 ? (((int64_t)pg[i] * ps + key % ps) * hkv + kh) * D : -1;
+        }
+        if (it >= stages) mbarWait(empty, ((it / stages) - 1) & 1);
+        const uint32_t sK = sBase + st * kStageB, sV = sK + kVOff;
+        if (kMode == 1) {
+          /* one bulk copy per row: issue-bound at ~5 GB/s a CTA on the H200 (run 1), kept to measure */
+#pragma unroll
+          for (int i = 0; i < 2; i++)
+            if (off[i] < 0) {
+              uint4* z = reinterpret_cast<uint4*>(smem + st * kStageB + kVOff + (lane + 32 * i) * Lay::kRowB);
+#pragma unroll
+              for (int c = 0; c < D / 8; c++) z[c] = make_uint4(0u, 0u, 0u, 0u);
+            }
+          const int nValid =
+              __popc(__ballot_sync(0xffffffffu, off[0] >= 0)) + __popc(__ballot_sync(0xffffffffu, off[1] >= 0));
+          __syncwarp();
+          if (lane == 0) mbarArriveExpectTx(full, (uint32_t)nValid * 2u * (uint32_t)(D * 2));
+          __syncwarp();
+#pragma unroll
+          for (int i = 0; i < 2; i++)
+            if (off[i] >= 0) {
+              const uint32_t r = (uint32_t)(lane + 32 * i) * Lay::kRowB;
+              bulkG2S(sK + r, kc + off[i], D * 2, full);
+              bulkG2S(sV + r, vc + off[i], D * 2, full);
+            }
+        } else {
+          /* 16-byte cp.async, consecutive lanes on consecutive chunks of a row; rows past kEnd are
+           * zero-filled (nothing read), so P = 0 never meets stale bytes. Each lane's arrive on
+           * full[st] fires once its copies have landed. */
+#pragma unroll
+          for (int r = 0; r < kIters; r++) {
+            const int row = r * kRowsPer + r0;
+            const int64_t o = __shfl_sync(0xffffffffu, r * kRowsPer >= 32 ? off[1] : off[0], row & 31);
+            const bool v = o >= 0;
+            const int64_t src = v ? o + chunk16 * 8 : 0;
+            const uint32_t dst = row * Lay::kRowB + chunk16 * 16;
+            cpAsync16(sK + dst, kc + src, v);
+            cpAsync16(sV + dst, vc + src, v);
+          }
+          asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(full) : "memory");
+        }
+      }
+    }
+  } else {
+    /* ---- consumers ---- */
+    const int nW = max(0, min(16, nh - hbW * 16)); /* this warp's valid heads */
+    const int gw = g0 + hbW * 16;
+    uint32_t qa[KS][4];
+    const T* q = static_cast<const T*>(p.q);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int row = gr + (i & 1) * 8;
+      const T* qr = q + (int64_t)t * p.qTokenStride + (int64_t)(gw + min(row, max(nW - 1, 0))) * D;
+#pragma unroll
+      for (int ks = 0; ks < KS; ks++)
+        qa[ks][i] = row < nW ? *reinterpret_cast<const uint32_t*>(qr + ks * 16 + cq + (i >> 1) * 8) : 0u;
+    }
+#pragma unroll
+    for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    const float c = p.smScale * kLog2e;
+    const int j8 = lane >> 3;
+    for (int it = 0; it < nTiles; it++) {
+      const int st = it % stages;
+      mbarWait(barBase + 8 * st, (it / stages) & 1);
+      const uint32_t sK = sBase + st * kStageB, sV = sK + kVOff;
+      const int64_t tile0 = kBeg + (int64_t)it * kTile;
+      if (kTma && kEnd - tile0 < kTile) {
+        /* TMA copies whole boxes (and none past the last page): zero the V rows past kEnd, so
+         * P = 0 never meets stale or NaN bytes; the async proxy rewrites them later */
+        const int v0 = (int)(kEnd - tile0);
+        for (int u = tid; u < (kTile - v0) * (D / 8); u += kConsumerWarps * 32) {
+          const int r = v0 + u / (D / 8), ch = u % (D / 8);
+          *reinterpret_cast<uint4*>(smem + (Lay::addr(sV, r, ch) - sBase)) = make_uint4(0u, 0u, 0u, 0u);
+        }
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        namedBarrier(1, kConsumerWarps * 32);
+      }
+      const int kw = kg * KPW;
+      float sc[N][4];
+#pragma unroll
+      for (int n = 0; n < N; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+        /* S = Q K^T over this warp's KPW keys */
+#pragma unroll
+      for (int kb = 0; kb < N / 2; kb++) {
+        const int kr = kw + kb * 16 + (j8 >> 1) * 8 + (lane & 7);
+#pragma unroll
+        for (int k = 0; k < KS; k++) {
+          uint32_t kf[4];
+          ldsm4(kf, Lay::addr(sK, kr, k * 2 + (j8 & 1)));
+          Mma<T>::run(sc[2 * kb], qa[k], kf);
+          Mma<T>::run(sc[2 * kb + 1], qa[k], kf + 2);
+        }
+      }
+      /* online softmax (base 2), keys past kEnd masked by select */
+      const int64_t tileKey = tile0 + kw;
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int n = 0; n < N; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int64_t key = tileKey + n * 8 + cq + (e & 1);
+          sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
+          mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
+        }
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        const float mnew = fmaxf(m[r], mx[r]);
+        const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
+        float rowSum = 0.f;
+#pragma unroll
+        for (int n = 0; n < N; n++)
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const float x = sc[n][r * 2 + e];
+            sc[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
+            rowSum += sc[n][r * 2 + e];
+          }
+        l[r] = l[r] * alpha + rowSum;
+        m[r] = mnew;
+        if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+          for (int n = 0; n < NT; n++) {
+            o[n][r * 2] *= alpha;
+            o[n][r * 2 + 1] *= alpha;
+          }
+        }
+      }
+      /* O += P V */
+#pragma unroll
+      for (int kb = 0; kb < N / 2; kb++) {
+        uint32_t pa[4];
+        pa[0] = Mma<T>::pack(sc[2 * kb][0], sc[2 * kb][1]);
+        pa[1] = Mma<T>::pack(sc[2 * kb][2], sc[2 * kb][3]);
+        pa[2] = Mma<T>::pack(sc[2 * kb + 1][0], sc[2 * kb + 1][1]);
+        pa[3] = Mma<T>::pack(sc[2 * kb + 1][2], sc[2 * kb + 1][3]);
+        const int vr = kw + kb * 16 + (j8 & 1) * 8 + (lane & 7);
+#pragma unroll
+        for (int nb = 0; nb < NT; nb += 2) {
+          uint32_t vb[4];
+          ldsm4T(vb, Lay::addr(sV, vr, nb + (j8 >> 1)));
+          Mma<T>::run(o[nb], pa, vb);
+          Mma<T>::run(o[nb + 1], pa, vb + 2);
+        }
+      }
+      __syncwarp();
+      if (lane == 0) mbarArrive(barBase + 128 + 8 * st);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+  }
+  __syncthreads(); /* every tile consumed and landed: the stages become merge scratch */
+
+  float* mW = reinterpret_cast<float*>(smem + Tl::kMW);
+  float* lW = reinterpret_cast<float*>(smem + Tl::kLW);
+  float* oW = reinterpret_cast<float*>(smem + Tl::kOW);
+  float* pO = reinterpret_cast<float*>(smem + Tl::kPO);
+  float* pL = reinterpret_cast<float*>(smem + Tl::kPL);
+  if (NKG == 1) {
+    if (warp < kConsumerWarps) {
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const int row = hbW * 16 + gr + r * 8;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+          *reinterpret_cast<float2*>(pO + row * D + n * 8 + cq) = make_float2(o[n][r * 2] * inv, o[n][r * 2 + 1] * inv);
+        }
+        if ((lane & 3) == 0) pL[row] = l[r] > 0.f ? m[r] + log2f(l[r]) : -INFINITY;
+      }
+    }
+    __syncthreads();
+  } else {
+    /* key groups of a head block: warps hbW + HB kg, kg = 0 .. NKG - 1 */
+    if (warp < kConsumerWarps) {
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        if ((lane & 3) == 0) {
+          mW[warp * 16 + gr + r * 8] = m[r];
+          lW[warp * 16 + gr + r * 8] = l[r];
+        }
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+          *reinterpret_cast<float2*>(oW + (warp * 16 + gr + r * 8) * (D + 4) + n * 8 + cq) =
+              make_float2(o[n][r * 2], o[n][r * 2 + 1]);
+      }
+    }
+    __syncthreads();
+    if (tid < HC) { /* row tid: head block tid / 16, row tid % 16 within it */
+      const int b = tid / 16, rr = tid % 16;
+      float mg = -INFINITY, lsum = 0.f;
+#pragma unroll
+      for (int k = 0; k < NKG; k++) mg = fmaxf(mg, mW[(b + HB * k) * 16 + rr]);
+#pragma unroll
+      for (int k = 0; k < NKG; k++) {
+        const float mw = mW[(b + HB * k) * 16 + rr];
+        const float sc = (mg == -INFINITY || mw == -INFINITY) ? 0.f : exp2f(mw - mg);
+        mW[(b + HB * k) * 16 + rr] = sc;
+        lsum += sc * lW[(b + HB * k) * 16 + rr];
+      }
+#pragma unroll
+      for (int k = 0; k < NKG; k++) mW[(b + HB * k) * 16 + rr] = lsum > 0.f ? mW[(b + HB * k) * 16 + rr] / lsum : 0.f;
+      pL[tid] = lsum > 0.f ? mg + log2f(lsum) : -INFINITY;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < HC * D; idx += kThreads) {
+      const int row = idx / D, d = idx % D, b = row / 16, rr = row % 16;
+      float v = 0.f;
+#pragma unroll
+      for (int k = 0; k < NKG; k++) {
+        const int w = b + HB * k;
+        const float sc = mW[w * 16 + rr];
+        if (sc != 0.f) v += sc * oW[(w * 16 + rr) * (D + 4) + d];
+      }
+      pO[row * D + d] = v;
+    }
+    __syncthreads();
+  }
+
+  T* out = static_cast<T*>(p.out) + (int64_t)t * p.oTokenStride + (int64_t)g0 * D;
+  float* lseOut = p.lse ? p.lse + (int64_t)t * p.lseTokenStride + g0 : nullptr;
+  const float lseScale = p.lseBase2 ? 1.f : kLn2;
+  if (ns == 1) {
+    if (split != 0) return;
+    for (int u = tid; u < nh * (D / 4); u += kThreads) {
+      const int row = u / (D / 4), col = (u % (D / 4)) * 4;
+      const float4 v = *reinterpret_cast<const float4*>(pO + row * D + col);
+      *reinterpret_cast<uint2*>(out + row * D + col) = make_uint2(Mma<T>::pack(v.x, v.y), Mma<T>::pack(v.z, v.w));
+      if (col == 0 && lseOut) lseOut[row] = pL[row] * lseScale;
+    }
+    return;
+  }
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  for (int u = split * kThreads + tid; u < nh * (D / 4); u += CL * kThreads) {
+    const int row = u / (D / 4), col = (u % (D / 4)) * 4;
+    float ls[kMaxCluster];
+    float mg = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kMaxCluster; j++) {
+      ls[j] = j < ns ? cluster.map_shared_rank(pL, j)[row] : -INFINITY;
+      mg = fmaxf(mg, ls[j]);
+    }
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    float lse2 = -INFINITY;
+    if (mg != -INFINITY) {
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kMaxCluster; j++)
+        if (ls[j] != -INFINITY) sum += exp2f(ls[j] - mg);
+      lse2 = mg + log2f(sum);
+#pragma unroll
+      for (int j = 0; j < kMaxCluster; j++)
+        if (ls[j] != -INFINITY) { /* never a stored NaN times a zero weight */
+          const float w = exp2f(ls[j] - lse2);
+          const float4 v = *reinterpret_cast<const float4*>(cluster.map_shared_rank(pO, j) + row * D + col);
+          acc.x += w * v.x;
+          acc.y += w * v.y;
+          acc.z += w * v.z;
+          acc.w += w * v.w;
+        }
+    }
+    *reinterpret_cast<uint2*>(out + row * D + col) = make_uint2(Mma<T>::pack(acc.x, acc.y), Mma<T>::pack(acc.z, acc.w));
+    if (col == 0 && lseOut) lseOut[row] = lse2 * lseScale;
+  }
+  cluster.sync(); /* no CTA leaves while another still reads its shared memory */
+}
+
+}  // namespace gqa90
+}  // namespace cpcl
+
+#endif /* CPCL_CUDA_GQA_SM90_CUH_ */

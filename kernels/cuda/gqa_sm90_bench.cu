@@ -1,0 +1,532 @@
+/*
+ * gqa_sm90_bench.cu -- standalone check and timing of the Hopper GQA decode body (gqa_sm90.cuh).
+ *
+ *   nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -o gqa_sm90_bench gqa_sm90_bench.cu gqa_sm90.cu
+ *   ./gqa_sm90_bench [check|time|all]
+ *
+ * check: random bf16/fp16 data (fresh seed per case), paged KV with scrambled page ids (pages 1, 8,
+ *   16, 32, 64, 128), several query rows per sequence at consecutive positions, padding sequences, a
+ *   sharded rank (cpSize 2), against an fp64 CPU reference of o and lse; out and lse poisoned
+ *   with NaN first (an unwritten element fails); a rerun is bitwise identical; a row run alone
+ *   equals the same row inside its batch, bitwise (batch invariance).
+ * time: the issue-12 shapes (paged, page 16, with LSE), each over (copy mode, cluster splits,
+ *   chunkMin, stages) variants (GQA_MODES=0,2 picks copy modes; GQA_LOG=file writes a CSV): a CUDA graph of launches
+ * cycling over enough copies of the KV (distinct pages) to pass 240 MB, so L2 never holds it; median of the replays;
+ * the device-to-device copy ceiling measured in the same run.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "../kv_layout.h"
+#include "gqa_sm90.h"
+
+#define CK(x)                                                                             \
+  do {                                                                                    \
+    cudaError_t e_ = (x);                                                                 \
+    if (e_ != cudaSuccess) {                                                              \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      exit(1);                                                                            \
+    }                                                                                     \
+  } while (0)
+
+static float bitsToF(uint16_t b, int dtype) {
+  if (dtype == 0) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+  }
+  __half_raw r;
+  r.x = b;
+  return __half2float(__half(r));
+}
+
+__global__ void fillKernel(uint16_t* p, size_t n, uint64_t seed, float scale, int dtype) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    const float v = ((float)(x >> 40) / 16777216.f * 2.f - 1.f) * scale;
+    if (dtype == 0) {
+      __nv_bfloat16 h = __float2bfloat16_rn(v);
+      p[i] = *reinterpret_cast<uint16_t*>(&h);
+    } else {
+      __half h = __float2half_rn(v);
+      p[i] = *reinterpret_cast<uint16_t*>(&h);
+    }
+  }
+}
+static void fill(uint16_t* p, size_t n, uint64_t seed, float scale, int dtype) {
+  fillKernel<<<1024, 256>>>(p, n, seed, scale, dtype);
+  CK(cudaGetLastError());
+}
+
+struct Seq {
+  int len, rows;
+};
+struct Case {
+  const char* name;
+  int dtype, D, H, Hkv, ps, CL, chunkMin, stages, cpSize, cpRank, I, lseBase2;
+  std::vector<Seq> seqs;
+  int mode = 0; /* copyMode */
+};
+
+/* A batch on the device: q, caches, block table, outputs; host copies for the reference. */
+struct Batch {
+  int numSeqs = 0, numTokens = 0, maxPages = 0, copies = 1;
+  size_t pagesPerCopy = 0;
+  std::vector<int> qs, lens, bt; /* bt: [copies][numSeqs][maxPages] */
+  uint16_t *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
+  float* lse = nullptr;
+  int32_t *dqs = nullptr, *dlens = nullptr, *dbt = nullptr;
+  GqaKvMaps maps;
+  void release() {
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(out), cudaFree(lse), cudaFree(dqs), cudaFree(dlens), cudaFree(dbt);
+  }
+};
+
+static int64_t localLenOf(int64_t L, const Case& c) { return cpclKvLocalLenOf(L, c.cpSize, c.cpRank, c.I); }
+
+static void build(Batch& b, const Case& c, int copies, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  b.numSeqs = (int)c.seqs.size();
+  b.copies = copies;
+  b.qs.assign(1, 0);
+  b.lens.clear();
+  int maxPages = 1;
+  size_t pages = 0;
+  for (const Seq& s : c.seqs) {
+    b.qs.push_back(b.qs.back() + s.rows);
+    b.lens.push_back(s.len);
+    const int np = (int)((localLenOf(s.len, c) + c.ps - 1) / c.ps);
+    maxPages = std::max(maxPages, np + 1);
+    pages += np;
+  }
+  b.numTokens = b.qs.back();
+  b.maxPages = maxPages;
+  b.pagesPerCopy = std::max<size_t>(pages, 1);
+  /* scrambled page ids: copy r owns pages [r P, (r + 1) P) in a random order */
+  b.bt.assign((size_t)copies * b.numSeqs * maxPages, -1);
+  for (int r = 0; r < copies; r++) {
+    std::vector<int> perm(b.pagesPerCopy);
+    std::iota(perm.begin(), perm.end(), (int)(r * b.pagesPerCopy));
+    std::shuffle(perm.begin(), perm.end(), rng);
+    size_t next = 0;
+    for (int s = 0; s < b.numSeqs; s++) {
+      const int np = (int)((localLenOf(c.seqs[s].len, c) + c.ps - 1) / c.ps);
+      for (int i = 0; i < np; i++) b.bt[((size_t)r * b.numSeqs + s) * maxPages + i] = perm[next++];
+    }
+  }
+  const size_t kvElems = (size_t)copies * b.pagesPerCopy * c.ps * c.Hkv * c.D;
+  const size_t qElems = (size_t)std::max(b.numTokens, 1) * c.H * c.D;
+  CK(cudaMalloc(&b.q, qElems * 2));
+  CK(cudaMalloc(&b.out, qElems * 2));
+  CK(cudaMalloc(&b.lse, (size_t)std::max(b.numTokens, 1) * c.H * 4));
+  CK(cudaMalloc(&b.k, kvElems * 2));
+  CK(cudaMalloc(&b.v, kvElems * 2));
+  CK(cudaMalloc(&b.dqs, b.qs.size() * 4));
+  CK(cudaMalloc(&b.dlens, b.lens.size() * 4 + 4));
+  CK(cudaMalloc(&b.dbt, b.bt.size() * 4));
+  CK(cudaMemcpy(b.dqs, b.qs.data(), b.qs.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(b.dlens, b.lens.data(), b.lens.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(b.dbt, b.bt.data(), b.bt.size() * 4, cudaMemcpyHostToDevice));
+  fill(b.q, qElems, seed * 3 + 1, 2.0f, c.dtype);
+  fill(b.k, kvElems, seed * 3 + 2, 1.0f, c.dtype);
+  fill(b.v, kvElems, seed * 3 + 3, 1.0f, c.dtype);
+  CK(cudaDeviceSynchronize());
+}
+
+static GqaParams paramsOf(const Batch& b, const Case& c, int copy) {
+  GqaParams p;
+  memset(&p, 0, sizeof p);
+  p.numSeqs = b.numSeqs;
+  p.numTokens = b.numTokens;
+  p.queryStart = b.dqs;
+  p.seqLens = b.dlens;
+  p.blockTable = b.dbt + (size_t)copy * b.numSeqs * b.maxPages;
+  p.maxPagesPerSeq = b.maxPages;
+  p.cpSize = c.cpSize;
+  p.cpRank = c.cpRank;
+  p.interleave = c.I;
+  p.pageSize = c.ps;
+  p.numHeads = c.H;
+  p.numKvHeads = c.Hkv;
+  p.headDim = c.D;
+  p.dtype = c.dtype;
+  p.smScale = 1.f / sqrtf((float)c.D);
+  p.lseBase2 = c.lseBase2;
+  p.q = b.q;
+  p.qTokenStride = (int64_t)c.H * c.D;
+  p.kCache = b.k;
+  p.vCache = b.v;
+  p.out = b.out;
+  p.oTokenStride = (int64_t)c.H * c.D;
+  p.lse = b.lse;
+  p.lseTokenStride = c.H;
+  p.clusterSplits = c.CL;
+  p.chunkMin = c.chunkMin;
+  p.stages = c.stages;
+  p.copyMode = c.mode;
+  return p;
+}
+
+/* the launch, with the TMA maps made for this batch's caches when the mode needs them */
+static int decode(const Batch& b, const Case& c, int copy, cudaStream_t st) {
+  GqaParams p = paramsOf(b, c, copy);
+  if (c.mode == 2) {
+    GqaKvMaps* m = const_cast<GqaKvMaps*>(&b.maps);
+    int rc = cpclGqaSm90KvMaps(m, &p, (int64_t)b.copies * b.pagesPerCopy);
+    if (rc != 0) return rc;
+  }
+  return cpclGqaSm90Decode(&p, c.mode == 2 ? &b.maps : nullptr, st);
+}
+
+static int runOnce(const Batch& b, const Case& c, std::vector<uint16_t>& out, std::vector<float>& lse) {
+  const size_t qElems = (size_t)b.numTokens * c.H * c.D;
+  CK(cudaMemset(b.out, 0xFF, qElems * 2)); /* NaN in bf16 and fp16 */
+  CK(cudaMemset(b.lse, 0xFF, (size_t)b.numTokens * c.H * 4));
+  int rc = decode(b, c, 0, 0);
+  if (rc != 0) {
+    printf("  launch returned %d (%s)\n", rc, rc > 0 ? cudaGetErrorString((cudaError_t)rc) : "not covered");
+    return rc;
+  }
+  CK(cudaGetLastError());
+  CK(cudaDeviceSynchronize());
+  out.resize(qElems);
+  lse.resize((size_t)b.numTokens * c.H);
+  CK(cudaMemcpy(out.data(), b.out, qElems * 2, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(lse.data(), b.lse, lse.size() * 4, cudaMemcpyDeviceToHost));
+  return 0;
+}
+
+static bool check(const Case& c, uint64_t seed) {
+  Batch b;
+  build(b, c, 1, seed);
+  std::vector<uint16_t> out, out2;
+  std::vector<float> lse, lse2;
+  if (runOnce(b, c, out, lse) != 0) return false;
+  /* host copies of the inputs */
+  const size_t kvElems = b.pagesPerCopy * c.ps * c.Hkv * c.D;
+  std::vector<uint16_t> hq((size_t)b.numTokens * c.H * c.D), hk(kvElems), hv(kvElems);
+  CK(cudaMemcpy(hq.data(), b.q, hq.size() * 2, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(hk.data(), b.k, kvElems * 2, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(hv.data(), b.v, kvElems * 2, cudaMemcpyDeviceToHost));
+  const int G = c.H / c.Hkv, D = c.D;
+  const double sm = 1.0 / sqrt((double)D);
+  double num = 0, den = 0, lseErr = 0;
+  long nan = 0, emptyBad = 0;
+  std::vector<double> s, acc(D);
+  for (int sq = 0; sq < b.numSeqs; sq++) {
+    const int n = c.seqs[sq].rows;
+    for (int j = 0; j < n; j++) {
+      const int t = b.qs[sq] + j;
+      const int64_t L = c.seqs[sq].len == 0 ? 0 : localLenOf((int64_t)c.seqs[sq].len - n + j + 1, c);
+      for (int h = 0; h < c.H; h++) {
+        const int kh = h / G;
+        const uint16_t* qr = &hq[((size_t)t * c.H + h) * D];
+        s.assign(L, 0);
+        double mx = -INFINITY;
+        for (int64_t i = 0; i < L; i++) {
+          const int64_t slot = (int64_t)b.bt[(size_t)sq * b.maxPages + i / c.ps] * c.ps + i % c.ps;
+          const uint16_t* kr = &hk[((size_t)slot * c.Hkv + kh) * D];
+          double dot = 0;
+          for (int d = 0; d < D; d++) dot += (double)bitsToF(qr[d], c.dtype) * bitsToF(kr[d], c.dtype);
+          s[i] = dot * sm;
+          mx = std::max(mx, s[i]);
+        }
+        double sum = 0;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t i = 0; i < L; i++) {
+          const double w = exp(s[i] - mx);
+          sum += w;
+          const int64_t slot = (int64_t)b.bt[(size_t)sq * b.maxPages + i / c.ps] * c.ps + i % c.ps;
+          const uint16_t* vr = &hv[((size_t)slot * c.Hkv + kh) * D];
+          for (int d = 0; d < D; d++) acc[d] += w * bitsToF(vr[d], c.dtype);
+        }
+        const float gl = lse[(size_t)t * c.H + h];
+        if (L == 0) {
+          if (!(gl == -INFINITY)) emptyBad++;
+        } else {
+          double ref = mx + log(sum);
+          if (c.lseBase2) ref /= log(2.0);
+          if (isnan(gl))
+            nan++;
+          else
+            lseErr = std::max(lseErr, fabs(gl - ref));
+        }
+        for (int d = 0; d < D; d++) {
+          const float g = bitsToF(out[((size_t)t * c.H + h) * D + d], c.dtype);
+          const double ref = L == 0 ? 0.0 : acc[d] / sum;
+          if (isnan(g)) nan++;
+          if (L == 0 && g != 0.f) emptyBad++;
+          num += (g - ref) * (g - ref);
+          den += ref * ref;
+        }
+      }
+    }
+  }
+  const double rel = sqrt(num / std::max(den, 1e-30));
+  const double tol = c.dtype == 0 ? 1.5e-2 : 4e-3;
+  bool ok = nan == 0 && emptyBad == 0 && rel < tol && lseErr < 2e-3;
+  /* a rerun is bitwise identical */
+  if (runOnce(b, c, out2, lse2) != 0) return false;
+  const bool same = out == out2 && memcmp(lse.data(), lse2.data(), lse.size() * 4) == 0;
+  ok = ok && same;
+  /* batch invariance: each sequence alone gives the same bits as inside the batch */
+  bool inv = true;
+  for (int sq = 0; sq < b.numSeqs && inv; sq++) {
+    Case c1 = c;
+    c1.seqs = {c.seqs[sq]};
+    Batch b1;
+    build(b1, c1, 1, seed ^ 0xabcdull); /* then the batch's q rows, caches and page ids */
+    const int n = c.seqs[sq].rows;
+    CK(cudaMemcpy(b1.q, b.q + (size_t)b.qs[sq] * c.H * D, (size_t)n * c.H * D * 2, cudaMemcpyDeviceToDevice));
+    /* point the lone sequence at the batch's own pages: rebuild its cache from the batch's */
+    CK(cudaFree(b1.k));
+    CK(cudaFree(b1.v));
+    CK(cudaMalloc(&b1.k, kvElems * 2));
+    CK(cudaMalloc(&b1.v, kvElems * 2));
+    CK(cudaMemcpy(b1.k, b.k, kvElems * 2, cudaMemcpyDeviceToDevice));
+    CK(cudaMemcpy(b1.v, b.v, kvElems * 2, cudaMemcpyDeviceToDevice));
+    b1.pagesPerCopy = b.pagesPerCopy; /* the TMA maps span the batch's pool */
+    std::vector<int> bt1(b1.maxPages, -1);
+    for (int i = 0; i < std::min(b1.maxPages, b.maxPages); i++) bt1[i] = b.bt[(size_t)sq * b.maxPages + i];
+    CK(cudaMemcpy(b1.dbt, bt1.data(), bt1.size() * 4, cudaMemcpyHostToDevice));
+    std::vector<uint16_t> o1;
+    std::vector<float> l1;
+    if (runOnce(b1, c1, o1, l1) != 0) return false;
+    inv = memcmp(o1.data(), out.data() + (size_t)b.qs[sq] * c.H * D, o1.size() * 2) == 0 &&
+          memcmp(l1.data(), lse.data() + (size_t)b.qs[sq] * c.H, l1.size() * 4) == 0;
+    b1.release();
+  }
+  ok = ok && inv;
+  printf("check %-34s rel %.2e (tol %.0e) lse err %.2e nan %ld empty-bad %ld rerun %s batch-inv %s : %s\n", c.name, rel,
+         tol, lseErr, nan, emptyBad, same ? "same" : "DIFF", inv ? "same" : "DIFF", ok ? "ok" : "FAIL");
+  b.release();
+  return ok;
+}
+
+static int runChecks() {
+  std::vector<Case> cs = {
+      {"bf16 D128 H16/1 pg16 CL16 cm64 st4",
+       0,
+       128,
+       16,
+       1,
+       16,
+       16,
+       64,
+       4,
+       1,
+       0,
+       1,
+       0,
+       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}}},
+      {"bf16 D128 H64/2 pg1 CL8 cm128 st3", 0, 128, 64, 2, 1, 8, 128, 3, 1, 0, 1, 0, {{777, 2}, {64, 1}, {3000, 1}}},
+      {"fp16 D128 H24/1 pg64 CL16 cm64 st2", 1, 128, 24, 1, 64, 16, 64, 2, 1, 0, 1, 0, {{2049, 1}, {5, 4}}},
+      {"bf16 D64 H128/1 pg16 CL4 cm256 st6", 0, 64, 128, 1, 16, 4, 256, 6, 1, 0, 1, 0, {{1500, 1}, {333, 2}}},
+      {"bf16 D128 H32/8 pg16 CL1 st3 base2", 0, 128, 32, 8, 16, 1, 64, 3, 1, 0, 1, 1, {{900, 1}, {65, 1}}},
+      {"fp16 D64 H16/4 pg16 cp2/r1/I4 CL16", 1, 64, 16, 4, 16, 16, 64, 4, 2, 1, 4, 0, {{2000, 2}, {3, 1}, {0, 2}}},
+      {"bf16 D128 H64/1 pg16 CL16 cm64 st4", 0, 128, 64, 1, 16, 16, 64, 4, 1, 0, 1, 0, {{8192, 1}, {8191, 2}}},
+      {"fp16 D128 H16/1 pg64 CL16 cm256 st3", 1, 128, 16, 1, 64, 16, 256, 3, 1, 0, 1, 0, {{4096, 1}, {64, 1}}},
+      {"bf16 D128 H16/1 pg16 CL16 st4 bulk",
+       0,
+       128,
+       16,
+       1,
+       16,
+       16,
+       64,
+       4,
+       1,
+       0,
+       1,
+       0,
+       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}},
+       1},
+      {"bf16 D64 H8/1 pg1 CL16 cm64 st3", 0, 64, 8, 1, 1, 16, 64, 3, 1, 0, 1, 0, {{4000, 1}, {1, 1}, {129, 3}}},
+      /* TMA tensor boxes */
+      {"TMA bf16 D128 H16/1 pg16 CL16 st3",
+       0,
+       128,
+       16,
+       1,
+       16,
+       16,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}},
+       2},
+      {"TMA bf16 D128 H64/2 pg8 CL8 cm128", 0, 128, 64, 2, 8, 8, 128, 3, 1, 0, 1, 0, {{777, 2}, {64, 1}, {3000, 1}}, 2},
+      {"TMA fp16 D128 H24/1 pg64 CL16 st2", 1, 128, 24, 1, 64, 16, 64, 2, 1, 0, 1, 0, {{2049, 1}, {5, 4}}, 2},
+      {"TMA bf16 D64 H128/1 pg16 CL4 st6", 0, 64, 128, 1, 16, 4, 256, 6, 1, 0, 1, 0, {{1500, 1}, {333, 2}}, 2},
+      {"TMA bf16 D128 H32/8 pg32 CL1 base2", 0, 128, 32, 8, 32, 1, 64, 3, 1, 0, 1, 1, {{900, 1}, {65, 1}}, 2},
+      {"TMA fp16 D64 H16/4 pg16 cp2/r1/I4", 1, 64, 16, 4, 16, 16, 64, 4, 2, 1, 4, 0, {{2000, 2}, {3, 1}, {0, 2}}, 2},
+      {"TMA bf16 D128 H64/1 pg16 CL16 st4", 0, 128, 64, 1, 16, 16, 64, 4, 1, 0, 1, 0, {{8192, 1}, {8191, 2}}, 2},
+      {"TMA bf16 D128 H16/1 pg128 CL16 st3", 0, 128, 16, 1, 128, 16, 64, 3, 1, 0, 1, 0, {{4000, 1}, {200, 2}}, 2},
+  };
+  int fails = 0;
+  uint64_t seed = 0x5eed0000ull ^ (uint64_t)time(nullptr);
+  const char* modes = getenv("GQA_MODES"); /* e.g. "0,1": the copy modes to run; all by default */
+  size_t ran = 0;
+  for (size_t i = 0; i < cs.size(); i++) {
+    if (modes && *modes && !strchr(modes, '0' + cs[i].mode)) continue;
+    ran++;
+    fails += !check(cs[i], seed + 17 * i);
+    fflush(stdout);
+  }
+  printf("checks: %d of %zu failed\n", fails, ran);
+  return fails;
+}
+
+/* ---- timing ---- */
+static float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+static double copyCeiling() {
+  const size_t bytes = (size_t)1 << 30;
+  void *a, *b;
+  CK(cudaMalloc(&a, bytes));
+  CK(cudaMalloc(&b, bytes));
+  CK(cudaMemset(a, 1, bytes));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<float> ts;
+  for (int i = 0; i < 12; i++) {
+    CK(cudaEventRecord(e0));
+    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i >= 2) ts.push_back(ms);
+  }
+  cudaFree(a), cudaFree(b);
+  return 2.0 * bytes / (median(ts) * 1e-3) / 1e12;
+}
+
+struct Variant {
+  int CL, chunkMin, stages, mode;
+};
+
+static void timeShape(const char* name, int B, int H, int Hkv, int L, double ceiling, const std::vector<Variant>& vs,
+                      FILE* log) {
+  Case c = {name, 0, 128, H, Hkv, 16, 16, 256, 4, 1, 0, 1, 0, {}};
+  for (int i = 0; i < B; i++) c.seqs.push_back({L, 1});
+  const double kvBytes = (double)B * L * Hkv * 128 * 2 * 2;
+  const double bytes = kvBytes + (double)B * H * 128 * 2 * 2 + (double)B * H * 4;
+  const int copies = (int)std::min(64.0, std::max(1.0, ceil(240e6 / kvBytes)));
+  Batch b;
+  build(b, c, copies, 1234);
+  const int nL = std::max(copies, 20);
+  cudaStream_t st;
+  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  const char* modes = getenv("GQA_MODES");
+  for (const Variant& v : vs) {
+    if (modes && *modes && !strchr(modes, '0' + v.mode)) continue;
+    c.CL = v.CL;
+    c.chunkMin = v.chunkMin;
+    c.stages = v.stages;
+    c.mode = v.mode;
+    GqaParams p0 = paramsOf(b, c, 0);
+    int rc = decode(b, c, 0, st);
+    if (rc != 0) {
+      printf("%-24s CL%2d cm%4d st%d: launch %d (%s)\n", name, v.CL, v.chunkMin, v.stages, rc,
+             rc > 0 ? cudaGetErrorString((cudaError_t)rc) : "not covered");
+      (void)cudaGetLastError();
+      continue;
+    }
+    CK(cudaStreamSynchronize(st));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < nL; i++) {
+      if (decode(b, c, i % copies, st) != 0) {
+        fprintf(stderr, "capture launch failed\n");
+        exit(1);
+      }
+    }
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    for (int i = 0; i < 2; i++) CK(cudaGraphLaunch(ge, st));
+    std::vector<float> ts;
+    for (int i = 0; i < 15; i++) {
+      CK(cudaEventRecord(e0, st));
+      CK(cudaGraphLaunch(ge, st));
+      CK(cudaEventRecord(e1, st));
+      CK(cudaEventSynchronize(e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      ts.push_back(ms * 1e3f / nL);
+    }
+    CK(cudaGetLastError());
+    const float us = median(ts);
+    std::vector<float> s2 = ts;
+    std::sort(s2.begin(), s2.end());
+    const double tbs = bytes / (us * 1e-6) / 1e12;
+    printf("%-18s CL%2d cm%4d st%d%s: %8.1f us  %5.2f TB/s  %5.1f%% of copy  (min %.1f max %.1f) clusters/dev %d\n",
+           name, v.CL, v.chunkMin, v.stages,
+           v.mode == 2   ? "T"
+           : v.mode == 1 ? "b"
+                         : " ",
+           us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(), cpclGqaSm90MaxActiveClusters(&p0));
+    if (log)
+      fprintf(log, "%s,%d,%d,%d,%d,%d,%d,%.2f,%.3f,%.1f,%.2f,%.2f\n", name, B, H, Hkv, v.CL, v.chunkMin, v.stages, us,
+              tbs, 100 * tbs / ceiling, s2.front(), s2.back());
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+  }
+  cudaStreamDestroy(st);
+  b.release();
+}
+
+int main(int argc, char** argv) {
+  const char* mode = argc > 1 ? argv[1] : "all";
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("device %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  int fails = 0;
+  if (!strcmp(mode, "check") || !strcmp(mode, "all")) fails = runChecks();
+  if (!strcmp(mode, "time") || !strcmp(mode, "all")) {
+    const char* logPath = getenv("GQA_LOG");
+    FILE* log = logPath ? fopen(logPath, "w") : nullptr;
+    if (log) fprintf(log, "shape,B,H,Hkv,CL,chunkMin,stages,us,TBps,pct_copy,min_us,max_us\n");
+    const double ceiling = copyCeiling();
+    fflush(stdout);
+    printf("copy ceiling %.2f TB/s (1 GiB device-to-device, read + write)\n", ceiling);
+    const std::vector<Variant> vs = {{16, 256, 3, 0}, {8, 256, 3, 0}, {4, 1024, 3, 0}, {16, 256, 3, 2},
+                                     {8, 256, 3, 2},  {8, 512, 3, 2}, {4, 1024, 3, 2}, {16, 256, 4, 2},
+                                     {16, 128, 2, 2}, {8, 256, 4, 2}, {16, 256, 6, 2}};
+    timeShape("B64 H16/1 L8k", 64, 16, 1, 8192, ceiling, vs, log);
+    timeShape("B16 H16/1 L32k", 16, 16, 1, 32768, ceiling, vs, log);
+    timeShape("B128 H64/8 L4k", 128, 64, 8, 4096, ceiling, vs, log);
+    timeShape("B1 H16/1 L4k", 1, 16, 1, 4096, ceiling, vs, log);
+    timeShape("B32 H64/1 L32k", 32, 64, 1, 32768, ceiling, vs, log);
+    timeShape("B8 H64/1 L128k", 8, 64, 1, 131072, ceiling, vs, log);
+    if (log) fclose(log);
+  }
+  return fails ? 1 : 0;
+}

@@ -1,0 +1,28 @@
+#!/bin/bash
+# One call on the GPU machine: build (or reuse the carried binary), check, time, memcheck.
+# Layout it expects: this script and the gqa_sm90* files in one folder, ../kv_layout.h beside it.
+set -o pipefail
+cd "$(dirname "$0")"
+OUT=${OUT:-/tmp/gqa_out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
+  --format=csv >"$OUT/gpu.txt" 2>&1
+if ! ./gqa_sm90_bench none >/dev/null 2>&1; then
+  echo "building here"
+  nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -o gqa_sm90_bench gqa_sm90_bench.cu gqa_sm90.cu || exit 1
+fi
+timeout 60 ./gqa_sm90_bench check 2>&1 | tee "$OUT/check.log"
+crc=$?
+modes=
+if [ $crc != 0 ]; then
+  echo "checks rc $crc: timing the cp.async path only"
+  modes=0
+fi
+GQA_MODES=$modes GQA_LOG="$OUT/times.csv" timeout 150 ./gqa_sm90_bench time 2>&1 | tee "$OUT/bench.log"
+trc=$?
+if [ "${GQA_SANITIZE:-1}" = 1 ]; then
+  GQA_MODES=${modes:-0,2} timeout 60 compute-sanitizer --tool memcheck ./gqa_sm90_bench check >"$OUT/memcheck.log" 2>&1
+  echo "memcheck rc $?"
+  tail -3 "$OUT/memcheck.log"
+fi
+[ $crc = 0 ] && [ $trc = 0 ]
