@@ -26,8 +26,12 @@
 typedef struct {
   atomic_int count, gen;
   atomic_int failed;
-  double deathTime;    /* when the victim died (CLOCK_MONOTONIC, ms) */
-  double killAt;       /* the parent SIGKILLs the victim at this time, when set */
+  double deathTime; /* when the victim died (CLOCK_MONOTONIC, ms) */
+  double killAt;    /* the parent SIGKILLs the victim at this time, when set */
+  int killSig;      /* what it sends then (0: SIGKILL); a stopped victim is killed once done */
+  atomic_int done;  /* survivors finished checking (the parent then kills a stopped victim) */
+  double callMs;    /* a scenario's measured length of one good call */
+  char message[W][160];
   double errorTime[W]; /* when each survivor saw its error */
   int result[W];       /* what each rank's call returned */
   char data[W][SLOT];
@@ -243,6 +247,123 @@ static void scenarioPrefillStall(void) {
   CHECK(strstr(cpclGetLastError(comm), "within") != NULL, "message: %s", cpclGetLastError(comm));
   /* the broken comm refuses the next prefill */
   CHECK(cpclAttnPrefill(plan, &b, buf, buf, buf, c.k, c.v, out, lse, NULL) == cpclInvalidUsage, "after the timeout");
+  _exit(0);
+}
+
+/* A pcp 3 ring prefill long enough that a signal can land while the ring runs: a fresh prompt
+ * of PF_TOKENS tokens, 8 query heads on 1 KV head (each call is mostly attention). */
+#define PF_TOKENS 6144
+#define PF_HQ 8
+#define PF_D 64
+typedef struct {
+  cpclComm_t comm;
+  cpclAttnPlan_t plan;
+  tuCache_t cache;
+  cpclPrefillBatch_t b;
+  int32_t qs[2], ctx[1], nw[1];
+  float *q, *out, *lse;
+} pfJob_t;
+
+static void pfSetup(pfJob_t* j) {
+  cpclOob_t oob = {shmAllgather, NULL, myRank, W};
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.timeoutMs = TIMEOUT_MS;
+  cfg.dcpSize = 1;
+  CHECK(cpclCommInitOob(&j->comm, &oob, &cfg) == cpclSuccess, "comm init");
+  static int32_t full[1] = {PF_TOKENS};
+  tuProblem_t pb = {.numSeqs = 1,
+                    .seqLens = full,
+                    .Hq = PF_HQ,
+                    .Hkv = 1,
+                    .Dqk = PF_D,
+                    .Dv = PF_D,
+                    .qType = cpclFloat32,
+                    .kvType = cpclFloat32,
+                    .smScale = 0.125f,
+                    .seed = 11};
+  cpclAttnDesc_t d = tuDesc(&pb, PF_HQ, 16);
+  d.prefillAlgo = "ring";
+  int64_t st[2], ln[2];
+  const int rows = (int)cpclPcpChunks(PF_TOKENS, W, myRank, st, ln);
+  CHECK(cpclAttnPlanCreate(&j->plan, j->comm, &d, PF_TOKENS / W + 2) == cpclSuccess, "plan: %s",
+        cpclGetLastError(NULL));
+  tuCacheAlloc(&pb, W, myRank, 1, 16, &j->cache);
+  j->qs[0] = 0, j->qs[1] = rows, j->ctx[0] = 0, j->nw[0] = PF_TOKENS;
+  j->b = (cpclPrefillBatch_t)CPCL_PREFILL_BATCH_INITIALIZER;
+  j->b.numSeqs = 1, j->b.numTokens = rows, j->b.queryStart = j->qs, j->b.contextLens = j->ctx, j->b.newLens = j->nw;
+  j->b.blockTable = j->cache.blockTable, j->b.maxPagesPerSeq = j->cache.maxPagesPerSeq;
+  j->q = calloc((size_t)rows * PF_HQ * PF_D, sizeof(float));
+  for (size_t i = 0; i < (size_t)rows * PF_HQ * PF_D; i++) j->q[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+  j->out = calloc((size_t)rows * PF_HQ * PF_D, sizeof(float));
+  j->lse = calloc((size_t)rows * PF_HQ, sizeof(float));
+}
+
+static cpclResult_t pfCall(pfJob_t* j) {
+  /* K and V of the new tokens: the query rows, enough for the attention to do real work */
+  return cpclAttnPrefill(j->plan, &j->b, j->q, j->q, j->q, j->cache.k, j->cache.v, j->out, j->lse, NULL);
+}
+
+/* One good call, timed on the victim; then every rank enters the next call together and the
+ * parent sends `sig` to rank 2 a sixth of a call later: after the step's agreement (a few ms),
+ * during the attention of the ring's first block, before the victim forwards anything. */
+static void pfStartFaulty(pfJob_t* j, int sig) {
+  double t0 = nowMs();
+  CHECK(pfCall(j) == cpclSuccess, "first prefill: %s", cpclGetLastError(j->comm));
+  if (myRank == 2) sh->callMs = nowMs() - t0;
+  CHECK(barrier() == 0, "barrier");
+  if (myRank == 2) {
+    sh->killSig = sig;
+    sh->killAt = nowMs() + sh->callMs / 6;
+    cpclResult_t r = pfCall(j);
+    /* reached only when the signal came too late: the survivors' checks fail too */
+    CHECK(0, "the victim's prefill returned %d before the parent's signal", r);
+  }
+}
+
+/* the survivors' error came from inside the ring (its waits or posts), not from the agreement */
+static int inRing(const char* m) {
+  return strstr(m, "(ring)") != NULL || strstr(m, "cpclAttnPrefill: posting") != NULL;
+}
+
+/* mid-ring death: pcp 3 ring, rank 2 SIGKILLed during the ring; ranks 0 and 1 must return
+ * cpclRemoteError within the timeout + 2 s of its death. Rank 0 waits on rank 2's block and
+ * sees it gone; rank 1 waits on rank 2 (its send) or on rank 0 (the next block, which rank 0
+ * never forwards) and sees whichever of them has exited. */
+static void scenarioPrefillDeathMid(void) {
+  pfJob_t j;
+  pfSetup(&j);
+  pfStartFaulty(&j, SIGKILL);
+  const double t0 = nowMs();
+  cpclResult_t r = pfCall(&j);
+  sh->errorTime[myRank] = nowMs();
+  snprintf(sh->message[myRank], sizeof(sh->message[0]), "%s", cpclGetLastError(j.comm));
+  CHECK(r == cpclRemoteError, "prefill while a peer was killed mid-ring returned %d (%s)", r, cpclGetErrorString(r));
+  CHECK(sh->deathTime > t0, "the victim died %.0f ms before the call", t0 - sh->deathTime);
+  CHECK(sh->errorTime[myRank] - sh->deathTime < TIMEOUT_MS + 2000, "error %.0f ms after death",
+        sh->errorTime[myRank] - sh->deathTime);
+  CHECK(inRing(sh->message[myRank]), "not a ring error: %s", sh->message[myRank]);
+  CHECK(pfCall(&j) == cpclInvalidUsage, "a broken comm must refuse the next prefill");
+  _exit(0);
+}
+
+/* mid-ring stall: rank 2 SIGSTOPped during the ring (killed once the others are done); ranks 0
+ * and 1 get cpclTimeout about timeoutMs after the stop (their wait starts after the first
+ * block's attention). Both stay alive until both are done, so neither sees the other exit. */
+static void scenarioPrefillStallMid(void) {
+  pfJob_t j;
+  pfSetup(&j);
+  pfStartFaulty(&j, SIGSTOP);
+  const double t0 = nowMs();
+  cpclResult_t r = pfCall(&j);
+  sh->errorTime[myRank] = nowMs();
+  snprintf(sh->message[myRank], sizeof(sh->message[0]), "%s", cpclGetLastError(j.comm));
+  CHECK(r == cpclTimeout, "prefill with a peer stopped mid-ring returned %d (%s)", r, cpclGetErrorString(r));
+  const double dt = sh->errorTime[myRank] - sh->deathTime;
+  CHECK(sh->deathTime > t0, "the victim stopped %.0f ms before the call", t0 - sh->deathTime);
+  CHECK(dt >= TIMEOUT_MS * 0.9 && dt < TIMEOUT_MS + 2000, "timeout %.0f ms after the stop", dt);
+  CHECK(inRing(sh->message[myRank]) && strstr(sh->message[myRank], "within"), "message: %s", sh->message[myRank]);
+  atomic_fetch_add(&sh->done, 1);
+  while (atomic_load(&sh->done) < W - 1) usleep(1000);
   _exit(0);
 }
 
@@ -464,7 +585,11 @@ static int runScenario(const char* name, void (*fn)(void), int victim) {
     }
     if (sh->killAt > 0 && victim >= 0 && nowMs() >= sh->killAt && sh->deathTime == 0) {
       sh->deathTime = nowMs();
-      kill(pids[victim], SIGKILL);
+      kill(pids[victim], sh->killSig ? sh->killSig : SIGKILL);
+    }
+    if (sh->killSig == SIGSTOP && atomic_load(&sh->done) == W - 1) {
+      kill(pids[victim], SIGKILL); /* stopped: the survivors are done with it */
+      sh->killSig = SIGKILL;
     }
     if (nowMs() - start > 30000) {
       for (int r = 0; r < W; r++) kill(pids[r], SIGKILL);
@@ -478,6 +603,9 @@ static int runScenario(const char* name, void (*fn)(void), int victim) {
   }
   if (atomic_load(&sh->failed)) bad = 1;
   printf("%-14s %s", name, bad ? "FAIL" : "ok  ");
+  if (fn == scenarioPrefillDeathMid || fn == scenarioPrefillStallMid)
+    printf("  call %.0f ms, signal %.0f ms in; survivors' error %.0f / %.0f ms after it (timeout %d ms)", sh->callMs,
+           sh->callMs / 6, sh->errorTime[0] - sh->deathTime, sh->errorTime[1] - sh->deathTime, TIMEOUT_MS);
   if (fn == scenarioDeath || fn == scenarioDeathMid)
     printf("  survivors' error %.0f / %.0f ms after the peer's death (timeout %d ms)", sh->errorTime[0] - sh->deathTime,
            sh->errorTime[1] - sh->deathTime, TIMEOUT_MS);
@@ -506,5 +634,7 @@ int main(void) {
   bad |= runScenario("prefill-stall", scenarioPrefillStall, -1);
   bad |= runScenario("death", scenarioDeath, 2);
   bad |= runScenario("death-mid-op", scenarioDeathMid, 2);
+  bad |= runScenario("prefill-death-mid-ring", scenarioPrefillDeathMid, 2);
+  bad |= runScenario("prefill-stall-mid-ring", scenarioPrefillStallMid, 2);
   return bad;
 }
