@@ -75,6 +75,10 @@ typedef struct {
   int64_t lseBlockStride, lseTokenStride;
   void* workspace; /* host: cpclHostPrefillWorkspaceBytes() of scratch */
   size_t workspaceBytes;
+  /* host: called after each query tile when non-NULL, so a schedule can drive its transport
+   * while the kernel runs (the ring moves block i+1 during block i); changes no result */
+  void (*progress)(void* ctx);
+  void* progressCtx;
 } cpclPrefillParams_t;
 
 /* Store of new K/V rows at known positions into this rank's shard of the paged cache: a row of

@@ -327,6 +327,7 @@ void cpclHostPrefill(const cpclPrefillParams_t* p) {
             if (p->lse)
               p->lse[(g / Hb) * p->lseBlockStride + t * p->lseTokenStride + g % Hb] = p->lseBase2 ? lse2 : lse2 * LN2;
           }
+          if (p->progress) p->progress(p->progressCtx);
         }
       }
     }

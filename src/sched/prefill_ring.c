@@ -6,11 +6,18 @@
  * b, and the P slices merge in block order 0..P-1 at the end: the result does not depend on the
  * ring's direction or on arrival order, bit for bit.
  *
- * Host transports progress inside the waits only, so on CPU ranks a transfer overlaps the
- * attention as far as the transport moves it eagerly (tools/prefill_perf shows what that buys). */
+ * Host transports move data only when driven, so the attention drives the transport after each
+ * of its query tiles (cpclPrefillParams_t.progress): the next block moves while this one is
+ * attended, and the wait after it finds the transfer done or nearly. */
 #include "coll.h"
 #include "core.h"
 #include "prefill.h"
+
+/* the transport's progress, from inside the host kernel; a failure shows in the wait after it */
+static void ringProgress(void* ctx) {
+  struct cpclComm* c = ctx;
+  (void)c->tp->progress(c->tpCtx);
+}
 
 static cpclResult_t ringNew(struct cpclAttnPlan* pl, const cpclStep_t* st, const cpclPrefillTarget_t* tgt) {
   struct cpclComm* c = pl->comm;
@@ -52,6 +59,10 @@ static cpclResult_t ringNew(struct cpclAttnPlan* pl, const cpclStep_t* st, const
     cpclPrefillOwnParams(pl, st, &part, &p);
     p.numKvBlocks = 1;
     p.kv[0] = cpclPrefillBlock(pl, b, curK, curV);
+    if (n > 0 && (c->tp->caps & CPCL_TP_CAP_HOST_P2P)) {
+      p.progress = ringProgress;
+      p.progressCtx = c;
+    }
     CPCLCHECKGOTO(pl->exec->prefill(&p, st->stream), res, fail);
     CPCLCHECKGOTO(cpclPrefillStoreBlock(pl, st, &p.kv[0]), res, fail);
     CPCLCHECK(cpclWaitAll(c, reqs, n, "cpclAttnPrefill (ring): K/V block from the previous PCP rank"));
