@@ -53,7 +53,7 @@ extern "C" {
 #define CPCL_API
 #endif
 
-/* CPCL_MAJOR, CPCL_MINOR, CPCL_PATCH and CPCL_VERSION_STRING, generated from the build's version */
+/* CPCL_MAJOR, CPCL_MINOR, CPCL_PATCH and CPCL_VERSION_STRING: configuring checks them against meson.build */
 #include "cpcl_version.h"
 #define CPCL_VERSION(X, Y, Z) ((X)*10000 + (Y)*100 + (Z))
 #define CPCL_VERSION_CODE CPCL_VERSION(CPCL_MAJOR, CPCL_MINOR, CPCL_PATCH)

@@ -4,7 +4,7 @@
 cd "$(dirname "$0")" || exit 1
 OUT=${OUT:-$(mktemp -d)}; BIN=$(mktemp -d)/mla_sm90_bench; echo "logs in $OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
-nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I.. mla_sm90_bench.cu mla_sm90.cu errors.cu -lcublas -o $BIN 2>/dev/null || exit 1
+nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I../../kernels -I../../kernels/cuda mla_sm90_bench.cu ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas -o $BIN 2>/dev/null || exit 1
 cuobjdump -sass $BIN > $OUT/bench.sass
 OKV=""
 for v in 0 1 2 3 4 5 6; do

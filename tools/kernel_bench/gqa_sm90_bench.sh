@@ -1,6 +1,6 @@
 #!/bin/bash
 # One call on the GPU machine: build (or reuse the carried binary), check, time, memcheck.
-# Layout it expects: this script and the gqa_sm90* files in one folder, ../kv_layout.h beside it.
+# Builds from kernels/ and kernels/cuda/ of this repository (no meson).
 set -o pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-/tmp/gqa_out}
@@ -9,7 +9,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,te
   --format=csv >"$OUT/gpu.txt" 2>&1
 if ! ./gqa_sm90_bench none >/dev/null 2>&1; then
   echo "building here"
-  nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -o gqa_sm90_bench gqa_sm90_bench.cu gqa_sm90.cu || exit 1
+  nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I../../kernels -I../../kernels/cuda -o gqa_sm90_bench gqa_sm90_bench.cu ../../kernels/cuda/gqa_sm90.cu || exit 1
 fi
 timeout 60 ./gqa_sm90_bench check 2>&1 | tee "$OUT/check.log"
 crc=$?
