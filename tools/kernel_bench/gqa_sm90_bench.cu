@@ -1,7 +1,7 @@
 /*
  * gqa_sm90_bench.cu -- standalone check and timing of the Hopper GQA decode body (gqa_sm90.cuh).
  *
- *   nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I../../kernels -I../../kernels/cuda -o gqa_sm90_bench gqa_sm90_bench.cu ../../kernels/cuda/gqa_sm90.cu
+ *   build and run: gqa_sm90_bench.sh (its nvcc line, from this folder)
  *   ./gqa_sm90_bench [check|time|all]
  *
  * check: random bf16/fp16 data (fresh seed per case), paged KV with scrambled page ids (pages 1, 8,

@@ -1,7 +1,6 @@
 /*
  * mla_sm90_bench.cu -- standalone check and timing of the Hopper MLA body (mla_sm90.cu).
- * Build (sm_90a): nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17
- *                 -I../../kernels -I../../kernels/cuda mla_sm90_bench.cu ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas -o mla_sm90_bench
+ * Build and run: mla_sm90_bench.sh (its nvcc line, from this folder; docs/MLA_SM90.md).
  * 1. Correctness against a CPU fp64 reference on small shapes (pages scrambled, slots outside
  *    the local prefixes poisoned with NaN, outputs poisoned before each run, splits, several rows
  *    of one sequence, a sharded (cp) layout, padding sequences), for both V-descriptor variants.
