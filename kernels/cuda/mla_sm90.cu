@@ -178,20 +178,24 @@ extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* k
         p->numHeads, p->headBegin, p->headsPerBlock, p->numTokens);
   if (maxSplits < 1 || maxSplits > 64) return invalidValue("mlaSm90Splits = %d is outside 1 .. 64", maxSplits);
   if (chunkMin < 64 || chunkMin % 64 != 0) return invalidValue("chunkMin = %d: a multiple of 64", chunkMin);
-  if (variant < 0 || variant >= kMlaSm90Variants)
-    return invalidValue("variant = %d is outside 0 .. %d", variant, kMlaSm90Variants - 1);
+  const int flags = variant & ~15;
+  variant &= 15;
+  if (variant < 0 || variant >= kMlaSm90Variants || (flags & ~kMlaSm90EvictFirst) != 0)
+    return invalidValue("variant = %d is outside 0 .. %d (plus kMlaSm90EvictFirst)", variant | flags,
+                        kMlaSm90Variants - 1);
   if (p->numTokens == 0) return 0;
   const size_t need = cpclMlaSm90WorkspaceBytes(p->numTokens, p->numHeads, maxSplits);
   if (need && (p->workspace == nullptr || p->workspaceBytes < need))
     return invalidValue("workspaceBytes = %zu: the Hopper MLA body needs %zu for %d rows of %d heads in %d splits",
                         p->workspaceBytes, need, p->numTokens, p->numHeads, maxSplits);
   const int64_t nChunks = (p->numHeads + kM - 1) / kM, ctasX = (int64_t)p->numTokens * nChunks;
-  const int64_t mergeCtas = ((int64_t)p->numTokens * p->numHeads + 7) / 8;
+  const int64_t mergeCtas = (int64_t)p->numTokens * p->numHeads;
   if (ctasX > 0x7fffffffLL || mergeCtas > 0x7fffffffLL)
     return invalidValue("%d rows of %d heads exceed the Hopper MLA body's grid", p->numTokens, p->numHeads);
   Split sp;
   sp.maxSplits = maxSplits;
   sp.chunkMin = chunkMin;
+  sp.evictFirst = (flags & kMlaSm90EvictFirst) != 0;
   sp.wsO = static_cast<float*>(p->workspace);
   sp.wsLse = sp.wsO ? sp.wsO + (size_t)p->numTokens * p->numHeads * maxSplits * kDv : nullptr;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
@@ -209,6 +213,11 @@ extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* k
   if (dev < 0 || !(devRaised[dev].load(std::memory_order_acquire) & (1u << variant))) {
     e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
     if (e != cudaSuccess) return (int)e;
+    /* the merge asks for the attention's shared-memory carveout, so the SMs need not be
+     * reconfigured between the two kernels of every step */
+    e = cudaFuncSetAttribute(mlaSm90Combine, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) return (int)e;
     if (dev >= 0) devRaised[dev].fetch_or(1u << variant, std::memory_order_acq_rel);
   }
   const dim3 grid((unsigned)ctasX, 1, (unsigned)maxSplits);
@@ -217,7 +226,7 @@ extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* k
   if (e != cudaSuccess || maxSplits == 1) return (int)e;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)mergeCtas);
-  cfg.blockDim = dim3(256);
+  cfg.blockDim = dim3(kCombineThreads);
   cfg.stream = st;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;

@@ -34,6 +34,8 @@ size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
  * 4 = 3 with per-tile TMA barriers (S starts when its first tile lands); 5 = 0 with per-tile
  * barriers; 6 = 1 with per-tile barriers. */
 enum { kMlaSm90Variants = 7 };
+/* or-ed into a variant: the KV copies carry an L2 evict-first policy */
+enum { kMlaSm90EvictFirst = 16 };
 /* The attention of p (bf16 MLA 576/512, heads [headBegin, +numHeads) in p's block layout) with
  * maxSplits / chunkMin (cpclMlaSm90Plan; fixed per plan), then the split merge as a programmatic
  * dependent launch. p->workspace holds cpclMlaSm90WorkspaceBytes(numTokens, numHeads, maxSplits).
