@@ -69,6 +69,13 @@ struct Split {
   float* wsO;              /* [numTokens][numHeads][maxSplits][512]; unused when maxSplits == 1 */
   float* wsLse;            /* [numTokens][numHeads][maxSplits] */
   int evictFirst;          /* KV copies with an L2 evict-first hint (FlashMLA reports a better hit rate) */
+  /* Sparse attention (issue 16): row t attends to the local KV indices sparseIdx[t][0 ..
+   * sparseCount[t]) (this rank's own positions of its top-k list, compacted), in list order; the
+   * row's "length" is that count and the splits cut the list as they cut a dense prefix. NULL for
+   * dense attention. The KV map then has one-row boxes (cpclMlaSm90KvRowMap). */
+  const int32_t* sparseIdx;   /* [numTokens][sparseStride] */
+  const int32_t* sparseCount; /* [numTokens] */
+  int sparseStride;
 };
 
 /* ---- small PTX wrappers ---- */
@@ -162,7 +169,11 @@ __device__ __forceinline__ RowWork rowWork(const cpclAttnParams_t& p, const Spli
   RowWork r;
   int s = 0, r0, nr;
   r.len = 0;
-  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, flag, &s, &r0, &nr)) {
+  const bool live = rowOf(p.queryStart, p.seqLens, p.numSeqs, t, flag, &s, &r0, &nr);
+  if (live && sp.sparseIdx) {
+    const int c = __ldg(sp.sparseCount + t); /* the filter's count: within 0 .. stride */
+    r.len = c < 0 ? 0 : c > sp.sparseStride ? sp.sparseStride : c;
+  } else if (live) {
     const int64_t pos = (int64_t)p.seqLens[s] - nr + (t - r0);
     int64_t len = cpclKvLocalLenOf(pos + 1, p.cpSize, p.cpRank, p.interleave);
     const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
@@ -328,7 +339,7 @@ __device__ __forceinline__ void namedArrive(int id, int n) {
  *     WG1: S1; [P0 ready] O_R = O_R c0 + P0 V0_R; m1 = max(m0, S1); P1; O_R = O_R c1 + P1 V1_R
  *   Row sums: WG0 keeps those of even blocks, WG1 of odd ones (both rescaled by every c), added
  *   at the end. */
-template <int kKind, int kVDesc, bool kTileBars>
+template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false>
 __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
@@ -373,6 +384,78 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (tid >= 256) { /* ---- producer warpgroup ---- */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    if constexpr (kSparse) {
+      /* one warp: lane l gathers keys l and l + 32 of each block, nine one-row boxes a key (the
+       * 128B swizzle follows the shared-memory address, so a row lands where a 64-row box would
+       * put it). Keys' slots are resolved one block ahead, as the dense producer reads its block
+       * table. A listed index outside the block-table row, or a negative page id, is bad data:
+       * recorded, read as slot 0, and the split's partial thrown away (sBad). */
+      if (tid >= 288) return;
+      const int ln = tid & 31;
+      const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
+      const int32_t* list = sp.sparseIdx + (int64_t)t * sp.sparseStride;
+      const int pg = p.pageSize;
+      const int64_t cap = (int64_t)p.maxPagesPerSeq * pg;
+      uint64_t policy = 0;
+      if (sp.evictFirst) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+      bool bad = false;
+      int rows[2];
+      auto fetchRows = [&](int i) {
+        const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+          const int j = ln + 32 * k;
+          rows[k] = 0;
+          if (j < valid) {
+            const int idx = __ldg(list + b0 + j);
+            const int id = idx >= 0 && idx < cap ? __ldg(bt + idx / pg) : -1;
+            if (id < 0) {
+              if (!bad) {
+                bad = true;
+                *sBad = 1;
+                if (idx < 0 || idx >= cap)
+                  reportError(p.errorFlag, CPCL_KERR_CAPACITY, rw.seq, idx, (int)min(cap, (int64_t)INT32_MAX));
+                else
+                  reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx / pg);
+              }
+            } else {
+              rows[k] = id * pg + idx % pg;
+            }
+          }
+        }
+      };
+      if (nBlocks > 0) fetchRows(0);
+      for (int i = 0; i < nBlocks; i++) {
+        const int st = i & 1;
+        if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
+        const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
+        const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
+        const uint32_t dst = smemAddr(sK + st * kBlockB);
+        if (ln == 0) {
+          if (kTileBars) {
+            for (int c = 0; c < kTiles; c++) mbarExpectTx(full0 + c * 8, (uint32_t)valid * 128);
+          } else {
+            mbarExpectTx(full0, (uint32_t)valid * kTiles * 128);
+          }
+        }
+        __syncwarp();
+        for (int c = 0; c < kTiles; c++) {
+          const uint32_t full = kTileBars ? full0 + c * 8 : full0;
+#pragma unroll
+          for (int k = 0; k < 2; k++) {
+            const int j = ln + 32 * k;
+            if (j < valid) {
+              if (sp.evictFirst)
+                tmaLoad2dHint(dst + c * kTileB + j * 128, &kvMap, c * 64, rows[k], full, policy);
+              else
+                tmaLoad2d(dst + c * kTileB + j * 128, &kvMap, c * 64, rows[k], full);
+            }
+          }
+        }
+        if (i + 1 < nBlocks) fetchRows(i + 1);
+      }
+      return;
+    }
     if (tid != 256) return;
     const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
     const int pg = p.pageSize;
