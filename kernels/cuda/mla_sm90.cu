@@ -166,11 +166,6 @@ extern "C" int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t n
   return encodeRows(map, kvCache, numPages * pageSize, pageSize < 64 ? pageSize : 64);
 }
 
-extern "C" int cpclMlaSm90KvRowMap(CUtensorMap* map, const void* kvCache, int64_t numRows) {
-  if (numRows < 1) return invalidValue("numRows = %lld: at least 1", (long long)numRows);
-  return encodeRows(map, kvCache, numRows, 1);
-}
-
 extern "C" void cpclMlaSm90Plan(int maxTokens, int numHeads, int numSms, int* maxSplits, int* chunkMin) {
   /* enough CTAs for about one wave at the plan's largest batch, never more than 64 splits; fixed
    * per plan so a row's result does not depend on the rest of its batch */
@@ -271,11 +266,14 @@ extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* k
   return launch(p, kvMap, maxSplits, chunkMin, variant, nullptr, nullptr, 0, stream);
 }
 
-extern "C" int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, const CUtensorMap* kvRowMap, int maxSplits,
-                                       int chunkMin, int variant, const int32_t* sparseIdx, const int32_t* sparseCount,
-                                       int sparseStride, void* stream) {
+extern "C" int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, int maxSplits, int chunkMin, int variant,
+                                       const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride,
+                                       void* stream) {
   if (sparseIdx == nullptr) return invalidValue("sparseIdx is NULL: the sparse launch needs the compacted lists");
-  return launch(p, kvRowMap, maxSplits, chunkMin, variant, sparseIdx, sparseCount, sparseStride, stream);
+  if (((uintptr_t)p->kCache & 15) != 0)
+    return invalidValue("kCache = %p is not 16-byte aligned (16-byte cp.async)", p->kCache);
+  const CUtensorMap unused = {}; /* the gathered rows are copied with cp.async, not TMA */
+  return launch(p, &unused, maxSplits, chunkMin, variant, sparseIdx, sparseCount, sparseStride, stream);
 }
 
 extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {

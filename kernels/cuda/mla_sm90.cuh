@@ -262,13 +262,19 @@ __device__ __forceinline__ void rescaleO(float (&o)[128], float cA, float cB) {
 }
 
 /* S (64 x 64) = Q K^T over the 576 dims of one stage. With per-tile barriers (tileBar != 0) each
- * 64-dim tile is waited for just before its four k-steps, so S starts when the first tile lands. */
+ * 64-dim tile is waited for just before its four k-steps, so S starts when the first tile lands.
+ * kProxyFence: the tiles were written by cp.async (the generic proxy), so each wait is followed by
+ * a proxy fence before wgmma (the async proxy) reads them. */
+template <bool kProxyFence = false>
 __device__ __forceinline__ void issueS(float (&s)[32], uint32_t qBase, uint32_t kSt, uint32_t tileBar = 0,
                                        uint32_t parity = 0) {
   wgmmaFence();
 #pragma unroll
   for (int ks = 0; ks < kDqk / 16; ks++) {
-    if (tileBar && (ks & 3) == 0) mbarWait(tileBar + (ks >> 2) * 8, parity);
+    if (tileBar && (ks & 3) == 0) {
+      mbarWait(tileBar + (ks >> 2) * 8, parity);
+      if (kProxyFence) fenceProxyAsync();
+    }
     const uint32_t off = (ks >> 2) * kTileB + (ks & 3) * 32;
     wgmmaSS_m64n64k16(s, sw128Desc(qBase + off, 16, 1024), sw128Desc(kSt + off, 16, 1024), ks > 0);
   }
@@ -375,7 +381,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int tid = threadIdx.x;
 
   if (tid == 0) {
-    for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), 1);
+    /* TMA: one arrival (the expect_tx); sparse: the 128 producer threads' cp.async arrivals */
+    for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), kSparse ? 128 : 1);
     for (int i = 0; i < 2; i++) mbarInit(smemAddr(&emptyBar[i]), 8);
     *sBad = 0;
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -385,30 +392,33 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid >= 256) { /* ---- producer warpgroup ---- */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
     if constexpr (kSparse) {
-      /* one warp: lane l gathers keys l and l + 32 of each block, nine one-row boxes a key (the
-       * 128B swizzle follows the shared-memory address, so a row lands where a 64-row box would
-       * put it). Keys' slots are resolved one block ahead, as the dense producer reads its block
-       * table. A listed index outside the block-table row, or a negative page id, is bad data:
-       * recorded, read as slot 0, and the split's partial thrown away (sBad). */
-      if (tid >= 288) return;
-      const int ln = tid & 31;
+      /* The producer warpgroup gathers each block's listed rows with 16-byte cp.async (nine
+       * one-row TMA boxes a key were measured 6x slower: the copy engine is slow on 128-byte
+       * boxes). Thread i copies 16-byte chunk i % 8 of every 64-dim tile for rows i / 8 + 16k
+       * (k < 4): a warp reads four whole 128-byte row segments at a time. Rows past the block's
+       * count are zero-filled (source size 0). Each thread's copies of a tile complete on that
+       * tile's full barrier (count 128, cp.async.mbarrier.arrive.noinc), so S still starts tile
+       * by tile. Slots are resolved one block ahead. A listed index outside the block-table row,
+       * or a negative page id, is bad data: recorded, read as slot 0, and the split's partial
+       * thrown away (sBad). */
+      const int pt = tid - 256, ch = pt & 7, r0 = pt >> 3;
       const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
       const int32_t* list = sp.sparseIdx + (int64_t)t * sp.sparseStride;
       const int pg = p.pageSize;
       const int64_t cap = (int64_t)p.maxPagesPerSeq * pg;
-      uint64_t policy = 0;
-      if (sp.evictFirst) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+      const char* kv = static_cast<const char*>(p.kCache);
       bool bad = false;
-      int rows[2];
+      int64_t rowOff[4]; /* byte offset of each of this thread's rows; -1: past the count */
       auto fetchRows = [&](int i) {
         const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
 #pragma unroll
-        for (int k = 0; k < 2; k++) {
-          const int j = ln + 32 * k;
-          rows[k] = 0;
+        for (int k = 0; k < 4; k++) {
+          const int j = r0 + 16 * k;
+          rowOff[k] = -1;
           if (j < valid) {
             const int idx = __ldg(list + b0 + j);
             const int id = idx >= 0 && idx < cap ? __ldg(bt + idx / pg) : -1;
+            int64_t slot = 0;
             if (id < 0) {
               if (!bad) {
                 bad = true;
@@ -419,8 +429,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                   reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx / pg);
               }
             } else {
-              rows[k] = id * pg + idx % pg;
+              slot = (int64_t)id * pg + idx % pg;
             }
+            rowOff[k] = slot * (kDqk * 2) + ch * 16;
           }
         }
       };
@@ -428,29 +439,22 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int i = 0; i < nBlocks; i++) {
         const int st = i & 1;
         if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
-        const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
         const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
         const uint32_t dst = smemAddr(sK + st * kBlockB);
-        if (ln == 0) {
-          if (kTileBars) {
-            for (int c = 0; c < kTiles; c++) mbarExpectTx(full0 + c * 8, (uint32_t)valid * 128);
-          } else {
-            mbarExpectTx(full0, (uint32_t)valid * kTiles * 128);
-          }
-        }
-        __syncwarp();
         for (int c = 0; c < kTiles; c++) {
-          const uint32_t full = kTileBars ? full0 + c * 8 : full0;
 #pragma unroll
-          for (int k = 0; k < 2; k++) {
-            const int j = ln + 32 * k;
-            if (j < valid) {
-              if (sp.evictFirst)
-                tmaLoad2dHint(dst + c * kTileB + j * 128, &kvMap, c * 64, rows[k], full, policy);
-              else
-                tmaLoad2d(dst + c * kTileB + j * 128, &kvMap, c * 64, rows[k], full);
-            }
+          for (int k = 0; k < 4; k++) {
+            const int r = r0 + 16 * k;
+            const uint32_t d = dst + c * kTileB + r * 128 + ((ch ^ (r & 7)) << 4);
+            const char* src = kv + (rowOff[k] < 0 ? 0 : rowOff[k]) + c * 128;
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+                         "r"(rowOff[k] < 0 ? 0 : 16)
+                         : "memory");
           }
+          if (kTileBars || c == kTiles - 1)
+            asm volatile(
+                "cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(kTileBars ? full0 + c * 8 : full0)
+                : "memory");
         }
         if (i + 1 < nBlocks) fetchRows(i + 1);
       }
@@ -565,11 +569,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else {
       mbarWait(smemAddr(&fullBar[st * kTiles]), parity);
     }
+    if (kSparse) fenceProxyAsync(); /* cp.async wrote the stage (generic proxy); wgmma reads it */
   };
   /* S of a stage: its tiles waited for one by one (kTileBars), else the stage as a whole */
   auto stageS = [&](float(&s)[32], int st, uint32_t parity) {
-    if (!kTileBars) mbarWait(smemAddr(&fullBar[st * kTiles]), parity);
-    issueS(s, qBase, kBase + st * kBlockB, kTileBars ? smemAddr(&fullBar[st * kTiles]) : 0u, parity);
+    if (!kTileBars) {
+      mbarWait(smemAddr(&fullBar[st * kTiles]), parity);
+      if (kSparse) fenceProxyAsync();
+    }
+    issueS<kSparse>(s, qBase, kBase + st * kBlockB, kTileBars ? smemAddr(&fullBar[st * kTiles]) : 0u, parity);
   };
 
   if constexpr (kKind == 0) {

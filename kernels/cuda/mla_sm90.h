@@ -25,8 +25,6 @@ int cpclMlaSm90PageSizeOk(int pageSize);
 /* tensor map over the latent cache [numPages][pageSize][576] bf16 (one KV head); any upper bound
  * of the page count works (TMA checks coordinates against the extent only) */
 int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t numPages, int pageSize);
-/* the same cache as [numRows][576] with one-row boxes: the map of the sparse (gathered) body */
-int cpclMlaSm90KvRowMap(CUtensorMap* map, const void* kvCache, int64_t numRows);
 /* the plan's split constants for maxTokens rows of numHeads heads on numSms multiprocessors */
 void cpclMlaSm90Plan(int maxTokens, int numHeads, int numSms, int* maxSplits, int* chunkMin);
 /* split workspace (wsO then wsLse, in p->workspace) for maxTokens rows of numHeads heads */
@@ -49,10 +47,10 @@ int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int m
 /* Sparse attention (issue 16): row t attends to the local KV indices sparseIdx[t][0 ..
  * sparseCount[t]) (compacted by the top-k filter, list order kept; index i is slot
  * blockTable[seq][i / pageSize] * pageSize + i % pageSize), with the schedule of variant 1 or 4
- * (| kMlaSm90EvictFirst); the splits cut each row's list. kvRowMap: cpclMlaSm90KvRowMap. */
-int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, const CUtensorMap* kvRowMap, int maxSplits, int chunkMin,
-                            int variant, const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride,
-                            void* stream);
+ * (| kMlaSm90EvictFirst); the splits cut each row's list. The rows are gathered with cp.async from p->kCache (no tensor
+ * map; the evict-first flag does nothing). */
+int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, int maxSplits, int chunkMin, int variant,
+                            const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride, void* stream);
 
 /* The library's path (attn.cu): -1 when p does not take this body (p->mlaSm90Splits == 0,
  * another shape or dtype, or a device other than compute capability 9.0), else the launch's

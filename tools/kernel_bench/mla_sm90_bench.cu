@@ -145,10 +145,7 @@ static bool runCase(const Case& c, int variant, double* relErr, double* lseErr) 
   if (wsBytes) CK(cudaMemset(dWs, 0xFF, wsBytes));
 
   CUtensorMap map;
-  if (K > 0)
-    CKI(cpclMlaSm90KvRowMap(&map, dKv, (int64_t)numPages * pg));
-  else
-    CKI(cpclMlaSm90KvMap(&map, dKv, numPages, pg));
+  if (K == 0) CKI(cpclMlaSm90KvMap(&map, dKv, numPages, pg));
   cpclAttnParams_t p = {};
   p.numSeqs = nS;
   p.numTokens = T;
@@ -176,9 +173,10 @@ static bool runCase(const Case& c, int variant, double* relErr, double* lseErr) 
   p.lse = dLse;
   p.lseTokenStride = H;
   p.workspace = dWs;
+  p.kCache = dKv;
   p.workspaceBytes = wsBytes;
   if (K > 0)
-    CKI(cpclMlaSm90LaunchSparse(&p, &map, c.maxSplits, c.chunkMin, variant, dIdx, dCnt, K, 0));
+    CKI(cpclMlaSm90LaunchSparse(&p, c.maxSplits, c.chunkMin, variant, dIdx, dCnt, K, 0));
   else
     CKI(cpclMlaSm90Launch(&p, &map, c.maxSplits, c.chunkMin, variant, 0));
   CK(cudaDeviceSynchronize());
@@ -454,7 +452,6 @@ int main(int argc, char** argv) {
       CUtensorMap map;
       int *dIdx = nullptr, *dCnt = nullptr;
       if (K > 0) { /* every row: K distinct random keys of its L */
-        CKI(cpclMlaSm90KvRowMap(&map, dKv, (int64_t)totalPages * pg));
         std::vector<int> all(L), idx((size_t)B * K), cnt(B, K);
         for (int i = 0; i < L; i++) all[i] = i;
         for (int b = 0; b < B; b++) {
@@ -478,7 +475,7 @@ int main(int argc, char** argv) {
         for (int cm : chunkMins) {
           if (K > 0 && (variant & 15) != 1 && (variant & 15) != 4) continue;
           auto launchOne = [&](const cpclAttnParams_t* pp) {
-            return K > 0 ? cpclMlaSm90LaunchSparse(pp, &map, maxSplits, cm, variant, dIdx, dCnt, K, st)
+            return K > 0 ? cpclMlaSm90LaunchSparse(pp, maxSplits, cm, variant, dIdx, dCnt, K, st)
                          : cpclMlaSm90Launch(pp, &map, maxSplits, cm, variant, st);
           };
           std::vector<cpclAttnParams_t> ps(copies);
@@ -509,6 +506,7 @@ int main(int argc, char** argv) {
             p.lse = dLse + (size_t)B * H * cidx;
             p.lseTokenStride = H;
             p.workspace = dWs;
+            p.kCache = dKv;
             p.workspaceBytes = wsBytes;
           }
           for (int i = 0; i < 3; i++) CKI(launchOne(&ps[i % copies]));
