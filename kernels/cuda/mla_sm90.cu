@@ -34,6 +34,11 @@ template __global__ void mlaSm90Kernel<1, 0, true>(const __grid_constant__ CUten
                                                    const __grid_constant__ cpclAttnParams_t, const Split);
 template __global__ void mlaSm90Kernel<0, 0, true>(const __grid_constant__ CUtensorMap,
                                                    const __grid_constant__ cpclAttnParams_t, const Split);
+/* per-tile release (variants 7, 8) */
+template __global__ void mlaSm90Kernel<2, 0, true, false, true>(const __grid_constant__ CUtensorMap,
+                                                                const __grid_constant__ cpclAttnParams_t, const Split);
+template __global__ void mlaSm90Kernel<1, 0, true, false, true>(const __grid_constant__ CUtensorMap,
+                                                                const __grid_constant__ cpclAttnParams_t, const Split);
 /* sparse (gathered rows): the schedules of variants 1 and 4 */
 template __global__ void mlaSm90Kernel<0, 0, false, true>(const __grid_constant__ CUtensorMap,
                                                           const __grid_constant__ cpclAttnParams_t, const Split);
@@ -222,11 +227,19 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   sp.wsLse = sp.wsO ? sp.wsO + (size_t)p->numTokens * p->numHeads * maxSplits * kDv : nullptr;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   void (*const kerns[kMlaSm90Variants])(const CUtensorMap, const cpclAttnParams_t, const Split) = {
-      mlaSm90Kernel<1, 0, false>, mlaSm90Kernel<0, 0, false>, mlaSm90Kernel<0, 1, false>, mlaSm90Kernel<2, 0, false>,
-      mlaSm90Kernel<2, 0, true>,  mlaSm90Kernel<1, 0, true>,  mlaSm90Kernel<0, 0, true>};
+      mlaSm90Kernel<1, 0, false>,
+      mlaSm90Kernel<0, 0, false>,
+      mlaSm90Kernel<0, 1, false>,
+      mlaSm90Kernel<2, 0, false>,
+      mlaSm90Kernel<2, 0, true>,
+      mlaSm90Kernel<1, 0, true>,
+      mlaSm90Kernel<0, 0, true>,
+      mlaSm90Kernel<2, 0, true, false, true>,
+      mlaSm90Kernel<1, 0, true, false, true>,
+      mlaSm90Seesaw};
   auto kern =
       sparseIdx ? (variant == 1 ? mlaSm90Kernel<0, 0, false, true> : mlaSm90Kernel<2, 0, true, true>) : kerns[variant];
-  const unsigned bit = 1u << (variant + (sparseIdx ? 8 : 0));
+  const unsigned bit = 1u << (variant + (sparseIdx ? 16 : 0));
   cudaError_t e;
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
@@ -245,7 +258,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     if (dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((unsigned)ctasX, 1, (unsigned)maxSplits);
-  kern<<<grid, kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
+  kern<<<grid, variant == 9 ? kThreadsSeesaw : kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
   e = cudaGetLastError();
   if (e != cudaSuccess || maxSplits == 1) return (int)e;
   cudaLaunchConfig_t cfg = {};

@@ -47,6 +47,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "attn_common.cuh"
 
 namespace cpcl {
@@ -57,7 +59,7 @@ constexpr int kTiles = kDqk / 64;        /* 64-dim tiles of a 64-row block: 9 */
 constexpr int kTileB = 64 * 128;         /* one tile: 64 rows x 128 bytes, 128B-swizzled */
 constexpr int kBlockB = kTiles * kTileB; /* a 64-row block of 576 dims: 73728 bytes */
 constexpr int kThreads = 384;            /* 2 consumer warpgroups + 1 producer warpgroup */
-constexpr int kSmemBytes = 3 * kBlockB + 8192 + 256 + 6 * 256 + 16 + 1024; /* Q, 2 stages, sP, barriers,
+constexpr int kSmemBytes = 3 * kBlockB + 8192 + 320 + 6 * 256 + 16 + 1024; /* Q, 2 stages, sP, barriers,
                                                                             * row scales and sums, the bad-page
                                                                             * flag, alignment */
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -335,6 +337,74 @@ __device__ __forceinline__ void namedArrive(int id, int n) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
 }
 
+/* ---- epilogue: normalise, store (out and lse, or the split's partial) ---- */
+__device__ __forceinline__ void mlaEpilogue(const cpclAttnParams_t& p, const Split& sp, const RowWork& rw, int t,
+                                            int split, int g0, int nu, int w, int lane, int rA, int rB, int cq,
+                                            bool badSplit, const float (&o)[128], float lA, float lB, float mA,
+                                            float mB) {
+  const float iA = lA > 0.f ? 1.f / lA : 0.f, iB = lB > 0.f ? 1.f / lB : 0.f;
+  const float lse2A = lA > 0.f ? mA + log2f(lA) : -INFINITY, lse2B = lB > 0.f ? mB + log2f(lB) : -INFINITY;
+  const int d0 = 256 * w + cq;
+  /* a split that met a bad page: its row is empty (one split: out 0, lse -inf, written here;
+   * several: a NaN lse marks the partial, and the merge empties the row) */
+  if (badSplit) {
+    if (rw.n == 1) {
+#pragma unroll
+      for (int h2 = 0; h2 < 2; h2++) {
+        const int r = h2 ? rB : rA;
+        if (r >= nu) continue;
+        __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + r, t) + d0;
+#pragma unroll
+        for (int j = 0; j < 32; j++) *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(0.f, 0.f);
+        float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + r, t) : nullptr;
+        if (lse) *lse = -INFINITY;
+      }
+    } else if (w == 0 && (lane & 3) == 0) {
+      const int64_t uA = ((int64_t)t * p.numHeads + g0 - p.headBegin + rA) * sp.maxSplits + split;
+      const int64_t uB = ((int64_t)t * p.numHeads + g0 - p.headBegin + rB) * sp.maxSplits + split;
+      if (rA < nu) sp.wsLse[uA] = __int_as_float(0x7fc00000);
+      if (rB < nu) sp.wsLse[uB] = __int_as_float(0x7fc00000);
+    }
+    return;
+  }
+  if (rw.n == 1) {
+    if (rA < nu) {
+      __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + rA, t) + d0;
+#pragma unroll
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(o[4 * j] * iA, o[4 * j + 1] * iA);
+      float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + rA, t) : nullptr;
+      if (lse) *lse = p.lseBase2 ? lse2A : lse2A * kLn2;
+    }
+    if (rB < nu) {
+      __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + rB, t) + d0;
+#pragma unroll
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(o[4 * j + 2] * iB, o[4 * j + 3] * iB);
+      float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + rB, t) : nullptr;
+      if (lse) *lse = p.lseBase2 ? lse2B : lse2B * kLn2;
+    }
+  } else {
+    const int S = sp.maxSplits;
+    if (rA < nu) {
+      const int64_t u = ((int64_t)t * p.numHeads + g0 - p.headBegin + rA) * S + split;
+      float* dst = sp.wsO + u * kDv + d0;
+#pragma unroll
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j] * iA, o[4 * j + 1] * iA);
+      if (w == 0 && (lane & 3) == 0) sp.wsLse[u] = lse2A;
+    }
+    if (rB < nu) {
+      const int64_t u = ((int64_t)t * p.numHeads + g0 - p.headBegin + rB) * S + split;
+      float* dst = sp.wsO + u * kDv + d0;
+#pragma unroll
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j + 2] * iB, o[4 * j + 3] * iB);
+      if (w == 0 && (lane & 3) == 0) sp.wsLse[u] = lse2B;
+    }
+  }
+}
+
 /* kKind 0: both warpgroups compute every block's S (no exchange; S done twice).
  * kKind 2: kKind 1 with warpgroup 1 issuing S1 after P0 V0_R instead of at the pair's start
  *   (less overlap of S1 with WG0's softmax, more time for stage 1 to load).
@@ -345,7 +415,7 @@ __device__ __forceinline__ void namedArrive(int id, int n) {
  *     WG1: S1; [P0 ready] O_R = O_R c0 + P0 V0_R; m1 = max(m0, S1); P1; O_R = O_R c1 + P1 V1_R
  *   Row sums: WG0 keeps those of even blocks, WG1 of odd ones (both rescaled by every c), added
  *   at the end. */
-template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false>
+template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, bool kFine = false>
 __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
@@ -357,7 +427,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   /* full[stage][tile] (with kTileBars; else full[stage][0] counts the whole block), empty[stage] */
   uint64_t* fullBar = reinterpret_cast<uint64_t*>(smem + 3 * kBlockB + 8192);
   uint64_t* emptyBar = fullBar + 2 * kTiles;
-  float* sC0 = reinterpret_cast<float*>(smem + 3 * kBlockB + 8192 + 256);
+  float* sC0 = reinterpret_cast<float*>(smem + 3 * kBlockB + 8192 + 320);
   float* sM0 = sC0 + 64;
   float* sC1 = sM0 + 64;
   float* sM1 = sC1 + 64;
@@ -383,7 +453,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid == 0) {
     /* TMA: one arrival (the expect_tx); sparse: the 128 producer threads' cp.async arrivals */
     for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), kSparse ? 128 : 1);
-    for (int i = 0; i < 2; i++) mbarInit(smemAddr(&emptyBar[i]), 8);
+    /* kFine: an empty barrier per tile (kTiles a stage), else per stage */
+    for (int i = 0; i < (kFine ? 2 * kTiles : 2); i++) mbarInit(smemAddr(&emptyBar[i]), 8);
     *sBad = 0;
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -496,7 +567,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (nBlocks > 0) fetchRows(0);
     for (int i = 0; i < nBlocks; i++) {
       const int st = i & 1;
-      if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
+      if (i >= 2 && !kFine) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
       const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
       const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
       const uint32_t dst = smemAddr(sK + st * kBlockB);
@@ -505,6 +576,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int np = pg >= kBN ? 1 : (valid + pg - 1) / pg, boxRows = pg >= kBN ? kBN : pg;
       if (!kTileBars) mbarExpectTx(full0, (uint32_t)np * kTiles * boxRows * 128);
       for (int c = 0; c < kTiles; c++) {
+        /* kFine: each tile is refilled as soon as its last reader let it go */
+        if (kFine && i >= 2) mbarWait(smemAddr(&emptyBar[st * kTiles + c]), ((i >> 1) - 1) & 1);
         const uint32_t full = kTileBars ? full0 + c * 8 : full0;
         if (kTileBars) mbarExpectTx(full, (uint32_t)np * boxRows * 128);
 #pragma unroll
@@ -559,7 +632,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t qBase = smemAddr(sQ), kBase = smemAddr(sK), pBase = smemAddr(sP);
   auto validOf = [&](int i) { return min(kBN, kEnd - (kBeg + i * kBN)); };
   auto release = [&](int st) {
-    mbarArriveLane0(smemAddr(&emptyBar[st]), lane); /* this warp is done with the stage */
+    if (!kFine) mbarArriveLane0(smemAddr(&emptyBar[st]), lane); /* this warp is done with the stage */
+  };
+  /* kFine: this warp is done with tiles [c0, c1) of a stage (every consumer warp lets each tile of
+   * each block go exactly once, after its last read of it and after waiting for it to land) */
+  auto releaseTiles = [&](int st, int c0, int c1) {
+    if (kFine)
+      for (int c = c0; c < c1; c++) mbarArriveLane0(smemAddr(&emptyBar[st * kTiles + c]), lane);
   };
   /* the whole stage landed (every tile's barrier with kTileBars) */
   auto waitStage = [&](int st, uint32_t parity) {
@@ -619,9 +698,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           wgmmaWait<1>();
           fenceRegs(o);
           release(1);
+          releaseTiles(1, 0, 4);
         }
         wgmmaWait<0>();
         fenceRegs(s);
+        releaseTiles(0, 4, kTiles); /* S0 was WG0's only read of V0's right half and the rope dims */
         const int v0 = validOf(2 * j);
         float nA, nB, cA, cB, sumA, sumB;
         uint32_t pf[4][4];
@@ -649,10 +730,12 @@ __global__ void __launch_bounds__(kThreads, 1)
           wgmmaWait<0>();
           fenceRegs(o);
           release(0);
+          releaseTiles(0, 0, 4); /* P0 V0_L done */
           lA *= c1A;
           lB *= c1B;
           rescaleO(o, c1A, c1B);
           waitStage(1, j & 1);
+          releaseTiles(1, 4, kTiles); /* WG0 reads only V1's left half */
           const int v1 = validOf(2 * j + 1);
           if (v1 < kBN) zeroTail(sK + kBlockB, 0, wt, v1);
           fenceRegs(o);
@@ -661,6 +744,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           wgmmaWait<0>();
           fenceRegs(o);
           release(0);
+          releaseTiles(0, 0, 4);
           mA = nA;
           mB = nB;
         }
@@ -673,6 +757,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         float s[32];
         if (kKind == 1 && odd) stageS(s, 1, j & 1);
         waitStage(0, j & 1);
+        releaseTiles(0, 0, 4); /* WG1 reads only V0's right half */
+        releaseTiles(0, 8, kTiles);
         const int v0 = validOf(2 * j);
         if (v0 < kBN) zeroTail(sK, 1, wt, v0);
         namedBarrier(kBarP0, 256); /* P0 in sP, c0 and m0 published */
@@ -692,10 +778,20 @@ __global__ void __launch_bounds__(kThreads, 1)
           float nA, nB, cA, cB, sumA, sumB;
           uint32_t pf[4][4];
           if (kKind == 2) wgmmaWait<0>();
+          if (kKind == 2) { /* S1 done (WG1's only read of V1's left half and the rope), P0 V0_R too */
+            releaseTiles(1, 0, 4);
+            releaseTiles(1, 8, kTiles);
+            releaseTiles(0, 4, 8);
+          }
           softmaxBlock(s, v1, cq, scale2, m0A, m0B, nA, nB, cA, cB, sumA, sumB, pf);
           wgmmaWait<0>(); /* P0 V0_R done: sP and stage 0 are free */
           fenceRegs(o);
           release(0);
+          if (kKind != 2) {
+            releaseTiles(1, 0, 4);
+            releaseTiles(1, 8, kTiles);
+            releaseTiles(0, 4, 8);
+          }
           storeP(sP, pf, rA, rB, cq);
           if ((lane & 3) == 0) {
             sC1[rA] = cA;
@@ -716,10 +812,12 @@ __global__ void __launch_bounds__(kThreads, 1)
           wgmmaWait<0>();
           fenceRegs(o);
           release(1);
+          releaseTiles(1, 4, 8);
         } else {
           wgmmaWait<0>();
           fenceRegs(o);
           release(0);
+          releaseTiles(0, 4, 8);
           mA = m0A;
           mB = m0B;
         }
@@ -740,68 +838,381 @@ __global__ void __launch_bounds__(kThreads, 1)
     lB = sLA[rB] + sLB[rB];
   }
 
-  /* ---- epilogue: normalise, store ---- */
-  const float iA = lA > 0.f ? 1.f / lA : 0.f, iB = lB > 0.f ? 1.f / lB : 0.f;
-  const float lse2A = lA > 0.f ? mA + log2f(lA) : -INFINITY, lse2B = lB > 0.f ? mB + log2f(lB) : -INFINITY;
-  const int d0 = 256 * w + cq;
-  /* a split that met a bad page: its row is empty (one split: out 0, lse -inf, written here;
-   * several: a NaN lse marks the partial, and the merge empties the row) */
-  if (nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad)) {
-    if (rw.n == 1) {
+  mlaEpilogue(p, sp, rw, t, split, g0, nu, w, lane, rA, rB, cq, nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad),
+              o, lA, lB, mA, mB);
+}
+
+/* ---- schedule 9: FlashMLA's seesaw without a producer warpgroup (256 threads) ----
+ * Both warpgroups are consumers and each issues the copies of the tiles it lets go (one lane:
+ * WG0 tiles 0-3, WG1 tiles 4-8 of a stage), so a tile is refilled the moment its last reader is
+ * done and every thread has the registers of 256-thread CTAs. S of the next pair's blocks is
+ * issued at the end of each warpgroup's iteration, so one warpgroup's softmax runs under the
+ * other's GEMMs. Q's rope tile (dims 512-575) lives in registers (rQ8) and its shared tile holds
+ * sP1. Per pair j (block 2j in stage 0, 2j + 1 in stage 1; S0 and S1 done on entry):
+ *   WG0: m0 = max(m, S0), P0, O_L *= c0            -> [scale0]
+ *        O_L += P0 V0_L; done: refill tiles 0-3 of stage 0 with block 2j + 2
+ *        [scale1] <- WG1; P0 *= c1 -> sP0          -> [P0]
+ *        [PV0R issued] <- WG1; O_L *= c1; O_L += sP1 V1_L
+ *        S0' tiles 0-3; P1 V1_L done: refill tiles 0-3 of stage 1 (block 2j + 3); S0' tiles 4-8
+ *   WG1: [scale0] <- WG0; m1 = max(m0, S1), P1 -> sP1, O_R *= c0 c1 -> [scale1]
+ *        O_R += P1 V1_R; [P0] <- WG0; O_R += sP0 V0_R -> [PV0R issued]
+ *        P1 V1_R done: refill tiles 4-8 of stage 1; P0 V0_R done: refill tiles 4-8 of stage 0
+ *        S1' (all tiles)
+ * WG1 reads stage tiles whose barriers WG0 waited for (and the reverse) only after a named barrier
+ * that follows that wait. Row sums: WG0 keeps the even blocks', WG1 the odd blocks'. */
+constexpr int kThreadsSeesaw = 256;
+constexpr int kBarScale0 = 6, kBarScale1 = 7, kBarPv0Issued = 8;
+
+/* S of tiles [C0, C1) of a stage, Q tiles 0-7 from shared memory and tile 8 from registers */
+template <int C0, int C1>
+__device__ __forceinline__ void issueSTiles(float (&s)[32], uint32_t qBase, uint32_t kSt, uint32_t tileBar,
+                                            uint32_t parity, const uint32_t (&q8)[4][4]) {
+  wgmmaFence();
 #pragma unroll
-      for (int h2 = 0; h2 < 2; h2++) {
-        const int r = h2 ? rB : rA;
-        if (r >= nu) continue;
-        __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + r, t) + d0;
+  for (int c = C0; c < C1; c++) {
+    mbarWait(tileBar + c * 8, parity);
 #pragma unroll
-        for (int j = 0; j < 32; j++) *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(0.f, 0.f);
-        float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + r, t) : nullptr;
-        if (lse) *lse = -INFINITY;
+    for (int kk = 0; kk < 4; kk++) {
+      const uint32_t off = c * kTileB + kk * 32;
+      if (c < kTiles - 1)
+        wgmmaSS_m64n64k16(s, sw128Desc(qBase + off, 16, 1024), sw128Desc(kSt + off, 16, 1024), c > 0 || kk > 0);
+      else
+        wgmmaRS_m64n64k16(s, q8[kk], sw128Desc(kSt + off, 16, 1024));
+    }
+  }
+  wgmmaCommit();
+}
+
+/* softmaxBlock that also leaves the fp32 probabilities in s (WG0 rescales P0 by WG1's factor
+ * before it hands P0 over); called only with no wgmma in flight on s */
+__device__ __forceinline__ void softmaxKeep(float (&s)[32], int valid, int cq, float scale2, float mA, float mB,
+                                            float& nA, float& nB, float& cA, float& cB, float& sumA, float& sumB,
+                                            uint32_t (&pf)[4][4]) {
+  float xA = -INFINITY, xB = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < 8; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int key = 8 * j + cq + (e & 1);
+      const float v = key < valid ? s[4 * j + e] : -INFINITY;
+      if (e < 2)
+        xA = fmaxf(xA, v);
+      else
+        xB = fmaxf(xB, v);
+    }
+  xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 1));
+  xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 2));
+  xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 1));
+  xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 2));
+  nA = fmaxf(mA, xA * scale2);
+  nB = fmaxf(mB, xB * scale2);
+  cA = exp2f(mA - nA);
+  cB = exp2f(mB - nB);
+  sumA = 0.f;
+  sumB = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int key = 8 * j + cq + (e & 1);
+      s[4 * j + e] = key < valid ? exp2f(fmaf(s[4 * j + e], scale2, -(e < 2 ? nA : nB))) : 0.f;
+    }
+    sumA += s[4 * j] + s[4 * j + 1];
+    sumB += s[4 * j + 2] + s[4 * j + 3];
+    pf[j >> 1][(j & 1) * 2 + 0] = packBf16(s[4 * j], s[4 * j + 1]);
+    pf[j >> 1][(j & 1) * 2 + 1] = packBf16(s[4 * j + 2], s[4 * j + 3]);
+  }
+}
+
+__global__ void __launch_bounds__(kThreadsSeesaw, 1)
+    mlaSm90Seesaw(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
+                  const Split sp) {
+  extern __shared__ unsigned char smemRaw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
+  unsigned char* sQ = smem;
+  unsigned char* sK = smem + kBlockB;
+  unsigned char* sP0 = smem + 3 * kBlockB;
+  unsigned char* sP1 = sQ + (kTiles - 1) * kTileB; /* Q's rope tile, once it is in registers */
+  uint64_t* fullBar = reinterpret_cast<uint64_t*>(smem + 3 * kBlockB + 8192); /* [stage][tile] */
+  float* sM = reinterpret_cast<float*>(smem + 3 * kBlockB + 8192 + 320);
+  float* sS0 = sM + 64;
+  float* sS1 = sS0 + 64;
+  float* sLA = sS1 + 64;
+  float* sLB = sLA + 64;
+  int* sBad = reinterpret_cast<int*>(sLB + 64);
+
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+
+  const int nChunks = (p.numHeads + kM - 1) / kM;
+  const int t = blockIdx.x / nChunks, split = blockIdx.z, g0 = p.headBegin + (blockIdx.x % nChunks) * kM;
+  const RowWork rw = rowWork(p, sp, t, p.errorFlag);
+  if (split >= rw.n) return;
+  const int nu = min(kM, p.headBegin + p.numHeads - g0);
+  const int kBeg = split * rw.chunk, kEnd = min(rw.len, kBeg + rw.chunk);
+  const int nBlocks = __shfl_sync(0xffffffffu, (kEnd - kBeg + kBN - 1) / kBN, 0);
+  const int tid = threadIdx.x;
+  const int w = __shfl_sync(0xffffffffu, tid >> 7, 0), wt = tid & 127, warp = wt >> 5, lane = tid & 31;
+  const int rA = warp * 16 + (lane >> 2), rB = rA + 8;
+  const int cq = (lane & 3) * 2;
+
+  if (tid == 0) {
+    for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), 1);
+    *sBad = 0;
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  if (tid < 64) sM[tid] = -INFINITY;
+  __syncthreads();
+
+  /* ---- copies: lane 0 of each warpgroup issues its tiles of a block (WG0 0-3, WG1 4-8) ---- */
+  const bool issuer = wt == 0;
+  const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
+  const int pg = p.pageSize;
+  const int np0 = pg >= kBN ? 1 : kBN / pg, boxRows = pg >= kBN ? kBN : pg;
+  bool bad = false;
+  auto pageRow = [&](int idx) {
+    const int id = __ldg(bt + idx);
+    if (id < 0 && !bad) {
+      bad = true;
+      *sBad = 1;
+      reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx);
+    }
+    return id < 0 ? 0 : id * pg;
+  };
+  /* page rows of block i (at most 8 pages); pages wholly past the end are not read */
+  auto blockRows = [&](int i, int(&rows)[8], int& np) {
+    const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
+    if (pg >= kBN) {
+      np = 1;
+      rows[0] = pageRow(b0 / pg) + b0 % pg;
+    } else {
+      np = (valid + pg - 1) / pg;
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+        if (j < np) rows[j] = pageRow(b0 / pg + j);
+    }
+  };
+  auto issueTiles = [&](int st, const int(&rows)[8], int np, int c0, int c1) {
+    const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
+    const uint32_t dst = smemAddr(sK + st * kBlockB);
+    for (int c = c0; c < c1; c++) {
+      mbarExpectTx(full0 + c * 8, (uint32_t)np * boxRows * 128);
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+        if (j < np) tmaLoad2d(dst + c * kTileB + j * boxRows * 128, &kvMap, c * 64, rows[j], full0 + c * 8);
+    }
+  };
+  const int myC0 = w == 0 ? 0 : 4, myC1 = w == 0 ? 4 : kTiles;
+  int rowsA[8], npA = np0, rowsB[8], npB = np0; /* the next blocks of stage 0 and stage 1 */
+  if (issuer) {
+    if (nBlocks > 0) {
+      blockRows(0, rowsA, npA);
+      issueTiles(0, rowsA, npA, myC0, myC1);
+    }
+    if (nBlocks > 1) {
+      blockRows(1, rowsB, npB);
+      issueTiles(1, rowsB, npB, myC0, myC1);
+    }
+    if (nBlocks > 2) blockRows(2, rowsA, npA);
+    if (nBlocks > 3) blockRows(3, rowsB, npB);
+  }
+
+  /* ---- Q -> shared memory (swizzled), then its rope tile -> registers ---- */
+  {
+    constexpr int kPer = kM * (kDqk / 8) / 256;
+    uint4 v[kPer];
+#pragma unroll
+    for (int k = 0; k < kPer; k++) {
+      const int i = tid + k * 256, r = i / (kDqk / 8), c = i % (kDqk / 8);
+      v[k] = make_uint4(0, 0, 0, 0);
+      if (r < nu && nBlocks > 0)
+        v[k] = __ldg(reinterpret_cast<const uint4*>(attnQ<__nv_bfloat16>(p, g0 + r, t) + c * 8));
+    }
+#pragma unroll
+    for (int k = 0; k < kPer; k++) {
+      const int i = tid + k * 256, r = i / (kDqk / 8), c = i % (kDqk / 8);
+      const int tile = c >> 3, j = c & 7;
+      *reinterpret_cast<uint4*>(sQ + tile * kTileB + r * 128 + ((j ^ (r & 7)) << 4)) = v[k];
+    }
+    fenceProxyAsync();
+    namedBarrier(kBarAll, 256);
+  }
+  uint32_t q8[4][4]; /* A fragments of Q's rope tile: k-step kk, rows rA / rB, dims 16kk + cq (+8) */
+  {
+    const unsigned char* t8 = sQ + (kTiles - 1) * kTileB;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) { /* dims 16kk + 8h + cq: 16-byte chunk 2kk + h of the row */
+        const int ch = 2 * kk + h;
+        q8[kk][2 * h + 0] = *reinterpret_cast<const uint32_t*>(t8 + rA * 128 + ((ch ^ (rA & 7)) << 4) + cq * 2);
+        q8[kk][2 * h + 1] = *reinterpret_cast<const uint32_t*>(t8 + rB * 128 + ((ch ^ (rB & 7)) << 4) + cq * 2);
       }
-    } else if (w == 0 && (lane & 3) == 0) {
-      const int64_t uA = ((int64_t)t * p.numHeads + g0 - p.headBegin + rA) * sp.maxSplits + split;
-      const int64_t uB = ((int64_t)t * p.numHeads + g0 - p.headBegin + rB) * sp.maxSplits + split;
-      if (rA < nu) sp.wsLse[uA] = __int_as_float(0x7fc00000);
-      if (rB < nu) sp.wsLse[uB] = __int_as_float(0x7fc00000);
-    }
-    return;
+    namedBarrier(kBarAll, 256); /* every rope fragment read before sP1 overwrites the tile */
   }
-  if (rw.n == 1) {
-    if (rA < nu) {
-      __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + rA, t) + d0;
+
+  float o[128];
 #pragma unroll
-      for (int j = 0; j < 32; j++)
-        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(o[4 * j] * iA, o[4 * j + 1] * iA);
-      float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + rA, t) : nullptr;
-      if (lse) *lse = p.lseBase2 ? lse2A : lse2A * kLn2;
-    }
-    if (rB < nu) {
-      __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + rB, t) + d0;
-#pragma unroll
-      for (int j = 0; j < 32; j++)
-        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(o[4 * j + 2] * iB, o[4 * j + 3] * iB);
-      float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + rB, t) : nullptr;
-      if (lse) *lse = p.lseBase2 ? lse2B : lse2B * kLn2;
-    }
-  } else {
-    const int S = sp.maxSplits;
-    if (rA < nu) {
-      const int64_t u = ((int64_t)t * p.numHeads + g0 - p.headBegin + rA) * S + split;
-      float* dst = sp.wsO + u * kDv + d0;
-#pragma unroll
-      for (int j = 0; j < 32; j++)
-        *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j] * iA, o[4 * j + 1] * iA);
-      if (w == 0 && (lane & 3) == 0) sp.wsLse[u] = lse2A;
-    }
-    if (rB < nu) {
-      const int64_t u = ((int64_t)t * p.numHeads + g0 - p.headBegin + rB) * S + split;
-      float* dst = sp.wsO + u * kDv + d0;
-#pragma unroll
-      for (int j = 0; j < 32; j++)
-        *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j + 2] * iB, o[4 * j + 3] * iB);
-      if (w == 0 && (lane & 3) == 0) sp.wsLse[u] = lse2B;
-    }
+  for (int i = 0; i < 128; i++) o[i] = 0.f;
+  float lA = 0.f, lB = 0.f;
+  const float scale2 = p.smScale * kLog2e;
+  const uint32_t qBase = smemAddr(sQ), kSt0 = smemAddr(sK), kSt1 = kSt0 + kBlockB;
+  const uint32_t bar0 = smemAddr(&fullBar[0]), bar1 = smemAddr(&fullBar[kTiles]);
+  const uint32_t pBase0 = smemAddr(sP0), pBase1 = smemAddr(sP1);
+  auto validOf = [&](int i) { return min(kBN, kEnd - (kBeg + i * kBN)); };
+  float s[32];
+  if (w == 0 && nBlocks > 0) {
+    issueSTiles<0, kTiles>(s, qBase, kSt0, bar0, 0, q8);
+    wgmmaWait<0>();
+    fenceRegs(s);
   }
+  if (w == 1 && nBlocks > 1) {
+    issueSTiles<0, kTiles>(s, qBase, kSt1, bar1, 0, q8);
+    wgmmaWait<0>();
+    fenceRegs(s);
+  }
+
+  /* one pair; which of blocks 2j + 1 .. 2j + 3 exist is a template constant, so every wgmma wait
+   * is unconditional within an instance (ptxas serializes wgmma around waits it cannot place) */
+  auto pair = [&](int j, auto H1, auto H2, auto H3) {
+    constexpr bool has1 = decltype(H1)::value, has2 = decltype(H2)::value, has3 = decltype(H3)::value;
+    const int v0 = validOf(2 * j), v1 = has1 ? validOf(2 * j + 1) : 0;
+    const uint32_t nextPar = (j + 1) & 1;
+    if (w == 0) {
+      float nA, nB, cA, cB, sumA, sumB;
+      uint32_t pf[4][4];
+      softmaxKeep(s, v0, cq, scale2, sM[rA], sM[rB], nA, nB, cA, cB, sumA, sumB, pf);
+      lA = lA * cA + sumA;
+      lB = lB * cB + sumB;
+      rescaleO(o, cA, cB);
+      if ((lane & 3) == 0) {
+        sM[rA] = nA;
+        sM[rB] = nB;
+        sS0[rA] = cA;
+        sS0[rB] = cB;
+      }
+      namedArrive(kBarScale0, 256);
+      if (v0 < kBN) zeroTail(sK, 0, wt, v0);
+      fenceRegs(o);
+      issuePvRegs<0>(o, pf, kSt0, 0);
+      wgmmaWait<0>();
+      fenceRegs(o);
+      if constexpr (has2)
+        if (issuer) issueTiles(0, rowsA, npA, 0, 4); /* P0 V0_L done: V0_L and S0 were its readers */
+      namedBarrier(kBarScale1, 256);
+      const float c1A = sS1[rA], c1B = sS1[rB];
+      /* P0 rescaled to WG1's maximum, for its O_R += sP0 V0_R */
+#pragma unroll
+      for (int q = 0; q < 8; q++) {
+        pf[q >> 1][(q & 1) * 2 + 0] = packBf16(s[4 * q + 0] * c1A, s[4 * q + 1] * c1A);
+        pf[q >> 1][(q & 1) * 2 + 1] = packBf16(s[4 * q + 2] * c1B, s[4 * q + 3] * c1B);
+      }
+      storeP(sP0, pf, rA, rB, cq);
+      fenceProxyAsync();
+      namedArrive(kBarP0, 256);
+      if constexpr (has1) {
+        namedBarrier(kBarPv0Issued, 256); /* sP1 stored (and S1 done) */
+        lA *= c1A;
+        lB *= c1B;
+        rescaleO(o, c1A, c1B);
+        if (v1 < kBN) zeroTail(sK + kBlockB, 0, wt, v1);
+        fenceRegs(o);
+        issuePvSmem<0>(o, pBase1, kSt1, 0);
+      }
+      if constexpr (has2) issueSTiles<0, 4>(s, qBase, kSt0, bar0, nextPar, q8);
+      if constexpr (has1) {
+        if constexpr (has2)
+          wgmmaWait<1>();
+        else
+          wgmmaWait<0>();
+        fenceRegs(o);
+        if constexpr (has3)
+          if (issuer) issueTiles(1, rowsB, npB, 0, 4); /* P1 V1_L done */
+      }
+      if constexpr (has2) {
+        issueSTiles<4, kTiles>(s, qBase, kSt0, bar0, nextPar, q8);
+        wgmmaWait<0>();
+        fenceRegs(s);
+        fenceRegs(o);
+      }
+    } else {
+      namedBarrier(kBarScale0, 256);
+      const float c0A = sS0[rA], c0B = sS0[rB], m0A = sM[rA], m0B = sM[rB];
+      float nA = m0A, nB = m0B, cA = 1.f, cB = 1.f, sumA = 0.f, sumB = 0.f;
+      uint32_t pf[4][4];
+      if constexpr (has1) softmaxBlock(s, v1, cq, scale2, m0A, m0B, nA, nB, cA, cB, sumA, sumB, pf);
+      lA = lA * (c0A * cA) + sumA;
+      lB = lB * (c0B * cB) + sumB;
+      rescaleO(o, c0A * cA, c0B * cB);
+      if ((lane & 3) == 0) {
+        sM[rA] = nA;
+        sM[rB] = nB;
+        sS1[rA] = cA;
+        sS1[rB] = cB;
+      }
+      namedArrive(kBarScale1, 256);
+      if constexpr (has1) {
+        storeP(sP1, pf, rA, rB, cq);
+        if (v1 < kBN) zeroTail(sK + kBlockB, 1, wt, v1);
+        fenceRegs(o);
+        issuePvRegs<0>(o, pf, kSt1, 1);
+        fenceProxyAsync(); /* sP1 for WG0's P1 V1_L */
+      }
+      namedBarrier(kBarP0, 256);
+      if (v0 < kBN) zeroTail(sK, 1, wt, v0);
+      /* with P1 V1_R in flight on o, no instruction may touch o before P0 V0_R joins it (ptxas
+       * would serialize every wgmma); without it, the rescale above must stay before the issue */
+      if constexpr (!has1) fenceRegs(o);
+      issuePvSmem<0>(o, pBase0, kSt0, 1);
+      if constexpr (has1) namedArrive(kBarPv0Issued, 256);
+      if constexpr (has1) {
+        wgmmaWait<1>();
+        fenceRegs(o);
+        if constexpr (has3)
+          if (issuer) issueTiles(1, rowsB, npB, 4, kTiles); /* P1 V1_R done */
+      }
+      wgmmaWait<0>();
+      fenceRegs(o);
+      if constexpr (has2)
+        if (issuer) issueTiles(0, rowsA, npA, 4, kTiles); /* P0 V0_R done */
+      if constexpr (has3) {
+        issueSTiles<0, kTiles>(s, qBase, kSt1, bar1, nextPar, q8);
+        wgmmaWait<0>();
+        fenceRegs(s);
+        fenceRegs(o);
+      }
+    }
+    /* the blocks the issuers copy next (their page rows read while this pair computes) */
+    if (issuer && 2 * j + 4 < nBlocks) blockRows(2 * j + 4, rowsA, npA);
+    if (issuer && 2 * j + 5 < nBlocks) blockRows(2 * j + 5, rowsB, npB);
+  };
+  using T_ = std::true_type;
+  using F_ = std::false_type;
+  const int nPairs = (nBlocks + 1) / 2;
+  for (int j = 0; j < nPairs; j++) {
+    if (2 * j + 3 < nBlocks)
+      pair(j, T_{}, T_{}, T_{});
+    else if (2 * j + 2 < nBlocks)
+      pair(j, T_{}, T_{}, F_{});
+    else if (2 * j + 1 < nBlocks)
+      pair(j, T_{}, F_{}, F_{});
+    else
+      pair(j, F_{}, F_{}, F_{});
+  }
+  lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+  lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+  lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+  lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+  if ((lane & 3) == 0) {
+    float* mine = w == 0 ? sLA : sLB;
+    mine[rA] = lA;
+    mine[rB] = lB;
+  }
+  namedBarrier(kBarAll, 256);
+  lA = sLA[rA] + sLB[rA];
+  lB = sLA[rB] + sLB[rB];
+  const float mA = sM[rA], mB = sM[rB];
+  mlaEpilogue(p, sp, rw, t, split, g0, nu, w, lane, rA, rB, cq, nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad),
+              o, lA, lB, mA, mB);
 }
 
 /* ---- the merge of split partials: one CTA of 128 threads per (row, head of the call), thread i

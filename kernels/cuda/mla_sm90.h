@@ -32,8 +32,10 @@ size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
 /* Schedules (mla_sm90.cuh): 0 seesaw; 1 both warpgroups compute S; 2 = 1 with the V descriptor's
  * strides swapped (a control that must fail the check); 3 seesaw with warpgroup 1's S issued late;
  * 4 = 3 with per-tile TMA barriers (S starts when its first tile lands); 5 = 0 with per-tile
- * barriers; 6 = 1 with per-tile barriers. */
-enum { kMlaSm90Variants = 7 };
+ * barriers; 6 = 1 with per-tile barriers; 7 = 4 and 8 = 5 with per-tile release (each 64-dim tile
+ * of a stage is refilled as soon as its last reader is done with it, not the whole stage); 9 FlashMLA's
+ * seesaw in 256 threads, no producer warpgroup (mlaSm90Seesaw). */
+enum { kMlaSm90Variants = 10 };
 /* or-ed into a variant: the KV copies carry an L2 evict-first policy */
 enum { kMlaSm90EvictFirst = 16 };
 /* The attention of p (bf16 MLA 576/512, heads [headBegin, +numHeads) in p's block layout) with

@@ -289,7 +289,10 @@ int main(int argc, char** argv) {
                                                 "seesaw late S1",
                                                 "late S1 + tile bars",
                                                 "seesaw + tile bars",
-                                                "S twice + tile bars"};
+                                                "S twice + tile bars",
+                                                "late S1 + tile bars + tile release",
+                                                "seesaw + tile bars + tile release",
+                                                "seesaw, 256 threads"};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -444,6 +447,10 @@ int main(int argc, char** argv) {
       std::vector<int> perm(totalPages);
       for (size_t i = 0; i < totalPages; i++) perm[i] = (int)i;
       for (size_t i = totalPages - 1; i > 0; i--) std::swap(perm[i], perm[rnd() % (i + 1)]);
+      /* MLA_L2=1 (a probe): every row of every copy walks the same pages, so the KV working set
+       * is one sequence (L x 1152 bytes) and stays in L2: what is left is the kernel's own time */
+      if (getenv("MLA_L2") && atoi(getenv("MLA_L2")))
+        for (size_t i = 0; i < totalPages; i++) perm[i] = perm[i % maxPages];
       CK(cudaMalloc(&dBt, totalPages * 4));
       CK(cudaMemcpy(dBt, perm.data(), totalPages * 4, cudaMemcpyHostToDevice));
       std::vector<int> sl(B, L);
