@@ -79,6 +79,7 @@ static cpclResult_t cudaFusedOp(const cpclFusedParams_t* p, cpclStream_t s) {
  * not run it: another shape or device, or CPCL_MLA_SM90=0). */
 static int mlaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads) {
   if (cpclParamInt(CPCL_PARAM_MLA_SM90) == 0) return 0;
+  if (d->topk > 0) return 0; /* dense only: sparse plans run the CUDA-core body (attn_params.h) */
   cpclAttnParams_t shape;
   memset(&shape, 0, sizeof(shape));
   shape.qType = d->qType;
@@ -131,6 +132,10 @@ static cpclResult_t cudaPrefillStoreOp(const cpclPrefillStoreParams_t* p, cpclSt
   return CPCL_ERR(NULL, cpclUnsupported, "prefill on GPUs is not built yet (issue 15)");
 }
 
+static cpclResult_t cudaTopkFilterOp(const cpclTopkFilterParams_t* p, cpclStream_t s) {
+  return launched(cpclCudaTopkFilter(p, s), "top-k filter kernel");
+}
+
 const cpclExecOps_t cpclExecCuda = {
     .name = "cuda",
     .alloc = cudaAllocZero,
@@ -150,6 +155,7 @@ const cpclExecOps_t cpclExecCuda = {
     .prefillWorkspaceBytes = cudaPrefillWorkspace,
     .prefill = cudaPrefillOp,
     .prefillStore = cudaPrefillStoreOp,
+    .topkFilter = cudaTopkFilterOp,
 };
 
 cpclResult_t cpclCudaErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr) {

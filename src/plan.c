@@ -36,9 +36,10 @@ cpclResult_t cpclAttnDescCheck(const struct cpclComm* c, const cpclAttnDesc_t* d
   CHECK_RANGE(latentKv, 0, 1)
   CHECK_RANGE(lseBase2, 0, 1)
 #undef CHECK_RANGE
-  if (d->topk != 0) {
-    snprintf(msg, n, "desc->topk is %d: sparse attention is not built yet; use 0 (dense attention)", d->topk);
-    return cpclUnsupported;
+  if (d->topk < 0 || d->topk > CPCL_MAX_TOPK) {
+    snprintf(msg, n, "desc->topk is %d: it must be in [0, %d] (0 dense attention, K > 0 sparse)", d->topk,
+             CPCL_MAX_TOPK);
+    return cpclInvalidArgument;
   }
   if (d->prefillAlgo != NULL && strcasecmp(d->prefillAlgo, "allgather") != 0 &&
       strcasecmp(d->prefillAlgo, "ring") != 0) {
@@ -181,6 +182,8 @@ static void planFree(struct cpclAttnPlan* pl) {
     e->free(pl->pfNew);
     e->free(pl->pfKv);
     e->free(pl->pfRing);
+    e->free(pl->topkLocal);
+    e->free(pl->topkCount);
   }
   free(pl->pfRowStart);
   free(pl->pfPos);
@@ -234,6 +237,10 @@ static cpclResult_t planLayout(struct cpclAttnPlan* pl) {
     if (kvSlots) CPCLCHECK(planTake(pl, &pl->pfKv, kvSlots * pl->pfKvCap, "prefill K/V blocks"));
     if (pl->prefillAlgo == CPCL_PREFILL_RING && pl->P > 1)
       CPCLCHECK(planTake(pl, &pl->pfRing, (size_t)pl->P * pl->sliceCap, "prefill ring partials"));
+  }
+  if (d->topk > 0) { /* the filter's compacted lists (kernels/topk_params.h), rewritten each step */
+    CPCLCHECK(planTake(pl, &pl->topkLocal, T * (size_t)d->topk * sizeof(int32_t), "top-k local key lists"));
+    CPCLCHECK(planTake(pl, &pl->topkCount, T * sizeof(int32_t), "top-k key counts"));
   }
   if (pl->comm->memType == cpclMemCuda && pl->W == 1) { /* one rank: the fused kernel's flags */
     const size_t ints = cpclSyncBlockInts(1);
