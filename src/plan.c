@@ -103,6 +103,7 @@ typedef struct {
   int32_t userWs;       /* the caller's workspace: every rank creates its plan the same way */
   int32_t prefillAlgo;  /* 0 automatic, 1 allgather, 2 ring */
   int32_t prefillSched; /* the prefill schedule chosen (desc, CPCL_PREFILL_ALGO, automatic) */
+  int32_t topk;
 } planDigest_t;
 
 static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, size_t n) {
@@ -127,6 +128,7 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   FIELD(latentKv, "desc->latentKv")
   FIELD(lseBase2, "desc->lseBase2")
   FIELD(maxTokens, "maxTokens")
+  FIELD(topk, "desc->topk")
   FIELD(algo, "the schedule (desc->algo / CPCL_ALGO)")
   FIELD(prefillAlgo, "desc->prefillAlgo (0 NULL, 1 allgather, 2 ring)")
   FIELD(prefillSched, "the prefill schedule (desc->prefillAlgo / CPCL_PREFILL_ALGO; 0 allgather, 1 ring)")
@@ -361,6 +363,7 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
     mine.latentKv = desc->latentKv;
     mine.lseBase2 = desc->lseBase2;
     mine.smScale = desc->smScale;
+    mine.topk = desc->topk;
     mine.prefillAlgo = desc->prefillAlgo == NULL ? 0 : strcasecmp(desc->prefillAlgo, "allgather") == 0 ? 1 : 2;
   }
   planDigest_t* all = NULL;
