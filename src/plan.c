@@ -408,6 +408,9 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   else if (pl->mlaSm90Splits > 0)
     snprintf(body, sizeof(body), "; MLA on the Hopper body (sm_90, CPCL_MLA_SM90=0 turns it off), up to %d splits",
              pl->mlaSm90Splits);
+  else if (desc->topk > 0)
+    snprintf(body, sizeof(body),
+             "; sparse attention over each row's owned top-%d positions (the CUDA-core body on GPUs)", desc->topk);
   INFO(CPCL_PLAN,
        "plan #%d rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d on %s memory; schedule %s (%s); prefill %s; "
        "attention splits up to %d per row%s; workspace %zu bytes (%.1f MiB, %s)",

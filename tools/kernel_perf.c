@@ -34,7 +34,7 @@
 #include <string.h>
 
 #include "attn_params.h"
-#include "kv_layout.h"
+#include "cpcl.h"
 #include "merge_params.h"
 #include "topk_params.h"
 #include "perf/driver.h"
@@ -407,7 +407,7 @@ static int sparseStep(void* arg, int launch) {
 static void benchSparse(const shape_t* sh, int W, double ceiling) {
   const int B = sh->B, H = sh->H, Hkv = sh->Hkv, D = sh->D, L = sh->L, K = topk;
   const int mla = D == 576, Dv = mla ? 512 : D;
-  const int64_t local = cpclKvLocalLenOf(L, W, 0, 1);
+  const int64_t local = cpclKvLocalLen(L, W, 0, 1);
   const int pagesPerSeq = (int)((local + page - 1) / page), numPages = B * pagesPerSeq;
   const size_t kvElems = (size_t)numPages * page * Hkv * D;
   const double shardBytes = (mla ? 1.0 : 2.0) * B * (double)local * Hkv * D * 2;
