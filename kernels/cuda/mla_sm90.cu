@@ -34,6 +34,11 @@ template __global__ void mlaSm90Kernel<1, 0, true>(const __grid_constant__ CUten
                                                    const __grid_constant__ cpclAttnParams_t, const Split);
 template __global__ void mlaSm90Kernel<0, 0, true>(const __grid_constant__ CUtensorMap,
                                                    const __grid_constant__ cpclAttnParams_t, const Split);
+/* sparse (gathered rows): the schedules of variants 1 and 4 */
+template __global__ void mlaSm90Kernel<0, 0, false, true>(const __grid_constant__ CUtensorMap,
+                                                          const __grid_constant__ cpclAttnParams_t, const Split);
+template __global__ void mlaSm90Kernel<2, 0, true, true>(const __grid_constant__ CUtensorMap,
+                                                         const __grid_constant__ cpclAttnParams_t, const Split);
 
 constexpr int kChunkMin = 128; /* keys per split at least (docs/MLA_SM90.md: measured with 64-256) */
 constexpr int kMaxDevices = 64;
@@ -119,7 +124,9 @@ extern "C" int cpclMlaSm90PageSizeOk(int pageSize) {
   return pageSize > 0 && (pageSize % 64 == 0 || (pageSize >= 8 && 64 % pageSize == 0));
 }
 
-extern "C" int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t numPages, int pageSize) {
+namespace {
+/* the latent cache as [rows][576] bf16, boxes of 64 dims x boxRows rows, 128B-swizzled */
+int encodeRows(CUtensorMap* map, const void* kvCache, int64_t rows, int boxRows) {
   void* fn = cpcl::mla90::encodeFn.load(std::memory_order_acquire);
   if (!fn) {
     cudaDriverEntryPointQueryResult q;
@@ -136,21 +143,27 @@ extern "C" int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t n
     cpcl::mla90::encodeFn.store(fn, std::memory_order_release);
   }
   const auto encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  if (!cpclMlaSm90PageSizeOk(pageSize))
-    return invalidValue("pageSize = %d: the Hopper MLA body takes a power of two from 8 to 64 or a multiple of 64",
-                        pageSize);
   if (((uintptr_t)kvCache & 15) != 0) return invalidValue("kCache = %p is not 16-byte aligned (TMA)", kvCache);
-  if (numPages < 1) return invalidValue("numPages = %lld: at least 1", (long long)numPages);
-  const cuuint64_t dims[2] = {576, (cuuint64_t)numPages * pageSize};
+  const cuuint64_t dims[2] = {576, (cuuint64_t)rows};
   const cuuint64_t strides[1] = {576 * 2};
-  const cuuint32_t box[2] = {64, (cuuint32_t)(pageSize < 64 ? pageSize : 64)};
+  const cuuint32_t box[2] = {64, (cuuint32_t)boxRows};
   const cuuint32_t estr[2] = {1, 1};
   CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(kvCache), dims, strides, box, estr,
                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS ? 0
-                           : invalidValue("cuTensorMapEncodeTiled of kCache %p, page %d failed: CUresult %d", kvCache,
-                                          pageSize, (int)r);
+  return r == CUDA_SUCCESS
+             ? 0
+             : invalidValue("cuTensorMapEncodeTiled of kCache %p (%lld rows, boxes of %d) failed: CUresult %d", kvCache,
+                            (long long)rows, boxRows, (int)r);
+}
+}  // namespace
+
+extern "C" int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t numPages, int pageSize) {
+  if (!cpclMlaSm90PageSizeOk(pageSize))
+    return invalidValue("pageSize = %d: the Hopper MLA body takes a power of two from 8 to 64 or a multiple of 64",
+                        pageSize);
+  if (numPages < 1) return invalidValue("numPages = %lld: at least 1", (long long)numPages);
+  return encodeRows(map, kvCache, numPages * pageSize, pageSize < 64 ? pageSize : 64);
 }
 
 extern "C" void cpclMlaSm90Plan(int maxTokens, int numHeads, int numSms, int* maxSplits, int* chunkMin) {
@@ -168,8 +181,9 @@ extern "C" size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int max
   return (size_t)maxTokens * numHeads * maxSplits * (512 + 1) * sizeof(float);
 }
 
-extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, int chunkMin,
-                                 int variant, void* stream) {
+namespace {
+int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, int chunkMin, int variant,
+           const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride, void* stream) {
   using namespace cpcl::mla90;
   if (p->numHeads < 1 || p->headBegin < 0 || p->headsPerBlock < 1 || p->numTokens < 0)
     return invalidValue(
@@ -178,27 +192,41 @@ extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* k
         p->numHeads, p->headBegin, p->headsPerBlock, p->numTokens);
   if (maxSplits < 1 || maxSplits > 64) return invalidValue("mlaSm90Splits = %d is outside 1 .. 64", maxSplits);
   if (chunkMin < 64 || chunkMin % 64 != 0) return invalidValue("chunkMin = %d: a multiple of 64", chunkMin);
-  if (variant < 0 || variant >= kMlaSm90Variants)
-    return invalidValue("variant = %d is outside 0 .. %d", variant, kMlaSm90Variants - 1);
+  const int flags = variant & ~15;
+  variant &= 15;
+  if (variant < 0 || variant >= kMlaSm90Variants || (flags & ~kMlaSm90EvictFirst) != 0)
+    return invalidValue("variant = %d is outside 0 .. %d (plus kMlaSm90EvictFirst)", variant | flags,
+                        kMlaSm90Variants - 1);
   if (p->numTokens == 0) return 0;
   const size_t need = cpclMlaSm90WorkspaceBytes(p->numTokens, p->numHeads, maxSplits);
   if (need && (p->workspace == nullptr || p->workspaceBytes < need))
     return invalidValue("workspaceBytes = %zu: the Hopper MLA body needs %zu for %d rows of %d heads in %d splits",
                         p->workspaceBytes, need, p->numTokens, p->numHeads, maxSplits);
   const int64_t nChunks = (p->numHeads + kM - 1) / kM, ctasX = (int64_t)p->numTokens * nChunks;
-  const int64_t mergeCtas = ((int64_t)p->numTokens * p->numHeads + 7) / 8;
+  const int64_t mergeCtas = (int64_t)p->numTokens * p->numHeads;
   if (ctasX > 0x7fffffffLL || mergeCtas > 0x7fffffffLL)
     return invalidValue("%d rows of %d heads exceed the Hopper MLA body's grid", p->numTokens, p->numHeads);
   Split sp;
   sp.maxSplits = maxSplits;
   sp.chunkMin = chunkMin;
+  sp.evictFirst = (flags & kMlaSm90EvictFirst) != 0;
+  sp.sparseIdx = sparseIdx;
+  sp.sparseCount = sparseCount;
+  sp.sparseStride = sparseStride;
+  if (sparseIdx && (variant != 1 && variant != 4))
+    return invalidValue("variant = %d: sparse attention runs the schedules of variants 1 and 4", variant);
+  if (sparseIdx && (sparseCount == nullptr || sparseStride < 1))
+    return invalidValue("sparseCount = %p, sparseStride = %d: a count per row and a stride >= 1",
+                        (const void*)sparseCount, sparseStride);
   sp.wsO = static_cast<float*>(p->workspace);
   sp.wsLse = sp.wsO ? sp.wsO + (size_t)p->numTokens * p->numHeads * maxSplits * kDv : nullptr;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   void (*const kerns[kMlaSm90Variants])(const CUtensorMap, const cpclAttnParams_t, const Split) = {
       mlaSm90Kernel<1, 0, false>, mlaSm90Kernel<0, 0, false>, mlaSm90Kernel<0, 1, false>, mlaSm90Kernel<2, 0, false>,
       mlaSm90Kernel<2, 0, true>,  mlaSm90Kernel<1, 0, true>,  mlaSm90Kernel<0, 0, true>};
-  auto kern = kerns[variant];
+  auto kern =
+      sparseIdx ? (variant == 1 ? mlaSm90Kernel<0, 0, false, true> : mlaSm90Kernel<2, 0, true, true>) : kerns[variant];
+  const unsigned bit = 1u << (variant + (sparseIdx ? 8 : 0));
   cudaError_t e;
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
@@ -206,10 +234,15 @@ extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* k
     dev = -1;
   }
   /* once per device and variant, not on every step (a device past the table raises every time) */
-  if (dev < 0 || !(devRaised[dev].load(std::memory_order_acquire) & (1u << variant))) {
+  if (dev < 0 || !(devRaised[dev].load(std::memory_order_acquire) & bit)) {
     e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
     if (e != cudaSuccess) return (int)e;
-    if (dev >= 0) devRaised[dev].fetch_or(1u << variant, std::memory_order_acq_rel);
+    /* the merge asks for the attention's shared-memory carveout, so the SMs need not be
+     * reconfigured between the two kernels of every step */
+    e = cudaFuncSetAttribute(mlaSm90Combine, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) return (int)e;
+    if (dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((unsigned)ctasX, 1, (unsigned)maxSplits);
   kern<<<grid, kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
@@ -217,7 +250,7 @@ extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* k
   if (e != cudaSuccess || maxSplits == 1) return (int)e;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)mergeCtas);
-  cfg.blockDim = dim3(256);
+  cfg.blockDim = dim3(kCombineThreads);
   cfg.stream = st;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -225,6 +258,22 @@ extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* k
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   return (int)cudaLaunchKernelEx(&cfg, mlaSm90Combine, *p, sp);
+}
+}  // namespace
+
+extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, int chunkMin,
+                                 int variant, void* stream) {
+  return launch(p, kvMap, maxSplits, chunkMin, variant, nullptr, nullptr, 0, stream);
+}
+
+extern "C" int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, int maxSplits, int chunkMin, int variant,
+                                       const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride,
+                                       void* stream) {
+  if (sparseIdx == nullptr) return invalidValue("sparseIdx is NULL: the sparse launch needs the compacted lists");
+  if (((uintptr_t)p->kCache & 15) != 0)
+    return invalidValue("kCache = %p is not 16-byte aligned (16-byte cp.async)", p->kCache);
+  const CUtensorMap unused = {}; /* the gathered rows are copied with cp.async, not TMA */
+  return launch(p, &unused, maxSplits, chunkMin, variant, sparseIdx, sparseCount, sparseStride, stream);
 }
 
 extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {

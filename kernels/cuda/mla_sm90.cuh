@@ -10,8 +10,10 @@
  * sits at global position seqLens[s] - n + j and attends to the local prefix
  * [0, localLen(cpRank, pos + 1)) of DESIGN.md §2 (kv_layout.h). Bad batch data is recorded in
  * errorFlag (params_common.h) and its row left empty, as in the other bodies: rowOf's checks,
- * the block-table capacity, and a negative page id among the row's pages (every CTA of the row
- * scans them all, so all agree the row is empty; padding rows, seqLens == 0, are empty, no error).
+ * the block-table capacity, and a negative page id among the pages a split reads (each split
+ * checks only its own pages; the row is then empty: a one-split row is written so by its CTA, a
+ * split row through a NaN lse that the merge turns into out 0, lse -inf; padding rows,
+ * seqLens == 0, are empty, no error).
  *
  * CTA = 64 head-rows of one query row (heads g0 .. g0 + 63, padded with zero queries below 64:
  * wgmma's M) x one KV split; grid (numTokens x ceil(numHeads / 64), 1, maxSplits), tokens in x
@@ -51,12 +53,13 @@ namespace cpcl {
 namespace mla90 {
 
 constexpr int kDqk = 576, kDv = 512, kBN = 64, kM = 64;
-constexpr int kTiles = kDqk / 64;                                     /* 64-dim tiles of a 64-row block: 9 */
-constexpr int kTileB = 64 * 128;                                      /* one tile: 64 rows x 128 bytes, 128B-swizzled */
-constexpr int kBlockB = kTiles * kTileB;                              /* a 64-row block of 576 dims: 73728 bytes */
-constexpr int kThreads = 384;                                         /* 2 consumer warpgroups + 1 producer warpgroup */
-constexpr int kSmemBytes = 3 * kBlockB + 8192 + 256 + 6 * 256 + 1024; /* Q, 2 stages, sP, barriers, row
-                                                                       * scales and sums, alignment */
+constexpr int kTiles = kDqk / 64;        /* 64-dim tiles of a 64-row block: 9 */
+constexpr int kTileB = 64 * 128;         /* one tile: 64 rows x 128 bytes, 128B-swizzled */
+constexpr int kBlockB = kTiles * kTileB; /* a 64-row block of 576 dims: 73728 bytes */
+constexpr int kThreads = 384;            /* 2 consumer warpgroups + 1 producer warpgroup */
+constexpr int kSmemBytes = 3 * kBlockB + 8192 + 256 + 6 * 256 + 16 + 1024; /* Q, 2 stages, sP, barriers,
+                                                                            * row scales and sums, the bad-page
+                                                                            * flag, alignment */
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 /* The split constants of a plan and the workspace they index (mla_sm90.h): the rest of what the
@@ -65,6 +68,14 @@ struct Split {
   int maxSplits, chunkMin; /* plan constants (see above) */
   float* wsO;              /* [numTokens][numHeads][maxSplits][512]; unused when maxSplits == 1 */
   float* wsLse;            /* [numTokens][numHeads][maxSplits] */
+  int evictFirst;          /* KV copies with an L2 evict-first hint (FlashMLA reports a better hit rate) */
+  /* Sparse attention (issue 16): row t attends to the local KV indices sparseIdx[t][0 ..
+   * sparseCount[t]) (this rank's own positions of its top-k list, compacted), in list order; the
+   * row's "length" is that count and the splits cut the list as they cut a dense prefix. NULL for
+   * dense attention. The KV map then has one-row boxes (cpclMlaSm90KvRowMap). */
+  const int32_t* sparseIdx;   /* [numTokens][sparseStride] */
+  const int32_t* sparseCount; /* [numTokens] */
+  int sparseStride;
 };
 
 /* ---- small PTX wrappers ---- */
@@ -98,6 +109,15 @@ __device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, 
       "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
       "[%4];\n" ::"r"(dst),
       "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+/* the same with an L2 cache policy (createpolicy) */
+__device__ __forceinline__ void tmaLoad2dHint(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar,
+                                              uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, "
+      "{%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "l"(policy)
       : "memory");
 }
 __device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -149,7 +169,11 @@ __device__ __forceinline__ RowWork rowWork(const cpclAttnParams_t& p, const Spli
   RowWork r;
   int s = 0, r0, nr;
   r.len = 0;
-  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, flag, &s, &r0, &nr)) {
+  const bool live = rowOf(p.queryStart, p.seqLens, p.numSeqs, t, flag, &s, &r0, &nr);
+  if (live && sp.sparseIdx) {
+    const int c = __ldg(sp.sparseCount + t); /* the filter's count: within 0 .. stride */
+    r.len = c < 0 ? 0 : c > sp.sparseStride ? sp.sparseStride : c;
+  } else if (live) {
     const int64_t pos = (int64_t)p.seqLens[s] - nr + (t - r0);
     int64_t len = cpclKvLocalLenOf(pos + 1, p.cpSize, p.cpRank, p.interleave);
     const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
@@ -170,24 +194,6 @@ __device__ __forceinline__ RowWork rowWork(const cpclAttnParams_t& p, const Spli
     r.n = (r.len + r.chunk - 1) / r.chunk;
   }
   return r;
-}
-
-/* Whether a page the row walks has a negative id (recorded in errorFlag). Every thread of the CTA
- * calls it; every CTA of the row scans all of the row's pages, so all of them agree the row is
- * empty and the merge sees only empty partials. */
-__device__ __forceinline__ bool rowHasBadPage(const cpclAttnParams_t& p, const RowWork& rw) {
-  int bad = -1;
-  if (rw.len > 0) {
-    const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
-    const int np = (rw.len + p.pageSize - 1) / p.pageSize;
-    for (int i = threadIdx.x; i < np; i += blockDim.x)
-      if (bad < 0 && __ldg(bt + i) < 0) bad = i;
-  }
-  if (!__syncthreads_or(bad >= 0)) return false;
-  if (bad >= 0)
-    reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, __ldg(p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq + bad),
-                bad);
-  return true;
 }
 
 /* ---- the attention kernel: grid (numTokens x ceil(numHeads / 64), 1, maxSplits) ---- */
@@ -256,13 +262,19 @@ __device__ __forceinline__ void rescaleO(float (&o)[128], float cA, float cB) {
 }
 
 /* S (64 x 64) = Q K^T over the 576 dims of one stage. With per-tile barriers (tileBar != 0) each
- * 64-dim tile is waited for just before its four k-steps, so S starts when the first tile lands. */
+ * 64-dim tile is waited for just before its four k-steps, so S starts when the first tile lands.
+ * kProxyFence: the tiles were written by cp.async (the generic proxy), so each wait is followed by
+ * a proxy fence before wgmma (the async proxy) reads them. */
+template <bool kProxyFence = false>
 __device__ __forceinline__ void issueS(float (&s)[32], uint32_t qBase, uint32_t kSt, uint32_t tileBar = 0,
                                        uint32_t parity = 0) {
   wgmmaFence();
 #pragma unroll
   for (int ks = 0; ks < kDqk / 16; ks++) {
-    if (tileBar && (ks & 3) == 0) mbarWait(tileBar + (ks >> 2) * 8, parity);
+    if (tileBar && (ks & 3) == 0) {
+      mbarWait(tileBar + (ks >> 2) * 8, parity);
+      if (kProxyFence) fenceProxyAsync();
+    }
     const uint32_t off = (ks >> 2) * kTileB + (ks & 3) * 32;
     wgmmaSS_m64n64k16(s, sw128Desc(qBase + off, 16, 1024), sw128Desc(kSt + off, 16, 1024), ks > 0);
   }
@@ -333,7 +345,7 @@ __device__ __forceinline__ void namedArrive(int id, int n) {
  *     WG1: S1; [P0 ready] O_R = O_R c0 + P0 V0_R; m1 = max(m0, S1); P1; O_R = O_R c1 + P1 V1_R
  *   Row sums: WG0 keeps those of even blocks, WG1 of odd ones (both rescaled by every c), added
  *   at the end. */
-template <int kKind, int kVDesc, bool kTileBars>
+template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false>
 __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
@@ -351,6 +363,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* sM1 = sC1 + 64;
   float* sLA = sM1 + 64;
   float* sLB = sLA + 64;
+  int* sBad = reinterpret_cast<int*>(sLB + 64); /* the producer met a negative page id in this split */
 
   /* lets the combine kernel (launched as a programmatic dependent) be scheduled early; it waits
    * for this grid's completion before reading anything */
@@ -362,38 +375,124 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (split >= rw.n) return;
   const int nu = min(kM, p.headBegin + p.numHeads - g0);
   const int kBeg = split * rw.chunk, kEnd = min(rw.len, kBeg + rw.chunk);
-  /* 0 for an empty row, and for every split of a row with a bad page: their partials are empty.
-   * Through a shuffle, so the compiler knows it is warp-uniform (else it serializes the wgmma of
+  /* Through a shuffle, so the compiler knows it is warp-uniform (else it serializes the wgmma of
    * the per-tile-barrier variants). */
-  const int nBlocks = __shfl_sync(0xffffffffu, rowHasBadPage(p, rw) ? 0 : (kEnd - kBeg + kBN - 1) / kBN, 0);
+  const int nBlocks = __shfl_sync(0xffffffffu, (kEnd - kBeg + kBN - 1) / kBN, 0);
   const int tid = threadIdx.x;
 
   if (tid == 0) {
-    for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), 1);
+    /* TMA: one arrival (the expect_tx); sparse: the 128 producer threads' cp.async arrivals */
+    for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), kSparse ? 128 : 1);
     for (int i = 0; i < 2; i++) mbarInit(smemAddr(&emptyBar[i]), 8);
+    *sBad = 0;
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
 
   if (tid >= 256) { /* ---- producer warpgroup ---- */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    if constexpr (kSparse) {
+      /* The producer warpgroup gathers each block's listed rows with 16-byte cp.async (nine
+       * one-row TMA boxes a key were measured 6x slower: the copy engine is slow on 128-byte
+       * boxes). Thread i copies 16-byte chunk i % 8 of every 64-dim tile for rows i / 8 + 16k
+       * (k < 4): a warp reads four whole 128-byte row segments at a time. Rows past the block's
+       * count are zero-filled (source size 0). Each thread's copies of a tile complete on that
+       * tile's full barrier (count 128, cp.async.mbarrier.arrive.noinc), so S still starts tile
+       * by tile. Slots are resolved one block ahead. A listed index outside the block-table row,
+       * or a negative page id, is bad data: recorded, read as slot 0, and the split's partial
+       * thrown away (sBad). */
+      const int pt = tid - 256, ch = pt & 7, r0 = pt >> 3;
+      const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
+      const int32_t* list = sp.sparseIdx + (int64_t)t * sp.sparseStride;
+      const int pg = p.pageSize;
+      const int64_t cap = (int64_t)p.maxPagesPerSeq * pg;
+      const char* kv = static_cast<const char*>(p.kCache);
+      bool bad = false;
+      int64_t rowOff[4]; /* byte offset of each of this thread's rows; -1: past the count */
+      auto fetchRows = [&](int i) {
+        const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+          const int j = r0 + 16 * k;
+          rowOff[k] = -1;
+          if (j < valid) {
+            const int idx = __ldg(list + b0 + j);
+            const int id = idx >= 0 && idx < cap ? __ldg(bt + idx / pg) : -1;
+            int64_t slot = 0;
+            if (id < 0) {
+              if (!bad) {
+                bad = true;
+                *sBad = 1;
+                if (idx < 0 || idx >= cap)
+                  reportError(p.errorFlag, CPCL_KERR_CAPACITY, rw.seq, idx, (int)min(cap, (int64_t)INT32_MAX));
+                else
+                  reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx / pg);
+              }
+            } else {
+              slot = (int64_t)id * pg + idx % pg;
+            }
+            rowOff[k] = slot * (kDqk * 2) + ch * 16;
+          }
+        }
+      };
+      if (nBlocks > 0) fetchRows(0);
+      for (int i = 0; i < nBlocks; i++) {
+        const int st = i & 1;
+        if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
+        const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
+        const uint32_t dst = smemAddr(sK + st * kBlockB);
+        for (int c = 0; c < kTiles; c++) {
+#pragma unroll
+          for (int k = 0; k < 4; k++) {
+            const int r = r0 + 16 * k;
+            const uint32_t d = dst + c * kTileB + r * 128 + ((ch ^ (r & 7)) << 4);
+            const char* src = kv + (rowOff[k] < 0 ? 0 : rowOff[k]) + c * 128;
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+                         "r"(rowOff[k] < 0 ? 0 : 16)
+                         : "memory");
+          }
+          if (kTileBars || c == kTiles - 1)
+            asm volatile(
+                "cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(kTileBars ? full0 + c * 8 : full0)
+                : "memory");
+        }
+        if (i + 1 < nBlocks) fetchRows(i + 1);
+      }
+      return;
+    }
     if (tid != 256) return;
     const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
     const int pg = p.pageSize;
     /* page rows of a block, read one block ahead: the block-table load's latency overlaps the
      * wait for a free stage instead of adding to every block's load (pg >= 8: at most 8 pages) */
     int rows[8];
+    bool bad = false;
+    /* Each split checks the pages it reads (DESIGN: a negative page id is bad batch data): it
+     * records the first in errorFlag, reads page 0 in its place (its partial is thrown away) and
+     * raises sBad, which the consumers read after their last block (the store is ordered before
+     * the arrive on that block's full barrier, whose wait they pass). */
+    auto pageRow = [&](int idx) {
+      const int id = __ldg(bt + idx);
+      if (id < 0 && !bad) {
+        bad = true;
+        *sBad = 1;
+        reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx);
+      }
+      return id < 0 ? 0 : id * pg;
+    };
     auto fetchRows = [&](int i) {
       const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
       if (pg >= kBN) {
-        rows[0] = __ldg(bt + b0 / pg) * pg + b0 % pg;
+        rows[0] = pageRow(b0 / pg) + b0 % pg;
       } else {
         const int np = (valid + pg - 1) / pg;
 #pragma unroll
         for (int j = 0; j < 8; j++)
-          if (j < np) rows[j] = __ldg(bt + b0 / pg + j) * pg;
+          if (j < np) rows[j] = pageRow(b0 / pg + j);
       }
     };
+    uint64_t policy = 0;
+    if (sp.evictFirst) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
     if (nBlocks > 0) fetchRows(0);
     for (int i = 0; i < nBlocks; i++) {
       const int st = i & 1;
@@ -410,7 +509,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (kTileBars) mbarExpectTx(full, (uint32_t)np * boxRows * 128);
 #pragma unroll
         for (int j = 0; j < 8; j++)
-          if (j < np) tmaLoad2d(dst + c * kTileB + j * boxRows * 128, &kvMap, c * 64, rows[j], full);
+          if (j < np) {
+            if (sp.evictFirst)
+              tmaLoad2dHint(dst + c * kTileB + j * boxRows * 128, &kvMap, c * 64, rows[j], full, policy);
+            else
+              tmaLoad2d(dst + c * kTileB + j * boxRows * 128, &kvMap, c * 64, rows[j], full);
+          }
       }
       if (i + 1 < nBlocks) fetchRows(i + 1);
     }
@@ -465,11 +569,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else {
       mbarWait(smemAddr(&fullBar[st * kTiles]), parity);
     }
+    if (kSparse) fenceProxyAsync(); /* cp.async wrote the stage (generic proxy); wgmma reads it */
   };
   /* S of a stage: its tiles waited for one by one (kTileBars), else the stage as a whole */
   auto stageS = [&](float(&s)[32], int st, uint32_t parity) {
-    if (!kTileBars) mbarWait(smemAddr(&fullBar[st * kTiles]), parity);
-    issueS(s, qBase, kBase + st * kBlockB, kTileBars ? smemAddr(&fullBar[st * kTiles]) : 0u, parity);
+    if (!kTileBars) {
+      mbarWait(smemAddr(&fullBar[st * kTiles]), parity);
+      if (kSparse) fenceProxyAsync();
+    }
+    issueS<kSparse>(s, qBase, kBase + st * kBlockB, kTileBars ? smemAddr(&fullBar[st * kTiles]) : 0u, parity);
   };
 
   if constexpr (kKind == 0) {
@@ -636,6 +744,28 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float iA = lA > 0.f ? 1.f / lA : 0.f, iB = lB > 0.f ? 1.f / lB : 0.f;
   const float lse2A = lA > 0.f ? mA + log2f(lA) : -INFINITY, lse2B = lB > 0.f ? mB + log2f(lB) : -INFINITY;
   const int d0 = 256 * w + cq;
+  /* a split that met a bad page: its row is empty (one split: out 0, lse -inf, written here;
+   * several: a NaN lse marks the partial, and the merge empties the row) */
+  if (nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad)) {
+    if (rw.n == 1) {
+#pragma unroll
+      for (int h2 = 0; h2 < 2; h2++) {
+        const int r = h2 ? rB : rA;
+        if (r >= nu) continue;
+        __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + r, t) + d0;
+#pragma unroll
+        for (int j = 0; j < 32; j++) *reinterpret_cast<__nv_bfloat162*>(dst + 8 * j) = __floats2bfloat162_rn(0.f, 0.f);
+        float* lse = w == 0 && (lane & 3) == 0 ? attnLse(p, g0 + r, t) : nullptr;
+        if (lse) *lse = -INFINITY;
+      }
+    } else if (w == 0 && (lane & 3) == 0) {
+      const int64_t uA = ((int64_t)t * p.numHeads + g0 - p.headBegin + rA) * sp.maxSplits + split;
+      const int64_t uB = ((int64_t)t * p.numHeads + g0 - p.headBegin + rB) * sp.maxSplits + split;
+      if (rA < nu) sp.wsLse[uA] = __int_as_float(0x7fc00000);
+      if (rB < nu) sp.wsLse[uB] = __int_as_float(0x7fc00000);
+    }
+    return;
+  }
   if (rw.n == 1) {
     if (rA < nu) {
       __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g0 + rA, t) + d0;
@@ -674,11 +804,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-/* ---- the merge of split partials: one warp per (row, head of the call); grid ceil(T * numHeads / 8) x 256 ---- */
-__global__ void __launch_bounds__(256) mlaSm90Combine(const __grid_constant__ cpclAttnParams_t p, const Split sp) {
+/* ---- the merge of split partials: one CTA of 128 threads per (row, head of the call), thread i
+ * owns output dims 4i .. 4i + 3; grid numTokens * numHeads ----
+ * Every thread loads its float4 of 16 splits before it adds any (16 loads in flight, not one):
+ * at B = 1 there are only numHeads CTAs, so the merge is a chain of L2 latencies, one per round
+ * of 16 splits. The sum runs in split order with fp32 weights, so its bits do not depend
+ * on the grid or on which split finished first. */
+constexpr int kCombineThreads = 128, kCombineBatch = 16;
+__global__ void __launch_bounds__(kCombineThreads)
+    mlaSm90Combine(const __grid_constant__ cpclAttnParams_t p, const Split sp) {
   /* a programmatic dependent of the attention: wait for it to finish and flush */
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  const int u = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  __shared__ float sW[64];
+  __shared__ float sOutLse2;
+  const int u = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
   if (u >= p.numTokens * p.numHeads) return;
   const int t = u / p.numHeads, h = u % p.numHeads;
   /* the attention recorded any bad datum; a row with a bad page has only empty partials here */
@@ -686,64 +825,60 @@ __global__ void __launch_bounds__(256) mlaSm90Combine(const __grid_constant__ cp
   const int n = rw.n;
   if (n <= 1) return; /* written by the attention itself */
   const int S = sp.maxSplits;
-  const float* lse = sp.wsLse + (int64_t)u * S;
-  const float x0 = lane < n ? __ldcg(lse + lane) : -INFINITY;
-  const float x1 = lane + 32 < n ? __ldcg(lse + lane + 32) : -INFINITY;
-  float m = fmaxf(x0, x1);
+  if (tid < 32) { /* the weights, once per CTA: exp2(lse_k - lse) in fp32, 0 for an empty split */
+    const float* lse = sp.wsLse + (int64_t)u * S;
+    float x0 = lane < n ? __ldcg(lse + lane) : -INFINITY;
+    float x1 = lane + 32 < n ? __ldcg(lse + lane + 32) : -INFINITY;
+    /* a split that met a bad page (NaN lse): the row is empty, like the one-split case */
+    if (__any_sync(0xffffffffu, isnan(x0) || isnan(x1))) x0 = x1 = -INFINITY;
+    float m = fmaxf(x0, x1);
 #pragma unroll
-  for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, k));
-  float outLse2 = -INFINITY, w0 = 0.f, w1 = 0.f;
-  if (m != -INFINITY) {
-    float sum = (x0 == -INFINITY ? 0.f : exp2f(x0 - m)) + (x1 == -INFINITY ? 0.f : exp2f(x1 - m));
+    for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, k));
+    float outLse2 = -INFINITY, w0 = 0.f, w1 = 0.f;
+    if (m != -INFINITY) {
+      float sum = (x0 == -INFINITY ? 0.f : exp2f(x0 - m)) + (x1 == -INFINITY ? 0.f : exp2f(x1 - m));
 #pragma unroll
-    for (int k = 16; k > 0; k >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
-    outLse2 = m + log2f(sum);
-    w0 = x0 == -INFINITY ? 0.f : exp2f(x0 - outLse2);
-    w1 = x1 == -INFINITY ? 0.f : exp2f(x1 - outLse2);
+      for (int k = 16; k > 0; k >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
+      outLse2 = m + log2f(sum);
+      w0 = x0 == -INFINITY ? 0.f : exp2f(x0 - outLse2);
+      w1 = x1 == -INFINITY ? 0.f : exp2f(x1 - outLse2);
+    }
+    sW[lane] = w0;
+    sW[lane + 32] = w1;
+    if (lane == 0) sOutLse2 = outLse2;
   }
-  float4 acc[4];
+  __syncthreads();
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  const float* src = sp.wsO + (int64_t)u * S * kDv + tid * 4;
+  for (int k0 = 0; k0 < n; k0 += kCombineBatch) {
+    float4 v[kCombineBatch];
+    float wk[kCombineBatch];
 #pragma unroll
-  for (int q = 0; q < 4; q++) acc[q] = make_float4(0.f, 0.f, 0.f, 0.f);
-  const float* src = sp.wsO + (int64_t)u * S * kDv + lane * 4;
-  /* splits in order (the same sum whatever finished first), four at a time with their loads
-   * issued together; an empty partial (weight 0) is never read, never multiplied */
-  for (int k0 = 0; k0 < n; k0 += 4) {
-    float4 v[4][4];
-    float wk[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < kCombineBatch; i++) {
       const int k = k0 + i;
-      wk[i] = __shfl_sync(0xffffffffu, k < 32 ? w0 : w1, k & 31);
-      if (k >= n) wk[i] = 0.f;
-#pragma unroll
-      for (int q = 0; q < 4; q++)
-        v[i][q] = wk[i] != 0.f ? __ldcg(reinterpret_cast<const float4*>(src + (int64_t)k * kDv + q * 128))
-                               : make_float4(0.f, 0.f, 0.f, 0.f);
+      wk[i] = k < n ? sW[k] : 0.f;
+      /* an empty partial (weight 0) is never read, never multiplied */
+      v[i] = wk[i] != 0.f ? __ldcg(reinterpret_cast<const float4*>(src + (int64_t)k * kDv))
+                          : make_float4(0.f, 0.f, 0.f, 0.f);
     }
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < kCombineBatch; i++) {
       if (wk[i] == 0.f) continue;
-#pragma unroll
-      for (int q = 0; q < 4; q++) {
-        acc[q].x += wk[i] * v[i][q].x;
-        acc[q].y += wk[i] * v[i][q].y;
-        acc[q].z += wk[i] * v[i][q].z;
-        acc[q].w += wk[i] * v[i][q].w;
-      }
+      acc.x += wk[i] * v[i].x;
+      acc.y += wk[i] * v[i].y;
+      acc.z += wk[i] * v[i].z;
+      acc.w += wk[i] * v[i].w;
     }
   }
   const int g = p.headBegin + h;
-  __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g, t) + lane * 4;
-#pragma unroll
-  for (int q = 0; q < 4; q++) {
-    __nv_bfloat162 a = __floats2bfloat162_rn(acc[q].x, acc[q].y), b = __floats2bfloat162_rn(acc[q].z, acc[q].w);
-    uint2 v;
-    v.x = *reinterpret_cast<uint32_t*>(&a);
-    v.y = *reinterpret_cast<uint32_t*>(&b);
-    *reinterpret_cast<uint2*>(dst + q * 128) = v;
-  }
-  float* lseOut = lane == 0 ? attnLse(p, g, t) : nullptr;
-  if (lseOut) *lseOut = p.lseBase2 ? outLse2 : outLse2 * kLn2;
+  __nv_bfloat16* dst = attnOut<__nv_bfloat16>(p, g, t) + tid * 4;
+  __nv_bfloat162 a = __floats2bfloat162_rn(acc.x, acc.y), b = __floats2bfloat162_rn(acc.z, acc.w);
+  uint2 o2;
+  o2.x = *reinterpret_cast<uint32_t*>(&a);
+  o2.y = *reinterpret_cast<uint32_t*>(&b);
+  *reinterpret_cast<uint2*>(dst) = o2;
+  float* lseOut = tid == 0 ? attnLse(p, g, t) : nullptr;
+  if (lseOut) *lseOut = p.lseBase2 ? sOutLse2 : sOutLse2 * kLn2;
 }
 
 }  // namespace mla90

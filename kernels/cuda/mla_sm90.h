@@ -34,6 +34,8 @@ size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
  * 4 = 3 with per-tile TMA barriers (S starts when its first tile lands); 5 = 0 with per-tile
  * barriers; 6 = 1 with per-tile barriers. */
 enum { kMlaSm90Variants = 7 };
+/* or-ed into a variant: the KV copies carry an L2 evict-first policy */
+enum { kMlaSm90EvictFirst = 16 };
 /* The attention of p (bf16 MLA 576/512, heads [headBegin, +numHeads) in p's block layout) with
  * maxSplits / chunkMin (cpclMlaSm90Plan; fixed per plan), then the split merge as a programmatic
  * dependent launch. p->workspace holds cpclMlaSm90WorkspaceBytes(numTokens, numHeads, maxSplits).
@@ -41,6 +43,14 @@ enum { kMlaSm90Variants = 7 };
  * arguments). */
 int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, int chunkMin, int variant,
                       void* stream);
+
+/* Sparse attention (issue 16): row t attends to the local KV indices sparseIdx[t][0 ..
+ * sparseCount[t]) (compacted by the top-k filter, list order kept; index i is slot
+ * blockTable[seq][i / pageSize] * pageSize + i % pageSize), with the schedule of variant 1 or 4
+ * (| kMlaSm90EvictFirst); the splits cut each row's list. The rows are gathered with cp.async from p->kCache (no tensor
+ * map; the evict-first flag does nothing). */
+int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, int maxSplits, int chunkMin, int variant,
+                            const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride, void* stream);
 
 /* The library's path (attn.cu): -1 when p does not take this body (p->mlaSm90Splits == 0,
  * another shape or dtype, or a device other than compute capability 9.0), else the launch's

@@ -722,13 +722,18 @@ static void testDeviceValidation(void) {
  * it reports it, the last CTA of the row sees its mark and leaves the whole row empty (not the
  * merge of the other splits), other rows are untouched (bitwise), and the split counters are
  * re-armed (the next clean call matches the first). Each attention body: 16-head tensor-core,
- * the wide 64-head one (plans of 8 rows), the CUDA-core one (fp32). */
+ * the wide 64-head one (plans of 8 rows), the CUDA-core one (fp32), and MLA 576/512 (on sm_90 the
+ * Hopper body: its split meets the page, marks its partial, and the merge empties the row). */
 static void testNegativePageInSplit(void) {
   const struct {
-    int Hq, Hkv, D;
+    int Hq, Hkv, D, Dv, latent;
     cpclDataType_t dt;
-  } cfg[] = {{16, 1, 128, cpclBfloat16}, {64, 1, 128, cpclBfloat16}, {4, 2, 64, cpclFloat32}};
-  for (int ci = 0; ci < 3; ci++) {
+  } cfg[] = {{16, 1, 128, 128, 0, cpclBfloat16},
+             {64, 1, 128, 128, 0, cpclBfloat16},
+             {4, 2, 64, 64, 0, cpclFloat32},
+             {16, 1, 576, 512, 1, cpclBfloat16},
+             {128, 1, 576, 512, 1, cpclBfloat16}};
+  for (int ci = 0; ci < (int)(sizeof(cfg) / sizeof(cfg[0])); ci++) {
     int32_t qs[3] = {0, 1, 2}, lens[2] = {3000, 2000};
     tuProblem_t pb = {.numSeqs = 2,
                       .numTokens = 2,
@@ -737,7 +742,8 @@ static void testNegativePageInSplit(void) {
                       .Hq = cfg[ci].Hq,
                       .Hkv = cfg[ci].Hkv,
                       .Dqk = cfg[ci].D,
-                      .Dv = cfg[ci].D,
+                      .Dv = cfg[ci].Dv,
+                      .latent = cfg[ci].latent,
                       .qType = cfg[ci].dt,
                       .kvType = cfg[ci].dt,
                       .smScale = 0.09f,
@@ -756,7 +762,9 @@ static void testNegativePageInSplit(void) {
     int32_t* dLens = toDev(lens, sizeof(lens));
     int32_t* dBt = toDev(c.blockTable, sizeof(int32_t) * 2 * c.maxPagesPerSeq);
     cpclBatch_t b = tuBatch(2, 2, NULL, dLens, dBt, c.maxPagesPerSeq);
-    void *dq = toDev(q, 2 * (size_t)H * D * es), *dk = toDev(c.k, kvRows * D * es), *dv = toDev(c.v, kvRows * D * es);
+    const int Dq = pb.Dqk;
+    void *dq = toDev(q, 2 * (size_t)H * Dq * es), *dk = toDev(c.k, kvRows * Dq * es);
+    void* dv = pb.latent ? NULL : toDev(c.v, kvRows * D * es); /* MLA: V is the first Dv dims of K */
     const size_t oBytes = 2 * (size_t)H * D * es;
     void* dOut = devPoison(oBytes);
     float* dLse = devPoison(2 * H * sizeof(float));

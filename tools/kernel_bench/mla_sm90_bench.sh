@@ -1,26 +1,43 @@
 #!/bin/bash
-# one GPU call: build, per-variant checks (each bounded, so a hang costs one variant), timing of
-# the passing ones, compute-sanitizer on the checks of the best guess, ncu on one compute-bound row
+# One GPU call for the Hopper MLA body: build, per-variant checks (each bounded, so a hang costs one
+# variant), timing of the passing ones, compute-sanitizer on the checks of one variant, and ncu:
+# each kernel's duration at B1 (attention vs merge), and stall reasons plus tensor-pipe use on a
+# compute-bound and a memory-bound row.
+#   VARIANTS="1,4,17,20" (16 = kMlaSm90EvictFirst or-ed in)  BEST=20 (sanitizer and ncu)
+#   NCU=0 skips ncu;  logs under $OUT (or a temp dir): checks.log perf.log ncu_*.txt
 cd "$(dirname "$0")" || exit 1
 OUT=${OUT:-$(mktemp -d)}; BIN=$(mktemp -d)/mla_sm90_bench; echo "logs in $OUT"
+VARIANTS=${VARIANTS:-0,1,2,3,4,5,6}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
-nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I../../kernels -I../../kernels/cuda mla_sm90_bench.cu ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas -o $BIN 2>/dev/null || exit 1
-cuobjdump -sass $BIN > $OUT/bench.sass
+nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I../../kernels -I../../kernels/cuda mla_sm90_bench.cu \
+  ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas -o $BIN 2>$OUT/build.log || { tail $OUT/build.log; exit 1; }
 OKV=""
-for v in 0 1 2 3 4 5 6; do
+for v in ${VARIANTS//,/ }; do
   timeout 60 $BIN --check-only --variants $v >> $OUT/checks.log 2>&1; rc=$?
   echo "check variant $v rc=$rc"
-  [ $rc -eq 0 ] && [ $v -ne 2 ] && OKV="$OKV,$v"
+  [ $rc -eq 0 ] && [ $((v & 15)) -ne 2 ] && OKV="$OKV,$v"
 done
 grep "correctness" $OUT/checks.log
 OKV=${OKV#,}
 echo "timing variants: $OKV"
 [ -z "$OKV" ] && exit 1
-timeout 300 $BIN --perf-only --variants $OKV > $OUT/perf.log 2>&1; echo "perf rc=$?"
-BEST=""; for v in 4 3 0 5 1 6; do case ",$OKV," in *,$v,*) BEST=$v; break;; esac; done
+timeout 400 $BIN --perf-only --variants $OKV > $OUT/perf.log 2>&1; echo "perf rc=$?"
+BEST=${BEST:-${OKV##*,}}
 timeout 90 compute-sanitizer --tool memcheck $BIN --check-only --variants $BEST 2>&1 | grep -E "ERROR SUMMARY|correctness"
-MLA_ONLY=128,128,4096,64 timeout 100 ncu --clock-control none -k regex:mlaSm90Kernel --launch-skip 2 --launch-count 1 \
-  --section SpeedOfLight --section WarpStateStats --section Occupancy $BIN --perf-only --variants $BEST > $OUT/ncu_v$BEST.txt 2>&1
-echo "ncu v$BEST rc=$?"
-grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Stall|Warp Cycles Per Issued|Issue Slots" $OUT/ncu_v$BEST.txt | head -20
+if [ "${NCU:-1}" != 0 ]; then
+  STALLS='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio'
+  PIPES='regex:sm__pipe_tensor_op_.*cycles_active\.avg\.pct_of_peak_sustained_active'
+  MLA_ONLY=1,16,4096,16 timeout 60 ncu --clock-control none --cache-control none -k regex:mlaSm90 --launch-skip 4 --launch-count 4 \
+    --metrics gpu__time_duration.sum $BIN --perf-only --variants $BEST > $OUT/ncu_b1.txt 2>&1
+  echo "== ncu B1 H16 L4k pg16 v$BEST (attention, merge, attention, merge)"
+  grep -E "mlaSm90|gpu__time_duration" $OUT/ncu_b1.txt | sed 's/ *(.*//' | head -8
+  for row in 128,128,4096,64 64,16,16384,16; do
+    MLA_ONLY=$row timeout 120 ncu --clock-control none -k regex:mlaSm90Kernel --launch-skip 2 --launch-count 1 \
+      --section SpeedOfLight --metrics "$STALLS,$PIPES,gpu__time_duration.sum" \
+      $BIN --perf-only --variants $BEST > $OUT/ncu_${row//,/_}.txt 2>&1
+    echo "== ncu $row v$BEST rc=$?: stall reasons (warps per issue), tensor pipes (% of peak)"
+    grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|stalled|pipe_tensor" $OUT/ncu_${row//,/_}.txt |
+      awk '{ if ($NF+0 >= 0.05 || $0 ~ /Duration|Throughput|pipe_tensor/) print }' | sed 's/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' | head -40
+  done
+fi
 grep -A100 "^| variant" $OUT/perf.log
