@@ -72,7 +72,8 @@ typedef struct {
   /* Sparse attention (topk_params.h): when sparseIdx is set, row t attends to exactly the local
    * keys sparseIdx[t * sparseStride + k], k < sparseCount[t] (in that order; each an index into
    * the local shard, < the row's local prefix), instead of to its local prefix. The CUDA launcher
-   * runs it on the CUDA-core body only (the tensor-core and Hopper MLA bodies are dense). */
+   * runs it on the Hopper MLA body's sparse form where mlaSm90Splits applies (outside the fused
+   * kernel, not cudaCoresOnly), else on the CUDA-core body; never on the tensor-core bodies. */
   const int32_t* sparseIdx;
   const int32_t* sparseCount;
   int sparseStride;

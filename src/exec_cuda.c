@@ -79,7 +79,6 @@ static cpclResult_t cudaFusedOp(const cpclFusedParams_t* p, cpclStream_t s) {
  * not run it: another shape or device, or CPCL_MLA_SM90=0). */
 static int mlaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads) {
   if (cpclParamInt(CPCL_PARAM_MLA_SM90) == 0) return 0;
-  if (d->topk > 0) return 0; /* dense only: sparse plans run the CUDA-core body (attn_params.h) */
   cpclAttnParams_t shape;
   memset(&shape, 0, sizeof(shape));
   shape.qType = d->qType;

@@ -399,7 +399,7 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   comm->numPlans++;
   pl->serial = comm->plansCreated++;
   planLink(pl, 1);
-  char body[192] = "";
+  char body[320] = "";
   if (pl->mlaSm90Splits > 0 && algo == CPCL_ALGO_FUSED)
     snprintf(body, sizeof(body),
              "; MLA on the CUDA-core body inside the fused kernel (the Hopper MLA body, up to %d splits, runs in "
@@ -411,6 +411,10 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   else if (desc->topk > 0)
     snprintf(body, sizeof(body),
              "; sparse attention over each row's owned top-%d positions (the CUDA-core body on GPUs)", desc->topk);
+  if (desc->topk > 0 && pl->mlaSm90Splits > 0) { /* the Hopper body's sparse form */
+    const size_t used = strlen(body);
+    snprintf(body + used, sizeof(body) - used, "; sparse attention over each row's owned top-%d positions", desc->topk);
+  }
   INFO(CPCL_PLAN,
        "plan #%d rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d on %s memory; schedule %s (%s); prefill %s; "
        "attention splits up to %d per row%s; workspace %zu bytes (%.1f MiB, %s)",

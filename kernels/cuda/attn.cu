@@ -56,8 +56,9 @@ static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, v
   if (p->maxSplits < 1 || p->maxSplits > CPCL_CUDA_MAX_SPLITS)
     return invalidValue("maxSplits = %d is outside 1 .. %d", p->maxSplits, CPCL_CUDA_MAX_SPLITS);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (p->sparseIdx) { /* only the CUDA-core body walks a key list (attn_params.h) */
-    const int err = attnSplit(p, f, s);
+  if (p->sparseIdx) { /* a key list (attn_params.h): the Hopper MLA body's sparse form, else CUDA cores */
+    int err = p->cudaCoresOnly || f ? -1 : cpclMlaSm90Attn(p, stream);
+    if (err < 0) err = attnSplit(p, f, s);
     return err ? err : (int)cudaGetLastError();
   }
   /* the Hopper MLA body is a launch of its own (384 threads, 222 KB of shared memory, a merge

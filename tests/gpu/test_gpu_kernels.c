@@ -810,10 +810,12 @@ static void testNegativePageInSplit(void) {
 }
 
 /* Sparse attention (DESIGN.md §4.3): the CUDA top-k filter against the host filter (bitwise: the
- * same lists and counts), and the CUDA-core body over those lists against the host sparse kernel,
- * with 64 splits and one; a plan-level mlaSm90Splits and cudaCoresOnly = 0 must not send a sparse
- * call to a dense body (the results would be the whole prefix's). W > 1 is simulated with rank r.
- * A negative page id among a row's listed keys leaves the row empty and is recorded. */
+ * same lists and counts), and the attention over those lists against the host sparse kernel: the
+ * launcher's choice (the Hopper MLA body's sparse form for bf16 MLA on compute capability 9.0,
+ * with the plan's splits and with one; the CUDA-core body elsewhere) and the CUDA-core body
+ * (cudaCoresOnly). A dense body taking a sparse call would give the whole prefix's answer. W > 1
+ * is simulated with rank r. A negative page id among a row's listed keys leaves the row empty and
+ * is recorded. */
 typedef struct {
   cpclDataType_t type;
   int Hkv, G, Dqk, Dv, latent;
@@ -961,9 +963,10 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
     cpclAttnParams_t shape = p;
     sm90 = cpclCudaAttnMlaSm90Splits(&shape, T);
   }
-  for (int run = 0; run < 2; run++) {
-    const int splits = run ? 1 : 64;
+  for (int run = 0; run < 3; run++) {
+    const int splits = run == 1 ? 1 : 64;
     cpclAttnParams_t dp = p;
+    dp.cudaCoresOnly = run == 2;
     dp.queryStart = df.queryStart;
     dp.seqLens = df.seqLens;
     dp.blockTable = toDev(c.blockTable, sizeof(int32_t) * (size_t)c.numPages);
@@ -974,7 +977,7 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
     }
     dp.sparseIdx = df.localIdx;
     dp.sparseCount = df.count;
-    dp.mlaSm90Splits = sm90 ? splits : 0; /* as a plan of this shape would pass it: ignored for sparse calls */
+    dp.mlaSm90Splits = sm90 ? (run == 1 ? 1 : sm90) : 0; /* as a plan of this shape passes it */
     CU(cudaMalloc((void**)&dp.errorFlag, CPCL_KERR_WORDS * sizeof(int)));
     CU(cudaMemset(dp.errorFlag, 0, CPCL_KERR_WORDS * sizeof(int)));
     const size_t kvRows = (size_t)c.numPages * sc->pageSize * pb.Hkv;
@@ -986,6 +989,10 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
     dp.maxSplits = splits;
     dp.splitChunkMin = run ? 0 : 32; /* many splits of short lists */
     dp.workspaceBytes = cpclCudaAttnWorkspaceBytes(T, Hq, Dv, splits);
+    if (dp.mlaSm90Splits) {
+      const size_t need = cpclCudaAttnMlaSm90WorkspaceBytes(T, Hq, dp.mlaSm90Splits);
+      if (need > dp.workspaceBytes) dp.workspaceBytes = need;
+    }
     dp.workspace = devPoison(dp.workspaceBytes);
     const size_t nCounters = cpclCudaAttnCounterCount(T, Hq);
     CU(cudaMalloc((void**)&dp.splitCounters, nCounters * sizeof(unsigned)));
@@ -998,8 +1005,8 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
     fromDev(flag, dp.errorFlag, sizeof(flag));
     if (sc->badPage && badPageIdx >= 0)
       EXPECT(flag[0] == CPCL_KERR_PAGE && flag[1] == badSeq && flag[2] == -9 && flag[3] == badPageIdx,
-             "sparse: negative page id recorded as code %d seq %d value %d limit %d", flag[0], flag[1], flag[2],
-             flag[3]);
+             "sparse: negative page id recorded as code %d seq %d value %d limit %d (cores-only %d mla-sm90 %d)",
+             flag[0], flag[1], flag[2], flag[3], dp.cudaCoresOnly, dp.mlaSm90Splits);
     else
       EXPECT(flag[0] == CPCL_KERR_NONE, "sparse: error %d recorded on good data", flag[0]);
     void* dOut = malloc(oBytes);
@@ -1018,9 +1025,9 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
     }
     EXPECT(bad == 0,
            "sparse attention type %d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d K %d splits %d "
-           "bad page %d: %d elements off",
-           pb.qType, pb.Hkv, sc->G, pb.Dqk, Dv, pb.latent, sc->W, sc->r, sc->I, sc->pageSize, K, splits, sc->badPage,
-           bad);
+           "cores-only %d mla-sm90 %d bad page %d: %d elements off",
+           pb.qType, pb.Hkv, sc->G, pb.Dqk, Dv, pb.latent, sc->W, sc->r, sc->I, sc->pageSize, K, splits,
+           dp.cudaCoresOnly, dp.mlaSm90Splits, sc->badPage, bad);
     free(dOut);
     free(dLse);
     cudaFree((void*)dp.blockTable);
