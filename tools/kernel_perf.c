@@ -20,8 +20,9 @@
  * Sparse attention (issue 16, DeepSeek-V3.2 DSA): -k K gives every row a list of K distinct random
  * positions of its sequence of L tokens, and each shape runs as rank 0 of W = 1 and of -W ranks
  * (interleave 1, the KV cache holding that rank's shard only): "topk" rows time the step's local
- * work (the top-k filter kernel, then the attention over the compacted list), "attn" the attention
- * alone, "filter" the filter alone. TFLOP/s and TB/s count the keys the rank actually attends
+ * work (the top-k filter kernel, then the attention over the compacted list, on the body the
+ * library takes: "/sm90" the Hopper MLA body's sparse form), "attn" that attention alone, "cores"
+ * the CUDA-core body alone, "filter" the filter alone. TFLOP/s and TB/s count the keys the rank actually attends
  * (the "keys" column: mean kept keys per row; "parts" holds K); the target is W = 8's "topk" time <= W = 1's / 8
  * plus 10 us. The issue's rows:
  *   kernel_perf -k 2048 -W 8 -p 64 -s 64,128,1,576,32768 -s 128,128,1,576,32768 -c 1
@@ -391,14 +392,15 @@ typedef struct {
   cpclAttnParams_t* p;
   cpclTopkFilterParams_t* f;
   void** k;
-  int copies, warm, err, what; /* what: 0 filter + attention, 1 attention, 2 filter */
+  int copies, warm, err, what; /* what: 0 filter + attention, 1 attention, 2 CUDA-core attention, 3 filter */
 } sparseArgs_t;
 
 static int sparseStep(void* arg, int launch) {
   sparseArgs_t* a = arg;
   a->p->kCache = a->k[a->warm ? 0 : launch % a->copies];
-  a->err = a->what != 1 ? cpclCudaTopkFilter(a->f, NULL) : 0;
-  if (!a->err && a->what != 2) a->err = cpclCudaAttn(a->p, NULL);
+  a->p->cudaCoresOnly = a->what == 2;
+  a->err = a->what == 0 || a->what == 3 ? cpclCudaTopkFilter(a->f, NULL) : 0;
+  if (!a->err && a->what != 3) a->err = cpclCudaAttn(a->p, NULL);
   return a->err;
 }
 
@@ -480,8 +482,7 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
   CU(cudaMalloc(&out, (size_t)B * H * Dv * 2));
   CU(cudaMalloc((void**)&lse, sizeof(float) * B * H));
   const int maxSplits = cpclCudaAttnMaxSplits(B, H, Dv);
-  const size_t wsBytes = cpclCudaAttnWorkspaceBytes(B, H, Dv, maxSplits);
-  CU(cudaMalloc(&ws, wsBytes));
+  size_t wsBytes = cpclCudaAttnWorkspaceBytes(B, H, Dv, maxSplits);
   unsigned* counters;
   const size_t nCounters = cpclCudaAttnCounterCount(B, H);
   CU(cudaMalloc((void**)&counters, nCounters * sizeof(unsigned)));
@@ -517,13 +518,21 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
                         .oTokenStride = (int64_t)H * Dv,
                         .lse = lse,
                         .lseTokenStride = H,
-                        .workspace = ws,
-                        .workspaceBytes = wsBytes,
                         .maxSplits = maxSplits,
                         .splitCounters = counters,
                         .sparseIdx = dIdx,
                         .sparseCount = dCnt,
                         .sparseStride = K};
+  /* the Hopper MLA body's sparse form where the library takes it (bf16 MLA on sm_90), with the
+   * plan's splits; "cores" is the CUDA-core body */
+  const char* sm90Env = getenv("CPCL_MLA_SM90");
+  const int sm90Splits = sm90Env && strcmp(sm90Env, "0") == 0 ? 0 : cpclCudaAttnMlaSm90Splits(&p, B);
+  const size_t sm90Bytes = sm90Splits ? cpclCudaAttnMlaSm90WorkspaceBytes(B, H, sm90Splits) : 0;
+  if (sm90Bytes > wsBytes) wsBytes = sm90Bytes;
+  CU(cudaMalloc(&ws, wsBytes));
+  p.workspace = ws;
+  p.workspaceBytes = wsBytes;
+  p.mlaSm90Splits = sm90Splits;
   CU((cudaError_t)cpclCudaTopkFilter(&df, NULL)); /* the "attn" rows read these lists */
   CU(cudaDeviceSynchronize());
   uint16_t* refOut = NULL;
@@ -552,8 +561,8 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
     free(hq);
   }
   const double flops = 2.0 * (D + Dv) * H * keys, bytes = (mla ? 1.0 : 2.0) * keys * Hkv * D * 2;
-  static const char* const names[3] = {"topk", "attn", "filter"};
-  for (int what = 0; what < 3; what++) {
+  static const char* const names[4] = {"topk", "attn", "cores", "filter"};
+  for (int what = 0; what < 4; what++) {
     sparseArgs_t a = {&p, &df, k, copies, 0, 0, what};
     perfStats_t st;
     if (perfTimeEvents(&perf, sparseStep, &a, &st)) {
@@ -562,7 +571,7 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
       exit(1);
     }
     long wrong = 0;
-    if (perf.check && what != 2) {
+    if (perf.check && what != 3) {
       a.warm = 1;
       sparseStep(&a, 0);
       CU(cudaDeviceSynchronize());
@@ -573,10 +582,10 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
       free(gOut);
       free(gLse);
     }
-    const double tbs = what == 2 ? 0 : bytes / (st.median * 1e-6) / 1e12;
-    const double tfs = what == 2 ? 0 : flops / (st.median * 1e-6) / 1e12;
+    const double tbs = what == 3 ? 0 : bytes / (st.median * 1e-6) / 1e12;
+    const double tfs = what == 3 ? 0 : flops / (st.median * 1e-6) / 1e12;
     char name[32];
-    snprintf(name, sizeof(name), "%s/W%d", names[what], W);
+    snprintf(name, sizeof(name), "%s/W%d%s", names[what], W, what < 2 && sm90Splits ? "/sm90" : "");
     perfValue_t row[NUM_COLS] = {PERF_S("sparse"),
                                  PERF_S(name),
                                  PERF_I(K),
@@ -588,14 +597,14 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
                                  PERF_D(st.min),
                                  PERF_D(st.median),
                                  PERF_D(st.max),
-                                 what == 2 ? PERF_NONE : PERF_D(tbs),
-                                 what == 2 ? PERF_NONE : PERF_D(tfs),
-                                 what == 2 ? PERF_NONE : PERF_D(100 * tbs / ceiling),
-                                 PERF_I(maxSplits),
+                                 what == 3 ? PERF_NONE : PERF_D(tbs),
+                                 what == 3 ? PERF_NONE : PERF_D(tfs),
+                                 what == 3 ? PERF_NONE : PERF_D(100 * tbs / ceiling),
+                                 PERF_I(what < 2 && sm90Splits ? sm90Splits : maxSplits),
                                  PERF_I((int)(keys / B + 0.5)),
                                  PERF_I(copies),
-                                 perf.check && what != 2 ? PERF_I(wrong) : PERF_NONE,
-                                 PERF_S(!perf.check || what == 2 ? "-"
+                                 perf.check && what != 3 ? PERF_I(wrong) : PERF_NONE,
+                                 PERF_S(!perf.check || what == 3 ? "-"
                                         : wrong                  ? "FAILED"
                                                                  : "ok")};
     perfRow(&perf, row, wrong != 0);
