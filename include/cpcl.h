@@ -204,9 +204,12 @@ typedef struct {
    * CUDA-core MLA body inside the fused kernel (correct, slower; the plan's INFO line says which
    * body runs). CPCL_MLA_SM90=0 turns the Hopper body off (and the automatic choice is fused again). */
   const char* algo;
-  /* Added to the contract (version 0.2): keys each query row may attend to with sparse
-   * attention (cpclBatch_t.topkIndices); 0 = dense attention. Sparse attention is not built
-   * yet: anything but 0 is cpclUnsupported. Every rank must pass the same. */
+  /* Added to the contract (version 0.2): K, the entries of each query row's list of keys for
+   * sparse attention (DeepSeek-V3.2 DSA; cpclBatch_t.topkIndices says which positions); 0 =
+   * dense attention. 1 .. 65536, else cpclInvalidArgument naming desc->topk. Every rank must
+   * pass the same. A sparse plan holds a [maxTokens][K] int32 list of the local keys each row
+   * attends to in its workspace (cpclAttnPlanWorkspaceBytes counts it). cpclAttnPrefill is dense
+   * only: on a sparse plan it is cpclUnsupported. */
   int topk;
   /* Added to the contract (version 0.2): the prefill schedule, "allgather" or "ring"; NULL =
    * automatic. Any other name is cpclInvalidArgument; every rank must name the same. Decode
@@ -229,8 +232,11 @@ typedef struct {
   const int32_t* seqLens;    /* [numSeqs] global KV length, this step's tokens included; 0 = padding */
   const int32_t* blockTable; /* [numSeqs][maxPagesPerSeq] local page ids, >= 0 where a step reads */
   int maxPagesPerSeq;
-  /* [numTokens][desc.topk] global positions for sparse attention; must be NULL (and desc.topk
-   * 0) until sparse attention is built: non-NULL is cpclUnsupported */
+  /* Sparse attention (desc.topk = K > 0): [numTokens][K] global positions, row t's list of the
+   * keys it attends to (the indexer's top-k over the whole sequence, any order, the same on
+   * every rank), -1 = none. Required (non-NULL) when desc.topk > 0 and NULL when it is 0, for
+   * cpclAttnDecode and cpclAttnPartial (cpclInvalidArgument naming batch->topkIndices
+   * otherwise); cpclKvStore ignores it. See "Sparse attention" below. */
   const int32_t* topkIndices;
 } cpclBatch_t;
 
@@ -244,7 +250,22 @@ typedef struct {
  * Padding: a sequence with seqLens[s] == 0 is padding (as engines pad batches to a captured
  * CUDA-graph size): its rows, any number of them, get out = 0 and lse = -inf, partials with
  * lse = -inf, nothing is stored by cpclKvStore, and its block-table row is never read. It is no
- * error. A sequence with 0 < seqLens[s] < its rows is cpclInvalidArgument. */
+ * error. A sequence with 0 < seqLens[s] < its rows is cpclInvalidArgument.
+ *
+ * Sparse attention (desc.topk = K > 0; DeepSeek-V3.2 DSA under DCP). Row t (row j of sequence
+ * s, at position pos = seqLens[s] - n + j) attends to exactly the positions listed in
+ * topkIndices[t][0 .. K) instead of to every position <= pos. An entry p is skipped when p < 0
+ * (-1 pads short lists), p > pos (causal: past the row's own position, so also p >= seqLens[s])
+ * or the sequence is padding; any int32 is accepted, none is an error. Each entry counts once
+ * as listed: a position listed twice is attended twice (its weight doubles). Duplicates are the
+ * caller's error, never checked (the indexer's top-k has none), and harmless to memory.
+ * Each rank keeps only the listed positions it owns (owner and local index of
+ * cpclKvLocalLen's layout: owner(p) = (p / I) % W, local index (p / (W I)) I + p % I), in list
+ * order, so its attention work is proportional to what it owns, not to K; the partials merge as
+ * in dense decode. A row with no listed position owned by a rank has an empty partial there
+ * (lse = -inf); a row with no valid entry at all gets out = 0, lse = -inf. The filter runs inside
+ * the call (on CUDA a kernel on the stream: no host step, graph-capturable). The block table and
+ * its checks are those of dense attention (the pages of the whole local prefix). */
 
 /* Creates a plan for one attention shape on comm: validates desc, checks that every rank passed
  * the same desc and maxTokens (cpclInvalidUsage naming the field otherwise), and allocates and
@@ -255,8 +276,8 @@ typedef struct {
  *  - MLA (latentKv = 1): numKvHeads == 1 and headDimVo <= headDimQk.
  *  - pageSize % kvInterleave == 0 (a page never splits an interleave run).
  * maxTokens: the most query rows any per-step call will pass (numTokens <= maxTokens).
- * desc->topk must be 0 (cpclUnsupported: sparse attention is not built yet); desc->prefillAlgo
- * NULL, "allgather" or "ring" (cpclInvalidArgument otherwise).
+ * desc->topk in 0 .. 65536 (0 dense, else sparse); desc->prefillAlgo NULL, "allgather" or
+ * "ring" (cpclInvalidArgument otherwise).
  * Other errors: cpclUnsupported for a schedule this communicator cannot run ("fused" on host
  * memory, over nccl, or with pcp > 1) or a communicator of more than 64 ranks (the most one
  * plan serves; communicators may be larger); cpclSystemError /
@@ -321,9 +342,9 @@ CPCL_API cpclResult_t cpclAttnPlanGetAsyncError(cpclAttnPlan_t plan, cpclResult_
  * no wrap-around passes), 0 < seqLens[s] < its rows, a local length past its block-table row, a
  * negative page id among the pages a row reads: on host memory before anything is read or
  * written; on CUDA the kernels leave such rows empty and report it as cpclAttnPlanGetAsyncError
- * says), cpclUnsupported for a non-NULL batch->topkIndices, cpclInvalidUsage
+ * says), batch->topkIndices NULL on a sparse plan or non-NULL on a dense one, cpclInvalidUsage
  * when another rank rejected its arguments or called a different operation or plan, or (host
- * memory) passed other queryStart or seqLens contents ("rank 1's seqLens differ from rank
+ * memory) passed other queryStart, seqLens or topkIndices contents ("rank 1's seqLens differ from rank
  * 0's"; a NULL queryStart equals its explicit {0, 1, .., numSeqs}), or the communicator is
  * broken; cpclTimeout / cpclRemoteError when a peer stalls or dies. An argument error leaves
  * the communicator and plan usable. numTokens == 0 is a valid, empty step. */

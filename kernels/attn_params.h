@@ -21,8 +21,8 @@ extern "C" {
 #endif
 
 /* Row t of sequence s (n rows) sits at global position seqLens[s] - n + j and attends to this
- * rank's local prefix of length localLen(cpRank, position + 1) (kv_layout.h). Rows with an empty
- * prefix get out = 0, lse = -inf. */
+ * rank's local prefix of length localLen(cpRank, position + 1) (kv_layout.h), or with sparseIdx
+ * to its listed local keys. Rows with no key get out = 0, lse = -inf. */
 typedef struct {
   int numSeqs;
   int numTokens;
@@ -69,6 +69,14 @@ typedef struct {
   /* CUDA: when qBlock[0] is set, block j's queries start at qBlock[j] (qTokenStride as above):
    * the fused kernel reads this rank's own block where the caller left it */
   const void* qBlock[CPCL_MAX_PARTS];
+  /* Sparse attention (topk_params.h): when sparseIdx is set, row t attends to exactly the local
+   * keys sparseIdx[t * sparseStride + k], k < sparseCount[t] (in that order; each an index into
+   * the local shard, < the row's local prefix), instead of to its local prefix. The CUDA launcher
+   * runs it on the Hopper MLA body's sparse form where mlaSm90Splits applies (outside the fused
+   * kernel, not cudaCoresOnly), else on the CUDA-core body; never on the tensor-core bodies. */
+  const int32_t* sparseIdx;
+  const int32_t* sparseCount;
+  int sparseStride;
 } cpclAttnParams_t;
 CPCL_KPARAM_CHECK(cpclAttnParams_t, CPCL_KPARAM_BYTES);
 

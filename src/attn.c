@@ -17,10 +17,17 @@ cpclResult_t cpclBatchCheck(struct cpclAttnPlan* pl, const cpclBatch_t* b, int m
     return CPCL_ERR(c, cpclInvalidArgument,
                     "%s: batch->size is %zu, expected %zu: initialise the batch with CPCL_BATCH_INITIALIZER", fn,
                     b->size, sizeof(cpclBatch_t));
-  if (b->topkIndices != NULL)
-    return CPCL_ERR(c, cpclUnsupported,
-                    "%s: batch->topkIndices is %p: sparse attention is not built yet; pass NULL (dense attention)", fn,
-                    (const void*)b->topkIndices);
+  /* the store ignores the list, so an engine passes one batch to both */
+  if (pages == CPCL_PAGES_READ && pl->desc.topk == 0 && b->topkIndices != NULL)
+    return CPCL_ERR(c, cpclInvalidArgument,
+                    "%s: batch->topkIndices is %p but the plan is dense (desc->topk 0): pass NULL, or create the plan "
+                    "with desc->topk = K for sparse attention",
+                    fn, (const void*)b->topkIndices);
+  if (pages == CPCL_PAGES_READ && pl->desc.topk > 0 && b->topkIndices == NULL)
+    return CPCL_ERR(c, cpclInvalidArgument,
+                    "%s: batch->topkIndices is NULL but the plan is sparse (desc->topk %d): pass the [numTokens][%d] "
+                    "global positions each row attends to (-1 = none)",
+                    fn, pl->desc.topk, pl->desc.topk);
   if (b->numSeqs < 0) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->numSeqs is %d", fn, b->numSeqs);
   if (b->numTokens < 0 || b->numTokens > maxTokens)
     return CPCL_ERR(c, cpclInvalidArgument, "%s: batch->numTokens is %d: it must be in [0, maxTokens = %d]", fn,

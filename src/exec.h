@@ -12,6 +12,7 @@
 #include "kvstore_params.h"
 #include "merge_params.h"
 #include "prefill_params.h"
+#include "topk_params.h"
 
 struct cpclComm;
 
@@ -53,6 +54,8 @@ typedef struct cpclExecOps {
   size_t (*prefillWorkspaceBytes)(int headDimQk, int headDimVo);
   cpclResult_t (*prefill)(const cpclPrefillParams_t* p, cpclStream_t stream);
   cpclResult_t (*prefillStore)(const cpclPrefillStoreParams_t* p, cpclStream_t stream);
+  /* sparse attention: each row's owned top-k keys as local indices (topk_params.h) */
+  cpclResult_t (*topkFilter)(const cpclTopkFilterParams_t* p, cpclStream_t stream);
 } cpclExecOps_t;
 
 extern const cpclExecOps_t cpclExecHost;

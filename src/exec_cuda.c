@@ -131,6 +131,10 @@ static cpclResult_t cudaPrefillStoreOp(const cpclPrefillStoreParams_t* p, cpclSt
   return CPCL_ERR(NULL, cpclUnsupported, "prefill on GPUs is not built yet (issue 15)");
 }
 
+static cpclResult_t cudaTopkFilterOp(const cpclTopkFilterParams_t* p, cpclStream_t s) {
+  return launched(cpclCudaTopkFilter(p, s), "top-k filter kernel");
+}
+
 const cpclExecOps_t cpclExecCuda = {
     .name = "cuda",
     .alloc = cudaAllocZero,
@@ -150,6 +154,7 @@ const cpclExecOps_t cpclExecCuda = {
     .prefillWorkspaceBytes = cudaPrefillWorkspace,
     .prefill = cudaPrefillOp,
     .prefillStore = cudaPrefillStoreOp,
+    .topkFilter = cudaTopkFilterOp,
 };
 
 cpclResult_t cpclCudaErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr) {

@@ -79,6 +79,10 @@ static cpclResult_t hostPrefill(const cpclPrefillParams_t* p, cpclStream_t s) {
   cpclHostPrefill(p);
   return cpclSuccess;
 }
+static cpclResult_t hostTopkFilter(const cpclTopkFilterParams_t* p, cpclStream_t s) {
+  cpclHostTopkFilter(p);
+  return cpclSuccess;
+}
 static cpclResult_t hostPrefillStore(const cpclPrefillStoreParams_t* p, cpclStream_t s) {
   cpclHostPrefillStore(p);
   return cpclSuccess;
@@ -103,4 +107,5 @@ const cpclExecOps_t cpclExecHost = {
     .prefillWorkspaceBytes = hostPrefillWorkspace,
     .prefill = hostPrefill,
     .prefillStore = hostPrefillStore,
+    .topkFilter = hostTopkFilter,
 };

@@ -1,6 +1,7 @@
 /* op_decode.c -- the decode family of the operation table (op.h): cpclAttnDecode and its two
  * halves, cpclAttnPartial and cpclAttnCombine. Every rank agrees on the operation, the rows and
  * the sequences of each step; the three run the schedule plan creation picked (sched/). */
+#include <stdint.h>
 #include <strings.h>
 
 #include "core.h"
@@ -94,11 +95,26 @@ static cpclResult_t combineCheck(struct cpclAttnPlan* pl, const cpclStep_t* st) 
   return cpclSuccess;
 }
 
+/* Sparse plans filter first: the schedules are the dense ones, only the attention reads lists. */
 static cpclResult_t decodeRun(struct cpclAttnPlan* pl, const cpclStep_t* st) {
+  CPCLCHECK(cpclStepTopkFilter(pl, st));
   return schedules[pl->algo]->decode(pl, st, st->out, st->lse);
 }
 static cpclResult_t partialRun(struct cpclAttnPlan* pl, const cpclStep_t* st) {
+  CPCLCHECK(cpclStepTopkFilter(pl, st));
   return schedules[pl->algo]->partial(pl, st, st->out, st->lse);
+}
+
+/* The rows' contents, and on sparse plans the lists: the same on every rank (DESIGN.md §4.3). */
+static void decodeDigest(const struct cpclAttnPlan* pl, const cpclStep_t* st, uint64_t d[CPCL_STEP_DIGESTS]) {
+  cpclOpDigestRows(pl, st, d);
+  d[2] = 0;
+  if (pl->desc.topk == 0) return;
+  const int64_t n = (int64_t)st->batch->numTokens * pl->desc.topk;
+  const int64_t chunk = (int64_t)1 << 30; /* cpclDigestInt32 counts in int */
+  for (int64_t i = 0; i < n; i += chunk)
+    d[2] =
+        (d[2] ^ cpclDigestInt32(st->batch->topkIndices + i, (int)(n - i < chunk ? n - i : chunk))) * 1099511628211ULL;
 }
 static cpclResult_t combineRun(struct cpclAttnPlan* pl, const cpclStep_t* st) {
   return schedules[pl->algo]->combine(pl, st, st->in, st->inLse, st->out, st->lse);
@@ -112,8 +128,8 @@ const cpclOp_t cpclOpDecode = {
     .bounded = 1,
     .check = decodeCheck,
     .select = decodeSelect, /* for the whole family */
-    .digest = cpclOpDigestRows,
-    .digestFields = {"queryStart", "seqLens"},
+    .digest = decodeDigest,
+    .digestFields = {"queryStart", "seqLens", "topkIndices"},
     .scheduleName = scheduleName,
     .run = decodeRun,
 };
@@ -125,8 +141,8 @@ const cpclOp_t cpclOpPartial = {
     .pages = CPCL_PAGES_READ,
     .bounded = 1,
     .check = partialCheck,
-    .digest = cpclOpDigestRows,
-    .digestFields = {"queryStart", "seqLens"},
+    .digest = decodeDigest,
+    .digestFields = {"queryStart", "seqLens", "topkIndices"},
     .scheduleName = scheduleName,
     .run = partialRun,
 };

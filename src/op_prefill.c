@@ -54,6 +54,11 @@ static cpclResult_t prefillCheck(struct cpclAttnPlan* pl, const cpclStep_t* st) 
   if (c->memType != cpclMemHost)
     return CPCL_ERR(c, cpclUnsupported, "%s: prefill on GPUs is not built yet (issue 15); this plan is on %s memory",
                     fn, pl->exec->name);
+  if (pl->desc.topk > 0) /* a dense prefill would silently differ from the engine's sparse one */
+    return CPCL_ERR(c, cpclUnsupported,
+                    "%s: this plan is sparse (desc->topk %d) and sparse prefill is not built; prefill with a dense "
+                    "plan (desc->topk 0) of the same shape",
+                    fn, pl->desc.topk);
   if (b == NULL) return CPCL_ERR(c, cpclInvalidArgument, "%s: batch is NULL", fn);
   if (b->size != sizeof(cpclPrefillBatch_t))
     return CPCL_ERR(c, cpclInvalidArgument,

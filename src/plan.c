@@ -36,9 +36,10 @@ cpclResult_t cpclAttnDescCheck(const struct cpclComm* c, const cpclAttnDesc_t* d
   CHECK_RANGE(latentKv, 0, 1)
   CHECK_RANGE(lseBase2, 0, 1)
 #undef CHECK_RANGE
-  if (d->topk != 0) {
-    snprintf(msg, n, "desc->topk is %d: sparse attention is not built yet; use 0 (dense attention)", d->topk);
-    return cpclUnsupported;
+  if (d->topk < 0 || d->topk > CPCL_MAX_TOPK) {
+    snprintf(msg, n, "desc->topk is %d: it must be in [0, %d] (0 dense attention, K > 0 sparse)", d->topk,
+             CPCL_MAX_TOPK);
+    return cpclInvalidArgument;
   }
   if (d->prefillAlgo != NULL && strcasecmp(d->prefillAlgo, "allgather") != 0 &&
       strcasecmp(d->prefillAlgo, "ring") != 0) {
@@ -102,6 +103,7 @@ typedef struct {
   int32_t userWs;       /* the caller's workspace: every rank creates its plan the same way */
   int32_t prefillAlgo;  /* 0 automatic, 1 allgather, 2 ring */
   int32_t prefillSched; /* the prefill schedule chosen (desc, CPCL_PREFILL_ALGO, automatic) */
+  int32_t topk;
 } planDigest_t;
 
 static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, size_t n) {
@@ -126,6 +128,7 @@ static cpclResult_t digestCompare(const planDigest_t* all, int W, char* msg, siz
   FIELD(latentKv, "desc->latentKv")
   FIELD(lseBase2, "desc->lseBase2")
   FIELD(maxTokens, "maxTokens")
+  FIELD(topk, "desc->topk")
   FIELD(algo, "the schedule (desc->algo / CPCL_ALGO)")
   FIELD(prefillAlgo, "desc->prefillAlgo (0 NULL, 1 allgather, 2 ring)")
   FIELD(prefillSched, "the prefill schedule (desc->prefillAlgo / CPCL_PREFILL_ALGO; 0 allgather, 1 ring)")
@@ -181,6 +184,8 @@ static void planFree(struct cpclAttnPlan* pl) {
     e->free(pl->pfNew);
     e->free(pl->pfKv);
     e->free(pl->pfRing);
+    e->free(pl->topkLocal);
+    e->free(pl->topkCount);
   }
   free(pl->pfRowStart);
   free(pl->pfPos);
@@ -234,6 +239,10 @@ static cpclResult_t planLayout(struct cpclAttnPlan* pl) {
     if (kvSlots) CPCLCHECK(planTake(pl, &pl->pfKv, kvSlots * pl->pfKvCap, "prefill K/V blocks"));
     if (pl->prefillAlgo == CPCL_PREFILL_RING && pl->P > 1)
       CPCLCHECK(planTake(pl, &pl->pfRing, (size_t)pl->P * pl->sliceCap, "prefill ring partials"));
+  }
+  if (d->topk > 0) { /* the filter's compacted lists (kernels/topk_params.h), rewritten each step */
+    CPCLCHECK(planTake(pl, &pl->topkLocal, T * (size_t)d->topk * sizeof(int32_t), "top-k local key lists"));
+    CPCLCHECK(planTake(pl, &pl->topkCount, T * sizeof(int32_t), "top-k key counts"));
   }
   if (pl->comm->memType == cpclMemCuda && pl->W == 1) { /* one rank: the fused kernel's flags */
     const size_t ints = cpclSyncBlockInts(1);
@@ -354,6 +363,7 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
     mine.latentKv = desc->latentKv;
     mine.lseBase2 = desc->lseBase2;
     mine.smScale = desc->smScale;
+    mine.topk = desc->topk;
     mine.prefillAlgo = desc->prefillAlgo == NULL ? 0 : strcasecmp(desc->prefillAlgo, "allgather") == 0 ? 1 : 2;
   }
   planDigest_t* all = NULL;
@@ -389,7 +399,7 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   comm->numPlans++;
   pl->serial = comm->plansCreated++;
   planLink(pl, 1);
-  char body[192] = "";
+  char body[320] = "";
   if (pl->mlaSm90Splits > 0 && algo == CPCL_ALGO_FUSED)
     snprintf(body, sizeof(body),
              "; MLA on the CUDA-core body inside the fused kernel (the Hopper MLA body, up to %d splits, runs in "
@@ -398,6 +408,13 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   else if (pl->mlaSm90Splits > 0)
     snprintf(body, sizeof(body), "; MLA on the Hopper body (sm_90, CPCL_MLA_SM90=0 turns it off), up to %d splits",
              pl->mlaSm90Splits);
+  else if (desc->topk > 0)
+    snprintf(body, sizeof(body),
+             "; sparse attention over each row's owned top-%d positions (the CUDA-core body on GPUs)", desc->topk);
+  if (desc->topk > 0 && pl->mlaSm90Splits > 0) { /* the Hopper body's sparse form */
+    const size_t used = strlen(body);
+    snprintf(body + used, sizeof(body) - used, "; sparse attention over each row's owned top-%d positions", desc->topk);
+  }
   INFO(CPCL_PLAN,
        "plan #%d rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d on %s memory; schedule %s (%s); prefill %s; "
        "attention splits up to %d per row%s; workspace %zu bytes (%.1f MiB, %s)",

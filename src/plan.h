@@ -55,6 +55,8 @@ struct cpclAttnPlan {
   int* errorDev;           /*       and device view */
   size_t scratchBytes;
   cpclRequest_t* reqs; /* [4 W]: the pipelined schedule's transfers */
+  int32_t* topkLocal;  /* sparse plans: [maxTokens][topk] each row's owned keys, local indices */
+  int32_t* topkCount;  /*               [maxTokens] how many (kernels/topk_params.h) */
 
   /* Prefill (host plans; sched/prefill.h). The schedule, the rows and positions of every PCP
    * rank's block of the step (host structures, rewritten each step), and the workspace: qGather

@@ -18,6 +18,12 @@
  * correctness (-X ipc; their times mean nothing). Every step, the bare kernel's included, is
  * captured once in a CUDA graph and the graph replayed, as engines run decode; the times are
  * those of the slowest rank's replay (CUDA events after an MPI barrier).
+ *
+ * Sparse attention (-k K, DeepSeek-V3.2 DSA, issue 16): every row lists K distinct positions of
+ * its sequence (the same lists on every rank); each rank attends to the listed positions it owns.
+ * KV GB/s then counts the K rows this rank attends; bare is the same rank's attention over the
+ * same keys on a one-rank communicator (the lists as local positions). For the issue's shape:
+ *   mpirun -np 8 dcp_decode_perf -g 1 -m 1 -H 16 -k 2048 -b 64 -e 128 -f 2 -l 32768 -L 32768 -p 64 -c 1
  */
 #include <math.h>
 #include <stdint.h>
@@ -54,6 +60,7 @@ typedef struct {
   char algos[PERF_LIST_MAX]; /* -a */
   int gpu;                   /* -g 1: CUDA memory, graph-timed */
   const char* transport;     /* -X: the communicator's transport (NULL: automatic) */
+  int topk;                  /* -k: sparse attention over K listed positions a row (0: dense) */
 } opts_t;
 
 static perf_t perf;
@@ -93,7 +100,7 @@ static int partialStep(void* a, int launch) {
 }
 
 #define MAXI 1000000000L
-static opts_t o = {1, 64, 4, 4096, 4096, 2, 8, 1, 128, 128, 0, 0, 1, 16, cpclBfloat16, 1, "", 0, NULL};
+static opts_t o = {1, 64, 4, 4096, 4096, 2, 8, 1, 128, 128, 0, 0, 1, 16, cpclBfloat16, 1, "", 0, NULL, 0};
 static const perfOpt_t options[] = {
     {'b', "minBatch", PERF_OPT_INT, &o.minB, "N", "batch: smallest", 1, MAXI, NULL, NULL, NULL},
     {'e', "maxBatch", PERF_OPT_INT, &o.maxB, "N", "batch: largest", 1, MAXI, NULL, NULL, NULL},
@@ -117,7 +124,29 @@ static const perfOpt_t options[] = {
     {'g', "gpu", PERF_OPT_INT, &o.gpu, "0|1", "1: GPU ranks (CUDA memory, graph replays)", 0, 1, NULL, NULL, NULL},
     {'X', "transport", PERF_OPT_STRING, &o.transport, "NAME", "transport (automatic: ucx on the host, ipc on GPUs)", 0,
      0, "ucx,nccl,ipc,self", NULL, NULL},
+    {'k', "topk", PERF_OPT_INT, &o.topk, "K", "sparse attention: K listed positions a row (0: dense)", 0, 65536, NULL,
+     NULL, NULL},
 };
+
+/* Row t's list: K distinct positions of [0, pos] (a partial shuffle keyed by t, the same on every
+ * rank), -1 where pos + 1 < K. */
+static void topkList(int32_t* row, int K, int64_t pos, int t, int32_t* scratch) {
+  const int64_t n = pos + 1;
+  for (int64_t i = 0; i < n; i++) scratch[i] = (int32_t)i;
+  uint64_t x = 0x9e3779b97f4a7c15ULL * (uint64_t)(t + 1);
+  for (int i = 0; i < K; i++) {
+    if (i >= n) {
+      row[i] = -1;
+      continue;
+    }
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    const int64_t j = i + (int64_t)(x % (uint64_t)(n - i));
+    const int32_t tmp = scratch[i];
+    scratch[i] = scratch[j];
+    scratch[j] = tmp;
+    row[i] = scratch[i];
+  }
+}
 
 static int parse(int argc, char** argv) {
   perfInit(&perf, "dcp_decode_perf",
@@ -177,10 +206,11 @@ int main(int argc, char** argv) {
   perfParamStr(&perf, "memory", perfGpu ? "cuda" : "host");
   perfComment(&perf,
               "dcp_decode_perf%s%s: W %d (dcp %d, pcp %d), %s, H %d per rank (%d gathered), Hkv %d, D %d/%d%s, "
-              "interleave %d, page %d, rows/seq %d, %d warm-up + %d iterations, check %s, %s",
+              "interleave %d, page %d, rows/seq %d, top-k %d%s, %d warm-up + %d iterations, check %s, %s",
               perf.label[0] ? " " : "", perf.label, W, D, W / D, tname, H, Hq, o.Hkv, o.Dqk, Dv,
-              o.mla ? " (MLA latent)" : "", o.interleave, o.page, o.rows, perf.warmup, perf.iters,
-              perf.check ? "on" : "off", perfGpu ? "GPU ranks, CUDA-graph replays" : "CPU ranks, host memory");
+              o.mla ? " (MLA latent)" : "", o.interleave, o.page, o.rows, o.topk, o.topk ? " (sparse)" : " (dense)",
+              perf.warmup, perf.iters, perf.check ? "on" : "off",
+              perfGpu ? "GPU ranks, CUDA-graph replays" : "CPU ranks, host memory");
   static const perfColumn_t cols[] = {
       {"batch", PERF_INT, 7, 0},         {"context", PERF_INT, 8, 0},    {"local", PERF_INT, 8, 0},
       {"schedule", PERF_STRING, -10, 0}, {"min_us", PERF_DOUBLE, 9, 1},  {"median_us", PERF_DOUBLE, 9, 1},
@@ -206,6 +236,32 @@ int main(int argc, char** argv) {
       int32_t* qsRun = perfDup(qs, sizeof(int32_t) * (size_t)(B + 1));
       int32_t* lensRun = perfDup(lens, sizeof(int32_t) * (size_t)B);
       cpclBatch_t batch = perfBatch((int)B, T, qsRun, lensRun, c.btRun, c.maxPages);
+      /* sparse: the lists (every rank's), and this rank's owned entries as its local positions */
+      const int K = o.topk, Wi = W * o.interleave;
+      int32_t *tk = NULL, *tkLocal = NULL, *tkRun = NULL, *tkLocalRun = NULL;
+      double ownedKeys = 0;
+      if (K > 0) {
+        tk = malloc(sizeof(int32_t) * (size_t)T * K);
+        tkLocal = malloc(sizeof(int32_t) * (size_t)T * K);
+        int32_t* scratch = malloc(sizeof(int32_t) * (size_t)L);
+        for (int t = 0; t < T; t++) {
+          const int64_t pos = L - o.rows + t % o.rows;
+          topkList(tk + (size_t)t * K, K, pos, t, scratch);
+          int c2 = 0;
+          for (int k = 0; k < K; k++) {
+            const int64_t p = tk[(size_t)t * K + k];
+            if (p >= 0 && (p / o.interleave) % W == rank) /* owner and local index of DESIGN.md §2 */
+              tkLocal[(size_t)t * K + c2++] = (int32_t)((p / Wi) * o.interleave + p % o.interleave);
+          }
+          ownedKeys += c2;
+          for (int k = c2; k < K; k++) tkLocal[(size_t)t * K + k] = -1;
+        }
+        free(scratch);
+        tkRun = perfDup(tk, sizeof(int32_t) * (size_t)T * K);
+        tkLocalRun = perfDup(tkLocal, sizeof(int32_t) * (size_t)T * K);
+        batch.topkIndices = tkRun;
+        desc.topk = K;
+      }
       /* q: [T][H][Dqk] for this rank's heads; row t, gathered head g keyed by (t, g) */
       void* q = malloc((size_t)T * H * o.Dqk * es);
       for (int t = 0; t < T; t++)
@@ -217,18 +273,20 @@ int main(int argc, char** argv) {
       float* lse = perfAlloc(sizeof(float) * (size_t)T * H);
       void* outHost = malloc((size_t)T * H * Dv * es);
       int64_t local = cpclKvLocalLen(L, W, rank, o.interleave);
-      double kvBytes = (double)B * local * o.Hkv * (o.Dqk + (o.mla ? 0 : Dv)) * es;
+      double kvBytes = (K > 0 ? ownedKeys : (double)B * local) * o.Hkv * (o.Dqk + (o.mla ? 0 : Dv)) * es;
 
       /* bare: this rank's attention over its shard alone, all gathered heads, no transfer */
       perfStats_t bare;
       {
         cpclAttnDesc_t bd = perfDesc(&kv, Hq);
+        bd.topk = K;
         cpclAttnPlan_t bp;
         CHECK(cpclAttnPlanCreate(&bp, self, &bd, T));
         int32_t* llens = malloc(sizeof(int32_t) * (size_t)B);
         for (int s = 0; s < B; s++) llens[s] = (int32_t)local > o.rows ? (int32_t)local : o.rows;
         int32_t* llensRun = perfDup(llens, sizeof(int32_t) * (size_t)B);
         cpclBatch_t lb = perfBatch((int)B, T, qsRun, llensRun, c.btRun, c.maxPages);
+        lb.topkIndices = tkLocalRun; /* one rank: local positions are positions */
         void* qa = perfAlloc((size_t)T * Hq * o.Dqk * es);
         void* pa = perfAlloc((size_t)T * Hq * Dv * es);
         float* la = perfAlloc(sizeof(float) * (size_t)T * Hq);
@@ -246,6 +304,7 @@ int main(int argc, char** argv) {
       void* ref = NULL;
       if (perf.check) {
         cpclAttnDesc_t rd = perfDesc(&kv, Hq);
+        rd.topk = K;
         cpclAttnPlan_t rp;
         CHECK(cpclAttnPlanCreate(&rp, hostSelf, &rd, T));
         perfCache_t full;
@@ -256,6 +315,7 @@ int main(int argc, char** argv) {
             perfGenRow(qa, ((size_t)t * Hq + g) * o.Dqk, o.Dqk, (uint64_t)1 << 40 | (uint64_t)t, (uint64_t)g, o.type);
         ref = malloc((size_t)T * Hq * Dv * es);
         cpclBatch_t fb = perfBatch((int)B, T, qs, lens, full.blockTable, full.maxPages);
+        fb.topkIndices = tk;
         CHECK(cpclAttnDecode(rp, &fb, qa, full.k, full.v, ref, NULL, NULL));
         free(qa);
         perfCacheFree(&full);
@@ -309,6 +369,10 @@ int main(int argc, char** argv) {
         CHECK(cpclAttnPlanDestroy(plan));
       }
       free(ref);
+      free(tk);
+      free(tkLocal);
+      if (tkRun) perfFree(tkRun);
+      if (tkLocalRun) perfFree(tkLocalRun);
       free(q);
       free(outHost);
       perfFree(qRun);

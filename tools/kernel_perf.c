@@ -16,6 +16,16 @@
  * copies that the working set exceeds L2. TFLOP/s counts 2 (Dqk + Dv) per (row, head, key). Times are CUDA-event
  * intervals around each launch after -w warm-up launches (min/median/max). -c 1 compares every variant's output with
  * the C reference kernel (kernels/host) on KV copy 0.
+ *
+ * Sparse attention (issue 16, DeepSeek-V3.2 DSA): -k K gives every row a list of K distinct random
+ * positions of its sequence of L tokens, and each shape runs as rank 0 of W = 1 and of -W ranks
+ * (interleave 1, the KV cache holding that rank's shard only): "topk" rows time the step's local
+ * work (the top-k filter kernel, then the attention over the compacted list, on the body the
+ * library takes: "/sm90" the Hopper MLA body's sparse form), "attn" that attention alone, "cores"
+ * the CUDA-core body alone, "filter" the filter alone. TFLOP/s and TB/s count the keys the rank actually attends
+ * (the "keys" column: mean kept keys per row; "parts" holds K); the target is W = 8's "topk" time <= W = 1's / 8
+ * plus 10 us. The issue's rows:
+ *   kernel_perf -k 2048 -W 8 -p 64 -s 64,128,1,576,32768 -s 128,128,1,576,32768 -c 1
  */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -25,7 +35,9 @@
 #include <string.h>
 
 #include "attn_params.h"
+#include "cpcl.h"
 #include "merge_params.h"
+#include "topk_params.h"
 #include "perf/driver.h"
 
 #define CU(call)                                                                            \
@@ -148,8 +160,10 @@ static const char* showShapes(const void* value) {
   return text;
 }
 
-static int sweep;     /* -x: also every (stages, split size) variant of the tensor-core kernel */
-static int page = 16; /* -p: tokens a KV page */
+static int sweep;        /* -x: also every (stages, split size) variant of the tensor-core kernel */
+static int topk;         /* -k: sparse attention over K listed positions a row (0: dense) */
+static int simRanks = 8; /* -W: the sparse rows' simulated ranks (besides W = 1) */
+static int page = 16;    /* -p: tokens a KV page */
 static shapes_t shapes = {
     {{64, 16, 1, 128, 8192}, {16, 16, 1, 128, 32768}, {128, 64, 8, 128, 4096}, {1, 16, 1, 128, 4096}}, 4, 0};
 
@@ -183,6 +197,7 @@ enum {
   COL_TFS,
   COL_COPY,
   COL_SPLITS,
+  COL_KEYS,
   COL_COPIES,
   COL_WRONG,
   COL_STATUS,
@@ -346,6 +361,7 @@ static void benchAttention(const shape_t* sh, double ceiling) {
                                  PERF_D(tfs),
                                  PERF_D(100 * tbs / ceiling),
                                  PERF_I(variant != 1 && sm90Splits ? sm90Splits : maxSplits),
+                                 PERF_I(L),
                                  PERF_I(variant == 2 ? 1 : copies),
                                  perf.check ? PERF_I(wrong) : PERF_NONE,
                                  PERF_S(!perf.check ? "-"
@@ -370,6 +386,234 @@ static void benchAttention(const shape_t* sh, double ceiling) {
   cudaFree(lse);
   cudaFree(ws);
   cudaFree(counters);
+}
+
+typedef struct {
+  cpclAttnParams_t* p;
+  cpclTopkFilterParams_t* f;
+  void** k;
+  int copies, warm, err, what; /* what: 0 filter + attention, 1 attention, 2 CUDA-core attention, 3 filter */
+} sparseArgs_t;
+
+static int sparseStep(void* arg, int launch) {
+  sparseArgs_t* a = arg;
+  a->p->kCache = a->k[a->warm ? 0 : launch % a->copies];
+  a->p->cudaCoresOnly = a->what == 2;
+  a->err = a->what == 0 || a->what == 3 ? cpclCudaTopkFilter(a->f, NULL) : 0;
+  if (!a->err && a->what != 3) a->err = cpclCudaAttn(a->p, NULL);
+  return a->err;
+}
+
+/* Sparse attention as rank 0 of W (interleave 1): the shard's cache, every row's list of topk
+ * distinct positions of L, the filter into [B][K] local indices, the CUDA-core body over them. */
+static void benchSparse(const shape_t* sh, int W, double ceiling) {
+  const int B = sh->B, H = sh->H, Hkv = sh->Hkv, D = sh->D, L = sh->L, K = topk;
+  const int mla = D == 576, Dv = mla ? 512 : D;
+  const int64_t local = cpclKvLocalLen(L, W, 0, 1);
+  const int pagesPerSeq = (int)((local + page - 1) / page), numPages = B * pagesPerSeq;
+  const size_t kvElems = (size_t)numPages * page * Hkv * D;
+  const double shardBytes = (mla ? 1.0 : 2.0) * B * (double)local * Hkv * D * 2;
+  int copies = (int)ceil(256.0 * 1048576 / shardBytes);
+  copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
+  void** k = malloc(sizeof(void*) * copies);
+  void* v = NULL; /* GQA: one V cache (the rotation is over K, which every key reads) */
+  for (int c = 0; c < copies; c++) {
+    CU(cudaMalloc(&k[c], kvElems * 2));
+    fillRandom(k[c], kvElems, 21 + c);
+  }
+  if (!mla) {
+    CU(cudaMalloc(&v, kvElems * 2));
+    fillRandom(v, kvElems, 2000);
+  }
+  int32_t* bt = malloc(sizeof(int32_t) * numPages);
+  for (int i = 0; i < numPages; i++) bt[i] = (int32_t)(((int64_t)i * 7919 + 13) % numPages);
+  if (numPages % 7919 == 0)
+    for (int i = 0; i < numPages; i++) bt[i] = i;
+  int32_t* lens = malloc(sizeof(int32_t) * B);
+  for (int s = 0; s < B; s++) lens[s] = L;
+  /* the lists: K distinct positions of [0, L) a row (partial Fisher-Yates), -1 past L */
+  int32_t* list = malloc(sizeof(int32_t) * (size_t)B * K);
+  int32_t* perm = malloc(sizeof(int32_t) * (size_t)L);
+  uint64_t rs = 0x2545f4914f6cdd1dULL;
+  for (int b = 0; b < B; b++) {
+    for (int i = 0; i < L; i++) perm[i] = i;
+    for (int i = 0; i < K; i++) {
+      if (i >= L) {
+        list[(size_t)b * K + i] = -1;
+        continue;
+      }
+      rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+      const int j = i + (int)(rs % (uint64_t)(L - i));
+      const int32_t t = perm[i];
+      perm[i] = perm[j];
+      perm[j] = t;
+      list[(size_t)b * K + i] = perm[i];
+    }
+  }
+  free(perm);
+  /* the keys the rank attends (the host filter): what the FLOP/s and bytes count */
+  int32_t* hIdx = malloc(sizeof(int32_t) * (size_t)B * K);
+  int32_t* hCnt = malloc(sizeof(int32_t) * B);
+  cpclTopkFilterParams_t f = {.numSeqs = B,
+                              .numTokens = B,
+                              .seqLens = lens,
+                              .topk = K,
+                              .topkIndices = list,
+                              .cpSize = W,
+                              .cpRank = 0,
+                              .interleave = 1,
+                              .localIdx = hIdx,
+                              .count = hCnt};
+  cpclHostTopkFilter(&f);
+  double keys = 0;
+  for (int b = 0; b < B; b++) keys += hCnt[b];
+  void *dBt, *dLens, *dList, *dIdx, *dCnt, *q, *out, *ws;
+  float* lse;
+  CU(cudaMalloc(&dBt, sizeof(int32_t) * numPages));
+  CU(cudaMemcpy(dBt, bt, sizeof(int32_t) * numPages, cudaMemcpyHostToDevice));
+  CU(cudaMalloc(&dLens, sizeof(int32_t) * B));
+  CU(cudaMemcpy(dLens, lens, sizeof(int32_t) * B, cudaMemcpyHostToDevice));
+  CU(cudaMalloc(&dList, sizeof(int32_t) * (size_t)B * K));
+  CU(cudaMemcpy(dList, list, sizeof(int32_t) * (size_t)B * K, cudaMemcpyHostToDevice));
+  CU(cudaMalloc(&dIdx, sizeof(int32_t) * (size_t)B * K));
+  CU(cudaMalloc(&dCnt, sizeof(int32_t) * B));
+  CU(cudaMalloc(&q, (size_t)B * H * D * 2));
+  fillRandom(q, (size_t)B * H * D, 6);
+  CU(cudaMalloc(&out, (size_t)B * H * Dv * 2));
+  CU(cudaMalloc((void**)&lse, sizeof(float) * B * H));
+  const int maxSplits = cpclCudaAttnMaxSplits(B, H, Dv);
+  size_t wsBytes = cpclCudaAttnWorkspaceBytes(B, H, Dv, maxSplits);
+  unsigned* counters;
+  const size_t nCounters = cpclCudaAttnCounterCount(B, H);
+  CU(cudaMalloc((void**)&counters, nCounters * sizeof(unsigned)));
+  CU(cudaMemset(counters, 0, nCounters * sizeof(unsigned)));
+  cpclTopkFilterParams_t df = f;
+  df.seqLens = dLens;
+  df.topkIndices = dList;
+  df.localIdx = dIdx;
+  df.count = dCnt;
+  cpclAttnParams_t p = {.numSeqs = B,
+                        .numTokens = B,
+                        .seqLens = dLens,
+                        .blockTable = dBt,
+                        .maxPagesPerSeq = pagesPerSeq,
+                        .cpSize = W,
+                        .cpRank = 0,
+                        .interleave = 1,
+                        .pageSize = page,
+                        .numKvHeads = Hkv,
+                        .headDimQk = D,
+                        .headDimVo = Dv,
+                        .latentKv = mla,
+                        .groupSize = H / Hkv,
+                        .numHeads = H,
+                        .headsPerBlock = H,
+                        .smScale = 1.0f / sqrtf((float)D),
+                        .qType = CPCL_K_BF16,
+                        .kvType = CPCL_K_BF16,
+                        .q = q,
+                        .qTokenStride = (int64_t)H * D,
+                        .vCache = v,
+                        .out = out,
+                        .oTokenStride = (int64_t)H * Dv,
+                        .lse = lse,
+                        .lseTokenStride = H,
+                        .maxSplits = maxSplits,
+                        .splitCounters = counters,
+                        .sparseIdx = dIdx,
+                        .sparseCount = dCnt,
+                        .sparseStride = K};
+  /* the Hopper MLA body's sparse form where the library takes it (bf16 MLA on sm_90), with the
+   * plan's splits; "cores" is the CUDA-core body */
+  const char* sm90Env = getenv("CPCL_MLA_SM90");
+  const int sm90Splits = sm90Env && strcmp(sm90Env, "0") == 0 ? 0 : cpclCudaAttnMlaSm90Splits(&p, B);
+  const size_t sm90Bytes = sm90Splits ? cpclCudaAttnMlaSm90WorkspaceBytes(B, H, sm90Splits) : 0;
+  if (sm90Bytes > wsBytes) wsBytes = sm90Bytes;
+  CU(cudaMalloc(&ws, wsBytes));
+  p.workspace = ws;
+  p.workspaceBytes = wsBytes;
+  p.mlaSm90Splits = sm90Splits;
+  CU((cudaError_t)cpclCudaTopkFilter(&df, NULL)); /* the "attn" rows read these lists */
+  CU(cudaDeviceSynchronize());
+  uint16_t* refOut = NULL;
+  float* refLse = NULL;
+  const size_t nOut = (size_t)B * H * Dv, nLse = (size_t)B * H;
+  if (perf.check) { /* the host filter's lists and the host sparse kernel, KV copy 0 */
+    cpclAttnParams_t h = p;
+    void *hk = toHost(k[0], kvElems * 2), *hv = mla ? NULL : toHost(v, kvElems * 2);
+    void* hq = toHost(q, (size_t)B * H * D * 2);
+    h.seqLens = lens;
+    h.blockTable = bt;
+    h.q = hq;
+    h.kCache = hk;
+    h.vCache = hv;
+    h.sparseIdx = hIdx;
+    h.sparseCount = hCnt;
+    h.out = refOut = malloc(nOut * 2);
+    h.lse = refLse = malloc(nLse * sizeof(float));
+    h.workspaceBytes = cpclHostAttnWorkspaceBytes(D, Dv);
+    h.workspace = malloc(h.workspaceBytes);
+    h.splitCounters = NULL;
+    cpclHostAttn(&h);
+    free(h.workspace);
+    free(hk);
+    free(hv);
+    free(hq);
+  }
+  const double flops = 2.0 * (D + Dv) * H * keys, bytes = (mla ? 1.0 : 2.0) * keys * Hkv * D * 2;
+  static const char* const names[4] = {"topk", "attn", "cores", "filter"};
+  for (int what = 0; what < 4; what++) {
+    sparseArgs_t a = {&p, &df, k, copies, 0, 0, what};
+    perfStats_t st;
+    if (perfTimeEvents(&perf, sparseStep, &a, &st)) {
+      fprintf(stderr, "sparse step failed: %s (%s)\n", cudaGetErrorString((cudaError_t)a.err),
+              cpclCudaKernelErrorDetail());
+      exit(1);
+    }
+    long wrong = 0;
+    if (perf.check && what != 3) {
+      a.warm = 1;
+      sparseStep(&a, 0);
+      CU(cudaDeviceSynchronize());
+      if (a.err) exit(1);
+      uint16_t* gOut = toHost(out, nOut * 2);
+      float* gLse = toHost(lse, nLse * sizeof(float));
+      wrong = countWrong(gOut, refOut, nOut, gLse, refLse, nLse);
+      free(gOut);
+      free(gLse);
+    }
+    const double tbs = what == 3 ? 0 : bytes / (st.median * 1e-6) / 1e12;
+    const double tfs = what == 3 ? 0 : flops / (st.median * 1e-6) / 1e12;
+    char name[32];
+    snprintf(name, sizeof(name), "%s/W%d%s", names[what], W, what < 2 && sm90Splits ? "/sm90" : "");
+    perfValue_t row[NUM_COLS] = {PERF_S("sparse"),
+                                 PERF_S(name),
+                                 PERF_I(K),
+                                 PERF_I(B),
+                                 PERF_I(H),
+                                 PERF_I(Hkv),
+                                 PERF_I(D),
+                                 PERF_I(L),
+                                 PERF_D(st.min),
+                                 PERF_D(st.median),
+                                 PERF_D(st.max),
+                                 what == 3 ? PERF_NONE : PERF_D(tbs),
+                                 what == 3 ? PERF_NONE : PERF_D(tfs),
+                                 what == 3 ? PERF_NONE : PERF_D(100 * tbs / ceiling),
+                                 PERF_I(what < 2 && sm90Splits ? sm90Splits : maxSplits),
+                                 PERF_I((int)(keys / B + 0.5)),
+                                 PERF_I(copies),
+                                 perf.check && what != 3 ? PERF_I(wrong) : PERF_NONE,
+                                 PERF_S(!perf.check || what == 3 ? "-"
+                                        : wrong                  ? "FAILED"
+                                                                 : "ok")};
+    perfRow(&perf, row, wrong != 0);
+  }
+  free(refOut), free(refLse), free(list), free(hIdx), free(hCnt), free(bt), free(lens);
+  for (int c = 0; c < copies; c++) cudaFree(k[c]);
+  free(k);
+  cudaFree(v), cudaFree(dBt), cudaFree(dLens), cudaFree(dList), cudaFree(dIdx), cudaFree(dCnt);
+  cudaFree(q), cudaFree(out), cudaFree(lse), cudaFree(ws), cudaFree(counters);
 }
 
 static int mergeStep(void* arg, int launch) { return cpclCudaMerge((const cpclMergeParams_t*)arg, NULL); }
@@ -447,6 +691,7 @@ static void benchMerge(int N, int B, int H, int D, double ceiling) {
                                PERF_D(100 * tbs / ceiling),
                                PERF_NONE,
                                PERF_NONE,
+                               PERF_NONE,
                                perf.check ? PERF_I(wrong) : PERF_NONE,
                                PERF_S(!perf.check ? "-"
                                       : wrong     ? "FAILED"
@@ -464,6 +709,10 @@ static const perfOpt_t options[] = {
     {'x', "sweep", PERF_OPT_BOOL, &sweep, NULL, "also every (stages, split size) variant of the tensor-core kernel", 0,
      0, NULL, NULL, NULL},
     {'p', "page", PERF_OPT_INT, &page, "N", "tokens a KV page", 1, 4096, NULL, NULL, NULL},
+    {'k', "topk", PERF_OPT_INT, &topk, "K", "sparse attention: K listed positions a row (0 dense)", 0, CPCL_MAX_TOPK,
+     NULL, NULL, NULL},
+    {'W', "ranks", PERF_OPT_INT, &simRanks, "W", "sparse: also as rank 0 of W ranks (the shard it owns)", 1, 64, NULL,
+     NULL, NULL},
 };
 
 int main(int argc, char** argv) {
@@ -492,11 +741,19 @@ int main(int argc, char** argv) {
                                               {"min_us", PERF_DOUBLE, 9, 1},  {"median_us", PERF_DOUBLE, 9, 1},
                                               {"max_us", PERF_DOUBLE, 9, 1},  {"TB/s", PERF_DOUBLE, 6, 2},
                                               {"TFLOP/s", PERF_DOUBLE, 7, 1}, {"%copy", PERF_DOUBLE, 6, 1},
-                                              {"splits", PERF_INT, 6, 0},     {"copies", PERF_INT, 6, 0},
-                                              {"#wrong", PERF_INT, 7, 0},     {"status", PERF_STRING, -1, 0}};
+                                              {"splits", PERF_INT, 6, 0},     {"keys", PERF_INT, 6, 0},
+                                              {"copies", PERF_INT, 6, 0},     {"#wrong", PERF_INT, 7, 0},
+                                              {"status", PERF_STRING, -1, 0}};
   perfColumns(&perf, cols, NUM_COLS);
   perfPrintHeader(&perf);
-  for (int i = 0; i < shapes.n; i++) benchAttention(&shapes.s[i], ceiling);
+  for (int i = 0; i < shapes.n; i++) {
+    if (topk == 0) {
+      benchAttention(&shapes.s[i], ceiling);
+      continue;
+    }
+    benchSparse(&shapes.s[i], 1, ceiling);
+    if (simRanks > 1) benchSparse(&shapes.s[i], simRanks, ceiling);
+  }
   benchMerge(8, 64, 16, 128, ceiling);
   return perfFinish(&perf);
 }

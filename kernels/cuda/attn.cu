@@ -56,6 +56,11 @@ static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, v
   if (p->maxSplits < 1 || p->maxSplits > CPCL_CUDA_MAX_SPLITS)
     return invalidValue("maxSplits = %d is outside 1 .. %d", p->maxSplits, CPCL_CUDA_MAX_SPLITS);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (p->sparseIdx) { /* a key list (attn_params.h): the Hopper MLA body's sparse form, else CUDA cores */
+    int err = p->cudaCoresOnly || f ? -1 : cpclMlaSm90Attn(p, stream);
+    if (err < 0) err = attnSplit(p, f, s);
+    return err ? err : (int)cudaGetLastError();
+  }
   /* the Hopper MLA body is a launch of its own (384 threads, 222 KB of shared memory, a merge
    * kernel after it): the fused kernel keeps the CUDA-core body */
   int err = p->cudaCoresOnly || f ? -1 : cpclMlaSm90Attn(p, stream);

@@ -33,6 +33,9 @@ __device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, i
       reportError(p.errorFlag, CPCL_KERR_CAPACITY, s, (int)min(r.len, (int64_t)INT32_MAX), (int)cap);
       r.len = 0;
     }
+    /* sparse: the row's keys are its listed local indices (all inside the prefix checked above),
+     * split like a prefix of that many keys */
+    if (p.sparseIdx && r.len > 0) r.len = min((int64_t)max(p.sparseCount[t], 0), (int64_t)p.sparseStride);
   }
   if (r.len == 0) {
     r.n = 1;
@@ -93,6 +96,11 @@ __device__ __forceinline__ float* attnLse(const cpclAttnParams_t& p, int g, int 
   return base ? base + t * p.lseTokenStride + g % Hb : nullptr;
 }
 
+/* Sparse attention: row t's compacted list of local keys (attn_params.h sparseIdx). */
+__device__ __forceinline__ const int32_t* sparseRow(const cpclAttnParams_t& p, int t) {
+  return p.sparseIdx + (int64_t)t * p.sparseStride;
+}
+
 /* What this CTA computes: heads [g0, g0 + nu) of row t (sequence s) on KV head kh, keys
  * [kBeg, kEnd) of split `split`. False when the CTA has nothing to do (uniform over the CTA). */
 struct CtaWork {
@@ -123,10 +131,18 @@ __device__ __forceinline__ bool ctaWork(const cpclAttnParams_t& p, const CtaIdx&
   w.bad = 0;
   if (w.kEnd > w.kBeg) {
     const int32_t* bt = p.blockTable + (int64_t)w.s * p.maxPagesPerSeq;
-    const int pBeg = (int)(w.kBeg / p.pageSize), pEnd = (int)((w.kEnd - 1) / p.pageSize) + 1;
     int badPage = -1;
-    for (int i = pBeg + threadIdx.x; i < pEnd && badPage < 0; i += blockDim.x)
-      if (bt[i] < 0) badPage = i;
+    if (p.sparseIdx) { /* the pages of the listed keys */
+      const int32_t* idx = sparseRow(p, w.t);
+      for (int64_t k = w.kBeg + threadIdx.x; k < w.kEnd && badPage < 0; k += blockDim.x) {
+        const int pg = idx[k] / p.pageSize;
+        if (bt[pg] < 0) badPage = pg;
+      }
+    } else {
+      const int pBeg = (int)(w.kBeg / p.pageSize), pEnd = (int)((w.kEnd - 1) / p.pageSize) + 1;
+      for (int i = pBeg + threadIdx.x; i < pEnd && badPage < 0; i += blockDim.x)
+        if (bt[i] < 0) badPage = i;
+    }
     if (__syncthreads_or(badPage >= 0)) {
       if (badPage >= 0) reportError(p.errorFlag, CPCL_KERR_PAGE, w.s, bt[badPage], badPage);
       w.bad = 1;

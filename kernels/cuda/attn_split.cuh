@@ -14,6 +14,10 @@
  *   softmax, lane = kDpl consecutive output dims for P.V
  *   s = (q . k) * smScale * log2 e;  m' = max(m, max s);  l' = l 2^(m-m') + sum 2^(s-m')
  *
+ * Sparse attention (p.sparseIdx): the CTA streams keys [kBeg, kEnd) of the row's compacted list
+ * instead, key k being local key sparseIdx[t][k]; the split, softmax and merge are the same (the
+ * list's count plays the prefix length).
+ *
  * Splits (batch-invariant: a row's split depends only on its own length):
  *   n = min(maxSplits, ceil(len / chunkMin)); chunk = roundup(ceil(len / n), kBK);
  *   n = ceil(len / chunk). One split: the CTA writes out/lse directly. Several: normalised
@@ -60,6 +64,7 @@ __device__ __forceinline__ bool splitBody(const cpclAttnParams_t& p, const CtaId
   }
 
   const PageMap pm(p.blockTable + (int64_t)s * p.maxPagesPerSeq, p.pageSize);
+  const int32_t* sparse = p.sparseIdx ? sparseRow(p, t) : nullptr; /* key k is local key sparse[k] */
   const int Hkv = p.numKvHeads;
   const int chunksK = Dqk * (int)sizeof(TKV) / 16, chunksV = p.latentKv ? 0 : Dv * (int)sizeof(TKV) / 16;
   const unsigned char* kc = static_cast<const unsigned char*>(p.kCache);
@@ -71,7 +76,7 @@ __device__ __forceinline__ bool splitBody(const cpclAttnParams_t& p, const CtaId
       const int row = i / per, c = i - row * per;
       const int64_t key = k0 + row;
       if (key >= kEnd) continue; /* masked below: never read */
-      const int64_t slot = pm.slot(key);
+      const int64_t slot = pm.slot(sparse ? (int64_t)sparse[key] : key);
       if (c < chunksK)
         cpAsync16(st + row * kRowB + c * 16, kc + ((slot * Hkv + kh) * Dqk) * (int64_t)sizeof(TKV) + c * 16);
       else

@@ -294,10 +294,13 @@ extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
   if (p->mlaSm90Splits < 1 || !shapeOk(p)) return -1;
   int dev, sms;
   if (deviceCc(&dev, &sms) != 90) return -1;
-  CUtensorMap map;
-  if (int e = cachedMap(&map, p->kCache, p->pageSize)) return e;
   /* measured (docs/MLA_SM90.md): variant 4 at 64 and 128 heads, variant 1 at 16 */
   const int variant = p->numHeads >= kM ? 4 : 1;
+  if (p->sparseIdx) /* the top-k filter's lists (attn_params.h): rows gathered by cp.async, no tensor map */
+    return cpclMlaSm90LaunchSparse(p, p->mlaSm90Splits, kChunkMin, variant, p->sparseIdx, p->sparseCount,
+                                   p->sparseStride, stream);
+  CUtensorMap map;
+  if (int e = cachedMap(&map, p->kCache, p->pageSize)) return e;
   return cpclMlaSm90Launch(p, &map, p->mlaSm90Splits, kChunkMin, variant, stream);
 }
 

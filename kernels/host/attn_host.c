@@ -50,7 +50,105 @@ static inline float dot(const float* restrict a, const float* restrict b, int n)
 #define CPCL_HOST_CLONES
 #endif
 
+/* Sparse attention (p->sparseIdx): row t's keys are its listed local indices, so units share a
+ * K/V block only within one row: the units are the row's gathered heads of one KV head, up to
+ * UNITS at a time, and the keys are walked in list order in blocks of BK (the same online
+ * softmax as the dense pass). */
+CPCL_HOST_CLONES static void hostAttnSparse(const cpclAttnParams_t* p) {
+  const int Dqk = p->headDimQk, Dv = p->headDimVo, Hkv = p->numKvHeads, G = p->groupSize;
+  const int Hb = p->headsPerBlock, ps = p->pageSize;
+  const float qscale = p->smScale * LOG2E;
+  float* kf = (float*)p->workspace;
+  float* vf = kf + (size_t)BK * Dqk;
+  float* qf = vf + (size_t)BK * Dv;
+  float* acc = qf + (size_t)UNITS * Dqk;
+  float* m = acc + (size_t)UNITS * Dv;
+  float* l = m + UNITS;
+  float* sc = l + UNITS;
+  const float* vrow = p->latentKv ? kf : vf;
+  const int vstride = p->latentKv ? Dqk : Dv;
+  const int headEnd = p->headBegin + p->numHeads;
+
+  for (int s = 0; s < p->numSeqs; s++) {
+    const int r0 = p->queryStart ? p->queryStart[s] : s;
+    const int n = (p->queryStart ? p->queryStart[s + 1] : s + 1) - r0;
+    const int32_t* bt = p->blockTable + (int64_t)s * p->maxPagesPerSeq;
+    for (int j = 0; j < n; j++) {
+      const int64_t t = r0 + j;
+      const int32_t* idx = p->sparseIdx + t * p->sparseStride;
+      const int cnt = p->seqLens[s] > 0 ? p->sparseCount[t] : 0;
+      for (int kh = p->headBegin / G; kh <= (headEnd - 1) / G; kh++) {
+        const int gBegin = kh * G > p->headBegin ? kh * G : p->headBegin;
+        const int gEnd = (kh + 1) * G < headEnd ? (kh + 1) * G : headEnd;
+        for (int h0 = gBegin; h0 < gEnd; h0 += UNITS) {
+          const int nu = gEnd - h0 < UNITS ? gEnd - h0 : UNITS;
+          for (int u = 0; u < nu; u++) {
+            const int g = h0 + u;
+            cpclLoadRow(qf + (size_t)u * Dqk, p->q,
+                        (g / Hb) * p->qBlockStride + t * p->qTokenStride + (int64_t)(g % Hb) * Dqk, Dqk, p->qType);
+            for (int d = 0; d < Dqk; d++) qf[(size_t)u * Dqk + d] *= qscale;
+            m[u] = -INFINITY;
+            l[u] = 0.f;
+            memset(acc + (size_t)u * Dv, 0, (size_t)Dv * sizeof(float));
+          }
+          for (int i0 = 0; i0 < cnt; i0 += BK) {
+            const int nk = cnt - i0 < BK ? cnt - i0 : BK;
+            for (int k = 0; k < nk; k++) {
+              const int64_t i = idx[i0 + k];
+              const int64_t slot = (int64_t)bt[i / ps] * ps + i % ps;
+              cpclLoadRow(kf + (size_t)k * Dqk, p->kCache, (slot * Hkv + kh) * Dqk, Dqk, p->kvType);
+              if (!p->latentKv) cpclLoadRow(vf + (size_t)k * Dv, p->vCache, (slot * Hkv + kh) * Dv, Dv, p->kvType);
+            }
+            for (int u = 0; u < nu; u++) {
+              const float* qu = qf + (size_t)u * Dqk;
+              float mb = -INFINITY;
+              for (int k = 0; k < nk; k++) {
+                sc[k] = dot(qu, kf + (size_t)k * Dqk, Dqk);
+                mb = sc[k] > mb ? sc[k] : mb;
+              }
+              const float mnew = mb > m[u] ? mb : m[u];
+              float* au = acc + (size_t)u * Dv;
+              if (mnew != m[u]) {
+                const float alpha = exp2f(m[u] - mnew);
+                l[u] *= alpha;
+                for (int d = 0; d < Dv; d++) au[d] *= alpha;
+                m[u] = mnew;
+              }
+              for (int k = 0; k < nk; k++) {
+                const float pk = exp2f(sc[k] - mnew);
+                const float* vk = vrow + (size_t)k * vstride;
+                l[u] += pk;
+                for (int d = 0; d < Dv; d++) au[d] += pk * vk[d];
+              }
+            }
+          }
+          for (int u = 0; u < nu; u++) {
+            const int g = h0 + u;
+            const int64_t oOff = (g / Hb) * p->oBlockStride + t * p->oTokenStride + (int64_t)(g % Hb) * Dv;
+            float* au = acc + (size_t)u * Dv;
+            float lse2 = -INFINITY;
+            if (cnt > 0 && l[u] > 0.f) {
+              const float inv = 1.f / l[u];
+              for (int d = 0; d < Dv; d++) au[d] *= inv;
+              lse2 = m[u] + log2f(l[u]);
+            } else {
+              memset(au, 0, (size_t)Dv * sizeof(float));
+            }
+            cpclStoreRow(p->out, oOff, au, Dv, p->qType);
+            if (p->lse)
+              p->lse[(g / Hb) * p->lseBlockStride + t * p->lseTokenStride + g % Hb] = p->lseBase2 ? lse2 : lse2 * LN2;
+          }
+        }
+      }
+    }
+  }
+}
+
 CPCL_HOST_CLONES void cpclHostAttn(const cpclAttnParams_t* p) {
+  if (p->sparseIdx) {
+    hostAttnSparse(p);
+    return;
+  }
   const int Dqk = p->headDimQk, Dv = p->headDimVo, Hkv = p->numKvHeads, G = p->groupSize;
   const int Hb = p->headsPerBlock, ps = p->pageSize;
   const float qscale = p->smScale * LOG2E;

@@ -465,7 +465,9 @@ class AttnPlan:
         """cpclAttnDecode: gather queries over DCP, attend to the local KV shard, merge every rank's
         partial, keep this rank's heads. q [T, H, Dqk]; k_cache [pages, page_size, Hkv, Dqk],
         v_cache [pages, page_size, Hkv, Dvo] (None for MLA); seq_lens [S], block_table [S, P],
-        query_start [S+1] or None. Returns (out [T, H, Dvo], lse [T, H] fp32). Collective."""
+        query_start [S+1] or None; topk_indices [T, topk] int32 global positions (sparse plans,
+        topk > 0: required; -1 and positions past the row are skipped; the same on every rank),
+        None on dense plans. Returns (out [T, H, Dvo], lse [T, H] fp32). Collective."""
         if _is_tensor(q):
             t = _torch()
             T = q.shape[0]

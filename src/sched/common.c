@@ -45,6 +45,30 @@ void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int
   p->mlaSm90Splits = pl->mlaSm90Splits;                 /* 0 unless the plan runs the Hopper MLA body */
   p->splitCounters = pl->splitCounters;
   p->errorFlag = pl->errorDev;
+  if (d->topk > 0) { /* cpclStepTopkFilter wrote them before the schedule ran */
+    p->sparseIdx = pl->topkLocal;
+    p->sparseCount = pl->topkCount;
+    p->sparseStride = d->topk;
+  }
+}
+
+cpclResult_t cpclStepTopkFilter(struct cpclAttnPlan* pl, const cpclStep_t* st) {
+  const cpclBatch_t* b = st->batch;
+  const struct cpclComm* c = pl->comm;
+  if (pl->desc.topk == 0 || st->numTokens == 0) return cpclSuccess;
+  const cpclTopkFilterParams_t f = {.numSeqs = b->numSeqs,
+                                    .numTokens = st->numTokens,
+                                    .queryStart = b->queryStart,
+                                    .seqLens = b->seqLens,
+                                    .topk = pl->desc.topk,
+                                    .topkIndices = b->topkIndices,
+                                    .cpSize = c->nranks,
+                                    .cpRank = c->rank,
+                                    .interleave = c->interleave,
+                                    .localIdx = pl->topkLocal,
+                                    .count = pl->topkCount,
+                                    .errorFlag = pl->errorDev};
+  return pl->exec->topkFilter(&f, st->stream);
 }
 
 void cpclStepTargetPartial(const struct cpclAttnPlan* pl, int T, void* partialOut, float* partialLse,

@@ -54,6 +54,9 @@ extern const cpclSchedule_t cpclScheduleAgrs, cpclScheduleA2a, cpclSchedulePipel
  * with out/lse addressing left for the caller to fill. */
 void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int headBegin, int numHeads,
                         cpclAttnParams_t* p);
+/* Sparse plans: the step's top-k filter into the plan's lists (topk_params.h), which every
+ * attention of the step then reads; nothing for dense plans. Runs before the schedule. */
+cpclResult_t cpclStepTopkFilter(struct cpclAttnPlan* pl, const cpclStep_t* st);
 /* out/lse addressing of the public partial layout [T][D*H][Dv] and [T][D*H] */
 void cpclStepTargetPartial(const struct cpclAttnPlan* pl, int T, void* partialOut, float* partialLse,
                            cpclAttnParams_t* p);

@@ -205,6 +205,74 @@ double tuNaive(const tuProblem_t* pb, int t, int g, int W, int r, int I, int onl
   return m + log(l);
 }
 
+double tuNaiveSparse(const tuProblem_t* pb, int t, int g, const int32_t* list, int K, int W, int r, int I, int onlyRank,
+                     double* o) {
+  int s;
+  const int64_t pos = tuPos(pb, t, &s);
+  const int G = pb->Hq / pb->Hkv, kh = g / G;
+  double m = -INFINITY;
+  double* sc = malloc(sizeof(double) * (size_t)(K > 0 ? K : 1));
+  for (int k = 0; k < K; k++) {
+    const int64_t p = list[k];
+    sc[k] = -INFINITY;
+    if (p < 0 || p > pos || (onlyRank && (p / I) % W != r)) continue;
+    double dot = 0;
+    for (int d = 0; d < pb->Dqk; d++) dot += tuQ(pb, t, g, d) * tuKv(pb, 0, s, p, kh, d);
+    sc[k] = dot * pb->smScale;
+    if (sc[k] > m) m = sc[k];
+  }
+  for (int d = 0; d < pb->Dv; d++) o[d] = 0;
+  if (m == -INFINITY) {
+    free(sc);
+    return -INFINITY;
+  }
+  double l = 0;
+  for (int k = 0; k < K; k++) {
+    if (sc[k] == -INFINITY) continue;
+    const double w = exp(sc[k] - m);
+    l += w;
+    for (int d = 0; d < pb->Dv; d++) o[d] += w * tuKv(pb, 1, s, list[k], kh, d);
+  }
+  for (int d = 0; d < pb->Dv; d++) o[d] /= l;
+  free(sc);
+  return m + log(l);
+}
+
+int32_t* tuMakeTopk(const tuProblem_t* pb, int K, uint64_t seed, unsigned emptyMask) {
+  int32_t* list = malloc(sizeof(int32_t) * (size_t)pb->numTokens * (size_t)K);
+  for (int t = 0; t < pb->numTokens; t++) {
+    int s;
+    const int64_t pos = tuPos(pb, t, &s);
+    int32_t* row = list + (size_t)t * K;
+    /* a random permutation of 0 .. pos (Fisher-Yates on the first min(K, pos + 1)) */
+    const int64_t n = pos + 1;
+    int32_t* perm = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) perm[i] = (int32_t)i;
+    const int take = (int)(n < K ? n : K);
+    for (int i = 0; i < take; i++) {
+      const int64_t j = i + (int64_t)((tuRand(seed, 7, (uint64_t)t, (uint64_t)i, 0) + 1) * 0.5 * (double)(n - i));
+      const int64_t jj = j >= n ? n - 1 : j;
+      const int32_t tmp = perm[i];
+      perm[i] = perm[jj];
+      perm[jj] = tmp;
+    }
+    /* a few rows list fewer positions than they could: -1 padding inside K */
+    const int keep = (emptyMask >> (s & 31)) & 1 ? 0 : (t % 3 == 1 ? take / 2 : take);
+    for (int k = 0; k < K; k++) row[k] = k < keep ? perm[k] : -1;
+    free(perm);
+    /* entries the filter must skip, at random places */
+    for (int k = 0; k < K; k++) {
+      const double u = tuRand(seed, 8, (uint64_t)t, (uint64_t)k, 0);
+      if (u > 0.85) {
+        static const int32_t junk[4] = {INT32_MAX, INT32_MIN, -5, -1};
+        const int which = (int)((u - 0.85) / 0.15 * 6);
+        row[k] = which < 4 ? junk[which] : which == 4 ? (int32_t)(pos + 1) : pb->seqLens[s] + 3;
+      }
+    }
+  }
+  return list;
+}
+
 static int selfAllgather(const void* s, void* r, size_t bytes, void* ctx) {
   (void)ctx;
   memcpy(r, s, bytes);

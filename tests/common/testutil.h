@@ -53,6 +53,17 @@ void tuCacheFree(tuCache_t* c);
  * -inf when no key is kept (o = 0). */
 double tuNaive(const tuProblem_t* pb, int t, int g, int W, int r, int I, int onlyRank, double* o);
 
+/* Sparse attention (DESIGN.md §4.3): tuNaive over exactly the listed positions of row t
+ * (list[0 .. K)), skipping entries < 0 or past the row's position, each entry counted as
+ * listed (a duplicate twice); onlyRank: only the positions rank r of W owns. */
+double tuNaiveSparse(const tuProblem_t* pb, int t, int g, const int32_t* list, int K, int W, int r, int I, int onlyRank,
+                     double* o);
+/* [numTokens][K] top-k lists, a pure function of (seed, K): per row up to K distinct positions
+ * <= its own in random order, then -1 padding, with some entries replaced by positions past the
+ * row, >= seqLens, INT32_MAX or negative values (all of which the filter skips). Rows of
+ * sequences in emptyMask (bit s) list no valid position. */
+int32_t* tuMakeTopk(const tuProblem_t* pb, int K, uint64_t seed, unsigned emptyMask);
+
 /* position of row t: seqLens[s] - rows(s) + j; sets *seq */
 int64_t tuPos(const tuProblem_t* pb, int t, int* seq);
 

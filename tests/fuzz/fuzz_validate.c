@@ -86,7 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   REQUIRE(d.numQoHeads >= 1 && d.numKvHeads >= 1 && d.pageSize % c.interleave == 0 && isfinite(d.smScale));
   REQUIRE(d.headDimQk % 8 == 0 && d.headDimVo % 8 == 0 && maxTokens >= 1);
-  REQUIRE(d.topk == 0 && (d.prefillAlgo == NULL || d.prefillAlgo[0] != 'z'));
+  REQUIRE(d.topk >= 0 && d.topk <= CPCL_MAX_TOPK && (d.prefillAlgo == NULL || d.prefillAlgo[0] != 'z'));
   if (d.latentKv)
     REQUIRE(d.numKvHeads == 1 && d.headDimVo <= d.headDimQk);
   else
@@ -168,9 +168,12 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   b.seqLens = rd(&r, 1) % 8 ? lens : NULL;
   b.blockTable = rd(&r, 1) % 8 ? table : NULL;
   static const int32_t topk[1] = {0};
-  if (rd(&r, 1) % 16 == 0) b.topkIndices = topk;
+  /* the list a sparse plan needs, mostly; the wrong presence now and then (its contents are
+   * never checked: any entry is legal, DESIGN.md §4.3) */
+  if ((rd(&r, 1) % 16 == 0) != (pl.desc.topk > 0)) b.topkIndices = topk;
   if (cpclBatchCheck(&pl, &b, maxTokens, pages, "fuzz") == cpclSuccess) {
-    REQUIRE(b.size == sizeof(cpclBatch_t) && b.topkIndices == NULL);
+    REQUIRE(b.size == sizeof(cpclBatch_t));
+    REQUIRE(pages == CPCL_PAGES_STORE || (b.topkIndices != NULL) == (pl.desc.topk > 0));
     REQUIRE(b.numTokens >= 0 && b.numTokens <= maxTokens && b.numSeqs >= 0);
     if (!withRows) REQUIRE(b.numTokens == b.numSeqs);
     if (b.numSeqs == 0) REQUIRE(b.numTokens == 0);

@@ -16,6 +16,9 @@
  *   - padding sequences (seqLens 0) in every schedule and the KV store; a plan on a caller's
  *     workspace (one rank: the plan's own bits; ipc with W > 1: cpclUnsupported); a negative
  *     page id in device memory (the row left empty, cpclInvalidArgument after);
+ *   - sparse attention (desc.topk, batch->topkIndices in device memory): every schedule against
+ *     an fp64 attention over exactly the listed positions, MLA K 2048 / 128 and GQA, Partial +
+ *     Combine bitwise equal to Decode, graph replays with new lists;
  *   - a stalled peer: one rank skips a step; the others' kernels give up after timeoutMs, the
  *     next call returns cpclTimeout, and nothing hangs.
  * Exits 77 (skipped) without a CUDA device.
@@ -531,6 +534,144 @@ static void suite(cpclComm_t comm, int dcp, int I, cudaStream_t stream, int full
     if ((full || i < 2) && (!only || atoi(only) == (int)i)) runSchedules(comm, dcp, I, &shapes[i], stream);
 }
 
+/* Sparse attention (DESIGN.md §4.3) on every schedule: out/lse against a naive fp64 attention
+ * over exactly the listed positions (-1 padding, entries past the row), decode repeated bitwise,
+ * Partial + Combine bitwise equal to Decode, a2a and pipelined the same bits; where fused runs,
+ * a captured decode replayed with new lists in the same buffer (the filter kernel is in the
+ * graph). */
+static void sparseRef(const tuProblem_t* pb, const int32_t* list, int K, int dcp, int H, double* refO, double* refL) {
+  const int dr = rank % dcp;
+  for (int t = 0; t < pb->numTokens; t++)
+    for (int h = 0; h < H; h++)
+      refL[t * H + h] =
+          tuNaiveSparse(pb, t, dr * H + h, list + (size_t)t * K, K, 1, 0, 1, 0, refO + ((size_t)t * H + h) * pb->Dv);
+}
+
+static void checkSparse(const shape_t* sh, int T, const void* dOut, const float* dLse, const double* refO,
+                        const double* refL, void* hOut, const char* what) {
+  const int H = sh->H, Dv = sh->Dv;
+  const size_t es = tuDtypeSize(sh->type);
+  float* lse = malloc(sizeof(float) * T * H);
+  CUDA_OK(cudaMemcpy(hOut, dOut, (size_t)T * H * Dv * es, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(lse, dLse, sizeof(float) * T * H, cudaMemcpyDeviceToHost));
+  const double tol = 2 * tolOf(sh->type); /* the partial and the merged output are both rounded */
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      for (int d = 0; d < Dv; d++) {
+        const double got = tuGet(hOut, ((size_t)t * H + h) * Dv + d, sh->type),
+                     want = refO[((size_t)t * H + h) * Dv + d];
+        if (!(fabs(got - want) <= tol)) {
+          fprintf(stderr, "[rank %d] sparse %s (%s, W %d): row %d head %d dim %d got %g want %g\n", rank, what,
+                  sh->name, W, t, h, d, got, want);
+          MPI_Abort(world, 1);
+        }
+      }
+      const double gl = lse[t * H + h], el = refL[t * H + h];
+      if (!((gl == -INFINITY && el == -INFINITY) || fabs(gl - el) <= 1e-3 * (1 + fabs(el)))) {
+        fprintf(stderr, "[rank %d] sparse %s (%s): lse row %d head %d got %g want %g\n", rank, what, sh->name, t, h, gl,
+                el);
+        MPI_Abort(world, 1);
+      }
+    }
+  free(lse);
+}
+
+static void runSparse(cpclComm_t comm, int dcp, int I, const shape_t* sh, int K, cudaStream_t stream) {
+  const int lensA[6] = {1, 5, 40, K + 30, 3 * K + 7, 97};
+  static const int rowsM[6] = {1, 3, 2, 1, 2, 1};
+  const int S = 6;
+  int32_t qs[7], lens[6];
+  qs[0] = 0;
+  for (int s = 0; s < S; s++) {
+    const int rows = sh->multiRow ? rowsM[s] : 1;
+    lens[s] = lensA[s] + rows - 1;
+    qs[s + 1] = qs[s] + rows;
+  }
+  const int T = qs[S], H = sh->H, Dv = sh->Dv;
+  const size_t es = tuDtypeSize(sh->type), oBytes = (size_t)T * H * Dv * es, listBytes = sizeof(int32_t) * T * K;
+  step_t st;
+  stepAlloc(&st, sh, dcp, S, T, 3 * K + 12, 16);
+  tuProblem_t pb;
+  stepFill(&st, sh, dcp, I, qs, lens, 3000 + (uint64_t)I * 7 + sh->Dqk + K, &pb);
+  int32_t* list = tuMakeTopk(&pb, K, pb.seed, 0);
+  int32_t* dList;
+  CUDA_OK(cudaMalloc((void**)&dList, listBytes));
+  CUDA_OK(cudaMemcpy(dList, list, listBytes, cudaMemcpyHostToDevice));
+  double* refO = malloc(sizeof(double) * (size_t)T * H * Dv);
+  double* refL = malloc(sizeof(double) * (size_t)T * H);
+  sparseRef(&pb, list, K, dcp, H, refO, refL);
+  cpclAttnDesc_t desc = tuDesc(&pb, H, 16);
+  desc.topk = K;
+  void *out, *out2;
+  float *lse, *lse2, *pLse;
+  CUDA_OK(cudaMalloc(&out, oBytes));
+  CUDA_OK(cudaMalloc(&out2, oBytes));
+  CUDA_OK(cudaMalloc((void**)&lse, sizeof(float) * T * H));
+  CUDA_OK(cudaMalloc((void**)&lse2, sizeof(float) * T * H));
+  CUDA_OK(cudaMalloc((void**)&pLse, sizeof(float) * T * dcp * H));
+  void *h1 = malloc(oBytes), *h2 = malloc(oBytes), *a2aOut = malloc(oBytes);
+  cpclBatch_t b = tuBatch(S, T, sh->multiRow ? st.qs : NULL, st.lens, st.bt, st.maxPages);
+  b.topkIndices = dList;
+  for (int a = 0; a < 4; a++) {
+    if (a == 3 && dcp != W) continue;
+    desc.algo = algos[a];
+    cpclAttnPlan_t plan;
+    if (a == 3 && W > 1 && noFused) {
+      EXPECT_RES(cpclAttnPlanCreate(&plan, comm, &desc, T), cpclUnsupported);
+      continue;
+    }
+    CPCL_OK(cpclAttnPlanCreate(&plan, comm, &desc, T));
+    CUDA_OK(cudaMemsetAsync(out, 0xff, oBytes, stream));
+    CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, out, lse, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    cpclResult_t async;
+    CPCL_OK(cpclAttnPlanGetAsyncError(plan, &async));
+    EXPECT_RES(async, cpclSuccess);
+    checkSparse(sh, T, out, lse, refO, refL, h1, algos[a]);
+    CUDA_OK(cudaMemsetAsync(out, 0xff, oBytes, stream));
+    CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, out, lse, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    CUDA_OK(cudaMemcpy(h2, out, oBytes, cudaMemcpyDeviceToHost));
+    EXPECT(memcmp(h1, h2, oBytes) == 0);
+    if (a == 1) memcpy(a2aOut, h1, oBytes);
+    if (a == 2) EXPECT(memcmp(a2aOut, h1, oBytes) == 0); /* pipelined: a2a's arithmetic */
+    CPCL_OK(cpclAttnPartial(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, st.pOut, pLse, stream));
+    CPCL_OK(cpclAttnCombine(plan, T, st.pOut, pLse, out2, lse2, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    CUDA_OK(cudaMemcpy(h2, out2, oBytes, cudaMemcpyDeviceToHost));
+    if (a != 3) EXPECT(memcmp(h1, h2, oBytes) == 0); /* fused's halves are a2a's (to rounding the same) */
+    checkSparse(sh, T, out2, lse2, refO, refL, h2, "partial+combine");
+    if (a == 3 || (a == 1 && dcp == W)) { /* a graph: new lists in the same buffer each replay */
+      cudaGraph_t graph;
+      cudaGraphExec_t exec;
+      CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      CPCL_OK(cpclAttnDecode(plan, &b, st.q, st.k, sh->latent ? NULL : st.v, out, lse, stream));
+      CUDA_OK(cudaStreamEndCapture(stream, &graph));
+      CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+      for (int it = 1; it < 3; it++) {
+        int32_t* l2 = tuMakeTopk(&pb, K, pb.seed + 100 * (uint64_t)it, it == 2 ? 1u << 3 : 0);
+        CUDA_OK(cudaMemcpy(dList, l2, listBytes, cudaMemcpyHostToDevice));
+        sparseRef(&pb, l2, K, dcp, H, refO, refL);
+        CUDA_OK(cudaMemsetAsync(out, 0xff, oBytes, stream));
+        CUDA_OK(cudaGraphLaunch(exec, stream));
+        CUDA_OK(cudaStreamSynchronize(stream));
+        checkSparse(sh, T, out, lse, refO, refL, h2, "graph replay");
+        free(l2);
+        graphsRun++;
+      }
+      CUDA_OK(cudaGraphExecDestroy(exec));
+      CUDA_OK(cudaGraphDestroy(graph));
+      CUDA_OK(cudaMemcpy(dList, list, listBytes, cudaMemcpyHostToDevice));
+      sparseRef(&pb, list, K, dcp, H, refO, refL);
+    }
+    CPCL_OK(cpclAttnPlanDestroy(plan));
+    casesRun++;
+  }
+  cudaFree(out), cudaFree(out2), cudaFree(lse), cudaFree(lse2), cudaFree(pLse), cudaFree(dList);
+  free(h1), free(h2), free(a2aOut), free(refO), free(refL), free(list);
+  stepFree(&st);
+}
+
 /* One rank stops taking part: the others' device waits give up after timeoutMs. */
 static void runStall(cudaStream_t stream) {
   cpclOob_t oob;
@@ -640,6 +781,8 @@ int main(int argc, char** argv) {
       CPCL_OK(cpclCommInitOob(&comm, &oob, &cfg));
       suite(comm, dcp, Is[i], stream, dcp == W && i == 0);
       runPadding(comm, dcp, Is[i], &shapes[i == 0 ? 1 : 3], stream);
+      runSparse(comm, dcp, Is[i], &shapes[3], dcp == W && i == 0 ? 2048 : 128, stream); /* MLA */
+      runSparse(comm, dcp, Is[i], &shapes[1], 64, stream);                              /* GQA fp16 multi-row */
       if (dcp == W && i == 0 && W > 1) { /* ipc maps whole allocations only: said so */
         cpclAttnDesc_t d = CPCL_ATTN_DESC_INITIALIZER;
         d.numQoHeads = 8, d.numKvHeads = 1, d.smScale = 0.1f;

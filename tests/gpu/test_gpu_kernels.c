@@ -14,6 +14,7 @@
 #include "kvstore_params.h"
 #include "merge_params.h"
 #include "testutil.h"
+#include "topk_params.h"
 
 static int failures, checks;
 #define CU(call)                                                                            \
@@ -808,6 +809,270 @@ static void testNegativePageInSplit(void) {
   }
 }
 
+/* Sparse attention (DESIGN.md §4.3): the CUDA top-k filter against the host filter (bitwise: the
+ * same lists and counts), and the attention over those lists against the host sparse kernel: the
+ * launcher's choice (the Hopper MLA body's sparse form for bf16 MLA on compute capability 9.0,
+ * with the plan's splits and with one; the CUDA-core body elsewhere) and the CUDA-core body
+ * (cudaCoresOnly). A dense body taking a sparse call would give the whole prefix's answer. W > 1
+ * is simulated with rank r. A negative page id among a row's listed keys leaves the row empty and
+ * is recorded. */
+typedef struct {
+  cpclDataType_t type;
+  int Hkv, G, Dqk, Dv, latent;
+  int W, r, I, pageSize, K;
+  int badPage; /* sequence 3's page of its first kept key is negative */
+} scase_t;
+
+static void runSparseCase(const scase_t* sc, uint64_t seed) {
+  const int K = sc->K;
+  const int lensBase[6] = {1, 4, 40, K + 30, 3 * K + 11, 0}; /* the last is padding */
+  static const int rows[6] = {1, 2, 1, 3, 2, 2};
+  const int S = 6;
+  int32_t qs[7], lens[6];
+  qs[0] = 0;
+  for (int s = 0; s < S; s++) {
+    lens[s] = lensBase[s] ? lensBase[s] + rows[s] - 1 : 0;
+    qs[s + 1] = qs[s] + rows[s];
+  }
+  tuProblem_t pb = {.numSeqs = S,
+                    .numTokens = qs[S],
+                    .queryStart = qs,
+                    .seqLens = lens,
+                    .Hq = sc->Hkv * sc->G,
+                    .Hkv = sc->Hkv,
+                    .Dqk = sc->Dqk,
+                    .Dv = sc->Dv,
+                    .latent = sc->latent,
+                    .qType = sc->type,
+                    .kvType = sc->type,
+                    .smScale = (float)(1.0 / sqrt((double)sc->Dqk)),
+                    .seed = seed};
+  const int T = pb.numTokens, Hq = pb.Hq, Dv = pb.Dv;
+  int32_t* list = tuMakeTopk(&pb, K, seed, 0);
+  tuCache_t c;
+  tuCacheAlloc(&pb, sc->W, sc->r, sc->I, sc->pageSize, &c);
+  tuCacheFill(&pb, sc->W, sc->r, sc->I, &c);
+  const size_t qe = tuDtypeSize(pb.qType), ke = tuDtypeSize(pb.kvType), listBytes = sizeof(int32_t) * (size_t)T * K;
+  void* q = tuMakeQ(&pb, 0, Hq);
+
+  /* host filter and kernel */
+  int32_t* hIdx = malloc(listBytes);
+  int32_t* hCnt = malloc(sizeof(int32_t) * (size_t)T);
+  cpclTopkFilterParams_t f = {.numSeqs = S,
+                              .numTokens = T,
+                              .queryStart = qs,
+                              .seqLens = lens,
+                              .topk = K,
+                              .topkIndices = list,
+                              .cpSize = sc->W,
+                              .cpRank = sc->r,
+                              .interleave = sc->I,
+                              .localIdx = hIdx,
+                              .count = hCnt};
+  cpclHostTopkFilter(&f);
+  const int badSeq = 3;
+  int badRowFirst = -1;
+  for (int t = qs[badSeq]; t < qs[badSeq + 1] && badRowFirst < 0; t++)
+    if (hCnt[t] > 0) badRowFirst = t;
+  const int badPageIdx = badRowFirst >= 0 ? hIdx[(size_t)badRowFirst * K] / sc->pageSize : -1;
+  cpclAttnParams_t p = {.numSeqs = S,
+                        .numTokens = T,
+                        .queryStart = qs,
+                        .seqLens = lens,
+                        .blockTable = c.blockTable,
+                        .maxPagesPerSeq = c.maxPagesPerSeq,
+                        .cpSize = sc->W,
+                        .cpRank = sc->r,
+                        .interleave = sc->I,
+                        .pageSize = sc->pageSize,
+                        .numKvHeads = pb.Hkv,
+                        .headDimQk = pb.Dqk,
+                        .headDimVo = Dv,
+                        .latentKv = pb.latent,
+                        .groupSize = sc->G,
+                        .numHeads = Hq,
+                        .headsPerBlock = Hq,
+                        .smScale = pb.smScale,
+                        .qType = pb.qType,
+                        .kvType = pb.kvType,
+                        .q = q,
+                        .qTokenStride = (int64_t)Hq * pb.Dqk,
+                        .kCache = c.k,
+                        .vCache = c.v,
+                        .oTokenStride = (int64_t)Hq * Dv,
+                        .lseTokenStride = Hq,
+                        .sparseIdx = hIdx,
+                        .sparseCount = hCnt,
+                        .sparseStride = K};
+  const size_t oBytes = (size_t)T * Hq * Dv * qe, lBytes = sizeof(float) * (size_t)T * Hq;
+  void* hOut = malloc(oBytes);
+  float* hLse = malloc(lBytes);
+  memset(hOut, 0xff, oBytes);
+  memset(hLse, 0xff, lBytes);
+  cpclAttnParams_t hp = p;
+  hp.out = hOut;
+  hp.lse = hLse;
+  hp.workspaceBytes = cpclHostAttnWorkspaceBytes(pb.Dqk, Dv);
+  hp.workspace = malloc(hp.workspaceBytes);
+  cpclHostAttn(&hp);
+  if (sc->badPage && badRowFirst >= 0) /* the device sees a negative id there: the rows that list it are empty */
+    for (int t = qs[badSeq]; t < qs[badSeq + 1]; t++) {
+      int lists = 0;
+      for (int k = 0; k < hCnt[t]; k++) lists |= hIdx[(size_t)t * K + k] / sc->pageSize == badPageIdx;
+      if (!lists) continue;
+      for (int g = 0; g < Hq; g++) {
+        memset((char*)hOut + ((size_t)t * Hq + g) * Dv * qe, 0, (size_t)Dv * qe);
+        hLse[(size_t)t * Hq + g] = -INFINITY;
+      }
+    }
+
+  /* the CUDA filter: the host's lists, bit for bit (entries past each count unspecified) */
+  cpclTopkFilterParams_t df = f;
+  df.queryStart = toDev(qs, sizeof(qs));
+  df.seqLens = toDev(lens, sizeof(lens));
+  df.topkIndices = toDev(list, listBytes);
+  df.localIdx = devPoison(listBytes);
+  df.count = devPoison(sizeof(int32_t) * (size_t)T);
+  CU(cudaMalloc((void**)&df.errorFlag, CPCL_KERR_WORDS * sizeof(int)));
+  CU(cudaMemset(df.errorFlag, 0, CPCL_KERR_WORDS * sizeof(int)));
+  int err = cpclCudaTopkFilter(&df, NULL);
+  EXPECT(err == 0, "top-k filter launch: %s (%s)", cudaGetErrorString((cudaError_t)err), cpclCudaKernelErrorDetail());
+  CU(cudaDeviceSynchronize());
+  {
+    int32_t* dIdx = malloc(listBytes);
+    int32_t* dCnt = malloc(sizeof(int32_t) * (size_t)T);
+    fromDev(dIdx, df.localIdx, listBytes);
+    fromDev(dCnt, df.count, sizeof(int32_t) * (size_t)T);
+    int bad = 0;
+    for (int t = 0; t < T; t++) {
+      bad += dCnt[t] != hCnt[t];
+      for (int k = 0; k < hCnt[t] && dCnt[t] == hCnt[t]; k++) bad += dIdx[(size_t)t * K + k] != hIdx[(size_t)t * K + k];
+    }
+    EXPECT(bad == 0, "CUDA top-k filter K %d W %d r %d I %d: %d entries differ from the host's", K, sc->W, sc->r, sc->I,
+           bad);
+    int flag[CPCL_KERR_WORDS];
+    fromDev(flag, df.errorFlag, sizeof(flag));
+    EXPECT(flag[0] == CPCL_KERR_NONE, "top-k filter recorded error %d on good data (padding included)", flag[0]);
+    free(dIdx);
+    free(dCnt);
+  }
+
+  /* the CUDA-core body over the device lists */
+  int sm90 = 0;
+  {
+    cpclAttnParams_t shape = p;
+    sm90 = cpclCudaAttnMlaSm90Splits(&shape, T);
+  }
+  for (int run = 0; run < 3; run++) {
+    const int splits = run == 1 ? 1 : 64;
+    cpclAttnParams_t dp = p;
+    dp.cudaCoresOnly = run == 2;
+    dp.queryStart = df.queryStart;
+    dp.seqLens = df.seqLens;
+    dp.blockTable = toDev(c.blockTable, sizeof(int32_t) * (size_t)c.numPages);
+    if (sc->badPage && badPageIdx >= 0) {
+      const int32_t neg = -9;
+      CU(cudaMemcpy((int32_t*)dp.blockTable + badSeq * c.maxPagesPerSeq + badPageIdx, &neg, sizeof(neg),
+                    cudaMemcpyHostToDevice));
+    }
+    dp.sparseIdx = df.localIdx;
+    dp.sparseCount = df.count;
+    dp.mlaSm90Splits = sm90 ? (run == 1 ? 1 : sm90) : 0; /* as a plan of this shape passes it */
+    CU(cudaMalloc((void**)&dp.errorFlag, CPCL_KERR_WORDS * sizeof(int)));
+    CU(cudaMemset(dp.errorFlag, 0, CPCL_KERR_WORDS * sizeof(int)));
+    const size_t kvRows = (size_t)c.numPages * sc->pageSize * pb.Hkv;
+    dp.q = toDev(q, (size_t)T * Hq * pb.Dqk * qe);
+    dp.kCache = toDev(c.k, kvRows * pb.Dqk * ke);
+    dp.vCache = pb.latent ? NULL : toDev(c.v, kvRows * Dv * ke);
+    dp.out = devPoison(oBytes);
+    dp.lse = devPoison(lBytes);
+    dp.maxSplits = splits;
+    dp.splitChunkMin = run ? 0 : 32; /* many splits of short lists */
+    dp.workspaceBytes = cpclCudaAttnWorkspaceBytes(T, Hq, Dv, splits);
+    if (dp.mlaSm90Splits) {
+      const size_t need = cpclCudaAttnMlaSm90WorkspaceBytes(T, Hq, dp.mlaSm90Splits);
+      if (need > dp.workspaceBytes) dp.workspaceBytes = need;
+    }
+    dp.workspace = devPoison(dp.workspaceBytes);
+    const size_t nCounters = cpclCudaAttnCounterCount(T, Hq);
+    CU(cudaMalloc((void**)&dp.splitCounters, nCounters * sizeof(unsigned)));
+    CU(cudaMemset(dp.splitCounters, 0, nCounters * sizeof(unsigned)));
+    err = cpclCudaAttn(&dp, NULL);
+    EXPECT(err == 0, "sparse attention launch: %s (%s)", cudaGetErrorString((cudaError_t)err),
+           cpclCudaKernelErrorDetail());
+    CU(cudaDeviceSynchronize());
+    int flag[CPCL_KERR_WORDS];
+    fromDev(flag, dp.errorFlag, sizeof(flag));
+    if (sc->badPage && badPageIdx >= 0)
+      EXPECT(flag[0] == CPCL_KERR_PAGE && flag[1] == badSeq && flag[2] == -9 && flag[3] == badPageIdx,
+             "sparse: negative page id recorded as code %d seq %d value %d limit %d (cores-only %d mla-sm90 %d)",
+             flag[0], flag[1], flag[2], flag[3], dp.cudaCoresOnly, dp.mlaSm90Splits);
+    else
+      EXPECT(flag[0] == CPCL_KERR_NONE, "sparse: error %d recorded on good data", flag[0]);
+    void* dOut = malloc(oBytes);
+    float* dLse = malloc(lBytes);
+    fromDev(dOut, dp.out, oBytes);
+    fromDev(dLse, dp.lse, lBytes);
+    const double tol = tolOf(pb.qType);
+    int bad = 0;
+    for (size_t i = 0; i < (size_t)T * Hq; i++) {
+      for (int d = 0; d < Dv; d++) {
+        const double a = tuGet(dOut, i * Dv + d, pb.qType), b = tuGet(hOut, i * Dv + d, pb.qType);
+        bad += !(fabs(a - b) <= tol * (1 + fabs(b)));
+      }
+      bad +=
+          !((dLse[i] == -INFINITY && hLse[i] == -INFINITY) || fabsf(dLse[i] - hLse[i]) <= 1e-4f * (1 + fabsf(hLse[i])));
+    }
+    EXPECT(bad == 0,
+           "sparse attention type %d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d K %d splits %d "
+           "cores-only %d mla-sm90 %d bad page %d: %d elements off",
+           pb.qType, pb.Hkv, sc->G, pb.Dqk, Dv, pb.latent, sc->W, sc->r, sc->I, sc->pageSize, K, splits,
+           dp.cudaCoresOnly, dp.mlaSm90Splits, sc->badPage, bad);
+    free(dOut);
+    free(dLse);
+    cudaFree((void*)dp.blockTable);
+    cudaFree((void*)dp.q);
+    cudaFree((void*)dp.kCache);
+    cudaFree((void*)dp.vCache);
+    cudaFree(dp.out);
+    cudaFree(dp.lse);
+    cudaFree(dp.workspace);
+    cudaFree(dp.splitCounters);
+    cudaFree(dp.errorFlag);
+  }
+  cudaFree((void*)df.queryStart);
+  cudaFree((void*)df.seqLens);
+  cudaFree((void*)df.topkIndices);
+  cudaFree(df.localIdx);
+  cudaFree(df.count);
+  cudaFree(df.errorFlag);
+  free(hp.workspace);
+  free(hOut);
+  free(hLse);
+  free(hIdx);
+  free(hCnt);
+  free(list);
+  free(q);
+  tuCacheFree(&c);
+}
+
+static void testSparse(void) {
+  uint64_t seed = 5000;
+  const scase_t cases[] = {
+      /* MLA, DeepSeek-V3.2 shapes: 16 and 128 gathered heads, K 2048 */
+      {cpclBfloat16, 1, 16, 576, 512, 1, 1, 0, 1, 64, 2048, 0},
+      {cpclBfloat16, 1, 128, 576, 512, 1, 4, 1, 1, 64, 2048, 0},
+      {cpclBfloat16, 1, 16, 576, 512, 1, 4, 3, 16, 16, 256, 0},
+      {cpclBfloat16, 1, 16, 576, 512, 1, 2, 1, 16, 64, 64, 1},
+      /* GQA, every dtype; page 1; interleave 16 */
+      {cpclBfloat16, 2, 8, 128, 128, 0, 3, 2, 1, 1, 128, 0},
+      {cpclFloat16, 2, 4, 64, 64, 0, 2, 0, 16, 16, 16, 0},
+      {cpclFloat32, 1, 2, 64, 64, 0, 4, 3, 16, 16, 512, 0},
+      {cpclFloat32, 2, 3, 32, 32, 0, 1, 0, 1, 16, 2048, 1},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) runSparseCase(&cases[i], seed++);
+}
+
 int main(void) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -819,6 +1084,7 @@ int main(void) {
   testPublicApi();
   testDeviceValidation();
   testNegativePageInSplit();
+  testSparse();
   printf("test_gpu_kernels: %d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;
 }

@@ -134,14 +134,18 @@ class Case:
         return build_shard(self.W, self.I, rank, self.page, self.K, self.V, self.seq_lens, self.seq_lens,
                            (self.Hkv, self.Dqk, self.Dvo), fill_nan, shuffle_seed)
 
-    def reference(self, only_rank=None):
+    def reference(self, only_rank=None, topk_indices=None):
         """fp64 (out [T, dcp*H, Dvo], lse [T, dcp*H]) over all keys <= each row's position, or only
-        the keys `only_rank` owns (its partial state). lse in the plan's base."""
+        the keys `only_rank` owns (its partial state). lse in the plan's base. With topk_indices
+        [T, K] (sparse attention, DESIGN.md §4.3): only the listed positions in 0 .. the row's
+        own, each entry as listed (a duplicate counts twice)."""
         G = self.dcp * self.H // self.Hkv
         out = np.zeros((self.T, self.dcp * self.H, self.Dvo))
         lse = np.full((self.T, self.dcp * self.H), -np.inf)
         for t, (s, p) in enumerate(self.positions()):
             keys = np.arange(p + 1)
+            if topk_indices is not None:
+                keys = np.array([int(x) for x in topk_indices[t] if 0 <= x <= p], dtype=np.int64)
             if only_rank is not None:
                 keys = keys[[owner(int(x), self.W, self.I) == only_rank for x in keys]]
             if len(keys) == 0:

@@ -495,6 +495,43 @@ def test_prefill_against_reference():
             plan.destroy()
 
 
+@run.test
+def test_sparse_topk_indices():
+    """desc.topk / topk_indices (DESIGN.md §4.3): decode and partial + combine over exactly the
+    listed positions (-1 padding, entries past the row, a duplicate), and the pairing errors."""
+    K = 24
+    for dcp in DCPS:
+        for I in (1, 16):
+            c = Case(W, dcp, I, [5, 40, 90], [1, 2, 1], H=2, Hkv=1, Dqk=64, Dvo=64, page=16, dtype="float32",
+                     seed=700 + I + dcp)
+            rng = np.random.default_rng(5)
+            tk = np.full((c.T, K), -1, np.int32)
+            for t, (s, p) in enumerate(c.positions()):
+                pick = rng.permutation(p + 1)[:K - 4]
+                tk[t, :len(pick)] = pick
+                tk[t, K - 4:] = [p + 1, c.seq_lens[s] + 7, -3, pick[0]]  # skipped, skipped, skipped, duplicate
+            comm = comm_for(dcp, I)
+            plan = cpcl.AttnPlan(comm, c.H, c.Hkv, c.Dqk, c.Dvo, c.page, c.scale, "float32", "float32", topk=K,
+                                 max_tokens=c.T)
+            kc, vc, bt = c.shard(RANK)
+            q, sl = c.q_of(RANK), np.array(c.seq_lens, np.int32)
+            ref_out, ref_lse = c.reference(topk_indices=tk)
+            out, lse = plan.decode(q, kc, vc, sl, bt, query_start=c.query_start, topk_indices=tk)
+            assert_close(out, c.heads_of(ref_out, RANK), 2e-5, "sparse decode out")
+            assert_close(lse, c.heads_of(ref_lse, RANK), 1e-4, "sparse decode lse")
+            po, pl = plan.partial(q, kc, vc, sl, bt, query_start=c.query_start, topk_indices=tk)
+            p_out, p_lse = c.reference(only_rank=RANK, topk_indices=tk)
+            assert_close(pl, p_lse, 1e-4, "sparse partial lse")
+            assert_close(np.where(np.isneginf(p_lse)[..., None], 0, po), p_out, 2e-5, "sparse partial out")
+            o2, l2 = plan.combine(po, pl)
+            assert np.array_equal(o2, out) and np.array_equal(l2, lse), "sparse partial + combine != decode"
+            expect_error(lambda: plan.decode(q, kc, vc, sl, bt, query_start=c.query_start),
+                         cpcl.Result.INVALID_ARGUMENT, "topkIndices is NULL")
+            expect_error(lambda: plan.decode(q, kc, vc, sl, bt, query_start=c.query_start, topk_indices=tk[:, :3]),
+                         cpcl.Result.INVALID_ARGUMENT, "topk_indices has shape")
+            plan.destroy()
+
+
 if __name__ == "__main__":
     code = run.run(sys.argv[1:])
     for cm in _comms.values():

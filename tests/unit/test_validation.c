@@ -66,7 +66,8 @@ static void test_descriptor(void** state) {
   EXPECT_PLAN((d.latentKv = 1, d.numKvHeads = 1, d.headDimVo = 64), cpclInvalidArgument, "headDimVo 64 must be <=");
   EXPECT_PLAN(d.algo = "fastest", cpclInvalidArgument, "desc->algo is \"fastest\"");
   EXPECT_PLAN(d.algo = "fused", cpclUnsupported, "fused: fused needs CUDA memory");
-  EXPECT_PLAN(d.topk = 2048, cpclUnsupported, "desc->topk is 2048: sparse attention is not built yet");
+  EXPECT_PLAN(d.topk = -1, cpclInvalidArgument, "desc->topk is -1: it must be in [0, 65536]");
+  EXPECT_PLAN(d.topk = 65537, cpclInvalidArgument, "desc->topk is 65537: it must be in [0, 65536]");
   EXPECT_PLAN(d.prefillAlgo = "zigzag", cpclInvalidArgument, "desc->prefillAlgo is \"zigzag\"");
   {
     cpclAttnDesc_t d = goodDesc();
@@ -224,9 +225,44 @@ static void test_versioned_batch(void** state) {
               "batch->size is");
   const int32_t topk[3] = {0, 1, 2};
   b = good;
-  b.topkIndices = topk;
-  EXPECT_STEP(run(&f, &b), cpclUnsupported, "sparse attention is not built yet");
-  EXPECT_STEP(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclUnsupported, "batch->topkIndices");
+  b.topkIndices = topk; /* on a dense plan */
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, "batch->topkIndices is 0x");
+  EXPECT_STEP(cpclAttnPartial(f.p, &b, f.q, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument,
+              "but the plan is dense (desc->topk 0)");
+  /* the store ignores the list: an engine passes one batch to both */
+  assert_int_equal(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclSuccess);
+  fixTeardown(&f);
+}
+
+/* Sparse plans (DESIGN.md §4.3): the list must come with desc.topk > 0, any entry in it is
+ * legal (garbage is skipped, never read through), the store ignores it, and prefill refuses a
+ * sparse plan rather than attend densely. */
+static void test_sparse_batch(void** state) {
+  (void)state;
+  fix_t f;
+  fixSetup(&f);
+  size_t denseBytes = 0, sparseBytes = 0;
+  assert_int_equal(cpclAttnPlanWorkspaceBytes(f.p, &denseBytes), cpclSuccess);
+  assert_int_equal(cpclAttnPlanDestroy(f.p), cpclSuccess);
+  cpclAttnDesc_t d = goodDesc();
+  d.topk = 4;
+  assert_int_equal(cpclAttnPlanCreate(&f.p, f.c, &d, 3), cpclSuccess);
+  assert_int_equal(cpclAttnPlanWorkspaceBytes(f.p, &sparseBytes), cpclSuccess);
+  assert_true(sparseBytes >= denseBytes + 3 * 4 * sizeof(int32_t) + 3 * sizeof(int32_t)); /* the lists */
+  const int32_t list[3][4] = {{INT32_MIN, INT32_MAX, -1, 9}, {10, 11, -7, 0}, {6, 6, 1 << 30, -1}};
+  cpclBatch_t good = tuBatch(2, 3, f.qs, f.lens, f.cache.blockTable, f.cache.maxPagesPerSeq);
+  good.topkIndices = &list[0][0];
+  assert_int_equal(run(&f, &good), cpclSuccess);
+  cpclBatch_t b = good;
+  b.topkIndices = NULL;
+  EXPECT_STEP(run(&f, &b), cpclInvalidArgument, "batch->topkIndices is NULL but the plan is sparse (desc->topk 4)");
+  EXPECT_STEP(cpclAttnPartial(f.p, &b, f.q, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclInvalidArgument,
+              "batch->topkIndices is NULL");
+  assert_int_equal(cpclKvStore(f.p, &b, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclSuccess);
+  assert_int_equal(cpclKvStore(f.p, &good, f.q, f.q, f.cache.k, f.cache.v, NULL), cpclSuccess);
+  cpclPrefillBatch_t pb = CPCL_PREFILL_BATCH_INITIALIZER;
+  EXPECT_STEP(cpclAttnPrefill(f.p, &pb, f.q, f.q, f.q, f.cache.k, f.cache.v, f.out, f.lse, NULL), cpclUnsupported,
+              "this plan is sparse (desc->topk 4) and sparse prefill is not built");
   fixTeardown(&f);
 }
 
@@ -451,6 +487,7 @@ int main(void) {
       cmocka_unit_test(test_descriptor),
       cmocka_unit_test(test_batch),
       cmocka_unit_test(test_versioned_batch),
+      cmocka_unit_test(test_sparse_batch),
       cmocka_unit_test(test_padding),
       cmocka_unit_test(test_workspace),
       cmocka_unit_test(test_rows_without_sequences),
