@@ -258,7 +258,8 @@ static void planInit(struct cpclAttnPlan* pl, struct cpclComm* comm, const cpclA
   pl->algo = algo;
   pl->exec = exec;
   pl->sliceCap = cpclSliceBytes(pl, maxTokens);
-  pl->scratchBytes = exec->attnWorkspaceBytes(desc, maxTokens, pl->D * pl->H, &pl->maxSplits, &pl->mlaSm90Splits);
+  pl->scratchBytes = exec->attnWorkspaceBytes(desc, maxTokens, pl->D * pl->H, &pl->maxSplits, &pl->mlaSm90Splits,
+                                              &pl->gqaSm90Splits, &pl->gqaSm90ChunkMin);
   pl->prefillAlgo = sel->prefill;
   pl->prefillSlots = comm->memType == cpclMemHost; /* prefill on GPUs is issue 15 */
   if (pl->prefillSlots) {
@@ -398,6 +399,15 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   else if (pl->mlaSm90Splits > 0)
     snprintf(body, sizeof(body), "; MLA on the Hopper body (sm_90, CPCL_MLA_SM90=0 turns it off), up to %d splits",
              pl->mlaSm90Splits);
+  else if (pl->gqaSm90Splits > 0 && algo == CPCL_ALGO_FUSED)
+    snprintf(body, sizeof(body),
+             "; GQA on the tensor-core body inside the fused kernel (the Hopper GQA body, clusters of %d splits, runs "
+             "in cpclAttnPartial and the other schedules)",
+             pl->gqaSm90Splits);
+  else if (pl->gqaSm90Splits > 0)
+    snprintf(body, sizeof(body),
+             "; GQA on the Hopper body (sm_90, CPCL_GQA_SM90=0 turns it off), clusters of %d splits of >= %d keys",
+             pl->gqaSm90Splits, pl->gqaSm90ChunkMin);
   INFO(CPCL_PLAN,
        "plan #%d rank %d: H %d Hkv %d D %d/%d page %d G %d maxTokens %d on %s memory; schedule %s (%s); prefill %s; "
        "attention splits up to %d per row%s; workspace %zu bytes (%.1f MiB, %s)",

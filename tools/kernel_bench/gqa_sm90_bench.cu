@@ -82,6 +82,7 @@ struct Case {
   int dtype, D, H, Hkv, ps, CL, chunkMin, stages, cpSize, cpRank, I, lseBase2;
   std::vector<Seq> seqs;
   int mode = 0; /* copyMode */
+  int pdl = 0;  /* programmatic dependent launch */
 };
 
 /* A batch on the device: q, caches, block table, outputs; host copies for the reference. */
@@ -180,6 +181,7 @@ static GqaParams paramsOf(const Batch& b, const Case& c, int copy) {
   p.chunkMin = c.chunkMin;
   p.stages = c.stages;
   p.copyMode = c.mode;
+  p.pdl = c.pdl;
   return p;
 }
 
@@ -381,6 +383,23 @@ static int runChecks() {
       {"TMA fp16 D64 H16/4 pg16 cp2/r1/I4", 1, 64, 16, 4, 16, 16, 64, 4, 2, 1, 4, 0, {{2000, 2}, {3, 1}, {0, 2}}, 2},
       {"TMA bf16 D128 H64/1 pg16 CL16 st4", 0, 128, 64, 1, 16, 16, 64, 4, 1, 0, 1, 0, {{8192, 1}, {8191, 2}}, 2},
       {"TMA bf16 D128 H16/1 pg128 CL16 st3", 0, 128, 16, 1, 128, 16, 64, 3, 1, 0, 1, 0, {{4000, 1}, {200, 2}}, 2},
+      /* programmatic dependent launch (the time variants' P) */
+      {"TMA PDL bf16 D128 H64/1 pg16 CL16",
+       0,
+       128,
+       64,
+       1,
+       16,
+       16,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{8192, 1}, {0, 1}, {8191, 2}},
+       2,
+       1},
   };
   int fails = 0;
   uint64_t seed = 0x5eed0000ull ^ (uint64_t)time(nullptr);
@@ -427,6 +446,7 @@ static double copyCeiling() {
 
 struct Variant {
   int CL, chunkMin, stages, mode;
+  int pdl;
 };
 
 static void timeShape(const char* name, int B, int H, int Hkv, int L, double ceiling, const std::vector<Variant>& vs,
@@ -445,12 +465,15 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
   const char* modes = getenv("GQA_MODES");
+  int planCL, planCm; /* what the library's plan rule picks for a plan of B rows */
+  cpclGqaSm90Plan(B, Hkv, H / Hkv, &planCL, &planCm);
   for (const Variant& v : vs) {
     if (modes && *modes && !strchr(modes, '0' + v.mode)) continue;
     c.CL = v.CL;
     c.chunkMin = v.chunkMin;
     c.stages = v.stages;
     c.mode = v.mode;
+    c.pdl = v.pdl;
     GqaParams p0 = paramsOf(b, c, 0);
     int rc = decode(b, c, 0, st);
     if (rc != 0) {
@@ -487,15 +510,16 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     std::vector<float> s2 = ts;
     std::sort(s2.begin(), s2.end());
     const double tbs = bytes / (us * 1e-6) / 1e12;
-    printf("%-18s CL%2d cm%4d st%d%s: %8.1f us  %5.2f TB/s  %5.1f%% of copy  (min %.1f max %.1f) clusters/dev %d\n",
+    printf("%-18s CL%2d cm%4d st%d%s%s: %8.1f us  %5.2f TB/s  %5.1f%% of copy  (min %.1f max %.1f) clusters/dev %d%s\n",
            name, v.CL, v.chunkMin, v.stages,
            v.mode == 2   ? "T"
            : v.mode == 1 ? "b"
                          : " ",
-           us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(), cpclGqaSm90MaxActiveClusters(&p0));
+           v.pdl ? "P" : " ", us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(), cpclGqaSm90MaxActiveClusters(&p0),
+           v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl ? "  <- library plan" : "");
     if (log)
-      fprintf(log, "%s,%d,%d,%d,%d,%d,%d,%.2f,%.3f,%.1f,%.2f,%.2f\n", name, B, H, Hkv, v.CL, v.chunkMin, v.stages, us,
-              tbs, 100 * tbs / ceiling, s2.front(), s2.back());
+      fprintf(log, "%s,%d,%d,%d,%d,%d,%d,%d,%d,%.2f,%.3f,%.1f,%.2f,%.2f\n", name, B, H, Hkv, v.CL, v.chunkMin, v.stages,
+              v.mode, v.pdl, us, tbs, 100 * tbs / ceiling, s2.front(), s2.back());
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
   }
@@ -513,13 +537,17 @@ int main(int argc, char** argv) {
   if (!strcmp(mode, "time") || !strcmp(mode, "all")) {
     const char* logPath = getenv("GQA_LOG");
     FILE* log = logPath ? fopen(logPath, "w") : nullptr;
-    if (log) fprintf(log, "shape,B,H,Hkv,CL,chunkMin,stages,us,TBps,pct_copy,min_us,max_us\n");
+    if (log) fprintf(log, "shape,B,H,Hkv,CL,chunkMin,stages,mode,pdl,us,TBps,pct_copy,min_us,max_us\n");
     const double ceiling = copyCeiling();
     fflush(stdout);
     printf("copy ceiling %.2f TB/s (1 GiB device-to-device, read + write)\n", ceiling);
-    const std::vector<Variant> vs = {{16, 256, 3, 0}, {8, 256, 3, 0}, {4, 1024, 3, 0}, {16, 256, 3, 2},
-                                     {8, 256, 3, 2},  {8, 512, 3, 2}, {4, 1024, 3, 2}, {16, 256, 4, 2},
-                                     {16, 128, 2, 2}, {8, 256, 4, 2}, {16, 256, 6, 2}};
+    /* P: programmatic dependent launch (issue 12's batch-1 lead): each launch's prologue overlaps
+     * the previous one's last wave */
+    const std::vector<Variant> vs = {{16, 256, 3, 0, 0}, {8, 256, 3, 0, 0}, {4, 1024, 3, 0, 0}, {16, 256, 3, 2, 0},
+                                     {8, 256, 3, 2, 0},  {8, 512, 3, 2, 0}, {4, 1024, 3, 2, 0}, {16, 256, 4, 2, 0},
+                                     {16, 128, 2, 2, 0}, {8, 256, 4, 2, 0}, {16, 256, 6, 2, 0}, {16, 256, 3, 2, 1},
+                                     {8, 256, 3, 2, 1},  {8, 512, 3, 2, 1}, {4, 1024, 3, 2, 1}, {16, 128, 3, 2, 1},
+                                     {16, 64, 3, 2, 1},  {16, 64, 3, 2, 0}};
     timeShape("B64 H16/1 L8k", 64, 16, 1, 8192, ceiling, vs, log);
     timeShape("B16 H16/1 L32k", 16, 16, 1, 32768, ceiling, vs, log);
     timeShape("B128 H64/8 L4k", 128, 64, 8, 4096, ceiling, vs, log);
