@@ -28,10 +28,15 @@ std::atomic<int> devCc[kMaxDevices];
 std::atomic<unsigned long long> devRaised[kMaxDevices];
 std::atomic<void*> encodeFn{nullptr};
 
-/* bit of (dtype, D, HB, mode) in devRaised: 2 x 2 x 3 x 3 = 36 */
-template <typename T, int D, int HB, int kMode>
+/* bit of (dtype, D, HB, mode) in devRaised: 2 x 2 x 3 x 3 = 36, then the 4 wgmma ones */
+template <typename T, int D, int HB, int kMode, bool kWg>
 constexpr int instIndex() {
-  return ((std::is_same<T, __half>::value * 2 + (D == 128)) * 3 + (HB == 1 ? 0 : HB == 2 ? 1 : 2)) * 3 + kMode;
+  return kWg ? 36 + std::is_same<T, __half>::value * 2 + (D == 128)
+             : ((std::is_same<T, __half>::value * 2 + (D == 128)) * 3 + (HB == 1   ? 0
+                                                                         : HB == 2 ? 1
+                                                                                   : 2)) *
+                       3 +
+                   kMode;
 }
 
 static int currentDevice() {
@@ -46,12 +51,12 @@ static int currentDevice() {
 /* the shared-memory and cluster-size attributes, once per device and instantiation: never on
  * the steps of a plan that raised them at creation (cpclCudaAttnGqaSm90Plan), so no attribute
  * call lands inside a stream capture */
-template <typename T, int D, int HB, int kMode>
+template <typename T, int D, int HB, int kMode, bool kWg>
 static cudaError_t raise() {
   const int dev = currentDevice();
-  const unsigned long long bit = 1ull << instIndex<T, D, HB, kMode>();
+  const unsigned long long bit = 1ull << instIndex<T, D, HB, kMode, kWg>();
   if (dev >= 0 && (devRaised[dev].load(std::memory_order_acquire) & bit)) return cudaSuccess;
-  auto kern = gqaDecodeKernel<T, D, HB, kMode>;
+  auto kern = gqaDecodeKernel<T, D, HB, kMode, kWg>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024);
   if (e == cudaSuccess) e = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (e == cudaSuccess && dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
@@ -66,10 +71,10 @@ static GqaParams normalised(const GqaParams* in) {
   return p;
 }
 
-template <typename T, int D, int HB, int kMode>
+template <typename T, int D, int HB, int kMode, bool kWg = false>
 static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream, bool occupancyOnly) {
   const size_t smem = smemBytes<D, HB, kMode == 2>(p->stages);
-  auto kern = gqaDecodeKernel<T, D, HB, kMode>;
+  auto kern = gqaDecodeKernel<T, D, HB, kMode, kWg>;
   CUtensorMap km, vm;
   memset(&km, 0, sizeof km);
   memset(&vm, 0, sizeof vm);
@@ -77,7 +82,7 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
     memcpy(&km, maps->words[0], sizeof km);
     memcpy(&vm, maps->words[1], sizeof vm);
   }
-  cudaError_t e = raise<T, D, HB, kMode>();
+  cudaError_t e = raise<T, D, HB, kMode, kWg>();
   if (e != cudaSuccess) return (int)e;
   const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
   const int headBlocks = ((G < p->numHeads ? G : p->numHeads) + 16 * HB - 1) / (16 * HB);
@@ -113,6 +118,10 @@ static int launchM(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool 
     case 2:
       return launch<T, D, 2, kMode>(p, m, s, occ);
     default:
+      if (p->consumer == 1) {
+        if constexpr (kMode == 2) return launch<T, D, 4, 2, true>(p, m, s, occ);
+        return -1;
+      }
       return launch<T, D, 4, kMode>(p, m, s, occ);
   }
 }
@@ -136,7 +145,9 @@ static bool covered(const GqaParams* p) {
          (p->dtype == 0 || p->dtype == 1) && p->clusterSplits >= 1 && p->clusterSplits <= kMaxCluster &&
          p->chunkMin >= kTile && p->chunkMin % kTile == 0 && p->stages >= 2 && p->stages <= 16 && p->pageSize >= 1 &&
          p->numTokens >= 0 && (int64_t)p->numTokens * p->clusterSplits <= 0x7fffffffLL && p->copyMode >= 0 &&
-         p->copyMode <= 2 && (p->copyMode != 2 || tmaPageSize(p->pageSize));
+         p->copyMode <= 2 && (p->copyMode != 2 || tmaPageSize(p->pageSize)) && p->consumer >= 0 && p->consumer <= 1 &&
+         (p->consumer == 0 ||
+          (p->copyMode == 2 && headBlockWidth(p->groupSize < p->numHeads ? p->groupSize : p->numHeads) == 4));
 }
 
 static size_t smemOf(const GqaParams* p) {

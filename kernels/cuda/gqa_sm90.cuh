@@ -185,6 +185,65 @@ __device__ __forceinline__ void ldsm4T(uint32_t* r, uint32_t a) {
                : "r"(a));
 }
 
+/* ---- wgmma (the kWg consumers: one warpgroup of 64 heads) ---- */
+__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* keeps the compiler from moving accumulator reads or writes across wgmma issue and wait */
+template <int N>
+__device__ __forceinline__ void fenceRegs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+/* shared-memory matrix descriptor, 128-byte swizzle (as mla_sm90.cuh): start >> 4 in bits 0-13,
+ * leading byte offset >> 4 in 16-29, stride byte offset >> 4 in 32-45, layout 1 in 62-63 */
+__device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return (uint64_t)((addr >> 4) & 0x3FFF) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) |
+         ((uint64_t)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+#include "gqa_sm90_wgmma.inc"
+template <typename T, int D>
+struct WgOp;
+template <>
+struct WgOp<__nv_bfloat16, 64> {
+  static __device__ __forceinline__ void s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int sc) {
+    wgRSBf16_n64t0(d, a, b, sc);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+    wgRSBf16_n64t1(d, a, b, 1);
+  }
+};
+template <>
+struct WgOp<__nv_bfloat16, 128> {
+  static __device__ __forceinline__ void s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int sc) {
+    wgRSBf16_n64t0(d, a, b, sc);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+    wgRSBf16_n128t1(d, a, b, 1);
+  }
+};
+template <>
+struct WgOp<__half, 64> {
+  static __device__ __forceinline__ void s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int sc) {
+    wgRSF16_n64t0(d, a, b, sc);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+    wgRSF16_n64t1(d, a, b, 1);
+  }
+};
+template <>
+struct WgOp<__half, 128> {
+  static __device__ __forceinline__ void s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int sc) {
+    wgRSF16_n64t0(d, a, b, sc);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+    wgRSF16_n128t1(d, a, b, 1);
+  }
+};
+
 /* Which keys a query row attends to: L = 0 for padding and for bad rows (recorded). */
 struct RowWork {
   int s;     /* sequence */
@@ -227,11 +286,12 @@ __host__ __device__ __forceinline__ void splitOf(int64_t L, int CL, int chunkMin
 }
 
 /* kMode: 0 cp.async rows, 1 one bulk copy per row, 2 TMA tensor boxes (kMap / vMap) */
-template <typename T, int D, int HB, int kMode>
+template <typename T, int D, int HB, int kMode, bool kWg = false>
 __global__ void __launch_bounds__(kThreads, 2)
     gqaDecodeKernel(const __grid_constant__ CUtensorMap kMap, const __grid_constant__ CUtensorMap vMap,
                     const GqaParams p) {
   constexpr bool kTma = kMode == 2;
+  static_assert(!kWg || (HB == 4 && kTma), "the wgmma consumers take 64 heads (one warpgroup) and swizzled stages");
   using Lay = Layout<D, kTma>;
   using Tl = Tail<D, HB>;
   constexpr int kStageB = Lay::kStageB, kVOff = Lay::kVOff, KS = D / 16, NT = D / 8, HC = 16 * HB;
@@ -433,73 +493,137 @@ __global__ void __launch_bounds__(kThreads, 2)
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         namedBarrier(1, kConsumerWarps * 32);
       }
-      const int kw = kg * KPW;
-      float sc[N][4];
+      if constexpr (kWg) {
+        /* one warpgroup: S = Q K^T as 64 x 64 (Q from registers, K read once from the swizzled
+         * stage), then O += P V as 64 x D (P from registers, V MN-major): warp w's rows are heads
+         * 16 w .. 16 w + 15, in mma.sync's fragment layout, so the softmax below is the same */
+        float s[32];
+        wgmmaFence();
 #pragma unroll
-      for (int n = 0; n < N; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
-        /* S = Q K^T over this warp's KPW keys */
+        for (int ks = 0; ks < KS; ks++)
+          WgOp<T, D>::s(s, qa[ks], sw128Desc(sK + (ks >> 2) * Lay::kHalfB + (ks & 3) * 32, 16, 1024), ks > 0);
+        wgmmaCommit();
+        wgmmaWait<0>();
+        fenceRegs(s);
+        float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int kb = 0; kb < N / 2; kb++) {
-        const int kr = kw + kb * 16 + (j8 >> 1) * 8 + (lane & 7);
+        for (int n = 0; n < 8; n++)
 #pragma unroll
-        for (int k = 0; k < KS; k++) {
-          uint32_t kf[4];
-          ldsm4(kf, Lay::addr(sK, kr, k * 2 + (j8 & 1)));
-          Mma<T>::run(sc[2 * kb], qa[k], kf);
-          Mma<T>::run(sc[2 * kb + 1], qa[k], kf + 2);
+          for (int e = 0; e < 4; e++) {
+            const int64_t key = tile0 + n * 8 + cq + (e & 1);
+            s[n * 4 + e] = key < kEnd ? s[n * 4 + e] * c : -INFINITY;
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[n * 4 + e]);
+          }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+          const float mnew = fmaxf(m[r], mx[r]);
+          const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
+          float rowSum = 0.f;
+#pragma unroll
+          for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+              const float x = s[n * 4 + r * 2 + e];
+              s[n * 4 + r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
+              rowSum += s[n * 4 + r * 2 + e];
+            }
+          l[r] = l[r] * alpha + rowSum;
+          m[r] = mnew;
+          if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+              o[n][r * 2] *= alpha;
+              o[n][r * 2 + 1] *= alpha;
+            }
+          }
         }
-      }
-      /* online softmax (base 2), keys past kEnd masked by select */
-      const int64_t tileKey = tile0 + kw;
-      float mx[2] = {-INFINITY, -INFINITY};
+        uint32_t pa[4][4];
 #pragma unroll
-      for (int n = 0; n < N; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int64_t key = tileKey + n * 8 + cq + (e & 1);
-          sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
-          mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
+        for (int kk = 0; kk < 4; kk++) {
+          pa[kk][0] = Mma<T>::pack(s[8 * kk + 0], s[8 * kk + 1]);
+          pa[kk][1] = Mma<T>::pack(s[8 * kk + 2], s[8 * kk + 3]);
+          pa[kk][2] = Mma<T>::pack(s[8 * kk + 4], s[8 * kk + 5]);
+          pa[kk][3] = Mma<T>::pack(s[8 * kk + 6], s[8 * kk + 7]);
         }
+        float(&of)[NT * 4] = reinterpret_cast<float(&)[NT * 4]>(o);
+        fenceRegs(of);
+        wgmmaFence();
 #pragma unroll
-      for (int r = 0; r < 2; r++) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        const float mnew = fmaxf(m[r], mx[r]);
-        const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
-        float rowSum = 0.f;
+        for (int kk = 0; kk < 4; kk++) WgOp<T, D>::pv(of, pa[kk], sw128Desc(sV + kk * 16 * 128, Lay::kHalfB, 1024));
+        wgmmaCommit();
+        wgmmaWait<0>();
+        fenceRegs(of);
+      } else {
+        const int kw = kg * KPW;
+        float sc[N][4];
+#pragma unroll
+        for (int n = 0; n < N; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+          /* S = Q K^T over this warp's KPW keys */
+#pragma unroll
+        for (int kb = 0; kb < N / 2; kb++) {
+          const int kr = kw + kb * 16 + (j8 >> 1) * 8 + (lane & 7);
+#pragma unroll
+          for (int k = 0; k < KS; k++) {
+            uint32_t kf[4];
+            ldsm4(kf, Lay::addr(sK, kr, k * 2 + (j8 & 1)));
+            Mma<T>::run(sc[2 * kb], qa[k], kf);
+            Mma<T>::run(sc[2 * kb + 1], qa[k], kf + 2);
+          }
+        }
+        /* online softmax (base 2), keys past kEnd masked by select */
+        const int64_t tileKey = tile0 + kw;
+        float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int n = 0; n < N; n++)
 #pragma unroll
-          for (int e = 0; e < 2; e++) {
-            const float x = sc[n][r * 2 + e];
-            sc[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
-            rowSum += sc[n][r * 2 + e];
+          for (int e = 0; e < 4; e++) {
+            const int64_t key = tileKey + n * 8 + cq + (e & 1);
+            sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
+            mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
           }
-        l[r] = l[r] * alpha + rowSum;
-        m[r] = mnew;
-        if (__any_sync(0xffffffffu, alpha != 1.f)) {
 #pragma unroll
-          for (int n = 0; n < NT; n++) {
-            o[n][r * 2] *= alpha;
-            o[n][r * 2 + 1] *= alpha;
+        for (int r = 0; r < 2; r++) {
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+          const float mnew = fmaxf(m[r], mx[r]);
+          const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
+          float rowSum = 0.f;
+#pragma unroll
+          for (int n = 0; n < N; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+              const float x = sc[n][r * 2 + e];
+              sc[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
+              rowSum += sc[n][r * 2 + e];
+            }
+          l[r] = l[r] * alpha + rowSum;
+          m[r] = mnew;
+          if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+              o[n][r * 2] *= alpha;
+              o[n][r * 2 + 1] *= alpha;
+            }
           }
         }
-      }
-      /* O += P V */
+        /* O += P V */
 #pragma unroll
-      for (int kb = 0; kb < N / 2; kb++) {
-        uint32_t pa[4];
-        pa[0] = Mma<T>::pack(sc[2 * kb][0], sc[2 * kb][1]);
-        pa[1] = Mma<T>::pack(sc[2 * kb][2], sc[2 * kb][3]);
-        pa[2] = Mma<T>::pack(sc[2 * kb + 1][0], sc[2 * kb + 1][1]);
-        pa[3] = Mma<T>::pack(sc[2 * kb + 1][2], sc[2 * kb + 1][3]);
-        const int vr = kw + kb * 16 + (j8 & 1) * 8 + (lane & 7);
+        for (int kb = 0; kb < N / 2; kb++) {
+          uint32_t pa[4];
+          pa[0] = Mma<T>::pack(sc[2 * kb][0], sc[2 * kb][1]);
+          pa[1] = Mma<T>::pack(sc[2 * kb][2], sc[2 * kb][3]);
+          pa[2] = Mma<T>::pack(sc[2 * kb + 1][0], sc[2 * kb + 1][1]);
+          pa[3] = Mma<T>::pack(sc[2 * kb + 1][2], sc[2 * kb + 1][3]);
+          const int vr = kw + kb * 16 + (j8 & 1) * 8 + (lane & 7);
 #pragma unroll
-        for (int nb = 0; nb < NT; nb += 2) {
-          uint32_t vb[4];
-          ldsm4T(vb, Lay::addr(sV, vr, nb + (j8 >> 1)));
-          Mma<T>::run(o[nb], pa, vb);
-          Mma<T>::run(o[nb + 1], pa, vb + 2);
+          for (int nb = 0; nb < NT; nb += 2) {
+            uint32_t vb[4];
+            ldsm4T(vb, Lay::addr(sV, vr, nb + (j8 >> 1)));
+            Mma<T>::run(o[nb], pa, vb);
+            Mma<T>::run(o[nb + 1], pa, vb + 2);
+          }
         }
       }
       __syncwarp();

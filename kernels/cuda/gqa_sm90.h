@@ -50,6 +50,8 @@ typedef struct {
                       * 1 one cp.async.bulk per K/V row (issue-bound, kept to measure),
                       * 2 TMA tensor boxes (needs maps; pageSize % 8 == 0 and 64 % pageSize == 0
                       *   or pageSize % 64 == 0) */
+  int consumer;      /* 0: 4 mma.sync warps; 1: one wgmma warpgroup (G > 32 heads a KV head, TMA
+                      * copies only; the bench's variant, not yet measured or wired) */
   int pdl;           /* 1: a programmatic dependent launch (its prologue overlaps the previous
                       * kernel's tail; the bench's variant, off in the library until measured) */
 } GqaParams;
