@@ -385,6 +385,8 @@ static int runChecks() {
       {"TMA fp16 D64 H16/4 pg16 cp2/r1/I4", 1, 64, 16, 4, 16, 16, 64, 4, 2, 1, 4, 0, {{2000, 2}, {3, 1}, {0, 2}}, 2},
       {"TMA bf16 D128 H64/1 pg16 CL16 st4", 0, 128, 64, 1, 16, 16, 64, 4, 1, 0, 1, 0, {{8192, 1}, {8191, 2}}, 2},
       {"TMA bf16 D128 H16/1 pg128 CL16 st3", 0, 128, 16, 1, 128, 16, 64, 3, 1, 0, 1, 0, {{4000, 1}, {200, 2}}, 2},
+      /* a cluster size that is not a power of two */
+      {"TMA bf16 D128 H16/1 pg16 CL7 cm64", 0, 128, 16, 1, 16, 7, 64, 3, 1, 0, 1, 0, {{1000, 1}, {0, 1}, {4096, 3}}, 2},
       /* programmatic dependent launch (the time variants' P) */
       {"TMA PDL bf16 D128 H64/1 pg16 CL16",
        0,
@@ -590,14 +592,39 @@ int main(int argc, char** argv) {
     printf("copy ceiling %.2f TB/s (1 GiB device-to-device, read + write)\n", ceiling);
     /* P: programmatic dependent launch (issue 12's batch-1 lead): each launch's prologue overlaps
      * the previous one's last wave */
-    /* W: the wgmma consumer warpgroup (G > 32 only, TMA only) */
+    /* W: the wgmma consumer warpgroup (G > 32 only, TMA only). Last: cluster sizes 6, 7, 11, 12, 15
+     * (run 3's CL 4 at B64 L8k needed 64 clusters of 4 where 62 fit: two waves, the second of 2) */
     const std::vector<Variant> vs = {
-        {16, 256, 3, 0, 0, 0}, {8, 256, 3, 0, 0, 0},  {4, 1024, 3, 0, 0, 0}, {16, 256, 3, 2, 0, 0},
-        {8, 256, 3, 2, 0, 0},  {8, 512, 3, 2, 0, 0},  {4, 1024, 3, 2, 0, 0}, {16, 256, 4, 2, 0, 0},
-        {16, 128, 2, 2, 0, 0}, {8, 256, 4, 2, 0, 0},  {16, 256, 6, 2, 0, 0}, {16, 256, 3, 2, 1, 0},
-        {8, 256, 3, 2, 1, 0},  {8, 512, 3, 2, 1, 0},  {4, 1024, 3, 2, 1, 0}, {16, 128, 3, 2, 1, 0},
-        {16, 64, 3, 2, 1, 0},  {16, 64, 3, 2, 0, 0},  {16, 256, 3, 2, 0, 1}, {16, 256, 4, 2, 0, 1},
-        {16, 128, 3, 2, 0, 1}, {16, 256, 2, 2, 0, 1}, {8, 512, 3, 2, 0, 1},  {16, 256, 3, 2, 1, 1}};
+        {16, 256, 3, 0, 0, 0},
+        {8, 256, 3, 0, 0, 0},
+        {4, 1024, 3, 0, 0, 0},
+        {16, 256, 3, 2, 0, 0},
+        {8, 256, 3, 2, 0, 0},
+        {8, 512, 3, 2, 0, 0},
+        {4, 1024, 3, 2, 0, 0},
+        {16, 256, 4, 2, 0, 0},
+        {16, 128, 2, 2, 0, 0},
+        {8, 256, 4, 2, 0, 0},
+        {16, 256, 6, 2, 0, 0},
+        {16, 256, 3, 2, 1, 0},
+        {8, 256, 3, 2, 1, 0},
+        {8, 512, 3, 2, 1, 0},
+        {4, 1024, 3, 2, 1, 0},
+        {16, 128, 3, 2, 1, 0},
+        {16, 64, 3, 2, 1, 0},
+        {16, 64, 3, 2, 0, 0},
+        {16, 256, 3, 2, 0, 1},
+        {16, 256, 4, 2, 0, 1},
+        {16, 128, 3, 2, 0, 1},
+        {16, 256, 2, 2, 0, 1},
+        {8, 512, 3, 2, 0, 1},
+        {16, 256, 3, 2, 1, 1},
+        /* cluster sizes that are not powers of two: fewer straggler clusters in the last wave */
+        {6, 256, 3, 2, 0, 0},
+        {7, 256, 3, 2, 0, 0},
+        {11, 256, 3, 2, 0, 0},
+        {12, 256, 3, 2, 0, 0},
+        {15, 256, 3, 2, 0, 0}};
     timeShape("B64 H16/1 L8k", 64, 16, 1, 8192, ceiling, vs, log);
     timeShape("B16 H16/1 L32k", 16, 16, 1, 32768, ceiling, vs, log);
     timeShape("B128 H64/8 L4k", 128, 64, 8, 4096, ceiling, vs, log);
