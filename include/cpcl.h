@@ -202,7 +202,9 @@ typedef struct {
    * of compute capability 9.0 run the Hopper tensor-core MLA body, a launch of its own that the
    * fused kernel cannot host: their automatic schedule is a2a, and a forced "fused" keeps the
    * CUDA-core MLA body inside the fused kernel (correct, slower; the plan's INFO line says which
-   * body runs). CPCL_MLA_SM90=0 turns the Hopper body off (and the automatic choice is fused again). */
+   * body runs). CPCL_MLA_SM90=0 turns the Hopper body off (and the automatic choice is fused again).
+   * bf16/fp16 GQA plans (D 64/128) on those GPUs run the Hopper GQA body (thread-block clusters),
+   * which the fused kernel cannot host either: the same rules, with CPCL_GQA_SM90=0. */
   const char* algo;
   /* Added to the contract (version 0.2): K, the entries of each query row's list of keys for
    * sparse attention (DeepSeek-V3.2 DSA; cpclBatch_t.topkIndices says which positions); 0 =

@@ -60,6 +60,12 @@ typedef struct {
    * not cudaCoresOnly; 0 = never (the CUDA-core MLA body). Its split partials use the workspace
    * too (cpclCudaAttnMlaSm90WorkspaceBytes). */
   int mlaSm90Splits;
+  /* CUDA: the Hopper GQA body (kernels/cuda/gqa_sm90.h) with clusters of this many KV splits a
+   * row and chunks of at least gqaSm90ChunkMin keys (cpclCudaAttnGqaSm90Plan, fixed per plan),
+   * where it applies: q, KV and out of one type, bf16 or fp16, Dqk == Dvo in {64, 128}, not
+   * latent, a device of compute capability 9.0, not inside the fused kernel, not cudaCoresOnly;
+   * 0 = never (the tensor-core or CUDA-core body). It needs neither workspace nor counters. */
+  int gqaSm90Splits, gqaSm90ChunkMin;
   int* errorFlag; /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
   /* CUDA: when outBlock[0] is set, block j's out / lse start at outBlock[j] / lseBlock[j] (token
    * strides as above) instead of out + j * oBlockStride: the fused kernel stores each block's
@@ -95,6 +101,12 @@ size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads);
  * or 0 where the body does not apply (another shape, or not a compute capability 9.0 device):
  * the value of cpclAttnParams_t.mlaSm90Splits. */
 int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxTokens);
+/* The Hopper GQA body's cluster size for a plan of maxTokens rows (shape: qType, kvType, latentKv,
+ * headDimQk/Vo, numKvHeads, pageSize, numHeads = all gathered heads, groupSize or 0 for numHeads /
+ * numKvHeads), with *chunkMin its chunk, or 0 where the body does not apply: the values of
+ * cpclAttnParams_t.gqaSm90Splits / gqaSm90ChunkMin. Raises the body's launch attributes on the
+ * current device (call it at plan creation, outside any stream capture). */
+int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTokens, int* chunkMin);
 /* bytes of split workspace that body needs for maxTokens rows of numHeads heads */
 size_t cpclCudaAttnMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int splits);
 int cpclCudaAttn(const cpclAttnParams_t* p, void* stream);

@@ -92,18 +92,42 @@ static int mlaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads) {
   return cpclCudaAttnMlaSm90Splits(&shape, maxTokens);
 }
 
+/* The Hopper GQA body's cluster size and chunk for a plan of this shape on the current device (0:
+ * the plan does not run it: another shape or device, or CPCL_GQA_SM90=0). */
+static int gqaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* chunkMin) {
+  *chunkMin = 0;
+  /* sparse plans walk key lists, which only the CUDA-core body (and the Hopper MLA body) take */
+  if (cpclParamInt(CPCL_PARAM_GQA_SM90) == 0 || d->topk > 0) return 0;
+  cpclAttnParams_t shape;
+  memset(&shape, 0, sizeof(shape));
+  shape.qType = d->qType;
+  shape.kvType = d->kvType;
+  shape.latentKv = d->latentKv;
+  shape.headDimQk = d->headDimQk;
+  shape.headDimVo = d->headDimVo;
+  shape.numKvHeads = d->numKvHeads;
+  shape.pageSize = d->pageSize;
+  shape.numHeads = numHeads;
+  return cpclCudaAttnGqaSm90Plan(&shape, maxTokens, chunkMin);
+}
+
 /* Sized for both MLA bodies where the plan runs the Hopper one: the fused kernel keeps the
- * CUDA-core body (and the launcher falls back to it on another device). */
-static size_t cudaAttnWorkspace(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* maxSplits, int* mlaSm90) {
+ * CUDA-core body (and the launcher falls back to it on another device). The Hopper GQA body
+ * needs no workspace (its splits merge in the cluster's shared memory). */
+static size_t cudaAttnWorkspace(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* maxSplits, int* mlaSm90,
+                                int* gqaSm90, int* gqaSm90ChunkMin) {
   *maxSplits = cpclCudaAttnMaxSplits(maxTokens, numHeads, d->headDimVo);
   *mlaSm90 = mlaSm90Splits(d, maxTokens, numHeads);
+  *gqaSm90 = gqaSm90Splits(d, maxTokens, numHeads, gqaSm90ChunkMin);
   const size_t cores = cpclCudaAttnWorkspaceBytes(maxTokens, numHeads, d->headDimVo, *maxSplits);
   const size_t sm90 = *mlaSm90 ? cpclCudaAttnMlaSm90WorkspaceBytes(maxTokens, numHeads, *mlaSm90) : 0;
   return cores > sm90 ? cores : sm90;
 }
 
 static const char* cudaAttnOwnBody(const cpclAttnDesc_t* d, int numHeads) {
-  return mlaSm90Splits(d, 1, numHeads) > 0 ? "the Hopper MLA body (mla_sm90)" : NULL;
+  int chunkMin;
+  if (mlaSm90Splits(d, 1, numHeads) > 0) return "the Hopper MLA body (mla_sm90)";
+  return gqaSm90Splits(d, 1, numHeads, &chunkMin) > 0 ? "the Hopper GQA body (gqa_sm90)" : NULL;
 }
 
 static cpclResult_t cudaZeroSync(struct cpclComm* comm, void* ptr, size_t bytes, const char* what) {

@@ -12,6 +12,11 @@
  * body's plan splits), "cores" the CUDA-core body. The DeepSeek rows of issue 13:
  *   kernel_perf -s 1,16,1,576,4096 -s 64,16,1,576,16384 -s 32,128,1,576,16384
  *               -s 128,128,1,576,16384 -s 128,128,1,576,4096 [-p 64]
+ * D = 64 / 128 (GQA): "auto" runs the Hopper GQA body on compute capability 9.0 GPUs ("auto/sm90",
+ * clusters of the plan's splits; CPCL_GQA_SM90=0 turns it off), "mma" the tensor-core body it
+ * replaces, "cores" the CUDA-core body. The rows of issue 12:
+ *   kernel_perf -s 64,16,1,128,8192 -s 16,16,1,128,32768 -s 128,64,8,128,4096 -s 1,16,1,128,4096
+ *               -s 32,64,1,128,32768 -s 8,64,1,128,131072
  * KV is bf16, paged (-p tokens a page, 16 by default; scrambled page ids), and rotated over enough
  * copies that the working set exceeds L2. TFLOP/s counts 2 (Dqk + Dv) per (row, head, key). Times are CUDA-event
  * intervals around each launch after -w warm-up launches (min/median/max). -c 1 compares every variant's output with
@@ -164,8 +169,14 @@ static int sweep;        /* -x: also every (stages, split size) variant of the t
 static int topk;         /* -k: sparse attention over K listed positions a row (0: dense) */
 static int simRanks = 8; /* -W: the sparse rows' simulated ranks (besides W = 1) */
 static int page = 16;    /* -p: tokens a KV page */
-static shapes_t shapes = {
-    {{64, 16, 1, 128, 8192}, {16, 16, 1, 128, 32768}, {128, 64, 8, 128, 4096}, {1, 16, 1, 128, 4096}}, 4, 0};
+static shapes_t shapes = {{{64, 16, 1, 128, 8192},
+                           {16, 16, 1, 128, 32768},
+                           {128, 64, 8, 128, 4096},
+                           {1, 16, 1, 128, 4096},
+                           {32, 64, 1, 128, 32768},
+                           {8, 64, 1, 128, 131072}},
+                          6,
+                          0};
 
 typedef struct {
   cpclAttnParams_t* p;
@@ -279,6 +290,10 @@ static void benchAttention(const shape_t* sh, double ceiling) {
   const int sm90Splits = sm90Env && strcmp(sm90Env, "0") == 0 ? 0 : cpclCudaAttnMlaSm90Splits(&p, B);
   const size_t sm90Bytes = sm90Splits ? cpclCudaAttnMlaSm90WorkspaceBytes(B, H, sm90Splits) : 0;
   if (sm90Bytes > wsBytes) wsBytes = sm90Bytes;
+  /* the Hopper GQA body likewise, with the plan's constants for B rows (no workspace) */
+  const char* gqaEnv = getenv("CPCL_GQA_SM90");
+  int gqaChunk = 0;
+  const int gqaSplits = gqaEnv && strcmp(gqaEnv, "0") == 0 ? 0 : cpclCudaAttnGqaSm90Plan(&p, B, &gqaChunk);
   CU(cudaMalloc(&ws, wsBytes));
   p.workspace = ws;
   p.workspaceBytes = wsBytes;
@@ -308,14 +323,22 @@ static void benchAttention(const shape_t* sh, double ceiling) {
     free(hq);
   }
 
-  static const int stagesOf[] = {0, 0, 0, 2, 3, 2, 3, 2, 3}, chunkOf[] = {0, 0, 0, 128, 128, 256, 256, 512, 512};
+  static const int stagesOf[] = {0, 0, 0, 2, 3, 2, 3, 2, 3, 0}, chunkOf[] = {0, 0, 0, 128, 128, 256, 256, 512, 512, 0};
   /* variant 2: the default kernel on one KV copy, L2-warm as PyTorch's anchor measures (only
-   * when the KV fits in L2) */
+   * when the KV fits in L2); 3-8 (-x) sweep the tensor-core body; 9: that body where the Hopper
+   * GQA body is the default */
   const int warmOk = kvBytes < 40.0 * 1048576;
-  for (int variant = 0; variant < (sweep && !mla ? 9 : 3); variant++) {
+  int order[10], nVariants = 0;
+  for (int v = 0; v < (sweep && !mla ? 9 : 3); v++) order[nVariants++] = v;
+  if (gqaSplits) order[nVariants++] = 9;
+  for (int vi = 0; vi < nVariants; vi++) {
+    const int variant = order[vi];
     if (variant == 2 && !warmOk) continue;
+    const int hopper = variant == 0 || variant == 2; /* the default bodies */
     p.cudaCoresOnly = variant == 1;
     p.mlaSm90Splits = variant == 1 ? 0 : sm90Splits;
+    p.gqaSm90Splits = hopper ? gqaSplits : 0;
+    p.gqaSm90ChunkMin = hopper ? gqaChunk : 0;
     p.pipelineStages = stagesOf[variant];
     p.splitChunkMin = chunkOf[variant];
     attnArgs_t a = {&p, k, v, copies, variant == 2, 0};
@@ -343,7 +366,9 @@ static void benchAttention(const shape_t* sh, double ceiling) {
                variant == 2 ? "L2-warm"
                : variant    ? "cores"
                             : "auto",
-               variant != 1 && sm90Splits ? "/sm90" : "");
+               variant != 1 && (sm90Splits || gqaSplits) ? "/sm90" : "");
+    else if (variant == 9)
+      snprintf(name, sizeof(name), "mma");
     else
       snprintf(name, sizeof(name), "s%d/c%d", stagesOf[variant], chunkOf[variant]);
     perfValue_t row[NUM_COLS] = {PERF_S("attn"),
@@ -360,7 +385,9 @@ static void benchAttention(const shape_t* sh, double ceiling) {
                                  PERF_D(tbs),
                                  PERF_D(tfs),
                                  PERF_D(100 * tbs / ceiling),
-                                 PERF_I(variant != 1 && sm90Splits ? sm90Splits : maxSplits),
+                                 PERF_I(variant != 1 && sm90Splits ? sm90Splits
+                                        : hopper && gqaSplits      ? gqaSplits
+                                                                   : maxSplits),
                                  PERF_I(L),
                                  PERF_I(variant == 2 ? 1 : copies),
                                  perf.check ? PERF_I(wrong) : PERF_NONE,

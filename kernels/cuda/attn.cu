@@ -1,6 +1,7 @@
 /*
  * attn.cu -- the attention launchers (attn_params.h, fused_params.h): pick the kernel for the
- * shape: the Hopper MLA body (mla_sm90.h, its own sm_90a unit) for the plans that ask for it,
+ * shape: the Hopper MLA and GQA bodies (mla_sm90.h, gqa_sm90.h, sm_90a units of their own) for
+ * the plans that ask for them,
  * tensor cores (attn_mma.cuh) where they cover it, CUDA cores (attn_split.cuh) otherwise, and
  * call its instantiation (attn_instances.cuh). No kernel body is compiled here.
  */
@@ -8,6 +9,7 @@
 
 #include "attn_instances.cuh"
 #include "dispatch.cuh"
+#include "gqa_sm90.h"
 #include "mla_sm90.h"
 #include "peer_sync.h"
 
@@ -64,6 +66,10 @@ static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, v
   /* the Hopper MLA body is a launch of its own (384 threads, 222 KB of shared memory, a merge
    * kernel after it): the fused kernel keeps the CUDA-core body */
   int err = p->cudaCoresOnly || f ? -1 : cpclMlaSm90Attn(p, stream);
+  if (err >= 0) return err ? err : (int)cudaGetLastError();
+  /* the Hopper GQA body: thread-block clusters and 2 CTAs of ~100 KB an SM, which the fused
+   * kernel's persistent grid cannot host (it keeps the tensor-core body) */
+  err = p->cudaCoresOnly || f ? -1 : cpclGqaSm90Attn(p, stream);
   if (err >= 0) return err ? err : (int)cudaGetLastError();
   err = p->cudaCoresOnly ? -1 : attnMma(p, f, s);
   if (err < 0) err = attnSplit(p, f, s);

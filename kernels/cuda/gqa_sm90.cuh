@@ -11,8 +11,9 @@
  * queryStart) sits at global position seqLens[s] - n + j and attends to the local prefix
  * [0, localLen(cpRank, pos + 1)) (DESIGN.md §2, kv_layout.h); seqLens[s] == 0 is padding.
  *
- * Grid (CL, headBlocks * Hkv, rows), cluster (CL, 1, 1): cluster = one (row, KV head, head
- * block), CTA rank = split index. A CTA holds HC = 16 HB heads (HB = 1, 2, 4: G <= 16, 32, 64;
+ * Grid (CL * rows, headBlocks * nKv, 1), cluster (CL, 1, 1): cluster = one (row, KV head, head
+ * block), CTA rank = split index; nKv = the KV heads heads [headBegin, headBegin + numHeads) touch,
+ * headBlocks = ceil(min(G, numHeads) / HC). A CTA holds HC = 16 HB heads (HB = 1, 2, 4: G <= 16, 32, 64;
  * larger G takes ceil(G / 64) head blocks, each reading the KV once). 160 threads, 2 CTAs an SM:
  *   warp 4 (producer), per 64-key tile, block-table entries read one tile ahead, then (kMode)
  *     2: TMA tensor boxes of min(pageSize, 64) keys x 64 dims (SWIZZLE_128B), D / 64 per page
@@ -29,6 +30,9 @@
  *     groups of one head block merge through shared memory.
  * Splits (batch-invariant: the row's own length L and plan constants CL, chunkMin only):
  *   ns = min(CL, max(1, ceil(L / chunkMin))), chunk = roundup(ceil(L / ns), 64), ns = ceil(L / chunk).
+ * Bad batch data (params_common.h): a row rowOf rejects, or one longer than its block-table row,
+ * is empty and recorded; each CTA checks the page ids of its own split (the lines its producer
+ * reads next), and a negative one empties the whole row (the merge reads every split's mark).
  * Each CTA leaves its normalised fp32 partial and base-2 LSE in its shared memory; after a
  * cluster barrier CTA r merges every CL-th float4 of the outputs over splits 0..ns-1 in order
  * (DESIGN.md §1: exact, -inf partials skipped, all -inf gives o = 0, lse = -inf), then a second
@@ -46,6 +50,7 @@
 #include <stdint.h>
 
 #include "../kv_layout.h"
+#include "common.cuh"
 #include "gqa_sm90.h"
 
 namespace cpcl {
@@ -84,7 +89,7 @@ struct Tail {
   static constexpr size_t kPL = kPO + (size_t)HC * D * 4;           /* [HC] */
   static constexpr size_t kEnd = kPL + HC * 4;
 };
-constexpr int kBarBytes = 16 * 2 * 8; /* full[16], empty[16] */
+constexpr int kBarBytes = 16 * 2 * 8 + 16; /* full[16], empty[16], the split's bad-page mark */
 template <int D, int HB, bool kTma>
 __host__ __device__ constexpr size_t bodyBytes(int stages) {
   return (size_t)stages * Layout<D, kTma>::kStageB > Tail<D, HB>::kEnd ? (size_t)stages * Layout<D, kTma>::kStageB
@@ -180,34 +185,88 @@ __device__ __forceinline__ void ldsm4T(uint32_t* r, uint32_t a) {
                : "r"(a));
 }
 
-/* Which rows a query row attends to. */
+/* ---- wgmma (the kWg consumers: one warpgroup of 64 heads) ---- */
+__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* keeps the compiler from moving accumulator reads or writes across wgmma issue and wait */
+template <int N>
+__device__ __forceinline__ void fenceRegs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+/* shared-memory matrix descriptor, 128-byte swizzle (as mla_sm90.cuh): start >> 4 in bits 0-13,
+ * leading byte offset >> 4 in 16-29, stride byte offset >> 4 in 32-45, layout 1 in 62-63 */
+__device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return (uint64_t)((addr >> 4) & 0x3FFF) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) |
+         ((uint64_t)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+#include "gqa_sm90_wgmma.inc"
+template <typename T, int D>
+struct WgOp;
+template <>
+struct WgOp<__nv_bfloat16, 64> {
+  static __device__ __forceinline__ void s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int sc) {
+    wgRSBf16_n64t0(d, a, b, sc);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+    wgRSBf16_n64t1(d, a, b, 1);
+  }
+};
+template <>
+struct WgOp<__nv_bfloat16, 128> {
+  static __device__ __forceinline__ void s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int sc) {
+    wgRSBf16_n64t0(d, a, b, sc);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+    wgRSBf16_n128t1(d, a, b, 1);
+  }
+};
+template <>
+struct WgOp<__half, 64> {
+  static __device__ __forceinline__ void s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int sc) {
+    wgRSF16_n64t0(d, a, b, sc);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+    wgRSF16_n64t1(d, a, b, 1);
+  }
+};
+template <>
+struct WgOp<__half, 128> {
+  static __device__ __forceinline__ void s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int sc) {
+    wgRSF16_n64t0(d, a, b, sc);
+  }
+  static __device__ __forceinline__ void pv(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+    wgRSF16_n128t1(d, a, b, 1);
+  }
+};
+
+/* Which keys a query row attends to: L = 0 for padding and for bad rows (recorded). */
 struct RowWork {
   int s;     /* sequence */
   int64_t L; /* local prefix length */
 };
 __device__ __forceinline__ RowWork rowWork(const GqaParams& p, int t) {
   RowWork r;
-  int s = t, n = 1, j = 0;
-  if (p.queryStart) { /* last s with queryStart[s] <= t */
-    int lo = 0, hi = p.numSeqs - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (p.queryStart[mid] <= t)
-        lo = mid;
-      else
-        hi = mid - 1;
+  int r0, n;
+  r.L = 0;
+  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, p.errorFlag, &r.s, &r0, &n)) {
+    r.L = cpclKvLocalLenOf((int64_t)p.seqLens[r.s] - n + (t - r0) + 1, p.cpSize, p.cpRank, p.interleave);
+    const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
+    if (r.L > cap) { /* the block-table row cannot hold it: never read past it */
+      reportError(p.errorFlag, CPCL_KERR_CAPACITY, r.s, (int)min(r.L, (int64_t)INT32_MAX), (int)cap);
+      r.L = 0;
     }
-    s = lo;
-    j = t - p.queryStart[s];
-    n = p.queryStart[s + 1] - p.queryStart[s];
   }
-  r.s = s;
-  const int64_t len = p.seqLens[s];
-  /* padding (len 0) and malformed rows attend to nothing: out = 0, lse = -inf */
-  r.L = (len <= 0 || len < n || j >= n) ? 0 : cpclKvLocalLenOf(len - n + j + 1, p.cpSize, p.cpRank, p.interleave);
-  const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
-  if (r.L > cap) r.L = 0;
   return r;
+}
+
+/* element offset of head g, row t in the block layout (gqa_sm90.h) */
+__device__ __forceinline__ int64_t headOff(int g, int t, int Hb, int64_t blockStride, int64_t tokenStride, int width) {
+  return (int64_t)(g / Hb) * blockStride + (int64_t)t * tokenStride + (int64_t)(g % Hb) * width;
 }
 
 /* the row's split count and chunk: its own length and the plan's constants only */
@@ -227,11 +286,12 @@ __host__ __device__ __forceinline__ void splitOf(int64_t L, int CL, int chunkMin
 }
 
 /* kMode: 0 cp.async rows, 1 one bulk copy per row, 2 TMA tensor boxes (kMap / vMap) */
-template <typename T, int D, int HB, int kMode>
+template <typename T, int D, int HB, int kMode, bool kWg = false>
 __global__ void __launch_bounds__(kThreads, 2)
     gqaDecodeKernel(const __grid_constant__ CUtensorMap kMap, const __grid_constant__ CUtensorMap vMap,
                     const GqaParams p) {
   constexpr bool kTma = kMode == 2;
+  static_assert(!kWg || (HB == 4 && kTma), "the wgmma consumers take 64 heads (one warpgroup) and swizzled stages");
   using Lay = Layout<D, kTma>;
   using Tl = Tail<D, HB>;
   constexpr int kStageB = Lay::kStageB, kVOff = Lay::kVOff, KS = D / 16, NT = D / 8, HC = 16 * HB;
@@ -246,19 +306,42 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t barBase = sBase + (uint32_t)bodyBytes<D, HB, kTma>(stages);
   /* full[i] at barBase + 8 i, empty[i] at barBase + 128 + 8 i */
 
-  const int CL = gridDim.x, split = blockIdx.x, t = blockIdx.z;
-  const int G = p.numHeads / p.numKvHeads, headBlocks = (G + HC - 1) / HC;
-  const int kh = blockIdx.y / headBlocks, hb = blockIdx.y % headBlocks;
-  const int g0 = kh * G + hb * HC, nh = min(HC, G - hb * HC); /* this CTA's heads g0 .. g0 + nh - 1 */
+  const int CL = p.clusterSplits, split = blockIdx.x % CL, t = blockIdx.x / CL;
+  const int G = p.groupSize, headEnd = p.headBegin + p.numHeads, Hb = p.headsPerBlock;
+  const int headBlocks = (min(G, p.numHeads) + HC - 1) / HC;
+  const int kh = p.headBegin / G + blockIdx.y / headBlocks, hb = blockIdx.y % headBlocks;
+  /* this CTA's heads g0 .. g0 + nh - 1: the same for every CTA of the cluster, so a cluster
+   * with none leaves as a whole */
+  const int g0 = max(p.headBegin, kh * G) + hb * HC, nh = min(HC, min(headEnd, (kh + 1) * G) - g0);
+  if (nh <= 0) return;
+  /* launched as a programmatic dependent (p.pdl): the prologue above overlapped the previous
+   * kernel's tail; nothing it wrote is read before this (a no-op on a plain launch) */
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const RowWork rw = rowWork(p, t);
   int ns;
   int64_t chunk;
   splitOf(rw.L, CL, p.chunkMin, &ns, &chunk);
   const int64_t kBeg = split < ns ? (int64_t)split * chunk : 0;
-  const int64_t kEnd = split < ns ? min(rw.L, kBeg + chunk) : 0;
+  int64_t kEnd = split < ns ? min(rw.L, kBeg + chunk) : 0;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  /* page ids of this split, checked before anything is read through them (attn_common.cuh) */
+  /* in the dynamic block (a static one would cost 1 KB of alignment a CTA) */
+  int& splitBad = *reinterpret_cast<int*>(smem + bodyBytes<D, HB, kTma>(stages) + 256);
+  if (kEnd > kBeg) {
+    const int32_t* bt = p.blockTable + (int64_t)rw.s * p.maxPagesPerSeq;
+    const int pBeg = (int)(kBeg / p.pageSize), pEnd = (int)((kEnd - 1) / p.pageSize) + 1;
+    int badPage = -1;
+    for (int i = pBeg + tid; i < pEnd && badPage < 0; i += kThreads)
+      if (bt[i] < 0) badPage = i;
+    if (__syncthreads_or(badPage >= 0)) {
+      if (badPage >= 0) reportError(p.errorFlag, CPCL_KERR_PAGE, rw.s, bt[badPage], badPage);
+      kEnd = kBeg;
+    }
+  }
+  const bool bad = split < ns && kEnd == kBeg && rw.L > 0;
+  if (tid == 0) splitBad = bad;
   const int nTiles = kEnd > kBeg ? (int)((kEnd - kBeg + kTile - 1) / kTile) : 0;
 
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (tid == 0) {
     for (int i = 0; i < stages; i++) {
       mbarInit(barBase + 8 * i, kMode == 0 ? 32 : 1);
@@ -385,7 +468,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       const int row = gr + (i & 1) * 8;
-      const T* qr = q + (int64_t)t * p.qTokenStride + (int64_t)(gw + min(row, max(nW - 1, 0))) * D;
+      const T* qr = q + headOff(gw + min(row, max(nW - 1, 0)), t, Hb, p.qBlockStride, p.qTokenStride, D);
 #pragma unroll
       for (int ks = 0; ks < KS; ks++)
         qa[ks][i] = row < nW ? *reinterpret_cast<const uint32_t*>(qr + ks * 16 + cq + (i >> 1) * 8) : 0u;
@@ -410,73 +493,137 @@ __global__ void __launch_bounds__(kThreads, 2)
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         namedBarrier(1, kConsumerWarps * 32);
       }
-      const int kw = kg * KPW;
-      float sc[N][4];
+      if constexpr (kWg) {
+        /* one warpgroup: S = Q K^T as 64 x 64 (Q from registers, K read once from the swizzled
+         * stage), then O += P V as 64 x D (P from registers, V MN-major): warp w's rows are heads
+         * 16 w .. 16 w + 15, in mma.sync's fragment layout, so the softmax below is the same */
+        float s[32];
+        wgmmaFence();
 #pragma unroll
-      for (int n = 0; n < N; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
-        /* S = Q K^T over this warp's KPW keys */
+        for (int ks = 0; ks < KS; ks++)
+          WgOp<T, D>::s(s, qa[ks], sw128Desc(sK + (ks >> 2) * Lay::kHalfB + (ks & 3) * 32, 16, 1024), ks > 0);
+        wgmmaCommit();
+        wgmmaWait<0>();
+        fenceRegs(s);
+        float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int kb = 0; kb < N / 2; kb++) {
-        const int kr = kw + kb * 16 + (j8 >> 1) * 8 + (lane & 7);
+        for (int n = 0; n < 8; n++)
 #pragma unroll
-        for (int k = 0; k < KS; k++) {
-          uint32_t kf[4];
-          ldsm4(kf, Lay::addr(sK, kr, k * 2 + (j8 & 1)));
-          Mma<T>::run(sc[2 * kb], qa[k], kf);
-          Mma<T>::run(sc[2 * kb + 1], qa[k], kf + 2);
+          for (int e = 0; e < 4; e++) {
+            const int64_t key = tile0 + n * 8 + cq + (e & 1);
+            s[n * 4 + e] = key < kEnd ? s[n * 4 + e] * c : -INFINITY;
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[n * 4 + e]);
+          }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+          const float mnew = fmaxf(m[r], mx[r]);
+          const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
+          float rowSum = 0.f;
+#pragma unroll
+          for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+              const float x = s[n * 4 + r * 2 + e];
+              s[n * 4 + r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
+              rowSum += s[n * 4 + r * 2 + e];
+            }
+          l[r] = l[r] * alpha + rowSum;
+          m[r] = mnew;
+          if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+              o[n][r * 2] *= alpha;
+              o[n][r * 2 + 1] *= alpha;
+            }
+          }
         }
-      }
-      /* online softmax (base 2), keys past kEnd masked by select */
-      const int64_t tileKey = tile0 + kw;
-      float mx[2] = {-INFINITY, -INFINITY};
+        uint32_t pa[4][4];
 #pragma unroll
-      for (int n = 0; n < N; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int64_t key = tileKey + n * 8 + cq + (e & 1);
-          sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
-          mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
+        for (int kk = 0; kk < 4; kk++) {
+          pa[kk][0] = Mma<T>::pack(s[8 * kk + 0], s[8 * kk + 1]);
+          pa[kk][1] = Mma<T>::pack(s[8 * kk + 2], s[8 * kk + 3]);
+          pa[kk][2] = Mma<T>::pack(s[8 * kk + 4], s[8 * kk + 5]);
+          pa[kk][3] = Mma<T>::pack(s[8 * kk + 6], s[8 * kk + 7]);
         }
+        float(&of)[NT * 4] = reinterpret_cast<float(&)[NT * 4]>(o);
+        fenceRegs(of);
+        wgmmaFence();
 #pragma unroll
-      for (int r = 0; r < 2; r++) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        const float mnew = fmaxf(m[r], mx[r]);
-        const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
-        float rowSum = 0.f;
+        for (int kk = 0; kk < 4; kk++) WgOp<T, D>::pv(of, pa[kk], sw128Desc(sV + kk * 16 * 128, Lay::kHalfB, 1024));
+        wgmmaCommit();
+        wgmmaWait<0>();
+        fenceRegs(of);
+      } else {
+        const int kw = kg * KPW;
+        float sc[N][4];
+#pragma unroll
+        for (int n = 0; n < N; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+          /* S = Q K^T over this warp's KPW keys */
+#pragma unroll
+        for (int kb = 0; kb < N / 2; kb++) {
+          const int kr = kw + kb * 16 + (j8 >> 1) * 8 + (lane & 7);
+#pragma unroll
+          for (int k = 0; k < KS; k++) {
+            uint32_t kf[4];
+            ldsm4(kf, Lay::addr(sK, kr, k * 2 + (j8 & 1)));
+            Mma<T>::run(sc[2 * kb], qa[k], kf);
+            Mma<T>::run(sc[2 * kb + 1], qa[k], kf + 2);
+          }
+        }
+        /* online softmax (base 2), keys past kEnd masked by select */
+        const int64_t tileKey = tile0 + kw;
+        float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int n = 0; n < N; n++)
 #pragma unroll
-          for (int e = 0; e < 2; e++) {
-            const float x = sc[n][r * 2 + e];
-            sc[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
-            rowSum += sc[n][r * 2 + e];
+          for (int e = 0; e < 4; e++) {
+            const int64_t key = tileKey + n * 8 + cq + (e & 1);
+            sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
+            mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
           }
-        l[r] = l[r] * alpha + rowSum;
-        m[r] = mnew;
-        if (__any_sync(0xffffffffu, alpha != 1.f)) {
 #pragma unroll
-          for (int n = 0; n < NT; n++) {
-            o[n][r * 2] *= alpha;
-            o[n][r * 2 + 1] *= alpha;
+        for (int r = 0; r < 2; r++) {
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+          const float mnew = fmaxf(m[r], mx[r]);
+          const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
+          float rowSum = 0.f;
+#pragma unroll
+          for (int n = 0; n < N; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+              const float x = sc[n][r * 2 + e];
+              sc[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
+              rowSum += sc[n][r * 2 + e];
+            }
+          l[r] = l[r] * alpha + rowSum;
+          m[r] = mnew;
+          if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+              o[n][r * 2] *= alpha;
+              o[n][r * 2 + 1] *= alpha;
+            }
           }
         }
-      }
-      /* O += P V */
+        /* O += P V */
 #pragma unroll
-      for (int kb = 0; kb < N / 2; kb++) {
-        uint32_t pa[4];
-        pa[0] = Mma<T>::pack(sc[2 * kb][0], sc[2 * kb][1]);
-        pa[1] = Mma<T>::pack(sc[2 * kb][2], sc[2 * kb][3]);
-        pa[2] = Mma<T>::pack(sc[2 * kb + 1][0], sc[2 * kb + 1][1]);
-        pa[3] = Mma<T>::pack(sc[2 * kb + 1][2], sc[2 * kb + 1][3]);
-        const int vr = kw + kb * 16 + (j8 & 1) * 8 + (lane & 7);
+        for (int kb = 0; kb < N / 2; kb++) {
+          uint32_t pa[4];
+          pa[0] = Mma<T>::pack(sc[2 * kb][0], sc[2 * kb][1]);
+          pa[1] = Mma<T>::pack(sc[2 * kb][2], sc[2 * kb][3]);
+          pa[2] = Mma<T>::pack(sc[2 * kb + 1][0], sc[2 * kb + 1][1]);
+          pa[3] = Mma<T>::pack(sc[2 * kb + 1][2], sc[2 * kb + 1][3]);
+          const int vr = kw + kb * 16 + (j8 & 1) * 8 + (lane & 7);
 #pragma unroll
-        for (int nb = 0; nb < NT; nb += 2) {
-          uint32_t vb[4];
-          ldsm4T(vb, Lay::addr(sV, vr, nb + (j8 >> 1)));
-          Mma<T>::run(o[nb], pa, vb);
-          Mma<T>::run(o[nb + 1], pa, vb + 2);
+          for (int nb = 0; nb < NT; nb += 2) {
+            uint32_t vb[4];
+            ldsm4T(vb, Lay::addr(sV, vr, nb + (j8 >> 1)));
+            Mma<T>::run(o[nb], pa, vb);
+            Mma<T>::run(o[nb + 1], pa, vb + 2);
+          }
         }
       }
       __syncwarp();
@@ -489,6 +636,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   }
   __syncthreads(); /* every tile consumed and landed: the stages become merge scratch */
+  /* the next kernel may start its prologue (it waits for this grid's completion before reading
+   * anything): in the last wave only, since every CTA must trigger or exit first */
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   float* mW = reinterpret_cast<float*>(smem + Tl::kMW);
   float* lW = reinterpret_cast<float*>(smem + Tl::kLW);
@@ -556,28 +706,33 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
   }
 
-  T* out = static_cast<T*>(p.out) + (int64_t)t * p.oTokenStride + (int64_t)g0 * D;
-  float* lseOut = p.lse ? p.lse + (int64_t)t * p.lseTokenStride + g0 : nullptr;
+  T* out = static_cast<T*>(p.out);
+  float* lseOut = p.lse;
   const float lseScale = p.lseBase2 ? 1.f : kLn2;
   if (ns == 1) {
     if (split != 0) return;
     for (int u = tid; u < nh * (D / 4); u += kThreads) {
       const int row = u / (D / 4), col = (u % (D / 4)) * 4;
       const float4 v = *reinterpret_cast<const float4*>(pO + row * D + col);
-      *reinterpret_cast<uint2*>(out + row * D + col) = make_uint2(Mma<T>::pack(v.x, v.y), Mma<T>::pack(v.z, v.w));
-      if (col == 0 && lseOut) lseOut[row] = pL[row] * lseScale;
+      *reinterpret_cast<uint2*>(out + headOff(g0 + row, t, Hb, p.oBlockStride, p.oTokenStride, D) + col) =
+          make_uint2(Mma<T>::pack(v.x, v.y), Mma<T>::pack(v.z, v.w));
+      if (col == 0 && lseOut)
+        lseOut[headOff(g0 + row, t, Hb, p.lseBlockStride, p.lseTokenStride, 1)] = pL[row] * lseScale;
     }
     return;
   }
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();
+  /* a split that met a negative page id empties the row: the same result whichever split it is */
+  bool rowBad = false;
+  for (int j = 0; j < ns; j++) rowBad |= *cluster.map_shared_rank(&splitBad, j) != 0;
   for (int u = split * kThreads + tid; u < nh * (D / 4); u += CL * kThreads) {
     const int row = u / (D / 4), col = (u % (D / 4)) * 4;
     float ls[kMaxCluster];
     float mg = -INFINITY;
 #pragma unroll
     for (int j = 0; j < kMaxCluster; j++) {
-      ls[j] = j < ns ? cluster.map_shared_rank(pL, j)[row] : -INFINITY;
+      ls[j] = j < ns && !rowBad ? cluster.map_shared_rank(pL, j)[row] : -INFINITY;
       mg = fmaxf(mg, ls[j]);
     }
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -599,8 +754,9 @@ __global__ void __launch_bounds__(kThreads, 2)
           acc.w += w * v.w;
         }
     }
-    *reinterpret_cast<uint2*>(out + row * D + col) = make_uint2(Mma<T>::pack(acc.x, acc.y), Mma<T>::pack(acc.z, acc.w));
-    if (col == 0 && lseOut) lseOut[row] = lse2 * lseScale;
+    *reinterpret_cast<uint2*>(out + headOff(g0 + row, t, Hb, p.oBlockStride, p.oTokenStride, D) + col) =
+        make_uint2(Mma<T>::pack(acc.x, acc.y), Mma<T>::pack(acc.z, acc.w));
+    if (col == 0 && lseOut) lseOut[headOff(g0 + row, t, Hb, p.lseBlockStride, p.lseTokenStride, 1)] = lse2 * lseScale;
   }
   cluster.sync(); /* no CTA leaves while another still reads its shared memory */
 }

@@ -1,10 +1,15 @@
 /*
  * gqa_sm90.h -- parameters and launcher of the Hopper GQA decode body (gqa_sm90.cuh). Plain C.
+ * GqaParams is the body's own view (the standalone bench fills it); the library's path
+ * (cpclGqaSm90Attn, attn.cu) fills it from cpclAttnParams_t and the plan's split constants.
  */
 #ifndef CPCL_CUDA_GQA_SM90_H_
 #define CPCL_CUDA_GQA_SM90_H_
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "attn_params.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -18,19 +23,25 @@ typedef struct {
   int maxPagesPerSeq;
   int cpSize, cpRank, interleave; /* KV sharding (DESIGN.md §2); 1, 0, 1 on one rank */
   int pageSize;                   /* any >= 1 */
-  int numHeads, numKvHeads;       /* H (rows of q, out, lse) and Hkv; H % Hkv == 0 */
+  int numHeads, numKvHeads;       /* heads of this call and the cache's KV heads */
+  int groupSize;                  /* G: head g reads KV head g / G (0: numHeads / numKvHeads) */
+  int headBegin;                  /* heads [headBegin, headBegin + numHeads) of the G x Hkv */
+  int headsPerBlock;              /* Hb of the block layout below (0: numHeads, one block) */
   int headDim;                    /* 64 or 128 (Qk == Vo) */
   int dtype;                      /* 0 bf16, 1 fp16: q, K, V and out */
   float smScale;
   int lseBase2;
-  const void* q; /* q + t * qTokenStride + h * headDim (elements) */
-  int64_t qTokenStride;
+  /* head g, row t (elements): q + (g / Hb) * qBlockStride + t * qTokenStride + (g % Hb) * headDim,
+   * out and lse alike (attn_params.h) */
+  const void* q;
+  int64_t qBlockStride, qTokenStride;
   const void* kCache; /* [pages][pageSize][numKvHeads][headDim] */
   const void* vCache;
-  void* out; /* out + t * oTokenStride + h * headDim */
-  int64_t oTokenStride;
-  float* lse; /* lse + t * lseTokenStride + h; may be NULL */
-  int64_t lseTokenStride;
+  void* out;
+  int64_t oBlockStride, oTokenStride;
+  float* lse; /* may be NULL */
+  int64_t lseBlockStride, lseTokenStride;
+  int* errorFlag; /* cpclKError_t record of the first bad batch datum (params_common.h), or NULL */
   /* plan constants: a row's splits depend on its own length and these only (batch-invariant) */
   int clusterSplits; /* CL: most splits of a row, the cluster size, 1..16 */
   int chunkMin;      /* fewest keys a split is cut to before CL caps the count; a multiple of 64 */
@@ -39,6 +50,10 @@ typedef struct {
                       * 1 one cp.async.bulk per K/V row (issue-bound, kept to measure),
                       * 2 TMA tensor boxes (needs maps; pageSize % 8 == 0 and 64 % pageSize == 0
                       *   or pageSize % 64 == 0) */
+  int consumer;      /* 0: 4 mma.sync warps; 1: one wgmma warpgroup (G > 32 heads a KV head, TMA
+                      * copies only; the bench's variant, not yet measured or wired) */
+  int pdl;           /* 1: a programmatic dependent launch (its prologue overlaps the previous
+                      * kernel's tail; the bench's variant, off in the library until measured) */
 } GqaParams;
 
 /* The TMA tensor maps of the K and V caches (copyMode 2): 128-byte CUtensorMap objects, made
@@ -46,8 +61,11 @@ typedef struct {
 typedef struct {
   uint64_t words[2][16];
 } GqaKvMaps;
-/* 0 or a cudaError_t; -1: not covered (page size) */
+/* 0 or a cudaError_t; -1: not covered (page size). Any upper bound of the page count works (TMA
+ * checks coordinates against the extent only). */
 int cpclGqaSm90KvMaps(GqaKvMaps* maps, const GqaParams* p, int64_t numPages);
+/* page sizes the TMA copy mode covers: a multiple of 8 dividing 64, or a multiple of 64 */
+int cpclGqaSm90TmaPageSizeOk(int pageSize);
 
 /* 0 or a cudaError_t; -1: shape not covered (dtype, headDim, group, splits). maps: NULL unless
  * copyMode == 2. */
@@ -56,6 +74,15 @@ int cpclGqaSm90Decode(const GqaParams* p, const GqaKvMaps* maps, void* stream);
 size_t cpclGqaSm90SmemBytes(const GqaParams* p);
 /* clusters of this launch the device holds at once (cudaOccupancyMaxActiveClusters); < 0: error */
 int cpclGqaSm90MaxActiveClusters(const GqaParams* p);
+
+/* The library's path (attn.cu): -1 when p does not take this body (p->gqaSm90Splits == 0, another
+ * shape or dtype, block bases (qBlock / outBlock), or a device other than compute capability 9.0),
+ * else the launch's result: TMA copies where the page size and the caches' alignment allow (the
+ * maps cached per cache), cp.async otherwise. */
+int cpclGqaSm90Attn(const cpclAttnParams_t* p, void* stream);
+/* the plan's split constants (cluster size CL, chunkMin) for maxTokens rows of groupSize heads a
+ * KV head over numKvHeads KV heads: a function of these alone, never of a batch */
+void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int* clusterSplits, int* chunkMin);
 
 #ifdef __cplusplus
 }

@@ -28,6 +28,10 @@ static const cpclParamDef_t paramDefs[CPCL_PARAM_NUM] = {
                              "1: bf16 MLA decode (576/512) on compute capability 9.0 GPUs runs the Hopper tensor-core "
                              "body (plans created after it is read); 0: the CUDA-core body",
                              1},
+    [CPCL_PARAM_GQA_SM90] = {"CPCL_GQA_SM90", "1",
+                             "1: bf16/fp16 GQA decode (D 64/128) on compute capability 9.0 GPUs runs the Hopper "
+                             "body (plans created after it is read); 0: the tensor-core body",
+                             1},
     [CPCL_PARAM_PREFILL_ALGO] = {"CPCL_PREFILL_ALGO", "",
                                  "force the prefill schedule: allgather or ring (empty: automatic)", 0},
 };

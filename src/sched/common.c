@@ -43,6 +43,8 @@ void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int
   p->maxSplits = pl->maxSplits;
   p->narrowOnly = pl->maxTokens < CPCL_WIDE_MIN_TOKENS; /* fixed per plan (kernels/cuda/attn_mma.cuh) */
   p->mlaSm90Splits = pl->mlaSm90Splits;                 /* 0 unless the plan runs the Hopper MLA body */
+  p->gqaSm90Splits = pl->gqaSm90Splits;                 /* 0 unless the plan runs the Hopper GQA body */
+  p->gqaSm90ChunkMin = pl->gqaSm90ChunkMin;
   p->splitCounters = pl->splitCounters;
   p->errorFlag = pl->errorDev;
   if (d->topk > 0) { /* cpclStepTopkFilter wrote them before the schedule ran */

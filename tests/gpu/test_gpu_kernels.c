@@ -1,9 +1,8 @@
 /* gpu: the CUDA kernels against the host references on fresh random data (every dtype, page
- * sizes 1/16/64, GQA groups 1..24, MLA dims up to 128 heads, interleave 1/16 with W > 1
- * simulated, empty shards, multi-row sequences, long rows that split, head sub-ranges), outputs
- * poisoned before each run; merge (NaN bytes under -inf), correction and KV store; and
- * cpclAttnDecode / Partial / Combine on one GPU rank against the host path, every schedule.
- * Exits 77 (skipped) when no GPU is present. */
+ * sizes 1/16/64, GQA groups 1..128 (the Hopper GQA body on compute capability 9.0), MLA dims up to 128 heads,
+ * interleave 1/16 with W > 1 simulated, empty shards, multi-row sequences, long rows that split, head sub-ranges),
+ * outputs poisoned before each run; merge (NaN bytes under -inf), correction and KV store; and cpclAttnDecode / Partial
+ * / Combine on one GPU rank against the host path, every schedule. Exits 77 (skipped) when no GPU is present. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -177,6 +176,20 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
                        (kc->pageSize % 64 == 0 || (kc->pageSize >= 8 && 64 % kc->pageSize == 0));
   EXPECT(sm90Off || (sm90 > 0) == (mlaShape && cc == 90),
          "cpclCudaAttnMlaSm90Splits = %d on compute capability %d, MLA bf16 shape %d", sm90, cc, mlaShape);
+  /* The Hopper GQA body likewise (bf16/fp16 q and KV of one type, D 64/128, not latent, on
+   * compute capability 9.0); CPCL_GQA_SM90=0 turns it off here too. */
+  const char* gqaEnv = getenv("CPCL_GQA_SM90");
+  const int gqaOff = gqaEnv && strcmp(gqaEnv, "0") == 0;
+  int gqaChunk = 0;
+  cpclAttnParams_t gshape = p;
+  gshape.numHeads = Hq; /* the plan's view: every gathered head */
+  const int gqa = gqaOff ? 0 : cpclCudaAttnGqaSm90Plan(&gshape, T, &gqaChunk);
+  const int gqaShape = (pb.qType == cpclBfloat16 || pb.qType == cpclFloat16) && pb.kvType == pb.qType && !pb.latent &&
+                       pb.Dqk == Dv && (Dv == 64 || Dv == 128);
+  EXPECT(gqaOff || (gqa > 0) == (gqaShape && cc == 90),
+         "cpclCudaAttnGqaSm90Plan = %d (chunk %d) on compute capability %d, GQA 16-bit shape %d", gqa, gqaChunk, cc,
+         gqaShape);
+  EXPECT(gqa == 0 || (gqa <= 16 && gqaChunk >= 64 && gqaChunk % 64 == 0), "GQA plan constants %d / %d", gqa, gqaChunk);
   /* device: with many splits and with one (direct write); tensor-core (wide and 16-head bodies,
    * the Hopper MLA body where it applies) and CUDA-core kernels */
   for (int run = 0; run < 6; run++) {
@@ -187,6 +200,10 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     /* runs 0, 1: the Hopper MLA body with 64 splits and with one; runs 2, 3 compare the CUDA-core
      * body (cudaCoresOnly skips it, like mlaSm90Splits = 0) */
     dp.mlaSm90Splits = run < 2 && sm90 ? splits : 0;
+    /* runs 0, 1: the Hopper GQA body with clusters of 16 splits of 64 keys (short rows split too),
+     * then with the plan's own constants */
+    dp.gqaSm90Splits = run < 2 && gqa ? (run ? gqa : 16) : 0;
+    dp.gqaSm90ChunkMin = run < 2 && gqa ? (run ? gqaChunk : 64) : 0;
     const size_t kvRows = (size_t)c.numPages * kc->pageSize * pb.Hkv;
     dp.queryStart = p.queryStart ? toDev(qs, sizeof(qs)) : NULL;
     dp.seqLens = toDev(lens, sizeof(lens));
@@ -221,6 +238,13 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     const size_t nCounters = cpclCudaAttnCounterCount(T, nh);
     CU(cudaMalloc((void**)&dp.splitCounters, nCounters * sizeof(unsigned)));
     CU(cudaMemset(dp.splitCounters, 0, nCounters * sizeof(unsigned)));
+    if (dp.gqaSm90Splits) { /* the body refuses a cluster past 16: proof that it runs */
+      cpclAttnParams_t bp = dp;
+      bp.gqaSm90Splits = 17;
+      const int e = cpclCudaAttn(&bp, NULL);
+      EXPECT(e == cudaErrorInvalidValue && strstr(cpclCudaKernelErrorDetail(), "Hopper GQA") != NULL,
+             "Hopper GQA body with 17 splits: %d (%s)", e, cpclCudaKernelErrorDetail());
+    }
     int err = cpclCudaAttn(&dp, NULL);
     EXPECT(err == 0, "launch: %s (%s)", cudaGetErrorString((cudaError_t)err), cpclCudaKernelErrorDetail());
     CU(cudaDeviceSynchronize());
@@ -230,11 +254,12 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
       if (kc->badPage)
         EXPECT(flag[CPCL_KERR_W_CODE] == CPCL_KERR_PAGE && flag[CPCL_KERR_W_SEQ] == badSeq &&
                    flag[CPCL_KERR_W_VALUE] == -5 && flag[CPCL_KERR_W_LIMIT] == badPage,
-               "negative page id recorded as code %d seq %d value %d limit %d (mla sm90 %d)", flag[0], flag[1], flag[2],
-               flag[3], dp.mlaSm90Splits);
+               "negative page id recorded as code %d seq %d value %d limit %d (mla sm90 %d, gqa sm90 %d)", flag[0],
+               flag[1], flag[2], flag[3], dp.mlaSm90Splits, dp.gqaSm90Splits);
       else
-        EXPECT(flag[CPCL_KERR_W_CODE] == CPCL_KERR_NONE, "error %d recorded on good data (padding %d, mla sm90 %d)",
-               flag[0], kc->padding, dp.mlaSm90Splits);
+        EXPECT(flag[CPCL_KERR_W_CODE] == CPCL_KERR_NONE,
+               "error %d recorded on good data (padding %d, mla sm90 %d, gqa sm90 %d)", flag[0], kc->padding,
+               dp.mlaSm90Splits, dp.gqaSm90Splits);
     }
     {
       /* the counters are left at zero for the next call */
@@ -269,9 +294,11 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
       }
     EXPECT(bad == 0,
            "attention q%d kv%d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d multi %d long %d base2 "
-           "%d heads [%d,+%d) Hb %d splits %d cores-only %d mla-sm90 %d padding %d bad page %d: %d elements off",
+           "%d heads [%d,+%d) Hb %d splits %d cores-only %d mla-sm90 %d gqa-sm90 %d/%d padding %d bad page %d: %d "
+           "elements off",
            pb.qType, pb.kvType, pb.Hkv, kc->G, pb.Dqk, Dv, pb.latent, kc->W, kc->r, kc->I, kc->pageSize, kc->multiRow,
-           kc->longRows, kc->base2, hb, nh, Hb, splits, coresOnly, dp.mlaSm90Splits, kc->padding, kc->badPage, bad);
+           kc->longRows, kc->base2, hb, nh, Hb, splits, coresOnly, dp.mlaSm90Splits, dp.gqaSm90Splits,
+           dp.gqaSm90ChunkMin, kc->padding, kc->badPage, bad);
     free(dOut);
     free(dLse);
     cudaFree((void*)dp.queryStart);
@@ -351,6 +378,24 @@ static void testAttention(void) {
   /* the CUDA-core bodies report a negative page id too */
   kcase_t badGqa = {cpclBfloat16, cpclBfloat16, 2, 8, 128, 128, 0, 1, 0, 1, 16, 1, 0, 0, 0, 0, 0, 1, 1};
   runAttnCase(&badGqa, seed++);
+  /* GQA on the Hopper body (sm_90; elsewhere the tensor-core body against the same reference):
+   * groups 1..128, D 64/128, bf16/fp16, pages 1/16/64 (cp.async and TMA copies; 8, 32, 128 and
+   * 48, which TMA does not take), multi-row sequences, interleave, long rows in many splits,
+   * padding, a negative page id (with one split and with several), base-2 LSE, the DCP block
+   * layout and a peer's sub-range */
+  const kcase_t gqas[] = {
+      {cpclBfloat16, cpclBfloat16, 1, 128, 128, 128, 0, 1, 0, 1, 16, 1, 1, 0, 0, 0, 0, 1, 0},
+      {cpclFloat16, cpclFloat16, 1, 96, 64, 64, 0, 2, 1, 16, 64, 1, 1, 0, 0, 0, 0, 1, 1},
+      {cpclBfloat16, cpclBfloat16, 2, 32, 128, 128, 0, 1, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 1},
+      {cpclFloat16, cpclFloat16, 4, 1, 128, 128, 0, 4, 3, 1, 8, 1, 1, 0, 0, 0, 0, 1, 0},
+      {cpclBfloat16, cpclBfloat16, 8, 2, 64, 64, 0, 1, 0, 1, 32, 1, 0, 0, 0, 0, 0, 0, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 64, 128, 128, 0, 1, 0, 1, 16, 1, 1, 0, 16, 32, 16, 0, 1},
+      {cpclFloat16, cpclFloat16, 2, 24, 128, 128, 0, 2, 0, 16, 128, 0, 1, 1, 8, 24, 8, 1, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 16, 128, 128, 0, 3, 2, 1, 48, 1, 1, 0, 0, 0, 0, 0, 1},
+      {cpclFloat16, cpclFloat16, 2, 48, 64, 64, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0},
+      {cpclBfloat16, cpclBfloat16, 1, 8, 128, 128, 0, 1, 0, 1, 64, 0, 1, 0, 0, 0, 0, 0, 1},
+  };
+  for (size_t i = 0; i < sizeof(gqas) / sizeof(gqas[0]); i++) runAttnCase(&gqas[i], seed++);
   /* head sub-ranges in blocks (a peer's heads in the pipelined schedule) */
   kcase_t sub = {cpclBfloat16, cpclBfloat16, 2, 8, 128, 128, 0, 2, 0, 1, 16, 1, 0, 0, 4, 4, 4};
   runAttnCase(&sub, seed++);
