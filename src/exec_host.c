@@ -84,6 +84,18 @@ static cpclResult_t hostPrefillStore(const cpclPrefillStoreParams_t* p, cpclStre
   return cpclSuccess;
 }
 
+static cpclResult_t hostStageAlloc(struct cpclComm* comm, size_t bytes, void** stager) {
+  return hostAlloc(comm, stager, bytes, "prefill layout");
+}
+static cpclResult_t hostStageBegin(void* stager, cpclStream_t s, void** host) {
+  *host = stager;
+  return cpclSuccess;
+}
+static cpclResult_t hostStageEnd(void* stager, cpclStream_t s, const cpclStageRange_t* r, int n, const void** view) {
+  *view = stager;
+  return cpclSuccess;
+}
+
 const cpclExecOps_t cpclExecHost = {
     .name = "host",
     .alloc = hostAlloc,
@@ -103,4 +115,8 @@ const cpclExecOps_t cpclExecHost = {
     .prefillWorkspaceBytes = hostPrefillWorkspace,
     .prefill = hostPrefill,
     .prefillStore = hostPrefillStore,
+    .stageAlloc = hostStageAlloc,
+    .stageFree = free,
+    .stageBegin = hostStageBegin,
+    .stageEnd = hostStageEnd,
 };
