@@ -69,6 +69,12 @@ typedef struct cpclExecOps {
   cpclResult_t (*stageBegin)(void* stager, cpclStream_t stream, void** host);
   cpclResult_t (*stageEnd)(void* stager, cpclStream_t stream, const cpclStageRange_t* ranges, int numRanges,
                            const void** kernelView);
+  /* A second stream of the stager's plan, so a transfer runs while stream computes: sideFork
+   * gives a stream that starts after all of stream's work so far, sideJoin makes stream wait for
+   * everything issued on it since (events; capturable: a fork and join inside a graph). The host:
+   * the same stream, nothing to do. */
+  cpclResult_t (*sideFork)(void* stager, cpclStream_t stream, cpclStream_t* side);
+  cpclResult_t (*sideJoin)(void* stager, cpclStream_t stream);
 } cpclExecOps_t;
 
 extern const cpclExecOps_t cpclExecHost;

@@ -140,6 +140,8 @@ typedef struct {
   int pending[3]; /* copied[i] was recorded after area i's last copy */
   int next, cur;
   void* dev;
+  cudaStream_t side; /* sideFork / sideJoin */
+  cudaEvent_t forked, joined;
 } cudaStager_t;
 
 static void cudaStageFree(void* v) {
@@ -153,6 +155,12 @@ static void cudaStageFree(void* v) {
     if (s->host[i]) cudaFreeHost(s->host[i]);
   }
   if (s->dev) cudaFree(s->dev);
+  if (s->side) {
+    cudaStreamSynchronize(s->side);
+    cudaStreamDestroy(s->side);
+  }
+  if (s->forked) cudaEventDestroy(s->forked);
+  if (s->joined) cudaEventDestroy(s->joined);
   free(s);
 }
 
@@ -161,6 +169,9 @@ static cpclResult_t cudaStageAlloc(struct cpclComm* comm, size_t bytes, void** o
   if (s == NULL) return CPCL_ERR(comm, cpclSystemError, "allocation of the prefill layout stager failed");
   s->bytes = bytes ? bytes : 16;
   cudaError_t e = cudaMalloc(&s->dev, s->bytes);
+  if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&s->side, cudaStreamNonBlocking);
+  if (e == cudaSuccess) e = cudaEventCreateWithFlags(&s->forked, cudaEventDisableTiming);
+  if (e == cudaSuccess) e = cudaEventCreateWithFlags(&s->joined, cudaEventDisableTiming);
   for (int i = 0; i < 3 && e == cudaSuccess; i++) {
     e = cudaHostAlloc(&s->host[i], s->bytes, cudaHostAllocDefault);
     if (e == cudaSuccess) e = cudaEventCreateWithFlags(&s->copied[i], cudaEventDisableTiming);
@@ -210,6 +221,20 @@ static cpclResult_t cudaStageEnd(void* v, cpclStream_t stream, const cpclStageRa
   return cpclSuccess;
 }
 
+static cpclResult_t cudaSideFork(void* v, cpclStream_t stream, cpclStream_t* side) {
+  cudaStager_t* s = v;
+  CUDACHECK(cudaEventRecord(s->forked, (cudaStream_t)stream), "side stream fork");
+  CUDACHECK(cudaStreamWaitEvent(s->side, s->forked, 0), "side stream fork");
+  *side = s->side;
+  return cpclSuccess;
+}
+static cpclResult_t cudaSideJoin(void* v, cpclStream_t stream) {
+  cudaStager_t* s = v;
+  CUDACHECK(cudaEventRecord(s->joined, s->side), "side stream join");
+  CUDACHECK(cudaStreamWaitEvent((cudaStream_t)stream, s->joined, 0), "side stream join");
+  return cpclSuccess;
+}
+
 const cpclExecOps_t cpclExecCuda = {
     .name = "cuda",
     .alloc = cudaAllocZero,
@@ -233,6 +258,8 @@ const cpclExecOps_t cpclExecCuda = {
     .stageFree = cudaStageFree,
     .stageBegin = cudaStageBegin,
     .stageEnd = cudaStageEnd,
+    .sideFork = cudaSideFork,
+    .sideJoin = cudaSideJoin,
 };
 
 cpclResult_t cpclCudaErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr) {

@@ -96,6 +96,12 @@ static cpclResult_t hostStageEnd(void* stager, cpclStream_t s, const cpclStageRa
   return cpclSuccess;
 }
 
+static cpclResult_t hostSideFork(void* stager, cpclStream_t s, cpclStream_t* side) {
+  *side = s;
+  return cpclSuccess;
+}
+static cpclResult_t hostSideJoin(void* stager, cpclStream_t s) { return cpclSuccess; }
+
 const cpclExecOps_t cpclExecHost = {
     .name = "host",
     .alloc = hostAlloc,
@@ -119,4 +125,6 @@ const cpclExecOps_t cpclExecHost = {
     .stageFree = free,
     .stageBegin = hostStageBegin,
     .stageEnd = hostStageEnd,
+    .sideFork = hostSideFork,
+    .sideJoin = hostSideJoin,
 };

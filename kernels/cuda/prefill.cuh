@@ -245,6 +245,9 @@ __device__ __forceinline__ void loadKvTile(const cpclPrefillParams_t& p, const S
   int seg = 0;
   while (seg + 1 < sg.n && sg.tile0[seg + 1] <= it) seg++;
   const int k0 = sg.key0[seg] + (it - sg.tile0[seg]) * kBK, kEnd = sg.keyEnd[seg], src = sg.src[seg];
+  /* chunk c of a K row and, where the V row has it (DV <= DQK), chunk c of its V row: one key
+   * lookup for both */
+  static_assert(DV <= DQK, "V chunks ride on the K chunks");
   constexpr int kcK = DQK / 8, kcV = DV / 8;
   const int tid = threadIdx.x;
   for (int i = tid; i < kBK * kcK; i += kThreads) {
@@ -257,17 +260,9 @@ __device__ __forceinline__ void loadKvTile(const cpclPrefillParams_t& p, const S
     }
     cpAsync16Z(st + r * C::kKRowB + c * 16,
                valid ? static_cast<const void*>(static_cast<const T*>(kr.k) + kr.kOff + c * 8) : p.queryStart, valid);
-  }
-  for (int i = tid; i < kBK * kcV; i += kThreads) {
-    const int r = i / kcV, c = i % kcV, key = k0 + r;
-    KeyRef kr;
-    bool valid = key < kEnd;
-    if (valid) {
-      kr = keyAt(p, s, src, key, kh);
-      valid = kr.valid;
-    }
-    cpAsync16Z(st + C::kKB + r * C::kVRowB + c * 16,
-               valid ? static_cast<const void*>(static_cast<const T*>(kr.v) + kr.vOff + c * 8) : p.queryStart, valid);
+    if (c < kcV)
+      cpAsync16Z(st + C::kKB + r * C::kVRowB + c * 16,
+                 valid ? static_cast<const void*>(static_cast<const T*>(kr.v) + kr.vOff + c * 8) : p.queryStart, valid);
   }
   if (tid < kBK) {
     const int key = k0 + tid;
@@ -404,6 +399,8 @@ __global__ void __launch_bounds__(kThreads) prefillMmaKernel(const __grid_consta
       }
     }
   }
+
+  asm volatile("cp.async.wait_group 0;\n" ::); /* nothing in flight at exit (an empty last group) */
 
 #pragma unroll
   for (int r = 0; r < 2; r++) {
