@@ -405,8 +405,9 @@ CPCL_API cpclResult_t cpclGetTopologySummary(char* buf, size_t len);
  * (newLen < 0, pcpSize < 1, pcpRank outside [0, pcpSize), start or len NULL). */
 CPCL_API int64_t cpclPcpChunks(int64_t newLen, int pcpSize, int pcpRank, int64_t start[2], int64_t len[2]);
 
-/* One prefill step's batch (DESIGN.md 4.2). Pointers in host memory (prefill on GPUs is not
- * built yet). Versioned: initialise it with CPCL_PREFILL_BATCH_INITIALIZER, then set the fields;
+/* One prefill step's batch (DESIGN.md 4.2). Pointers in host memory, except blockTable on a
+ * CUDA plan: device memory, as cpclBatch_t's (the host sizes the step's transfers from the
+ * lengths; the kernels read the pages). Versioned: initialise it with CPCL_PREFILL_BATCH_INITIALIZER, then set the fields;
  * a size other than sizeof(cpclPrefillBatch_t) is cpclInvalidArgument naming batch->size.
  * The new tokens of sequence s are positions contextLens[s] .. contextLens[s] + newLens[s] - 1;
  * this rank's rows of s are its two head-tail chunks of them (cpclPcpChunks of newLens[s] with
