@@ -407,8 +407,9 @@ CPCL_API int64_t cpclPcpChunks(int64_t newLen, int pcpSize, int pcpRank, int64_t
 
 /* One prefill step's batch (DESIGN.md 4.2). Pointers in host memory, except blockTable on a
  * CUDA plan: device memory, as cpclBatch_t's (the host sizes the step's transfers from the
- * lengths; the kernels read the pages). Versioned: initialise it with CPCL_PREFILL_BATCH_INITIALIZER, then set the fields;
- * a size other than sizeof(cpclPrefillBatch_t) is cpclInvalidArgument naming batch->size.
+ * lengths; the kernels read the pages). Versioned: initialise it with
+ * CPCL_PREFILL_BATCH_INITIALIZER, then set the fields; a size other than
+ * sizeof(cpclPrefillBatch_t) is cpclInvalidArgument naming batch->size.
  * The new tokens of sequence s are positions contextLens[s] .. contextLens[s] + newLens[s] - 1;
  * this rank's rows of s are its two head-tail chunks of them (cpclPcpChunks of newLens[s] with
  * its pcpRank), chunk pcpRank first, sequence-major. DCP ranks of one PCP rank pass the same rows
