@@ -12,7 +12,7 @@
  * Two bodies:
  *  - prefillMmaKernel<T, DQK, DV>: qType == kvType in {bf16, fp16}, separate V, (DQK, DV) in
  *    {(64, 64), (128, 128), (192, 128)}, 16-byte aligned rows. FlashAttention-2 style: a CTA of
- *    4 warps takes kBQ = 64 query rows of one head (warp w rows 16 w ..), Q in registers as
+ *    8 warps takes kBQ = 128 query rows of one head (warp w rows 16 w ..), Q in registers as
  *    mma.sync.m16n8k16 A fragments, K/V tiles of kBK = 64 keys double-buffered through shared
  *    memory with cp.async (tile i + 1 lands while tile i is computed), online softmax in base 2.
  *    Fragment layouts are attn_mma.cuh's (the decode tensor-core body).
@@ -39,7 +39,9 @@
 namespace cpcl {
 namespace pf {
 
-constexpr int kThreads = 128, kBQ = 64, kBK = 64, kGenBK = 128;
+/* kThreads: the CUDA-core and store kernels; the tensor-core body runs a warp per 16 of its kBQ
+ * query rows */
+constexpr int kThreads = 128, kBQ = 128, kMmaThreads = kBQ / 16 * 32, kBK = 64, kGenBK = 128;
 constexpr int kMaxSegs = CPCL_PREFILL_MAX_BLOCKS + 1;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
@@ -250,7 +252,7 @@ __device__ __forceinline__ void loadKvTile(const cpclPrefillParams_t& p, const S
   static_assert(DV <= DQK, "V chunks ride on the K chunks");
   constexpr int kcK = DQK / 8, kcV = DV / 8;
   const int tid = threadIdx.x;
-  for (int i = tid; i < kBK * kcK; i += kThreads) {
+  for (int i = tid; i < kBK * kcK; i += kMmaThreads) {
     const int r = i / kcK, c = i % kcK, key = k0 + r;
     KeyRef kr;
     bool valid = key < kEnd;
@@ -276,7 +278,7 @@ __device__ __forceinline__ void loadKvTile(const cpclPrefillParams_t& p, const S
 }
 
 template <typename T, int DQK, int DV>
-__global__ void __launch_bounds__(kThreads) prefillMmaKernel(const __grid_constant__ cpclPrefillParams_t p) {
+__global__ void __launch_bounds__(kMmaThreads) prefillMmaKernel(const __grid_constant__ cpclPrefillParams_t p) {
   using C = MmaCfg<DQK, DV>;
   constexpr int KS = DQK / 16, NT = DV / 8, NS = kBK / 8;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -295,7 +297,7 @@ __global__ void __launch_bounds__(kThreads) prefillMmaKernel(const __grid_consta
     constexpr int kc = DQK / 8;
     const T* qb = static_cast<const T*>(p.q) + (int64_t)(g / p.headsPerBlock) * p.qBlockStride +
                   (int64_t)(g % p.headsPerBlock) * DQK;
-    for (int i = tid; i < kBQ * kc; i += kThreads) {
+    for (int i = tid; i < kBQ * kc; i += kMmaThreads) {
       const int r = i / kc, c = i % kc;
       const bool valid = r < nRows;
       cpAsync16Z(sQ + r * C::kKRowB + c * 16, qb + (int64_t)(valid ? t0 + r : t0) * p.qTokenStride + c * 8, valid);
@@ -428,7 +430,7 @@ int launchMma(const cpclPrefillParams_t& p, cudaStream_t stream) {
     raised = true;
   }
   const dim3 grid((unsigned)(p.numSeqs + p.numTokens / kBQ + 1), (unsigned)p.numHeads);
-  prefillMmaKernel<T, DQK, DV><<<grid, kThreads, C::kSmem, stream>>>(p);
+  prefillMmaKernel<T, DQK, DV><<<grid, kMmaThreads, C::kSmem, stream>>>(p);
   return (int)cudaGetLastError();
 }
 
