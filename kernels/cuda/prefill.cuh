@@ -239,10 +239,13 @@ struct MmaCfg {
 };
 
 /* K/V tile `it` of the segments into a stage; threads < kBK also write the key positions
- * (INT32_MAX for keys past the segment: never visible). */
+ * (INT32_MAX for keys past the segment or behind a negative page id: never visible) and return
+ * whether their key needs the mask for a row at qmin or later (the tile's first row; the others
+ * are later), so a tile no thread flags is attended without the mask (the tiles left of the
+ * diagonal). */
 template <typename T, int DQK, int DV>
-__device__ __forceinline__ void loadKvTile(const cpclPrefillParams_t& p, const Segs& sg, int s, int kh, int it,
-                                           unsigned char* st) {
+__device__ __forceinline__ bool loadKvTile(const cpclPrefillParams_t& p, const Segs& sg, int s, int kh, int it,
+                                           unsigned char* st, int qmin) {
   using C = MmaCfg<DQK, DV>;
   int seg = 0;
   while (seg + 1 < sg.n && sg.tile0[seg + 1] <= it) seg++;
@@ -274,7 +277,9 @@ __device__ __forceinline__ void loadKvTile(const cpclPrefillParams_t& p, const S
       if (kr.valid) pos = kr.pos;
     }
     reinterpret_cast<int*>(st + C::kKB + C::kVB)[tid] = pos;
+    return pos > qmin;
   }
+  return false;
 }
 
 template <typename T, int DQK, int DV>
@@ -311,7 +316,8 @@ __global__ void __launch_bounds__(kMmaThreads) prefillMmaKernel(const __grid_con
   }
   __syncthreads(); /* the segments */
   const int nTiles = sg.tile0[sg.n];
-  if (nTiles > 0) loadKvTile<T, DQK, DV>(p, sg, s, kh, 0, stage[0]);
+  const int qmin = p.queryPos[t0];
+  bool pendMask = nTiles > 0 ? loadKvTile<T, DQK, DV>(p, sg, s, kh, 0, stage[0], qmin) : false;
   asm volatile("cp.async.commit_group;\n" ::);
 
   uint32_t qa[KS][4];
@@ -323,13 +329,15 @@ __global__ void __launch_bounds__(kMmaThreads) prefillMmaKernel(const __grid_con
 
   for (int it = 0; it < nTiles; it++) {
     asm volatile("cp.async.wait_group 0;\n" ::);
-    __syncthreads(); /* tile it landed; the other stage is free (tile it - 1 is done) */
+    /* tile it landed; the other stage is free (tile it - 1 is done); whether any of tile it's
+     * keys needs the mask */
+    const bool masked = __syncthreads_or(pendMask);
     if (it == 0) {
 #pragma unroll
       for (int ks = 0; ks < KS; ks++)
         ldsm4(qa[ks], sQ + (warp * 16 + (lane & 15)) * C::kKRowB + ks * 32 + (lane >> 4) * 16);
     }
-    if (it + 1 < nTiles) loadKvTile<T, DQK, DV>(p, sg, s, kh, it + 1, stage[(it + 1) & 1]);
+    pendMask = it + 1 < nTiles ? loadKvTile<T, DQK, DV>(p, sg, s, kh, it + 1, stage[(it + 1) & 1], qmin) : false;
     asm volatile("cp.async.commit_group;\n" ::);
     const unsigned char* ks_ = stage[it & 1];
     const unsigned char* vs_ = ks_ + C::kKB;
@@ -352,14 +360,24 @@ __global__ void __launch_bounds__(kMmaThreads) prefillMmaKernel(const __grid_con
     }
     /* causal mask by position, online softmax of rows gr and gr + 8 */
     float mx[2] = {-INFINITY, -INFINITY};
+    if (masked) {
 #pragma unroll
-    for (int n = 0; n < NS; n++)
+      for (int n = 0; n < NS; n++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int kp = kpos[n * 8 + cq + (e & 1)];
-        sc[n][e] = kp <= qp[e >> 1] ? sc[n][e] * c : -INFINITY;
-        mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
-      }
+        for (int e = 0; e < 4; e++) {
+          const int kp = kpos[n * 8 + cq + (e & 1)];
+          sc[n][e] = kp <= qp[e >> 1] ? sc[n][e] * c : -INFINITY;
+          mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
+        }
+    } else { /* every key at or before every row of the tile */
+#pragma unroll
+      for (int n = 0; n < NS; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          sc[n][e] *= c;
+          mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
+        }
+    }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
