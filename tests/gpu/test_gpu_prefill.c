@@ -15,7 +15,8 @@
  *     a chunked-prefill step (context > 0) and a fresh prompt; GQA bf16 D128, MHA fp16 192/128,
  *     MLA bf16 576/512;
  *   - CUDA graphs: one cpclAttnPrefill captured per schedule, replayed twice, bitwise the eager
- *     result.
+ *     result;
+ *   - NCCL (cpclCommInitNccl) when there is a GPU per rank: both schedules, every factorisation.
  * Exits 77 (skipped) without a CUDA device.
  */
 #include <cuda_runtime_api.h>
@@ -29,6 +30,9 @@
 #include "mpi_oob.h"
 #include "prefill_params.h"
 #include "testutil.h"
+#ifdef CPCL_HAVE_NCCL
+#include "cpcl_nccl.h"
+#endif
 
 static MPI_Comm world = MPI_COMM_WORLD;
 static int rank, W, kernelCases, apiCases, graphCases;
@@ -758,6 +762,28 @@ int main(int argc, char** argv) {
       CPCL_OK(cpclCommDestroy(comm));
     }
   }
+#ifdef CPCL_HAVE_NCCL
+  if (W <= devices) { /* NCCL: one rank per GPU; every factorisation, GQA, graphs */
+    ncclUniqueId id;
+    ncclComm_t nc;
+    if (rank == 0) EXPECT(ncclGetUniqueId(&id) == ncclSuccess);
+    MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, world);
+    EXPECT(ncclCommInitRank(&nc, W, id, rank) == ncclSuccess);
+    for (int D = 1; D <= W; D++) {
+      if (W % D) continue;
+      cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+      cfg.memType = cpclMemCuda;
+      cfg.dcpSize = D;
+      cpclComm_t comm;
+      CPCL_OK(cpclCommInitNccl(&comm, nc, &cfg));
+      apiCase(comm, W / D, D, 1, &shapes[0], 0, stream, 1);
+      apiCase(comm, W / D, D, 1, &shapes[1], 1, stream, 0);
+      CPCL_OK(cpclCommDestroy(comm));
+    }
+    EXPECT(ncclCommDestroy(nc) == ncclSuccess);
+    if (rank == 0) printf("nccl, %d rank(s): both schedules match fp64, graphs replay bitwise\n", W);
+  }
+#endif
   cudaStreamDestroy(stream);
   if (rank == 0)
     printf("test_gpu_prefill: %d ranks on %d GPU(s): %d kernel cases, %d schedule cases, %d graph replays passed\n", W,
