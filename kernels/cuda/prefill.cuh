@@ -250,24 +250,30 @@ __device__ __forceinline__ bool loadKvTile(const cpclPrefillParams_t& p, const S
   int seg = 0;
   while (seg + 1 < sg.n && sg.tile0[seg + 1] <= it) seg++;
   const int k0 = sg.key0[seg] + (it - sg.tile0[seg]) * kBK, kEnd = sg.keyEnd[seg], src = sg.src[seg];
-  /* chunk c of a K row and, where the V row has it (DV <= DQK), chunk c of its V row: one key
-   * lookup for both */
+  /* chunk c of a K row and, where the V row has it (DV <= DQK), chunk c of its V row: one row
+   * lookup for both; the segment's kind and bases are fixed for the tile */
   static_assert(DV <= DQK, "V chunks ride on the K chunks");
   constexpr int kcK = DQK / 8, kcV = DV / 8;
   const int tid = threadIdx.x;
+  const int64_t kStride = (int64_t)p.numKvHeads * DQK, vStride = (int64_t)p.numKvHeads * DV;
+  const T* kb = static_cast<const T*>(src < 0 ? p.kCache : p.kv[src].k) + (int64_t)kh * DQK;
+  const T* vb = static_cast<const T*>(src < 0 ? p.vCache : p.kv[src].v) + (int64_t)kh * DV;
+  const int32_t* bt = src < 0 ? p.blockTable + (int64_t)s * p.maxPagesPerSeq : nullptr;
   for (int i = tid; i < kBK * kcK; i += kMmaThreads) {
     const int r = i / kcK, c = i % kcK, key = k0 + r;
-    KeyRef kr;
     bool valid = key < kEnd;
-    if (valid) {
-      kr = keyAt(p, s, src, key, kh);
-      valid = kr.valid;
+    int64_t row = key; /* block row, or the cache slot */
+    if (valid && bt != nullptr) {
+      const int page = bt[key / p.pageSize];
+      valid = page >= 0;
+      row = (int64_t)page * p.pageSize + key % p.pageSize;
     }
-    cpAsync16Z(st + r * C::kKRowB + c * 16,
-               valid ? static_cast<const void*>(static_cast<const T*>(kr.k) + kr.kOff + c * 8) : p.queryStart, valid);
-    if (c < kcV)
-      cpAsync16Z(st + C::kKB + r * C::kVRowB + c * 16,
-                 valid ? static_cast<const void*>(static_cast<const T*>(kr.v) + kr.vOff + c * 8) : p.queryStart, valid);
+    const T* kp = kb + row * kStride + c * 8;
+    cpAsync16Z(st + r * C::kKRowB + c * 16, valid ? static_cast<const void*>(kp) : p.queryStart, valid);
+    if (c < kcV) {
+      const T* vp = vb + row * vStride + c * 8;
+      cpAsync16Z(st + C::kKB + r * C::kVRowB + c * 16, valid ? static_cast<const void*>(vp) : p.queryStart, valid);
+    }
   }
   if (tid < kBK) {
     const int key = k0 + tid;
