@@ -210,6 +210,14 @@ struct Mma<__half> {
   }
 };
 
+/* 2^x by the SFU alone (ex2.approx.ftz: 2 ulp, results below 2^-126 flushed to 0): the
+ * arguments are x - max <= 0, so a flushed term is one a normalised fp32 sum never sees */
+__device__ __forceinline__ float fastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ void ldsm4(uint32_t* r, const void* p) {
   unsigned a = (unsigned)__cvta_generic_to_shared(p);
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -389,14 +397,14 @@ __global__ void __launch_bounds__(kMmaThreads) prefillMmaKernel(const __grid_con
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
       const float mnew = fmaxf(m[r], mx[r]);
-      const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
+      const float alpha = m[r] == -INFINITY ? 0.f : fastExp2(m[r] - mnew);
       float rowSum = 0.f;
 #pragma unroll
       for (int n = 0; n < NS; n++)
 #pragma unroll
         for (int e = 0; e < 2; e++) {
           const float x = sc[n][r * 2 + e];
-          sc[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
+          sc[n][r * 2 + e] = x == -INFINITY ? 0.f : fastExp2(x - mnew);
           rowSum += sc[n][r * 2 + e];
         }
       l[r] = l[r] * alpha + rowSum;
