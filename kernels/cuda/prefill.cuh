@@ -409,10 +409,14 @@ __global__ void __launch_bounds__(kMmaThreads) prefillMmaKernel(const __grid_con
         }
       l[r] = l[r] * alpha + rowSum;
       m[r] = mnew;
+      /* the running max rarely moves after the first tiles: skip the rescale (a product by 1,
+       * exact) when no row of the warp's moved */
+      if (__any_sync(0xffffffffu, alpha != 1.f)) {
 #pragma unroll
-      for (int n = 0; n < NT; n++) {
-        o[n][r * 2] *= alpha;
-        o[n][r * 2 + 1] *= alpha;
+        for (int n = 0; n < NT; n++) {
+          o[n][r * 2] *= alpha;
+          o[n][r * 2 + 1] *= alpha;
+        }
       }
     }
     /* O += P V, P re-packed as A fragments of 16 keys */
