@@ -34,7 +34,7 @@ static cpclResult_t ringDeviceStep(struct cpclAttnPlan* pl, cpclStream_t stream,
   for (int part = 0; part < (rowBytes[1] ? 2 : 1); part++) {
     CPCL_NVTX_PUSH("cpcl prefill ring step");
     cpclResult_t res = c->tp->sendrecv(c->tpCtx, next, part ? v : k, sendRows * rowBytes[part], prev, part ? nv : nk,
-                                       recvRows * rowBytes[part], stream);
+                                       recvRows * rowBytes[part], pl->errorDev, stream);
     CPCL_NVTX_POP();
     if (res != cpclSuccess) {
       cpclCommFail(c, res);

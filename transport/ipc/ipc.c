@@ -215,7 +215,7 @@ static cpclResult_t ipcWaitFrom(void* vctx, int peer, int* errorFlag, cpclStream
  * earlier reads of that slot are done, stream-ordered), and the kernels after it see recvPeer's
  * bytes. */
 static cpclResult_t ipcSendrecv(void* vctx, int sendPeer, const void* sendbuf, size_t sendBytes, int recvPeer,
-                                void* recvbuf, size_t recvBytes, cpclStream_t stream) {
+                                void* recvbuf, size_t recvBytes, int* errorFlag, cpclStream_t stream) {
   ipcCtx_t* c = vctx;
   if (sendPeer == c->rank || recvPeer == c->rank || sendPeer < 0 || recvPeer < 0 || sendPeer >= c->W ||
       recvPeer >= c->W)
@@ -225,6 +225,7 @@ static cpclResult_t ipcSendrecv(void* vctx, int sendPeer, const void* sendbuf, s
   memset(&p, 0, sizeof(p));
   CPCLCHECK(ipcPeerSync(c, &p.sync));
   p.advance = 1;
+  p.errorFlag = errorFlag;
   if (sendBytes) {
     void* dst = translate(c, recvbuf, sendPeer);
     if (dst == NULL)
