@@ -16,6 +16,8 @@
  *     MLA bf16 576/512;
  *   - CUDA graphs: one cpclAttnPrefill captured per schedule, replayed twice, bitwise the eager
  *     result;
+ *   - a stalled peer mid-ring (ipc): the others give up after timeoutMs, their next call is
+ *     cpclTimeout, nothing hangs;
  *   - NCCL (cpclCommInitNccl) when there is a GPU per rank: both schedules, every factorisation.
  * Exits 77 (skipped) without a CUDA device.
  */
@@ -720,6 +722,46 @@ static void apiCase(cpclComm_t comm, int P, int D, int I, const shape_t* sh, int
   jobFree(&j);
 }
 
+/* One rank stops taking part in a ring (ipc, pcp = W): the others' device waits give up after
+ * timeoutMs, their next call returns cpclTimeout, and nothing hangs. */
+static void runStall(const shape_t* sh, cudaStream_t stream) {
+  cpclOob_t oob;
+  cpclMpiOob(&oob, &world);
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.memType = cpclMemCuda;
+  cfg.transport = "ipc";
+  cfg.dcpSize = 1;
+  cfg.timeoutMs = 1500;
+  cpclComm_t comm;
+  CPCL_OK(cpclCommInitOob(&comm, &oob, &cfg));
+  job_t j;
+  jobBuild(&j, sh, W, 1, 1, 16, 1, 4242);
+  int n1 = 0;
+  for (int s = 0; s < S; s++) n1 += j.nw[s];
+  cpclAttnDesc_t desc = tuDesc(&j.pbFull, sh->H, 16);
+  desc.prefillAlgo = "ring";
+  cpclAttnPlan_t plan;
+  CPCL_OK(cpclAttnPlanCreate(&plan, comm, &desc, n1));
+  jobResetCache(&j, stream);
+  CPCL_OK(jobCall(&j, plan, stream)); /* everyone: one good step */
+  CUDA_OK(cudaStreamSynchronize(stream));
+  MPI_Barrier(world);
+  if (rank != W - 1) { /* the last rank stalls: it skips the next step */
+    const double t0 = MPI_Wtime();
+    CPCL_OK(jobCall(&j, plan, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    const double ms = (MPI_Wtime() - t0) * 1e3;
+    EXPECT_RES(jobCall(&j, plan, stream), cpclTimeout); /* the next call reports it */
+    EXPECT(ms < 1500.0 * 2 * W + 3000);
+    if (rank == 0)
+      printf("prefill ring stall: the step gave up after %.0f ms (timeout 1500 ms): %s\n", ms, cpclGetLastError(comm));
+  }
+  MPI_Barrier(world);
+  CPCL_OK(cpclAttnPlanDestroy(plan));
+  cpclCommDestroy(comm);
+  jobFree(&j);
+}
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(world, &rank);
@@ -762,6 +804,7 @@ int main(int argc, char** argv) {
       CPCL_OK(cpclCommDestroy(comm));
     }
   }
+  if (W > 1) runStall(&shapes[0], stream);
 #ifdef CPCL_HAVE_NCCL
   if (W <= devices) { /* NCCL: one rank per GPU; every factorisation, GQA, graphs */
     ncclUniqueId id;
