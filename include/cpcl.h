@@ -428,9 +428,11 @@ CPCL_API cpclResult_t cpclGetTopologySummary(char* buf, size_t len);
  * (newLen < 0, pcpSize < 1, pcpRank outside [0, pcpSize), start or len NULL). */
 CPCL_API int64_t cpclPcpChunks(int64_t newLen, int pcpSize, int pcpRank, int64_t start[2], int64_t len[2]);
 
-/* One prefill step's batch (DESIGN.md 4.2). Pointers in host memory (prefill on GPUs is not
- * built yet). Versioned: initialise it with CPCL_PREFILL_BATCH_INITIALIZER, then set the fields;
- * a size other than sizeof(cpclPrefillBatch_t) is cpclInvalidArgument naming batch->size.
+/* One prefill step's batch (DESIGN.md 4.2). Pointers in host memory, except blockTable on a
+ * CUDA plan: device memory, as cpclBatch_t's (the host sizes the step's transfers from the
+ * lengths; the kernels read the pages). Versioned: initialise it with
+ * CPCL_PREFILL_BATCH_INITIALIZER, then set the fields; a size other than
+ * sizeof(cpclPrefillBatch_t) is cpclInvalidArgument naming batch->size.
  * The new tokens of sequence s are positions contextLens[s] .. contextLens[s] + newLens[s] - 1;
  * this rank's rows of s are its two head-tail chunks of them (cpclPcpChunks of newLens[s] with
  * its pcpRank), chunk pcpRank first, sequence-major. DCP ranks of one PCP rank pass the same rows
@@ -462,7 +464,10 @@ typedef struct {
  *   lse    [numTokens][H] fp32, may be NULL
  * Collective over the whole communicator; every rank passes the same numSeqs, contextLens and
  * newLens (host memory: agreed on before any data moves, cpclInvalidUsage on every rank
- * otherwise). Host memory only for now: a plan on CUDA memory returns cpclUnsupported.
+ * otherwise). On a CUDA plan the call is stream-ordered like decode: q, kNew, vNew, the caches,
+ * out, lse and batch->blockTable are device memory, while queryStart, contextLens and newLens
+ * stay host memory (the host sizes every transfer from them, as NCCL's counts); page ids are then
+ * not checked on the host: a negative one reads and writes nothing.
  * Schedules (desc->prefillAlgo, else CPCL_PREFILL_ALGO, else automatic), equal to rounding, each
  * bitwise repeatable from run to run (partials merged in fp32 in a fixed order):
  *   "allgather" (vLLM's): the new K/V all-gathered over the PCP axis, one causal pass;
@@ -477,17 +482,18 @@ typedef struct {
  * With any contextLens[s] > 0 (for a sequence with new tokens) the context part runs too: the
  * queries are all-gathered over all W ranks, each rank attends to its cache shard, and each
  * row's owner merges the W context partials with the new-token partial (DCP chunked prefill).
- * Workspace (in cpclAttnPlanWorkspaceBytes), sized at plan creation for every host plan, the
- * decode-only ones too (CUDA plans are unchanged): on top of decode's, queries and slices for all W ranks instead of
+ * Workspace (in cpclAttnPlanWorkspaceBytes), sized at plan creation for every plan, the
+ * decode-only ones too: on top of decode's, queries and slices for all W ranks instead of
  * the dcpSize of decode (nothing more when pcp = 1), one slice of maxTokens rows for the new-token partial, and
- * allgather: pcp - 1 blocks of maxTokens new K/V rows; ring: two such blocks and pcp slices. Errors:
+ * allgather: pcp - 1 blocks of maxTokens new K/V rows (pcp on GPU transports); ring: two such blocks and pcp
+ * slices; CUDA plans also keep the step's positions, device and pinned host (outside the workspace). Errors:
  * cpclInvalidArgument naming the field for a bad argument of this rank (batch NULL or of another size, numSeqs outside
  * [0, maxTokens], numTokens outside [0, maxTokens] or not this rank's chunk rows, queryStart NULL or not its chunk
  * offsets, contextLens / newLens NULL or negative or past 2^31 - 1 together, a PCP rank's rows past maxTokens, a
  * sequence's local length past its block-table row, a negative page id among the pages it reads or writes, q, kNew,
  * vNew, kCache, vCache or out NULL where needed); cpclInvalidUsage when another rank rejected its arguments, called
- * something else or passed other contextLens/newLens; cpclTimeout / cpclRemoteError when a peer stalls or dies;
- * cpclUnsupported on CUDA memory. An argument error leaves the communicator and plan usable. No new token anywhere
+ * something else or passed other contextLens/newLens; cpclTimeout / cpclRemoteError when a peer stalls or dies.
+ * An argument error leaves the communicator and plan usable. No new token anywhere
  * (every newLens 0) is a valid, empty step. */
 CPCL_API cpclResult_t cpclAttnPrefill(cpclAttnPlan_t plan, const cpclPrefillBatch_t* batch, const void* q,
                                       const void* kNew, const void* vNew, void* kCache, void* vCache, void* out,

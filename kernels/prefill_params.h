@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "params_common.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -97,10 +99,24 @@ typedef struct {
   void* vCache; /* [pages][pageSize][numKvHeads][headDimVo]; NULL when latentKv */
 } cpclPrefillStoreParams_t;
 
+/* passed by value to the CUDA kernels */
+CPCL_KPARAM_CHECK(cpclPrefillParams_t, CPCL_KPARAM_BYTES);
+CPCL_KPARAM_CHECK(cpclPrefillStoreParams_t, CPCL_KPARAM_BYTES);
+
 /* ---- host (C reference, also the CPU backend) ---- */
 size_t cpclHostPrefillWorkspaceBytes(int headDimQk, int headDimVo);
 void cpclHostPrefill(const cpclPrefillParams_t* p);
 void cpclHostPrefillStore(const cpclPrefillStoreParams_t* p);
+
+/* ---- CUDA (kernels/cuda/prefill.cu): every pointer in device memory, stream a cudaStream_t;
+ * return 0 or a cudaError_t (cudaErrorInvalidValue: cpclCudaKernelErrorDetail says why). No
+ * workspace, no host synchronisation; progress is not called (the GPU transports move data on
+ * their own). Blocked table entries < 0 read and write nothing. ---- */
+int cpclCudaPrefill(const cpclPrefillParams_t* p, void* stream);
+int cpclCudaPrefillStore(const cpclPrefillStoreParams_t* p, void* stream);
+/* 1 when cpclCudaPrefill runs the tensor-core body for p (bf16/fp16 alike, separate V, Dqk/Dvo
+ * 64/64, 128/128 or 192/128, 16-byte aligned rows), 0 for the CUDA-core body */
+int cpclCudaPrefillUsesMma(const cpclPrefillParams_t* p);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,11 @@
 
 struct cpclComm;
 
+/* The parts of a staging area a step wrote: height rows of width bytes, pitch apart, from off. */
+typedef struct {
+  size_t off, pitch, width, height;
+} cpclStageRange_t;
+
 typedef struct cpclExecOps {
   const char* name;
   cpclResult_t (*alloc)(struct cpclComm* comm, void* ptrOut, size_t bytes, const char* what);
@@ -51,12 +56,29 @@ typedef struct cpclExecOps {
   void (*errorFlagFree)(int* hostPtr);
   /* prefill (prefill_params.h): bytes of scratch the prefill kernel needs (0 where it is not
    * built), the causal attention over new K/V blocks and the cache shard, and the store of one
-   * block's owned rows; the CUDA executor does not have them yet (cpclUnsupported) */
+   * block's owned rows */
   size_t (*prefillWorkspaceBytes)(int headDimQk, int headDimVo);
   cpclResult_t (*prefill)(const cpclPrefillParams_t* p, cpclStream_t stream);
   cpclResult_t (*prefillStore)(const cpclPrefillStoreParams_t* p, cpclStream_t stream);
   /* sparse attention: each row's owned top-k keys as local indices (topk_params.h) */
   cpclResult_t (*topkFilter)(const cpclTopkFilterParams_t* p, cpclStream_t stream);
+  /* Host-built arrays the kernels read (the prefill layout), `bytes` of them per step: stageBegin
+   * gives this step's host area to fill, stageEnd the kernels' view of it once it is there (the
+   * host: the same memory; CUDA: a device copy, made on stream). The CUDA stager alternates two
+   * pinned areas and, before rewriting one, waits for its copy of two steps ago (so the host runs
+   * up to a step ahead without waiting); a stream under graph capture gets a third area of its
+   * own, which the graph reads at every replay. */
+  cpclResult_t (*stageAlloc)(struct cpclComm* comm, size_t bytes, void** stager);
+  void (*stageFree)(void* stager);
+  cpclResult_t (*stageBegin)(void* stager, cpclStream_t stream, void** host);
+  cpclResult_t (*stageEnd)(void* stager, cpclStream_t stream, const cpclStageRange_t* ranges, int numRanges,
+                           const void** kernelView);
+  /* A second stream of the stager's plan, so a transfer runs while stream computes: sideFork
+   * gives a stream that starts after all of stream's work so far, sideJoin makes stream wait for
+   * everything issued on it since (events; capturable: a fork and join inside a graph). The host:
+   * the same stream, nothing to do. */
+  cpclResult_t (*sideFork)(void* stager, cpclStream_t stream, cpclStream_t* side);
+  cpclResult_t (*sideJoin)(void* stager, cpclStream_t stream);
 } cpclExecOps_t;
 
 extern const cpclExecOps_t cpclExecHost;

@@ -2,6 +2,7 @@
  * from cudaMalloc. Nothing here synchronises the host. */
 #include <cuda_runtime_api.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core.h"
@@ -143,16 +144,119 @@ static size_t cudaAttnCounterCount(int maxTokens, int numHeads) {
   return cpclCudaAttnCounterCount(maxTokens, numHeads);
 }
 
-/* The CUDA prefill kernel is issue 15: until then cpclAttnPrefill refuses CUDA plans before a
- * schedule runs, and these slots say so if anything reaches them. */
+/* the CUDA prefill kernels need no scratch (kernels/cuda/prefill.cu) */
 static size_t cudaPrefillWorkspace(int headDimQk, int headDimVo) { return 0; }
 static cpclResult_t cudaPrefillOp(const cpclPrefillParams_t* p, cpclStream_t s) {
-  (void)p, (void)s;
-  return CPCL_ERR(NULL, cpclUnsupported, "prefill on GPUs is not built yet (issue 15)");
+  CPCL_NVTX_PUSH("cpcl prefill");
+  cpclResult_t r = launched(cpclCudaPrefill(p, s), "prefill kernel");
+  CPCL_NVTX_POP();
+  return r;
 }
 static cpclResult_t cudaPrefillStoreOp(const cpclPrefillStoreParams_t* p, cpclStream_t s) {
-  (void)p, (void)s;
-  return CPCL_ERR(NULL, cpclUnsupported, "prefill on GPUs is not built yet (issue 15)");
+  return launched(cpclCudaPrefillStore(p, s), "prefill store kernel");
+}
+
+/* exec.h stageAlloc: areas 0 and 1 alternate for eager calls, 2 serves a stream under capture */
+typedef struct {
+  size_t bytes;
+  void* host[3];
+  cudaEvent_t copied[3];
+  int pending[3]; /* copied[i] was recorded after area i's last copy */
+  int next, cur;
+  void* dev;
+  cudaStream_t side; /* sideFork / sideJoin */
+  cudaEvent_t forked, joined;
+} cudaStager_t;
+
+static void cudaStageFree(void* v) {
+  cudaStager_t* s = v;
+  if (s == NULL) return;
+  for (int i = 0; i < 3; i++) {
+    if (s->copied[i]) {
+      cudaEventSynchronize(s->copied[i]);
+      cudaEventDestroy(s->copied[i]);
+    }
+    if (s->host[i]) cudaFreeHost(s->host[i]);
+  }
+  if (s->dev) cudaFree(s->dev);
+  if (s->side) {
+    cudaStreamSynchronize(s->side);
+    cudaStreamDestroy(s->side);
+  }
+  if (s->forked) cudaEventDestroy(s->forked);
+  if (s->joined) cudaEventDestroy(s->joined);
+  free(s);
+}
+
+static cpclResult_t cudaStageAlloc(struct cpclComm* comm, size_t bytes, void** out) {
+  cudaStager_t* s = calloc(1, sizeof(*s));
+  if (s == NULL) return CPCL_ERR(comm, cpclSystemError, "allocation of the prefill layout stager failed");
+  s->bytes = bytes ? bytes : 16;
+  cudaError_t e = cudaMalloc(&s->dev, s->bytes);
+  if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&s->side, cudaStreamNonBlocking);
+  if (e == cudaSuccess) e = cudaEventCreateWithFlags(&s->forked, cudaEventDisableTiming);
+  if (e == cudaSuccess) e = cudaEventCreateWithFlags(&s->joined, cudaEventDisableTiming);
+  for (int i = 0; i < 3 && e == cudaSuccess; i++) {
+    e = cudaHostAlloc(&s->host[i], s->bytes, cudaHostAllocDefault);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&s->copied[i], cudaEventDisableTiming);
+  }
+  if (e != cudaSuccess) {
+    cudaStageFree(s);
+    return CPCL_ERR(comm, cpclUnhandledCudaError, "allocating the prefill layout staging (%zu bytes): %s", bytes,
+                    cudaGetErrorString(e));
+  }
+  *out = s;
+  return cpclSuccess;
+}
+
+static cpclResult_t cudaStageBegin(void* v, cpclStream_t stream, void** host) {
+  cudaStager_t* s = v;
+  enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  CUDACHECK(cudaStreamIsCapturing((cudaStream_t)stream, &cap), "prefill layout staging");
+  if (cap == cudaStreamCaptureStatusActive) {
+    s->cur = 2;
+  } else {
+    s->cur = s->next;
+    s->next ^= 1;
+    /* the copy of two steps ago read this area: wait until it has (usually long done) */
+    if (s->pending[s->cur]) CUDACHECK(cudaEventSynchronize(s->copied[s->cur]), "prefill layout staging");
+    s->pending[s->cur] = 0;
+  }
+  *host = s->host[s->cur];
+  return cpclSuccess;
+}
+
+static cpclResult_t cudaStageEnd(void* v, cpclStream_t stream, const cpclStageRange_t* r, int n, const void** view) {
+  cudaStager_t* s = v;
+  for (int i = 0; i < n; i++) {
+    if (r[i].width == 0 || r[i].height == 0) continue;
+    if (r[i].off + (r[i].height - 1) * r[i].pitch + r[i].width > s->bytes)
+      return CPCL_ERR(NULL, cpclInternalError, "prefill layout range %d past the %zu bytes of the staging", i,
+                      s->bytes);
+    CUDACHECK(cudaMemcpy2DAsync((char*)s->dev + r[i].off, r[i].pitch, (const char*)s->host[s->cur] + r[i].off,
+                                r[i].pitch, r[i].width, r[i].height, cudaMemcpyHostToDevice, (cudaStream_t)stream),
+              "prefill layout copy");
+  }
+  if (s->cur < 2) {
+    CUDACHECK(cudaEventRecord(s->copied[s->cur], (cudaStream_t)stream), "prefill layout copy");
+    s->pending[s->cur] = 1;
+  }
+  *view = s->dev;
+  return cpclSuccess;
+}
+
+static cpclResult_t cudaSideFork(void* v, cpclStream_t stream, cpclStream_t* side) {
+  cudaStager_t* s = v;
+  CUDACHECK(cudaEventRecord(s->forked, (cudaStream_t)stream), "side stream fork");
+  CUDACHECK(cudaStreamWaitEvent(s->side, s->forked, 0), "side stream fork");
+  *side = s->side;
+  return cpclSuccess;
+}
+static cpclResult_t cudaSideJoin(void* v, cpclStream_t stream) {
+  cudaStager_t* s = v;
+  CUDACHECK(cudaEventRecord(s->joined, s->side), "side stream join");
+  CUDACHECK(cudaStreamWaitEvent((cudaStream_t)stream, s->joined, 0), "side stream join");
+  return cpclSuccess;
 }
 
 static cpclResult_t cudaTopkFilterOp(const cpclTopkFilterParams_t* p, cpclStream_t s) {
@@ -179,6 +283,12 @@ const cpclExecOps_t cpclExecCuda = {
     .prefill = cudaPrefillOp,
     .prefillStore = cudaPrefillStoreOp,
     .topkFilter = cudaTopkFilterOp,
+    .stageAlloc = cudaStageAlloc,
+    .stageFree = cudaStageFree,
+    .stageBegin = cudaStageBegin,
+    .stageEnd = cudaStageEnd,
+    .sideFork = cudaSideFork,
+    .sideJoin = cudaSideJoin,
 };
 
 cpclResult_t cpclCudaErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int** devPtr) {

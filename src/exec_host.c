@@ -90,6 +90,24 @@ static cpclResult_t hostPrefillStore(const cpclPrefillStoreParams_t* p, cpclStre
   return cpclSuccess;
 }
 
+static cpclResult_t hostStageAlloc(struct cpclComm* comm, size_t bytes, void** stager) {
+  return hostAlloc(comm, stager, bytes, "prefill layout");
+}
+static cpclResult_t hostStageBegin(void* stager, cpclStream_t s, void** host) {
+  *host = stager;
+  return cpclSuccess;
+}
+static cpclResult_t hostStageEnd(void* stager, cpclStream_t s, const cpclStageRange_t* r, int n, const void** view) {
+  *view = stager;
+  return cpclSuccess;
+}
+
+static cpclResult_t hostSideFork(void* stager, cpclStream_t s, cpclStream_t* side) {
+  *side = s;
+  return cpclSuccess;
+}
+static cpclResult_t hostSideJoin(void* stager, cpclStream_t s) { return cpclSuccess; }
+
 const cpclExecOps_t cpclExecHost = {
     .name = "host",
     .alloc = hostAlloc,
@@ -110,4 +128,10 @@ const cpclExecOps_t cpclExecHost = {
     .prefill = hostPrefill,
     .prefillStore = hostPrefillStore,
     .topkFilter = hostTopkFilter,
+    .stageAlloc = hostStageAlloc,
+    .stageFree = free,
+    .stageBegin = hostStageBegin,
+    .stageEnd = hostStageEnd,
+    .sideFork = hostSideFork,
+    .sideJoin = hostSideJoin,
 };

@@ -51,9 +51,6 @@ static cpclResult_t prefillCheck(struct cpclAttnPlan* pl, const cpclStep_t* st) 
   struct cpclComm* c = pl->comm;
   const cpclPrefillBatch_t* b = st->prefill;
   const char* fn = "cpclAttnPrefill";
-  if (c->memType != cpclMemHost)
-    return CPCL_ERR(c, cpclUnsupported, "%s: prefill on GPUs is not built yet (issue 15); this plan is on %s memory",
-                    fn, pl->exec->name);
   if (pl->desc.topk > 0) /* a dense prefill would silently differ from the engine's sparse one */
     return CPCL_ERR(c, cpclUnsupported,
                     "%s: this plan is sparse (desc->topk %d) and sparse prefill is not built; prefill with a dense "
@@ -125,8 +122,9 @@ static cpclResult_t prefillCheck(struct cpclAttnPlan* pl, const cpclStep_t* st) 
                       "%s: batch->newLens give PCP rank %d %lld rows, more than the plan's maxTokens %d", fn, q,
                       (long long)blockRows[q], pl->maxTokens);
   /* page ids, once the shape is known good: the context prefix read and the new tokens written
-   * are the local prefix after the step */
-  for (int s = 0; s < b->numSeqs; s++) {
+   * are the local prefix after the step. A CUDA plan's block table is device memory: its kernels
+   * read and write nothing through a negative id instead. */
+  for (int s = 0; s < b->numSeqs && c->memType == cpclMemHost; s++) {
     if (b->newLens[s] == 0) continue;
     const int64_t local =
         cpclKvLocalLenOf((int64_t)b->contextLens[s] + b->newLens[s], c->nranks, c->rank, c->interleave);
@@ -187,8 +185,8 @@ CPCL_API cpclResult_t cpclAttnPrefill(cpclAttnPlan_t plan, const cpclPrefillBatc
    * as any rank has new tokens (each holds a shard of the context), so its rows are the new
    * tokens over all PCP ranks. Read defensively: the check has not run yet. */
   int64_t total = 0;
-  if (plan->comm->memType == cpclMemHost && batch && batch->size == sizeof(*batch) && batch->newLens &&
-      batch->numSeqs > 0 && batch->numSeqs <= plan->maxTokens)
+  if (batch && batch->size == sizeof(*batch) && batch->newLens && batch->numSeqs > 0 &&
+      batch->numSeqs <= plan->maxTokens)
     for (int s = 0; s < batch->numSeqs; s++) total += batch->newLens[s] > 0 ? batch->newLens[s] : 0;
   cpclStep_t st = {.prefill = batch,
                    .numTokens = total > INT32_MAX ? INT32_MAX : (int)total,

@@ -169,6 +169,7 @@ static void planFree(struct cpclAttnPlan* pl) {
     if (pl->regQ) c->tp->deregMem(c->tpCtx, pl->regQ);
     if (pl->regRecv) c->tp->deregMem(c->tpCtx, pl->regRecv);
     if (pl->regLse) c->tp->deregMem(c->tpCtx, pl->regLse);
+    if (pl->regPfKv) c->tp->deregMem(c->tpCtx, pl->regPfKv);
   }
   if (e && !pl->wsUser) { /* a caller's buffer stays the caller's */
     e->free(pl->localSync);
@@ -187,8 +188,7 @@ static void planFree(struct cpclAttnPlan* pl) {
     e->free(pl->topkLocal);
     e->free(pl->topkCount);
   }
-  free(pl->pfRowStart);
-  free(pl->pfPos);
+  if (e && pl->pfStager) e->stageFree(pl->pfStager);
   if (e) e->errorFlagFree(pl->errorHost);
   free(pl->reqs);
   free(pl);
@@ -235,7 +235,10 @@ static cpclResult_t planLayout(struct cpclAttnPlan* pl) {
   }
   if (pl->prefillSlots) {
     CPCLCHECK(planTake(pl, &pl->pfNew, pl->sliceCap, "prefill new-token partial"));
-    const size_t kvSlots = pl->prefillAlgo == CPCL_PREFILL_RING ? (pl->P > 1 ? 2 : 0) : (size_t)pl->P - 1;
+    /* device transports put block b in slot b (one place on every rank, for one-sided stores) */
+    const size_t kvSlots = pl->prefillAlgo == CPCL_PREFILL_RING               ? (pl->P > 1 ? 2 : 0)
+                           : pl->P > 1 && cpclTransportIsDevice(pl->comm->tp) ? (size_t)pl->P
+                                                                              : (size_t)pl->P - 1;
     if (kvSlots) CPCLCHECK(planTake(pl, &pl->pfKv, kvSlots * pl->pfKvCap, "prefill K/V blocks"));
     if (pl->prefillAlgo == CPCL_PREFILL_RING && pl->P > 1)
       CPCLCHECK(planTake(pl, &pl->pfRing, (size_t)pl->P * pl->sliceCap, "prefill ring partials"));
@@ -270,7 +273,7 @@ static void planInit(struct cpclAttnPlan* pl, struct cpclComm* comm, const cpclA
   pl->scratchBytes = exec->attnWorkspaceBytes(desc, maxTokens, pl->D * pl->H, &pl->maxSplits, &pl->mlaSm90Splits,
                                               &pl->gqaSm90Splits, &pl->gqaSm90ChunkMin);
   pl->prefillAlgo = sel->prefill;
-  pl->prefillSlots = comm->memType == cpclMemHost; /* prefill on GPUs is issue 15 */
+  pl->prefillSlots = 1;
   if (pl->prefillSlots) {
     const size_t pfScratch = exec->prefillWorkspaceBytes(desc->headDimQk, desc->headDimVo);
     if (pfScratch > pl->scratchBytes) pl->scratchBytes = pfScratch; /* one step at a time: shared */
@@ -291,9 +294,15 @@ static cpclResult_t planMapPeers(struct cpclAttnPlan* pl) {
   }
   if (!planRegistersPeers(c)) return cpclSuccess; /* nccl: two-sided */
   const size_t T = (size_t)pl->maxTokens, DH = (size_t)pl->D * pl->H;
-  CPCLCHECK(c->tp->regMem(c->tpCtx, pl->qGather, T * DH * pl->desc.headDimQk * pl->qElem, &pl->regQ));
+  /* prefill plans gather the queries of all W ranks (planLayout) */
+  const size_t qBlocks = pl->prefillSlots ? (size_t)pl->W : (size_t)pl->D;
+  CPCLCHECK(c->tp->regMem(c->tpCtx, pl->qGather, qBlocks * T * pl->H * pl->desc.headDimQk * pl->qElem, &pl->regQ));
   CPCLCHECK(c->tp->regMem(c->tpCtx, pl->recvBuf, pl->W * pl->sliceCap, &pl->regRecv));
   if (pl->lseAll) CPCLCHECK(c->tp->regMem(c->tpCtx, pl->lseAll, pl->W * T * DH * sizeof(float), &pl->regLse));
+  if (pl->pfKv && pl->prefillAlgo == CPCL_PREFILL_ALLGATHER)
+    CPCLCHECK(c->tp->regMem(c->tpCtx, pl->pfKv, (size_t)pl->P * pl->pfKvCap, &pl->regPfKv));
+  else if (pl->pfKv)
+    CPCLCHECK(c->tp->regMem(c->tpCtx, pl->pfKv, 2 * pl->pfKvCap, &pl->regPfKv));
   for (int p = 0; p < pl->W; p++) {
     CPCLCHECK(c->tp->peerPtr(c->tpCtx, pl->regQ, p, &pl->peerQ[p]));
     CPCLCHECK(c->tp->peerPtr(c->tpCtx, pl->regRecv, p, &pl->peerRecv[p]));
@@ -390,11 +399,8 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   if (ws) CPCLCHECKGOTO(exec->zeroSync(comm, ws, pl->wsBytes, "the caller's workspace"), res, out);
   CPCLCHECKGOTO(cpclCalloc(comm, &pl->reqs, 4 * (size_t)pl->W, sizeof(cpclRequest_t), "plan requests"), res, out);
   if (pl->prefillSlots) {
-    CPCLCHECKGOTO(cpclCalloc(comm, &pl->pfRowStart, (size_t)pl->P * ((size_t)maxTokens + 1), sizeof(int32_t),
-                             "prefill row offsets"),
-                  res, out);
-    CPCLCHECKGOTO(cpclCalloc(comm, &pl->pfPos, (size_t)pl->P * (size_t)maxTokens, sizeof(int32_t), "prefill positions"),
-                  res, out);
+    const size_t ints = (size_t)pl->P * (2 * (size_t)maxTokens + 1) + (size_t)maxTokens;
+    CPCLCHECKGOTO(exec->stageAlloc(comm, ints * sizeof(int32_t), &pl->pfStager), res, out);
   }
   CPCLCHECKGOTO(planMapPeers(pl), res, out);
   comm->numPlans++;

@@ -60,17 +60,22 @@ struct cpclAttnPlan {
   int32_t* topkLocal;  /* sparse plans: [maxTokens][topk] each row's owned keys, local indices */
   int32_t* topkCount;  /*               [maxTokens] how many (kernels/topk_params.h) */
 
-  /* Prefill (host plans; sched/prefill.h). The schedule, the rows and positions of every PCP
-   * rank's block of the step (host structures, rewritten each step), and the workspace: qGather
-   * and sendBuf hold W blocks / slots on host plans (decode uses the first D). */
+  /* Prefill (sched/prefill.h). The schedule, the rows and positions of every PCP rank's block
+   * of the step (host structures, rewritten each step, in the executor's staging area: pfStager),
+   * the kernels' view of them (the same memory on the host, a device copy on CUDA), and the
+   * workspace: qGather and sendBuf hold W blocks / slots (decode uses the first D). */
   cpclPrefillAlgo_t prefillAlgo;
-  int prefillSlots;           /* 1: this plan holds the prefill workspace (host memory) */
+  int prefillSlots;           /* 1: this plan holds the prefill workspace */
+  void* pfStager;             /* exec->stageAlloc: the layout's staging, [P][T + 1] | [P][T] | [T] */
   int32_t* pfRowStart;        /* [P][maxTokens + 1]: block b's rows of sequence s start at [b][s] */
   int32_t* pfPos;             /* [P][maxTokens]: global position of each row of block b */
+  int32_t* pfCtx;             /* [maxTokens]: the step's contextLens (the kernels read them) */
+  const int32_t* pfKLayout;   /* the kernels' view of pfRowStart | pfPos | pfCtx (this step's) */
+  void* regPfKv;              /* ipc: pfKv registered (peers store K/V blocks into it) */
   int pfRows[CPCL_MAX_PARTS]; /* rows of block b (PCP rank b's numTokens) */
   void* pfNew;                /* one slice of maxTokens rows: the new tokens' partial when merged */
   size_t pfKvCap;             /* bytes per new K/V block slot: K rows, then V rows */
-  void* pfKv;                 /* allgather: [P - 1] slots, ring: [2] slots */
+  void* pfKv;                 /* allgather: [P - 1] slots ([P] on device transports), ring: [2] slots */
   void* pfRing;               /* ring: [P] slices, the partial of each source block */
 
   /* Workspace accounting: wsBytes sums every buffer above in memType memory, each rounded up to

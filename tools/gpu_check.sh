@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build, the gpu suite (kernels; the GPU schedules across 1-4
 # processes sharing the GPU over ipc; NCCL with one rank; graph replay; a stalled peer), the
-# decode benchmark per schedule against the bare kernel, then (full) compute-sanitizer, the
-# kernel benchmarks and PyTorch's anchor. Short tables last.
+# decode benchmark per schedule against the bare kernel, then (full) compute-sanitizer (kernels,
+# decode schedules, prefill), the kernel benchmarks and PyTorch's anchor. Short tables last.
+# The prefill benchmark is its own call: tools/kernel_bench/prefill_bench.sh.
 # Usage (device tool): tools/gpu_check.sh [quick|decode|full]     logs under $OUT (or /tmp/cpcl-out)
 #   quick: build + gpu suite;  decode (default): + cpcl_info + dcp_decode_perf;  full: + the rest
 set -uo pipefail
@@ -58,6 +59,10 @@ for tool in memcheck racecheck synccheck; do
   CPCL_TIMEOUT_MS=60000 timeout 300 compute-sanitizer --tool $tool "$BUILD/tests/gpu/test_gpu_decode" \
     >"$OUT/sanitizer_decode_$tool.log" 2>&1
   echo "== compute-sanitizer $tool, schedules: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_decode_$tool.log" | tail -1), $(grep -c 'Invalid' "$OUT/sanitizer_decode_$tool.log") invalid accesses"
+  # prefill, one process: the kernels against the host reference, both schedules, graphs
+  CPCL_TIMEOUT_MS=60000 timeout 400 compute-sanitizer --tool $tool --error-exitcode 9 "$BUILD/tests/gpu/test_gpu_prefill" \
+    >"$OUT/sanitizer_prefill_$tool.log" 2>&1
+  echo "== compute-sanitizer $tool, prefill: exit $? ($(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_prefill_$tool.log" | tail -1))"
 done
 echo "== kernels"
 "$BUILD/tools/kernel_perf" -c 1 -J "$OUT/kernel_perf.json" 2>&1 | tee "$OUT/kernel_perf.txt"

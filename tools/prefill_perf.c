@@ -7,6 +7,12 @@
  * cpclKvStore); each rank passes its head-tail chunks (cpclPcpChunks) and its heads.
  *
  *   mpirun -np 4 prefill_perf -l 8192 -L 8192 -D 1 -H 8 -K 2 -c 1
+ *   prefill_perf -g 1 -B 4 -l 4096 -L 65536 -F 4 -H 32 -K 8        (one GPU: the bare kernel's TF/s)
+ *
+ * -g 1: GPU ranks, CUDA memory (q, K/V, caches, out and the block table on the device), every
+ * step timed as CUDA-graph replays; one process per GPU, or several sharing one over ipc (-X ipc:
+ * correctness, their times mean nothing). The one-rank prefill on rank 0 is then the bare kernel
+ * on the GPU (plus the layout copy and the K/V store of its step): one_TF/s is its causal rate.
  *
  * Columns: seqs, context and new tokens per sequence, schedule, min/median/max time of the
  * slowest rank (us), tok/s (new tokens of the batch / median), GF/s/rank (causal attention
@@ -14,7 +20,8 @@
  * one rank sends and receives per step, the most over ranks, from the schedule's messages: K/V
  * blocks, and with context the gathered queries and the partial slices), one_us (rank 0's
  * one-rank prefill of the same batch, all heads, median), speed-up over it, #wrong (elements off
- * the one-rank result beyond the dtype's tolerance, all ranks; -c 1), status. Uses only the
+ * the one-rank result beyond the dtype's tolerance, all ranks; -c 1), one_TF/s (the one-rank
+ * prefill's causal FLOPs / its median), status. Uses only the
  * public header.
  */
 #include <math.h>
@@ -49,11 +56,13 @@ typedef struct {
   int dcp, interleave, page; /* -D -i -p */
   int type;                  /* -t */
   char algos[PERF_LIST_MAX]; /* -a */
+  int gpu;                   /* -g */
+  const char* transport;     /* -X */
 } opts_t;
 
 static perf_t perf;
 #define MAXI 1000000000L
-static opts_t o = {8192, 8192, 2, 0, 1, 8, 2, 128, 128, 0, 0, 1, 16, cpclBfloat16, "allgather,ring"};
+static opts_t o = {8192, 8192, 2, 0, 1, 8, 2, 128, 128, 0, 0, 1, 16, cpclBfloat16, "allgather,ring", 0, NULL};
 static const perfOpt_t options[] = {
     {'l', "minNew", PERF_OPT_INT, &o.minN, "N", "new tokens per sequence: smallest", 1, MAXI, NULL, NULL, NULL},
     {'L', "maxNew", PERF_OPT_INT, &o.maxN, "N", "new tokens per sequence: largest", 1, MAXI, NULL, NULL, NULL},
@@ -72,6 +81,11 @@ static const perfOpt_t options[] = {
     {'p', "pageSize", PERF_OPT_INT, &o.page, "N", "tokens per KV page", 1, 65536, NULL, NULL, NULL},
     {'t', "dtype", PERF_OPT_CHOICE, &o.type, "TYPE", "q, KV and out dtype", 0, 0, "bf16,fp16,fp32", NULL, NULL},
     {'a', "schedules", PERF_OPT_LIST, o.algos, "LIST", "prefill schedules", 0, 0, "allgather,ring", NULL, NULL},
+#ifdef PERF_CUDA
+    {'g', "gpu", PERF_OPT_INT, &o.gpu, "0|1", "1: GPU ranks (CUDA memory, graph replays)", 0, 1, NULL, NULL, NULL},
+#endif
+    {'X', "transport", PERF_OPT_STRING, &o.transport, "NAME", "transport (automatic: ucx on the host, ipc on GPUs)", 0,
+     0, NULL, NULL, NULL},
 };
 
 typedef struct {
@@ -84,8 +98,15 @@ typedef struct {
 
 static int prefillStep(void* a, int launch) {
   stepArgs_t* s = a;
-  CHECK(cpclAttnPrefill(s->plan, s->batch, s->q, s->k, s->v, s->kc, s->vc, s->out, s->lse, NULL));
+  CHECK(cpclAttnPrefill(s->plan, s->batch, s->q, s->k, s->v, s->kc, s->vc, s->out, s->lse, perfRunStream()));
   return 0;
+}
+
+static int timeStep(const perf_t* p, stepArgs_t* a, perfStats_t* s) {
+#ifdef PERF_CUDA
+  if (perfGpu) return perfTimeGraph(p, perfGpuStream, prefillStep, a, s);
+#endif
+  return perfTimeHost(p, prefillStep, a, s);
 }
 
 /* one sequence's rows of PCP rank r: positions, in row order */
@@ -133,18 +154,20 @@ int main(int argc, char** argv) {
     MPI_Finalize();
     return pr == 1 ? 0 : 2;
   }
-  perfDataInit(0, rank);
+  perfDataInit(o.gpu, rank);
   const perfKv_t kv = {o.Hkv, o.Dqk, o.Dv, o.mla, o.page, o.interleave, o.type};
   cpclOob_t oob;
   cpclMpiOob(&oob, &world);
   cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
   cfg.dcpSize = o.dcp;
   cfg.kvInterleave = o.interleave;
+  cfg.memType = perfGpu ? cpclMemCuda : cpclMemHost;
+  cfg.transport = o.transport;
   cpclComm_t comm;
   CHECK(cpclCommInitOob(&comm, &oob, &cfg));
   int D, dr, P, pcpRank;
   CHECK(cpclCommAxes(comm, &D, &dr, &P, &pcpRank));
-  cpclComm_t self = perfSelfComm(&kv, cpclMemHost);
+  cpclComm_t self = perfSelfComm(&kv, cfg.memType);
   const int H = o.H, Hq = D * H, Dv = o.Dv, B = o.seqs, C = o.context;
   const size_t es = perfElemSize(o.type), kRow = (size_t)o.Hkv * o.Dqk, vRow = o.mla ? 0 : (size_t)o.Hkv * Dv;
   const char* tname = o.type == cpclFloat32 ? "fp32" : o.type == cpclFloat16 ? "fp16" : "bf16";
@@ -153,15 +176,16 @@ int main(int argc, char** argv) {
   perfParamInt(&perf, "pcp", P);
   perfComment(&perf,
               "prefill_perf%s%s: W %d (pcp %d, dcp %d), %s, H %d per rank (%d gathered), Hkv %d, D %d/%d%s, "
-              "interleave %d, page %d, %d warm-up + %d iterations, check %s, CPU ranks, host memory",
+              "interleave %d, page %d, %d warm-up + %d iterations, check %s, %s",
               perf.label[0] ? " " : "", perf.label, W, P, D, tname, H, Hq, o.Hkv, o.Dqk, Dv,
-              o.mla ? " (MLA latent)" : "", o.interleave, o.page, perf.warmup, perf.iters, perf.check ? "on" : "off");
+              o.mla ? " (MLA latent)" : "", o.interleave, o.page, perf.warmup, perf.iters, perf.check ? "on" : "off",
+              perfGpu ? "GPU ranks, CUDA memory, CUDA-graph replays" : "CPU ranks, host memory");
   static const perfColumn_t cols[] = {
-      {"seqs", PERF_INT, 5, 0},          {"context", PERF_INT, 8, 0},    {"new", PERF_INT, 7, 0},
-      {"schedule", PERF_STRING, -10, 0}, {"min_us", PERF_DOUBLE, 11, 0}, {"median_us", PERF_DOUBLE, 11, 0},
-      {"max_us", PERF_DOUBLE, 11, 0},    {"tok/s", PERF_DOUBLE, 9, 0},   {"GF/s/rank", PERF_DOUBLE, 9, 1},
-      {"MB/rank", PERF_DOUBLE, 8, 2},    {"one_us", PERF_DOUBLE, 11, 0}, {"vs_one", PERF_DOUBLE, 6, 2},
-      {"#wrong", PERF_INT, 7, 0},        {"status", PERF_STRING, -1, 0},
+      {"seqs", PERF_INT, 5, 0},          {"context", PERF_INT, 8, 0},     {"new", PERF_INT, 7, 0},
+      {"schedule", PERF_STRING, -10, 0}, {"min_us", PERF_DOUBLE, 11, 0},  {"median_us", PERF_DOUBLE, 11, 0},
+      {"max_us", PERF_DOUBLE, 11, 0},    {"tok/s", PERF_DOUBLE, 9, 0},    {"GF/s/rank", PERF_DOUBLE, 9, 1},
+      {"MB/rank", PERF_DOUBLE, 8, 2},    {"one_us", PERF_DOUBLE, 11, 0},  {"vs_one", PERF_DOUBLE, 6, 2},
+      {"#wrong", PERF_INT, 7, 0},        {"one_TF/s", PERF_DOUBLE, 8, 1}, {"status", PERF_STRING, -1, 0},
   };
   perfColumns(&perf, cols, (int)(sizeof(cols) / sizeof(cols[0])));
   perfPrintHeader(&perf);
@@ -193,11 +217,14 @@ int main(int argc, char** argv) {
     cpclAttnPlan_t storePlan;
     CHECK(cpclAttnPlanCreate(&storePlan, comm, &desc, 1));
     perfCache_t c; /* every token, the new ones too: the prefill stores them again, the same bytes */
-    perfCacheBuild(&kv, storePlan, W, rank, B, C + (int)N, &c, 0);
+    perfCacheBuild(&kv, storePlan, W, rank, B, C + (int)N, &c, 1);
     CHECK(cpclAttnPlanDestroy(storePlan));
     cpclPrefillBatch_t batch = CPCL_PREFILL_BATCH_INITIALIZER;
     batch.numSeqs = B, batch.numTokens = T, batch.queryStart = qs, batch.contextLens = ctx, batch.newLens = nw;
-    batch.blockTable = c.blockTable, batch.maxPagesPerSeq = c.maxPages;
+    batch.blockTable = c.btRun, batch.maxPagesPerSeq = c.maxPages; /* the block table in the cache's memory */
+    void* qRun = perfDup(q, (size_t)(T + 1) * H * o.Dqk * es);
+    void* kRun = perfDup(k, (size_t)(T + 1) * kRow * es);
+    void* vRun = perfDup(v, (size_t)(T + 1) * (vRow ? vRow : 1) * es);
     void* out = perfAlloc((size_t)(T + 1) * H * Dv * es);
     float* lse = perfAlloc(sizeof(float) * (size_t)(T + 1) * H);
 
@@ -226,7 +253,7 @@ int main(int argc, char** argv) {
       cpclAttnPlan_t op;
       CHECK(cpclAttnPlanCreate(&op, self, &od, n1));
       perfCache_t oc;
-      perfCacheBuild(&kv, op, 1, 0, B, C + (int)N, &oc, 0);
+      perfCacheBuild(&kv, op, 1, 0, B, C + (int)N, &oc, 1);
       int32_t* oqs = malloc(sizeof(int32_t) * (size_t)(B + 1));
       int32_t* opos = malloc(sizeof(int32_t) * (size_t)N);
       void* oq = malloc((size_t)n1 * Hq * o.Dqk * es);
@@ -240,17 +267,21 @@ int main(int argc, char** argv) {
         if (vRow) genKv((char*)ov + (size_t)oqs[s] * vRow * es, (int)N, opos, s, 1, vRow);
       }
       cpclPrefillBatch_t ob = batch;
-      ob.numTokens = n1, ob.queryStart = oqs, ob.blockTable = oc.blockTable, ob.maxPagesPerSeq = oc.maxPages;
-      void* oo = ref ? ref : malloc((size_t)n1 * Hq * Dv * es);
-      float* ol = malloc(sizeof(float) * (size_t)n1 * Hq);
-      stepArgs_t a = {op, &ob, oq, ok, vRow ? ov : NULL, oc.k, oc.v, oo, ol};
+      ob.numTokens = n1, ob.queryStart = oqs, ob.blockTable = oc.btRun, ob.maxPagesPerSeq = oc.maxPages;
+      void* oo = perfAlloc((size_t)n1 * Hq * Dv * es);
+      float* ol = perfAlloc(sizeof(float) * (size_t)n1 * Hq);
+      void* oqR = perfDup(oq, (size_t)n1 * Hq * o.Dqk * es);
+      void* okR = perfDup(ok, (size_t)n1 * kRow * es);
+      void* ovR = perfDup(ov, (size_t)n1 * (vRow ? vRow : 1) * es);
+      stepArgs_t a = {op, &ob, oqR, okR, vRow ? ovR : NULL, oc.k, oc.v, oo, ol};
       perf_t solo = perf; /* rank 0 alone: no barrier, no reduction */
       solo.barrier = NULL, solo.reduceMax = NULL;
       perfStats_t s1;
-      if (perfTimeHost(&solo, prefillStep, &a, &s1)) MPI_Abort(world, 1);
+      if (timeStep(&solo, &a, &s1)) MPI_Abort(world, 1);
       oneUs = s1.median;
-      if (!ref) free(oo);
-      free(ol), free(oq), free(ok), free(ov), free(oqs), free(opos);
+      if (ref) perfCopyOut(ref, oo, (size_t)n1 * Hq * Dv * es);
+      perfFree(oo), perfFree(ol), perfFree(oqR), perfFree(okR), perfFree(ovR);
+      free(oq), free(ok), free(ov), free(oqs), free(opos);
       perfCacheFree(&oc);
       CHECK(cpclAttnPlanDestroy(op));
     }
@@ -272,14 +303,18 @@ int main(int argc, char** argv) {
       desc.prefillAlgo = a;
       cpclAttnPlan_t plan;
       CHECK(cpclAttnPlanCreate(&plan, comm, &desc, maxRows > B ? maxRows : B));
-      stepArgs_t sa = {plan, &batch, q, k, vRow ? v : NULL, c.k, c.v, out, lse};
+      stepArgs_t sa = {plan, &batch, qRun, kRun, vRow ? vRun : NULL, c.k, c.v, out, lse};
       perfStats_t t;
-      if (perfTimeHost(&perf, prefillStep, &sa, &t)) MPI_Abort(world, 1);
+      if (timeStep(&perf, &sa, &t)) MPI_Abort(world, 1);
       long wrong = 0;
       if (perf.check) {
         perfPoison(out, (size_t)T * H * Dv * es);
         prefillStep(&sa, 0);
-        wrong = perfCountWrong(&kv, out, myRef, T, H, Hq, dr);
+        perfSync();
+        void* hostOut = malloc((size_t)(T + 1) * H * Dv * es);
+        perfCopyOut(hostOut, out, (size_t)T * H * Dv * es);
+        wrong = perfCountWrong(&kv, hostOut, myRef, T, H, Hq, dr);
+        free(hostOut);
         MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_LONG, MPI_SUM, world);
         totalWrong += wrong;
       }
@@ -296,6 +331,7 @@ int main(int argc, char** argv) {
                            PERF_D(oneUs),
                            PERF_D(oneUs / t.median),
                            perf.check ? PERF_I(wrong) : PERF_NONE,
+                           PERF_D(flops / (oneUs * 1e-6) / 1e12),
                            PERF_S(!perf.check ? "-"
                                   : wrong     ? "FAILED"
                                               : "ok")};
@@ -303,6 +339,7 @@ int main(int argc, char** argv) {
       CHECK(cpclAttnPlanDestroy(plan));
     }
     free(ref), free(myRef), free(pos), free(qs), free(ctx), free(nw), free(myPos), free(q), free(k), free(v);
+    perfFree(qRun), perfFree(kRun), perfFree(vRun);
     perfFree(out);
     perfFree(lse);
     perfCacheFree(&c);

@@ -61,9 +61,10 @@ cpclResult_t cpclTransportUnsupportedWaitFrom(void* ctx, int peer, int* errorFla
   return unsupported("waitFrom (stream-ordered exchange)");
 }
 cpclResult_t cpclTransportUnsupportedSendrecv(void* ctx, int sendPeer, const void* sendbuf, size_t sendBytes,
-                                              int recvPeer, void* recvbuf, size_t recvBytes, cpclStream_t stream) {
+                                              int recvPeer, void* recvbuf, size_t recvBytes, int* errorFlag,
+                                              cpclStream_t stream) {
   (void)ctx, (void)sendPeer, (void)sendbuf, (void)sendBytes, (void)recvPeer, (void)recvbuf, (void)recvBytes,
-      (void)stream;
+      (void)errorFlag, (void)stream;
   return unsupported("sendrecv (stream-ordered send/receive)");
 }
 

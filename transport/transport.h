@@ -126,9 +126,12 @@ typedef struct cpclTransportOps {
 
   /* CPCL_TP_CAP_STREAM_P2P. One step of a ring: send sendBytes of sendbuf to sendPeer and
    * receive recvBytes from recvPeer into recvbuf, stream-ordered (either size may be 0; a peer
-   * is never this rank). Kernels after it on stream see the received bytes. */
+   * is never this rank). Kernels after it on stream see the received bytes. One-sided
+   * transports (ipc) store into sendPeer's copy of recvbuf (the receiver receives at the same
+   * place of a buffer registered on every rank) and count one exchange per call on every rank;
+   * a device wait that times out lands in errorFlag (the plan's kernel error record; may be NULL). */
   cpclResult_t (*sendrecv)(void* ctx, int sendPeer, const void* sendbuf, size_t sendBytes, int recvPeer, void* recvbuf,
-                           size_t recvBytes, cpclStream_t stream);
+                           size_t recvBytes, int* errorFlag, cpclStream_t stream);
 } cpclTransportOps_t;
 
 /* The slots a transport leaves out: one per slot, each returning cpclUnsupported with the
@@ -148,7 +151,8 @@ cpclResult_t cpclTransportUnsupportedCtrlAllgather(void* ctx, const void* send, 
 cpclResult_t cpclTransportUnsupportedAlltoallv(void* ctx, const cpclXfer_t* x);
 cpclResult_t cpclTransportUnsupportedWaitFrom(void* ctx, int peer, int* errorFlag, cpclStream_t stream);
 cpclResult_t cpclTransportUnsupportedSendrecv(void* ctx, int sendPeer, const void* sendbuf, size_t sendBytes,
-                                              int recvPeer, void* recvbuf, size_t recvBytes, cpclStream_t stream);
+                                              int recvPeer, void* recvbuf, size_t recvBytes, int* errorFlag,
+                                              cpclStream_t stream);
 
 /* Every slot of a capability group the table does not declare, filled with its stub (designated
  * initializers: list these first, then the transport's own slots). */

@@ -51,6 +51,16 @@ static inline const int32_t* cpclPrefillRowStart(const struct cpclAttnPlan* pl, 
 static inline const int32_t* cpclPrefillPos(const struct cpclAttnPlan* pl, int b) {
   return pl->pfPos + (size_t)b * (size_t)pl->maxTokens;
 }
+/* The same, and the step's contextLens, as the kernels read them (exec->stageEnd's view). */
+static inline const int32_t* cpclPrefillRowStartK(const struct cpclAttnPlan* pl, int b) {
+  return pl->pfKLayout + (size_t)b * ((size_t)pl->maxTokens + 1);
+}
+static inline const int32_t* cpclPrefillPosK(const struct cpclAttnPlan* pl, int b) {
+  return pl->pfKLayout + (size_t)pl->P * ((size_t)pl->maxTokens + 1) + (size_t)b * (size_t)pl->maxTokens;
+}
+static inline const int32_t* cpclPrefillCtxK(const struct cpclAttnPlan* pl) {
+  return pl->pfKLayout + (size_t)pl->P * (2 * (size_t)pl->maxTokens + 1);
+}
 /* Bytes of one new K row and one V row (0 for MLA) of all KV heads. */
 size_t cpclPrefillKRowBytes(const struct cpclAttnPlan* pl);
 size_t cpclPrefillVRowBytes(const struct cpclAttnPlan* pl);
@@ -67,6 +77,9 @@ void cpclPrefillOwnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, c
                           cpclPrefillParams_t* p);
 /* Stores the owned rows of a block into the cache (kStore / vStore). */
 cpclResult_t cpclPrefillStoreBlock(struct cpclAttnPlan* pl, const cpclStep_t* st, const cpclPrefillKvBlock_t* kb);
+/* Stream-ordered exchange of one step over a device transport: x's fields as in cpclXfer_t. */
+cpclResult_t cpclPrefillDeviceXchg(struct cpclAttnPlan* pl, const cpclStep_t* st, const void* const* sends,
+                                   const size_t* sb, void* const* recvs, const size_t* rb, void* remote);
 /* Posts a tagged host send (send = 1) or receive of bytes with peer; stage tells the messages of
  * one step apart. A failure breaks the communicator. */
 cpclResult_t cpclPrefillPost(struct cpclAttnPlan* pl, const cpclStep_t* st, int send, int peer, int stage, void* buf,

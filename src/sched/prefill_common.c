@@ -38,8 +38,10 @@ void cpclPrefillLayout(struct cpclAttnPlan* pl, const cpclPrefillBatch_t* b) {
 }
 
 cpclPrefillKvBlock_t cpclPrefillBlock(const struct cpclAttnPlan* pl, int b, const void* k, const void* v) {
-  return (cpclPrefillKvBlock_t){
-      .k = k, .v = pl->desc.latentKv ? NULL : v, .rowStart = cpclPrefillRowStart(pl, b), .pos = cpclPrefillPos(pl, b)};
+  return (cpclPrefillKvBlock_t){.k = k,
+                                .v = pl->desc.latentKv ? NULL : v,
+                                .rowStart = cpclPrefillRowStartK(pl, b),
+                                .pos = cpclPrefillPosK(pl, b)};
 }
 
 /* the parameters every prefill attention shares: shapes, heads' KV mapping, scratch */
@@ -74,8 +76,8 @@ void cpclPrefillOwnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, c
   const int pr = pl->comm->pcpRank;
   baseParams(pl, st, p);
   p->numTokens = pl->pfRows[pr];
-  p->queryStart = cpclPrefillRowStart(pl, pr);
-  p->queryPos = cpclPrefillPos(pl, pr);
+  p->queryStart = cpclPrefillRowStartK(pl, pr);
+  p->queryPos = cpclPrefillPosK(pl, pr);
   /* this rank's heads are gathered heads dcpRank*H ..: block strides 0 put block dcpRank at
    * the caller's pointers */
   p->headBegin = pl->comm->dcpRank * pl->H;
@@ -174,7 +176,8 @@ static cpclResult_t contextPart(struct cpclAttnPlan* pl, const cpclStep_t* st, v
     sb[p] = (size_t)T * qRow;
     rb[p] = (size_t)pl->pfRows[p / D] * qRow;
   }
-  if (W > 1) CPCLCHECK(cpclAlltoallv(c, sends, sb, recvs, rb, pl->exec, st->stream));
+  /* one-sided transports: rank p receives this rank's block at block `me` of its qGather */
+  if (W > 1) CPCLCHECK(cpclStepAlltoallv(pl, st, sends, sb, recvs, rb, (char*)pl->qGather + (size_t)me * slotQ, 0));
 
   /* 2. the rows of each PCP block against the shard, every gathered head, into the send slots
    * of their owners (b, j), j = 0..D-1 */
@@ -183,9 +186,9 @@ static cpclResult_t contextPart(struct cpclAttnPlan* pl, const cpclStep_t* st, v
     cpclPrefillParams_t p;
     baseParams(pl, st, &p);
     p.numTokens = pl->pfRows[b];
-    p.queryStart = cpclPrefillRowStart(pl, b);
-    p.queryPos = cpclPrefillPos(pl, b);
-    p.cacheLens = st->prefill->contextLens;
+    p.queryStart = cpclPrefillRowStartK(pl, b);
+    p.queryPos = cpclPrefillPosK(pl, b);
+    p.cacheLens = cpclPrefillCtxK(pl);
     p.kCache = st->kCache;
     p.vCache = d->latentKv ? NULL : st->vCache;
     p.headBegin = 0;
@@ -210,7 +213,7 @@ static cpclResult_t contextPart(struct cpclAttnPlan* pl, const cpclStep_t* st, v
     sb[p] = cpclSliceBytes(pl, pl->pfRows[p / D]);
     rb[p] = cpclSliceBytes(pl, T);
   }
-  if (W > 1) CPCLCHECK(cpclAlltoallv(c, sends, sb, recvs, rb, pl->exec, st->stream));
+  if (W > 1) CPCLCHECK(cpclStepAlltoallv(pl, st, sends, sb, recvs, rb, cpclRecvSlot(pl, me), 0));
 
   /* 4. the W context partials in rank order, then the new tokens' */
   const size_t lseOff = cpclSliceLseOffset(pl, T);
@@ -237,9 +240,39 @@ static cpclResult_t contextPart(struct cpclAttnPlan* pl, const cpclStep_t* st, v
   return cpclPrefillMerge(pl, st, 2, o2, l2, out, lse);
 }
 
+cpclResult_t cpclPrefillDeviceXchg(struct cpclAttnPlan* pl, const cpclStep_t* st, const void* const* sends,
+                                   const size_t* sb, void* const* recvs, const size_t* rb, void* remote) {
+  return cpclStepAlltoallv(pl, st, sends, sb, recvs, rb, remote, 0);
+}
+
+/* The layout of the step in the executor's staging, and the kernels' view of it. */
+static cpclResult_t stageLayout(struct cpclAttnPlan* pl, const cpclStep_t* st) {
+  const cpclPrefillBatch_t* b = st->prefill;
+  const size_t T = (size_t)pl->maxTokens, P = (size_t)pl->P;
+  void* host;
+  CPCLCHECK(pl->exec->stageBegin(pl->pfStager, st->stream, &host));
+  pl->pfRowStart = host;
+  pl->pfPos = pl->pfRowStart + P * (T + 1);
+  pl->pfCtx = pl->pfPos + P * T;
+  cpclPrefillLayout(pl, b);
+  if (b->numSeqs > 0) memcpy(pl->pfCtx, b->contextLens, sizeof(int32_t) * (size_t)b->numSeqs);
+  size_t maxRows = 0;
+  for (int q = 0; q < pl->P; q++) maxRows = (size_t)pl->pfRows[q] > maxRows ? (size_t)pl->pfRows[q] : maxRows;
+  const size_t i4 = sizeof(int32_t);
+  const cpclStageRange_t r[3] = {
+      {0, (T + 1) * i4, ((size_t)b->numSeqs + 1) * i4, P},
+      {P * (T + 1) * i4, T * i4, maxRows * i4, P},
+      {P * (2 * T + 1) * i4, (size_t)b->numSeqs * i4, (size_t)b->numSeqs * i4, 1},
+  };
+  const void* view;
+  CPCLCHECK(pl->exec->stageEnd(pl->pfStager, st->stream, r, 3, &view));
+  pl->pfKLayout = view;
+  return cpclSuccess;
+}
+
 cpclResult_t cpclPrefillRun(struct cpclAttnPlan* pl, const cpclStep_t* st, const cpclPrefillSchedule_t* sched) {
   const cpclPrefillBatch_t* b = st->prefill;
-  cpclPrefillLayout(pl, b);
+  CPCLCHECK(stageLayout(pl, st));
   /* every rank sees the same lengths (agreed on), so every rank takes the same path */
   int context = 0;
   for (int s = 0; s < b->numSeqs && !context; s++) context = b->contextLens[s] > 0 && b->newLens[s] > 0;

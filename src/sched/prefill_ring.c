@@ -1,7 +1,9 @@
 /* prefill_ring.c -- ring attention over the PCP axis: P steps among the ranks of this rank's
  * dcpRank. At step i the rank holds block (pcpRank - i) mod P; it posts that block's send to the
  * next rank and the receive of the next block from the previous one (two slots, alternating),
- * attends to the block it holds and stores its owned rows, then waits. With the head-tail chunks
+ * attends to the block it holds and stores its owned rows, then waits (device transports: one
+ * stream-ordered sendrecv per step, K then V, on the plan's second stream, forked from the
+ * caller's before the attention and joined after it, so the next block moves during it). With the head-tail chunks
  * every rank has the same causal work at every step. The partial of block b lands in ring slice
  * b, and the P slices merge in block order 0..P-1 at the end: the result does not depend on the
  * ring's direction or on arrival order, bit for bit.
@@ -17,6 +19,29 @@
 static void ringProgress(void* ctx) {
   struct cpclComm* c = ctx;
   (void)c->tp->progress(c->tpCtx);
+}
+
+/* One ring step over a device transport: this block to next, the following one from prev, on
+ * the stream. Called on every rank at every step, sizes 0 included: one-sided transports count
+ * their exchanges (epochs), so every rank makes the same number. */
+static cpclResult_t ringDeviceStep(struct cpclAttnPlan* pl, cpclStream_t stream, int next, const void* k, const void* v,
+                                   size_t sendRows, int prev, void* nk, void* nv, size_t recvRows) {
+  struct cpclComm* c = pl->comm;
+  if (!(c->tp->caps & CPCL_TP_CAP_STREAM_P2P))
+    return CPCL_ERR(c, cpclUnsupported, "cpclAttnPrefill (ring): transport %s has no stream-ordered sendrecv",
+                    c->transportName);
+  const size_t rowBytes[2] = {cpclPrefillKRowBytes(pl), cpclPrefillVRowBytes(pl)};
+  for (int part = 0; part < (rowBytes[1] ? 2 : 1); part++) {
+    CPCL_NVTX_PUSH("cpcl prefill ring step");
+    cpclResult_t res = c->tp->sendrecv(c->tpCtx, next, part ? v : k, sendRows * rowBytes[part], prev, part ? nv : nk,
+                                       recvRows * rowBytes[part], pl->errorDev, stream);
+    CPCL_NVTX_POP();
+    if (res != cpclSuccess) {
+      cpclCommFail(c, res);
+      return CPCL_ERR_WRAP(c, res, cpclThreadLastError(), "cpclAttnPrefill (ring): %s transport", c->transportName);
+    }
+  }
+  return cpclSuccess;
 }
 
 static cpclResult_t ringNew(struct cpclAttnPlan* pl, const cpclStep_t* st, const cpclPrefillTarget_t* tgt) {
@@ -35,7 +60,17 @@ static cpclResult_t ringNew(struct cpclAttnPlan* pl, const cpclStep_t* st, const
     void *nextK = NULL, *nextV = NULL;
     n = 0;
     for (int k = 0; k < 4; k++) reqs[k].active = 0;
-    if (i < P - 1) { /* the block of step i + 1 moves while this one is attended */
+    const int side = i < P - 1 && cpclTransportIsDevice(c->tp);
+    if (side) {
+      /* on the plan's second stream, forked after step i - 1's attention and store (which read
+       * the slot the next block lands in), joined before step i + 1: block i + 1 moves while
+       * block i is attended */
+      cpclPrefillKvSlot(pl, (i + 1) % 2, &nextK, &nextV);
+      cpclStream_t ss;
+      CPCLCHECK(pl->exec->sideFork(pl->pfStager, st->stream, &ss));
+      CPCLCHECK(
+          ringDeviceStep(pl, ss, next, curK, curV, (size_t)pl->pfRows[b], prev, nextK, nextV, (size_t)pl->pfRows[nb]));
+    } else if (i < P - 1) { /* the block of step i + 1 moves while this one is attended */
       cpclPrefillKvSlot(pl, (i + 1) % 2, &nextK, &nextV);
       if (pl->pfRows[nb] > 0) {
         CPCLCHECKGOTO(cpclPrefillPost(pl, st, 0, prev, 2 * i, nextK, (size_t)pl->pfRows[nb] * kRow, &reqs[n++]), res,
@@ -66,6 +101,7 @@ static cpclResult_t ringNew(struct cpclAttnPlan* pl, const cpclStep_t* st, const
     CPCLCHECKGOTO(pl->exec->prefill(&p, st->stream), res, fail);
     CPCLCHECKGOTO(cpclPrefillStoreBlock(pl, st, &p.kv[0]), res, fail);
     CPCLCHECK(cpclWaitAll(c, reqs, n, "cpclAttnPrefill (ring): K/V block from the previous PCP rank"));
+    if (side) CPCLCHECK(pl->exec->sideJoin(pl->pfStager, st->stream));
     curK = nextK;
     curV = nextV;
   }

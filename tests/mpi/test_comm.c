@@ -184,14 +184,14 @@ static void test_nccl_sendrecv(void) {
     for (size_t i = 0; i < count; i++) h[i] = rank * 1000003 + (int)i + dir;
     EXPECT(cudaMemcpy(dSend, h, count * sizeof(int), cudaMemcpyHostToDevice) == cudaSuccess);
     EXPECT(cudaMemset(dRecv, 0xff, n * sizeof(int)) == cudaSuccess);
-    CPCL_OK(comm->tp->sendrecv(comm->tpCtx, to, dSend, count * sizeof(int), from, dRecv, count * sizeof(int), s));
+    CPCL_OK(comm->tp->sendrecv(comm->tpCtx, to, dSend, count * sizeof(int), from, dRecv, count * sizeof(int), NULL, s));
     EXPECT(cudaStreamSynchronize(s) == cudaSuccess);
     EXPECT(cudaMemcpy(h, dRecv, n * sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess);
     for (size_t i = 0; i < count; i++) EXPECT(h[i] == from * 1000003 + (int)i + dir);
     if (count < n) EXPECT(h[count] == -1); /* nothing past the block */
   }
   /* a peer that is this rank is an error, never a hang */
-  EXPECT_RES(comm->tp->sendrecv(comm->tpCtx, rank, dSend, 4, prev, dRecv, 4, s), cpclInternalError);
+  EXPECT_RES(comm->tp->sendrecv(comm->tpCtx, rank, dSend, 4, prev, dRecv, 4, NULL, s), cpclInternalError);
   cudaStreamDestroy(s);
   cudaFree(dSend);
   cudaFree(dRecv);

@@ -109,7 +109,7 @@ static void test_stubs_name_their_slot(void** state) {
   assert_non_null(strstr(cpclGetLastError(NULL), "test"));
   assert_int_equal(cpclTransportUnsupportedPeerSync(NULL, NULL), cpclUnsupported);
   assert_non_null(strstr(cpclGetLastError(NULL), "peerSync"));
-  assert_int_equal(cpclTransportUnsupportedSendrecv(NULL, 1, NULL, 0, 1, NULL, 0, NULL), cpclUnsupported);
+  assert_int_equal(cpclTransportUnsupportedSendrecv(NULL, 1, NULL, 0, 1, NULL, 0, NULL, NULL), cpclUnsupported);
   assert_non_null(strstr(cpclGetLastError(NULL), "sendrecv"));
   assert_int_equal(cpclTransportSelf.alltoallv(NULL, NULL), cpclUnsupported);
   assert_non_null(strstr(cpclGetLastError(NULL), "alltoallv"));

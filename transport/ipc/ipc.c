@@ -208,6 +208,41 @@ static cpclResult_t ipcWaitFrom(void* vctx, int peer, int* errorFlag, cpclStream
   return cpclSuccess;
 }
 
+/* One ring step, one-sided: the receiver's buffer is where this rank receives (recvbuf), at the
+ * same place of a buffer registered on every rank (the prefill ring's K/V slots alternate in step
+ * on every rank), so this rank stores into sendPeer's copy of recvbuf. One exchange epoch per
+ * call on every rank, sizes 0 included: the put waits until sendPeer has begun the same step (its
+ * earlier reads of that slot are done, stream-ordered), and the kernels after it see recvPeer's
+ * bytes. */
+static cpclResult_t ipcSendrecv(void* vctx, int sendPeer, const void* sendbuf, size_t sendBytes, int recvPeer,
+                                void* recvbuf, size_t recvBytes, int* errorFlag, cpclStream_t stream) {
+  ipcCtx_t* c = vctx;
+  if (sendPeer == c->rank || recvPeer == c->rank || sendPeer < 0 || recvPeer < 0 || sendPeer >= c->W ||
+      recvPeer >= c->W)
+    return CPCL_SINK_ERR(NULL, cpclInternalError, "ipc: sendrecv with peers %d and %d on rank %d of %d", sendPeer,
+                         recvPeer, c->rank, c->W);
+  cpclXchgParams_t p;
+  memset(&p, 0, sizeof(p));
+  CPCLCHECK(ipcPeerSync(c, &p.sync));
+  p.advance = 1;
+  p.errorFlag = errorFlag;
+  if (sendBytes) {
+    void* dst = translate(c, recvbuf, sendPeer);
+    if (dst == NULL)
+      return CPCL_SINK_ERR(NULL, cpclInternalError, "ipc: sendrecv: the receive buffer is not in a registered buffer");
+    p.src[0] = sendbuf;
+    p.dst[0] = dst;
+    p.bytes[0] = sendBytes;
+    p.peer[0] = sendPeer;
+    p.numPuts = 1;
+  }
+  if (recvBytes) p.waitMask = 1ull << recvPeer;
+  int e = cpclCudaExchange(&p, stream);
+  if (e)
+    return CPCL_SINK_ERR(NULL, cpclUnhandledCudaError, "ipc: sendrecv kernel: %s", cudaGetErrorString((cudaError_t)e));
+  return cpclSuccess;
+}
+
 static cpclResult_t ipcFini(void* vctx) {
   ipcCtx_t* c = vctx;
   if (c == NULL) return cpclSuccess;
@@ -270,12 +305,9 @@ fail:
 
 const cpclTransportOps_t cpclTransportIpc = {
     CPCL_TP_NO_HOST_P2P,
-    CPCL_TP_NO_STREAM_P2P,
     .name = "ipc",
     .memTypes = 1u << cpclMemCuda,
-    /* no sendrecv yet: one-sided stores need the receiver's buffer registered and a flag per
-     * ring step, which the prefill ring will bring with its buffers */
-    .caps = CPCL_TP_CAP_CTRL | CPCL_TP_CAP_STREAM_XCHG | CPCL_TP_CAP_PEER_MAP,
+    .caps = CPCL_TP_CAP_CTRL | CPCL_TP_CAP_STREAM_XCHG | CPCL_TP_CAP_PEER_MAP | CPCL_TP_CAP_STREAM_P2P,
     .usable = ipcUsable,
     .init = ipcInit,
     .fini = ipcFini,
@@ -286,4 +318,5 @@ const cpclTransportOps_t cpclTransportIpc = {
     .ctrlAllgather = ipcCtrlAllgather,
     .alltoallv = ipcAlltoallv,
     .waitFrom = ipcWaitFrom,
+    .sendrecv = ipcSendrecv,
 };

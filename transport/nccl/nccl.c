@@ -98,8 +98,9 @@ static cpclResult_t ncclAlltoallv(void* vctx, const cpclXfer_t* x) {
 }
 
 static cpclResult_t ncclSendrecv(void* vctx, int sendPeer, const void* sendbuf, size_t sendBytes, int recvPeer,
-                                 void* recvbuf, size_t recvBytes, cpclStream_t stream) {
+                                 void* recvbuf, size_t recvBytes, int* errorFlag, cpclStream_t stream) {
   ncclCtx_t* c = vctx;
+  (void)errorFlag; /* NCCL's own waits: nothing lands there */
   cudaStream_t s = (cudaStream_t)stream;
   if (sendPeer < 0 || sendPeer >= c->W || sendPeer == c->rank || recvPeer < 0 || recvPeer >= c->W ||
       recvPeer == c->rank)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: the GPU prefill (tools/prefill_perf -g 1) on the issue-15 shapes,
+# side by side with PyTorch's SDPA (flash, cuDNN) on the same causal shapes.
+#   B 1..8, 4k-64k tokens, GQA H32/Hkv8 D128 and MHA H16 D192/128, bf16, one GPU.
+# Each prefill_perf row times cpclAttnPrefill (schedule column) and the one-rank prefill of the
+# same batch (one_us, one_TF/s: the bare kernel on one GPU plus its layout copy and K/V store),
+# both as CUDA-graph replays; FLOPs are causal, as the anchor counts them.
+# Usage (device tool, from the repository root, with the anchor copied into scratch/):
+#   cp /work/shared/bench/torch_prefill_anchor.py scratch/ && tools/kernel_bench/prefill_bench.sh
+# Logs under /tmp/cpcl-out; prefill.txt, prefill_check.txt and anchor.txt are copied to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+LOG=/tmp/cpcl-out
+mkdir -p "$LOG"
+BUILD=${BUILD_DIR:-build-gpu}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv \
+  >"$LOG/gpu.txt" 2>&1
+if [ ! -f "$BUILD/build.ninja" ]; then
+  meson setup "$BUILD" -Dgpu_arch=90a >"$LOG/setup.log" 2>&1 || { tail -40 "$LOG/setup.log"; exit 1; }
+fi
+ninja -C "$BUILD" tools/prefill_perf >"$LOG/build.log" 2>&1 || { grep -E "error|FAILED" "$LOG/build.log" | head -30; exit 1; }
+P="$BUILD/tools/prefill_perf"
+rc=0
+echo "== correctness first: 2k tokens, checked against the one-rank prefill (CUDA), then 2 processes over ipc"
+{
+  $P -g 1 -B 2 -l 2048 -L 2048 -H 32 -K 8 -a allgather,ring -c 1 -n 3 -w 1 -T "check GQA" &&
+    $P -g 1 -B 1 -l 2048 -L 2048 -H 16 -K 16 -d 192 -v 128 -a allgather -c 1 -n 3 -w 1 -T "check MHA" &&
+    $P -g 1 -B 1 -l 1024 -L 1024 -C 1024 -H 32 -K 8 -a allgather -c 1 -n 3 -w 1 -T "check chunked" &&
+    mpirun -np 2 $P -g 1 -X ipc -B 2 -l 2048 -L 2048 -H 16 -K 4 -a allgather,ring -c 1 -n 3 -w 1 -T "check np2"
+} >"$LOG/prefill_check.txt" 2>&1 || rc=1
+grep -vE "^#" "$LOG/prefill_check.txt" | tail -12
+echo "== timing (one GPU, bf16, causal; -a allgather: on one rank every schedule is the same call)"
+: >"$LOG/prefill.txt"
+run() { timeout 300 $P -g 1 -a allgather -n 10 -w 2 "$@" >>"$LOG/prefill.txt" 2>&1 || rc=1; }
+run -B 1 -l 4096 -L 65536 -F 4 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B1"
+run -B 4 -l 4096 -L 16384 -F 4 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B4"
+run -B 8 -l 4096 -L 8192 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B8"
+run -B 1 -l 4096 -L 65536 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B1"
+run -B 4 -l 4096 -L 16384 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B4"
+grep -vE "^#" "$LOG/prefill.txt" | grep -vE "^$"
+echo "== PyTorch SDPA on the same shapes (scratch/torch_prefill_anchor.py)"
+if [ -f scratch/torch_prefill_anchor.py ]; then
+  OUT="$LOG" timeout 300 python3 scratch/torch_prefill_anchor.py >"$LOG/anchor.txt" 2>&1 || rc=1
+  cat "$LOG/anchor.txt"
+else
+  echo "scratch/torch_prefill_anchor.py missing: copy /work/shared/bench/torch_prefill_anchor.py there" | tee "$LOG/anchor.txt"
+fi
+if [ -n "${OUT:-}" ] && [ "$OUT" != "$LOG" ]; then
+  mkdir -p "$OUT"
+  cp "$LOG/prefill.txt" "$LOG/prefill_check.txt" "$LOG/anchor.txt" "$LOG/gpu.txt" "$OUT/" 2>/dev/null
+fi
+exit $rc
