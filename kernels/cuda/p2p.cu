@@ -30,6 +30,10 @@ __global__ void __launch_bounds__(kXchgThreads) exchangeKernel(const __grid_cons
   __shared__ int sEpoch, sLast;
   const cpclPeerSync_t& s = x.sync;
   const int tid = threadIdx.x;
+  /* A wait of this plan timed out (the error is sticky until the host reads it): release nothing
+   * more, so the ranks that wait on this one time out too and a stall reaches every rank of a
+   * ring, not only the stalled rank's neighbours (the communicator is broken either way). */
+  if (x.errorFlag && ldAcquireSys(x.errorFlag + CPCL_KERR_W_CODE) == CPCL_KERR_TIMEOUT) return;
   if (tid == 0) sEpoch = *(volatile int*)s.epoch + (x.advance ? 1 : 0);
   __syncthreads();
   const int E = sEpoch;
