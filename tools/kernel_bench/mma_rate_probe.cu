@@ -55,7 +55,8 @@ __global__ void __launch_bounds__(256, 1) probe(long long* cycles, int iters, in
       for (int kk = 0; kk < 4; kk++) wgmmaRS_m64n256k16(o, a[kk], vDesc<0>(kSt, w, kk));
     } else {
 #pragma unroll
-      for (int kk = 0; kk < 4; kk++) wgmmaSS_m64n256k16(o, sw128Desc(qBase + kk * 32, 16, 1024), vDesc<0>(kSt, w, kk), 1);
+      for (int kk = 0; kk < 4; kk++)
+        wgmmaSS_m64n256k16(o, sw128Desc(qBase + kk * 32, 16, 1024), vDesc<0>(kSt, w, kk), 1);
     }
     wgmmaCommit();
     wgmmaWait<0>();
