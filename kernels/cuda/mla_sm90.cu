@@ -187,6 +187,7 @@ extern "C" size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int max
 }
 
 namespace {
+unsigned long long* gTrace; /* cpclMlaSm90Trace: the bench's timing probe, NULL in the library */
 int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, int chunkMin, int variant,
            const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride, void* stream) {
   using namespace cpcl::mla90;
@@ -218,6 +219,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   sp.sparseIdx = sparseIdx;
   sp.sparseCount = sparseCount;
   sp.sparseStride = sparseStride;
+  sp.trace = gTrace;
   if (sparseIdx && (variant != 1 && variant != 4))
     return invalidValue("variant = %d: sparse attention runs the schedules of variants 1 and 4", variant);
   if (sparseIdx && (sparseCount == nullptr || sparseStride < 1))
@@ -273,6 +275,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   return (int)cudaLaunchKernelEx(&cfg, mlaSm90Combine, *p, sp);
 }
 }  // namespace
+
+extern "C" void cpclMlaSm90Trace(void* buf) { gTrace = static_cast<unsigned long long*>(buf); }
 
 extern "C" int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, int chunkMin,
                                  int variant, void* stream) {

@@ -74,11 +74,33 @@ struct Split {
   /* Sparse attention (issue 16): row t attends to the local KV indices sparseIdx[t][0 ..
    * sparseCount[t]) (this rank's own positions of its top-k list, compacted), in list order; the
    * row's "length" is that count and the splits cut the list as they cut a dense prefix. NULL for
-   * dense attention. The KV map then has one-row boxes (cpclMlaSm90KvRowMap). */
+   * dense attention. The producer warpgroup gathers the listed rows with cp.async. */
   const int32_t* sparseIdx;   /* [numTokens][sparseStride] */
   const int32_t* sparseCount; /* [numTokens] */
   int sparseStride;
+  /* A timing probe (cpclMlaSm90Trace, the bench only; NULL in the library): the first CTA of
+   * the grid records clock64 at the events of kTrace* below, for the seesaw schedules. */
+  unsigned long long* trace;
 };
+
+/* trace slots: consumer warpgroup w, pair j (< 64), event e (< 16): ((j * 2) + w) * 16 + e;
+ * producer, block i (< 512): kTraceProducer + 2 i + e (e 0: its stage is free, 1: copies issued);
+ * the same numbers as mla_sm90.h's kMlaSm90Trace* (the bench's view) */
+constexpr int kTraceSlots = 4096, kTraceProducer = 2048;
+/* Records clock64 in slot when tr is set, from lane 0 of warpgroup lane 0 of the grid's first CTA:
+ * the store is predicated inside the asm (no branch: ptxas serializes wgmma around divergence).
+ * Only with CPCL_MLA_TRACE defined (the probe costs registers: 8 bytes of spill in variant 4). */
+__device__ __forceinline__ void traceAt(unsigned long long* tr, int slot, int wt) {
+#ifndef CPCL_MLA_TRACE /* compiled in only for the bench's traced build: the library's code stays as measured */
+  return;
+#endif
+  if (tr == nullptr) return;
+  const int who = blockIdx.x == 0 && blockIdx.z == 0 && wt == 0 && slot >= 0 && slot < kTraceSlots;
+  const unsigned long long c = clock64();
+  asm volatile("{\n.reg .pred p;\nsetp.ne.s32 p, %2, 0;\n@p st.global.u64 [%0], %1;\n}\n" ::"l"(tr + (who ? slot : 0)),
+               "l"(c), "r"(who)
+               : "memory");
+}
 
 /* ---- small PTX wrappers ---- */
 __device__ __forceinline__ uint32_t smemAddr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -568,6 +590,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < nBlocks; i++) {
       const int st = i & 1;
       if (i >= 2 && !kFine) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
+      traceAt(sp.trace, kTraceProducer + 2 * i, 0);
       const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
       const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
       const uint32_t dst = smemAddr(sK + st * kBlockB);
@@ -589,6 +612,7 @@ __global__ void __launch_bounds__(kThreads, 1)
               tmaLoad2d(dst + c * kTileB + j * boxRows * 128, &kvMap, c * 64, rows[j], full);
           }
       }
+      traceAt(sp.trace, kTraceProducer + 2 * i + 1, 0);
       if (i + 1 < nBlocks) fetchRows(i + 1);
     }
     return;
@@ -692,6 +716,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (w == 0) {
       for (int j = 0; j < nPairs; j++) {
         const bool odd = 2 * j + 1 < nBlocks;
+        const int tb = (j * 2 + 0) * 16;
+        traceAt(sp.trace, tb + 0, wt);
         float s[32];
         stageS(s, 0, j & 1); /* overlaps the last pair's P1 V1_L */
         if (j > 0) {         /* P1 V1_L of the last pair is done: free stage 1 */
@@ -702,6 +728,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         wgmmaWait<0>();
         fenceRegs(s);
+        traceAt(sp.trace, tb + 1, wt);
         releaseTiles(0, 4, kTiles); /* S0 was WG0's only read of V0's right half and the rope dims */
         const int v0 = validOf(2 * j);
         float nA, nB, cA, cB, sumA, sumB;
@@ -716,14 +743,17 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         fenceProxyAsync();
         namedArrive(kBarP0, 256);
+        traceAt(sp.trace, tb + 2, wt);
         lA = lA * cA + sumA;
         lB = lB * cB + sumB;
         rescaleO(o, cA, cB);
         if (v0 < kBN) zeroTail(sK, 0, wt, v0);
         fenceRegs(o);
         issuePvRegs<kVDesc>(o, pf, kSt0, 0);
+        traceAt(sp.trace, tb + 3, wt);
         if (odd) {
           namedBarrier(kBarP1, 256); /* P1 in sP, c1 and m1 published */
+          traceAt(sp.trace, tb + 4, wt);
           const float c1A = sC1[rA], c1B = sC1[rB];
           mA = sM1[rA];
           mB = sM1[rB];
@@ -731,15 +761,18 @@ __global__ void __launch_bounds__(kThreads, 1)
           fenceRegs(o);
           release(0);
           releaseTiles(0, 0, 4); /* P0 V0_L done */
+          traceAt(sp.trace, tb + 5, wt);
           lA *= c1A;
           lB *= c1B;
           rescaleO(o, c1A, c1B);
           waitStage(1, j & 1);
+          traceAt(sp.trace, tb + 6, wt);
           releaseTiles(1, 4, kTiles); /* WG0 reads only V1's left half */
           const int v1 = validOf(2 * j + 1);
           if (v1 < kBN) zeroTail(sK + kBlockB, 0, wt, v1);
           fenceRegs(o);
           issuePvSmem<kVDesc>(o, pBase, kSt1, 0);
+          traceAt(sp.trace, tb + 7, wt);
         } else {
           wgmmaWait<0>();
           fenceRegs(o);
@@ -754,14 +787,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else {
       for (int j = 0; j < nPairs; j++) {
         const bool odd = 2 * j + 1 < nBlocks;
+        const int tb = (j * 2 + 1) * 16;
+        traceAt(sp.trace, tb + 0, wt);
         float s[32];
         if (kKind == 1 && odd) stageS(s, 1, j & 1);
         waitStage(0, j & 1);
+        traceAt(sp.trace, tb + 1, wt);
         releaseTiles(0, 0, 4); /* WG1 reads only V0's right half */
         releaseTiles(0, 8, kTiles);
         const int v0 = validOf(2 * j);
         if (v0 < kBN) zeroTail(sK, 1, wt, v0);
         namedBarrier(kBarP0, 256); /* P0 in sP, c0 and m0 published */
+        traceAt(sp.trace, tb + 2, wt);
         const float c0A = sC0[rA], c0B = sC0[rB], m0A = sM0[rA], m0B = sM0[rB];
         /* S1 (issued alongside WG0's S0) is done by now in practice; waiting for it here keeps the
          * rescale of O out of a wgmma stage in flight (ptxas would serialize every wgmma) */
@@ -772,12 +809,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         rescaleO(o, c0A, c0B);
         fenceRegs(o);
         issuePvSmem<kVDesc>(o, pBase, kSt0, 1);
+        traceAt(sp.trace, tb + 3, wt);
         if (kKind == 2 && odd) stageS(s, 1, j & 1); /* S1 behind P0 V0_R: stage 1 gets longer to load */
+        traceAt(sp.trace, tb + 4, wt);
         if (odd) {
           const int v1 = validOf(2 * j + 1);
           float nA, nB, cA, cB, sumA, sumB;
           uint32_t pf[4][4];
           if (kKind == 2) wgmmaWait<0>();
+          traceAt(sp.trace, tb + 5, wt);
           if (kKind == 2) { /* S1 done (WG1's only read of V1's left half and the rope), P0 V0_R too */
             releaseTiles(1, 0, 4);
             releaseTiles(1, 8, kTiles);
@@ -801,6 +841,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
           fenceProxyAsync();
           namedArrive(kBarP1, 256);
+          traceAt(sp.trace, tb + 6, wt);
           mA = nA;
           mB = nB;
           lA = lA * cA + sumA;
@@ -809,8 +850,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (v1 < kBN) zeroTail(sK + kBlockB, 1, wt, v1);
           fenceRegs(o);
           issuePvRegs<kVDesc>(o, pf, kSt1, 1);
+          traceAt(sp.trace, tb + 7, wt);
           wgmmaWait<0>();
           fenceRegs(o);
+          traceAt(sp.trace, tb + 8, wt);
           release(1);
           releaseTiles(1, 4, 8);
         } else {

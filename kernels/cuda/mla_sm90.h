@@ -54,6 +54,13 @@ int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int m
 int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, int maxSplits, int chunkMin, int variant,
                             const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride, void* stream);
 
+/* A timing probe for the bench (not thread-safe, never called by the library): later launches
+ * record clock64 at the seesaw schedules' events of the grid's first CTA into buf (4096 u64,
+ * device memory: consumer warpgroup w, pair j < 64, event e < 16 at (2 j + w) 16 + e; producer
+ * block i < 512 at kMlaSm90TraceProducer + 2 i + e); NULL turns it off. */
+void cpclMlaSm90Trace(void* buf);
+enum { kMlaSm90TraceSlots = 4096, kMlaSm90TraceProducer = 2048 };
+
 /* The library's path (attn.cu): -1 when p does not take this body (p->mlaSm90Splits == 0,
  * another shape or dtype, or a device other than compute capability 9.0), else the launch's
  * result, with the cached tensor map of p->kCache and the variant for p's heads. */

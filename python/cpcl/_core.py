@@ -106,6 +106,14 @@ def _index(x, what, mem, like):
     return a
 
 
+def _host_index(x, what):
+    """An int32 index array the C call reads on the host whatever the plan's memory (the prefill
+    batch's lengths and row offsets, cpcl.h): a CUDA tensor is copied to the host (a sync)."""
+    if _is_tensor(x) and x.device.type != "cpu":
+        x = x.to("cpu")
+    return _index(x, what, "host", None)
+
+
 def _on(a, what, mem, like):
     if mem == "host" and a.device[0] != "host":
         raise _ArgError(f"{what} is on {a.device[0]}:{a.device[1]}, but the communicator's memory is host")
@@ -540,7 +548,9 @@ class AttnPlan:
         k_new / v_new [T, Hkv, D]: its head-tail chunks, pcp_chunks, sequence-major, rows
         query_start[s]..) attend causally to the cached context and every PCP rank's new tokens;
         the new K/V are stored into the cache (owned positions). Returns (out [T, H, Dvo],
-        lse [T, H]). Collective."""
+        lse [T, H]). Collective. context_lens, new_lens and query_start are read on the host on
+        every plan (CUDA tensors are copied there: pass CPU ones to avoid the sync); block_table
+        lives in the plan's memory."""
         if not _lib.has("cpclAttnPrefill"):
             why = _lib.unusable.get("cpclAttnPrefill", "this libcpcl has no cpclAttnPrefill yet")
             raise NotImplementedError(f"cpcl.AttnPlan.prefill: {why} ({_lib.library_path})")
@@ -551,7 +561,7 @@ class AttnPlan:
                 out = t.empty((T, self.num_qo_heads, self.head_dim_vo), dtype=q.dtype, device=q.device)
             if lse is None:
                 lse = t.empty((T, self.num_qo_heads), dtype=t.float32, device=q.device)
-            conv = _t_index(self, context_lens, new_lens, block_table, query_start)
+            conv = _t_ints(context_lens, new_lens, block_table, query_start)
             t.ops.cpcl.prefill(self.id, q, k_new, v_new, k_cache, v_cache, *conv, out, lse)
             return out, lse
         return self._prefill(q, k_new, v_new, k_cache, v_cache, context_lens, new_lens, block_table, query_start,
@@ -668,11 +678,13 @@ class AttnPlan:
             qa = _tensor(q, "q", mem, self.q_dtype, (None, H, self.head_dim_qk))
             T = qa.shape[0]
             ka, va, kc, vc, _ = self._kv_args(k_new, v_new, k_cache, v_cache, mem, rows=T, like=qa)
-            cl = _index(context_lens, "context_lens", mem, qa)
+            # lengths and row offsets in host memory on every plan (on CUDA plans the host lays the
+            # step out from them); the block table in the plan's memory
+            cl = _host_index(context_lens, "context_lens")
             if len(cl.shape) != 1:
                 raise _ArgError(f"context_lens has shape {list(cl.shape)}: it must be [num_seqs]")
             S = cl.shape[0]
-            nl = _index(new_lens, "new_lens", mem, qa)
+            nl = _host_index(new_lens, "new_lens")
             if nl.shape != (S,):
                 raise _ArgError(f"new_lens has shape {list(nl.shape)}: it must be [num_seqs = {S}]")
             bt = _index(block_table, "block_table", mem, qa)
@@ -680,7 +692,7 @@ class AttnPlan:
                 raise _ArgError(f"block_table has shape {list(bt.shape)}: it must be [num_seqs = {S}, max_pages]")
             if query_start is None:
                 raise _ArgError("query_start is None: prefill rows need their offsets ([num_seqs + 1])")
-            qs = _index(query_start, "query_start", mem, qa)
+            qs = _host_index(query_start, "query_start")
             if qs.shape != (S + 1,):
                 raise _ArgError(f"query_start has shape {list(qs.shape)}: it must be [num_seqs + 1 = {S + 1}]")
             if out is None:
@@ -791,9 +803,9 @@ def _slots(x, mem, like):
     return a
 
 
-def _t_index(plan, seq_lens, block_table, query_start, topk_indices):
-    """Batch arrays as the torch ops take them: int32 tensors on q's device (host lists/arrays
-    become CPU tensors; the real op checks devices against the plan's memory)."""
+def _t_ints(*xs):
+    """Index arrays as the torch ops take them: int32 tensors where they are (host lists/arrays
+    become CPU tensors; the real op checks devices against the plan's memory). None stays None."""
     t = _torch()
 
     def conv(x):
@@ -803,7 +815,12 @@ def _t_index(plan, seq_lens, block_table, query_start, topk_indices):
             return x if x.dtype == t.int32 else x.to(t.int32)
         return t.as_tensor(x, dtype=t.int32)
 
-    return conv(seq_lens), conv(block_table), conv(query_start), conv(topk_indices)
+    return tuple(conv(x) for x in xs)
+
+
+def _t_index(plan, seq_lens, block_table, query_start, topk_indices):
+    """A decode batch's arrays for the torch ops (see _t_ints)."""
+    return _t_ints(seq_lens, block_table, query_start, topk_indices)
 
 
 # ---------------------------------------------------------------------------------------------

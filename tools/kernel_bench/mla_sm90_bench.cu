@@ -257,6 +257,39 @@ static float median(std::vector<float> v) {
   return v[v.size() / 2];
 }
 
+/* MLA_TRACE=1: one launch of each timed row with cpclMlaSm90Trace on, and the first CTA's
+ * per-pair timeline of the seesaw schedules (variants 3, 4, 7: late S1), median cycles between
+ * events over the steady pairs (the first and last two left out). */
+static void printTrace(const unsigned long long* tr, int nBlocks) {
+  const int nPairs = std::min(64, (nBlocks + 1) / 2);
+  if (nPairs < 5) return;
+  auto at = [&](int j, int w, int e) { return (long long)tr[(j * 2 + w) * 16 + e]; };
+  auto med = [&](auto f) {
+    std::vector<long long> v;
+    for (int j = 2; j < nPairs - 2; j++) v.push_back(f(j));
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  printf("  trace (cycles, median of %d pairs): pair %lld\n", nPairs - 4,
+         med([&](int j) { return at(j + 1, 0, 0) - at(j, 0, 0); }));
+  static const char* wg0[] = {"S0 issue+wait", "softmax0+P0 out", "PV0_L issue", "wait P1",
+                              "PV0_L done",    "wait stage 1",    "PV1_L issue", "-> next pair"};
+  static const char* wg1[] = {"wait stage 0",    "wait P0",     "PV0_R issue", "S1 issue",    "S1+PV0_R done",
+                              "softmax1+P1 out", "PV1_R issue", "PV1_R done",  "-> next pair"};
+  printf("  WG0:");
+  for (int e = 0; e < 8; e++)
+    printf(" %s %lld;", wg0[e], med([&](int j) { return (e < 7 ? at(j, 0, e + 1) : at(j + 1, 0, 0)) - at(j, 0, e); }));
+  printf("\n  WG1:");
+  for (int e = 0; e < 9; e++)
+    printf(" %s %lld;", wg1[e], med([&](int j) { return (e < 8 ? at(j, 1, e + 1) : at(j + 1, 1, 0)) - at(j, 1, e); }));
+  std::vector<long long> wait;
+  for (int i = 4; i < std::min(nBlocks, 512) - 2; i++)
+    wait.push_back((long long)tr[kMlaSm90TraceProducer + 2 * i] - (long long)tr[kMlaSm90TraceProducer + 2 * i - 1]);
+  std::sort(wait.begin(), wait.end());
+  if (!wait.empty()) printf("\n  producer: wait for a free stage %lld (median)", wait[wait.size() / 2]);
+  printf("\n");
+}
+
 static const char* topkLabel(int k) {
   static char buf[8][32];
   static int n;
@@ -560,6 +593,22 @@ int main(int argc, char** argv) {
               cudaGetLastError();
               printf("graph capture failed\n");
             }
+          }
+          if (getenv("MLA_TRACE") && atoi(getenv("MLA_TRACE")) && K == 0 &&
+              ((variant & 15) == 3 || (variant & 15) == 4 || (variant & 15) == 7)) {
+            unsigned long long* dTr;
+            CK(cudaMalloc(&dTr, kMlaSm90TraceSlots * 8));
+            CK(cudaMemset(dTr, 0, kMlaSm90TraceSlots * 8));
+            cpclMlaSm90Trace(dTr);
+            CKI(launchOne(&ps[0]));
+            CK(cudaDeviceSynchronize());
+            cpclMlaSm90Trace(nullptr);
+            std::vector<unsigned long long> tr(kMlaSm90TraceSlots);
+            CK(cudaMemcpy(tr.data(), dTr, tr.size() * 8, cudaMemcpyDeviceToHost));
+            cudaFree(dTr);
+            const int rowLen = L, chunk = (rowLen + maxSplits - 1) / maxSplits;
+            printf("trace v%d B%d H%d L%d pg%d:\n", variant, B, H, L, pg);
+            printTrace(tr.data(), (std::min(rowLen, ((chunk + 63) / 64) * 64) + 63) / 64);
           }
           const double keys = K > 0 ? K : L; /* the keys a row attends to */
           const double bytes = (double)B * keys * 1152 + (double)B * H * (576 + 512) * 2;

@@ -4,7 +4,8 @@
 # each kernel's duration at B1 (attention vs merge), and stall reasons plus tensor-pipe use on a
 # compute-bound and a memory-bound row.
 #   VARIANTS="1,4,17,20" (16 = kMlaSm90EvictFirst or-ed in)  BEST=20 (sanitizer and ncu)
-#   NCU=0 skips ncu;  logs under $OUT (or a temp dir): checks.log perf.log ncu_*.txt
+#   NCU=0 skips ncu; TRACE_ROWS="B,H,L,pg ..." (or none): the clock64 timeline of variant 4's
+#   first CTA on those rows;  logs under $OUT (or a temp dir): checks.log perf.log ncu_*.txt trace.log
 cd "$(dirname "$0")" || exit 1
 OUT=${OUT:-$(mktemp -d)}; BIN=$(mktemp -d)/mla_sm90_bench; echo "logs in $OUT"
 VARIANTS=${VARIANTS:-0,1,2,3,4,5,6}
@@ -39,5 +40,15 @@ if [ "${NCU:-1}" != 0 ]; then
     grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|stalled|pipe_tensor" $OUT/ncu_${row//,/_}.txt |
       awk '{ if ($NF+0 >= 0.05 || $0 ~ /Duration|Throughput|pipe_tensor/) print }' | sed 's/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' | head -40
   done
+fi
+# the per-pair timeline of the first CTA (a build with the clock64 probe compiled in; its timings
+# are not the library's code, so only the trace lines are kept)
+TRACE_ROWS=${TRACE_ROWS:-128,128,4096,64 128,128,4096,16 64,16,16384,64}
+if [ "$TRACE_ROWS" != none ]; then
+  nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -DCPCL_MLA_TRACE -I../../kernels -I../../kernels/cuda \
+    mla_sm90_bench.cu ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas -o $BIN.trace 2>>$OUT/build.log &&
+    for row in $TRACE_ROWS; do
+      MLA_TRACE=1 MLA_ONLY=$row timeout 60 $BIN.trace --perf-only --variants 4 2>&1 | grep -A4 "^trace"
+    done | tee $OUT/trace.log
 fi
 grep -A100 "^| variant" $OUT/perf.log
