@@ -110,6 +110,11 @@ int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTokens, int* c
 /* bytes of split workspace that body needs for maxTokens rows of numHeads heads */
 size_t cpclCudaAttnMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int splits);
 int cpclCudaAttn(const cpclAttnParams_t* p, void* stream);
+/* The bf16 tensor-core rate the Hopper bodies can reach on the current device (kernel_perf's
+ * matrix ceiling, next to the copy ceiling): every SM runs two warpgroups issuing back-to-back
+ * wgmma m64n256k16 on shared-memory operands (the P V shape of the MLA body), timed with events.
+ * *tflops is 0 and the result -1 on a device other than compute capability 9.0. */
+int cpclCudaTensorRateProbe(double* tflops);
 
 /* ---- host (C reference) ---- */
 size_t cpclHostAttnWorkspaceBytes(int headDimQk, int headDimVo);

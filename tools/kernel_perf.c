@@ -757,10 +757,17 @@ int main(int argc, char** argv) {
   struct cudaDeviceProp prop;
   CU(cudaGetDeviceProperties(&prop, 0));
   double ceiling = copyCeiling(20);
+  /* the tensor-core ceiling beside the copy one (TFLOP/s columns are read against it) */
+  double matrix = 0;
+  const int hasMatrix = cpclCudaTensorRateProbe(&matrix) == 0;
   perfParamStr(&perf, "device", prop.name);
   perfParamInt(&perf, "sms", prop.multiProcessorCount);
   perfComment(&perf, "kernel_perf%s%s: %s, %d SMs; device-to-device copy ceiling %.2f TB/s (bytes read + written)",
               perf.label[0] ? " " : "", perf.label, prop.name, prop.multiProcessorCount, ceiling);
+  if (hasMatrix)
+    perfComment(&perf, "bf16 tensor-core rate (wgmma m64n256k16 from shared memory, every SM): %.0f TFLOP/s", matrix);
+  else
+    perfComment(&perf, "bf16 tensor-core rate: not measured (the probe needs a compute capability 9.0 device)");
   static const perfColumn_t cols[NUM_COLS] = {{"kernel", PERF_STRING, -6, 0}, {"variant", PERF_STRING, -8, 0},
                                               {"parts", PERF_INT, 5, 0},      {"B", PERF_INT, 4, 0},
                                               {"H", PERF_INT, 3, 0},          {"Hkv", PERF_INT, 3, 0},

@@ -293,6 +293,74 @@ extern "C" int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, int maxSplits,
   return launch(p, &unused, maxSplits, chunkMin, variant, sparseIdx, sparseCount, sparseStride, stream);
 }
 
+namespace cpcl {
+namespace mla90 {
+/* cpclCudaTensorRateProbe's kernel: warpgroup w of each CTA issues groups of 4 m64n256k16 with A
+ * and B in shared memory (contents never change: a rate, not a result) */
+__global__ void __launch_bounds__(256, 1) tensorRateKernel(int iters, float* sink) {
+  extern __shared__ unsigned char raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)raw + 1023) & ~(uintptr_t)1023);
+  for (int i = threadIdx.x; i < 2 * kBlockB / 16; i += blockDim.x)
+    reinterpret_cast<uint4*>(smem)[i] = make_uint4(0x3c003c00u, 0x3c003c00u, 0, 0);
+  fenceProxyAsync();
+  __syncthreads();
+  const int w = __shfl_sync(0xffffffffu, threadIdx.x >> 7, 0);
+  const uint32_t aBase = smemAddr(smem), bBase = aBase + kBlockB;
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; i++) o[i] = 0.f;
+  for (int it = 0; it < iters; it++) {
+    wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+      wgmmaSS_m64n256k16(o, sw128Desc(aBase + kk * 32, 16, 1024), vDesc<0>(bBase, w, kk), 1);
+    wgmmaCommit();
+    wgmmaWait<0>();
+    fenceRegs(o);
+  }
+  float acc = 0.f;
+#pragma unroll
+  for (int i = 0; i < 128; i++) acc += o[i];
+  if (acc == 12345.f) sink[threadIdx.x] = acc; /* keeps the work */
+}
+}  // namespace mla90
+}  // namespace cpcl
+
+extern "C" int cpclCudaTensorRateProbe(double* tflops) {
+  using namespace cpcl::mla90;
+  *tflops = 0;
+  int dev, sms;
+  if (deviceCc(&dev, &sms) != 90) return -1;
+  const int smem = 2 * kBlockB + 1024, iters = 4000;
+  cudaError_t e = cudaFuncSetAttribute(tensorRateKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  float* sink = nullptr;
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  if (e == cudaSuccess) e = cudaMalloc(&sink, 256 * sizeof(float));
+  if (e == cudaSuccess) e = cudaEventCreate(&e0);
+  if (e == cudaSuccess) e = cudaEventCreate(&e1);
+  float best = 0.f;
+  for (int rep = 0; e == cudaSuccess && rep < 4; rep++) { /* the first warms the clocks up */
+    cudaEventRecord(e0);
+    tensorRateKernel<<<sms, 256, smem>>>(iters, sink);
+    cudaEventRecord(e1);
+    e = cudaEventSynchronize(e1);
+    float ms = 0.f;
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+    if (e == cudaSuccess && rep > 0 && (best == 0.f || ms < best)) best = ms;
+  }
+  if (e == cudaSuccess) e = cudaGetLastError();
+  if (e0) cudaEventDestroy(e0);
+  if (e1) cudaEventDestroy(e1);
+  if (sink) cudaFree(sink);
+  if (e != cudaSuccess || best <= 0.f) {
+    cudaGetLastError();
+    return e != cudaSuccess ? (int)e : -1;
+  }
+  const double flops = (double)sms * 2 * iters * 4 * 2.0 * 64 * 256 * 16;
+  *tflops = flops / (best * 1e-3) / 1e12;
+  return 0;
+}
+
 extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
   using namespace cpcl::mla90;
   if (p->mlaSm90Splits < 1 || !shapeOk(p)) return -1;
