@@ -7,6 +7,9 @@
  *   SR  = 32 x m64n64k16 SS + 4 RS (rope tile of Q in registers) (ideal 1152)
  *   PV  = 4 x m64n256k16, A (P) in registers, B (V) MN-major  (ideal 512)
  *   PVS = 4 x m64n256k16, A (P) from shared memory             (ideal 512)
+ *   SW  = S with an mbarrier wait before each 64-dim tile, as the body's per-tile barriers do (the
+ *         barrier's phase is complete, so the wait returns at once: what is left is the cost of the
+ *         code shape, where ptxas puts a WARPGROUP.ARRIVE after every wait)   (ideal 1152)
  * Build (from tools/kernel_bench): nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17
  *   -I../../kernels -I../../kernels/cuda mma_rate_probe.cu -o mma_rate_probe
  */
@@ -34,6 +37,14 @@ __global__ void __launch_bounds__(256, 1) probe(long long* cycles, int iters, in
   for (int i = 0; i < 32; i++) s[i] = 0.f;
 #pragma unroll
   for (int i = 0; i < 128; i++) o[i] = 0.f;
+  __shared__ __align__(8) uint64_t bar;
+  if (threadIdx.x == 0) {
+    mbarInit(smemAddr(&bar), 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) mbarArrive(smemAddr(&bar)); /* phase 0 completes */
+  __syncthreads();
   uint32_t a[4][4];
 #pragma unroll
   for (int i = 0; i < 16; i++) a[i >> 2][i & 3] = 0x3c003c00u;
@@ -41,9 +52,10 @@ __global__ void __launch_bounds__(256, 1) probe(long long* cycles, int iters, in
   for (int it = -2; it < iters; it++) {
     if (it == 0) t0 = clock64();
     wgmmaFence();
-    if (kShape == 0 || kShape == 1) {
+    if (kShape == 0 || kShape == 1 || kShape == 4) {
 #pragma unroll
       for (int ks = 0; ks < 36; ks++) {
+        if (kShape == 4 && (ks & 3) == 0) mbarWait(smemAddr(&bar), 0);
         const uint32_t off = (ks >> 2) * kTileB + (ks & 3) * 32;
         if (kShape == 1 && ks >= 32)
           wgmmaRS_m64n64k16(s, a[ks & 3], sw128Desc(kSt + off, 16, 1024));
@@ -78,11 +90,11 @@ int main() {
   const int sms = prop.multiProcessorCount, iters = 2000, smem = 2 * kBlockB + 1024;
   long long* d;
   cudaMalloc(&d, sms * 2 * sizeof(long long));
-  const char* names[4] = {"S   36 x m64n64k16 SS", "SR  32 SS + 4 RS m64n64k16", "PV  4 x m64n256k16 RS",
-                          "PVS 4 x m64n256k16 SS"};
-  const int ideal[4] = {1152, 1152, 512, 512};
-  void (*k[4])(long long*, int, int) = {probe<0>, probe<1>, probe<2>, probe<3>};
-  for (int sh = 0; sh < 4; sh++) {
+  const char* names[5] = {"S   36 x m64n64k16 SS", "SR  32 SS + 4 RS m64n64k16", "PV  4 x m64n256k16 RS",
+                          "PVS 4 x m64n256k16 SS", "SW  S, a barrier wait a tile"};
+  const int ideal[5] = {1152, 1152, 512, 512, 1152};
+  void (*k[5])(long long*, int, int) = {probe<0>, probe<1>, probe<2>, probe<3>, probe<4>};
+  for (int sh = 0; sh < 5; sh++) {
     cudaFuncSetAttribute(k[sh], cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     for (int nWg = 1; nWg <= 2; nWg++) {
       cudaMemset(d, 0, sms * 2 * sizeof(long long));
