@@ -5,7 +5,8 @@
  * The one tool that reaches below the public header (the kernels' params headers): it times the
  * kernels without any schedule around them; dcp_decode_perf times the operations.
  *
- *   kernel_perf [-n iters] [-x] [-p page] [-s B,H,Hkv,D,L ...] [-c 1] [-J FILE]   (H after the DCP gather)
+ *   kernel_perf [-n iters] [-x] [-p page] [-s B,H,Hkv,D,L ...] [-k K -W W] [-E 1] [-c 1] [-J FILE]
+ *   (H after the DCP gather; -E 1: eager launches instead of graph replays)
  *
  * D = 576 is MLA (issue 13): one latent KV head (Hkv 1), V the first 512 dims of each K row; its
  * "auto" row runs the Hopper MLA body on compute capability 9.0 GPUs ("auto/sm90", with that
@@ -178,6 +179,24 @@ static shapes_t shapes = {{{64, 16, 1, 128, 8192},
                           6,
                           0};
 
+/* The stream every kernel runs on, and how rows are timed: graph replays by default (a graph of
+ * `copies` launches over the rotated copies, so the figure is the GPU's time per launch, as an
+ * engine replaying its decode graph sees it), or with -E 1 eager launches bracketed by events (a
+ * launch of a few microseconds then includes the host's launch cost). */
+static cudaStream_t gStream;
+static int eager;
+static int fellBack; /* rows timed eagerly because their capture failed */
+
+static int timeRow(perfStep_t step, void* arg, int steps, perfStats_t* s) {
+  if (!eager) {
+    if (perfTimeGraphSteps(&perf, gStream, steps < 64 ? steps : 64, step, arg, s) == 0) return 0;
+    cudaGetLastError();
+    if (cudaStreamSynchronize(gStream) != cudaSuccess) return -1;
+    fellBack++;
+  }
+  return perfTimeEvents(&perf, step, arg, s);
+}
+
 typedef struct {
   cpclAttnParams_t* p;
   void **k, **v;
@@ -188,7 +207,7 @@ static int attnStep(void* arg, int launch) {
   attnArgs_t* a = arg;
   a->p->kCache = a->k[a->warm ? 0 : launch % a->copies];
   a->p->vCache = a->v[a->warm ? 0 : launch % a->copies];
-  a->err = cpclCudaAttn(a->p, NULL);
+  a->err = cpclCudaAttn(a->p, gStream);
   return a->err;
 }
 
@@ -343,7 +362,7 @@ static void benchAttention(const shape_t* sh, double ceiling) {
     p.splitChunkMin = chunkOf[variant];
     attnArgs_t a = {&p, k, v, copies, variant == 2, 0};
     perfStats_t s;
-    if (perfTimeEvents(&perf, attnStep, &a, &s)) {
+    if (timeRow(attnStep, &a, copies, &s)) {
       fprintf(stderr, "attention launch failed: %s\n", cudaGetErrorString((cudaError_t)a.err));
       exit(1);
     }
@@ -426,8 +445,8 @@ static int sparseStep(void* arg, int launch) {
   sparseArgs_t* a = arg;
   a->p->kCache = a->k[a->warm ? 0 : launch % a->copies];
   a->p->cudaCoresOnly = a->what == 2;
-  a->err = a->what == 0 || a->what == 3 ? cpclCudaTopkFilter(a->f, NULL) : 0;
-  if (!a->err && a->what != 3) a->err = cpclCudaAttn(a->p, NULL);
+  a->err = a->what == 0 || a->what == 3 ? cpclCudaTopkFilter(a->f, gStream) : 0;
+  if (!a->err && a->what != 3) a->err = cpclCudaAttn(a->p, gStream);
   return a->err;
 }
 
@@ -592,7 +611,7 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
   for (int what = 0; what < 4; what++) {
     sparseArgs_t a = {&p, &df, k, copies, 0, 0, what};
     perfStats_t st;
-    if (perfTimeEvents(&perf, sparseStep, &a, &st)) {
+    if (timeRow(sparseStep, &a, copies, &st)) {
       fprintf(stderr, "sparse step failed: %s (%s)\n", cudaGetErrorString((cudaError_t)a.err),
               cpclCudaKernelErrorDetail());
       exit(1);
@@ -643,7 +662,7 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
   cudaFree(q), cudaFree(out), cudaFree(lse), cudaFree(ws), cudaFree(counters);
 }
 
-static int mergeStep(void* arg, int launch) { return cpclCudaMerge((const cpclMergeParams_t*)arg, NULL); }
+static int mergeStep(void* arg, int launch) { return cpclCudaMerge((const cpclMergeParams_t*)arg, gStream); }
 
 static void benchMerge(int N, int B, int H, int D, double ceiling) {
   void* o;
@@ -673,7 +692,7 @@ static void benchMerge(int N, int B, int H, int D, double ceiling) {
     m.lse[p] = l + (size_t)p * B * H;
   }
   perfStats_t s;
-  if (perfTimeEvents(&perf, mergeStep, &m, &s)) exit(1);
+  if (timeRow(mergeStep, &m, 16, &s)) exit(1);
   long wrong = 0;
   const size_t nOut = (size_t)B * H * D, nLse = (size_t)B * H;
   if (perf.check) { /* the C reference on host copies of the same partials */
@@ -740,6 +759,8 @@ static const perfOpt_t options[] = {
      NULL, NULL, NULL},
     {'W', "ranks", PERF_OPT_INT, &simRanks, "W", "sparse: also as rank 0 of W ranks (the shard it owns)", 1, 64, NULL,
      NULL, NULL},
+    {'E', "eager", PERF_OPT_INT, &eager, "0|1", "1: time eager launches (events around each) instead of graph replays",
+     0, 1, NULL, NULL, NULL},
 };
 
 int main(int argc, char** argv) {
@@ -756,6 +777,7 @@ int main(int argc, char** argv) {
   }
   struct cudaDeviceProp prop;
   CU(cudaGetDeviceProperties(&prop, 0));
+  CU(cudaStreamCreate(&gStream));
   double ceiling = copyCeiling(20);
   /* the tensor-core ceiling beside the copy one (TFLOP/s columns are read against it) */
   double matrix = 0;
@@ -764,6 +786,10 @@ int main(int argc, char** argv) {
   perfParamInt(&perf, "sms", prop.multiProcessorCount);
   perfComment(&perf, "kernel_perf%s%s: %s, %d SMs; device-to-device copy ceiling %.2f TB/s (bytes read + written)",
               perf.label[0] ? " " : "", perf.label, prop.name, prop.multiProcessorCount, ceiling);
+  perfComment(&perf, "%s",
+              eager ? "times: eager launches, events around each (they include the host's launch cost)"
+                    : "times: CUDA-graph replays, per launch (a graph of the rows' launches over the "
+                      "rotated KV copies, divided by their count)");
   if (hasMatrix)
     perfComment(&perf, "bf16 tensor-core rate (wgmma m64n256k16 from shared memory, every SM): %.0f TFLOP/s", matrix);
   else
@@ -789,5 +815,6 @@ int main(int argc, char** argv) {
     if (simRanks > 1) benchSparse(&shapes.s[i], simRanks, ceiling);
   }
   benchMerge(8, 64, 16, 128, ceiling);
+  if (fellBack) perfComment(&perf, "%d rows were timed eagerly: their graph capture failed", fellBack);
   return perfFinish(&perf);
 }

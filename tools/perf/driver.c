@@ -459,7 +459,12 @@ int perfTimeEvents(const perf_t* p, perfStep_t step, void* arg, perfStats_t* s) 
 }
 
 int perfTimeGraph(const perf_t* p, void* streamArg, perfStep_t step, void* arg, perfStats_t* s) {
+  return perfTimeGraphSteps(p, streamArg, 1, step, arg, s);
+}
+
+int perfTimeGraphSteps(const perf_t* p, void* streamArg, int steps, perfStep_t step, void* arg, perfStats_t* s) {
   cudaStream_t stream = (cudaStream_t)streamArg;
+  if (steps < 1) steps = 1;
   cudaGraph_t graph = NULL;
   cudaGraphExec_t exec = NULL;
   cudaEvent_t e0 = NULL, e1 = NULL;
@@ -470,7 +475,7 @@ int perfTimeGraph(const perf_t* p, void* streamArg, perfStep_t step, void* arg, 
   if ((err = step(arg, launch++)) != 0) goto done;
   PERF_CU(cudaStreamSynchronize(stream));
   PERF_CU(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  err = step(arg, launch++);
+  for (int i = 0; i < steps && !err; i++) err = step(arg, launch++);
   {
     cudaError_t ce = cudaStreamEndCapture(stream, &graph);
     if (err) goto done;
@@ -489,7 +494,7 @@ int perfTimeGraph(const perf_t* p, void* streamArg, perfStep_t step, void* arg, 
     PERF_CU(cudaEventSynchronize(e1));
     float ms = 0;
     PERF_CU(cudaEventElapsedTime(&ms, e0, e1));
-    t[i] = ms * 1e3;
+    t[i] = ms * 1e3 / steps;
   }
   reduceStats(p, t, p->iters, s);
 done:
@@ -509,6 +514,9 @@ int perfTimeEvents(const perf_t* p, perfStep_t step, void* arg, perfStats_t* s) 
   return perfTimeEventsN(0, 0, step, arg, s);
 }
 int perfTimeGraph(const perf_t* p, void* stream, perfStep_t step, void* arg, perfStats_t* s) {
+  return perfTimeEventsN(0, 0, step, arg, s);
+}
+int perfTimeGraphSteps(const perf_t* p, void* stream, int steps, perfStep_t step, void* arg, perfStats_t* s) {
   return perfTimeEventsN(0, 0, step, arg, s);
 }
 #endif

@@ -141,6 +141,10 @@ int perfTimeEventsN(int warmup, int iters, perfStep_t step, void* arg, perfStats
 int perfTimeEvents(const perf_t* p, perfStep_t step, void* arg, perfStats_t* s);
 /* stream: a cudaStream_t */
 int perfTimeGraph(const perf_t* p, void* stream, perfStep_t step, void* arg, perfStats_t* s);
+/* the same with `steps` consecutive steps (launch numbers 1 .. steps) captured in one graph, so
+ * a step of a few microseconds is timed without a graph launch's own cost; the stats are per
+ * step (a replay's time / steps) */
+int perfTimeGraphSteps(const perf_t* p, void* stream, int steps, perfStep_t step, void* arg, perfStats_t* s);
 
 #ifdef __cplusplus
 }
