@@ -39,6 +39,10 @@ template __global__ void mlaSm90Kernel<2, 0, true, false, true>(const __grid_con
                                                                 const __grid_constant__ cpclAttnParams_t, const Split);
 template __global__ void mlaSm90Kernel<1, 0, true, false, true>(const __grid_constant__ CUtensorMap,
                                                                 const __grid_constant__ cpclAttnParams_t, const Split);
+/* variant 10: 4 with one producer lane a page */
+template __global__ void mlaSm90Kernel<2, 0, true, false, false, true>(const __grid_constant__ CUtensorMap,
+                                                                       const __grid_constant__ cpclAttnParams_t,
+                                                                       const Split);
 /* sparse (gathered rows): the schedules of variants 1 and 4 */
 template __global__ void mlaSm90Kernel<0, 0, false, true>(const __grid_constant__ CUtensorMap,
                                                           const __grid_constant__ cpclAttnParams_t, const Split);
@@ -238,7 +242,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
       mlaSm90Kernel<0, 0, true>,
       mlaSm90Kernel<2, 0, true, false, true>,
       mlaSm90Kernel<1, 0, true, false, true>,
-      mlaSm90Seesaw};
+      mlaSm90Seesaw,
+      mlaSm90Kernel<2, 0, true, false, false, true>};
   auto kern =
       sparseIdx ? (variant == 1 ? mlaSm90Kernel<0, 0, false, true> : mlaSm90Kernel<2, 0, true, true>) : kerns[variant];
   const unsigned bit = 1u << (variant + (sparseIdx ? 16 : 0));

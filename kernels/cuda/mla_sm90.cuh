@@ -437,7 +437,7 @@ __device__ __forceinline__ void mlaEpilogue(const cpclAttnParams_t& p, const Spl
  *     WG1: S1; [P0 ready] O_R = O_R c0 + P0 V0_R; m1 = max(m0, S1); P1; O_R = O_R c1 + P1 V1_R
  *   Row sums: WG0 keeps those of even blocks, WG1 of odd ones (both rescaled by every c), added
  *   at the end. */
-template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, bool kFine = false>
+template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, bool kFine = false, bool kLanes = false>
 __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
@@ -550,6 +550,55 @@ __global__ void __launch_bounds__(kThreads, 1)
                 : "memory");
         }
         if (i + 1 < nBlocks) fetchRows(i + 1);
+      }
+      return;
+    }
+    if constexpr (kLanes) {
+      /* one lane a page (pages below 64 rows: 2 to 8 a block), so a block's boxes and block-table
+       * reads are issued by np lanes at once instead of one thread in turn; lane 0 posts every
+       * tile's byte count first (variant 10: tests whether the single issuing thread is what makes
+       * page 16 slower than page 64) */
+      if (tid >= 288) return;
+      const int ln = tid & 31;
+      const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
+      const int pg = p.pageSize;
+      bool bad = false;
+      int row = 0;
+      auto fetchRow = [&](int i) {
+        const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
+        const int np = pg >= kBN ? 1 : (valid + pg - 1) / pg;
+        row = 0;
+        if (ln < np) {
+          const int idx = pg >= kBN ? b0 / pg : b0 / pg + ln;
+          const int id = __ldg(bt + idx);
+          if (id < 0 && !bad) {
+            bad = true;
+            *sBad = 1;
+            reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx);
+          }
+          row = (id < 0 ? 0 : id * pg) + (pg >= kBN ? b0 % pg : 0);
+        }
+      };
+      if (nBlocks > 0) fetchRow(0);
+      for (int i = 0; i < nBlocks; i++) {
+        const int st = i & 1;
+        if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
+        const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
+        const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
+        const uint32_t dst = smemAddr(sK + st * kBlockB);
+        const int np = pg >= kBN ? 1 : (valid + pg - 1) / pg, boxRows = pg >= kBN ? kBN : pg;
+        if (ln == 0) {
+          if (kTileBars) {
+            for (int c = 0; c < kTiles; c++) mbarExpectTx(full0 + c * 8, (uint32_t)np * boxRows * 128);
+          } else {
+            mbarExpectTx(full0, (uint32_t)np * kTiles * boxRows * 128);
+          }
+        }
+        __syncwarp();
+        if (ln < np)
+          for (int c = 0; c < kTiles; c++)
+            tmaLoad2d(dst + c * kTileB + ln * boxRows * 128, &kvMap, c * 64, row, kTileBars ? full0 + c * 8 : full0);
+        if (i + 1 < nBlocks) fetchRow(i + 1);
       }
       return;
     }

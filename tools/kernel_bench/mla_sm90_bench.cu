@@ -325,7 +325,8 @@ int main(int argc, char** argv) {
                                                 "S twice + tile bars",
                                                 "late S1 + tile bars + tile release",
                                                 "seesaw + tile bars + tile release",
-                                                "seesaw, 256 threads"};
+                                                "seesaw, 256 threads",
+                                                "late S1 + tile bars, a lane a page"};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
