@@ -62,11 +62,11 @@ cudaError_t encode3d(CUtensorMap* map, const void* base, int rows, int heads, in
   return cudaSuccess;
 }
 
-template <int kDqk, int kDv, int kStages>
+template <int kDqk, int kDv, int kStages, bool kOverlap>
 cudaError_t launchOne(const cpclPrefillSm90Params_t* p, const CUtensorMap& qm, const CUtensorMap& km,
                       const CUtensorMap& vm, cudaStream_t stream) {
   constexpr int smem = Shape<kDqk, kDv, kStages>::kSmemBytes;
-  auto kern = prefillSm90Kernel<kDqk, kDv, kStages>;
+  auto kern = prefillSm90Kernel<kDqk, kDv, kStages, kOverlap>;
   static std::atomic<bool> attrSet{false}; /* per instantiation; setting it twice is harmless */
   if (!attrSet.load(std::memory_order_acquire)) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -94,14 +94,14 @@ extern "C" cudaError_t cpclPrefillSm90Launch(const cpclPrefillSm90Params_t* p, i
   const bool d128 = p->headDimQk == 128 && p->headDimV == 128, d192 = p->headDimQk == 192 && p->headDimV == 128;
   if (!d128 && !d192)
     return invalid("headDimQk %d / headDimV %d: supported are 128/128 and 192/128", p->headDimQk, p->headDimV);
-  if (variant < 0 || variant >= kPrefillSm90Variants || (variant == 1 && !d128))
-    return invalid("variant %d (headDimQk %d): 0, or 1 with headDimQk 128", variant, p->headDimQk);
+  if (variant < 0 || variant >= kPrefillSm90Variants || ((variant & kPrefillSm90ThreeStages) && !d128))
+    return invalid("variant %d (headDimQk %d): 0 .. %d, three stages with headDimQk 128 only", variant, p->headDimQk,
+                   kPrefillSm90Variants - 1);
   if (p->numKvHeads <= 0 || p->numHeads <= 0 || p->numHeads % p->numKvHeads != 0)
     return invalid("numHeads %d, numKvHeads %d: positive, numHeads a multiple of numKvHeads", p->numHeads,
                    p->numKvHeads);
   if (p->numSeqs <= 0 || p->numSeqs > 65535) return invalid("numSeqs %d: 1 .. 65535", p->numSeqs);
-  if (p->totalRows <= 0 || p->maxSeqLen <= 0 || p->maxSeqLen > p->totalRows ||
-      (p->maxSeqLen + kBM - 1) / kBM > 65535)
+  if (p->totalRows <= 0 || p->maxSeqLen <= 0 || p->maxSeqLen > p->totalRows || (p->maxSeqLen + kBM - 1) / kBM > 65535)
     return invalid("totalRows %d, maxSeqLen %d: positive, maxSeqLen <= totalRows and < 65536 tiles", p->totalRows,
                    p->maxSeqLen);
   if (!(p->smScale > 0.f)) return invalid("smScale %g: must be > 0", (double)p->smScale);
@@ -111,7 +111,18 @@ extern "C" cudaError_t cpclPrefillSm90Launch(const cpclPrefillSm90Params_t* p, i
   if ((e = encode3d(&qm, p->q, p->totalRows, p->numHeads, p->headDimQk, kBM, "q")) != cudaSuccess) return e;
   if ((e = encode3d(&km, p->k, p->totalRows, p->numKvHeads, p->headDimQk, kBN, "k")) != cudaSuccess) return e;
   if ((e = encode3d(&vm, p->v, p->totalRows, p->numKvHeads, p->headDimV, kBN, "v")) != cudaSuccess) return e;
-  if (d192) return launchOne<192, 128, 2>(p, qm, km, vm, stream);
-  if (variant == 1) return launchOne<128, 128, 3>(p, qm, km, vm, stream);
-  return launchOne<128, 128, 2>(p, qm, km, vm, stream);
+  switch ((d192 ? 4 : 0) | variant) {
+    case 0:
+      return launchOne<128, 128, 2, false>(p, qm, km, vm, stream);
+    case 1:
+      return launchOne<128, 128, 3, false>(p, qm, km, vm, stream);
+    case 2:
+      return launchOne<128, 128, 2, true>(p, qm, km, vm, stream);
+    case 3:
+      return launchOne<128, 128, 3, true>(p, qm, km, vm, stream);
+    case 4:
+      return launchOne<192, 128, 2, false>(p, qm, km, vm, stream);
+    default:
+      return launchOne<192, 128, 2, true>(p, qm, km, vm, stream); /* 6 */
+  }
 }

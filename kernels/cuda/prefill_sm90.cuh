@@ -10,13 +10,13 @@
  * at once. Tiles are cut from each sequence's own start, so a row's result does not depend on
  * the rest of the batch (batch-invariant), and the key order of the online softmax is fixed.
  * 384 threads:
- *   warpgroup 2, the producer (setmaxnreg 24; one lane works): TMA-copies the Q tile once, then
+ *   warpgroup 2, the producer (setmaxnreg 56; one lane works): TMA-copies the Q tile once, then
  *     for i = 0 .. m the K and V tiles of key tile j = m - i (the diagonal first, so the row maxima
  *     are set by the first tile and later tiles rarely rescale) into stage i % kStages, boxes of
  *     64 dims x 128 rows (SWIZZLE_128B, the wgmma layout), completing on fullK / fullV; a stage's
  *     K is refilled after the 8 consumer warps arrive on emptyK (after their S), its V after
  *     emptyV (after their P V). Key tiles past the query tile are never loaded.
- *   consumer warpgroups 0 and 1 (setmaxnreg 240): warpgroup w owns query rows 64w .. 64w + 63 of
+ *   consumer warpgroups 0 and 1 (setmaxnreg 224): warpgroup w owns query rows 64w .. 64w + 63 of
  *     the tile. Per key tile: S = Q K^T (m64n128k16, Q and K from shared memory), the online
  *     softmax in base 2 on its registers (the causal mask only on the diagonal tile, as a select),
  *     O (64 x Dv fp32 in registers) rescaled, O += P V (m64n128k16 per 16 keys, P from registers
@@ -40,6 +40,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "prefill_sm90.h"
 
 namespace cpcl {
@@ -55,9 +57,9 @@ struct Shape {
   static constexpr int kKBytes = kBN * kDqk * 2;
   static constexpr int kVBytes = kBN * kDv * 2;
   static constexpr int kBarOff = kQBytes + kStages * (kKBytes + kVBytes);
-  static constexpr int kBars = 1 + 4 * kStages; /* fullQ, fullK[], fullV[], emptyK[], emptyV[] */
+  static constexpr int kBars = 1 + 4 * kStages;                 /* fullQ, fullK[], fullV[], emptyK[], emptyV[] */
   static constexpr int kSmemBytes = kBarOff + kBars * 8 + 1024; /* + alignment of the base */
-  static_assert(kDqk % 64 == 0 && kDv % 64 == 0 && kDv <= 128, "dims: multiples of 64, Dv <= 128");
+  static_assert(kDqk % 64 == 0 && kDv == 128, "dims: Dqk a multiple of 64, Dv 128 (the P V wgmma is m64n128)");
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
 };
 
@@ -126,26 +128,27 @@ __device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-/* The online-softmax step of one 128-key tile on this thread's S fragment (element 4j + e: row A
- * for e < 2, row B else; key 8j + cq + (e & 1)). Keys >= validA / validB (the causal limit on the
- * diagonal tile, 128 elsewhere) are masked by a select, never a product. S is only read (writing
- * a wgmma accumulator while another wgmma is in flight makes ptxas serialize them). New maxima
- * from mA, mB; rescale factors cA, cB; P as bf16 A fragments (pf[kk]: keys 16kk .. 16kk + 15) and
- * this thread's row sums. Key 0 of the diagonal tile is valid for every row, and it is the first
- * tile, so the maxima are finite from the first tile on. */
-__device__ __forceinline__ void softmaxTile(const float (&s)[64], int validA, int validB, int cq, float scale2,
-                                            float& mA, float& mB, float& cA, float& cB, float& sumA, float& sumB,
-                                            uint32_t (&pf)[8][4]) {
+/* The online softmax of one 128-key tile on this thread's S fragment (element 4j + e: row A for
+ * e < 2, row B else; key 8j + cq + (e & 1)), in three steps so the overlapped schedule can run
+ * the first two while its P V is in flight. kMask (the diagonal tile only): keys >= validA /
+ * validB are masked by a select, never a product. The diagonal tile comes first and its key 0 is
+ * valid for every row, so the maxima are finite from the first tile on.
+ * tileMax: new maxima (base 2, scaled) into mA, mB and the rescale factors cA, cB (0 on the
+ * first tile: exp2(-inf)). S is only read. */
+template <bool kMask>
+__device__ __forceinline__ void tileMax(const float (&s)[64], int validA, int validB, int cq, float scale2, float& mA,
+                                        float& mB, float& cA, float& cB) {
   float xA = -INFINITY, xB = -INFINITY;
 #pragma unroll
   for (int j = 0; j < 16; j++) {
 #pragma unroll
     for (int e = 0; e < 4; e++) {
       const int key = 8 * j + cq + (e & 1);
+      const bool ok = !kMask || key < (e < 2 ? validA : validB);
       if (e < 2)
-        xA = fmaxf(xA, key < validA ? s[4 * j + e] : -INFINITY);
+        xA = fmaxf(xA, ok ? s[4 * j + e] : -INFINITY);
       else
-        xB = fmaxf(xB, key < validB ? s[4 * j + e] : -INFINITY);
+        xB = fmaxf(xB, ok ? s[4 * j + e] : -INFINITY);
     }
   }
   xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 1));
@@ -154,25 +157,36 @@ __device__ __forceinline__ void softmaxTile(const float (&s)[64], int validA, in
   xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 2));
   /* smScale > 0: the maximum of the scaled scores is the scaled maximum */
   const float nA = fmaxf(mA, xA * scale2), nB = fmaxf(mB, xB * scale2);
-  cA = exp2f(mA - nA); /* 0 on the first tile (mA = -inf, nA finite) */
+  cA = exp2f(mA - nA);
   cB = exp2f(mB - nB);
   mA = nA;
   mB = nB;
+}
+/* tileExp: S := 2^(S scale2 - m) in place (masked keys 0) and this thread's row sums */
+template <bool kMask>
+__device__ __forceinline__ void tileExp(float (&s)[64], int validA, int validB, int cq, float scale2, float mA,
+                                        float mB, float& sumA, float& sumB) {
   sumA = 0.f;
   sumB = 0.f;
 #pragma unroll
   for (int j = 0; j < 16; j++) {
-    float p[4];
 #pragma unroll
     for (int e = 0; e < 4; e++) {
       const int key = 8 * j + cq + (e & 1);
-      const bool ok = key < (e < 2 ? validA : validB);
-      p[e] = ok ? exp2f(fmaf(s[4 * j + e], scale2, -(e < 2 ? nA : nB))) : 0.f;
+      const bool ok = !kMask || key < (e < 2 ? validA : validB);
+      const float x = exp2f(fmaf(s[4 * j + e], scale2, -(e < 2 ? mA : mB)));
+      s[4 * j + e] = ok ? x : 0.f;
     }
-    sumA += p[0] + p[1];
-    sumB += p[2] + p[3];
-    pf[j >> 1][(j & 1) * 2 + 0] = packBf16(p[0], p[1]);
-    pf[j >> 1][(j & 1) * 2 + 1] = packBf16(p[2], p[3]);
+    sumA += s[4 * j] + s[4 * j + 1];
+    sumB += s[4 * j + 2] + s[4 * j + 3];
+  }
+}
+/* packP: P as bf16 A fragments of the P V wgmma (pf[kk]: keys 16kk .. 16kk + 15) */
+__device__ __forceinline__ void packP(const float (&s)[64], uint32_t (&pf)[8][4]) {
+#pragma unroll
+  for (int j = 0; j < 16; j++) {
+    pf[j >> 1][(j & 1) * 2 + 0] = packBf16(s[4 * j], s[4 * j + 1]);
+    pf[j >> 1][(j & 1) * 2 + 1] = packBf16(s[4 * j + 2], s[4 * j + 3]);
   }
 }
 
@@ -191,7 +205,7 @@ __device__ __forceinline__ void rescaleO(float (&o)[kN], float cA, float cB) {
   }
 }
 
-template <int kDqk, int kDv, int kStages>
+template <int kDqk, int kDv, int kStages, bool kOverlap>
 __global__ void __launch_bounds__(kThreads, 1)
     prefillSm90Kernel(const __grid_constant__ CUtensorMap qMap, const __grid_constant__ CUtensorMap kMap,
                       const __grid_constant__ CUtensorMap vMap, const __grid_constant__ cpclPrefillSm90Params_t p) {
@@ -201,8 +215,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
   const uint32_t sQ = smemAddr(smem), sK = sQ + S::kQBytes, sV = sK + kStages * S::kKBytes;
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + S::kBarOff);
-  const uint32_t fullQ = smemAddr(bars), fullK = fullQ + 8, fullV = fullK + 8 * kStages,
-                 emptyK = fullV + 8 * kStages, emptyV = emptyK + 8 * kStages;
+  const uint32_t fullQ = smemAddr(bars), fullK = fullQ + 8, fullV = fullK + 8 * kStages, emptyK = fullV + 8 * kStages,
+                 emptyV = emptyK + 8 * kStages;
 
   const int h = blockIdx.x, seq = blockIdx.y;
   const int q0 = __ldg(p.cuSeqlens + seq), n = __ldg(p.cuSeqlens + seq + 1) - q0;
@@ -211,7 +225,7 @@ __global__ void __launch_bounds__(kThreads, 1)
    * branch it cannot prove uniform gets serialized) */
   const int m = __shfl_sync(0xffffffffu, tilesMax - 1 - (int)blockIdx.z, 0);
   if (n <= 0 || m * kBM >= n) return; /* the whole CTA: before any barrier */
-  const int nIter = m + 1;              /* key tiles m, m - 1, .., 0 (kBN == kBM) */
+  const int nIter = m + 1;            /* key tiles m, m - 1, .., 0 (kBN == kBM) */
   const int tid = threadIdx.x;
 
   if (tid == 0) {
@@ -227,7 +241,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
 
   if (tid >= 256) { /* ---- producer warpgroup ---- */
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
     if (tid != 256) return;
     prefetchMap(&qMap);
     prefetchMap(&kMap);
@@ -254,11 +268,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   /* ---- consumers ---- */
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
   const int w = __shfl_sync(0xffffffffu, tid >> 7, 0), warp = (tid & 127) >> 5, lane = tid & 31;
   const int rA = warp * 16 + (lane >> 2); /* this thread's rows: rA and rA + 8 of the warpgroup's 64 */
-  const int cq = (lane & 3) * 2;                       /* its column pair in each 8-column group */
-  const int qA = m * kBM + 64 * w + rA, qB = qA + 8;   /* their local query indices */
+  const int cq = (lane & 3) * 2;          /* its column pair in each 8-column group */
+  const int qA = m * kBM + 64 * w + rA;   /* local query index of row A (row B: + 8) */
+  /* causal limit on the diagonal tile m: key 128 m + c is valid for query q when c <= q - 128 m */
+  const int validA = qA - m * kBN + 1, validB = validA + 8;
   const float scale2 = p.smScale * kLog2e;
   const uint32_t qBase = sQ + w * 64 * 128; /* this warpgroup's 64 rows of each Q tile */
 
@@ -266,55 +282,120 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
   for (int i = 0; i < kDv / 2; i++) o[i] = 0.f;
   float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+  float s[64];
+  uint32_t pf[8][4];
 
-  if (w == 1) namedBarArrive(kBarTurn0, 256); /* warpgroup 0 issues first */
-  mbarWait(fullQ, 0);
-  for (int i = 0; i < nIter; i++) {
-    const int j = m - i, st = i % kStages;
-    const uint32_t par = (i / kStages) & 1;
-    const uint32_t kSt = sK + st * S::kKBytes, vSt = sV + st * S::kVBytes;
-    float s[64];
-    namedBarSync(kBarTurn0 + w, 256); /* my turn to issue */
-    mbarWait(fullK + 8 * st, par);
-    wgmmaFence();
+  auto issueS = [&](int st) {
+    const uint32_t kSt = sK + st * S::kKBytes;
 #pragma unroll
     for (int ks = 0; ks < kDqk / 16; ks++) {
       const uint32_t off = (ks >> 2) * kQTile + (ks & 3) * 32, koff = (ks >> 2) * kKTile + (ks & 3) * 32;
       wgmmaSS_m64n128k16(s, sw128Desc(qBase + off, 16, 1024), sw128Desc(kSt + koff, 16, 1024), ks > 0);
     }
-    wgmmaCommit();
-    /* the other warpgroup may issue; warpgroup 1 owes no turn after its last tile (warpgroup 0
-     * has as many syncs as arrivals then: one initial + nIter - 1) */
-    if (w == 0 || i + 1 < nIter) namedBarArrive(kBarTurn0 + (1 - w), 256);
-    wgmmaWait<0>();
-    fenceRegs(s);
-    mbarArriveLane0(emptyK + 8 * st, lane); /* this warp is done with the stage's K */
-
-    /* causal limit: key 128 j + c is valid for query q when c <= q - 128 j (diagonal tile only) */
-    const int validA = j == m ? qA - j * kBN + 1 : kBN, validB = j == m ? qB - j * kBN + 1 : kBN;
-    float cA, cB, sumA, sumB;
-    uint32_t pf[8][4];
-    softmaxTile(s, validA, validB, cq, scale2, mA, mB, cA, cB, sumA, sumB, pf);
-    lA = lA * cA + sumA;
-    lB = lB * cB + sumB;
-    rescaleO(o, cA, cB);
-    fenceRegs(o);
-
-    mbarWait(fullV + 8 * st, par);
-    wgmmaFence();
-    /* V MN-major: LBO = one 64-dim tile (128 rows x 128 bytes) between dim tiles, SBO = 1024
-     * between 8-key groups, 16 keys (2048 bytes) per k-step */
+  };
+  /* V MN-major: LBO = one 64-dim tile (128 rows x 128 bytes) between dim tiles, SBO = 1024 between
+   * 8-key groups, 16 keys (2048 bytes) per k-step */
+  auto issuePv = [&](int st) {
+    const uint32_t vSt = sV + st * S::kVBytes;
 #pragma unroll
-    for (int kk = 0; kk < kBN / 16; kk++) {
-      if constexpr (kDv == 128)
-        wgmmaRS_m64n128k16(o, pf[kk], sw128Desc(vSt + kk * 16 * 128, kKTile, 1024));
-      else
-        wgmmaRS_m64n64k16(o, pf[kk], sw128Desc(vSt + kk * 16 * 128, kKTile, 1024));
+    for (int kk = 0; kk < kBN / 16; kk++) wgmmaRS_m64n128k16(o, pf[kk], sw128Desc(vSt + kk * 16 * 128, kKTile, 1024));
+  };
+  /* the ping-pong turns: warpgroup 1 owes no turn after its last tile, so each barrier sees as
+   * many arrivals as syncs (warpgroup 0's: one initial + nIter - 1) */
+  auto passTurn = [&](int i) {
+    if (w == 0 || i + 1 < nIter) namedBarArrive(kBarTurn0 + (1 - w), 256);
+  };
+  auto stageOf = [](int i) { return i % kStages; };
+  auto parityOf = [](int i) { return (uint32_t)(i / kStages) & 1; };
+
+  if (w == 1) namedBarArrive(kBarTurn0, 256); /* warpgroup 0 issues first */
+  mbarWait(fullQ, 0);
+
+  if constexpr (!kOverlap) {
+    /* per tile: S, softmax, P V, each waited for before the next (the other warpgroup's GEMMs
+     * fill the tensor cores meanwhile) */
+    auto step = [&](int i, auto maskTag) {
+      constexpr bool kMask = decltype(maskTag)::value;
+      const int st = stageOf(i);
+      namedBarSync(kBarTurn0 + w, 256); /* my turn to issue */
+      mbarWait(fullK + 8 * st, parityOf(i));
+      wgmmaFence();
+      issueS(st);
+      wgmmaCommit();
+      passTurn(i);
+      wgmmaWait<0>();
+      fenceRegs(s);
+      mbarArriveLane0(emptyK + 8 * st, lane); /* this warp is done with the stage's K */
+      float cA, cB, sumA, sumB;
+      tileMax<kMask>(s, validA, validB, cq, scale2, mA, mB, cA, cB);
+      tileExp<kMask>(s, validA, validB, cq, scale2, mA, mB, sumA, sumB);
+      lA = lA * cA + sumA;
+      lB = lB * cB + sumB;
+      packP(s, pf);
+      rescaleO(o, cA, cB);
+      fenceRegs(o);
+      mbarWait(fullV + 8 * st, parityOf(i));
+      wgmmaFence();
+      issuePv(st);
+      wgmmaCommit();
+      wgmmaWait<0>();
+      fenceRegs(o);
+      mbarArriveLane0(emptyV + 8 * st, lane);
+    };
+    step(0, std::true_type{}); /* the diagonal tile: the only masked one */
+    for (int i = 1; i < nIter; i++) step(i, std::false_type{});
+  } else {
+    /* FlashAttention-3's intra-warpgroup overlap: S of tile i and P V of tile i - 1 are issued
+     * together; the softmax of tile i (max and exp, on S only) runs while that P V is in flight,
+     * then O is rescaled and P packed after it completes. */
+    {
+      namedBarSync(kBarTurn0 + w, 256);
+      mbarWait(fullK, 0);
+      wgmmaFence();
+      issueS(0);
+      wgmmaCommit();
+      passTurn(0);
+      wgmmaWait<0>();
+      fenceRegs(s);
+      mbarArriveLane0(emptyK, lane);
+      float cA, cB;
+      tileMax<true>(s, validA, validB, cq, scale2, mA, mB, cA, cB);
+      tileExp<true>(s, validA, validB, cq, scale2, mA, mB, lA, lB);
+      packP(s, pf);
     }
+    for (int i = 1; i < nIter; i++) {
+      const int st = stageOf(i), sp = stageOf(i - 1);
+      namedBarSync(kBarTurn0 + w, 256);
+      mbarWait(fullK + 8 * st, parityOf(i));
+      mbarWait(fullV + 8 * sp, parityOf(i - 1));
+      wgmmaFence();
+      issueS(st);
+      wgmmaCommit();
+      issuePv(sp);
+      wgmmaCommit();
+      passTurn(i);
+      wgmmaWait<1>(); /* S done, P V in flight */
+      fenceRegs(s);
+      mbarArriveLane0(emptyK + 8 * st, lane);
+      float cA, cB, sumA, sumB;
+      tileMax<false>(s, validA, validB, cq, scale2, mA, mB, cA, cB);
+      tileExp<false>(s, validA, validB, cq, scale2, mA, mB, sumA, sumB);
+      wgmmaWait<0>();
+      fenceRegs(o);
+      mbarArriveLane0(emptyV + 8 * sp, lane);
+      lA = lA * cA + sumA;
+      lB = lB * cB + sumB;
+      rescaleO(o, cA, cB);
+      packP(s, pf);
+    }
+    const int sl = stageOf(nIter - 1);
+    mbarWait(fullV + 8 * sl, parityOf(nIter - 1));
+    wgmmaFence();
+    issuePv(sl);
     wgmmaCommit();
     wgmmaWait<0>();
     fenceRegs(o);
-    mbarArriveLane0(emptyV + 8 * st, lane);
+    mbarArriveLane0(emptyV + 8 * sl, lane);
   }
 
   lA += __shfl_xor_sync(0xffffffffu, lA, 1);
@@ -325,6 +406,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float iA = 1.f / lA, iB = 1.f / lB;
   __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out);
   const int64_t rowStride = (int64_t)p.numHeads * kDv;
+  const int qB = qA + 8;
   if (qA < n) {
     uint32_t* dst = reinterpret_cast<uint32_t*>(out + (int64_t)(q0 + qA) * rowStride + (int64_t)h * kDv);
 #pragma unroll

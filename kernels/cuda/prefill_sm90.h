@@ -33,18 +33,20 @@ typedef struct {
   float* lse;
   const int32_t* cuSeqlens; /* device, [numSeqs + 1], non-decreasing, cuSeqlens[0] == 0 */
   int numSeqs;
-  int totalRows;  /* cuSeqlens[numSeqs] */
-  int maxSeqLen;  /* host bound of every sequence's length (the grid's tile count) */
+  int totalRows; /* cuSeqlens[numSeqs] */
+  int maxSeqLen; /* host bound of every sequence's length (the grid's tile count) */
   int numHeads;
   int numKvHeads;
   int headDimQk;
   int headDimV;
-  float smScale;  /* softmax scale, > 0 (usually 1 / sqrt(headDimQk)) */
+  float smScale; /* softmax scale, > 0 (usually 1 / sqrt(headDimQk)) */
 } cpclPrefillSm90Params_t;
 
-/* variants: 0 = two K/V stages; 1 = three K/V stages (headDimQk 128 only: 224 KB of shared
- * memory) */
-enum { kPrefillSm90Variants = 2 };
+/* Variants (flags): kPrefillSm90ThreeStages: three K/V stages instead of two (headDimQk 128 only:
+ * 224 KB of shared memory); kPrefillSm90Overlap: FlashAttention-3's intra-warpgroup overlap (S of
+ * tile i and P V of tile i - 1 issued together, the softmax of tile i under that P V) on top of the
+ * ping-pong of the two consumer warpgroups, which every variant has. */
+enum { kPrefillSm90ThreeStages = 1, kPrefillSm90Overlap = 2, kPrefillSm90Variants = 4 };
 
 /* Launches the attention of p on stream. Returns cudaSuccess, cudaErrorInvalidValue for bad
  * arguments (cpclPrefillSm90ErrorDetail says which), or the CUDA error of the launch. Tensor maps
