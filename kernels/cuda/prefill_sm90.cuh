@@ -123,6 +123,13 @@ __device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint3
 
 #include "prefill_sm90_wgmma.inc"
 
+/* 2^x by the SFU, flushing denormals (exp2f adds range fixes around it): exp2(-inf) = 0 */
+__device__ __forceinline__ float fastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<uint32_t*>(&v);
@@ -157,8 +164,8 @@ __device__ __forceinline__ void tileMax(const float (&s)[64], int validA, int va
   xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 2));
   /* smScale > 0: the maximum of the scaled scores is the scaled maximum */
   const float nA = fmaxf(mA, xA * scale2), nB = fmaxf(mB, xB * scale2);
-  cA = exp2f(mA - nA);
-  cB = exp2f(mB - nB);
+  cA = fastExp2(mA - nA);
+  cB = fastExp2(mB - nB);
   mA = nA;
   mB = nB;
 }
@@ -174,7 +181,7 @@ __device__ __forceinline__ void tileExp(float (&s)[64], int validA, int validB, 
     for (int e = 0; e < 4; e++) {
       const int key = 8 * j + cq + (e & 1);
       const bool ok = !kMask || key < (e < 2 ? validA : validB);
-      const float x = exp2f(fmaf(s[4 * j + e], scale2, -(e < 2 ? mA : mB)));
+      const float x = fastExp2(fmaf(s[4 * j + e], scale2, -(e < 2 ? mA : mB)));
       s[4 * j + e] = ok ? x : 0.f;
     }
     sumA += s[4 * j] + s[4 * j + 1];

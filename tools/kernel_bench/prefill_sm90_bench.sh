@@ -20,7 +20,7 @@ echo "ptxas (each line with its count over the 6 kernels):"
 grep -E "registers|spill|C75[0-9][0-9]|warning|serializ" $OUT/build.log | sed 's/^ *//' | sort | uniq -c
 OKV=""
 for v in ${VARIANTS//,/ }; do
-  timeout 300 $BIN --check-only --variants $v >>$OUT/checks.log 2>&1; r=$?
+  timeout 150 $BIN --check-only --variants $v >>$OUT/checks.log 2>&1; r=$?
   echo "check variant $v rc=$r"
   if [ $r -eq 0 ]; then OKV="$OKV,$v"; else rc=1; fi
 done
@@ -28,18 +28,18 @@ grep -E "correctness|argument checks|batch invariance|max \|out err\||NOT REFUSE
 OKV=${OKV#,}
 echo "timing variants: $OKV"
 [ -z "$OKV" ] && { tail -40 $OUT/checks.log; exit 1; }
-timeout 420 $BIN --perf-only --variants $OKV >$OUT/perf.log 2>&1 || { echo "perf rc=$?"; rc=1; }
+timeout 300 $BIN --perf-only --variants $OKV >$OUT/perf.log 2>&1 || { echo "perf rc=$?"; rc=1; }
 grep -A40 "^| variant" $OUT/perf.log || tail -20 $OUT/perf.log
 if [ "${SAN:-1}" != 0 ]; then
   BEST=${BEST:-${OKV##*,}}
-  timeout 400 compute-sanitizer --tool memcheck --error-exitcode 3 $BIN --check-only --variants $BEST \
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 $BIN --check-only --variants $BEST \
     >$OUT/sanitizer.log 2>&1 || { echo "memcheck rc=$?"; rc=1; }
   grep -E "ERROR SUMMARY|correctness" $OUT/sanitizer.log
 fi
 ANCHOR=../../scratch/torch_prefill_anchor.py
 if [ -f $ANCHOR ]; then
   echo "== PyTorch SDPA on the issue's shapes ($ANCHOR)"
-  OUT=$OUT timeout 300 python3 $ANCHOR >$OUT/anchor.txt 2>&1
+  OUT=$OUT timeout 200 python3 $ANCHOR >$OUT/anchor.txt 2>&1
   cat $OUT/anchor.txt
 fi
 exit $rc
