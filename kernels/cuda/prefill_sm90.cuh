@@ -226,7 +226,12 @@ __global__ void __launch_bounds__(kThreads, 1)
                  emptyV = emptyK + 8 * kStages;
 
   const int h = blockIdx.x, seq = blockIdx.y;
-  const int q0 = __ldg(p.cuSeqlens + seq), n = __ldg(p.cuSeqlens + seq + 1) - q0;
+  const int q0 = __ldg(p.cuSeqlens + seq);
+  /* bad cuSeqlens (decreasing, past totalRows, longer than maxSeqLen) never reach memory outside
+   * the tensors: the sequence is clipped to what the grid and the tensors cover (its rows past
+   * that are left unwritten) */
+  const int n =
+      q0 < 0 || q0 > p.totalRows ? 0 : min(min(__ldg(p.cuSeqlens + seq + 1) - q0, p.totalRows - q0), p.maxSeqLen);
   const int tilesMax = (p.maxSeqLen + kBM - 1) / kBM;
   /* the tile index through a shuffle, so the compiler knows it is warp-uniform (wgmma in a
    * branch it cannot prove uniform gets serialized) */
@@ -410,7 +415,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   lB += __shfl_xor_sync(0xffffffffu, lB, 1);
   lB += __shfl_xor_sync(0xffffffffu, lB, 2);
   /* every stored row has its key 0 valid, so l >= 1 (the maximum's own term) */
-  const float iA = 1.f / lA, iB = 1.f / lB;
+  const float iA = 1.f / lA, iB = 1.f / lB, lseMul = p.lseBase2 ? 1.f : kLn2;
   __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out);
   const int64_t rowStride = (int64_t)p.numHeads * kDv;
   const int qB = qA + 8;
@@ -418,13 +423,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint32_t* dst = reinterpret_cast<uint32_t*>(out + (int64_t)(q0 + qA) * rowStride + (int64_t)h * kDv);
 #pragma unroll
     for (int jj = 0; jj < kDv / 8; jj++) dst[(8 * jj + cq) / 2] = packBf16(o[4 * jj] * iA, o[4 * jj + 1] * iA);
-    if (p.lse && (lane & 3) == 0) p.lse[(int64_t)(q0 + qA) * p.numHeads + h] = (mA + log2f(lA)) * kLn2;
+    if (p.lse && (lane & 3) == 0) p.lse[(int64_t)(q0 + qA) * p.numHeads + h] = (mA + log2f(lA)) * lseMul;
   }
   if (qB < n) {
     uint32_t* dst = reinterpret_cast<uint32_t*>(out + (int64_t)(q0 + qB) * rowStride + (int64_t)h * kDv);
 #pragma unroll
     for (int jj = 0; jj < kDv / 8; jj++) dst[(8 * jj + cq) / 2] = packBf16(o[4 * jj + 2] * iB, o[4 * jj + 3] * iB);
-    if (p.lse && (lane & 3) == 0) p.lse[(int64_t)(q0 + qB) * p.numHeads + h] = (mB + log2f(lB)) * kLn2;
+    if (p.lse && (lane & 3) == 0) p.lse[(int64_t)(q0 + qB) * p.numHeads + h] = (mB + log2f(lB)) * lseMul;
   }
 }
 

@@ -21,8 +21,9 @@ extern "C" {
  *   k   [totalRows][numKvHeads][headDimQk]   bf16
  *   v   [totalRows][numKvHeads][headDimV]    bf16
  *   out [totalRows][numHeads][headDimV]      bf16
- *   lse [totalRows][numHeads]                fp32, natural log of the softmax denominator of
- *                                            the scaled scores (NULL: not written)
+ *   lse [totalRows][numHeads]                fp32, natural log (base 2 with lseBase2) of the
+ *                                            softmax denominator of the scaled scores (NULL:
+ *                                            not written)
  * Head h reads KV head h / (numHeads / numKvHeads). Shapes: (headDimQk, headDimV) = (128, 128)
  * or (192, 128); numHeads a multiple of numKvHeads; base addresses 16-byte aligned. */
 typedef struct {
@@ -31,7 +32,9 @@ typedef struct {
   const void* v;
   void* out;
   float* lse;
-  const int32_t* cuSeqlens; /* device, [numSeqs + 1], non-decreasing, cuSeqlens[0] == 0 */
+  /* device, [numSeqs + 1], non-decreasing, cuSeqlens[0] == 0; a sequence that breaks this is
+   * clipped to [0, totalRows) and maxSeqLen rows, never read or written past the tensors */
+  const int32_t* cuSeqlens;
   int numSeqs;
   int totalRows; /* cuSeqlens[numSeqs] */
   int maxSeqLen; /* host bound of every sequence's length (the grid's tile count) */
@@ -40,6 +43,7 @@ typedef struct {
   int headDimQk;
   int headDimV;
   float smScale; /* softmax scale, > 0 (usually 1 / sqrt(headDimQk)) */
+  int lseBase2;  /* 1: lse in base 2 (the library's lseBase2, FlashInfer's convention) */
 } cpclPrefillSm90Params_t;
 
 /* Variants (flags): kPrefillSm90ThreeStages: three K/V stages instead of two (headDimQk 128 only:

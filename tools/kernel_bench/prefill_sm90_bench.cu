@@ -70,6 +70,7 @@ struct Case {
   std::vector<int> tags; /* per sequence: its inputs are drawn from this tag (empty: 0, 1, ..) */
   int H, Hkv, Dqk, Dv;
   float qScale; /* spread of Q: larger makes the softmax peaked (exercises the running maximum) */
+  bool lseBase2 = false;
 };
 
 static const uint16_t kNanBf16 = 0x7FC1;
@@ -133,6 +134,7 @@ static int runCase(const Case& c, int variant, std::vector<uint16_t>* outKeep = 
   p.headDimQk = Dq;
   p.headDimV = Dv;
   p.smScale = 1.f / sqrtf((float)Dq);
+  p.lseBase2 = c.lseBase2;
   int fails = 0;
   cudaError_t e = cpclPrefillSm90Launch(&p, variant, 0);
   if (e == cudaSuccess) e = cudaDeviceSynchronize();
@@ -168,7 +170,7 @@ static int runCase(const Case& c, int variant, std::vector<uint16_t>* outKeep = 
             const float* vr = &vf[((size_t)(cu[s] + j) * Hkv + hk) * Dv];
             for (int x = 0; x < Dv; x++) acc[x] += w * vr[x];
           }
-          const double refLse = mx + log(sum);
+          const double refLse = (mx + log(sum)) / (c.lseBase2 ? log(2.0) : 1.0);
           const float gotLse = lse[(size_t)t * H + h];
           const double le = fabs(gotLse - refLse);
           if (!(le <= 2e-3 + 1e-4 * fabs(refLse))) { /* NaN fails too */
@@ -293,6 +295,7 @@ int main(int argc, char** argv) {
         {"gqa4_d128", {129, 255, 64, 600, 1500}, {}, 8, 2, 128, 128, 1.f},
         /* peaked softmax: large scores move the running maximum across tiles */
         {"gqa4_d128_peaked", {700, 333}, {}, 4, 1, 128, 128, 6.f},
+        {"gqa4_d128_lse2", {260, 31}, {}, 4, 1, 128, 128, 1.f, true}, /* lse in base 2 */
         {"mha_d192", {77, 256, 391, 900}, {}, 3, 3, 192, 128, 1.f},
         {"gqa4_d192", {300, 5, 640}, {}, 8, 2, 192, 128, 3.f},
     };
