@@ -241,7 +241,7 @@ static int argChecks() {
   CK(cudaMalloc(&dcu, 8));
   CK(cudaMalloc(&buf, 1 << 20));
   CK(cudaMemset(dcu, 0, 8));
-  const cpclPrefillSm90Params_t good = {buf, buf, buf, buf, nullptr, dcu, 1, 128, 128, 8, 2, 128, 128, 0.08f};
+  const cpclPrefillSm90Params_t good = {buf, buf, buf, buf, nullptr, dcu, 1, 128, 128, 8, 2, 128, 128, 0.08f, 0};
   struct Bad {
     const char* what;
     cpclPrefillSm90Params_t p;
@@ -266,6 +266,42 @@ static int argChecks() {
     fails += !ok;
   }
   CK(cudaDeviceSynchronize());
+  {
+    /* bad device data: a decreasing cuSeqlens and one past totalRows run without a fault and
+     * write nothing past the tensors (a guard after out and lse stays poisoned) */
+    const int T = 200, H = 2, D = 128, guard = 64;
+    const int32_t cu[5] = {0, 120, 60, 260, 190};
+    int32_t* dbad;
+    CK(cudaMalloc(&dbad, sizeof cu));
+    CK(cudaMemcpy(dbad, cu, sizeof cu, cudaMemcpyHostToDevice));
+    void *dqkv, *dout;
+    float* dlse;
+    const size_t outE = (size_t)(T + guard) * H * D, lseE = (size_t)(T + guard) * H;
+    CK(cudaMalloc(&dqkv, (size_t)T * H * D * 2));
+    CK(cudaMemset(dqkv, 0, (size_t)T * H * D * 2));
+    CK(cudaMalloc(&dout, outE * 2));
+    CK(cudaMalloc(&dlse, lseE * 4));
+    std::vector<uint16_t> po(outE, kNanBf16);
+    std::vector<float> pl(lseE, NAN);
+    CK(cudaMemcpy(dout, po.data(), outE * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dlse, pl.data(), lseE * 4, cudaMemcpyHostToDevice));
+    cpclPrefillSm90Params_t p = {dqkv, dqkv, dqkv, dout, dlse, dbad, 4, T, 128, H, H, D, D, 0.08f, 0};
+    cudaError_t e = cpclPrefillSm90Launch(&p, 0, 0);
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
+    CK(cudaMemcpy(po.data(), dout, outE * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(pl.data(), dlse, lseE * 4, cudaMemcpyDeviceToHost));
+    size_t stray = 0;
+    for (size_t i = (size_t)T * H * D; i < outE; i++) stray += po[i] != kNanBf16;
+    for (size_t i = (size_t)T * H; i < lseE; i++) stray += pl[i] == pl[i];
+    const bool ok = e == cudaSuccess && stray == 0;
+    printf("  bad cuSeqlens {0, 120, 60, 260, 190} of 200 rows: %s (%s, %zu stray writes)\n",
+           ok ? "contained" : "NOT CONTAINED", cudaGetErrorString(e), stray);
+    fails += !ok;
+    cudaFree(dbad);
+    cudaFree(dqkv);
+    cudaFree(dout);
+    cudaFree(dlse);
+  }
   cudaFree(dcu);
   cudaFree(buf);
   return fails;
