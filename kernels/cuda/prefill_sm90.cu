@@ -67,12 +67,10 @@ cudaError_t launchOne(const cpclPrefillSm90Params_t* p, const CUtensorMap& qm, c
                       const CUtensorMap& vm, cudaStream_t stream) {
   constexpr int smem = Shape<kDqk, kDv, kStages>::kSmemBytes;
   auto kern = prefillSm90Kernel<kDqk, kDv, kStages, kOverlap>;
-  static std::atomic<bool> attrSet{false}; /* per instantiation; setting it twice is harmless */
-  if (!attrSet.load(std::memory_order_acquire)) {
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e != cudaSuccess) return e;
-    attrSet.store(true, std::memory_order_release);
-  }
+  /* on every call: the attribute is per device, and a process may drive several (about a
+   * microsecond, against milliseconds of attention) */
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (e != cudaSuccess) return e;
   const dim3 grid(p->numHeads, p->numSeqs, (p->maxSeqLen + kBM - 1) / kBM);
   kern<<<grid, kThreads, smem, stream>>>(qm, km, vm, *p);
   return cudaGetLastError();
