@@ -1,0 +1,68 @@
+/*
+ * prefill_sm90.h -- C interface of the standalone Hopper causal prefill body (prefill_sm90.cuh
+ * has the design): bf16 new-token Q/K/V, causal, GQA, on sm_90a (wgmma, TMA, mbarriers,
+ * setmaxnreg). Not wired into the library yet: tools/kernel_bench/prefill_sm90_bench.sh checks and
+ * times it on its own (docs/PREFILL_SM90.md). Plain C so the library's C code can include it.
+ */
+#ifndef CPCL_CUDA_PREFILL_SM90_H_
+#define CPCL_CUDA_PREFILL_SM90_H_
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One causal prefill step over the new tokens only (no cached context yet): sequence s owns rows
+ * [cuSeqlens[s], cuSeqlens[s + 1]) of q, k, v, out and lse, and its local row i attends to its
+ * own keys 0 .. i. All tensors are row-major and dense:
+ *   q   [totalRows][numHeads][headDimQk]     bf16
+ *   k   [totalRows][numKvHeads][headDimQk]   bf16
+ *   v   [totalRows][numKvHeads][headDimV]    bf16
+ *   out [totalRows][numHeads][headDimV]      bf16
+ *   lse [totalRows][numHeads]                fp32, natural log (base 2 with lseBase2) of the
+ *                                            softmax denominator of the scaled scores (NULL:
+ *                                            not written)
+ * Head h reads KV head h / (numHeads / numKvHeads). Shapes: (headDimQk, headDimV) = (128, 128)
+ * or (192, 128); numHeads a multiple of numKvHeads; base addresses 16-byte aligned. */
+typedef struct {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;
+  float* lse;
+  /* device, [numSeqs + 1], non-decreasing, cuSeqlens[0] == 0; a sequence that breaks this is
+   * clipped to [0, totalRows) and maxSeqLen rows, never read or written past the tensors */
+  const int32_t* cuSeqlens;
+  int numSeqs;
+  int totalRows; /* cuSeqlens[numSeqs] */
+  int maxSeqLen; /* host bound of every sequence's length (the grid's tile count) */
+  int numHeads;
+  int numKvHeads;
+  int headDimQk;
+  int headDimV;
+  float smScale; /* softmax scale, > 0 (usually 1 / sqrt(headDimQk)) */
+  int lseBase2;  /* 1: lse in base 2 (the library's lseBase2, FlashInfer's convention) */
+} cpclPrefillSm90Params_t;
+
+/* Variants (flags): kPrefillSm90ThreeStages: three K/V stages instead of two (headDimQk 128 only:
+ * 224 KB of shared memory); kPrefillSm90Overlap: FlashAttention-3's intra-warpgroup overlap (S of
+ * tile i and P V of tile i - 1 issued together, the softmax of tile i under that P V) on top of the
+ * ping-pong of the two consumer warpgroups, which every variant has. */
+enum { kPrefillSm90ThreeStages = 1, kPrefillSm90Overlap = 2, kPrefillSm90Variants = 4 };
+
+/* Launches the attention of p on stream. Returns cudaSuccess, cudaErrorInvalidValue for bad
+ * arguments (cpclPrefillSm90ErrorDetail says which), or the CUDA error of the launch. Tensor maps
+ * are encoded on the host on every call (about a microsecond each; capturable in a graph, the
+ * maps travel by value as kernel parameters). */
+cudaError_t cpclPrefillSm90Launch(const cpclPrefillSm90Params_t* p, int variant, cudaStream_t stream);
+
+/* the message of the last cudaErrorInvalidValue returned by cpclPrefillSm90Launch on this thread */
+const char* cpclPrefillSm90ErrorDetail(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPCL_CUDA_PREFILL_SM90_H_ */
