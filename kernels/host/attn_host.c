@@ -78,7 +78,7 @@ INLINE void unitBlock(const float* qu, const float* kf, const float* vrow, int v
 }
 
 /* Unit (row t, gathered head g) done: out = acc / l and its LSE, or zeros and -inf where it saw
- * no key (any: 0 when its key range was empty). */
+ * no key (any: its key range was not empty). */
 INLINE void unitStore(const cpclAttnParams_t* p, int64_t t, int g, int any, float m, float l, float* acc) {
   const int Dv = p->headDimVo, Hb = p->headsPerBlock;
   const int64_t oOff = (g / Hb) * p->oBlockStride + t * p->oTokenStride + (int64_t)(g % Hb) * Dv;
