@@ -76,10 +76,8 @@ static cpclResult_t cudaCopy2d(void* dst, size_t dpitch, const void* src, size_t
 static cpclResult_t cudaFusedOp(const cpclFusedParams_t* p, cpclStream_t s) {
   return launched(cpclCudaFused(p, s), "fused decode kernel");
 }
-/* The Hopper MLA body's splits for a plan of this shape on the current device (0: the plan does
- * not run it: another shape or device, or CPCL_MLA_SM90=0). */
-static int mlaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads) {
-  if (cpclParamInt(CPCL_PARAM_MLA_SM90) == 0) return 0;
+/* The shape fields of a plan's launches, which the Hopper bodies' planners read (the rest zero). */
+static cpclAttnParams_t shapeOf(const cpclAttnDesc_t* d, int numHeads) {
   cpclAttnParams_t shape;
   memset(&shape, 0, sizeof(shape));
   shape.qType = d->qType;
@@ -90,6 +88,14 @@ static int mlaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads) {
   shape.numKvHeads = d->numKvHeads;
   shape.pageSize = d->pageSize;
   shape.numHeads = numHeads;
+  return shape;
+}
+
+/* The Hopper MLA body's splits for a plan of this shape on the current device (0: the plan does
+ * not run it: another shape or device, or CPCL_MLA_SM90=0). */
+static int mlaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads) {
+  if (cpclParamInt(CPCL_PARAM_MLA_SM90) == 0) return 0;
+  const cpclAttnParams_t shape = shapeOf(d, numHeads);
   return cpclCudaAttnMlaSm90Splits(&shape, maxTokens);
 }
 
@@ -99,16 +105,7 @@ static int gqaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads, i
   *chunkMin = 0;
   /* sparse plans walk key lists, which only the CUDA-core body (and the Hopper MLA body) take */
   if (cpclParamInt(CPCL_PARAM_GQA_SM90) == 0 || d->topk > 0) return 0;
-  cpclAttnParams_t shape;
-  memset(&shape, 0, sizeof(shape));
-  shape.qType = d->qType;
-  shape.kvType = d->kvType;
-  shape.latentKv = d->latentKv;
-  shape.headDimQk = d->headDimQk;
-  shape.headDimVo = d->headDimVo;
-  shape.numKvHeads = d->numKvHeads;
-  shape.pageSize = d->pageSize;
-  shape.numHeads = numHeads;
+  const cpclAttnParams_t shape = shapeOf(d, numHeads);
   return cpclCudaAttnGqaSm90Plan(&shape, maxTokens, chunkMin);
 }
 

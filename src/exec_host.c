@@ -33,22 +33,21 @@ static const char* hostAttnOwnBody(const cpclAttnDesc_t* d, int numHeads) {
   return NULL; /* no fused kernel on the host */
 }
 
-static cpclResult_t hostAttend(const cpclAttnParams_t* p, cpclStream_t s) {
-  cpclHostAttn(p);
-  return cpclSuccess;
-}
-static cpclResult_t hostMerge(const cpclMergeParams_t* p, cpclStream_t s) {
-  cpclHostMerge(p);
-  return cpclSuccess;
-}
-static cpclResult_t hostCorrect(const cpclCorrectParams_t* p, cpclStream_t s) {
-  cpclHostCorrect(p);
-  return cpclSuccess;
-}
-static cpclResult_t hostKvStore(const cpclKvStoreParams_t* p, cpclStream_t s) {
-  cpclHostKvStore(p);
-  return cpclSuccess;
-}
+/* The C kernels cannot fail and run to completion on the caller's thread: the stream is unused. */
+#define HOST_KERNEL(name, kernel, params_t)                     \
+  static cpclResult_t name(const params_t* p, cpclStream_t s) { \
+    (void)s;                                                    \
+    kernel(p);                                                  \
+    return cpclSuccess;                                         \
+  }
+HOST_KERNEL(hostAttend, cpclHostAttn, cpclAttnParams_t)
+HOST_KERNEL(hostMerge, cpclHostMerge, cpclMergeParams_t)
+HOST_KERNEL(hostCorrect, cpclHostCorrect, cpclCorrectParams_t)
+HOST_KERNEL(hostKvStore, cpclHostKvStore, cpclKvStoreParams_t)
+HOST_KERNEL(hostPrefill, cpclHostPrefill, cpclPrefillParams_t)
+HOST_KERNEL(hostTopkFilter, cpclHostTopkFilter, cpclTopkFilterParams_t)
+HOST_KERNEL(hostPrefillStore, cpclHostPrefillStore, cpclPrefillStoreParams_t)
+
 static cpclResult_t hostCopy2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                                cpclStream_t s) {
   if (dpitch == width && spitch == width) {
@@ -76,18 +75,6 @@ static cpclResult_t hostErrorFlagAlloc(struct cpclComm* comm, int** hostPtr, int
 static void hostErrorFlagFree(int* hostPtr) {}
 static size_t hostPrefillWorkspace(int headDimQk, int headDimVo) {
   return cpclHostPrefillWorkspaceBytes(headDimQk, headDimVo);
-}
-static cpclResult_t hostPrefill(const cpclPrefillParams_t* p, cpclStream_t s) {
-  cpclHostPrefill(p);
-  return cpclSuccess;
-}
-static cpclResult_t hostTopkFilter(const cpclTopkFilterParams_t* p, cpclStream_t s) {
-  cpclHostTopkFilter(p);
-  return cpclSuccess;
-}
-static cpclResult_t hostPrefillStore(const cpclPrefillStoreParams_t* p, cpclStream_t s) {
-  cpclHostPrefillStore(p);
-  return cpclSuccess;
 }
 
 static cpclResult_t hostStageAlloc(struct cpclComm* comm, size_t bytes, void** stager) {

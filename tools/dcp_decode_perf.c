@@ -37,16 +37,6 @@
 #include "perf/driver.h"
 #include "perf/driver_mpi.h"
 
-#define CHECK(call)                                                                                                   \
-  do {                                                                                                                \
-    cpclResult_t r_ = (call);                                                                                         \
-    if (r_ != cpclSuccess) {                                                                                          \
-      fprintf(stderr, "rank %d: %s:%d %s failed: %s (%s)\n", rank, __FILE__, __LINE__, #call, cpclGetErrorString(r_), \
-              cpclGetLastError(NULL));                                                                                \
-      MPI_Abort(MPI_COMM_WORLD, 1);                                                                                   \
-    }                                                                                                                 \
-  } while (0)
-
 static int rank, W;
 static MPI_Comm world = MPI_COMM_WORLD;
 
@@ -89,13 +79,13 @@ typedef struct {
 
 static int decodeStep(void* a, int launch) {
   stepArgs_t* s = a;
-  CHECK(cpclAttnDecode(s->plan, s->batch, s->q, s->k, s->v, s->out, s->lse, perfRunStream()));
+  PERF_CHECK(cpclAttnDecode(s->plan, s->batch, s->q, s->k, s->v, s->out, s->lse, perfRunStream()));
   return 0;
 }
 
 static int partialStep(void* a, int launch) {
   stepArgs_t* s = a;
-  CHECK(cpclAttnPartial(s->plan, s->batch, s->q, s->k, s->v, s->out, s->lse, perfRunStream()));
+  PERF_CHECK(cpclAttnPartial(s->plan, s->batch, s->q, s->k, s->v, s->out, s->lse, perfRunStream()));
   return 0;
 }
 
@@ -161,14 +151,7 @@ static int parse(int argc, char** argv) {
 #ifndef PERF_CUDA
   if (o.gpu) return perfArgError(&perf, "-g 1 needs a build with CUDA");
 #endif
-  if (o.mla) { /* MLA fixes the shape: a conflicting explicit one is a mistake, not a default */
-    if ((perfGiven(&perf, 'd') && o.Dqk != 576) || (perfGiven(&perf, 'v') && o.Dv != 512) ||
-        (perfGiven(&perf, 'K') && o.Hkv != 1))
-      return perfArgError(&perf, "-m 1 is headDimQk 576, headDimVo 512, 1 KV head: drop -d/-v/-K");
-    o.Dqk = 576;
-    o.Dv = 512;
-    o.Hkv = 1;
-  }
+  if (o.mla && (r = perfMlaShape(&perf, &o.Dqk, &o.Dv, &o.Hkv))) return r;
   if (!o.algos[0]) snprintf(o.algos, sizeof(o.algos), "%s", o.gpu ? "agrs,a2a,pipelined,fused" : "agrs,a2a,pipelined");
   return 0;
 }
@@ -184,19 +167,11 @@ int main(int argc, char** argv) {
   }
   perfDataInit(o.gpu, rank);
   const perfKv_t kv = {o.Hkv, o.Dqk, o.Dv, o.mla, o.page, o.interleave, o.type};
-  cpclOob_t oob;
-  cpclMpiOob(&oob, &world);
-  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
-  cfg.dcpSize = o.dcp;
-  cfg.kvInterleave = o.interleave;
-  cfg.memType = perfGpu ? cpclMemCuda : cpclMemHost;
-  cfg.transport = o.transport;
-  cpclComm_t comm;
-  CHECK(cpclCommInitOob(&comm, &oob, &cfg));
+  cpclComm_t comm = perfMpiComm(&world, o.dcp, o.interleave, o.transport);
   int D, dr;
-  CHECK(cpclCommAxes(comm, &D, &dr, NULL, NULL));
-  cpclComm_t self = perfSelfComm(&kv, cfg.memType);     /* the bare kernel, on the run's memory */
-  cpclComm_t hostSelf = perfSelfComm(&kv, cpclMemHost); /* the reference, on the host */
+  PERF_CHECK(cpclCommAxes(comm, &D, &dr, NULL, NULL));
+  cpclComm_t self = perfSelfComm(&kv, perfGpu ? cpclMemCuda : cpclMemHost); /* the bare kernel, on the run's memory */
+  cpclComm_t hostSelf = perfSelfComm(&kv, cpclMemHost);                     /* the reference, on the host */
   const int H = o.H, Hq = D * H, Dv = o.Dv;
   const size_t es = perfElemSize(o.type);
   const char* tname = o.type == cpclFloat32 ? "fp32" : o.type == cpclFloat16 ? "fp16" : "bf16";
@@ -225,10 +200,10 @@ int main(int argc, char** argv) {
       const int T = (int)B * o.rows;
       cpclAttnDesc_t desc = perfDesc(&kv, H);
       cpclAttnPlan_t storePlan;
-      CHECK(cpclAttnPlanCreate(&storePlan, comm, &desc, T));
+      PERF_CHECK(cpclAttnPlanCreate(&storePlan, comm, &desc, T));
       perfCache_t c;
       perfCacheBuild(&kv, storePlan, W, rank, (int)B, (int)L, &c, 1);
-      CHECK(cpclAttnPlanDestroy(storePlan));
+      PERF_CHECK(cpclAttnPlanDestroy(storePlan));
       int32_t* qs = malloc(sizeof(int32_t) * (size_t)(B + 1));
       int32_t* lens = malloc(sizeof(int32_t) * (size_t)B);
       for (int s = 0; s <= B; s++) qs[s] = s * o.rows;
@@ -271,7 +246,6 @@ int main(int argc, char** argv) {
       void* qRun = perfDup(q, (size_t)T * H * o.Dqk * es);
       void* out = perfAlloc((size_t)T * H * Dv * es);
       float* lse = perfAlloc(sizeof(float) * (size_t)T * H);
-      void* outHost = malloc((size_t)T * H * Dv * es);
       int64_t local = cpclKvLocalLen(L, W, rank, o.interleave);
       double kvBytes = (K > 0 ? ownedKeys : (double)B * local) * o.Hkv * (o.Dqk + (o.mla ? 0 : Dv)) * es;
 
@@ -281,7 +255,7 @@ int main(int argc, char** argv) {
         cpclAttnDesc_t bd = perfDesc(&kv, Hq);
         bd.topk = K;
         cpclAttnPlan_t bp;
-        CHECK(cpclAttnPlanCreate(&bp, self, &bd, T));
+        PERF_CHECK(cpclAttnPlanCreate(&bp, self, &bd, T));
         int32_t* llens = malloc(sizeof(int32_t) * (size_t)B);
         for (int s = 0; s < B; s++) llens[s] = (int32_t)local > o.rows ? (int32_t)local : o.rows;
         int32_t* llensRun = perfDup(llens, sizeof(int32_t) * (size_t)B);
@@ -297,7 +271,7 @@ int main(int argc, char** argv) {
         perfFree(la);
         perfFree(llensRun);
         free(llens);
-        CHECK(cpclAttnPlanDestroy(bp));
+        PERF_CHECK(cpclAttnPlanDestroy(bp));
       }
 
       /* the single-rank reference for -c: the whole cache on one rank */
@@ -306,7 +280,7 @@ int main(int argc, char** argv) {
         cpclAttnDesc_t rd = perfDesc(&kv, Hq);
         rd.topk = K;
         cpclAttnPlan_t rp;
-        CHECK(cpclAttnPlanCreate(&rp, hostSelf, &rd, T));
+        PERF_CHECK(cpclAttnPlanCreate(&rp, hostSelf, &rd, T));
         perfCache_t full;
         perfCacheBuild(&kv, rp, 1, 0, (int)B, (int)L, &full, 0);
         void* qa = malloc((size_t)T * Hq * o.Dqk * es);
@@ -316,10 +290,10 @@ int main(int argc, char** argv) {
         ref = malloc((size_t)T * Hq * Dv * es);
         cpclBatch_t fb = perfBatch((int)B, T, qs, lens, full.blockTable, full.maxPages);
         fb.topkIndices = tk;
-        CHECK(cpclAttnDecode(rp, &fb, qa, full.k, full.v, ref, NULL, NULL));
+        PERF_CHECK(cpclAttnDecode(rp, &fb, qa, full.k, full.v, ref, NULL, NULL));
         free(qa);
         perfCacheFree(&full);
-        CHECK(cpclAttnPlanDestroy(rp));
+        PERF_CHECK(cpclAttnPlanDestroy(rp));
       }
 
       double agrsTime = 0;
@@ -343,12 +317,7 @@ int main(int argc, char** argv) {
         if (strcmp(a, "agrs") == 0) agrsTime = t.median;
         long wrong = 0;
         if (perf.check) {
-          perfPoison(out, (size_t)T * H * Dv * es);
-          decodeStep(&sa, 0);
-          perfSync();
-          perfCopyOut(outHost, out, (size_t)T * H * Dv * es);
-          wrong = perfCountWrong(&kv, outHost, ref, T, H, Hq, dr);
-          MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_LONG, MPI_SUM, world);
+          wrong = perfCheckStep(&kv, decodeStep, &sa, out, ref, T, H, Hq, dr, world);
           totalWrong += wrong;
         }
         perfValue_t v[] = {PERF_I(B),
@@ -362,11 +331,9 @@ int main(int argc, char** argv) {
                            PERF_D(kvBytes / (t.median * 1e-6) / 1e9),
                            agrsTime > 0 ? PERF_D(agrsTime / t.median) : PERF_NONE,
                            perf.check ? PERF_I(wrong) : PERF_NONE,
-                           PERF_S(!perf.check ? "-"
-                                  : wrong     ? "FAILED"
-                                              : "ok")};
+                           PERF_S(perfCheckStatus(perf.check, wrong))};
         perfRow(&perf, v, wrong != 0);
-        CHECK(cpclAttnPlanDestroy(plan));
+        PERF_CHECK(cpclAttnPlanDestroy(plan));
       }
       free(ref);
       free(tk);
@@ -374,7 +341,6 @@ int main(int argc, char** argv) {
       if (tkRun) perfFree(tkRun);
       if (tkLocalRun) perfFree(tkLocalRun);
       free(q);
-      free(outHost);
       perfFree(qRun);
       perfFree(out);
       perfFree(lse);
@@ -385,9 +351,9 @@ int main(int argc, char** argv) {
       perfCacheFree(&c);
     }
   }
-  CHECK(cpclCommDestroy(self));
-  CHECK(cpclCommDestroy(hostSelf));
-  CHECK(cpclCommDestroy(comm));
+  PERF_CHECK(cpclCommDestroy(self));
+  PERF_CHECK(cpclCommDestroy(hostSelf));
+  PERF_CHECK(cpclCommDestroy(comm));
   if (perf.check) perfComment(&perf, "total wrong elements: %ld", totalWrong);
   int status = perfFinish(&perf);
   MPI_Finalize();

@@ -98,6 +98,35 @@ static void* toHost(const void* d, size_t bytes) {
   return h;
 }
 
+/* -c's reference: cpclHostAttn of the device problem p with its q and the KV copy (k, v)
+ * brought to the host, over the host copies of lens and the block table (and, sparse, the host
+ * filter's idx and cnt; NULL when dense); out [B][H][Dv] bf16 and lse [B][H], malloc'd */
+static void hostReference(const cpclAttnParams_t* p, const void* k, const void* v, size_t kvElems, const int32_t* lens,
+                          const int32_t* bt, const int32_t* idx, const int32_t* cnt, uint16_t** refOut,
+                          float** refLse) {
+  const int B = p->numTokens, H = p->numHeads, D = p->headDimQk, Dv = p->headDimVo;
+  cpclAttnParams_t h = *p;
+  void *hk = toHost(k, kvElems * 2), *hv = p->latentKv ? NULL : toHost(v, kvElems * 2);
+  void* hq = toHost(p->q, (size_t)B * H * D * 2);
+  h.seqLens = lens;
+  h.blockTable = bt;
+  h.q = hq;
+  h.kCache = hk;
+  h.vCache = hv;
+  h.sparseIdx = idx;
+  h.sparseCount = cnt;
+  h.out = *refOut = malloc((size_t)B * H * Dv * 2);
+  h.lse = *refLse = malloc(sizeof(float) * (size_t)B * H);
+  h.workspaceBytes = cpclHostAttnWorkspaceBytes(D, Dv);
+  h.workspace = malloc(h.workspaceBytes);
+  h.splitCounters = NULL;
+  cpclHostAttn(&h);
+  free(h.workspace);
+  free(hk);
+  free(hv);
+  free(hq);
+}
+
 /* elements of out (bf16) and lse (fp32) off the reference */
 static long countWrong(const uint16_t* out, const uint16_t* ref, size_t n, const float* lse, const float* refLse,
                        size_t nLse) {
@@ -321,26 +350,7 @@ static void benchAttention(const shape_t* sh, double ceiling) {
   uint16_t* refOut = NULL;
   float* refLse = NULL;
   const size_t nOut = (size_t)B * H * Dv, nLse = (size_t)B * H;
-  if (perf.check) {
-    cpclAttnParams_t h = p;
-    void *hk = toHost(k[0], kvElems * 2), *hv = mla ? NULL : toHost(v[0], kvElems * 2);
-    void* hq = toHost(q, (size_t)B * H * D * 2);
-    h.seqLens = lens;
-    h.blockTable = bt;
-    h.q = hq;
-    h.kCache = hk;
-    h.vCache = hv;
-    h.out = refOut = malloc(nOut * 2);
-    h.lse = refLse = malloc(nLse * sizeof(float));
-    h.workspaceBytes = cpclHostAttnWorkspaceBytes(D, Dv);
-    h.workspace = malloc(h.workspaceBytes);
-    h.splitCounters = NULL;
-    cpclHostAttn(&h);
-    free(h.workspace);
-    free(hk);
-    free(hv);
-    free(hq);
-  }
+  if (perf.check) hostReference(&p, k[0], v[0], kvElems, lens, bt, NULL, NULL, &refOut, &refLse);
 
   static const int stagesOf[] = {0, 0, 0, 2, 3, 2, 3, 2, 3, 0}, chunkOf[] = {0, 0, 0, 128, 128, 256, 256, 512, 512, 0};
   /* variant 2: the default kernel on one KV copy, L2-warm as PyTorch's anchor measures (only
@@ -584,28 +594,8 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
   uint16_t* refOut = NULL;
   float* refLse = NULL;
   const size_t nOut = (size_t)B * H * Dv, nLse = (size_t)B * H;
-  if (perf.check) { /* the host filter's lists and the host sparse kernel, KV copy 0 */
-    cpclAttnParams_t h = p;
-    void *hk = toHost(k[0], kvElems * 2), *hv = mla ? NULL : toHost(v, kvElems * 2);
-    void* hq = toHost(q, (size_t)B * H * D * 2);
-    h.seqLens = lens;
-    h.blockTable = bt;
-    h.q = hq;
-    h.kCache = hk;
-    h.vCache = hv;
-    h.sparseIdx = hIdx;
-    h.sparseCount = hCnt;
-    h.out = refOut = malloc(nOut * 2);
-    h.lse = refLse = malloc(nLse * sizeof(float));
-    h.workspaceBytes = cpclHostAttnWorkspaceBytes(D, Dv);
-    h.workspace = malloc(h.workspaceBytes);
-    h.splitCounters = NULL;
-    cpclHostAttn(&h);
-    free(h.workspace);
-    free(hk);
-    free(hv);
-    free(hq);
-  }
+  if (perf.check) /* the host filter's lists and the host sparse kernel, KV copy 0 */
+    hostReference(&p, k[0], v, kvElems, lens, bt, hIdx, hCnt, &refOut, &refLse);
   const double flops = 2.0 * (D + Dv) * H * keys, bytes = (mla ? 1.0 : 2.0) * keys * Hkv * D * 2;
   static const char* const names[4] = {"topk", "attn", "cores", "filter"};
   for (int what = 0; what < 4; what++) {

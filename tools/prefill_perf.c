@@ -36,16 +36,6 @@
 #include "perf/driver.h"
 #include "perf/driver_mpi.h"
 
-#define CHECK(call)                                                                                                   \
-  do {                                                                                                                \
-    cpclResult_t r_ = (call);                                                                                         \
-    if (r_ != cpclSuccess) {                                                                                          \
-      fprintf(stderr, "rank %d: %s:%d %s failed: %s (%s)\n", rank, __FILE__, __LINE__, #call, cpclGetErrorString(r_), \
-              cpclGetLastError(NULL));                                                                                \
-      MPI_Abort(MPI_COMM_WORLD, 1);                                                                                   \
-    }                                                                                                                 \
-  } while (0)
-
 static int rank, W;
 static MPI_Comm world = MPI_COMM_WORLD;
 
@@ -98,7 +88,7 @@ typedef struct {
 
 static int prefillStep(void* a, int launch) {
   stepArgs_t* s = a;
-  CHECK(cpclAttnPrefill(s->plan, s->batch, s->q, s->k, s->v, s->kc, s->vc, s->out, s->lse, perfRunStream()));
+  PERF_CHECK(cpclAttnPrefill(s->plan, s->batch, s->q, s->k, s->v, s->kc, s->vc, s->out, s->lse, perfRunStream()));
   return 0;
 }
 
@@ -144,30 +134,17 @@ int main(int argc, char** argv) {
   perfUseMpi(&perf, &world);
   int pr = perfParse(&perf, argc, argv);
   if (!pr && o.maxN < o.minN) pr = perfArgError(&perf, "-L %d is below -l %d", o.maxN, o.minN);
-  if (!pr && o.mla) {
-    if ((perfGiven(&perf, 'd') && o.Dqk != 576) || (perfGiven(&perf, 'v') && o.Dv != 512) ||
-        (perfGiven(&perf, 'K') && o.Hkv != 1))
-      pr = perfArgError(&perf, "-m 1 is headDimQk 576, headDimVo 512, 1 KV head: drop -d/-v/-K");
-    o.Dqk = 576, o.Dv = 512, o.Hkv = 1;
-  }
+  if (!pr && o.mla) pr = perfMlaShape(&perf, &o.Dqk, &o.Dv, &o.Hkv);
   if (pr) {
     MPI_Finalize();
     return pr == 1 ? 0 : 2;
   }
   perfDataInit(o.gpu, rank);
   const perfKv_t kv = {o.Hkv, o.Dqk, o.Dv, o.mla, o.page, o.interleave, o.type};
-  cpclOob_t oob;
-  cpclMpiOob(&oob, &world);
-  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
-  cfg.dcpSize = o.dcp;
-  cfg.kvInterleave = o.interleave;
-  cfg.memType = perfGpu ? cpclMemCuda : cpclMemHost;
-  cfg.transport = o.transport;
-  cpclComm_t comm;
-  CHECK(cpclCommInitOob(&comm, &oob, &cfg));
+  cpclComm_t comm = perfMpiComm(&world, o.dcp, o.interleave, o.transport);
   int D, dr, P, pcpRank;
-  CHECK(cpclCommAxes(comm, &D, &dr, &P, &pcpRank));
-  cpclComm_t self = perfSelfComm(&kv, cfg.memType);
+  PERF_CHECK(cpclCommAxes(comm, &D, &dr, &P, &pcpRank));
+  cpclComm_t self = perfSelfComm(&kv, perfGpu ? cpclMemCuda : cpclMemHost);
   const int H = o.H, Hq = D * H, Dv = o.Dv, B = o.seqs, C = o.context;
   const size_t es = perfElemSize(o.type), kRow = (size_t)o.Hkv * o.Dqk, vRow = o.mla ? 0 : (size_t)o.Hkv * Dv;
   const char* tname = o.type == cpclFloat32 ? "fp32" : o.type == cpclFloat16 ? "fp16" : "bf16";
@@ -215,10 +192,10 @@ int main(int argc, char** argv) {
     }
     cpclAttnDesc_t desc = perfDesc(&kv, H);
     cpclAttnPlan_t storePlan;
-    CHECK(cpclAttnPlanCreate(&storePlan, comm, &desc, 1));
+    PERF_CHECK(cpclAttnPlanCreate(&storePlan, comm, &desc, 1));
     perfCache_t c; /* every token, the new ones too: the prefill stores them again, the same bytes */
     perfCacheBuild(&kv, storePlan, W, rank, B, C + (int)N, &c, 1);
-    CHECK(cpclAttnPlanDestroy(storePlan));
+    PERF_CHECK(cpclAttnPlanDestroy(storePlan));
     cpclPrefillBatch_t batch = CPCL_PREFILL_BATCH_INITIALIZER;
     batch.numSeqs = B, batch.numTokens = T, batch.queryStart = qs, batch.contextLens = ctx, batch.newLens = nw;
     batch.blockTable = c.btRun, batch.maxPagesPerSeq = c.maxPages; /* the block table in the cache's memory */
@@ -251,7 +228,7 @@ int main(int argc, char** argv) {
     if (rank == 0) {
       cpclAttnDesc_t od = perfDesc(&kv, Hq);
       cpclAttnPlan_t op;
-      CHECK(cpclAttnPlanCreate(&op, self, &od, n1));
+      PERF_CHECK(cpclAttnPlanCreate(&op, self, &od, n1));
       perfCache_t oc;
       perfCacheBuild(&kv, op, 1, 0, B, C + (int)N, &oc, 1);
       int32_t* oqs = malloc(sizeof(int32_t) * (size_t)(B + 1));
@@ -283,7 +260,7 @@ int main(int argc, char** argv) {
       perfFree(oo), perfFree(ol), perfFree(oqR), perfFree(okR), perfFree(ovR);
       free(oq), free(ok), free(ov), free(oqs), free(opos);
       perfCacheFree(&oc);
-      CHECK(cpclAttnPlanDestroy(op));
+      PERF_CHECK(cpclAttnPlanDestroy(op));
     }
     MPI_Bcast(&oneUs, 1, MPI_DOUBLE, 0, world);
     void* myRef = NULL; /* this rank's rows of ref, [T][Hq][Dv] */
@@ -302,20 +279,13 @@ int main(int argc, char** argv) {
     for (char* a = strtok_r(algos, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
       desc.prefillAlgo = a;
       cpclAttnPlan_t plan;
-      CHECK(cpclAttnPlanCreate(&plan, comm, &desc, maxRows > B ? maxRows : B));
+      PERF_CHECK(cpclAttnPlanCreate(&plan, comm, &desc, maxRows > B ? maxRows : B));
       stepArgs_t sa = {plan, &batch, qRun, kRun, vRow ? vRun : NULL, c.k, c.v, out, lse};
       perfStats_t t;
       if (timeStep(&perf, &sa, &t)) MPI_Abort(world, 1);
       long wrong = 0;
       if (perf.check) {
-        perfPoison(out, (size_t)T * H * Dv * es);
-        prefillStep(&sa, 0);
-        perfSync();
-        void* hostOut = malloc((size_t)(T + 1) * H * Dv * es);
-        perfCopyOut(hostOut, out, (size_t)T * H * Dv * es);
-        wrong = perfCountWrong(&kv, hostOut, myRef, T, H, Hq, dr);
-        free(hostOut);
-        MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_LONG, MPI_SUM, world);
+        wrong = perfCheckStep(&kv, prefillStep, &sa, out, myRef, T, H, Hq, dr, world);
         totalWrong += wrong;
       }
       perfValue_t row[] = {PERF_I(B),
@@ -332,11 +302,9 @@ int main(int argc, char** argv) {
                            PERF_D(oneUs / t.median),
                            perf.check ? PERF_I(wrong) : PERF_NONE,
                            PERF_D(flops / (oneUs * 1e-6) / 1e12),
-                           PERF_S(!perf.check ? "-"
-                                  : wrong     ? "FAILED"
-                                              : "ok")};
+                           PERF_S(perfCheckStatus(perf.check, wrong))};
       perfRow(&perf, row, wrong != 0);
-      CHECK(cpclAttnPlanDestroy(plan));
+      PERF_CHECK(cpclAttnPlanDestroy(plan));
     }
     free(ref), free(myRef), free(pos), free(qs), free(ctx), free(nw), free(myPos), free(q), free(k), free(v);
     perfFree(qRun), perfFree(kRun), perfFree(vRun);
@@ -344,8 +312,8 @@ int main(int argc, char** argv) {
     perfFree(lse);
     perfCacheFree(&c);
   }
-  CHECK(cpclCommDestroy(self));
-  CHECK(cpclCommDestroy(comm));
+  PERF_CHECK(cpclCommDestroy(self));
+  PERF_CHECK(cpclCommDestroy(comm));
   if (perf.check) perfComment(&perf, "total wrong elements: %ld", totalWrong);
   int status = perfFinish(&perf);
   MPI_Finalize();

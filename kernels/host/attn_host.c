@@ -50,6 +50,50 @@ static inline float dot(const float* restrict a, const float* restrict b, int n)
 #define CPCL_HOST_CLONES
 #endif
 
+/* the helpers are inlined into each clone, so they get its instruction set */
+#define INLINE static inline __attribute__((always_inline))
+
+/* One unit over nk keys of the converted block: scores, then the online-softmax update of its
+ * running max m, sum l and accumulator acc (both the dense and the sparse walk share it). */
+INLINE void unitBlock(const float* qu, const float* kf, const float* vrow, int vstride, int nk, int Dqk, int Dv,
+                      float* sc, float* m, float* l, float* acc) {
+  float mb = -INFINITY;
+  for (int k = 0; k < nk; k++) {
+    sc[k] = dot(qu, kf + (size_t)k * Dqk, Dqk);
+    mb = sc[k] > mb ? sc[k] : mb;
+  }
+  const float mnew = mb > *m ? mb : *m;
+  if (mnew != *m) {
+    const float alpha = exp2f(*m - mnew); /* 0 on the first block */
+    *l *= alpha;
+    for (int d = 0; d < Dv; d++) acc[d] *= alpha;
+    *m = mnew;
+  }
+  for (int k = 0; k < nk; k++) {
+    const float pk = exp2f(sc[k] - mnew);
+    const float* vk = vrow + (size_t)k * vstride;
+    *l += pk;
+    for (int d = 0; d < Dv; d++) acc[d] += pk * vk[d];
+  }
+}
+
+/* Unit (row t, gathered head g) done: out = acc / l and its LSE, or zeros and -inf where it saw
+ * no key (any: its key range was not empty). */
+INLINE void unitStore(const cpclAttnParams_t* p, int64_t t, int g, int any, float m, float l, float* acc) {
+  const int Dv = p->headDimVo, Hb = p->headsPerBlock;
+  const int64_t oOff = (g / Hb) * p->oBlockStride + t * p->oTokenStride + (int64_t)(g % Hb) * Dv;
+  float lse2 = -INFINITY;
+  if (any && l > 0.f) {
+    const float inv = 1.f / l;
+    for (int d = 0; d < Dv; d++) acc[d] *= inv;
+    lse2 = m + log2f(l);
+  } else {
+    memset(acc, 0, (size_t)Dv * sizeof(float));
+  }
+  cpclStoreRow(p->out, oOff, acc, Dv, p->qType);
+  if (p->lse) p->lse[(g / Hb) * p->lseBlockStride + t * p->lseTokenStride + g % Hb] = p->lseBase2 ? lse2 : lse2 * LN2;
+}
+
 /* Sparse attention (p->sparseIdx): row t's keys are its listed local indices, so units share a
  * K/V block only within one row: the units are the row's gathered heads of one KV head, up to
  * UNITS at a time, and the keys are walked in list order in blocks of BK (the same online
@@ -99,45 +143,10 @@ CPCL_HOST_CLONES static void hostAttnSparse(const cpclAttnParams_t* p) {
               cpclLoadRow(kf + (size_t)k * Dqk, p->kCache, (slot * Hkv + kh) * Dqk, Dqk, p->kvType);
               if (!p->latentKv) cpclLoadRow(vf + (size_t)k * Dv, p->vCache, (slot * Hkv + kh) * Dv, Dv, p->kvType);
             }
-            for (int u = 0; u < nu; u++) {
-              const float* qu = qf + (size_t)u * Dqk;
-              float mb = -INFINITY;
-              for (int k = 0; k < nk; k++) {
-                sc[k] = dot(qu, kf + (size_t)k * Dqk, Dqk);
-                mb = sc[k] > mb ? sc[k] : mb;
-              }
-              const float mnew = mb > m[u] ? mb : m[u];
-              float* au = acc + (size_t)u * Dv;
-              if (mnew != m[u]) {
-                const float alpha = exp2f(m[u] - mnew);
-                l[u] *= alpha;
-                for (int d = 0; d < Dv; d++) au[d] *= alpha;
-                m[u] = mnew;
-              }
-              for (int k = 0; k < nk; k++) {
-                const float pk = exp2f(sc[k] - mnew);
-                const float* vk = vrow + (size_t)k * vstride;
-                l[u] += pk;
-                for (int d = 0; d < Dv; d++) au[d] += pk * vk[d];
-              }
-            }
+            for (int u = 0; u < nu; u++)
+              unitBlock(qf + (size_t)u * Dqk, kf, vrow, vstride, nk, Dqk, Dv, sc, &m[u], &l[u], acc + (size_t)u * Dv);
           }
-          for (int u = 0; u < nu; u++) {
-            const int g = h0 + u;
-            const int64_t oOff = (g / Hb) * p->oBlockStride + t * p->oTokenStride + (int64_t)(g % Hb) * Dv;
-            float* au = acc + (size_t)u * Dv;
-            float lse2 = -INFINITY;
-            if (cnt > 0 && l[u] > 0.f) {
-              const float inv = 1.f / l[u];
-              for (int d = 0; d < Dv; d++) au[d] *= inv;
-              lse2 = m[u] + log2f(l[u]);
-            } else {
-              memset(au, 0, (size_t)Dv * sizeof(float));
-            }
-            cpclStoreRow(p->out, oOff, au, Dv, p->qType);
-            if (p->lse)
-              p->lse[(g / Hb) * p->lseBlockStride + t * p->lseTokenStride + g % Hb] = p->lseBase2 ? lse2 : lse2 * LN2;
-          }
+          for (int u = 0; u < nu; u++) unitStore(p, t, h0 + u, cnt > 0, m[u], l[u], acc + (size_t)u * Dv);
         }
       }
     }
@@ -200,43 +209,12 @@ CPCL_HOST_CLONES void cpclHostAttn(const cpclAttnParams_t* p) {
           for (int u = 0; u < nu; u++) {
             const int nku = len[u] - i0 < nk ? (int)(len[u] - i0) : nk;
             if (nku <= 0) continue;
-            const float* qu = qf + (size_t)u * Dqk;
-            float mb = -INFINITY;
-            for (int k = 0; k < nku; k++) {
-              sc[k] = dot(qu, kf + (size_t)k * Dqk, Dqk);
-              mb = sc[k] > mb ? sc[k] : mb;
-            }
-            const float mnew = mb > m[u] ? mb : m[u];
-            float* au = acc + (size_t)u * Dv;
-            if (mnew != m[u]) {
-              const float alpha = exp2f(m[u] - mnew); /* 0 on the first block */
-              l[u] *= alpha;
-              for (int d = 0; d < Dv; d++) au[d] *= alpha;
-              m[u] = mnew;
-            }
-            for (int k = 0; k < nku; k++) {
-              const float pk = exp2f(sc[k] - mnew);
-              const float* vk = vrow + (size_t)k * vstride;
-              l[u] += pk;
-              for (int d = 0; d < Dv; d++) au[d] += pk * vk[d];
-            }
+            unitBlock(qf + (size_t)u * Dqk, kf, vrow, vstride, nku, Dqk, Dv, sc, &m[u], &l[u], acc + (size_t)u * Dv);
           }
         }
         for (int u = 0; u < nu; u++) {
-          const int j = (c0 + u) / nh, g = gBegin + (c0 + u) % nh, t = r0 + j;
-          const int64_t oOff = (g / Hb) * p->oBlockStride + t * p->oTokenStride + (int64_t)(g % Hb) * Dv;
-          float* au = acc + (size_t)u * Dv;
-          float lse2 = -INFINITY;
-          if (len[u] > 0 && l[u] > 0.f) {
-            const float inv = 1.f / l[u];
-            for (int d = 0; d < Dv; d++) au[d] *= inv;
-            lse2 = m[u] + log2f(l[u]);
-          } else {
-            memset(au, 0, (size_t)Dv * sizeof(float));
-          }
-          cpclStoreRow(p->out, oOff, au, Dv, p->qType);
-          if (p->lse)
-            p->lse[(g / Hb) * p->lseBlockStride + t * p->lseTokenStride + g % Hb] = p->lseBase2 ? lse2 : lse2 * LN2;
+          const int j = (c0 + u) / nh;
+          unitStore(p, r0 + j, gBegin + (c0 + u) % nh, len[u] > 0, m[u], l[u], acc + (size_t)u * Dv);
         }
       }
     }

@@ -174,13 +174,11 @@ cpclResult_t cpclStepExchangeSlices(struct cpclAttnPlan* pl, const cpclStep_t* s
   return cpclStepAlltoallv(pl, st, sends, sb, recvs, rb, cpclRecvSlot(pl, c->rank), 0);
 }
 
-void cpclStepMergeParams(const struct cpclAttnPlan* pl, int T, int mode, void* out, float* lse, int ownInRecv,
-                         cpclMergeParams_t* m) {
+cpclMergeParams_t cpclPlanMergeParams(const struct cpclAttnPlan* pl, int mode, int n, int T, void* out, float* lse) {
   const int Dv = pl->desc.headDimVo;
-  const size_t lseOff = cpclSliceLseOffset(pl, T);
-  *m = (cpclMergeParams_t){
+  return (cpclMergeParams_t){
       .mode = mode,
-      .numParts = pl->W,
+      .numParts = n,
       .numTokens = T,
       .numHeads = pl->H,
       .headDim = Dv,
@@ -190,9 +188,15 @@ void cpclStepMergeParams(const struct cpclAttnPlan* pl, int T, int mode, void* o
       .lseTokenStride = pl->H,
       .out = out,
       .outTokenStride = (int64_t)pl->H * Dv,
-      .outLse = mode == CPCL_MERGE_LSE ? lse : NULL,
+      .outLse = lse,
       .outLseTokenStride = pl->H,
   };
+}
+
+void cpclStepMergeParams(const struct cpclAttnPlan* pl, int T, int mode, void* out, float* lse, int ownInRecv,
+                         cpclMergeParams_t* m) {
+  const size_t lseOff = cpclSliceLseOffset(pl, T);
+  *m = cpclPlanMergeParams(pl, mode, pl->W, T, out, mode == CPCL_MERGE_LSE ? lse : NULL);
   for (int p = 0; p < pl->W; p++) {
     const char* slot = p == pl->comm->rank && !ownInRecv ? cpclSendSlot(pl, pl->comm->dcpRank) : cpclRecvSlot(pl, p);
     m->o[p] = slot;

@@ -133,22 +133,7 @@ void cpclPrefillCancel(struct cpclAttnPlan* pl, cpclRequest_t* reqs, int n) {
 
 cpclResult_t cpclPrefillMerge(struct cpclAttnPlan* pl, const cpclStep_t* st, int n, const void* const* o,
                               const float* const* lse, void* out, float* outLse) {
-  const int Dv = pl->desc.headDimVo;
-  cpclMergeParams_t m = {
-      .mode = CPCL_MERGE_LSE,
-      .numParts = n,
-      .numTokens = pl->pfRows[pl->comm->pcpRank],
-      .numHeads = pl->H,
-      .headDim = Dv,
-      .dtype = pl->desc.qType,
-      .lseBase2 = pl->desc.lseBase2,
-      .oTokenStride = (int64_t)pl->H * Dv,
-      .lseTokenStride = pl->H,
-      .out = out,
-      .outTokenStride = (int64_t)pl->H * Dv,
-      .outLse = outLse,
-      .outLseTokenStride = pl->H,
-  };
+  cpclMergeParams_t m = cpclPlanMergeParams(pl, CPCL_MERGE_LSE, n, pl->pfRows[pl->comm->pcpRank], out, outLse);
   for (int i = 0; i < n; i++) {
     m.o[i] = o[i];
     m.lse[i] = lse[i];

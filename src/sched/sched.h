@@ -80,6 +80,9 @@ cpclResult_t cpclStepPackSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, c
                                 const float* partialLse, int oOnly);
 /* 3: slices to their owners (bytes per slice: cpclSliceBytes, or the o part alone) */
 cpclResult_t cpclStepExchangeSlices(struct cpclAttnPlan* pl, const cpclStep_t* st, size_t bytes);
+/* the merge of n partials of T rows of this plan's heads into out (lse: the merged LSE, NULL for
+ * none); the parts, m.o and m.lse, are the caller's to fill */
+cpclMergeParams_t cpclPlanMergeParams(const struct cpclAttnPlan* pl, int mode, int n, int T, void* out, float* lse);
 /* merge parameters of 4 for T rows; ownInRecv: this rank's own slice sits in its receive slot
  * (the fused kernel) rather than its send slot */
 void cpclStepMergeParams(const struct cpclAttnPlan* pl, int T, int mode, void* out, float* lse, int ownInRecv,

@@ -13,25 +13,10 @@
 #include <string.h>
 
 #include "comm.h"
+#include "fuzz_reader.h"
 #include "kv_layout.h"
 #include "op.h"
 #include "plan.h"
-
-typedef struct {
-  const uint8_t* d;
-  size_t n, i;
-} reader_t;
-
-static uint32_t rd(reader_t* r, int bytes) {
-  uint32_t v = 0;
-  for (int k = 0; k < bytes; k++) v = (v << 8) | (r->i < r->n ? r->d[r->i++] : 0);
-  return v;
-}
-
-#define REQUIRE(cond)              \
-  do {                             \
-    if (!(cond)) __builtin_trap(); \
-  } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   reader_t r = {data, size, 0};

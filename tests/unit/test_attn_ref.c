@@ -16,6 +16,7 @@
 #include "attn_params.h"
 #include "kvstore_params.h"
 #include "merge_params.h"
+#include "kernelutil.h"
 #include "testutil.h"
 
 static double tolOf(cpclDataType_t t) { return t == cpclFloat32 ? 1e-4 : t == cpclFloat16 ? 1.5e-3 : 6e-3; }
@@ -53,43 +54,6 @@ static void setupProblem(const refCase_t* rc, tuProblem_t* pb, int32_t* qs, int3
   pb->seed = 1234 + rc->G * 7 + rc->Dqk + rc->W * 31 + rc->I;
 }
 
-static void attnParams(const tuProblem_t* pb, const tuCache_t* c, int W, int r, int I, int base2, const void* q,
-                       void* out, float* lse, void* ws, cpclAttnParams_t* p) {
-  memset(p, 0, sizeof(*p));
-  p->numSeqs = pb->numSeqs;
-  p->numTokens = pb->numTokens;
-  p->queryStart = pb->queryStart;
-  p->seqLens = pb->seqLens;
-  p->blockTable = c->blockTable;
-  p->maxPagesPerSeq = c->maxPagesPerSeq;
-  p->cpSize = W;
-  p->cpRank = r;
-  p->interleave = I;
-  p->pageSize = c->pageSize;
-  p->numKvHeads = pb->Hkv;
-  p->headDimQk = pb->Dqk;
-  p->headDimVo = pb->Dv;
-  p->latentKv = pb->latent;
-  p->groupSize = pb->Hq / pb->Hkv;
-  p->headBegin = 0;
-  p->numHeads = pb->Hq;
-  p->headsPerBlock = pb->Hq;
-  p->smScale = pb->smScale;
-  p->lseBase2 = base2;
-  p->qType = pb->qType;
-  p->kvType = pb->kvType;
-  p->q = q;
-  p->qTokenStride = (int64_t)pb->Hq * pb->Dqk;
-  p->kCache = c->k;
-  p->vCache = c->v;
-  p->out = out;
-  p->oTokenStride = (int64_t)pb->Hq * pb->Dv;
-  p->lse = lse;
-  p->lseTokenStride = pb->Hq;
-  p->workspace = ws;
-  p->workspaceBytes = cpclHostAttnWorkspaceBytes(pb->Dqk, pb->Dv);
-}
-
 static void runCase(const refCase_t* rc) {
   int32_t qs[8], lens[8];
   tuProblem_t pb;
@@ -111,7 +75,8 @@ static void runCase(const refCase_t* rc) {
     tuCacheFill(&pb, W, r, rc->I, &c);
     cpclAttnParams_t p;
     char* outR = (char*)outs + (size_t)r * T * Hq * Dv * es;
-    attnParams(&pb, &c, W, r, rc->I, rc->base2, q, outR, lses + (size_t)r * T * Hq, ws, &p);
+    tuAttnParams(&pb, &c, W, r, rc->I, q, outR, lses + (size_t)r * T * Hq, ws, &p);
+    p.lseBase2 = rc->base2;
     cpclHostAttn(&p);
     for (int t = 0; t < T; t++)
       for (int g = 0; g < Hq; g++) {
@@ -137,7 +102,8 @@ static void runCase(const refCase_t* rc) {
       memset(half, 0xff, (size_t)T * Hq * Dv * es);
       for (int b = 0; b < 2; b++) {
         cpclAttnParams_t hp;
-        attnParams(&pb, &c, W, r, rc->I, rc->base2, q, half, halfLse, ws, &hp);
+        tuAttnParams(&pb, &c, W, r, rc->I, q, half, halfLse, ws, &hp);
+        hp.lseBase2 = rc->base2;
         hp.headBegin = b * Hq / 2;
         hp.numHeads = Hq / 2;
         hp.headsPerBlock = Hq / 2;
@@ -157,24 +123,13 @@ static void runCase(const refCase_t* rc) {
   void* merged = malloc((size_t)T * Hq * Dv * es);
   float* mlse = malloc(sizeof(float) * (size_t)T * Hq);
   memset(merged, 0xff, (size_t)T * Hq * Dv * es);
-  cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE,
-                         .numParts = W,
-                         .numTokens = T,
-                         .numHeads = Hq,
-                         .headDim = Dv,
-                         .dtype = pb.qType,
-                         .lseBase2 = rc->base2,
-                         .oTokenStride = (int64_t)Hq * Dv,
-                         .lseTokenStride = Hq,
-                         .out = merged,
-                         .outTokenStride = (int64_t)Hq * Dv,
-                         .outLse = mlse,
-                         .outLseTokenStride = Hq};
+  void* po[CPCL_MAX_PARTS];
+  float* pl[CPCL_MAX_PARTS];
   for (int r = 0; r < W; r++) {
-    m.o[r] = (char*)outs + (size_t)r * T * Hq * Dv * es;
-    m.lse[r] = lses + (size_t)r * T * Hq;
+    po[r] = (char*)outs + (size_t)r * T * Hq * Dv * es;
+    pl[r] = lses + (size_t)r * T * Hq;
   }
-  cpclHostMerge(&m);
+  tuMerge(W, po, pl, T, Hq, Dv, pb.qType, rc->base2, merged, mlse);
   for (int t = 0; t < T; t++)
     for (int g = 0; g < Hq; g++) {
       double want = tuNaive(&pb, t, g, 1, 0, 1, 0, o);

@@ -19,6 +19,7 @@
 #include "merge_params.h"
 #include "prefill_layout.h"
 #include "prefill_params.h"
+#include "kernelutil.h"
 #include "testutil.h"
 
 #define NSEQ 6
@@ -318,24 +319,7 @@ static void runCase(const pfCase_t* rc) {
   void* merged = malloc(oBytes);
   float* mlse = malloc(lBytes);
   memset(merged, 0xff, oBytes);
-  cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE,
-                         .numParts = nParts,
-                         .numTokens = T,
-                         .numHeads = Hq,
-                         .headDim = Dv,
-                         .dtype = rc->outType,
-                         .lseBase2 = rc->base2,
-                         .oTokenStride = (int64_t)Hq * Dv,
-                         .lseTokenStride = Hq,
-                         .out = merged,
-                         .outTokenStride = (int64_t)Hq * Dv,
-                         .outLse = mlse,
-                         .outLseTokenStride = Hq};
-  for (int i = 0; i < nParts; i++) {
-    m.o[i] = outs[i];
-    m.lse[i] = lses[i];
-  }
-  cpclHostMerge(&m);
+  tuMerge(nParts, outs, lses, T, Hq, Dv, rc->outType, rc->base2, merged, mlse);
   const uint64_t all = (1ull << nParts) - 1;
   checkAgainst(&P, merged, mlse, rc->outType, all, 2 * tolOf(rc->outType), "merged");
   /* one call over cache shard 0 and every block at once (what the allgather schedule runs) */
@@ -575,35 +559,8 @@ static void test_matches_decode_kernel(void** state) {
     tuCache_t c;
     tuCacheAlloc(&pb, W, r, I, 5, &c);
     tuCacheFill(&pb, W, r, I, &c);
-    cpclAttnParams_t a = {.numSeqs = NSEQ,
-                          .numTokens = T,
-                          .queryStart = qs,
-                          .seqLens = seqLens,
-                          .blockTable = c.blockTable,
-                          .maxPagesPerSeq = c.maxPagesPerSeq,
-                          .cpSize = W,
-                          .cpRank = r,
-                          .interleave = I,
-                          .pageSize = 5,
-                          .numKvHeads = 2,
-                          .headDimQk = 64,
-                          .headDimVo = 64,
-                          .groupSize = 4,
-                          .numHeads = 8,
-                          .headsPerBlock = 8,
-                          .smScale = 0.125f,
-                          .qType = CPCL_K_FP32,
-                          .kvType = CPCL_K_BF16,
-                          .q = q,
-                          .qTokenStride = 8 * 64,
-                          .kCache = c.k,
-                          .vCache = c.v,
-                          .out = o1,
-                          .oTokenStride = 8 * 64,
-                          .lse = l1,
-                          .lseTokenStride = 8,
-                          .workspace = ws1,
-                          .workspaceBytes = cpclHostAttnWorkspaceBytes(64, 64)};
+    cpclAttnParams_t a;
+    tuAttnParams(&pb, &c, W, r, I, q, o1, l1, ws1, &a);
     cpclHostAttn(&a);
     cpclPrefillParams_t p = {.numSeqs = NSEQ,
                              .numTokens = T,

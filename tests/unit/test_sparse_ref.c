@@ -16,6 +16,7 @@
 
 #include "attn_params.h"
 #include "merge_params.h"
+#include "kernelutil.h"
 #include "testutil.h"
 #include "topk_params.h"
 
@@ -113,37 +114,9 @@ static void runCase(const sparseCase_t* sc, unsigned emptyMask) {
     tuCache_t c;
     tuCacheAlloc(&pb, W, r, I, sc->pageSize, &c);
     tuCacheFill(&pb, W, r, I, &c);
-    cpclAttnParams_t p;
-    memset(&p, 0, sizeof(p));
-    p.numSeqs = pb.numSeqs;
-    p.numTokens = T;
-    p.queryStart = qs;
-    p.seqLens = lens;
-    p.blockTable = c.blockTable;
-    p.maxPagesPerSeq = c.maxPagesPerSeq;
-    p.cpSize = W;
-    p.cpRank = r;
-    p.interleave = I;
-    p.pageSize = c.pageSize;
-    p.numKvHeads = pb.Hkv;
-    p.headDimQk = pb.Dqk;
-    p.headDimVo = Dv;
-    p.latentKv = pb.latent;
-    p.groupSize = sc->G;
-    p.numHeads = p.headsPerBlock = Hq;
-    p.smScale = pb.smScale;
-    p.qType = p.kvType = pb.qType;
-    p.q = q;
-    p.qTokenStride = (int64_t)Hq * pb.Dqk;
-    p.kCache = c.k;
-    p.vCache = c.v;
     char* outR = (char*)outs + (size_t)r * T * Hq * Dv * es;
-    p.out = outR;
-    p.oTokenStride = (int64_t)Hq * Dv;
-    p.lse = lses + (size_t)r * T * Hq;
-    p.lseTokenStride = Hq;
-    p.workspace = ws;
-    p.workspaceBytes = cpclHostAttnWorkspaceBytes(pb.Dqk, Dv);
+    cpclAttnParams_t p;
+    tuAttnParams(&pb, &c, W, r, I, q, outR, lses + (size_t)r * T * Hq, ws, &p);
     p.sparseIdx = localIdx;
     p.sparseCount = count;
     p.sparseStride = K;
@@ -179,23 +152,13 @@ static void runCase(const sparseCase_t* sc, unsigned emptyMask) {
 
   void* merged = malloc((size_t)T * Hq * Dv * es);
   float* mlse = malloc(sizeof(float) * (size_t)T * Hq);
-  cpclMergeParams_t m = {.mode = CPCL_MERGE_LSE,
-                         .numParts = W,
-                         .numTokens = T,
-                         .numHeads = Hq,
-                         .headDim = Dv,
-                         .dtype = pb.qType,
-                         .oTokenStride = (int64_t)Hq * Dv,
-                         .lseTokenStride = Hq,
-                         .out = merged,
-                         .outTokenStride = (int64_t)Hq * Dv,
-                         .outLse = mlse,
-                         .outLseTokenStride = Hq};
+  void* po[CPCL_MAX_PARTS];
+  float* pl[CPCL_MAX_PARTS];
   for (int r = 0; r < W; r++) {
-    m.o[r] = (char*)outs + (size_t)r * T * Hq * Dv * es;
-    m.lse[r] = lses + (size_t)r * T * Hq;
+    po[r] = (char*)outs + (size_t)r * T * Hq * Dv * es;
+    pl[r] = lses + (size_t)r * T * Hq;
   }
-  cpclHostMerge(&m);
+  tuMerge(W, po, pl, T, Hq, Dv, pb.qType, 0, merged, mlse);
   for (int t = 0; t < T; t++)
     for (int g = 0; g < Hq; g++) {
       const double want = tuNaiveSparse(&pb, t, g, list + (size_t)t * K, K, 1, 0, 1, 0, o);

@@ -6,21 +6,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
 #ifdef PERF_CUDA
 #include <cuda_runtime_api.h>
 #endif
 
+#include "mpi_oob.h"
+
 static int rank;
 
-#define CHECK(call)                                                                                                   \
-  do {                                                                                                                \
-    cpclResult_t r_ = (call);                                                                                         \
-    if (r_ != cpclSuccess) {                                                                                          \
-      fprintf(stderr, "rank %d: %s:%d %s failed: %s (%s)\n", rank, __FILE__, __LINE__, #call, cpclGetErrorString(r_), \
-              cpclGetLastError(NULL));                                                                                \
-      MPI_Abort(MPI_COMM_WORLD, 1);                                                                                   \
-    }                                                                                                                 \
-  } while (0)
+void perfCheckFailed(cpclResult_t r, const char* file, int line, const char* call) {
+  int worldRank = 0; /* not the saved rank: a tool may fail before perfDataInit */
+  MPI_Comm_rank(MPI_COMM_WORLD, &worldRank);
+  fprintf(stderr, "rank %d: %s:%d %s failed: %s (%s)\n", worldRank, file, line, call, cpclGetErrorString(r),
+          cpclGetLastError(NULL));
+  MPI_Abort(MPI_COMM_WORLD, 1);
+}
 
 cpclBatch_t perfBatch(int numSeqs, int numTokens, const int32_t* queryStart, const int32_t* seqLens,
                       const int32_t* blockTable, int maxPagesPerSeq) {
@@ -175,7 +176,7 @@ void perfCacheBuild(const perfKv_t* o, cpclAttnPlan_t plan, int cpSize, int cpRa
       perfCopyIn(kRun, kNew, (size_t)n * kRow * es);
       if (!o->mla) perfCopyIn(vRun, vNew, (size_t)n * vRow * es);
       cpclBatch_t b = perfBatch(1, n, meta, meta + 2, btRun + (size_t)s * c->maxPages, c->maxPages);
-      CHECK(cpclKvStore(plan, &b, kRun, vRun, c->k, c->v, NULL));
+      PERF_CHECK(cpclKvStore(plan, &b, kRun, vRun, c->k, c->v, NULL));
 #ifdef PERF_CUDA
       if (perfGpu) CUDA_CHECK(cudaDeviceSynchronize());
 #endif
@@ -213,8 +214,31 @@ cpclComm_t perfSelfComm(const perfKv_t* o, cpclMemType_t memType) {
   cfg.memType = memType;
   cfg.kvInterleave = o->interleave;
   cpclComm_t c;
-  CHECK(cpclCommInitOob(&c, &oob, &cfg));
+  PERF_CHECK(cpclCommInitOob(&c, &oob, &cfg));
   return c;
+}
+
+cpclComm_t perfMpiComm(MPI_Comm* world, int dcpSize, int interleave, const char* transport) {
+  cpclOob_t oob;
+  cpclMpiOob(&oob, world);
+  cpclConfig_t cfg = CPCL_CONFIG_INITIALIZER;
+  cfg.dcpSize = dcpSize;
+  cfg.kvInterleave = interleave;
+  cfg.memType = perfGpu ? cpclMemCuda : cpclMemHost;
+  cfg.transport = transport;
+  cpclComm_t c;
+  PERF_CHECK(cpclCommInitOob(&c, &oob, &cfg));
+  return c;
+}
+
+int perfMlaShape(perf_t* perf, int* Dqk, int* Dv, int* Hkv) {
+  if ((perfGiven(perf, 'd') && *Dqk != 576) || (perfGiven(perf, 'v') && *Dv != 512) ||
+      (perfGiven(perf, 'K') && *Hkv != 1))
+    return perfArgError(perf, "-m 1 is headDimQk 576, headDimVo 512, 1 KV head: drop -d/-v/-K");
+  *Dqk = 576;
+  *Dv = 512;
+  *Hkv = 1;
+  return 0;
 }
 
 cpclAttnDesc_t perfDesc(const perfKv_t* o, int H) {
@@ -284,3 +308,19 @@ void perfSync(void) {
   if (perfGpu) CUDA_CHECK(cudaStreamSynchronize(gpuStream));
 #endif
 }
+
+long perfCheckStep(const perfKv_t* kv, int (*step)(void*, int), void* arg, void* out, const void* ref, int T, int H,
+                   int Hq, int dr, MPI_Comm world) {
+  const size_t bytes = (size_t)T * H * kv->Dv * perfElemSize(kv->type);
+  perfPoison(out, bytes);
+  step(arg, 0);
+  perfSync();
+  void* outHost = malloc(bytes ? bytes : 1);
+  perfCopyOut(outHost, out, bytes);
+  long wrong = perfCountWrong(kv, outHost, ref, T, H, Hq, dr);
+  free(outHost);
+  MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_LONG, MPI_SUM, world);
+  return wrong;
+}
+
+const char* perfCheckStatus(int check, long wrong) { return !check ? "-" : wrong ? "FAILED" : "ok"; }

@@ -8,10 +8,21 @@
 #ifndef CPCL_PERF_DATA_H_
 #define CPCL_PERF_DATA_H_
 
+#include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "cpcl.h"
+#include "driver.h"
+
+/* A library call that must succeed: else the rank, the call and the library's error are printed
+ * and the job aborted (a perf run has nothing to recover). */
+#define PERF_CHECK(call)                                                   \
+  do {                                                                     \
+    cpclResult_t r_ = (call);                                              \
+    if (r_ != cpclSuccess) perfCheckFailed(r_, __FILE__, __LINE__, #call); \
+  } while (0)
+void perfCheckFailed(cpclResult_t r, const char* file, int line, const char* call);
 
 /* the KV shape a tool runs */
 typedef struct {
@@ -59,11 +70,23 @@ void perfCacheFree(perfCache_t* c);
 
 /* a one-rank communicator (transport "self") of memType */
 cpclComm_t perfSelfComm(const perfKv_t* kv, cpclMemType_t memType);
+/* The run's communicator over the MPI ranks of *world (which must outlive it), in the run's
+ * memory: dcpSize, kvInterleave and transport (NULL: automatic) as given. */
+cpclComm_t perfMpiComm(MPI_Comm* world, int dcpSize, int interleave, const char* transport);
+/* -m 1 fixes the MLA shape (headDimQk 576, headDimVo 512, 1 KV head): sets it, or returns
+ * perfArgError's code where -d, -v or -K asked for another (a conflict, not a default). */
+int perfMlaShape(perf_t* perf, int* Dqk, int* Dv, int* Hkv);
 /* the descriptor of kv with H query heads */
 cpclAttnDesc_t perfDesc(const perfKv_t* kv, int H);
 
 /* elements of out [T][H][Dv] farther than the dtype's tolerance from ref [T][Hq][Dv] at heads
  * dr*H .. dr*H+H-1 (host memory) */
 long perfCountWrong(const perfKv_t* kv, const void* outHost, const void* ref, int T, int H, int Hq, int dr);
+/* -c: step(arg, 0) run once more into out [T][H][Dv] (run's memory) poisoned first, and its
+ * elements off ref (perfCountWrong) summed over the ranks of world */
+long perfCheckStep(const perfKv_t* kv, int (*step)(void*, int), void* arg, void* out, const void* ref, int T, int H,
+                   int Hq, int dr, MPI_Comm world);
+/* the status column of a checked row: "-" unchecked, "FAILED" with wrong elements, else "ok" */
+const char* perfCheckStatus(int check, long wrong);
 
 #endif /* CPCL_PERF_DATA_H_ */
