@@ -37,6 +37,10 @@
  * cluster barrier CTA r merges every CL-th float4 of the outputs over splits 0..ns-1 in order
  * (DESIGN.md §1: exact, -inf partials skipped, all -inf gives o = 0, lse = -inf), then a second
  * barrier keeps every CTA's shared memory alive until all reads are done. ns == 1 skips both.
+ * Workspace merge (p.wsO set; the bench's variant S, not the library's): no cluster, CL up to
+ * kMaxWsSplits, the same split rule; a split past the row's count exits at once, a CTA of a row
+ * with ns > 1 stores its partial and base-2 LSE (NaN after a bad page) to the workspace, and
+ * gqaMergeKernel, launched as a programmatic dependent, merges them (the tail of this file).
  */
 #ifndef CPCL_CUDA_GQA_SM90_CUH_
 #define CPCL_CUDA_GQA_SM90_CUH_

@@ -43,7 +43,7 @@ typedef struct {
   int64_t lseBlockStride, lseTokenStride;
   int* errorFlag; /* cpclKError_t record of the first bad batch datum (params_common.h), or NULL */
   /* plan constants: a row's splits depend on its own length and these only (batch-invariant) */
-  int clusterSplits; /* CL: most splits of a row, the cluster size, 1..16 */
+  int clusterSplits; /* CL: most splits of a row, the cluster size, 1..16 (1..64 unclustered, wsO) */
   int chunkMin;      /* fewest keys a split is cut to before CL caps the count; a multiple of 64 */
   int stages;        /* shared-memory stages of 64 keys, 2..16 */
   int copyMode;      /* how the producer warp fills a stage: 0 16-byte cp.async (any page size),

@@ -346,6 +346,22 @@ static bool check(const Case& c, uint64_t seed) {
   return ok;
 }
 
+/* GQA_SKIP / GQA_ONLY: letters of the features a check case or time variant must not / must have
+ * (W wgmma consumers, S workspace merge, P programmatic dependent launch), so gqa_sm90_bench.sh can
+ * find a failing feature in its own process and time everything else */
+static bool featuresPass(int consumer, int ws, int pdl) {
+  const char* skip = getenv("GQA_SKIP");
+  const char* only = getenv("GQA_ONLY");
+  const bool has[3] = {consumer != 0, ws != 0, pdl != 0};
+  const char names[3] = {'W', 'S', 'P'};
+  bool any = false;
+  for (int i = 0; i < 3; i++) {
+    if (has[i] && skip && strchr(skip, names[i])) return false;
+    if (has[i] && only && strchr(only, names[i])) any = true;
+  }
+  return !(only && *only) || any;
+}
+
 static int runChecks() {
   std::vector<Case> cs = {
       {"bf16 D128 H16/1 pg16 CL16 cm64 st4",
@@ -621,6 +637,7 @@ static int runChecks() {
   size_t ran = 0;
   for (size_t i = 0; i < cs.size(); i++) {
     if (modes && *modes && !strchr(modes, '0' + cs[i].mode)) continue;
+    if (!featuresPass(cs[i].consumer, cs[i].ws, cs[i].pdl)) continue;
     ran++;
     fails += !check(cs[i], seed + 17 * i);
     fflush(stdout);
@@ -685,6 +702,7 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
   cpclGqaSm90Plan(B, Hkv, H / Hkv, &planCL, &planCm);
   for (const Variant& v : vs) {
     if (modes && *modes && !strchr(modes, '0' + v.mode)) continue;
+    if (!featuresPass(v.consumer, v.ws, v.pdl)) continue;
     c.CL = v.CL;
     c.chunkMin = v.chunkMin;
     c.stages = v.stages;
@@ -817,12 +835,19 @@ int main(int argc, char** argv) {
         {16, 256, 3, 2, 1, 1, 1},
         {32, 256, 3, 2, 1, 1, 1},
         {33, 256, 3, 2, 1, 1, 1}};
-    timeShape("B64 H16/1 L8k", 64, 16, 1, 8192, ceiling, vs, log);
-    timeShape("B16 H16/1 L32k", 16, 16, 1, 32768, ceiling, vs, log);
-    timeShape("B128 H64/8 L4k", 128, 64, 8, 4096, ceiling, vs, log);
-    timeShape("B1 H16/1 L4k", 1, 16, 1, 4096, ceiling, vs, log);
-    timeShape("B32 H64/1 L32k", 32, 64, 1, 32768, ceiling, vs, log);
-    timeShape("B8 H64/1 L128k", 8, 64, 1, 131072, ceiling, vs, log);
+    /* GQA_SHAPE=i times shape i only (gqa_sm90_bench.sh runs one process a shape, so a fault in
+     * one variant loses only the rest of that shape) */
+    const char* one = getenv("GQA_SHAPE");
+    const int only = one && *one ? atoi(one) : -1;
+    struct {
+      const char* name;
+      int B, H, Hkv, L;
+    } shapes[] = {{"B64 H16/1 L8k", 64, 16, 1, 8192},   {"B16 H16/1 L32k", 16, 16, 1, 32768},
+                  {"B128 H64/8 L4k", 128, 64, 8, 4096}, {"B1 H16/1 L4k", 1, 16, 1, 4096},
+                  {"B32 H64/1 L32k", 32, 64, 1, 32768}, {"B8 H64/1 L128k", 8, 64, 1, 131072}};
+    for (int i = 0; i < 6; i++)
+      if (only < 0 || only == i)
+        timeShape(shapes[i].name, shapes[i].B, shapes[i].H, shapes[i].Hkv, shapes[i].L, ceiling, vs, log);
     if (log) fclose(log);
   }
   return fails ? 1 : 0;
