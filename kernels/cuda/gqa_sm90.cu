@@ -26,6 +26,7 @@ constexpr int kMaxDevices = 64;
  * instantiations have their attributes raised (bit instIndex); racing threads write the same */
 std::atomic<int> devCc[kMaxDevices];
 std::atomic<unsigned long long> devRaised[kMaxDevices];
+std::atomic<unsigned> devMergeRaised[kMaxDevices]; /* bit (dtype, D) of gqaMergeKernel's carveout */
 std::atomic<void*> encodeFn{nullptr};
 
 /* bit of (dtype, D, HB, mode) in devRaised: 2 x 2 x 3 x 3 = 36, then the 4 wgmma ones */
@@ -71,6 +72,19 @@ static GqaParams normalised(const GqaParams* in) {
   return p;
 }
 
+/* the workspace merge's carveout: the attention's, so the SMs are not reconfigured between the two
+ * kernels (as mla_sm90.cu); once per device, on the first launch (outside a capture in the bench) */
+template <typename T, int D>
+static cudaError_t raiseMerge() {
+  const int dev = currentDevice();
+  const unsigned bit = 1u << (std::is_same<T, __half>::value * 2 + (D == 128));
+  if (dev >= 0 && (devMergeRaised[dev].load(std::memory_order_acquire) & bit)) return cudaSuccess;
+  const cudaError_t e = cudaFuncSetAttribute(gqaMergeKernel<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                             cudaSharedmemCarveoutMaxShared);
+  if (e == cudaSuccess && dev >= 0) devMergeRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
+  return e;
+}
+
 template <typename T, int D, int HB, int kMode, bool kWg = false>
 static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream, bool occupancyOnly) {
   const size_t smem = smemBytes<D, HB, kMode == 2>(p->stages);
@@ -92,22 +106,53 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
+  /* the workspace merge launches no cluster: its splits are independent CTAs */
+  const bool ws = p->wsO != nullptr;
   cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = (unsigned)p->clusterSplits;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  int na = 0;
+  if (!ws) {
+    attr[na].id = cudaLaunchAttributeClusterDimension;
+    attr[na].val.clusterDim.x = (unsigned)p->clusterSplits;
+    attr[na].val.clusterDim.y = 1;
+    attr[na].val.clusterDim.z = 1;
+    na++;
+  }
+  if (p->pdl && !occupancyOnly) {
+    attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[na].val.programmaticStreamSerializationAllowed = 1;
+    na++;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = p->pdl && !occupancyOnly ? 2 : 1;
+  cfg.numAttrs = na;
   if (occupancyOnly) {
     int n = 0;
-    e = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
-    return e == cudaSuccess ? n : -(int)e;
+    if (!ws) {
+      e = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
+      return e == cudaSuccess ? n : -(int)e;
+    }
+    /* resident CTAs of the device (each its own "cluster") */
+    int dev = 0, sms = 0;
+    e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, kThreads, smem);
+    return e == cudaSuccess ? n * sms : -(int)e;
   }
   e = cudaLaunchKernelEx(&cfg, kern, km, vm, *p);
-  return (int)e;
+  if (e != cudaSuccess || !ws || p->clusterSplits == 1) return (int)e;
+  /* the merge: a programmatic dependent, its launch overlapping the attention's last wave */
+  e = raiseMerge<T, D>();
+  if (e != cudaSuccess) return (int)e;
+  const int64_t units = (int64_t)p->numTokens * p->numHeads;
+  cudaLaunchConfig_t mc = {};
+  mc.gridDim = dim3((unsigned)((units + kMergeWarps - 1) / kMergeWarps), 1, 1);
+  mc.blockDim = dim3(32 * kMergeWarps, 1, 1);
+  mc.stream = stream;
+  cudaLaunchAttribute ma[1];
+  ma[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  ma[0].val.programmaticStreamSerializationAllowed = 1;
+  mc.attrs = ma;
+  mc.numAttrs = 1;
+  return (int)cudaLaunchKernelEx(&mc, gqaMergeKernel<T, D>, *p);
 }
 
 template <typename T, int D, int kMode>
@@ -142,10 +187,11 @@ static bool tmaPageSize(int ps) { return ps > 0 && ((ps % 8 == 0 && 64 % ps == 0
 static bool covered(const GqaParams* p) {
   return p->numKvHeads > 0 && p->numHeads > 0 && p->groupSize > 0 && p->headBegin >= 0 && p->headsPerBlock > 0 &&
          p->headBegin + p->numHeads <= p->groupSize * p->numKvHeads && (p->headDim == 64 || p->headDim == 128) &&
-         (p->dtype == 0 || p->dtype == 1) && p->clusterSplits >= 1 && p->clusterSplits <= kMaxCluster &&
-         p->chunkMin >= kTile && p->chunkMin % kTile == 0 && p->stages >= 2 && p->stages <= 16 && p->pageSize >= 1 &&
-         p->numTokens >= 0 && (int64_t)p->numTokens * p->clusterSplits <= 0x7fffffffLL && p->copyMode >= 0 &&
-         p->copyMode <= 2 && (p->copyMode != 2 || tmaPageSize(p->pageSize)) && p->consumer >= 0 && p->consumer <= 1 &&
+         (p->dtype == 0 || p->dtype == 1) && p->clusterSplits >= 1 &&
+         p->clusterSplits <= (p->wsO ? kMaxWsSplits : kMaxCluster) && (!p->wsO || p->wsLse) && p->chunkMin >= kTile &&
+         p->chunkMin % kTile == 0 && p->stages >= 2 && p->stages <= 16 && p->pageSize >= 1 && p->numTokens >= 0 &&
+         (int64_t)p->numTokens * p->clusterSplits <= 0x7fffffffLL && p->copyMode >= 0 && p->copyMode <= 2 &&
+         (p->copyMode != 2 || tmaPageSize(p->pageSize)) && p->consumer >= 0 && p->consumer <= 1 &&
          (p->consumer == 0 ||
           (p->copyMode == 2 && headBlockWidth(p->groupSize < p->numHeads ? p->groupSize : p->numHeads) == 4));
 }
@@ -227,6 +273,11 @@ int cachedMaps(GqaKvMaps* out, const GqaParams* p) {
 using cpcl::invalidValue;
 
 extern "C" int cpclGqaSm90TmaPageSizeOk(int pageSize) { return cpcl::gqa90::tmaPageSize(pageSize); }
+
+extern "C" size_t cpclGqaSm90WorkspaceBytes(const GqaParams* p) {
+  return (size_t)(p->numTokens > 0 ? p->numTokens : 0) * (size_t)(p->numHeads > 0 ? p->numHeads : 0) *
+         (size_t)(p->clusterSplits > 0 ? p->clusterSplits : 0) * ((size_t)p->headDim + 1) * sizeof(float);
+}
 
 extern "C" size_t cpclGqaSm90SmemBytes(const GqaParams* in) {
   using namespace cpcl::gqa90;

@@ -37,6 +37,10 @@
  * cluster barrier CTA r merges every CL-th float4 of the outputs over splits 0..ns-1 in order
  * (DESIGN.md §1: exact, -inf partials skipped, all -inf gives o = 0, lse = -inf), then a second
  * barrier keeps every CTA's shared memory alive until all reads are done. ns == 1 skips both.
+ * Workspace merge (p.wsO set; the bench's variant S, not the library's): no cluster, CL up to
+ * kMaxWsSplits, the same split rule; a split past the row's count exits at once, a CTA of a row
+ * with ns > 1 stores its partial and base-2 LSE (NaN after a bad page) to the workspace, and
+ * gqaMergeKernel, launched as a programmatic dependent, merges them (the tail of this file).
  */
 #ifndef CPCL_CUDA_GQA_SM90_CUH_
 #define CPCL_CUDA_GQA_SM90_CUH_
@@ -59,6 +63,9 @@ namespace gqa90 {
 namespace cg = cooperative_groups;
 
 constexpr int kTile = 64, kConsumerWarps = 4, kThreads = 32 * (kConsumerWarps + 1), kMaxCluster = 16;
+/* the workspace merge (p.wsO set): most splits a row, warps (one a (row, head)) of a merge CTA,
+ * and the partials a lane loads before it adds any (the loads in flight together) */
+constexpr int kMaxWsSplits = 64, kMergeWarps = 4, kMergeBatch = 16;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 /* A stage holds kTile K rows, then kTile V rows.
@@ -321,6 +328,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   int ns;
   int64_t chunk;
   splitOf(rw.L, CL, p.chunkMin, &ns, &chunk);
+  /* workspace merge: no cluster to take part in, so a split past the row's count has nothing to do */
+  const bool ws = p.wsO != nullptr;
+  if (ws && split >= ns) return;
   const int64_t kBeg = split < ns ? (int64_t)split * chunk : 0;
   int64_t kEnd = split < ns ? min(rw.L, kBeg + chunk) : 0;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -721,6 +731,18 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     return;
   }
+  if (ws) {
+    /* this split's partial for the merge kernel (gqaMergeKernel); a split that met a bad page
+     * leaves NaN as its LSE, which empties the whole row there */
+    const int64_t u0 = (int64_t)t * p.numHeads + (g0 - p.headBegin);
+    for (int u = tid; u < nh * (D / 4); u += kThreads) {
+      const int row = u / (D / 4), col = (u % (D / 4)) * 4;
+      const int64_t w = (u0 + row) * CL + split;
+      __stcg(reinterpret_cast<float4*>(p.wsO + w * D + col), *reinterpret_cast<const float4*>(pO + row * D + col));
+      if (col == 0) p.wsLse[w] = bad ? __int_as_float(0x7fc00000) : pL[row];
+    }
+    return;
+  }
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();
   /* a split that met a negative page id empties the row: the same result whichever split it is */
@@ -759,6 +781,86 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (col == 0 && lseOut) lseOut[headOff(g0 + row, t, Hb, p.lseBlockStride, p.lseTokenStride, 1)] = lse2 * lseScale;
   }
   cluster.sync(); /* no CTA leaves while another still reads its shared memory */
+}
+
+/* The workspace merge: one warp per (row, head of the call), lane i owning dims i D/32 ..
+ * (i + 1) D/32 - 1; grid ceil(numTokens numHeads / kMergeWarps) CTAs, launched as a programmatic
+ * dependent of gqaDecodeKernel. As mla_sm90.cuh's mlaSm90Combine: fp32 weights exp2(lse_j - lse),
+ * the sum in split order (its bits depend on the row's partials only, never on the grid), an
+ * empty partial (weight 0) never read, a NaN LSE (a bad page in any split) empties the row. */
+template <typename T, int D>
+__global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaParams p) {
+  /* the attention grid has finished and its partials are visible after this */
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  /* the next step's attention (a programmatic dependent when p.pdl) may start its prologue; it
+   * waits for this grid's completion before it writes the workspace or reads anything */
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  constexpr int E = D / 32;
+  const int lane = threadIdx.x & 31;
+  const int64_t u = (int64_t)blockIdx.x * kMergeWarps + (threadIdx.x >> 5);
+  if (u >= (int64_t)p.numTokens * p.numHeads) return;
+  const int t = (int)(u / p.numHeads), h = (int)(u % p.numHeads);
+  GqaParams q = p;
+  q.errorFlag = nullptr; /* the attention recorded any bad datum already */
+  const RowWork rw = rowWork(q, t);
+  int ns;
+  int64_t chunk;
+  splitOf(rw.L, p.clusterSplits, p.chunkMin, &ns, &chunk);
+  if (ns <= 1) return; /* written by the attention itself */
+  const int S = p.clusterSplits;
+  const float* lse = p.wsLse + u * S;
+  float x0 = lane < ns ? __ldcg(lse + lane) : -INFINITY;
+  float x1 = lane + 32 < ns ? __ldcg(lse + lane + 32) : -INFINITY;
+  if (__any_sync(0xffffffffu, isnan(x0) || isnan(x1))) x0 = x1 = -INFINITY;
+  float m = fmaxf(x0, x1);
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, k));
+  float outLse2 = -INFINITY, w0 = 0.f, w1 = 0.f;
+  if (m != -INFINITY) {
+    float sum = (x0 == -INFINITY ? 0.f : exp2f(x0 - m)) + (x1 == -INFINITY ? 0.f : exp2f(x1 - m));
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
+    outLse2 = m + log2f(sum);
+    w0 = x0 == -INFINITY ? 0.f : exp2f(x0 - outLse2);
+    w1 = x1 == -INFINITY ? 0.f : exp2f(x1 - outLse2);
+  }
+  float acc[E];
+#pragma unroll
+  for (int e = 0; e < E; e++) acc[e] = 0.f;
+  const float* src = p.wsO + u * S * D + lane * E;
+  for (int k0 = 0; k0 < ns; k0 += kMergeBatch) {
+    float v[kMergeBatch][E], wk[kMergeBatch];
+#pragma unroll
+    for (int i = 0; i < kMergeBatch; i++) {
+      const int k = k0 + i;
+      const float wa = __shfl_sync(0xffffffffu, w0, k & 31), wb = __shfl_sync(0xffffffffu, w1, k & 31);
+      wk[i] = k < ns ? (k < 32 ? wa : wb) : 0.f;
+      if (E == 4) {
+        const float4 x = wk[i] != 0.f ? __ldcg(reinterpret_cast<const float4*>(src + (int64_t)k * D))
+                                      : make_float4(0.f, 0.f, 0.f, 0.f);
+        v[i][0] = x.x, v[i][1] = x.y, v[i][2 % E] = x.z, v[i][3 % E] = x.w;
+      } else {
+        const float2 x =
+            wk[i] != 0.f ? __ldcg(reinterpret_cast<const float2*>(src + (int64_t)k * D)) : make_float2(0.f, 0.f);
+        v[i][0] = x.x, v[i][1 % E] = x.y;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kMergeBatch; i++) {
+      if (wk[i] == 0.f) continue;
+#pragma unroll
+      for (int e = 0; e < E; e++) acc[e] += wk[i] * v[i][e];
+    }
+  }
+  const int g = p.headBegin + h;
+  T* dst = static_cast<T*>(p.out) + headOff(g, t, p.headsPerBlock, p.oBlockStride, p.oTokenStride, D) + lane * E;
+  if (E == 4)
+    *reinterpret_cast<uint2*>(dst) = make_uint2(Mma<T>::pack(acc[0], acc[1 % E]), Mma<T>::pack(acc[2 % E], acc[3 % E]));
+  else
+    *reinterpret_cast<uint32_t*>(dst) = Mma<T>::pack(acc[0], acc[1 % E]);
+  if (lane == 0 && p.lse)
+    p.lse[headOff(g, t, p.headsPerBlock, p.lseBlockStride, p.lseTokenStride, 1)] =
+        p.lseBase2 ? outLse2 : outLse2 * kLn2;
 }
 
 }  // namespace gqa90

@@ -43,7 +43,7 @@ typedef struct {
   int64_t lseBlockStride, lseTokenStride;
   int* errorFlag; /* cpclKError_t record of the first bad batch datum (params_common.h), or NULL */
   /* plan constants: a row's splits depend on its own length and these only (batch-invariant) */
-  int clusterSplits; /* CL: most splits of a row, the cluster size, 1..16 */
+  int clusterSplits; /* CL: most splits of a row, the cluster size, 1..16 (1..64 unclustered, wsO) */
   int chunkMin;      /* fewest keys a split is cut to before CL caps the count; a multiple of 64 */
   int stages;        /* shared-memory stages of 64 keys, 2..16 */
   int copyMode;      /* how the producer warp fills a stage: 0 16-byte cp.async (any page size),
@@ -54,6 +54,14 @@ typedef struct {
                       * copies only; the bench's variant, not yet measured or wired) */
   int pdl;           /* 1: a programmatic dependent launch (its prologue overlaps the previous
                       * kernel's tail; the bench's variant, off in the library until measured) */
+  /* Workspace merge (the bench's variant "S", not used by the library): when wsO is set, the CTAs
+   * are not clustered and clusterSplits may be 1 .. 64; a row of ns > 1 splits leaves split j's
+   * normalised fp32 partial at wsO[(u * clusterSplits + j) * headDim] and its base-2 LSE at
+   * wsLse[u * clusterSplits + j] (NaN: the split met a bad page), u = t * numHeads + g - headBegin,
+   * and a second kernel (a programmatic dependent) merges them into out / lse. Bytes:
+   * cpclGqaSm90WorkspaceBytes. */
+  float* wsO;
+  float* wsLse;
 } GqaParams;
 
 /* The TMA tensor maps of the K and V caches (copyMode 2): 128-byte CUtensorMap objects, made
@@ -70,6 +78,9 @@ int cpclGqaSm90TmaPageSizeOk(int pageSize);
 /* 0 or a cudaError_t; -1: shape not covered (dtype, headDim, group, splits). maps: NULL unless
  * copyMode == 2. */
 int cpclGqaSm90Decode(const GqaParams* p, const GqaKvMaps* maps, void* stream);
+/* bytes of the workspace (wsO, then wsLse) of numTokens rows of numHeads heads and clusterSplits
+ * splits */
+size_t cpclGqaSm90WorkspaceBytes(const GqaParams* p);
 /* bytes of dynamic shared memory one CTA takes (0 when not covered) */
 size_t cpclGqaSm90SmemBytes(const GqaParams* p);
 /* clusters of this launch the device holds at once (cudaOccupancyMaxActiveClusters); < 0: error */

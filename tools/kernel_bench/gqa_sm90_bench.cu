@@ -84,7 +84,12 @@ struct Case {
   int mode = 0;     /* copyMode */
   int pdl = 0;      /* programmatic dependent launch */
   int consumer = 0; /* 1: the wgmma warpgroup */
+  int ws = 0;       /* 1: unclustered splits (CL up to 64) merged through a workspace by a second kernel */
+  int badSeq = -1;  /* >= 0: that sequence's second-to-last page id is -1 (its rows past it come out empty) */
 };
+
+/* the workspace of the S variants: room for the most splits (64) of any variant of a batch */
+constexpr int kWsSplits = 64;
 
 /* A batch on the device: q, caches, block table, outputs; host copies for the reference. */
 struct Batch {
@@ -93,10 +98,13 @@ struct Batch {
   std::vector<int> qs, lens, bt; /* bt: [copies][numSeqs][maxPages] */
   uint16_t *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
   float* lse = nullptr;
+  float* ws = nullptr; /* [numTokens][H][kWsSplits][D] partials, then [numTokens][H][kWsSplits] LSEs */
+  int badPage = -1;    /* the page index the bad sequence's rows must not read (-1: none) */
   int32_t *dqs = nullptr, *dlens = nullptr, *dbt = nullptr;
   GqaKvMaps maps;
   void release() {
-    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(out), cudaFree(lse), cudaFree(dqs), cudaFree(dlens), cudaFree(dbt);
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(out), cudaFree(lse), cudaFree(dqs), cudaFree(dlens), cudaFree(dbt),
+        cudaFree(ws);
   }
 };
 
@@ -132,11 +140,18 @@ static void build(Batch& b, const Case& c, int copies, uint64_t seed) {
       for (int i = 0; i < np; i++) b.bt[((size_t)r * b.numSeqs + s) * maxPages + i] = perm[next++];
     }
   }
+  b.badPage = -1;
+  if (c.badSeq >= 0) {
+    const int np = (int)((localLenOf(c.seqs[c.badSeq].len, c) + c.ps - 1) / c.ps);
+    b.badPage = np >= 2 ? np - 2 : 0;
+    for (int r = 0; r < copies; r++) b.bt[((size_t)r * b.numSeqs + c.badSeq) * maxPages + b.badPage] = -1;
+  }
   const size_t kvElems = (size_t)copies * b.pagesPerCopy * c.ps * c.Hkv * c.D;
   const size_t qElems = (size_t)std::max(b.numTokens, 1) * c.H * c.D;
   CK(cudaMalloc(&b.q, qElems * 2));
   CK(cudaMalloc(&b.out, qElems * 2));
   CK(cudaMalloc(&b.lse, (size_t)std::max(b.numTokens, 1) * c.H * 4));
+  CK(cudaMalloc(&b.ws, (size_t)std::max(b.numTokens, 1) * c.H * kWsSplits * (c.D + 1) * 4));
   CK(cudaMalloc(&b.k, kvElems * 2));
   CK(cudaMalloc(&b.v, kvElems * 2));
   CK(cudaMalloc(&b.dqs, b.qs.size() * 4));
@@ -184,6 +199,10 @@ static GqaParams paramsOf(const Batch& b, const Case& c, int copy) {
   p.copyMode = c.mode;
   p.pdl = c.pdl;
   p.consumer = c.consumer;
+  if (c.ws) {
+    p.wsO = b.ws;
+    p.wsLse = b.ws + (size_t)std::max(b.numTokens, 1) * c.H * kWsSplits * c.D;
+  }
   return p;
 }
 
@@ -202,6 +221,8 @@ static int runOnce(const Batch& b, const Case& c, std::vector<uint16_t>& out, st
   const size_t qElems = (size_t)b.numTokens * c.H * c.D;
   CK(cudaMemset(b.out, 0xFF, qElems * 2)); /* NaN in bf16 and fp16 */
   CK(cudaMemset(b.lse, 0xFF, (size_t)b.numTokens * c.H * 4));
+  /* NaN partials: the merge must read only what this launch wrote */
+  if (c.ws) CK(cudaMemset(b.ws, 0xFF, (size_t)b.numTokens * c.H * kWsSplits * (c.D + 1) * 4));
   int rc = decode(b, c, 0, 0);
   if (rc != 0) {
     printf("  launch returned %d (%s)\n", rc, rc > 0 ? cudaGetErrorString((cudaError_t)rc) : "not covered");
@@ -237,7 +258,8 @@ static bool check(const Case& c, uint64_t seed) {
     const int n = c.seqs[sq].rows;
     for (int j = 0; j < n; j++) {
       const int t = b.qs[sq] + j;
-      const int64_t L = c.seqs[sq].len == 0 ? 0 : localLenOf((int64_t)c.seqs[sq].len - n + j + 1, c);
+      int64_t L = c.seqs[sq].len == 0 ? 0 : localLenOf((int64_t)c.seqs[sq].len - n + j + 1, c);
+      if (sq == c.badSeq && L > (int64_t)b.badPage * c.ps) L = 0; /* a split met the bad page: the row is empty */
       for (int h = 0; h < c.H; h++) {
         const int kh = h / G;
         const uint16_t* qr = &hq[((size_t)t * c.H + h) * D];
@@ -294,6 +316,7 @@ static bool check(const Case& c, uint64_t seed) {
   for (int sq = 0; sq < b.numSeqs && inv; sq++) {
     Case c1 = c;
     c1.seqs = {c.seqs[sq]};
+    c1.badSeq = -1; /* the lone row gets the batch's block-table row below, the bad id included */
     Batch b1;
     build(b1, c1, 1, seed ^ 0xabcdull); /* then the batch's q rows, caches and page ids */
     const int n = c.seqs[sq].rows;
@@ -321,6 +344,22 @@ static bool check(const Case& c, uint64_t seed) {
          tol, lseErr, nan, emptyBad, same ? "same" : "DIFF", inv ? "same" : "DIFF", ok ? "ok" : "FAIL");
   b.release();
   return ok;
+}
+
+/* GQA_SKIP / GQA_ONLY: letters of the features a check case or time variant must not / must have
+ * (W wgmma consumers, S workspace merge, P programmatic dependent launch), so gqa_sm90_bench.sh can
+ * find a failing feature in its own process and time everything else */
+static bool featuresPass(int consumer, int ws, int pdl) {
+  const char* skip = getenv("GQA_SKIP");
+  const char* only = getenv("GQA_ONLY");
+  const bool has[3] = {consumer != 0, ws != 0, pdl != 0};
+  const char names[3] = {'W', 'S', 'P'};
+  bool any = false;
+  for (int i = 0; i < 3; i++) {
+    if (has[i] && skip && strchr(skip, names[i])) return false;
+    if (has[i] && only && strchr(only, names[i])) any = true;
+  }
+  return !(only && *only) || any;
 }
 
 static int runChecks() {
@@ -442,6 +481,155 @@ static int runChecks() {
        0,
        1},
       {"TMA WG PDL bf16 D128 H64/1 pg32", 0, 128, 64, 1, 32, 16, 256, 3, 1, 0, 1, 0, {{20000, 1}, {129, 3}}, 2, 1, 1},
+      /* a bad page id in a row of 16 splits: every split's mark reaches the DSMEM merge */
+      {"TMA bf16 D128 H16/1 pg16 CL16 badpg",
+       0,
+       128,
+       16,
+       1,
+       16,
+       16,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{1000, 1}, {4096, 40}, {37, 1}},
+       2,
+       0,
+       0,
+       0,
+       1},
+      /* the workspace merge (the time variants' S): up to 64 unclustered splits, a second kernel */
+      {"WS bf16 D128 H16/1 pg16 S32 cm64",
+       0,
+       128,
+       16,
+       1,
+       16,
+       32,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}},
+       0,
+       0,
+       0,
+       1},
+      {"WS TMA bf16 D128 H16/1 pg16 S64 badpg",
+       0,
+       128,
+       16,
+       1,
+       16,
+       64,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{1000, 1}, {4096, 40}, {0, 1}, {6000, 1}},
+       2,
+       0,
+       0,
+       1,
+       1},
+      {"WS TMA fp16 D64 H16/4 cp2/r1/I4 S24",
+       1,
+       64,
+       16,
+       4,
+       16,
+       24,
+       64,
+       4,
+       2,
+       1,
+       4,
+       0,
+       {{2000, 2}, {3, 1}, {0, 2}},
+       2,
+       0,
+       0,
+       1},
+      {"WS bf16 D64 H32/8 pg1 S20 base2",
+       0,
+       64,
+       32,
+       8,
+       1,
+       20,
+       64,
+       3,
+       1,
+       0,
+       1,
+       1,
+       {{900, 1}, {65, 1}, {1, 1}},
+       0,
+       0,
+       0,
+       1},
+      {"WS TMA WG PDL bf16 D128 H64/1 S48",
+       0,
+       128,
+       64,
+       1,
+       16,
+       48,
+       128,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{20000, 1}, {0, 1}, {8191, 2}, {37, 1}},
+       2,
+       1,
+       1,
+       1},
+      {"WS TMA WG fp16 D128 H128/1 pg64 S40 bad",
+       1,
+       128,
+       128,
+       1,
+       64,
+       40,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{3000, 2}, {65, 1}, {5000, 3}},
+       2,
+       0,
+       1,
+       1,
+       2},
+      {"WS TMA WG bf16 D64 H64/1 pg8 S64 PDL",
+       0,
+       64,
+       64,
+       1,
+       8,
+       64,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{6000, 1}, {333, 2}},
+       2,
+       1,
+       1,
+       1},
   };
   int fails = 0;
   uint64_t seed = 0x5eed0000ull ^ (uint64_t)time(nullptr);
@@ -449,6 +637,7 @@ static int runChecks() {
   size_t ran = 0;
   for (size_t i = 0; i < cs.size(); i++) {
     if (modes && *modes && !strchr(modes, '0' + cs[i].mode)) continue;
+    if (!featuresPass(cs[i].consumer, cs[i].ws, cs[i].pdl)) continue;
     ran++;
     fails += !check(cs[i], seed + 17 * i);
     fflush(stdout);
@@ -490,6 +679,7 @@ struct Variant {
   int CL, chunkMin, stages, mode;
   int pdl;
   int consumer; /* 1: wgmma (G > 32, TMA only) */
+  int ws = 0;   /* 1: unclustered splits and the workspace merge kernel (CL = most splits, up to 64) */
 };
 
 static void timeShape(const char* name, int B, int H, int Hkv, int L, double ceiling, const std::vector<Variant>& vs,
@@ -512,17 +702,19 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
   cpclGqaSm90Plan(B, Hkv, H / Hkv, &planCL, &planCm);
   for (const Variant& v : vs) {
     if (modes && *modes && !strchr(modes, '0' + v.mode)) continue;
+    if (!featuresPass(v.consumer, v.ws, v.pdl)) continue;
     c.CL = v.CL;
     c.chunkMin = v.chunkMin;
     c.stages = v.stages;
     c.mode = v.mode;
     c.pdl = v.pdl;
     c.consumer = v.consumer;
+    c.ws = v.ws;
     if (v.consumer && (H / Hkv <= 32 || v.mode != 2)) continue; /* not covered */
     GqaParams p0 = paramsOf(b, c, 0);
     int rc = decode(b, c, 0, st);
     if (rc != 0) {
-      printf("%-24s CL%2d cm%4d st%d: launch %d (%s)\n", name, v.CL, v.chunkMin, v.stages, rc,
+      printf("%-24s CL%2d cm%4d st%d%s: launch %d (%s)\n", name, v.CL, v.chunkMin, v.stages, v.ws ? "S" : "", rc,
              rc > 0 ? cudaGetErrorString((cudaError_t)rc) : "not covered");
       (void)cudaGetLastError();
       continue;
@@ -555,20 +747,19 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     std::vector<float> s2 = ts;
     std::sort(s2.begin(), s2.end());
     const double tbs = bytes / (us * 1e-6) / 1e12;
-    printf(
-        "%-18s CL%2d cm%4d st%d%s%s%s: %8.1f us  %5.2f TB/s  %5.1f%% of copy  (min %.1f max %.1f) clusters/dev %d%s\n",
-        name, v.CL, v.chunkMin, v.stages,
-        v.mode == 2   ? "T"
-        : v.mode == 1 ? "b"
-                      : " ",
-        v.pdl ? "P" : " ", v.consumer ? "W" : " ", us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(),
-        cpclGqaSm90MaxActiveClusters(&p0),
-        v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl && !v.consumer
-            ? "  <- library plan"
-            : "");
+    printf("%-18s CL%2d cm%4d st%d%s%s%s%s: %8.1f us  %5.2f TB/s  %5.1f%% of copy  (min %.1f max %.1f) %s/dev %d%s\n",
+           name, v.CL, v.chunkMin, v.stages,
+           v.mode == 2   ? "T"
+           : v.mode == 1 ? "b"
+                         : " ",
+           v.pdl ? "P" : " ", v.consumer ? "W" : " ", v.ws ? "S" : " ", us, tbs, 100 * tbs / ceiling, s2.front(),
+           s2.back(), v.ws ? "CTAs" : "clusters", cpclGqaSm90MaxActiveClusters(&p0),
+           v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl && !v.consumer && !v.ws
+               ? "  <- library plan"
+               : "");
     if (log)
-      fprintf(log, "%s,%d,%d,%d,%d,%d,%d,%d,%d,%d,%.2f,%.3f,%.1f,%.2f,%.2f\n", name, B, H, Hkv, v.CL, v.chunkMin,
-              v.stages, v.mode, v.pdl, v.consumer, us, tbs, 100 * tbs / ceiling, s2.front(), s2.back());
+      fprintf(log, "%s,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%.2f,%.3f,%.1f,%.2f,%.2f\n", name, B, H, Hkv, v.CL, v.chunkMin,
+              v.stages, v.mode, v.pdl, v.consumer, v.ws, us, tbs, 100 * tbs / ceiling, s2.front(), s2.back());
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
   }
@@ -586,7 +777,7 @@ int main(int argc, char** argv) {
   if (!strcmp(mode, "time") || !strcmp(mode, "all")) {
     const char* logPath = getenv("GQA_LOG");
     FILE* log = logPath ? fopen(logPath, "w") : nullptr;
-    if (log) fprintf(log, "shape,B,H,Hkv,CL,chunkMin,stages,mode,pdl,consumer,us,TBps,pct_copy,min_us,max_us\n");
+    if (log) fprintf(log, "shape,B,H,Hkv,CL,chunkMin,stages,mode,pdl,consumer,ws,us,TBps,pct_copy,min_us,max_us\n");
     const double ceiling = copyCeiling();
     fflush(stdout);
     printf("copy ceiling %.2f TB/s (1 GiB device-to-device, read + write)\n", ceiling);
@@ -624,13 +815,39 @@ int main(int argc, char** argv) {
         {7, 256, 3, 2, 0, 0},
         {11, 256, 3, 2, 0, 0},
         {12, 256, 3, 2, 0, 0},
-        {15, 256, 3, 2, 0, 0}};
-    timeShape("B64 H16/1 L8k", 64, 16, 1, 8192, ceiling, vs, log);
-    timeShape("B16 H16/1 L32k", 16, 16, 1, 32768, ceiling, vs, log);
-    timeShape("B128 H64/8 L4k", 128, 64, 8, 4096, ceiling, vs, log);
-    timeShape("B1 H16/1 L4k", 1, 16, 1, 4096, ceiling, vs, log);
-    timeShape("B32 H64/1 L32k", 32, 64, 1, 32768, ceiling, vs, log);
-    timeShape("B8 H64/1 L128k", 8, 64, 1, 131072, ceiling, vs, log);
+        {15, 256, 3, 2, 0, 0},
+        /* S: unclustered splits, the workspace merge (a second kernel, PDL). Per shape the one-wave
+         * counts of 264 resident CTAs: B64 L8k S4 (256 CTAs), B16 L32k S16, B1 S64 cm64 (latency),
+         * B32 H64 S8, B8 H64 S32/33; W = the wgmma consumers on the G 64 shapes */
+        {4, 1024, 3, 2, 0, 0, 1},
+        {4, 1024, 3, 2, 1, 0, 1},
+        {8, 256, 3, 2, 0, 0, 1},
+        {8, 256, 3, 2, 1, 0, 1},
+        {16, 256, 3, 2, 0, 0, 1},
+        {16, 256, 3, 2, 1, 0, 1},
+        {32, 256, 3, 2, 0, 0, 1},
+        {32, 256, 3, 2, 1, 0, 1},
+        {33, 256, 3, 2, 1, 0, 1},
+        {64, 64, 3, 2, 1, 0, 1},
+        {64, 128, 3, 2, 1, 0, 1},
+        {32, 256, 3, 0, 1, 0, 1},
+        {8, 256, 3, 2, 1, 1, 1},
+        {16, 256, 3, 2, 1, 1, 1},
+        {32, 256, 3, 2, 1, 1, 1},
+        {33, 256, 3, 2, 1, 1, 1}};
+    /* GQA_SHAPE=i times shape i only (gqa_sm90_bench.sh runs one process a shape, so a fault in
+     * one variant loses only the rest of that shape) */
+    const char* one = getenv("GQA_SHAPE");
+    const int only = one && *one ? atoi(one) : -1;
+    struct {
+      const char* name;
+      int B, H, Hkv, L;
+    } shapes[] = {{"B64 H16/1 L8k", 64, 16, 1, 8192},   {"B16 H16/1 L32k", 16, 16, 1, 32768},
+                  {"B128 H64/8 L4k", 128, 64, 8, 4096}, {"B1 H16/1 L4k", 1, 16, 1, 4096},
+                  {"B32 H64/1 L32k", 32, 64, 1, 32768}, {"B8 H64/1 L128k", 8, 64, 1, 131072}};
+    for (int i = 0; i < 6; i++)
+      if (only < 0 || only == i)
+        timeShape(shapes[i].name, shapes[i].B, shapes[i].H, shapes[i].Hkv, shapes[i].L, ceiling, vs, log);
     if (log) fclose(log);
   }
   return fails ? 1 : 0;
