@@ -160,6 +160,15 @@ __device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* 
   return true;
 }
 
+/* 2^x by the SFU alone (ex2.approx.ftz: 2 ulp, results below 2^-126 flushed to 0), for the
+ * softmax terms 2^(x - max) with x - max <= 0: a flushed term is one a normalised fp32 sum never
+ * sees, and exp2(-inf) = 0 (the prefill bodies) */
+__device__ __forceinline__ float fastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 }  // namespace cpcl
 
 #endif /* CPCL_CUDA_COMMON_CUH_ */

@@ -53,12 +53,16 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "mma_sync.cuh"
+#include "sm90_ptx.cuh"
 #include "../kv_layout.h"
 #include "common.cuh"
 #include "gqa_sm90.h"
 
 namespace cpcl {
 namespace gqa90 {
+
+using namespace ::cpcl::sm90; /* the Hopper PTX wrappers */
 
 namespace cg = cooperative_groups;
 
@@ -108,39 +112,11 @@ __host__ __device__ constexpr size_t smemBytes(int stages) {
   return 1024 + bodyBytes<D, HB, kTma>(stages) + kBarBytes;
 }
 
-/* ---- PTX wrappers ---- */
-__device__ __forceinline__ uint32_t smemAddr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void mbarInit(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbarArrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nWAIT_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT_%=;\n}\n" ::"r"(
-          bar),
-      "r"(parity)
-      : "memory");
-}
+/* ---- PTX wrappers of this body only (the shared ones: sm90_ptx.cuh) ---- */
 __device__ __forceinline__ void bulkG2S(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
                "l"(src), "r"(bytes), "r"(bar)
                : "memory");
-}
-
-__device__ __forceinline__ void tmaLoad3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
-      "[%5];\n" ::"r"(dst),
-      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
-      : "memory");
-}
-__device__ __forceinline__ void namedBarrier(int id, int n) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
 }
 
 /* 16 bytes global -> shared, or 16 zero bytes (nothing read) when !valid */
@@ -148,69 +124,7 @@ __device__ __forceinline__ void cpAsync16(uint32_t dst, const void* src, bool va
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }
 
-template <typename T>
-struct Mma;
-template <>
-struct Mma<__nv_bfloat16> {
-  static __device__ __forceinline__ void run(float* c, const uint32_t* a, const uint32_t* b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-  static __device__ __forceinline__ uint32_t pack(float x, float y) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-  static __device__ __forceinline__ __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
-};
-template <>
-struct Mma<__half> {
-  static __device__ __forceinline__ void run(float* c, const uint32_t* a, const uint32_t* b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-  static __device__ __forceinline__ uint32_t pack(float x, float y) {
-    __half2 h = __floats2half2_rn(x, y);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-  static __device__ __forceinline__ __half from(float x) { return __float2half_rn(x); }
-};
-
-__device__ __forceinline__ void ldsm4(uint32_t* r, uint32_t a) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-__device__ __forceinline__ void ldsm4T(uint32_t* r, uint32_t a) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
 /* ---- wgmma (the kWg consumers: one warpgroup of 64 heads) ---- */
-__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmmaWait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-/* keeps the compiler from moving accumulator reads or writes across wgmma issue and wait */
-template <int N>
-__device__ __forceinline__ void fenceRegs(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
-}
-/* shared-memory matrix descriptor, 128-byte swizzle (as mla_sm90.cuh): start >> 4 in bits 0-13,
- * leading byte offset >> 4 in 16-29, stride byte offset >> 4 in 32-45, layout 1 in 62-63 */
-__device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return (uint64_t)((addr >> 4) & 0x3FFF) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) |
-         ((uint64_t)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
-}
 #include "gqa_sm90_wgmma.inc"
 template <typename T, int D>
 struct WgOp;
@@ -390,7 +304,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         const bool valid = pg >= 0;
         const int nValid = __popc(__ballot_sync(0xffffffffu, valid));
         if (it >= stages) mbarWait(empty, ((it / stages) - 1) & 1);
-        if (lane == 0) mbarArriveExpectTx(full, (uint32_t)nValid * (uint32_t)(bk * 128 * (D / 64) * 2));
+        if (lane == 0) mbarExpectTx(full, (uint32_t)nValid * (uint32_t)(bk * 128 * (D / 64) * 2));
         __syncwarp();
         if (valid) {
           const int slot = pg * ps + key % ps;
@@ -442,7 +356,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           const int nValid =
               __popc(__ballot_sync(0xffffffffu, off[0] >= 0)) + __popc(__ballot_sync(0xffffffffu, off[1] >= 0));
           __syncwarp();
-          if (lane == 0) mbarArriveExpectTx(full, (uint32_t)nValid * 2u * (uint32_t)(D * 2));
+          if (lane == 0) mbarExpectTx(full, (uint32_t)nValid * 2u * (uint32_t)(D * 2));
           __syncwarp();
 #pragma unroll
           for (int i = 0; i < 2; i++)
@@ -515,40 +429,8 @@ __global__ void __launch_bounds__(kThreads, 2)
         wgmmaCommit();
         wgmmaWait<0>();
         fenceRegs(s);
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) {
-            const int64_t key = tile0 + n * 8 + cq + (e & 1);
-            s[n * 4 + e] = key < kEnd ? s[n * 4 + e] * c : -INFINITY;
-            mx[e >> 1] = fmaxf(mx[e >> 1], s[n * 4 + e]);
-          }
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-          const float mnew = fmaxf(m[r], mx[r]);
-          const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
-          float rowSum = 0.f;
-#pragma unroll
-          for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-              const float x = s[n * 4 + r * 2 + e];
-              s[n * 4 + r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
-              rowSum += s[n * 4 + r * 2 + e];
-            }
-          l[r] = l[r] * alpha + rowSum;
-          m[r] = mnew;
-          if (__any_sync(0xffffffffu, alpha != 1.f)) {
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-              o[n][r * 2] *= alpha;
-              o[n][r * 2 + 1] *= alpha;
-            }
-          }
-        }
+        /* the same online softmax: s is the fragment of 8 n-tiles of 8 keys */
+        onlineSoftmax<8, NT>(*reinterpret_cast<float(*)[8][4]>(s), tile0, kEnd, c, cq, m, l, o);
         uint32_t pa[4][4];
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
@@ -583,41 +465,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           }
         }
         /* online softmax (base 2), keys past kEnd masked by select */
-        const int64_t tileKey = tile0 + kw;
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int n = 0; n < N; n++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) {
-            const int64_t key = tileKey + n * 8 + cq + (e & 1);
-            sc[n][e] = key < kEnd ? sc[n][e] * c : -INFINITY;
-            mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
-          }
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-          const float mnew = fmaxf(m[r], mx[r]);
-          const float alpha = m[r] == -INFINITY ? 0.f : exp2f(m[r] - mnew);
-          float rowSum = 0.f;
-#pragma unroll
-          for (int n = 0; n < N; n++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-              const float x = sc[n][r * 2 + e];
-              sc[n][r * 2 + e] = x == -INFINITY ? 0.f : exp2f(x - mnew);
-              rowSum += sc[n][r * 2 + e];
-            }
-          l[r] = l[r] * alpha + rowSum;
-          m[r] = mnew;
-          if (__any_sync(0xffffffffu, alpha != 1.f)) {
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-              o[n][r * 2] *= alpha;
-              o[n][r * 2 + 1] *= alpha;
-            }
-          }
-        }
+        onlineSoftmax<N, NT>(sc, tile0 + kw, kEnd, c, cq, m, l, o);
         /* O += P V */
 #pragma unroll
         for (int kb = 0; kb < N / 2; kb++) {

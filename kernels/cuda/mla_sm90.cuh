@@ -50,9 +50,12 @@
 #include <type_traits>
 
 #include "attn_common.cuh"
+#include "sm90_ptx.cuh"
 
 namespace cpcl {
 namespace mla90 {
+
+using namespace ::cpcl::sm90; /* the Hopper PTX wrappers */
 
 constexpr int kDqk = 576, kDv = 512, kBN = 64, kM = 64;
 constexpr int kTiles = kDqk / 64;        /* 64-dim tiles of a 64-row block: 9 */
@@ -102,32 +105,7 @@ __device__ __forceinline__ void traceAt(unsigned long long* tr, int slot, int wt
                : "memory");
 }
 
-/* ---- small PTX wrappers ---- */
-__device__ __forceinline__ uint32_t smemAddr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void mbarInit(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbarExpectTx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbarArrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-/* The wait loop lives inside the asm: a C loop with a per-thread exit is divergent code to
- * ptxas, which then serializes wgmma in flight around it. */
-__device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nWAIT_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT_%=;\n}\n" ::"r"(
-          bar),
-      "r"(parity)
-      : "memory");
-}
-/* arrive by the lane whose id is 0, predicated inside the asm (no branch, as above) */
-__device__ __forceinline__ void mbarArriveLane0(uint32_t bar, int lane) {
-  asm volatile("{\n.reg .pred p;\nsetp.eq.u32 p, %1, 0;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(bar),
-               "r"(lane)
-               : "memory");
-}
+/* ---- PTX wrappers of this body only (the shared ones: sm90_ptx.cuh) ---- */
 __device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
@@ -144,32 +122,9 @@ __device__ __forceinline__ void tmaLoad2dHint(uint32_t dst, const CUtensorMap* m
       "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "l"(policy)
       : "memory");
 }
-__device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void namedBarrier(int id, int n) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
-__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmmaWait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-/* keeps the compiler from moving accumulator reads or writes across wgmma issue and wait */
-template <int N>
-__device__ __forceinline__ void fenceRegs(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
-}
 __device__ __forceinline__ void fenceRegs4(uint32_t (&r)[4]) {
 #pragma unroll
   for (int i = 0; i < 4; i++) asm volatile("" : "+r"(r[i])::"memory");
-}
-
-/* Shared-memory matrix descriptor, 128-byte swizzle: start >> 4 in bits 0-13, leading byte
- * offset >> 4 in 16-29, stride byte offset >> 4 in 32-45, layout 1 (SWIZZLE_128B) in 62-63. */
-__device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return (uint64_t)((addr >> 4) & 0x3FFF) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) |
-         ((uint64_t)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
 }
 
 #include "mla_sm90_wgmma.inc"
@@ -228,9 +183,10 @@ __device__ __forceinline__ RowWork rowWork(const cpclAttnParams_t& p, const Spli
  * row sums. S is only read: writing the registers of a wgmma accumulator while another wgmma is
  * in flight makes ptxas serialize them all. Key 0 of a block is always valid, so the maxima are
  * finite after the first block. */
+template <bool kKeep = false>
 __device__ __forceinline__ void softmaxBlock(const float (&s)[32], int valid, int cq, float scale2, float mA, float mB,
                                              float& nA, float& nB, float& cA, float& cB, float& sumA, float& sumB,
-                                             uint32_t (&pf)[4][4]) {
+                                             uint32_t (&pf)[4][4], float* keep = nullptr) {
   float xA = -INFINITY, xB = -INFINITY;
 #pragma unroll
   for (int j = 0; j < 8; j++) {
@@ -263,6 +219,9 @@ __device__ __forceinline__ void softmaxBlock(const float (&s)[32], int valid, in
       const int key = 8 * j + cq + (e & 1);
       p[e] = key < valid ? exp2f(fmaf(s[4 * j + e], scale2, -(e < 2 ? nA : nB))) : 0.f;
     }
+    if (kKeep) /* the fp32 probabilities too, in place of this block's scores (each read above) */
+#pragma unroll
+      for (int e = 0; e < 4; e++) keep[4 * j + e] = p[e];
     sumA += p[0] + p[1];
     sumB += p[2] + p[3];
     pf[j >> 1][(j & 1) * 2 + 0] = packBf16(p[0], p[1]);
@@ -355,9 +314,6 @@ __device__ __forceinline__ void storeP(unsigned char* sP, const uint32_t (&pf)[4
 
 /* Named barriers: 1 all consumers, 2 + w one warpgroup, 4 P0 ready (WG0 -> WG1), 5 P1 ready. */
 constexpr int kBarAll = 1, kBarP0 = 4, kBarP1 = 5;
-__device__ __forceinline__ void namedArrive(int id, int n) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
 
 /* ---- epilogue: normalise, store (out and lse, or the split's partial) ---- */
 __device__ __forceinline__ void mlaEpilogue(const cpclAttnParams_t& p, const Split& sp, const RowWork& rw, int t,
@@ -975,47 +931,6 @@ __device__ __forceinline__ void issueSTiles(float (&s)[32], uint32_t qBase, uint
   wgmmaCommit();
 }
 
-/* softmaxBlock that also leaves the fp32 probabilities in s (WG0 rescales P0 by WG1's factor
- * before it hands P0 over); called only with no wgmma in flight on s */
-__device__ __forceinline__ void softmaxKeep(float (&s)[32], int valid, int cq, float scale2, float mA, float mB,
-                                            float& nA, float& nB, float& cA, float& cB, float& sumA, float& sumB,
-                                            uint32_t (&pf)[4][4]) {
-  float xA = -INFINITY, xB = -INFINITY;
-#pragma unroll
-  for (int j = 0; j < 8; j++)
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int key = 8 * j + cq + (e & 1);
-      const float v = key < valid ? s[4 * j + e] : -INFINITY;
-      if (e < 2)
-        xA = fmaxf(xA, v);
-      else
-        xB = fmaxf(xB, v);
-    }
-  xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 1));
-  xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 2));
-  xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 1));
-  xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 2));
-  nA = fmaxf(mA, xA * scale2);
-  nB = fmaxf(mB, xB * scale2);
-  cA = exp2f(mA - nA);
-  cB = exp2f(mB - nB);
-  sumA = 0.f;
-  sumB = 0.f;
-#pragma unroll
-  for (int j = 0; j < 8; j++) {
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int key = 8 * j + cq + (e & 1);
-      s[4 * j + e] = key < valid ? exp2f(fmaf(s[4 * j + e], scale2, -(e < 2 ? nA : nB))) : 0.f;
-    }
-    sumA += s[4 * j] + s[4 * j + 1];
-    sumB += s[4 * j + 2] + s[4 * j + 3];
-    pf[j >> 1][(j & 1) * 2 + 0] = packBf16(s[4 * j], s[4 * j + 1]);
-    pf[j >> 1][(j & 1) * 2 + 1] = packBf16(s[4 * j + 2], s[4 * j + 3]);
-  }
-}
-
 __global__ void __launch_bounds__(kThreadsSeesaw, 1)
     mlaSm90Seesaw(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
@@ -1172,7 +1087,7 @@ __global__ void __launch_bounds__(kThreadsSeesaw, 1)
     if (w == 0) {
       float nA, nB, cA, cB, sumA, sumB;
       uint32_t pf[4][4];
-      softmaxKeep(s, v0, cq, scale2, sM[rA], sM[rB], nA, nB, cA, cB, sumA, sumB, pf);
+      softmaxBlock<true>(s, v0, cq, scale2, sM[rA], sM[rB], nA, nB, cA, cB, sumA, sumB, pf, s);
       lA = lA * cA + sumA;
       lB = lB * cB + sumB;
       rescaleO(o, cA, cB);

@@ -34,6 +34,7 @@
 
 #include "common.cuh"
 #include "kv_layout.h"
+#include "mma_sync.cuh"
 #include "prefill_params.h"
 
 namespace cpcl {
@@ -179,64 +180,6 @@ __device__ __forceinline__ bool tileOf(const cpclPrefillParams_t& p, int x, int*
 
 /* ---------------------------------------------------------------- tensor-core body */
 
-template <typename T>
-struct Mma;
-template <>
-struct Mma<__nv_bfloat16> {
-  static __device__ __forceinline__ void run(float* c, const uint32_t* a, const uint32_t* b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-  static __device__ __forceinline__ uint32_t pack(float x, float y) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-};
-template <>
-struct Mma<__half> {
-  static __device__ __forceinline__ void run(float* c, const uint32_t* a, const uint32_t* b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-  static __device__ __forceinline__ uint32_t pack(float x, float y) {
-    __half2 h = __floats2half2_rn(x, y);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-};
-
-/* 2^x by the SFU alone (ex2.approx.ftz: 2 ulp, results below 2^-126 flushed to 0): the
- * arguments are x - max <= 0, so a flushed term is one a normalised fp32 sum never sees */
-__device__ __forceinline__ float fastExp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ void ldsm4(uint32_t* r, const void* p) {
-  unsigned a = (unsigned)__cvta_generic_to_shared(p);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-__device__ __forceinline__ void ldsm4T(uint32_t* r, const void* p) {
-  unsigned a = (unsigned)__cvta_generic_to_shared(p);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-/* 16 bytes, or 16 zero bytes when !valid (nothing is read then) */
-__device__ __forceinline__ void cpAsync16Z(void* smem, const void* gmem, bool valid) {
-  unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-  int n = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-
 template <int DQK, int DV>
 struct MmaCfg {
   /* rows padded by 16 bytes: ldmatrix over 8 consecutive rows is conflict-free */
@@ -277,10 +220,10 @@ __device__ __forceinline__ bool loadKvTile(const cpclPrefillParams_t& p, const S
       row = (int64_t)page * p.pageSize + key % p.pageSize;
     }
     const T* kp = kb + row * kStride + c * 8;
-    cpAsync16Z(st + r * C::kKRowB + c * 16, valid ? static_cast<const void*>(kp) : p.queryStart, valid);
+    cpAsync16Zfill(st + r * C::kKRowB + c * 16, valid ? static_cast<const void*>(kp) : p.queryStart, valid);
     if (c < kcV) {
       const T* vp = vb + row * vStride + c * 8;
-      cpAsync16Z(st + C::kKB + r * C::kVRowB + c * 16, valid ? static_cast<const void*>(vp) : p.queryStart, valid);
+      cpAsync16Zfill(st + C::kKB + r * C::kVRowB + c * 16, valid ? static_cast<const void*>(vp) : p.queryStart, valid);
     }
   }
   if (tid < kBK) {
@@ -319,7 +262,7 @@ __global__ void __launch_bounds__(kMmaThreads) prefillMmaKernel(const __grid_con
     for (int i = tid; i < kBQ * kc; i += kMmaThreads) {
       const int r = i / kc, c = i % kc;
       const bool valid = r < nRows;
-      cpAsync16Z(sQ + r * C::kKRowB + c * 16, qb + (int64_t)(valid ? t0 + r : t0) * p.qTokenStride + c * 8, valid);
+      cpAsync16Zfill(sQ + r * C::kKRowB + c * 16, qb + (int64_t)(valid ? t0 + r : t0) * p.qTokenStride + c * 8, valid);
     }
   }
   int qp[2];
@@ -392,33 +335,7 @@ __global__ void __launch_bounds__(kMmaThreads) prefillMmaKernel(const __grid_con
           mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
         }
     }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float mnew = fmaxf(m[r], mx[r]);
-      const float alpha = m[r] == -INFINITY ? 0.f : fastExp2(m[r] - mnew);
-      float rowSum = 0.f;
-#pragma unroll
-      for (int n = 0; n < NS; n++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          const float x = sc[n][r * 2 + e];
-          sc[n][r * 2 + e] = x == -INFINITY ? 0.f : fastExp2(x - mnew);
-          rowSum += sc[n][r * 2 + e];
-        }
-      l[r] = l[r] * alpha + rowSum;
-      m[r] = mnew;
-      /* the running max rarely moves after the first tiles: skip the rescale (a product by 1,
-       * exact) when no row of the warp's moved */
-      if (__any_sync(0xffffffffu, alpha != 1.f)) {
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-          o[n][r * 2] *= alpha;
-          o[n][r * 2 + 1] *= alpha;
-        }
-      }
-    }
+    softmaxRows<NS, NT, true>(sc, mx, m, l, o);
     /* O += P V, P re-packed as A fragments of 16 keys */
 #pragma unroll
     for (int kb = 0; kb < NS / 2; kb++) {
@@ -438,7 +355,7 @@ __global__ void __launch_bounds__(kMmaThreads) prefillMmaKernel(const __grid_con
     }
   }
 
-  asm volatile("cp.async.wait_group 0;\n" ::); /* nothing in flight at exit (an empty last group) */
+  asm volatile("cp.async.wait_group 0;\n" ::); /* nothing in flight when the kernel ends (an empty last group) */
 
 #pragma unroll
   for (int r = 0; r < 2; r++) {

@@ -42,10 +42,14 @@
 
 #include <type_traits>
 
+#include "common.cuh"
+#include "sm90_ptx.cuh"
 #include "prefill_sm90.h"
 
 namespace cpcl {
 namespace pf90 {
+
+using namespace ::cpcl::sm90; /* the Hopper PTX wrappers */
 
 constexpr int kBM = 128, kBN = 128, kThreads = 384;
 constexpr int kBarTurn0 = 1; /* named barriers 1, 2: the ping-pong turns (0 is __syncthreads) */
@@ -63,72 +67,12 @@ struct Shape {
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
 };
 
-/* ---- small PTX wrappers (the pattern of mla_sm90.cuh; see its comments for the ptxas pitfalls) ---- */
-__device__ __forceinline__ uint32_t smemAddr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void mbarInit(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbarExpectTx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-/* the wait loop inside the asm: a C loop with a per-thread exit is divergent code to ptxas, which
- * then serializes the wgmma in flight around it */
-__device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nWAIT_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT_%=;\n}\n" ::"r"(
-          bar),
-      "r"(parity)
-      : "memory");
-}
-/* arrive by lane 0 of the warp, predicated inside the asm (no branch) */
-__device__ __forceinline__ void mbarArriveLane0(uint32_t bar, int lane) {
-  asm volatile("{\n.reg .pred p;\nsetp.eq.u32 p, %1, 0;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(bar),
-               "r"(lane)
-               : "memory");
-}
-__device__ __forceinline__ void tmaLoad3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
-      "[%5];\n" ::"r"(dst),
-      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
-      : "memory");
-}
+/* ---- PTX wrappers of this body only (the shared ones: sm90_ptx.cuh) ---- */
 __device__ __forceinline__ void prefetchMap(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"((uint64_t)map) : "memory");
 }
-__device__ __forceinline__ void namedBarSync(int id, int n) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
-__device__ __forceinline__ void namedBarArrive(int id, int n) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
-__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmmaWait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-/* keeps the compiler from moving accumulator reads or writes across wgmma issue and wait */
-template <int N>
-__device__ __forceinline__ void fenceRegs(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
-}
-/* shared-memory matrix descriptor, 128-byte swizzle: start >> 4 in bits 0-13, leading byte offset
- * >> 4 in 16-29, stride byte offset >> 4 in 32-45, layout 1 (SWIZZLE_128B) in 62-63 */
-__device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return (uint64_t)((addr >> 4) & 0x3FFF) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) |
-         ((uint64_t)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
-}
 
 #include "prefill_sm90_wgmma.inc"
-
-/* 2^x by the SFU, flushing denormals (exp2f adds range fixes around it): exp2(-inf) = 0 */
-__device__ __forceinline__ float fastExp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 
 __device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -315,12 +259,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   /* the ping-pong turns: warpgroup 1 owes no turn after its last tile, so each barrier sees as
    * many arrivals as syncs (warpgroup 0's: one initial + nIter - 1) */
   auto passTurn = [&](int i) {
-    if (w == 0 || i + 1 < nIter) namedBarArrive(kBarTurn0 + (1 - w), 256);
+    if (w == 0 || i + 1 < nIter) namedArrive(kBarTurn0 + (1 - w), 256);
   };
   auto stageOf = [](int i) { return i % kStages; };
   auto parityOf = [](int i) { return (uint32_t)(i / kStages) & 1; };
 
-  if (w == 1) namedBarArrive(kBarTurn0, 256); /* warpgroup 0 issues first */
+  if (w == 1) namedArrive(kBarTurn0, 256); /* warpgroup 0 issues first */
   mbarWait(fullQ, 0);
 
   if constexpr (!kOverlap) {
@@ -329,7 +273,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto step = [&](int i, auto maskTag) {
       constexpr bool kMask = decltype(maskTag)::value;
       const int st = stageOf(i);
-      namedBarSync(kBarTurn0 + w, 256); /* my turn to issue */
+      namedBarrier(kBarTurn0 + w, 256); /* my turn to issue */
       mbarWait(fullK + 8 * st, parityOf(i));
       wgmmaFence();
       issueS(st);
@@ -361,7 +305,7 @@ __global__ void __launch_bounds__(kThreads, 1)
      * together; the softmax of tile i (max and exp, on S only) runs while that P V is in flight,
      * then O is rescaled and P packed after it completes. */
     {
-      namedBarSync(kBarTurn0 + w, 256);
+      namedBarrier(kBarTurn0 + w, 256);
       mbarWait(fullK, 0);
       wgmmaFence();
       issueS(0);
@@ -377,7 +321,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     for (int i = 1; i < nIter; i++) {
       const int st = stageOf(i), sp = stageOf(i - 1);
-      namedBarSync(kBarTurn0 + w, 256);
+      namedBarrier(kBarTurn0 + w, 256);
       mbarWait(fullK + 8 * st, parityOf(i));
       mbarWait(fullV + 8 * sp, parityOf(i - 1));
       wgmmaFence();

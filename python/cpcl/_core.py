@@ -483,7 +483,7 @@ class AttnPlan:
                 out = t.empty((T, self.num_qo_heads, self.head_dim_vo), dtype=q.dtype, device=q.device)
             if lse is None:
                 lse = t.empty((T, self.num_qo_heads), dtype=t.float32, device=q.device)
-            t.ops.cpcl.decode(self.id, q, k_cache, v_cache, *_t_index(self, seq_lens, block_table, query_start,
+            t.ops.cpcl.decode(self.id, q, k_cache, v_cache, *_t_ints(seq_lens, block_table, query_start,
                                                                         topk_indices), out, lse)
             return out, lse
         return self._step("decode", q, k_cache, v_cache, seq_lens, block_table, query_start, topk_indices, out, lse)
@@ -499,7 +499,7 @@ class AttnPlan:
                 out = t.empty((T, G, self.head_dim_vo), dtype=q.dtype, device=q.device)
             if lse is None:
                 lse = t.empty((T, G), dtype=t.float32, device=q.device)
-            t.ops.cpcl.partial(self.id, q, k_cache, v_cache, *_t_index(self, seq_lens, block_table, query_start,
+            t.ops.cpcl.partial(self.id, q, k_cache, v_cache, *_t_ints(seq_lens, block_table, query_start,
                                                                          topk_indices), out, lse)
             return out, lse
         return self._step("partial", q, k_cache, v_cache, seq_lens, block_table, query_start, topk_indices, out, lse)
@@ -526,7 +526,7 @@ class AttnPlan:
         collective."""
         if _is_tensor(k_new):
             _torch().ops.cpcl.kv_store(self.id, k_new, v_new, k_cache, v_cache,
-                                       *_t_index(self, seq_lens, block_table, query_start, None)[:3])
+                                       *_t_ints(seq_lens, block_table, query_start))
             return None
         return self._kv_store(k_new, v_new, k_cache, v_cache, seq_lens, block_table, query_start)
 
@@ -817,10 +817,6 @@ def _t_ints(*xs):
 
     return tuple(conv(x) for x in xs)
 
-
-def _t_index(plan, seq_lens, block_table, query_start, topk_indices):
-    """A decode batch's arrays for the torch ops (see _t_ints)."""
-    return _t_ints(seq_lens, block_table, query_start, topk_indices)
 
 
 # ---------------------------------------------------------------------------------------------
