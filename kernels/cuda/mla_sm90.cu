@@ -40,10 +40,29 @@ template __global__ void mlaSm90Kernel<2, 0, true, false, true>(const __grid_con
 template __global__ void mlaSm90Kernel<1, 0, true, false, true>(const __grid_constant__ CUtensorMap,
                                                                 const __grid_constant__ cpclAttnParams_t, const Split);
 /* variant 10: 4 with one producer lane a page */
-template __global__ void mlaSm90Kernel<2, 0, true, false, false, true>(const __grid_constant__ CUtensorMap,
-                                                                       const __grid_constant__ cpclAttnParams_t,
-                                                                       const Split);
-/* sparse (gathered rows): the schedules of variants 1 and 4 */
+template __global__ void mlaSm90Kernel<2, 0, true, false, false, 1>(const __grid_constant__ CUtensorMap,
+                                                                    const __grid_constant__ cpclAttnParams_t,
+                                                                    const Split);
+/* variants 11-15: early release (11-13), one lane a page (11) or a box (12-15) */
+template __global__ void mlaSm90Kernel<2, 0, true, false, false, 1, true>(const __grid_constant__ CUtensorMap,
+                                                                          const __grid_constant__ cpclAttnParams_t,
+                                                                          const Split);
+template __global__ void mlaSm90Kernel<2, 0, true, false, false, 2, true>(const __grid_constant__ CUtensorMap,
+                                                                          const __grid_constant__ cpclAttnParams_t,
+                                                                          const Split);
+template __global__ void mlaSm90Kernel<1, 0, true, false, false, 2, true>(const __grid_constant__ CUtensorMap,
+                                                                          const __grid_constant__ cpclAttnParams_t,
+                                                                          const Split);
+template __global__ void mlaSm90Kernel<0, 0, true, false, false, 2, false>(const __grid_constant__ CUtensorMap,
+                                                                           const __grid_constant__ cpclAttnParams_t,
+                                                                           const Split);
+template __global__ void mlaSm90Kernel<2, 0, true, false, false, 2, false>(const __grid_constant__ CUtensorMap,
+                                                                           const __grid_constant__ cpclAttnParams_t,
+                                                                           const Split);
+template __global__ void mlaSm90Kernel<2, 0, true, true, false, 0, true>(const __grid_constant__ CUtensorMap,
+                                                                         const __grid_constant__ cpclAttnParams_t,
+                                                                         const Split);
+/* sparse (gathered rows): the schedules of variants 1 and 4 (and 4 with early release: 11-13) */
 template __global__ void mlaSm90Kernel<0, 0, false, true>(const __grid_constant__ CUtensorMap,
                                                           const __grid_constant__ cpclAttnParams_t, const Split);
 template __global__ void mlaSm90Kernel<2, 0, true, true>(const __grid_constant__ CUtensorMap,
@@ -224,8 +243,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   sp.sparseCount = sparseCount;
   sp.sparseStride = sparseStride;
   sp.trace = gTrace;
-  if (sparseIdx && (variant != 1 && variant != 4))
-    return invalidValue("variant = %d: sparse attention runs the schedules of variants 1 and 4", variant);
+  if (sparseIdx && (variant != 1 && variant != 4 && variant != 11))
+    return invalidValue("variant = %d: sparse attention runs the schedules of variants 1, 4 and 11", variant);
   if (sparseIdx && (sparseCount == nullptr || sparseStride < 1))
     return invalidValue("sparseCount = %p, sparseStride = %d: a count per row and a stride >= 1",
                         (const void*)sparseCount, sparseStride);
@@ -243,9 +262,16 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
       mlaSm90Kernel<2, 0, true, false, true>,
       mlaSm90Kernel<1, 0, true, false, true>,
       mlaSm90Seesaw,
-      mlaSm90Kernel<2, 0, true, false, false, true>};
-  auto kern =
-      sparseIdx ? (variant == 1 ? mlaSm90Kernel<0, 0, false, true> : mlaSm90Kernel<2, 0, true, true>) : kerns[variant];
+      mlaSm90Kernel<2, 0, true, false, false, 1>,
+      mlaSm90Kernel<2, 0, true, false, false, 1, true>,
+      mlaSm90Kernel<2, 0, true, false, false, 2, true>,
+      mlaSm90Kernel<1, 0, true, false, false, 2, true>,
+      mlaSm90Kernel<0, 0, true, false, false, 2, false>,
+      mlaSm90Kernel<2, 0, true, false, false, 2, false>};
+  auto kern = sparseIdx ? (variant == 1   ? mlaSm90Kernel<0, 0, false, true>
+                           : variant == 4 ? mlaSm90Kernel<2, 0, true, true>
+                                          : mlaSm90Kernel<2, 0, true, true, false, 0, true>)
+                        : kerns[variant];
   const unsigned bit = 1u << (variant + (sparseIdx ? 16 : 0));
   cudaError_t e;
   int dev = 0;

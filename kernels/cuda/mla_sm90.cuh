@@ -393,7 +393,13 @@ __device__ __forceinline__ void mlaEpilogue(const cpclAttnParams_t& p, const Spl
  *     WG1: S1; [P0 ready] O_R = O_R c0 + P0 V0_R; m1 = max(m0, S1); P1; O_R = O_R c1 + P1 V1_R
  *   Row sums: WG0 keeps those of even blocks, WG1 of odd ones (both rescaled by every c), added
  *   at the end. */
-template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, bool kFine = false, bool kLanes = false>
+/* kLanes (TMA producer): 0 one thread issues every box; 1 one lane a page; 2 one lane a (page, tile)
+ * box, tile-major. kEarly: each warpgroup waits for its P.V of a stage right after issuing it and
+ * frees the stage then, before it waits on the other warpgroup or on the other stage (else a
+ * stage's release waits behind the other stage's arrival, and the two loads chain: measured with
+ * the clock64 timeline, docs/MLA_SM90.md "Session 3"). */
+template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, bool kFine = false, int kLanes = 0,
+          bool kEarly = false>
 __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
@@ -539,6 +545,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int i = 0; i < nBlocks; i++) {
         const int st = i & 1;
         if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
+        if (ln == 0) traceAt(sp.trace, kTraceProducer + 2 * i, 0);
         const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
         const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
         const uint32_t dst = smemAddr(sK + st * kBlockB);
@@ -551,9 +558,21 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
         __syncwarp();
-        if (ln < np)
-          for (int c = 0; c < kTiles; c++)
-            tmaLoad2d(dst + c * kTileB + ln * boxRows * 128, &kvMap, c * 64, row, kTileBars ? full0 + c * 8 : full0);
+        if constexpr (kLanes == 1) {
+          if (ln < np)
+            for (int c = 0; c < kTiles; c++)
+              tmaLoad2d(dst + c * kTileB + ln * boxRows * 128, &kvMap, c * 64, row, kTileBars ? full0 + c * 8 : full0);
+        } else { /* box q = (tile q / np, page q % np): tile 0 of every page first */
+#pragma unroll
+          for (int k = 0; k < (8 * kTiles + 31) / 32; k++) {
+            const int q = ln + 32 * k, pgI = q % np, c = q / np;
+            const int r = __shfl_sync(0xffffffffu, row, pgI);
+            if (c < kTiles)
+              tmaLoad2d(dst + c * kTileB + pgI * boxRows * 128, &kvMap, c * 64, r, kTileBars ? full0 + c * 8 : full0);
+            if (32 * (k + 1) >= np * kTiles) break;
+          }
+        }
+        if (ln == 0) traceAt(sp.trace, kTraceProducer + 2 * i + 1, 0);
         if (i + 1 < nBlocks) fetchRow(i + 1);
       }
       return;
@@ -724,8 +743,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int tb = (j * 2 + 0) * 16;
         traceAt(sp.trace, tb + 0, wt);
         float s[32];
-        stageS(s, 0, j & 1); /* overlaps the last pair's P1 V1_L */
-        if (j > 0) {         /* P1 V1_L of the last pair is done: free stage 1 */
+        stageS(s, 0, j & 1);    /* overlaps the last pair's P1 V1_L */
+        if (j > 0 && !kEarly) { /* P1 V1_L of the last pair is done: free stage 1 */
           wgmmaWait<1>();
           fenceRegs(o);
           release(1);
@@ -757,15 +776,22 @@ __global__ void __launch_bounds__(kThreads, 1)
         issuePvRegs<kVDesc>(o, pf, kSt0, 0);
         traceAt(sp.trace, tb + 3, wt);
         if (odd) {
+          if (kEarly) { /* P0 V0_L done: stage 0 is free before the wait for P1 */
+            wgmmaWait<0>();
+            fenceRegs(o);
+            release(0);
+          }
           namedBarrier(kBarP1, 256); /* P1 in sP, c1 and m1 published */
           traceAt(sp.trace, tb + 4, wt);
           const float c1A = sC1[rA], c1B = sC1[rB];
           mA = sM1[rA];
           mB = sM1[rB];
-          wgmmaWait<0>();
-          fenceRegs(o);
-          release(0);
-          releaseTiles(0, 0, 4); /* P0 V0_L done */
+          if (!kEarly) {
+            wgmmaWait<0>();
+            fenceRegs(o);
+            release(0);
+            releaseTiles(0, 0, 4); /* P0 V0_L done */
+          }
           traceAt(sp.trace, tb + 5, wt);
           lA *= c1A;
           lB *= c1B;
@@ -778,6 +804,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           fenceRegs(o);
           issuePvSmem<kVDesc>(o, pBase, kSt1, 0);
           traceAt(sp.trace, tb + 7, wt);
+          if (kEarly) { /* P1 V1_L done: stage 1 is free before the next S0 waits for stage 0 */
+            wgmmaWait<0>();
+            fenceRegs(o);
+            release(1);
+          }
         } else {
           wgmmaWait<0>();
           fenceRegs(o);
@@ -814,6 +845,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         rescaleO(o, c0A, c0B);
         fenceRegs(o);
         issuePvSmem<kVDesc>(o, pBase, kSt0, 1);
+        if (kEarly) { /* P0 V0_R done: stage 0 is free before S1 waits for stage 1 */
+          wgmmaWait<0>();
+          fenceRegs(o);
+          release(0);
+        }
         traceAt(sp.trace, tb + 3, wt);
         if (kKind == 2 && odd) stageS(s, 1, j & 1); /* S1 behind P0 V0_R: stage 1 gets longer to load */
         traceAt(sp.trace, tb + 4, wt);
@@ -831,7 +867,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           softmaxBlock(s, v1, cq, scale2, m0A, m0B, nA, nB, cA, cB, sumA, sumB, pf);
           wgmmaWait<0>(); /* P0 V0_R done: sP and stage 0 are free */
           fenceRegs(o);
-          release(0);
+          if (!kEarly) release(0);
           if (kKind != 2) {
             releaseTiles(1, 0, 4);
             releaseTiles(1, 8, kTiles);
@@ -864,7 +900,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         } else {
           wgmmaWait<0>();
           fenceRegs(o);
-          release(0);
+          if (!kEarly) release(0);
           releaseTiles(0, 4, 8);
           mA = m0A;
           mB = m0B;

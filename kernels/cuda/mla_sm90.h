@@ -36,7 +36,7 @@ size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
  * of a stage is refilled as soon as its last reader is done with it, not the whole stage); 9 FlashMLA's
  * seesaw in 256 threads, no producer warpgroup (mlaSm90Seesaw); 10 = 4 with one producer lane a
  * page (a page-16 block's 36 boxes issued by 4 lanes). */
-enum { kMlaSm90Variants = 11 };
+enum { kMlaSm90Variants = 16 };
 /* or-ed into a variant: the KV copies carry an L2 evict-first policy */
 enum { kMlaSm90EvictFirst = 16 };
 /* The attention of p (bf16 MLA 576/512, heads [headBegin, +numHeads) in p's block layout) with

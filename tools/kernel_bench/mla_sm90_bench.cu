@@ -326,7 +326,12 @@ int main(int argc, char** argv) {
                                                 "late S1 + tile bars + tile release",
                                                 "seesaw + tile bars + tile release",
                                                 "seesaw, 256 threads",
-                                                "late S1 + tile bars, a lane a page"};
+                                                "late S1 + tile bars, a lane a page",
+                                                "10 + early release",
+                                                "late S1 + tile bars, a lane a box, early release",
+                                                "seesaw + tile bars, a lane a box, early release",
+                                                "S twice + tile bars, a lane a box",
+                                                "late S1 + tile bars, a lane a box"};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -514,7 +519,7 @@ int main(int argc, char** argv) {
       if (wsBytes) CK(cudaMalloc(&dWs, wsBytes));
       for (int variant : timed)
         for (int cm : chunkMins) {
-          if (K > 0 && (variant & 15) != 1 && (variant & 15) != 4) continue;
+          if (K > 0 && (variant & 15) != 1 && (variant & 15) != 4 && (variant & 15) != 11) continue;
           auto launchOne = [&](const cpclAttnParams_t* pp) {
             return K > 0 ? cpclMlaSm90LaunchSparse(pp, maxSplits, cm, variant, dIdx, dCnt, K, st)
                          : cpclMlaSm90Launch(pp, &map, maxSplits, cm, variant, st);
@@ -596,7 +601,7 @@ int main(int argc, char** argv) {
             }
           }
           if (getenv("MLA_TRACE") && atoi(getenv("MLA_TRACE")) && K == 0 &&
-              ((variant & 15) == 3 || (variant & 15) == 4 || (variant & 15) == 7)) {
+              ((variant & 15) == 3 || (variant & 15) == 4 || (variant & 15) == 7 || (variant & 15) >= 10)) {
             unsigned long long* dTr;
             CK(cudaMalloc(&dTr, kMlaSm90TraceSlots * 8));
             CK(cudaMemset(dTr, 0, kMlaSm90TraceSlots * 8));

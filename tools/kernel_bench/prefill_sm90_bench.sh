@@ -14,7 +14,7 @@ OUT=${OUT:-$(mktemp -d)}; BIN=$(mktemp -d)/prefill_sm90_bench; echo "logs in $OU
 VARIANTS=${VARIANTS:-0,1,2,3}
 rc=0
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
-nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -Xptxas -v -I../../kernels/cuda prefill_sm90_bench.cu \
+nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -Xptxas -v -I../../kernels -I../../kernels/cuda prefill_sm90_bench.cu \
   ../../kernels/cuda/prefill_sm90.cu -lcublas -o $BIN >$OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
 echo "ptxas (each line with its count over the 6 kernels):"
 grep -E "registers|spill|C75[0-9][0-9]|warning|serializ" $OUT/build.log | sed 's/^ *//' | sort | uniq -c
