@@ -53,12 +53,11 @@ template __global__ void mlaSm90Kernel<2, 0, true, false, false, 2, true>(const 
 template __global__ void mlaSm90Kernel<1, 0, true, false, false, 2, true>(const __grid_constant__ CUtensorMap,
                                                                           const __grid_constant__ cpclAttnParams_t,
                                                                           const Split);
-template __global__ void mlaSm90Kernel<0, 0, true, false, false, 2, false>(const __grid_constant__ CUtensorMap,
-                                                                           const __grid_constant__ cpclAttnParams_t,
-                                                                           const Split);
-template __global__ void mlaSm90Kernel<2, 0, true, false, false, 2, false>(const __grid_constant__ CUtensorMap,
-                                                                           const __grid_constant__ cpclAttnParams_t,
-                                                                           const Split);
+/* variants 14, 15: 12 and 13 with the two head blocks of a row as a cluster pair (multicast copies) */
+template __global__ void mlaSm90Kernel<2, 0, true, false, false, 2, true, true>(
+    const __grid_constant__ CUtensorMap, const __grid_constant__ cpclAttnParams_t, const Split);
+template __global__ void mlaSm90Kernel<1, 0, true, false, false, 2, true, true>(
+    const __grid_constant__ CUtensorMap, const __grid_constant__ cpclAttnParams_t, const Split);
 template __global__ void mlaSm90Kernel<2, 0, true, true, false, 0, true>(const __grid_constant__ CUtensorMap,
                                                                          const __grid_constant__ cpclAttnParams_t,
                                                                          const Split);
@@ -243,6 +242,11 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   sp.sparseCount = sparseCount;
   sp.sparseStride = sparseStride;
   sp.trace = gTrace;
+  if ((variant == 14 || variant == 15) && (nChunks % 2 != 0 || sparseIdx))
+    return invalidValue(
+        "variant = %d pairs a row's head blocks: it needs an even number of 64-head blocks (numHeads = "
+        "%d) and dense attention",
+        variant, p->numHeads);
   if (sparseIdx && (variant != 1 && variant != 4 && variant != 11))
     return invalidValue("variant = %d: sparse attention runs the schedules of variants 1, 4 and 11", variant);
   if (sparseIdx && (sparseCount == nullptr || sparseStride < 1))
@@ -266,8 +270,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
       mlaSm90Kernel<2, 0, true, false, false, 1, true>,
       mlaSm90Kernel<2, 0, true, false, false, 2, true>,
       mlaSm90Kernel<1, 0, true, false, false, 2, true>,
-      mlaSm90Kernel<0, 0, true, false, false, 2, false>,
-      mlaSm90Kernel<2, 0, true, false, false, 2, false>};
+      mlaSm90Kernel<2, 0, true, false, false, 2, true, true>,
+      mlaSm90Kernel<1, 0, true, false, false, 2, true, true>};
   auto kern = sparseIdx ? (variant == 1   ? mlaSm90Kernel<0, 0, false, true>
                            : variant == 4 ? mlaSm90Kernel<2, 0, true, true>
                                           : mlaSm90Kernel<2, 0, true, true, false, 0, true>)
@@ -291,8 +295,25 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     if (dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((unsigned)ctasX, 1, (unsigned)maxSplits);
-  kern<<<grid, variant == 9 ? kThreadsSeesaw : kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
-  e = cudaGetLastError();
+  if (variant == 14 || variant == 15) {
+    /* the pair form: a row's two head blocks (x = t * nChunks + chunk) are one cluster */
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = kSmemBytes;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 2;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    e = cudaLaunchKernelEx(&cfg, kern, *kvMap, *p, sp);
+  } else {
+    kern<<<grid, variant == 9 ? kThreadsSeesaw : kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
+    e = cudaGetLastError();
+  }
   if (e != cudaSuccess || maxSplits == 1) return (int)e;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)mergeCtas);
@@ -397,11 +418,13 @@ extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
   if (p->mlaSm90Splits < 1 || !shapeOk(p)) return -1;
   int dev, sms;
   if (deviceCc(&dev, &sms) != 90) return -1;
-  /* measured (docs/MLA_SM90.md): variant 4 at 64 and 128 heads, variant 1 at 16 */
-  const int variant = p->numHeads >= kM ? 4 : 1;
+  /* measured on the H200 (docs/MLA_SM90.md, "Session 3"): the early-release schedules with a
+   * producer lane a box; the seesaw (13) where a block is one page of 64 or more at 64+ heads, late
+   * S1 (12) elsewhere; sparse: late S1 with early release (11) */
+  const int variant = p->numHeads >= kM && p->pageSize >= kBN ? 13 : 12;
   if (p->sparseIdx) /* the top-k filter's lists (attn_params.h): rows gathered by cp.async, no tensor map */
-    return cpclMlaSm90LaunchSparse(p, p->mlaSm90Splits, kChunkMin, variant, p->sparseIdx, p->sparseCount,
-                                   p->sparseStride, stream);
+    return cpclMlaSm90LaunchSparse(p, p->mlaSm90Splits, kChunkMin, 11, p->sparseIdx, p->sparseCount, p->sparseStride,
+                                   stream);
   CUtensorMap map;
   if (int e = cachedMap(&map, p->kCache, p->pageSize)) return e;
   return cpclMlaSm90Launch(p, &map, p->mlaSm90Splits, kChunkMin, variant, stream);
@@ -414,8 +437,9 @@ extern "C" int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxT
   /* a driver that cannot load the sm_90a code: plans keep the CUDA-core body rather than fail
    * every step */
   cudaFuncAttributes fa;
-  if (cudaFuncGetAttributes(&fa, mlaSm90Kernel<0, 0, false>) != cudaSuccess ||
-      cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true>) != cudaSuccess ||
+  if (cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, false, false, 2, true>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Kernel<1, 0, true, false, false, 2, true>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, true, false, 0, true>) != cudaSuccess ||
       cudaFuncGetAttributes(&fa, mlaSm90Combine) != cudaSuccess) {
     cudaGetLastError();
     return 0;

@@ -122,6 +122,30 @@ __device__ __forceinline__ void tmaLoad2dHint(uint32_t dst, const CUtensorMap* m
       "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "l"(policy)
       : "memory");
 }
+/* kPair: the same copy written into both CTAs of the cluster (same shared offset, each CTA's own
+ * barrier at the same offset gets the bytes that land in it) */
+__device__ __forceinline__ void tmaLoad2dPair(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
+      "[%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "h"((unsigned short)3)
+      : "memory");
+}
+__device__ __forceinline__ uint32_t clusterRank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ void clusterArrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
+__device__ __forceinline__ void clusterWait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
+/* an arrival on the barrier at the same offset in the other CTA of the pair, by lane 0 */
+__device__ __forceinline__ void mbarArrivePeerLane0(uint32_t bar, uint32_t peer, int lane) {
+  asm volatile(
+      "{\n.reg .pred p;\n.reg .b32 ra;\nsetp.eq.u32 p, %2, 0;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
+      "@p mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar),
+      "r"(peer), "r"(lane)
+      : "memory");
+}
 __device__ __forceinline__ void fenceRegs4(uint32_t (&r)[4]) {
 #pragma unroll
   for (int i = 0; i < 4; i++) asm volatile("" : "+r"(r[i])::"memory");
@@ -398,11 +422,16 @@ __device__ __forceinline__ void mlaEpilogue(const cpclAttnParams_t& p, const Spl
  * frees the stage then, before it waits on the other warpgroup or on the other stage (else a
  * stage's release waits behind the other stage's arrival, and the two loads chain: measured with
  * the clock64 timeline, docs/MLA_SM90.md "Session 3"). */
+/* kPair (with kLanes 2, TMA, 2 head blocks a row): the two CTAs of a row's head blocks run as a
+ * cluster; each issues half of a block's boxes, multicast into both, so each CTA moves half of the
+ * KV bytes from L2; a stage is refilled when the consumers of both CTAs let it go (the empty
+ * barriers count both CTAs' warps). */
 template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, bool kFine = false, int kLanes = 0,
-          bool kEarly = false>
+          bool kEarly = false, bool kPair = false>
 __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
+  static_assert(!kPair || (kLanes == 2 && kTileBars && !kSparse && !kFine), "the pair form is the box-lane TMA one");
   extern __shared__ unsigned char smemRaw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
   unsigned char* sQ = smem;
@@ -438,11 +467,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     /* TMA: one arrival (the expect_tx); sparse: the 128 producer threads' cp.async arrivals */
     for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), kSparse ? 128 : 1);
     /* kFine: an empty barrier per tile (kTiles a stage), else per stage */
-    for (int i = 0; i < (kFine ? 2 * kTiles : 2); i++) mbarInit(smemAddr(&emptyBar[i]), 8);
+    for (int i = 0; i < (kFine ? 2 * kTiles : 2); i++) mbarInit(smemAddr(&emptyBar[i]), kPair ? 16 : 8);
     *sBad = 0;
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  __syncthreads();
+  const uint32_t peer = kPair ? clusterRank() ^ 1u : 0u;
+  if constexpr (kPair) { /* the peer's barriers exist before any copy or arrival reaches them */
+    clusterArrive();
+    clusterWait();
+  } else {
+    __syncthreads();
+  }
 
   if (tid >= 256) { /* ---- producer warpgroup ---- */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
@@ -520,7 +555,10 @@ __global__ void __launch_bounds__(kThreads, 1)
        * reads are issued by np lanes at once instead of one thread in turn; lane 0 posts every
        * tile's byte count first (variant 10: tests whether the single issuing thread is what makes
        * page 16 slower than page 64) */
-      if (tid >= 288) return;
+      if (tid >= 288) {
+        if (kPair) clusterArrive(); /* the pair's last barrier counts every thread */
+        return;
+      }
       const int ln = tid & 31;
       const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
       const int pg = p.pageSize;
@@ -567,14 +605,19 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int k = 0; k < (8 * kTiles + 31) / 32; k++) {
             const int q = ln + 32 * k, pgI = q % np, c = q / np;
             const int r = __shfl_sync(0xffffffffu, row, pgI);
-            if (c < kTiles)
+            if (kPair) { /* box q of the block from CTA q % 2 of the pair, into both */
+              if (c < kTiles && (q & 1) == (int)(peer ^ 1u))
+                tmaLoad2dPair(dst + c * kTileB + pgI * boxRows * 128, &kvMap, c * 64, r, full0 + c * 8);
+            } else if (c < kTiles) {
               tmaLoad2d(dst + c * kTileB + pgI * boxRows * 128, &kvMap, c * 64, r, kTileBars ? full0 + c * 8 : full0);
+            }
             if (32 * (k + 1) >= np * kTiles) break;
           }
         }
         if (ln == 0) traceAt(sp.trace, kTraceProducer + 2 * i + 1, 0);
         if (i + 1 < nBlocks) fetchRow(i + 1);
       }
+      if (kPair) clusterArrive();
       return;
     }
     if (tid != 256) return;
@@ -680,7 +723,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t qBase = smemAddr(sQ), kBase = smemAddr(sK), pBase = smemAddr(sP);
   auto validOf = [&](int i) { return min(kBN, kEnd - (kBeg + i * kBN)); };
   auto release = [&](int st) {
-    if (!kFine) mbarArriveLane0(smemAddr(&emptyBar[st]), lane); /* this warp is done with the stage */
+    if (!kFine) mbarArriveLane0(smemAddr(&emptyBar[st]), lane);          /* this warp is done with the stage */
+    if (kPair) mbarArrivePeerLane0(smemAddr(&emptyBar[st]), peer, lane); /* ... and the peer's copy of it */
   };
   /* kFine: this warp is done with tiles [c0, c1) of a stage (every consumer warp lets each tile of
    * each block go exactly once, after its last read of it and after waiting for it to land) */
@@ -924,6 +968,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   mlaEpilogue(p, sp, rw, t, split, g0, nu, w, lane, rA, rB, cq, nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad),
               o, lA, lB, mA, mB);
+  if constexpr (kPair) { /* the peer may still arrive on this CTA's barriers until it is done */
+    clusterArrive();
+    clusterWait();
+  }
 }
 
 /* ---- schedule 9: FlashMLA's seesaw without a producer warpgroup (256 threads) ----

@@ -3,9 +3,9 @@
  * bf16 q and latent KV, 576/512 dims, one KV head, on sm_90a (wgmma, TMA, setmaxnreg; 222 KB of
  * shared memory per CTA). It reads the library's cpclAttnParams_t (attn_params.h) plus the split
  * constants of its plan, which differ from the CUDA-core body's.
- * Measured on an H200 (docs/mla_sm90_h200.txt, docs/MLA_SM90.md): variant 4 was the fastest
- * schedule at 64 and 128 heads, variant 1 tied or led at 16 heads; every variant but the control
- * (2) passed the checks.
+ * Measured on an H200 (docs/MLA_SM90.md): the library runs variant 12 or 13 (early stage release,
+ * a producer lane a TMA box; 13 at 64+ heads with pages of 64+) and 11 for sparse rows; every
+ * variant but the control (2) passes the checks.
  */
 #ifndef CPCL_CUDA_MLA_SM90_H_
 #define CPCL_CUDA_MLA_SM90_H_
