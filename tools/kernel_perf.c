@@ -338,10 +338,13 @@ static void benchAttention(const shape_t* sh, double ceiling) {
   const int sm90Splits = sm90Env && strcmp(sm90Env, "0") == 0 ? 0 : cpclCudaAttnMlaSm90Splits(&p, B);
   const size_t sm90Bytes = sm90Splits ? cpclCudaAttnMlaSm90WorkspaceBytes(B, H, sm90Splits) : 0;
   if (sm90Bytes > wsBytes) wsBytes = sm90Bytes;
-  /* the Hopper GQA body likewise, with the plan's constants for B rows (no workspace) */
+  /* the Hopper GQA body likewise, with the plan's constants for B rows (its workspace form's
+   * partials in the same buffer, as the library's plan sizes it) */
   const char* gqaEnv = getenv("CPCL_GQA_SM90");
-  int gqaChunk = 0;
-  const int gqaSplits = gqaEnv && strcmp(gqaEnv, "0") == 0 ? 0 : cpclCudaAttnGqaSm90Plan(&p, B, &gqaChunk);
+  int gqaChunk = 0, gqaWs = 0;
+  const int gqaSplits = gqaEnv && strcmp(gqaEnv, "0") == 0 ? 0 : cpclCudaAttnGqaSm90Plan(&p, B, &gqaChunk, &gqaWs);
+  const size_t gqaBytes = gqaSplits && gqaWs ? cpclCudaAttnGqaSm90WorkspaceBytes(B, H, Dv, gqaSplits) : 0;
+  if (gqaBytes > wsBytes) wsBytes = gqaBytes;
   CU(cudaMalloc(&ws, wsBytes));
   p.workspace = ws;
   p.workspaceBytes = wsBytes;
@@ -368,6 +371,7 @@ static void benchAttention(const shape_t* sh, double ceiling) {
     p.mlaSm90Splits = variant == 1 ? 0 : sm90Splits;
     p.gqaSm90Splits = hopper ? gqaSplits : 0;
     p.gqaSm90ChunkMin = hopper ? gqaChunk : 0;
+    p.gqaSm90Workspace = hopper ? gqaWs : 0;
     p.pipelineStages = stagesOf[variant];
     p.splitChunkMin = chunkOf[variant];
     attnArgs_t a = {&p, k, v, copies, variant == 2, 0};
