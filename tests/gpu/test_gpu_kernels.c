@@ -207,7 +207,7 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     /* runs 0, 1, 6: the Hopper GQA body with clusters of 16 splits of 64 keys (short rows split
      * too), with the plan's own constants (its workspace form, wgmma consumers where a call's head
      * block is 64 wide and TMA copies), and in the workspace form with up to 64 splits of 64 keys
-     * (the long rows' 47-64 splits put weights in the merge's lanes 32-63) */
+     * (a long row of one shard in 47 or 54 splits puts weights in the merge's lanes 32-63) */
     const int gqaRun = gqa && (run < 2 || run == 6);
     dp.gqaSm90Splits = gqaRun ? (run == 1 ? gqa : run == 6 ? 64 : 16) : 0;
     dp.gqaSm90ChunkMin = gqaRun ? (run == 1 ? gqaChunk : 64) : 0;
@@ -262,8 +262,8 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     const size_t nCounters = cpclCudaAttnCounterCount(T, nh);
     CU(cudaMalloc((void**)&dp.splitCounters, nCounters * sizeof(unsigned)));
     CU(cudaMemset(dp.splitCounters, 0, nCounters * sizeof(unsigned)));
-    if (dp.gqaSm90Splits) { /* the body refuses a cluster past 16 (65 splits merged through the workspace): proof that
-                               it runs */
+    /* the body refuses a cluster past 16 splits, and past 64 in the workspace form: proof that it runs */
+    if (dp.gqaSm90Splits) {
       cpclAttnParams_t bp = dp;
       bp.gqaSm90Splits = dp.gqaSm90Workspace ? 65 : 17;
       const int e = cpclCudaAttn(&bp, NULL);
