@@ -60,12 +60,15 @@ typedef struct {
    * not cudaCoresOnly; 0 = never (the CUDA-core MLA body). Its split partials use the workspace
    * too (cpclCudaAttnMlaSm90WorkspaceBytes). */
   int mlaSm90Splits;
-  /* CUDA: the Hopper GQA body (kernels/cuda/gqa_sm90.h) with clusters of this many KV splits a
-   * row and chunks of at least gqaSm90ChunkMin keys (cpclCudaAttnGqaSm90Plan, fixed per plan),
-   * where it applies: q, KV and out of one type, bf16 or fp16, Dqk == Dvo in {64, 128}, not
-   * latent, a device of compute capability 9.0, not inside the fused kernel, not cudaCoresOnly;
-   * 0 = never (the tensor-core or CUDA-core body). It needs neither workspace nor counters. */
-  int gqaSm90Splits, gqaSm90ChunkMin;
+  /* CUDA: the Hopper GQA body (kernels/cuda/gqa_sm90.h) with at most this many KV splits a row
+   * and chunks of at least gqaSm90ChunkMin keys (cpclCudaAttnGqaSm90Plan, fixed per plan), where
+   * it applies: q, KV and out of one type, bf16 or fp16, Dqk == Dvo in {64, 128}, not latent, a
+   * device of compute capability 9.0, not inside the fused kernel, not cudaCoresOnly; 0 = never
+   * (the tensor-core or CUDA-core body). gqaSm90Workspace (fixed per plan): 1 = the splits (up to
+   * 64) leave fp32 partials in the workspace (cpclCudaAttnGqaSm90WorkspaceBytes) and a second
+   * kernel merges them; 0 = one thread-block cluster a row (up to 16 splits, no workspace). No
+   * counters either way. */
+  int gqaSm90Splits, gqaSm90ChunkMin, gqaSm90Workspace;
   int* errorFlag; /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
   /* CUDA: when outBlock[0] is set, block j's out / lse start at outBlock[j] / lseBlock[j] (token
    * strides as above) instead of out + j * oBlockStride: the fused kernel stores each block's
@@ -101,12 +104,16 @@ size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads);
  * or 0 where the body does not apply (another shape, or not a compute capability 9.0 device):
  * the value of cpclAttnParams_t.mlaSm90Splits. */
 int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxTokens);
-/* The Hopper GQA body's cluster size for a plan of maxTokens rows (shape: qType, kvType, latentKv,
- * headDimQk/Vo, numKvHeads, pageSize, numHeads = all gathered heads, groupSize or 0 for numHeads /
- * numKvHeads), with *chunkMin its chunk, or 0 where the body does not apply: the values of
- * cpclAttnParams_t.gqaSm90Splits / gqaSm90ChunkMin. Raises the body's launch attributes on the
- * current device (call it at plan creation, outside any stream capture). */
-int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTokens, int* chunkMin);
+/* The Hopper GQA body's most splits a row for a plan of maxTokens rows (shape: qType, kvType,
+ * latentKv, headDimQk/Vo, numKvHeads, pageSize, numHeads = all gathered heads, groupSize or 0 for
+ * numHeads / numKvHeads), with *chunkMin its chunk and *workspace its form, or 0 where the body
+ * does not apply: the values of cpclAttnParams_t.gqaSm90Splits / gqaSm90ChunkMin /
+ * gqaSm90Workspace. Raises the body's launch attributes on the current device (call it at plan
+ * creation, outside any stream capture). */
+int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTokens, int* chunkMin, int* workspace);
+/* bytes of split workspace that body's workspace form needs for maxTokens rows of numHeads heads
+ * of headDimVo dims in at most splits splits (0 for one split) */
+size_t cpclCudaAttnGqaSm90WorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int splits);
 /* bytes of split workspace that body needs for maxTokens rows of numHeads heads */
 size_t cpclCudaAttnMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int splits);
 int cpclCudaAttn(const cpclAttnParams_t* p, void* stream);

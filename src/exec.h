@@ -28,10 +28,10 @@ typedef struct cpclExecOps {
   /* bytes of workspace the attention kernel needs for a plan of desc's shape, maxTokens rows of
    * numHeads gathered heads, and the plan's constants: the KV splits a row may be cut into (1
    * where the kernel does not split), the Hopper MLA body's (attn_params.h mlaSm90Splits; 0
-   * where the plan does not run it) and the Hopper GQA body's (gqaSm90Splits / gqaSm90ChunkMin;
-   * 0 where the plan does not run it) */
+   * where the plan does not run it) and the Hopper GQA body's (gqaSm90Splits / gqaSm90ChunkMin /
+   * gqaSm90Workspace; 0 where the plan does not run it) */
   size_t (*attnWorkspaceBytes)(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* maxSplits, int* mlaSm90Splits,
-                               int* gqaSm90Splits, int* gqaSm90ChunkMin);
+                               int* gqaSm90Splits, int* gqaSm90ChunkMin, int* gqaSm90Workspace);
   /* The attention body a plan of desc's shape runs as a launch of its own, which the fused kernel
    * cannot host (it keeps its own body), or NULL when the fused kernel runs the same body. */
   const char* (*attnOwnBody)(const cpclAttnDesc_t* d, int numHeads);

@@ -101,31 +101,36 @@ static int mlaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads) {
 
 /* The Hopper GQA body's cluster size and chunk for a plan of this shape on the current device (0:
  * the plan does not run it: another shape or device, or CPCL_GQA_SM90=0). */
-static int gqaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* chunkMin) {
+static int gqaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* chunkMin, int* workspace) {
   *chunkMin = 0;
+  *workspace = 0;
   /* sparse plans walk key lists, which only the CUDA-core body (and the Hopper MLA body) take */
   if (cpclParamInt(CPCL_PARAM_GQA_SM90) == 0 || d->topk > 0) return 0;
   const cpclAttnParams_t shape = shapeOf(d, numHeads);
-  return cpclCudaAttnGqaSm90Plan(&shape, maxTokens, chunkMin);
+  return cpclCudaAttnGqaSm90Plan(&shape, maxTokens, chunkMin, workspace);
 }
 
-/* Sized for both MLA bodies where the plan runs the Hopper one: the fused kernel keeps the
- * CUDA-core body (and the launcher falls back to it on another device). The Hopper GQA body
- * needs no workspace (its splits merge in the cluster's shared memory). */
+/* Sized for every body the plan can run: the fused kernel keeps the CUDA-core or tensor-core body
+ * (and the launcher falls back to them on another device), the Hopper MLA body and the Hopper GQA
+ * body's workspace form leave their split partials here too (one attention at a time on the
+ * step's stream: one buffer serves all). */
 static size_t cudaAttnWorkspace(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* maxSplits, int* mlaSm90,
-                                int* gqaSm90, int* gqaSm90ChunkMin) {
+                                int* gqaSm90, int* gqaSm90ChunkMin, int* gqaSm90Ws) {
   *maxSplits = cpclCudaAttnMaxSplits(maxTokens, numHeads, d->headDimVo);
   *mlaSm90 = mlaSm90Splits(d, maxTokens, numHeads);
-  *gqaSm90 = gqaSm90Splits(d, maxTokens, numHeads, gqaSm90ChunkMin);
+  *gqaSm90 = gqaSm90Splits(d, maxTokens, numHeads, gqaSm90ChunkMin, gqaSm90Ws);
   const size_t cores = cpclCudaAttnWorkspaceBytes(maxTokens, numHeads, d->headDimVo, *maxSplits);
   const size_t sm90 = *mlaSm90 ? cpclCudaAttnMlaSm90WorkspaceBytes(maxTokens, numHeads, *mlaSm90) : 0;
-  return cores > sm90 ? cores : sm90;
+  const size_t gqa =
+      *gqaSm90 && *gqaSm90Ws ? cpclCudaAttnGqaSm90WorkspaceBytes(maxTokens, numHeads, d->headDimVo, *gqaSm90) : 0;
+  const size_t most = cores > sm90 ? cores : sm90;
+  return most > gqa ? most : gqa;
 }
 
 static const char* cudaAttnOwnBody(const cpclAttnDesc_t* d, int numHeads) {
-  int chunkMin;
+  int chunkMin, ws;
   if (mlaSm90Splits(d, 1, numHeads) > 0) return "the Hopper MLA body (mla_sm90)";
-  return gqaSm90Splits(d, 1, numHeads, &chunkMin) > 0 ? "the Hopper GQA body (gqa_sm90)" : NULL;
+  return gqaSm90Splits(d, 1, numHeads, &chunkMin, &ws) > 0 ? "the Hopper GQA body (gqa_sm90)" : NULL;
 }
 
 static cpclResult_t cudaZeroSync(struct cpclComm* comm, void* ptr, size_t bytes, const char* what) {

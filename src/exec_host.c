@@ -17,13 +17,14 @@ static cpclResult_t hostAlloc(struct cpclComm* comm, void* ptrOut, size_t bytes,
 }
 
 static size_t hostAttnWorkspace(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* maxSplits,
-                                int* mlaSm90Splits, int* gqaSm90Splits, int* gqaSm90ChunkMin) {
+                                int* mlaSm90Splits, int* gqaSm90Splits, int* gqaSm90ChunkMin, int* gqaSm90Workspace) {
   (void)maxTokens;
   (void)numHeads;
   *maxSplits = 1; /* one pass per (sequence, KV head): scratch only */
   *mlaSm90Splits = 0;
   *gqaSm90Splits = 0;
   *gqaSm90ChunkMin = 0;
+  *gqaSm90Workspace = 0;
   return cpclHostAttnWorkspaceBytes(d->headDimQk, d->headDimVo);
 }
 

@@ -271,7 +271,7 @@ static void planInit(struct cpclAttnPlan* pl, struct cpclComm* comm, const cpclA
   pl->exec = exec;
   pl->sliceCap = cpclSliceBytes(pl, maxTokens);
   pl->scratchBytes = exec->attnWorkspaceBytes(desc, maxTokens, pl->D * pl->H, &pl->maxSplits, &pl->mlaSm90Splits,
-                                              &pl->gqaSm90Splits, &pl->gqaSm90ChunkMin);
+                                              &pl->gqaSm90Splits, &pl->gqaSm90ChunkMin, &pl->gqaSm90Workspace);
   pl->prefillAlgo = sel->prefill;
   pl->prefillSlots = 1;
   if (pl->prefillSlots) {
@@ -420,13 +420,14 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
              "; sparse attention over each row's owned top-%d positions (the CUDA-core body on GPUs)", desc->topk);
   else if (pl->gqaSm90Splits > 0 && algo == CPCL_ALGO_FUSED)
     snprintf(body, sizeof(body),
-             "; GQA on the tensor-core body inside the fused kernel (the Hopper GQA body, clusters of %d splits, runs "
+             "; GQA on the tensor-core body inside the fused kernel (the Hopper GQA body, up to %d splits %s, runs "
              "in cpclAttnPartial and the other schedules)",
-             pl->gqaSm90Splits);
+             pl->gqaSm90Splits, pl->gqaSm90Workspace ? "merged through the workspace" : "in one cluster");
   else if (pl->gqaSm90Splits > 0)
     snprintf(body, sizeof(body),
-             "; GQA on the Hopper body (sm_90, CPCL_GQA_SM90=0 turns it off), clusters of %d splits of >= %d keys",
-             pl->gqaSm90Splits, pl->gqaSm90ChunkMin);
+             "; GQA on the Hopper body (sm_90, CPCL_GQA_SM90=0 turns it off), up to %d splits of >= %d keys %s",
+             pl->gqaSm90Splits, pl->gqaSm90ChunkMin,
+             pl->gqaSm90Workspace ? "merged through the workspace" : "in one cluster");
   if (desc->topk > 0 && pl->mlaSm90Splits > 0) { /* the Hopper body's sparse form */
     const size_t used = strlen(body);
     snprintf(body + used, sizeof(body) - used, "; sparse attention over each row's owned top-%d positions", desc->topk);

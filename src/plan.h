@@ -50,8 +50,9 @@ struct cpclAttnPlan {
   void* scratch;           /* attention kernel workspace (host scratch, or CUDA split partials) */
   int maxSplits;           /* CUDA: KV splits per row at most (fixed per plan: batch-invariant) */
   int mlaSm90Splits;       /* CUDA: the Hopper MLA body's (0: the plan does not run it) */
-  int gqaSm90Splits;       /* CUDA: the Hopper GQA body's cluster size (0: the plan does not run it) */
-  int gqaSm90ChunkMin;     /*       and its chunk (attn_params.h) */
+  int gqaSm90Splits;       /* CUDA: the Hopper GQA body's most splits a row (0: the plan does not run it) */
+  int gqaSm90ChunkMin;     /*       its chunk */
+  int gqaSm90Workspace;    /*       and its form: 1 the workspace merge, 0 clusters (attn_params.h) */
   unsigned* splitCounters; /* CUDA: zeroed once; the attention kernel leaves them zero */
   int* errorHost;          /* CUDA: the kernels' record of bad batch data (params_common.h), host view */
   int* errorDev;           /*       and device view */

@@ -13,9 +13,10 @@
  * body's plan splits), "cores" the CUDA-core body. The DeepSeek rows of issue 13:
  *   kernel_perf -s 1,16,1,576,4096 -s 64,16,1,576,16384 -s 32,128,1,576,16384
  *               -s 128,128,1,576,16384 -s 128,128,1,576,4096 [-p 64]
- * D = 64 / 128 (GQA): "auto" runs the Hopper GQA body on compute capability 9.0 GPUs ("auto/sm90",
- * clusters of the plan's splits; CPCL_GQA_SM90=0 turns it off), "mma" the tensor-core body it
- * replaces, "cores" the CUDA-core body. The rows of issue 12:
+ * D = 64 / 128 (GQA): "auto" runs the Hopper GQA body on compute capability 9.0 GPUs as the library's
+ * plan of B rows does ("auto/sm90": up to the plan's splits a row, merged through the workspace, or
+ * "auto/sm90c" in one cluster; wgmma consumers above 32 heads a group; CPCL_GQA_SM90=0 turns it
+ * off), "mma" the tensor-core body it replaces, "cores" the CUDA-core body. The rows of issue 12:
  *   kernel_perf -s 64,16,1,128,8192 -s 16,16,1,128,32768 -s 128,64,8,128,4096 -s 1,16,1,128,4096
  *               -s 32,64,1,128,32768 -s 8,64,1,128,131072
  * KV is bf16, paged (-p tokens a page, 16 by default; scrambled page ids), and rotated over enough
@@ -338,10 +339,13 @@ static void benchAttention(const shape_t* sh, double ceiling) {
   const int sm90Splits = sm90Env && strcmp(sm90Env, "0") == 0 ? 0 : cpclCudaAttnMlaSm90Splits(&p, B);
   const size_t sm90Bytes = sm90Splits ? cpclCudaAttnMlaSm90WorkspaceBytes(B, H, sm90Splits) : 0;
   if (sm90Bytes > wsBytes) wsBytes = sm90Bytes;
-  /* the Hopper GQA body likewise, with the plan's constants for B rows (no workspace) */
+  /* the Hopper GQA body likewise, with the plan's constants for B rows (its workspace form's
+   * partials in the same buffer, as the library's plan sizes it) */
   const char* gqaEnv = getenv("CPCL_GQA_SM90");
-  int gqaChunk = 0;
-  const int gqaSplits = gqaEnv && strcmp(gqaEnv, "0") == 0 ? 0 : cpclCudaAttnGqaSm90Plan(&p, B, &gqaChunk);
+  int gqaChunk = 0, gqaWs = 0;
+  const int gqaSplits = gqaEnv && strcmp(gqaEnv, "0") == 0 ? 0 : cpclCudaAttnGqaSm90Plan(&p, B, &gqaChunk, &gqaWs);
+  const size_t gqaBytes = gqaSplits && gqaWs ? cpclCudaAttnGqaSm90WorkspaceBytes(B, H, Dv, gqaSplits) : 0;
+  if (gqaBytes > wsBytes) wsBytes = gqaBytes;
   CU(cudaMalloc(&ws, wsBytes));
   p.workspace = ws;
   p.workspaceBytes = wsBytes;
@@ -368,6 +372,7 @@ static void benchAttention(const shape_t* sh, double ceiling) {
     p.mlaSm90Splits = variant == 1 ? 0 : sm90Splits;
     p.gqaSm90Splits = hopper ? gqaSplits : 0;
     p.gqaSm90ChunkMin = hopper ? gqaChunk : 0;
+    p.gqaSm90Workspace = hopper ? gqaWs : 0;
     p.pipelineStages = stagesOf[variant];
     p.splitChunkMin = chunkOf[variant];
     attnArgs_t a = {&p, k, v, copies, variant == 2, 0};
@@ -395,7 +400,10 @@ static void benchAttention(const shape_t* sh, double ceiling) {
                variant == 2 ? "L2-warm"
                : variant    ? "cores"
                             : "auto",
-               variant != 1 && (sm90Splits || gqaSplits) ? "/sm90" : "");
+               variant != 1 && sm90Splits           ? "/sm90"
+               : variant != 1 && gqaSplits && gqaWs ? "/sm90"
+               : variant != 1 && gqaSplits          ? "/sm90c"
+                                                    : "");
     else if (variant == 9)
       snprintf(name, sizeof(name), "mma");
     else

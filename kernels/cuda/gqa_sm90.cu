@@ -1,10 +1,10 @@
 /*
  * gqa_sm90.cu -- host side of the Hopper GQA decode body (gqa_sm90.cuh): the launch (head-block
- * width HB from the group size, one cluster of clusterSplits CTAs per (row, KV head, head block)),
- * the TMA maps, the plan's split constants, and the library's entry (cpclGqaSm90Attn,
- * cpclCudaAttnGqaSm90Plan). Built for sm_90a only (kernels/cuda/meson.build); the entry checks the
- * device. Host statics are atomics or behind a pthread mutex (engines launch from several
- * threads; the build has -fno-threadsafe-statics and links as C), as mla_sm90.cu.
+ * width HB from the group size, clusterSplits CTAs per (row, KV head, head block): one cluster, or
+ * unclustered with the workspace merge kernel after them), the TMA maps, the plan's split
+ * constants (cpclGqaSm90Plan), and the library's entry (cpclGqaSm90Attn, cpclCudaAttnGqaSm90Plan). Built for sm_90a
+ * only (kernels/cuda/meson.build); the entry checks the device. Host statics are atomics or behind a pthread mutex
+ * (engines launch from several threads; the build has -fno-threadsafe-statics and links as C), as mla_sm90.cu.
  */
 #include <cudaTypedefs.h>
 #include <pthread.h>
@@ -25,6 +25,7 @@ constexpr int kMaxDevices = 64;
 /* per device: compute capability (major * 10 + minor, 0 = not yet asked), and which
  * instantiations have their attributes raised (bit instIndex); racing threads write the same */
 std::atomic<int> devCc[kMaxDevices];
+std::atomic<int> devSms[kMaxDevices]; /* SM count, stored before devCc */
 std::atomic<unsigned long long> devRaised[kMaxDevices];
 std::atomic<unsigned> devMergeRaised[kMaxDevices]; /* bit (dtype, D) of gqaMergeKernel's carveout */
 std::atomic<void*> encodeFn{nullptr};
@@ -210,21 +211,31 @@ static size_t smemOf(const GqaParams* p) {
 #undef GQA_SMEM
 }
 
-int deviceCc() {
+/* the current device's compute capability (and SM count); -1 when it cannot be asked */
+int deviceCc(int* sms = nullptr) {
   const int dev = currentDevice();
   if (dev < 0) return -1;
   int cc = devCc[dev].load(std::memory_order_acquire);
   if (cc == 0) {
-    int major = 0, minor = 0;
+    int major = 0, minor = 0, n = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
       cudaGetLastError();
       return -1;
     }
     cc = major * 10 + minor;
+    devSms[dev].store(n, std::memory_order_relaxed);
     devCc[dev].store(cc, std::memory_order_release);
   }
+  if (sms) *sms = devSms[dev].load(std::memory_order_relaxed);
   return cc;
+}
+
+/* the merge kernel's carveout for a plan's (dtype, D), raised at plan creation (not in a capture) */
+static cudaError_t raiseMergeOf(int dtype, int D) {
+  if (dtype == 0) return D == 128 ? raiseMerge<__nv_bfloat16, 128>() : raiseMerge<__nv_bfloat16, 64>();
+  return D == 128 ? raiseMerge<__half, 128>() : raiseMerge<__half, 64>();
 }
 
 /* the library's shapes: q, KV and out of one 16-bit type, 64 or 128 dims, not latent */
@@ -274,9 +285,18 @@ using cpcl::invalidValue;
 
 extern "C" int cpclGqaSm90TmaPageSizeOk(int pageSize) { return cpcl::gqa90::tmaPageSize(pageSize); }
 
+/* wsO ([rows][heads][splits][D] fp32), then wsLse ([rows][heads][splits]) */
+static size_t cpclGqaSm90WorkspaceBytesOf(int64_t rows, int64_t heads, int headDim, int splits) {
+  if (rows <= 0 || heads <= 0 || splits <= 0 || headDim <= 0) return 0;
+  return (size_t)rows * (size_t)heads * (size_t)splits * ((size_t)headDim + 1) * sizeof(float);
+}
+
 extern "C" size_t cpclGqaSm90WorkspaceBytes(const GqaParams* p) {
-  return (size_t)(p->numTokens > 0 ? p->numTokens : 0) * (size_t)(p->numHeads > 0 ? p->numHeads : 0) *
-         (size_t)(p->clusterSplits > 0 ? p->clusterSplits : 0) * ((size_t)p->headDim + 1) * sizeof(float);
+  return cpclGqaSm90WorkspaceBytesOf(p->numTokens, p->numHeads, p->headDim, p->clusterSplits);
+}
+
+extern "C" size_t cpclCudaAttnGqaSm90WorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int splits) {
+  return splits > 1 ? cpclGqaSm90WorkspaceBytesOf(maxTokens, numHeads, headDimVo, splits) : 0;
 }
 
 extern "C" size_t cpclGqaSm90SmemBytes(const GqaParams* in) {
@@ -339,20 +359,37 @@ extern "C" int cpclGqaSm90MaxActiveClusters(const GqaParams* in) {
   return dispatch(&p, nullptr, 0, true);
 }
 
-extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int* clusterSplits, int* chunkMin) {
-  /* measured on the H200 (docs/GQA_SM90.md, run 3): the winners per shape, picked by what the
-   * plan knows (never the batch: a row's split layout, so its bits, must not depend on it) */
-  const int64_t work = (int64_t)(maxTokens > 0 ? maxTokens : 1) * (numKvHeads > 0 ? numKvHeads : 1);
-  if (groupSize > 16 || work < 16) {
-    *clusterSplits = 16;
-    *chunkMin = 256;
-  } else if (work >= 512) {
-    *clusterSplits = 4;
-    *chunkMin = 1024;
-  } else {
-    *clusterSplits = 8;
-    *chunkMin = 256;
-  }
+/* The plan rule (docs/GQA_SM90.md "Session 3b"), measured on the H200 (run 4, page 16, graph
+ * replays; library before -> this rule): B64 H16/1 L8k 104.5 -> 77.4 us (S, CL 4); B16 H16/1
+ * L32k 81.7 -> 77-78 (S, CL 16; CL 8 was 75.4); B128 H64/8 L4k 633.4 -> 562.6 (S, CL 4); B1
+ * H16/1 L4k 14.7 -> 11.5 (S, CL 64, chunk 128); B32 H64/1 L32k 253.4 -> 148.1 (S + W, CL 8); B8
+ * H64/1 L128k 332.4 -> 147.8 (S + W, CL 32). A full wave is kCtasPerSm CTAs an SM (2: ~100 KB of
+ * shared memory and 168 registers each); a plan of maxTokens rows launches maxTokens x Hkv x
+ * head-block CTAs a split, so CL is the power of two nearest (in log scale) to one wave over
+ * that count, 4 .. 64 (4, the floor, is what the large batches won at; fewer was not timed).
+ * chunkMin 256 (at 64 splits 128: B1 L4k in 32 splits of 128 keys beat 16 of 256 and 64 of 64).
+ * Only the plan's own figures enter, never the batch: a row's split layout (so its bits) depends
+ * on its own length and these constants alone. The workspace form (unclustered splits, fp32
+ * partials, a merge kernel) won every timed shape over the clusters, which lose to cluster
+ * placement (62 clusters of 4 or 30 of 8 resident, where 64 were launched); the clusters stay
+ * only where the workspace for maxTokens rows would pass kMaxWsBytes (the cap of the CUDA-core
+ * body's split workspace, cpclCudaAttnMaxSplits): they need none. */
+constexpr int kCtasPerSm = 2, kMinSplits = 4;
+constexpr size_t kMaxWsBytes = (size_t)256 << 20;
+extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int headDim, int numSms,
+                                int* clusterSplits, int* chunkMin, int* workspace) {
+  using namespace cpcl::gqa90;
+  const int64_t rows = maxTokens > 0 ? maxTokens : 1, hkv = numKvHeads > 0 ? numKvHeads : 1;
+  const int G = groupSize > 0 ? groupSize : 1, hc = 16 * headBlockWidth(G);
+  const int64_t ctas = rows * hkv * ((G + hc - 1) / hc);
+  const double wave = (double)kCtasPerSm * (numSms > 0 ? numSms : 132), splitsForWave = wave / (double)ctas;
+  int cl = kMinSplits;
+  while (cl < kMaxWsSplits && splitsForWave >= cl * 1.4142135623730951) cl *= 2;
+  const size_t ws = cpclGqaSm90WorkspaceBytesOf(rows, (int64_t)G * hkv, headDim > 0 ? headDim : 128, cl);
+  *workspace = ws <= kMaxWsBytes;
+  if (!*workspace && cl > kMaxCluster) cl = kMaxCluster;
+  *clusterSplits = cl;
+  *chunkMin = cl >= 64 ? 128 : 256;
 }
 
 /* the body's stages: 3 measured best or tied everywhere (run 3) */
@@ -403,11 +440,13 @@ extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
   using namespace cpcl::gqa90;
   if (a->gqaSm90Splits < 1 || !shapeOk(a) || a->qBlock[0] || a->outBlock[0]) return -1;
   if (deviceCc() != 90) return -1;
-  if (a->gqaSm90Splits > kMaxCluster || a->gqaSm90ChunkMin < kTile || a->gqaSm90ChunkMin % kTile)
+  const bool wsForm = a->gqaSm90Workspace != 0;
+  const int maxSplits = wsForm ? kMaxWsSplits : kMaxCluster;
+  if (a->gqaSm90Splits > maxSplits || a->gqaSm90ChunkMin < kTile || a->gqaSm90ChunkMin % kTile)
     return invalidValue(
-        "gqaSm90Splits = %d, gqaSm90ChunkMin = %d: the Hopper GQA body takes 1 .. %d splits and a "
+        "gqaSm90Splits = %d, gqaSm90ChunkMin = %d: the Hopper GQA body takes 1 .. %d splits (%s) and a "
         "chunk of a multiple of %d keys",
-        a->gqaSm90Splits, a->gqaSm90ChunkMin, kMaxCluster, kTile);
+        a->gqaSm90Splits, a->gqaSm90ChunkMin, maxSplits, wsForm ? "workspace merge" : "one cluster a row", kTile);
   if (a->groupSize < 1 || a->headBegin < 0 || a->numHeads < 1 || a->headsPerBlock < 1 ||
       a->headBegin + a->numHeads > a->groupSize * a->numKvHeads)
     return invalidValue(
@@ -420,6 +459,18 @@ extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
   /* TMA where the boxes fit the pages and the caches are 16-byte aligned; cp.async reads any */
   const bool tma = tmaPageSize(a->pageSize) && ((uintptr_t)a->kCache & 15) == 0 && ((uintptr_t)a->vCache & 15) == 0;
   GqaParams p = fromAttn(a, tma ? 2 : 0);
+  if (wsForm && p.clusterSplits > 1) {
+    /* the plan sized its workspace for maxTokens rows of every head (cpclCudaAttnGqaSm90WorkspaceBytes);
+     * this call's rows and heads (a sub-range) take the first part of it, wsLse after wsO */
+    const size_t need = cpclGqaSm90WorkspaceBytes(&p);
+    if (a->workspace == nullptr || a->workspaceBytes < need || ((uintptr_t)a->workspace & 15) != 0)
+      return invalidValue(
+          "workspace %p of %zu bytes: the Hopper GQA body needs %zu (16-byte aligned) for %d rows of %d heads in "
+          "%d splits",
+          a->workspace, a->workspaceBytes, need, a->numTokens, a->numHeads, p.clusterSplits);
+    p.wsO = static_cast<float*>(a->workspace);
+    p.wsLse = p.wsO + (size_t)p.numTokens * p.numHeads * p.clusterSplits * p.headDim;
+  }
   GqaKvMaps maps;
   if (tma) {
     if (int e = cachedMaps(&maps, &p)) {
@@ -429,17 +480,23 @@ extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
       p.copyMode = 0;
     }
   }
+  /* wgmma consumers wherever they apply (64-head blocks, swizzled TMA stages): 148 against 253 /
+   * 176 us (B32 H64/1 L32k, mma.sync clusters / workspace) on the H200. A plan's calls of one head
+   * range always take the same consumers, so a row's bits still depend on its length only. */
+  p.consumer = p.copyMode == 2 && headBlockWidth(p.groupSize < p.numHeads ? p.groupSize : p.numHeads) == 4;
   if (p.numTokens == 0) return 0;
   return dispatch(&p, p.copyMode == 2 ? &maps : nullptr, static_cast<cudaStream_t>(stream), false);
 }
 
-extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTokens, int* chunkMin) {
+extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTokens, int* chunkMin, int* workspace) {
   using namespace cpcl::gqa90;
   *chunkMin = 0;
-  if (!shapeOk(shape) || shape->numHeads < 1 || shape->numHeads % shape->numKvHeads || deviceCc() != 90) return 0;
+  *workspace = 0;
+  int sms = 0;
+  if (!shapeOk(shape) || shape->numHeads < 1 || shape->numHeads % shape->numKvHeads || deviceCc(&sms) != 90) return 0;
   const int G = shape->groupSize > 0 ? shape->groupSize : shape->numHeads / shape->numKvHeads;
-  int cl, cm;
-  cpclGqaSm90Plan(maxTokens, shape->numKvHeads, G, &cl, &cm);
+  int cl, cm, ws;
+  cpclGqaSm90Plan(maxTokens, shape->numKvHeads, G, shape->headDimVo, sms, &cl, &cm, &ws);
   /* a driver that cannot load the sm_90a code: plans keep the other bodies rather than fail every
    * step; the attributes of this shape's instantiations are raised here, at plan creation */
   GqaParams p;
@@ -455,8 +512,18 @@ extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTok
   p.stages = kStages;
   p.pageSize = shape->pageSize;
   p.numTokens = 1;
+  /* the occupancy query of the unclustered form reads no workspace: any non-null address selects it */
+  static float wsProbe[1];
+  if (ws && cl > 1) {
+    p.wsO = wsProbe;
+    p.wsLse = wsProbe;
+    if (raiseMergeOf(p.dtype, p.headDim) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+  }
   /* every head-block width a call of this plan can take (a schedule's sub-range of fewer heads
-   * than G takes a narrower one), both copy modes */
+   * than G takes a narrower one), both copy modes, the wgmma consumers where they apply */
   const int heads = G < shape->numHeads ? G : shape->numHeads;
   for (int w = 16; w <= 64; w *= 2) {
     if (w > 16 && heads <= w / 2) break;
@@ -465,6 +532,7 @@ extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTok
     for (int mode = 0; mode <= 2; mode += 2) {
       if (mode == 2 && !tmaPageSize(shape->pageSize)) continue;
       p.copyMode = mode;
+      p.consumer = mode == 2 && w == 64;
       if (dispatch(&p, nullptr, 0, true) <= 0) {
         cudaGetLastError();
         return 0;
@@ -472,5 +540,6 @@ extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTok
     }
   }
   *chunkMin = cm;
+  *workspace = ws;
   return cl;
 }

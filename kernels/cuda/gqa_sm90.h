@@ -51,10 +51,11 @@ typedef struct {
                       * 2 TMA tensor boxes (needs maps; pageSize % 8 == 0 and 64 % pageSize == 0
                       *   or pageSize % 64 == 0) */
   int consumer;      /* 0: 4 mma.sync warps; 1: one wgmma warpgroup (G > 32 heads a KV head, TMA
-                      * copies only; the bench's variant, not yet measured or wired) */
+                      * copies only; the library takes it wherever it applies) */
   int pdl;           /* 1: a programmatic dependent launch (its prologue overlaps the previous
-                      * kernel's tail; the bench's variant, off in the library until measured) */
-  /* Workspace merge (the bench's variant "S", not used by the library): when wsO is set, the CTAs
+                      * kernel's tail; the bench's variant P: within noise on the H200, off in the
+                      * library) */
+  /* Workspace merge (variant "S", the library's form where the plan says so): when wsO is set, the CTAs
    * are not clustered and clusterSplits may be 1 .. 64; a row of ns > 1 splits leaves split j's
    * normalised fp32 partial at wsO[(u * clusterSplits + j) * headDim] and its base-2 LSE at
    * wsLse[u * clusterSplits + j] (NaN: the split met a bad page), u = t * numHeads + g - headBegin,
@@ -89,11 +90,16 @@ int cpclGqaSm90MaxActiveClusters(const GqaParams* p);
 /* The library's path (attn.cu): -1 when p does not take this body (p->gqaSm90Splits == 0, another
  * shape or dtype, block bases (qBlock / outBlock), or a device other than compute capability 9.0),
  * else the launch's result: TMA copies where the page size and the caches' alignment allow (the
- * maps cached per cache), cp.async otherwise. */
+ * maps cached per cache), cp.async otherwise; wgmma consumers where a head block is 64 heads wide
+ * (more than 32 of a group in the call) and the copies are TMA; with p->gqaSm90Workspace the
+ * splits merge through p->workspace (cpclCudaAttnGqaSm90WorkspaceBytes), else in a cluster. */
 int cpclGqaSm90Attn(const cpclAttnParams_t* p, void* stream);
-/* the plan's split constants (cluster size CL, chunkMin) for maxTokens rows of groupSize heads a
- * KV head over numKvHeads KV heads: a function of these alone, never of a batch */
-void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int* clusterSplits, int* chunkMin);
+/* the plan's split constants for maxTokens rows of groupSize heads a KV head over numKvHeads KV
+ * heads of headDim dims on a device of numSms SMs: CL (the most splits of a row), chunkMin, and
+ * *workspace 1 for the workspace merge (wsO / wsLse), 0 for clusters. A function of these alone,
+ * never of a batch (the rule: gqa_sm90.cu, docs/GQA_SM90.md "Session 3b") */
+void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int headDim, int numSms, int* clusterSplits,
+                     int* chunkMin, int* workspace);
 
 #ifdef __cplusplus
 }

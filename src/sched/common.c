@@ -45,6 +45,7 @@ void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int
   p->mlaSm90Splits = pl->mlaSm90Splits;                 /* 0 unless the plan runs the Hopper MLA body */
   p->gqaSm90Splits = pl->gqaSm90Splits;                 /* 0 unless the plan runs the Hopper GQA body */
   p->gqaSm90ChunkMin = pl->gqaSm90ChunkMin;
+  p->gqaSm90Workspace = pl->gqaSm90Workspace;
   p->splitCounters = pl->splitCounters;
   p->errorFlag = pl->errorDev;
   if (d->topk > 0) { /* cpclStepTopkFilter wrote them before the schedule ran */

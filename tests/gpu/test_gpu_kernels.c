@@ -180,19 +180,23 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
    * compute capability 9.0); CPCL_GQA_SM90=0 turns it off here too. */
   const char* gqaEnv = getenv("CPCL_GQA_SM90");
   const int gqaOff = gqaEnv && strcmp(gqaEnv, "0") == 0;
-  int gqaChunk = 0;
+  int gqaChunk = 0, gqaWs = 0;
   cpclAttnParams_t gshape = p;
   gshape.numHeads = Hq; /* the plan's view: every gathered head */
-  const int gqa = gqaOff ? 0 : cpclCudaAttnGqaSm90Plan(&gshape, T, &gqaChunk);
+  const int gqa = gqaOff ? 0 : cpclCudaAttnGqaSm90Plan(&gshape, T, &gqaChunk, &gqaWs);
   const int gqaShape = (pb.qType == cpclBfloat16 || pb.qType == cpclFloat16) && pb.kvType == pb.qType && !pb.latent &&
                        pb.Dqk == Dv && (Dv == 64 || Dv == 128);
   EXPECT(gqaOff || (gqa > 0) == (gqaShape && cc == 90),
          "cpclCudaAttnGqaSm90Plan = %d (chunk %d) on compute capability %d, GQA 16-bit shape %d", gqa, gqaChunk, cc,
          gqaShape);
-  EXPECT(gqa == 0 || (gqa <= 16 && gqaChunk >= 64 && gqaChunk % 64 == 0), "GQA plan constants %d / %d", gqa, gqaChunk);
+  /* a plan of these few rows takes the workspace form (its partials are a few MB at most) with at
+   * least a 4-way split (docs/GQA_SM90.md, "Session 3b") */
+  EXPECT(gqa == 0 || (gqaWs == 1 && gqa >= 4 && gqa <= 64 && gqaChunk >= 64 && gqaChunk % 64 == 0),
+         "GQA plan constants %d / %d / workspace form %d for %d rows", gqa, gqaChunk, gqaWs, T);
   /* device: with many splits and with one (direct write); tensor-core (wide and 16-head bodies,
-   * the Hopper MLA body where it applies) and CUDA-core kernels */
-  for (int run = 0; run < 6; run++) {
+   * the Hopper MLA body where it applies) and CUDA-core kernels; run 6 (the Hopper GQA body only)
+   * its workspace form in 64 splits */
+  for (int run = 0; run < (gqa ? 7 : 6); run++) {
     const int splits = run & 1 ? 1 : 64, coresOnly = run >> 1 == 1;
     cpclAttnParams_t dp = p;
     dp.cudaCoresOnly = coresOnly;
@@ -200,10 +204,14 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     /* runs 0, 1: the Hopper MLA body with 64 splits and with one; runs 2, 3 compare the CUDA-core
      * body (cudaCoresOnly skips it, like mlaSm90Splits = 0) */
     dp.mlaSm90Splits = run < 2 && sm90 ? splits : 0;
-    /* runs 0, 1: the Hopper GQA body with clusters of 16 splits of 64 keys (short rows split too),
-     * then with the plan's own constants */
-    dp.gqaSm90Splits = run < 2 && gqa ? (run ? gqa : 16) : 0;
-    dp.gqaSm90ChunkMin = run < 2 && gqa ? (run ? gqaChunk : 64) : 0;
+    /* runs 0, 1, 6: the Hopper GQA body with clusters of 16 splits of 64 keys (short rows split
+     * too), with the plan's own constants (its workspace form, wgmma consumers where a call's head
+     * block is 64 wide and TMA copies), and in the workspace form with up to 64 splits of 64 keys
+     * (a long row of one shard in 47 or 54 splits puts weights in the merge's lanes 32-63) */
+    const int gqaRun = gqa && (run < 2 || run == 6);
+    dp.gqaSm90Splits = gqaRun ? (run == 1 ? gqa : run == 6 ? 64 : 16) : 0;
+    dp.gqaSm90ChunkMin = gqaRun ? (run == 1 ? gqaChunk : 64) : 0;
+    dp.gqaSm90Workspace = gqaRun ? (run == 1 ? gqaWs : run == 6) : 0;
     const size_t kvRows = (size_t)c.numPages * kc->pageSize * pb.Hkv;
     dp.queryStart = p.queryStart ? toDev(qs, sizeof(qs)) : NULL;
     dp.seqLens = toDev(lens, sizeof(lens));
@@ -234,16 +242,34 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
       }
       if (need > dp.workspaceBytes) dp.workspaceBytes = need;
     }
+    if (dp.gqaSm90Workspace) { /* likewise the Hopper GQA body's workspace form */
+      const size_t need = cpclCudaAttnGqaSm90WorkspaceBytes(T, nh, Dv, dp.gqaSm90Splits);
+      EXPECT(need > 16, "Hopper GQA workspace of %zu bytes for %d rows of %d heads in %d splits", need, T, nh,
+             dp.gqaSm90Splits);
+      if (need > 16) {
+        cpclAttnParams_t sp = dp;
+        sp.workspaceBytes = need - 16;
+        sp.workspace = devPoison(sp.workspaceBytes);
+        const int e = cpclCudaAttn(&sp, NULL);
+        EXPECT(e == cudaErrorInvalidValue && strstr(cpclCudaKernelErrorDetail(), "Hopper GQA") != NULL,
+               "Hopper GQA body with a short workspace: %d (%s)", e, cpclCudaKernelErrorDetail());
+        cudaFree(sp.workspace);
+      }
+      if (need > dp.workspaceBytes) dp.workspaceBytes = need;
+    }
+    /* poisoned (NaN): a merge that read a partial no split wrote would fail the comparison */
     dp.workspace = devPoison(dp.workspaceBytes);
     const size_t nCounters = cpclCudaAttnCounterCount(T, nh);
     CU(cudaMalloc((void**)&dp.splitCounters, nCounters * sizeof(unsigned)));
     CU(cudaMemset(dp.splitCounters, 0, nCounters * sizeof(unsigned)));
-    if (dp.gqaSm90Splits) { /* the body refuses a cluster past 16: proof that it runs */
+    /* the body refuses a cluster past 16 splits, and past 64 in the workspace form: proof that it runs */
+    if (dp.gqaSm90Splits) {
       cpclAttnParams_t bp = dp;
-      bp.gqaSm90Splits = 17;
+      bp.gqaSm90Splits = dp.gqaSm90Workspace ? 65 : 17;
       const int e = cpclCudaAttn(&bp, NULL);
       EXPECT(e == cudaErrorInvalidValue && strstr(cpclCudaKernelErrorDetail(), "Hopper GQA") != NULL,
-             "Hopper GQA body with 17 splits: %d (%s)", e, cpclCudaKernelErrorDetail());
+             "Hopper GQA body with %d splits (workspace form %d): %d (%s)", bp.gqaSm90Splits, dp.gqaSm90Workspace, e,
+             cpclCudaKernelErrorDetail());
     }
     int err = cpclCudaAttn(&dp, NULL);
     EXPECT(err == 0, "launch: %s (%s)", cudaGetErrorString((cudaError_t)err), cpclCudaKernelErrorDetail());
@@ -294,11 +320,11 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
       }
     EXPECT(bad == 0,
            "attention q%d kv%d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d multi %d long %d base2 "
-           "%d heads [%d,+%d) Hb %d splits %d cores-only %d mla-sm90 %d gqa-sm90 %d/%d padding %d bad page %d: %d "
-           "elements off",
+           "%d heads [%d,+%d) Hb %d splits %d cores-only %d mla-sm90 %d gqa-sm90 %d/%d ws %d padding %d bad page %d: "
+           "%d elements off",
            pb.qType, pb.kvType, pb.Hkv, kc->G, pb.Dqk, Dv, pb.latent, kc->W, kc->r, kc->I, kc->pageSize, kc->multiRow,
            kc->longRows, kc->base2, hb, nh, Hb, splits, coresOnly, dp.mlaSm90Splits, dp.gqaSm90Splits,
-           dp.gqaSm90ChunkMin, kc->padding, kc->badPage, bad);
+           dp.gqaSm90ChunkMin, dp.gqaSm90Workspace, kc->padding, kc->badPage, bad);
     free(dOut);
     free(dLse);
     cudaFree((void*)dp.queryStart);
@@ -394,6 +420,13 @@ static void testAttention(void) {
       {cpclBfloat16, cpclBfloat16, 1, 16, 128, 128, 0, 3, 2, 1, 48, 1, 1, 0, 0, 0, 0, 0, 1},
       {cpclFloat16, cpclFloat16, 2, 48, 64, 64, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0},
       {cpclBfloat16, cpclBfloat16, 1, 8, 128, 128, 0, 1, 0, 1, 64, 0, 1, 0, 0, 0, 0, 0, 1},
+      /* the workspace form with wgmma consumers (64-head blocks, TMA pages): G 64 with a negative
+       * page id in the first split of a long row and multi-row sequences; a 64-head sub-range of
+       * G 128 in blocks of 64 (a peer's heads, wsO indexed from headBegin), base 2; G 64 at D 64
+       * fp16, interleaved shards */
+      {cpclBfloat16, cpclBfloat16, 1, 64, 128, 128, 0, 1, 0, 1, 16, 1, 1, 0, 0, 0, 0, 0, 1},
+      {cpclBfloat16, cpclBfloat16, 1, 128, 128, 128, 0, 1, 0, 1, 16, 0, 1, 1, 64, 64, 64, 0, 0},
+      {cpclFloat16, cpclFloat16, 2, 64, 64, 64, 0, 2, 1, 16, 32, 1, 1, 0, 0, 0, 0, 1, 0},
   };
   for (size_t i = 0; i < sizeof(gqas) / sizeof(gqas[0]); i++) runAttnCase(&gqas[i], seed++);
   /* head sub-ranges in blocks (a peer's heads in the pipelined schedule) */

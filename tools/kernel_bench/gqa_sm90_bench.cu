@@ -698,8 +698,11 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
   const char* modes = getenv("GQA_MODES");
-  int planCL, planCm; /* what the library's plan rule picks for a plan of B rows */
-  cpclGqaSm90Plan(B, Hkv, H / Hkv, &planCL, &planCm);
+  int planCL, planCm, planWs, dev = 0, sms = 0; /* what the library's plan rule picks for a plan of B rows */
+  CK(cudaGetDevice(&dev));
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  cpclGqaSm90Plan(B, Hkv, H / Hkv, 128, sms, &planCL, &planCm, &planWs);
+  const int planWg = H / Hkv > 32; /* the library's consumers (TMA rows) */
   for (const Variant& v : vs) {
     if (modes && *modes && !strchr(modes, '0' + v.mode)) continue;
     if (!featuresPass(v.consumer, v.ws, v.pdl)) continue;
@@ -754,7 +757,8 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
                          : " ",
            v.pdl ? "P" : " ", v.consumer ? "W" : " ", v.ws ? "S" : " ", us, tbs, 100 * tbs / ceiling, s2.front(),
            s2.back(), v.ws ? "CTAs" : "clusters", cpclGqaSm90MaxActiveClusters(&p0),
-           v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl && !v.consumer && !v.ws
+           v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl && v.consumer == planWg &&
+                   v.ws == planWs
                ? "  <- library plan"
                : "");
     if (log)
