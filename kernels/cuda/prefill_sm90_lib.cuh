@@ -47,17 +47,21 @@ struct LibMaps {
   CUtensorMap k[kLibMaxBlocks], v[kLibMaxBlocks];
 };
 
-/* the key segments of the CTA's query tile, written by producer warp 8 before the first sync */
+/* The key segments of the CTA's query tile, written by producer warp 8 before the first sync.
+ * Segment k: rows key0 .. keyEnd - 1 of block blk; its tiles j = 0 .. nT - 1 (128 keys from key0
+ * on), of which j < nU hold only keys at or before the tile's first query position (no mask).
+ * Iterations: first every segment's masked tiles (j = nT - 1 down to nU; from m0[k] on), then
+ * every segment's unmasked ones (j = nU - 1 down to 0; from masked + u0[k] on). */
 struct LibSegs {
-  int n, tiles;
-  int tile0[kLibMaxBlocks + 1];
-  int blk[kLibMaxBlocks], key0[kLibMaxBlocks], keyEnd[kLibMaxBlocks];
+  int n, tiles, masked;
+  int m0[kLibMaxBlocks + 1], u0[kLibMaxBlocks + 1];
+  int blk[kLibMaxBlocks], key0[kLibMaxBlocks], keyEnd[kLibMaxBlocks], nT[kLibMaxBlocks], nU[kLibMaxBlocks];
 };
 
 template <int kDqk, int kDv, int kStages>
 struct LibShape {
   using B = Shape<kDqk, kDv, kStages>;
-  static constexpr int kPosInts = kBN + 4; /* a stage's key positions, then its mask flag */
+  static constexpr int kPosInts = kBN; /* a stage's key positions */
   static constexpr int kPosOff = B::kQBytes + kStages * (B::kKBytes + B::kVBytes);
   static constexpr int kSegOff = kPosOff + kStages * kPosInts * 4;
   static constexpr int kBarOff = (kSegOff + (int)sizeof(LibSegs) + 7) & ~7;
@@ -91,6 +95,17 @@ struct LibElem<__half> {
   }
 };
 
+__device__ __forceinline__ int libLds(uint32_t a) {
+  int v;
+  asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(a) : "memory");
+  return v;
+}
+__device__ __forceinline__ int2 libLds2(uint32_t a) {
+  int2 v;
+  asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a) : "memory");
+  return v;
+}
+
 __device__ __forceinline__ void libCpAsync16(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
                : "memory");
@@ -115,52 +130,62 @@ __device__ __forceinline__ bool libTileOf(const cpclPrefillParams_t& p, int x, i
   return true;
 }
 
-/* The first row in [lo, hi) whose position is past qmax (hi if none), positions increasing; the
- * whole warp calls it and gets the same answer. Contiguous positions need no search. */
-__device__ __forceinline__ int libFirstAfter(const int32_t* pos, int lo, int hi, int qmax, int lane) {
+/* The first row in [lo, hi) whose position is past q (hi if none), positions increasing; the
+ * whole warp calls it and gets the same answer. p0, p1: the positions of rows lo and hi - 1.
+ * Contiguous positions need no search. */
+__device__ __forceinline__ int libFirstAfter(const int32_t* pos, int lo, int hi, int p0, int p1, int q, int lane) {
   if (hi <= lo) return lo;
-  const int p0 = __ldg(pos + lo), p1 = __ldg(pos + hi - 1);
   if ((int64_t)p1 - p0 == (int64_t)(hi - 1 - lo)) {
-    const int64_t n = (int64_t)qmax - p0 + 1;
+    const int64_t n = (int64_t)q - p0 + 1;
     return lo + (int)(n < 0 ? 0 : n > hi - lo ? hi - lo : n);
   }
-  if (p1 <= qmax) return hi;
-  if (p0 > qmax) return lo;
-  /* rows before lo are at or before qmax, rows from hi on past it: 32 probes narrow [lo, hi] */
+  if (p1 <= q) return hi;
+  if (p0 > q) return lo;
+  /* rows before lo are at or before q, rows from hi on past it: 32 probes narrow [lo, hi] */
   while (hi - lo > 32) {
     const int step = (hi - lo + 31) >> 5, idx = lo + (lane + 1) * step - 1;
-    const unsigned past = __ballot_sync(0xffffffffu, idx >= hi || __ldg(pos + idx) > qmax);
+    const unsigned past = __ballot_sync(0xffffffffu, idx >= hi || __ldg(pos + idx) > q);
     if (past == 0) return hi;
     const int f = __ffs(past) - 1;
     hi = min(hi, lo + (f + 1) * step - 1);
     lo += f * step;
   }
-  const unsigned past = __ballot_sync(0xffffffffu, lo + lane >= hi || __ldg(pos + lo + lane) > qmax);
+  const unsigned past = __ballot_sync(0xffffffffu, lo + lane >= hi || __ldg(pos + lo + lane) > q);
   return past ? lo + __ffs(past) - 1 : hi;
 }
 
-__device__ __forceinline__ void libBuildSegs(const cpclPrefillParams_t& p, int s, int qmax, LibSegs& sg, int lane) {
-  int n = 0, tiles = 0;
+__device__ __forceinline__ void libBuildSegs(const cpclPrefillParams_t& p, int s, int qmin, int qmax, LibSegs& sg,
+                                             int lane) {
+  int n = 0, masked = 0, unmasked = 0;
   for (int b = 0; b < p.numKvBlocks; b++) {
     const int32_t* rs = p.kv[b].rowStart;
+    const int32_t* pos = p.kv[b].pos;
     const int k0 = __ldg(rs + s), k1 = max(k0, __ldg(rs + s + 1));
-    if (k0 < 0) continue; /* a negative row start reads nothing */
-    const int e = libFirstAfter(p.kv[b].pos, k0, k1, qmax, lane);
-    if (e > k0) {
-      if (lane == 0) {
-        sg.tile0[n] = tiles;
-        sg.blk[n] = b;
-        sg.key0[n] = k0;
-        sg.keyEnd[n] = e;
-      }
-      tiles += (e - k0 + kBN - 1) / kBN;
-      n++;
+    if (k0 < 0 || k1 == k0) continue; /* a negative row start reads nothing */
+    const int p0 = __ldg(pos + k0), p1 = __ldg(pos + k1 - 1);
+    const int e = libFirstAfter(pos, k0, k1, p0, p1, qmax, lane);
+    if (e == k0) continue;
+    const int u = libFirstAfter(pos, k0, e, p0, __ldg(pos + e - 1), qmin, lane);
+    const int nT = (e - k0 + kBN - 1) / kBN, nU = (u - k0) / kBN;
+    if (lane == 0) {
+      sg.m0[n] = masked;
+      sg.u0[n] = unmasked;
+      sg.blk[n] = b;
+      sg.key0[n] = k0;
+      sg.keyEnd[n] = e;
+      sg.nT[n] = nT;
+      sg.nU[n] = nU;
     }
+    masked += nT - nU;
+    unmasked += nU;
+    n++;
   }
   if (lane == 0) {
-    sg.tile0[n] = tiles;
+    sg.m0[n] = masked;
+    sg.u0[n] = unmasked;
     sg.n = n;
-    sg.tiles = tiles;
+    sg.masked = masked;
+    sg.tiles = masked + unmasked;
   }
 }
 
@@ -169,9 +194,12 @@ struct LibTile {
   int blk, start, lo, end;
 };
 __device__ __forceinline__ LibTile libTile(const LibSegs& sg, int i) {
+  const bool m = i < sg.masked;
+  const int* first = m ? sg.m0 : sg.u0;
+  const int k = m ? i : i - sg.masked;
   int seg = 0;
-  while (seg + 1 < sg.n && sg.tile0[seg + 1] <= i) seg++;
-  const int j = sg.tile0[seg + 1] - 1 - i, kEnd = sg.keyEnd[seg]; /* the segment's last tile first */
+  while (seg + 1 < sg.n && first[seg + 1] <= k) seg++;
+  const int j = (m ? sg.nT[seg] : sg.nU[seg]) - 1 - (k - first[seg]), kEnd = sg.keyEnd[seg];
   LibTile t;
   t.blk = sg.blk[seg];
   t.lo = sg.key0[seg] + j * kBN;
@@ -299,7 +327,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  if (tid >= 256 && tid < 288) libBuildSegs(p, s, qmax, sg, lane);
+  if (tid >= 256 && tid < 288) libBuildSegs(p, s, qmin, qmax, sg, lane);
   if (tid < 256) { /* this warpgroup's 64 Q rows, 16-byte chunks XOR-swizzled as TMA's SW128 */
     constexpr int kc = kDqk / 8;
     const int w = tid >> 7;
@@ -338,24 +366,28 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int c = 0; c < kDv / 64; c++)
           tmaLoad3d(sV + st * S::kVBytes + c * kKTile, &maps.v[tl.blk], c * 64, kh, tl.start, fullV + 8 * st);
       }
-    } else if (tid >= 288 && tid < 320) { /* warp 9: the key positions and mask flag of each stage */
+    } else if (tid >= 288 && tid < 320) { /* warp 9: the key positions of each masked tile */
+      const int nMask = sg.masked;
       for (int i = 0; i < nIter; i++) {
         const int st = i % kStages;
-        /* the positions are read in the softmax, before the stage's P V: free after emptyV */
-        if (i >= kStages) mbarWait(emptyV + 8 * st, ((i / kStages) - 1) & 1);
-        const LibTile tl = libTile(sg, i);
-        int* dst = sPos + st * L::kPosInts;
-        const int32_t* pos = p.kv[tl.blk].pos;
-        bool need = false;
-#pragma unroll
-        for (int r = lane; r < kBN; r += 32) {
-          const int key = tl.start + r;
-          const int ps = key >= tl.lo && key < tl.end ? __ldg(pos + key) : INT32_MAX;
-          dst[r] = ps;
-          need |= ps > qmin;
+        /* an arrival must not reach the stage's previous phase of fullK: wait for it to complete.
+         * A masked tile's positions replace ones a softmax may still read (before its P V): they
+         * wait for emptyV too. An unmasked tile does not, so its K is never held up behind the
+         * P V of the stage's previous tile (with two stages that would end the ping-pong). */
+        if (i >= kStages) {
+          mbarWait(fullK + 8 * st, ((i / kStages) - 1) & 1);
+          if (i < nMask) mbarWait(emptyV + 8 * st, ((i / kStages) - 1) & 1);
         }
-        need = __any_sync(0xffffffffu, need);
-        if (lane == 0) dst[kBN] = need ? 1 : 0;
+        if (i < nMask) {
+          const LibTile tl = libTile(sg, i);
+          int* dst = sPos + st * L::kPosInts;
+          const int32_t* pos = p.kv[tl.blk].pos;
+#pragma unroll
+          for (int r = lane; r < kBN; r += 32) {
+            const int key = tl.start + r;
+            dst[r] = key >= tl.lo && key < tl.end ? __ldg(pos + key) : INT32_MAX;
+          }
+        }
         mbarArrive(fullK + 8 * st);
       }
     }
@@ -368,8 +400,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int rA = warp * 16 + (lane >> 2); /* this thread's rows: rA and rA + 8 of the warpgroup's 64 */
   const int cq = (lane & 3) * 2;          /* its column pair in each 8-column group */
   const int rowA = 64 * w + rA, rowB = rowA + 8;
-  const int qpA = rowA < nRows ? __ldg(p.queryPos + t0 + rowA) : INT32_MIN; /* padding rows see nothing */
-  const int qpB = rowB < nRows ? __ldg(p.queryPos + t0 + rowB) : INT32_MIN;
   const float scale2 = p.smScale * kLog2e;
   const uint32_t qBase = sQ + w * 64 * 128; /* this warpgroup's 64 rows of each Q tile */
 
@@ -403,71 +433,89 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   auto stageOf = [](int i) { return i % kStages; };
   auto parityOf = [](int i) { return (uint32_t)(i / kStages) & 1; };
-  /* the softmax of the tile in stage st (S waited for): masked by position where warp 9 flagged */
-  auto softmax = [&](int st, float& cA, float& cB, float& sumA, float& sumB) {
-    const int* ps = sPos + st * L::kPosInts;
-    if (__shfl_sync(0xffffffffu, ps[kBN], 0) != 0) {
-      uint32_t bA = 0, bB = 0;
+  /* the masked softmax of the tile in stage st (S waited for, nothing in flight: its registers
+   * come from P's): a bit per key and row from the positions warp 9 wrote */
+  auto softmaxMasked = [&](int st, float& cA, float& cB, float& sumA, float& sumB) {
+    const uint32_t ps = sQ + L::kPosOff + st * L::kPosInts * 4;
+    const int qpA = rowA < nRows ? __ldg(p.queryPos + t0 + rowA) : INT32_MIN; /* padding rows see nothing */
+    const int qpB = rowB < nRows ? __ldg(p.queryPos + t0 + rowB) : INT32_MIN;
+    uint32_t bA = 0, bB = 0;
 #pragma unroll
-      for (int j = 0; j < 16; j++) {
-        const int2 k2 = *reinterpret_cast<const int2*>(ps + 8 * j + cq);
-        bA |= (uint32_t)(k2.x <= qpA) << (2 * j) | (uint32_t)(k2.y <= qpA) << (2 * j + 1);
-        bB |= (uint32_t)(k2.x <= qpB) << (2 * j) | (uint32_t)(k2.y <= qpB) << (2 * j + 1);
-      }
-      libTileMax<true>(s_, bA, bB, scale2, mA, mB, cA, cB);
-      libTileExp<true>(s_, bA, bB, scale2, mA, mB, sumA, sumB);
+    for (int j = 0; j < 16; j++) {
+      const int2 k2 = libLds2(ps + (8 * j + cq) * 4);
+      bA |= (uint32_t)(k2.x <= qpA) << (2 * j) | (uint32_t)(k2.y <= qpA) << (2 * j + 1);
+      bB |= (uint32_t)(k2.x <= qpB) << (2 * j) | (uint32_t)(k2.y <= qpB) << (2 * j + 1);
+    }
+    libTileMax<true>(s_, bA, bB, scale2, mA, mB, cA, cB);
+    libTileExp<true>(s_, bA, bB, scale2, mA, mB, sumA, sumB);
+  };
+  const int nMask = __shfl_sync(0xffffffffu, sg.masked, 0);
+
+  /* one tile, S then softmax then P V, each waited for (the other warpgroup's GEMMs fill the
+   * tensor cores meanwhile): every tile without the overlap, the masked ones with it */
+  auto step = [&](int i, bool masked) {
+    const int st = stageOf(i);
+    namedBarrier(kBarTurn0 + w, 256); /* my turn to issue */
+    mbarWait(fullK + 8 * st, parityOf(i));
+    wgmmaFence();
+    issueS(st);
+    wgmmaCommit();
+    passTurn(i);
+    wgmmaWait<0>();
+    fenceRegs(s_);
+    mbarArriveLane0(emptyK + 8 * st, lane); /* this warp is done with the stage's K */
+    float cA, cB, sumA, sumB;
+    if (masked) {
+      softmaxMasked(st, cA, cB, sumA, sumB);
     } else {
       libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
       libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
     }
+    lA = lA * cA + sumA;
+    lB = lB * cB + sumB;
+    libPackP<T>(s_, pf);
+    rescaleO(o, cA, cB);
+    fenceRegs(o);
+    mbarWait(fullV + 8 * st, parityOf(i));
+    wgmmaFence();
+    issuePv(st);
+    wgmmaCommit();
+    wgmmaWait<0>();
+    fenceRegs(o);
+    mbarArriveLane0(emptyV + 8 * st, lane);
   };
 
   if (nIter > 0) {
     if (w == 1) namedArrive(kBarTurn0, 256); /* warpgroup 0 issues first */
+    int i0 = 0;
     if constexpr (!kOverlap) {
-      for (int i = 0; i < nIter; i++) {
-        const int st = stageOf(i);
-        namedBarrier(kBarTurn0 + w, 256); /* my turn to issue */
-        mbarWait(fullK + 8 * st, parityOf(i));
+      for (; i0 < nIter; i0++) step(i0, i0 < nMask);
+    } else {
+      for (; i0 < nMask; i0++) step(i0, true);
+    }
+    if (kOverlap && i0 < nIter) {
+      /* the unmasked tiles: S of tile i with P V of tile i - 1, the softmax of tile i under that
+       * P V (prefill_sm90.cuh's overlap, from tile i0 on) */
+      float cA, cB, sumA, sumB;
+      {
+        const int st = stageOf(i0);
+        namedBarrier(kBarTurn0 + w, 256);
+        mbarWait(fullK + 8 * st, parityOf(i0));
         wgmmaFence();
         issueS(st);
         wgmmaCommit();
-        passTurn(i);
+        passTurn(i0);
         wgmmaWait<0>();
         fenceRegs(s_);
         mbarArriveLane0(emptyK + 8 * st, lane);
-        float cA, cB, sumA, sumB;
-        softmax(st, cA, cB, sumA, sumB);
+        libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
+        libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
         lA = lA * cA + sumA;
         lB = lB * cB + sumB;
-        libPackP<T>(s_, pf);
         rescaleO(o, cA, cB);
-        fenceRegs(o);
-        mbarWait(fullV + 8 * st, parityOf(i));
-        wgmmaFence();
-        issuePv(st);
-        wgmmaCommit();
-        wgmmaWait<0>();
-        fenceRegs(o);
-        mbarArriveLane0(emptyV + 8 * st, lane);
-      }
-    } else {
-      /* S of tile i with P V of tile i - 1, the softmax of tile i under that P V */
-      {
-        namedBarrier(kBarTurn0 + w, 256);
-        mbarWait(fullK, 0);
-        wgmmaFence();
-        issueS(0);
-        wgmmaCommit();
-        passTurn(0);
-        wgmmaWait<0>();
-        fenceRegs(s_);
-        mbarArriveLane0(emptyK, lane);
-        float cA, cB;
-        softmax(0, cA, cB, lA, lB);
         libPackP<T>(s_, pf);
       }
-      for (int i = 1; i < nIter; i++) {
+      for (int i = i0 + 1; i < nIter; i++) {
         const int st = stageOf(i), sp = stageOf(i - 1);
         namedBarrier(kBarTurn0 + w, 256);
         mbarWait(fullK + 8 * st, parityOf(i));
@@ -481,8 +529,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmmaWait<1>(); /* S done, P V in flight */
         fenceRegs(s_);
         mbarArriveLane0(emptyK + 8 * st, lane);
-        float cA, cB, sumA, sumB;
-        softmax(st, cA, cB, sumA, sumB);
+        libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
+        libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
         wgmmaWait<0>();
         fenceRegs(o);
         mbarArriveLane0(emptyV + 8 * sp, lane);
