@@ -216,9 +216,7 @@ extern "C" int cpclCudaPrefillUsesMma(const cpclPrefillParams_t* p) {
   return cpclCudaPrefillBody(p) != CPCL_PREFILL_BODY_CUDA_CORE;
 }
 extern "C" const char* cpclCudaPrefillBodyName(int body) {
-  return body == CPCL_PREFILL_BODY_SM90  ? "Hopper wgmma"
-         : body == CPCL_PREFILL_BODY_MMA ? "mma.sync"
-                                         : "CUDA-core";
+  return body == CPCL_PREFILL_BODY_SM90 ? "Hopper wgmma" : body == CPCL_PREFILL_BODY_MMA ? "mma.sync" : "CUDA-core";
 }
 
 extern "C" int cpclCudaPrefillStore(const cpclPrefillStoreParams_t* p, void* stream) {

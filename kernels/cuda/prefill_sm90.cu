@@ -41,8 +41,8 @@ std::atomic<void*> encodeFn{nullptr};
 /* a 3-d map over [rows][heads][dim] of 16-bit elements (bf16, or fp16 with f16), boxes of 64 dims
  * x 1 head x boxRows rows, 128-byte swizzled (the wgmma K-major / MN-major layout of the kernel's
  * tiles); rows past the tensor and negative rows are zero-filled by TMA */
-cudaError_t encode3d(CUtensorMap* map, const void* base, int64_t rows, int heads, int dim, int boxRows, const char* what,
-                     bool f16 = false) {
+cudaError_t encode3d(CUtensorMap* map, const void* base, int64_t rows, int heads, int dim, int boxRows,
+                     const char* what, bool f16 = false) {
   void* fn = encodeFn.load(std::memory_order_acquire);
   if (fn == nullptr) {
     cudaDriverEntryPointQueryResult q;
@@ -59,9 +59,10 @@ cudaError_t encode3d(CUtensorMap* map, const void* base, int64_t rows, int heads
   const cuuint64_t dims[3] = {(cuuint64_t)dim, (cuuint64_t)heads, (cuuint64_t)rows};
   const cuuint64_t strides[2] = {(cuuint64_t)dim * 2, (cuuint64_t)heads * dim * 2};
   const cuuint32_t box[3] = {64, 1, (cuuint32_t)boxRows}, estr[3] = {1, 1, 1};
-  const CUresult r = enc(map, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(base), dims, strides, box, estr,
-                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r =
+      enc(map, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(base),
+          dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     return invalid("cuTensorMapEncodeTiled of %s %p ([%lld][%d][%d]) failed: CUresult %d", what, base, (long long)rows,
                    heads, dim, (int)r);
@@ -185,8 +186,7 @@ bool libShapeFits(const cpclPrefillParams_t* p) {
   }
   if (a % 16 != 0 || ((uintptr_t)p->lse & 3) != 0) return false;
   /* Q rows by 16-byte cp.async; out in element pairs (8 bytes for fp32) */
-  return p->qTokenStride % 8 == 0 && p->qBlockStride % 8 == 0 && p->oTokenStride % 2 == 0 &&
-         p->oBlockStride % 2 == 0;
+  return p->qTokenStride % 8 == 0 && p->qBlockStride % 8 == 0 && p->oTokenStride % 2 == 0 && p->oBlockStride % 2 == 0;
 }
 
 template <typename T, int kDqk, int kStages>

@@ -107,8 +107,7 @@ __device__ __forceinline__ int2 libLds2(uint32_t a) {
 }
 
 __device__ __forceinline__ void libCpAsync16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }
 
 /* The query tile of slot x (prefill.cuh's tileOf with 128-row tiles): false past the sequence. */

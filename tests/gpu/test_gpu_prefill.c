@@ -454,8 +454,7 @@ static void kernelSuite(void) {
    * in blocks of Hb, base-2 lse, rows without keys, GQA groups 1..8. */
   const kcase_t sm90Cases[] = {
       {"bf16 GQA D128 G4, pcp2 (2 blocks)", bf, bf, bf, 2, 4, 128, 128, 0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 8, 0},
-      {"fp16 GQA D128 G8, heads 2..6 Hb3, fp32 out, pcp3", hf, hf, f32, 1, 8, 128, 128, 0, 0, 0, 1, 1, 3, 1, 0, 2, 5,
-       3, 1},
+      {"fp16 D128 G8, heads 2..6 Hb3, fp32 out, pcp3", hf, hf, f32, 1, 8, 128, 128, 0, 0, 0, 1, 1, 3, 1, 0, 2, 5, 3, 1},
       {"bf16 GQA D128 G4, heads 4..11 Hb4, pcp1", bf, bf, bf, 4, 4, 128, 128, 0, 0, 0, 1, 1, 1, 0, 0, 4, 8, 4, 0},
       {"bf16 MHA 192/128, fp16 out, pcp1", bf, bf, hf, 4, 1, 192, 128, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 4, 0},
       {"fp16 MHA 192/128 G2, pcp4, rows see nothing", hf, hf, hf, 2, 2, 192, 128, 0, 0, 0, 1, 1, 4, 2, 1, 0, 0, 4, 1},
@@ -470,8 +469,8 @@ static void kernelSuite(void) {
          hopper ? "takes the new-token cases" : "does not run here (they take mma.sync)");
   for (size_t i = 0; i < sizeof(mmaCases) / sizeof(mmaCases[0]); i++) {
     /* the one mma case without a cache shard is the Hopper body's on sm_90 */
-    const int want = hopper && mmaCases[i].cW == 0 && mmaCases[i].Dqk != 64 ? CPCL_PREFILL_BODY_SM90
-                                                                           : CPCL_PREFILL_BODY_MMA;
+    const int want =
+        hopper && mmaCases[i].cW == 0 && mmaCases[i].Dqk != 64 ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA;
     kernelCase(&mmaCases[i], want);
   }
   for (size_t i = 0; i < sizeof(sm90Cases) / sizeof(sm90Cases[0]); i++)
