@@ -164,7 +164,9 @@ __device__ __forceinline__ void libBuildSegs(const cpclPrefillParams_t& p, int s
     const int p0 = __ldg(pos + k0), p1 = __ldg(pos + k1 - 1);
     const int e = libFirstAfter(pos, k0, k1, p0, p1, qmax, lane);
     if (e == k0) continue;
-    const int u = libFirstAfter(pos, k0, e, p0, __ldg(pos + e - 1), qmin, lane);
+    /* contiguous positions: the last visible row's is known without a load */
+    const bool contig = (int64_t)p1 - p0 == (int64_t)(k1 - 1 - k0);
+    const int u = libFirstAfter(pos, k0, e, p0, contig ? p0 + (e - 1 - k0) : __ldg(pos + e - 1), qmin, lane);
     const int nT = (e - k0 + kBN - 1) / kBN, nU = (u - k0) / kBN;
     if (lane == 0) {
       sg.m0[n] = masked;
