@@ -382,6 +382,46 @@ static void kernelCase(const kcase_t* kc, int want) {
   kernelCases++;
 }
 
+/* Bad device data: block 1's row starts decrease for sequence 2 (its segment is then empty), and
+ * sequence 4 is empty there, so sequence 5 starts at its rows (positions that do not increase).
+ * The kernel must run without a fault, and the guard row past the last token of every head block
+ * (NaN from kdevUp) stays unwritten. */
+static void badRowStartCase(const kcase_t* kc, int want) {
+  const int sel[KS] = {0, 1, 2, 3, 4, 5};
+  kprob_t pb;
+  kprobBuild(&pb, kc, sel, KS, 99);
+  kdev_t dv;
+  kdevUp(&dv, kc, &pb);
+  int32_t rs[KS + 1];
+  memcpy(rs, pb.rs[1], sizeof(rs));
+  rs[3] = rs[2] > 5 ? rs[2] - 5 : 0; /* sequence 2: end before start */
+  rs[5] = rs[4];                     /* sequence 4: empty */
+  CUDA_OK(cudaMemcpy(dv.rs[1], rs, sizeof(rs), cudaMemcpyHostToDevice));
+  cpclPrefillParams_t p = kparams(kc, &pb, &dv, dv.out, dv.lse);
+  EXPECT(cpclCudaPrefillBody(&p) == want);
+  EXPECT(cpclCudaPrefill(&p, NULL) == 0);
+  CUDA_OK(cudaDeviceSynchronize());
+  void* o = malloc(pb.oBytes);
+  float* l = malloc(pb.lseBytes);
+  fromDev(o, dv.out, pb.oBytes);
+  fromDev(l, dv.lse, pb.lseBytes);
+  const size_t T1 = (size_t)pb.T + 1, es = tuDtypeSize(kc->oT);
+  for (int blk = 0; blk < pb.nBlk; blk++)
+    for (int hh = 0; hh < kc->Hb; hh++) {
+      const size_t row = ((size_t)blk * T1 + pb.T) * kc->Hb + hh;
+      const unsigned char* b = (const unsigned char*)o + row * kc->Dv * es;
+      for (size_t i = 0; i < kc->Dv * es; i++) EXPECT(b[i] == 0xff);
+      uint32_t bits;
+      memcpy(&bits, &l[row], sizeof(bits));
+      EXPECT(bits == 0xffffffffu);
+    }
+  printf("kernel %-44s %-12s body, bad row starts: no fault, guard rows untouched: ok\n", kc->name,
+         cpclCudaPrefillBodyName(want));
+  free(o), free(l);
+  kdevFree(&dv, kc->P);
+  kprobFree(&pb, kc->P);
+}
+
 /* the store kernel: every block's owned rows, against the host store, bitwise */
 static void storeCase(const kcase_t* kc) {
   const int sel[KS] = {0, 1, 2, 3, 4, 5};
@@ -475,6 +515,7 @@ static void kernelSuite(void) {
   }
   for (size_t i = 0; i < sizeof(sm90Cases) / sizeof(sm90Cases[0]); i++)
     kernelCase(&sm90Cases[i], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
+  badRowStartCase(&sm90Cases[0], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
   for (size_t i = 0; i < sizeof(coreCases) / sizeof(coreCases[0]); i++)
     kernelCase(&coreCases[i], CPCL_PREFILL_BODY_CUDA_CORE);
   /* the store: GQA with V, MLA without, interleave 16 on three ranks */
