@@ -142,6 +142,9 @@ using cpcl::pf90::LibShape;
 using cpcl::pf90::prefillSm90LibKernel;
 
 constexpr int kMaxDevices = 64;
+/* the paged cache shard on this body (cache tiles copied by producer warps 9-11); false sends
+ * every call with cacheLens to the mma.sync body */
+constexpr bool kLibCacheShard = true;
 /* per device: compute capability (major * 10 + minor; 0 = not yet asked), as mla_sm90.cu keeps it */
 std::atomic<int> devCc[kMaxDevices];
 
@@ -172,8 +175,17 @@ bool libShapeFits(const cpclPrefillParams_t* p) {
   if (p->qType != p->kvType || !isHalf(p->qType)) return false;
   if (!isHalf(p->outType) && p->outType != CPCL_K_FP32) return false;
   if (p->latentKv || p->headDimVo != 128 || (p->headDimQk != 128 && p->headDimQk != 192)) return false;
-  if (p->cacheLens != nullptr) return false; /* the paged shard: prefill.cuh's bodies */
-  if (p->numKvBlocks < 1 || p->numKvBlocks > kLibMaxBlocks) return false;
+  if (p->numKvBlocks < 0 || p->numKvBlocks > kLibMaxBlocks) return false;
+  if (p->cacheLens != nullptr) {
+    /* the paged shard, copied row by row with cp.async (16-byte chunks) */
+    if (!kLibCacheShard || p->blockTable == nullptr || p->kCache == nullptr || p->vCache == nullptr) return false;
+    if (((uintptr_t)p->kCache | (uintptr_t)p->vCache) % 16 != 0) return false;
+    if (p->pageSize < 1 || p->maxPagesPerSeq < 1 || p->cpSize < 1 || p->interleave < 1 || p->cpRank < 0 ||
+        p->cpRank >= p->cpSize)
+      return false;
+  } else if (p->numKvBlocks == 0) {
+    return false; /* no key at all: the mma.sync body writes the empty rows */
+  }
   if (p->numKvHeads < 1 || p->groupSize < 1 || p->headsPerBlock < 1 || !(p->smScale > 0.f)) return false;
   if (p->numSeqs < 1 || p->numTokens < 1 || p->numHeads < 1) return false;
   /* grid y: the tile slots */

@@ -2,29 +2,38 @@
  * prefill_sm90_lib.cuh -- the Hopper body of prefill_sm90.cuh over the library's prefill contract
  * (kernels/prefill_params.h), for the calls cpclCudaPrefill gives it (prefill_sm90.cu:
  * cpclPrefillSm90Fits): bf16 or fp16 Q and K/V of one type, (Dqk, Dvo) (128, 128) or (192, 128),
- * separate V, new K/V blocks only (cacheLens NULL), at most kLibMaxBlocks of them.
+ * separate V, up to kLibMaxBlocks new K/V blocks and the paged cache shard.
  *
  * What differs from the standalone kernel (same pipeline, same ping-pong, same wgmma):
  *  - Grid (numHeads, tile slots): the slots are prefill.cuh's (sequence s owns slots
  *    s + queryStart[s] / 128 .., found by binary search), reversed so each sequence's last (most
  *    loaded) tiles start first; heads in x so the heads of one KV group run side by side (L2).
- *  - Keys: per block b a segment, the rows kv[b].rowStart[s] .. up to the first whose position is
- *    past the tile's last query position (positions increase within a sequence; the bound is
- *    direct when the segment's positions are contiguous, else a 32-way search by one warp). Key
- *    tiles of 128 are cut from each segment's own start, visited segment by segment, each from
- *    its last tile down. A segment's partial last tile is loaded as the 128 rows that end at the
- *    segment's end (start keyEnd - 128, negative coordinates zero-filled by TMA), so TMA never
- *    reads a row past the segment: the block's row count is device data the host cannot bound.
- *    Rows of such a tile outside the tile's own keys carry position INT32_MAX.
- *  - The causal mask is by position: producer warp 9 writes each stage's 128 key positions and
- *    a flag "some key is past the tile's first query position" (then the mask is needed) into
- *    shared memory and arrives on the stage's fullK with its 32 lanes; a consumer turns the
- *    positions into a bit per key and row on flagged tiles only. Tiles left of every row's
- *    diagonal run the standalone kernel's unmasked softmax.
+ *  - Keys come in segments: the cache shard's local keys 0 .. (those at or before the tile's last
+ *    query position: cpclKvLocalLenOf), then per block b its rows kv[b].rowStart[s] .. up to the
+ *    first past that position (positions increase within a sequence; the bound is direct when the
+ *    segment's positions are contiguous, else a 32-way search by one warp). Key tiles of 128 are
+ *    cut from each segment's own start. A tile whose keys all sit at or before the tile's first
+ *    query position needs no mask; the masked tiles of every segment come first (each segment's
+ *    from its end down), then the unmasked ones, so the masked softmax never shares registers
+ *    with an in-flight P V (the overlapped loop has 8 registers to spare).
+ *  - A block's partial last tile is loaded as the 128 rows that end at the segment's end (start
+ *    keyEnd - 128, negative coordinates zero-filled by TMA), so TMA never reads a row past the
+ *    segment: the block's row count is device data the host cannot bound. Rows of such a tile
+ *    outside the tile's own keys carry position INT32_MAX.
+ *  - The cache shard's tiles are copied by producer warps 9-11 with cp.async, row by row through
+ *    the block table, zero-filled past the segment and behind negative page ids (the slots past a
+ *    sequence's length in its last page may hold anything, NaN included, and P = 0 does not
+ *    cancel NaN). A cache segment with a blocked page among its unmasked tiles has none (a
+ *    zero-filled key is only excluded by the mask).
+ *  - The causal mask is by position: warps 9-11 write a masked tile's 128 key positions into
+ *    shared memory and arrive on the stage's fullV with the V rows (fullK and fullV count the TMA
+ *    lane and these 96 threads); the consumer's masked step waits for fullV before its softmax and
+ *    turns the positions into a bit per key and row. Unmasked tiles run the standalone kernel's
+ *    softmax and overlapped loop unchanged.
  *  - Q through cp.async by the consumer warpgroups (each its 64 rows) into the SW128 layout TMA
  *    would write, so any token and head-block strides (16-byte multiples) work; rows past the
  *    tile are zero.
- *  - A row may see no key (out 0, lse -inf): the masked softmax keeps m = -inf finite-safe.
+ *  - A row may see no key (out 0, lse -inf): the masked softmax keeps m = -inf NaN-free.
  *  - out in bf16, fp16 or fp32 and the lse (base e or 2) at the library's head-block addresses.
  * Batch invariance: a key's row in its tile, the tile order and a row's arithmetic depend only on
  * its own sequence (the rows of other sequences a shifted tile holds meet P = 0 exactly).
@@ -34,6 +43,7 @@
 
 #include <cuda_fp16.h>
 
+#include "kv_layout.h"
 #include "prefill_params.h"
 #include "prefill_sm90.cuh"
 
@@ -42,6 +52,7 @@ namespace pf90 {
 
 constexpr int kLibMaxBlocks = 8; /* K/V blocks (their tensor maps travel as kernel parameters) */
 constexpr int kBarQ0 = 3;        /* named barriers 3, 4: warpgroup w's Q rows landed */
+constexpr int kCopyThreads = 96; /* producer warps 9-11: positions, and the cache shard's rows */
 
 struct LibMaps {
   CUtensorMap k[kLibMaxBlocks], v[kLibMaxBlocks];
@@ -156,6 +167,43 @@ __device__ __forceinline__ int libFirstAfter(const int32_t* pos, int lo, int hi,
 __device__ __forceinline__ void libBuildSegs(const cpclPrefillParams_t& p, int s, int qmin, int qmax, LibSegs& sg,
                                              int lane) {
   int n = 0, masked = 0, unmasked = 0;
+  if (p.cacheLens != nullptr) {
+    /* the shard's local keys 0 .. e - 1 (the cache segment, block -1): those at or before qmax;
+     * the unmasked ones, at or before qmin, unless a page among theirs is blocked (its keys are
+     * read as nothing, which only the mask expresses) */
+    const int W = p.cpSize, r = p.cpRank, I = p.interleave, ps = p.pageSize;
+    int64_t e = cpclKvLocalLenOf(__ldg(p.cacheLens + s), W, r, I);
+    e = min(e, cpclKvLocalLenOf((int64_t)qmax + 1, W, r, I));
+    e = min(e, (int64_t)p.maxPagesPerSeq * ps); /* the table's row: no entry past it is read */
+    if (e > 0) {
+      const int64_t u = min(e, cpclKvLocalLenOf((int64_t)qmin + 1, W, r, I));
+      int nU = (int)(u / kBN);
+      const int32_t* bt = p.blockTable + (int64_t)s * p.maxPagesPerSeq;
+      const int np = (int)(((int64_t)nU * kBN + ps - 1) / ps);
+      bool blocked = false;
+      for (int i0 = 0; i0 < np; i0 += 32 * 8) {
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+          const int i = i0 + 32 * k + lane;
+          if (i < np) blocked |= __ldg(bt + i) < 0;
+        }
+      }
+      if (__any_sync(0xffffffffu, blocked)) nU = 0;
+      const int nT = (int)((e + kBN - 1) / kBN);
+      if (lane == 0) {
+        sg.m0[0] = 0;
+        sg.u0[0] = 0;
+        sg.blk[0] = -1;
+        sg.key0[0] = 0;
+        sg.keyEnd[0] = (int)e;
+        sg.nT[0] = nT;
+        sg.nU[0] = nU;
+      }
+      masked = nT - nU;
+      unmasked = nU;
+      n = 1;
+    }
+  }
   for (int b = 0; b < p.numKvBlocks; b++) {
     const int32_t* rs = p.kv[b].rowStart;
     const int32_t* pos = p.kv[b].pos;
@@ -190,7 +238,8 @@ __device__ __forceinline__ void libBuildSegs(const cpclPrefillParams_t& p, int s
   }
 }
 
-/* Key tile i: its block, the first row loaded (start), and its own keys [lo, end). */
+/* Key tile i: its block (-1: the cache shard), the first row loaded (start), and its own keys
+ * [lo, end). Only a block's partial tile is shifted: the shard's rows are copied one by one. */
 struct LibTile {
   int blk, start, lo, end;
 };
@@ -205,8 +254,32 @@ __device__ __forceinline__ LibTile libTile(const LibSegs& sg, int i) {
   t.blk = sg.blk[seg];
   t.lo = sg.key0[seg] + j * kBN;
   t.end = min(kEnd, t.lo + kBN);
-  t.start = t.lo + kBN > kEnd ? kEnd - kBN : t.lo;
+  t.start = t.blk >= 0 && t.lo + kBN > kEnd ? kEnd - kBN : t.lo;
   return t;
+}
+
+/* Rows lo .. lo + 127 of the cache shard (local keys) into a stage, 64-dim tiles SW128-swizzled
+ * as TMA writes them, by the copy threads (cid 0 .. 95) with cp.async; keys at or past end and
+ * behind a negative page id are zero-filled and read nothing (rows past the sequence's length in
+ * its last page may hold anything, NaN included: P = 0 would not cancel them). */
+template <typename T, int kD>
+__device__ __forceinline__ void libCopyCacheRows(uint32_t dst, const void* cache, const int32_t* bt,
+                                                 const cpclPrefillParams_t& p, int kh, int lo, int end, int cid) {
+  /* a thread keeps one 16-byte column c of every kCopyThreads / kc-th row: one page lookup per
+   * row, no division per chunk (the producer warps have 56 registers) */
+  constexpr int kc = kD / 8, kTile = kBN * 128, kRowsPerPass = kCopyThreads / kc;
+  static_assert(kCopyThreads % kc == 0, "whole rows per pass");
+  const int ps = p.pageSize, c = cid % kc, cx = c & 7;
+  const int64_t rowStride = (int64_t)p.numKvHeads * kD;
+  const T* base = static_cast<const T*>(cache) + (int64_t)kh * kD + c * 8;
+  const uint32_t dc = dst + (c >> 3) * kTile;
+  for (int r = cid / kc; r < kBN; r += kRowsPerPass) {
+    const int key = lo + r;
+    const int page = key < end ? __ldg(bt + key / ps) : -1;
+    const bool valid = page >= 0;
+    const T* src = valid ? base + ((int64_t)page * ps + key % ps) * rowStride : base;
+    libCpAsync16(dc + r * 128 + ((cx ^ (r & 7)) << 4), src, valid);
+  }
 }
 
 /* the online softmax steps of prefill_sm90.cuh with the mask as a bit per key (bit 2j + e' of bA
@@ -321,8 +394,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (tid == 0) {
     for (int i = 0; i < kStages; i++) {
-      mbarInit(fullK + 8 * i, 1 + 32); /* the TMA lane's expect_tx and warp 9's positions */
-      mbarInit(fullV + 8 * i, 1);
+      mbarInit(fullK + 8 * i, 1 + kCopyThreads); /* the TMA lane (expect_tx or not) and the copy threads */
+      mbarInit(fullV + 8 * i, 1 + kCopyThreads);
       mbarInit(emptyK + 8 * i, 8); /* lane 0 of each consumer warp */
       mbarInit(emptyV + 8 * i, 8);
     }
@@ -356,40 +429,74 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int st = i % kStages;
         const uint32_t par = ((i / kStages) - 1) & 1;
         const LibTile tl = libTile(sg, i);
+        /* a cache tile is the copy threads': this lane only keeps the barriers' count */
         if (i >= kStages) mbarWait(emptyK + 8 * st, par);
-        mbarExpectTx(fullK + 8 * st, S::kKBytes);
+        if (tl.blk >= 0) {
+          mbarExpectTx(fullK + 8 * st, S::kKBytes);
 #pragma unroll
-        for (int c = 0; c < kDqk / 64; c++)
-          tmaLoad3d(sK + st * S::kKBytes + c * kKTile, &maps.k[tl.blk], c * 64, kh, tl.start, fullK + 8 * st);
+          for (int c = 0; c < kDqk / 64; c++)
+            tmaLoad3d(sK + st * S::kKBytes + c * kKTile, &maps.k[tl.blk], c * 64, kh, tl.start, fullK + 8 * st);
+        } else {
+          mbarArrive(fullK + 8 * st);
+        }
         if (i >= kStages) mbarWait(emptyV + 8 * st, par);
-        mbarExpectTx(fullV + 8 * st, S::kVBytes);
+        if (tl.blk >= 0) {
+          mbarExpectTx(fullV + 8 * st, S::kVBytes);
 #pragma unroll
-        for (int c = 0; c < kDv / 64; c++)
-          tmaLoad3d(sV + st * S::kVBytes + c * kKTile, &maps.v[tl.blk], c * 64, kh, tl.start, fullV + 8 * st);
+          for (int c = 0; c < kDv / 64; c++)
+            tmaLoad3d(sV + st * S::kVBytes + c * kKTile, &maps.v[tl.blk], c * 64, kh, tl.start, fullV + 8 * st);
+        } else {
+          mbarArrive(fullV + 8 * st);
+        }
       }
-    } else if (tid >= 288 && tid < 320) { /* warp 9: the key positions of each masked tile */
-      const int nMask = sg.masked;
+    } else if (tid >= 288) { /* warps 9-11: the key positions of masked tiles, the cache rows */
+      const int nMask = sg.masked, cid = tid - 288;
+      const int32_t* bt = p.cacheLens != nullptr ? p.blockTable + (int64_t)s * p.maxPagesPerSeq : nullptr;
+      const int64_t WI = (int64_t)p.cpSize * p.interleave, rI = (int64_t)p.cpRank * p.interleave;
       for (int i = 0; i < nIter; i++) {
         const int st = i % kStages;
-        /* an arrival must not reach the stage's previous phase of fullK: wait for it to complete.
-         * A masked tile's positions replace ones a softmax may still read (before its P V): they
-         * wait for emptyV too. An unmasked tile does not, so its K is never held up behind the
-         * P V of the stage's previous tile (with two stages that would end the ping-pong). */
+        const uint32_t par = ((i / kStages) - 1) & 1;
+        const LibTile tl = libTile(sg, i);
+        const bool cache = tl.blk < 0, masked = i < nMask;
+        /* An arrival must not reach a barrier's previous phase: wait for it to complete. Writes
+         * into the stage wait for the consumers to be done with what they replace: the cache
+         * tile's K after emptyK; its V and a masked tile's positions (read in the softmax, before
+         * the P V) after emptyV. A block's unmasked tile waits for neither, so its K is never held
+         * up behind the stage's previous P V (with two stages that would end the ping-pong). */
         if (i >= kStages) {
-          mbarWait(fullK + 8 * st, ((i / kStages) - 1) & 1);
-          if (i < nMask) mbarWait(emptyV + 8 * st, ((i / kStages) - 1) & 1);
+          mbarWait(fullK + 8 * st, par);
+          if (cache) mbarWait(emptyK + 8 * st, par);
         }
-        if (i < nMask) {
-          const LibTile tl = libTile(sg, i);
-          int* dst = sPos + st * L::kPosInts;
-          const int32_t* pos = p.kv[tl.blk].pos;
-#pragma unroll
-          for (int r = lane; r < kBN; r += 32) {
-            const int key = tl.start + r;
-            dst[r] = key >= tl.lo && key < tl.end ? __ldg(pos + key) : INT32_MAX;
-          }
+        if (cache) {
+          libCopyCacheRows<T, kDqk>(sK + st * S::kKBytes, p.kCache, bt, p, kh, tl.lo, tl.end, cid);
+          asm volatile("cp.async.wait_all;\n" ::: "memory");
+          fenceProxyAsync(); /* generic-proxy writes, read by wgmma */
         }
         mbarArrive(fullK + 8 * st);
+        if (i >= kStages) {
+          mbarWait(fullV + 8 * st, par);
+          if (cache || masked) mbarWait(emptyV + 8 * st, par);
+        }
+        if (cache) libCopyCacheRows<T, kDv>(sV + st * S::kVBytes, p.vCache, bt, p, kh, tl.lo, tl.end, cid);
+        if (masked) {
+          int* dst = sPos + st * L::kPosInts;
+          for (int r = cid; r < kBN; r += kCopyThreads) {
+            const int key = tl.start + r;
+            int ps = INT32_MAX; /* never visible */
+            if (cache) {
+              if (key < tl.end && __ldg(bt + key / p.pageSize) >= 0)
+                ps = (int)((key / p.interleave) * WI + rI + key % p.interleave);
+            } else if (key >= tl.lo && key < tl.end) {
+              ps = __ldg(p.kv[tl.blk].pos + key);
+            }
+            dst[r] = ps;
+          }
+        }
+        if (cache) {
+          asm volatile("cp.async.wait_all;\n" ::: "memory");
+          fenceProxyAsync();
+        }
+        mbarArrive(fullV + 8 * st);
       }
     }
     return;
@@ -435,7 +542,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto stageOf = [](int i) { return i % kStages; };
   auto parityOf = [](int i) { return (uint32_t)(i / kStages) & 1; };
   /* the masked softmax of the tile in stage st (S waited for, nothing in flight: its registers
-   * come from P's): a bit per key and row from the positions warp 9 wrote */
+   * come from P's): a bit per key and row from the positions warps 9-11 wrote */
   auto softmaxMasked = [&](int st, float& cA, float& cB, float& sumA, float& sumB) {
     const uint32_t ps = sQ + L::kPosOff + st * L::kPosInts * 4;
     const int qpA = rowA < nRows ? __ldg(p.queryPos + t0 + rowA) : INT32_MIN; /* padding rows see nothing */
@@ -467,6 +574,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     mbarArriveLane0(emptyK + 8 * st, lane); /* this warp is done with the stage's K */
     float cA, cB, sumA, sumB;
     if (masked) {
+      mbarWait(fullV + 8 * st, parityOf(i)); /* the positions arrive with V */
       softmaxMasked(st, cA, cB, sumA, sumB);
     } else {
       libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
