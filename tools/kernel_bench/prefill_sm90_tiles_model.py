@@ -7,7 +7,8 @@ libBuildSegs and libTile line by line. For every query tile of every batch it ch
   - an unmasked tile holds only its own keys, each at or before the tile's first row;
   - TMA is never asked for a row at or past the segment's end (rows below 0 are zero-filled).
 Batches: 1-4 sequences, 1-4 PCP blocks of head-tail chunks (cpclPcpChunks), the query block
-among the keys or not (rows without keys), contexts shifting the positions.
+among the keys or not (rows without keys), contexts shifting the positions; half of them with the
+cache shard (W 1-3, interleave 1 or 16, pages of 1-256 tokens, 5% of the page ids negative).
 Run: python3 tools/kernel_bench/prefill_sm90_tiles_model.py [batches]
 """
 import random
@@ -39,8 +40,27 @@ def first_after(pos, lo, hi, p0, p1, q):
     return lo + past.index(True) if any(past) else hi
 
 
-def build_segs(blocks, s, qmin, qmax):
+def local_len_of(L, W, r, I):
+    WI = W * I
+    q, m = (L // WI, L % WI) if L >= 0 else (-((-L) // WI), -((-L) % WI))  # C's truncating / and %
+    rem = max(0, min(I, m - r * I))
+    return q * I + rem
+
+
+def build_segs(blocks, s, qmin, qmax, cache=None):
     segs, masked, unmasked = [], 0, 0
+    if cache is not None:
+        W, r, I, ps, lens, bt, maxPages = cache
+        e = min(local_len_of(lens[s], W, r, I), local_len_of(qmax + 1, W, r, I), maxPages * ps)
+        if e > 0:
+            u = min(e, local_len_of(qmin + 1, W, r, I))
+            nU = u // BN
+            np_ = (nU * BN + ps - 1) // ps
+            if any(bt[s][i] < 0 for i in range(np_)):
+                nU = 0
+            nT = (e + BN - 1) // BN
+            segs.append(dict(m0=0, u0=0, blk=-1, key0=0, keyEnd=e, nT=nT, nU=nU))
+            masked, unmasked = nT - nU, nU
     for b, (rs, pos) in enumerate(blocks):
         k0, k1 = rs[s], max(rs[s], rs[s + 1])
         if k0 < 0 or k1 == k0:
@@ -69,7 +89,7 @@ def lib_tile(segs, masked, i):
     j = (sg["nT"] if m else sg["nU"]) - 1 - (k - sg[first])
     lo = sg["key0"] + j * BN
     end = min(sg["keyEnd"], lo + BN)
-    start = sg["keyEnd"] - BN if lo + BN > sg["keyEnd"] else lo
+    start = sg["keyEnd"] - BN if sg["blk"] >= 0 and lo + BN > sg["keyEnd"] else lo
     return sg["blk"], start, lo, end, m, sg["keyEnd"]
 
 
@@ -88,6 +108,15 @@ def batch(seed):
     skip = P > 1 and R.random() < 0.3
     ctx = [R.choice([0, 0, 5, 130, 1000]) for _ in range(S)]
     new = [R.choice([1, 3, 70, 128, 129, 256, 400, 700, 1500]) for _ in range(S)]
+    cache = None
+    if R.random() < 0.5:  # the shard of rank r of W, interleave I, pages of ps, some blocked
+        W, I, ps = R.choice([1, 2, 3]), R.choice([1, 16]), R.choice([1, 16, 64, 256])
+        r = R.randrange(W)
+        # the cache holds the context, or the new tokens too (keys past some rows: the mask)
+        lens = [c + (n if R.random() < 0.5 else 0) for c, n in zip(ctx, new)]
+        maxPages = max(1, max(local_len_of(c, W, r, I) for c in lens) // ps + 1)
+        bt = [[(-1 if R.random() < 0.05 else R.randrange(1000)) for _ in range(maxPages)] for _ in range(S)]
+        cache = (W, r, I, ps, lens, bt, maxPages)
     blocks = []
     for b in range(P):
         rs, pos = [0], []
@@ -112,14 +141,21 @@ def batch(seed):
         s, t0 = lo, r0 + j * BM
         n = min(BM, r1 - t0)
         qmin, qmax = qpos[t0], qpos[t0 + n - 1]
-        segs, masked, tiles = build_segs(kv, s, qmin, qmax)
+        segs, masked, tiles = build_segs(kv, s, qmin, qmax, cache)
         seen = {t: [] for t in range(t0, t0 + n)}
         for i in range(tiles):
             blk, start, klo, kend, m, segEnd = lib_tile(segs, masked, i)
-            pos = kv[blk][1]
-            assert start + BN <= segEnd or start < 0 and start + BN == segEnd, (seed, start, segEnd)
+            if blk < 0:  # the cache: positions of local keys, blocked pages excluded
+                W, rk, I, ps, lens, bt, maxPages = cache
+                assert start == klo and start % BN == 0
+                pos = {k: (k // I) * W * I + rk * I + k % I for k in range(start, start + BN)}
+                live = lambda k: k < kend and bt[s][k // ps] >= 0
+            else:
+                pos = kv[blk][1]
+                assert start + BN <= segEnd or start < 0 and start + BN == segEnd, (seed, start, segEnd)
+                live = lambda k: klo <= k < kend
             for r in range(start, start + BN):
-                own = klo <= r < kend
+                own = live(r)
                 if not m:
                     assert own and pos[r] <= qmin, (seed, "unmasked tile with a masked key")
                 for t in seen:
@@ -127,6 +163,13 @@ def batch(seed):
                         seen[t].append((blk, r))
         for t, got in seen.items():
             want = [(b, r) for b, (rs, pos) in enumerate(kv) for r in range(rs[s], rs[s + 1]) if pos[r] <= qpos[t]]
+            if cache is not None:
+                W, rk, I, ps, lens, bt, maxPages = cache
+                for k in range(min(local_len_of(lens[s], W, rk, I), maxPages * ps)):
+                    gp = (k // I) * W * I + rk * I + k % I
+                    assert gp < lens[s]
+                    if gp <= qpos[t] and bt[s][k // ps] >= 0:
+                        want.append((-1, k))
             assert sorted(got) == sorted(want) and len(set(got)) == len(got), (seed, t)
             rows += 1
     return rows
