@@ -488,10 +488,10 @@ static void kernelSuite(void) {
       {"bf16 q, fp16 KV, D128 G4, fp32 out", bf, hf, f32, 1, 4, 128, 128, 0, 2, 1, 1, 1, 2, 0, 0, 0, 0, 4, 1},
       {"fp16 GQA D96 G3 (no tensor-core dims)", hf, hf, hf, 2, 3, 96, 96, 0, 1, 0, 1, 16, 1, 0, 0, 0, 0, 6, 0},
   };
-  /* new K/V blocks only, D 128/128 or 192/128, bf16/fp16: the Hopper body on an sm_90 device
-   * (the mma.sync one elsewhere). Several head-tail blocks (positions not contiguous: the 32-way
-   * search), one block (contiguous: the direct bound), fp32 / fp16 / bf16 out, head sub-ranges
-   * in blocks of Hb, base-2 lse, rows without keys, GQA groups 1..8. */
+  /* D 128/128 or 192/128, bf16/fp16: the Hopper body on an sm_90 device (the mma.sync one
+   * elsewhere). Several head-tail blocks (positions not contiguous: the 32-way search), one block
+   * (contiguous: the direct bound), fp32 / fp16 / bf16 out, head sub-ranges in blocks of Hb,
+   * base-2 lse, rows without keys, GQA groups 1..8, the cache shard with pages of 1 and 64. */
   const kcase_t sm90Cases[] = {
       {"bf16 GQA D128 G4, pcp2 (2 blocks)", bf, bf, bf, 2, 4, 128, 128, 0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 8, 0},
       {"fp16 D128 G8, heads 2..6 Hb3, fp32 out, pcp3", hf, hf, f32, 1, 8, 128, 128, 0, 0, 0, 1, 1, 3, 1, 0, 2, 5, 3, 1},
@@ -499,6 +499,14 @@ static void kernelSuite(void) {
       {"bf16 MHA 192/128, fp16 out, pcp1", bf, bf, hf, 4, 1, 192, 128, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 4, 0},
       {"fp16 MHA 192/128 G2, pcp4, rows see nothing", hf, hf, hf, 2, 2, 192, 128, 0, 0, 0, 1, 1, 4, 2, 1, 0, 0, 4, 1},
       {"bf16 GQA D128 G1, fp32 out, pcp2, base 2", bf, bf, f32, 4, 1, 128, 128, 0, 0, 0, 1, 1, 2, 1, 0, 0, 0, 2, 1},
+      {"bf16 GQA D128 G2, cache W1 p1, pcp1", bf, bf, bf, 2, 2, 128, 128, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 4, 0},
+      {"fp16 MHA 192/128, cache W2 I16 p64, pcp2", hf, hf, hf, 2, 1, 192, 128, 0, 2, 1, 16, 64, 2, 1, 0, 0, 0, 2, 0},
+  };
+  /* more K/V blocks than the Hopper body takes (8): mma.sync everywhere, so its D128 and D192
+   * instantiations keep their cases on sm_90 too */
+  const kcase_t mmaOnly[] = {
+      {"bf16 GQA D128 G4, cache W2 p16, pcp9", bf, bf, bf, 2, 4, 128, 128, 0, 2, 1, 1, 16, 9, 0, 0, 0, 0, 8, 0},
+      {"fp16 MHA 192/128 W3 I16, fp32 out, pcp9", hf, hf, f32, 2, 1, 192, 128, 0, 3, 1, 16, 16, 9, 4, 0, 0, 0, 2, 1},
   };
   int major = 0, minor = 0, dev = 0;
   CUDA_OK(cudaGetDevice(&dev));
@@ -508,11 +516,11 @@ static void kernelSuite(void) {
   printf("kernel cases on compute capability %d.%d: the Hopper body %s\n", major, minor,
          hopper ? "takes the new-token cases" : "does not run here (they take mma.sync)");
   for (size_t i = 0; i < sizeof(mmaCases) / sizeof(mmaCases[0]); i++) {
-    /* the one mma case without a cache shard is the Hopper body's on sm_90 */
-    const int want =
-        hopper && mmaCases[i].cW == 0 && mmaCases[i].Dqk != 64 ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA;
+    /* on sm_90 the Hopper body takes every D 128/128 and 192/128 case, the cache shard's too */
+    const int want = hopper && mmaCases[i].Dqk != 64 ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA;
     kernelCase(&mmaCases[i], want);
   }
+  for (size_t i = 0; i < sizeof(mmaOnly) / sizeof(mmaOnly[0]); i++) kernelCase(&mmaOnly[i], CPCL_PREFILL_BODY_MMA);
   for (size_t i = 0; i < sizeof(sm90Cases) / sizeof(sm90Cases[0]); i++)
     kernelCase(&sm90Cases[i], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
   badRowStartCase(&sm90Cases[0], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
