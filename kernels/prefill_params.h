@@ -118,7 +118,7 @@ int cpclCudaPrefillStore(const cpclPrefillStoreParams_t* p, void* stream);
  *  CPCL_PREFILL_BODY_SM90: the Hopper wgmma/TMA body (kernels/cuda/prefill_sm90_lib.cuh) when the
  *    device is compute capability 9.0 and p fits it (cpclPrefillSm90Fits in
  *    kernels/cuda/prefill_sm90.h: qType == kvType bf16 or fp16, any outType, separate V with
- *    Dqk/Dvo 128/128 or 192/128, cacheLens NULL, 1 .. 8 K/V blocks, 16-byte aligned rows);
+ *    Dqk/Dvo 128/128 or 192/128, up to 8 K/V blocks and the cache shard, 16-byte aligned rows);
  *  CPCL_PREFILL_BODY_MMA: the mma.sync tensor-core body (bf16/fp16 alike, separate V, Dqk/Dvo
  *    64/64, 128/128 or 192/128, 16-byte aligned rows; the cache shard too);
  *  CPCL_PREFILL_BODY_CUDA_CORE: everything else.

@@ -1,9 +1,9 @@
 /*
  * prefill.cu -- the launchers of the CUDA prefill (prefill_params.h): on an sm_90 device the
- * Hopper body (prefill_sm90_lib.cuh, an sm_90a unit) for every call it takes
- * (cpclPrefillSm90Fits: bf16/fp16 new K/V blocks, D 128/128 or 192/128, no cache shard), else the
- * mma.sync tensor-core body where it applies (prefill.cuh, instantiated in inst/prefill_mma_*.cu),
- * the CUDA-core body for every other shape; and the store of a block's owned rows into the paged
+ * Hopper body (prefill_sm90_lib.cuh, an sm_90a unit) for every call it takes (cpclPrefillSm90Fits:
+ * bf16/fp16, D 128/128 or 192/128, up to 8 K/V blocks and the cache shard), else the mma.sync
+ * tensor-core body where it applies (prefill.cuh, instantiated in inst/prefill_mma_*.cu), the
+ * CUDA-core body for every other shape; and the store of a block's owned rows into the paged
  * cache.
  */
 #include "dispatch.cuh"

@@ -67,10 +67,12 @@ const char* cpclPrefillSm90ErrorDetail(void);
 
 /* 1 when cpclPrefillSm90Run takes p: the current device is compute capability 9.0; qType ==
  * kvType, bf16 or fp16; outType bf16, fp16 or fp32; separate V with (headDimQk, headDimVo)
- * (128, 128) or (192, 128); cacheLens NULL (new K/V blocks only); 1 .. 8 K/V blocks, each with
- * k, v, rowStart and pos set; smScale > 0; numSeqs + numTokens / 128 + 1 <= 65535 (the grid);
- * q, out and every block's k and v 16-byte aligned, lse 4-byte aligned; qTokenStride and
- * qBlockStride multiples of 8 elements, oTokenStride and oBlockStride even. Host values only. */
+ * (128, 128) or (192, 128); 0 .. 8 K/V blocks, each with k, v, rowStart and pos set, and at
+ * least one unless cacheLens is set; with cacheLens: blockTable, kCache and vCache set (the
+ * caches 16-byte aligned), pageSize, maxPagesPerSeq, cpSize, interleave >= 1 and 0 <= cpRank <
+ * cpSize; smScale > 0; numSeqs + numTokens / 128 + 1 <= 65535 (the grid); q, out and every
+ * block's k and v 16-byte aligned, lse 4-byte aligned; qTokenStride and qBlockStride multiples
+ * of 8 elements, oTokenStride and oBlockStride even. Host values only. */
 int cpclPrefillSm90Fits(const cpclPrefillParams_t* p);
 /* runs p on the Hopper body (prefill_params.h's contract); cudaErrorInvalidValue when p does not
  * fit, else 0 or the CUDA error of the encoding or the launch. Capturable in a graph (the tensor

@@ -53,6 +53,10 @@ run -B 8 -l 4096 -L 8192 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B8"
 run -B 1 -l 4096 -L 65536 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B1"
 run -B 2 -l 16384 -L 16384 -F 2 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B2"
 run -B 4 -l 4096 -L 16384 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B4"
+# with context: the cache shard's tiles (copied by the Hopper body's producer warps) next to the
+# new tokens' (TMA); FLOPs count every visible key, cached ones included
+run -B 1 -l 4096 -L 4096 -C 12288 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B1, 12k cached + 4k new"
+run -B 1 -l 4096 -L 4096 -C 12288 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B1, 12k cached + 4k new"
 grep -vE "^#" "$LOG/prefill.txt" | grep -vE "^$"
 echo "== PyTorch SDPA on the same shapes (scratch/torch_prefill_anchor.py)"
 if [ -f scratch/torch_prefill_anchor.py ]; then
