@@ -600,11 +600,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (!kOverlap) {
       for (; i0 < nIter; i0++) step(i0, i0 < nMask);
     } else {
-      for (; i0 < nMask; i0++) step(i0, true);
+      for (; i0 + 1 < nMask; i0++) step(i0, true);
     }
     if (kOverlap && i0 < nIter) {
-      /* the unmasked tiles: S of tile i with P V of tile i - 1, the softmax of tile i under that
-       * P V (prefill_sm90.cuh's overlap, from tile i0 on) */
+      /* S of tile i with P V of tile i - 1, the softmax of tile i under that P V
+       * (prefill_sm90.cuh's overlap) from tile i0 on. Tile i0 is the last masked one, if any: its
+       * softmax runs with nothing in flight, as the standalone kernel's peeled diagonal tile. */
       float cA, cB, sumA, sumB;
       {
         const int st = stageOf(i0);
@@ -617,8 +618,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmmaWait<0>();
         fenceRegs(s_);
         mbarArriveLane0(emptyK + 8 * st, lane);
-        libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
-        libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
+        if (i0 < nMask) {
+          mbarWait(fullV + 8 * st, parityOf(i0)); /* the positions arrive with V */
+          softmaxMasked(st, cA, cB, sumA, sumB);
+        } else {
+          libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
+          libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
+        }
         lA = lA * cA + sumA;
         lB = lB * cB + sumB;
         rescaleO(o, cA, cB);

@@ -171,10 +171,10 @@ def run(seed):
         if w == 1:
             bar_arrive(turn[0])
         i0 = 0
-        while i0 < nMask:
+        while i0 + 1 < nMask:  # the masked tiles but the last: steps
             yield from step(i0, True)
             i0 += 1
-        if i0 < n:
+        if i0 < n:  # the overlapped loop from tile i0 (the last masked one, if any)
             st = i0 % S
             yield from bar_sync(turn[w])
             yield from wait(fullK[st], parity(i0))
@@ -183,6 +183,11 @@ def run(seed):
             yield
             read("K", st, i0)
             emptyK[st].arrive(i0, 4)
+            if i0 < nMask:
+                yield from wait(fullV[st], parity(i0))
+                read("P", st, i0)
+                yield  # softmax
+                read("P", st, i0)
             for i in range(i0 + 1, n):
                 st, sp = i % S, (i - 1) % S
                 yield from bar_sync(turn[w])
@@ -193,8 +198,9 @@ def run(seed):
                 pass_turn(i)
                 yield
                 read("K", st, i)
+                read("V", sp, i - 1)
                 emptyK[st].arrive(i, 4)
-                yield
+                yield  # the softmax of tile i under the P V of tile i - 1
                 read("V", sp, i - 1)
                 emptyV[sp].arrive(i - 1, 4)
             sl = (n - 1) % S
