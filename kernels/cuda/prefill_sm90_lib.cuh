@@ -15,7 +15,8 @@
  *    cut from each segment's own start. A tile whose keys all sit at or before the tile's first
  *    query position needs no mask; the masked tiles of every segment come first (each segment's
  *    from its end down), then the unmasked ones, so the masked softmax never shares registers
- *    with an in-flight P V (a first version that masked inside the overlapped loop spilled).
+ *    with an in-flight P V (a first version that masked inside the overlapped loop spilled): all
+ *    masked tiles but the last run as non-overlapped steps, the last opens the overlapped loop.
  *  - A block's partial last tile is loaded as the 128 rows that end at the segment's end (start
  *    keyEnd - 128, negative coordinates zero-filled by TMA), so TMA never reads a row past the
  *    segment: the block's row count is device data the host cannot bound. Rows of such a tile
