@@ -114,8 +114,21 @@ void cpclHostPrefillStore(const cpclPrefillStoreParams_t* p);
  * their own). Blocked table entries < 0 read and write nothing. ---- */
 int cpclCudaPrefill(const cpclPrefillParams_t* p, void* stream);
 int cpclCudaPrefillStore(const cpclPrefillStoreParams_t* p, void* stream);
-/* 1 when cpclCudaPrefill runs the tensor-core body for p (bf16/fp16 alike, separate V, Dqk/Dvo
- * 64/64, 128/128 or 192/128, 16-byte aligned rows), 0 for the CUDA-core body */
+/* The body cpclCudaPrefill runs for p, in the order it tries them:
+ *  CPCL_PREFILL_BODY_SM90: the Hopper wgmma/TMA body (kernels/cuda/prefill_sm90_lib.cuh) when the
+ *    device is compute capability 9.0 and p fits it (cpclPrefillSm90Fits in
+ *    kernels/cuda/prefill_sm90.h: qType == kvType bf16 or fp16, any outType, separate V with
+ *    Dqk/Dvo 128/128 or 192/128, up to 8 K/V blocks and the cache shard, 16-byte aligned rows);
+ *  CPCL_PREFILL_BODY_MMA: the mma.sync tensor-core body (bf16/fp16 alike, separate V, Dqk/Dvo
+ *    64/64, 128/128 or 192/128, 16-byte aligned rows; the cache shard too);
+ *  CPCL_PREFILL_BODY_CUDA_CORE: everything else.
+ * Host values and the current device only. */
+#define CPCL_PREFILL_BODY_CUDA_CORE 0
+#define CPCL_PREFILL_BODY_MMA 1
+#define CPCL_PREFILL_BODY_SM90 2
+int cpclCudaPrefillBody(const cpclPrefillParams_t* p);
+const char* cpclCudaPrefillBodyName(int body); /* "Hopper wgmma", "mma.sync", "CUDA-core" */
+/* 1 when cpclCudaPrefill runs a tensor-core body (Hopper or mma.sync) for p, 0 for the CUDA-core one */
 int cpclCudaPrefillUsesMma(const cpclPrefillParams_t* p);
 
 #ifdef __cplusplus

@@ -1,10 +1,14 @@
 /*
- * prefill.cu -- the launchers of the CUDA prefill (prefill_params.h): the tensor-core body where
- * it applies (prefill.cuh, instantiated in inst/prefill_mma_*.cu), the CUDA-core body for every
- * other shape, and the store of a block's owned rows into the paged cache.
+ * prefill.cu -- the launchers of the CUDA prefill (prefill_params.h): on an sm_90 device the
+ * Hopper body (prefill_sm90_lib.cuh, an sm_90a unit) for every call it takes (cpclPrefillSm90Fits:
+ * bf16/fp16, D 128/128 or 192/128, up to 8 K/V blocks and the cache shard), else the mma.sync
+ * tensor-core body where it applies (prefill.cuh, instantiated in inst/prefill_mma_*.cu), the
+ * CUDA-core body for every other shape; and the store of a block's owned rows into the paged
+ * cache.
  */
 #include "dispatch.cuh"
 #include "prefill.cuh"
+#include "prefill_sm90.h"
 
 namespace cpcl {
 namespace pf {
@@ -183,6 +187,11 @@ extern "C" int cpclCudaPrefill(const cpclPrefillParams_t* p, void* stream) {
                         p->headDimVo);
   if (p->numHeads > 65535) return invalidValue("numHeads = %d exceeds the grid's 65535", p->numHeads);
   if (p->numTokens == 0 || p->numHeads == 0 || p->numSeqs == 0) return 0;
+  if (cpclPrefillSm90Fits(p)) {
+    const int e = cpclPrefillSm90Run(p, st);
+    if (e == (int)cudaErrorInvalidValue) return invalidValue("%s", cpclPrefillSm90ErrorDetail());
+    return e;
+  }
   if (mmaFits(*p)) {
     if (p->qType == CPCL_K_BF16) {
       if (p->headDimQk == 64) return launchMma<__nv_bfloat16, 64, 64>(*p, st);
@@ -197,8 +206,18 @@ extern "C" int cpclCudaPrefill(const cpclPrefillParams_t* p, void* stream) {
   return 0;
 }
 
-/* 1: the tensor-core body serves this call (tools and tests report which body they timed) */
-extern "C" int cpclCudaPrefillUsesMma(const cpclPrefillParams_t* p) { return cpcl::pf::mmaFits(*p) ? 1 : 0; }
+/* which body serves this call (tools and tests report which body they timed); the order is
+ * cpclCudaPrefill's */
+extern "C" int cpclCudaPrefillBody(const cpclPrefillParams_t* p) {
+  if (cpclPrefillSm90Fits(p)) return CPCL_PREFILL_BODY_SM90;
+  return cpcl::pf::mmaFits(*p) ? CPCL_PREFILL_BODY_MMA : CPCL_PREFILL_BODY_CUDA_CORE;
+}
+extern "C" int cpclCudaPrefillUsesMma(const cpclPrefillParams_t* p) {
+  return cpclCudaPrefillBody(p) != CPCL_PREFILL_BODY_CUDA_CORE;
+}
+extern "C" const char* cpclCudaPrefillBodyName(int body) {
+  return body == CPCL_PREFILL_BODY_SM90 ? "Hopper wgmma" : body == CPCL_PREFILL_BODY_MMA ? "mma.sync" : "CUDA-core";
+}
 
 extern "C" int cpclCudaPrefillStore(const cpclPrefillStoreParams_t* p, void* stream) {
   using namespace cpcl;

@@ -1,17 +1,22 @@
 /*
- * prefill_sm90.cu -- host side of the standalone Hopper causal prefill body (prefill_sm90.cuh):
- * argument checks, the three tensor maps, the launch. Not part of the library's build yet.
+ * prefill_sm90.cu -- host side of the Hopper causal prefill body: the standalone interface
+ * (prefill_sm90.cuh; argument checks, the three tensor maps, the launch) and the library's
+ * (prefill_sm90_lib.cuh: cpclPrefillSm90Fits / cpclPrefillSm90Run, which cpclCudaPrefill
+ * dispatches to). Built as an sm_90a unit of the library (kernels/cuda/meson.build); the
+ * standalone bench compiles it on its own, so it reports errors through its own detail string.
  */
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <atomic>
 
 #include "prefill_sm90.cuh"
 #include "prefill_sm90.h"
+#include "prefill_sm90_lib.cuh"
 
 namespace {
 
@@ -33,10 +38,11 @@ cudaError_t invalid(const char* fmt, ...) {
 
 std::atomic<void*> encodeFn{nullptr};
 
-/* a 3-d map over [rows][heads][dim] bf16, boxes of 64 dims x 1 head x boxRows rows, 128-byte
- * swizzled (the wgmma K-major / MN-major layout of the kernel's tiles); rows past the tensor are
- * zero-filled by TMA */
-cudaError_t encode3d(CUtensorMap* map, const void* base, int rows, int heads, int dim, int boxRows, const char* what) {
+/* a 3-d map over [rows][heads][dim] of 16-bit elements (bf16, or fp16 with f16), boxes of 64 dims
+ * x 1 head x boxRows rows, 128-byte swizzled (the wgmma K-major / MN-major layout of the kernel's
+ * tiles); rows past the tensor and negative rows are zero-filled by TMA */
+cudaError_t encode3d(CUtensorMap* map, const void* base, int64_t rows, int heads, int dim, int boxRows,
+                     const char* what, bool f16 = false) {
   void* fn = encodeFn.load(std::memory_order_acquire);
   if (fn == nullptr) {
     cudaDriverEntryPointQueryResult q;
@@ -53,12 +59,13 @@ cudaError_t encode3d(CUtensorMap* map, const void* base, int rows, int heads, in
   const cuuint64_t dims[3] = {(cuuint64_t)dim, (cuuint64_t)heads, (cuuint64_t)rows};
   const cuuint64_t strides[2] = {(cuuint64_t)dim * 2, (cuuint64_t)heads * dim * 2};
   const cuuint32_t box[3] = {64, 1, (cuuint32_t)boxRows}, estr[3] = {1, 1, 1};
-  const CUresult r = enc(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(base), dims, strides, box, estr,
-                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r =
+      enc(map, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(base),
+          dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
-    return invalid("cuTensorMapEncodeTiled of %s %p ([%d][%d][%d]) failed: CUresult %d", what, base, rows, heads, dim,
-                   (int)r);
+    return invalid("cuTensorMapEncodeTiled of %s %p ([%lld][%d][%d]) failed: CUresult %d", what, base, (long long)rows,
+                   heads, dim, (int)r);
   return cudaSuccess;
 }
 
@@ -123,4 +130,111 @@ extern "C" cudaError_t cpclPrefillSm90Launch(const cpclPrefillSm90Params_t* p, i
     default:
       return launchOne<192, 128, 2, true>(p, qm, km, vm, stream); /* 6 */
   }
+}
+
+/* ---------------------------------------------------------------- the library's prefill */
+
+namespace {
+
+using cpcl::pf90::kLibMaxBlocks;
+using cpcl::pf90::LibMaps;
+using cpcl::pf90::LibShape;
+using cpcl::pf90::prefillSm90LibKernel;
+
+constexpr int kMaxDevices = 64;
+/* the paged cache shard on this body (cache tiles copied by producer warps 9-11); false sends
+ * every call with cacheLens to the mma.sync body */
+constexpr bool kLibCacheShard = true;
+/* per device: compute capability (major * 10 + minor; 0 = not yet asked), as mla_sm90.cu keeps it */
+std::atomic<int> devCc[kMaxDevices];
+
+int deviceCc() {
+  int dev = -1;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
+    cudaGetLastError();
+    return -1;
+  }
+  int cc = devCc[dev].load(std::memory_order_acquire);
+  if (cc == 0) {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return -1;
+    }
+    cc = major * 10 + minor;
+    devCc[dev].store(cc, std::memory_order_release);
+  }
+  return cc;
+}
+
+bool isHalf(int t) { return t == CPCL_K_BF16 || t == CPCL_K_FP16; }
+
+/* the shape and layout part of the predicate (every condition on host values only) */
+bool libShapeFits(const cpclPrefillParams_t* p) {
+  if (p->qType != p->kvType || !isHalf(p->qType)) return false;
+  if (!isHalf(p->outType) && p->outType != CPCL_K_FP32) return false;
+  if (p->latentKv || p->headDimVo != 128 || (p->headDimQk != 128 && p->headDimQk != 192)) return false;
+  if (p->numKvBlocks < 0 || p->numKvBlocks > kLibMaxBlocks) return false;
+  if (p->cacheLens != nullptr) {
+    /* the paged shard, copied row by row with cp.async (16-byte chunks) */
+    if (!kLibCacheShard || p->blockTable == nullptr || p->kCache == nullptr || p->vCache == nullptr) return false;
+    if (((uintptr_t)p->kCache | (uintptr_t)p->vCache) % 16 != 0) return false;
+    if (p->pageSize < 1 || p->maxPagesPerSeq < 1 || p->cpSize < 1 || p->interleave < 1 || p->cpRank < 0 ||
+        p->cpRank >= p->cpSize)
+      return false;
+  } else if (p->numKvBlocks == 0) {
+    return false; /* no key at all: the mma.sync body writes the empty rows */
+  }
+  if (p->numKvHeads < 1 || p->groupSize < 1 || p->headsPerBlock < 1 || !(p->smScale > 0.f)) return false;
+  if (p->numSeqs < 1 || p->numTokens < 1 || p->numHeads < 1) return false;
+  /* grid y: the tile slots */
+  if ((int64_t)p->numSeqs + p->numTokens / kBM + 1 > 65535) return false;
+  uintptr_t a = (uintptr_t)p->q | (uintptr_t)p->out;
+  for (int b = 0; b < p->numKvBlocks; b++) {
+    if (p->kv[b].k == nullptr || p->kv[b].v == nullptr || p->kv[b].rowStart == nullptr || p->kv[b].pos == nullptr)
+      return false;
+    a |= (uintptr_t)p->kv[b].k | (uintptr_t)p->kv[b].v;
+  }
+  if (a % 16 != 0 || ((uintptr_t)p->lse & 3) != 0) return false;
+  /* Q rows by 16-byte cp.async; out in element pairs (8 bytes for fp32) */
+  return p->qTokenStride % 8 == 0 && p->qBlockStride % 8 == 0 && p->oTokenStride % 2 == 0 && p->oBlockStride % 2 == 0;
+}
+
+template <typename T, int kDqk, int kStages>
+cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStream_t stream) {
+  constexpr int smem = LibShape<kDqk, 128, kStages>::kSmemBytes;
+  auto kern = prefillSm90LibKernel<T, kDqk, 128, kStages, true>;
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (e != cudaSuccess) return e;
+  const dim3 grid((unsigned)p->numHeads, (unsigned)(p->numSeqs + p->numTokens / kBM + 1));
+  kern<<<grid, kThreads, smem, stream>>>(maps, *p);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+extern "C" int cpclPrefillSm90Fits(const cpclPrefillParams_t* p) { return libShapeFits(p) && deviceCc() == 90; }
+
+extern "C" int cpclPrefillSm90Run(const cpclPrefillParams_t* p, cudaStream_t stream) {
+  if (!libShapeFits(p))
+    return (int)invalid("cpclPrefillSm90Run: the call does not fit the Hopper body (cpclPrefillSm90Fits)");
+  const bool f16 = p->qType == CPCL_K_FP16;
+  LibMaps maps;
+  memset(&maps, 0, sizeof(maps));
+  for (int b = 0; b < p->numKvBlocks; b++) {
+    /* rows: every int coordinate; the kernel asks for none past a segment's end (the block's
+     * length is device data), and negative ones are zero-filled */
+    cudaError_t e = encode3d(&maps.k[b], p->kv[b].k, INT32_MAX, p->numKvHeads, p->headDimQk, kBN, "kv[b].k", f16);
+    if (e == cudaSuccess)
+      e = encode3d(&maps.v[b], p->kv[b].v, INT32_MAX, p->numKvHeads, p->headDimVo, kBN, "kv[b].v", f16);
+    if (e != cudaSuccess) return (int)e;
+  }
+  /* variants as measured on the H200 (docs/PREFILL_SM90.md): three stages with the overlap at
+   * D128, two with it at D192 (three do not fit) */
+  if (f16)
+    return (int)(p->headDimQk == 128 ? libLaunch<__half, 128, 3>(p, maps, stream)
+                                     : libLaunch<__half, 192, 2>(p, maps, stream));
+  return (int)(p->headDimQk == 128 ? libLaunch<__nv_bfloat16, 128, 3>(p, maps, stream)
+                                   : libLaunch<__nv_bfloat16, 192, 2>(p, maps, stream));
 }

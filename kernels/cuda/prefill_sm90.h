@@ -1,14 +1,17 @@
 /*
- * prefill_sm90.h -- C interface of the standalone Hopper causal prefill body (prefill_sm90.cuh
- * has the design): bf16 new-token Q/K/V, causal, GQA, on sm_90a (wgmma, TMA, mbarriers,
- * setmaxnreg). Not wired into the library yet: tools/kernel_bench/prefill_sm90_bench.sh checks and
- * times it on its own (docs/PREFILL_SM90.md). Plain C so the library's C code can include it.
+ * prefill_sm90.h -- C interface of the Hopper causal prefill body (prefill_sm90.cuh has the
+ * design) on sm_90a (wgmma, TMA, mbarriers, setmaxnreg): the standalone interface over dense
+ * bf16 new-token Q/K/V, which tools/kernel_bench/prefill_sm90_bench.sh checks and times, and the
+ * library's (cpclPrefillParams_t, prefill_sm90_lib.cuh), which cpclCudaPrefill dispatches to
+ * (docs/PREFILL_SM90.md, "Wired"). Plain C so the library's C code can include it.
  */
 #ifndef CPCL_CUDA_PREFILL_SM90_H_
 #define CPCL_CUDA_PREFILL_SM90_H_
 
 #include <cuda_runtime.h>
 #include <stdint.h>
+
+#include "prefill_params.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,8 +61,23 @@ enum { kPrefillSm90ThreeStages = 1, kPrefillSm90Overlap = 2, kPrefillSm90Variant
  * maps travel by value as kernel parameters). */
 cudaError_t cpclPrefillSm90Launch(const cpclPrefillSm90Params_t* p, int variant, cudaStream_t stream);
 
-/* the message of the last cudaErrorInvalidValue returned by cpclPrefillSm90Launch on this thread */
+/* the message of the last cudaErrorInvalidValue returned by cpclPrefillSm90Launch or
+ * cpclPrefillSm90Run on this thread */
 const char* cpclPrefillSm90ErrorDetail(void);
+
+/* 1 when cpclPrefillSm90Run takes p: the current device is compute capability 9.0; qType ==
+ * kvType, bf16 or fp16; outType bf16, fp16 or fp32; separate V with (headDimQk, headDimVo)
+ * (128, 128) or (192, 128); 0 .. 8 K/V blocks, each with k, v, rowStart and pos set, and at
+ * least one unless cacheLens is set; with cacheLens: blockTable, kCache and vCache set (the
+ * caches 16-byte aligned), pageSize, maxPagesPerSeq, cpSize, interleave >= 1 and 0 <= cpRank <
+ * cpSize; smScale > 0; numSeqs + numTokens / 128 + 1 <= 65535 (the grid); q, out and every
+ * block's k and v 16-byte aligned, lse 4-byte aligned; qTokenStride and qBlockStride multiples
+ * of 8 elements, oTokenStride and oBlockStride even. Host values only. */
+int cpclPrefillSm90Fits(const cpclPrefillParams_t* p);
+/* runs p on the Hopper body (prefill_params.h's contract); cudaErrorInvalidValue when p does not
+ * fit, else 0 or the CUDA error of the encoding or the launch. Capturable in a graph (the tensor
+ * maps travel by value as kernel parameters). */
+int cpclPrefillSm90Run(const cpclPrefillParams_t* p, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -73,7 +73,9 @@ typedef struct {
 
 #define KS 6
 static const int kCtx[KS] = {0, 33, 130, 7, 0, 64};
-static const int kNew[KS] = {1, 70, 200, 0, 129, 3};
+/* 400: four key tiles of the Hopper body in one block (its three stages wrap); 129: a partial
+ * tile after a full one; 1: a block's first rows, so its partial tile reaches before row 0 */
+static const int kNew[KS] = {1, 70, 400, 0, 129, 3};
 
 /* one problem on the host: the sequences sel[0 .. n) of kCtx / kNew */
 typedef struct {
@@ -281,11 +283,12 @@ static void kdevFree(kdev_t* dv, int P) {
 }
 
 /* GPU output of the case for the sequences sel (host copies in out / lse) */
-static void kernelRun(const kcase_t* kc, const kprob_t* pb, void* out, float* lse, int* usedMma) {
+static void kernelRun(const kcase_t* kc, const kprob_t* pb, void* out, float* lse, int* body) {
   kdev_t dv;
   kdevUp(&dv, kc, pb);
   cpclPrefillParams_t p = kparams(kc, pb, &dv, dv.out, dv.lse);
-  *usedMma = cpclCudaPrefillUsesMma(&p);
+  *body = cpclCudaPrefillBody(&p);
+  EXPECT(cpclCudaPrefillUsesMma(&p) == (*body != CPCL_PREFILL_BODY_CUDA_CORE));
   const int e = cpclCudaPrefill(&p, NULL);
   if (e) {
     fprintf(stderr, "%s: cpclCudaPrefill: %s (%s)\n", kc->name, cudaGetErrorString((cudaError_t)e),
@@ -298,7 +301,7 @@ static void kernelRun(const kcase_t* kc, const kprob_t* pb, void* out, float* ls
   kdevFree(&dv, kc->P);
 }
 
-static void kernelCase(const kcase_t* kc, int wantMma) {
+static void kernelCase(const kcase_t* kc, int want) {
   const int sel[KS] = {0, 1, 2, 3, 4, 5};
   const uint64_t seed = 1000 + (uint64_t)kernelCases;
   kprob_t pb;
@@ -315,11 +318,11 @@ static void kernelCase(const kcase_t* kc, int wantMma) {
 
   void* got = malloc(pb.oBytes);
   float* gotL = malloc(pb.lseBytes);
-  int mma = -1;
-  kernelRun(kc, &pb, got, gotL, &mma);
-  if (mma != wantMma) {
-    fprintf(stderr, "%s: the %s body ran, expected the %s one\n", kc->name, mma ? "tensor-core" : "CUDA-core",
-            wantMma ? "tensor-core" : "CUDA-core");
+  int body = -1;
+  kernelRun(kc, &pb, got, gotL, &body);
+  if (body != want) {
+    fprintf(stderr, "%s: the %s body ran, expected the %s one\n", kc->name, cpclCudaPrefillBodyName(body),
+            cpclCudaPrefillBodyName(want));
     MPI_Abort(world, 1);
   }
   const int Hq = kc->Hkv * kc->G, nh = kc->nh ? kc->nh : Hq;
@@ -357,7 +360,9 @@ static void kernelCase(const kcase_t* kc, int wantMma) {
     kprobBuild(&pb2, kc, v ? pair : alone, v + 1, seed);
     void* o2 = malloc(pb2.oBytes);
     float* l2 = malloc(pb2.lseBytes);
-    kernelRun(kc, &pb2, o2, l2, &mma);
+    int body2 = -1;
+    kernelRun(kc, &pb2, o2, l2, &body2);
+    EXPECT(body2 == body); /* the same body alone: the bitwise comparison below is within one body */
     const size_t T2 = (size_t)pb2.T + 1, es = tuDtypeSize(kc->oT);
     for (int g = kc->h0; g < kc->h0 + nh; g++)
       for (int j = 0; j < pb2.rs[kc->qb][v + 1] - pb2.rs[kc->qb][v]; j++) {
@@ -370,11 +375,51 @@ static void kernelCase(const kcase_t* kc, int wantMma) {
     free(o2), free(l2);
     kprobFree(&pb2, kc->P);
   }
-  printf("kernel %-34s %s body, %d rows x %d heads, %d without keys, worst |err| %.2e: ok\n", kc->name,
-         mma ? "tensor-core" : "CUDA-core", pb.T, nh, empty, worst);
+  printf("kernel %-44s %-12s body, %d rows x %d heads, %d without keys, worst |err| %.2e: ok\n", kc->name,
+         cpclCudaPrefillBodyName(body), pb.T, nh, empty, worst);
   free(ref), free(refL), free(got), free(gotL);
   kprobFree(&pb, kc->P);
   kernelCases++;
+}
+
+/* Bad device data: block 1's row starts decrease for sequence 2 (its segment is then empty), and
+ * sequence 4 is empty there, so sequence 5 starts at its rows (positions that do not increase).
+ * The kernel must run without a fault, and the guard row past the last token of every head block
+ * (NaN from kdevUp) stays unwritten. */
+static void badRowStartCase(const kcase_t* kc, int want) {
+  const int sel[KS] = {0, 1, 2, 3, 4, 5};
+  kprob_t pb;
+  kprobBuild(&pb, kc, sel, KS, 99);
+  kdev_t dv;
+  kdevUp(&dv, kc, &pb);
+  int32_t rs[KS + 1];
+  memcpy(rs, pb.rs[1], sizeof(rs));
+  rs[3] = rs[2] > 5 ? rs[2] - 5 : 0; /* sequence 2: end before start */
+  rs[5] = rs[4];                     /* sequence 4: empty */
+  CUDA_OK(cudaMemcpy(dv.rs[1], rs, sizeof(rs), cudaMemcpyHostToDevice));
+  cpclPrefillParams_t p = kparams(kc, &pb, &dv, dv.out, dv.lse);
+  EXPECT(cpclCudaPrefillBody(&p) == want);
+  EXPECT(cpclCudaPrefill(&p, NULL) == 0);
+  CUDA_OK(cudaDeviceSynchronize());
+  void* o = malloc(pb.oBytes);
+  float* l = malloc(pb.lseBytes);
+  fromDev(o, dv.out, pb.oBytes);
+  fromDev(l, dv.lse, pb.lseBytes);
+  const size_t T1 = (size_t)pb.T + 1, es = tuDtypeSize(kc->oT);
+  for (int blk = 0; blk < pb.nBlk; blk++)
+    for (int hh = 0; hh < kc->Hb; hh++) {
+      const size_t row = ((size_t)blk * T1 + pb.T) * kc->Hb + hh;
+      const unsigned char* b = (const unsigned char*)o + row * kc->Dv * es;
+      for (size_t i = 0; i < kc->Dv * es; i++) EXPECT(b[i] == 0xff);
+      uint32_t bits;
+      memcpy(&bits, &l[row], sizeof(bits));
+      EXPECT(bits == 0xffffffffu);
+    }
+  printf("kernel %-44s %-12s body, bad row starts: no fault, guard rows untouched: ok\n", kc->name,
+         cpclCudaPrefillBodyName(want));
+  free(o), free(l);
+  kdevFree(&dv, kc->P);
+  kprobFree(&pb, kc->P);
 }
 
 /* the store kernel: every block's owned rows, against the host store, bitwise */
@@ -443,8 +488,44 @@ static void kernelSuite(void) {
       {"bf16 q, fp16 KV, D128 G4, fp32 out", bf, hf, f32, 1, 4, 128, 128, 0, 2, 1, 1, 1, 2, 0, 0, 0, 0, 4, 1},
       {"fp16 GQA D96 G3 (no tensor-core dims)", hf, hf, hf, 2, 3, 96, 96, 0, 1, 0, 1, 16, 1, 0, 0, 0, 0, 6, 0},
   };
-  for (size_t i = 0; i < sizeof(mmaCases) / sizeof(mmaCases[0]); i++) kernelCase(&mmaCases[i], 1);
-  for (size_t i = 0; i < sizeof(coreCases) / sizeof(coreCases[0]); i++) kernelCase(&coreCases[i], 0);
+  /* D 128/128 or 192/128, bf16/fp16: the Hopper body on an sm_90 device (the mma.sync one
+   * elsewhere). Several head-tail blocks (positions not contiguous: the 32-way search), one block
+   * (contiguous: the direct bound), fp32 / fp16 / bf16 out, head sub-ranges in blocks of Hb,
+   * base-2 lse, rows without keys, GQA groups 1..8, the cache shard with pages of 1 and 64. */
+  const kcase_t sm90Cases[] = {
+      {"bf16 GQA D128 G4, pcp2 (2 blocks)", bf, bf, bf, 2, 4, 128, 128, 0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 8, 0},
+      {"fp16 D128 G8, heads 2..6 Hb3, fp32 out, pcp3", hf, hf, f32, 1, 8, 128, 128, 0, 0, 0, 1, 1, 3, 1, 0, 2, 5, 3, 1},
+      {"bf16 GQA D128 G4, heads 4..11 Hb4, pcp1", bf, bf, bf, 4, 4, 128, 128, 0, 0, 0, 1, 1, 1, 0, 0, 4, 8, 4, 0},
+      {"bf16 MHA 192/128, fp16 out, pcp1", bf, bf, hf, 4, 1, 192, 128, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 4, 0},
+      {"fp16 MHA 192/128 G2, pcp4, rows see nothing", hf, hf, hf, 2, 2, 192, 128, 0, 0, 0, 1, 1, 4, 2, 1, 0, 0, 4, 1},
+      {"bf16 GQA D128 G1, fp32 out, pcp2, base 2", bf, bf, f32, 4, 1, 128, 128, 0, 0, 0, 1, 1, 2, 1, 0, 0, 0, 2, 1},
+      {"bf16 GQA D128 G2, cache W1 p1, pcp1", bf, bf, bf, 2, 2, 128, 128, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 4, 0},
+      {"fp16 MHA 192/128, cache W2 I16 p64, pcp2", hf, hf, hf, 2, 1, 192, 128, 0, 2, 1, 16, 64, 2, 1, 0, 0, 0, 2, 0},
+  };
+  /* more K/V blocks than the Hopper body takes (8): mma.sync everywhere, so its D128 and D192
+   * instantiations keep their cases on sm_90 too */
+  const kcase_t mmaOnly[] = {
+      {"bf16 GQA D128 G4, cache W2 p16, pcp9", bf, bf, bf, 2, 4, 128, 128, 0, 2, 1, 1, 16, 9, 0, 0, 0, 0, 8, 0},
+      {"fp16 MHA 192/128 W3 I16, fp32 out, pcp9", hf, hf, f32, 2, 1, 192, 128, 0, 3, 1, 16, 16, 9, 4, 0, 0, 0, 2, 1},
+  };
+  int major = 0, minor = 0, dev = 0;
+  CUDA_OK(cudaGetDevice(&dev));
+  CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  const int hopper = major == 9 && minor == 0;
+  printf("kernel cases on compute capability %d.%d: the Hopper body %s\n", major, minor,
+         hopper ? "takes the new-token cases" : "does not run here (they take mma.sync)");
+  for (size_t i = 0; i < sizeof(mmaCases) / sizeof(mmaCases[0]); i++) {
+    /* on sm_90 the Hopper body takes every D 128/128 and 192/128 case, the cache shard's too */
+    const int want = hopper && mmaCases[i].Dqk != 64 ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA;
+    kernelCase(&mmaCases[i], want);
+  }
+  for (size_t i = 0; i < sizeof(mmaOnly) / sizeof(mmaOnly[0]); i++) kernelCase(&mmaOnly[i], CPCL_PREFILL_BODY_MMA);
+  for (size_t i = 0; i < sizeof(sm90Cases) / sizeof(sm90Cases[0]); i++)
+    kernelCase(&sm90Cases[i], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
+  badRowStartCase(&sm90Cases[0], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
+  for (size_t i = 0; i < sizeof(coreCases) / sizeof(coreCases[0]); i++)
+    kernelCase(&coreCases[i], CPCL_PREFILL_BODY_CUDA_CORE);
   /* the store: GQA with V, MLA without, interleave 16 on three ranks */
   kcase_t st = mmaCases[6];
   st.P = 2;

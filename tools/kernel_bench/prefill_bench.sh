@@ -4,10 +4,16 @@
 #   B 1..8, 4k-64k tokens, GQA H32/Hkv8 D128 and MHA H16 D192/128, bf16, one GPU.
 # Each prefill_perf row times cpclAttnPrefill (schedule column) and the one-rank prefill of the
 # same batch (one_us, one_TF/s: the bare kernel on one GPU plus its layout copy and K/V store),
-# both as CUDA-graph replays; FLOPs are causal, as the anchor counts them.
+# both as CUDA-graph replays; FLOPs are causal, as the anchor counts them. On the H200 these
+# shapes (bf16, no context, one K/V block) take the Hopper body (cpclPrefillSm90Fits,
+# docs/PREFILL_SM90.md "Wired"). TEST=1 runs the gpu prefill test first (np 1 and 2: its kernel
+# cases print which body each ran), a few minutes more: the device call's 10 minutes may not hold
+# both, so by default the suite is a call of its own. The rows are the standalone bench's
+# shapes (tools/kernel_bench/prefill_sm90_bench.sh), so the two compare line by line.
 # Usage (device tool, from the repository root, with the anchor copied into scratch/):
 #   cp /work/shared/bench/torch_prefill_anchor.py scratch/ && tools/kernel_bench/prefill_bench.sh
-# Logs under /tmp/cpcl-out; prefill.txt, prefill_check.txt and anchor.txt are copied to $OUT.
+# Logs under /tmp/cpcl-out; prefill.txt, prefill_check.txt, prefill_test.txt (TEST=1) and anchor.txt
+# are copied to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 LOG=/tmp/cpcl-out
@@ -20,9 +26,17 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.g
 if [ ! -f "$BUILD/build.ninja" ]; then
   meson setup "$BUILD" -Dgpu_arch=90a >"$LOG/setup.log" 2>&1 || { tail -40 "$LOG/setup.log"; exit 1; }
 fi
-ninja -C "$BUILD" tools/prefill_perf >"$LOG/build.log" 2>&1 || { grep -E "error|FAILED" "$LOG/build.log" | head -30; exit 1; }
+ninja -C "$BUILD" tools/prefill_perf tests/gpu/test_gpu_prefill >"$LOG/build.log" 2>&1 ||
+  { grep -E "error|FAILED" "$LOG/build.log" | head -30; exit 1; }
 P="$BUILD/tools/prefill_perf"
 rc=0
+if [ "${TEST:-0}" != 0 ]; then
+  echo "== the kernel cases and schedules np 1-2 (tests/gpu/test_gpu_prefill; each kernel line names its body)"
+  { timeout 600 mpirun -np 1 "$BUILD/tests/gpu/test_gpu_prefill" &&
+    timeout 600 mpirun -np 2 "$BUILD/tests/gpu/test_gpu_prefill"; } >"$LOG/prefill_test.txt" 2>&1 || rc=1
+  grep -E "^kernel|FAIL|fail|Abort|error" "$LOG/prefill_test.txt" | head -40
+  tail -3 "$LOG/prefill_test.txt"
+fi
 echo "== correctness first: 2k tokens, checked against the one-rank prefill (CUDA), then 2 processes over ipc"
 {
   $P -g 1 -B 2 -l 2048 -L 2048 -H 32 -K 8 -a allgather,ring -c 1 -n 3 -w 1 -T "check GQA" &&
@@ -34,11 +48,17 @@ grep -vE "^#" "$LOG/prefill_check.txt" | tail -12
 echo "== timing (one GPU, bf16, causal; -a allgather: on one rank every schedule is the same call)"
 : >"$LOG/prefill.txt"
 run() { timeout 300 $P -g 1 -a allgather -n 10 -w 2 "$@" >>"$LOG/prefill.txt" 2>&1 || rc=1; }
-run -B 1 -l 4096 -L 65536 -F 4 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B1"
-run -B 4 -l 4096 -L 16384 -F 4 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B4"
+run -B 1 -l 4096 -L 65536 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B1"
+run -B 2 -l 8192 -L 16384 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B2"
+run -B 4 -l 4096 -L 16384 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B4"
 run -B 8 -l 4096 -L 8192 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B8"
 run -B 1 -l 4096 -L 65536 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B1"
+run -B 2 -l 16384 -L 16384 -F 2 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B2"
 run -B 4 -l 4096 -L 16384 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B4"
+# with context: the cache shard's tiles (copied by the Hopper body's producer warps) next to the
+# new tokens' (TMA); FLOPs count every visible key, cached ones included
+run -B 1 -l 4096 -L 4096 -C 12288 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B1, 12k cached + 4k new"
+run -B 1 -l 4096 -L 4096 -C 12288 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B1, 12k cached + 4k new"
 grep -vE "^#" "$LOG/prefill.txt" | grep -vE "^$"
 echo "== PyTorch SDPA on the same shapes (scratch/torch_prefill_anchor.py)"
 if [ -f scratch/torch_prefill_anchor.py ]; then
@@ -49,6 +69,7 @@ else
 fi
 if [ -n "${OUT:-}" ] && [ "$OUT" != "$LOG" ]; then
   mkdir -p "$OUT"
-  cp "$LOG/prefill.txt" "$LOG/prefill_check.txt" "$LOG/anchor.txt" "$LOG/gpu.txt" "$OUT/" 2>/dev/null
+  cp "$LOG/prefill.txt" "$LOG/prefill_check.txt" "$LOG/prefill_test.txt" "$LOG/anchor.txt" "$LOG/gpu.txt" "$OUT/" \
+    2>/dev/null
 fi
 exit $rc

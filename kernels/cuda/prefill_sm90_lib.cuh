@@ -1,0 +1,680 @@
+/*
+ * prefill_sm90_lib.cuh -- the Hopper body of prefill_sm90.cuh over the library's prefill contract
+ * (kernels/prefill_params.h), for the calls cpclCudaPrefill gives it (prefill_sm90.cu:
+ * cpclPrefillSm90Fits): bf16 or fp16 Q and K/V of one type, (Dqk, Dvo) (128, 128) or (192, 128),
+ * separate V, up to kLibMaxBlocks new K/V blocks and the paged cache shard.
+ *
+ * What differs from the standalone kernel (same pipeline, same ping-pong, same wgmma):
+ *  - Grid (numHeads, tile slots): the slots are prefill.cuh's (sequence s owns slots
+ *    s + queryStart[s] / 128 .., found by binary search), reversed so each sequence's last (most
+ *    loaded) tiles start first; heads in x so the heads of one KV group run side by side (L2).
+ *  - Keys come in segments: the cache shard's local keys 0 .. (those at or before the tile's last
+ *    query position: cpclKvLocalLenOf), then per block b its rows kv[b].rowStart[s] .. up to the
+ *    first past that position (positions increase within a sequence; the bound is direct when the
+ *    segment's positions are contiguous, else a 32-way search by one warp). Key tiles of 128 are
+ *    cut from each segment's own start. A tile whose keys all sit at or before the tile's first
+ *    query position needs no mask; the masked tiles of every segment come first (each segment's
+ *    from its end down), then the unmasked ones, so the masked softmax never shares registers
+ *    with an in-flight P V (a first version that masked inside the overlapped loop spilled): all
+ *    masked tiles but the last run as non-overlapped steps, the last opens the overlapped loop.
+ *  - A block's partial last tile is loaded as the 128 rows that end at the segment's end (start
+ *    keyEnd - 128, negative coordinates zero-filled by TMA), so TMA never reads a row past the
+ *    segment: the block's row count is device data the host cannot bound. Rows of such a tile
+ *    outside the tile's own keys carry position INT32_MAX.
+ *  - The cache shard's tiles are copied by producer warps 9-11 with cp.async, row by row through
+ *    the block table, zero-filled past the segment and behind negative page ids (the slots past a
+ *    sequence's length in its last page may hold anything, NaN included, and P = 0 does not
+ *    cancel NaN). A cache segment with a blocked page among its unmasked tiles has none (a
+ *    zero-filled key is only excluded by the mask).
+ *  - The causal mask is by position: warps 9-11 write a masked tile's 128 key positions into
+ *    shared memory and arrive on the stage's fullV with the V rows (fullK and fullV count the TMA
+ *    lane and these 96 threads); the consumer's masked step waits for fullV before its softmax and
+ *    turns the positions into a bit per key and row. Unmasked tiles run the standalone kernel's
+ *    softmax and overlapped loop unchanged.
+ *  - Q through cp.async by the consumer warpgroups (each its 64 rows) into the SW128 layout TMA
+ *    would write, so any token and head-block strides (16-byte multiples) work; rows past the
+ *    tile are zero.
+ *  - A row may see no key (out 0, lse -inf): the masked softmax keeps m = -inf NaN-free.
+ *  - out in bf16, fp16 or fp32 and the lse (base e or 2) at the library's head-block addresses.
+ * Batch invariance: a key's row in its tile, the tile order and a row's arithmetic depend only on
+ * its own sequence (the rows of other sequences a shifted tile holds meet P = 0 exactly).
+ */
+#ifndef CPCL_CUDA_PREFILL_SM90_LIB_CUH_
+#define CPCL_CUDA_PREFILL_SM90_LIB_CUH_
+
+#include <cuda_fp16.h>
+
+#include "kv_layout.h"
+#include "prefill_params.h"
+#include "prefill_sm90.cuh"
+
+namespace cpcl {
+namespace pf90 {
+
+constexpr int kLibMaxBlocks = 8; /* K/V blocks (their tensor maps travel as kernel parameters) */
+constexpr int kBarQ0 = 3;        /* named barriers 3, 4: warpgroup w's Q rows landed */
+constexpr int kCopyThreads = 96; /* producer warps 9-11: positions, and the cache shard's rows */
+
+struct LibMaps {
+  CUtensorMap k[kLibMaxBlocks], v[kLibMaxBlocks];
+};
+
+/* The key segments of the CTA's query tile, written by producer warp 8 before the first sync.
+ * Segment k: rows key0 .. keyEnd - 1 of block blk; its tiles j = 0 .. nT - 1 (128 keys from key0
+ * on), of which j < nU hold only keys at or before the tile's first query position (no mask).
+ * Iterations: first every segment's masked tiles (j = nT - 1 down to nU; from m0[k] on), then
+ * every segment's unmasked ones (j = nU - 1 down to 0; from masked + u0[k] on). */
+struct LibSegs {
+  int n, tiles, masked;
+  int m0[kLibMaxBlocks + 1], u0[kLibMaxBlocks + 1];
+  int blk[kLibMaxBlocks], key0[kLibMaxBlocks], keyEnd[kLibMaxBlocks], nT[kLibMaxBlocks], nU[kLibMaxBlocks];
+};
+
+template <int kDqk, int kDv, int kStages>
+struct LibShape {
+  using B = Shape<kDqk, kDv, kStages>;
+  static constexpr int kPosInts = kBN; /* a stage's key positions */
+  static constexpr int kPosOff = B::kQBytes + kStages * (B::kKBytes + B::kVBytes);
+  static constexpr int kSegOff = kPosOff + kStages * kPosInts * 4;
+  static constexpr int kBarOff = (kSegOff + (int)sizeof(LibSegs) + 7) & ~7;
+  static constexpr int kSmemBytes = kBarOff + 4 * kStages * 8 + 1024; /* fullK, fullV, emptyK, emptyV */
+  static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
+};
+
+template <typename T>
+struct LibElem;
+template <>
+struct LibElem<__nv_bfloat16> {
+  static __device__ __forceinline__ void ss(float (&d)[64], uint64_t a, uint64_t b, int acc) {
+    wgmmaSS_m64n128k16(d, a, b, acc);
+  }
+  static __device__ __forceinline__ void rs(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+    wgmmaRS_m64n128k16(d, a, b);
+  }
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return packBf16(lo, hi); }
+};
+template <>
+struct LibElem<__half> {
+  static __device__ __forceinline__ void ss(float (&d)[64], uint64_t a, uint64_t b, int acc) {
+    wgmmaSS_m64n128k16_f16(d, a, b, acc);
+  }
+  static __device__ __forceinline__ void rs(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+    wgmmaRS_m64n128k16_f16(d, a, b);
+  }
+  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+};
+
+__device__ __forceinline__ int libLds(uint32_t a) {
+  int v;
+  asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(a) : "memory");
+  return v;
+}
+__device__ __forceinline__ int2 libLds2(uint32_t a) {
+  int2 v;
+  asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void libCpAsync16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+
+/* The query tile of slot x (prefill.cuh's tileOf with 128-row tiles): false past the sequence. */
+__device__ __forceinline__ bool libTileOf(const cpclPrefillParams_t& p, int x, int* s, int* t0, int* nRows) {
+  const int32_t* qs = p.queryStart;
+  int lo = 0, hi = p.numSeqs - 1; /* largest s with s + qs[s] / kBM <= x */
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (mid + __ldg(qs + mid) / kBM <= x)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const int r0 = __ldg(qs + lo), r1 = min(__ldg(qs + lo + 1), p.numTokens), j = x - (lo + r0 / kBM);
+  if (r0 < 0 || j < 0 || r0 + j * kBM >= r1) return false; /* also clips rows past numTokens */
+  *s = lo;
+  *t0 = r0 + j * kBM;
+  *nRows = min(kBM, r1 - *t0);
+  return true;
+}
+
+/* The first row in [lo, hi) whose position is past q (hi if none), positions increasing; the
+ * whole warp calls it and gets the same answer. p0, p1: the positions of rows lo and hi - 1.
+ * Contiguous positions need no search. */
+__device__ __forceinline__ int libFirstAfter(const int32_t* pos, int lo, int hi, int p0, int p1, int q, int lane) {
+  if (hi <= lo) return lo;
+  if ((int64_t)p1 - p0 == (int64_t)(hi - 1 - lo)) {
+    const int64_t n = (int64_t)q - p0 + 1;
+    return lo + (int)(n < 0 ? 0 : n > hi - lo ? hi - lo : n);
+  }
+  if (p1 <= q) return hi;
+  if (p0 > q) return lo;
+  /* rows before lo are at or before q, rows from hi on past it: 32 probes narrow [lo, hi] */
+  while (hi - lo > 32) {
+    const int step = (hi - lo + 31) >> 5, idx = lo + (lane + 1) * step - 1;
+    const unsigned past = __ballot_sync(0xffffffffu, idx >= hi || __ldg(pos + idx) > q);
+    if (past == 0) return hi;
+    const int f = __ffs(past) - 1;
+    hi = min(hi, lo + (f + 1) * step - 1);
+    lo += f * step;
+  }
+  const unsigned past = __ballot_sync(0xffffffffu, lo + lane >= hi || __ldg(pos + lo + lane) > q);
+  return past ? lo + __ffs(past) - 1 : hi;
+}
+
+__device__ __forceinline__ void libBuildSegs(const cpclPrefillParams_t& p, int s, int qmin, int qmax, LibSegs& sg,
+                                             int lane) {
+  int n = 0, masked = 0, unmasked = 0;
+  if (p.cacheLens != nullptr) {
+    /* the shard's local keys 0 .. e - 1 (the cache segment, block -1): those at or before qmax;
+     * the unmasked ones, at or before qmin, unless a page among theirs is blocked (its keys are
+     * read as nothing, which only the mask expresses) */
+    const int W = p.cpSize, r = p.cpRank, I = p.interleave, ps = p.pageSize;
+    int64_t e = cpclKvLocalLenOf(__ldg(p.cacheLens + s), W, r, I);
+    e = min(e, cpclKvLocalLenOf((int64_t)qmax + 1, W, r, I));
+    e = min(e, (int64_t)p.maxPagesPerSeq * ps); /* the table's row: no entry past it is read */
+    if (e > 0) {
+      const int64_t u = min(e, cpclKvLocalLenOf((int64_t)qmin + 1, W, r, I));
+      int nU = (int)(u / kBN);
+      const int32_t* bt = p.blockTable + (int64_t)s * p.maxPagesPerSeq;
+      const int np = (int)(((int64_t)nU * kBN + ps - 1) / ps);
+      bool blocked = false;
+      for (int i0 = 0; i0 < np; i0 += 32 * 8) {
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+          const int i = i0 + 32 * k + lane;
+          if (i < np) blocked |= __ldg(bt + i) < 0;
+        }
+      }
+      if (__any_sync(0xffffffffu, blocked)) nU = 0;
+      const int nT = (int)((e + kBN - 1) / kBN);
+      if (lane == 0) {
+        sg.m0[0] = 0;
+        sg.u0[0] = 0;
+        sg.blk[0] = -1;
+        sg.key0[0] = 0;
+        sg.keyEnd[0] = (int)e;
+        sg.nT[0] = nT;
+        sg.nU[0] = nU;
+      }
+      masked = nT - nU;
+      unmasked = nU;
+      n = 1;
+    }
+  }
+  for (int b = 0; b < p.numKvBlocks; b++) {
+    const int32_t* rs = p.kv[b].rowStart;
+    const int32_t* pos = p.kv[b].pos;
+    const int k0 = __ldg(rs + s), k1 = max(k0, __ldg(rs + s + 1));
+    if (k0 < 0 || k1 == k0) continue; /* a negative row start reads nothing */
+    const int p0 = __ldg(pos + k0), p1 = __ldg(pos + k1 - 1);
+    const int e = libFirstAfter(pos, k0, k1, p0, p1, qmax, lane);
+    if (e == k0) continue;
+    /* contiguous positions: the last visible row's is known without a load */
+    const bool contig = (int64_t)p1 - p0 == (int64_t)(k1 - 1 - k0);
+    const int u = libFirstAfter(pos, k0, e, p0, contig ? p0 + (e - 1 - k0) : __ldg(pos + e - 1), qmin, lane);
+    const int nT = (e - k0 + kBN - 1) / kBN, nU = (u - k0) / kBN;
+    if (lane == 0) {
+      sg.m0[n] = masked;
+      sg.u0[n] = unmasked;
+      sg.blk[n] = b;
+      sg.key0[n] = k0;
+      sg.keyEnd[n] = e;
+      sg.nT[n] = nT;
+      sg.nU[n] = nU;
+    }
+    masked += nT - nU;
+    unmasked += nU;
+    n++;
+  }
+  if (lane == 0) {
+    sg.m0[n] = masked;
+    sg.u0[n] = unmasked;
+    sg.n = n;
+    sg.masked = masked;
+    sg.tiles = masked + unmasked;
+  }
+}
+
+/* Key tile i: its block (-1: the cache shard), the first row loaded (start), and its own keys
+ * [lo, end). Only a block's partial tile is shifted: the shard's rows are copied one by one. */
+struct LibTile {
+  int blk, start, lo, end;
+};
+__device__ __forceinline__ LibTile libTile(const LibSegs& sg, int i) {
+  const bool m = i < sg.masked;
+  const int* first = m ? sg.m0 : sg.u0;
+  const int k = m ? i : i - sg.masked;
+  int seg = 0;
+  while (seg + 1 < sg.n && first[seg + 1] <= k) seg++;
+  const int j = (m ? sg.nT[seg] : sg.nU[seg]) - 1 - (k - first[seg]), kEnd = sg.keyEnd[seg];
+  LibTile t;
+  t.blk = sg.blk[seg];
+  t.lo = sg.key0[seg] + j * kBN;
+  t.end = min(kEnd, t.lo + kBN);
+  t.start = t.blk >= 0 && t.lo + kBN > kEnd ? kEnd - kBN : t.lo;
+  return t;
+}
+
+/* Rows lo .. lo + 127 of the cache shard (local keys) into a stage, 64-dim tiles SW128-swizzled
+ * as TMA writes them, by the copy threads (cid 0 .. 95) with cp.async; keys at or past end and
+ * behind a negative page id are zero-filled and read nothing (rows past the sequence's length in
+ * its last page may hold anything, NaN included: P = 0 would not cancel them). */
+template <typename T, int kD>
+__device__ __forceinline__ void libCopyCacheRows(uint32_t dst, const void* cache, const int32_t* bt,
+                                                 const cpclPrefillParams_t& p, int kh, int lo, int end, int cid) {
+  /* a thread keeps one 16-byte column c of every kCopyThreads / kc-th row: one page lookup per
+   * row, no division per chunk (the producer warps have 56 registers) */
+  constexpr int kc = kD / 8, kTile = kBN * 128, kRowsPerPass = kCopyThreads / kc;
+  static_assert(kCopyThreads % kc == 0, "whole rows per pass");
+  const int ps = p.pageSize, c = cid % kc, cx = c & 7;
+  const int64_t rowStride = (int64_t)p.numKvHeads * kD;
+  const T* base = static_cast<const T*>(cache) + (int64_t)kh * kD + c * 8;
+  const uint32_t dc = dst + (c >> 3) * kTile;
+  for (int r = cid / kc; r < kBN; r += kRowsPerPass) {
+    const int key = lo + r;
+    const int page = key < end ? __ldg(bt + key / ps) : -1;
+    const bool valid = page >= 0;
+    const T* src = valid ? base + ((int64_t)page * ps + key % ps) * rowStride : base;
+    libCpAsync16(dc + r * 128 + ((cx ^ (r & 7)) << 4), src, valid);
+  }
+}
+
+/* the online softmax steps of prefill_sm90.cuh with the mask as a bit per key (bit 2j + e' of bA
+ * / bB: key 8j + cq + e' visible to row A / B); a row may see no key yet, so m stays -inf and
+ * the factors stay finite */
+template <bool kMask>
+__device__ __forceinline__ void libTileMax(const float (&s)[64], uint32_t bA, uint32_t bB, float scale2, float& mA,
+                                           float& mB, float& cA, float& cB) {
+  float xA = -INFINITY, xB = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < 16; j++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const bool ok = !kMask || (((e < 2 ? bA : bB) >> (2 * j + (e & 1))) & 1u);
+      if (e < 2)
+        xA = fmaxf(xA, ok ? s[4 * j + e] : -INFINITY);
+      else
+        xB = fmaxf(xB, ok ? s[4 * j + e] : -INFINITY);
+    }
+  }
+  xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 1));
+  xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 2));
+  xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 1));
+  xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 2));
+  const float nA = fmaxf(mA, xA * scale2), nB = fmaxf(mB, xB * scale2);
+  if (kMask) {
+    cA = nA == -INFINITY ? 1.f : fastExp2(mA - nA);
+    cB = nB == -INFINITY ? 1.f : fastExp2(mB - nB);
+  } else { /* every key visible to every row: the new maxima are finite */
+    cA = fastExp2(mA - nA);
+    cB = fastExp2(mB - nB);
+  }
+  mA = nA;
+  mB = nB;
+}
+template <bool kMask>
+__device__ __forceinline__ void libTileExp(float (&s)[64], uint32_t bA, uint32_t bB, float scale2, float mA, float mB,
+                                           float& sumA, float& sumB) {
+  const float oA = kMask && mA == -INFINITY ? 0.f : mA, oB = kMask && mB == -INFINITY ? 0.f : mB;
+  sumA = 0.f;
+  sumB = 0.f;
+#pragma unroll
+  for (int j = 0; j < 16; j++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const bool ok = !kMask || (((e < 2 ? bA : bB) >> (2 * j + (e & 1))) & 1u);
+      const float x = fastExp2(fmaf(s[4 * j + e], scale2, -(e < 2 ? oA : oB)));
+      s[4 * j + e] = ok ? x : 0.f;
+    }
+    sumA += s[4 * j] + s[4 * j + 1];
+    sumB += s[4 * j + 2] + s[4 * j + 3];
+  }
+}
+template <typename T>
+__device__ __forceinline__ void libPackP(const float (&s)[64], uint32_t (&pf)[8][4]) {
+#pragma unroll
+  for (int j = 0; j < 16; j++) {
+    pf[j >> 1][(j & 1) * 2 + 0] = LibElem<T>::pack(s[4 * j], s[4 * j + 1]);
+    pf[j >> 1][(j & 1) * 2 + 1] = LibElem<T>::pack(s[4 * j + 2], s[4 * j + 3]);
+  }
+}
+
+/* row A (kHalf 0) or B (1) of this thread: out normalised, and the lse; a row without keys gets
+ * out 0, lse -inf (the merge's neutral partial) */
+template <int kHalf, int kDv>
+__device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int g, int t, const float (&o)[kDv / 2],
+                                            float m, float l, int cq, int lane) {
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+  const int hb = p.headsPerBlock;
+  const int64_t ob = (int64_t)(g / hb) * p.oBlockStride + (int64_t)t * p.oTokenStride + (int64_t)(g % hb) * kDv;
+  if (p.outType == CPCL_K_FP32) {
+    float2* dst = reinterpret_cast<float2*>(static_cast<float*>(p.out) + ob);
+#pragma unroll
+    for (int jj = 0; jj < kDv / 8; jj++)
+      dst[(8 * jj + cq) / 2] = make_float2(o[4 * jj + 2 * kHalf] * inv, o[4 * jj + 2 * kHalf + 1] * inv);
+  } else {
+    uint32_t* dst = reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(p.out) + ob);
+    const bool bf = p.outType == CPCL_K_BF16;
+#pragma unroll
+    for (int jj = 0; jj < kDv / 8; jj++) {
+      const float a = o[4 * jj + 2 * kHalf] * inv, b = o[4 * jj + 2 * kHalf + 1] * inv;
+      dst[(8 * jj + cq) / 2] = bf ? LibElem<__nv_bfloat16>::pack(a, b) : LibElem<__half>::pack(a, b);
+    }
+  }
+  if (p.lse != nullptr && (lane & 3) == 0) {
+    const float lse2 = l > 0.f ? m + log2f(l) : -INFINITY;
+    p.lse[(int64_t)(g / hb) * p.lseBlockStride + (int64_t)t * p.lseTokenStride + g % hb] =
+        p.lseBase2 ? lse2 : lse2 * kLn2;
+  }
+}
+
+template <typename T, int kDqk, int kDv, int kStages, bool kOverlap>
+__global__ void __launch_bounds__(kThreads, 1)
+    prefillSm90LibKernel(const __grid_constant__ LibMaps maps, const __grid_constant__ cpclPrefillParams_t p) {
+  using S = Shape<kDqk, kDv, kStages>;
+  using L = LibShape<kDqk, kDv, kStages>;
+  using E = LibElem<T>;
+  constexpr int kQTile = kBM * 128, kKTile = kBN * 128; /* bytes of one 64-dim tile */
+  extern __shared__ unsigned char smemRaw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
+  const uint32_t sQ = smemAddr(smem), sK = sQ + S::kQBytes, sV = sK + kStages * S::kKBytes;
+  int* sPos = reinterpret_cast<int*>(smem + L::kPosOff);
+  LibSegs& sg = *reinterpret_cast<LibSegs*>(smem + L::kSegOff);
+  const uint32_t fullK = smemAddr(smem + L::kBarOff), fullV = fullK + 8 * kStages, emptyK = fullV + 8 * kStages,
+                 emptyV = emptyK + 8 * kStages;
+
+  int s, t0, nRows;
+  if (!libTileOf(p, (int)(gridDim.y - 1 - blockIdx.y), &s, &t0, &nRows)) return; /* the whole CTA */
+  const int g = p.headBegin + (int)blockIdx.x, kh = g / p.groupSize;
+  const int tid = threadIdx.x, lane = tid & 31;
+  const int qmin = __ldg(p.queryPos + t0), qmax = __ldg(p.queryPos + t0 + nRows - 1);
+
+  if (tid == 0) {
+    for (int i = 0; i < kStages; i++) {
+      mbarInit(fullK + 8 * i, 1 + kCopyThreads); /* the TMA lane (expect_tx or not) and the copy threads */
+      mbarInit(fullV + 8 * i, 1 + kCopyThreads);
+      mbarInit(emptyK + 8 * i, 8); /* lane 0 of each consumer warp */
+      mbarInit(emptyV + 8 * i, 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  if (tid >= 256 && tid < 288) libBuildSegs(p, s, qmin, qmax, sg, lane);
+  if (tid < 256) { /* this warpgroup's 64 Q rows, 16-byte chunks XOR-swizzled as TMA's SW128 */
+    constexpr int kc = kDqk / 8;
+    const int w = tid >> 7;
+    const T* qb = static_cast<const T*>(p.q) + (int64_t)(g / p.headsPerBlock) * p.qBlockStride +
+                  (int64_t)(g % p.headsPerBlock) * kDqk;
+    for (int i = tid & 127; i < 64 * kc; i += 128) {
+      const int r = 64 * w + i / kc, c = i % kc;
+      const bool valid = r < nRows;
+      libCpAsync16(sQ + (c >> 3) * kQTile + r * 128 + (((c & 7) ^ (r & 7)) << 4),
+                   qb + (int64_t)(t0 + (valid ? r : 0)) * p.qTokenStride + c * 8, valid);
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  }
+  __syncthreads(); /* barriers initialised, segments written */
+  const int nIter = __shfl_sync(0xffffffffu, sg.tiles, 0);
+
+  if (tid >= 256) { /* ---- producer warpgroup ---- */
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    if (tid == 256) { /* the K/V tiles */
+      for (int b = 0; b < p.numKvBlocks; b++) {
+        prefetchMap(&maps.k[b]);
+        prefetchMap(&maps.v[b]);
+      }
+      for (int i = 0; i < nIter; i++) {
+        const int st = i % kStages;
+        const uint32_t par = ((i / kStages) - 1) & 1;
+        const LibTile tl = libTile(sg, i);
+        /* a cache tile is the copy threads': this lane only keeps the barriers' count */
+        if (i >= kStages) mbarWait(emptyK + 8 * st, par);
+        if (tl.blk >= 0) {
+          mbarExpectTx(fullK + 8 * st, S::kKBytes);
+#pragma unroll
+          for (int c = 0; c < kDqk / 64; c++)
+            tmaLoad3d(sK + st * S::kKBytes + c * kKTile, &maps.k[tl.blk], c * 64, kh, tl.start, fullK + 8 * st);
+        } else {
+          mbarArrive(fullK + 8 * st);
+        }
+        if (i >= kStages) mbarWait(emptyV + 8 * st, par);
+        if (tl.blk >= 0) {
+          mbarExpectTx(fullV + 8 * st, S::kVBytes);
+#pragma unroll
+          for (int c = 0; c < kDv / 64; c++)
+            tmaLoad3d(sV + st * S::kVBytes + c * kKTile, &maps.v[tl.blk], c * 64, kh, tl.start, fullV + 8 * st);
+        } else {
+          mbarArrive(fullV + 8 * st);
+        }
+      }
+    } else if (tid >= 288) { /* warps 9-11: the key positions of masked tiles, the cache rows */
+      const int nMask = sg.masked, cid = tid - 288;
+      const int32_t* bt = p.cacheLens != nullptr ? p.blockTable + (int64_t)s * p.maxPagesPerSeq : nullptr;
+      const int64_t WI = (int64_t)p.cpSize * p.interleave, rI = (int64_t)p.cpRank * p.interleave;
+      for (int i = 0; i < nIter; i++) {
+        const int st = i % kStages;
+        const uint32_t par = ((i / kStages) - 1) & 1;
+        const LibTile tl = libTile(sg, i);
+        const bool cache = tl.blk < 0, masked = i < nMask;
+        /* An arrival must not reach a barrier's previous phase: wait for it to complete. Writes
+         * into the stage wait for the consumers to be done with what they replace: the cache
+         * tile's K after emptyK; its V and a masked tile's positions (read in the softmax, before
+         * the P V) after emptyV. A block's unmasked tile waits for neither, so its K is never held
+         * up behind the stage's previous P V (with two stages that would end the ping-pong). */
+        if (i >= kStages) {
+          mbarWait(fullK + 8 * st, par);
+          if (cache) mbarWait(emptyK + 8 * st, par);
+        }
+        if (cache) {
+          libCopyCacheRows<T, kDqk>(sK + st * S::kKBytes, p.kCache, bt, p, kh, tl.lo, tl.end, cid);
+          asm volatile("cp.async.wait_all;\n" ::: "memory");
+          fenceProxyAsync(); /* generic-proxy writes, read by wgmma */
+        }
+        mbarArrive(fullK + 8 * st);
+        if (i >= kStages) {
+          mbarWait(fullV + 8 * st, par);
+          if (cache || masked) mbarWait(emptyV + 8 * st, par);
+        }
+        if (cache) libCopyCacheRows<T, kDv>(sV + st * S::kVBytes, p.vCache, bt, p, kh, tl.lo, tl.end, cid);
+        if (masked) {
+          int* dst = sPos + st * L::kPosInts;
+          for (int r = cid; r < kBN; r += kCopyThreads) {
+            const int key = tl.start + r;
+            int ps = INT32_MAX; /* never visible */
+            if (cache) {
+              if (key < tl.end && __ldg(bt + key / p.pageSize) >= 0)
+                ps = (int)((key / p.interleave) * WI + rI + key % p.interleave);
+            } else if (key >= tl.lo && key < tl.end) {
+              ps = __ldg(p.kv[tl.blk].pos + key);
+            }
+            dst[r] = ps;
+          }
+        }
+        if (cache) {
+          asm volatile("cp.async.wait_all;\n" ::: "memory");
+          fenceProxyAsync();
+        }
+        mbarArrive(fullV + 8 * st);
+      }
+    }
+    return;
+  }
+
+  /* ---- consumers ---- */
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+  const int w = __shfl_sync(0xffffffffu, tid >> 7, 0), warp = (tid & 127) >> 5;
+  const int rA = warp * 16 + (lane >> 2); /* this thread's rows: rA and rA + 8 of the warpgroup's 64 */
+  const int cq = (lane & 3) * 2;          /* its column pair in each 8-column group */
+  const int rowA = 64 * w + rA, rowB = rowA + 8;
+  const float scale2 = p.smScale * kLog2e;
+  const uint32_t qBase = sQ + w * 64 * 128; /* this warpgroup's 64 rows of each Q tile */
+
+  float o[kDv / 2];
+#pragma unroll
+  for (int i = 0; i < kDv / 2; i++) o[i] = 0.f;
+  float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+  float s_[64];
+  uint32_t pf[8][4];
+
+  /* Q landed: cp.async writes are generic-proxy, wgmma reads through the async proxy */
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  fenceProxyAsync();
+  namedBarrier(kBarQ0 + w, 128);
+
+  auto issueS = [&](int st) {
+    const uint32_t kSt = sK + st * S::kKBytes;
+#pragma unroll
+    for (int ks = 0; ks < kDqk / 16; ks++) {
+      const uint32_t off = (ks >> 2) * kQTile + (ks & 3) * 32, koff = (ks >> 2) * kKTile + (ks & 3) * 32;
+      E::ss(s_, sw128Desc(qBase + off, 16, 1024), sw128Desc(kSt + koff, 16, 1024), ks > 0);
+    }
+  };
+  auto issuePv = [&](int st) {
+    const uint32_t vSt = sV + st * S::kVBytes;
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; kk++) E::rs(o, pf[kk], sw128Desc(vSt + kk * 16 * 128, kKTile, 1024));
+  };
+  auto passTurn = [&](int i) {
+    if (w == 0 || i + 1 < nIter) namedArrive(kBarTurn0 + (1 - w), 256);
+  };
+  auto stageOf = [](int i) { return i % kStages; };
+  auto parityOf = [](int i) { return (uint32_t)(i / kStages) & 1; };
+  /* the masked softmax of the tile in stage st (S waited for, nothing in flight: its registers
+   * come from P's): a bit per key and row from the positions warps 9-11 wrote */
+  auto softmaxMasked = [&](int st, float& cA, float& cB, float& sumA, float& sumB) {
+    const uint32_t ps = sQ + L::kPosOff + st * L::kPosInts * 4;
+    const int qpA = rowA < nRows ? __ldg(p.queryPos + t0 + rowA) : INT32_MIN; /* padding rows see nothing */
+    const int qpB = rowB < nRows ? __ldg(p.queryPos + t0 + rowB) : INT32_MIN;
+    uint32_t bA = 0, bB = 0;
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+      const int2 k2 = libLds2(ps + (8 * j + cq) * 4);
+      bA |= (uint32_t)(k2.x <= qpA) << (2 * j) | (uint32_t)(k2.y <= qpA) << (2 * j + 1);
+      bB |= (uint32_t)(k2.x <= qpB) << (2 * j) | (uint32_t)(k2.y <= qpB) << (2 * j + 1);
+    }
+    libTileMax<true>(s_, bA, bB, scale2, mA, mB, cA, cB);
+    libTileExp<true>(s_, bA, bB, scale2, mA, mB, sumA, sumB);
+  };
+  const int nMask = __shfl_sync(0xffffffffu, sg.masked, 0);
+
+  /* one tile, S then softmax then P V, each waited for (the other warpgroup's GEMMs fill the
+   * tensor cores meanwhile): every tile without the overlap, the masked ones with it */
+  auto step = [&](int i, bool masked) {
+    const int st = stageOf(i);
+    namedBarrier(kBarTurn0 + w, 256); /* my turn to issue */
+    mbarWait(fullK + 8 * st, parityOf(i));
+    wgmmaFence();
+    issueS(st);
+    wgmmaCommit();
+    passTurn(i);
+    wgmmaWait<0>();
+    fenceRegs(s_);
+    mbarArriveLane0(emptyK + 8 * st, lane); /* this warp is done with the stage's K */
+    float cA, cB, sumA, sumB;
+    if (masked) {
+      mbarWait(fullV + 8 * st, parityOf(i)); /* the positions arrive with V */
+      softmaxMasked(st, cA, cB, sumA, sumB);
+    } else {
+      libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
+      libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
+    }
+    lA = lA * cA + sumA;
+    lB = lB * cB + sumB;
+    libPackP<T>(s_, pf);
+    rescaleO(o, cA, cB);
+    fenceRegs(o);
+    mbarWait(fullV + 8 * st, parityOf(i));
+    wgmmaFence();
+    issuePv(st);
+    wgmmaCommit();
+    wgmmaWait<0>();
+    fenceRegs(o);
+    mbarArriveLane0(emptyV + 8 * st, lane);
+  };
+
+  if (nIter > 0) {
+    if (w == 1) namedArrive(kBarTurn0, 256); /* warpgroup 0 issues first */
+    int i0 = 0;
+    if constexpr (!kOverlap) {
+      for (; i0 < nIter; i0++) step(i0, i0 < nMask);
+    } else {
+      for (; i0 + 1 < nMask; i0++) step(i0, true);
+    }
+    if (kOverlap && i0 < nIter) {
+      /* S of tile i with P V of tile i - 1, the softmax of tile i under that P V
+       * (prefill_sm90.cuh's overlap) from tile i0 on. Tile i0 is the last masked one, if any: its
+       * softmax runs with nothing in flight, as the standalone kernel's peeled diagonal tile. */
+      float cA, cB, sumA, sumB;
+      {
+        const int st = stageOf(i0);
+        namedBarrier(kBarTurn0 + w, 256);
+        mbarWait(fullK + 8 * st, parityOf(i0));
+        wgmmaFence();
+        issueS(st);
+        wgmmaCommit();
+        passTurn(i0);
+        wgmmaWait<0>();
+        fenceRegs(s_);
+        mbarArriveLane0(emptyK + 8 * st, lane);
+        if (i0 < nMask) {
+          mbarWait(fullV + 8 * st, parityOf(i0)); /* the positions arrive with V */
+          softmaxMasked(st, cA, cB, sumA, sumB);
+        } else {
+          libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
+          libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
+        }
+        lA = lA * cA + sumA;
+        lB = lB * cB + sumB;
+        rescaleO(o, cA, cB);
+        libPackP<T>(s_, pf);
+      }
+      for (int i = i0 + 1; i < nIter; i++) {
+        const int st = stageOf(i), sp = stageOf(i - 1);
+        namedBarrier(kBarTurn0 + w, 256);
+        mbarWait(fullK + 8 * st, parityOf(i));
+        mbarWait(fullV + 8 * sp, parityOf(i - 1));
+        wgmmaFence();
+        issueS(st);
+        wgmmaCommit();
+        issuePv(sp);
+        wgmmaCommit();
+        passTurn(i);
+        wgmmaWait<1>(); /* S done, P V in flight */
+        fenceRegs(s_);
+        mbarArriveLane0(emptyK + 8 * st, lane);
+        libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
+        libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
+        wgmmaWait<0>();
+        fenceRegs(o);
+        mbarArriveLane0(emptyV + 8 * sp, lane);
+        lA = lA * cA + sumA;
+        lB = lB * cB + sumB;
+        rescaleO(o, cA, cB);
+        libPackP<T>(s_, pf);
+      }
+      const int sl = stageOf(nIter - 1);
+      mbarWait(fullV + 8 * sl, parityOf(nIter - 1));
+      wgmmaFence();
+      issuePv(sl);
+      wgmmaCommit();
+      wgmmaWait<0>();
+      fenceRegs(o);
+      mbarArriveLane0(emptyV + 8 * sl, lane);
+    }
+  }
+
+  lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+  lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+  lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+  lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+  if (rowA < nRows) libStoreRow<0, kDv>(p, g, t0 + rowA, o, mA, lA, cq, lane);
+  if (rowB < nRows) libStoreRow<1, kDv>(p, g, t0 + rowB, o, mB, lB, cq, lane);
+}
+
+}  // namespace pf90
+}  // namespace cpcl
+
+#endif /* CPCL_CUDA_PREFILL_SM90_LIB_CUH_ */
