@@ -592,6 +592,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmmaCommit();
     wgmmaWait<0>();
     fenceRegs(o);
+    __syncwarp(); /* every lane's reads of the stage's positions before lane 0 lets it go */
     mbarArriveLane0(emptyV + 8 * st, lane);
   };
 
@@ -649,6 +650,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
         wgmmaWait<0>();
         fenceRegs(o);
+        __syncwarp();
         mbarArriveLane0(emptyV + 8 * sp, lane);
         lA = lA * cA + sumA;
         lB = lB * cB + sumB;
@@ -662,6 +664,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmmaCommit();
       wgmmaWait<0>();
       fenceRegs(o);
+      __syncwarp();
       mbarArriveLane0(emptyV + 8 * sl, lane);
     }
   }
