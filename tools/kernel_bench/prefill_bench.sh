@@ -10,8 +10,8 @@
 # cases print which body each ran), a few minutes more: the device call's 10 minutes may not hold
 # both, so by default the suite is a call of its own. The rows are the standalone bench's
 # shapes (tools/kernel_bench/prefill_sm90_bench.sh), so the two compare line by line.
-# Usage (device tool, from the repository root, with the anchor copied into scratch/):
-#   cp /work/shared/bench/torch_prefill_anchor.py scratch/ && tools/kernel_bench/prefill_bench.sh
+# Usage (device tool, from the repository root): tools/kernel_bench/prefill_bench.sh (the anchor,
+# torch_prefill_anchor_rows.py, is in this folder)
 # Logs under /tmp/cpcl-out; prefill.txt, prefill_check.txt, prefill_test.txt (TEST=1) and anchor.txt
 # are copied to $OUT.
 set -uo pipefail
@@ -60,12 +60,13 @@ run -B 4 -l 4096 -L 16384 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B
 run -B 1 -l 4096 -L 4096 -C 12288 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B1, 12k cached + 4k new"
 run -B 1 -l 4096 -L 4096 -C 12288 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B1, 12k cached + 4k new"
 grep -vE "^#" "$LOG/prefill.txt" | grep -vE "^$"
-echo "== PyTorch SDPA on the same shapes (scratch/torch_prefill_anchor.py)"
-if [ -f scratch/torch_prefill_anchor.py ]; then
-  OUT="$LOG" timeout 300 python3 scratch/torch_prefill_anchor.py >"$LOG/anchor.txt" 2>&1 || rc=1
+echo "== PyTorch SDPA on the same shapes (tools/kernel_bench/torch_prefill_anchor_rows.py)"
+ANCHOR=tools/kernel_bench/torch_prefill_anchor_rows.py # the shared anchor with every row above
+if [ -f $ANCHOR ]; then
+  OUT="$LOG" timeout 300 python3 $ANCHOR >"$LOG/anchor.txt" 2>&1 || rc=1
   cat "$LOG/anchor.txt"
 else
-  echo "scratch/torch_prefill_anchor.py missing: copy /work/shared/bench/torch_prefill_anchor.py there" | tee "$LOG/anchor.txt"
+  echo "$ANCHOR missing" | tee "$LOG/anchor.txt"
 fi
 if [ -n "${OUT:-}" ] && [ "$OUT" != "$LOG" ]; then
   mkdir -p "$OUT"
