@@ -20,52 +20,24 @@
 namespace cpcl {
 namespace mla90 {
 
-template __global__ void mlaSm90Kernel<1, 0, false>(const __grid_constant__ CUtensorMap,
-                                                    const __grid_constant__ cpclAttnParams_t, const Split);
-template __global__ void mlaSm90Kernel<0, 0, false>(const __grid_constant__ CUtensorMap,
-                                                    const __grid_constant__ cpclAttnParams_t, const Split);
-template __global__ void mlaSm90Kernel<0, 1, false>(const __grid_constant__ CUtensorMap,
-                                                    const __grid_constant__ cpclAttnParams_t, const Split);
-template __global__ void mlaSm90Kernel<2, 0, false>(const __grid_constant__ CUtensorMap,
-                                                    const __grid_constant__ cpclAttnParams_t, const Split);
-template __global__ void mlaSm90Kernel<2, 0, true>(const __grid_constant__ CUtensorMap,
-                                                   const __grid_constant__ cpclAttnParams_t, const Split);
-template __global__ void mlaSm90Kernel<1, 0, true>(const __grid_constant__ CUtensorMap,
-                                                   const __grid_constant__ cpclAttnParams_t, const Split);
-template __global__ void mlaSm90Kernel<0, 0, true>(const __grid_constant__ CUtensorMap,
-                                                   const __grid_constant__ cpclAttnParams_t, const Split);
-/* per-tile release (variants 7, 8) */
-template __global__ void mlaSm90Kernel<2, 0, true, false, true>(const __grid_constant__ CUtensorMap,
-                                                                const __grid_constant__ cpclAttnParams_t, const Split);
-template __global__ void mlaSm90Kernel<1, 0, true, false, true>(const __grid_constant__ CUtensorMap,
-                                                                const __grid_constant__ cpclAttnParams_t, const Split);
-/* variant 10: 4 with one producer lane a page */
-template __global__ void mlaSm90Kernel<2, 0, true, false, false, 1>(const __grid_constant__ CUtensorMap,
-                                                                    const __grid_constant__ cpclAttnParams_t,
-                                                                    const Split);
-/* variants 11-15: early release (11-13), one lane a page (11) or a box (12-15) */
-template __global__ void mlaSm90Kernel<2, 0, true, false, false, 1, true>(const __grid_constant__ CUtensorMap,
-                                                                          const __grid_constant__ cpclAttnParams_t,
-                                                                          const Split);
-template __global__ void mlaSm90Kernel<2, 0, true, false, false, 2, true>(const __grid_constant__ CUtensorMap,
-                                                                          const __grid_constant__ cpclAttnParams_t,
-                                                                          const Split);
-template __global__ void mlaSm90Kernel<1, 0, true, false, false, 2, true>(const __grid_constant__ CUtensorMap,
-                                                                          const __grid_constant__ cpclAttnParams_t,
-                                                                          const Split);
-/* variants 14, 15: 12 and 13 with the two head blocks of a row as a cluster pair (multicast copies) */
-template __global__ void mlaSm90Kernel<2, 0, true, false, false, 2, true, true>(
-    const __grid_constant__ CUtensorMap, const __grid_constant__ cpclAttnParams_t, const Split);
-template __global__ void mlaSm90Kernel<1, 0, true, false, false, 2, true, true>(
-    const __grid_constant__ CUtensorMap, const __grid_constant__ cpclAttnParams_t, const Split);
-template __global__ void mlaSm90Kernel<2, 0, true, true, false, 0, true>(const __grid_constant__ CUtensorMap,
-                                                                         const __grid_constant__ cpclAttnParams_t,
-                                                                         const Split);
-/* sparse (gathered rows): the schedules of variants 1 and 4 (and 4 with early release: 11-13) */
-template __global__ void mlaSm90Kernel<0, 0, false, true>(const __grid_constant__ CUtensorMap,
-                                                          const __grid_constant__ cpclAttnParams_t, const Split);
-template __global__ void mlaSm90Kernel<2, 0, true, true>(const __grid_constant__ CUtensorMap,
-                                                         const __grid_constant__ cpclAttnParams_t, const Split);
+/* The schedules kept (docs/MLA_SM90.md has every measured one, the removed ones included):
+ *   1 S twice (kKind 0), 2 its control (the V descriptor's strides swapped: must fail the check),
+ *   4 late S1 with per-tile barriers (the library's until session 3), 9 FlashMLA's seesaw in 256
+ *   threads (mlaSm90Seesaw), 11-13 the library's: early release, a producer lane a page (11) or a
+ *   TMA box (12, 13), late S1 (11, 12) or the seesaw (13). Sparse: the schedules of 1, 4 and 11. */
+#define CPCL_MLA_INSTANCE(...)                                                             \
+  template __global__ void mlaSm90Kernel<__VA_ARGS__>(const __grid_constant__ CUtensorMap, \
+                                                      const __grid_constant__ cpclAttnParams_t, const Split);
+CPCL_MLA_INSTANCE(0, 0, false)
+CPCL_MLA_INSTANCE(0, 1, false)
+CPCL_MLA_INSTANCE(2, 0, true)
+CPCL_MLA_INSTANCE(2, 0, true, false, 1, true)
+CPCL_MLA_INSTANCE(2, 0, true, false, 2, true)
+CPCL_MLA_INSTANCE(1, 0, true, false, 2, true)
+CPCL_MLA_INSTANCE(0, 0, false, true)
+CPCL_MLA_INSTANCE(2, 0, true, true)
+CPCL_MLA_INSTANCE(2, 0, true, true, 0, true)
+#undef CPCL_MLA_INSTANCE
 
 constexpr int kChunkMin = 128; /* keys per split at least (docs/MLA_SM90.md: measured with 64-256) */
 constexpr int kMaxDevices = 64;
@@ -242,11 +214,6 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   sp.sparseCount = sparseCount;
   sp.sparseStride = sparseStride;
   sp.trace = gTrace;
-  if ((variant == 14 || variant == 15) && (nChunks % 2 != 0 || sparseIdx))
-    return invalidValue(
-        "variant = %d pairs a row's head blocks: it needs an even number of 64-head blocks (numHeads = "
-        "%d) and dense attention",
-        variant, p->numHeads);
   if (sparseIdx && (variant != 1 && variant != 4 && variant != 11))
     return invalidValue("variant = %d: sparse attention runs the schedules of variants 1, 4 and 11", variant);
   if (sparseIdx && (sparseCount == nullptr || sparseStride < 1))
@@ -255,27 +222,31 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   sp.wsO = static_cast<float*>(p->workspace);
   sp.wsLse = sp.wsO ? sp.wsO + (size_t)p->numTokens * p->numHeads * maxSplits * kDv : nullptr;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
+  /* nullptr: a schedule measured and removed (docs/MLA_SM90.md) */
   void (*const kerns[kMlaSm90Variants])(const CUtensorMap, const cpclAttnParams_t, const Split) = {
-      mlaSm90Kernel<1, 0, false>,
+      nullptr,
       mlaSm90Kernel<0, 0, false>,
       mlaSm90Kernel<0, 1, false>,
-      mlaSm90Kernel<2, 0, false>,
+      nullptr,
       mlaSm90Kernel<2, 0, true>,
-      mlaSm90Kernel<1, 0, true>,
-      mlaSm90Kernel<0, 0, true>,
-      mlaSm90Kernel<2, 0, true, false, true>,
-      mlaSm90Kernel<1, 0, true, false, true>,
+      nullptr,
+      nullptr,
+      nullptr,
+      nullptr,
       mlaSm90Seesaw,
-      mlaSm90Kernel<2, 0, true, false, false, 1>,
-      mlaSm90Kernel<2, 0, true, false, false, 1, true>,
-      mlaSm90Kernel<2, 0, true, false, false, 2, true>,
-      mlaSm90Kernel<1, 0, true, false, false, 2, true>,
-      mlaSm90Kernel<2, 0, true, false, false, 2, true, true>,
-      mlaSm90Kernel<1, 0, true, false, false, 2, true, true>};
+      nullptr,
+      mlaSm90Kernel<2, 0, true, false, 1, true>,
+      mlaSm90Kernel<2, 0, true, false, 2, true>,
+      mlaSm90Kernel<1, 0, true, false, 2, true>,
+      nullptr,
+      nullptr};
   auto kern = sparseIdx ? (variant == 1   ? mlaSm90Kernel<0, 0, false, true>
                            : variant == 4 ? mlaSm90Kernel<2, 0, true, true>
-                                          : mlaSm90Kernel<2, 0, true, true, false, 0, true>)
+                                          : mlaSm90Kernel<2, 0, true, true, 0, true>)
                         : kerns[variant];
+  if (kern == nullptr)
+    return invalidValue("variant = %d was measured and removed (docs/MLA_SM90.md): 1, 2, 4, 9 and 11-13 remain",
+                        variant);
   const unsigned bit = 1u << (variant + (sparseIdx ? 16 : 0));
   cudaError_t e;
   int dev = 0;
@@ -295,25 +266,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     if (dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((unsigned)ctasX, 1, (unsigned)maxSplits);
-  if (variant == 14 || variant == 15) {
-    /* the pair form: a row's two head blocks (x = t * nChunks + chunk) are one cluster */
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = kSmemBytes;
-    cfg.stream = st;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 2;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    e = cudaLaunchKernelEx(&cfg, kern, *kvMap, *p, sp);
-  } else {
-    kern<<<grid, variant == 9 ? kThreadsSeesaw : kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
-    e = cudaGetLastError();
-  }
+  kern<<<grid, variant == 9 ? kThreadsSeesaw : kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
+  e = cudaGetLastError();
   if (e != cudaSuccess || maxSplits == 1) return (int)e;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)mergeCtas);
@@ -437,9 +391,9 @@ extern "C" int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxT
   /* a driver that cannot load the sm_90a code: plans keep the CUDA-core body rather than fail
    * every step */
   cudaFuncAttributes fa;
-  if (cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, false, false, 2, true>) != cudaSuccess ||
-      cudaFuncGetAttributes(&fa, mlaSm90Kernel<1, 0, true, false, false, 2, true>) != cudaSuccess ||
-      cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, true, false, 0, true>) != cudaSuccess ||
+  if (cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, false, 2, true>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Kernel<1, 0, true, false, 2, true>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, true, 0, true>) != cudaSuccess ||
       cudaFuncGetAttributes(&fa, mlaSm90Combine) != cudaSuccess) {
     cudaGetLastError();
     return 0;

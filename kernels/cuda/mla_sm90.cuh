@@ -122,30 +122,6 @@ __device__ __forceinline__ void tmaLoad2dHint(uint32_t dst, const CUtensorMap* m
       "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "l"(policy)
       : "memory");
 }
-/* kPair: the same copy written into both CTAs of the cluster (same shared offset, each CTA's own
- * barrier at the same offset gets the bytes that land in it) */
-__device__ __forceinline__ void tmaLoad2dPair(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
-      "[%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
-      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "h"((unsigned short)3)
-      : "memory");
-}
-__device__ __forceinline__ uint32_t clusterRank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ void clusterArrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
-__device__ __forceinline__ void clusterWait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
-/* an arrival on the barrier at the same offset in the other CTA of the pair, by lane 0 */
-__device__ __forceinline__ void mbarArrivePeerLane0(uint32_t bar, uint32_t peer, int lane) {
-  asm volatile(
-      "{\n.reg .pred p;\n.reg .b32 ra;\nsetp.eq.u32 p, %2, 0;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
-      "@p mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar),
-      "r"(peer), "r"(lane)
-      : "memory");
-}
 __device__ __forceinline__ void fenceRegs4(uint32_t (&r)[4]) {
 #pragma unroll
   for (int i = 0; i < 4; i++) asm volatile("" : "+r"(r[i])::"memory");
@@ -422,16 +398,10 @@ __device__ __forceinline__ void mlaEpilogue(const cpclAttnParams_t& p, const Spl
  * frees the stage then, before it waits on the other warpgroup or on the other stage (else a
  * stage's release waits behind the other stage's arrival, and the two loads chain: measured with
  * the clock64 timeline, docs/MLA_SM90.md "Session 3"). */
-/* kPair (with kLanes 2, TMA, 2 head blocks a row): the two CTAs of a row's head blocks run as a
- * cluster; each issues half of a block's boxes, multicast into both, so each CTA moves half of the
- * KV bytes from L2; a stage is refilled when the consumers of both CTAs let it go (the empty
- * barriers count both CTAs' warps). */
-template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, bool kFine = false, int kLanes = 0,
-          bool kEarly = false, bool kPair = false>
+template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, int kLanes = 0, bool kEarly = false>
 __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
-  static_assert(!kPair || (kLanes == 2 && kTileBars && !kSparse && !kFine), "the pair form is the box-lane TMA one");
   extern __shared__ unsigned char smemRaw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
   unsigned char* sQ = smem;
@@ -466,18 +436,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid == 0) {
     /* TMA: one arrival (the expect_tx); sparse: the 128 producer threads' cp.async arrivals */
     for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), kSparse ? 128 : 1);
-    /* kFine: an empty barrier per tile (kTiles a stage), else per stage */
-    for (int i = 0; i < (kFine ? 2 * kTiles : 2); i++) mbarInit(smemAddr(&emptyBar[i]), kPair ? 16 : 8);
+    for (int i = 0; i < 2; i++) mbarInit(smemAddr(&emptyBar[i]), 8);
     *sBad = 0;
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  const uint32_t peer = kPair ? clusterRank() ^ 1u : 0u;
-  if constexpr (kPair) { /* the peer's barriers exist before any copy or arrival reaches them */
-    clusterArrive();
-    clusterWait();
-  } else {
-    __syncthreads();
-  }
+  __syncthreads();
 
   if (tid >= 256) { /* ---- producer warpgroup ---- */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
@@ -555,10 +518,7 @@ __global__ void __launch_bounds__(kThreads, 1)
        * reads are issued by np lanes at once instead of one thread in turn; lane 0 posts every
        * tile's byte count first (variant 10: tests whether the single issuing thread is what makes
        * page 16 slower than page 64) */
-      if (tid >= 288) {
-        if (kPair) clusterArrive(); /* the pair's last barrier counts every thread */
-        return;
-      }
+      if (tid >= 288) return;
       const int ln = tid & 31;
       const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
       const int pg = p.pageSize;
@@ -605,19 +565,14 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int k = 0; k < (8 * kTiles + 31) / 32; k++) {
             const int q = ln + 32 * k, pgI = q % np, c = q / np;
             const int r = __shfl_sync(0xffffffffu, row, pgI);
-            if (kPair) { /* box q of the block from CTA q % 2 of the pair, into both */
-              if (c < kTiles && (q & 1) == (int)(peer ^ 1u))
-                tmaLoad2dPair(dst + c * kTileB + pgI * boxRows * 128, &kvMap, c * 64, r, full0 + c * 8);
-            } else if (c < kTiles) {
+            if (c < kTiles)
               tmaLoad2d(dst + c * kTileB + pgI * boxRows * 128, &kvMap, c * 64, r, kTileBars ? full0 + c * 8 : full0);
-            }
             if (32 * (k + 1) >= np * kTiles) break;
           }
         }
         if (ln == 0) traceAt(sp.trace, kTraceProducer + 2 * i + 1, 0);
         if (i + 1 < nBlocks) fetchRow(i + 1);
       }
-      if (kPair) clusterArrive();
       return;
     }
     if (tid != 256) return;
@@ -656,7 +611,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (nBlocks > 0) fetchRows(0);
     for (int i = 0; i < nBlocks; i++) {
       const int st = i & 1;
-      if (i >= 2 && !kFine) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
+      if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
       traceAt(sp.trace, kTraceProducer + 2 * i, 0);
       const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
       const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
@@ -666,8 +621,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int np = pg >= kBN ? 1 : (valid + pg - 1) / pg, boxRows = pg >= kBN ? kBN : pg;
       if (!kTileBars) mbarExpectTx(full0, (uint32_t)np * kTiles * boxRows * 128);
       for (int c = 0; c < kTiles; c++) {
-        /* kFine: each tile is refilled as soon as its last reader let it go */
-        if (kFine && i >= 2) mbarWait(smemAddr(&emptyBar[st * kTiles + c]), ((i >> 1) - 1) & 1);
         const uint32_t full = kTileBars ? full0 + c * 8 : full0;
         if (kTileBars) mbarExpectTx(full, (uint32_t)np * boxRows * 128);
 #pragma unroll
@@ -723,14 +676,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t qBase = smemAddr(sQ), kBase = smemAddr(sK), pBase = smemAddr(sP);
   auto validOf = [&](int i) { return min(kBN, kEnd - (kBeg + i * kBN)); };
   auto release = [&](int st) {
-    if (!kFine) mbarArriveLane0(smemAddr(&emptyBar[st]), lane);          /* this warp is done with the stage */
-    if (kPair) mbarArrivePeerLane0(smemAddr(&emptyBar[st]), peer, lane); /* ... and the peer's copy of it */
-  };
-  /* kFine: this warp is done with tiles [c0, c1) of a stage (every consumer warp lets each tile of
-   * each block go exactly once, after its last read of it and after waiting for it to land) */
-  auto releaseTiles = [&](int st, int c0, int c1) {
-    if (kFine)
-      for (int c = c0; c < c1; c++) mbarArriveLane0(smemAddr(&emptyBar[st * kTiles + c]), lane);
+    mbarArriveLane0(smemAddr(&emptyBar[st]), lane); /* this warp is done with the stage */
   };
   /* the whole stage landed (every tile's barrier with kTileBars) */
   auto waitStage = [&](int st, uint32_t parity) {
@@ -792,12 +738,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           wgmmaWait<1>();
           fenceRegs(o);
           release(1);
-          releaseTiles(1, 0, 4);
         }
         wgmmaWait<0>();
         fenceRegs(s);
         traceAt(sp.trace, tb + 1, wt);
-        releaseTiles(0, 4, kTiles); /* S0 was WG0's only read of V0's right half and the rope dims */
         const int v0 = validOf(2 * j);
         float nA, nB, cA, cB, sumA, sumB;
         uint32_t pf[4][4];
@@ -834,7 +778,6 @@ __global__ void __launch_bounds__(kThreads, 1)
             wgmmaWait<0>();
             fenceRegs(o);
             release(0);
-            releaseTiles(0, 0, 4); /* P0 V0_L done */
           }
           traceAt(sp.trace, tb + 5, wt);
           lA *= c1A;
@@ -842,7 +785,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           rescaleO(o, c1A, c1B);
           waitStage(1, j & 1);
           traceAt(sp.trace, tb + 6, wt);
-          releaseTiles(1, 4, kTiles); /* WG0 reads only V1's left half */
           const int v1 = validOf(2 * j + 1);
           if (v1 < kBN) zeroTail(sK + kBlockB, 0, wt, v1);
           fenceRegs(o);
@@ -857,7 +799,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           wgmmaWait<0>();
           fenceRegs(o);
           release(0);
-          releaseTiles(0, 0, 4);
           mA = nA;
           mB = nB;
         }
@@ -873,8 +814,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (kKind == 1 && odd) stageS(s, 1, j & 1);
         waitStage(0, j & 1);
         traceAt(sp.trace, tb + 1, wt);
-        releaseTiles(0, 0, 4); /* WG1 reads only V0's right half */
-        releaseTiles(0, 8, kTiles);
         const int v0 = validOf(2 * j);
         if (v0 < kBN) zeroTail(sK, 1, wt, v0);
         namedBarrier(kBarP0, 256); /* P0 in sP, c0 and m0 published */
@@ -903,20 +842,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           uint32_t pf[4][4];
           if (kKind == 2) wgmmaWait<0>();
           traceAt(sp.trace, tb + 5, wt);
-          if (kKind == 2) { /* S1 done (WG1's only read of V1's left half and the rope), P0 V0_R too */
-            releaseTiles(1, 0, 4);
-            releaseTiles(1, 8, kTiles);
-            releaseTiles(0, 4, 8);
-          }
           softmaxBlock(s, v1, cq, scale2, m0A, m0B, nA, nB, cA, cB, sumA, sumB, pf);
           wgmmaWait<0>(); /* P0 V0_R done: sP and stage 0 are free */
           fenceRegs(o);
           if (!kEarly) release(0);
-          if (kKind != 2) {
-            releaseTiles(1, 0, 4);
-            releaseTiles(1, 8, kTiles);
-            releaseTiles(0, 4, 8);
-          }
           storeP(sP, pf, rA, rB, cq);
           if ((lane & 3) == 0) {
             sC1[rA] = cA;
@@ -940,12 +869,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           fenceRegs(o);
           traceAt(sp.trace, tb + 8, wt);
           release(1);
-          releaseTiles(1, 4, 8);
         } else {
           wgmmaWait<0>();
           fenceRegs(o);
           if (!kEarly) release(0);
-          releaseTiles(0, 4, 8);
           mA = m0A;
           mB = m0B;
         }
@@ -968,10 +895,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   mlaEpilogue(p, sp, rw, t, split, g0, nu, w, lane, rA, rB, cq, nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad),
               o, lA, lB, mA, mB);
-  if constexpr (kPair) { /* the peer may still arrive on this CTA's barriers until it is done */
-    clusterArrive();
-    clusterWait();
-  }
 }
 
 /* ---- schedule 9: FlashMLA's seesaw without a producer warpgroup (256 threads) ----
