@@ -60,12 +60,13 @@ for tool in memcheck racecheck synccheck; do
     >"$OUT/sanitizer_decode_$tool.log" 2>&1
   echo "== compute-sanitizer $tool, schedules: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_decode_$tool.log" | tail -1), $(grep -c 'Invalid' "$OUT/sanitizer_decode_$tool.log") invalid accesses"
   # prefill, one process: the kernels against the host reference, both schedules, graphs
-  CPCL_TIMEOUT_MS=60000 timeout 400 compute-sanitizer --tool $tool --error-exitcode 9 "$BUILD/tests/gpu/test_gpu_prefill" \
+  # the kernel cases (every prefill body against the host); the schedules' cases are those of decode
+  CPCL_TEST_PREFILL_KERNELS_ONLY=1 timeout 400 compute-sanitizer --tool $tool --error-exitcode 9 "$BUILD/tests/gpu/test_gpu_prefill" \
     >"$OUT/sanitizer_prefill_$tool.log" 2>&1
   echo "== compute-sanitizer $tool, prefill: exit $? ($(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_prefill_$tool.log" | tail -1))"
 done
 echo "== kernels"
-"$BUILD/tools/kernel_perf" -c 1 -J "$OUT/kernel_perf.json" 2>&1 | tee "$OUT/kernel_perf.txt"
+"$BUILD/tools/kernel_perf" -c 1 -C 0 -J "$OUT/kernel_perf.json" 2>&1 | tee "$OUT/kernel_perf.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || suite=1
 if [ -f scratch/torch_decode_anchor.py ]; then
   echo "== PyTorch anchor (same machine, same call)"

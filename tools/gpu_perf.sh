@@ -24,15 +24,15 @@ K="$BUILD/tools/kernel_perf"
 if [ "$MODE" != prefill ]; then
   {
     echo "== issue 12: GQA decode, page 16"
-    $K -n 50 || rc=1
+    $K -n 50 -C 0 || rc=1
     echo "== issue 13: MLA decode, page 16"
-    $K -n 20 -p 16 -s 1,16,1,576,4096 -s 64,16,1,576,16384 -s 32,128,1,576,16384 -s 128,128,1,576,16384 \
+    $K -n 20 -C 0 -p 16 -s 1,16,1,576,4096 -s 64,16,1,576,16384 -s 32,128,1,576,16384 -s 128,128,1,576,16384 \
       -s 128,128,1,576,4096 || rc=1
     echo "== issue 13: MLA decode, page 64"
-    $K -n 20 -p 64 -s 1,16,1,576,4096 -s 64,16,1,576,16384 -s 32,128,1,576,16384 -s 128,128,1,576,16384 \
+    $K -n 20 -C 0 -p 64 -s 1,16,1,576,4096 -s 64,16,1,576,16384 -s 32,128,1,576,16384 -s 128,128,1,576,16384 \
       -s 128,128,1,576,4096 || rc=1
     echo "== issue 16: sparse MLA, K 2048, W 1 and 8 simulated, page 64"
-    $K -n 20 -k 2048 -W 8 -p 64 -s 64,128,1,576,32768 -s 128,128,1,576,32768 || rc=1
+    $K -n 20 -C 0 -k 2048 -W 8 -p 64 -s 64,128,1,576,32768 -s 128,128,1,576,32768 || rc=1
   } >"$LOG/kernel_perf.txt" 2>&1
   grep -vE "^#" "$LOG/kernel_perf.txt" | grep -vE "^$"
   if [ -f scratch/torch_decode_anchor.py ]; then

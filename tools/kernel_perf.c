@@ -199,6 +199,7 @@ static const char* showShapes(const void* value) {
 static int sweep;        /* -x: also every (stages, split size) variant of the tensor-core kernel */
 static int topk;         /* -k: sparse attention over K listed positions a row (0: dense) */
 static int simRanks = 8; /* -W: the sparse rows' simulated ranks (besides W = 1) */
+static int cores = 1;    /* -C 0: leave out the CUDA-core rows (milliseconds each on the MLA and G 64 shapes) */
 static int page = 16;    /* -p: tokens a KV page */
 static shapes_t shapes = {{{64, 16, 1, 128, 8192},
                            {16, 16, 1, 128, 32768},
@@ -367,6 +368,7 @@ static void benchAttention(const shape_t* sh, double ceiling) {
   for (int vi = 0; vi < nVariants; vi++) {
     const int variant = order[vi];
     if (variant == 2 && !warmOk) continue;
+    if (variant == 1 && !cores) continue;
     const int hopper = variant == 0 || variant == 2; /* the default bodies */
     p.cudaCoresOnly = variant == 1;
     p.mlaSm90Splits = variant == 1 ? 0 : sm90Splits;
@@ -607,6 +609,7 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
   const double flops = 2.0 * (D + Dv) * H * keys, bytes = (mla ? 1.0 : 2.0) * keys * Hkv * D * 2;
   static const char* const names[4] = {"topk", "attn", "cores", "filter"};
   for (int what = 0; what < 4; what++) {
+    if (what == 2 && !cores) continue;
     sparseArgs_t a = {&p, &df, k, copies, 0, 0, what};
     perfStats_t st;
     if (timeRow(sparseStep, &a, copies, &st)) {
@@ -759,6 +762,7 @@ static const perfOpt_t options[] = {
      NULL, NULL},
     {'E', "eager", PERF_OPT_INT, &eager, "0|1", "1: time eager launches (events around each) instead of graph replays",
      0, 1, NULL, NULL, NULL},
+    {'C', "cores", PERF_OPT_INT, &cores, "0|1", "0: leave out the CUDA-core body's rows", 0, 1, NULL, NULL, NULL},
 };
 
 int main(int argc, char** argv) {
