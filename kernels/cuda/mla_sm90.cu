@@ -24,7 +24,8 @@ namespace mla90 {
  *   1 S twice (kKind 0), 2 its control (the V descriptor's strides swapped: must fail the check),
  *   4 late S1 with per-tile barriers (the library's until session 3), 9 FlashMLA's seesaw in 256
  *   threads (mlaSm90Seesaw), 11-13 the library's: early release, a producer lane a page (11) or a
- *   TMA box (12, 13), late S1 (11, 12) or the seesaw (13). Sparse: the schedules of 1, 4 and 11. */
+ *   TMA box (12, 13), late S1 (11, 12) or the seesaw (13); 14, 15: 12 and 13 with the P hand-offs
+ *   through mbarriers (kMbarHand: what racecheck can follow). Sparse: the schedules of 1, 4 and 11. */
 #define CPCL_MLA_INSTANCE(...)                                                             \
   template __global__ void mlaSm90Kernel<__VA_ARGS__>(const __grid_constant__ CUtensorMap, \
                                                       const __grid_constant__ cpclAttnParams_t, const Split);
@@ -34,6 +35,8 @@ CPCL_MLA_INSTANCE(2, 0, true)
 CPCL_MLA_INSTANCE(2, 0, true, false, 1, true)
 CPCL_MLA_INSTANCE(2, 0, true, false, 2, true)
 CPCL_MLA_INSTANCE(1, 0, true, false, 2, true)
+CPCL_MLA_INSTANCE(2, 0, true, false, 2, true, true)
+CPCL_MLA_INSTANCE(1, 0, true, false, 2, true, true)
 CPCL_MLA_INSTANCE(0, 0, false, true)
 CPCL_MLA_INSTANCE(2, 0, true, true)
 CPCL_MLA_INSTANCE(2, 0, true, true, 0, true)
@@ -238,14 +241,14 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
       mlaSm90Kernel<2, 0, true, false, 1, true>,
       mlaSm90Kernel<2, 0, true, false, 2, true>,
       mlaSm90Kernel<1, 0, true, false, 2, true>,
-      nullptr,
-      nullptr};
+      mlaSm90Kernel<2, 0, true, false, 2, true, true>,
+      mlaSm90Kernel<1, 0, true, false, 2, true, true>};
   auto kern = sparseIdx ? (variant == 1   ? mlaSm90Kernel<0, 0, false, true>
                            : variant == 4 ? mlaSm90Kernel<2, 0, true, true>
                                           : mlaSm90Kernel<2, 0, true, true, 0, true>)
                         : kerns[variant];
   if (kern == nullptr)
-    return invalidValue("variant = %d was measured and removed (docs/MLA_SM90.md): 1, 2, 4, 9 and 11-13 remain",
+    return invalidValue("variant = %d was measured and removed (docs/MLA_SM90.md): 1, 2, 4, 9 and 11-15 remain",
                         variant);
   const unsigned bit = 1u << (variant + (sparseIdx ? 16 : 0));
   cudaError_t e;

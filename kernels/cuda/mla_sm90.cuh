@@ -398,7 +398,12 @@ __device__ __forceinline__ void mlaEpilogue(const cpclAttnParams_t& p, const Spl
  * frees the stage then, before it waits on the other warpgroup or on the other stage (else a
  * stage's release waits behind the other stage's arrival, and the two loads chain: measured with
  * the clock64 timeline, docs/MLA_SM90.md "Session 3"). */
-template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, int kLanes = 0, bool kEarly = false>
+/* kMbarHand: the P0 / P1 hand-offs between the warpgroups (P in sP, the scales and maxima in
+ * sC / sM) through mbarriers (one arrival a warp, by lane 0 after __syncwarp) instead of named
+ * barriers (bar.arrive -> bar.sync), which compute-sanitizer's racecheck does not model
+ * (tools/kernel_bench/racecheck_probe.cu); the order is the same. */
+template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, int kLanes = 0, bool kEarly = false,
+          bool kMbarHand = false>
 __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
@@ -410,6 +415,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   /* full[stage][tile] (with kTileBars; else full[stage][0] counts the whole block), empty[stage] */
   uint64_t* fullBar = reinterpret_cast<uint64_t*>(smem + 3 * kBlockB + 8192);
   uint64_t* emptyBar = fullBar + 2 * kTiles;
+  uint64_t* handBar = emptyBar + 2; /* kMbarHand: P0 published, P1 published */
   float* sC0 = reinterpret_cast<float*>(smem + 3 * kBlockB + 8192 + 320);
   float* sM0 = sC0 + 64;
   float* sC1 = sM0 + 64;
@@ -437,6 +443,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     /* TMA: one arrival (the expect_tx); sparse: the 128 producer threads' cp.async arrivals */
     for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), kSparse ? 128 : 1);
     for (int i = 0; i < 2; i++) mbarInit(smemAddr(&emptyBar[i]), 8);
+    if (kMbarHand)
+      for (int i = 0; i < 2; i++) mbarInit(smemAddr(&handBar[i]), 4); /* the 4 warps of one warpgroup */
     *sBad = 0;
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -697,6 +705,21 @@ __global__ void __launch_bounds__(kThreads, 1)
     issueS<kSparse>(s, qBase, kBase + st * kBlockB, kTileBars ? smemAddr(&fullBar[st * kTiles]) : 0u, parity);
   };
 
+  /* publish hand-off h (0: P0, 1: P1) to the other warpgroup, or wait for pair j's */
+  auto handArrive = [&](int h, int barId) {
+    if constexpr (kMbarHand) {
+      __syncwarp();
+      mbarArriveLane0(smemAddr(&handBar[h]), lane);
+    } else {
+      namedArrive(barId, 256);
+    }
+  };
+  auto handWait = [&](int h, int barId, int j) {
+    if constexpr (kMbarHand)
+      mbarWait(smemAddr(&handBar[h]), (uint32_t)(j & 1));
+    else
+      namedBarrier(barId, 256);
+  };
   if constexpr (kKind == 0) {
     for (int i = 0; i < nBlocks; i++) {
       const int st = i & 1, valid = validOf(i);
@@ -754,7 +777,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           sM0[rB] = nB;
         }
         fenceProxyAsync();
-        namedArrive(kBarP0, 256);
+        handArrive(0, kBarP0);
         traceAt(sp.trace, tb + 2, wt);
         lA = lA * cA + sumA;
         lB = lB * cB + sumB;
@@ -769,7 +792,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             fenceRegs(o);
             release(0);
           }
-          namedBarrier(kBarP1, 256); /* P1 in sP, c1 and m1 published */
+          handWait(1, kBarP1, j); /* P1 in sP, c1 and m1 published */
           traceAt(sp.trace, tb + 4, wt);
           const float c1A = sC1[rA], c1B = sC1[rB];
           mA = sM1[rA];
@@ -816,7 +839,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         traceAt(sp.trace, tb + 1, wt);
         const int v0 = validOf(2 * j);
         if (v0 < kBN) zeroTail(sK, 1, wt, v0);
-        namedBarrier(kBarP0, 256); /* P0 in sP, c0 and m0 published */
+        handWait(0, kBarP0, j); /* P0 in sP, c0 and m0 published */
         traceAt(sp.trace, tb + 2, wt);
         const float c0A = sC0[rA], c0B = sC0[rB], m0A = sM0[rA], m0B = sM0[rB];
         /* S1 (issued alongside WG0's S0) is done by now in practice; waiting for it here keeps the
@@ -854,7 +877,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             sM1[rB] = nB;
           }
           fenceProxyAsync();
-          namedArrive(kBarP1, 256);
+          handArrive(1, kBarP1);
           traceAt(sp.trace, tb + 6, wt);
           mA = nA;
           mB = nB;

@@ -315,7 +315,7 @@ int main(int argc, char** argv) {
       for (char* tok = strtok(argv[++i], ","); tok; tok = strtok(nullptr, ",")) vars.push_back(atoi(tok));
   }
   if (vars.empty())
-    for (int v : {1, 2, 4, 9, 11, 12, 13}) vars.push_back(v);
+    for (int v : {1, 2, 4, 9, 11, 12, 13, 14, 15}) vars.push_back(v);
   /* "removed": measured (docs/MLA_SM90.md) and no longer built; the launch refuses them */
   static const char* names[kMlaSm90Variants] = {"removed (seesaw)",
                                                 "S twice",
@@ -331,8 +331,8 @@ int main(int argc, char** argv) {
                                                 "late S1, early release, a lane a page",
                                                 "late S1, early release, a lane a box",
                                                 "seesaw, early release, a lane a box",
-                                                "removed (cluster pair)",
-                                                "removed (cluster pair)"};
+                                                "12, mbarrier hand-offs",
+                                                "13, mbarrier hand-offs"};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);

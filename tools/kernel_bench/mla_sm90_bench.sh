@@ -3,12 +3,12 @@
 # variant), timing of the passing ones, compute-sanitizer on the checks of one variant, and ncu:
 # each kernel's duration at B1 (attention vs merge), and stall reasons plus tensor-pipe use on a
 # compute-bound and a memory-bound row.
-#   VARIANTS="1,4,12,13,29" (16 = kMlaSm90EvictFirst or-ed in; 1, 2, 4, 9, 11-13 are built)  BEST=13 (sanitizer and ncu)
+#   VARIANTS="1,4,12,13,29" (16 = kMlaSm90EvictFirst or-ed in; 1, 2, 4, 9, 11-15 are built)  BEST=13 (sanitizer and ncu)
 #   NCU=0 skips ncu; TRACE_ROWS="B,H,L,pg ..." (or none): the clock64 timeline of variant 4's
 #   first CTA on those rows;  logs under $OUT (or a temp dir): checks.log perf.log ncu_*.txt trace.log
 cd "$(dirname "$0")" || exit 1
 OUT=${OUT:-$(mktemp -d)}; BIN=$(mktemp -d)/mla_sm90_bench; echo "logs in $OUT"
-VARIANTS=${VARIANTS:-1,2,4,11,12,13}
+VARIANTS=${VARIANTS:-1,2,4,11,12,13,14,15}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
 nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I../../kernels -I../../kernels/cuda mla_sm90_bench.cu \
   ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas -o $BIN 2>$OUT/build.log || { tail $OUT/build.log; exit 1; }
