@@ -106,13 +106,6 @@ __device__ __forceinline__ void traceAt(unsigned long long* tr, int slot, int wt
 }
 
 /* ---- PTX wrappers of this body only (the shared ones: sm90_ptx.cuh) ---- */
-__device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
-      "[%4];\n" ::"r"(dst),
-      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar)
-      : "memory");
-}
 /* the same with an L2 cache policy (createpolicy) */
 __device__ __forceinline__ void tmaLoad2dHint(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar,
                                               uint64_t policy) {

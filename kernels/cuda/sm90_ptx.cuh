@@ -41,6 +41,14 @@ __device__ __forceinline__ void mbarArriveLane0(uint32_t bar, int lane) {
                "r"(lane)
                : "memory");
 }
+/* a 2-d TMA tile copy completing on bar (transaction bytes) */
+__device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+      "[%4];\n" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
 /* a 3-d TMA tile copy completing on bar (transaction bytes) */
 __device__ __forceinline__ void tmaLoad3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2, uint32_t bar) {
   asm volatile(

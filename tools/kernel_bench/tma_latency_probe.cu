@@ -27,14 +27,6 @@ using namespace cpcl::sm90;
 constexpr int kTiles = 9, kTileB = 64 * 128, kBlockB = kTiles * kTileB;
 constexpr int kSmemBytes = 3 * kBlockB + 8192 + 2048; /* about the body's: one CTA an SM */
 
-__device__ __forceinline__ void tmaBox(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
-      "[%4];\n" ::"r"(dst),
-      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar)
-      : "memory");
-}
-
 __global__ void __launch_bounds__(128, 1)
     probe(const __grid_constant__ CUtensorMap map, const int* pages, int nPages, int iters, int depth, long long* out) {
   extern __shared__ unsigned char raw[];
@@ -52,7 +44,7 @@ __global__ void __launch_bounds__(128, 1)
     const int row = pages[(seed >> 8) % nPages] * 64;
     mbarExpectTx(smemAddr(&bar[s]), kBlockB);
     t0[s] = clock64();
-    for (int c = 0; c < kTiles; c++) tmaBox(st0 + s * kBlockB + c * kTileB, &map, c * 64, row, smemAddr(&bar[s]));
+    for (int c = 0; c < kTiles; c++) tmaLoad2d(st0 + s * kBlockB + c * kTileB, &map, c * 64, row, smemAddr(&bar[s]));
   };
   for (int s = 0; s < depth; s++) issue(s);
   for (int i = 0; i < iters; i++) {
