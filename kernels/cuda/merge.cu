@@ -80,6 +80,17 @@ static bool mergeVecFits(const cpclMergeParams_t& p) {
   return true;
 }
 
+/* the smallest instance whose part count covers p's */
+template <typename T>
+void launchMergeVec(const cpclMergeParams_t& p, unsigned ctas, cudaStream_t s) {
+  if (p.numParts <= 4)
+    mergeVecKernel<T, 4><<<ctas, 128, 0, s>>>(p);
+  else if (p.numParts <= 8)
+    mergeVecKernel<T, 8><<<ctas, 128, 0, s>>>(p);
+  else
+    mergeVecKernel<T, 16><<<ctas, 128, 0, s>>>(p);
+}
+
 template <typename T>
 __global__ void correctKernel(const cpclCorrectParams_t p) {
   const int t = blockIdx.x, h = blockIdx.y;
@@ -103,21 +114,10 @@ extern "C" int cpclCudaMerge(const cpclMergeParams_t* p, void* stream) {
     const int64_t units = (int64_t)p->numTokens * p->numHeads, ctas = (units + perCta - 1) / perCta;
     if (ctas <= 0x7fffffffLL) {
       const unsigned g = (unsigned)ctas;
-      if (p->dtype == CPCL_K_BF16) {
-        if (p->numParts <= 4)
-          mergeVecKernel<__nv_bfloat16, 4><<<g, 128, 0, s>>>(*p);
-        else if (p->numParts <= 8)
-          mergeVecKernel<__nv_bfloat16, 8><<<g, 128, 0, s>>>(*p);
-        else
-          mergeVecKernel<__nv_bfloat16, 16><<<g, 128, 0, s>>>(*p);
-      } else {
-        if (p->numParts <= 4)
-          mergeVecKernel<__half, 4><<<g, 128, 0, s>>>(*p);
-        else if (p->numParts <= 8)
-          mergeVecKernel<__half, 8><<<g, 128, 0, s>>>(*p);
-        else
-          mergeVecKernel<__half, 16><<<g, 128, 0, s>>>(*p);
-      }
+      if (p->dtype == CPCL_K_BF16)
+        launchMergeVec<__nv_bfloat16>(*p, g, s);
+      else
+        launchMergeVec<__half>(*p, g, s);
       return (int)cudaGetLastError();
     }
   }

@@ -176,6 +176,20 @@ __device__ __forceinline__ RowWork rowWork(const cpclAttnParams_t& p, const Spli
  * row sums. S is only read: writing the registers of a wgmma accumulator while another wgmma is
  * in flight makes ptxas serialize them all. Key 0 of a block is always valid, so the maxima are
  * finite after the first block. */
+/* The producer's read of block-table entry idx of its row (DESIGN: a negative page id is bad
+ * batch data): the first one is recorded in errorFlag and raises sBad (the split's partial is
+ * thrown away), and page 0 is read in its place. Returns the page's first cache row. */
+__device__ __forceinline__ int checkedPageRow(const cpclAttnParams_t& p, const int32_t* bt, int idx, int seq, bool& bad,
+                                              int* sBad) {
+  const int id = __ldg(bt + idx);
+  if (id < 0 && !bad) {
+    bad = true;
+    *sBad = 1;
+    reportError(p.errorFlag, CPCL_KERR_PAGE, seq, id, idx);
+  }
+  return id < 0 ? 0 : id * p.pageSize;
+}
+
 template <bool kKeep = false>
 __device__ __forceinline__ void softmaxBlock(const float (&s)[32], int valid, int cq, float scale2, float mA, float mB,
                                              float& nA, float& nB, float& cA, float& cB, float& sumA, float& sumB,
@@ -531,13 +545,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         row = 0;
         if (ln < np) {
           const int idx = pg >= kBN ? b0 / pg : b0 / pg + ln;
-          const int id = __ldg(bt + idx);
-          if (id < 0 && !bad) {
-            bad = true;
-            *sBad = 1;
-            reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx);
-          }
-          row = (id < 0 ? 0 : id * pg) + (pg >= kBN ? b0 % pg : 0);
+          row = checkedPageRow(p, bt, idx, rw.seq, bad, sBad) + (pg >= kBN ? b0 % pg : 0);
         }
       };
       if (nBlocks > 0) fetchRow(0);
@@ -587,15 +595,7 @@ __global__ void __launch_bounds__(kThreads, 1)
      * records the first in errorFlag, reads page 0 in its place (its partial is thrown away) and
      * raises sBad, which the consumers read after their last block (the store is ordered before
      * the arrive on that block's full barrier, whose wait they pass). */
-    auto pageRow = [&](int idx) {
-      const int id = __ldg(bt + idx);
-      if (id < 0 && !bad) {
-        bad = true;
-        *sBad = 1;
-        reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx);
-      }
-      return id < 0 ? 0 : id * pg;
-    };
+    auto pageRow = [&](int idx) { return checkedPageRow(p, bt, idx, rw.seq, bad, sBad); };
     auto fetchRows = [&](int i) {
       const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
       if (pg >= kBN) {
@@ -999,15 +999,7 @@ __global__ void __launch_bounds__(kThreadsSeesaw, 1)
   const int pg = p.pageSize;
   const int np0 = pg >= kBN ? 1 : kBN / pg, boxRows = pg >= kBN ? kBN : pg;
   bool bad = false;
-  auto pageRow = [&](int idx) {
-    const int id = __ldg(bt + idx);
-    if (id < 0 && !bad) {
-      bad = true;
-      *sBad = 1;
-      reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx);
-    }
-    return id < 0 ? 0 : id * pg;
-  };
+  auto pageRow = [&](int idx) { return checkedPageRow(p, bt, idx, rw.seq, bad, sBad); };
   /* page rows of block i (at most 8 pages); pages wholly past the end are not read */
   auto blockRows = [&](int i, int(&rows)[8], int& np) {
     const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
