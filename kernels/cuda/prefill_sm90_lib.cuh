@@ -436,7 +436,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbarInit(emptyV + 8 * i, 8);
     }
     if (kPersistent) {
-      mbarInit(workFull, 1);                       /* warp 8's lane 0: sg holds the next item */
+      mbarInit(workFull, 1);                      /* warp 8's lane 0: sg holds the next item */
       mbarInit(workEmpty, 8 + kCopyThreads / 32); /* lane 0 of each consumer and copy warp: read */
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -482,13 +482,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     /* warps 9-11 over one item: the key positions of masked tiles, the cache rows */
     auto produceCopy = [&](int base, int n, int nMask, int sq, int kh) {
       const int cid = tid - 288;
-      const int32_t* bt = p.cacheLens != nullptr ? p.blockTable + (int64_t)sq * p.maxPagesPerSeq : nullptr;
+      const int32_t* btItem = p.cacheLens != nullptr ? p.blockTable + (int64_t)sq * p.maxPagesPerSeq : nullptr;
       const int64_t WI = (int64_t)p.cpSize * p.interleave, rI = (int64_t)p.cpRank * p.interleave;
       for (int i = 0; i < n; i++) {
         const int gi = base + i, st = gi % kStages;
         const uint32_t par = ((gi / kStages) - 1) & 1;
         const LibTile tl = libTile(sg, i);
-        const bool cache = tl.blk < 0, masked = i < nMask;
+        /* the persistent form reads the item's sequence and head from sg on every tile: with
+         * the loop's base, holding them would take the producer warps past their 56 registers */
+        const int32_t* bt = kPersistent && p.cacheLens != nullptr
+                                ? p.blockTable + (int64_t)libLds(smemAddr(&sg.s)) * p.maxPagesPerSeq
+                                : btItem;
+        if constexpr (kPersistent) kh = libLds(smemAddr(&sg.g)) / p.groupSize;
+        const bool cache = tl.blk < 0, masked = i < (kPersistent ? libLds(smemAddr(&sg.masked)) : nMask);
         /* An arrival must not reach a barrier's previous phase: wait for it to complete. Writes
          * into the stage wait for the consumers to be done with what they replace: the cache
          * tile's K after emptyK; its V and a masked tile's positions (read in the softmax, before
@@ -515,8 +521,13 @@ __global__ void __launch_bounds__(kThreads, 1)
             const int key = tl.start + r;
             int ps = INT32_MAX; /* never visible */
             if (cache) {
-              if (key < tl.end && __ldg(bt + key / p.pageSize) >= 0)
-                ps = (int)((key / p.interleave) * WI + rI + key % p.interleave);
+              if (key < tl.end && __ldg(bt + key / p.pageSize) >= 0) {
+                if constexpr (kPersistent) /* from the parameters where used: fewer live registers */
+                  ps = (int)((key / p.interleave) * ((int64_t)p.cpSize * p.interleave) +
+                             (int64_t)p.cpRank * p.interleave + key % p.interleave);
+                else
+                  ps = (int)((key / p.interleave) * WI + rI + key % p.interleave);
+              }
             } else if (key >= tl.lo && key < tl.end) {
               ps = __ldg(p.kv[tl.blk].pos + key);
             }
@@ -593,7 +604,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbarWait(workFull, item & 1);
           nIter = sg.tiles;
           if (nIter < 0) break;
-          produceCopy(base, nIter, sg.masked, sg.s, sg.g / p.groupSize);
+          produceCopy(base, nIter, sg.masked, 0, 0);
           __syncwarp(); /* every lane's reads of sg before lane 0 lets it go */
           mbarArriveLane0(workEmpty, lane);
           base += nIter;
