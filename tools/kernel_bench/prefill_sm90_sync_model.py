@@ -12,7 +12,15 @@ K, V and positions are tracked as the tile whose data they hold (a TMA box is "b
 from issue to completion): S, the masked softmax and P V assert that they read their own tile's,
 at issue and at completion of the read. Each run also ends with every process done: no deadlock.
 Tiles: a random count, some masked (first), each a block tile (TMA) or a cache tile (copied).
-Run: python3 tools/kernel_bench/prefill_sm90_sync_model.py [runs]
+The persistent form (most runs): the CTA takes 1-4 items (query tiles, some without keys) in
+turn; warp 8 posts each item's descriptor (sg) on workFull after workEmpty (lane 0 of the 8
+consumer warps and the 3 copy warps have read the previous one), key tiles keep one index across
+items (stage, parity), and each consumer warpgroup loads its Q rows of the next item after its last
+S of the current one (under its last P V); sg and each warpgroup's Q rows are tracked like the
+stages, so a read of either must see its own item's.
+Run: python3 tools/kernel_bench/prefill_sm90_sync_model.py [runs [mutation]]
+(mutations: early-next, the next item's Q before the last S; no-workEmpty-wait: sg rewritten
+while read. With a mutation the exit status is 0 when some schedule fails, as it must.)
 """
 import random
 import sys
