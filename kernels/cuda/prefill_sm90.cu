@@ -2,7 +2,8 @@
  * prefill_sm90.cu -- host side of the Hopper causal prefill body: the standalone interface
  * (prefill_sm90.cuh; argument checks, the three tensor maps, the launch) and the library's
  * (prefill_sm90_lib.cuh: cpclPrefillSm90Fits / cpclPrefillSm90Run, which cpclCudaPrefill
- * dispatches to). Built as an sm_90a unit of the library (kernels/cuda/meson.build); the
+ * dispatches to; its grid or persistent form, CPCL_PREFILL_SM90_PERSISTENT / cpclPrefillSm90SetForm).
+ * Built as an sm_90a unit of the library (kernels/cuda/meson.build); the
  * standalone bench compiles it on its own, so it reports errors through its own detail string.
  */
 #include <cuda.h>

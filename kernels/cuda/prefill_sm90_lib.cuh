@@ -8,6 +8,9 @@
  *  - Grid (numHeads, tile slots): the slots are prefill.cuh's (sequence s owns slots
  *    s + queryStart[s] / 128 .., found by binary search), reversed so each sequence's last (most
  *    loaded) tiles start first; heads in x so the heads of one KV group run side by side (L2).
+ *    Or persistent (kPersistent, CPCL_PREFILL_SM90_PERSISTENT): one CTA per SM taking the same
+ *    (slot, head) items in the same order, the next item's K/V and Q loaded under the current
+ *    one's last tiles and epilogue (the kernel's comment, docs/PREFILL_SM90.md "Persistent form").
  *  - Keys come in segments: the cache shard's local keys 0 .. (those at or before the tile's last
  *    query position: cpclKvLocalLenOf), then per block b its rows kv[b].rowStart[s] .. up to the
  *    first past that position (positions increase within a sequence; the bound is direct when the
