@@ -392,7 +392,7 @@ __device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int g,
  *    barrier parities run on across items (key tile i of the CTA's whole sequence). Each consumer
  *    warpgroup loads its 64 Q rows of the next item as soon as its last S of the current one is
  *    done, while its last P V runs, then stores O and the lse. A tile's arithmetic is the grid
- *    form's, whichever CTA takes it: the two forms give the same bits. */
+ *    form's, whichever CTA takes it: every form gives the same bits. */
 template <typename T, int kDqk, int kDv, int kStages, bool kOverlap, bool kPersistent>
 __global__ void __launch_bounds__(kThreads, 1)
     prefillSm90LibKernel(const __grid_constant__ LibMaps maps, const __grid_constant__ cpclPrefillParams_t p,
