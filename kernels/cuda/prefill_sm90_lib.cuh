@@ -636,6 +636,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     t0 = __shfl_sync(0xffffffffu, sg.t0, 0);
     nRows = __shfl_sync(0xffffffffu, sg.nRows, 0);
     g = __shfl_sync(0xffffffffu, sg.g, 0);
+    __syncwarp(); /* every lane's reads of sg before lane 0 lets it go */
     mbarArriveLane0(workEmpty, lane);
     issueQ(t0, nRows, g);
   }
@@ -738,6 +739,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         tNext = __shfl_sync(0xffffffffu, sg.t0, 0);
         rNext = __shfl_sync(0xffffffffu, sg.nRows, 0);
         gNext = __shfl_sync(0xffffffffu, sg.g, 0);
+        __syncwarp();
         mbarArriveLane0(workEmpty, lane);
         if (nNext >= 0) issueQ(tNext, rNext, gNext);
       }
