@@ -207,6 +207,9 @@ bool libShapeFits(const cpclPrefillParams_t* p) {
  * read once per process (cpclPrefillSm90SetForm overrides it): 0 or unset the grid form, 1 the
  * persistent one with the work counter, 2 persistent with the static order; anything else is 0. */
 std::atomic<int> libForm{-1};
+/* a cap on the persistent grid (cpclPrefillSm90SetCtas; 0: one CTA per SM), so a test's few tiles
+ * still give each CTA several items */
+std::atomic<int> libCtas{0};
 
 int libFormNow() {
   int f = libForm.load(std::memory_order_acquire);
@@ -272,7 +275,8 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     }
     /* one CTA per SM: 384 threads at 168 registers, and over half of the shared memory */
     static_assert(2 * smem > 232448, "one CTA per SM");
-    const unsigned grid = (unsigned)(items < sms ? items : sms);
+    const int cap = libCtas.load(std::memory_order_acquire), ctas = cap > 0 && cap < sms ? cap : sms;
+    const unsigned grid = (unsigned)(items < ctas ? items : ctas);
     kern<<<grid, kThreads, smem, stream>>>(maps, *p, work);
     return cudaGetLastError();
   }
@@ -287,6 +291,12 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
 }  // namespace
 
 extern "C" int cpclPrefillSm90Fits(const cpclPrefillParams_t* p) { return libShapeFits(p) && deviceCc() == 90; }
+
+extern "C" int cpclPrefillSm90SetCtas(int ctas) {
+  const int prev = libCtas.load(std::memory_order_acquire);
+  if (ctas >= 0) libCtas.store(ctas, std::memory_order_release);
+  return prev;
+}
 
 extern "C" int cpclPrefillSm90SetForm(int form) {
   const int prev = libFormNow();

@@ -88,6 +88,10 @@ enum { kPrefillSm90Grid = 0, kPrefillSm90Persistent = 1, kPrefillSm90Static = 2 
 /* sets the form for the calls that follow in this process (form -1, or any value not a form:
  * unchanged) and returns the one before; not for use while another thread launches */
 int cpclPrefillSm90SetForm(int form);
+/* caps the persistent forms' grid at ctas CTAs (0, the default: one per SM; a negative value:
+ * unchanged) and returns the cap before, so that a test's few tiles give every CTA several items;
+ * the same bits whatever the cap */
+int cpclPrefillSm90SetCtas(int ctas);
 
 #ifdef __cplusplus
 }

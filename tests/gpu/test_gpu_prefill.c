@@ -8,7 +8,8 @@
  *     head-tail blocks of new rows (pcp 1..4), head sub-ranges with block addressing, fp32
  *     partial output, base-2 LSE, rows that see no key; a sequence alone against the same
  *     sequence inside the batch, bitwise (batch invariance); the store kernel against
- *     cpclHostPrefillStore, bitwise;
+ *     cpclHostPrefillStore, bitwise; on sm_90 every Hopper case in the body's other forms (grid,
+ *     persistent with the work counter and static, one CTA per SM and 2 CTAs), bitwise;
  *   - cpclAttnPrefill on W ranks over ipc, every factorisation pcp x dcp of W, both schedules,
  *     against a naive fp64 causal attention over the unsharded sequences; the cache after the call
  *     bitwise the context plus every owned new token; two runs bitwise equal; interleave 1 and 16;
@@ -309,23 +310,36 @@ static void kernelRun(const kcase_t* kc, const kprob_t* pb, void* out, float* ls
  * ring running on, so this checks that a tile's bits do not depend on where it runs. */
 static int sm90Forms;
 static const char* sm90FormName(int f) {
-  return f == kPrefillSm90Persistent ? " (persistent)" : f == kPrefillSm90Static ? " (persistent, static)" : " (grid)";
+  if (f == kPrefillSm90Grid) return " (grid)";
+  const int cap = cpclPrefillSm90SetCtas(-1);
+  if (f == kPrefillSm90Persistent) return cap ? " (persistent, 2 CTAs)" : " (persistent)";
+  return cap ? " (persistent static, 2 CTAs)" : " (persistent static)";
 }
 static void sm90FormsCase(const kcase_t* kc, const kprob_t* pb, const void* got, const float* gotL) {
-  const int first = cpclPrefillSm90SetForm(-1);
-  const int forms[3] = {kPrefillSm90Grid, kPrefillSm90Persistent, kPrefillSm90Static};
+  const int first = cpclPrefillSm90SetForm(-1), firstCap = cpclPrefillSm90SetCtas(-1);
+  /* the persistent forms with one CTA per SM (most of these few tiles alone in their CTA) and
+   * with 2 CTAs (every CTA loops over dozens of items: the stage ring and the barrier phases
+   * running on across items, Q reloaded, empty items and slots past their sequence skipped) */
+  const int forms[5][2] = {{kPrefillSm90Grid, 0},
+                           {kPrefillSm90Persistent, 0},
+                           {kPrefillSm90Static, 0},
+                           {kPrefillSm90Persistent, 2},
+                           {kPrefillSm90Static, 2}};
   void* o = malloc(pb->oBytes);
   float* l = malloc(pb->lseBytes);
-  for (int f = 0; f < 3; f++) {
-    if (forms[f] == first) continue;
-    cpclPrefillSm90SetForm(forms[f]);
+  for (int f = 0; f < 5; f++) {
+    if (forms[f][0] == first && (first == kPrefillSm90Grid || forms[f][1] == firstCap)) continue;
+    cpclPrefillSm90SetForm(forms[f][0]);
+    cpclPrefillSm90SetCtas(forms[f][1]);
     int body = -1;
     kernelRun(kc, pb, o, l, &body);
     cpclPrefillSm90SetForm(first);
+    cpclPrefillSm90SetCtas(firstCap);
     EXPECT(body == CPCL_PREFILL_BODY_SM90);
     if (memcmp(o, got, pb->oBytes) != 0 || memcmp(l, gotL, pb->lseBytes) != 0) {
-      fprintf(stderr, "%s: Hopper form %d differs from form %d (out %s, lse %s)\n", kc->name, forms[f], first,
-              memcmp(o, got, pb->oBytes) ? "differs" : "same", memcmp(l, gotL, pb->lseBytes) ? "differs" : "same");
+      fprintf(stderr, "%s: Hopper form %d (CTA cap %d) differs from form %d (out %s, lse %s)\n", kc->name, forms[f][0],
+              forms[f][1], first, memcmp(o, got, pb->oBytes) ? "differs" : "same",
+              memcmp(l, gotL, pb->lseBytes) ? "differs" : "same");
       MPI_Abort(world, 1);
     }
     sm90Forms++;
@@ -558,17 +572,20 @@ static void kernelSuite(void) {
     kernelCase(&sm90Cases[i], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
   if (hopper) {
     /* bad row starts in every form of the Hopper body (the persistent ones loop past such tiles) */
-    const int first = cpclPrefillSm90SetForm(-1);
-    for (int f = kPrefillSm90Grid; f <= kPrefillSm90Static; f++) {
-      cpclPrefillSm90SetForm(f);
-      badRowStartCase(&sm90Cases[0], CPCL_PREFILL_BODY_SM90);
-    }
+    const int first = cpclPrefillSm90SetForm(-1), firstCap = cpclPrefillSm90SetCtas(-1);
+    for (int f = kPrefillSm90Grid; f <= kPrefillSm90Static; f++)
+      for (int cap = 0; cap <= (f == kPrefillSm90Grid ? 0 : 2); cap += 2) {
+        cpclPrefillSm90SetForm(f);
+        cpclPrefillSm90SetCtas(cap);
+        badRowStartCase(&sm90Cases[0], CPCL_PREFILL_BODY_SM90);
+      }
     cpclPrefillSm90SetForm(first);
-    /* every Hopper case above ran its other two forms */
-    EXPECT(sm90Forms >= 2 * (int)(sizeof(sm90Cases) / sizeof(sm90Cases[0])));
+    cpclPrefillSm90SetCtas(firstCap);
+    /* every Hopper case above ran its other four forms */
+    EXPECT(sm90Forms >= 4 * (int)(sizeof(sm90Cases) / sizeof(sm90Cases[0])));
     printf(
-        "kernel Hopper forms (grid, persistent with the work counter, persistent static): %d runs bitwise the "
-        "first form's: ok\n",
+        "kernel Hopper forms (grid; persistent with the work counter, and static; one CTA per SM, and 2 CTAs): "
+        "%d runs bitwise the first form's: ok\n",
         sm90Forms);
   } else {
     badRowStartCase(&sm90Cases[0], CPCL_PREFILL_BODY_MMA);
