@@ -741,12 +741,17 @@ __global__ void __launch_bounds__(kThreads, 1)
         gNext = __shfl_sync(0xffffffffu, sg.g, 0);
         __syncwarp();
         mbarArriveLane0(workEmpty, lane);
+        /* warpgroup 1 opens the next item's turns now, not at its start: warpgroup 0's first S of
+         * it then runs under this warpgroup's last P V and epilogue (warpgroup 0 has passed its
+         * last turn of this item, so its syncs on kBarTurn0 for this one are all done) */
+        if (w == 1 && nNext > 0) namedArrive(kBarTurn0, 256);
         if (nNext >= 0) issueQ(tNext, rNext, gNext);
       }
     };
 
     if (nIter > 0) {
-      if (w == 1) namedArrive(kBarTurn0, 256); /* warpgroup 0 issues first */
+      /* warpgroup 0 issues first (the persistent form's later items: opened in next()) */
+      if (w == 1 && (!kPersistent || item == 0)) namedArrive(kBarTurn0, 256);
       int i0 = 0;
       if constexpr (!kOverlap) {
         for (; i0 < nIter; i0++) step(i0, i0 < nMask);

@@ -16,11 +16,12 @@ The persistent form (most runs): the CTA takes 1-4 items (query tiles, some with
 turn; warp 8 posts each item's descriptor (sg) on workFull after workEmpty (lane 0 of the 8
 consumer warps and the 3 copy warps have read the previous one), key tiles keep one index across
 items (stage, parity), and each consumer warpgroup loads its Q rows of the next item after its last
-S of the current one (under its last P V); sg and each warpgroup's Q rows are tracked like the
-stages, so a read of either must see its own item's.
+S of the current one (under its last P V), where warpgroup 1 also opens the next item's turns (if it
+has keys); sg and each warpgroup's Q rows are tracked like the stages, so a read of either must see
+its own item's.
 Run: python3 tools/kernel_bench/prefill_sm90_sync_model.py [runs [mutation]]
 (mutations: early-next, the next item's Q before the last S; no-workEmpty-wait: sg rewritten
-while read. With a mutation the exit status is 0 when some schedule fails, as it must.)
+while read; turn-twice: warpgroup 1 opens an item's turns at its start as well as in next(). With a mutation the exit status is 0 when some schedule fails, as it must.)
 """
 import random
 import sys
@@ -204,6 +205,8 @@ def run(seed, mutate=None):
             nk = k + 1 if k + 1 < len(items) else "done"
             read_sg(nk)
             workEmpty.arrive(nk, 4)
+            if w == 1 and nk != "done" and items[nk][0] > 0:
+                bar_arrive(turn[0])  # the next item's opening turn, under this item's last P V
             if nk != "done":
                 st8["Q"][w] = "writing"
 
@@ -244,7 +247,9 @@ def run(seed, mutate=None):
             if n == 0:
                 yield from next_item(k)
                 continue
-            if w == 1:
+            if w == 1 and (k == 0 or not persistent):
+                bar_arrive(turn[0])
+            if mutate == "turn-twice" and w == 1 and k > 0:
                 bar_arrive(turn[0])
             i0 = 0
             while i0 + 1 < nMask:  # the masked tiles but the last: steps
