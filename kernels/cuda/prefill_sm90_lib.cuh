@@ -391,7 +391,8 @@ __device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int g,
  *    the next item's K/V into the stages as the consumers free them: the stage index and the
  *    barrier parities run on across items (key tile i of the CTA's whole sequence). Each consumer
  *    warpgroup loads its 64 Q rows of the next item as soon as its last S of the current one is
- *    done, while its last P V runs, then stores O and the lse. A tile's arithmetic is the grid
+ *    done, while its last P V runs, then stores O and the lse; warpgroup 1 opens the next item's
+ *    turns there too, so warpgroup 0 starts it meanwhile. A tile's arithmetic is the grid
  *    form's, whichever CTA takes it: every form gives the same bits. */
 template <typename T, int kDqk, int kDv, int kStages, bool kOverlap, bool kPersistent>
 __global__ void __launch_bounds__(kThreads, 1)
