@@ -2,7 +2,8 @@
  * prefill_sm90.cu -- host side of the Hopper causal prefill body: the standalone interface
  * (prefill_sm90.cuh; argument checks, the three tensor maps, the launch) and the library's
  * (prefill_sm90_lib.cuh: cpclPrefillSm90Fits / cpclPrefillSm90Run, which cpclCudaPrefill
- * dispatches to). Built as an sm_90a unit of the library (kernels/cuda/meson.build); the
+ * dispatches to; its grid or persistent form, CPCL_PREFILL_SM90_PERSISTENT / cpclPrefillSm90SetForm).
+ * Built as an sm_90a unit of the library (kernels/cuda/meson.build); the
  * standalone bench compiles it on its own, so it reports errors through its own detail string.
  */
 #include <cuda.h>
@@ -10,6 +11,7 @@
 #include <cudaTypedefs.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <atomic>
@@ -201,20 +203,107 @@ bool libShapeFits(const cpclPrefillParams_t* p) {
   return p->qTokenStride % 8 == 0 && p->qBlockStride % 8 == 0 && p->oTokenStride % 2 == 0 && p->oBlockStride % 2 == 0;
 }
 
+/* The persistent form (docs/PREFILL_SM90.md, "Persistent form"): CPCL_PREFILL_SM90_PERSISTENT,
+ * read once per process (cpclPrefillSm90SetForm overrides it): 0 or unset the grid form, 1 the
+ * persistent one with the work counter, 2 persistent with the static order; anything else is 0. */
+std::atomic<int> libForm{-1};
+/* a cap on the persistent grid (cpclPrefillSm90SetCtas; 0: one CTA per SM), so a test's few tiles
+ * still give each CTA several items */
+std::atomic<int> libCtas{0};
+
+int libFormNow() {
+  int f = libForm.load(std::memory_order_acquire);
+  if (f < 0) {
+    const char* e = getenv("CPCL_PREFILL_SM90_PERSISTENT");
+    f = e != nullptr && (strcmp(e, "1") == 0 || strcmp(e, "2") == 0) ? e[0] - '0' : kPrefillSm90Grid;
+    int unread = -1;
+    if (!libForm.compare_exchange_strong(unread, f, std::memory_order_acq_rel)) f = unread;
+  }
+  return f;
+}
+
+/* The persistent form's work counters: one per launch, taken round-robin from a per-device pool
+ * and zeroed on the stream before the kernel (a memset node in a graph), so launches in flight on
+ * other streams of the device use other counters (up to kWorkSlots at once). Static device memory:
+ * nothing is allocated, also not while a graph is being captured. */
+constexpr int kWorkSlots = 256;
+__device__ unsigned int libWorkCounters[kWorkSlots];
+std::atomic<unsigned int*> devWork[kMaxDevices];
+std::atomic<int> devSms[kMaxDevices];
+std::atomic<unsigned int> workNext{0};
+
+/* this device's SM count and counter pool (asked once per device); false if the runtime refuses */
+bool deviceWork(int* sms, unsigned int** pool) {
+  int dev = -1;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
+    cudaGetLastError();
+    return false;
+  }
+  int n = devSms[dev].load(std::memory_order_acquire);
+  unsigned int* w = devWork[dev].load(std::memory_order_acquire);
+  if (n == 0 || w == nullptr) {
+    void* a = nullptr;
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaGetSymbolAddress(&a, libWorkCounters) != cudaSuccess || n <= 0 || a == nullptr) {
+      cudaGetLastError();
+      return false;
+    }
+    w = static_cast<unsigned int*>(a);
+    devSms[dev].store(n, std::memory_order_release);
+    devWork[dev].store(w, std::memory_order_release);
+  }
+  *sms = n;
+  *pool = w;
+  return true;
+}
+
 template <typename T, int kDqk, int kStages>
 cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStream_t stream) {
   constexpr int smem = LibShape<kDqk, 128, kStages>::kSmemBytes;
-  auto kern = prefillSm90LibKernel<T, kDqk, 128, kStages, true>;
+  const int64_t slots = (int64_t)p->numSeqs + p->numTokens / kBM + 1, items = slots * p->numHeads;
+  const int form = libFormNow();
+  int sms = 0;
+  unsigned int* pool = nullptr;
+  if (form != kPrefillSm90Grid && items <= INT32_MAX && deviceWork(&sms, &pool)) {
+    auto kern = prefillSm90LibKernel<T, kDqk, 128, kStages, true, true>;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) return e;
+    unsigned int* work = nullptr;
+    if (form == kPrefillSm90Persistent) {
+      work = pool + workNext.fetch_add(1, std::memory_order_relaxed) % kWorkSlots;
+      if ((e = cudaMemsetAsync(work, 0, sizeof(*work), stream)) != cudaSuccess) return e;
+    }
+    /* one CTA per SM: 384 threads at 168 registers, and over half of the shared memory */
+    static_assert(2 * smem > 232448, "one CTA per SM");
+    const int cap = libCtas.load(std::memory_order_acquire), ctas = cap > 0 && cap < sms ? cap : sms;
+    const unsigned grid = (unsigned)(items < ctas ? items : ctas);
+    kern<<<grid, kThreads, smem, stream>>>(maps, *p, work);
+    return cudaGetLastError();
+  }
+  auto kern = prefillSm90LibKernel<T, kDqk, 128, kStages, true, false>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
-  const dim3 grid((unsigned)p->numHeads, (unsigned)(p->numSeqs + p->numTokens / kBM + 1));
-  kern<<<grid, kThreads, smem, stream>>>(maps, *p);
+  const dim3 grid((unsigned)p->numHeads, (unsigned)slots);
+  kern<<<grid, kThreads, smem, stream>>>(maps, *p, nullptr);
   return cudaGetLastError();
 }
 
 }  // namespace
 
 extern "C" int cpclPrefillSm90Fits(const cpclPrefillParams_t* p) { return libShapeFits(p) && deviceCc() == 90; }
+
+extern "C" int cpclPrefillSm90SetCtas(int ctas) {
+  const int prev = libCtas.load(std::memory_order_acquire);
+  if (ctas >= 0) libCtas.store(ctas, std::memory_order_release);
+  return prev;
+}
+
+extern "C" int cpclPrefillSm90SetForm(int form) {
+  const int prev = libFormNow();
+  if (form == kPrefillSm90Grid || form == kPrefillSm90Persistent || form == kPrefillSm90Static)
+    libForm.store(form, std::memory_order_release);
+  return prev;
+}
 
 extern "C" int cpclPrefillSm90Run(const cpclPrefillParams_t* p, cudaStream_t stream) {
   if (!libShapeFits(p))

@@ -79,6 +79,20 @@ int cpclPrefillSm90Fits(const cpclPrefillParams_t* p);
  * maps travel by value as kernel parameters). */
 int cpclPrefillSm90Run(const cpclPrefillParams_t* p, cudaStream_t stream);
 
+/* The form cpclPrefillSm90Run launches (docs/PREFILL_SM90.md, "Persistent form"):
+ * kPrefillSm90Grid, one CTA per (128-row query tile, head); kPrefillSm90Persistent, one CTA per
+ * SM looping over the tiles in the grid form's order, each taking the next from a work counter;
+ * kPrefillSm90Static, the same with tile blockIdx + k gridDim. All three give the same bits. The
+ * default comes from CPCL_PREFILL_SM90_PERSISTENT (read once: 1 or 2, else the grid form). */
+enum { kPrefillSm90Grid = 0, kPrefillSm90Persistent = 1, kPrefillSm90Static = 2 };
+/* sets the form for the calls that follow in this process (form -1, or any value not a form:
+ * unchanged) and returns the one before; not for use while another thread launches */
+int cpclPrefillSm90SetForm(int form);
+/* caps the persistent forms' grid at ctas CTAs (0, the default: one per SM; a negative value:
+ * unchanged) and returns the cap before, so that a test's few tiles give every CTA several items;
+ * the same bits whatever the cap */
+int cpclPrefillSm90SetCtas(int ctas);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,9 @@
  *  - Grid (numHeads, tile slots): the slots are prefill.cuh's (sequence s owns slots
  *    s + queryStart[s] / 128 .., found by binary search), reversed so each sequence's last (most
  *    loaded) tiles start first; heads in x so the heads of one KV group run side by side (L2).
+ *    Or persistent (kPersistent, CPCL_PREFILL_SM90_PERSISTENT): one CTA per SM taking the same
+ *    (slot, head) items in the same order, the next item's K/V and Q loaded under the current
+ *    one's last tiles and epilogue (the kernel's comment, docs/PREFILL_SM90.md "Persistent form").
  *  - Keys come in segments: the cache shard's local keys 0 .. (those at or before the tile's last
  *    query position: cpclKvLocalLenOf), then per block b its rows kv[b].rowStart[s] .. up to the
  *    first past that position (positions increase within a sequence; the bound is direct when the
@@ -66,6 +69,7 @@ struct LibMaps {
  * every segment's unmasked ones (j = nU - 1 down to 0; from masked + u0[k] on). */
 struct LibSegs {
   int n, tiles, masked;
+  int s, t0, nRows, g; /* the query tile (the persistent form's hand-off; tiles < 0 there: no more work) */
   int m0[kLibMaxBlocks + 1], u0[kLibMaxBlocks + 1];
   int blk[kLibMaxBlocks], key0[kLibMaxBlocks], keyEnd[kLibMaxBlocks], nT[kLibMaxBlocks], nU[kLibMaxBlocks];
 };
@@ -77,7 +81,8 @@ struct LibShape {
   static constexpr int kPosOff = B::kQBytes + kStages * (B::kKBytes + B::kVBytes);
   static constexpr int kSegOff = kPosOff + kStages * kPosInts * 4;
   static constexpr int kBarOff = (kSegOff + (int)sizeof(LibSegs) + 7) & ~7;
-  static constexpr int kSmemBytes = kBarOff + 4 * kStages * 8 + 1024; /* fullK, fullV, emptyK, emptyV */
+  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form) */
+  static constexpr int kSmemBytes = kBarOff + (4 * kStages + 2) * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
 };
 
@@ -372,9 +377,27 @@ __device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int g,
   }
 }
 
-template <typename T, int kDqk, int kDv, int kStages, bool kOverlap>
+/* The kernel in two forms (kPersistent):
+ *  - the grid form: one CTA per (tile slot, head), the slot in y reversed (the heaviest causal
+ *    tiles of each sequence first), the head in x; every CTA does its prologue (barriers, the
+ *    segments, Q) and epilogue (O, lse) alone;
+ *  - the persistent form: one CTA per SM, each looping over work items x = 0 .. heads x slots - 1
+ *    in the grid form's dispatch order (x / heads: the slot rank, x % heads: the head), taken from
+ *    a counter in global memory (work != nullptr: atomicAdd, so the CTA that finishes first takes
+ *    the next heaviest item) or statically (x = blockIdx.x + k gridDim.x). Producer warp 8 finds
+ *    the next item's tile and segments as soon as it has issued the current one's last K/V, posts
+ *    them in sg (workFull; sg has one copy: warp 8 rewrites it after workEmpty, when the consumers
+ *    have read the descriptor and warps 9-11 are done with its tiles), and the TMA lane streams
+ *    the next item's K/V into the stages as the consumers free them: the stage index and the
+ *    barrier parities run on across items (key tile i of the CTA's whole sequence). Each consumer
+ *    warpgroup loads its 64 Q rows of the next item as soon as its last S of the current one is
+ *    done, while its last P V runs, then stores O and the lse; warpgroup 1 opens the next item's
+ *    turns there too, so warpgroup 0 starts it meanwhile. A tile's arithmetic is the grid
+ *    form's, whichever CTA takes it: every form gives the same bits. */
+template <typename T, int kDqk, int kDv, int kStages, bool kOverlap, bool kPersistent>
 __global__ void __launch_bounds__(kThreads, 1)
-    prefillSm90LibKernel(const __grid_constant__ LibMaps maps, const __grid_constant__ cpclPrefillParams_t p) {
+    prefillSm90LibKernel(const __grid_constant__ LibMaps maps, const __grid_constant__ cpclPrefillParams_t p,
+                         unsigned int* work) {
   using S = Shape<kDqk, kDv, kStages>;
   using L = LibShape<kDqk, kDv, kStages>;
   using E = LibElem<T>;
@@ -385,25 +408,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   int* sPos = reinterpret_cast<int*>(smem + L::kPosOff);
   LibSegs& sg = *reinterpret_cast<LibSegs*>(smem + L::kSegOff);
   const uint32_t fullK = smemAddr(smem + L::kBarOff), fullV = fullK + 8 * kStages, emptyK = fullV + 8 * kStages,
-                 emptyV = emptyK + 8 * kStages;
-
-  int s, t0, nRows;
-  if (!libTileOf(p, (int)(gridDim.y - 1 - blockIdx.y), &s, &t0, &nRows)) return; /* the whole CTA */
-  const int g = p.headBegin + (int)blockIdx.x, kh = g / p.groupSize;
+                 emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8;
   const int tid = threadIdx.x, lane = tid & 31;
-  const int qmin = __ldg(p.queryPos + t0), qmax = __ldg(p.queryPos + t0 + nRows - 1);
 
-  if (tid == 0) {
-    for (int i = 0; i < kStages; i++) {
-      mbarInit(fullK + 8 * i, 1 + kCopyThreads); /* the TMA lane (expect_tx or not) and the copy threads */
-      mbarInit(fullV + 8 * i, 1 + kCopyThreads);
-      mbarInit(emptyK + 8 * i, 8); /* lane 0 of each consumer warp */
-      mbarInit(emptyV + 8 * i, 8);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  if (tid >= 256 && tid < 288) libBuildSegs(p, s, qmin, qmax, sg, lane);
-  if (tid < 256) { /* this warpgroup's 64 Q rows, 16-byte chunks XOR-swizzled as TMA's SW128 */
+  /* this warpgroup's 64 Q rows of tile (t0, nRows, head g), 16-byte chunks XOR-swizzled as TMA's
+   * SW128 (consumer threads only) */
+  auto issueQ = [&](int t0, int nRows, int g) {
     constexpr int kc = kDqk / 8;
     const int w = tid >> 7;
     const T* qb = static_cast<const T*>(p.q) + (int64_t)(g / p.headsPerBlock) * p.qBlockStride +
@@ -415,23 +425,45 @@ __global__ void __launch_bounds__(kThreads, 1)
                    qb + (int64_t)(t0 + (valid ? r : 0)) * p.qTokenStride + c * 8, valid);
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+
+  int s = 0, t0 = 0, nRows = 0, g = 0, nIter = 0;
+  if constexpr (!kPersistent) {
+    if (!libTileOf(p, (int)(gridDim.y - 1 - blockIdx.y), &s, &t0, &nRows)) return; /* the whole CTA */
+    g = p.headBegin + (int)blockIdx.x;
   }
-  __syncthreads(); /* barriers initialised, segments written */
-  const int nIter = __shfl_sync(0xffffffffu, sg.tiles, 0);
+  if (tid == 0) {
+    for (int i = 0; i < kStages; i++) {
+      mbarInit(fullK + 8 * i, 1 + kCopyThreads); /* the TMA lane (expect_tx or not) and the copy threads */
+      mbarInit(fullV + 8 * i, 1 + kCopyThreads);
+      mbarInit(emptyK + 8 * i, 8); /* lane 0 of each consumer warp */
+      mbarInit(emptyV + 8 * i, 8);
+    }
+    if (kPersistent) {
+      mbarInit(workFull, 1);                      /* warp 8's lane 0: sg holds the next item */
+      mbarInit(workEmpty, 8 + kCopyThreads / 32); /* lane 0 of each consumer and copy warp: read */
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  if constexpr (!kPersistent) {
+    if (tid >= 256 && tid < 288)
+      libBuildSegs(p, s, __ldg(p.queryPos + t0), __ldg(p.queryPos + t0 + nRows - 1), sg, lane);
+    if (tid < 256) issueQ(t0, nRows, g);
+  }
+  __syncthreads(); /* barriers initialised (the grid form: segments written) */
+  if constexpr (!kPersistent) nIter = __shfl_sync(0xffffffffu, sg.tiles, 0);
 
   if (tid >= 256) { /* ---- producer warpgroup ---- */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
-    if (tid == 256) { /* the K/V tiles */
-      for (int b = 0; b < p.numKvBlocks; b++) {
-        prefetchMap(&maps.k[b]);
-        prefetchMap(&maps.v[b]);
-      }
-      for (int i = 0; i < nIter; i++) {
-        const int st = i % kStages;
-        const uint32_t par = ((i / kStages) - 1) & 1;
+    /* the K/V tiles of one item, its key tiles i = 0 .. n - 1 being the CTA's base + i (stage and
+     * parity); TMA lane only */
+    auto produceTma = [&](int base, int n, int kh) {
+      for (int i = 0; i < n; i++) {
+        const int gi = base + i, st = gi % kStages;
+        const uint32_t par = ((gi / kStages) - 1) & 1;
         const LibTile tl = libTile(sg, i);
         /* a cache tile is the copy threads': this lane only keeps the barriers' count */
-        if (i >= kStages) mbarWait(emptyK + 8 * st, par);
+        if (gi >= kStages) mbarWait(emptyK + 8 * st, par);
         if (tl.blk >= 0) {
           mbarExpectTx(fullK + 8 * st, S::kKBytes);
 #pragma unroll
@@ -440,7 +472,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         } else {
           mbarArrive(fullK + 8 * st);
         }
-        if (i >= kStages) mbarWait(emptyV + 8 * st, par);
+        if (gi >= kStages) mbarWait(emptyV + 8 * st, par);
         if (tl.blk >= 0) {
           mbarExpectTx(fullV + 8 * st, S::kVBytes);
 #pragma unroll
@@ -450,21 +482,29 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbarArrive(fullV + 8 * st);
         }
       }
-    } else if (tid >= 288) { /* warps 9-11: the key positions of masked tiles, the cache rows */
-      const int nMask = sg.masked, cid = tid - 288;
-      const int32_t* bt = p.cacheLens != nullptr ? p.blockTable + (int64_t)s * p.maxPagesPerSeq : nullptr;
+    };
+    /* warps 9-11 over one item: the key positions of masked tiles, the cache rows */
+    auto produceCopy = [&](int base, int n, int nMask, int sq, int kh) {
+      const int cid = tid - 288;
+      const int32_t* btItem = p.cacheLens != nullptr ? p.blockTable + (int64_t)sq * p.maxPagesPerSeq : nullptr;
       const int64_t WI = (int64_t)p.cpSize * p.interleave, rI = (int64_t)p.cpRank * p.interleave;
-      for (int i = 0; i < nIter; i++) {
-        const int st = i % kStages;
-        const uint32_t par = ((i / kStages) - 1) & 1;
+      for (int i = 0; i < n; i++) {
+        const int gi = base + i, st = gi % kStages;
+        const uint32_t par = ((gi / kStages) - 1) & 1;
         const LibTile tl = libTile(sg, i);
-        const bool cache = tl.blk < 0, masked = i < nMask;
+        /* the persistent form reads the item's sequence and head from sg on every tile: with
+         * the loop's base, holding them would take the producer warps past their 56 registers */
+        const int32_t* bt = kPersistent && p.cacheLens != nullptr
+                                ? p.blockTable + (int64_t)libLds(smemAddr(&sg.s)) * p.maxPagesPerSeq
+                                : btItem;
+        if constexpr (kPersistent) kh = libLds(smemAddr(&sg.g)) / p.groupSize;
+        const bool cache = tl.blk < 0, masked = i < (kPersistent ? libLds(smemAddr(&sg.masked)) : nMask);
         /* An arrival must not reach a barrier's previous phase: wait for it to complete. Writes
          * into the stage wait for the consumers to be done with what they replace: the cache
          * tile's K after emptyK; its V and a masked tile's positions (read in the softmax, before
          * the P V) after emptyV. A block's unmasked tile waits for neither, so its K is never held
          * up behind the stage's previous P V (with two stages that would end the ping-pong). */
-        if (i >= kStages) {
+        if (gi >= kStages) {
           mbarWait(fullK + 8 * st, par);
           if (cache) mbarWait(emptyK + 8 * st, par);
         }
@@ -474,7 +514,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           fenceProxyAsync(); /* generic-proxy writes, read by wgmma */
         }
         mbarArrive(fullK + 8 * st);
-        if (i >= kStages) {
+        if (gi >= kStages) {
           mbarWait(fullV + 8 * st, par);
           if (cache || masked) mbarWait(emptyV + 8 * st, par);
         }
@@ -485,8 +525,13 @@ __global__ void __launch_bounds__(kThreads, 1)
             const int key = tl.start + r;
             int ps = INT32_MAX; /* never visible */
             if (cache) {
-              if (key < tl.end && __ldg(bt + key / p.pageSize) >= 0)
-                ps = (int)((key / p.interleave) * WI + rI + key % p.interleave);
+              if (key < tl.end && __ldg(bt + key / p.pageSize) >= 0) {
+                if constexpr (kPersistent) /* from the parameters where used: fewer live registers */
+                  ps = (int)((key / p.interleave) * ((int64_t)p.cpSize * p.interleave) +
+                             (int64_t)p.cpRank * p.interleave + key % p.interleave);
+                else
+                  ps = (int)((key / p.interleave) * WI + rI + key % p.interleave);
+              }
             } else if (key >= tl.lo && key < tl.end) {
               ps = __ldg(p.kv[tl.blk].pos + key);
             }
@@ -498,6 +543,76 @@ __global__ void __launch_bounds__(kThreads, 1)
           fenceProxyAsync();
         }
         mbarArrive(fullV + 8 * st);
+      }
+    };
+    if (tid < 288) { /* warp 8 */
+      if constexpr (!kPersistent) {
+        if (tid == 256) {
+          for (int b = 0; b < p.numKvBlocks; b++) {
+            prefetchMap(&maps.k[b]);
+            prefetchMap(&maps.v[b]);
+          }
+          produceTma(0, nIter, g / p.groupSize);
+        }
+      } else {
+        if (lane == 0)
+          for (int b = 0; b < p.numKvBlocks; b++) {
+            prefetchMap(&maps.k[b]);
+            prefetchMap(&maps.v[b]);
+          }
+        /* items: x / heads counts the slots from the last down (the grid form's y), x % heads the head */
+        const int heads = p.numHeads, slots = p.numSeqs + p.numTokens / kBM + 1, total = heads * slots;
+        int k = 0, base = 0;
+        auto fetch = [&]() {
+          int x = (int)blockIdx.x + k * (int)gridDim.x;
+          if (work != nullptr) {
+            if (lane == 0) x = (int)atomicAdd(work, 1u);
+            x = __shfl_sync(0xffffffffu, x, 0);
+          }
+          k++;
+          return x;
+        };
+        for (uint32_t item = 0;; item++) {
+          int x = fetch();
+          while (x < total && !libTileOf(p, slots - 1 - x / heads, &s, &t0, &nRows)) x = fetch();
+          if (item > 0) mbarWait(workEmpty, (item - 1) & 1); /* everyone is done with sg */
+          if (x >= total) {
+            if (lane == 0) sg.tiles = -1; /* no more work */
+            __syncwarp();
+            mbarArriveLane0(workFull, lane);
+            break;
+          }
+          g = p.headBegin + x % heads;
+          libBuildSegs(p, s, __ldg(p.queryPos + t0), __ldg(p.queryPos + t0 + nRows - 1), sg, lane);
+          if (lane == 0) {
+            sg.s = s;
+            sg.t0 = t0;
+            sg.nRows = nRows;
+            sg.g = g;
+          }
+          __syncwarp();
+          mbarArriveLane0(workFull, lane);
+          if (lane == 0) {
+            nIter = sg.tiles;
+            produceTma(base, nIter, g / p.groupSize);
+          }
+          base += __shfl_sync(0xffffffffu, nIter, 0);
+        }
+      }
+    } else { /* warps 9-11 */
+      if constexpr (!kPersistent) {
+        produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
+      } else {
+        int base = 0;
+        for (uint32_t item = 0;; item++) {
+          mbarWait(workFull, item & 1);
+          nIter = sg.tiles;
+          if (nIter < 0) break;
+          produceCopy(base, nIter, sg.masked, 0, 0);
+          __syncwarp(); /* every lane's reads of sg before lane 0 lets it go */
+          mbarArriveLane0(workEmpty, lane);
+          base += nIter;
+        }
       }
     }
     return;
@@ -511,18 +626,26 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int rowA = 64 * w + rA, rowB = rowA + 8;
   const float scale2 = p.smScale * kLog2e;
   const uint32_t qBase = sQ + w * 64 * 128; /* this warpgroup's 64 rows of each Q tile */
+  int nMask = 0;
+  if constexpr (!kPersistent) {
+    nMask = __shfl_sync(0xffffffffu, sg.masked, 0);
+  } else { /* the first item */
+    mbarWait(workFull, 0);
+    nIter = __shfl_sync(0xffffffffu, sg.tiles, 0);
+    if (nIter < 0) return; /* no work for this CTA */
+    nMask = __shfl_sync(0xffffffffu, sg.masked, 0);
+    t0 = __shfl_sync(0xffffffffu, sg.t0, 0);
+    nRows = __shfl_sync(0xffffffffu, sg.nRows, 0);
+    g = __shfl_sync(0xffffffffu, sg.g, 0);
+    __syncwarp(); /* every lane's reads of sg before lane 0 lets it go */
+    mbarArriveLane0(workEmpty, lane);
+    issueQ(t0, nRows, g);
+  }
 
   float o[kDv / 2];
-#pragma unroll
-  for (int i = 0; i < kDv / 2; i++) o[i] = 0.f;
-  float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+  float mA, mB, lA, lB;
   float s_[64];
   uint32_t pf[8][4];
-
-  /* Q landed: cp.async writes are generic-proxy, wgmma reads through the async proxy */
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-  fenceProxyAsync();
-  namedBarrier(kBarQ0 + w, 128);
 
   auto issueS = [&](int st) {
     const uint32_t kSt = sK + st * S::kKBytes;
@@ -537,11 +660,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; kk++) E::rs(o, pf[kk], sw128Desc(vSt + kk * 16 * 128, kKTile, 1024));
   };
+  int base = 0; /* the CTA's key tiles before this item's (stage and parity) */
   auto passTurn = [&](int i) {
     if (w == 0 || i + 1 < nIter) namedArrive(kBarTurn0 + (1 - w), 256);
   };
-  auto stageOf = [](int i) { return i % kStages; };
-  auto parityOf = [](int i) { return (uint32_t)(i / kStages) & 1; };
+  auto stageOf = [&](int i) { return (base + i) % kStages; };
+  auto parityOf = [&](int i) { return (uint32_t)((base + i) / kStages) & 1; };
   /* the masked softmax of the tile in stage st (S waited for, nothing in flight: its registers
    * come from P's): a bit per key and row from the positions warps 9-11 wrote */
   auto softmaxMasked = [&](int st, float& cA, float& cB, float& sumA, float& sumB) {
@@ -558,7 +682,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     libTileMax<true>(s_, bA, bB, scale2, mA, mB, cA, cB);
     libTileExp<true>(s_, bA, bB, scale2, mA, mB, sumA, sumB);
   };
-  const int nMask = __shfl_sync(0xffffffffu, sg.masked, 0);
 
   /* one tile, S then softmax then P V, each waited for (the other warpgroup's GEMMs fill the
    * tensor cores meanwhile): every tile without the overlap, the masked ones with it */
@@ -596,85 +719,133 @@ __global__ void __launch_bounds__(kThreads, 1)
     mbarArriveLane0(emptyV + 8 * st, lane);
   };
 
-  if (nIter > 0) {
-    if (w == 1) namedArrive(kBarTurn0, 256); /* warpgroup 0 issues first */
-    int i0 = 0;
-    if constexpr (!kOverlap) {
-      for (; i0 < nIter; i0++) step(i0, i0 < nMask);
-    } else {
-      for (; i0 + 1 < nMask; i0++) step(i0, true);
-    }
-    if (kOverlap && i0 < nIter) {
-      /* S of tile i with P V of tile i - 1, the softmax of tile i under that P V
-       * (prefill_sm90.cuh's overlap) from tile i0 on. Tile i0 is the last masked one, if any: its
-       * softmax runs with nothing in flight, as the standalone kernel's peeled diagonal tile. */
-      float cA, cB, sumA, sumB;
-      {
-        const int st = stageOf(i0);
-        namedBarrier(kBarTurn0 + w, 256);
-        mbarWait(fullK + 8 * st, parityOf(i0));
-        wgmmaFence();
-        issueS(st);
-        wgmmaCommit();
-        passTurn(i0);
-        wgmmaWait<0>();
-        fenceRegs(s_);
-        mbarArriveLane0(emptyK + 8 * st, lane);
-        if (i0 < nMask) {
-          mbarWait(fullV + 8 * st, parityOf(i0)); /* the positions arrive with V */
-          softmaxMasked(st, cA, cB, sumA, sumB);
-        } else {
+  for (uint32_t item = 0;; item++) {
+#pragma unroll
+    for (int i = 0; i < kDv / 2; i++) o[i] = 0.f;
+    mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+    /* Q landed: cp.async writes are generic-proxy, wgmma reads through the async proxy */
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    fenceProxyAsync();
+    namedBarrier(kBarQ0 + w, 128);
+
+    /* the persistent form: the next item, and this warpgroup's Q rows of it, once its S GEMMs of
+     * this one are done (they are the only readers of those rows) */
+    int nNext = -1, mNext = 0, tNext = 0, rNext = 0, gNext = 0;
+    auto next = [&]() {
+      if constexpr (kPersistent) {
+        namedBarrier(kBarQ0 + w, 128); /* every warp of the warpgroup is past its last S */
+        mbarWait(workFull, (item + 1) & 1);
+        nNext = __shfl_sync(0xffffffffu, sg.tiles, 0);
+        mNext = __shfl_sync(0xffffffffu, sg.masked, 0);
+        tNext = __shfl_sync(0xffffffffu, sg.t0, 0);
+        rNext = __shfl_sync(0xffffffffu, sg.nRows, 0);
+        gNext = __shfl_sync(0xffffffffu, sg.g, 0);
+        __syncwarp();
+        mbarArriveLane0(workEmpty, lane);
+        /* warpgroup 1 opens the next item's turns now, not at its start: warpgroup 0's first S of
+         * it then runs under this warpgroup's last P V and epilogue (warpgroup 0 has passed its
+         * last turn of this item, so its syncs on kBarTurn0 for this one are all done) */
+        if (w == 1 && nNext > 0) namedArrive(kBarTurn0, 256);
+        if (nNext >= 0) issueQ(tNext, rNext, gNext);
+      }
+    };
+
+    if (nIter > 0) {
+      /* warpgroup 0 issues first (the persistent form's later items: opened in next()) */
+      if (w == 1 && (!kPersistent || item == 0)) namedArrive(kBarTurn0, 256);
+      int i0 = 0;
+      if constexpr (!kOverlap) {
+        for (; i0 < nIter; i0++) step(i0, i0 < nMask);
+        next();
+      } else {
+        for (; i0 + 1 < nMask; i0++) step(i0, true);
+      }
+      if (kOverlap && i0 < nIter) {
+        /* S of tile i with P V of tile i - 1, the softmax of tile i under that P V
+         * (prefill_sm90.cuh's overlap) from tile i0 on. Tile i0 is the last masked one, if any: its
+         * softmax runs with nothing in flight, as the standalone kernel's peeled diagonal tile. */
+        float cA, cB, sumA, sumB;
+        {
+          const int st = stageOf(i0);
+          namedBarrier(kBarTurn0 + w, 256);
+          mbarWait(fullK + 8 * st, parityOf(i0));
+          wgmmaFence();
+          issueS(st);
+          wgmmaCommit();
+          passTurn(i0);
+          wgmmaWait<0>();
+          fenceRegs(s_);
+          mbarArriveLane0(emptyK + 8 * st, lane);
+          if (i0 < nMask) {
+            mbarWait(fullV + 8 * st, parityOf(i0)); /* the positions arrive with V */
+            softmaxMasked(st, cA, cB, sumA, sumB);
+          } else {
+            libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
+            libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
+          }
+          lA = lA * cA + sumA;
+          lB = lB * cB + sumB;
+          rescaleO(o, cA, cB);
+          libPackP<T>(s_, pf);
+        }
+        for (int i = i0 + 1; i < nIter; i++) {
+          const int st = stageOf(i), sp = stageOf(i - 1);
+          namedBarrier(kBarTurn0 + w, 256);
+          mbarWait(fullK + 8 * st, parityOf(i));
+          mbarWait(fullV + 8 * sp, parityOf(i - 1));
+          wgmmaFence();
+          issueS(st);
+          wgmmaCommit();
+          issuePv(sp);
+          wgmmaCommit();
+          passTurn(i);
+          wgmmaWait<1>(); /* S done, P V in flight */
+          fenceRegs(s_);
+          mbarArriveLane0(emptyK + 8 * st, lane);
           libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
           libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
+          wgmmaWait<0>();
+          fenceRegs(o);
+          __syncwarp();
+          mbarArriveLane0(emptyV + 8 * sp, lane);
+          lA = lA * cA + sumA;
+          lB = lB * cB + sumB;
+          rescaleO(o, cA, cB);
+          libPackP<T>(s_, pf);
         }
-        lA = lA * cA + sumA;
-        lB = lB * cB + sumB;
-        rescaleO(o, cA, cB);
-        libPackP<T>(s_, pf);
-      }
-      for (int i = i0 + 1; i < nIter; i++) {
-        const int st = stageOf(i), sp = stageOf(i - 1);
-        namedBarrier(kBarTurn0 + w, 256);
-        mbarWait(fullK + 8 * st, parityOf(i));
-        mbarWait(fullV + 8 * sp, parityOf(i - 1));
+        const int sl = stageOf(nIter - 1);
+        mbarWait(fullV + 8 * sl, parityOf(nIter - 1));
         wgmmaFence();
-        issueS(st);
+        issuePv(sl);
         wgmmaCommit();
-        issuePv(sp);
-        wgmmaCommit();
-        passTurn(i);
-        wgmmaWait<1>(); /* S done, P V in flight */
-        fenceRegs(s_);
-        mbarArriveLane0(emptyK + 8 * st, lane);
-        libTileMax<false>(s_, 0u, 0u, scale2, mA, mB, cA, cB);
-        libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
+        next(); /* the next item's Q under the last P V */
         wgmmaWait<0>();
         fenceRegs(o);
         __syncwarp();
-        mbarArriveLane0(emptyV + 8 * sp, lane);
-        lA = lA * cA + sumA;
-        lB = lB * cB + sumB;
-        rescaleO(o, cA, cB);
-        libPackP<T>(s_, pf);
+        mbarArriveLane0(emptyV + 8 * sl, lane);
       }
-      const int sl = stageOf(nIter - 1);
-      mbarWait(fullV + 8 * sl, parityOf(nIter - 1));
-      wgmmaFence();
-      issuePv(sl);
-      wgmmaCommit();
-      wgmmaWait<0>();
-      fenceRegs(o);
-      __syncwarp();
-      mbarArriveLane0(emptyV + 8 * sl, lane);
+    } else {
+      next();
+    }
+
+    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+    if (rowA < nRows) libStoreRow<0, kDv>(p, g, t0 + rowA, o, mA, lA, cq, lane);
+    if (rowB < nRows) libStoreRow<1, kDv>(p, g, t0 + rowB, o, mB, lB, cq, lane);
+    if constexpr (!kPersistent) {
+      break;
+    } else {
+      if (nNext < 0) break;
+      base += nIter;
+      nIter = nNext;
+      nMask = mNext;
+      t0 = tNext;
+      nRows = rNext;
+      g = gNext;
     }
   }
-
-  lA += __shfl_xor_sync(0xffffffffu, lA, 1);
-  lA += __shfl_xor_sync(0xffffffffu, lA, 2);
-  lB += __shfl_xor_sync(0xffffffffu, lB, 1);
-  lB += __shfl_xor_sync(0xffffffffu, lB, 2);
-  if (rowA < nRows) libStoreRow<0, kDv>(p, g, t0 + rowA, o, mA, lA, cq, lane);
-  if (rowB < nRows) libStoreRow<1, kDv>(p, g, t0 + rowB, o, mB, lB, cq, lane);
 }
 
 }  // namespace pf90

@@ -8,7 +8,8 @@
  *     head-tail blocks of new rows (pcp 1..4), head sub-ranges with block addressing, fp32
  *     partial output, base-2 LSE, rows that see no key; a sequence alone against the same
  *     sequence inside the batch, bitwise (batch invariance); the store kernel against
- *     cpclHostPrefillStore, bitwise;
+ *     cpclHostPrefillStore, bitwise; on sm_90 every Hopper case in the body's other forms (grid,
+ *     persistent with the work counter and static, one CTA per SM and 2 CTAs), bitwise;
  *   - cpclAttnPrefill on W ranks over ipc, every factorisation pcp x dcp of W, both schedules,
  *     against a naive fp64 causal attention over the unsharded sequences; the cache after the call
  *     bitwise the context plus every owned new token; two runs bitwise equal; interleave 1 and 16;
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/prefill_sm90.h"
 #include "kv_layout.h"
 #include "mpi_check.h"
 #include "mpi_oob.h"
@@ -301,6 +303,50 @@ static void kernelRun(const kcase_t* kc, const kprob_t* pb, void* out, float* ls
   kdevFree(&dv, kc->P);
 }
 
+/* The Hopper body's other forms (cpclPrefillSm90SetForm: the grid form, the persistent one with
+ * the work counter, the persistent one in the static order) against the form that ran first
+ * (got, gotL: fresh poisoned buffers each run), bitwise: out, lse and the unwritten guard rows.
+ * The persistent forms loop over the tiles of several heads and sequences per CTA with the stage
+ * ring running on, so this checks that a tile's bits do not depend on where it runs. */
+static int sm90Forms;
+static const char* sm90FormName(int f) {
+  if (f == kPrefillSm90Grid) return " (grid)";
+  const int cap = cpclPrefillSm90SetCtas(-1);
+  if (f == kPrefillSm90Persistent) return cap ? " (persistent, 2 CTAs)" : " (persistent)";
+  return cap ? " (persistent static, 2 CTAs)" : " (persistent static)";
+}
+static void sm90FormsCase(const kcase_t* kc, const kprob_t* pb, const void* got, const float* gotL) {
+  const int first = cpclPrefillSm90SetForm(-1), firstCap = cpclPrefillSm90SetCtas(-1);
+  /* the persistent forms with one CTA per SM (most of these few tiles alone in their CTA) and
+   * with 2 CTAs (every CTA loops over dozens of items: the stage ring and the barrier phases
+   * running on across items, Q reloaded, empty items and slots past their sequence skipped) */
+  const int forms[5][2] = {{kPrefillSm90Grid, 0},
+                           {kPrefillSm90Persistent, 0},
+                           {kPrefillSm90Static, 0},
+                           {kPrefillSm90Persistent, 2},
+                           {kPrefillSm90Static, 2}};
+  void* o = malloc(pb->oBytes);
+  float* l = malloc(pb->lseBytes);
+  for (int f = 0; f < 5; f++) {
+    if (forms[f][0] == first && (first == kPrefillSm90Grid || forms[f][1] == firstCap)) continue;
+    cpclPrefillSm90SetForm(forms[f][0]);
+    cpclPrefillSm90SetCtas(forms[f][1]);
+    int body = -1;
+    kernelRun(kc, pb, o, l, &body);
+    cpclPrefillSm90SetForm(first);
+    cpclPrefillSm90SetCtas(firstCap);
+    EXPECT(body == CPCL_PREFILL_BODY_SM90);
+    if (memcmp(o, got, pb->oBytes) != 0 || memcmp(l, gotL, pb->lseBytes) != 0) {
+      fprintf(stderr, "%s: Hopper form %d (CTA cap %d) differs from form %d (out %s, lse %s)\n", kc->name, forms[f][0],
+              forms[f][1], first, memcmp(o, got, pb->oBytes) ? "differs" : "same",
+              memcmp(l, gotL, pb->lseBytes) ? "differs" : "same");
+      MPI_Abort(world, 1);
+    }
+    sm90Forms++;
+  }
+  free(o), free(l);
+}
+
 static void kernelCase(const kcase_t* kc, int want) {
   const int sel[KS] = {0, 1, 2, 3, 4, 5};
   const uint64_t seed = 1000 + (uint64_t)kernelCases;
@@ -325,6 +371,7 @@ static void kernelCase(const kcase_t* kc, int want) {
             cpclCudaPrefillBodyName(want));
     MPI_Abort(world, 1);
   }
+  if (body == CPCL_PREFILL_BODY_SM90) sm90FormsCase(kc, &pb, got, gotL);
   const int Hq = kc->Hkv * kc->G, nh = kc->nh ? kc->nh : Hq;
   const double tol = fmax(tolOf(kc->qT), tolOf(kc->kvT));
   const size_t T1 = (size_t)pb.T + 1;
@@ -415,8 +462,8 @@ static void badRowStartCase(const kcase_t* kc, int want) {
       memcpy(&bits, &l[row], sizeof(bits));
       EXPECT(bits == 0xffffffffu);
     }
-  printf("kernel %-44s %-12s body, bad row starts: no fault, guard rows untouched: ok\n", kc->name,
-         cpclCudaPrefillBodyName(want));
+  printf("kernel %-44s %-12s body%s, bad row starts: no fault, guard rows untouched: ok\n", kc->name,
+         cpclCudaPrefillBodyName(want), want == CPCL_PREFILL_BODY_SM90 ? sm90FormName(cpclPrefillSm90SetForm(-1)) : "");
   free(o), free(l);
   kdevFree(&dv, kc->P);
   kprobFree(&pb, kc->P);
@@ -523,7 +570,26 @@ static void kernelSuite(void) {
   for (size_t i = 0; i < sizeof(mmaOnly) / sizeof(mmaOnly[0]); i++) kernelCase(&mmaOnly[i], CPCL_PREFILL_BODY_MMA);
   for (size_t i = 0; i < sizeof(sm90Cases) / sizeof(sm90Cases[0]); i++)
     kernelCase(&sm90Cases[i], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
-  badRowStartCase(&sm90Cases[0], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
+  if (hopper) {
+    /* bad row starts in every form of the Hopper body (the persistent ones loop past such tiles) */
+    const int first = cpclPrefillSm90SetForm(-1), firstCap = cpclPrefillSm90SetCtas(-1);
+    for (int f = kPrefillSm90Grid; f <= kPrefillSm90Static; f++)
+      for (int cap = 0; cap <= (f == kPrefillSm90Grid ? 0 : 2); cap += 2) {
+        cpclPrefillSm90SetForm(f);
+        cpclPrefillSm90SetCtas(cap);
+        badRowStartCase(&sm90Cases[0], CPCL_PREFILL_BODY_SM90);
+      }
+    cpclPrefillSm90SetForm(first);
+    cpclPrefillSm90SetCtas(firstCap);
+    /* every Hopper case above ran its other four forms */
+    EXPECT(sm90Forms >= 4 * (int)(sizeof(sm90Cases) / sizeof(sm90Cases[0])));
+    printf(
+        "kernel Hopper forms (grid; persistent with the work counter, and static; one CTA per SM, and 2 CTAs): "
+        "%d runs bitwise the first form's: ok\n",
+        sm90Forms);
+  } else {
+    badRowStartCase(&sm90Cases[0], CPCL_PREFILL_BODY_MMA);
+  }
   for (size_t i = 0; i < sizeof(coreCases) / sizeof(coreCases[0]); i++)
     kernelCase(&coreCases[i], CPCL_PREFILL_BODY_CUDA_CORE);
   /* the store: GQA with V, MLA without, interleave 16 on three ranks */

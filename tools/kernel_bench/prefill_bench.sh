@@ -10,6 +10,8 @@
 # cases print which body each ran), a few minutes more: the device call's 10 minutes may not hold
 # both, so by default the suite is a call of its own. The rows are the standalone bench's
 # shapes (tools/kernel_bench/prefill_sm90_bench.sh), so the two compare line by line.
+# FORMS="0 1" (the default) times every row in the Hopper body's grid form, then in its persistent
+# form (CPCL_PREFILL_SM90_PERSISTENT), the form in each row's title; FORMS=0 the grid form alone.
 # Usage (device tool, from the repository root): tools/kernel_bench/prefill_bench.sh (the anchor,
 # torch_prefill_anchor_rows.py, is in this folder)
 # Logs under /tmp/cpcl-out; prefill.txt, prefill_check.txt, prefill_test.txt (TEST=1) and anchor.txt
@@ -37,28 +39,44 @@ if [ "${TEST:-0}" != 0 ]; then
   grep -E "^kernel|FAIL|fail|Abort|error" "$LOG/prefill_test.txt" | head -40
   tail -3 "$LOG/prefill_test.txt"
 fi
+# FORMS: the Hopper body's forms to time, as CPCL_PREFILL_SM90_PERSISTENT values (0 the grid form,
+# 1 persistent with the work counter, 2 persistent in the static order; docs/PREFILL_SM90.md,
+# "Persistent form"): every row once per form, the form in its title, so one call compares them
+FORMS=${FORMS:-0 1}
+formName() { case $1 in 0) echo grid ;; 1) echo persistent ;; 2) echo "persistent static" ;; *) echo "form $1" ;; esac; }
 echo "== correctness first: 2k tokens, checked against the one-rank prefill (CUDA), then 2 processes over ipc"
-{
-  $P -g 1 -B 2 -l 2048 -L 2048 -H 32 -K 8 -a allgather,ring -c 1 -n 3 -w 1 -T "check GQA" &&
-    $P -g 1 -B 1 -l 2048 -L 2048 -H 16 -K 16 -d 192 -v 128 -a allgather -c 1 -n 3 -w 1 -T "check MHA" &&
-    $P -g 1 -B 1 -l 1024 -L 1024 -C 1024 -H 32 -K 8 -a allgather -c 1 -n 3 -w 1 -T "check chunked" &&
-    mpirun -np 2 $P -g 1 -X ipc -B 2 -l 2048 -L 2048 -H 16 -K 4 -a allgather,ring -c 1 -n 3 -w 1 -T "check np2"
-} >"$LOG/prefill_check.txt" 2>&1 || rc=1
-grep -vE "^#" "$LOG/prefill_check.txt" | tail -12
-echo "== timing (one GPU, bf16, causal; -a allgather: on one rank every schedule is the same call)"
+: >"$LOG/prefill_check.txt"
+for f in $FORMS; do
+  echo "# the Hopper body's $(formName "$f") form (CPCL_PREFILL_SM90_PERSISTENT=$f)" >>"$LOG/prefill_check.txt"
+  {
+    export CPCL_PREFILL_SM90_PERSISTENT=$f
+    $P -g 1 -B 2 -l 2048 -L 2048 -H 32 -K 8 -a allgather,ring -c 1 -n 3 -w 1 -T "check GQA [$(formName "$f")]" &&
+      $P -g 1 -B 1 -l 2048 -L 2048 -H 16 -K 16 -d 192 -v 128 -a allgather -c 1 -n 3 -w 1 -T "check MHA [$(formName "$f")]" &&
+      $P -g 1 -B 1 -l 1024 -L 1024 -C 1024 -H 32 -K 8 -a allgather -c 1 -n 3 -w 1 -T "check chunked [$(formName "$f")]" &&
+      mpirun -np 2 -x CPCL_PREFILL_SM90_PERSISTENT $P -g 1 -X ipc -B 2 -l 2048 -L 2048 -H 16 -K 4 -a allgather,ring -c 1 \
+        -n 3 -w 1 -T "check np2 [$(formName "$f")]"
+  } >>"$LOG/prefill_check.txt" 2>&1 || rc=1
+done
+unset CPCL_PREFILL_SM90_PERSISTENT
+grep -vE "^#" "$LOG/prefill_check.txt" | tail -24
+echo "== timing (one GPU, bf16, causal; -a allgather: on one rank every schedule is the same call), forms: $FORMS"
 : >"$LOG/prefill.txt"
-run() { timeout 300 $P -g 1 -a allgather -n 10 -w 2 "$@" >>"$LOG/prefill.txt" 2>&1 || rc=1; }
-run -B 1 -l 4096 -L 65536 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B1"
-run -B 2 -l 8192 -L 16384 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B2"
-run -B 4 -l 4096 -L 16384 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B4"
-run -B 8 -l 4096 -L 8192 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B8"
-run -B 1 -l 4096 -L 65536 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B1"
-run -B 2 -l 16384 -L 16384 -F 2 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B2"
-run -B 4 -l 4096 -L 16384 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B4"
-# with context: the cache shard's tiles (copied by the Hopper body's producer warps) next to the
-# new tokens' (TMA); FLOPs count every visible key, cached ones included
-run -B 1 -l 4096 -L 4096 -C 12288 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B1, 12k cached + 4k new"
-run -B 1 -l 4096 -L 4096 -C 12288 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B1, 12k cached + 4k new"
+for f in $FORMS; do
+  F=$(formName "$f")
+  echo "# the Hopper body's $F form (CPCL_PREFILL_SM90_PERSISTENT=$f)" >>"$LOG/prefill.txt"
+  run() { CPCL_PREFILL_SM90_PERSISTENT=$f timeout 300 $P -g 1 -a allgather -n 10 -w 2 "$@" >>"$LOG/prefill.txt" 2>&1 || rc=1; }
+  run -B 1 -l 4096 -L 65536 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B1 [$F]"
+  run -B 2 -l 8192 -L 16384 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B2 [$F]"
+  run -B 4 -l 4096 -L 16384 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B4 [$F]"
+  run -B 8 -l 4096 -L 8192 -F 2 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B8 [$F]"
+  run -B 1 -l 4096 -L 65536 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B1 [$F]"
+  run -B 2 -l 16384 -L 16384 -F 2 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B2 [$F]"
+  run -B 4 -l 4096 -L 16384 -F 4 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B4 [$F]"
+  # with context: the cache shard's tiles (copied by the Hopper body's producer warps) next to the
+  # new tokens' (TMA); FLOPs count every visible key, cached ones included
+  run -B 1 -l 4096 -L 4096 -C 12288 -H 32 -K 8 -T "GQA H32/Hkv8 D128, B1, 12k cached + 4k new [$F]"
+  run -B 1 -l 4096 -L 4096 -C 12288 -H 16 -K 16 -d 192 -v 128 -T "MHA H16 D192/128, B1, 12k cached + 4k new [$F]"
+done
 grep -vE "^#" "$LOG/prefill.txt" | grep -vE "^$"
 echo "== PyTorch SDPA on the same shapes (tools/kernel_bench/torch_prefill_anchor_rows.py)"
 ANCHOR=tools/kernel_bench/torch_prefill_anchor_rows.py # the shared anchor with every row above
