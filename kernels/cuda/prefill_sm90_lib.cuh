@@ -437,11 +437,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbarInit(fullK + 8 * i, 1 + kCopyThreads); /* the TMA lane (expect_tx or not) and the copy threads */
       mbarInit(fullV + 8 * i, 1 + kCopyThreads);
       mbarInit(emptyK + 8 * i, 8); /* lane 0 of each consumer warp */
-      mbarInit(emptyV + 8 * i, 8);
+      /* every consumer thread: a masked tile's positions are read by every lane (generic proxy),
+       * and racecheck follows a thread's own arrival, not a __syncwarp before lane 0's */
+      mbarInit(emptyV + 8 * i, 256);
     }
     if (kPersistent) {
-      mbarInit(workFull, 1);                      /* warp 8's lane 0: sg holds the next item */
-      mbarInit(workEmpty, 8 + kCopyThreads / 32); /* lane 0 of each consumer and copy warp: read */
+      mbarInit(workFull, 1);                   /* warp 8's lane 0: sg holds the next item */
+      mbarInit(workEmpty, 256 + kCopyThreads); /* every consumer and copy thread: done reading sg */
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -609,8 +611,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           nIter = sg.tiles;
           if (nIter < 0) break;
           produceCopy(base, nIter, sg.masked, 0, 0);
-          __syncwarp(); /* every lane's reads of sg before lane 0 lets it go */
-          mbarArriveLane0(workEmpty, lane);
+          mbarArrive(workEmpty); /* this thread's reads of sg are done */
           base += nIter;
         }
       }
@@ -637,8 +638,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     t0 = __shfl_sync(0xffffffffu, sg.t0, 0);
     nRows = __shfl_sync(0xffffffffu, sg.nRows, 0);
     g = __shfl_sync(0xffffffffu, sg.g, 0);
-    __syncwarp(); /* every lane's reads of sg before lane 0 lets it go */
-    mbarArriveLane0(workEmpty, lane);
+    mbarArrive(workEmpty); /* this thread's reads of sg are done */
     issueQ(t0, nRows, g);
   }
 
@@ -715,8 +715,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmmaCommit();
     wgmmaWait<0>();
     fenceRegs(o);
-    __syncwarp(); /* every lane's reads of the stage's positions before lane 0 lets it go */
-    mbarArriveLane0(emptyV + 8 * st, lane);
+    mbarArrive(emptyV + 8 * st); /* this thread's reads of the stage's positions are done */
   };
 
   for (uint32_t item = 0;; item++) {
@@ -740,8 +739,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         tNext = __shfl_sync(0xffffffffu, sg.t0, 0);
         rNext = __shfl_sync(0xffffffffu, sg.nRows, 0);
         gNext = __shfl_sync(0xffffffffu, sg.g, 0);
-        __syncwarp();
-        mbarArriveLane0(workEmpty, lane);
+        mbarArrive(workEmpty);
         /* warpgroup 1 opens the next item's turns now, not at its start: warpgroup 0's first S of
          * it then runs under this warpgroup's last P V and epilogue (warpgroup 0 has passed its
          * last turn of this item, so its syncs on kBarTurn0 for this one are all done) */
@@ -806,8 +804,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           libTileExp<false>(s_, 0u, 0u, scale2, mA, mB, sumA, sumB);
           wgmmaWait<0>();
           fenceRegs(o);
-          __syncwarp();
-          mbarArriveLane0(emptyV + 8 * sp, lane);
+          mbarArrive(emptyV + 8 * sp);
           lA = lA * cA + sumA;
           lB = lB * cB + sumB;
           rescaleO(o, cA, cB);
@@ -821,8 +818,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         next(); /* the next item's Q under the last P V */
         wgmmaWait<0>();
         fenceRegs(o);
-        __syncwarp();
-        mbarArriveLane0(emptyV + 8 * sl, lane);
+        mbarArrive(emptyV + 8 * sl);
       }
     } else {
       next();

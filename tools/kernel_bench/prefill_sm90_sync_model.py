@@ -81,7 +81,9 @@ def run(seed, mutate=None):
     emptyK = [Mbar("emptyK%d" % i, 8) for i in range(S)]
     emptyV = [Mbar("emptyV%d" % i, 8) for i in range(S)]
     workFull = Mbar("workFull", 1)
-    workEmpty = Mbar("workEmpty", 8 + 3)  # lane 0 of each consumer warp and copy warp
+    # counted in warps here; the kernel counts threads (emptyV 256, workEmpty 256 + 96), each
+    # thread arriving after its own reads, so racecheck can follow the hand-off
+    workEmpty = Mbar("workEmpty", 8 + 3)  # each consumer warp and copy warp
     turn = [Named(), Named()]
     tma = []  # in-flight copies: (bar, tile, bytes, slot, stage)
     data = {"K": [None] * S, "V": [None] * S, "P": [None] * S}  # the tile each stage holds
