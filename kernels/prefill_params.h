@@ -77,6 +77,13 @@ typedef struct {
   int64_t lseBlockStride, lseTokenStride;
   void* workspace; /* host: cpclHostPrefillWorkspaceBytes() of scratch */
   size_t workspaceBytes;
+  /* the store (NULL storeK: none): the call also writes every row of kv[0 .. numKvBlocks) that
+   * this rank owns into storeK / storeV (NULL when latentKv), exactly as cpclPrefillStore of
+   * cpclPrefillStoreOf(p, b) would, with this call's blockTable, pageSize, W, r and I. The
+   * attention never reads those slots (they hold positions past every cached one), so the body
+   * may write them while it runs: the Hopper body's copy warps do, under the tensor work. */
+  void* storeK;
+  void* storeV;
   /* host: called after each query tile when non-NULL, so a schedule can drive its transport
    * while the kernel runs (the ring moves block i+1 during block i); changes no result */
   void (*progress)(void* ctx);
@@ -98,6 +105,27 @@ typedef struct {
   void* kCache; /* [pages][pageSize][numKvHeads][headDimQk] */
   void* vCache; /* [pages][pageSize][numKvHeads][headDimVo]; NULL when latentKv */
 } cpclPrefillStoreParams_t;
+
+/* the store of block b of a prefill call (its storeK / storeV) */
+static inline cpclPrefillStoreParams_t cpclPrefillStoreOf(const cpclPrefillParams_t* p, int b) {
+  cpclPrefillStoreParams_t s;
+  s.numSeqs = p->numSeqs;
+  s.kv = p->kv[b];
+  s.blockTable = p->blockTable;
+  s.maxPagesPerSeq = p->maxPagesPerSeq;
+  s.pageSize = p->pageSize;
+  s.cpSize = p->cpSize;
+  s.cpRank = p->cpRank;
+  s.interleave = p->interleave;
+  s.numKvHeads = p->numKvHeads;
+  s.headDimQk = p->headDimQk;
+  s.headDimVo = p->headDimVo;
+  s.latentKv = p->latentKv;
+  s.kvType = p->kvType;
+  s.kCache = p->storeK;
+  s.vCache = p->latentKv ? NULL : p->storeV;
+  return s;
+}
 
 /* passed by value to the CUDA kernels */
 CPCL_KPARAM_CHECK(cpclPrefillParams_t, CPCL_KPARAM_BYTES);

@@ -55,11 +55,10 @@ typedef struct cpclExecOps {
   cpclResult_t (*errorFlagAlloc)(struct cpclComm* comm, int** hostPtr, int** devPtr);
   void (*errorFlagFree)(int* hostPtr);
   /* prefill (prefill_params.h): bytes of scratch the prefill kernel needs (0 where it is not
-   * built), the causal attention over new K/V blocks and the cache shard, and the store of one
-   * block's owned rows */
+   * built); the causal attention over new K/V blocks and the cache shard, with the store of the
+   * blocks' owned rows when p->storeK is set */
   size_t (*prefillWorkspaceBytes)(int headDimQk, int headDimVo);
   cpclResult_t (*prefill)(const cpclPrefillParams_t* p, cpclStream_t stream);
-  cpclResult_t (*prefillStore)(const cpclPrefillStoreParams_t* p, cpclStream_t stream);
   /* sparse attention: each row's owned top-k keys as local indices (topk_params.h) */
   cpclResult_t (*topkFilter)(const cpclTopkFilterParams_t* p, cpclStream_t stream);
   /* Host-built arrays the kernels read (the prefill layout), `bytes` of them per step: stageBegin

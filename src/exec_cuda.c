@@ -154,9 +154,6 @@ static cpclResult_t cudaPrefillOp(const cpclPrefillParams_t* p, cpclStream_t s) 
   CPCL_NVTX_POP();
   return r;
 }
-static cpclResult_t cudaPrefillStoreOp(const cpclPrefillStoreParams_t* p, cpclStream_t s) {
-  return launched(cpclCudaPrefillStore(p, s), "prefill store kernel");
-}
 
 /* exec.h stageAlloc: areas 0 and 1 alternate for eager calls, 2 serves a stream under capture */
 typedef struct {
@@ -283,7 +280,6 @@ const cpclExecOps_t cpclExecCuda = {
     .errorFlagFree = cpclCudaErrorFlagFree,
     .prefillWorkspaceBytes = cudaPrefillWorkspace,
     .prefill = cudaPrefillOp,
-    .prefillStore = cudaPrefillStoreOp,
     .topkFilter = cudaTopkFilterOp,
     .stageAlloc = cudaStageAlloc,
     .stageFree = cudaStageFree,

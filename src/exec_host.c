@@ -47,7 +47,6 @@ HOST_KERNEL(hostCorrect, cpclHostCorrect, cpclCorrectParams_t)
 HOST_KERNEL(hostKvStore, cpclHostKvStore, cpclKvStoreParams_t)
 HOST_KERNEL(hostPrefill, cpclHostPrefill, cpclPrefillParams_t)
 HOST_KERNEL(hostTopkFilter, cpclHostTopkFilter, cpclTopkFilterParams_t)
-HOST_KERNEL(hostPrefillStore, cpclHostPrefillStore, cpclPrefillStoreParams_t)
 
 static cpclResult_t hostCopy2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                                cpclStream_t s) {
@@ -114,7 +113,6 @@ const cpclExecOps_t cpclExecHost = {
     .errorFlagFree = hostErrorFlagFree,
     .prefillWorkspaceBytes = hostPrefillWorkspace,
     .prefill = hostPrefill,
-    .prefillStore = hostPrefillStore,
     .topkFilter = hostTopkFilter,
     .stageAlloc = hostStageAlloc,
     .stageFree = free,

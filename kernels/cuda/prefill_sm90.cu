@@ -142,6 +142,7 @@ using cpcl::pf90::kLibMaxBlocks;
 using cpcl::pf90::LibMaps;
 using cpcl::pf90::LibShape;
 using cpcl::pf90::prefillSm90LibKernel;
+using cpcl::pf90::prefillSm90StoreRest;
 
 constexpr int kMaxDevices = 64;
 /* the paged cache shard on this body (cache tiles copied by producer warps 9-11); false sends
@@ -257,6 +258,22 @@ bool deviceWork(int* sms, unsigned int** pool) {
   return true;
 }
 
+/* the store as its own kernels (prefill.cu), block by block, after the attention */
+cudaError_t storeApart(const cpclPrefillParams_t* p, cudaStream_t stream) {
+  for (int b = 0; b < p->numKvBlocks; b++) {
+    const cpclPrefillStoreParams_t sp = cpclPrefillStoreOf(p, b);
+    const int e = cpclCudaPrefillStore(&sp, stream);
+    if (e != 0) return (cudaError_t)e;
+  }
+  return cudaSuccess;
+}
+/* the copy warps store with 16-byte accesses */
+bool storeFuses(const cpclPrefillParams_t* p) {
+  uintptr_t a = (uintptr_t)p->storeK | (uintptr_t)p->storeV;
+  for (int b = 0; b < p->numKvBlocks; b++) a |= (uintptr_t)p->kv[b].k | (uintptr_t)p->kv[b].v;
+  return a % 16 == 0 && !p->latentKv && p->storeV != nullptr;
+}
+
 template <typename T, int kDqk, int kStages>
 cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStream_t stream) {
   constexpr int smem = LibShape<kDqk, 128, kStages>::kSmemBytes;
@@ -278,14 +295,36 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     const int cap = libCtas.load(std::memory_order_acquire), ctas = cap > 0 && cap < sms ? cap : sms;
     const unsigned grid = (unsigned)(items < ctas ? items : ctas);
     kern<<<grid, kThreads, smem, stream>>>(maps, *p, work);
-    return cudaGetLastError();
+    if ((e = cudaGetLastError()) == cudaSuccess && p->storeK != nullptr) e = storeApart(p, stream);
+    return e;
   }
   auto kern = prefillSm90LibKernel<T, kDqk, 128, kStages, true, false>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
+  /* the fused store's row counter (docs/PREFILL_SM90.md, "The store in the copy warps") */
+  unsigned int* rows = nullptr;
+  if (p->storeK != nullptr && storeFuses(p) && deviceWork(&sms, &pool)) {
+    rows = pool + workNext.fetch_add(1, std::memory_order_relaxed) % kWorkSlots;
+    if ((e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
+  }
   const dim3 grid((unsigned)p->numHeads, (unsigned)slots);
-  kern<<<grid, kThreads, smem, stream>>>(maps, *p, nullptr);
-  return cudaGetLastError();
+  kern<<<grid, kThreads, smem, stream>>>(maps, *p, rows);
+  if ((e = cudaGetLastError()) != cudaSuccess || rows == nullptr) {
+    if (e == cudaSuccess && p->storeK != nullptr) e = storeApart(p, stream);
+    return e;
+  }
+  /* the rows the copy warps left: launched under the attention's last wave (it triggers at its
+   * start) and never waiting for it */
+  cudaLaunchConfig_t rc = {};
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  rc.gridDim = dim3(2u * (unsigned)sms, 1, 1);
+  rc.blockDim = dim3(256, 1, 1);
+  rc.stream = stream;
+  rc.attrs = at;
+  rc.numAttrs = 1;
+  return cudaLaunchKernelEx(&rc, prefillSm90StoreRest, *p, rows);
 }
 
 }  // namespace

@@ -74,9 +74,11 @@ const char* cpclPrefillSm90ErrorDetail(void);
  * block's k and v 16-byte aligned, lse 4-byte aligned; qTokenStride and qBlockStride multiples
  * of 8 elements, oTokenStride and oBlockStride even. Host values only. */
 int cpclPrefillSm90Fits(const cpclPrefillParams_t* p);
-/* runs p on the Hopper body (prefill_params.h's contract); cudaErrorInvalidValue when p does not
- * fit, else 0 or the CUDA error of the encoding or the launch. Capturable in a graph (the tensor
- * maps travel by value as kernel parameters). */
+/* runs p on the Hopper body (prefill_params.h's contract, the store of p->storeK included: the
+ * grid form's copy warps store the blocks' rows under the tensor work, 16-byte aligned rows and
+ * caches given, and a short kernel behind it takes what they leave; otherwise the store kernel
+ * follows); cudaErrorInvalidValue when p does not fit, else 0 or the CUDA error of the encoding
+ * or a launch. Capturable in a graph (the tensor maps travel by value as kernel parameters). */
 int cpclPrefillSm90Run(const cpclPrefillParams_t* p, cudaStream_t stream);
 
 /* The form cpclPrefillSm90Run launches (docs/PREFILL_SM90.md, "Persistent form"):

@@ -244,6 +244,58 @@ __device__ __forceinline__ void libBuildSegs(const cpclPrefillParams_t& p, int s
   }
 }
 
+/* The store of the call's new K/V rows (p.storeK, prefill_params.h) by claimed rows: row x of
+ * the blocks' concatenated rows, stored by the store kernel's rule (prefill.cu,
+ * prefillStoreKernel): rows this rank owns, at their local slot; a page id < 0 stores nothing. */
+struct LibKvRow {
+  int b, j;     /* block, row in it */
+  int64_t slot; /* cache slot */
+};
+constexpr int kStoreChunk = 64; /* 16-byte chunks a warp moves a step: 2 a lane in flight */
+constexpr int kStoreSteps = 4;  /* steps a copy warp takes after each key tile */
+/* the next owned row with a page, claimed from ctr (the whole warp; lane 0 claims); false when
+ * every row is claimed */
+__device__ __forceinline__ bool libKvClaim(const cpclPrefillParams_t& p, unsigned int* ctr, int lane, LibKvRow& r) {
+  for (;;) {
+    unsigned x = 0;
+    if (lane == 0) x = atomicAdd(ctr, 1u);
+    x = __shfl_sync(0xffffffffu, x, 0);
+    int b = 0;
+    int64_t first = 0;
+    for (; b < p.numKvBlocks; b++) {
+      const int n = __ldg(p.kv[b].rowStart + p.numSeqs);
+      if ((int64_t)x < first + n) break;
+      first += n;
+    }
+    if (b == p.numKvBlocks) return false;
+    const int j = (int)((int64_t)x - first);
+    const int64_t pos = __ldg(p.kv[b].pos + j);
+    if (cpclKvOwner(pos, p.cpSize, p.interleave) != p.cpRank) continue;
+    const int sq = seqOfRow(p.kv[b].rowStart, p.numSeqs, j);
+    const int64_t li = cpclKvLocalIndex(pos, p.cpSize, p.interleave);
+    const int page = __ldg(p.blockTable + (int64_t)sq * p.maxPagesPerSeq + li / p.pageSize);
+    if (page < 0) continue;
+    r.b = b;
+    r.j = j;
+    r.slot = (int64_t)page * p.pageSize + li % p.pageSize;
+    return true;
+  }
+}
+/* chunks off .. off + kStoreChunk (of n16) of part (0 K, 1 V) of row r: loads first, then stores */
+__device__ __forceinline__ void libKvCopy(const cpclPrefillParams_t& p, const LibKvRow& r, int part, int off, int n16,
+                                          int lane) {
+  const uint4* src = static_cast<const uint4*>(part ? p.kv[r.b].v : p.kv[r.b].k) + (int64_t)r.j * n16 + off;
+  uint4* dst = static_cast<uint4*>(part ? p.storeV : p.storeK) + r.slot * n16 + off;
+  const int left = n16 - off;
+  uint4 v[kStoreChunk / 32];
+#pragma unroll
+  for (int u = 0; u < kStoreChunk / 32; u++)
+    if (lane + 32 * u < left) v[u] = __ldg(src + lane + 32 * u);
+#pragma unroll
+  for (int u = 0; u < kStoreChunk / 32; u++)
+    if (lane + 32 * u < left) dst[lane + 32 * u] = v[u];
+}
+
 /* Key tile i: its block (-1: the cache shard), the first row loaded (start), and its own keys
  * [lo, end). Only a block's partial tile is shifted: the shard's rows are copied one by one. */
 struct LibTile {
@@ -429,6 +481,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   int s = 0, t0 = 0, nRows = 0, g = 0, nIter = 0;
   if constexpr (!kPersistent) {
+    /* the fused store's rest (prefillSm90StoreRest) may start once every CTA is resident */
+    if (work != nullptr && tid == 0) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     if (!libTileOf(p, (int)(gridDim.y - 1 - blockIdx.y), &s, &t0, &nRows)) return; /* the whole CTA */
     g = p.headBegin + (int)blockIdx.x;
   }
@@ -484,6 +538,33 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbarArrive(fullV + 8 * st);
         }
       }
+    };
+    /* The grid form's fused store (p.storeK; `work` is its row counter): each copy warp claims
+     * a new K/V row at a time and stores it in 2 KB steps, kStoreSteps after each key tile's
+     * arrivals (the copy warps run kStages tiles ahead of the consumers, so the steps fill time
+     * they spend waiting); after its last tile a warp finishes the row it holds and claims no
+     * more, so no CTA holds its SM for the store. What the CTAs leave, prefillSm90StoreRest
+     * (launched behind this kernel as a programmatic dependent, so under its last wave) claims
+     * from the same counter. The CTAs with the most tiles store the most rows. */
+    LibKvRow sr{0, 0, 0};
+    /* 16-byte chunks left of part stPart (0 K, 1 V, 2 done) of row sr */
+    int stLeft = 0, stPart = work == nullptr ? 2 : 1;
+    auto storeStep = [&](bool claim) {
+      if (stPart == 2) return;
+      if (stLeft == 0 && stPart == 0) {
+        stPart = 1;
+        stLeft = p.numKvHeads * (kDv / 8);
+      } else if (stLeft == 0) {
+        if (!claim || !libKvClaim(p, work, lane, sr)) {
+          stPart = 2;
+          return;
+        }
+        stPart = 0;
+        stLeft = p.numKvHeads * (kDqk / 8);
+      }
+      const int n16 = p.numKvHeads * (stPart ? kDv / 8 : kDqk / 8);
+      libKvCopy(p, sr, stPart, n16 - stLeft, n16, lane);
+      stLeft = stLeft > kStoreChunk ? stLeft - kStoreChunk : 0;
     };
     /* warps 9-11 over one item: the key positions of masked tiles, the cache rows */
     auto produceCopy = [&](int base, int n, int nMask, int sq, int kh) {
@@ -545,6 +626,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           fenceProxyAsync();
         }
         mbarArrive(fullV + 8 * st);
+        if constexpr (!kPersistent)
+          for (int k = 0; k < kStoreSteps; k++) storeStep(true);
       }
     };
     if (tid < 288) { /* warp 8 */
@@ -604,6 +687,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else { /* warps 9-11 */
       if constexpr (!kPersistent) {
         produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
+        while (stLeft > 0 || stPart == 0) storeStep(false); /* the row it holds */
       } else {
         int base = 0;
         for (uint32_t item = 0;; item++) {
@@ -842,6 +926,21 @@ __global__ void __launch_bounds__(kThreads, 1)
       g = gNext;
     }
   }
+}
+
+/* The rows the attention's copy warps left of its fused store (a programmatic dependent of the
+ * attention that never waits for it: the counter, an L2 atomic, is all they share). A warp a row:
+ * claims, then stores it whole. */
+__global__ void __launch_bounds__(256)
+    prefillSm90StoreRest(const __grid_constant__ cpclPrefillParams_t p, unsigned int* ctr) {
+  const int lane = threadIdx.x & 31;
+  const int kRow16 = p.numKvHeads * (p.headDimQk / 8), vRow16 = p.numKvHeads * (p.headDimVo / 8);
+  LibKvRow r;
+  while (libKvClaim(p, ctr, lane, r))
+    for (int part = 0; part < 2; part++) {
+      const int n16 = part ? vRow16 : kRow16;
+      for (int off = 0; off < n16; off += kStoreChunk) libKvCopy(p, r, part, off, n16, lane);
+    }
 }
 
 }  // namespace pf90

@@ -332,6 +332,11 @@ void cpclHostPrefill(const cpclPrefillParams_t* p) {
       }
     }
   }
+  if (p->storeK)
+    for (int b = 0; b < p->numKvBlocks; b++) {
+      const cpclPrefillStoreParams_t sp = cpclPrefillStoreOf(p, b);
+      cpclHostPrefillStore(&sp);
+    }
 }
 
 void cpclHostPrefillStore(const cpclPrefillStoreParams_t* p) {

@@ -75,8 +75,9 @@ cpclPrefillKvBlock_t cpclPrefillBlock(const struct cpclAttnPlan* pl, int b, cons
  * the blocks), writing to tgt. */
 void cpclPrefillOwnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, const cpclPrefillTarget_t* tgt,
                           cpclPrefillParams_t* p);
-/* Stores the owned rows of a block into the cache (kStore / vStore). */
-cpclResult_t cpclPrefillStoreBlock(struct cpclAttnPlan* pl, const cpclStep_t* st, const cpclPrefillKvBlock_t* kb);
+/* Makes the attention p also store its blocks' owned rows into the step's cache (kStore /
+ * vStore): the executor's prefill does both, the Hopper body in one pass. */
+void cpclPrefillStoreTo(const struct cpclAttnPlan* pl, const cpclStep_t* st, cpclPrefillParams_t* p);
 /* Stream-ordered exchange of one step over a device transport: x's fields as in cpclXfer_t. */
 cpclResult_t cpclPrefillDeviceXchg(struct cpclAttnPlan* pl, const cpclStep_t* st, const void* const* sends,
                                    const size_t* sb, void* const* recvs, const size_t* rb, void* remote);

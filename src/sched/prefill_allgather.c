@@ -83,8 +83,8 @@ attend:;
     blockAt(pl, st, b, &k, &v);
     p.kv[b] = cpclPrefillBlock(pl, b, k, v);
   }
+  cpclPrefillStoreTo(pl, st, &p); /* every block's owned rows, with the attention */
   CPCLCHECK(pl->exec->prefill(&p, st->stream));
-  for (int b = 0; b < P; b++) CPCLCHECK(cpclPrefillStoreBlock(pl, st, &p.kv[b]));
   return cpclSuccess;
 fail:
   cpclPrefillCancel(pl, reqs, n);

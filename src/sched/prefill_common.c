@@ -90,25 +90,9 @@ void cpclPrefillOwnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, c
   p->lseTokenStride = pl->H;
 }
 
-cpclResult_t cpclPrefillStoreBlock(struct cpclAttnPlan* pl, const cpclStep_t* st, const cpclPrefillKvBlock_t* kb) {
-  const cpclAttnDesc_t* d = &pl->desc;
-  const cpclPrefillBatch_t* b = st->prefill;
-  const cpclPrefillStoreParams_t p = {.numSeqs = b->numSeqs,
-                                      .kv = *kb,
-                                      .blockTable = b->blockTable,
-                                      .maxPagesPerSeq = b->maxPagesPerSeq,
-                                      .pageSize = d->pageSize,
-                                      .cpSize = pl->W,
-                                      .cpRank = pl->comm->rank,
-                                      .interleave = pl->comm->interleave,
-                                      .numKvHeads = d->numKvHeads,
-                                      .headDimQk = d->headDimQk,
-                                      .headDimVo = d->headDimVo,
-                                      .latentKv = d->latentKv,
-                                      .kvType = d->kvType,
-                                      .kCache = st->kStore,
-                                      .vCache = d->latentKv ? NULL : st->vStore};
-  return pl->exec->prefillStore(&p, st->stream);
+void cpclPrefillStoreTo(const struct cpclAttnPlan* pl, const cpclStep_t* st, cpclPrefillParams_t* p) {
+  p->storeK = st->kStore;
+  p->storeV = pl->desc.latentKv ? NULL : st->vStore;
 }
 
 cpclResult_t cpclPrefillPost(struct cpclAttnPlan* pl, const cpclStep_t* st, int send, int peer, int stage, void* buf,

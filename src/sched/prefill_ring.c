@@ -98,8 +98,8 @@ static cpclResult_t ringNew(struct cpclAttnPlan* pl, const cpclStep_t* st, const
       p.progress = ringProgress;
       p.progressCtx = c;
     }
+    cpclPrefillStoreTo(pl, st, &p); /* the passing block's owned rows, with the attention */
     CPCLCHECKGOTO(pl->exec->prefill(&p, st->stream), res, fail);
-    CPCLCHECKGOTO(cpclPrefillStoreBlock(pl, st, &p.kv[0]), res, fail);
     CPCLCHECK(cpclWaitAll(c, reqs, n, "cpclAttnPrefill (ring): K/V block from the previous PCP rank"));
     if (side) CPCLCHECK(pl->exec->sideJoin(pl->pfStager, st->stream));
     curK = nextK;

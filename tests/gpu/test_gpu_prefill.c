@@ -518,6 +518,65 @@ static void storeCase(const kcase_t* kc) {
   kprobFree(&pb, kc->P);
 }
 
+/* the attention with its store (p.storeK): the cache against the host store of the call's
+ * blocks, bitwise, and out / lse bitwise the call without the store; the Hopper body in each form
+ * (the grid form stores in its copy warps, the others after), mma.sync with the store kernel */
+static void fusedStoreCase(const kcase_t* kc, int want) {
+  const int sel[KS] = {0, 1, 2, 3, 4, 5};
+  kprob_t pb;
+  kprobBuild(&pb, kc, sel, KS, 91);
+  kdev_t dv;
+  kdevUp(&dv, kc, &pb);
+  void* hk = malloc(pb.kcBytes);
+  void* hv = malloc(pb.vcBytes);
+  memcpy(hk, pb.kc, pb.kcBytes);
+  memcpy(hv, pb.vc, pb.vcBytes);
+  cpclPrefillParams_t hp = kparams(kc, &pb, NULL, NULL, NULL);
+  hp.storeK = hk;
+  hp.storeV = kc->latent ? NULL : hv;
+  for (int b = 0; b < hp.numKvBlocks; b++) {
+    const cpclPrefillStoreParams_t sp = cpclPrefillStoreOf(&hp, b);
+    cpclHostPrefillStore(&sp);
+  }
+  EXPECT(memcmp(hk, pb.kc, pb.kcBytes) != 0); /* something is stored */
+  void *o0 = malloc(pb.oBytes), *o1 = malloc(pb.oBytes), *gk = malloc(pb.kcBytes), *gv = malloc(pb.vcBytes);
+  float *l0 = malloc(pb.lseBytes), *l1 = malloc(pb.lseBytes);
+  const int first = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetForm(-1) : 0;
+  int runs = 0;
+  for (int f = kPrefillSm90Grid; f <= (want == CPCL_PREFILL_BODY_SM90 ? kPrefillSm90Static : kPrefillSm90Grid); f++) {
+    if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetForm(f);
+    cpclPrefillParams_t p = kparams(kc, &pb, &dv, dv.out, dv.lse);
+    EXPECT(cpclCudaPrefillBody(&p) == want);
+    EXPECT(cpclCudaPrefill(&p, NULL) == 0); /* without the store: the cache as it was */
+    CUDA_OK(cudaDeviceSynchronize());
+    fromDev(o0, dv.out, pb.oBytes);
+    fromDev(l0, dv.lse, pb.lseBytes);
+    p.storeK = dv.kc;
+    p.storeV = kc->latent ? NULL : dv.vc;
+    for (int rep = 0; rep < 2; rep++) { /* twice: the row counter starts again at 0 */
+      CUDA_OK(cudaMemcpy(dv.kc, pb.kc, pb.kcBytes, cudaMemcpyHostToDevice));
+      CUDA_OK(cudaMemcpy(dv.vc, pb.vc, pb.vcBytes, cudaMemcpyHostToDevice));
+      EXPECT(cpclCudaPrefill(&p, NULL) == 0);
+      CUDA_OK(cudaDeviceSynchronize());
+      fromDev(o1, dv.out, pb.oBytes);
+      fromDev(l1, dv.lse, pb.lseBytes);
+      fromDev(gk, dv.kc, pb.kcBytes);
+      fromDev(gv, dv.vc, pb.vcBytes);
+      EXPECT(memcmp(o0, o1, pb.oBytes) == 0);
+      EXPECT(memcmp(l0, l1, pb.lseBytes) == 0);
+      EXPECT(memcmp(gk, hk, pb.kcBytes) == 0);
+      if (!kc->latent) EXPECT(memcmp(gv, hv, pb.vcBytes) == 0);
+      runs++;
+    }
+  }
+  if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetForm(first);
+  printf("kernel %-44s %-12s body with its store: cache bitwise the host store, out and lse unchanged (%d runs): ok\n",
+         kc->name, cpclCudaPrefillBodyName(want), runs);
+  free(hk), free(hv), free(gk), free(gv), free(o0), free(o1), free(l0), free(l1);
+  kdevFree(&dv, kc->P);
+  kprobFree(&pb, kc->P);
+}
+
 static void kernelSuite(void) {
   const cpclDataType_t bf = cpclBfloat16, hf = cpclFloat16, f32 = cpclFloat32;
   const kcase_t mmaCases[] = {
@@ -597,6 +656,10 @@ static void kernelSuite(void) {
   st.P = 2;
   storeCase(&st);
   storeCase(&coreCases[0]);
+  /* the attention with its store: Hopper D128 and D192 (cache W2), mma.sync D64 (W1, pages of 1) */
+  fusedStoreCase(&mmaCases[0], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
+  fusedStoreCase(&mmaCases[5], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
+  fusedStoreCase(&mmaCases[3], CPCL_PREFILL_BODY_MMA);
 }
 
 /* ================================================================ cpclAttnPrefill on W ranks */
