@@ -88,8 +88,10 @@ struct Split {
 
 /* trace slots: consumer warpgroup w, pair j (< 64), event e (< 16): ((j * 2) + w) * 16 + e;
  * producer, block i (< 512): kTraceProducer + 2 i + e (e 0: its stage is free, 1: copies issued);
+ * the CTA of mlaSm90Kernel: kTraceCta + e (0 entry, 1 its row's work known, 2 Q in shared memory,
+ * 3 epilogue start, 4 epilogue done; warpgroup 0);
  * the same numbers as mla_sm90.h's kMlaSm90Trace* (the bench's view) */
-constexpr int kTraceSlots = 4096, kTraceProducer = 2048;
+constexpr int kTraceSlots = 4096, kTraceProducer = 2048, kTraceCta = 3072;
 /* Records clock64 in slot when tr is set, from lane 0 of warpgroup lane 0 of the grid's first CTA:
  * the store is predicated inside the asm (no branch: ptxas serializes wgmma around divergence).
  * Only with CPCL_MLA_TRACE defined (the probe costs registers: 8 bytes of spill in variant 4). */
@@ -403,10 +405,10 @@ __device__ __forceinline__ void mlaEpilogue(const cpclAttnParams_t& p, const Spl
 /* kLanes (TMA producer): 0 one thread issues every box; 1 one lane a page; 2 one lane a (page, tile)
  * box, tile-major. With kSparse it picks the gather instead: 0 session 2's (variant 11), 1 session
  * 4's (variants 17, 18: list entries two blocks ahead, slots one block ahead, rows prefetched into
- * L2; launched as a programmatic dependent of the filter). kEarly: each warpgroup waits for its P.V of a stage right
- * after issuing it and frees the stage then, before it waits on the other warpgroup or on the other stage (else a
- * stage's release waits behind the other stage's arrival, and the two loads chain: measured with
- * the clock64 timeline, docs/MLA_SM90.md "Session 3"). */
+ * L2; launched as a programmatic dependent of the filter). kEarly: each warpgroup waits for its
+ * P.V of a stage right after issuing it and frees the stage then, before it waits on the other
+ * warpgroup or on the other stage (else a stage's release waits behind the other stage's arrival,
+ * and the two loads chain: measured with the clock64 timeline, docs/MLA_SM90.md "Session 3"). */
 /* kMbarHand: the P0 / P1 hand-offs between the warpgroups (P in sP, the scales and maxima in
  * sC / sM) through mbarriers (one arrival a warp, by lane 0 after __syncwarp) instead of named
  * barriers (bar.arrive -> bar.sync), which compute-sanitizer's racecheck does not model
@@ -439,6 +441,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   /* The session-4 sparse form is launched as a programmatic dependent (mla_sm90.cu), so that it
    * is resident while the top-k filter before it runs: nothing written before this launch is read
    * until the grids before it have completed. */
+  traceAt(sp.trace, kTraceCta + 0, threadIdx.x);
   if constexpr (kSparse && kLanes == 1) asm volatile("griddepcontrol.wait;\n" ::: "memory");
 
   const int nChunks = (p.numHeads + kM - 1) / kM;
@@ -451,6 +454,7 @@ __global__ void __launch_bounds__(kThreads, 1)
    * the per-tile-barrier variants). */
   const int nBlocks = __shfl_sync(0xffffffffu, (kEnd - kBeg + kBN - 1) / kBN, 0);
   const int tid = threadIdx.x;
+  traceAt(sp.trace, kTraceCta + 1, tid);
 
   if (tid == 0) {
     /* TMA: one arrival (the expect_tx); sparse: the 128 producer threads' cp.async arrivals */
@@ -520,7 +524,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             row[k] = slot * (kDqk * 2);
           }
         };
-        /* the 8 threads of a row group hold the same 4 rows: thread ch < 4 prefetches row ch */
+        /* the 8 threads of a row group hold the same 4 rows: thread ch < 4 prefetches row ch (the
+         * bulk prefetch takes a uniform address: ptxas loops over a warp's 16 rows, ~16 issues a
+         * block, off the critical path while the producer waits for the stage) */
         auto prefetchRows = [&]() {
 #pragma unroll
           for (int k = 0; k < 4; k++)
@@ -535,6 +541,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int i = 0; i < nBlocks; i++) {
           const int st = i & 1;
           if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
+          traceAt(sp.trace, kTraceProducer + 2 * i, pt);
           const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
           const uint32_t dst = smemAddr(sK + st * kBlockB);
           for (int c = 0; c < kTiles; c++) {
@@ -552,9 +559,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                   "cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(kTileBars ? full0 + c * 8 : full0)
                   : "memory");
           }
+          traceAt(sp.trace, kTraceProducer + 2 * i + 1, pt);
           if (i + 1 < nBlocks) {
             resolve(i + 1, ix);
-            prefetchRows();
+            if (i > 0) prefetchRows();               /* block 1's stage is free: its copies follow at once */
             if (i + 2 < nBlocks) loadIdx(i + 2, ix); /* in flight over the wait for block i + 1's stage */
           }
         }
@@ -751,6 +759,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     fenceProxyAsync();
     namedBarrier(kBarAll, 256);
+    traceAt(sp.trace, kTraceCta + 2, tid);
   }
 
   float o[128];
@@ -993,8 +1002,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     lB = sLA[rB] + sLB[rB];
   }
 
+  traceAt(sp.trace, kTraceCta + 3, tid);
   mlaEpilogue(p, sp, rw, t, split, g0, nu, w, lane, rA, rB, cq, nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad),
               o, lA, lB, mA, mB);
+  traceAt(sp.trace, kTraceCta + 4, tid);
 }
 
 /* ---- schedule 9: FlashMLA's seesaw without a producer warpgroup (256 threads) ----

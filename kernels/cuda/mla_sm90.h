@@ -68,9 +68,10 @@ int cpclMlaSm90SetSparseVariant(int variant);
 /* A timing probe for the bench (not thread-safe, never called by the library): later launches
  * record clock64 at the seesaw schedules' events of the grid's first CTA into buf (4096 u64,
  * device memory: consumer warpgroup w, pair j < 64, event e < 16 at (2 j + w) 16 + e; producer
- * block i < 512 at kMlaSm90TraceProducer + 2 i + e); NULL turns it off. */
+ * block i < 512 at kMlaSm90TraceProducer + 2 i + e; the CTA's entry, work known, Q loaded, epilogue
+ * start and end at kMlaSm90TraceCta + 0 .. 4); NULL turns it off. */
 void cpclMlaSm90Trace(void* buf);
-enum { kMlaSm90TraceSlots = 4096, kMlaSm90TraceProducer = 2048 };
+enum { kMlaSm90TraceSlots = 4096, kMlaSm90TraceProducer = 2048, kMlaSm90TraceCta = 3072 };
 
 /* The library's path (attn.cu): -1 when p does not take this body (p->mlaSm90Splits == 0,
  * another shape or dtype, or a device other than compute capability 9.0), else the launch's

@@ -12,7 +12,8 @@
  * entry), the first round's list loads issued before the row's lookup (its binary search over
  * queryStart is a chain of loads), and on compute capability 9.0+ a programmatic dependent launch
  * both ways: it waits (griddepcontrol.wait) before reading anything, and lets the attention after
- * it launch at once, so that the attention's CTAs are resident and set up while it runs.
+ * it launch at once, so that the attention's CTAs are resident and set up while it runs; and the
+ * attention's shared-memory carveout, so no SM is reconfigured between the two.
  */
 #include <cuda_runtime.h>
 
@@ -101,6 +102,7 @@ __global__ void __launch_bounds__(kTopkThreads) topkFilterKernel(const cpclTopkF
  * not, 0 not yet asked (racing threads store the same value) */
 constexpr int kTopkDevices = 64;
 std::atomic<int> topkPdl[kTopkDevices];
+std::atomic<int> topkCarveout{0};
 
 bool pdlOk() {
   int dev = -1;
@@ -121,6 +123,17 @@ bool pdlOk() {
   return v == 1;
 }
 
+/* The filter asks for the largest shared-memory carveout, as the sparse attention after it (222 KB
+ * a CTA) and its merge do, so the SMs are not reconfigured between the kernels of every step (a
+ * preference, set once: a failure only costs that) */
+void preferMaxShared() {
+  if (topkCarveout.load(std::memory_order_acquire)) return;
+  if (cudaFuncSetAttribute(topkFilterKernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                           cudaSharedmemCarveoutMaxShared) != cudaSuccess)
+    cudaGetLastError();
+  topkCarveout.store(1, std::memory_order_release);
+}
+
 }  // namespace cpcl
 
 extern "C" int cpclCudaTopkFilter(const cpclTopkFilterParams_t* p, void* stream) {
@@ -132,6 +145,7 @@ extern "C" int cpclCudaTopkFilter(const cpclTopkFilterParams_t* p, void* stream)
   if (p->cpSize < 1 || p->interleave < 1 || p->cpRank < 0 || p->cpRank >= p->cpSize)
     return invalidValue("cpSize = %d, cpRank = %d, interleave = %d: cpSize, interleave >= 1 and 0 <= cpRank < cpSize",
                         p->cpSize, p->cpRank, p->interleave);
+  preferMaxShared();
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)p->numTokens);
   cfg.blockDim = dim3(kTopkThreads);

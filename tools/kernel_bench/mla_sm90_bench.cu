@@ -290,6 +290,28 @@ static void printTrace(const unsigned long long* tr, int nBlocks) {
   printf("\n");
 }
 
+/* the first CTA's life (any length): entry, row's work known, Q in shared memory, the producer's
+ * first blocks (stage free, copies issued), each pair's start (WG0), epilogue start and end; cycles
+ * from its entry */
+static void printCta(const unsigned long long* tr, int nBlocks) {
+  const long long t0 = (long long)tr[kMlaSm90TraceCta];
+  if (t0 == 0) return;
+  auto rel = [&](int slot) { return tr[slot] ? (long long)tr[slot] - t0 : -1LL; };
+  printf(
+      "  CTA (cycles from entry): work known %lld, Q loaded %lld, epilogue %lld .. %lld
+      ", rel(kMlaSm90TraceCta + 1),
+      rel(kMlaSm90TraceCta + 2),
+      rel(kMlaSm90TraceCta + 3), rel(kMlaSm90TraceCta + 4));
+  printf("  producer (stage free / copies issued):");
+  for (int i = 0; i < std::min(nBlocks, 8); i++)
+    printf(" b%d %lld/%lld", i, rel(kMlaSm90TraceProducer + 2 * i), rel(kMlaSm90TraceProducer + 2 * i + 1));
+  printf("\n  pairs (WG0 start, S0 done; WG1 start, P1 out):");
+  for (int j = 0; j < std::min((nBlocks + 1) / 2, 8); j++)
+    printf(" p%d %lld %lld; %lld %lld", j, rel(j * 2 * 16 + 0), rel(j * 2 * 16 + 1), rel((j * 2 + 1) * 16 + 0),
+           rel((j * 2 + 1) * 16 + 6));
+  printf("\n");
+}
+
 static const char* topkLabel(int k) {
   static char buf[8][32];
   static int n;
@@ -613,8 +635,11 @@ int main(int argc, char** argv) {
               printf("graph capture failed\n");
             }
           }
-          if (getenv("MLA_TRACE") && atoi(getenv("MLA_TRACE")) && K == 0 &&
-              (base(variant) == 3 || base(variant) == 4 || base(variant) == 7 || base(variant) >= 10)) {
+          /* sparse: the seesaw schedules (11, 17, 18; producer events in 17 and 18 only) */
+          if (getenv("MLA_TRACE") && atoi(getenv("MLA_TRACE")) &&
+              (K == 0 ? !sparseOnly(variant) &&
+                            (base(variant) == 3 || base(variant) == 4 || base(variant) == 7 || base(variant) >= 10)
+                      : base(variant) == 11 || sparseOnly(variant))) {
             unsigned long long* dTr;
             CK(cudaMalloc(&dTr, kMlaSm90TraceSlots * 8));
             CK(cudaMemset(dTr, 0, kMlaSm90TraceSlots * 8));
@@ -625,9 +650,11 @@ int main(int argc, char** argv) {
             std::vector<unsigned long long> tr(kMlaSm90TraceSlots);
             CK(cudaMemcpy(tr.data(), dTr, tr.size() * 8, cudaMemcpyDeviceToHost));
             cudaFree(dTr);
-            const int rowLen = L, chunk = (rowLen + maxSplits - 1) / maxSplits;
-            printf("trace v%d B%d H%d L%d pg%d:\n", variant, B, H, L, pg);
-            printTrace(tr.data(), (std::min(rowLen, ((chunk + 63) / 64) * 64) + 63) / 64);
+            const int rowLen = K > 0 ? K : L, chunk = (rowLen + maxSplits - 1) / maxSplits;
+            printf("trace v%d B%d H%d L%d K%d pg%d:\n", variant, B, H, L, K, pg);
+            const int nb = (std::min(rowLen, ((chunk + 63) / 64) * 64) + 63) / 64;
+            printTrace(tr.data(), nb);
+            printCta(tr.data(), nb);
           }
           const double keys = K > 0 ? K : L; /* the keys a row attends to */
           const double bytes = (double)B * keys * 1152 + (double)B * H * (576 + 512) * 2;
