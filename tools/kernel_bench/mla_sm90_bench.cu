@@ -297,11 +297,8 @@ static void printCta(const unsigned long long* tr, int nBlocks) {
   const long long t0 = (long long)tr[kMlaSm90TraceCta];
   if (t0 == 0) return;
   auto rel = [&](int slot) { return tr[slot] ? (long long)tr[slot] - t0 : -1LL; };
-  printf(
-      "  CTA (cycles from entry): work known %lld, Q loaded %lld, epilogue %lld .. %lld
-      ", rel(kMlaSm90TraceCta + 1),
-      rel(kMlaSm90TraceCta + 2),
-      rel(kMlaSm90TraceCta + 3), rel(kMlaSm90TraceCta + 4));
+  printf("  CTA (cycles from entry): work known %lld, Q loaded %lld, epilogue %lld .. %lld\n",
+         rel(kMlaSm90TraceCta + 1), rel(kMlaSm90TraceCta + 2), rel(kMlaSm90TraceCta + 3), rel(kMlaSm90TraceCta + 4));
   printf("  producer (stage free / copies issued):");
   for (int i = 0; i < std::min(nBlocks, 8); i++)
     printf(" b%d %lld/%lld", i, rel(kMlaSm90TraceProducer + 2 * i), rel(kMlaSm90TraceProducer + 2 * i + 1));
