@@ -10,6 +10,8 @@
 #include <cudaTypedefs.h>
 
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <atomic>
 
@@ -25,7 +27,10 @@ namespace mla90 {
  *   4 late S1 with per-tile barriers (the library's until session 3), 9 FlashMLA's seesaw in 256
  *   threads (mlaSm90Seesaw), 11-13 the library's: early release, a producer lane a page (11) or a
  *   TMA box (12, 13), late S1 (11, 12) or the seesaw (13); 14, 15: 12 and 13 with the P hand-offs
- *   through mbarriers (kMbarHand: what racecheck can follow). Sparse: the schedules of 1, 4 and 11. */
+ *   through mbarriers (kMbarHand: what racecheck can follow). Sparse: the schedules of 1, 4 and 11
+ *   with session 2's gather, and 17 (11's schedule) and 18 (13's seesaw) with session 4's gather
+ *   (kLanes 1 with kSparse: indices and slots prefetched, rows into L2 ahead, a programmatic
+ *   dependent of the filter). */
 #define CPCL_MLA_INSTANCE(...)                                                             \
   template __global__ void mlaSm90Kernel<__VA_ARGS__>(const __grid_constant__ CUtensorMap, \
                                                       const __grid_constant__ cpclAttnParams_t, const Split);
@@ -40,7 +45,26 @@ CPCL_MLA_INSTANCE(1, 0, true, false, 2, true, true)
 CPCL_MLA_INSTANCE(0, 0, false, true)
 CPCL_MLA_INSTANCE(2, 0, true, true)
 CPCL_MLA_INSTANCE(2, 0, true, true, 0, true)
+CPCL_MLA_INSTANCE(2, 0, true, true, 1, true)
+CPCL_MLA_INSTANCE(1, 0, true, true, 1, true)
 #undef CPCL_MLA_INSTANCE
+
+/* the sparse schedule cpclMlaSm90Attn runs (cpclMlaSm90SetSparseVariant; CPCL_MLA_SM90_SPARSE,
+ * read once: 11, 17 or 18; unset or anything else: kSparseDefault) */
+constexpr int kSparseDefault = 11;
+std::atomic<int> libSparse{-1};
+bool sparseVariantOk(int v) { return v == 1 || v == 4 || v == 11 || v == 17 || v == 18; }
+int libSparseNow() {
+  int v = libSparse.load(std::memory_order_acquire);
+  if (v < 0) {
+    const char* e = getenv("CPCL_MLA_SM90_SPARSE");
+    v = e != nullptr && (strcmp(e, "11") == 0 || strcmp(e, "17") == 0 || strcmp(e, "18") == 0) ? atoi(e)
+                                                                                               : kSparseDefault;
+    int unread = -1;
+    if (!libSparse.compare_exchange_strong(unread, v, std::memory_order_acq_rel)) v = unread;
+  }
+  return v;
+}
 
 constexpr int kChunkMin = 128; /* keys per split at least (docs/MLA_SM90.md: measured with 64-256) */
 constexpr int kMaxDevices = 64;
@@ -195,11 +219,13 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
         p->numHeads, p->headBegin, p->headsPerBlock, p->numTokens);
   if (maxSplits < 1 || maxSplits > 64) return invalidValue("mlaSm90Splits = %d is outside 1 .. 64", maxSplits);
   if (chunkMin < 64 || chunkMin % 64 != 0) return invalidValue("chunkMin = %d: a multiple of 64", chunkMin);
-  const int flags = variant & ~15;
-  variant &= 15;
-  if (variant < 0 || variant >= kMlaSm90Variants || (flags & ~kMlaSm90EvictFirst) != 0)
-    return invalidValue("variant = %d is outside 0 .. %d (plus kMlaSm90EvictFirst)", variant | flags,
-                        kMlaSm90Variants - 1);
+  const int flags = variant & kMlaSm90EvictFirst;
+  variant &= ~kMlaSm90EvictFirst;
+  if (variant < 0 || (sparseIdx ? !sparseVariantOk(variant) : variant >= kMlaSm90Variants))
+    return invalidValue(sparseIdx ? "variant = %d: sparse attention runs the schedules 1, 4, 11, 17 and 18 (plus "
+                                    "kMlaSm90EvictFirst)"
+                                  : "variant = %d is outside 0 .. 15 (plus kMlaSm90EvictFirst)",
+                        variant | flags);
   if (p->numTokens == 0) return 0;
   const size_t need = cpclMlaSm90WorkspaceBytes(p->numTokens, p->numHeads, maxSplits);
   if (need && (p->workspace == nullptr || p->workspaceBytes < need))
@@ -217,8 +243,6 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   sp.sparseCount = sparseCount;
   sp.sparseStride = sparseStride;
   sp.trace = gTrace;
-  if (sparseIdx && (variant != 1 && variant != 4 && variant != 11))
-    return invalidValue("variant = %d: sparse attention runs the schedules of variants 1, 4 and 11", variant);
   if (sparseIdx && (sparseCount == nullptr || sparseStride < 1))
     return invalidValue("sparseCount = %p, sparseStride = %d: a count per row and a stride >= 1",
                         (const void*)sparseCount, sparseStride);
@@ -243,14 +267,18 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
       mlaSm90Kernel<1, 0, true, false, 2, true>,
       mlaSm90Kernel<2, 0, true, false, 2, true, true>,
       mlaSm90Kernel<1, 0, true, false, 2, true, true>};
-  auto kern = sparseIdx ? (variant == 1   ? mlaSm90Kernel<0, 0, false, true>
-                           : variant == 4 ? mlaSm90Kernel<2, 0, true, true>
-                                          : mlaSm90Kernel<2, 0, true, true, 0, true>)
+  auto kern = sparseIdx ? (variant == 1    ? mlaSm90Kernel<0, 0, false, true>
+                           : variant == 4  ? mlaSm90Kernel<2, 0, true, true>
+                           : variant == 17 ? mlaSm90Kernel<2, 0, true, true, 1, true>
+                           : variant == 18 ? mlaSm90Kernel<1, 0, true, true, 1, true>
+                                           : mlaSm90Kernel<2, 0, true, true, 0, true>)
                         : kerns[variant];
   if (kern == nullptr)
     return invalidValue("variant = %d was measured and removed (docs/MLA_SM90.md): 1, 2, 4, 9 and 11-15 remain",
                         variant);
-  const unsigned bit = 1u << (variant + (sparseIdx ? 16 : 0));
+  /* dense variants in bits 0-15, sparse ones in 16-31 (17 and 18 in the bits of 2 and 3, which
+   * have no sparse form) */
+  const unsigned bit = 1u << (sparseIdx ? 16 + (variant == 17 ? 2 : variant == 18 ? 3 : variant) : variant);
   cudaError_t e;
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
@@ -269,8 +297,26 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     if (dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((unsigned)ctasX, 1, (unsigned)maxSplits);
-  kern<<<grid, variant == 9 ? kThreadsSeesaw : kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
-  e = cudaGetLastError();
+  if (sparseIdx && (variant == 17 || variant == 18)) {
+    /* a programmatic dependent of the kernel before it (the top-k filter, which lets it launch
+     * at once): its CTAs are resident and set up while the filter runs, and the kernel waits
+     * (griddepcontrol.wait) before it reads anything */
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = kSmemBytes;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    e = cudaLaunchKernelEx(&cfg, kern, *kvMap, *p, sp);
+    if (e != cudaSuccess) cudaGetLastError();
+  } else {
+    kern<<<grid, variant == 9 ? kThreadsSeesaw : kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
+    e = cudaGetLastError();
+  }
   if (e != cudaSuccess || maxSplits == 1) return (int)e;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)mergeCtas);
@@ -284,6 +330,13 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   return (int)cudaLaunchKernelEx(&cfg, mlaSm90Combine, *p, sp);
 }
 }  // namespace
+
+extern "C" int cpclMlaSm90SetSparseVariant(int variant) {
+  using namespace cpcl::mla90;
+  const int prev = libSparseNow();
+  if (variant == 11 || variant == 17 || variant == 18) libSparse.store(variant, std::memory_order_release);
+  return prev;
+}
 
 extern "C" void cpclMlaSm90Trace(void* buf) { gTrace = static_cast<unsigned long long*>(buf); }
 
@@ -377,11 +430,12 @@ extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
   if (deviceCc(&dev, &sms) != 90) return -1;
   /* measured on the H200 (docs/MLA_SM90.md, "Session 3"): the early-release schedules with a
    * producer lane a box; the seesaw (13) where a block is one page of 64 or more at 64+ heads, late
-   * S1 (12) elsewhere; sparse: late S1 with early release (11) */
+   * S1 (12) elsewhere; sparse: late S1 with early release (11), or the variant set by
+   * cpclMlaSm90SetSparseVariant / CPCL_MLA_SM90_SPARSE (17, 18: session 4's gather) */
   const int variant = p->numHeads >= kM && p->pageSize >= kBN ? 13 : 12;
   if (p->sparseIdx) /* the top-k filter's lists (attn_params.h): rows gathered by cp.async, no tensor map */
-    return cpclMlaSm90LaunchSparse(p, p->mlaSm90Splits, kChunkMin, 11, p->sparseIdx, p->sparseCount, p->sparseStride,
-                                   stream);
+    return cpclMlaSm90LaunchSparse(p, p->mlaSm90Splits, kChunkMin, libSparseNow(), p->sparseIdx, p->sparseCount,
+                                   p->sparseStride, stream);
   CUtensorMap map;
   if (int e = cachedMap(&map, p->kCache, p->pageSize)) return e;
   return cpclMlaSm90Launch(p, &map, p->mlaSm90Splits, kChunkMin, variant, stream);
@@ -397,6 +451,8 @@ extern "C" int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxT
   if (cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, false, 2, true>) != cudaSuccess ||
       cudaFuncGetAttributes(&fa, mlaSm90Kernel<1, 0, true, false, 2, true>) != cudaSuccess ||
       cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, true, 0, true>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, true, 1, true>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Kernel<1, 0, true, true, 1, true>) != cudaSuccess ||
       cudaFuncGetAttributes(&fa, mlaSm90Combine) != cudaSuccess) {
     cudaGetLastError();
     return 0;

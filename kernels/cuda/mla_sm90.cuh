@@ -88,8 +88,10 @@ struct Split {
 
 /* trace slots: consumer warpgroup w, pair j (< 64), event e (< 16): ((j * 2) + w) * 16 + e;
  * producer, block i (< 512): kTraceProducer + 2 i + e (e 0: its stage is free, 1: copies issued);
+ * the CTA of mlaSm90Kernel: kTraceCta + e (0 entry, 1 its row's work known, 2 Q in shared memory,
+ * 3 epilogue start, 4 epilogue done; warpgroup 0);
  * the same numbers as mla_sm90.h's kMlaSm90Trace* (the bench's view) */
-constexpr int kTraceSlots = 4096, kTraceProducer = 2048;
+constexpr int kTraceSlots = 4096, kTraceProducer = 2048, kTraceCta = 3072;
 /* Records clock64 in slot when tr is set, from lane 0 of warpgroup lane 0 of the grid's first CTA:
  * the store is predicated inside the asm (no branch: ptxas serializes wgmma around divergence).
  * Only with CPCL_MLA_TRACE defined (the probe costs registers: 8 bytes of spill in variant 4). */
@@ -401,10 +403,12 @@ __device__ __forceinline__ void mlaEpilogue(const cpclAttnParams_t& p, const Spl
  *   Row sums: WG0 keeps those of even blocks, WG1 of odd ones (both rescaled by every c), added
  *   at the end. */
 /* kLanes (TMA producer): 0 one thread issues every box; 1 one lane a page; 2 one lane a (page, tile)
- * box, tile-major. kEarly: each warpgroup waits for its P.V of a stage right after issuing it and
- * frees the stage then, before it waits on the other warpgroup or on the other stage (else a
- * stage's release waits behind the other stage's arrival, and the two loads chain: measured with
- * the clock64 timeline, docs/MLA_SM90.md "Session 3"). */
+ * box, tile-major. With kSparse it picks the gather instead: 0 session 2's (variant 11), 1 session
+ * 4's (variants 17, 18: list entries two blocks ahead, slots one block ahead, rows prefetched into
+ * L2; launched as a programmatic dependent of the filter). kEarly: each warpgroup waits for its
+ * P.V of a stage right after issuing it and frees the stage then, before it waits on the other
+ * warpgroup or on the other stage (else a stage's release waits behind the other stage's arrival,
+ * and the two loads chain: measured with the clock64 timeline, docs/MLA_SM90.md "Session 3"). */
 /* kMbarHand: the P0 / P1 hand-offs between the warpgroups (P in sP, the scales and maxima in
  * sC / sM) through mbarriers (one arrival a warp, by lane 0 after __syncwarp) instead of named
  * barriers (bar.arrive -> bar.sync), which compute-sanitizer's racecheck does not model
@@ -434,6 +438,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   /* lets the combine kernel (launched as a programmatic dependent) be scheduled early; it waits
    * for this grid's completion before reading anything */
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  /* The session-4 sparse form is launched as a programmatic dependent (mla_sm90.cu), so that it
+   * is resident while the top-k filter before it runs: nothing written before this launch is read
+   * until the grids before it have completed. */
+  traceAt(sp.trace, kTraceCta + 0, threadIdx.x);
+  if constexpr (kSparse && kLanes == 1) asm volatile("griddepcontrol.wait;\n" ::: "memory");
 
   const int nChunks = (p.numHeads + kM - 1) / kM;
   const int t = blockIdx.x / nChunks, split = blockIdx.z, g0 = p.headBegin + (blockIdx.x % nChunks) * kM;
@@ -445,6 +454,7 @@ __global__ void __launch_bounds__(kThreads, 1)
    * the per-tile-barrier variants). */
   const int nBlocks = __shfl_sync(0xffffffffu, (kEnd - kBeg + kBN - 1) / kBN, 0);
   const int tid = threadIdx.x;
+  traceAt(sp.trace, kTraceCta + 1, tid);
 
   if (tid == 0) {
     /* TMA: one arrival (the expect_tx); sparse: the 128 producer threads' cp.async arrivals */
@@ -476,6 +486,88 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int64_t cap = (int64_t)p.maxPagesPerSeq * pg;
       const char* kv = static_cast<const char*>(p.kCache);
       bool bad = false;
+      if constexpr (kLanes == 1) {
+        /* The session-4 gather (variants 17, 18; docs/MLA_SM90.md "Session 4"): the same copies,
+         * with the list -> block table -> row chain taken off the critical path. A block's list
+         * entries are loaded two blocks ahead, its slots resolved one block ahead (one block-table
+         * load left), and its rows prefetched into L2 then (cp.async.bulk.prefetch.L2, one 1152-byte
+         * row an instruction), so that when its stage frees the cp.async hit L2 instead of a random
+         * HBM row each. */
+        int ix[4];      /* list entries of the next block to resolve */
+        int64_t row[4]; /* byte offset of each of this thread's rows in the cache; -1: past the count */
+        auto loadIdx = [&](int i, int(&dst)[4]) {
+          const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
+#pragma unroll
+          for (int k = 0; k < 4; k++) dst[k] = r0 + 16 * k < valid ? __ldg(list + b0 + r0 + 16 * k) : 0;
+        };
+        auto resolve = [&](int i, const int(&src)[4]) {
+          const int valid = min(kBN, kEnd - (kBeg + i * kBN));
+#pragma unroll
+          for (int k = 0; k < 4; k++) {
+            const int idx = src[k];
+            row[k] = -1;
+            if (r0 + 16 * k >= valid) continue;
+            const int id = idx >= 0 && idx < cap ? __ldg(bt + idx / pg) : -1;
+            int64_t slot = 0;
+            if (id < 0) {
+              if (!bad) {
+                bad = true;
+                *sBad = 1;
+                if (idx < 0 || idx >= cap)
+                  reportError(p.errorFlag, CPCL_KERR_CAPACITY, rw.seq, idx, (int)min(cap, (int64_t)INT32_MAX));
+                else
+                  reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx / pg);
+              }
+            } else {
+              slot = (int64_t)id * pg + idx % pg;
+            }
+            row[k] = slot * (kDqk * 2);
+          }
+        };
+        /* the 8 threads of a row group hold the same 4 rows: thread ch < 4 prefetches row ch (the
+         * bulk prefetch takes a uniform address: ptxas loops over a warp's 16 rows, ~16 issues a
+         * block, off the critical path while the producer waits for the stage) */
+        auto prefetchRows = [&]() {
+#pragma unroll
+          for (int k = 0; k < 4; k++)
+            if (ch == k && row[k] >= 0)
+              asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(kv + row[k]), "r"(kDqk * 2) : "memory");
+        };
+        if (nBlocks > 0) {
+          loadIdx(0, ix);
+          resolve(0, ix);
+        }
+        if (nBlocks > 1) loadIdx(1, ix);
+        for (int i = 0; i < nBlocks; i++) {
+          const int st = i & 1;
+          if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
+          traceAt(sp.trace, kTraceProducer + 2 * i, pt);
+          const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
+          const uint32_t dst = smemAddr(sK + st * kBlockB);
+          for (int c = 0; c < kTiles; c++) {
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+              const int r = r0 + 16 * k;
+              const uint32_t d = dst + c * kTileB + r * 128 + ((ch ^ (r & 7)) << 4);
+              const char* src = kv + (row[k] < 0 ? 0 : row[k]) + ch * 16 + c * 128;
+              asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+                           "r"(row[k] < 0 ? 0 : 16)
+                           : "memory");
+            }
+            if (kTileBars || c == kTiles - 1)
+              asm volatile(
+                  "cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(kTileBars ? full0 + c * 8 : full0)
+                  : "memory");
+          }
+          traceAt(sp.trace, kTraceProducer + 2 * i + 1, pt);
+          if (i + 1 < nBlocks) {
+            resolve(i + 1, ix);
+            if (i > 0) prefetchRows();               /* block 1's stage is free: its copies follow at once */
+            if (i + 2 < nBlocks) loadIdx(i + 2, ix); /* in flight over the wait for block i + 1's stage */
+          }
+        }
+        return;
+      }
       int64_t rowOff[4]; /* byte offset of each of this thread's rows; -1: past the count */
       auto fetchRows = [&](int i) {
         const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
@@ -667,6 +759,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     fenceProxyAsync();
     namedBarrier(kBarAll, 256);
+    traceAt(sp.trace, kTraceCta + 2, tid);
   }
 
   float o[128];
@@ -909,8 +1002,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     lB = sLA[rB] + sLB[rB];
   }
 
+  traceAt(sp.trace, kTraceCta + 3, tid);
   mlaEpilogue(p, sp, rw, t, split, g0, nu, w, lane, rA, rB, cq, nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad),
               o, lA, lB, mA, mB);
+  traceAt(sp.trace, kTraceCta + 4, tid);
 }
 
 /* ---- schedule 9: FlashMLA's seesaw without a producer warpgroup (256 threads) ----

@@ -4,7 +4,8 @@
  * shared memory per CTA). It reads the library's cpclAttnParams_t (attn_params.h) plus the split
  * constants of its plan, which differ from the CUDA-core body's.
  * Measured on an H200 (docs/MLA_SM90.md): the library runs variant 12 or 13 (early stage release,
- * a producer lane a TMA box; 13 at 64+ heads with pages of 64+) and 11 for sparse rows; every
+ * a producer lane a TMA box; 13 at 64+ heads with pages of 64+) and 11 for sparse rows (17, 18 by
+ * cpclMlaSm90SetSparseVariant / CPCL_MLA_SM90_SPARSE); every
  * variant but the control (2) passes the checks.
  */
 #ifndef CPCL_CUDA_MLA_SM90_H_
@@ -37,8 +38,9 @@ size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
  * seesaw in 256 threads, no producer warpgroup (mlaSm90Seesaw); 10 = 4 with one producer lane a
  * page (a page-16 block's 36 boxes issued by 4 lanes). */
 enum { kMlaSm90Variants = 16 };
-/* or-ed into a variant: the KV copies carry an L2 evict-first policy */
-enum { kMlaSm90EvictFirst = 16 };
+/* or-ed into a variant: the KV copies carry an L2 evict-first policy (64: variant numbers past 15
+ * exist, the sparse 17 and 18) */
+enum { kMlaSm90EvictFirst = 64 };
 /* The attention of p (bf16 MLA 576/512, heads [headBegin, +numHeads) in p's block layout) with
  * maxSplits / chunkMin (cpclMlaSm90Plan; fixed per plan), then the split merge as a programmatic
  * dependent launch. p->workspace holds cpclMlaSm90WorkspaceBytes(numTokens, numHeads, maxSplits).
@@ -49,18 +51,27 @@ int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int m
 
 /* Sparse attention (issue 16): row t attends to the local KV indices sparseIdx[t][0 ..
  * sparseCount[t]) (compacted by the top-k filter, list order kept; index i is slot
- * blockTable[seq][i / pageSize] * pageSize + i % pageSize), with the schedule of variant 1 or 4
- * (| kMlaSm90EvictFirst); the splits cut each row's list. The rows are gathered with cp.async from p->kCache (no tensor
- * map; the evict-first flag does nothing). */
+ * blockTable[seq][i / pageSize] * pageSize + i % pageSize), with the schedule of variant 1, 4 or
+ * 11 (session 2's gather), 17 (11's schedule) or 18 (13's seesaw) with session 4's gather (list
+ * entries two blocks ahead, slots one ahead, rows prefetched into L2; launched as a programmatic
+ * dependent of the kernel before it, the filter); the splits cut each row's list. The rows are
+ * gathered with cp.async from p->kCache (no tensor map; the evict-first flag does nothing). */
 int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, int maxSplits, int chunkMin, int variant,
                             const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride, void* stream);
+
+/* The sparse schedule cpclMlaSm90Attn runs for the calls that follow in this process: 11, 17 or
+ * 18 (any other value: unchanged); returns the one before. The default comes from
+ * CPCL_MLA_SM90_SPARSE (read once: 11, 17 or 18), else 11. All give the host reference's answer
+ * within bf16 tolerance; not for use while another thread launches. */
+int cpclMlaSm90SetSparseVariant(int variant);
 
 /* A timing probe for the bench (not thread-safe, never called by the library): later launches
  * record clock64 at the seesaw schedules' events of the grid's first CTA into buf (4096 u64,
  * device memory: consumer warpgroup w, pair j < 64, event e < 16 at (2 j + w) 16 + e; producer
- * block i < 512 at kMlaSm90TraceProducer + 2 i + e); NULL turns it off. */
+ * block i < 512 at kMlaSm90TraceProducer + 2 i + e; the CTA's entry, work known, Q loaded, epilogue
+ * start and end at kMlaSm90TraceCta + 0 .. 4); NULL turns it off. */
 void cpclMlaSm90Trace(void* buf);
-enum { kMlaSm90TraceSlots = 4096, kMlaSm90TraceProducer = 2048 };
+enum { kMlaSm90TraceSlots = 4096, kMlaSm90TraceProducer = 2048, kMlaSm90TraceCta = 3072 };
 
 /* The library's path (attn.cu): -1 when p does not take this body (p->mlaSm90Splits == 0,
  * another shape or dtype, or a device other than compute capability 9.0), else the launch's

@@ -7,8 +7,17 @@
  * without a second pass. (One warp per row walking 32 entries at a time was a chain of 64 memory
  * latencies at K = 2048: 44 us for 64 rows on an H200.) Nothing is allocated, no host step:
  * capturable in a CUDA graph.
+ * Session 4 (docs/MLA_SM90.md): the owner and local index in 32-bit unsigned arithmetic (a listed
+ * position is an int32 >= 0; the 64-bit divisions of kv_layout.h were four library calls an
+ * entry), the first round's list loads issued before the row's lookup (its binary search over
+ * queryStart is a chain of loads), and on compute capability 9.0+ a programmatic dependent launch
+ * both ways: it waits (griddepcontrol.wait) before reading anything, and lets the attention after
+ * it launch at once, so that the attention's CTAs are resident and set up while it runs; and the
+ * attention's shared-memory carveout, so no SM is reconfigured between the two.
  */
 #include <cuda_runtime.h>
+
+#include <atomic>
 
 #include "common.cuh"
 #include "dispatch.cuh"
@@ -19,29 +28,52 @@ namespace cpcl {
 
 constexpr int kTopkThreads = 256, kTopkPer = 8, kTopkRound = kTopkThreads * kTopkPer;
 
+/* owner(g) == rank and localIndex(g) of kv_layout.h for 0 <= g < 2^31, in 32-bit unsigned
+ * arithmetic: g / (W I) == (g / I) / W and g % I == g - (g / I) I for g >= 0 */
+__device__ __forceinline__ bool ownedLocal(uint32_t g, uint32_t W, uint32_t I, uint32_t rank, int32_t* local) {
+  const uint32_t u = g / I, v = u / W;
+  *local = (int32_t)(v * I + (g - u * I));
+  return u - v * W == rank;
+}
+
 __global__ void __launch_bounds__(kTopkThreads) topkFilterKernel(const cpclTopkFilterParams_t p) {
   __shared__ int sWarp[kTopkThreads / 32];
   __shared__ int sBase;
+#if __CUDA_ARCH__ >= 900
+  /* a programmatic dependent (cpclCudaTopkFilter): the grids before it may still run */
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  /* the sparse attention after it waits for this grid's completion before it reads anything */
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int t = blockIdx.x;
+  const int64_t K = p.topk;
+  const int32_t* in = p.topkIndices + t * K;
+  int32_t* out = p.localIdx + t * K;
+  /* the first round's entries, loaded before the row's lookup (independent of it) */
+  int32_t g[kTopkPer];
+  {
+    const int64_t kb = (int64_t)tid * kTopkPer;
+#pragma unroll
+    for (int e = 0; e < kTopkPer; e++) g[e] = kb + e < K ? __ldg(in + kb + e) : -1;
+  }
   int s, r0, n;
   int64_t pos = -1; /* a bad or padding row keeps nothing (its attention leaves it empty) */
   if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, tid == 0 ? p.errorFlag : nullptr, &s, &r0, &n))
     pos = (int64_t)p.seqLens[s] - n + (t - r0);
-  const int64_t K = p.topk;
-  const int32_t* in = p.topkIndices + t * K;
-  int32_t* out = p.localIdx + t * K;
+  const uint32_t W = (uint32_t)p.cpSize, I = (uint32_t)p.interleave, rank = (uint32_t)p.cpRank;
   if (tid == 0) sBase = 0;
   __syncthreads();
   for (int64_t k0 = 0; k0 < K && pos >= 0; k0 += kTopkRound) {
     const int64_t kb = k0 + (int64_t)tid * kTopkPer;
-    int64_t g[kTopkPer];
+    if (k0 > 0)
 #pragma unroll
-    for (int e = 0; e < kTopkPer; e++) g[e] = kb + e < K ? (int64_t)__ldg(in + kb + e) : -1;
+      for (int e = 0; e < kTopkPer; e++) g[e] = kb + e < K ? __ldg(in + kb + e) : -1;
     unsigned keep = 0;
+    int32_t loc[kTopkPer];
 #pragma unroll
     for (int e = 0; e < kTopkPer; e++)
-      if (g[e] >= 0 && g[e] <= pos && cpclKvOwner(g[e], p.cpSize, p.interleave) == p.cpRank) keep |= 1u << e;
+      if (g[e] >= 0 && g[e] <= pos && ownedLocal((uint32_t)g[e], W, I, rank, &loc[e])) keep |= 1u << e;
     const int mine = __popc(keep);
     /* exclusive scan of the kept counts over the CTA, in thread (= list) order */
     int incl = mine;
@@ -58,12 +90,48 @@ __global__ void __launch_bounds__(kTopkThreads) topkFilterKernel(const cpclTopkF
     int c = before;
 #pragma unroll
     for (int e = 0; e < kTopkPer; e++)
-      if ((keep >> e) & 1u) out[c++] = (int32_t)cpclKvLocalIndex(g[e], p.cpSize, p.interleave);
+      if ((keep >> e) & 1u) out[c++] = loc[e];
     __syncthreads(); /* every thread has read sBase and sWarp */
     if (tid == kTopkThreads - 1) sBase = before + mine;
     __syncthreads();
   }
   if (tid == 0) p.count[t] = pos >= 0 ? sBase : 0;
+}
+
+/* per device: 1 when it takes programmatic dependent launches (compute capability 9.0+), 2 when
+ * not, 0 not yet asked (racing threads store the same value) */
+constexpr int kTopkDevices = 64;
+std::atomic<int> topkPdl[kTopkDevices];
+std::atomic<int> topkCarveout{0};
+
+bool pdlOk() {
+  int dev = -1;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kTopkDevices) {
+    cudaGetLastError();
+    return false;
+  }
+  int v = topkPdl[dev].load(std::memory_order_acquire);
+  if (v == 0) {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    v = major >= 9 ? 1 : 2;
+    topkPdl[dev].store(v, std::memory_order_release);
+  }
+  return v == 1;
+}
+
+/* The filter asks for the largest shared-memory carveout, as the sparse attention after it (222 KB
+ * a CTA) and its merge do, so the SMs are not reconfigured between the kernels of every step (a
+ * preference, set once: a failure only costs that) */
+void preferMaxShared() {
+  if (topkCarveout.load(std::memory_order_acquire)) return;
+  if (cudaFuncSetAttribute(topkFilterKernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                           cudaSharedmemCarveoutMaxShared) != cudaSuccess)
+    cudaGetLastError();
+  topkCarveout.store(1, std::memory_order_release);
 }
 
 }  // namespace cpcl
@@ -74,6 +142,20 @@ extern "C" int cpclCudaTopkFilter(const cpclTopkFilterParams_t* p, void* stream)
   if (p->numTokens == 0) return 0;
   if (p->topk < 1 || p->topk > CPCL_MAX_TOPK)
     return invalidValue("topk = %d is outside 1 .. %d", p->topk, CPCL_MAX_TOPK);
-  topkFilterKernel<<<p->numTokens, kTopkThreads, 0, static_cast<cudaStream_t>(stream)>>>(*p);
-  return (int)cudaGetLastError();
+  if (p->cpSize < 1 || p->interleave < 1 || p->cpRank < 0 || p->cpRank >= p->cpSize)
+    return invalidValue("cpSize = %d, cpRank = %d, interleave = %d: cpSize, interleave >= 1 and 0 <= cpRank < cpSize",
+                        p->cpSize, p->cpRank, p->interleave);
+  preferMaxShared();
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)p->numTokens);
+  cfg.blockDim = dim3(kTopkThreads);
+  cfg.stream = static_cast<cudaStream_t>(stream);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdlOk() ? 1 : 0;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, topkFilterKernel, *p);
+  if (e != cudaSuccess) cudaGetLastError();
+  return (int)e;
 }

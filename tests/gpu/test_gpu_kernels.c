@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attn_params.h"
+#include "cuda/mla_sm90.h"
 #include "kvstore_params.h"
 #include "merge_params.h"
 #include "testutil.h"
@@ -916,7 +917,9 @@ static void testNegativePageInSplit(void) {
  * with the plan's splits and with one; the CUDA-core body elsewhere) and the CUDA-core body
  * (cudaCoresOnly). A dense body taking a sparse call would give the whole prefix's answer. W > 1
  * is simulated with rank r. A negative page id among a row's listed keys leaves the row empty and
- * is recorded. */
+ * is recorded. On the Hopper body every sparse schedule runs (cpclMlaSm90SetSparseVariant: 11,
+ * and session 4's gather in 17 and 18); 17 is 11's schedule over the same rows, so its output and
+ * lse must be 11's bit for bit. */
 typedef struct {
   cpclDataType_t type;
   int Hkv, G, Dqk, Dv, latent;
@@ -1064,83 +1067,102 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
     cpclAttnParams_t shape = p;
     sm90 = cpclCudaAttnMlaSm90Splits(&shape, T);
   }
-  for (int run = 0; run < 3; run++) {
-    const int splits = run == 1 ? 1 : 64;
-    cpclAttnParams_t dp = p;
-    dp.cudaCoresOnly = run == 2;
-    dp.queryStart = df.queryStart;
-    dp.seqLens = df.seqLens;
-    dp.blockTable = toDev(c.blockTable, sizeof(int32_t) * (size_t)c.numPages);
-    if (sc->badPage && badPageIdx >= 0) {
-      const int32_t neg = -9;
-      CU(cudaMemcpy((int32_t*)dp.blockTable + badSeq * c.maxPagesPerSeq + badPageIdx, &neg, sizeof(neg),
-                    cudaMemcpyHostToDevice));
-    }
-    dp.sparseIdx = df.localIdx;
-    dp.sparseCount = df.count;
-    dp.mlaSm90Splits = sm90 ? (run == 1 ? 1 : sm90) : 0; /* as a plan of this shape passes it */
-    CU(cudaMalloc((void**)&dp.errorFlag, CPCL_KERR_WORDS * sizeof(int)));
-    CU(cudaMemset(dp.errorFlag, 0, CPCL_KERR_WORDS * sizeof(int)));
-    const size_t kvRows = (size_t)c.numPages * sc->pageSize * pb.Hkv;
-    dp.q = toDev(q, (size_t)T * Hq * pb.Dqk * qe);
-    dp.kCache = toDev(c.k, kvRows * pb.Dqk * ke);
-    dp.vCache = pb.latent ? NULL : toDev(c.v, kvRows * Dv * ke);
-    dp.out = devPoison(oBytes);
-    dp.lse = devPoison(lBytes);
-    dp.maxSplits = splits;
-    dp.splitChunkMin = run ? 0 : 32; /* many splits of short lists */
-    dp.workspaceBytes = cpclCudaAttnWorkspaceBytes(T, Hq, Dv, splits);
-    if (dp.mlaSm90Splits) {
-      const size_t need = cpclCudaAttnMlaSm90WorkspaceBytes(T, Hq, dp.mlaSm90Splits);
-      if (need > dp.workspaceBytes) dp.workspaceBytes = need;
-    }
-    dp.workspace = devPoison(dp.workspaceBytes);
-    const size_t nCounters = cpclCudaAttnCounterCount(T, Hq);
-    CU(cudaMalloc((void**)&dp.splitCounters, nCounters * sizeof(unsigned)));
-    CU(cudaMemset(dp.splitCounters, 0, nCounters * sizeof(unsigned)));
-    err = cpclCudaAttn(&dp, NULL);
-    EXPECT(err == 0, "sparse attention launch: %s (%s)", cudaGetErrorString((cudaError_t)err),
-           cpclCudaKernelErrorDetail());
-    CU(cudaDeviceSynchronize());
-    int flag[CPCL_KERR_WORDS];
-    fromDev(flag, dp.errorFlag, sizeof(flag));
-    if (sc->badPage && badPageIdx >= 0)
-      EXPECT(flag[0] == CPCL_KERR_PAGE && flag[1] == badSeq && flag[2] == -9 && flag[3] == badPageIdx,
-             "sparse: negative page id recorded as code %d seq %d value %d limit %d (cores-only %d mla-sm90 %d)",
-             flag[0], flag[1], flag[2], flag[3], dp.cudaCoresOnly, dp.mlaSm90Splits);
-    else
-      EXPECT(flag[0] == CPCL_KERR_NONE, "sparse: error %d recorded on good data", flag[0]);
-    void* dOut = malloc(oBytes);
-    float* dLse = malloc(lBytes);
-    fromDev(dOut, dp.out, oBytes);
-    fromDev(dLse, dp.lse, lBytes);
-    const double tol = tolOf(pb.qType);
-    int bad = 0;
-    for (size_t i = 0; i < (size_t)T * Hq; i++) {
-      for (int d = 0; d < Dv; d++) {
-        const double a = tuGet(dOut, i * Dv + d, pb.qType), b = tuGet(hOut, i * Dv + d, pb.qType);
-        bad += !(fabs(a - b) <= tol * (1 + fabs(b)));
+  static const int sparseVariants[3] = {11, 17, 18};
+  const int firstVariant = sm90 ? cpclMlaSm90SetSparseVariant(-1) : 0;
+  void* v11Out = malloc(oBytes);
+  float* v11Lse = malloc(lBytes);
+  for (int run = 0; run < 3; run++)
+    for (int vi = 0; vi < (sm90 && run != 2 ? 3 : 1); vi++) {
+      const int variant = sm90 && run != 2 ? sparseVariants[vi] : 0;
+      if (variant) cpclMlaSm90SetSparseVariant(variant);
+      const int splits = run == 1 ? 1 : 64;
+      cpclAttnParams_t dp = p;
+      dp.cudaCoresOnly = run == 2;
+      dp.queryStart = df.queryStart;
+      dp.seqLens = df.seqLens;
+      dp.blockTable = toDev(c.blockTable, sizeof(int32_t) * (size_t)c.numPages);
+      if (sc->badPage && badPageIdx >= 0) {
+        const int32_t neg = -9;
+        CU(cudaMemcpy((int32_t*)dp.blockTable + badSeq * c.maxPagesPerSeq + badPageIdx, &neg, sizeof(neg),
+                      cudaMemcpyHostToDevice));
       }
-      bad +=
-          !((dLse[i] == -INFINITY && hLse[i] == -INFINITY) || fabsf(dLse[i] - hLse[i]) <= 1e-4f * (1 + fabsf(hLse[i])));
+      dp.sparseIdx = df.localIdx;
+      dp.sparseCount = df.count;
+      dp.mlaSm90Splits = sm90 ? (run == 1 ? 1 : sm90) : 0; /* as a plan of this shape passes it */
+      CU(cudaMalloc((void**)&dp.errorFlag, CPCL_KERR_WORDS * sizeof(int)));
+      CU(cudaMemset(dp.errorFlag, 0, CPCL_KERR_WORDS * sizeof(int)));
+      const size_t kvRows = (size_t)c.numPages * sc->pageSize * pb.Hkv;
+      dp.q = toDev(q, (size_t)T * Hq * pb.Dqk * qe);
+      dp.kCache = toDev(c.k, kvRows * pb.Dqk * ke);
+      dp.vCache = pb.latent ? NULL : toDev(c.v, kvRows * Dv * ke);
+      dp.out = devPoison(oBytes);
+      dp.lse = devPoison(lBytes);
+      dp.maxSplits = splits;
+      dp.splitChunkMin = run ? 0 : 32; /* many splits of short lists */
+      dp.workspaceBytes = cpclCudaAttnWorkspaceBytes(T, Hq, Dv, splits);
+      if (dp.mlaSm90Splits) {
+        const size_t need = cpclCudaAttnMlaSm90WorkspaceBytes(T, Hq, dp.mlaSm90Splits);
+        if (need > dp.workspaceBytes) dp.workspaceBytes = need;
+      }
+      dp.workspace = devPoison(dp.workspaceBytes);
+      const size_t nCounters = cpclCudaAttnCounterCount(T, Hq);
+      CU(cudaMalloc((void**)&dp.splitCounters, nCounters * sizeof(unsigned)));
+      CU(cudaMemset(dp.splitCounters, 0, nCounters * sizeof(unsigned)));
+      err = cpclCudaAttn(&dp, NULL);
+      EXPECT(err == 0, "sparse attention launch: %s (%s)", cudaGetErrorString((cudaError_t)err),
+             cpclCudaKernelErrorDetail());
+      CU(cudaDeviceSynchronize());
+      int flag[CPCL_KERR_WORDS];
+      fromDev(flag, dp.errorFlag, sizeof(flag));
+      if (sc->badPage && badPageIdx >= 0)
+        EXPECT(flag[0] == CPCL_KERR_PAGE && flag[1] == badSeq && flag[2] == -9 && flag[3] == badPageIdx,
+               "sparse: negative page id recorded as code %d seq %d value %d limit %d (cores-only %d mla-sm90 %d)",
+               flag[0], flag[1], flag[2], flag[3], dp.cudaCoresOnly, dp.mlaSm90Splits);
+      else
+        EXPECT(flag[0] == CPCL_KERR_NONE, "sparse: error %d recorded on good data", flag[0]);
+      void* dOut = malloc(oBytes);
+      float* dLse = malloc(lBytes);
+      fromDev(dOut, dp.out, oBytes);
+      fromDev(dLse, dp.lse, lBytes);
+      const double tol = tolOf(pb.qType);
+      int bad = 0;
+      for (size_t i = 0; i < (size_t)T * Hq; i++) {
+        for (int d = 0; d < Dv; d++) {
+          const double a = tuGet(dOut, i * Dv + d, pb.qType), b = tuGet(hOut, i * Dv + d, pb.qType);
+          bad += !(fabs(a - b) <= tol * (1 + fabs(b)));
+        }
+        bad += !((dLse[i] == -INFINITY && hLse[i] == -INFINITY) ||
+                 fabsf(dLse[i] - hLse[i]) <= 1e-4f * (1 + fabsf(hLse[i])));
+      }
+      EXPECT(bad == 0,
+             "sparse attention type %d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d K %d splits %d "
+             "cores-only %d mla-sm90 %d (sparse variant %d) bad page %d: %d elements off",
+             pb.qType, pb.Hkv, sc->G, pb.Dqk, Dv, pb.latent, sc->W, sc->r, sc->I, sc->pageSize, K, splits,
+             dp.cudaCoresOnly, dp.mlaSm90Splits, variant, sc->badPage, bad);
+      if (variant == 11) {
+        memcpy(v11Out, dOut, oBytes);
+        memcpy(v11Lse, dLse, lBytes);
+      } else if (variant == 17) {
+        EXPECT(memcmp(v11Out, dOut, oBytes) == 0 && memcmp(v11Lse, dLse, lBytes) == 0,
+               "sparse variant 17 differs from 11 bitwise (the same schedule over the same rows): K %d W %d r %d I %d "
+               "page %d mla-sm90 splits %d",
+               K, sc->W, sc->r, sc->I, sc->pageSize, dp.mlaSm90Splits);
+      }
+      free(dOut);
+      free(dLse);
+      cudaFree((void*)dp.blockTable);
+      cudaFree((void*)dp.q);
+      cudaFree((void*)dp.kCache);
+      cudaFree((void*)dp.vCache);
+      cudaFree(dp.out);
+      cudaFree(dp.lse);
+      cudaFree(dp.workspace);
+      cudaFree(dp.splitCounters);
+      cudaFree(dp.errorFlag);
     }
-    EXPECT(bad == 0,
-           "sparse attention type %d Hkv %d G %d D %d/%d latent %d W %d r %d I %d page %d K %d splits %d "
-           "cores-only %d mla-sm90 %d bad page %d: %d elements off",
-           pb.qType, pb.Hkv, sc->G, pb.Dqk, Dv, pb.latent, sc->W, sc->r, sc->I, sc->pageSize, K, splits,
-           dp.cudaCoresOnly, dp.mlaSm90Splits, sc->badPage, bad);
-    free(dOut);
-    free(dLse);
-    cudaFree((void*)dp.blockTable);
-    cudaFree((void*)dp.q);
-    cudaFree((void*)dp.kCache);
-    cudaFree((void*)dp.vCache);
-    cudaFree(dp.out);
-    cudaFree(dp.lse);
-    cudaFree(dp.workspace);
-    cudaFree(dp.splitCounters);
-    cudaFree(dp.errorFlag);
-  }
+  if (sm90) cpclMlaSm90SetSparseVariant(firstVariant);
+  free(v11Out);
+  free(v11Lse);
   cudaFree((void*)df.queryStart);
   cudaFree((void*)df.seqLens);
   cudaFree((void*)df.topkIndices);

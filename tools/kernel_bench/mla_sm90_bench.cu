@@ -290,6 +290,25 @@ static void printTrace(const unsigned long long* tr, int nBlocks) {
   printf("\n");
 }
 
+/* the first CTA's life (any length): entry, row's work known, Q in shared memory, the producer's
+ * first blocks (stage free, copies issued), each pair's start (WG0), epilogue start and end; cycles
+ * from its entry */
+static void printCta(const unsigned long long* tr, int nBlocks) {
+  const long long t0 = (long long)tr[kMlaSm90TraceCta];
+  if (t0 == 0) return;
+  auto rel = [&](int slot) { return tr[slot] ? (long long)tr[slot] - t0 : -1LL; };
+  printf("  CTA (cycles from entry): work known %lld, Q loaded %lld, epilogue %lld .. %lld\n",
+         rel(kMlaSm90TraceCta + 1), rel(kMlaSm90TraceCta + 2), rel(kMlaSm90TraceCta + 3), rel(kMlaSm90TraceCta + 4));
+  printf("  producer (stage free / copies issued):");
+  for (int i = 0; i < std::min(nBlocks, 8); i++)
+    printf(" b%d %lld/%lld", i, rel(kMlaSm90TraceProducer + 2 * i), rel(kMlaSm90TraceProducer + 2 * i + 1));
+  printf("\n  pairs (WG0 start, S0 done; WG1 start, P1 out):");
+  for (int j = 0; j < std::min((nBlocks + 1) / 2, 8); j++)
+    printf(" p%d %lld %lld; %lld %lld", j, rel(j * 2 * 16 + 0), rel(j * 2 * 16 + 1), rel((j * 2 + 1) * 16 + 0),
+           rel((j * 2 + 1) * 16 + 6));
+  printf("\n");
+}
+
 static const char* topkLabel(int k) {
   static char buf[8][32];
   static int n;
@@ -317,22 +336,30 @@ int main(int argc, char** argv) {
   if (vars.empty())
     for (int v : {1, 2, 4, 9, 11, 12, 13, 14, 15}) vars.push_back(v);
   /* "removed": measured (docs/MLA_SM90.md) and no longer built; the launch refuses them */
-  static const char* names[kMlaSm90Variants] = {"removed (seesaw)",
-                                                "S twice",
-                                                "control",
-                                                "removed (seesaw late S1)",
-                                                "late S1 + tile bars",
-                                                "removed (seesaw + tile bars)",
-                                                "removed (S twice + tile bars)",
-                                                "removed (tile release)",
-                                                "removed (tile release)",
-                                                "seesaw, 256 threads",
-                                                "removed (a lane a page, late release)",
-                                                "late S1, early release, a lane a page",
-                                                "late S1, early release, a lane a box",
-                                                "seesaw, early release, a lane a box",
-                                                "12, mbarrier hand-offs",
-                                                "13, mbarrier hand-offs"};
+  /* the variant without the evict-first flag; sparse-only ones (17, 18: session 4's gather) and
+   * which variants have a sparse form */
+  auto base = [](int v) { return v & ~kMlaSm90EvictFirst; };
+  auto sparseOnly = [&](int v) { return base(v) == 17 || base(v) == 18; };
+  auto hasSparse = [&](int v) { return base(v) == 1 || base(v) == 4 || base(v) == 11 || sparseOnly(v); };
+  static const char* names[19] = {"removed (seesaw)",
+                                  "S twice",
+                                  "control",
+                                  "removed (seesaw late S1)",
+                                  "late S1 + tile bars",
+                                  "removed (seesaw + tile bars)",
+                                  "removed (S twice + tile bars)",
+                                  "removed (tile release)",
+                                  "removed (tile release)",
+                                  "seesaw, 256 threads",
+                                  "removed (a lane a page, late release)",
+                                  "late S1, early release, a lane a page",
+                                  "late S1, early release, a lane a box",
+                                  "seesaw, early release, a lane a box",
+                                  "12, mbarrier hand-offs",
+                                  "13, mbarrier hand-offs",
+                                  "(dense 16: another branch)",
+                                  "sparse: 11 + session-4 gather",
+                                  "sparse: 13's seesaw + session-4 gather"};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -352,19 +379,23 @@ int main(int argc, char** argv) {
       {"sparse H16 pg16 K300 splits", 16, 16, 4, 64, 1, 1, 0, 1, 1, {5000, 65, 0}, 300},
       {"sparse H64 pg16 K100 cp2 I16 3 rows", 64, 16, 2, 64, 0, 2, 1, 16, 3, {900, 40}, 100},
   };
-  bool okVar[32] = {};
+  bool okVar[128] = {};
   for (int v : vars) {
+    if (v < 0 || v >= 128 || base(v) > 18) {
+      printf("variant %d: not a variant of this bench\n", v);
+      return 1;
+    }
     okVar[v] = true;
     if (perfOnly) continue;
     for (const Case& c : cases) {
-      if (c.topk > 0 && (v & 15) != 1 && (v & 15) != 4 && (v & 15) != 11) continue; /* sparse: 1, 4, 11 */
+      if (c.topk > 0 ? !hasSparse(v) : sparseOnly(v)) continue; /* sparse: 1, 4, 11, 17, 18 */
       double re, le;
       const bool ok = runCase(c, v, &re, &le);
       okVar[v] = okVar[v] && ok;
       printf("check v%-2d %-34s rel_l2 %.3e  lse_max_err %.3e  %s\n", v, c.name, re, le, ok ? "PASS" : "FAIL");
     }
     /* a second draw of the first cases: the same function on fresh data */
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 4 && !sparseOnly(v); k++) {
       double re, le;
       const bool ok = runCase(cases[k], v, &re, &le);
       okVar[v] = okVar[v] && ok;
@@ -376,11 +407,11 @@ int main(int argc, char** argv) {
   bool allOk = true;
   for (int v : vars) {
     printf(
-        "correctness v%d (%s%s): %s%s\n", v, names[v & 15], v & kMlaSm90EvictFirst ? ", evict-first" : "",
+        "correctness v%d (%s%s): %s%s\n", v, names[base(v)], v & kMlaSm90EvictFirst ? ", evict-first" : "",
         okVar[v] ? "PASS" : "FAIL",
-        (v & 15) == 2 ? (okVar[v] ? " (bad: the check is blind)" : " (expected: the wrong descriptor is caught)") : "");
+        base(v) == 2 ? (okVar[v] ? " (bad: the check is blind)" : " (expected: the wrong descriptor is caught)") : "");
     allOk = allOk && okVar[v];
-    if (okVar[v] && (v & 15) != 2) timed.push_back(v);
+    if (okVar[v] && base(v) != 2) timed.push_back(v);
   }
   if (checkOnly) return allOk ? 0 : 1;
   cudaStream_t st;
@@ -520,7 +551,7 @@ int main(int argc, char** argv) {
       if (wsBytes) CK(cudaMalloc(&dWs, wsBytes));
       for (int variant : timed)
         for (int cm : chunkMins) {
-          if (K > 0 && (variant & 15) != 1 && (variant & 15) != 4 && (variant & 15) != 11) continue;
+          if (K > 0 ? !hasSparse(variant) : sparseOnly(variant)) continue;
           auto launchOne = [&](const cpclAttnParams_t* pp) {
             return K > 0 ? cpclMlaSm90LaunchSparse(pp, maxSplits, cm, variant, dIdx, dCnt, K, st)
                          : cpclMlaSm90Launch(pp, &map, maxSplits, cm, variant, st);
@@ -601,8 +632,11 @@ int main(int argc, char** argv) {
               printf("graph capture failed\n");
             }
           }
-          if (getenv("MLA_TRACE") && atoi(getenv("MLA_TRACE")) && K == 0 &&
-              ((variant & 15) == 3 || (variant & 15) == 4 || (variant & 15) == 7 || (variant & 15) >= 10)) {
+          /* sparse: the seesaw schedules (11, 17, 18; producer events in 17 and 18 only) */
+          if (getenv("MLA_TRACE") && atoi(getenv("MLA_TRACE")) &&
+              (K == 0 ? !sparseOnly(variant) &&
+                            (base(variant) == 3 || base(variant) == 4 || base(variant) == 7 || base(variant) >= 10)
+                      : base(variant) == 11 || sparseOnly(variant))) {
             unsigned long long* dTr;
             CK(cudaMalloc(&dTr, kMlaSm90TraceSlots * 8));
             CK(cudaMemset(dTr, 0, kMlaSm90TraceSlots * 8));
@@ -613,9 +647,11 @@ int main(int argc, char** argv) {
             std::vector<unsigned long long> tr(kMlaSm90TraceSlots);
             CK(cudaMemcpy(tr.data(), dTr, tr.size() * 8, cudaMemcpyDeviceToHost));
             cudaFree(dTr);
-            const int rowLen = L, chunk = (rowLen + maxSplits - 1) / maxSplits;
-            printf("trace v%d B%d H%d L%d pg%d:\n", variant, B, H, L, pg);
-            printTrace(tr.data(), (std::min(rowLen, ((chunk + 63) / 64) * 64) + 63) / 64);
+            const int rowLen = K > 0 ? K : L, chunk = (rowLen + maxSplits - 1) / maxSplits;
+            printf("trace v%d B%d H%d L%d K%d pg%d:\n", variant, B, H, L, K, pg);
+            const int nb = (std::min(rowLen, ((chunk + 63) / 64) * 64) + 63) / 64;
+            printTrace(tr.data(), nb);
+            printCta(tr.data(), nb);
           }
           const double keys = K > 0 ? K : L; /* the keys a row attends to */
           const double bytes = (double)B * keys * 1152 + (double)B * H * (576 + 512) * 2;
@@ -646,13 +682,13 @@ int main(int argc, char** argv) {
       "\n| variant | B, H, L | page | splits (chunkMin) | stream us | graph us | TB/s | TFLOP/s | target us | met |\n"
       "|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows)
-    printf("| %s%s | %d, %d, %dk%s | %d | %d (%d) | %.1f | %.1f | %.2f | %.0f | %.0f | %s |\n", names[r.variant & 15],
+    printf("| %s%s | %d, %d, %dk%s | %d | %d (%d) | %.1f | %.1f | %.2f | %.0f | %.0f | %s |\n", names[base(r.variant)],
            r.variant & kMlaSm90EvictFirst ? " +EF" : "", r.B, r.H, r.L / 1024, r.topk ? topkLabel(r.topk) : "", r.pg,
            r.splits, r.chunkMin, r.us, r.gus, r.tbs, r.tfs, r.target,
            r.target <= 0                                          ? "probe"
            : std::min(r.us, r.gus > 0 ? r.gus : r.us) <= r.target ? "yes"
                                                                   : "no");
   printf("ceilings (same run): copy %.2f TB/s, bf16 GEMM %.0f TFLOP/s\n", copyTBs, gemmTF);
-  for (int v : vars) printf("correctness v%d (%s): %s\n", v, names[v & 15], okVar[v] ? "PASS" : "FAIL");
+  for (int v : vars) printf("correctness v%d (%s): %s\n", v, names[base(v)], okVar[v] ? "PASS" : "FAIL");
   return 0;
 }

@@ -3,9 +3,11 @@
 # variant), timing of the passing ones, compute-sanitizer on the checks of one variant, and ncu:
 # each kernel's duration at B1 (attention vs merge), and stall reasons plus tensor-pipe use on a
 # compute-bound and a memory-bound row.
-#   VARIANTS="1,4,12,13,29" (16 = kMlaSm90EvictFirst or-ed in; 1, 2, 4, 9, 11-15 are built)  BEST=13 (sanitizer and ncu)
-#   NCU=0 skips ncu; TRACE_ROWS="B,H,L,pg ..." (or none): the clock64 timeline of variant 4's
-#   first CTA on those rows;  logs under $OUT (or a temp dir): checks.log perf.log ncu_*.txt trace.log
+#   VARIANTS="1,4,12,13,77" (64 = kMlaSm90EvictFirst or-ed in; 1, 2, 4, 9, 11-15 are built, and the
+#   sparse-only 17 and 18: session 4's gather, checked and timed on the sparse rows only)  BEST=13 (sanitizer and ncu)
+#   NCU=0 skips ncu; TRACE_ROWS="B,H,L,pg ..." (or none) and TRACE_VARIANTS (default 4; sparse rows
+#   take 11, 17, 18, e.g. TRACE_ROWS=64,128,16384,64: B64 H128 K2048 and K256): the clock64 timeline
+#   of the first CTA on those rows;  logs under $OUT (or a temp dir): checks.log perf.log ncu_*.txt trace.log
 cd "$(dirname "$0")" || exit 1
 OUT=${OUT:-$(mktemp -d)}; BIN=$(mktemp -d)/mla_sm90_bench; echo "logs in $OUT"
 VARIANTS=${VARIANTS:-1,2,4,11,12,13,14,15}
@@ -16,7 +18,7 @@ OKV=""
 for v in ${VARIANTS//,/ }; do
   timeout 60 $BIN --check-only --variants $v >> $OUT/checks.log 2>&1; rc=$?
   echo "check variant $v rc=$rc"
-  [ $rc -eq 0 ] && [ $((v & 15)) -ne 2 ] && OKV="$OKV,$v"
+  [ $rc -eq 0 ] && [ $((v & 63)) -ne 2 ] && OKV="$OKV,$v"
 done
 grep "correctness" $OUT/checks.log
 OKV=${OKV#,}
@@ -48,7 +50,7 @@ if [ "$TRACE_ROWS" != none ]; then
   nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -DCPCL_MLA_TRACE -I../../kernels -I../../kernels/cuda \
     mla_sm90_bench.cu ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas -o $BIN.trace 2>>$OUT/build.log &&
     for row in $TRACE_ROWS; do
-      MLA_TRACE=1 MLA_ONLY=$row timeout 60 $BIN.trace --perf-only --variants 4 2>&1 | grep -A4 "^trace"
+      MLA_TRACE=1 MLA_ONLY=$row timeout 60 $BIN.trace --perf-only --variants ${TRACE_VARIANTS:-4} 2>&1 | grep -A7 "^trace"
     done | tee $OUT/trace.log
 fi
 grep -A100 "^| variant" $OUT/perf.log
