@@ -252,7 +252,6 @@ struct LibKvRow {
   int64_t slot; /* cache slot */
 };
 constexpr int kStoreChunk = 64; /* 16-byte chunks a warp moves a step: 2 a lane in flight */
-constexpr int kStoreSteps = 4;  /* steps a copy warp takes after each key tile */
 /* the next owned row with a page, claimed from ctr (the whole warp; lane 0 claims); false when
  * every row is claimed */
 __device__ __forceinline__ bool libKvClaim(const cpclPrefillParams_t& p, unsigned int* ctr, int lane, LibKvRow& r) {
@@ -540,24 +539,25 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
     /* The grid form's fused store (p.storeK; `work` is its row counter): each copy warp claims
-     * a new K/V row at a time and stores it in 2 KB steps, kStoreSteps after each key tile's
-     * arrivals (the copy warps run kStages tiles ahead of the consumers, so the steps fill time
-     * they spend waiting); after its last tile a warp finishes the row it holds and claims no
-     * more, so no CTA holds its SM for the store. What the CTAs leave, prefillSm90StoreRest
+     * a new K/V row at a time and stores it in 1 KB steps, taken only while the stage it waits
+     * for is still in use (the copy warps run kStages tiles ahead of the consumers: the steps fill
+     * time they spend waiting; steps taken after each tile's arrivals, 4 of them, made the copy
+     * warps late and the consumers wait); after its last tile a warp finishes the row it holds
+     * and claims no more, so no CTA holds its SM for the store. What the CTAs leave, prefillSm90StoreRest
      * (launched behind this kernel as a programmatic dependent, so under its last wave) claims
      * from the same counter. The CTAs with the most tiles store the most rows. */
     LibKvRow sr{0, 0, 0};
     /* 16-byte chunks left of part stPart (0 K, 1 V, 2 done) of row sr */
     int stLeft = 0, stPart = work == nullptr ? 2 : 1;
-    auto storeStep = [&](bool claim) {
-      if (stPart == 2) return;
+    auto storeStep = [&](bool claim) -> bool {
+      if (stPart == 2) return false;
       if (stLeft == 0 && stPart == 0) {
         stPart = 1;
         stLeft = p.numKvHeads * (kDv / 8);
       } else if (stLeft == 0) {
         if (!claim || !libKvClaim(p, work, lane, sr)) {
           stPart = 2;
-          return;
+          return false;
         }
         stPart = 0;
         stLeft = p.numKvHeads * (kDqk / 8);
@@ -565,6 +565,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int n16 = p.numKvHeads * (stPart ? kDv / 8 : kDqk / 8);
       libKvCopy(p, sr, stPart, n16 - stLeft, n16, lane);
       stLeft = stLeft > kStoreChunk ? stLeft - kStoreChunk : 0;
+      return true;
     };
     /* warps 9-11 over one item: the key positions of masked tiles, the cache rows */
     auto produceCopy = [&](int base, int n, int nMask, int sq, int kh) {
@@ -588,6 +589,11 @@ __global__ void __launch_bounds__(kThreads, 1)
          * the P V) after emptyV. A block's unmasked tile waits for neither, so its K is never held
          * up behind the stage's previous P V (with two stages that would end the ping-pong). */
         if (gi >= kStages) {
+          /* the store's steps fill the wait for the stage's previous phase (a step is ~1 us of
+           * latency, so at most that late); none once it has completed */
+          if constexpr (!kPersistent)
+            while (!__any_sync(0xffffffffu, mbarTest(fullK + 8 * st, par)) && storeStep(true)) {
+            }
           mbarWait(fullK + 8 * st, par);
           if (cache) mbarWait(emptyK + 8 * st, par);
         }
@@ -626,8 +632,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           fenceProxyAsync();
         }
         mbarArrive(fullV + 8 * st);
-        if constexpr (!kPersistent)
-          for (int k = 0; k < kStoreSteps; k++) storeStep(true);
       }
     };
     if (tid < 288) { /* warp 8 */

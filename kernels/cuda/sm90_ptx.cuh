@@ -35,6 +35,15 @@ __device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
+/* whether the phase of the given parity has completed, without waiting */
+__device__ __forceinline__ bool mbarTest(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+               : "=r"(done)
+               : "r"(bar), "r"(parity)
+               : "memory");
+  return done != 0;
+}
 /* arrive by the lane whose id is 0, predicated inside the asm (no branch, as above) */
 __device__ __forceinline__ void mbarArriveLane0(uint32_t bar, int lane) {
   asm volatile("{\n.reg .pred p;\nsetp.eq.u32 p, %1, 0;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(bar),
