@@ -16,6 +16,7 @@
 #include "dispatch.cuh"
 #include "mla_sm90.cuh"
 #include "mla_sm90.h"
+#include "mla_sm90_halves.cuh"
 
 namespace cpcl {
 namespace mla90 {
@@ -25,7 +26,9 @@ namespace mla90 {
  *   4 late S1 with per-tile barriers (the library's until session 3), 9 FlashMLA's seesaw in 256
  *   threads (mlaSm90Seesaw), 11-13 the library's: early release, a producer lane a page (11) or a
  *   TMA box (12, 13), late S1 (11, 12) or the seesaw (13); 14, 15: 12 and 13 with the P hand-offs
- *   through mbarriers (kMbarHand: what racecheck can follow). Sparse: the schedules of 1, 4 and 11. */
+ *   through mbarriers (kMbarHand: what racecheck can follow); 16 FlashMLA's schedule read from its
+ *   source (mlaSm90Halves, mla_sm90_halves.cuh: half-stage refills by the last reader, mbarrier
+ *   hand-offs). Sparse: the schedules of 1, 4 and 11. */
 #define CPCL_MLA_INSTANCE(...)                                                             \
   template __global__ void mlaSm90Kernel<__VA_ARGS__>(const __grid_constant__ CUtensorMap, \
                                                       const __grid_constant__ cpclAttnParams_t, const Split);
@@ -195,8 +198,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
         p->numHeads, p->headBegin, p->headsPerBlock, p->numTokens);
   if (maxSplits < 1 || maxSplits > 64) return invalidValue("mlaSm90Splits = %d is outside 1 .. 64", maxSplits);
   if (chunkMin < 64 || chunkMin % 64 != 0) return invalidValue("chunkMin = %d: a multiple of 64", chunkMin);
-  const int flags = variant & ~15;
-  variant &= 15;
+  const int flags = variant & ~(kMlaSm90EvictFirst - 1);
+  variant &= kMlaSm90EvictFirst - 1;
   if (variant < 0 || variant >= kMlaSm90Variants || (flags & ~kMlaSm90EvictFirst) != 0)
     return invalidValue("variant = %d is outside 0 .. %d (plus kMlaSm90EvictFirst)", variant | flags,
                         kMlaSm90Variants - 1);
@@ -242,15 +245,16 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
       mlaSm90Kernel<2, 0, true, false, 2, true>,
       mlaSm90Kernel<1, 0, true, false, 2, true>,
       mlaSm90Kernel<2, 0, true, false, 2, true, true>,
-      mlaSm90Kernel<1, 0, true, false, 2, true, true>};
+      mlaSm90Kernel<1, 0, true, false, 2, true, true>,
+      mlaSm90Halves};
   auto kern = sparseIdx ? (variant == 1   ? mlaSm90Kernel<0, 0, false, true>
                            : variant == 4 ? mlaSm90Kernel<2, 0, true, true>
                                           : mlaSm90Kernel<2, 0, true, true, 0, true>)
                         : kerns[variant];
   if (kern == nullptr)
-    return invalidValue("variant = %d was measured and removed (docs/MLA_SM90.md): 1, 2, 4, 9 and 11-15 remain",
+    return invalidValue("variant = %d was measured and removed (docs/MLA_SM90.md): 1, 2, 4, 9 and 11-16 remain",
                         variant);
-  const unsigned bit = 1u << (variant + (sparseIdx ? 16 : 0));
+  const unsigned bit = 1u << (variant + (sparseIdx ? kMlaSm90Variants : 0)); /* sparse: 1, 4, 11 */
   cudaError_t e;
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
@@ -269,7 +273,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     if (dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((unsigned)ctasX, 1, (unsigned)maxSplits);
-  kern<<<grid, variant == 9 ? kThreadsSeesaw : kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
+  const int threads = variant == 9 ? kThreadsSeesaw : variant == 16 ? kThreadsHalves : kThreads;
+  kern<<<grid, threads, kSmemBytes, st>>>(*kvMap, *p, sp);
   e = cudaGetLastError();
   if (e != cudaSuccess || maxSplits == 1) return (int)e;
   cudaLaunchConfig_t cfg = {};
