@@ -252,14 +252,46 @@ static bool runCase(const Case& c, int variant, double* relErr, double* lseErr) 
   return bad == 0 && *relErr < 1e-2 && *lseErr < 1e-2 && !(*relErr != *relErr);
 }
 
+/* a variant without the flags or-ed into it (kMlaSm90EvictFirst) */
+static const int kVarMask = kMlaSm90EvictFirst - 1;
+
 static float median(std::vector<float> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
 
 /* MLA_TRACE=1: one launch of each timed row with cpclMlaSm90Trace on, and the first CTA's
- * per-pair timeline of the seesaw schedules (variants 3, 4, 7: late S1), median cycles between
- * events over the steady pairs (the first and last two left out). */
+ * per-pair timeline of the seesaw schedules (variants 3, 4, 7, 10-15: the producer's events
+ * too; 16: its own events, mla_sm90_halves.cuh), median cycles between events over the steady
+ * pairs (the first and last two left out). */
+static void printTrace16(const unsigned long long* tr, int nBlocks) {
+  const int nPairs = std::min(64, (nBlocks + 1) / 2);
+  if (nPairs < 5) return;
+  auto at = [&](int j, int w, int e) { return (long long)tr[(j * 2 + w) * 16 + e]; };
+  auto med = [&](auto f) {
+    std::vector<long long> v;
+    for (int j = 2; j < nPairs - 2; j++) v.push_back(f(j));
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  printf("  trace (cycles, median of %d pairs): pair %lld\n", nPairs - 4,
+         med([&](int j) { return at(j + 1, 0, 0) - at(j, 0, 0); }));
+  /* event e -> e + 1 of each warpgroup (9 -> the next pair's 0 last) */
+  static const char* wg0[] = {"softmax0+[scale0]", "PV0_L issue+wait",    "wait [scale1]", "refill V0_L+P0c1->sP0",
+                              "wait [P1]",         "PV1_L+S0' 0-3 issue", "wait PV1_L",    "refill V1_L+S0' 4-8",
+                              "wait S0'",          "-> next pair"};
+  static const char* wg1[] = {
+      "wait [scale0]", "softmax1+[scale1]",      "sP1+PV1_R issue",       "wait [P0]", "wait V0_R+PV0_R issue",
+      "wait PV1_R",    "refill V1_R+wait PV0_R", "refill V0_R+S1' issue", "wait S1'",  "-> next pair"};
+  for (int w = 0; w < 2; w++) {
+    printf("  WG%d:", w);
+    for (int e = 0; e < 10; e++)
+      printf(" %s %lld;", (w ? wg1 : wg0)[e],
+             med([&](int j) { return (e < 9 ? at(j, w, e + 1) : at(j + 1, w, 0)) - at(j, w, e); }));
+    printf("\n");
+  }
+}
+
 static void printTrace(const unsigned long long* tr, int nBlocks) {
   const int nPairs = std::min(64, (nBlocks + 1) / 2);
   if (nPairs < 5) return;
@@ -315,7 +347,7 @@ int main(int argc, char** argv) {
       for (char* tok = strtok(argv[++i], ","); tok; tok = strtok(nullptr, ",")) vars.push_back(atoi(tok));
   }
   if (vars.empty())
-    for (int v : {1, 2, 4, 9, 11, 12, 13, 14, 15}) vars.push_back(v);
+    for (int v : {1, 2, 4, 9, 11, 12, 13, 14, 15, 16}) vars.push_back(v);
   /* "removed": measured (docs/MLA_SM90.md) and no longer built; the launch refuses them */
   static const char* names[kMlaSm90Variants] = {"removed (seesaw)",
                                                 "S twice",
@@ -332,7 +364,8 @@ int main(int argc, char** argv) {
                                                 "late S1, early release, a lane a box",
                                                 "seesaw, early release, a lane a box",
                                                 "12, mbarrier hand-offs",
-                                                "13, mbarrier hand-offs"};
+                                                "13, mbarrier hand-offs",
+                                                "FlashMLA's schedule (halves), 256 threads"};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -352,12 +385,17 @@ int main(int argc, char** argv) {
       {"sparse H16 pg16 K300 splits", 16, 16, 4, 64, 1, 1, 0, 1, 1, {5000, 65, 0}, 300},
       {"sparse H64 pg16 K100 cp2 I16 3 rows", 64, 16, 2, 64, 0, 2, 1, 16, 3, {900, 40}, 100},
   };
-  bool okVar[32] = {};
+  bool okVar[64] = {};
   for (int v : vars) {
+    if (v < 0 || v >= 64) {
+      fprintf(stderr, "variant %d: outside 0 .. 63\n", v);
+      return 1;
+    }
     okVar[v] = true;
     if (perfOnly) continue;
     for (const Case& c : cases) {
-      if (c.topk > 0 && (v & 15) != 1 && (v & 15) != 4 && (v & 15) != 11) continue; /* sparse: 1, 4, 11 */
+      if (c.topk > 0 && (v & kVarMask) != 1 && (v & kVarMask) != 4 && (v & kVarMask) != 11)
+        continue; /* sparse: 1, 4, 11 */
       double re, le;
       const bool ok = runCase(c, v, &re, &le);
       okVar[v] = okVar[v] && ok;
@@ -375,12 +413,13 @@ int main(int argc, char** argv) {
   std::vector<int> timed;
   bool allOk = true;
   for (int v : vars) {
-    printf(
-        "correctness v%d (%s%s): %s%s\n", v, names[v & 15], v & kMlaSm90EvictFirst ? ", evict-first" : "",
-        okVar[v] ? "PASS" : "FAIL",
-        (v & 15) == 2 ? (okVar[v] ? " (bad: the check is blind)" : " (expected: the wrong descriptor is caught)") : "");
+    printf("correctness v%d (%s%s): %s%s\n", v, names[v & kVarMask], v & kMlaSm90EvictFirst ? ", evict-first" : "",
+           okVar[v] ? "PASS" : "FAIL",
+           (v & kVarMask) == 2
+               ? (okVar[v] ? " (bad: the check is blind)" : " (expected: the wrong descriptor is caught)")
+               : "");
     allOk = allOk && okVar[v];
-    if (okVar[v] && (v & 15) != 2) timed.push_back(v);
+    if (okVar[v] && (v & kVarMask) != 2) timed.push_back(v);
   }
   if (checkOnly) return allOk ? 0 : 1;
   cudaStream_t st;
@@ -520,7 +559,7 @@ int main(int argc, char** argv) {
       if (wsBytes) CK(cudaMalloc(&dWs, wsBytes));
       for (int variant : timed)
         for (int cm : chunkMins) {
-          if (K > 0 && (variant & 15) != 1 && (variant & 15) != 4 && (variant & 15) != 11) continue;
+          if (K > 0 && (variant & kVarMask) != 1 && (variant & kVarMask) != 4 && (variant & kVarMask) != 11) continue;
           auto launchOne = [&](const cpclAttnParams_t* pp) {
             return K > 0 ? cpclMlaSm90LaunchSparse(pp, maxSplits, cm, variant, dIdx, dCnt, K, st)
                          : cpclMlaSm90Launch(pp, &map, maxSplits, cm, variant, st);
@@ -602,7 +641,8 @@ int main(int argc, char** argv) {
             }
           }
           if (getenv("MLA_TRACE") && atoi(getenv("MLA_TRACE")) && K == 0 &&
-              ((variant & 15) == 3 || (variant & 15) == 4 || (variant & 15) == 7 || (variant & 15) >= 10)) {
+              ((variant & kVarMask) == 3 || (variant & kVarMask) == 4 || (variant & kVarMask) == 7 ||
+               (variant & kVarMask) >= 10)) {
             unsigned long long* dTr;
             CK(cudaMalloc(&dTr, kMlaSm90TraceSlots * 8));
             CK(cudaMemset(dTr, 0, kMlaSm90TraceSlots * 8));
@@ -615,7 +655,11 @@ int main(int argc, char** argv) {
             cudaFree(dTr);
             const int rowLen = L, chunk = (rowLen + maxSplits - 1) / maxSplits;
             printf("trace v%d B%d H%d L%d pg%d:\n", variant, B, H, L, pg);
-            printTrace(tr.data(), (std::min(rowLen, ((chunk + 63) / 64) * 64) + 63) / 64);
+            const int traceBlocks = (std::min(rowLen, ((chunk + 63) / 64) * 64) + 63) / 64;
+            if ((variant & kVarMask) == 16)
+              printTrace16(tr.data(), traceBlocks);
+            else
+              printTrace(tr.data(), traceBlocks);
           }
           const double keys = K > 0 ? K : L; /* the keys a row attends to */
           const double bytes = (double)B * keys * 1152 + (double)B * H * (576 + 512) * 2;
@@ -646,13 +690,13 @@ int main(int argc, char** argv) {
       "\n| variant | B, H, L | page | splits (chunkMin) | stream us | graph us | TB/s | TFLOP/s | target us | met |\n"
       "|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows)
-    printf("| %s%s | %d, %d, %dk%s | %d | %d (%d) | %.1f | %.1f | %.2f | %.0f | %.0f | %s |\n", names[r.variant & 15],
-           r.variant & kMlaSm90EvictFirst ? " +EF" : "", r.B, r.H, r.L / 1024, r.topk ? topkLabel(r.topk) : "", r.pg,
-           r.splits, r.chunkMin, r.us, r.gus, r.tbs, r.tfs, r.target,
+    printf("| %s%s | %d, %d, %dk%s | %d | %d (%d) | %.1f | %.1f | %.2f | %.0f | %.0f | %s |\n",
+           names[r.variant & kVarMask], r.variant & kMlaSm90EvictFirst ? " +EF" : "", r.B, r.H, r.L / 1024,
+           r.topk ? topkLabel(r.topk) : "", r.pg, r.splits, r.chunkMin, r.us, r.gus, r.tbs, r.tfs, r.target,
            r.target <= 0                                          ? "probe"
            : std::min(r.us, r.gus > 0 ? r.gus : r.us) <= r.target ? "yes"
                                                                   : "no");
   printf("ceilings (same run): copy %.2f TB/s, bf16 GEMM %.0f TFLOP/s\n", copyTBs, gemmTF);
-  for (int v : vars) printf("correctness v%d (%s): %s\n", v, names[v & 15], okVar[v] ? "PASS" : "FAIL");
+  for (int v : vars) printf("correctness v%d (%s): %s\n", v, names[v & kVarMask], okVar[v] ? "PASS" : "FAIL");
   return 0;
 }
