@@ -93,8 +93,10 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
   const int cq = (lane & 3) * 2;
 
   if (tid == 0) {
-    for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), 1); /* the copier's expect_tx */
-    for (int i = 0; i < 4; i++) mbarInit(smemAddr(&handBar[i]), 128);        /* every sending thread */
+    /* one arrival a page slot of a block (issueHalf) */
+    const int slots = p.pageSize >= kBN ? 1 : kBN / p.pageSize;
+    for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), slots);
+    for (int i = 0; i < 4; i++) mbarInit(smemAddr(&handBar[i]), 128); /* every sending thread */
     *sBad = 0;
     *sSplits = rw.n;
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -109,7 +111,7 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
    * the wgmma in flight) ---- */
   const bool copier = warp == 0;
   const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
-  const int pg = p.pageSize, boxRows = pg >= kBN ? kBN : pg;
+  const int pg = p.pageSize, boxRows = pg >= kBN ? kBN : pg, npFull = kBN / boxRows;
   const int hc0 = w == 0 ? 0 : kHalfL, hnt = w == 0 ? kHalfL : kTiles - kHalfL;
   const int lanePage = lane & 7;
   bool bad = false;
@@ -125,18 +127,25 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
     return row;
   };
   /* block i's half of this warpgroup into stage st (warp 0 only; row: this lane's laneRow(i)).
-   * Lane 0 posts each tile's bytes; a box may land before that post (the phase then waits with a
-   * negative transaction count and its one arrival pending), so no lane waits for another. */
+   * Each tile's barrier counts one arrival a page slot of a full block (npFull): the lane of a
+   * page that holds keys arrives with its box's bytes right before it issues the box, the lane of
+   * a page past the end arrives without bytes. So a phase completes only once every box of the
+   * tile was posted and landed, and no lane waits for another (a __syncwarp here, with a wgmma in
+   * flight, makes ptxas serialize every wgmma). */
   auto issueHalf = [&](int st, int i, int row) {
     const int np = npOf(i);
     const uint32_t full0 = smemAddr(&fullBar[st * kTiles]), dst = smemAddr(sK + st * kBlockB);
-    if (lane == 0)
-      for (int c = hc0; c < hc0 + hnt; c++) mbarExpectTx(full0 + c * 8, (uint32_t)np * boxRows * 128);
 #pragma unroll
     for (int k = 0; k < 2; k++) {
       const int c = hc0 + (lane >> 3) + 4 * k;
-      if (lanePage < np && c < hc0 + hnt)
-        tmaLoad2d(dst + c * kTileB + lanePage * boxRows * 128, &kvMap, c * 64, row, full0 + c * 8);
+      if (lanePage < npFull && c < hc0 + hnt) {
+        if (lanePage < np) {
+          mbarExpectTx(full0 + c * 8, (uint32_t)boxRows * 128);
+          tmaLoad2d(dst + c * kTileB + lanePage * boxRows * 128, &kvMap, c * 64, row, full0 + c * 8);
+        } else {
+          mbarArrive(full0 + c * 8);
+        }
+      }
     }
   };
   int row0 = 0, row1 = 0; /* this lane's page rows of the blocks copied next into stage 0 / stage 1 */
