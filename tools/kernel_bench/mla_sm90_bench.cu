@@ -277,12 +277,21 @@ static void printTrace16(const unsigned long long* tr, int nBlocks) {
   printf("  trace (cycles, median of %d pairs): pair %lld\n", nPairs - 4,
          med([&](int j) { return at(j + 1, 0, 0) - at(j, 0, 0); }));
   /* event e -> e + 1 of each warpgroup (9 -> the next pair's 0 last) */
-  static const char* wg0[] = {"softmax0+[scale0]", "PV0_L issue+wait",    "wait [scale1]", "refill V0_L+P0c1->sP0",
-                              "wait [P1]",         "PV1_L+S0' 0-3 issue", "wait PV1_L",    "refill V1_L+S0' 4-8",
+  static const char* wg0[] = {"softmax0+[scale0]", "PV0_L issue+wait",
+                              "wait [scale1]",     "refill V0_L+P0c1->sP0",
+                              "wait [P1]",         "PV1_L+S0' 0-3 (tile waits)",
+                              "wait PV1_L",        "refill V1_L+S0' 4-8 (tile waits)",
                               "wait S0'",          "-> next pair"};
-  static const char* wg1[] = {
-      "wait [scale0]", "softmax1+[scale1]",      "sP1+PV1_R issue",       "wait [P0]", "wait V0_R+PV0_R issue",
-      "wait PV1_R",    "refill V1_R+wait PV0_R", "refill V0_R+S1' issue", "wait S1'",  "-> next pair"};
+  static const char* wg1[] = {"wait [scale0]",
+                              "softmax1+[scale1]",
+                              "sP1+PV1_R issue",
+                              "wait [P0]",
+                              "wait V0_R+PV0_R issue",
+                              "wait PV1_R",
+                              "refill V1_R+wait PV0_R",
+                              "refill V0_R+S1' (tile waits)",
+                              "wait S1'",
+                              "-> next pair"};
   for (int w = 0; w < 2; w++) {
     printf("  WG%d:", w);
     for (int e = 0; e < 10; e++)
