@@ -6,7 +6,7 @@
 #   VARIANTS="1,4,12,13,45" (32 = kMlaSm90EvictFirst or-ed in; 1, 2, 4, 9, 11-16 are built)  BEST=13 (sanitizer and ncu)
 #   NCU=0 skips ncu; TRACE_ROWS="B,H,L,pg ..." (or none): the clock64 timeline of the first CTA of
 #   TRACE_VARIANTS (default 4; 16 has its own events) on those rows;  RACECHECK=v: compute-sanitizer
-#   racecheck on the checks of variant v;  logs under $OUT (or a temp dir): checks.log perf.log
+#   racecheck on the checks of variant v;  PERF=0 skips the timing;  logs under $OUT (or a temp dir): checks.log perf.log
 #   ncu_*.txt trace.log
 cd "$(dirname "$0")" || exit 1
 OUT=${OUT:-$(mktemp -d)}; BIN=$(mktemp -d)/mla_sm90_bench; echo "logs in $OUT"
@@ -24,7 +24,7 @@ grep "correctness" $OUT/checks.log
 OKV=${OKV#,}
 echo "timing variants: $OKV"
 [ -z "$OKV" ] && exit 1
-timeout 400 $BIN --perf-only --variants $OKV > $OUT/perf.log 2>&1; echo "perf rc=$?"
+if [ "${PERF:-1}" != 0 ]; then timeout 400 $BIN --perf-only --variants $OKV > $OUT/perf.log 2>&1; echo "perf rc=$?"; fi
 BEST=${BEST:-${OKV##*,}}
 timeout 90 compute-sanitizer --tool memcheck $BIN --check-only --variants $BEST 2>&1 | grep -E "ERROR SUMMARY|correctness"
 if [ -n "$RACECHECK" ]; then
@@ -57,4 +57,4 @@ if [ "$TRACE_ROWS" != none ]; then
       MLA_TRACE=1 MLA_ONLY=$row timeout 60 $BIN.trace --perf-only --variants ${TRACE_VARIANTS:-4} 2>&1 | grep -A4 "^trace"
     done | tee $OUT/trace.log
 fi
-grep -A100 "^| variant" $OUT/perf.log
+grep -A100 "^| variant" $OUT/perf.log 2>/dev/null
