@@ -18,6 +18,7 @@
 #include "dispatch.cuh"
 #include "mla_sm90.cuh"
 #include "mla_sm90.h"
+#include "mla_sm90_halves.cuh"
 
 namespace cpcl {
 namespace mla90 {
@@ -27,10 +28,11 @@ namespace mla90 {
  *   4 late S1 with per-tile barriers (the library's until session 3), 9 FlashMLA's seesaw in 256
  *   threads (mlaSm90Seesaw), 11-13 the library's: early release, a producer lane a page (11) or a
  *   TMA box (12, 13), late S1 (11, 12) or the seesaw (13); 14, 15: 12 and 13 with the P hand-offs
- *   through mbarriers (kMbarHand: what racecheck can follow). Sparse: the schedules of 1, 4 and 11
- *   with session 2's gather, and 17 (11's schedule) and 18 (13's seesaw) with session 4's gather
- *   (kLanes 1 with kSparse: indices and slots prefetched, rows into L2 ahead, a programmatic
- *   dependent of the filter). */
+ *   through mbarriers (kMbarHand: what racecheck can follow); 16 FlashMLA's schedule read from its
+ *   source (mlaSm90Halves, mla_sm90_halves.cuh: half-stage refills by the last reader, mbarrier
+ *   hand-offs). Sparse: the schedules of 1, 4 and 11 with session 2's gather, and 17 (11's
+ *   schedule) and 18 (13's seesaw) with session 4's gather (kLanes 1 with kSparse: indices and
+ *   slots prefetched, rows into L2 ahead, a programmatic dependent of the filter). */
 #define CPCL_MLA_INSTANCE(...)                                                             \
   template __global__ void mlaSm90Kernel<__VA_ARGS__>(const __grid_constant__ CUtensorMap, \
                                                       const __grid_constant__ cpclAttnParams_t, const Split);
@@ -224,7 +226,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   if (variant < 0 || (sparseIdx ? !sparseVariantOk(variant) : variant >= kMlaSm90Variants))
     return invalidValue(sparseIdx ? "variant = %d: sparse attention runs the schedules 1, 4, 11, 17 and 18 (plus "
                                     "kMlaSm90EvictFirst)"
-                                  : "variant = %d is outside 0 .. 15 (plus kMlaSm90EvictFirst)",
+                                  : "variant = %d is outside 0 .. 16 (plus kMlaSm90EvictFirst)",
                         variant | flags);
   if (p->numTokens == 0) return 0;
   const size_t need = cpclMlaSm90WorkspaceBytes(p->numTokens, p->numHeads, maxSplits);
@@ -266,7 +268,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
       mlaSm90Kernel<2, 0, true, false, 2, true>,
       mlaSm90Kernel<1, 0, true, false, 2, true>,
       mlaSm90Kernel<2, 0, true, false, 2, true, true>,
-      mlaSm90Kernel<1, 0, true, false, 2, true, true>};
+      mlaSm90Kernel<1, 0, true, false, 2, true, true>,
+      mlaSm90Halves};
   auto kern = sparseIdx ? (variant == 1    ? mlaSm90Kernel<0, 0, false, true>
                            : variant == 4  ? mlaSm90Kernel<2, 0, true, true>
                            : variant == 17 ? mlaSm90Kernel<2, 0, true, true, 1, true>
@@ -274,10 +277,10 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
                                            : mlaSm90Kernel<2, 0, true, true, 0, true>)
                         : kerns[variant];
   if (kern == nullptr)
-    return invalidValue("variant = %d was measured and removed (docs/MLA_SM90.md): 1, 2, 4, 9 and 11-15 remain",
+    return invalidValue("variant = %d was measured and removed (docs/MLA_SM90.md): 1, 2, 4, 9 and 11-16 remain",
                         variant);
-  /* dense variants in bits 0-15, sparse ones in 16-31 (17 and 18 in the bits of 2 and 3, which
-   * have no sparse form) */
+  /* dense variants in bits 0-16, sparse ones at 16 + (1, 4, 11; 17 and 18 in the bits of 2 and
+   * 3, which have no sparse form): 17-20 and 27 */
   const unsigned bit = 1u << (sparseIdx ? 16 + (variant == 17 ? 2 : variant == 18 ? 3 : variant) : variant);
   cudaError_t e;
   int dev = 0;
@@ -314,7 +317,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     e = cudaLaunchKernelEx(&cfg, kern, *kvMap, *p, sp);
     if (e != cudaSuccess) cudaGetLastError();
   } else {
-    kern<<<grid, variant == 9 ? kThreadsSeesaw : kThreads, kSmemBytes, st>>>(*kvMap, *p, sp);
+    const int threads = variant == 9 ? kThreadsSeesaw : variant == 16 ? kThreadsHalves : kThreads;
+    kern<<<grid, threads, kSmemBytes, st>>>(*kvMap, *p, sp);
     e = cudaGetLastError();
   }
   if (e != cudaSuccess || maxSplits == 1) return (int)e;

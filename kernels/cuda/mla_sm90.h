@@ -36,9 +36,11 @@ size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
  * barriers; 6 = 1 with per-tile barriers; 7 = 4 and 8 = 5 with per-tile release (each 64-dim tile
  * of a stage is refilled as soon as its last reader is done with it, not the whole stage); 9 FlashMLA's
  * seesaw in 256 threads, no producer warpgroup (mlaSm90Seesaw); 10 = 4 with one producer lane a
- * page (a page-16 block's 36 boxes issued by 4 lanes). */
-enum { kMlaSm90Variants = 16 };
-/* or-ed into a variant: the KV copies carry an L2 evict-first policy (64: variant numbers past 15
+ * page (a page-16 block's 36 boxes issued by 4 lanes); 11-15 early release (mla_sm90.cu lists
+ * them); 16 FlashMLA's schedule read from its source (mla_sm90_halves.cuh: 256 threads, each
+ * half-stage refilled by its last reader, mbarrier hand-offs). */
+enum { kMlaSm90Variants = 17 };
+/* or-ed into a variant: the KV copies carry an L2 evict-first policy (64: variant numbers past 16
  * exist, the sparse 17 and 18) */
 enum { kMlaSm90EvictFirst = 64 };
 /* The attention of p (bf16 MLA 576/512, heads [headBegin, +numHeads) in p's block layout) with

@@ -252,14 +252,55 @@ static bool runCase(const Case& c, int variant, double* relErr, double* lseErr) 
   return bad == 0 && *relErr < 1e-2 && *lseErr < 1e-2 && !(*relErr != *relErr);
 }
 
+/* a variant without the flags or-ed into it (kMlaSm90EvictFirst) */
+static const int kVarMask = kMlaSm90EvictFirst - 1;
+
 static float median(std::vector<float> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
 
 /* MLA_TRACE=1: one launch of each timed row with cpclMlaSm90Trace on, and the first CTA's
- * per-pair timeline of the seesaw schedules (variants 3, 4, 7: late S1), median cycles between
- * events over the steady pairs (the first and last two left out). */
+ * per-pair timeline of the seesaw schedules (variants 3, 4, 7, 10-15: the producer's events
+ * too; 16: its own events, mla_sm90_halves.cuh), median cycles between events over the steady
+ * pairs (the first and last two left out). */
+static void printTrace16(const unsigned long long* tr, int nBlocks) {
+  const int nPairs = std::min(64, (nBlocks + 1) / 2);
+  if (nPairs < 5) return;
+  auto at = [&](int j, int w, int e) { return (long long)tr[(j * 2 + w) * 16 + e]; };
+  auto med = [&](auto f) {
+    std::vector<long long> v;
+    for (int j = 2; j < nPairs - 2; j++) v.push_back(f(j));
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  printf("  trace (cycles, median of %d pairs): pair %lld\n", nPairs - 4,
+         med([&](int j) { return at(j + 1, 0, 0) - at(j, 0, 0); }));
+  /* event e -> e + 1 of each warpgroup (9 -> the next pair's 0 last) */
+  static const char* wg0[] = {"softmax0+[scale0]", "PV0_L issue+wait",
+                              "wait [scale1]",     "refill V0_L+P0c1->sP0",
+                              "wait [P1]",         "PV1_L+S0' 0-3 (tile waits)",
+                              "wait PV1_L",        "refill V1_L+S0' 4-8 (tile waits)",
+                              "wait S0'",          "-> next pair"};
+  static const char* wg1[] = {"wait [scale0]",
+                              "softmax1+[scale1]",
+                              "sP1+PV1_R issue",
+                              "wait [P0]",
+                              "wait V0_R+PV0_R issue",
+                              "wait PV1_R",
+                              "refill V1_R+wait PV0_R",
+                              "refill V0_R+S1' (tile waits)",
+                              "wait S1'",
+                              "-> next pair"};
+  for (int w = 0; w < 2; w++) {
+    printf("  WG%d:", w);
+    for (int e = 0; e < 10; e++)
+      printf(" %s %lld;", (w ? wg1 : wg0)[e],
+             med([&](int j) { return (e < 9 ? at(j, w, e + 1) : at(j + 1, w, 0)) - at(j, w, e); }));
+    printf("\n");
+  }
+}
+
 static void printTrace(const unsigned long long* tr, int nBlocks) {
   const int nPairs = std::min(64, (nBlocks + 1) / 2);
   if (nPairs < 5) return;
@@ -334,7 +375,7 @@ int main(int argc, char** argv) {
       for (char* tok = strtok(argv[++i], ","); tok; tok = strtok(nullptr, ",")) vars.push_back(atoi(tok));
   }
   if (vars.empty())
-    for (int v : {1, 2, 4, 9, 11, 12, 13, 14, 15}) vars.push_back(v);
+    for (int v : {1, 2, 4, 9, 11, 12, 13, 14, 15, 16}) vars.push_back(v);
   /* "removed": measured (docs/MLA_SM90.md) and no longer built; the launch refuses them */
   /* the variant without the evict-first flag; sparse-only ones (17, 18: session 4's gather) and
    * which variants have a sparse form */
@@ -357,7 +398,7 @@ int main(int argc, char** argv) {
                                   "seesaw, early release, a lane a box",
                                   "12, mbarrier hand-offs",
                                   "13, mbarrier hand-offs",
-                                  "(dense 16: another branch)",
+                                  "FlashMLA's schedule (halves), 256 threads",
                                   "sparse: 11 + session-4 gather",
                                   "sparse: 13's seesaw + session-4 gather"};
   cudaDeviceProp prop;
