@@ -52,8 +52,10 @@ CPCL_MLA_INSTANCE(1, 0, true, true, 1, true)
 #undef CPCL_MLA_INSTANCE
 
 /* the sparse schedule cpclMlaSm90Attn runs (cpclMlaSm90SetSparseVariant; CPCL_MLA_SM90_SPARSE,
- * read once: 11, 17 or 18; unset or anything else: kSparseDefault) */
-constexpr int kSparseDefault = 11;
+ * read once: 11, 17 or 18; unset or anything else: kSparseDefault). 18 measured fastest on the H200
+ * (kernel_perf -k 2048 -W 8 -p 64, B64 H128: filter + attention 154.3 / 137.2 / 133.8 us for
+ * 11 / 17 / 18; docs/MLA_SM90.md, Session 4) */
+constexpr int kSparseDefault = 18;
 std::atomic<int> libSparse{-1};
 bool sparseVariantOk(int v) { return v == 1 || v == 4 || v == 11 || v == 17 || v == 18; }
 int libSparseNow() {

@@ -4,7 +4,7 @@
  * shared memory per CTA). It reads the library's cpclAttnParams_t (attn_params.h) plus the split
  * constants of its plan, which differ from the CUDA-core body's.
  * Measured on an H200 (docs/MLA_SM90.md): the library runs variant 12 or 13 (early stage release,
- * a producer lane a TMA box; 13 at 64+ heads with pages of 64+) and 11 for sparse rows (17, 18 by
+ * a producer lane a TMA box; 13 at 64+ heads with pages of 64+) and 18 for sparse rows (11, 17 by
  * cpclMlaSm90SetSparseVariant / CPCL_MLA_SM90_SPARSE); every
  * variant but the control (2) passes the checks.
  */
@@ -63,7 +63,7 @@ int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, int maxSplits, int chunkM
 
 /* The sparse schedule cpclMlaSm90Attn runs for the calls that follow in this process: 11, 17 or
  * 18 (any other value: unchanged); returns the one before. The default comes from
- * CPCL_MLA_SM90_SPARSE (read once: 11, 17 or 18), else 11. All give the host reference's answer
+ * CPCL_MLA_SM90_SPARSE (read once: 11, 17 or 18), else 18. All give the host reference's answer
  * within bf16 tolerance; not for use while another thread launches. */
 int cpclMlaSm90SetSparseVariant(int variant);
 
