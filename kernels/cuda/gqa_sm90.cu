@@ -1,7 +1,8 @@
 /*
  * gqa_sm90.cu -- host side of the Hopper GQA decode body (gqa_sm90.cuh): the launch (head-block
  * width HB from the group size, clusterSplits CTAs per (row, KV head, head block): one cluster, or
- * unclustered with the workspace merge kernel after them), the TMA maps, the plan's split
+ * unclustered with the workspace merge kernel after them or the merge in the last split's tail),
+ * the TMA maps, the plan's split
  * constants (cpclGqaSm90Plan), and the library's entry (cpclGqaSm90Attn, cpclCudaAttnGqaSm90Plan). Built for sm_90a
  * only (kernels/cuda/meson.build); the entry checks the device. Host statics are atomics or behind a pthread mutex
  * (engines launch from several threads; the build has -fno-threadsafe-statics and links as C), as mla_sm90.cu.
