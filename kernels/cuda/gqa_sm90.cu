@@ -1,15 +1,13 @@
 /*
  * gqa_sm90.cu -- host side of the Hopper GQA decode body (gqa_sm90.cuh): the launch (head-block
  * width HB from the group size, clusterSplits CTAs per (row, KV head, head block): one cluster, or
- * unclustered with the workspace merge kernel after them or the merge in the last split's tail),
- * the TMA maps, the plan's split
+ * unclustered with the workspace merge kernel after them), the TMA maps, the plan's split
  * constants (cpclGqaSm90Plan), and the library's entry (cpclGqaSm90Attn, cpclCudaAttnGqaSm90Plan). Built for sm_90a
  * only (kernels/cuda/meson.build); the entry checks the device. Host statics are atomics or behind a pthread mutex
  * (engines launch from several threads; the build has -fno-threadsafe-statics and links as C), as mla_sm90.cu.
  */
 #include <cudaTypedefs.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <atomic>
@@ -141,8 +139,7 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
     return e == cudaSuccess ? n * sms : -(int)e;
   }
   e = cudaLaunchKernelEx(&cfg, kern, km, vm, *p);
-  /* the tail merge (wsCount) leaves nothing for a second kernel */
-  if (e != cudaSuccess || !ws || p->clusterSplits == 1 || p->wsCount) return (int)e;
+  if (e != cudaSuccess || !ws || p->clusterSplits == 1) return (int)e;
   /* the merge: a programmatic dependent, its launch overlapping the attention's last wave */
   e = raiseMerge<T, D>();
   if (e != cudaSuccess) return (int)e;
@@ -192,9 +189,8 @@ static bool covered(const GqaParams* p) {
   return p->numKvHeads > 0 && p->numHeads > 0 && p->groupSize > 0 && p->headBegin >= 0 && p->headsPerBlock > 0 &&
          p->headBegin + p->numHeads <= p->groupSize * p->numKvHeads && (p->headDim == 64 || p->headDim == 128) &&
          (p->dtype == 0 || p->dtype == 1) && p->clusterSplits >= 1 &&
-         p->clusterSplits <= (p->wsO ? kMaxWsSplits : kMaxCluster) && (!p->wsO || p->wsLse) &&
-         (!p->wsCount || p->wsO) && p->chunkMin >= kTile && p->chunkMin % kTile == 0 && p->stages >= 2 &&
-         p->stages <= 16 && p->pageSize >= 1 && p->numTokens >= 0 &&
+         p->clusterSplits <= (p->wsO ? kMaxWsSplits : kMaxCluster) && (!p->wsO || p->wsLse) && p->chunkMin >= kTile &&
+         p->chunkMin % kTile == 0 && p->stages >= 2 && p->stages <= 16 && p->pageSize >= 1 && p->numTokens >= 0 &&
          (int64_t)p->numTokens * p->clusterSplits <= 0x7fffffffLL && p->copyMode >= 0 && p->copyMode <= 2 &&
          (p->copyMode != 2 || tmaPageSize(p->pageSize)) && p->consumer >= 0 && p->consumer <= 1 &&
          (p->consumer == 0 ||
@@ -299,21 +295,6 @@ extern "C" size_t cpclGqaSm90WorkspaceBytes(const GqaParams* p) {
   return cpclGqaSm90WorkspaceBytesOf(p->numTokens, p->numHeads, p->headDim, p->clusterSplits);
 }
 
-/* the launch's grid y (launch()): KV heads the call's heads touch x head blocks of each */
-static int64_t gridY(const GqaParams* p) {
-  using namespace cpcl::gqa90;
-  const int G = p->groupSize, nh = G < p->numHeads ? G : p->numHeads, hc = 16 * headBlockWidth(nh);
-  const int nKv = (p->headBegin + p->numHeads - 1) / G - p->headBegin / G + 1;
-  return (int64_t)((nh + hc - 1) / hc) * nKv;
-}
-
-extern "C" size_t cpclGqaSm90CounterCount(const GqaParams* in) {
-  using namespace cpcl::gqa90;
-  const GqaParams p = normalised(in);
-  if (p.numTokens <= 0 || p.numHeads <= 0 || p.groupSize <= 0) return 0;
-  return (size_t)p.numTokens * (size_t)gridY(&p);
-}
-
 extern "C" size_t cpclCudaAttnGqaSm90WorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int splits) {
   return splits > 1 ? cpclGqaSm90WorkspaceBytesOf(maxTokens, numHeads, headDimVo, splits) : 0;
 }
@@ -395,27 +376,6 @@ extern "C" int cpclGqaSm90MaxActiveClusters(const GqaParams* in) {
  * body's split workspace, cpclCudaAttnMaxSplits): they need none. */
 constexpr int kCtasPerSm = 2, kMinSplits = 4;
 constexpr size_t kMaxWsBytes = (size_t)256 << 20;
-/* Where the workspace form merges (docs/GQA_SM90.md "Session 4", unmeasured): in the last split's
- * tail (form 2) when the partials one CTA then reads, a unit's min(G, head block) heads x CL x D x
- * 4 bytes, stay within kTailMergeBytes, else in the merge kernel (form 1). One SM reads them from L2
- * at ~64 B a cycle after two round trips: 128 KB is ~1.8 us, about what the merge kernel's launch
- * and grid-completion gaps cost; B1 L4k's 16 heads x 64 splits (512 KB) would be ~3 us on the
- * critical path. The rule only moves the merge; CL and chunkMin stay, so both forms give the same
- * bits and forcing one (CPCL_GQA_SM90_MERGE) changes time only. */
-constexpr size_t kTailMergeBytes = (size_t)128 << 10;
-
-/* CPCL_GQA_SM90_MERGE, read once per process: 0 the rule, 1 "kernel", 2 "tail" (anything else 0) */
-static std::atomic<int> mergeForm{-1};
-static int mergeFormForced() {
-  int f = mergeForm.load(std::memory_order_acquire);
-  if (f < 0) {
-    const char* e = getenv("CPCL_GQA_SM90_MERGE");
-    f = e == nullptr ? 0 : strcmp(e, "kernel") == 0 ? 1 : strcmp(e, "tail") == 0 ? 2 : 0;
-    int unread = -1;
-    if (!mergeForm.compare_exchange_strong(unread, f, std::memory_order_acq_rel)) f = unread;
-  }
-  return f;
-}
 extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int headDim, int numSms,
                                 int* clusterSplits, int* chunkMin, int* workspace) {
   using namespace cpcl::gqa90;
@@ -425,15 +385,9 @@ extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, in
   const double wave = (double)kCtasPerSm * (numSms > 0 ? numSms : 132), splitsForWave = wave / (double)ctas;
   int cl = kMinSplits;
   while (cl < kMaxWsSplits && splitsForWave >= cl * 1.4142135623730951) cl *= 2;
-  const int dims = headDim > 0 ? headDim : 128;
-  const size_t ws = cpclGqaSm90WorkspaceBytesOf(rows, (int64_t)G * hkv, dims, cl);
+  const size_t ws = cpclGqaSm90WorkspaceBytesOf(rows, (int64_t)G * hkv, headDim > 0 ? headDim : 128, cl);
   *workspace = ws <= kMaxWsBytes;
   if (!*workspace && cl > kMaxCluster) cl = kMaxCluster;
-  if (*workspace) {
-    const size_t tail = (size_t)(G < hc ? G : hc) * cl * dims * sizeof(float);
-    const int forced = mergeFormForced();
-    *workspace = forced ? forced : tail <= kTailMergeBytes ? 2 : 1;
-  }
   *clusterSplits = cl;
   *chunkMin = cl >= 64 ? 128 : 256;
 }
@@ -516,11 +470,6 @@ extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
           a->workspace, a->workspaceBytes, need, a->numTokens, a->numHeads, p.clusterSplits);
     p.wsO = static_cast<float*>(a->workspace);
     p.wsLse = p.wsO + (size_t)p.numTokens * p.numHeads * p.clusterSplits * p.headDim;
-    /* form 2: the arrival counters are the plan's split counters (zeroed at plan creation, left zero
-     * by every body that counts in them; one attention at a time on the step's stream, as for the
-     * partials). numTokens x grid y <= cpclSplitCounterCount(numTokens, numHeads) (peer_sync.h):
-     * grid y = KV heads touched x head blocks <= 2 (numHeads + 16). Without them, form 1: the same bits. */
-    if (a->gqaSm90Workspace == 2 && a->splitCounters) p.wsCount = a->splitCounters;
   }
   GqaKvMaps maps;
   if (tma) {
