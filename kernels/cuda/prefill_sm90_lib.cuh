@@ -592,8 +592,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           /* the store's steps fill the wait for the stage's previous phase (a step is ~1 us of
            * latency, so at most that late); none once it has completed */
           if constexpr (!kPersistent)
-            while (!__any_sync(0xffffffffu, mbarTest(fullK + 8 * st, par)) && storeStep(true)) {
-            }
+            if (work != nullptr) /* without the store, no test: the loop as it was */
+              while (!__any_sync(0xffffffffu, mbarTest(fullK + 8 * st, par)) && storeStep(true)) {
+              }
           mbarWait(fullK + 8 * st, par);
           if (cache) mbarWait(emptyK + 8 * st, par);
         }
