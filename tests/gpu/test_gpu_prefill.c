@@ -469,17 +469,24 @@ static void badRowStartCase(const kcase_t* kc, int want) {
   kprobFree(&pb, kc->P);
 }
 
+/* a store case's problem (all six sequences), on the device, and host copies of its caches for
+ * the host store to write into */
+static void storeSetup(const kcase_t* kc, uint64_t seed, kprob_t* pb, kdev_t* dv, void** hk, void** hv) {
+  const int sel[KS] = {0, 1, 2, 3, 4, 5};
+  kprobBuild(pb, kc, sel, KS, seed);
+  kdevUp(dv, kc, pb);
+  *hk = malloc(pb->kcBytes);
+  *hv = malloc(pb->vcBytes);
+  memcpy(*hk, pb->kc, pb->kcBytes);
+  memcpy(*hv, pb->vc, pb->vcBytes);
+}
+
 /* the store kernel: every block's owned rows, against the host store, bitwise */
 static void storeCase(const kcase_t* kc) {
-  const int sel[KS] = {0, 1, 2, 3, 4, 5};
   kprob_t pb;
-  kprobBuild(&pb, kc, sel, KS, 77);
   kdev_t dv;
-  kdevUp(&dv, kc, &pb);
-  void* hk = malloc(pb.kcBytes);
-  void* hv = malloc(pb.vcBytes);
-  memcpy(hk, pb.kc, pb.kcBytes);
-  memcpy(hv, pb.vc, pb.vcBytes);
+  void *hk, *hv;
+  storeSetup(kc, 77, &pb, &dv, &hk, &hv);
   /* every block's owned rows go to the cache: the block table has room for them (kprobBuild) */
   for (int b = 0; b < kc->P; b++) {
     cpclPrefillStoreParams_t sp = {.numSeqs = pb.S,
@@ -522,15 +529,10 @@ static void storeCase(const kcase_t* kc) {
  * blocks, bitwise, and out / lse bitwise the call without the store; the Hopper body in each form
  * (the grid form stores in its copy warps, the others after), mma.sync with the store kernel */
 static void fusedStoreCase(const kcase_t* kc, int want) {
-  const int sel[KS] = {0, 1, 2, 3, 4, 5};
   kprob_t pb;
-  kprobBuild(&pb, kc, sel, KS, 91);
   kdev_t dv;
-  kdevUp(&dv, kc, &pb);
-  void* hk = malloc(pb.kcBytes);
-  void* hv = malloc(pb.vcBytes);
-  memcpy(hk, pb.kc, pb.kcBytes);
-  memcpy(hv, pb.vc, pb.vcBytes);
+  void *hk, *hv;
+  storeSetup(kc, 91, &pb, &dv, &hk, &hv);
   cpclPrefillParams_t hp = kparams(kc, &pb, NULL, NULL, NULL);
   hp.storeK = hk;
   hp.storeV = kc->latent ? NULL : hv;
