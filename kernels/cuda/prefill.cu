@@ -185,12 +185,34 @@ static bool mmaFits(const cpclPrefillParams_t& p) {
 
 static int prefillAttend(const cpclPrefillParams_t* p, cudaStream_t st, bool* stored);
 
+/* the store's sharding and table, checked on the host before a kernel divides by them (0: fine) */
+static int storeArgsBad(const void* kCache, const void* vCache, int latentKv, const int32_t* blockTable,
+                        int maxPagesPerSeq, int pageSize, int cpSize, int cpRank, int interleave, int kvType) {
+  using cpcl::invalidValue;
+  if (kvType != CPCL_K_BF16 && kvType != CPCL_K_FP16 && kvType != CPCL_K_FP32)
+    return invalidValue("kvType = %d is not an element type", kvType);
+  if (kCache == nullptr || (vCache == nullptr && !latentKv))
+    return invalidValue("the store's kCache / vCache is NULL (vCache may be NULL only with latentKv)");
+  if (blockTable == nullptr || maxPagesPerSeq < 1 || pageSize < 1)
+    return invalidValue("the store's blockTable = %p, maxPagesPerSeq = %d, pageSize = %d: a table and both >= 1",
+                        (const void*)blockTable, maxPagesPerSeq, pageSize);
+  if (cpSize < 1 || interleave < 1 || cpRank < 0 || cpRank >= cpSize)
+    return invalidValue("the store's cpSize = %d, cpRank = %d, interleave = %d: W >= 1, 0 <= r < W, I >= 1", cpSize,
+                        cpRank, interleave);
+  return 0;
+}
+
 /* the attention, then (p->storeK) the store of the call's K/V blocks: the Hopper body does both
  * in one pass (its copy warps store under the tensor work); the other bodies are followed by the
  * store kernel a block at a time */
 extern "C" int cpclCudaPrefill(const cpclPrefillParams_t* p, void* stream) {
   cpcl::clearErrorDetail();
   cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (p->storeK != nullptr) {
+    const int bad = storeArgsBad(p->storeK, p->storeV, p->latentKv, p->blockTable, p->maxPagesPerSeq, p->pageSize,
+                                 p->cpSize, p->cpRank, p->interleave, p->kvType);
+    if (bad) return bad;
+  }
   bool stored = false;
   const int e = prefillAttend(p, st, &stored);
   if (e != 0 || p->storeK == nullptr || stored) return e;
@@ -252,8 +274,9 @@ extern "C" int cpclCudaPrefillStore(const cpclPrefillStoreParams_t* p, void* str
   using namespace cpcl;
   clearErrorDetail();
   if (p->numSeqs <= 0) return 0;
-  if (p->kvType != CPCL_K_BF16 && p->kvType != CPCL_K_FP16 && p->kvType != CPCL_K_FP32)
-    return invalidValue("kvType = %d is not an element type", p->kvType);
+  const int bad = storeArgsBad(p->kCache, p->vCache, p->latentKv, p->blockTable, p->maxPagesPerSeq, p->pageSize,
+                               p->cpSize, p->cpRank, p->interleave, p->kvType);
+  if (bad) return bad;
   /* rows are read on the device: enough CTAs to fill the GPU (a warp a row), the rest exit at once */
   pf::prefillStoreKernel<<<1056, pf::kThreads, 0, static_cast<cudaStream_t>(stream)>>>(*p);
   return (int)cudaGetLastError();
