@@ -946,6 +946,9 @@ __global__ void __launch_bounds__(256)
       const int n16 = part ? vRow16 : kRow16;
       for (int off = 0; off < n16; off += kStoreChunk) libKvCopy(p, r, part, off, n16, lane);
     }
+  /* not before the attention: what follows in the stream waits for this kernel, so it must not
+   * end first (every attention CTA is resident by now: it cannot wait on this one) */
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
 }
 
 }  // namespace pf90
