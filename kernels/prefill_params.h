@@ -75,7 +75,7 @@ typedef struct {
   int64_t oBlockStride, oTokenStride;
   float* lse; /* may be NULL */
   int64_t lseBlockStride, lseTokenStride;
-  void* workspace; /* host: cpclHostPrefillWorkspaceBytes() of scratch */
+  void* workspace; /* host: cpclHostPrefillWorkspaceBytes() of scratch; CUDA: optional, see below */
   size_t workspaceBytes;
   /* the store (NULL storeK: none): the call also writes every row of kv[0 .. numKvBlocks) that
    * this rank owns into storeK / storeV (NULL when latentKv), exactly as cpclPrefillStore of
@@ -137,9 +137,12 @@ void cpclHostPrefill(const cpclPrefillParams_t* p);
 void cpclHostPrefillStore(const cpclPrefillStoreParams_t* p);
 
 /* ---- CUDA (kernels/cuda/prefill.cu): every pointer in device memory, stream a cudaStream_t;
- * return 0 or a cudaError_t (cudaErrorInvalidValue: cpclCudaKernelErrorDetail says why). No
- * workspace, no host synchronisation; progress is not called (the GPU transports move data on
- * their own). Blocked table entries < 0 read and write nothing. ---- */
+ * return 0 or a cudaError_t (cudaErrorInvalidValue: cpclCudaKernelErrorDetail says why). The
+ * workspace (device memory, optional): with at least 4 bytes, the Hopper body's fused store keeps
+ * its row counter there (so the calls that share it must be ordered, as a plan's steps are on its
+ * stream); without it the store kernel follows the attention. No host synchronisation; progress is
+ * not called (the GPU transports move data on their own). Blocked table entries < 0 read and
+ * write nothing. ---- */
 int cpclCudaPrefill(const cpclPrefillParams_t* p, void* stream);
 int cpclCudaPrefillStore(const cpclPrefillStoreParams_t* p, void* stream);
 /* The body cpclCudaPrefill runs for p, in the order it tries them:

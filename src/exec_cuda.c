@@ -146,8 +146,11 @@ static size_t cudaAttnCounterCount(int maxTokens, int numHeads) {
   return cpclCudaAttnCounterCount(maxTokens, numHeads);
 }
 
-/* the CUDA prefill kernels need no scratch (kernels/cuda/prefill.cu) */
-static size_t cudaPrefillWorkspace(int headDimQk, int headDimVo) { return 0; }
+/* the CUDA prefill's scratch: the row counter of the Hopper body's fused store (prefill_params.h) */
+static size_t cudaPrefillWorkspace(int headDimQk, int headDimVo) {
+  (void)headDimQk, (void)headDimVo;
+  return 16;
+}
 static cpclResult_t cudaPrefillOp(const cpclPrefillParams_t* p, cpclStream_t s) {
   CPCL_NVTX_PUSH("cpcl prefill");
   cpclResult_t r = launched(cpclCudaPrefill(p, s), "prefill kernel");

@@ -208,7 +208,7 @@ static int storeArgsBad(const void* kCache, const void* vCache, int latentKv, co
 extern "C" int cpclCudaPrefill(const cpclPrefillParams_t* p, void* stream) {
   cpcl::clearErrorDetail();
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  if (p->storeK != nullptr) {
+  if (p->storeK != nullptr && p->numSeqs > 0) {
     const int bad = storeArgsBad(p->storeK, p->storeV, p->latentKv, p->blockTable, p->maxPagesPerSeq, p->pageSize,
                                  p->cpSize, p->cpRank, p->interleave, p->kvType);
     if (bad) return bad;

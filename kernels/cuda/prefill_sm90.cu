@@ -301,10 +301,13 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
   auto kern = prefillSm90LibKernel<T, kDqk, 128, kStages, true, false>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
-  /* the fused store's row counter (docs/PREFILL_SM90.md, "The store in the copy warps") */
+  /* the fused store's row counter: the call's workspace (the plan's, so ordered with the plan's
+   * stream; a pool slot could be shared by launches on other streams), zeroed by a memset node;
+   * without one, the store kernel after the attention (docs/PREFILL_SM90.md, "Session 4") */
   unsigned int* rows = nullptr;
-  if (p->storeK != nullptr && storeFuses(p) && deviceWork(&sms, &pool)) {
-    rows = pool + workNext.fetch_add(1, std::memory_order_relaxed) % kWorkSlots;
+  if (p->storeK != nullptr && storeFuses(p) && p->workspace != nullptr && p->workspaceBytes >= sizeof(unsigned) &&
+      (uintptr_t)p->workspace % alignof(unsigned) == 0 && deviceWork(&sms, &pool)) {
+    rows = static_cast<unsigned int*>(p->workspace);
     if ((e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
   }
   const dim3 grid((unsigned)p->numHeads, (unsigned)slots);
@@ -314,7 +317,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     return e;
   }
   /* the rows the copy warps left: launched under the attention's last wave (it triggers at its
-   * start) and never waiting for it */
+   * start); it waits for the attention only before it exits */
   cudaLaunchConfig_t rc = {};
   cudaLaunchAttribute at[1];
   at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;

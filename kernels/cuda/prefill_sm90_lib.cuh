@@ -934,8 +934,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 /* The rows the attention's copy warps left of its fused store (a programmatic dependent of the
- * attention that never waits for it: the counter, an L2 atomic, is all they share). A warp a row:
- * claims, then stores it whole. */
+ * attention: the counter, an L2 atomic, is all they share while both run). A warp a row: claims,
+ * then stores it whole; then it waits for the attention, so that it cannot end first. */
 __global__ void __launch_bounds__(256)
     prefillSm90StoreRest(const __grid_constant__ cpclPrefillParams_t p, unsigned int* ctr) {
   const int lane = threadIdx.x & 31;

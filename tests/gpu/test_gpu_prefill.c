@@ -527,7 +527,8 @@ static void storeCase(const kcase_t* kc) {
 
 /* the attention with its store (p.storeK): the cache against the host store of the call's
  * blocks, bitwise, and out / lse bitwise the call without the store; the Hopper body in each form
- * (the grid form stores in its copy warps, the others after), mma.sync with the store kernel */
+ * (the grid form stores in its copy warps when given a workspace, the others after), mma.sync
+ * with the store kernel */
 static void fusedStoreCase(const kcase_t* kc, int want) {
   kprob_t pb;
   kdev_t dv;
@@ -545,6 +546,8 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
   float *l0 = malloc(pb.lseBytes), *l1 = malloc(pb.lseBytes);
   const int first = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetForm(-1) : 0;
   int runs = 0;
+  void* ws = NULL;
+  CUDA_OK(cudaMalloc(&ws, 16));
   for (int f = kPrefillSm90Grid; f <= (want == CPCL_PREFILL_BODY_SM90 ? kPrefillSm90Static : kPrefillSm90Grid); f++) {
     if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetForm(f);
     cpclPrefillParams_t p = kparams(kc, &pb, &dv, dv.out, dv.lse);
@@ -555,7 +558,11 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
     fromDev(l0, dv.lse, pb.lseBytes);
     p.storeK = dv.kc;
     p.storeV = kc->latent ? NULL : dv.vc;
-    for (int rep = 0; rep < 2; rep++) { /* twice: the row counter starts again at 0 */
+    /* with a workspace (the Hopper grid form keeps its row counter there), twice: the counter
+     * starts again at 0; then without one (the store kernel after the attention) */
+    for (int rep = 0; rep < 3; rep++) {
+      p.workspace = rep < 2 ? ws : NULL;
+      p.workspaceBytes = rep < 2 ? 16 : 0;
       CUDA_OK(cudaMemcpy(dv.kc, pb.kc, pb.kcBytes, cudaMemcpyHostToDevice));
       CUDA_OK(cudaMemcpy(dv.vc, pb.vc, pb.vcBytes, cudaMemcpyHostToDevice));
       EXPECT(cpclCudaPrefill(&p, NULL) == 0);
@@ -572,6 +579,7 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
     }
   }
   if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetForm(first);
+  CUDA_OK(cudaFree(ws));
   printf("kernel %-44s %-12s body with its store: cache bitwise the host store, out and lse unchanged (%d runs): ok\n",
          kc->name, cpclCudaPrefillBodyName(want), runs);
   free(hk), free(hv), free(gk), free(gv), free(o0), free(o1), free(l0), free(l1);
