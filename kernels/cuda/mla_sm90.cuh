@@ -191,6 +191,27 @@ __device__ __forceinline__ int checkedPageRow(const cpclAttnParams_t& p, const i
   }
   return id < 0 ? 0 : id * p.pageSize;
 }
+/* The sparse producer's cache slot of listed index idx of its row (pages of pg, cap = table
+ * entries x pg): an index outside the row, or a negative page id, is bad data, recorded once
+ * (errorFlag, sBad) and read as slot 0. */
+__device__ __forceinline__ int64_t checkedSparseSlot(const cpclAttnParams_t& p, const int32_t* bt, int idx, int pg,
+                                                     int64_t cap, int seq, bool& bad, int* sBad) {
+  const int id = idx >= 0 && idx < cap ? __ldg(bt + idx / pg) : -1;
+  int64_t slot = 0;
+  if (id < 0) {
+    if (!bad) {
+      bad = true;
+      *sBad = 1;
+      if (idx < 0 || idx >= cap)
+        reportError(p.errorFlag, CPCL_KERR_CAPACITY, seq, idx, (int)min(cap, (int64_t)INT32_MAX));
+      else
+        reportError(p.errorFlag, CPCL_KERR_PAGE, seq, id, idx / pg);
+    }
+  } else {
+    slot = (int64_t)id * pg + idx % pg;
+  }
+  return slot;
+}
 
 template <bool kKeep = false>
 __device__ __forceinline__ void softmaxBlock(const float (&s)[32], int valid, int cq, float scale2, float mA, float mB,
@@ -507,21 +528,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             const int idx = src[k];
             row[k] = -1;
             if (r0 + 16 * k >= valid) continue;
-            const int id = idx >= 0 && idx < cap ? __ldg(bt + idx / pg) : -1;
-            int64_t slot = 0;
-            if (id < 0) {
-              if (!bad) {
-                bad = true;
-                *sBad = 1;
-                if (idx < 0 || idx >= cap)
-                  reportError(p.errorFlag, CPCL_KERR_CAPACITY, rw.seq, idx, (int)min(cap, (int64_t)INT32_MAX));
-                else
-                  reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx / pg);
-              }
-            } else {
-              slot = (int64_t)id * pg + idx % pg;
-            }
-            row[k] = slot * (kDqk * 2);
+            row[k] = checkedSparseSlot(p, bt, idx, pg, cap, rw.seq, bad, sBad) * (kDqk * 2);
           }
         };
         /* the 8 threads of a row group hold the same 4 rows: thread ch < 4 prefetches row ch (the
@@ -577,21 +584,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           rowOff[k] = -1;
           if (j < valid) {
             const int idx = __ldg(list + b0 + j);
-            const int id = idx >= 0 && idx < cap ? __ldg(bt + idx / pg) : -1;
-            int64_t slot = 0;
-            if (id < 0) {
-              if (!bad) {
-                bad = true;
-                *sBad = 1;
-                if (idx < 0 || idx >= cap)
-                  reportError(p.errorFlag, CPCL_KERR_CAPACITY, rw.seq, idx, (int)min(cap, (int64_t)INT32_MAX));
-                else
-                  reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, idx / pg);
-              }
-            } else {
-              slot = (int64_t)id * pg + idx % pg;
-            }
-            rowOff[k] = slot * (kDqk * 2) + ch * 16;
+            rowOff[k] = checkedSparseSlot(p, bt, idx, pg, cap, rw.seq, bad, sBad) * (kDqk * 2) + ch * 16;
           }
         }
       };
