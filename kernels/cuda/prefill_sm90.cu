@@ -211,6 +211,9 @@ std::atomic<int> libForm{-1};
 /* a cap on the persistent grid (cpclPrefillSm90SetCtas; 0: one CTA per SM), so a test's few tiles
  * still give each CTA several items */
 std::atomic<int> libCtas{0};
+/* 0: the fused store's rest kernel is launched after the attention, not as its programmatic
+ * dependent (cpclPrefillSm90SetRestOverlap: a test's small grids then leave rows to the copy warps) */
+std::atomic<int> libRestOverlap{1};
 
 int libFormNow() {
   int f = libForm.load(std::memory_order_acquire);
@@ -326,7 +329,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
   rc.blockDim = dim3(256, 1, 1);
   rc.stream = stream;
   rc.attrs = at;
-  rc.numAttrs = 1;
+  rc.numAttrs = libRestOverlap.load(std::memory_order_acquire) ? 1 : 0;
   return cudaLaunchKernelEx(&rc, prefillSm90StoreRest, *p, rows);
 }
 
@@ -337,6 +340,12 @@ extern "C" int cpclPrefillSm90Fits(const cpclPrefillParams_t* p) { return libSha
 extern "C" int cpclPrefillSm90SetCtas(int ctas) {
   const int prev = libCtas.load(std::memory_order_acquire);
   if (ctas >= 0) libCtas.store(ctas, std::memory_order_release);
+  return prev;
+}
+
+extern "C" int cpclPrefillSm90SetRestOverlap(int overlap) {
+  const int prev = libRestOverlap.load(std::memory_order_acquire);
+  if (overlap == 0 || overlap == 1) libRestOverlap.store(overlap, std::memory_order_release);
   return prev;
 }
 
