@@ -145,6 +145,9 @@ void cpclHostPrefillStore(const cpclPrefillStoreParams_t* p);
  * write nothing. ---- */
 int cpclCudaPrefill(const cpclPrefillParams_t* p, void* stream);
 int cpclCudaPrefillStore(const cpclPrefillStoreParams_t* p, void* stream);
+/* the store kernel for each of p's blocks (cpclPrefillStoreOf), after whatever is on the stream:
+ * what cpclCudaPrefill runs after a body that does not store */
+int cpclCudaPrefillStoreBlocks(const cpclPrefillParams_t* p, void* stream);
 /* The body cpclCudaPrefill runs for p, in the order it tries them:
  *  CPCL_PREFILL_BODY_SM90: the Hopper wgmma/TMA body (kernels/cuda/prefill_sm90_lib.cuh) when the
  *    device is compute capability 9.0 and p fits it (cpclPrefillSm90Fits in

@@ -216,10 +216,14 @@ extern "C" int cpclCudaPrefill(const cpclPrefillParams_t* p, void* stream) {
   bool stored = false;
   const int e = prefillAttend(p, st, &stored);
   if (e != 0 || p->storeK == nullptr || stored) return e;
+  return cpclCudaPrefillStoreBlocks(p, stream);
+}
+
+extern "C" int cpclCudaPrefillStoreBlocks(const cpclPrefillParams_t* p, void* stream) {
   for (int b = 0; b < p->numKvBlocks; b++) {
     const cpclPrefillStoreParams_t sp = cpclPrefillStoreOf(p, b);
-    const int es = cpclCudaPrefillStore(&sp, stream);
-    if (es != 0) return es;
+    const int e = cpclCudaPrefillStore(&sp, stream);
+    if (e != 0) return e;
   }
   return 0;
 }

@@ -263,12 +263,7 @@ bool deviceWork(int* sms, unsigned int** pool) {
 
 /* the store as its own kernels (prefill.cu), block by block, after the attention */
 cudaError_t storeApart(const cpclPrefillParams_t* p, cudaStream_t stream) {
-  for (int b = 0; b < p->numKvBlocks; b++) {
-    const cpclPrefillStoreParams_t sp = cpclPrefillStoreOf(p, b);
-    const int e = cpclCudaPrefillStore(&sp, stream);
-    if (e != 0) return (cudaError_t)e;
-  }
-  return cudaSuccess;
+  return (cudaError_t)cpclCudaPrefillStoreBlocks(p, stream);
 }
 /* the copy warps store with 16-byte accesses */
 bool storeFuses(const cpclPrefillParams_t* p) {
