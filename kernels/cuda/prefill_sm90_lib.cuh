@@ -138,6 +138,10 @@ __device__ __forceinline__ int2 libLds2(uint32_t a) {
   return v;
 }
 
+__device__ __forceinline__ void libSts2(uint32_t a, int x, int y) {
+  asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(a), "r"(x), "r"(y) : "memory");
+}
+
 /* v, as a value the compiler cannot see through: what is derived from it inside a loop is
  * derived there, not hoisted out and held (the producer warps have 56 registers) */
 __device__ __forceinline__ int libOpaque(int v) {
@@ -348,8 +352,8 @@ __device__ __forceinline__ void libCopyCacheRows(uint32_t dst, const void* cache
    * row, no division per chunk (the producer warps have 56 registers) */
   constexpr int kc = kD / 8, kTile = kBN * 128, kRowsPerPass = kCopyThreads / kc;
   static_assert(kCopyThreads % kc == 0, "whole rows per pass");
-  const int ps = p.pageSize, c = cid % kc, cx = c & 7;
-  const int64_t rowStride = (int64_t)p.numKvHeads * kD;
+  const int ps = libOpaque(p.pageSize), c = cid % kc, cx = c & 7; /* libOpaque: derived here, not held */
+  const int64_t rowStride = (int64_t)libOpaque(p.numKvHeads) * kD;
   const T* base = static_cast<const T*>(cache) + (int64_t)kh * kD + c * 8;
   const uint32_t dc = dst + (c >> 3) * kTile;
   for (int r = cid / kc; r < kBN; r += kRowsPerPass) {
@@ -568,36 +572,44 @@ __global__ void __launch_bounds__(kThreads, 1)
      * and claims no more, so no CTA holds its SM for the store. What the CTAs leave, prefillSm90StoreRest
      * (launched behind this kernel as a programmatic dependent, so under its last wave) claims
      * from the same counter. The CTAs with the most tiles store the most rows. */
-    /* this copy warp's row (warps 9-11; the state lives in shared memory between steps, so the
-     * tile loop holds none of it) */
-    LibKvState& kvs = reinterpret_cast<LibKvState*>(smem + L::kKvOff)[(tid - 288) >> 5];
+    /* This copy warp's row (warps 9-11): the state lives in shared memory between steps, read
+     * and written through its shared address, which the step derives (as the counter and the
+     * row sizes), so the tile loop holds none of them. */
+    auto kvState = [&]() -> uint32_t {
+      return sQ + L::kKvOff + (uint32_t)sizeof(LibKvState) * ((libOpaque(tid) - 288) >> 5);
+    };
+    static_assert(sizeof(LibKvState) == 24 && offsetof(LibKvState, left) == 16, "LibKvState as read here");
     auto storeStep = [&](bool claim) -> bool {
-      int part = kvs.part, left = kvs.left;
+      const uint32_t a = kvState();
+      const int2 lp = libLds2(a + 16);
+      int left = lp.x, part = lp.y;
       if (part == 2) return false;
       unsigned int* ctr = work;
-      asm volatile("" : "+l"(ctr)); /* from the parameter here: no predicate held from the prologue */
-      LibKvRow r = kvs.row;
+      asm volatile("" : "+l"(ctr)); /* no predicate on it held from the prologue */
+      const int nkh = libOpaque(p.numKvHeads);
+      const int2 bj = libLds2(a), sl = libLds2(a + 8);
+      LibKvRow r{bj.x, bj.y, (int64_t)(((uint64_t)(uint32_t)sl.y << 32) | (uint32_t)sl.x)};
       if (left == 0 && part == 0) {
         part = 1;
-        left = p.numKvHeads * (kDv / 8);
+        left = nkh * (kDv / 8);
       } else if (left == 0) {
         if (claim && libKvClaim(p, ctr, lane, r)) {
           part = 0;
-          left = p.numKvHeads * (kDqk / 8);
+          left = nkh * (kDqk / 8);
         } else {
           part = 2;
         }
       }
       if (part != 2) {
-        const int n16 = p.numKvHeads * (part ? kDv / 8 : kDqk / 8);
+        const int n16 = nkh * (part ? kDv / 8 : kDqk / 8);
         libKvCopy(p, r, part, n16 - left, n16, lane);
         left = left > kStoreChunk ? left - kStoreChunk : 0;
       }
       __syncwarp(); /* every lane has read the state */
       if (lane == 0) {
-        kvs.row = r;
-        kvs.left = left;
-        kvs.part = part;
+        libSts2(a, r.b, r.j);
+        libSts2(a + 8, (int)(uint32_t)r.slot, (int)(uint32_t)((uint64_t)r.slot >> 32));
+        libSts2(a + 16, left, part);
       }
       __syncwarp();
       return part != 2;
@@ -619,7 +631,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           sq = libOpaque(sq);
           g = libOpaque(g);
         }
-        const int32_t* bt = p.cacheLens != nullptr ? p.blockTable + (int64_t)sq * p.maxPagesPerSeq : nullptr;
+        const int32_t* bt =
+            p.cacheLens != nullptr ? p.blockTable + (int64_t)sq * libOpaque(p.maxPagesPerSeq) : nullptr;
         const int kh = g / p.groupSize;
         const bool cache = tl.blk < 0, masked = i < libLds(smemAddr(&sg.masked));
         /* An arrival must not reach a barrier's previous phase: wait for it to complete. Writes
@@ -631,7 +644,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           /* the store's steps fill the wait for the stage's previous phase (a step is ~1 us of
            * latency, so at most that late); none once it has completed */
           if constexpr (!kPersistent)
-            if (kvs.part != 2) /* without the store (or once done), no test: the loop as it was */
+            if (libLds(kvState() + 20) != 2) /* without the store (or once done), no test: the loop as it was */
               while (!__any_sync(0xffffffffu, mbarTest(fullK + 8 * st, par)) && storeStep(true)) {
               }
           mbarWait(fullK + 8 * st, par);
@@ -730,7 +743,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if constexpr (!kPersistent) {
         unsigned int* ctr = work;
         asm volatile("" : "+l"(ctr));
-        if (lane == 0) kvs = LibKvState{{0, 0, 0}, 0, ctr == nullptr ? 2 : 1};
+        if (lane == 0) libSts2(kvState() + 16, 0, ctr == nullptr ? 2 : 1); /* no row: left 0, part 1 or 2 */
         __syncwarp();
         produceCopy(0, nIter, s, g);
         while (storeStep(false)) { /* the row it holds */
