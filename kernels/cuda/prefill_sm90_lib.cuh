@@ -138,6 +138,12 @@ __device__ __forceinline__ int2 libLds2(uint32_t a) {
   return v;
 }
 
+/* threadIdx.x, read afresh where it is used (the value the kernel's prologue read stays its own) */
+__device__ __forceinline__ int libTid() {
+  int t;
+  asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
+  return t;
+}
 __device__ __forceinline__ void libSts2(uint32_t a, int x, int y) {
   asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(a), "r"(x), "r"(y) : "memory");
 }
@@ -576,7 +582,7 @@ __global__ void __launch_bounds__(kThreads, 1)
      * and written through its shared address, which the step derives (as the counter and the
      * row sizes), so the tile loop holds none of them. */
     auto kvState = [&]() -> uint32_t {
-      return sQ + L::kKvOff + (uint32_t)sizeof(LibKvState) * ((libOpaque(tid) - 288) >> 5);
+      return sQ + L::kKvOff + (uint32_t)sizeof(LibKvState) * ((libTid() - 288) >> 5);
     };
     static_assert(sizeof(LibKvState) == 24 && offsetof(LibKvState, left) == 16, "LibKvState as read here");
     auto storeStep = [&](bool claim) -> bool {
@@ -623,7 +629,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         /* Derived on every tile, not held across the loop (the producer warps have 56
          * registers): the copy's per-thread offsets, the table row, the KV head, the masked
          * count; the persistent form reads the item's sequence and head from sg. */
-        const int cid = libOpaque(tid) - 288;
+        const int cid = libTid() - 288;
         if constexpr (kPersistent) {
           sq = libLds(smemAddr(&sg.s));
           g = libLds(smemAddr(&sg.g));
@@ -631,8 +637,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           sq = libOpaque(sq);
           g = libOpaque(g);
         }
-        const int32_t* bt =
-            p.cacheLens != nullptr ? p.blockTable + (int64_t)sq * libOpaque(p.maxPagesPerSeq) : nullptr;
+        const int32_t* bt = p.cacheLens != nullptr ? p.blockTable + (int64_t)sq * libOpaque(p.maxPagesPerSeq) : nullptr;
         const int kh = g / p.groupSize;
         const bool cache = tl.blk < 0, masked = i < libLds(smemAddr(&sg.masked));
         /* An arrival must not reach a barrier's previous phase: wait for it to complete. Writes
