@@ -138,7 +138,8 @@ __device__ __forceinline__ int2 libLds2(uint32_t a) {
   return v;
 }
 
-/* threadIdx.x, read afresh where it is used (the value the kernel's prologue read stays its own) */
+/* threadIdx.x, read afresh where it is used: nothing derived from the prologue's copy is held
+ * across the copy warps' tile loop */
 __device__ __forceinline__ int libTid() {
   int t;
   asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
@@ -748,7 +749,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       if constexpr (!kPersistent) {
         unsigned int* ctr = work;
         asm volatile("" : "+l"(ctr));
-        if (lane == 0) libSts2(kvState() + 16, 0, ctr == nullptr ? 2 : 1); /* no row: left 0, part 1 or 2 */
+        if (lane == 0) { /* no row yet: left 0, part 1 (claim one) or 2 (no store) */
+          const uint32_t a = kvState();
+          libSts2(a, 0, 0);
+          libSts2(a + 8, 0, 0);
+          libSts2(a + 16, 0, ctr == nullptr ? 2 : 1);
+        }
         __syncwarp();
         produceCopy(0, nIter, s, g);
         while (storeStep(false)) { /* the row it holds */
