@@ -25,10 +25,10 @@ static int headBlockWidth(int G) { return G <= 16 ? 1 : G <= 32 ? 2 : 4; }
 
 constexpr int kMaxDevices = 64;
 /* per device: compute capability (major * 10 + minor, 0 = not yet asked), and which
- * instantiations have their attributes raised (bit instIndex); racing threads write the same */
+ * instantiations have their attributes raised (bit instIndex of word kTail); racing threads write the same */
 std::atomic<int> devCc[kMaxDevices];
 std::atomic<int> devSms[kMaxDevices]; /* SM count, stored before devCc */
-std::atomic<unsigned long long> devRaised[kMaxDevices];
+std::atomic<unsigned long long> devRaised[kMaxDevices][2];
 std::atomic<unsigned> devMergeRaised[kMaxDevices]; /* bit (dtype, D) of gqaMergeKernel's carveout */
 std::atomic<void*> encodeFn{nullptr};
 
@@ -55,15 +55,15 @@ static int currentDevice() {
 /* the shared-memory and cluster-size attributes, once per device and instantiation: never on
  * the steps of a plan that raised them at creation (cpclCudaAttnGqaSm90Plan), so no attribute
  * call lands inside a stream capture */
-template <typename T, int D, int HB, int kMode, bool kWg>
+template <typename T, int D, int HB, int kMode, bool kWg, bool kTail>
 static cudaError_t raise() {
   const int dev = currentDevice();
   const unsigned long long bit = 1ull << instIndex<T, D, HB, kMode, kWg>();
-  if (dev >= 0 && (devRaised[dev].load(std::memory_order_acquire) & bit)) return cudaSuccess;
-  auto kern = gqaDecodeKernel<T, D, HB, kMode, kWg>;
+  if (dev >= 0 && (devRaised[dev][kTail].load(std::memory_order_acquire) & bit)) return cudaSuccess;
+  auto kern = gqaDecodeKernel<T, D, HB, kMode, kWg, kTail>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024);
   if (e == cudaSuccess) e = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (e == cudaSuccess && dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
+  if (e == cudaSuccess && dev >= 0) devRaised[dev][kTail].fetch_or(bit, std::memory_order_acq_rel);
   return e;
 }
 
@@ -88,10 +88,10 @@ static cudaError_t raiseMerge() {
   return e;
 }
 
-template <typename T, int D, int HB, int kMode, bool kWg = false>
+template <typename T, int D, int HB, int kMode, bool kWg, bool kTail>
 static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream, bool occupancyOnly) {
   const size_t smem = smemBytes<D, HB, kMode == 2>(p->stages);
-  auto kern = gqaDecodeKernel<T, D, HB, kMode, kWg>;
+  auto kern = gqaDecodeKernel<T, D, HB, kMode, kWg, kTail>;
   CUtensorMap km, vm;
   memset(&km, 0, sizeof km);
   memset(&vm, 0, sizeof vm);
@@ -99,7 +99,7 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
     memcpy(&km, maps->words[0], sizeof km);
     memcpy(&vm, maps->words[1], sizeof vm);
   }
-  cudaError_t e = raise<T, D, HB, kMode, kWg>();
+  cudaError_t e = raise<T, D, HB, kMode, kWg, kTail>();
   if (e != cudaSuccess) return (int)e;
   const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
   const int headBlocks = ((G < p->numHeads ? G : p->numHeads) + 16 * HB - 1) / (16 * HB);
@@ -159,19 +159,25 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
   return (int)cudaLaunchKernelEx(&mc, gqaMergeKernel<T, D>, *p);
 }
 
+/* form 2 (wsCount) launches the kTail instantiation, everything else the one without the merge code */
+template <typename T, int D, int HB, int kMode, bool kWg = false>
+static int launchT(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool occ) {
+  return p->wsCount ? launch<T, D, HB, kMode, kWg, true>(p, m, s, occ)
+                    : launch<T, D, HB, kMode, kWg, false>(p, m, s, occ);
+}
 template <typename T, int D, int kMode>
 static int launchM(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool occ) {
   switch (headBlockWidth(p->groupSize < p->numHeads ? p->groupSize : p->numHeads)) {
     case 1:
-      return launch<T, D, 1, kMode>(p, m, s, occ);
+      return launchT<T, D, 1, kMode>(p, m, s, occ);
     case 2:
-      return launch<T, D, 2, kMode>(p, m, s, occ);
+      return launchT<T, D, 2, kMode>(p, m, s, occ);
     default:
       if (p->consumer == 1) {
-        if constexpr (kMode == 2) return launch<T, D, 4, 2, true>(p, m, s, occ);
+        if constexpr (kMode == 2) return launchT<T, D, 4, 2, true>(p, m, s, occ);
         return -1;
       }
-      return launch<T, D, 4, kMode>(p, m, s, occ);
+      return launchT<T, D, 4, kMode>(p, m, s, occ);
   }
 }
 template <typename T, int D>
@@ -395,14 +401,15 @@ extern "C" int cpclGqaSm90MaxActiveClusters(const GqaParams* in) {
  * body's split workspace, cpclCudaAttnMaxSplits): they need none. */
 constexpr int kCtasPerSm = 2, kMinSplits = 4;
 constexpr size_t kMaxWsBytes = (size_t)256 << 20;
-/* Where the workspace form merges (docs/GQA_SM90.md "Session 4", unmeasured): in the last split's
- * tail (form 2) when the partials one CTA then reads, a unit's min(G, head block) heads x CL x D x
- * 4 bytes, stay within kTailMergeBytes, else in the merge kernel (form 1). One SM reads them from L2
- * at ~64 B a cycle after two round trips: 128 KB is ~1.8 us, about what the merge kernel's launch
- * and grid-completion gaps cost; B1 L4k's 16 heads x 64 splits (512 KB) would be ~3 us on the
- * critical path. The rule only moves the merge; CL and chunkMin stay, so both forms give the same
- * bits and forcing one (CPCL_GQA_SM90_MERGE) changes time only. */
-constexpr size_t kTailMergeBytes = (size_t)128 << 10;
+/* Where the workspace form merges (docs/GQA_SM90.md "Session 4" and "Session 4b"): in the last
+ * split's tail (form 2) when the partials one CTA then reads, a unit's min(G, head block) heads x CL
+ * x D x 4 bytes, stay within kTailMergeBytes, else in the merge kernel (form 1). H200 (2026-12-01d,
+ * the tail code then compiled into form 1's kernels too): B128 H64/8 L4k (16 KB) gained 562 -> 538
+ * us, B64 H16/1 L8k (32 KB) lost 79.6 -> 81.0, B16 H16/1 L32k (128 KB: one CTA streams 4 batches of
+ * 16 loads a lane, where the merge kernel's 64 CTAs take one) lost 79.9 -> 88.5; so 16 KB, the
+ * measured gain only. The rule only moves the merge; CL and chunkMin stay, so both forms give the
+ * same bits and forcing one (CPCL_GQA_SM90_MERGE) changes time only. */
+constexpr size_t kTailMergeBytes = (size_t)16 << 10;
 
 /* CPCL_GQA_SM90_MERGE, read once per process: 0 the rule, 1 "kernel", 2 "tail" (anything else 0) */
 static std::atomic<int> mergeForm{-1};
@@ -574,19 +581,24 @@ extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTok
     }
   }
   /* every head-block width a call of this plan can take (a schedule's sub-range of fewer heads
-   * than G takes a narrower one), both copy modes, the wgmma consumers where they apply */
+   * than G takes a narrower one), both copy modes, the wgmma consumers where they apply; form 2's
+   * tail instantiations too, and form 1's (its fallback without splitCounters) */
+  static unsigned ctrProbe[1];
   const int heads = G < shape->numHeads ? G : shape->numHeads;
-  for (int w = 16; w <= 64; w *= 2) {
-    if (w > 16 && heads <= w / 2) break;
-    p.numHeads = heads < w ? heads : w;
-    p.headsPerBlock = p.numHeads;
-    for (int mode = 0; mode <= 2; mode += 2) {
-      if (mode == 2 && !tmaPageSize(shape->pageSize)) continue;
-      p.copyMode = mode;
-      p.consumer = mode == 2 && w == 64;
-      if (dispatch(&p, nullptr, 0, true) <= 0) {
-        cudaGetLastError();
-        return 0;
+  for (int tail = 0; tail <= (ws == 2 && cl > 1); tail++) {
+    p.wsCount = tail ? ctrProbe : nullptr;
+    for (int w = 16; w <= 64; w *= 2) {
+      if (w > 16 && heads <= w / 2) break;
+      p.numHeads = heads < w ? heads : w;
+      p.headsPerBlock = p.numHeads;
+      for (int mode = 0; mode <= 2; mode += 2) {
+        if (mode == 2 && !tmaPageSize(shape->pageSize)) continue;
+        p.copyMode = mode;
+        p.consumer = mode == 2 && w == 64;
+        if (dispatch(&p, nullptr, 0, true) <= 0) {
+          cudaGetLastError();
+          return 0;
+        }
       }
     }
   }

@@ -215,8 +215,10 @@ template <typename T, int D, int HC>
 __device__ __forceinline__ void tailMerge(const GqaParams& p, unsigned char* smem, int64_t u0, int t, int h0, int nh,
                                           int ns);
 
-/* kMode: 0 cp.async rows, 1 one bulk copy per row, 2 TMA tensor boxes (kMap / vMap) */
-template <typename T, int D, int HB, int kMode, bool kWg = false>
+/* kMode: 0 cp.async rows, 1 one bulk copy per row, 2 TMA tensor boxes (kMap / vMap). kTail: the
+ * tail merge's own instantiation (launched only with p.wsCount set), so the merge code never shares
+ * a function with form 1's, whose registers and predicates it changed (docs/GQA_SM90.md "Session 4b") */
+template <typename T, int D, int HB, int kMode, bool kWg = false, bool kTail = false>
 __global__ void __launch_bounds__(kThreads, 2)
     gqaDecodeKernel(const __grid_constant__ CUtensorMap kMap, const __grid_constant__ CUtensorMap vMap,
                     const GqaParams p) {
@@ -598,27 +600,28 @@ __global__ void __launch_bounds__(kThreads, 2)
       __stcg(reinterpret_cast<float4*>(p.wsO + w * D + col), *reinterpret_cast<const float4*>(pO + row * D + col));
       if (col == 0) p.wsLse[w] = bad ? __int_as_float(0x7fc00000) : pL[row];
     }
-    if (!p.wsCount) return; /* form 1: gqaMergeKernel merges */
-    /* form 2, the tail merge: count this split in; the ns-th arrival (whichever split it is) merges
-     * the unit's partials, in split order, as the merge kernel would. Release: every thread fences
-     * its partial stores before the barrier that precedes the count (the threadfence-reduction
-     * pattern of attn_common.cuh's mergeSplitsIfLast); acquire: the last CTA fences after it reads
-     * the count and loads the partials from L2 (__ldcg), never from a stale L1 line. No CTA waits
-     * for another, so nothing assumes the splits are resident together. */
-    int& isLast = *reinterpret_cast<int*>(smem + bodyBytes<D, HB, kTma>(stages) + 260);
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) {
-      unsigned* ctr = p.wsCount + (int64_t)t * gridDim.y + blockIdx.y;
-      const unsigned prev = atomicAdd(ctr, 1u);
-      isLast = prev == (unsigned)ns - 1;
-      if (isLast) *ctr = 0; /* every split has arrived: zero for the next launch or graph replay */
+    if constexpr (kTail) {
+      /* form 2, the tail merge: count this split in; the ns-th arrival (whichever split it is) merges
+       * the unit's partials, in split order, as the merge kernel would. Release: every thread fences
+       * its partial stores before the barrier that precedes the count (the threadfence-reduction
+       * pattern of attn_common.cuh's mergeSplitsIfLast); acquire: the last CTA fences after it reads
+       * the count and loads the partials from L2 (__ldcg), never from a stale L1 line. No CTA waits
+       * for another, so nothing assumes the splits are resident together. */
+      int& isLast = *reinterpret_cast<int*>(smem + bodyBytes<D, HB, kTma>(stages) + 260);
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) {
+        unsigned* ctr = p.wsCount + (int64_t)t * gridDim.y + blockIdx.y;
+        const unsigned prev = atomicAdd(ctr, 1u);
+        isLast = prev == (unsigned)ns - 1;
+        if (isLast) *ctr = 0; /* every split has arrived: zero for the next launch or graph replay */
+      }
+      __syncthreads();
+      if (!isLast) return;
+      __threadfence();
+      tailMerge<T, D, HC>(p, smem, u0, t, g0 - p.headBegin, nh, ns);
     }
-    __syncthreads();
-    if (!isLast) return;
-    __threadfence();
-    tailMerge<T, D, HC>(p, smem, u0, t, g0 - p.headBegin, nh, ns);
-    return;
+    return; /* form 1: gqaMergeKernel merges */
   }
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();
@@ -663,8 +666,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 /* The merge's weights of one (row, head), warp-collective: lane k holds split k's base-2 LSE in x0
  * and split k + 32's in x1 (-inf past the row's ns splits); gives w0 / w1 = exp2(x - lse) (0 for an
  * empty split) and the merged base-2 LSE. A NaN anywhere (a split met a bad page) empties the row:
- * every weight 0, lse -inf. The max is exact in any order; the sum runs over the same butterfly in
- * both merge forms, so the weights have the same bits wherever this runs. */
+ * every weight 0, lse -inf. The max is exact in any order; the sum runs over the same butterfly as
+ * gqaMergeKernel's, so the weights have the same bits wherever this runs. */
 __device__ __forceinline__ void mergeWeights(float x0, float x1, float* w0, float* w1, float* lse2) {
   if (__any_sync(0xffffffffu, isnan(x0) || isnan(x1))) x0 = x1 = -INFINITY;
   float m = fmaxf(x0, x1);
@@ -695,8 +698,8 @@ __device__ __forceinline__ void loadPart(float (&v)[E], const float* src, float 
     v[0] = x.x, v[1 % E] = x.y;
   }
 }
-/* acc += w v for a live split: the one accumulation step of both merge forms, splits in order from
- * acc = 0. fmaf is written out (the contraction the compiler made of acc + w v anyway), so no
+/* acc += w v for a live split: gqaMergeKernel's accumulation step, splits in order from acc = 0.
+ * fmaf is written out (the contraction the compiler makes of the merge kernel's acc += w v), so no
  * inlining context can round the two forms differently. */
 template <int E>
 __device__ __forceinline__ void accPart(float (&acc)[E], const float (&v)[E], float w) {
@@ -720,42 +723,9 @@ __device__ __forceinline__ void storeMerged(const GqaParams& p, int t, int h, in
     p.lse[headOff(g, t, p.headsPerBlock, p.lseBlockStride, p.lseTokenStride, 1)] = p.lseBase2 ? lse2 : lse2 * kLn2;
 }
 
-/* The workspace merge of one (row t, head h of the call; u = t numHeads + h) over its ns > 1
- * splits, by one warp, lane i owning dims i D/32 .. (i + 1) D/32 - 1. As mla_sm90.cuh's
- * mlaSm90Combine: fp32 weights exp2(lse_j - lse), the sum in split order (its bits depend on the
- * row's partials only, never on the grid or on which CTA runs it), an empty partial (weight 0)
- * never read, a NaN LSE (a bad page in any split) empties the row. kMergeBatch loads in flight. */
-template <typename T, int D>
-__device__ __forceinline__ void mergeHead(const GqaParams& p, int64_t u, int t, int h, int ns, int lane) {
-  constexpr int E = D / 32;
-  const int S = p.clusterSplits;
-  const float* lse = p.wsLse + u * S;
-  const float x0 = lane < ns ? __ldcg(lse + lane) : -INFINITY;
-  const float x1 = lane + 32 < ns ? __ldcg(lse + lane + 32) : -INFINITY;
-  float w0, w1, lse2;
-  mergeWeights(x0, x1, &w0, &w1, &lse2);
-  float acc[E];
-#pragma unroll
-  for (int e = 0; e < E; e++) acc[e] = 0.f;
-  const float* src = p.wsO + u * S * D + lane * E;
-  for (int k0 = 0; k0 < ns; k0 += kMergeBatch) {
-    float v[kMergeBatch][E], wk[kMergeBatch];
-#pragma unroll
-    for (int i = 0; i < kMergeBatch; i++) {
-      const int k = k0 + i;
-      const float wa = __shfl_sync(0xffffffffu, w0, k & 31), wb = __shfl_sync(0xffffffffu, w1, k & 31);
-      wk[i] = k < ns ? (k < 32 ? wa : wb) : 0.f;
-      loadPart<E>(v[i], src + (int64_t)k * D, wk[i]);
-    }
-#pragma unroll
-    for (int i = 0; i < kMergeBatch; i++) accPart<E>(acc, v[i], wk[i]);
-  }
-  storeMerged<T, D>(p, t, h, lane, acc, lse2);
-}
-
 /* The tail merge (form 2): run by every thread of the CTA that counted in last for the unit of
  * heads h0 .. h0 + nh - 1 of row t (u0: the first one's index), after its partials and the other
- * splits' are visible. The same three steps per (row, head) as mergeHead, so the same bits: the
+ * splits' are visible. The same three steps per (row, head) as gqaMergeKernel, so the same bits: the
  * LSEs (all nh x ns in one round trip into the dead stages), mergeWeights by one warp a head (the
  * weights kept in shared memory), then accPart in split order and storeMerged. The loads differ
  * only in who issues them: warp w takes heads w, w + 5, ... and streams their (head, split) pairs
@@ -811,8 +781,16 @@ __device__ __forceinline__ void tailMerge(const GqaParams& p, unsigned char* sme
   }
 }
 
-/* The merge kernel: one warp per (row, head of the call); grid ceil(numTokens numHeads /
- * kMergeWarps) CTAs, launched as a programmatic dependent of gqaDecodeKernel (form 1). */
+/* The workspace merge: one warp per (row, head of the call), lane i owning dims i D/32 ..
+ * (i + 1) D/32 - 1; grid ceil(numTokens numHeads / kMergeWarps) CTAs, launched as a programmatic
+ * dependent of gqaDecodeKernel. As mla_sm90.cuh's mlaSm90Combine: fp32 weights exp2(lse_j - lse),
+ * the sum in split order (its bits depend on the row's partials only, never on the grid), an
+ * empty partial (weight 0) never read, a NaN LSE (a bad page in any split) empties the row. Form
+ * 1's merge, kept as main's source (so main's SASS: docs/GQA_SM90.md "Session 4b") rather than
+ * built from the tail merge's steps above (mergeWeights, loadPart, accPart, storeMerged); those are
+ * the same operations in the same order (the same butterflies, acc += w v contracted to one fma a
+ * split, in split order), and the GPU test compares the two forms bitwise (test_gpu_kernels runs
+ * 6/7 and 1/8). */
 template <typename T, int D>
 __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaParams p) {
   /* the attention grid has finished and its partials are visible after this */
@@ -820,6 +798,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaPara
   /* the next step's attention (a programmatic dependent when p.pdl) may start its prologue; it
    * waits for this grid's completion before it writes the workspace or reads anything */
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  constexpr int E = D / 32;
   const int lane = threadIdx.x & 31;
   const int64_t u = (int64_t)blockIdx.x * kMergeWarps + (threadIdx.x >> 5);
   if (u >= (int64_t)p.numTokens * p.numHeads) return;
@@ -831,7 +810,60 @@ __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaPara
   int64_t chunk;
   splitOf(rw.L, p.clusterSplits, p.chunkMin, &ns, &chunk);
   if (ns <= 1) return; /* written by the attention itself */
-  mergeHead<T, D>(p, u, t, h, ns, lane);
+  const int S = p.clusterSplits;
+  const float* lse = p.wsLse + u * S;
+  float x0 = lane < ns ? __ldcg(lse + lane) : -INFINITY;
+  float x1 = lane + 32 < ns ? __ldcg(lse + lane + 32) : -INFINITY;
+  if (__any_sync(0xffffffffu, isnan(x0) || isnan(x1))) x0 = x1 = -INFINITY;
+  float m = fmaxf(x0, x1);
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, k));
+  float outLse2 = -INFINITY, w0 = 0.f, w1 = 0.f;
+  if (m != -INFINITY) {
+    float sum = (x0 == -INFINITY ? 0.f : exp2f(x0 - m)) + (x1 == -INFINITY ? 0.f : exp2f(x1 - m));
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
+    outLse2 = m + log2f(sum);
+    w0 = x0 == -INFINITY ? 0.f : exp2f(x0 - outLse2);
+    w1 = x1 == -INFINITY ? 0.f : exp2f(x1 - outLse2);
+  }
+  float acc[E];
+#pragma unroll
+  for (int e = 0; e < E; e++) acc[e] = 0.f;
+  const float* src = p.wsO + u * S * D + lane * E;
+  for (int k0 = 0; k0 < ns; k0 += kMergeBatch) {
+    float v[kMergeBatch][E], wk[kMergeBatch];
+#pragma unroll
+    for (int i = 0; i < kMergeBatch; i++) {
+      const int k = k0 + i;
+      const float wa = __shfl_sync(0xffffffffu, w0, k & 31), wb = __shfl_sync(0xffffffffu, w1, k & 31);
+      wk[i] = k < ns ? (k < 32 ? wa : wb) : 0.f;
+      if (E == 4) {
+        const float4 x = wk[i] != 0.f ? __ldcg(reinterpret_cast<const float4*>(src + (int64_t)k * D))
+                                      : make_float4(0.f, 0.f, 0.f, 0.f);
+        v[i][0] = x.x, v[i][1] = x.y, v[i][2 % E] = x.z, v[i][3 % E] = x.w;
+      } else {
+        const float2 x =
+            wk[i] != 0.f ? __ldcg(reinterpret_cast<const float2*>(src + (int64_t)k * D)) : make_float2(0.f, 0.f);
+        v[i][0] = x.x, v[i][1 % E] = x.y;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kMergeBatch; i++) {
+      if (wk[i] == 0.f) continue;
+#pragma unroll
+      for (int e = 0; e < E; e++) acc[e] += wk[i] * v[i][e];
+    }
+  }
+  const int g = p.headBegin + h;
+  T* dst = static_cast<T*>(p.out) + headOff(g, t, p.headsPerBlock, p.oBlockStride, p.oTokenStride, D) + lane * E;
+  if (E == 4)
+    *reinterpret_cast<uint2*>(dst) = make_uint2(Mma<T>::pack(acc[0], acc[1 % E]), Mma<T>::pack(acc[2 % E], acc[3 % E]));
+  else
+    *reinterpret_cast<uint32_t*>(dst) = Mma<T>::pack(acc[0], acc[1 % E]);
+  if (lane == 0 && p.lse)
+    p.lse[headOff(g, t, p.headsPerBlock, p.lseBlockStride, p.lseTokenStride, 1)] =
+        p.lseBase2 ? outLse2 : outLse2 * kLn2;
 }
 
 }  // namespace gqa90
