@@ -43,7 +43,7 @@
  * gqaMergeKernel, launched as a programmatic dependent, merges them (the tail of this file).
  * Tail merge (p.wsCount set too; variant F, form 2): the same stores, then an arrival count per
  * (row, KV head, head block) = (t, blockIdx.y); the last of the row's ns splits to arrive merges
- * its nh heads with the merge kernel's weight, accumulation and store steps (tailMerge), and
+ * its nh heads with the merge kernel's weight, accumulation and store arithmetic (tailMerge), and
  * re-arms the count: one kernel, the same bits.
  */
 #ifndef CPCL_CUDA_GQA_SM90_CUH_

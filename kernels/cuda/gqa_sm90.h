@@ -66,7 +66,7 @@ typedef struct {
   /* The tail merge (variant "F", with wsO): arrival counters, one per (row, KV head, head block)
    * of the launch, cpclGqaSm90CounterCount of them, zero before the launch and left zero after it.
    * Each split CTA of a row of ns > 1 splits stores its partial as above, then counts itself in;
-   * the ns-th to arrive merges the unit's partials (the same code as the merge kernel, so the same
+   * the ns-th to arrive merges the unit's partials (the same operations as the merge kernel, so the same
    * bits), re-arms the counter, and no merge kernel is launched. NULL: the merge kernel. */
   unsigned* wsCount;
 } GqaParams;
@@ -109,7 +109,7 @@ int cpclGqaSm90Attn(const cpclAttnParams_t* p, void* stream);
  * heads of headDim dims on a device of numSms SMs: CL (the most splits of a row), chunkMin, and
  * *workspace: 0 clusters, 1 the workspace merge in a second kernel, 2 the workspace merge in the
  * last split's tail (wsCount). A function of these alone, never of a batch (the rule: gqa_sm90.cu,
- * docs/GQA_SM90.md "Session 3b" and "Session 4"); the merge's place never changes CL or chunkMin,
+ * docs/GQA_SM90.md "Session 3b", "Session 4" and "Session 4b"); the merge's place never changes CL or chunkMin,
  * so forms 1 and 2 give the same bits. CPCL_GQA_SM90_MERGE=kernel|tail forces form 1 or 2 where
  * the rule says 1 or 2 (read once per process; the bench's and kernel_perf's side-by-side timing). */
 void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int headDim, int numSms, int* clusterSplits,
