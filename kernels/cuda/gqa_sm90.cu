@@ -1,13 +1,15 @@
 /*
  * gqa_sm90.cu -- host side of the Hopper GQA decode body (gqa_sm90.cuh): the launch (head-block
  * width HB from the group size, clusterSplits CTAs per (row, KV head, head block): one cluster, or
- * unclustered with the workspace merge kernel after them), the TMA maps, the plan's split
+ * unclustered with the workspace merge kernel after them or the merge in the last split's tail),
+ * the TMA maps, the plan's split
  * constants (cpclGqaSm90Plan), and the library's entry (cpclGqaSm90Attn, cpclCudaAttnGqaSm90Plan). Built for sm_90a
  * only (kernels/cuda/meson.build); the entry checks the device. Host statics are atomics or behind a pthread mutex
  * (engines launch from several threads; the build has -fno-threadsafe-statics and links as C), as mla_sm90.cu.
  */
 #include <cudaTypedefs.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <atomic>
@@ -23,10 +25,10 @@ static int headBlockWidth(int G) { return G <= 16 ? 1 : G <= 32 ? 2 : 4; }
 
 constexpr int kMaxDevices = 64;
 /* per device: compute capability (major * 10 + minor, 0 = not yet asked), and which
- * instantiations have their attributes raised (bit instIndex); racing threads write the same */
+ * instantiations have their attributes raised (bit instIndex of word kTail); racing threads write the same */
 std::atomic<int> devCc[kMaxDevices];
 std::atomic<int> devSms[kMaxDevices]; /* SM count, stored before devCc */
-std::atomic<unsigned long long> devRaised[kMaxDevices];
+std::atomic<unsigned long long> devRaised[kMaxDevices][2];
 std::atomic<unsigned> devMergeRaised[kMaxDevices]; /* bit (dtype, D) of gqaMergeKernel's carveout */
 std::atomic<void*> encodeFn{nullptr};
 
@@ -53,15 +55,15 @@ static int currentDevice() {
 /* the shared-memory and cluster-size attributes, once per device and instantiation: never on
  * the steps of a plan that raised them at creation (cpclCudaAttnGqaSm90Plan), so no attribute
  * call lands inside a stream capture */
-template <typename T, int D, int HB, int kMode, bool kWg>
+template <typename T, int D, int HB, int kMode, bool kWg, bool kTail>
 static cudaError_t raise() {
   const int dev = currentDevice();
   const unsigned long long bit = 1ull << instIndex<T, D, HB, kMode, kWg>();
-  if (dev >= 0 && (devRaised[dev].load(std::memory_order_acquire) & bit)) return cudaSuccess;
-  auto kern = gqaDecodeKernel<T, D, HB, kMode, kWg>;
+  if (dev >= 0 && (devRaised[dev][kTail].load(std::memory_order_acquire) & bit)) return cudaSuccess;
+  auto kern = gqaDecodeKernel<T, D, HB, kMode, kWg, kTail>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024);
   if (e == cudaSuccess) e = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (e == cudaSuccess && dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
+  if (e == cudaSuccess && dev >= 0) devRaised[dev][kTail].fetch_or(bit, std::memory_order_acq_rel);
   return e;
 }
 
@@ -86,10 +88,10 @@ static cudaError_t raiseMerge() {
   return e;
 }
 
-template <typename T, int D, int HB, int kMode, bool kWg = false>
+template <typename T, int D, int HB, int kMode, bool kWg, bool kTail>
 static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream, bool occupancyOnly) {
   const size_t smem = smemBytes<D, HB, kMode == 2>(p->stages);
-  auto kern = gqaDecodeKernel<T, D, HB, kMode, kWg>;
+  auto kern = gqaDecodeKernel<T, D, HB, kMode, kWg, kTail>;
   CUtensorMap km, vm;
   memset(&km, 0, sizeof km);
   memset(&vm, 0, sizeof vm);
@@ -97,7 +99,7 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
     memcpy(&km, maps->words[0], sizeof km);
     memcpy(&vm, maps->words[1], sizeof vm);
   }
-  cudaError_t e = raise<T, D, HB, kMode, kWg>();
+  cudaError_t e = raise<T, D, HB, kMode, kWg, kTail>();
   if (e != cudaSuccess) return (int)e;
   const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
   const int headBlocks = ((G < p->numHeads ? G : p->numHeads) + 16 * HB - 1) / (16 * HB);
@@ -139,7 +141,8 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
     return e == cudaSuccess ? n * sms : -(int)e;
   }
   e = cudaLaunchKernelEx(&cfg, kern, km, vm, *p);
-  if (e != cudaSuccess || !ws || p->clusterSplits == 1) return (int)e;
+  /* the tail merge (wsCount) leaves nothing for a second kernel */
+  if (e != cudaSuccess || !ws || p->clusterSplits == 1 || p->wsCount) return (int)e;
   /* the merge: a programmatic dependent, its launch overlapping the attention's last wave */
   e = raiseMerge<T, D>();
   if (e != cudaSuccess) return (int)e;
@@ -156,19 +159,25 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
   return (int)cudaLaunchKernelEx(&mc, gqaMergeKernel<T, D>, *p);
 }
 
+/* form 2 (wsCount) launches the kTail instantiation, everything else the one without the merge code */
+template <typename T, int D, int HB, int kMode, bool kWg = false>
+static int launchT(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool occ) {
+  return p->wsCount ? launch<T, D, HB, kMode, kWg, true>(p, m, s, occ)
+                    : launch<T, D, HB, kMode, kWg, false>(p, m, s, occ);
+}
 template <typename T, int D, int kMode>
 static int launchM(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool occ) {
   switch (headBlockWidth(p->groupSize < p->numHeads ? p->groupSize : p->numHeads)) {
     case 1:
-      return launch<T, D, 1, kMode>(p, m, s, occ);
+      return launchT<T, D, 1, kMode>(p, m, s, occ);
     case 2:
-      return launch<T, D, 2, kMode>(p, m, s, occ);
+      return launchT<T, D, 2, kMode>(p, m, s, occ);
     default:
       if (p->consumer == 1) {
-        if constexpr (kMode == 2) return launch<T, D, 4, 2, true>(p, m, s, occ);
+        if constexpr (kMode == 2) return launchT<T, D, 4, 2, true>(p, m, s, occ);
         return -1;
       }
-      return launch<T, D, 4, kMode>(p, m, s, occ);
+      return launchT<T, D, 4, kMode>(p, m, s, occ);
   }
 }
 template <typename T, int D>
@@ -189,8 +198,9 @@ static bool covered(const GqaParams* p) {
   return p->numKvHeads > 0 && p->numHeads > 0 && p->groupSize > 0 && p->headBegin >= 0 && p->headsPerBlock > 0 &&
          p->headBegin + p->numHeads <= p->groupSize * p->numKvHeads && (p->headDim == 64 || p->headDim == 128) &&
          (p->dtype == 0 || p->dtype == 1) && p->clusterSplits >= 1 &&
-         p->clusterSplits <= (p->wsO ? kMaxWsSplits : kMaxCluster) && (!p->wsO || p->wsLse) && p->chunkMin >= kTile &&
-         p->chunkMin % kTile == 0 && p->stages >= 2 && p->stages <= 16 && p->pageSize >= 1 && p->numTokens >= 0 &&
+         p->clusterSplits <= (p->wsO ? kMaxWsSplits : kMaxCluster) && (!p->wsO || p->wsLse) &&
+         (!p->wsCount || p->wsO) && p->chunkMin >= kTile && p->chunkMin % kTile == 0 && p->stages >= 2 &&
+         p->stages <= 16 && p->pageSize >= 1 && p->numTokens >= 0 &&
          (int64_t)p->numTokens * p->clusterSplits <= 0x7fffffffLL && p->copyMode >= 0 && p->copyMode <= 2 &&
          (p->copyMode != 2 || tmaPageSize(p->pageSize)) && p->consumer >= 0 && p->consumer <= 1 &&
          (p->consumer == 0 ||
@@ -295,6 +305,21 @@ extern "C" size_t cpclGqaSm90WorkspaceBytes(const GqaParams* p) {
   return cpclGqaSm90WorkspaceBytesOf(p->numTokens, p->numHeads, p->headDim, p->clusterSplits);
 }
 
+/* the launch's grid y (launch()): KV heads the call's heads touch x head blocks of each */
+static int64_t gridY(const GqaParams* p) {
+  using namespace cpcl::gqa90;
+  const int G = p->groupSize, nh = G < p->numHeads ? G : p->numHeads, hc = 16 * headBlockWidth(nh);
+  const int nKv = (p->headBegin + p->numHeads - 1) / G - p->headBegin / G + 1;
+  return (int64_t)((nh + hc - 1) / hc) * nKv;
+}
+
+extern "C" size_t cpclGqaSm90CounterCount(const GqaParams* in) {
+  using namespace cpcl::gqa90;
+  const GqaParams p = normalised(in);
+  if (p.numTokens <= 0 || p.numHeads <= 0 || p.groupSize <= 0) return 0;
+  return (size_t)p.numTokens * (size_t)gridY(&p);
+}
+
 extern "C" size_t cpclCudaAttnGqaSm90WorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int splits) {
   return splits > 1 ? cpclGqaSm90WorkspaceBytesOf(maxTokens, numHeads, headDimVo, splits) : 0;
 }
@@ -376,6 +401,28 @@ extern "C" int cpclGqaSm90MaxActiveClusters(const GqaParams* in) {
  * body's split workspace, cpclCudaAttnMaxSplits): they need none. */
 constexpr int kCtasPerSm = 2, kMinSplits = 4;
 constexpr size_t kMaxWsBytes = (size_t)256 << 20;
+/* Where the workspace form merges (docs/GQA_SM90.md "Session 4" and "Session 4b"): in the last
+ * split's tail (form 2) when the partials one CTA then reads, a unit's min(G, head block) heads x CL
+ * x D x 4 bytes, stay within kTailMergeBytes, else in the merge kernel (form 1). H200 (2026-12-01d,
+ * the tail code then compiled into form 1's kernels too): B128 H64/8 L4k (16 KB) gained 562 -> 538
+ * us, B64 H16/1 L8k (32 KB) lost 79.6 -> 81.0, B16 H16/1 L32k (128 KB: one CTA streams 4 batches of
+ * 16 loads a lane, where the merge kernel's 64 CTAs take one) lost 79.9 -> 88.5; so 16 KB, the
+ * measured gain only. The rule only moves the merge; CL and chunkMin stay, so both forms give the
+ * same bits and forcing one (CPCL_GQA_SM90_MERGE) changes time only. */
+constexpr size_t kTailMergeBytes = (size_t)16 << 10;
+
+/* CPCL_GQA_SM90_MERGE, read once per process: 0 the rule, 1 "kernel", 2 "tail" (anything else 0) */
+static std::atomic<int> mergeForm{-1};
+static int mergeFormForced() {
+  int f = mergeForm.load(std::memory_order_acquire);
+  if (f < 0) {
+    const char* e = getenv("CPCL_GQA_SM90_MERGE");
+    f = e == nullptr ? 0 : strcmp(e, "kernel") == 0 ? 1 : strcmp(e, "tail") == 0 ? 2 : 0;
+    int unread = -1;
+    if (!mergeForm.compare_exchange_strong(unread, f, std::memory_order_acq_rel)) f = unread;
+  }
+  return f;
+}
 extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int headDim, int numSms,
                                 int* clusterSplits, int* chunkMin, int* workspace) {
   using namespace cpcl::gqa90;
@@ -385,9 +432,15 @@ extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, in
   const double wave = (double)kCtasPerSm * (numSms > 0 ? numSms : 132), splitsForWave = wave / (double)ctas;
   int cl = kMinSplits;
   while (cl < kMaxWsSplits && splitsForWave >= cl * 1.4142135623730951) cl *= 2;
-  const size_t ws = cpclGqaSm90WorkspaceBytesOf(rows, (int64_t)G * hkv, headDim > 0 ? headDim : 128, cl);
+  const int dims = headDim > 0 ? headDim : 128;
+  const size_t ws = cpclGqaSm90WorkspaceBytesOf(rows, (int64_t)G * hkv, dims, cl);
   *workspace = ws <= kMaxWsBytes;
   if (!*workspace && cl > kMaxCluster) cl = kMaxCluster;
+  if (*workspace) {
+    const size_t tail = (size_t)(G < hc ? G : hc) * cl * dims * sizeof(float);
+    const int forced = mergeFormForced();
+    *workspace = forced ? forced : tail <= kTailMergeBytes ? 2 : 1;
+  }
   *clusterSplits = cl;
   *chunkMin = cl >= 64 ? 128 : 256;
 }
@@ -470,6 +523,11 @@ extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
           a->workspace, a->workspaceBytes, need, a->numTokens, a->numHeads, p.clusterSplits);
     p.wsO = static_cast<float*>(a->workspace);
     p.wsLse = p.wsO + (size_t)p.numTokens * p.numHeads * p.clusterSplits * p.headDim;
+    /* form 2: the arrival counters are the plan's split counters (zeroed at plan creation, left zero
+     * by every body that counts in them; one attention at a time on the step's stream, as for the
+     * partials). numTokens x grid y <= cpclSplitCounterCount(numTokens, numHeads) (peer_sync.h):
+     * grid y = KV heads touched x head blocks <= 2 (numHeads + 16). Without them, form 1: the same bits. */
+    if (a->gqaSm90Workspace == 2 && a->splitCounters) p.wsCount = a->splitCounters;
   }
   GqaKvMaps maps;
   if (tma) {
@@ -523,19 +581,24 @@ extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTok
     }
   }
   /* every head-block width a call of this plan can take (a schedule's sub-range of fewer heads
-   * than G takes a narrower one), both copy modes, the wgmma consumers where they apply */
+   * than G takes a narrower one), both copy modes, the wgmma consumers where they apply; form 2's
+   * tail instantiations too, and form 1's (its fallback without splitCounters) */
+  static unsigned ctrProbe[1];
   const int heads = G < shape->numHeads ? G : shape->numHeads;
-  for (int w = 16; w <= 64; w *= 2) {
-    if (w > 16 && heads <= w / 2) break;
-    p.numHeads = heads < w ? heads : w;
-    p.headsPerBlock = p.numHeads;
-    for (int mode = 0; mode <= 2; mode += 2) {
-      if (mode == 2 && !tmaPageSize(shape->pageSize)) continue;
-      p.copyMode = mode;
-      p.consumer = mode == 2 && w == 64;
-      if (dispatch(&p, nullptr, 0, true) <= 0) {
-        cudaGetLastError();
-        return 0;
+  for (int tail = 0; tail <= (ws == 2 && cl > 1); tail++) {
+    p.wsCount = tail ? ctrProbe : nullptr;
+    for (int w = 16; w <= 64; w *= 2) {
+      if (w > 16 && heads <= w / 2) break;
+      p.numHeads = heads < w ? heads : w;
+      p.headsPerBlock = p.numHeads;
+      for (int mode = 0; mode <= 2; mode += 2) {
+        if (mode == 2 && !tmaPageSize(shape->pageSize)) continue;
+        p.copyMode = mode;
+        p.consumer = mode == 2 && w == 64;
+        if (dispatch(&p, nullptr, 0, true) <= 0) {
+          cudaGetLastError();
+          return 0;
+        }
       }
     }
   }

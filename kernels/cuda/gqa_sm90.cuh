@@ -37,10 +37,14 @@
  * cluster barrier CTA r merges every CL-th float4 of the outputs over splits 0..ns-1 in order
  * (DESIGN.md §1: exact, -inf partials skipped, all -inf gives o = 0, lse = -inf), then a second
  * barrier keeps every CTA's shared memory alive until all reads are done. ns == 1 skips both.
- * Workspace merge (p.wsO set; the bench's variant S, not the library's): no cluster, CL up to
+ * Workspace merge (p.wsO set; the bench's variant S, the library's form 1): no cluster, CL up to
  * kMaxWsSplits, the same split rule; a split past the row's count exits at once, a CTA of a row
  * with ns > 1 stores its partial and base-2 LSE (NaN after a bad page) to the workspace, and
  * gqaMergeKernel, launched as a programmatic dependent, merges them (the tail of this file).
+ * Tail merge (p.wsCount set too; variant F, form 2): the same stores, then an arrival count per
+ * (row, KV head, head block) = (t, blockIdx.y); the last of the row's ns splits to arrive merges
+ * its nh heads with the merge kernel's weight, accumulation and store arithmetic (tailMerge), and
+ * re-arms the count: one kernel, the same bits.
  */
 #ifndef CPCL_CUDA_GQA_SM90_CUH_
 #define CPCL_CUDA_GQA_SM90_CUH_
@@ -100,7 +104,8 @@ struct Tail {
   static constexpr size_t kPL = kPO + (size_t)HC * D * 4;           /* [HC] */
   static constexpr size_t kEnd = kPL + HC * 4;
 };
-constexpr int kBarBytes = 16 * 2 * 8 + 16; /* full[16], empty[16], the split's bad-page mark */
+/* full[16], empty[16], the split's bad-page mark (+256), the tail merge's last-arrival flag (+260) */
+constexpr int kBarBytes = 16 * 2 * 8 + 16;
 template <int D, int HB, bool kTma>
 __host__ __device__ constexpr size_t bodyBytes(int stages) {
   return (size_t)stages * Layout<D, kTma>::kStageB > Tail<D, HB>::kEnd ? (size_t)stages * Layout<D, kTma>::kStageB
@@ -206,8 +211,14 @@ __host__ __device__ __forceinline__ void splitOf(int64_t L, int CL, int chunkMin
   *ns = (int)((L + c - 1) / c);
 }
 
-/* kMode: 0 cp.async rows, 1 one bulk copy per row, 2 TMA tensor boxes (kMap / vMap) */
-template <typename T, int D, int HB, int kMode, bool kWg = false>
+template <typename T, int D, int HC>
+__device__ __forceinline__ void tailMerge(const GqaParams& p, unsigned char* smem, int64_t u0, int t, int h0, int nh,
+                                          int ns);
+
+/* kMode: 0 cp.async rows, 1 one bulk copy per row, 2 TMA tensor boxes (kMap / vMap). kTail: the
+ * tail merge's own instantiation (launched only with p.wsCount set), so the merge code never shares
+ * a function with form 1's, whose registers and predicates it changed (docs/GQA_SM90.md "Session 4b") */
+template <typename T, int D, int HB, int kMode, bool kWg = false, bool kTail = false>
 __global__ void __launch_bounds__(kThreads, 2)
     gqaDecodeKernel(const __grid_constant__ CUtensorMap kMap, const __grid_constant__ CUtensorMap vMap,
                     const GqaParams p) {
@@ -589,7 +600,28 @@ __global__ void __launch_bounds__(kThreads, 2)
       __stcg(reinterpret_cast<float4*>(p.wsO + w * D + col), *reinterpret_cast<const float4*>(pO + row * D + col));
       if (col == 0) p.wsLse[w] = bad ? __int_as_float(0x7fc00000) : pL[row];
     }
-    return;
+    if constexpr (kTail) {
+      /* form 2, the tail merge: count this split in; the ns-th arrival (whichever split it is) merges
+       * the unit's partials, in split order, as the merge kernel would. Release: every thread fences
+       * its partial stores before the barrier that precedes the count (the threadfence-reduction
+       * pattern of attn_common.cuh's mergeSplitsIfLast); acquire: the last CTA fences after it reads
+       * the count and loads the partials from L2 (__ldcg), never from a stale L1 line. No CTA waits
+       * for another, so nothing assumes the splits are resident together. */
+      int& isLast = *reinterpret_cast<int*>(smem + bodyBytes<D, HB, kTma>(stages) + 260);
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) {
+        unsigned* ctr = p.wsCount + (int64_t)t * gridDim.y + blockIdx.y;
+        const unsigned prev = atomicAdd(ctr, 1u);
+        isLast = prev == (unsigned)ns - 1;
+        if (isLast) *ctr = 0; /* every split has arrived: zero for the next launch or graph replay */
+      }
+      __syncthreads();
+      if (!isLast) return;
+      __threadfence();
+      tailMerge<T, D, HC>(p, smem, u0, t, g0 - p.headBegin, nh, ns);
+    }
+    return; /* form 1: gqaMergeKernel merges */
   }
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();
@@ -631,11 +663,134 @@ __global__ void __launch_bounds__(kThreads, 2)
   cluster.sync(); /* no CTA leaves while another still reads its shared memory */
 }
 
+/* The merge's weights of one (row, head), warp-collective: lane k holds split k's base-2 LSE in x0
+ * and split k + 32's in x1 (-inf past the row's ns splits); gives w0 / w1 = exp2(x - lse) (0 for an
+ * empty split) and the merged base-2 LSE. A NaN anywhere (a split met a bad page) empties the row:
+ * every weight 0, lse -inf. The max is exact in any order; the sum runs over the same butterfly as
+ * gqaMergeKernel's, so the weights have the same bits wherever this runs. */
+__device__ __forceinline__ void mergeWeights(float x0, float x1, float* w0, float* w1, float* lse2) {
+  if (__any_sync(0xffffffffu, isnan(x0) || isnan(x1))) x0 = x1 = -INFINITY;
+  float m = fmaxf(x0, x1);
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, k));
+  *lse2 = -INFINITY;
+  *w0 = *w1 = 0.f;
+  if (m != -INFINITY) {
+    float sum = (x0 == -INFINITY ? 0.f : exp2f(x0 - m)) + (x1 == -INFINITY ? 0.f : exp2f(x1 - m));
+#pragma unroll
+    for (int k = 16; k > 0; k >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
+    const float l2 = m + log2f(sum);
+    *lse2 = l2;
+    *w0 = x0 == -INFINITY ? 0.f : exp2f(x0 - l2);
+    *w1 = x1 == -INFINITY ? 0.f : exp2f(x1 - l2);
+  }
+}
+
+/* E consecutive elements of a split's partial (E = D / 32: a lane's share of one head), 0 when its
+ * weight is 0 (an empty partial is never read) */
+template <int E>
+__device__ __forceinline__ void loadPart(float (&v)[E], const float* src, float w) {
+  if (E == 4) {
+    const float4 x = w != 0.f ? __ldcg(reinterpret_cast<const float4*>(src)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    v[0] = x.x, v[1 % E] = x.y, v[2 % E] = x.z, v[3 % E] = x.w;
+  } else {
+    const float2 x = w != 0.f ? __ldcg(reinterpret_cast<const float2*>(src)) : make_float2(0.f, 0.f);
+    v[0] = x.x, v[1 % E] = x.y;
+  }
+}
+/* acc += w v for a live split: gqaMergeKernel's accumulation step, splits in order from acc = 0.
+ * fmaf is written out (the contraction the compiler makes of the merge kernel's acc += w v), so no
+ * inlining context can round the two forms differently. */
+template <int E>
+__device__ __forceinline__ void accPart(float (&acc)[E], const float (&v)[E], float w) {
+  if (w == 0.f) return;
+#pragma unroll
+  for (int e = 0; e < E; e++) acc[e] = fmaf(w, v[e], acc[e]);
+}
+/* a lane's E merged elements of head g (call's head h = g - headBegin) of row t, and the LSE from
+ * lane 0 of the head */
+template <typename T, int D>
+__device__ __forceinline__ void storeMerged(const GqaParams& p, int t, int h, int sub, const float (&acc)[D / 32],
+                                            float lse2) {
+  constexpr int E = D / 32;
+  const int g = p.headBegin + h;
+  T* dst = static_cast<T*>(p.out) + headOff(g, t, p.headsPerBlock, p.oBlockStride, p.oTokenStride, D) + sub * E;
+  if (E == 4)
+    *reinterpret_cast<uint2*>(dst) = make_uint2(Mma<T>::pack(acc[0], acc[1 % E]), Mma<T>::pack(acc[2 % E], acc[3 % E]));
+  else
+    *reinterpret_cast<uint32_t*>(dst) = Mma<T>::pack(acc[0], acc[1 % E]);
+  if (sub == 0 && p.lse)
+    p.lse[headOff(g, t, p.headsPerBlock, p.lseBlockStride, p.lseTokenStride, 1)] = p.lseBase2 ? lse2 : lse2 * kLn2;
+}
+
+/* The tail merge (form 2): run by every thread of the CTA that counted in last for the unit of
+ * heads h0 .. h0 + nh - 1 of row t (u0: the first one's index), after its partials and the other
+ * splits' are visible. The same three steps per (row, head) as gqaMergeKernel, so the same bits: the
+ * LSEs (all nh x ns in one round trip into the dead stages), mergeWeights by one warp a head (the
+ * weights kept in shared memory), then accPart in split order and storeMerged. The loads differ
+ * only in who issues them: warp w takes heads w, w + 5, ... and streams their (head, split) pairs
+ * flat, kMergeBatch in flight a lane, so a unit of few splits (B64: 16 heads x 4) takes one round
+ * trip rather than one a head. The cost (docs/GQA_SM90.md "Session 4"): nh x ns x D x 4 bytes from
+ * L2 on one SM, ceil(ceil(nh / 5) x ns / kMergeBatch) batches after two round trips. */
+template <typename T, int D, int HC>
+__device__ __forceinline__ void tailMerge(const GqaParams& p, unsigned char* smem, int64_t u0, int t, int h0, int nh,
+                                          int ns) {
+  constexpr int E = D / 32, NW = kThreads / 32, WS = kMaxWsSplits;
+  float* wS = reinterpret_cast<float*>(smem); /* [HC][WS]: the LSEs, then the weights */
+  float* lS = wS + HC * WS;                   /* [HC]: the merged LSE */
+  const int S = p.clusterSplits, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  /* the stages are free: the caller's barriers after its partial stores passed */
+  for (int i = tid; i < nh * ns; i += kThreads) {
+    const int r = i / ns, k = i - r * ns;
+    wS[r * WS + k] = __ldcg(p.wsLse + (u0 + r) * S + k);
+  }
+  __syncthreads();
+  for (int r = warp; r < nh; r += NW) {
+    const float x0 = lane < ns ? wS[r * WS + lane] : -INFINITY;
+    const float x1 = lane + 32 < ns ? wS[r * WS + lane + 32] : -INFINITY;
+    float w0, w1, lse2;
+    mergeWeights(x0, x1, &w0, &w1, &lse2);
+    if (lane < ns) wS[r * WS + lane] = w0; /* each lane rewrites only what it read */
+    if (lane + 32 < ns) wS[r * WS + lane + 32] = w1;
+    if (lane == 0) lS[r] = lse2;
+  }
+  __syncthreads();
+  const int nj = warp < nh ? (nh - warp + NW - 1) / NW : 0, total = nj * ns; /* this warp's (head, split) pairs */
+  float acc[E];
+#pragma unroll
+  for (int e = 0; e < E; e++) acc[e] = 0.f;
+  for (int f0 = 0; f0 < total; f0 += kMergeBatch) {
+    float v[kMergeBatch][E], wk[kMergeBatch];
+#pragma unroll
+    for (int i = 0; i < kMergeBatch; i++) {
+      const int f = f0 + i, j = f / ns, k = f - j * ns, r = warp + NW * j;
+      wk[i] = f < total ? wS[r * WS + k] : 0.f;
+      loadPart<E>(v[i], p.wsO + ((u0 + r) * S + k) * D + lane * E, wk[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < kMergeBatch; i++) {
+      const int f = f0 + i, j = f / ns, k = f - j * ns, r = warp + NW * j;
+      if (f >= total) break;
+      accPart<E>(acc, v[i], wk[i]);
+      if (k == ns - 1) { /* head r's last split: its elements are final */
+        storeMerged<T, D>(p, t, h0 + r, lane, acc, lS[r]);
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[e] = 0.f;
+      }
+    }
+  }
+}
+
 /* The workspace merge: one warp per (row, head of the call), lane i owning dims i D/32 ..
  * (i + 1) D/32 - 1; grid ceil(numTokens numHeads / kMergeWarps) CTAs, launched as a programmatic
  * dependent of gqaDecodeKernel. As mla_sm90.cuh's mlaSm90Combine: fp32 weights exp2(lse_j - lse),
  * the sum in split order (its bits depend on the row's partials only, never on the grid), an
- * empty partial (weight 0) never read, a NaN LSE (a bad page in any split) empties the row. */
+ * empty partial (weight 0) never read, a NaN LSE (a bad page in any split) empties the row. Form
+ * 1's merge, kept as main's source (so main's SASS: docs/GQA_SM90.md "Session 4b") rather than
+ * built from the tail merge's steps above (mergeWeights, loadPart, accPart, storeMerged); those are
+ * the same operations in the same order (the same butterflies, acc += w v contracted to one fma a
+ * split, in split order), and the GPU test compares the two forms bitwise (test_gpu_kernels runs
+ * 6/7 and 1/8). */
 template <typename T, int D>
 __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaParams p) {
   /* the attention grid has finished and its partials are visible after this */

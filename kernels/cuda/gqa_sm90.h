@@ -63,6 +63,12 @@ typedef struct {
    * cpclGqaSm90WorkspaceBytes. */
   float* wsO;
   float* wsLse;
+  /* The tail merge (variant "F", with wsO): arrival counters, one per (row, KV head, head block)
+   * of the launch, cpclGqaSm90CounterCount of them, zero before the launch and left zero after it.
+   * Each split CTA of a row of ns > 1 splits stores its partial as above, then counts itself in;
+   * the ns-th to arrive merges the unit's partials (the same operations as the merge kernel, so the same
+   * bits), re-arms the counter, and no merge kernel is launched. NULL: the merge kernel. */
+  unsigned* wsCount;
 } GqaParams;
 
 /* The TMA tensor maps of the K and V caches (copyMode 2): 128-byte CUtensorMap objects, made
@@ -82,6 +88,9 @@ int cpclGqaSm90Decode(const GqaParams* p, const GqaKvMaps* maps, void* stream);
 /* bytes of the workspace (wsO, then wsLse) of numTokens rows of numHeads heads and clusterSplits
  * splits */
 size_t cpclGqaSm90WorkspaceBytes(const GqaParams* p);
+/* arrival counters (wsCount) the tail merge of this launch indexes: numTokens x KV heads x head
+ * blocks; at most cpclSplitCounterCount(numTokens, numHeads) (peer_sync.h), the library's buffer */
+size_t cpclGqaSm90CounterCount(const GqaParams* p);
 /* bytes of dynamic shared memory one CTA takes (0 when not covered) */
 size_t cpclGqaSm90SmemBytes(const GqaParams* p);
 /* clusters of this launch the device holds at once (cudaOccupancyMaxActiveClusters); < 0: error */
@@ -92,12 +101,17 @@ int cpclGqaSm90MaxActiveClusters(const GqaParams* p);
  * else the launch's result: TMA copies where the page size and the caches' alignment allow (the
  * maps cached per cache), cp.async otherwise; wgmma consumers where a head block is 64 heads wide
  * (more than 32 of a group in the call) and the copies are TMA; with p->gqaSm90Workspace the
- * splits merge through p->workspace (cpclCudaAttnGqaSm90WorkspaceBytes), else in a cluster. */
+ * splits merge through p->workspace (cpclCudaAttnGqaSm90WorkspaceBytes): 1 in the merge kernel, 2
+ * in the last split's tail with p->splitCounters as the arrival counters (the merge kernel when
+ * splitCounters is NULL: the same bits), else (0) in a cluster. */
 int cpclGqaSm90Attn(const cpclAttnParams_t* p, void* stream);
 /* the plan's split constants for maxTokens rows of groupSize heads a KV head over numKvHeads KV
  * heads of headDim dims on a device of numSms SMs: CL (the most splits of a row), chunkMin, and
- * *workspace 1 for the workspace merge (wsO / wsLse), 0 for clusters. A function of these alone,
- * never of a batch (the rule: gqa_sm90.cu, docs/GQA_SM90.md "Session 3b") */
+ * *workspace: 0 clusters, 1 the workspace merge in a second kernel, 2 the workspace merge in the
+ * last split's tail (wsCount). A function of these alone, never of a batch (the rule: gqa_sm90.cu,
+ * docs/GQA_SM90.md "Session 3b", "Session 4" and "Session 4b"); the merge's place never changes CL or chunkMin,
+ * so forms 1 and 2 give the same bits. CPCL_GQA_SM90_MERGE=kernel|tail forces form 1 or 2 where
+ * the rule says 1 or 2 (read once per process; the bench's and kernel_perf's side-by-side timing). */
 void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int headDim, int numSms, int* clusterSplits,
                      int* chunkMin, int* workspace);
 
