@@ -20,6 +20,10 @@ shapes = [  # name, B, Hq, Hkv, Dqk, Dvo, L  (extended to every row of tools/ker
     ("mha_h16_d192_128_L16k_b2", 2, 16, 16, 192, 128, 16384),
     *[("mha_h16_d192_128_L%dk_b4" % (L // 1024), 4, 16, 16, 192, 128, L) for L in (4096, 16384)],
 ]
+# ANCHOR_ROWS: a comma-separated list of row names to time (default every row), so a device call
+# that times a few cpcl rows times the same rows' anchors
+only = [r for r in os.environ.get("ANCHOR_ROWS", "").split(",") if r]
+if only: shapes = [s for s in shapes if s[0] in only]
 rows = []
 for name, B, Hq, Hkv, Dqk, Dvo, L in shapes:
     q = torch.randn(B, Hq, L, Dqk, device=dev, dtype=torch.bfloat16)
