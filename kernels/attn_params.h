@@ -66,8 +66,9 @@ typedef struct {
    * device of compute capability 9.0, not inside the fused kernel, not cudaCoresOnly; 0 = never
    * (the tensor-core or CUDA-core body). gqaSm90Workspace (fixed per plan): 1 = the splits (up to
    * 64) leave fp32 partials in the workspace (cpclCudaAttnGqaSm90WorkspaceBytes) and a second
-   * kernel merges them; 0 = one thread-block cluster a row (up to 16 splits, no workspace). No
-   * counters either way. */
+   * kernel merges them; 2 = the same partials, merged by the split that finishes last, counted in
+   * splitCounters (one kernel; the second kernel when splitCounters is NULL; the same bits as 1);
+   * 0 = one thread-block cluster a row (up to 16 splits, no workspace, no counters). */
   int gqaSm90Splits, gqaSm90ChunkMin, gqaSm90Workspace;
   int* errorFlag; /* CUDA: cpclKError_t record of the first bad batch datum, or NULL */
   /* CUDA: when outBlock[0] is set, block j's out / lse start at outBlock[j] / lseBlock[j] (token
@@ -112,7 +113,8 @@ int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxTokens);
  * creation, outside any stream capture). */
 int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTokens, int* chunkMin, int* workspace);
 /* bytes of split workspace that body's workspace form needs for maxTokens rows of numHeads heads
- * of headDimVo dims in at most splits splits (0 for one split) */
+ * of headDimVo dims in at most splits splits (0 for one split); form 2's arrival counters are the
+ * plan's splitCounters (cpclCudaAttnCounterCount covers them), not part of this */
 size_t cpclCudaAttnGqaSm90WorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int splits);
 /* bytes of split workspace that body needs for maxTokens rows of numHeads heads */
 size_t cpclCudaAttnMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int splits);

@@ -194,6 +194,13 @@ static void planFree(struct cpclAttnPlan* pl) {
   free(pl);
 }
 
+/* where the Hopper GQA body merges a row's splits (cpclAttnParams_t.gqaSm90Workspace), for the INFO line */
+static const char* gqaMergeWhere(int form) {
+  return form == 2   ? "merged through the workspace in the last split's tail"
+         : form == 1 ? "merged through the workspace by a second kernel"
+                     : "in one cluster";
+}
+
 /* Whether plans register their buffers with every peer (peer-mapped transports: ipc). */
 static int planRegistersPeers(const struct cpclComm* c) {
   return c->memType == cpclMemCuda && c->nranks > 1 && (c->tp->caps & CPCL_TP_CAP_PEER_MAP);
@@ -422,12 +429,11 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
     snprintf(body, sizeof(body),
              "; GQA on the tensor-core body inside the fused kernel (the Hopper GQA body, up to %d splits %s, runs "
              "in cpclAttnPartial and the other schedules)",
-             pl->gqaSm90Splits, pl->gqaSm90Workspace ? "merged through the workspace" : "in one cluster");
+             pl->gqaSm90Splits, gqaMergeWhere(pl->gqaSm90Workspace));
   else if (pl->gqaSm90Splits > 0)
     snprintf(body, sizeof(body),
              "; GQA on the Hopper body (sm_90, CPCL_GQA_SM90=0 turns it off), up to %d splits of >= %d keys %s",
-             pl->gqaSm90Splits, pl->gqaSm90ChunkMin,
-             pl->gqaSm90Workspace ? "merged through the workspace" : "in one cluster");
+             pl->gqaSm90Splits, pl->gqaSm90ChunkMin, gqaMergeWhere(pl->gqaSm90Workspace));
   if (desc->topk > 0 && pl->mlaSm90Splits > 0) { /* the Hopper body's sparse form */
     const size_t used = strlen(body);
     snprintf(body + used, sizeof(body) - used, "; sparse attention over each row's owned top-%d positions", desc->topk);

@@ -14,9 +14,11 @@
  *   kernel_perf -s 1,16,1,576,4096 -s 64,16,1,576,16384 -s 32,128,1,576,16384
  *               -s 128,128,1,576,16384 -s 128,128,1,576,4096 [-p 64]
  * D = 64 / 128 (GQA): "auto" runs the Hopper GQA body on compute capability 9.0 GPUs as the library's
- * plan of B rows does ("auto/sm90": up to the plan's splits a row, merged through the workspace, or
- * "auto/sm90c" in one cluster; wgmma consumers above 32 heads a group; CPCL_GQA_SM90=0 turns it
- * off), "mma" the tensor-core body it replaces, "cores" the CUDA-core body. The rows of issue 12:
+ * plan of B rows does ("auto/sm90": up to the plan's splits a row, merged through the workspace by
+ * a second kernel, "auto/sm90t" the same merged in the last split's tail, or "auto/sm90c" in one
+ * cluster; wgmma consumers above 32 heads a group; CPCL_GQA_SM90=0 turns it off,
+ * CPCL_GQA_SM90_MERGE=kernel|tail forces where the workspace form merges), "mma" the tensor-core
+ * body it replaces, "cores" the CUDA-core body. The rows of issue 12:
  *   kernel_perf -s 64,16,1,128,8192 -s 16,16,1,128,32768 -s 128,64,8,128,4096 -s 1,16,1,128,4096
  *               -s 32,64,1,128,32768 -s 8,64,1,128,131072
  * KV is bf16, paged (-p tokens a page, 16 by default; scrambled page ids), and rotated over enough
@@ -402,10 +404,11 @@ static void benchAttention(const shape_t* sh, double ceiling) {
                variant == 2 ? "L2-warm"
                : variant    ? "cores"
                             : "auto",
-               variant != 1 && sm90Splits           ? "/sm90"
-               : variant != 1 && gqaSplits && gqaWs ? "/sm90"
-               : variant != 1 && gqaSplits          ? "/sm90c"
-                                                    : "");
+               variant != 1 && sm90Splits                ? "/sm90"
+               : variant != 1 && gqaSplits && gqaWs == 2 ? "/sm90t"
+               : variant != 1 && gqaSplits && gqaWs      ? "/sm90"
+               : variant != 1 && gqaSplits               ? "/sm90c"
+                                                         : "");
     else if (variant == 9)
       snprintf(name, sizeof(name), "mma");
     else

@@ -190,14 +190,19 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
   EXPECT(gqaOff || (gqa > 0) == (gqaShape && cc == 90),
          "cpclCudaAttnGqaSm90Plan = %d (chunk %d) on compute capability %d, GQA 16-bit shape %d", gqa, gqaChunk, cc,
          gqaShape);
-  /* a plan of these few rows takes the workspace form (its partials are a few MB at most) with at
-   * least a 4-way split (docs/GQA_SM90.md, "Session 3b") */
-  EXPECT(gqa == 0 || (gqaWs == 1 && gqa >= 4 && gqa <= 64 && gqaChunk >= 64 && gqaChunk % 64 == 0),
+  /* a plan of these few rows takes the workspace form (its partials are a few MB at most), merged
+   * in a second kernel (1) or in the last split's tail (2), with at least a 4-way split
+   * (docs/GQA_SM90.md, "Session 3b" and "Session 4") */
+  EXPECT(gqa == 0 || ((gqaWs == 1 || gqaWs == 2) && gqa >= 4 && gqa <= 64 && gqaChunk >= 64 && gqaChunk % 64 == 0),
          "GQA plan constants %d / %d / workspace form %d for %d rows", gqa, gqaChunk, gqaWs, T);
   /* device: with many splits and with one (direct write); tensor-core (wide and 16-head bodies,
-   * the Hopper MLA body where it applies) and CUDA-core kernels; run 6 (the Hopper GQA body only)
-   * its workspace form in 64 splits */
-  for (int run = 0; run < (gqa ? 7 : 6); run++) {
+   * the Hopper MLA body where it applies) and CUDA-core kernels; runs 6-8 (the Hopper GQA body
+   * only): the workspace form in 64 splits merged by the merge kernel (6) and in the tail (7,
+   * launched twice), and the plan's constants with the other merge than run 1's (8). Each merge
+   * form must give the other's bits: runs 7 and 6, runs 8 and 1 are compared bitwise. */
+  void* formOut[2] = {NULL, NULL};
+  float* formLse[2] = {NULL, NULL};
+  for (int run = 0; run < (gqa ? 9 : 6); run++) {
     const int splits = run & 1 ? 1 : 64, coresOnly = run >> 1 == 1;
     cpclAttnParams_t dp = p;
     dp.cudaCoresOnly = coresOnly;
@@ -205,14 +210,21 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     /* runs 0, 1: the Hopper MLA body with 64 splits and with one; runs 2, 3 compare the CUDA-core
      * body (cudaCoresOnly skips it, like mlaSm90Splits = 0) */
     dp.mlaSm90Splits = run < 2 && sm90 ? splits : 0;
-    /* runs 0, 1, 6: the Hopper GQA body with clusters of 16 splits of 64 keys (short rows split
+    /* runs 0, 1, 6-8: the Hopper GQA body with clusters of 16 splits of 64 keys (short rows split
      * too), with the plan's own constants (its workspace form, wgmma consumers where a call's head
      * block is 64 wide and TMA copies), and in the workspace form with up to 64 splits of 64 keys
-     * (a long row of one shard in 47 or 54 splits puts weights in the merge's lanes 32-63) */
-    const int gqaRun = gqa && (run < 2 || run == 6);
-    dp.gqaSm90Splits = gqaRun ? (run == 1 ? gqa : run == 6 ? 64 : 16) : 0;
-    dp.gqaSm90ChunkMin = gqaRun ? (run == 1 ? gqaChunk : 64) : 0;
-    dp.gqaSm90Workspace = gqaRun ? (run == 1 ? gqaWs : run == 6) : 0;
+     * (a long row of one shard in 47 or 54 splits puts weights in the merge's lanes 32-63): merge
+     * kernel (6), tail merge (7); 8: the plan's constants, the other merge form */
+    const int gqaRun = gqa && (run < 2 || run >= 6);
+    const int planConsts = run == 1 || run == 8;
+    dp.gqaSm90Splits = gqaRun ? (planConsts ? gqa : run >= 6 ? 64 : 16) : 0;
+    dp.gqaSm90ChunkMin = gqaRun ? (planConsts ? gqaChunk : 64) : 0;
+    dp.gqaSm90Workspace = !gqaRun    ? 0
+                          : run == 1 ? gqaWs
+                          : run == 8 ? (gqaWs == 2 ? 1 : 2)
+                          : run == 6 ? 1
+                          : run == 7 ? 2
+                                     : 0;
     const size_t kvRows = (size_t)c.numPages * kc->pageSize * pb.Hkv;
     dp.queryStart = p.queryStart ? toDev(qs, sizeof(qs)) : NULL;
     dp.seqLens = toDev(lens, sizeof(lens));
@@ -275,6 +287,22 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     int err = cpclCudaAttn(&dp, NULL);
     EXPECT(err == 0, "launch: %s (%s)", cudaGetErrorString((cudaError_t)err), cpclCudaKernelErrorDetail());
     CU(cudaDeviceSynchronize());
+    void* firstOut = NULL;
+    float* firstLse = NULL;
+    if (run == 7) {
+      /* a repeat launch (a graph replay's view) into outputs poisoned again: right only if the
+       * first launch's last arrivals re-armed every counter they used (a count left at ns would
+       * never elect a merger, one left short would merge before every partial is in) */
+      firstOut = malloc(oBytes);
+      firstLse = malloc(lBytes);
+      fromDev(firstOut, dp.out, oBytes);
+      fromDev(firstLse, dp.lse, lBytes);
+      CU(cudaMemset(dp.out, 0xff, oBytes));
+      CU(cudaMemset(dp.lse, 0xff, lBytes));
+      err = cpclCudaAttn(&dp, NULL);
+      EXPECT(err == 0, "repeat launch: %s (%s)", cudaGetErrorString((cudaError_t)err), cpclCudaKernelErrorDetail());
+      CU(cudaDeviceSynchronize());
+    }
     {
       int flag[CPCL_KERR_WORDS];
       fromDev(flag, dp.errorFlag, sizeof(flag));
@@ -326,6 +354,25 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
            pb.qType, pb.kvType, pb.Hkv, kc->G, pb.Dqk, Dv, pb.latent, kc->W, kc->r, kc->I, kc->pageSize, kc->multiRow,
            kc->longRows, kc->base2, hb, nh, Hb, splits, coresOnly, dp.mlaSm90Splits, dp.gqaSm90Splits,
            dp.gqaSm90ChunkMin, dp.gqaSm90Workspace, kc->padding, kc->badPage, bad);
+    if (run == 7) {
+      EXPECT(memcmp(firstOut, dOut, oBytes) == 0 && memcmp(firstLse, dLse, lBytes) == 0,
+             "Hopper GQA tail merge: the repeat launch's bits differ from the first's (%d splits)", dp.gqaSm90Splits);
+      free(firstOut);
+      free(firstLse);
+    }
+    /* the two merge forms, bitwise: run 6 (kernel) against run 7 (tail), run 1 against run 8 */
+    if (run == 1 || run == 6) {
+      const int k = run == 6;
+      formOut[k] = dOut;
+      formLse[k] = dLse;
+      dOut = NULL;
+      dLse = NULL;
+    } else if (run == 7 || run == 8) {
+      const int k = run == 7;
+      EXPECT(formOut[k] && memcmp(formOut[k], dOut, oBytes) == 0 && memcmp(formLse[k], dLse, lBytes) == 0,
+             "Hopper GQA merge forms disagree bitwise: run %d (form %d) against run %d, %d splits of >= %d keys", run,
+             dp.gqaSm90Workspace, k ? 6 : 1, dp.gqaSm90Splits, dp.gqaSm90ChunkMin);
+    }
     free(dOut);
     free(dLse);
     cudaFree((void*)dp.queryStart);
@@ -339,6 +386,10 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     cudaFree(dp.workspace);
     cudaFree(dp.splitCounters);
     cudaFree(dp.errorFlag);
+  }
+  for (int k = 0; k < 2; k++) {
+    free(formOut[k]);
+    free(formLse[k]);
   }
   free(hp.workspace);
   free(hOut);

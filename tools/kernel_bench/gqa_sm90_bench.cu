@@ -84,7 +84,8 @@ struct Case {
   int mode = 0;     /* copyMode */
   int pdl = 0;      /* programmatic dependent launch */
   int consumer = 0; /* 1: the wgmma warpgroup */
-  int ws = 0;       /* 1: unclustered splits (CL up to 64) merged through a workspace by a second kernel */
+  int ws = 0;       /* 1: unclustered splits (CL up to 64) merged through a workspace by a second kernel
+                     * (S); 2: the same, merged by the last split to finish (F, the tail merge) */
   int badSeq = -1;  /* >= 0: that sequence's second-to-last page id is -1 (its rows past it come out empty) */
 };
 
@@ -98,13 +99,15 @@ struct Batch {
   std::vector<int> qs, lens, bt; /* bt: [copies][numSeqs][maxPages] */
   uint16_t *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
   float* lse = nullptr;
-  float* ws = nullptr; /* [numTokens][H][kWsSplits][D] partials, then [numTokens][H][kWsSplits] LSEs */
-  int badPage = -1;    /* the page index the bad sequence's rows must not read (-1: none) */
+  float* ws = nullptr;        /* [numTokens][H][kWsSplits][D] partials, then [numTokens][H][kWsSplits] LSEs */
+  unsigned* counts = nullptr; /* the F variant's arrival counters, zero between launches */
+  size_t nCounts = 0;
+  int badPage = -1; /* the page index the bad sequence's rows must not read (-1: none) */
   int32_t *dqs = nullptr, *dlens = nullptr, *dbt = nullptr;
   GqaKvMaps maps;
   void release() {
     cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(out), cudaFree(lse), cudaFree(dqs), cudaFree(dlens), cudaFree(dbt),
-        cudaFree(ws);
+        cudaFree(ws), cudaFree(counts);
   }
 };
 
@@ -152,6 +155,11 @@ static void build(Batch& b, const Case& c, int copies, uint64_t seed) {
   CK(cudaMalloc(&b.out, qElems * 2));
   CK(cudaMalloc(&b.lse, (size_t)std::max(b.numTokens, 1) * c.H * 4));
   CK(cudaMalloc(&b.ws, (size_t)std::max(b.numTokens, 1) * c.H * kWsSplits * (c.D + 1) * 4));
+  /* one per (row, KV head, head block): at most rows x H (cpclGqaSm90CounterCount), zeroed once here;
+   * each launch leaves them zero (runOnce checks it) */
+  b.nCounts = (size_t)std::max(b.numTokens, 1) * c.H;
+  CK(cudaMalloc(&b.counts, b.nCounts * 4));
+  CK(cudaMemset(b.counts, 0, b.nCounts * 4));
   CK(cudaMalloc(&b.k, kvElems * 2));
   CK(cudaMalloc(&b.v, kvElems * 2));
   CK(cudaMalloc(&b.dqs, b.qs.size() * 4));
@@ -202,6 +210,7 @@ static GqaParams paramsOf(const Batch& b, const Case& c, int copy) {
   if (c.ws) {
     p.wsO = b.ws;
     p.wsLse = b.ws + (size_t)std::max(b.numTokens, 1) * c.H * kWsSplits * c.D;
+    if (c.ws == 2) p.wsCount = b.counts;
   }
   return p;
 }
@@ -234,6 +243,20 @@ static int runOnce(const Batch& b, const Case& c, std::vector<uint16_t>& out, st
   lse.resize((size_t)b.numTokens * c.H);
   CK(cudaMemcpy(out.data(), b.out, qElems * 2, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(lse.data(), b.lse, lse.size() * 4, cudaMemcpyDeviceToHost));
+  if (c.ws == 2) { /* the tail merge re-arms every counter it used */
+    GqaParams p = paramsOf(b, c, 0);
+    if (cpclGqaSm90CounterCount(&p) > b.nCounts) {
+      printf("  %zu counters needed, %zu allocated\n", cpclGqaSm90CounterCount(&p), b.nCounts);
+      return -2;
+    }
+    std::vector<unsigned> cnt(b.nCounts);
+    CK(cudaMemcpy(cnt.data(), b.counts, cnt.size() * 4, cudaMemcpyDeviceToHost));
+    const long nz = (long)cnt.size() - std::count(cnt.begin(), cnt.end(), 0u);
+    if (nz) {
+      printf("  %ld arrival counters left non-zero\n", nz);
+      return -3;
+    }
+  }
   return 0;
 }
 
@@ -340,22 +363,37 @@ static bool check(const Case& c, uint64_t seed) {
     b1.release();
   }
   ok = ok && inv;
-  printf("check %-34s rel %.2e (tol %.0e) lse err %.2e nan %ld empty-bad %ld rerun %s batch-inv %s : %s\n", c.name, rel,
-         tol, lseErr, nan, emptyBad, same ? "same" : "DIFF", inv ? "same" : "DIFF", ok ? "ok" : "FAIL");
+  /* the tail merge (F) against the merge kernel (S) on the same batch: the same bits */
+  bool formSame = true;
+  if (c.ws == 2) {
+    Case cs = c;
+    cs.ws = 1;
+    std::vector<uint16_t> oS;
+    std::vector<float> lS;
+    formSame = runOnce(b, cs, oS, lS) == 0 && oS == out && memcmp(lS.data(), lse.data(), lse.size() * 4) == 0;
+  }
+  ok = ok && formSame;
+  printf("check %-34s rel %.2e (tol %.0e) lse err %.2e nan %ld empty-bad %ld rerun %s batch-inv %s%s : %s\n", c.name,
+         rel, tol, lseErr, nan, emptyBad, same ? "same" : "DIFF", inv ? "same" : "DIFF",
+         c.ws != 2  ? ""
+         : formSame ? " F=S same"
+                    : " F=S DIFF",
+         ok ? "ok" : "FAIL");
   b.release();
   return ok;
 }
 
 /* GQA_SKIP / GQA_ONLY: letters of the features a check case or time variant must not / must have
- * (W wgmma consumers, S workspace merge, P programmatic dependent launch), so gqa_sm90_bench.sh can
- * find a failing feature in its own process and time everything else */
+ * (W wgmma consumers, S workspace merge in a second kernel, F workspace merge in the tail, P
+ * programmatic dependent launch), so gqa_sm90_bench.sh can find a failing feature in its own
+ * process and time everything else (GQA_ONLY=SF: the workspace rows alone, both merges) */
 static bool featuresPass(int consumer, int ws, int pdl) {
   const char* skip = getenv("GQA_SKIP");
   const char* only = getenv("GQA_ONLY");
-  const bool has[3] = {consumer != 0, ws != 0, pdl != 0};
-  const char names[3] = {'W', 'S', 'P'};
+  const bool has[4] = {consumer != 0, ws == 1, pdl != 0, ws == 2};
+  const char names[4] = {'W', 'S', 'P', 'F'};
   bool any = false;
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 4; i++) {
     if (has[i] && skip && strchr(skip, names[i])) return false;
     if (has[i] && only && strchr(only, names[i])) any = true;
   }
@@ -630,6 +668,137 @@ static int runChecks() {
        1,
        1,
        1},
+      /* the tail merge (the time variants' F): the WS cases' shapes merged by the last split to
+       * arrive; check() also runs each as S on the same batch and wants the same bits, and runOnce
+       * wants every arrival counter back at zero */
+      {"TAIL bf16 D128 H16/1 pg16 S32 cm64",
+       0,
+       128,
+       16,
+       1,
+       16,
+       32,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{1000, 1}, {0, 1}, {37, 1}, {4096, 3}, {130, 2}},
+       0,
+       0,
+       0,
+       2},
+      {"TAIL TMA bf16 D128 H16/1 S64 badpg",
+       0,
+       128,
+       16,
+       1,
+       16,
+       64,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{1000, 1}, {4096, 40}, {0, 1}, {6000, 1}},
+       2,
+       0,
+       0,
+       2,
+       1},
+      {"TAIL TMA fp16 D64 H16/4 cp2/r1/I4 S24",
+       1,
+       64,
+       16,
+       4,
+       16,
+       24,
+       64,
+       4,
+       2,
+       1,
+       4,
+       0,
+       {{2000, 2}, {3, 1}, {0, 2}},
+       2,
+       0,
+       0,
+       2},
+      {"TAIL bf16 D64 H32/8 pg1 S20 base2",
+       0,
+       64,
+       32,
+       8,
+       1,
+       20,
+       64,
+       3,
+       1,
+       0,
+       1,
+       1,
+       {{900, 1}, {65, 1}, {1, 1}},
+       0,
+       0,
+       0,
+       2},
+      {"TAIL TMA WG PDL bf16 D128 H64/1 S48",
+       0,
+       128,
+       64,
+       1,
+       16,
+       48,
+       128,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{20000, 1}, {0, 1}, {8191, 2}, {37, 1}},
+       2,
+       1,
+       1,
+       2},
+      {"TAIL TMA WG fp16 D128 H128/1 S40 bad",
+       1,
+       128,
+       128,
+       1,
+       64,
+       40,
+       64,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{3000, 2}, {65, 1}, {5000, 3}},
+       2,
+       0,
+       1,
+       2,
+       2},
+      {"TAIL TMA bf16 D128 H8/1 pg16 S4 cm256",
+       0,
+       128,
+       8,
+       1,
+       16,
+       4,
+       256,
+       3,
+       1,
+       0,
+       1,
+       0,
+       {{4096, 1}, {8192, 2}, {300, 1}, {0, 1}},
+       2,
+       0,
+       0,
+       2},
   };
   int fails = 0;
   uint64_t seed = 0x5eed0000ull ^ (uint64_t)time(nullptr);
@@ -679,7 +848,8 @@ struct Variant {
   int CL, chunkMin, stages, mode;
   int pdl;
   int consumer; /* 1: wgmma (G > 32, TMA only) */
-  int ws = 0;   /* 1: unclustered splits and the workspace merge kernel (CL = most splits, up to 64) */
+  int ws = 0;   /* 1: unclustered splits and the workspace merge kernel (CL = most splits, up to 64); 2: the
+                 * same splits merged in the last one's tail (F) */
 };
 
 static void timeShape(const char* name, int B, int H, int Hkv, int L, double ceiling, const std::vector<Variant>& vs,
@@ -717,8 +887,11 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     GqaParams p0 = paramsOf(b, c, 0);
     int rc = decode(b, c, 0, st);
     if (rc != 0) {
-      printf("%-24s CL%2d cm%4d st%d%s: launch %d (%s)\n", name, v.CL, v.chunkMin, v.stages, v.ws ? "S" : "", rc,
-             rc > 0 ? cudaGetErrorString((cudaError_t)rc) : "not covered");
+      printf("%-24s CL%2d cm%4d st%d%s: launch %d (%s)\n", name, v.CL, v.chunkMin, v.stages,
+             v.ws == 2 ? "F"
+             : v.ws    ? "S"
+                       : "",
+             rc, rc > 0 ? cudaGetErrorString((cudaError_t)rc) : "not covered");
       (void)cudaGetLastError();
       continue;
     }
@@ -755,8 +928,12 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
            v.mode == 2   ? "T"
            : v.mode == 1 ? "b"
                          : " ",
-           v.pdl ? "P" : " ", v.consumer ? "W" : " ", v.ws ? "S" : " ", us, tbs, 100 * tbs / ceiling, s2.front(),
-           s2.back(), v.ws ? "CTAs" : "clusters", cpclGqaSm90MaxActiveClusters(&p0),
+           v.pdl ? "P" : " ", v.consumer ? "W" : " ",
+           v.ws == 2 ? "F"
+           : v.ws    ? "S"
+                     : " ",
+           us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(), v.ws ? "CTAs" : "clusters",
+           cpclGqaSm90MaxActiveClusters(&p0),
            v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl && v.consumer == planWg &&
                    v.ws == planWs
                ? "  <- library plan"
@@ -838,7 +1015,21 @@ int main(int argc, char** argv) {
         {8, 256, 3, 2, 1, 1, 1},
         {16, 256, 3, 2, 1, 1, 1},
         {32, 256, 3, 2, 1, 1, 1},
-        {33, 256, 3, 2, 1, 1, 1}};
+        {33, 256, 3, 2, 1, 1, 1},
+        /* F against S (session 4): each shape's library plan (CL, chunk, W where G > 32), no P, in
+         * both merge forms side by side, and B1 with fewer splits, where the tail's one-SM read of
+         * 16 heads x ns partials is smaller (CL 16: 16 splits, 128 KB, against CL 64 cm 128's 32
+         * splits, 256 KB; the S row of CL 16 is above) */
+        {4, 256, 3, 2, 0, 0, 1},
+        {4, 256, 3, 2, 0, 0, 2},
+        {16, 256, 3, 2, 0, 0, 2},
+        {64, 128, 3, 2, 0, 0, 1},
+        {64, 128, 3, 2, 0, 0, 2},
+        {8, 256, 3, 2, 0, 1, 1},
+        {8, 256, 3, 2, 0, 1, 2},
+        {32, 256, 3, 2, 0, 1, 1},
+        {32, 256, 3, 2, 0, 1, 2},
+        {4, 256, 3, 2, 0, 1, 2}};
     /* GQA_SHAPE=i times shape i only (gqa_sm90_bench.sh runs one process a shape, so a fault in
      * one variant loses only the rest of that shape) */
     const char* one = getenv("GQA_SHAPE");

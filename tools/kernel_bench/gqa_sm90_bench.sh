@@ -2,8 +2,9 @@
 # One call on the GPU machine: build, check, time, memcheck (fits the 600 s of one device call when
 # the checks pass: check ~30-60 s, time ~6 x 20-40 s, memcheck < 150 s).
 # Builds from kernels/ and kernels/cuda/ of this repository (no meson).
-# A failing check confines the damage: each feature (W wgmma consumers, S workspace merge, P
-# programmatic dependent launch) is rechecked in its own process and, if it fails there, left out of
+# A failing check confines the damage: each feature (W wgmma consumers, S workspace merge in a second
+# kernel, F workspace merge in the last split's tail, P programmatic dependent launch) is rechecked in
+# its own process and, if it fails there, left out of
 # the timing (GQA_SKIP); a failing base TMA check times cp.async only (GQA_MODES=0). Each shape is
 # timed in its own process, so a fault in one variant loses only the rest of that shape.
 set -o pipefail
@@ -26,11 +27,11 @@ modes=
 skip=
 if [ $crc != 0 ]; then
   echo "checks rc $crc: each feature on its own"
-  for f in W S P; do
+  for f in W S F P; do
     GQA_ONLY=$f timeout 60 ./gqa_sm90_bench check >"$OUT/check_$f.log" 2>&1 || skip=$skip$f
     echo "feature $f: $(tail -1 "$OUT/check_$f.log")"
   done
-  GQA_SKIP=WSP timeout 60 ./gqa_sm90_bench check >"$OUT/check_base.log" 2>&1 || modes=0
+  GQA_SKIP=WSFP timeout 60 ./gqa_sm90_bench check >"$OUT/check_base.log" 2>&1 || modes=0
   echo "base: $(tail -1 "$OUT/check_base.log"); timing with GQA_SKIP=$skip GQA_MODES=$modes"
 fi
 trc=0
