@@ -74,19 +74,6 @@ struct LibSegs {
   int blk[kLibMaxBlocks], key0[kLibMaxBlocks], keyEnd[kLibMaxBlocks], nT[kLibMaxBlocks], nU[kLibMaxBlocks];
 };
 
-/* A new K/V row of the call's store (p.storeK, prefill_params.h): block, row in it, cache slot. */
-struct LibKvRow {
-  int b, j;
-  int64_t slot;
-};
-/* A copy warp's row of the grid form's fused store, in shared memory (lane 0 writes it between
- * __syncwarp()s): held in registers across the copy warps' tile loop, it took the producer
- * region past its 56 registers (ptxas spilled 52-140 bytes there). */
-struct LibKvState {
-  LibKvRow row;
-  int left, part; /* 16-byte chunks left of part (0 K, 1 V, 2 done) of row */
-};
-
 template <int kDqk, int kDv, int kStages>
 struct LibShape {
   using B = Shape<kDqk, kDv, kStages>;
@@ -94,10 +81,8 @@ struct LibShape {
   static constexpr int kPosOff = B::kQBytes + kStages * (B::kKBytes + B::kVBytes);
   static constexpr int kSegOff = kPosOff + kStages * kPosInts * 4;
   static constexpr int kBarOff = (kSegOff + (int)sizeof(LibSegs) + 7) & ~7;
-  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form); then the
-   * copy warps' LibKvState (last: no offset the consumers use depends on it) */
-  static constexpr int kKvOff = kBarOff + (4 * kStages + 2) * 8;
-  static constexpr int kSmemBytes = kKvOff + kCopyThreads / 32 * (int)sizeof(LibKvState) + 1024;
+  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form) */
+  static constexpr int kSmemBytes = kBarOff + (4 * kStages + 2) * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
 };
 
@@ -135,24 +120,6 @@ __device__ __forceinline__ int libLds(uint32_t a) {
 __device__ __forceinline__ int2 libLds2(uint32_t a) {
   int2 v;
   asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a) : "memory");
-  return v;
-}
-
-/* threadIdx.x, read afresh where it is used: nothing derived from the prologue's copy is held
- * across the copy warps' tile loop */
-__device__ __forceinline__ int libTid() {
-  int t;
-  asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
-  return t;
-}
-__device__ __forceinline__ void libSts2(uint32_t a, int x, int y) {
-  asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(a), "r"(x), "r"(y) : "memory");
-}
-
-/* v, as a value the compiler cannot see through: what is derived from it inside a loop is
- * derived there, not hoisted out and held (the producer warps have 56 registers) */
-__device__ __forceinline__ int libOpaque(int v) {
-  asm volatile("" : "+r"(v));
   return v;
 }
 
@@ -280,36 +247,36 @@ __device__ __forceinline__ void libBuildSegs(const cpclPrefillParams_t& p, int s
 /* The store of the call's new K/V rows (p.storeK, prefill_params.h) by claimed rows: row x of
  * the blocks' concatenated rows, stored by the store kernel's rule (prefill.cu,
  * prefillStoreKernel): rows this rank owns, at their local slot; a page id < 0 stores nothing. */
+struct LibKvRow {
+  int b, j;     /* block, row in it */
+  int64_t slot; /* cache slot */
+};
 constexpr int kStoreChunk = 64; /* 16-byte chunks a warp moves a step: 2 a lane in flight */
 /* the next owned row with a page, claimed from ctr (the whole warp; lane 0 claims); false when
- * every row is claimed. The parameters pass libOpaque, so nothing derived from them is held
- * across the copy warps' tile loop (the claim runs inside it). */
+ * every row is claimed */
 __device__ __forceinline__ bool libKvClaim(const cpclPrefillParams_t& p, unsigned int* ctr, int lane, LibKvRow& r) {
   for (;;) {
     unsigned x = 0;
     if (lane == 0) x = atomicAdd(ctr, 1u);
     x = __shfl_sync(0xffffffffu, x, 0);
-    const int nb = libOpaque(p.numKvBlocks), ns = libOpaque(p.numSeqs);
     int b = 0;
-    int64_t j = x; /* x less the rows of blocks 0 .. b - 1 */
-    for (; b < nb; b++) {
-      const int n = __ldg(p.kv[b].rowStart + ns);
-      if (j < n) break;
-      j -= n;
+    int64_t first = 0;
+    for (; b < p.numKvBlocks; b++) {
+      const int n = __ldg(p.kv[b].rowStart + p.numSeqs);
+      if ((int64_t)x < first + n) break;
+      first += n;
     }
-    if (b == nb) return false;
-    /* the store kernel's int64 rule in 32 bits, exactly: the position is an int32, its local
-     * index no larger in magnitude, and p / (W I) is (p / I) / W for W, I >= 1 */
-    const int pos = __ldg(p.kv[b].pos + j), W = libOpaque(p.cpSize), I = libOpaque(p.interleave);
-    const int q = pos / I;
-    if (q % W != libOpaque(p.cpRank)) continue; /* cpclKvOwner */
-    const int sq = seqOfRow(p.kv[b].rowStart, ns, (int)j);
-    const int li = q / W * I + pos % I, ps = libOpaque(p.pageSize); /* cpclKvLocalIndex */
-    const int page = __ldg(p.blockTable + (int64_t)sq * libOpaque(p.maxPagesPerSeq) + li / ps);
+    if (b == p.numKvBlocks) return false;
+    const int j = (int)((int64_t)x - first);
+    const int64_t pos = __ldg(p.kv[b].pos + j);
+    if (cpclKvOwner(pos, p.cpSize, p.interleave) != p.cpRank) continue;
+    const int sq = seqOfRow(p.kv[b].rowStart, p.numSeqs, j);
+    const int64_t li = cpclKvLocalIndex(pos, p.cpSize, p.interleave);
+    const int page = __ldg(p.blockTable + (int64_t)sq * p.maxPagesPerSeq + li / p.pageSize);
     if (page < 0) continue;
     r.b = b;
-    r.j = (int)j;
-    r.slot = (int64_t)page * ps + li % ps;
+    r.j = j;
+    r.slot = (int64_t)page * p.pageSize + li % p.pageSize;
     return true;
   }
 }
@@ -359,8 +326,8 @@ __device__ __forceinline__ void libCopyCacheRows(uint32_t dst, const void* cache
    * row, no division per chunk (the producer warps have 56 registers) */
   constexpr int kc = kD / 8, kTile = kBN * 128, kRowsPerPass = kCopyThreads / kc;
   static_assert(kCopyThreads % kc == 0, "whole rows per pass");
-  const int ps = libOpaque(p.pageSize), c = cid % kc, cx = c & 7; /* libOpaque: derived here, not held */
-  const int64_t rowStride = (int64_t)libOpaque(p.numKvHeads) * kD;
+  const int ps = p.pageSize, c = cid % kc, cx = c & 7;
+  const int64_t rowStride = (int64_t)p.numKvHeads * kD;
   const T* base = static_cast<const T*>(cache) + (int64_t)kh * kD + c * 8;
   const uint32_t dc = dst + (c >> 3) * kTile;
   for (int r = cid / kc; r < kBN; r += kRowsPerPass) {
@@ -579,68 +546,43 @@ __global__ void __launch_bounds__(kThreads, 1)
      * and claims no more, so no CTA holds its SM for the store. What the CTAs leave, prefillSm90StoreRest
      * (launched behind this kernel as a programmatic dependent, so under its last wave) claims
      * from the same counter. The CTAs with the most tiles store the most rows. */
-    /* This copy warp's row (warps 9-11): the state lives in shared memory between steps, read
-     * and written through its shared address, which the step derives (as the counter and the
-     * row sizes), so the tile loop holds none of them. */
-    auto kvState = [&]() -> uint32_t {
-      return sQ + L::kKvOff + (uint32_t)sizeof(LibKvState) * ((libTid() - 288) >> 5);
-    };
-    static_assert(sizeof(LibKvState) == 24 && offsetof(LibKvState, left) == 16, "LibKvState as read here");
+    LibKvRow sr{0, 0, 0};
+    /* 16-byte chunks left of part stPart (0 K, 1 V, 2 done) of row sr */
+    int stLeft = 0, stPart = work == nullptr ? 2 : 1;
     auto storeStep = [&](bool claim) -> bool {
-      const uint32_t a = kvState();
-      const int2 lp = libLds2(a + 16);
-      int left = lp.x, part = lp.y;
-      if (part == 2) return false;
-      unsigned int* ctr = work;
-      asm volatile("" : "+l"(ctr)); /* no predicate on it held from the prologue */
-      const int nkh = libOpaque(p.numKvHeads);
-      const int2 bj = libLds2(a), sl = libLds2(a + 8);
-      LibKvRow r{bj.x, bj.y, (int64_t)(((uint64_t)(uint32_t)sl.y << 32) | (uint32_t)sl.x)};
-      if (left == 0 && part == 0) {
-        part = 1;
-        left = nkh * (kDv / 8);
-      } else if (left == 0) {
-        if (claim && libKvClaim(p, ctr, lane, r)) {
-          part = 0;
-          left = nkh * (kDqk / 8);
-        } else {
-          part = 2;
+      if (stPart == 2) return false;
+      if (stLeft == 0 && stPart == 0) {
+        stPart = 1;
+        stLeft = p.numKvHeads * (kDv / 8);
+      } else if (stLeft == 0) {
+        if (!claim || !libKvClaim(p, work, lane, sr)) {
+          stPart = 2;
+          return false;
         }
+        stPart = 0;
+        stLeft = p.numKvHeads * (kDqk / 8);
       }
-      if (part != 2) {
-        const int n16 = nkh * (part ? kDv / 8 : kDqk / 8);
-        libKvCopy(p, r, part, n16 - left, n16, lane);
-        left = left > kStoreChunk ? left - kStoreChunk : 0;
-      }
-      __syncwarp(); /* every lane has read the state */
-      if (lane == 0) {
-        libSts2(a, r.b, r.j);
-        libSts2(a + 8, (int)(uint32_t)r.slot, (int)(uint32_t)((uint64_t)r.slot >> 32));
-        libSts2(a + 16, left, part);
-      }
-      __syncwarp();
-      return part != 2;
+      const int n16 = p.numKvHeads * (stPart ? kDv / 8 : kDqk / 8);
+      libKvCopy(p, sr, stPart, n16 - stLeft, n16, lane);
+      stLeft = stLeft > kStoreChunk ? stLeft - kStoreChunk : 0;
+      return true;
     };
     /* warps 9-11 over one item: the key positions of masked tiles, the cache rows */
-    auto produceCopy = [&](int base, int n, int sq, int g) {
+    auto produceCopy = [&](int base, int n, int nMask, int sq, int kh) {
+      const int cid = tid - 288;
+      const int32_t* btItem = p.cacheLens != nullptr ? p.blockTable + (int64_t)sq * p.maxPagesPerSeq : nullptr;
+      const int64_t WI = (int64_t)p.cpSize * p.interleave, rI = (int64_t)p.cpRank * p.interleave;
       for (int i = 0; i < n; i++) {
         const int gi = base + i, st = gi % kStages;
         const uint32_t par = ((gi / kStages) - 1) & 1;
         const LibTile tl = libTile(sg, i);
-        /* Derived on every tile, not held across the loop (the producer warps have 56
-         * registers): the copy's per-thread offsets, the table row, the KV head, the masked
-         * count; the persistent form reads the item's sequence and head from sg. */
-        const int cid = libTid() - 288;
-        if constexpr (kPersistent) {
-          sq = libLds(smemAddr(&sg.s));
-          g = libLds(smemAddr(&sg.g));
-        } else {
-          sq = libOpaque(sq);
-          g = libOpaque(g);
-        }
-        const int32_t* bt = p.cacheLens != nullptr ? p.blockTable + (int64_t)sq * libOpaque(p.maxPagesPerSeq) : nullptr;
-        const int kh = g / p.groupSize;
-        const bool cache = tl.blk < 0, masked = i < libLds(smemAddr(&sg.masked));
+        /* the persistent form reads the item's sequence and head from sg on every tile: with
+         * the loop's base, holding them would take the producer warps past their 56 registers */
+        const int32_t* bt = kPersistent && p.cacheLens != nullptr
+                                ? p.blockTable + (int64_t)libLds(smemAddr(&sg.s)) * p.maxPagesPerSeq
+                                : btItem;
+        if constexpr (kPersistent) kh = libLds(smemAddr(&sg.g)) / p.groupSize;
+        const bool cache = tl.blk < 0, masked = i < (kPersistent ? libLds(smemAddr(&sg.masked)) : nMask);
         /* An arrival must not reach a barrier's previous phase: wait for it to complete. Writes
          * into the stage wait for the consumers to be done with what they replace: the cache
          * tile's K after emptyK; its V and a masked tile's positions (read in the softmax, before
@@ -650,7 +592,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           /* the store's steps fill the wait for the stage's previous phase (a step is ~1 us of
            * latency, so at most that late); none once it has completed */
           if constexpr (!kPersistent)
-            if (libLds(kvState() + 20) != 2) /* without the store (or once done), no test: the loop as it was */
+            if (work != nullptr) /* without the store, no test: the loop as it was */
               while (!__any_sync(0xffffffffu, mbarTest(fullK + 8 * st, par)) && storeStep(true)) {
               }
           mbarWait(fullK + 8 * st, par);
@@ -674,9 +616,11 @@ __global__ void __launch_bounds__(kThreads, 1)
             int ps = INT32_MAX; /* never visible */
             if (cache) {
               if (key < tl.end && __ldg(bt + key / p.pageSize) >= 0) {
-                /* from the parameters where used: fewer live registers */
-                const int I = libOpaque(p.interleave);
-                ps = (int)((key / I) * ((int64_t)libOpaque(p.cpSize) * I) + (int64_t)libOpaque(p.cpRank) * I + key % I);
+                if constexpr (kPersistent) /* from the parameters where used: fewer live registers */
+                  ps = (int)((key / p.interleave) * ((int64_t)p.cpSize * p.interleave) +
+                             (int64_t)p.cpRank * p.interleave + key % p.interleave);
+                else
+                  ps = (int)((key / p.interleave) * WI + rI + key % p.interleave);
               }
             } else if (key >= tl.lo && key < tl.end) {
               ps = __ldg(p.kv[tl.blk].pos + key);
@@ -747,25 +691,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     } else { /* warps 9-11 */
       if constexpr (!kPersistent) {
-        unsigned int* ctr = work;
-        asm volatile("" : "+l"(ctr));
-        if (lane == 0) { /* no row yet: left 0, part 1 (claim one) or 2 (no store) */
-          const uint32_t a = kvState();
-          libSts2(a, 0, 0);
-          libSts2(a + 8, 0, 0);
-          libSts2(a + 16, 0, ctr == nullptr ? 2 : 1);
-        }
-        __syncwarp();
-        produceCopy(0, nIter, s, g);
-        while (storeStep(false)) { /* the row it holds */
-        }
+        produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
+        while (stLeft > 0 || stPart == 0) storeStep(false); /* the row it holds */
       } else {
         int base = 0;
         for (uint32_t item = 0;; item++) {
           mbarWait(workFull, item & 1);
           nIter = sg.tiles;
           if (nIter < 0) break;
-          produceCopy(base, nIter, 0, 0);
+          produceCopy(base, nIter, sg.masked, 0, 0);
           mbarArrive(workEmpty); /* this thread's reads of sg are done */
           base += nIter;
         }
