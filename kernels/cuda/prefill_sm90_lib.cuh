@@ -81,8 +81,9 @@ struct LibShape {
   static constexpr int kPosOff = B::kQBytes + kStages * (B::kKBytes + B::kVBytes);
   static constexpr int kSegOff = kPosOff + kStages * kPosInts * 4;
   static constexpr int kBarOff = (kSegOff + (int)sizeof(LibSegs) + 7) & ~7;
-  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form) */
-  static constexpr int kSmemBytes = kBarOff + (4 * kStages + 2) * 8 + 1024;
+  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form); storeDone
+   * per stage (the grid form's diagonal store) */
+  static constexpr int kSmemBytes = kBarOff + (5 * kStages + 2) * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
 };
 
@@ -315,6 +316,34 @@ __device__ __forceinline__ LibTile libTile(const LibSegs& sg, int i) {
   return t;
 }
 
+/* The diagonal store (the grid form's `diag`): block rows r0 .. r1 - 1 of KV head kh, held in a
+ * stage whose row 0 is block row start (64-dim tiles SW128-swizzled as TMA writes them), written
+ * to their cache slots by the store's rule (prefill.cu, prefillStoreKernel): rows this rank owns,
+ * at their local slot; a page id < 0 stores nothing. The rows are the CTA's own query rows, of
+ * sequence sq. Copy threads cid 0 .. 95, each one 16-byte column of every kCopyThreads / kc-th row. */
+template <int kD>
+__device__ __forceinline__ void libStoreRows(uint32_t stage, void* cache, const cpclPrefillParams_t& p, int blk,
+                                             int sq, int kh, int start, int r0, int r1, int cid) {
+  constexpr int kc = kD / 8, kTile = kBN * 128, kRowsPerPass = kCopyThreads / kc;
+  static_assert(kCopyThreads % kc == 0, "whole rows per pass");
+  const int c = cid % kc;
+  const uint32_t sc = stage + (c >> 3) * kTile;
+  for (int row = r0 + cid / kc; row < r1; row += kRowsPerPass) {
+    const int64_t pos = __ldg(p.kv[blk].pos + row);
+    if (cpclKvOwner(pos, p.cpSize, p.interleave) != p.cpRank) continue;
+    const int64_t li = cpclKvLocalIndex(pos, p.cpSize, p.interleave);
+    const int page = __ldg(p.blockTable + (int64_t)sq * p.maxPagesPerSeq + li / p.pageSize);
+    if (page < 0) continue;
+    const int64_t slot = (int64_t)page * p.pageSize + li % p.pageSize;
+    const int sr = row - start;
+    uint4 v;
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(sc + sr * 128 + (((c & 7) ^ (sr & 7)) << 4)));
+    static_cast<uint4*>(cache)[(slot * p.numKvHeads + kh) * kc + c] = v;
+  }
+}
+
 /* Rows lo .. lo + 127 of the cache shard (local keys) into a stage, 64-dim tiles SW128-swizzled
  * as TMA writes them, by the copy threads (cid 0 .. 95) with cp.async; keys at or past end and
  * behind a negative page id are zero-filled and read nothing (rows past the sequence's length in
@@ -448,7 +477,7 @@ __device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int g,
 template <typename T, int kDqk, int kDv, int kStages, bool kOverlap, bool kPersistent>
 __global__ void __launch_bounds__(kThreads, 1)
     prefillSm90LibKernel(const __grid_constant__ LibMaps maps, const __grid_constant__ cpclPrefillParams_t p,
-                         unsigned int* work) {
+                         unsigned int* work, int diag) {
   using S = Shape<kDqk, kDv, kStages>;
   using L = LibShape<kDqk, kDv, kStages>;
   using E = LibElem<T>;
@@ -459,7 +488,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   int* sPos = reinterpret_cast<int*>(smem + L::kPosOff);
   LibSegs& sg = *reinterpret_cast<LibSegs*>(smem + L::kSegOff);
   const uint32_t fullK = smemAddr(smem + L::kBarOff), fullV = fullK + 8 * kStages, emptyK = fullV + 8 * kStages,
-                 emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8;
+                 emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8,
+                 storeDone = workEmpty + 8;
   const int tid = threadIdx.x, lane = tid & 31;
 
   /* this warpgroup's 64 Q rows of tile (t0, nRows, head g), 16-byte chunks XOR-swizzled as TMA's
@@ -485,6 +515,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (!libTileOf(p, (int)(gridDim.y - 1 - blockIdx.y), &s, &t0, &nRows)) return; /* the whole CTA */
     g = p.headBegin + (int)blockIdx.x;
   }
+  /* the diagonal store (grid form, `diag`): the CTA of each KV head's first query head stores the
+   * K/V rows of its own query tile from the stages, where its key tiles hold them */
+  const bool storeCta = !kPersistent && diag != 0 && g % p.groupSize == 0;
   if (tid == 0) {
     for (int i = 0; i < kStages; i++) {
       mbarInit(fullK + 8 * i, 1 + kCopyThreads); /* the TMA lane (expect_tx or not) and the copy threads */
@@ -493,6 +526,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       /* every consumer thread: a masked tile's positions are read by every lane (generic proxy),
        * and racecheck follows a thread's own arrival, not a __syncwarp before lane 0's */
       mbarInit(emptyV + 8 * i, 256);
+      if (storeCta) mbarInit(storeDone + 8 * i, kCopyThreads); /* every copy thread: done reading the stage */
     }
     if (kPersistent) {
       mbarInit(workFull, 1);                   /* warp 8's lane 0: sg holds the next item */
@@ -518,7 +552,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint32_t par = ((gi / kStages) - 1) & 1;
         const LibTile tl = libTile(sg, i);
         /* a cache tile is the copy threads': this lane only keeps the barriers' count */
-        if (gi >= kStages) mbarWait(emptyK + 8 * st, par);
+        if (gi >= kStages) {
+          mbarWait(emptyK + 8 * st, par);
+          if (storeCta) mbarWait(storeDone + 8 * st, par); /* the copy threads' reads of its K and V */
+        }
         if (tl.blk >= 0) {
           mbarExpectTx(fullK + 8 * st, S::kKBytes);
 #pragma unroll
@@ -633,6 +670,21 @@ __global__ void __launch_bounds__(kThreads, 1)
           fenceProxyAsync();
         }
         mbarArrive(fullV + 8 * st);
+        if (storeCta) {
+          /* the rows of this tile that are the CTA's own query rows (the block holds them: the
+           * host checks), stored once the stage holds them; the TMA lane refills the stage only
+           * after every copy thread's arrival */
+          if (gi >= kStages) mbarWait(storeDone + 8 * st, par);
+          const int r0 = max(tl.lo, t0), r1 = min(tl.end, t0 + nRows);
+          if (tl.blk >= 0 && r0 < r1) {
+            const uint32_t cur = (gi / kStages) & 1;
+            mbarWait(fullK + 8 * st, cur);
+            libStoreRows<kDqk>(sK + st * S::kKBytes, p.storeK, p, tl.blk, sq, kh, tl.start, r0, r1, cid);
+            mbarWait(fullV + 8 * st, cur);
+            libStoreRows<kDv>(sV + st * S::kVBytes, p.storeV, p, tl.blk, sq, kh, tl.start, r0, r1, cid);
+          }
+          mbarArrive(storeDone + 8 * st);
+        }
       }
     };
     if (tid < 288) { /* warp 8 */
