@@ -526,7 +526,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       /* every consumer thread: a masked tile's positions are read by every lane (generic proxy),
        * and racecheck follows a thread's own arrival, not a __syncwarp before lane 0's */
       mbarInit(emptyV + 8 * i, 256);
-      if (storeCta) mbarInit(storeDone + 8 * i, kCopyThreads); /* every copy thread: done reading the stage */
+      if (storeCta) mbarInit(storeDone + 8 * i, 1 + kCopyThreads); /* the TMA lane; every copy thread: done reading */
     }
     if (kPersistent) {
       mbarInit(workFull, 1);                   /* warp 8's lane 0: sg holds the next item */
@@ -556,6 +556,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbarWait(emptyK + 8 * st, par);
           if (storeCta) mbarWait(storeDone + 8 * st, par); /* the copy threads' reads of its K and V */
         }
+        /* this lane's arrival on storeDone: the copy threads alone run ahead of the TMA (they wait
+         * only for a stage's previous phase), and could complete a phase twice before this lane
+         * tests it (a parity wait then never returns) */
+        if (storeCta) mbarArrive(storeDone + 8 * st);
         if (tl.blk >= 0) {
           mbarExpectTx(fullK + 8 * st, S::kKBytes);
 #pragma unroll
