@@ -316,31 +316,47 @@ __device__ __forceinline__ LibTile libTile(const LibSegs& sg, int i) {
   return t;
 }
 
-/* The diagonal store (the grid form's `diag`): block rows r0 .. r1 - 1 of KV head kh, held in a
- * stage whose row 0 is block row start (64-dim tiles SW128-swizzled as TMA writes them), written
- * to their cache slots by the store's rule (prefill.cu, prefillStoreKernel): rows this rank owns,
- * at their local slot; a page id < 0 stores nothing. The rows are the CTA's own query rows, of
- * sequence sq. Copy threads cid 0 .. 95, each one 16-byte column of every kCopyThreads / kc-th row. */
+/* The diagonal store (the grid form's `diag`): block rows r0 .. r1 - 1 of KV head kh, whose K and
+ * V a stage holds from block row start on (64-dim tiles SW128-swizzled as TMA writes them),
+ * written to their cache slots by the store's rule (prefill.cu, prefillStoreKernel): rows this
+ * rank owns, at their local slot; a page id < 0 stores nothing. The rows are the CTA's own query
+ * rows, of sequence sq. Copy warp w (0 .. 2) takes 32 rows at a time, w-th of every three: each
+ * lane finds one row's slot (the rule in 32 bits, exactly: the position is an int32, its local
+ * index no larger, and p / (W I) = (p / I) / W), then the warp moves the rows one by one, 16 bytes
+ * a lane (K and V chunks of the row side by side). */
 template <int kD>
-__device__ __forceinline__ void libStoreRows(uint32_t stage, void* cache, const cpclPrefillParams_t& p, int blk,
-                                             int sq, int kh, int start, int r0, int r1, int cid) {
-  constexpr int kc = kD / 8, kTile = kBN * 128, kRowsPerPass = kCopyThreads / kc;
-  static_assert(kCopyThreads % kc == 0, "whole rows per pass");
-  const int c = cid % kc;
-  const uint32_t sc = stage + (c >> 3) * kTile;
-  for (int row = r0 + cid / kc; row < r1; row += kRowsPerPass) {
-    const int64_t pos = __ldg(p.kv[blk].pos + row);
-    if (cpclKvOwner(pos, p.cpSize, p.interleave) != p.cpRank) continue;
-    const int64_t li = cpclKvLocalIndex(pos, p.cpSize, p.interleave);
-    const int page = __ldg(p.blockTable + (int64_t)sq * p.maxPagesPerSeq + li / p.pageSize);
-    if (page < 0) continue;
-    const int64_t slot = (int64_t)page * p.pageSize + li % p.pageSize;
-    const int sr = row - start;
-    uint4 v;
-    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "r"(sc + sr * 128 + (((c & 7) ^ (sr & 7)) << 4)));
-    static_cast<uint4*>(cache)[(slot * p.numKvHeads + kh) * kc + c] = v;
+__device__ __forceinline__ void libStoreRow(uint32_t stage, void* cache, int64_t dst, int sr, int c) {
+  constexpr int kTile = kBN * 128;
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(stage + (c >> 3) * kTile + sr * 128 + (((c & 7) ^ (sr & 7)) << 4)));
+  static_cast<uint4*>(cache)[dst * (kD / 8) + c] = v;
+}
+template <int kDk, int kDv>
+__device__ __forceinline__ void libStoreRows(uint32_t stK, uint32_t stV, const cpclPrefillParams_t& p, int blk,
+                                             int sq, int kh, int start, int r0, int r1, int w, int lane) {
+  static_assert(kDk / 8 <= 32 && kDv / 8 <= 32, "a row's chunks in one warp");
+  const int W = p.cpSize, I = p.interleave, ps = p.pageSize;
+  const int32_t* bt = p.blockTable + (int64_t)sq * p.maxPagesPerSeq;
+  for (int b0 = r0 + 32 * w; b0 < r1; b0 += 96) {
+    int64_t dst = -1; /* (slot, kh) as a row of the cache's [slots][numKvHeads] */
+    if (b0 + lane < r1) {
+      const int pos = __ldg(p.kv[blk].pos + b0 + lane), q = pos / I;
+      if (q % W == p.cpRank) { /* cpclKvOwner */
+        const int li = q / W * I + pos % I; /* cpclKvLocalIndex */
+        const int page = __ldg(bt + li / ps);
+        if (page >= 0) dst = ((int64_t)page * ps + li % ps) * p.numKvHeads + kh;
+      }
+    }
+    const int n = min(32, r1 - b0);
+    for (int k = 0; k < n; k++) {
+      const int64_t d = __shfl_sync(0xffffffffu, dst, k);
+      if (d < 0) continue;
+      const int sr = b0 + k - start;
+      if (lane < kDk / 8) libStoreRow<kDk>(stK, p.storeK, d, sr, lane);
+      if (lane < kDv / 8) libStoreRow<kDv>(stV, p.storeV, d, sr, lane);
+    }
   }
 }
 
@@ -608,6 +624,26 @@ __global__ void __launch_bounds__(kThreads, 1)
       stLeft = stLeft > kStoreChunk ? stLeft - kStoreChunk : 0;
       return true;
     };
+    /* The diagonal store of key tile gj (storeCta): the rows of the tile that are the CTA's own
+     * query rows (the block holds them: the host checks), stored from its stage, then the copy
+     * threads' arrival on storeDone (the TMA lane refills the stage only after it). Taken kStages - 1
+     * tiles late (after the arrivals of tile gj + kStages - 1): the consumers wait for the copy
+     * threads' arrivals on every tile, so a store right after the first (masked, diagonal) tile
+     * held up its successor by the whole store. */
+    auto diagStore = [&](int base, int gj, int sq, int kh) {
+      const int st = gj % kStages;
+      if (gj >= kStages) mbarWait(storeDone + 8 * st, ((gj / kStages) - 1) & 1);
+      const LibTile tl = libTile(sg, gj - base);
+      const int r0 = max(tl.lo, t0), r1 = min(tl.end, t0 + nRows);
+      if (tl.blk >= 0 && r0 < r1) {
+        const uint32_t cur = (gj / kStages) & 1;
+        mbarWait(fullK + 8 * st, cur);
+        mbarWait(fullV + 8 * st, cur);
+        libStoreRows<kDqk, kDv>(sK + st * S::kKBytes, sV + st * S::kVBytes, p, tl.blk, sq, kh, tl.start, r0, r1,
+                                (tid - 288) >> 5, lane);
+      }
+      mbarArrive(storeDone + 8 * st);
+    };
     /* warps 9-11 over one item: the key positions of masked tiles, the cache rows */
     auto produceCopy = [&](int base, int n, int nMask, int sq, int kh) {
       const int cid = tid - 288;
@@ -674,21 +710,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           fenceProxyAsync();
         }
         mbarArrive(fullV + 8 * st);
-        if (storeCta) {
-          /* the rows of this tile that are the CTA's own query rows (the block holds them: the
-           * host checks), stored once the stage holds them; the TMA lane refills the stage only
-           * after every copy thread's arrival */
-          if (gi >= kStages) mbarWait(storeDone + 8 * st, par);
-          const int r0 = max(tl.lo, t0), r1 = min(tl.end, t0 + nRows);
-          if (tl.blk >= 0 && r0 < r1) {
-            const uint32_t cur = (gi / kStages) & 1;
-            mbarWait(fullK + 8 * st, cur);
-            libStoreRows<kDqk>(sK + st * S::kKBytes, p.storeK, p, tl.blk, sq, kh, tl.start, r0, r1, cid);
-            mbarWait(fullV + 8 * st, cur);
-            libStoreRows<kDv>(sV + st * S::kVBytes, p.storeV, p, tl.blk, sq, kh, tl.start, r0, r1, cid);
-          }
-          mbarArrive(storeDone + 8 * st);
-        }
+        if (storeCta && gi - base >= kStages - 1) diagStore(base, gi - (kStages - 1), sq, kh);
       }
     };
     if (tid < 288) { /* warp 8 */
@@ -748,6 +770,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else { /* warps 9-11 */
       if constexpr (!kPersistent) {
         produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
+        if (storeCta) /* the last kStages - 1 tiles' stores */
+          for (int gj = max(0, nIter - (kStages - 1)); gj < nIter; gj++) diagStore(0, gj, s, g / p.groupSize);
         while (stLeft > 0 || stPart == 0) storeStep(false); /* the row it holds */
       } else {
         int base = 0;
