@@ -214,20 +214,6 @@ std::atomic<int> libCtas{0};
 /* 0: the fused store's rest kernel is launched after the attention, not as its programmatic
  * dependent (cpclPrefillSm90SetRestOverlap: a test's small grids then leave rows to the copy warps) */
 std::atomic<int> libRestOverlap{1};
-/* 0: the diagonal store off (the claimed rows and the rest kernel instead, as a test or a
- * measurement compares): CPCL_PREFILL_SM90_DIAGONAL=0, read once per process, or
- * cpclPrefillSm90SetDiagonal */
-std::atomic<int> libDiagonal{-1};
-int libDiagonalNow() {
-  int d = libDiagonal.load(std::memory_order_acquire);
-  if (d < 0) {
-    const char* e = getenv("CPCL_PREFILL_SM90_DIAGONAL");
-    d = e != nullptr && strcmp(e, "0") == 0 ? 0 : 1;
-    int unread = -1;
-    if (!libDiagonal.compare_exchange_strong(unread, d, std::memory_order_acq_rel)) d = unread;
-  }
-  return d;
-}
 
 int libFormNow() {
   int f = libForm.load(std::memory_order_acquire);
@@ -286,15 +272,6 @@ bool storeFuses(const cpclPrefillParams_t* p) {
   return a % 16 == 0 && !p->latentKv && p->storeV != nullptr;
 }
 
-/* The diagonal store (docs/PREFILL_SM90.md, "Session 5"): the call's only K/V block holds the
- * query rows themselves (the schedules pass the same row starts and positions for both) and the
- * call has every query head of every KV head, so each KV head's first query head's CTAs hold
- * each row of the block, once, in a stage: they store it from there (no second read of K/V) */
-bool storeDiagonal(const cpclPrefillParams_t* p) {
-  return p->numKvBlocks == 1 && p->kv[0].rowStart == p->queryStart && p->kv[0].pos == p->queryPos &&
-         p->headBegin == 0 && p->groupSize >= 1 && p->numHeads == p->numKvHeads * p->groupSize;
-}
-
 template <typename T, int kDqk, int kStages>
 cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStream_t stream) {
   constexpr int smem = LibShape<kDqk, 128, kStages>::kSmemBytes;
@@ -315,7 +292,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     static_assert(2 * smem > 232448, "one CTA per SM");
     const int cap = libCtas.load(std::memory_order_acquire), ctas = cap > 0 && cap < sms ? cap : sms;
     const unsigned grid = (unsigned)(items < ctas ? items : ctas);
-    kern<<<grid, kThreads, smem, stream>>>(maps, *p, work, 0);
+    kern<<<grid, kThreads, smem, stream>>>(maps, *p, work);
     if ((e = cudaGetLastError()) == cudaSuccess && p->storeK != nullptr) e = storeApart(p, stream);
     return e;
   }
@@ -326,18 +303,13 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
    * stream; a pool slot could be shared by launches on other streams), zeroed by a memset node;
    * without one, the store kernel after the attention (docs/PREFILL_SM90.md, "Session 4") */
   unsigned int* rows = nullptr;
-  const int diag = p->storeK != nullptr && storeFuses(p) && storeDiagonal(p) && libDiagonalNow();
-  if (diag) {
-    kern<<<dim3((unsigned)p->numHeads, (unsigned)slots), kThreads, smem, stream>>>(maps, *p, nullptr, 1);
-    return cudaGetLastError();
-  }
   if (p->storeK != nullptr && storeFuses(p) && p->workspace != nullptr && p->workspaceBytes >= sizeof(unsigned) &&
       (uintptr_t)p->workspace % alignof(unsigned) == 0 && deviceWork(&sms, &pool)) {
     rows = static_cast<unsigned int*>(p->workspace);
     if ((e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
   }
   const dim3 grid((unsigned)p->numHeads, (unsigned)slots);
-  kern<<<grid, kThreads, smem, stream>>>(maps, *p, rows, 0);
+  kern<<<grid, kThreads, smem, stream>>>(maps, *p, rows);
   if ((e = cudaGetLastError()) != cudaSuccess || rows == nullptr) {
     if (e == cudaSuccess && p->storeK != nullptr) e = storeApart(p, stream);
     return e;
@@ -369,17 +341,6 @@ extern "C" int cpclPrefillSm90SetCtas(int ctas) {
 extern "C" int cpclPrefillSm90SetRestOverlap(int overlap) {
   const int prev = libRestOverlap.load(std::memory_order_acquire);
   if (overlap == 0 || overlap == 1) libRestOverlap.store(overlap, std::memory_order_release);
-  return prev;
-}
-
-extern "C" int cpclPrefillSm90StoresDiagonal(const cpclPrefillParams_t* p) {
-  return p->storeK != nullptr && libShapeFits(p) && libFormNow() == kPrefillSm90Grid && storeFuses(p) &&
-         storeDiagonal(p) && libDiagonalNow();
-}
-
-extern "C" int cpclPrefillSm90SetDiagonal(int on) {
-  const int prev = libDiagonalNow();
-  if (on == 0 || on == 1) libDiagonal.store(on, std::memory_order_release);
   return prev;
 }
 

@@ -99,14 +99,6 @@ int cpclPrefillSm90SetCtas(int ctas);
  * can (tests, on grids too small for the copy warps to store much otherwise); any other value:
  * unchanged. Returns the setting before; the same bits either way. */
 int cpclPrefillSm90SetRestOverlap(int overlap);
-/* 1 (the default): where the call's only K/V block is its query rows and it has every head of
- * every KV head (a one-rank prefill, or a chunked step on one rank), the grid form stores each
- * new row from the stage its query tile's CTA holds it in (the diagonal store: K/V read once);
- * 0: the claimed rows and the rest kernel instead. Any other value: unchanged. Returns the
- * setting before; the same bits either way. */
-int cpclPrefillSm90SetDiagonal(int on);
-/* 1 if cpclPrefillSm90Run(p) would store p's rows by the diagonal store now */
-int cpclPrefillSm90StoresDiagonal(const cpclPrefillParams_t* p);
 
 #ifdef __cplusplus
 }

@@ -81,9 +81,8 @@ struct LibShape {
   static constexpr int kPosOff = B::kQBytes + kStages * (B::kKBytes + B::kVBytes);
   static constexpr int kSegOff = kPosOff + kStages * kPosInts * 4;
   static constexpr int kBarOff = (kSegOff + (int)sizeof(LibSegs) + 7) & ~7;
-  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form); storeDone
-   * per stage (the grid form's diagonal store) */
-  static constexpr int kSmemBytes = kBarOff + (5 * kStages + 2) * 8 + 1024;
+  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form) */
+  static constexpr int kSmemBytes = kBarOff + (4 * kStages + 2) * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
 };
 
@@ -316,50 +315,6 @@ __device__ __forceinline__ LibTile libTile(const LibSegs& sg, int i) {
   return t;
 }
 
-/* The diagonal store (the grid form's `diag`): block rows r0 .. r1 - 1 of KV head kh, whose K and
- * V a stage holds from block row start on (64-dim tiles SW128-swizzled as TMA writes them),
- * written to their cache slots by the store's rule (prefill.cu, prefillStoreKernel): rows this
- * rank owns, at their local slot; a page id < 0 stores nothing. The rows are the CTA's own query
- * rows, of sequence sq. Copy warp w (0 .. 2) takes 32 rows at a time, w-th of every three: each
- * lane finds one row's slot (the rule in 32 bits, exactly: the position is an int32, its local
- * index no larger, and p / (W I) = (p / I) / W), then the warp moves the rows one by one, 16 bytes
- * a lane (K and V chunks of the row side by side). */
-template <int kD>
-__device__ __forceinline__ void libStoreRow(uint32_t stage, void* cache, int64_t dst, int sr, int c) {
-  constexpr int kTile = kBN * 128;
-  uint4 v;
-  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "r"(stage + (c >> 3) * kTile + sr * 128 + (((c & 7) ^ (sr & 7)) << 4)));
-  static_cast<uint4*>(cache)[dst * (kD / 8) + c] = v;
-}
-template <int kDk, int kDv>
-__device__ __forceinline__ void libStoreRows(uint32_t stK, uint32_t stV, const cpclPrefillParams_t& p, int blk,
-                                             int sq, int kh, int start, int r0, int r1, int w, int lane) {
-  static_assert(kDk / 8 <= 32 && kDv / 8 <= 32, "a row's chunks in one warp");
-  const int W = p.cpSize, I = p.interleave, ps = p.pageSize;
-  const int32_t* bt = p.blockTable + (int64_t)sq * p.maxPagesPerSeq;
-  for (int b0 = r0 + 32 * w; b0 < r1; b0 += 96) {
-    int64_t dst = -1; /* (slot, kh) as a row of the cache's [slots][numKvHeads] */
-    if (b0 + lane < r1) {
-      const int pos = __ldg(p.kv[blk].pos + b0 + lane), q = pos / I;
-      if (q % W == p.cpRank) { /* cpclKvOwner */
-        const int li = q / W * I + pos % I; /* cpclKvLocalIndex */
-        const int page = __ldg(bt + li / ps);
-        if (page >= 0) dst = ((int64_t)page * ps + li % ps) * p.numKvHeads + kh;
-      }
-    }
-    const int n = min(32, r1 - b0);
-    for (int k = 0; k < n; k++) {
-      const int64_t d = __shfl_sync(0xffffffffu, dst, k);
-      if (d < 0) continue;
-      const int sr = b0 + k - start;
-      if (lane < kDk / 8) libStoreRow<kDk>(stK, p.storeK, d, sr, lane);
-      if (lane < kDv / 8) libStoreRow<kDv>(stV, p.storeV, d, sr, lane);
-    }
-  }
-}
-
 /* Rows lo .. lo + 127 of the cache shard (local keys) into a stage, 64-dim tiles SW128-swizzled
  * as TMA writes them, by the copy threads (cid 0 .. 95) with cp.async; keys at or past end and
  * behind a negative page id are zero-filled and read nothing (rows past the sequence's length in
@@ -493,7 +448,7 @@ __device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int g,
 template <typename T, int kDqk, int kDv, int kStages, bool kOverlap, bool kPersistent>
 __global__ void __launch_bounds__(kThreads, 1)
     prefillSm90LibKernel(const __grid_constant__ LibMaps maps, const __grid_constant__ cpclPrefillParams_t p,
-                         unsigned int* work, int diag) {
+                         unsigned int* work) {
   using S = Shape<kDqk, kDv, kStages>;
   using L = LibShape<kDqk, kDv, kStages>;
   using E = LibElem<T>;
@@ -504,8 +459,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   int* sPos = reinterpret_cast<int*>(smem + L::kPosOff);
   LibSegs& sg = *reinterpret_cast<LibSegs*>(smem + L::kSegOff);
   const uint32_t fullK = smemAddr(smem + L::kBarOff), fullV = fullK + 8 * kStages, emptyK = fullV + 8 * kStages,
-                 emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8,
-                 storeDone = workEmpty + 8;
+                 emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8;
   const int tid = threadIdx.x, lane = tid & 31;
 
   /* this warpgroup's 64 Q rows of tile (t0, nRows, head g), 16-byte chunks XOR-swizzled as TMA's
@@ -531,9 +485,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (!libTileOf(p, (int)(gridDim.y - 1 - blockIdx.y), &s, &t0, &nRows)) return; /* the whole CTA */
     g = p.headBegin + (int)blockIdx.x;
   }
-  /* the diagonal store (grid form, `diag`): the CTA of each KV head's first query head stores the
-   * K/V rows of its own query tile from the stages, where its key tiles hold them */
-  const bool storeCta = !kPersistent && diag != 0 && g % p.groupSize == 0;
   if (tid == 0) {
     for (int i = 0; i < kStages; i++) {
       mbarInit(fullK + 8 * i, 1 + kCopyThreads); /* the TMA lane (expect_tx or not) and the copy threads */
@@ -542,7 +493,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       /* every consumer thread: a masked tile's positions are read by every lane (generic proxy),
        * and racecheck follows a thread's own arrival, not a __syncwarp before lane 0's */
       mbarInit(emptyV + 8 * i, 256);
-      if (storeCta) mbarInit(storeDone + 8 * i, 1 + kCopyThreads); /* the TMA lane; every copy thread: done reading */
     }
     if (kPersistent) {
       mbarInit(workFull, 1);                   /* warp 8's lane 0: sg holds the next item */
@@ -568,14 +518,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint32_t par = ((gi / kStages) - 1) & 1;
         const LibTile tl = libTile(sg, i);
         /* a cache tile is the copy threads': this lane only keeps the barriers' count */
-        if (gi >= kStages) {
-          mbarWait(emptyK + 8 * st, par);
-          if (storeCta) mbarWait(storeDone + 8 * st, par); /* the copy threads' reads of its K and V */
-        }
-        /* this lane's arrival on storeDone: the copy threads alone run ahead of the TMA (they wait
-         * only for a stage's previous phase), and could complete a phase twice before this lane
-         * tests it (a parity wait then never returns) */
-        if (storeCta) mbarArrive(storeDone + 8 * st);
+        if (gi >= kStages) mbarWait(emptyK + 8 * st, par);
         if (tl.blk >= 0) {
           mbarExpectTx(fullK + 8 * st, S::kKBytes);
 #pragma unroll
@@ -623,26 +566,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       libKvCopy(p, sr, stPart, n16 - stLeft, n16, lane);
       stLeft = stLeft > kStoreChunk ? stLeft - kStoreChunk : 0;
       return true;
-    };
-    /* The diagonal store of key tile gj (storeCta): the rows of the tile that are the CTA's own
-     * query rows (the block holds them: the host checks), stored from its stage, then the copy
-     * threads' arrival on storeDone (the TMA lane refills the stage only after it). Taken kStages - 1
-     * tiles late (after the arrivals of tile gj + kStages - 1): the consumers wait for the copy
-     * threads' arrivals on every tile, so a store right after the first (masked, diagonal) tile
-     * held up its successor by the whole store. */
-    auto diagStore = [&](int base, int gj, int sq, int kh) {
-      const int st = gj % kStages;
-      if (gj >= kStages) mbarWait(storeDone + 8 * st, ((gj / kStages) - 1) & 1);
-      const LibTile tl = libTile(sg, gj - base);
-      const int r0 = max(tl.lo, t0), r1 = min(tl.end, t0 + nRows);
-      if (tl.blk >= 0 && r0 < r1) {
-        const uint32_t cur = (gj / kStages) & 1;
-        mbarWait(fullK + 8 * st, cur);
-        mbarWait(fullV + 8 * st, cur);
-        libStoreRows<kDqk, kDv>(sK + st * S::kKBytes, sV + st * S::kVBytes, p, tl.blk, sq, kh, tl.start, r0, r1,
-                                (tid - 288) >> 5, lane);
-      }
-      mbarArrive(storeDone + 8 * st);
     };
     /* warps 9-11 over one item: the key positions of masked tiles, the cache rows */
     auto produceCopy = [&](int base, int n, int nMask, int sq, int kh) {
@@ -710,7 +633,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           fenceProxyAsync();
         }
         mbarArrive(fullV + 8 * st);
-        if (storeCta && gi - base >= kStages - 1) diagStore(base, gi - (kStages - 1), sq, kh);
       }
     };
     if (tid < 288) { /* warp 8 */
@@ -770,8 +692,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else { /* warps 9-11 */
       if constexpr (!kPersistent) {
         produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
-        if (storeCta) /* the last kStages - 1 tiles' stores */
-          for (int gj = max(0, nIter - (kStages - 1)); gj < nIter; gj++) diagStore(0, gj, s, g / p.groupSize);
         while (stLeft > 0 || stPart == 0) storeStep(false); /* the row it holds */
       } else {
         int base = 0;

@@ -545,7 +545,7 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
   void *o0 = malloc(pb.oBytes), *o1 = malloc(pb.oBytes), *gk = malloc(pb.kcBytes), *gv = malloc(pb.vcBytes);
   float *l0 = malloc(pb.lseBytes), *l1 = malloc(pb.lseBytes);
   const int first = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetForm(-1) : 0;
-  int runs = 0, diagonal = 0;
+  int runs = 0;
   void* ws = NULL;
   CUDA_OK(cudaMalloc(&ws, 16));
   for (int f = kPrefillSm90Grid; f <= (want == CPCL_PREFILL_BODY_SM90 ? kPrefillSm90Static : kPrefillSm90Grid); f++) {
@@ -561,13 +561,10 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
     /* with a workspace (the Hopper grid form keeps its row counter there), twice: the counter
      * starts again at 0, the second time with the rest kernel after the attention, not under it,
      * so the copy warps store what they can; then without one (the store kernel after) */
-    /* rep 3 (Hopper): the diagonal store off, where the call takes it (the claimed rows instead) */
-    if (want == CPCL_PREFILL_BODY_SM90 && cpclPrefillSm90StoresDiagonal(&p)) diagonal++;
-    for (int rep = 0; rep < (want == CPCL_PREFILL_BODY_SM90 ? 4 : 3); rep++) {
-      p.workspace = rep != 2 ? ws : NULL;
-      p.workspaceBytes = rep != 2 ? 16 : 0;
+    for (int rep = 0; rep < 3; rep++) {
+      p.workspace = rep < 2 ? ws : NULL;
+      p.workspaceBytes = rep < 2 ? 16 : 0;
       const int overlap = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetRestOverlap(rep == 1 ? 0 : 1) : 1;
-      const int diag = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetDiagonal(rep == 3 ? 0 : 1) : 0;
       CUDA_OK(cudaMemcpy(dv.kc, pb.kc, pb.kcBytes, cudaMemcpyHostToDevice));
       CUDA_OK(cudaMemcpy(dv.vc, pb.vc, pb.vcBytes, cudaMemcpyHostToDevice));
       /* the first time, out and lse poisoned and read back by stream order alone (no device
@@ -588,17 +585,14 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
       EXPECT(memcmp(l0, l1, pb.lseBytes) == 0);
       EXPECT(memcmp(gk, hk, pb.kcBytes) == 0);
       if (!kc->latent) EXPECT(memcmp(gv, hv, pb.vcBytes) == 0);
-      if (want == CPCL_PREFILL_BODY_SM90) {
-        cpclPrefillSm90SetRestOverlap(overlap);
-        cpclPrefillSm90SetDiagonal(diag);
-      }
+      if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetRestOverlap(overlap);
       runs++;
     }
   }
   if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetForm(first);
   CUDA_OK(cudaFree(ws));
-  printf("kernel %-44s %-12s body with its store%s: cache bitwise the host store, out and lse unchanged (%d runs): ok\n",
-         kc->name, cpclCudaPrefillBodyName(want), diagonal ? " (grid form: the diagonal store)" : "", runs);
+  printf("kernel %-44s %-12s body with its store: cache bitwise the host store, out and lse unchanged (%d runs): ok\n",
+         kc->name, cpclCudaPrefillBodyName(want), runs);
   free(hk), free(hv), free(gk), free(gv), free(o0), free(o1), free(l0), free(l1);
   kdevFree(&dv, kc->P);
   kprobFree(&pb, kc->P);
@@ -687,15 +681,6 @@ static void kernelSuite(void) {
   fusedStoreCase(&mmaCases[0], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
   fusedStoreCase(&mmaCases[5], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
   fusedStoreCase(&mmaCases[3], CPCL_PREFILL_BODY_MMA);
-  /* one K/V block that is the query rows, every head: the Hopper grid form's diagonal store (D128
-   * pages of 1 on one rank; D192 and D128 GQA with ownership over 2 and 3 ranks) */
-  const kcase_t diagCases[] = {
-      {"bf16 MHA 192/128, cache W2 I16 p16, pcp1", bf, bf, bf, 2, 1, 192, 128, 0, 2, 1, 16, 16, 1, 0, 0, 0, 0, 2, 0},
-      {"bf16 GQA D128 G4, cache W3 I1 p16, pcp1", bf, bf, bf, 2, 4, 128, 128, 0, 3, 2, 1, 16, 1, 0, 0, 0, 0, 8, 0},
-  };
-  fusedStoreCase(&sm90Cases[6], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
-  for (size_t i = 0; i < sizeof(diagCases) / sizeof(diagCases[0]); i++)
-    fusedStoreCase(&diagCases[i], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
 }
 
 /* ================================================================ cpclAttnPrefill on W ranks */
