@@ -320,7 +320,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
   cudaLaunchAttribute at[1];
   at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   at[0].val.programmaticStreamSerializationAllowed = 1;
-  rc.gridDim = dim3(2u * (unsigned)sms, 1, 1);
+  rc.gridDim = dim3(4u * (unsigned)sms, 1, 1); /* 32 warps an SM, each 4 KB of loads in flight */
   rc.blockDim = dim3(256, 1, 1);
   rc.stream = stream;
   rc.attrs = at;

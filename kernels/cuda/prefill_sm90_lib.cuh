@@ -251,7 +251,11 @@ struct LibKvRow {
   int b, j;     /* block, row in it */
   int64_t slot; /* cache slot */
 };
-constexpr int kStoreChunk = 64; /* 16-byte chunks a warp moves a step: 2 a lane in flight */
+constexpr int kStoreChunk = 64; /* 16-byte chunks a copy warp moves a step: 2 a lane in flight */
+/* the rest kernel's step: 8 loads a lane in flight. With 2 (session 5, call 1: ncu, MHA B4 4k) it
+ * moved 168 MB in 81 us, 2 TB/s: 1 KB a warp in flight over a ~1 us round trip is what its 2112
+ * warps could move, latency-bound */
+constexpr int kRestChunk = 256;
 /* the next owned row with a page, claimed from ctr (the whole warp; lane 0 claims); false when
  * every row is claimed */
 __device__ __forceinline__ bool libKvClaim(const cpclPrefillParams_t& p, unsigned int* ctr, int lane, LibKvRow& r) {
@@ -280,18 +284,19 @@ __device__ __forceinline__ bool libKvClaim(const cpclPrefillParams_t& p, unsigne
     return true;
   }
 }
-/* chunks off .. off + kStoreChunk (of n16) of part (0 K, 1 V) of row r: loads first, then stores */
+/* chunks off .. off + kChunk (of n16) of part (0 K, 1 V) of row r: loads first, then stores */
+template <int kChunk = kStoreChunk>
 __device__ __forceinline__ void libKvCopy(const cpclPrefillParams_t& p, const LibKvRow& r, int part, int off, int n16,
                                           int lane) {
   const uint4* src = static_cast<const uint4*>(part ? p.kv[r.b].v : p.kv[r.b].k) + (int64_t)r.j * n16 + off;
   uint4* dst = static_cast<uint4*>(part ? p.storeV : p.storeK) + r.slot * n16 + off;
   const int left = n16 - off;
-  uint4 v[kStoreChunk / 32];
+  uint4 v[kChunk / 32];
 #pragma unroll
-  for (int u = 0; u < kStoreChunk / 32; u++)
+  for (int u = 0; u < kChunk / 32; u++)
     if (lane + 32 * u < left) v[u] = __ldg(src + lane + 32 * u);
 #pragma unroll
-  for (int u = 0; u < kStoreChunk / 32; u++)
+  for (int u = 0; u < kChunk / 32; u++)
     if (lane + 32 * u < left) dst[lane + 32 * u] = v[u];
 }
 
@@ -944,7 +949,7 @@ __global__ void __launch_bounds__(256)
   while (libKvClaim(p, ctr, lane, r))
     for (int part = 0; part < 2; part++) {
       const int n16 = part ? vRow16 : kRow16;
-      for (int off = 0; off < n16; off += kStoreChunk) libKvCopy(p, r, part, off, n16, lane);
+      for (int off = 0; off < n16; off += kRestChunk) libKvCopy<kRestChunk>(p, r, part, off, n16, lane);
     }
   /* not before the attention: what follows in the stream waits for this kernel, so it must not
    * end first (every attention CTA is resident by now: it cannot wait on this one) */
