@@ -522,6 +522,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int gi = base + i, st = gi % kStages;
         const uint32_t par = ((gi / kStages) - 1) & 1;
         const LibTile tl = libTile(sg, i);
+        /* the grid form with the fused store (work): a block's unmasked tile needs nothing of the
+         * copy threads, so this lane arrives for them too and they store rows instead */
+        const bool forCopy = !kPersistent && work != nullptr && tl.blk >= 0 && i >= sg.masked;
         /* a cache tile is the copy threads': this lane only keeps the barriers' count */
         if (gi >= kStages) mbarWait(emptyK + 8 * st, par);
         if (tl.blk >= 0) {
@@ -529,6 +532,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
           for (int c = 0; c < kDqk / 64; c++)
             tmaLoad3d(sK + st * S::kKBytes + c * kKTile, &maps.k[tl.blk], c * 64, kh, tl.start, fullK + 8 * st);
+          if (forCopy) mbarArriveCount(fullK + 8 * st, kCopyThreads);
         } else {
           mbarArrive(fullK + 8 * st);
         }
@@ -538,6 +542,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
           for (int c = 0; c < kDv / 64; c++)
             tmaLoad3d(sV + st * S::kVBytes + c * kKTile, &maps.v[tl.blk], c * 64, kh, tl.start, fullV + 8 * st);
+          if (forCopy) mbarArriveCount(fullV + 8 * st, kCopyThreads);
         } else {
           mbarArrive(fullV + 8 * st);
         }
@@ -588,6 +593,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                                 : btItem;
         if constexpr (kPersistent) kh = libLds(smemAddr(&sg.g)) / p.groupSize;
         const bool cache = tl.blk < 0, masked = i < (kPersistent ? libLds(smemAddr(&sg.masked)) : nMask);
+        /* the grid form with the fused store: the TMA lane arrived for this tile (produceTma) */
+        if (!kPersistent && work != nullptr && !cache && !masked) continue;
         /* An arrival must not reach a barrier's previous phase: wait for it to complete. Writes
          * into the stage wait for the consumers to be done with what they replace: the cache
          * tile's K after emptyK; its V and a masked tile's positions (read in the softmax, before
@@ -697,6 +704,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else { /* warps 9-11 */
       if constexpr (!kPersistent) {
         produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
+        /* With the store: rows for as long as the consumers still have tiles to run, then the row
+         * it holds; the TMA lane took their arrivals on the plain tiles, so nothing waits for them.
+         * The consumers' progress: tile j's emptyV phase, tested in tile order, so that tile j -
+         * kStages's (the stage's phase before) is known complete when j's is tested and a parity
+         * test cannot mistake an older phase for j's. (Two phases passing between two tests, 2
+         * kStages tiles under one ~1 us step, would only keep the warp storing longer.) */
+        if (work != nullptr) {
+          int j = 0;
+          for (;;) {
+            while (j < nIter && __any_sync(0xffffffffu, mbarTest(emptyV + 8 * (j % kStages), (j / kStages) & 1))) j++;
+            if (j >= nIter || !storeStep(true)) break;
+          }
+        }
         while (stLeft > 0 || stPart == 0) storeStep(false); /* the row it holds */
       } else {
         int base = 0;
