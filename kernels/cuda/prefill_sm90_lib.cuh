@@ -704,17 +704,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else { /* warps 9-11 */
       if constexpr (!kPersistent) {
         produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
-        /* With the store: rows for as long as the consumers still have tiles to run, then the row
-         * it holds; the TMA lane took their arrivals on the plain tiles, so nothing waits for them.
-         * The consumers' progress: tile j's emptyV phase, tested in tile order, so that tile j -
-         * kStages's (the stage's phase before) is known complete when j's is tested and a parity
-         * test cannot mistake an older phase for j's. (Two phases passing between two tests, 2
-         * kStages tiles under one ~1 us step, would only keep the warp storing longer.) */
+        /* With the store: rows while the consumers still have tiles to run; the TMA lane took
+         * their arrivals on the plain tiles, so nothing waits for them. A new row only while more
+         * tiles are left than about half the steps of a row (a tile takes ~2 us, a step ~1 us), so
+         * that the row a warp holds is done before the consumers are: a CTA waits for its copy
+         * warps, and its SM with it. The consumers' progress: tile j's emptyV phase, tested in
+         * tile order, so that tile j - kStages's (the stage's phase before) is known complete
+         * when j's is tested and a parity test cannot mistake an older phase for j's. (Two phases
+         * passing between two tests, 2 kStages tiles under one step, would only keep the warp
+         * storing longer.) */
         if (work != nullptr) {
+          const int nkh = p.numKvHeads, steps = (nkh * (kDqk / 8) + kStoreChunk - 1) / kStoreChunk +
+                                                (nkh * (kDv / 8) + kStoreChunk - 1) / kStoreChunk;
+          const int claimUntil = nIter - (steps + 1) / 2 - 1;
           int j = 0;
           for (;;) {
             while (j < nIter && __any_sync(0xffffffffu, mbarTest(emptyV + 8 * (j % kStages), (j / kStages) & 1))) j++;
-            if (j >= nIter || !storeStep(true)) break;
+            if (j >= nIter || !storeStep(j < claimUntil)) break;
           }
         }
         while (stLeft > 0 || stPart == 0) storeStep(false); /* the row it holds */

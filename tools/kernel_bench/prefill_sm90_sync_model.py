@@ -215,14 +215,22 @@ def run(seed, mutate=None):
             if persistent:
                 workEmpty.arrive(k, 1)
             if store:  # rows while the consumers have tiles left (tile order: no older phase taken for j's)
-                j = 0
+                j, held, steps = 0, 0, R.randint(1, 10)  # steps a row
                 while True:
                     while j < n and emptyV[(bases[k] + j) % S].done(parity(bases[k] + j)):
                         j += 1
-                    if j >= n or rows[0] == 0:
+                    if j >= n:
                         break
-                    rows[0] -= 1
+                    if held == 0:  # a new row only while enough tiles are left
+                        if j >= n - (steps + 1) // 2 - 1 or rows[0] == 0:
+                            break
+                        rows[0] -= 1
+                        held = steps
+                    held -= 1
                     yield  # a store step
+                while held > 0:  # the row it holds
+                    held -= 1
+                    yield
         if persistent:
             yield from wait(workFull, len(items) & 1)
             read_sg("done")
