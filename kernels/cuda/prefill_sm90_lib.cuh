@@ -81,8 +81,9 @@ struct LibShape {
   static constexpr int kPosOff = B::kQBytes + kStages * (B::kKBytes + B::kVBytes);
   static constexpr int kSegOff = kPosOff + kStages * kPosInts * 4;
   static constexpr int kBarOff = (kSegOff + (int)sizeof(LibSegs) + 7) & ~7;
-  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form) */
-  static constexpr int kSmemBytes = kBarOff + (4 * kStages + 2) * 8 + 1024;
+  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form); the TMA
+   * lane's tile count (the grid form's fused store) */
+  static constexpr int kSmemBytes = kBarOff + (4 * kStages + 3) * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
 };
 
@@ -464,7 +465,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   int* sPos = reinterpret_cast<int*>(smem + L::kPosOff);
   LibSegs& sg = *reinterpret_cast<LibSegs*>(smem + L::kSegOff);
   const uint32_t fullK = smemAddr(smem + L::kBarOff), fullV = fullK + 8 * kStages, emptyK = fullV + 8 * kStages,
-                 emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8;
+                 emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8,
+                 issuedAt = workEmpty + 8; /* int: the key tiles the TMA lane has issued (grid form, with the store) */
   const int tid = threadIdx.x, lane = tid & 31;
 
   /* this warpgroup's 64 Q rows of tile (t0, nRows, head g), 16-byte chunks XOR-swizzled as TMA's
@@ -491,6 +493,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     g = p.headBegin + (int)blockIdx.x;
   }
   if (tid == 0) {
+    if (!kPersistent) asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(issuedAt), "r"(0) : "memory");
     for (int i = 0; i < kStages; i++) {
       mbarInit(fullK + 8 * i, 1 + kCopyThreads); /* the TMA lane (expect_tx or not) and the copy threads */
       mbarInit(fullV + 8 * i, 1 + kCopyThreads);
@@ -546,6 +549,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         } else {
           mbarArrive(fullV + 8 * st);
         }
+        /* the copy warps' measure of the consumers' progress: they are at most here */
+        if (!kPersistent && work != nullptr)
+          asm volatile("st.volatile.shared.b32 [%0], %1;\n" ::"r"(issuedAt), "r"(gi + 1) : "memory");
       }
     };
     /* The grid form's fused store (p.storeK; `work` is its row counter): each copy warp claims
@@ -705,23 +711,21 @@ __global__ void __launch_bounds__(kThreads, 1)
       if constexpr (!kPersistent) {
         produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
         /* With the store: rows while the consumers still have tiles to run; the TMA lane took
-         * their arrivals on the plain tiles, so nothing waits for them. A new row only while more
-         * tiles are left than about half the steps of a row (a tile takes ~2 us, a step ~1 us), so
-         * that the row a warp holds is done before the consumers are: a CTA waits for its copy
-         * warps, and its SM with it. The consumers' progress: tile j's emptyV phase, tested in
-         * tile order, so that tile j - kStages's (the stage's phase before) is known complete
-         * when j's is tested and a parity test cannot mistake an older phase for j's. (Two phases
-         * passing between two tests, 2 kStages tiles under one step, would only keep the warp
-         * storing longer.) */
+         * their arrivals on the plain tiles, so nothing waits for them. A new row only while the
+         * TMA lane has more tiles to issue than about half the steps of a row (a tile takes ~2 us,
+         * a step ~1 us; the consumers are never past the lane): the row a warp holds is then done
+         * before the consumers are, since a CTA waits for its copy warps, and its SM with it. The
+         * lane's count, not a barrier's parity: a parity test cannot tell phases two apart, and
+         * the consumers can run that far ahead of a warp whose claim skips rows. */
         if (work != nullptr) {
           const int nkh = p.numKvHeads, steps = (nkh * (kDqk / 8) + kStoreChunk - 1) / kStoreChunk +
                                                 (nkh * (kDv / 8) + kStoreChunk - 1) / kStoreChunk;
-          const int claimUntil = nIter - (steps + 1) / 2 - 1;
-          int j = 0;
-          for (;;) {
-            while (j < nIter && __any_sync(0xffffffffu, mbarTest(emptyV + 8 * (j % kStages), (j / kStages) & 1))) j++;
-            if (j >= nIter || !storeStep(j < claimUntil)) break;
-          }
+          const int margin = (steps + 1) / 2 + 1;
+          int issued = 0;
+          do {
+            asm volatile("ld.volatile.shared.b32 %0, [%1];\n" : "=r"(issued) : "r"(issuedAt) : "memory");
+            issued = __shfl_sync(0xffffffffu, issued, 0);
+          } while (storeStep(nIter - issued >= margin));
         }
         while (stLeft > 0 || stPart == 0) storeStep(false); /* the row it holds */
       } else {
