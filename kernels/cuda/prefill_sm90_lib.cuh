@@ -971,7 +971,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 /* The rows the attention's copy warps left of its fused store (a programmatic dependent of the
  * attention: the counter, an L2 atomic, is all they share while both run). A warp a row: claims,
  * then stores it whole; then it waits for the attention, so that it cannot end first. */
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, 4) /* 4 CTAs an SM: the launch counts on them */
     prefillSm90StoreRest(const __grid_constant__ cpclPrefillParams_t p, unsigned int* ctr) {
   const int lane = threadIdx.x & 31;
   const int kRow16 = p.numKvHeads * (p.headDimQk / 8), vRow16 = p.numKvHeads * (p.headDimVo / 8);
