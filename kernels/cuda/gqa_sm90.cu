@@ -17,6 +17,7 @@
 
 #include "dispatch.cuh"
 #include "gqa_sm90.cuh"
+#include "pdl_launch.cuh"
 
 namespace cpcl {
 namespace gqa90 {
@@ -147,16 +148,8 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
   e = raiseMerge<T, D>();
   if (e != cudaSuccess) return (int)e;
   const int64_t units = (int64_t)p->numTokens * p->numHeads;
-  cudaLaunchConfig_t mc = {};
-  mc.gridDim = dim3((unsigned)((units + kMergeWarps - 1) / kMergeWarps), 1, 1);
-  mc.blockDim = dim3(32 * kMergeWarps, 1, 1);
-  mc.stream = stream;
-  cudaLaunchAttribute ma[1];
-  ma[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  ma[0].val.programmaticStreamSerializationAllowed = 1;
-  mc.attrs = ma;
-  mc.numAttrs = 1;
-  return (int)cudaLaunchKernelEx(&mc, gqaMergeKernel<T, D>, *p);
+  return (int)launchPdl(gqaMergeKernel<T, D>, dim3((unsigned)((units + kMergeWarps - 1) / kMergeWarps)),
+                        dim3(32 * kMergeWarps), 0, stream, true, *p);
 }
 
 /* form 2 (wsCount) launches the kTail instantiation, everything else the one without the merge code */

@@ -19,6 +19,7 @@
 #include "mla_sm90.cuh"
 #include "mla_sm90.h"
 #include "mla_sm90_halves.cuh"
+#include "pdl_launch.cuh"
 
 namespace cpcl {
 namespace mla90 {
@@ -306,17 +307,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     /* a programmatic dependent of the kernel before it (the top-k filter, which lets it launch
      * at once): its CTAs are resident and set up while the filter runs, and the kernel waits
      * (griddepcontrol.wait) before it reads anything */
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = kSmemBytes;
-    cfg.stream = st;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    e = cudaLaunchKernelEx(&cfg, kern, *kvMap, *p, sp);
+    e = cpcl::launchPdl(kern, grid, dim3(kThreads), kSmemBytes, st, true, *kvMap, *p, sp);
     if (e != cudaSuccess) cudaGetLastError();
   } else {
     const int threads = variant == 9 ? kThreadsSeesaw : variant == 16 ? kThreadsHalves : kThreads;
@@ -324,16 +315,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     e = cudaGetLastError();
   }
   if (e != cudaSuccess || maxSplits == 1) return (int)e;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)mergeCtas);
-  cfg.blockDim = dim3(kCombineThreads);
-  cfg.stream = st;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return (int)cudaLaunchKernelEx(&cfg, mlaSm90Combine, *p, sp);
+  return (int)cpcl::launchPdl(mlaSm90Combine, dim3((unsigned)mergeCtas), dim3(kCombineThreads), 0, st, true, *p, sp);
 }
 }  // namespace
 

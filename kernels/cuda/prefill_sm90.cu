@@ -18,10 +18,12 @@
 
 #include "prefill_sm90.cuh"
 #include "prefill_sm90.h"
+#include "pdl_launch.cuh"
 #include "prefill_sm90_lib.cuh"
 
 namespace {
 
+using cpcl::launchPdl;
 using cpcl::pf90::kBM;
 using cpcl::pf90::kBN;
 using cpcl::pf90::kThreads;
@@ -316,16 +318,9 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
   }
   /* the rows the copy warps left: launched under the attention's last wave (it triggers at its
    * start); it waits for the attention only before it exits */
-  cudaLaunchConfig_t rc = {};
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  rc.gridDim = dim3(4u * (unsigned)sms, 1, 1); /* 32 warps an SM, each 4 KB of loads in flight */
-  rc.blockDim = dim3(256, 1, 1);
-  rc.stream = stream;
-  rc.attrs = at;
-  rc.numAttrs = libRestOverlap.load(std::memory_order_acquire) ? 1 : 0;
-  return cudaLaunchKernelEx(&rc, prefillSm90StoreRest, *p, rows);
+  /* 32 warps an SM, each 4 KB of loads in flight */
+  return launchPdl(prefillSm90StoreRest, dim3(4u * (unsigned)sms), dim3(256), 0, stream,
+                   libRestOverlap.load(std::memory_order_acquire) != 0, *p, rows);
 }
 
 }  // namespace

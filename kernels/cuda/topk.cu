@@ -22,6 +22,7 @@
 #include "common.cuh"
 #include "dispatch.cuh"
 #include "kv_layout.h"
+#include "pdl_launch.cuh"
 #include "topk_params.h"
 
 namespace cpcl {
@@ -146,16 +147,8 @@ extern "C" int cpclCudaTopkFilter(const cpclTopkFilterParams_t* p, void* stream)
     return invalidValue("cpSize = %d, cpRank = %d, interleave = %d: cpSize, interleave >= 1 and 0 <= cpRank < cpSize",
                         p->cpSize, p->cpRank, p->interleave);
   preferMaxShared();
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)p->numTokens);
-  cfg.blockDim = dim3(kTopkThreads);
-  cfg.stream = static_cast<cudaStream_t>(stream);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdlOk() ? 1 : 0;
-  const cudaError_t e = cudaLaunchKernelEx(&cfg, topkFilterKernel, *p);
+  const cudaError_t e = launchPdl(topkFilterKernel, dim3((unsigned)p->numTokens), dim3(kTopkThreads), 0,
+                                  static_cast<cudaStream_t>(stream), pdlOk(), *p);
   if (e != cudaSuccess) cudaGetLastError();
   return (int)e;
 }

@@ -62,6 +62,19 @@ typedef struct {
   int badPage;                 /* sequence 3's first page id is negative: its rows empty, the error recorded */
 } kcase_t;
 
+/* the device buffers of one launch's parameters (row starts and lengths are the caller's) */
+static void attnDevFree(cpclAttnParams_t* dp) {
+  cudaFree((void*)dp->blockTable);
+  cudaFree((void*)dp->q);
+  cudaFree((void*)dp->kCache);
+  cudaFree((void*)dp->vCache);
+  cudaFree(dp->out);
+  cudaFree(dp->lse);
+  cudaFree(dp->workspace);
+  cudaFree(dp->splitCounters);
+  cudaFree(dp->errorFlag);
+}
+
 static void runAttnCase(const kcase_t* kc, uint64_t seed) {
   static const int shortLens[] = {1, 2, 5, 37, 70, 129, 300};
   static const int rowsM[] = {1, 3, 2, 1, 4, 2, 1};
@@ -377,15 +390,7 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     free(dLse);
     cudaFree((void*)dp.queryStart);
     cudaFree((void*)dp.seqLens);
-    cudaFree((void*)dp.blockTable);
-    cudaFree((void*)dp.q);
-    cudaFree((void*)dp.kCache);
-    cudaFree((void*)dp.vCache);
-    cudaFree(dp.out);
-    cudaFree(dp.lse);
-    cudaFree(dp.workspace);
-    cudaFree(dp.splitCounters);
-    cudaFree(dp.errorFlag);
+    attnDevFree(&dp);
   }
   for (int k = 0; k < 2; k++) {
     free(formOut[k]);
@@ -1201,15 +1206,7 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
       }
       free(dOut);
       free(dLse);
-      cudaFree((void*)dp.blockTable);
-      cudaFree((void*)dp.q);
-      cudaFree((void*)dp.kCache);
-      cudaFree((void*)dp.vCache);
-      cudaFree(dp.out);
-      cudaFree(dp.lse);
-      cudaFree(dp.workspace);
-      cudaFree(dp.splitCounters);
-      cudaFree(dp.errorFlag);
+      attnDevFree(&dp); /* its row starts and lengths are df's, freed below */
     }
   if (sm90) cpclMlaSm90SetSparseVariant(firstVariant);
   free(v11Out);
