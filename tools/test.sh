@@ -30,6 +30,8 @@ python3 tools/check_layers.py
 stage "barrier model of the Hopper prefill kernel: tools/kernel_bench/prefill_sm90_sync_model.py (random schedules, then mutations that must fail)"
 python3 tools/kernel_bench/prefill_sm90_sync_model.py 3000
 for m in early-next no-workEmpty-wait turn-twice; do python3 tools/kernel_bench/prefill_sm90_sync_model.py 100 "$m"; done
+python3 tools/kernel_bench/prefill_sm90_sync_model.py 3000 store-cache-anywhere # rarer: about 1 schedule in 100
+python3 tools/kernel_bench/prefill_sm90_sync_model.py 300 store-no-margin
 
 stage "main build: all suites"
 meson test -C "$BUILD_DIR" --print-errorlogs

@@ -318,7 +318,8 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
   }
   /* the rows the copy warps left: launched under the attention's last wave (it triggers at its
    * start); it waits for the attention only before it exits */
-  return launchPdl(prefillSm90StoreRest, dim3(2u * (unsigned)sms), dim3(256), 0, stream,
+  /* 32 warps an SM, each 4 KB of loads in flight */
+  return launchPdl(prefillSm90StoreRest, dim3(4u * (unsigned)sms), dim3(256), 0, stream,
                    libRestOverlap.load(std::memory_order_acquire) != 0, *p, rows);
 }
 

@@ -81,8 +81,9 @@ struct LibShape {
   static constexpr int kPosOff = B::kQBytes + kStages * (B::kKBytes + B::kVBytes);
   static constexpr int kSegOff = kPosOff + kStages * kPosInts * 4;
   static constexpr int kBarOff = (kSegOff + (int)sizeof(LibSegs) + 7) & ~7;
-  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form) */
-  static constexpr int kSmemBytes = kBarOff + (4 * kStages + 2) * 8 + 1024;
+  /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form); the TMA
+   * lane's tile count (the grid form's fused store) */
+  static constexpr int kSmemBytes = kBarOff + (4 * kStages + 3) * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
 };
 
@@ -251,7 +252,11 @@ struct LibKvRow {
   int b, j;     /* block, row in it */
   int64_t slot; /* cache slot */
 };
-constexpr int kStoreChunk = 64; /* 16-byte chunks a warp moves a step: 2 a lane in flight */
+constexpr int kStoreChunk = 64; /* 16-byte chunks a copy warp moves a step: 2 a lane in flight */
+/* the rest kernel's step: 8 loads a lane in flight. With 2 (session 5, call 1: ncu, MHA B4 4k) it
+ * moved 168 MB in 81 us, 2 TB/s: 1 KB a warp in flight over a ~1 us round trip is what its 2112
+ * warps could move, latency-bound */
+constexpr int kRestChunk = 256;
 /* the next owned row with a page, claimed from ctr (the whole warp; lane 0 claims); false when
  * every row is claimed */
 __device__ __forceinline__ bool libKvClaim(const cpclPrefillParams_t& p, unsigned int* ctr, int lane, LibKvRow& r) {
@@ -280,18 +285,19 @@ __device__ __forceinline__ bool libKvClaim(const cpclPrefillParams_t& p, unsigne
     return true;
   }
 }
-/* chunks off .. off + kStoreChunk (of n16) of part (0 K, 1 V) of row r: loads first, then stores */
+/* chunks off .. off + kChunk (of n16) of part (0 K, 1 V) of row r: loads first, then stores */
+template <int kChunk = kStoreChunk>
 __device__ __forceinline__ void libKvCopy(const cpclPrefillParams_t& p, const LibKvRow& r, int part, int off, int n16,
                                           int lane) {
   const uint4* src = static_cast<const uint4*>(part ? p.kv[r.b].v : p.kv[r.b].k) + (int64_t)r.j * n16 + off;
   uint4* dst = static_cast<uint4*>(part ? p.storeV : p.storeK) + r.slot * n16 + off;
   const int left = n16 - off;
-  uint4 v[kStoreChunk / 32];
+  uint4 v[kChunk / 32];
 #pragma unroll
-  for (int u = 0; u < kStoreChunk / 32; u++)
+  for (int u = 0; u < kChunk / 32; u++)
     if (lane + 32 * u < left) v[u] = __ldg(src + lane + 32 * u);
 #pragma unroll
-  for (int u = 0; u < kStoreChunk / 32; u++)
+  for (int u = 0; u < kChunk / 32; u++)
     if (lane + 32 * u < left) dst[lane + 32 * u] = v[u];
 }
 
@@ -459,7 +465,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   int* sPos = reinterpret_cast<int*>(smem + L::kPosOff);
   LibSegs& sg = *reinterpret_cast<LibSegs*>(smem + L::kSegOff);
   const uint32_t fullK = smemAddr(smem + L::kBarOff), fullV = fullK + 8 * kStages, emptyK = fullV + 8 * kStages,
-                 emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8;
+                 emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8,
+                 issuedAt = workEmpty + 8; /* int: the key tiles the TMA lane has issued (grid form, with the store) */
   const int tid = threadIdx.x, lane = tid & 31;
 
   /* this warpgroup's 64 Q rows of tile (t0, nRows, head g), 16-byte chunks XOR-swizzled as TMA's
@@ -486,6 +493,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     g = p.headBegin + (int)blockIdx.x;
   }
   if (tid == 0) {
+    if (!kPersistent) asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(issuedAt), "r"(0) : "memory");
     for (int i = 0; i < kStages; i++) {
       mbarInit(fullK + 8 * i, 1 + kCopyThreads); /* the TMA lane (expect_tx or not) and the copy threads */
       mbarInit(fullV + 8 * i, 1 + kCopyThreads);
@@ -517,6 +525,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int gi = base + i, st = gi % kStages;
         const uint32_t par = ((gi / kStages) - 1) & 1;
         const LibTile tl = libTile(sg, i);
+        /* the grid form with the fused store (work): a block's unmasked tile needs nothing of the
+         * copy threads, so this lane arrives for them too and they store rows instead */
+        const bool forCopy = !kPersistent && work != nullptr && tl.blk >= 0 && i >= sg.masked;
         /* a cache tile is the copy threads': this lane only keeps the barriers' count */
         if (gi >= kStages) mbarWait(emptyK + 8 * st, par);
         if (tl.blk >= 0) {
@@ -524,6 +535,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
           for (int c = 0; c < kDqk / 64; c++)
             tmaLoad3d(sK + st * S::kKBytes + c * kKTile, &maps.k[tl.blk], c * 64, kh, tl.start, fullK + 8 * st);
+          if (forCopy) mbarArriveCount(fullK + 8 * st, kCopyThreads);
         } else {
           mbarArrive(fullK + 8 * st);
         }
@@ -533,9 +545,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
           for (int c = 0; c < kDv / 64; c++)
             tmaLoad3d(sV + st * S::kVBytes + c * kKTile, &maps.v[tl.blk], c * 64, kh, tl.start, fullV + 8 * st);
+          if (forCopy) mbarArriveCount(fullV + 8 * st, kCopyThreads);
         } else {
           mbarArrive(fullV + 8 * st);
         }
+        /* the copy warps' measure of the consumers' progress: they are at most here */
+        if (!kPersistent && work != nullptr)
+          asm volatile("st.volatile.shared.b32 [%0], %1;\n" ::"r"(issuedAt), "r"(gi + 1) : "memory");
       }
     };
     /* The grid form's fused store (p.storeK; `work` is its row counter): each copy warp claims
@@ -583,6 +599,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                                 : btItem;
         if constexpr (kPersistent) kh = libLds(smemAddr(&sg.g)) / p.groupSize;
         const bool cache = tl.blk < 0, masked = i < (kPersistent ? libLds(smemAddr(&sg.masked)) : nMask);
+        /* the grid form with the fused store: the TMA lane arrived for this tile (produceTma) */
+        if (!kPersistent && work != nullptr && !cache && !masked) continue;
         /* An arrival must not reach a barrier's previous phase: wait for it to complete. Writes
          * into the stage wait for the consumers to be done with what they replace: the cache
          * tile's K after emptyK; its V and a masked tile's positions (read in the softmax, before
@@ -692,6 +710,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else { /* warps 9-11 */
       if constexpr (!kPersistent) {
         produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
+        /* With the store: rows while the consumers still have tiles to run; the TMA lane took
+         * their arrivals on the plain tiles, so nothing waits for them. A new row only while the
+         * TMA lane has more tiles to issue than about half the steps of a row (a tile takes ~2 us,
+         * a step ~1 us; the consumers are never past the lane): the row a warp holds is then done
+         * before the consumers are, since a CTA waits for its copy warps, and its SM with it. The
+         * lane's count, not a barrier's parity: a parity test cannot tell phases two apart, and
+         * the consumers can run that far ahead of a warp whose claim skips rows. */
+        if (work != nullptr) {
+          const int nkh = p.numKvHeads, steps = (nkh * (kDqk / 8) + kStoreChunk - 1) / kStoreChunk +
+                                                (nkh * (kDv / 8) + kStoreChunk - 1) / kStoreChunk;
+          const int margin = (steps + 1) / 2 + 1;
+          int issued = 0;
+          do {
+            asm volatile("ld.volatile.shared.b32 %0, [%1];\n" : "=r"(issued) : "r"(issuedAt) : "memory");
+            issued = __shfl_sync(0xffffffffu, issued, 0);
+          } while (storeStep(nIter - issued >= margin));
+        }
         while (stLeft > 0 || stPart == 0) storeStep(false); /* the row it holds */
       } else {
         int base = 0;
@@ -936,7 +971,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 /* The rows the attention's copy warps left of its fused store (a programmatic dependent of the
  * attention: the counter, an L2 atomic, is all they share while both run). A warp a row: claims,
  * then stores it whole; then it waits for the attention, so that it cannot end first. */
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, 4) /* 4 CTAs an SM: the launch counts on them */
     prefillSm90StoreRest(const __grid_constant__ cpclPrefillParams_t p, unsigned int* ctr) {
   const int lane = threadIdx.x & 31;
   const int kRow16 = p.numKvHeads * (p.headDimQk / 8), vRow16 = p.numKvHeads * (p.headDimVo / 8);
@@ -944,7 +979,7 @@ __global__ void __launch_bounds__(256)
   while (libKvClaim(p, ctr, lane, r))
     for (int part = 0; part < 2; part++) {
       const int n16 = part ? vRow16 : kRow16;
-      for (int off = 0; off < n16; off += kStoreChunk) libKvCopy(p, r, part, off, n16, lane);
+      for (int off = 0; off < n16; off += kRestChunk) libKvCopy<kRestChunk>(p, r, part, off, n16, lane);
     }
   /* not before the attention: what follows in the stream waits for this kernel, so it must not
    * end first (every attention CTA is resident by now: it cannot wait on this one) */

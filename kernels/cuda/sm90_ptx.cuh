@@ -26,6 +26,10 @@ __device__ __forceinline__ void mbarExpectTx(uint32_t bar, uint32_t bytes) {
 __device__ __forceinline__ void mbarArrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+/* count arrivals at once (one thread's, on behalf of count threads) */
+__device__ __forceinline__ void mbarArriveCount(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
 /* The wait loop lives inside the asm: a C loop with a per-thread way out is divergent code to
  * ptxas, which then serializes wgmma in flight around it. */
 __device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {

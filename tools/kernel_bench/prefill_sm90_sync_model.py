@@ -19,9 +19,19 @@ items (stage, parity), and each consumer warpgroup loads its Q rows of the next 
 S of the current one (under its last P V), where warpgroup 1 also opens the next item's turns (if it
 has keys); sg and each warpgroup's Q rows are tracked like the stages, so a read of either must see
 its own item's.
+The grid form with the fused store (some runs): the TMA lane arrives for the copy threads on a
+block's unmasked tiles (one arrival counting 96) and the copy threads skip them; their own tiles
+(masked ones and the cache shard's) come first, as libBuildSegs orders them (masked: the shard's,
+then the blocks'; unmasked: the shard's, then the blocks'). After their last own tile the copy
+warps store rows (each a step, from a shared count of rows), claiming a new one only while the
+TMA lane (whose count of issued tiles it posts, and which the consumers never pass) has more tiles
+to issue than about half a row's steps; a row claimed once both consumer warpgroups are done
+fails the run (the CTA, and its SM, would wait for it).
 Run: python3 tools/kernel_bench/prefill_sm90_sync_model.py [runs [mutation]]
 (mutations: early-next, the next item's Q before the last S; no-workEmpty-wait: sg rewritten
-while read; turn-twice: warpgroup 1 opens an item's turns at its start as well as in next(). With a mutation the exit status is 0 when some schedule fails, as it must.)
+while read; turn-twice: warpgroup 1 opens an item's turns at its start as well as in next();
+store-cache-anywhere: the fused store with cache tiles anywhere, so the copy threads' tiles are no
+prefix; store-no-margin: rows claimed whatever the TMA lane's count. With a mutation the exit status is 0 when some schedule fails, as it must.)
 """
 import random
 import sys
@@ -70,10 +80,20 @@ def run(seed, mutate=None):
     # parities running on across them; the grid form: one item, its descriptor and Q in place
     # before the roles start
     persistent = R.random() < 0.6
+    store = not persistent and (R.random() < 0.5 or mutate in ("store-cache-anywhere", "store-no-margin"))
     items = []
     for _ in range(R.randint(1, 4) if persistent else 1):
         n = R.randint(0, 9)
-        items.append((n, R.randint(0, n), [R.random() < 0.4 for _ in range(n)]))
+        nMask = R.randint(0, n)
+        if store and mutate != "store-cache-anywhere":  # the kernel's order: the shard's tiles first
+            cm, cu = R.randint(0, nMask), R.randint(0, n - nMask)
+            cache = [i < cm or nMask <= i < nMask + cu for i in range(n)]
+        else:
+            cache = [R.random() < 0.4 for _ in range(n)]
+        items.append((n, nMask, cache))
+    rows = [R.randint(0, 40)]  # the fused store's rows left to claim
+    issued = [0]  # the TMA lane's count of issued tiles (grid form, with the store)
+    consumers_done = [0]
     bases = [sum(it[0] for it in items[:k]) for k in range(len(items))]
     KB, VB = 100, 100
     fullK = [Mbar("fullK%d" % i, 1 + 96) for i in range(S)]
@@ -134,10 +154,13 @@ def run(seed, mutate=None):
                 read_sg(k)
                 if gi >= S:
                     yield from wait(emptyK[st], par(gi))
+                plain = store and not cache[i] and i >= items[k][1]  # the TMA lane arrives for the copy threads
                 if not cache[i]:
                     fullK[st].arrive(gi, 1, KB)
                     data["K"][st] = "writing"
                     tma.append((fullK[st], gi, KB, "K", st))
+                    if plain:
+                        fullK[st].arrive(gi, 96)
                 else:
                     fullK[st].arrive(gi)
                 if gi >= S:
@@ -146,8 +169,12 @@ def run(seed, mutate=None):
                     fullV[st].arrive(gi, 1, VB)
                     data["V"][st] = "writing"
                     tma.append((fullV[st], gi, VB, "V", st))
+                    if plain:
+                        fullV[st].arrive(gi, 96)
                 else:
                     fullV[st].arrive(gi)
+                if store:
+                    issued[0] = gi + 1
                 yield
         if persistent:  # no more work
             if mutate != "no-workEmpty-wait":
@@ -163,6 +190,8 @@ def run(seed, mutate=None):
                 gi = bases[k] + i
                 st = gi % S
                 read_sg(k)
+                if store and not cache[i] and i >= nMask:
+                    continue  # the TMA lane's
                 if gi >= S:
                     yield from wait(fullK[st], par(gi))
                     if cache[i]:
@@ -191,6 +220,18 @@ def run(seed, mutate=None):
                 fullV[st].arrive(gi, 32)
             if persistent:
                 workEmpty.arrive(k, 1)
+            if store:  # rows while the TMA lane has tiles left to issue (the consumers never pass it)
+                held, steps = 0, R.randint(1, 10)  # steps a row
+                margin = (steps + 1) // 2 + 1 if mutate != "store-no-margin" else -(1 << 30)
+                while True:
+                    if held == 0:
+                        if n - issued[0] < margin or rows[0] == 0:
+                            break
+                        assert consumers_done[0] < 2, (seed, "a row claimed after the consumers finished")
+                        rows[0] -= 1
+                        held = steps
+                    held -= 1
+                    yield  # a store step
         if persistent:
             yield from wait(workFull, len(items) & 1)
             read_sg("done")
@@ -304,6 +345,7 @@ def run(seed, mutate=None):
             read("V", sl, gl)
             emptyV[sl].arrive(gl, 4)
             yield  # the epilogue: O and the lse from registers
+        consumers_done[0] += 1
 
     procs = [tma_lane(), copy_warp(), copy_warp(), copy_warp(), consumer(0), consumer(1)]
     live = list(range(len(procs)))
