@@ -27,6 +27,9 @@ stage "include graph: tools/check_layers.py (self-test on synthetic trees, then 
 python3 tools/check_layers.py --self-test 2>&1 | tail -1
 python3 tools/check_layers.py
 
+stage "kernel sources: tools/lint_kernels.py (a braceless if constexpr over a loop, which nvcc 13.0 miscompiles)"
+python3 tools/lint_kernels.py --self-test
+python3 tools/lint_kernels.py kernels tools tests
 stage "barrier model of the Hopper prefill kernel: tools/kernel_bench/prefill_sm90_sync_model.py (random schedules, then mutations that must fail)"
 python3 tools/kernel_bench/prefill_sm90_sync_model.py 3000
 for m in early-next no-workEmpty-wait turn-twice; do python3 tools/kernel_bench/prefill_sm90_sync_model.py 100 "$m"; done

@@ -609,10 +609,18 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (gi >= kStages) {
           /* the store's steps fill the wait for the stage's previous phase (a step is ~1 us of
            * latency, so at most that late); none once it has completed */
-          if constexpr (!kPersistent)
-            if (work != nullptr) /* without the store, no test: the loop as it was */
+          /* Braces: nvcc 13.0 drops the statement after a discarded, braceless `if constexpr`
+           * whose body is a loop, inside a lambda. Written without them, the persistent
+           * instantiations lost the mbarWait below: the copy threads could arrive on a fullK
+           * phase still waiting for its TMA bytes (pending count underflow: "Warp Illegal
+           * Instruction", the intermittent launch failure of sessions 4-6; docs/PREFILL_SM90.md,
+           * "Session 6"). tools/lint_kernels.py rejects the pattern. */
+          if constexpr (!kPersistent) {
+            if (work != nullptr) { /* without the store, no test: the loop as it was */
               while (!__any_sync(0xffffffffu, mbarTest(fullK + 8 * st, par)) && storeStep(true)) {
               }
+            }
+          }
           mbarWait(fullK + 8 * st, par);
           if (cache) mbarWait(emptyK + 8 * st, par);
         }
