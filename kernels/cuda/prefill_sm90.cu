@@ -206,9 +206,10 @@ bool libShapeFits(const cpclPrefillParams_t* p) {
   return p->qTokenStride % 8 == 0 && p->qBlockStride % 8 == 0 && p->oTokenStride % 2 == 0 && p->oBlockStride % 2 == 0;
 }
 
-/* The persistent form (docs/PREFILL_SM90.md, "Persistent form"): CPCL_PREFILL_SM90_PERSISTENT,
- * read once per process (cpclPrefillSm90SetForm overrides it): 0 or unset the grid form, 1 the
- * persistent one with the work counter, 2 persistent with the static order; anything else is 0. */
+/* The form (docs/PREFILL_SM90.md, "Persistent form"): CPCL_PREFILL_SM90_PERSISTENT, read once per
+ * process (cpclPrefillSm90SetForm overrides it): 0 the grid form, 1 the persistent one with the
+ * work counter, 2 persistent with the static order, 3 / unset / anything else by shape
+ * (formOf). */
 std::atomic<int> libForm{-1};
 /* a cap on the persistent grid (cpclPrefillSm90SetCtas; 0: one CTA per SM), so a test's few tiles
  * still give each CTA several items */
@@ -221,11 +222,19 @@ int libFormNow() {
   int f = libForm.load(std::memory_order_acquire);
   if (f < 0) {
     const char* e = getenv("CPCL_PREFILL_SM90_PERSISTENT");
-    f = e != nullptr && (strcmp(e, "1") == 0 || strcmp(e, "2") == 0) ? e[0] - '0' : kPrefillSm90Grid;
+    f = e != nullptr && e[0] >= '0' && e[0] <= '2' && e[1] == 0 ? e[0] - '0' : kPrefillSm90ByShape;
     int unread = -1;
     if (!libForm.compare_exchange_strong(unread, f, std::memory_order_acq_rel)) f = unread;
   }
   return f;
+}
+/* the form a launch at head dim kDqk takes: by shape, the faster one measured on the H200
+ * (session 6, call 4, medians against the grid form: D128 B1 4k 268 / 278 us, B4 4k 995 / 1028,
+ * B8 4k 1976 / 2030, B8 8k 7655 / 7996, B1 16k 3533 / 3650, B1 64k 58203 / 59285; D192 B1 4k
+ * 184 / 181, B4 4k 656 / 631, B1 16k 2046 / 2012, B1 64k 34849 / 35068) */
+int formOf(int form, int dqk) {
+  if (form != kPrefillSm90ByShape) return form;
+  return dqk == 128 ? kPrefillSm90Persistent : kPrefillSm90Grid;
 }
 
 /* The persistent form's work counters: one per launch, taken round-robin from a per-device pool
@@ -274,11 +283,19 @@ bool storeFuses(const cpclPrefillParams_t* p) {
   return a % 16 == 0 && !p->latentKv && p->storeV != nullptr;
 }
 
+/* the store by claimed rows (the copy warps and prefillSm90StoreRest): 16-byte rows, and a row
+ * counter in the call's workspace (the plan's, so ordered with the plan's stream; a pool slot
+ * could be shared by launches on other streams) */
+bool storeCounter(const cpclPrefillParams_t* p) {
+  return p->storeK != nullptr && storeFuses(p) && p->workspace != nullptr && p->workspaceBytes >= sizeof(unsigned) &&
+         (uintptr_t)p->workspace % alignof(unsigned) == 0;
+}
+
 template <typename T, int kDqk, int kStages>
 cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStream_t stream) {
   constexpr int smem = LibShape<kDqk, 128, kStages>::kSmemBytes;
   const int64_t slots = (int64_t)p->numSeqs + p->numTokens / kBM + 1, items = slots * p->numHeads;
-  const int form = libFormNow();
+  const int form = formOf(libFormNow(), kDqk);
   int sms = 0;
   unsigned int* pool = nullptr;
   if (form != kPrefillSm90Grid && items <= INT32_MAX && deviceWork(&sms, &pool)) {
@@ -294,9 +311,17 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     static_assert(2 * smem > 232448, "one CTA per SM");
     const int cap = libCtas.load(std::memory_order_acquire), ctas = cap > 0 && cap < sms ? cap : sms;
     const unsigned grid = (unsigned)(items < ctas ? items : ctas);
+    /* the store: the rest kernel alone, from the call's workspace counter (its copy warps store
+     * nothing), a programmatic dependent that fills the SMs the attention's last CTAs leave (every
+     * attention CTA triggers at its start: one per SM, all resident); without a workspace, the
+     * store kernel after the attention */
+    unsigned int* rows = storeCounter(p) && deviceWork(&sms, &pool) ? static_cast<unsigned int*>(p->workspace) : nullptr;
+    if (rows != nullptr && (e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
     kern<<<grid, kThreads, smem, stream>>>(maps, *p, work);
-    if ((e = cudaGetLastError()) == cudaSuccess && p->storeK != nullptr) e = storeApart(p, stream);
-    return e;
+    if ((e = cudaGetLastError()) != cudaSuccess || p->storeK == nullptr) return e;
+    if (rows == nullptr) return storeApart(p, stream);
+    return launchPdl(prefillSm90StoreRest, dim3(2u * (unsigned)sms), dim3(256), 0, stream,
+                     libRestOverlap.load(std::memory_order_acquire) != 0, *p, rows);
   }
   auto kern = prefillSm90LibKernel<T, kDqk, 128, kStages, true, false>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -305,8 +330,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
    * stream; a pool slot could be shared by launches on other streams), zeroed by a memset node;
    * without one, the store kernel after the attention (docs/PREFILL_SM90.md, "Session 4") */
   unsigned int* rows = nullptr;
-  if (p->storeK != nullptr && storeFuses(p) && p->workspace != nullptr && p->workspaceBytes >= sizeof(unsigned) &&
-      (uintptr_t)p->workspace % alignof(unsigned) == 0 && deviceWork(&sms, &pool)) {
+  if (storeCounter(p) && deviceWork(&sms, &pool)) {
     rows = static_cast<unsigned int*>(p->workspace);
     if ((e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
   }
@@ -341,7 +365,8 @@ extern "C" int cpclPrefillSm90SetRestOverlap(int overlap) {
 
 extern "C" int cpclPrefillSm90SetForm(int form) {
   const int prev = libFormNow();
-  if (form == kPrefillSm90Grid || form == kPrefillSm90Persistent || form == kPrefillSm90Static)
+  if (form == kPrefillSm90Grid || form == kPrefillSm90Persistent || form == kPrefillSm90Static ||
+      form == kPrefillSm90ByShape)
     libForm.store(form, std::memory_order_release);
   return prev;
 }

@@ -84,9 +84,13 @@ int cpclPrefillSm90Run(const cpclPrefillParams_t* p, cudaStream_t stream);
 /* The form cpclPrefillSm90Run launches (docs/PREFILL_SM90.md, "Persistent form"):
  * kPrefillSm90Grid, one CTA per (128-row query tile, head); kPrefillSm90Persistent, one CTA per
  * SM looping over the tiles in the grid form's order, each taking the next from a work counter;
- * kPrefillSm90Static, the same with tile blockIdx + k gridDim. All three give the same bits. The
- * default comes from CPCL_PREFILL_SM90_PERSISTENT (read once: 1 or 2, else the grid form). */
-enum { kPrefillSm90Grid = 0, kPrefillSm90Persistent = 1, kPrefillSm90Static = 2 };
+ * kPrefillSm90Static, the same with tile blockIdx + k gridDim; kPrefillSm90ByShape (the default),
+ * the faster of the first two for the call's head dim as measured on the H200 (session 6, call 4:
+ * the persistent form at D128, where it gains 3-5% over the grid form on every row; the grid form
+ * at D192, whose fused store it keeps). All of them give the same bits. The default comes from
+ * CPCL_PREFILL_SM90_PERSISTENT (read once: 0, 1, 2 or 3 select the form of that number; unset or
+ * anything else, by shape). */
+enum { kPrefillSm90Grid = 0, kPrefillSm90Persistent = 1, kPrefillSm90Static = 2, kPrefillSm90ByShape = 3 };
 /* sets the form for the calls that follow in this process (form -1, or any value not a form:
  * unchanged) and returns the one before; not for use while another thread launches */
 int cpclPrefillSm90SetForm(int form);

@@ -486,6 +486,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
 
   int s = 0, t0 = 0, nRows = 0, g = 0, nIter = 0;
+  /* the persistent form: its CTAs are all resident at once, so the store's rest kernel behind it
+   * (prefill_sm90.cu) may be launched now; it takes the SMs as the last CTAs leave them */
+  if (kPersistent && tid == 0) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   if constexpr (!kPersistent) {
     /* the fused store's rest (prefillSm90StoreRest) may start once every CTA is resident */
     if (work != nullptr && tid == 0) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
@@ -549,9 +552,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         } else {
           mbarArrive(fullV + 8 * st);
         }
-        /* the copy warps' measure of the consumers' progress: they are at most here */
-        if (!kPersistent && work != nullptr)
-          asm volatile("st.volatile.shared.b32 [%0], %1;\n" ::"r"(issuedAt), "r"(gi + 1) : "memory");
+        /* the copy warps' measure of the consumers' progress: they are at most here (gi + 1
+         * tiles issued). A shared-memory atomic, read with one: a plain or volatile access races
+         * with the copy warps' reads as racecheck sees it, and the count orders nothing else */
+        if (!kPersistent && work != nullptr) asm volatile("red.shared.add.u32 [%0], 1;\n" ::"r"(issuedAt) : "memory");
       }
     };
     /* The grid form's fused store (p.storeK; `work` is its row counter): each copy warp claims
@@ -731,7 +735,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int margin = (steps + 1) / 2 + 1;
           int issued = 0;
           do {
-            asm volatile("ld.volatile.shared.b32 %0, [%1];\n" : "=r"(issued) : "r"(issuedAt) : "memory");
+            if (lane == 0) asm volatile("atom.shared.add.u32 %0, [%1], 0;\n" : "=r"(issued) : "r"(issuedAt) : "memory");
             issued = __shfl_sync(0xffffffffu, issued, 0);
           } while (storeStep(nIter - issued >= margin));
         }

@@ -311,6 +311,7 @@ static void kernelRun(const kcase_t* kc, const kprob_t* pb, void* out, float* ls
 static int sm90Forms;
 static const char* sm90FormName(int f) {
   if (f == kPrefillSm90Grid) return " (grid)";
+  if (f == kPrefillSm90ByShape) return " (by shape)";
   const int cap = cpclPrefillSm90SetCtas(-1);
   if (f == kPrefillSm90Persistent) return cap ? " (persistent, 2 CTAs)" : " (persistent)";
   return cap ? " (persistent static, 2 CTAs)" : " (persistent static)";
