@@ -40,10 +40,11 @@ if [ "${TEST:-0}" != 0 ]; then
   tail -3 "$LOG/prefill_test.txt"
 fi
 # FORMS: the Hopper body's forms to time, as CPCL_PREFILL_SM90_PERSISTENT values (0 the grid form,
-# 1 persistent with the work counter, 2 persistent in the static order; docs/PREFILL_SM90.md,
+# 1 persistent with the work counter, 2 persistent in the static order, 3 by shape, the library's
+# default: persistent at D128, grid at D192; docs/PREFILL_SM90.md,
 # "Persistent form"): every row once per form, the form in its title, so one call compares them
 FORMS=${FORMS:-0 1}
-formName() { case $1 in 0) echo grid ;; 1) echo persistent ;; 2) echo "persistent static" ;; *) echo "form $1" ;; esac; }
+formName() { case $1 in 0) echo grid ;; 1) echo persistent ;; 2) echo "persistent static" ;; 3) echo "by-shape (default)" ;; *) echo "form $1" ;; esac; }
 echo "== correctness first: 2k tokens, checked against the one-rank prefill (CUDA), then 2 processes over ipc"
 : >"$LOG/prefill_check.txt"
 for f in $FORMS; do
