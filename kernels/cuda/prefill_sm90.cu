@@ -315,7 +315,8 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
      * nothing), a programmatic dependent that fills the SMs the attention's last CTAs leave (every
      * attention CTA triggers at its start: one per SM, all resident); without a workspace, the
      * store kernel after the attention */
-    unsigned int* rows = storeCounter(p) && deviceWork(&sms, &pool) ? static_cast<unsigned int*>(p->workspace) : nullptr;
+    unsigned int* rows =
+        storeCounter(p) && deviceWork(&sms, &pool) ? static_cast<unsigned int*>(p->workspace) : nullptr;
     if (rows != nullptr && (e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
     kern<<<grid, kThreads, smem, stream>>>(maps, *p, work);
     if ((e = cudaGetLastError()) != cudaSuccess || p->storeK == nullptr) return e;
