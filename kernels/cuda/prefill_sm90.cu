@@ -311,14 +311,14 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     static_assert(2 * smem > 232448, "one CTA per SM");
     const int cap = libCtas.load(std::memory_order_acquire), ctas = cap > 0 && cap < sms ? cap : sms;
     const unsigned grid = (unsigned)(items < ctas ? items : ctas);
-    /* the store: the rest kernel alone, from the call's workspace counter (its copy warps store
-     * nothing), a programmatic dependent that fills the SMs the attention's last CTAs leave (every
-     * attention CTA triggers at its start: one per SM, all resident); without a workspace, the
-     * store kernel after the attention */
+    /* the store, from the call's workspace counter: the copy warps' rows while each item runs
+     * (as in the grid form), then the rest kernel, a programmatic dependent that fills the SMs
+     * the attention's last CTAs leave (every attention CTA triggers at its start: one per SM, all
+     * resident); without a workspace, the store kernel after the attention */
     unsigned int* rows =
         storeCounter(p) && deviceWork(&sms, &pool) ? static_cast<unsigned int*>(p->workspace) : nullptr;
     if (rows != nullptr && (e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
-    kern<<<grid, kThreads, smem, stream>>>(maps, *p, work);
+    kern<<<grid, kThreads, smem, stream>>>(maps, *p, work, rows);
     if ((e = cudaGetLastError()) != cudaSuccess || p->storeK == nullptr) return e;
     if (rows == nullptr) return storeApart(p, stream);
     return launchPdl(prefillSm90StoreRest, dim3(2u * (unsigned)sms), dim3(256), 0, stream,
@@ -336,7 +336,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     if ((e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
   }
   const dim3 grid((unsigned)p->numHeads, (unsigned)slots);
-  kern<<<grid, kThreads, smem, stream>>>(maps, *p, rows);
+  kern<<<grid, kThreads, smem, stream>>>(maps, *p, nullptr, rows);
   if ((e = cudaGetLastError()) != cudaSuccess || rows == nullptr) {
     if (e == cudaSuccess && p->storeK != nullptr) e = storeApart(p, stream);
     return e;

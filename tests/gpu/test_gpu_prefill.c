@@ -528,8 +528,9 @@ static void storeCase(const kcase_t* kc) {
 
 /* the attention with its store (p.storeK): the cache against the host store of the call's
  * blocks, bitwise, and out / lse bitwise the call without the store; the Hopper body in each form
- * (the grid form stores in its copy warps when given a workspace, the others after), mma.sync
- * with the store kernel */
+ * (given a workspace, its copy warps store rows and the rest kernel the others; the persistent
+ * forms also with 2 CTAs, so that each CTA's copy warps store across many items; without one,
+ * the store kernel after), mma.sync with the store kernel */
 static void fusedStoreCase(const kcase_t* kc, int want) {
   kprob_t pb;
   kdev_t dv;
@@ -546,11 +547,20 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
   void *o0 = malloc(pb.oBytes), *o1 = malloc(pb.oBytes), *gk = malloc(pb.kcBytes), *gv = malloc(pb.vcBytes);
   float *l0 = malloc(pb.lseBytes), *l1 = malloc(pb.lseBytes);
   const int first = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetForm(-1) : 0;
+  const int firstCap = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetCtas(-1) : 0;
+  const int forms[5][2] = {{kPrefillSm90Grid, 0},
+                           {kPrefillSm90Persistent, 0},
+                           {kPrefillSm90Static, 0},
+                           {kPrefillSm90Persistent, 2},
+                           {kPrefillSm90Static, 2}};
   int runs = 0;
   void* ws = NULL;
   CUDA_OK(cudaMalloc(&ws, 16));
-  for (int f = kPrefillSm90Grid; f <= (want == CPCL_PREFILL_BODY_SM90 ? kPrefillSm90Static : kPrefillSm90Grid); f++) {
-    if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetForm(f);
+  for (int v = 0; v < (want == CPCL_PREFILL_BODY_SM90 ? 5 : 1); v++) {
+    if (want == CPCL_PREFILL_BODY_SM90) {
+      cpclPrefillSm90SetForm(forms[v][0]);
+      cpclPrefillSm90SetCtas(forms[v][1]);
+    }
     cpclPrefillParams_t p = kparams(kc, &pb, &dv, dv.out, dv.lse);
     EXPECT(cpclCudaPrefillBody(&p) == want);
     EXPECT(cpclCudaPrefill(&p, NULL) == 0); /* without the store: the cache as it was */
@@ -590,7 +600,10 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
       runs++;
     }
   }
-  if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetForm(first);
+  if (want == CPCL_PREFILL_BODY_SM90) {
+    cpclPrefillSm90SetForm(first);
+    cpclPrefillSm90SetCtas(firstCap);
+  }
   CUDA_OK(cudaFree(ws));
   printf("kernel %-44s %-12s body with its store: cache bitwise the host store, out and lse unchanged (%d runs): ok\n",
          kc->name, cpclCudaPrefillBodyName(want), runs);
