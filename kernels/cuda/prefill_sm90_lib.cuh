@@ -82,7 +82,7 @@ struct LibShape {
   static constexpr int kSegOff = kPosOff + kStages * kPosInts * 4;
   static constexpr int kBarOff = (kSegOff + (int)sizeof(LibSegs) + 7) & ~7;
   /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form); the TMA
-   * lane's tile count (the grid form's fused store) */
+   * lane's tile count (the fused store) */
   static constexpr int kSmemBytes = kBarOff + (4 * kStages + 3) * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
 };
@@ -466,7 +466,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   LibSegs& sg = *reinterpret_cast<LibSegs*>(smem + L::kSegOff);
   const uint32_t fullK = smemAddr(smem + L::kBarOff), fullV = fullK + 8 * kStages, emptyK = fullV + 8 * kStages,
                  emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8,
-                 issuedAt = workEmpty + 8; /* int: the key tiles the TMA lane has issued (grid form, with the store) */
+                 issuedAt = workEmpty + 8; /* int: the key tiles the TMA lane has issued (with the store) */
   const int tid = threadIdx.x, lane = tid & 31;
 
   /* this warpgroup's 64 Q rows of tile (t0, nRows, head g), 16-byte chunks XOR-swizzled as TMA's
@@ -753,8 +753,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else { /* warps 9-11 */
       if constexpr (!kPersistent) {
         produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
-        if (rows != nullptr) storeRows(nIter);
-        while (stLeft > 0 || stPart == 0) storeStep(false); /* the row it holds (the wait's steps) */
+        if (rows != nullptr) storeRows(nIter); /* it also ends the row the waits' steps began */
       } else {
         int base = 0;
         for (uint32_t item = 0;; item++) {

@@ -569,7 +569,7 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
     fromDev(l0, dv.lse, pb.lseBytes);
     p.storeK = dv.kc;
     p.storeV = kc->latent ? NULL : dv.vc;
-    /* with a workspace (the Hopper grid form keeps its row counter there), twice: the counter
+    /* with a workspace (the Hopper body keeps the store's row counter there), twice: the counter
      * starts again at 0, the second time with the rest kernel after the attention, not under it,
      * so the copy warps store what they can; then without one (the store kernel after) */
     for (int rep = 0; rep < 3; rep++) {
