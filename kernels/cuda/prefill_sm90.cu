@@ -321,6 +321,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     kern<<<grid, kThreads, smem, stream>>>(maps, *p, work, rows);
     if ((e = cudaGetLastError()) != cudaSuccess || p->storeK == nullptr) return e;
     if (rows == nullptr) return storeApart(p, stream);
+    if (libRestOverlap.load(std::memory_order_acquire) == 2) return e; /* tests: the copy warps' rows alone */
     return launchPdl(prefillSm90StoreRest, dim3(2u * (unsigned)sms), dim3(256), 0, stream,
                      libRestOverlap.load(std::memory_order_acquire) != 0, *p, rows);
   }
@@ -343,6 +344,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
   }
   /* the rows the copy warps left: launched under the attention's last wave (it triggers at its
    * start); it waits for the attention only before it exits */
+  if (libRestOverlap.load(std::memory_order_acquire) == 2) return e; /* tests: the copy warps' rows alone */
   /* 32 warps an SM, each 4 KB of loads in flight */
   return launchPdl(prefillSm90StoreRest, dim3(4u * (unsigned)sms), dim3(256), 0, stream,
                    libRestOverlap.load(std::memory_order_acquire) != 0, *p, rows);
@@ -360,7 +362,7 @@ extern "C" int cpclPrefillSm90SetCtas(int ctas) {
 
 extern "C" int cpclPrefillSm90SetRestOverlap(int overlap) {
   const int prev = libRestOverlap.load(std::memory_order_acquire);
-  if (overlap == 0 || overlap == 1) libRestOverlap.store(overlap, std::memory_order_release);
+  if (overlap >= 0 && overlap <= 2) libRestOverlap.store(overlap, std::memory_order_release);
   return prev;
 }
 
