@@ -291,6 +291,15 @@ bool storeCounter(const cpclPrefillParams_t* p) {
          (uintptr_t)p->workspace % alignof(unsigned) == 0;
 }
 
+/* the rows the copy warps left (all of them where the copy warps store none): launched as the
+ * attention's programmatic dependent, under its last wave (the attention triggers at its start);
+ * it waits for the attention only before it exits. 32 warps an SM, each 4 KB of loads in flight */
+cudaError_t launchRest(const cpclPrefillParams_t* p, unsigned int* rows, int sms, cudaStream_t stream) {
+  const int overlap = libRestOverlap.load(std::memory_order_acquire);
+  if (overlap == 2) return cudaSuccess; /* tests: the copy warps' rows alone */
+  return launchPdl(prefillSm90StoreRest, dim3(4u * (unsigned)sms), dim3(256), 0, stream, overlap != 0, *p, rows);
+}
+
 template <typename T, int kDqk, int kStages>
 cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStream_t stream) {
   constexpr int smem = LibShape<kDqk, 128, kStages>::kSmemBytes;
@@ -315,15 +324,11 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
      * (as in the grid form), then the rest kernel, a programmatic dependent that fills the SMs
      * the attention's last CTAs leave (every attention CTA triggers at its start: one per SM, all
      * resident); without a workspace, the store kernel after the attention */
-    unsigned int* rows =
-        storeCounter(p) && deviceWork(&sms, &pool) ? static_cast<unsigned int*>(p->workspace) : nullptr;
+    unsigned int* rows = storeCounter(p) ? static_cast<unsigned int*>(p->workspace) : nullptr;
     if (rows != nullptr && (e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
     kern<<<grid, kThreads, smem, stream>>>(maps, *p, work, rows);
     if ((e = cudaGetLastError()) != cudaSuccess || p->storeK == nullptr) return e;
-    if (rows == nullptr) return storeApart(p, stream);
-    if (libRestOverlap.load(std::memory_order_acquire) == 2) return e; /* tests: the copy warps' rows alone */
-    return launchPdl(prefillSm90StoreRest, dim3(2u * (unsigned)sms), dim3(256), 0, stream,
-                     libRestOverlap.load(std::memory_order_acquire) != 0, *p, rows);
+    return rows == nullptr ? storeApart(p, stream) : launchRest(p, rows, sms, stream);
   }
   auto kern = prefillSm90LibKernel<T, kDqk, 128, kStages, true, false>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -342,12 +347,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     if (e == cudaSuccess && p->storeK != nullptr) e = storeApart(p, stream);
     return e;
   }
-  /* the rows the copy warps left: launched under the attention's last wave (it triggers at its
-   * start); it waits for the attention only before it exits */
-  if (libRestOverlap.load(std::memory_order_acquire) == 2) return e; /* tests: the copy warps' rows alone */
-  /* 32 warps an SM, each 4 KB of loads in flight */
-  return launchPdl(prefillSm90StoreRest, dim3(4u * (unsigned)sms), dim3(256), 0, stream,
-                   libRestOverlap.load(std::memory_order_acquire) != 0, *p, rows);
+  return launchRest(p, rows, sms, stream);
 }
 
 }  // namespace
