@@ -295,8 +295,9 @@ bool storeCounter(const cpclPrefillParams_t* p) {
  * attention's programmatic dependent, under its last wave (the attention triggers at its start);
  * it waits for the attention only before it exits. 32 warps an SM, each 4 KB of loads in flight */
 cudaError_t launchRest(const cpclPrefillParams_t* p, unsigned int* rows, int sms, cudaStream_t stream) {
-  return launchPdl(prefillSm90StoreRest, dim3(4u * (unsigned)sms), dim3(256), 0, stream,
-                   libRestOverlap.load(std::memory_order_acquire) != 0, *p, rows);
+  const int overlap = libRestOverlap.load(std::memory_order_acquire);
+  if (overlap == 2) return cudaSuccess; /* tests: the copy warps' rows alone */
+  return launchPdl(prefillSm90StoreRest, dim3(4u * (unsigned)sms), dim3(256), 0, stream, overlap != 0, *p, rows);
 }
 
 template <typename T, int kDqk, int kStages>
@@ -319,13 +320,13 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     static_assert(2 * smem > 232448, "one CTA per SM");
     const int cap = libCtas.load(std::memory_order_acquire), ctas = cap > 0 && cap < sms ? cap : sms;
     const unsigned grid = (unsigned)(items < ctas ? items : ctas);
-    /* the store: the rest kernel alone, from the call's workspace counter (its copy warps store
-     * nothing), a programmatic dependent that fills the SMs the attention's last CTAs leave (every
-     * attention CTA triggers at its start: one per SM, all resident); without a workspace, the
-     * store kernel after the attention */
+    /* the store, from the call's workspace counter: the copy warps' rows while each item runs
+     * (as in the grid form), then the rest kernel, a programmatic dependent that fills the SMs
+     * the attention's last CTAs leave (every attention CTA triggers at its start: one per SM, all
+     * resident); without a workspace, the store kernel after the attention */
     unsigned int* rows = storeCounter(p) ? static_cast<unsigned int*>(p->workspace) : nullptr;
     if (rows != nullptr && (e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
-    kern<<<grid, kThreads, smem, stream>>>(maps, *p, work);
+    kern<<<grid, kThreads, smem, stream>>>(maps, *p, work, rows);
     if ((e = cudaGetLastError()) != cudaSuccess || p->storeK == nullptr) return e;
     return rows == nullptr ? storeApart(p, stream) : launchRest(p, rows, sms, stream);
   }
@@ -341,7 +342,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     if ((e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
   }
   const dim3 grid((unsigned)p->numHeads, (unsigned)slots);
-  kern<<<grid, kThreads, smem, stream>>>(maps, *p, rows);
+  kern<<<grid, kThreads, smem, stream>>>(maps, *p, nullptr, rows);
   if ((e = cudaGetLastError()) != cudaSuccess || rows == nullptr) {
     if (e == cudaSuccess && p->storeK != nullptr) e = storeApart(p, stream);
     return e;
@@ -361,7 +362,7 @@ extern "C" int cpclPrefillSm90SetCtas(int ctas) {
 
 extern "C" int cpclPrefillSm90SetRestOverlap(int overlap) {
   const int prev = libRestOverlap.load(std::memory_order_acquire);
-  if (overlap == 0 || overlap == 1) libRestOverlap.store(overlap, std::memory_order_release);
+  if (overlap >= 0 && overlap <= 2) libRestOverlap.store(overlap, std::memory_order_release);
   return prev;
 }
 

@@ -98,10 +98,11 @@ int cpclPrefillSm90SetForm(int form);
  * unchanged) and returns the cap before, so that a test's few tiles give every CTA several items;
  * the same bits whatever the cap */
 int cpclPrefillSm90SetCtas(int ctas);
-/* 1 (the default): the grid form's fused store launches its rest kernel as a programmatic
- * dependent of the attention, under its last wave; 0: after it, so the copy warps store all they
- * can (tests, on grids too small for the copy warps to store much otherwise); any other value:
- * unchanged. Returns the setting before; the same bits either way. */
+/* 1 (the default): the fused store launches its rest kernel as a programmatic dependent of the
+ * attention, under its last wave; 0: after it, so the copy warps store all they can (tests, on
+ * grids too small for the copy warps to store much otherwise); 2: no rest kernel at all, so the
+ * cache holds only the rows the copy warps stored (tests only: the store is then incomplete);
+ * any other value: unchanged. Returns the setting before; 0 and 1 give the same bits. */
 int cpclPrefillSm90SetRestOverlap(int overlap);
 
 #ifdef __cplusplus

@@ -82,7 +82,7 @@ struct LibShape {
   static constexpr int kSegOff = kPosOff + kStages * kPosInts * 4;
   static constexpr int kBarOff = (kSegOff + (int)sizeof(LibSegs) + 7) & ~7;
   /* fullK, fullV, emptyK, emptyV per stage; workFull, workEmpty (the persistent form); the TMA
-   * lane's tile count (the grid form's fused store) */
+   * lane's tile count (the fused store) */
   static constexpr int kSmemBytes = kBarOff + (4 * kStages + 3) * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA");
 };
@@ -454,7 +454,7 @@ __device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int g,
 template <typename T, int kDqk, int kDv, int kStages, bool kOverlap, bool kPersistent>
 __global__ void __launch_bounds__(kThreads, 1)
     prefillSm90LibKernel(const __grid_constant__ LibMaps maps, const __grid_constant__ cpclPrefillParams_t p,
-                         unsigned int* work) {
+                         unsigned int* work, unsigned int* rows) {
   using S = Shape<kDqk, kDv, kStages>;
   using L = LibShape<kDqk, kDv, kStages>;
   using E = LibElem<T>;
@@ -466,7 +466,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   LibSegs& sg = *reinterpret_cast<LibSegs*>(smem + L::kSegOff);
   const uint32_t fullK = smemAddr(smem + L::kBarOff), fullV = fullK + 8 * kStages, emptyK = fullV + 8 * kStages,
                  emptyV = emptyK + 8 * kStages, workFull = emptyV + 8 * kStages, workEmpty = workFull + 8,
-                 issuedAt = workEmpty + 8; /* int: the key tiles the TMA lane has issued (grid form, with the store) */
+                 issuedAt = workEmpty + 8; /* int: the key tiles the TMA lane has issued (with the store) */
   const int tid = threadIdx.x, lane = tid & 31;
 
   /* this warpgroup's 64 Q rows of tile (t0, nRows, head g), 16-byte chunks XOR-swizzled as TMA's
@@ -491,12 +491,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (kPersistent && tid == 0) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   if constexpr (!kPersistent) {
     /* the fused store's rest (prefillSm90StoreRest) may start once every CTA is resident */
-    if (work != nullptr && tid == 0) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    if (rows != nullptr && tid == 0) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     if (!libTileOf(p, (int)(gridDim.y - 1 - blockIdx.y), &s, &t0, &nRows)) return; /* the whole CTA */
     g = p.headBegin + (int)blockIdx.x;
   }
   if (tid == 0) {
-    if (!kPersistent) asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(issuedAt), "r"(0) : "memory");
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(issuedAt), "r"(0) : "memory");
     for (int i = 0; i < kStages; i++) {
       mbarInit(fullK + 8 * i, 1 + kCopyThreads); /* the TMA lane (expect_tx or not) and the copy threads */
       mbarInit(fullV + 8 * i, 1 + kCopyThreads);
@@ -528,9 +528,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int gi = base + i, st = gi % kStages;
         const uint32_t par = ((gi / kStages) - 1) & 1;
         const LibTile tl = libTile(sg, i);
-        /* the grid form with the fused store (work): a block's unmasked tile needs nothing of the
-         * copy threads, so this lane arrives for them too and they store rows instead */
-        const bool forCopy = !kPersistent && work != nullptr && tl.blk >= 0 && i >= sg.masked;
+        /* with the fused store (rows): a block's unmasked tile needs nothing of the copy
+         * threads, so this lane arrives for them too and they store rows instead */
+        const bool forCopy = rows != nullptr && tl.blk >= 0 && i >= sg.masked;
         /* a cache tile is the copy threads': this lane only keeps the barriers' count */
         if (gi >= kStages) mbarWait(emptyK + 8 * st, par);
         if (tl.blk >= 0) {
@@ -555,10 +555,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         /* the copy warps' measure of the consumers' progress: they are at most here (gi + 1
          * tiles issued). A shared-memory atomic, read with one: a plain or volatile access races
          * with the copy warps' reads as racecheck sees it, and the count orders nothing else */
-        if (!kPersistent && work != nullptr) asm volatile("red.shared.add.u32 [%0], 1;\n" ::"r"(issuedAt) : "memory");
+        if (rows != nullptr) asm volatile("red.shared.add.u32 [%0], 1;\n" ::"r"(issuedAt) : "memory");
       }
     };
-    /* The grid form's fused store (p.storeK; `work` is its row counter): each copy warp claims
+    /* The fused store (p.storeK; `rows` is its row counter): each copy warp claims
      * a new K/V row at a time and stores it in 1 KB steps, taken only while the stage it waits
      * for is still in use (the copy warps run kStages tiles ahead of the consumers: the steps fill
      * time they spend waiting; steps taken after each tile's arrivals, 4 of them, made the copy
@@ -568,15 +568,18 @@ __global__ void __launch_bounds__(kThreads, 1)
      * from the same counter. The CTAs with the most tiles store the most rows. */
     LibKvRow sr{0, 0, 0};
     /* 16-byte chunks left of part stPart (0 K, 1 V, 2 done) of row sr */
-    int stLeft = 0, stPart = work == nullptr ? 2 : 1;
+    int stLeft = 0, stPart = rows == nullptr ? 2 : 1;
+    /* a step of the row held, or a new row if claim (false between rows without claim: the warp
+     * holds none, and may claim again later, as the persistent form's next item does) */
     auto storeStep = [&](bool claim) -> bool {
       if (stPart == 2) return false;
       if (stLeft == 0 && stPart == 0) {
         stPart = 1;
         stLeft = p.numKvHeads * (kDv / 8);
       } else if (stLeft == 0) {
-        if (!claim || !libKvClaim(p, work, lane, sr)) {
-          stPart = 2;
+        if (!claim) return false;
+        if (!libKvClaim(p, rows, lane, sr)) {
+          stPart = 2; /* every row is claimed */
           return false;
         }
         stPart = 0;
@@ -586,6 +589,28 @@ __global__ void __launch_bounds__(kThreads, 1)
       libKvCopy(p, sr, stPart, n16 - stLeft, n16, lane);
       stLeft = stLeft > kStoreChunk ? stLeft - kStoreChunk : 0;
       return true;
+    };
+    /* the TMA lane's count of issued key tiles, to the whole warp (lane 0 reads it) */
+    auto issuedCount = [&]() -> int {
+      int v = 0;
+      if (lane == 0) asm volatile("atom.shared.add.u32 %0, [%1], 0;\n" : "=r"(v) : "r"(issuedAt) : "memory");
+      return __shfl_sync(0xffffffffu, v, 0);
+    };
+    /* With the store: rows while the consumers still have tiles to run up to the CTA's key tile
+     * end (the TMA lane took the copy threads' arrivals on the plain tiles, so nothing waits for
+     * them). A new row only while the TMA lane has more tiles to issue than about half the steps
+     * of a row (a tile takes ~2 us, a step ~1 us; the consumers are never past the lane): the row
+     * a warp holds is then done before the consumers are done with tile end - 1, since a CTA waits
+     * for its copy warps (and its SM with it), and in the persistent form the next item's masked
+     * tiles wait for them. The lane's count, not a barrier's parity: a parity test cannot tell
+     * phases two apart, and the consumers can run that far ahead of a warp whose claim skips
+     * rows. Ends between rows. */
+    auto storeRows = [&](int end) {
+      const int nkh = p.numKvHeads, steps = (nkh * (kDqk / 8) + kStoreChunk - 1) / kStoreChunk +
+                                            (nkh * (kDv / 8) + kStoreChunk - 1) / kStoreChunk;
+      const int margin = (steps + 1) / 2 + 1;
+      while (storeStep(end - issuedCount() >= margin)) {
+      }
     };
     /* warps 9-11 over one item: the key positions of masked tiles, the cache rows */
     auto produceCopy = [&](int base, int n, int nMask, int sq, int kh) {
@@ -603,8 +628,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                                 : btItem;
         if constexpr (kPersistent) kh = libLds(smemAddr(&sg.g)) / p.groupSize;
         const bool cache = tl.blk < 0, masked = i < (kPersistent ? libLds(smemAddr(&sg.masked)) : nMask);
-        /* the grid form with the fused store: the TMA lane arrived for this tile (produceTma) */
-        if (!kPersistent && work != nullptr && !cache && !masked) continue;
+        /* with the fused store: the TMA lane arrived for this tile (produceTma) */
+        if (rows != nullptr && !cache && !masked) continue;
         /* An arrival must not reach a barrier's previous phase: wait for it to complete. Writes
          * into the stage wait for the consumers to be done with what they replace: the cache
          * tile's K after emptyK; its V and a masked tile's positions (read in the softmax, before
@@ -620,11 +645,17 @@ __global__ void __launch_bounds__(kThreads, 1)
            * Instruction", the intermittent launch failure of sessions 4-6; docs/PREFILL_SM90.md,
            * "Session 6"). tools/lint_kernels.py rejects the pattern. */
           if constexpr (!kPersistent) {
-            if (work != nullptr) { /* without the store, no test: the loop as it was */
+            if (rows != nullptr) { /* without the store, no test: the loop as it was */
               while (!__any_sync(0xffffffffu, mbarTest(fullK + 8 * st, par)) && storeStep(true)) {
               }
             }
           }
+          /* With the store these threads skip the TMA lane's tiles, so in the persistent form the
+           * stage's earlier tiles (gi - kStages, gi - 2 kStages) can be an earlier item's plain
+           * ones, never arrived on here. The parity test below still sees the right phase: warp 8
+           * posts an item only after its TMA lane has issued every tile of the one before, so the
+           * lane has issued gi - kStages (or it is this item's, so one of these threads' own), and
+           * with it seen the consumers done with gi - 2 kStages: that phase is complete. */
           mbarWait(fullK + 8 * st, par);
           if (cache) mbarWait(emptyK + 8 * st, par);
         }
@@ -722,24 +753,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else { /* warps 9-11 */
       if constexpr (!kPersistent) {
         produceCopy(0, nIter, sg.masked, s, g / p.groupSize);
-        /* With the store: rows while the consumers still have tiles to run; the TMA lane took
-         * their arrivals on the plain tiles, so nothing waits for them. A new row only while the
-         * TMA lane has more tiles to issue than about half the steps of a row (a tile takes ~2 us,
-         * a step ~1 us; the consumers are never past the lane): the row a warp holds is then done
-         * before the consumers are, since a CTA waits for its copy warps, and its SM with it. The
-         * lane's count, not a barrier's parity: a parity test cannot tell phases two apart, and
-         * the consumers can run that far ahead of a warp whose claim skips rows. */
-        if (work != nullptr) {
-          const int nkh = p.numKvHeads, steps = (nkh * (kDqk / 8) + kStoreChunk - 1) / kStoreChunk +
-                                                (nkh * (kDv / 8) + kStoreChunk - 1) / kStoreChunk;
-          const int margin = (steps + 1) / 2 + 1;
-          int issued = 0;
-          do {
-            if (lane == 0) asm volatile("atom.shared.add.u32 %0, [%1], 0;\n" : "=r"(issued) : "r"(issuedAt) : "memory");
-            issued = __shfl_sync(0xffffffffu, issued, 0);
-          } while (storeStep(nIter - issued >= margin));
-        }
-        while (stLeft > 0 || stPart == 0) storeStep(false); /* the row it holds */
+        if (rows != nullptr) storeRows(nIter); /* it also ends the row the waits' steps began */
       } else {
         int base = 0;
         for (uint32_t item = 0;; item++) {
@@ -747,7 +761,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           nIter = sg.tiles;
           if (nIter < 0) break;
           produceCopy(base, nIter, sg.masked, 0, 0);
-          mbarArrive(workEmpty); /* this thread's reads of sg are done */
+          mbarArrive(workEmpty);                        /* this thread's reads of sg are done */
+          if (rows != nullptr) storeRows(base + nIter); /* then this item's share of the store */
           base += nIter;
         }
       }

@@ -526,10 +526,39 @@ static void storeCase(const kcase_t* kc) {
   kprobFree(&pb, kc->P);
 }
 
+/* rows of the K cache the copy warps stored, over every fused-store case and form with the rest
+ * kernel off (cpclPrefillSm90SetRestOverlap(2)): the Hopper body's in-kernel store must store
+ * some (each case alone may store none: a copy warp claims only while its CTA has tiles left) */
+static long copyWarpRows, copyWarpRuns;
+
+/* after the Hopper body with the rest kernel off: every slot row of the caches is either the host
+ * store's or what it was before the call (bitwise); returns the K rows the copy warps stored */
+static long copyWarpShare(const kcase_t* kc, const kprob_t* pb, const void* gk, const void* gv, const void* hk,
+                          const void* hv) {
+  const size_t kRow = (size_t)kc->Hkv * kc->Dqk * tuDtypeSize(kc->kvT),
+               vRow = (size_t)kc->Hkv * kc->Dv * tuDtypeSize(kc->kvT);
+  const size_t slots = pb->kcBytes / kRow;
+  long stored = 0;
+  for (size_t r = 0; r < slots; r++) {
+    const char *g = (const char*)gk + r * kRow, *h = (const char*)hk + r * kRow, *o = (const char*)pb->kc + r * kRow;
+    const char *gV = (const char*)gv + r * vRow, *hV = (const char*)hv + r * vRow, *oV = (const char*)pb->vc + r * vRow;
+    const int kNew = memcmp(g, h, kRow) == 0, kOld = memcmp(g, o, kRow) == 0;
+    const int vNew = memcmp(gV, hV, vRow) == 0, vOld = memcmp(gV, oV, vRow) == 0;
+    EXPECT(kNew || kOld);
+    EXPECT(vNew || vOld);
+    if (memcmp(h, o, kRow) != 0 && kNew) {
+      stored++;
+      EXPECT(vNew); /* a claimed row is stored whole: K and V */
+    }
+  }
+  return stored;
+}
+
 /* the attention with its store (p.storeK): the cache against the host store of the call's
  * blocks, bitwise, and out / lse bitwise the call without the store; the Hopper body in each form
- * (the grid form stores in its copy warps when given a workspace, the others after), mma.sync
- * with the store kernel */
+ * (given a workspace, its copy warps store rows and the rest kernel the others; the persistent
+ * forms also with 2 CTAs, so that each CTA's copy warps store across many items; without one,
+ * the store kernel after), mma.sync with the store kernel */
 static void fusedStoreCase(const kcase_t* kc, int want) {
   kprob_t pb;
   kdev_t dv;
@@ -546,11 +575,20 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
   void *o0 = malloc(pb.oBytes), *o1 = malloc(pb.oBytes), *gk = malloc(pb.kcBytes), *gv = malloc(pb.vcBytes);
   float *l0 = malloc(pb.lseBytes), *l1 = malloc(pb.lseBytes);
   const int first = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetForm(-1) : 0;
+  const int firstCap = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetCtas(-1) : 0;
+  const int forms[5][2] = {{kPrefillSm90Grid, 0},
+                           {kPrefillSm90Persistent, 0},
+                           {kPrefillSm90Static, 0},
+                           {kPrefillSm90Persistent, 2},
+                           {kPrefillSm90Static, 2}};
   int runs = 0;
   void* ws = NULL;
   CUDA_OK(cudaMalloc(&ws, 16));
-  for (int f = kPrefillSm90Grid; f <= (want == CPCL_PREFILL_BODY_SM90 ? kPrefillSm90Static : kPrefillSm90Grid); f++) {
-    if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetForm(f);
+  for (int v = 0; v < (want == CPCL_PREFILL_BODY_SM90 ? 5 : 1); v++) {
+    if (want == CPCL_PREFILL_BODY_SM90) {
+      cpclPrefillSm90SetForm(forms[v][0]);
+      cpclPrefillSm90SetCtas(forms[v][1]);
+    }
     cpclPrefillParams_t p = kparams(kc, &pb, &dv, dv.out, dv.lse);
     EXPECT(cpclCudaPrefillBody(&p) == want);
     EXPECT(cpclCudaPrefill(&p, NULL) == 0); /* without the store: the cache as it was */
@@ -559,7 +597,7 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
     fromDev(l0, dv.lse, pb.lseBytes);
     p.storeK = dv.kc;
     p.storeV = kc->latent ? NULL : dv.vc;
-    /* with a workspace (the Hopper grid form keeps its row counter there), twice: the counter
+    /* with a workspace (the Hopper body keeps the store's row counter there), twice: the counter
      * starts again at 0, the second time with the rest kernel after the attention, not under it,
      * so the copy warps store what they can; then without one (the store kernel after) */
     for (int rep = 0; rep < 3; rep++) {
@@ -589,8 +627,28 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
       if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetRestOverlap(overlap);
       runs++;
     }
+    if (want == CPCL_PREFILL_BODY_SM90 && !kc->latent) {
+      /* the rest kernel off: the copy warps' rows alone, each whole and bitwise the host's */
+      p.workspace = ws;
+      p.workspaceBytes = 16;
+      const int overlap = cpclPrefillSm90SetRestOverlap(2);
+      CUDA_OK(cudaMemcpy(dv.kc, pb.kc, pb.kcBytes, cudaMemcpyHostToDevice));
+      CUDA_OK(cudaMemcpy(dv.vc, pb.vc, pb.vcBytes, cudaMemcpyHostToDevice));
+      EXPECT(cpclCudaPrefill(&p, NULL) == 0);
+      CUDA_OK(cudaDeviceSynchronize());
+      cpclPrefillSm90SetRestOverlap(overlap);
+      fromDev(o1, dv.out, pb.oBytes);
+      fromDev(gk, dv.kc, pb.kcBytes);
+      fromDev(gv, dv.vc, pb.vcBytes);
+      EXPECT(memcmp(o0, o1, pb.oBytes) == 0);
+      copyWarpRows += copyWarpShare(kc, &pb, gk, gv, hk, hv);
+      copyWarpRuns++;
+    }
   }
-  if (want == CPCL_PREFILL_BODY_SM90) cpclPrefillSm90SetForm(first);
+  if (want == CPCL_PREFILL_BODY_SM90) {
+    cpclPrefillSm90SetForm(first);
+    cpclPrefillSm90SetCtas(firstCap);
+  }
   CUDA_OK(cudaFree(ws));
   printf("kernel %-44s %-12s body with its store: cache bitwise the host store, out and lse unchanged (%d runs): ok\n",
          kc->name, cpclCudaPrefillBodyName(want), runs);
@@ -682,6 +740,24 @@ static void kernelSuite(void) {
   fusedStoreCase(&mmaCases[0], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
   fusedStoreCase(&mmaCases[5], hopper ? CPCL_PREFILL_BODY_SM90 : CPCL_PREFILL_BODY_MMA);
   fusedStoreCase(&mmaCases[3], CPCL_PREFILL_BODY_MMA);
+  if (hopper) {
+    /* one block of new rows with sequences of several key tiles (and a one-rank cache to store
+     * into): the CTAs' plain tiles, where the copy warps store */
+    kcase_t lg = sm90Cases[2], lm = sm90Cases[3];
+    lg.name = "bf16 GQA D128 G4, heads 4..11 Hb4, cache W1 p16, pcp1";
+    lm.name = "bf16 MHA 192/128, fp16 out, cache W1 p16, pcp1";
+    lg.cW = lm.cW = 1;
+    lg.cr = lm.cr = 0;
+    lg.I = lm.I = 1;
+    lg.ps = lm.ps = 16;
+    fusedStoreCase(&lg, CPCL_PREFILL_BODY_SM90);
+    fusedStoreCase(&lm, CPCL_PREFILL_BODY_SM90);
+    printf(
+        "store  the Hopper body's copy warps, the rest kernel off: %ld K/V rows stored over %ld runs, each whole "
+        "and bitwise the host store, the rest untouched: %s\n",
+        copyWarpRows, copyWarpRuns, copyWarpRows > 0 ? "ok" : "FAILED (none stored)");
+    EXPECT(copyWarpRows > 0);
+  }
 }
 
 /* ================================================================ cpclAttnPrefill on W ranks */

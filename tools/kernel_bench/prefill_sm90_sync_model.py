@@ -26,7 +26,11 @@ then the blocks'; unmasked: the shard's, then the blocks'). After their last own
 warps store rows (each a step, from a shared count of rows), claiming a new one only while the
 TMA lane (whose count of issued tiles it posts, and which the consumers never pass) has more tiles
 to issue than about half a row's steps; a row claimed once both consumer warpgroups are done
-fails the run (the CTA, and its SM, would wait for it).
+fails the run (the CTA, and its SM, would wait for it). The persistent form with the store (some
+runs): the same per item (the copy threads' tiles a prefix of each item; rows after the item's own
+tiles and its workEmpty arrival, while the lane has that many tiles of the item left). The copy
+threads' parity waits stay exact across items although they skip an earlier item's plain tiles:
+warp 8 posts an item only after its lane has issued every tile of the one before.
 Run: python3 tools/kernel_bench/prefill_sm90_sync_model.py [runs [mutation]]
 (mutations: early-next, the next item's Q before the last S; no-workEmpty-wait: sg rewritten
 while read; turn-twice: warpgroup 1 opens an item's turns at its start as well as in next();
@@ -80,7 +84,7 @@ def run(seed, mutate=None):
     # parities running on across them; the grid form: one item, its descriptor and Q in place
     # before the roles start
     persistent = R.random() < 0.6
-    store = not persistent and (R.random() < 0.5 or mutate in ("store-cache-anywhere", "store-no-margin"))
+    store = R.random() < 0.5 or mutate in ("store-cache-anywhere", "store-no-margin")
     items = []
     for _ in range(R.randint(1, 4) if persistent else 1):
         n = R.randint(0, 9)
@@ -92,7 +96,7 @@ def run(seed, mutate=None):
             cache = [R.random() < 0.4 for _ in range(n)]
         items.append((n, nMask, cache))
     rows = [R.randint(0, 40)]  # the fused store's rows left to claim
-    issued = [0]  # the TMA lane's count of issued tiles (grid form, with the store)
+    issued = [0]  # the TMA lane's count of issued tiles (with the store)
     consumers_done = [0]
     bases = [sum(it[0] for it in items[:k]) for k in range(len(items))]
     KB, VB = 100, 100
@@ -225,7 +229,7 @@ def run(seed, mutate=None):
                 margin = (steps + 1) // 2 + 1 if mutate != "store-no-margin" else -(1 << 30)
                 while True:
                     if held == 0:
-                        if n - issued[0] < margin or rows[0] == 0:
+                        if bases[k] + n - issued[0] < margin or rows[0] == 0:  # this item's end
                             break
                         assert consumers_done[0] < 2, (seed, "a row claimed after the consumers finished")
                         rows[0] -= 1
