@@ -218,6 +218,34 @@ std::atomic<int> libCtas{0};
  * dependent (cpclPrefillSm90SetRestOverlap: a test's small grids then leave rows to the copy warps) */
 std::atomic<int> libRestOverlap{1};
 
+/* the work items' order (cpclPrefillSm90SetBand; -1: CPCL_PREFILL_SM90_BAND not read yet) */
+std::atomic<int> libBand{-1};
+int libBandNow() {
+  int b = libBand.load(std::memory_order_acquire);
+  if (b == -1) {
+    const char* e = getenv("CPCL_PREFILL_SM90_BAND");
+    char* end = nullptr;
+    const long v = e != nullptr ? strtol(e, &end, 10) : 0;
+    b = e != nullptr && end != e && *end == 0 && v >= 0 && v <= 65535 ? (int)v : kPrefillSm90BandByShape;
+    int unread = -1;
+    if (!libBand.compare_exchange_strong(unread, b, std::memory_order_acq_rel)) b = unread;
+  }
+  return b;
+}
+/* the band a launch takes (kPrefillSm90BandByShape: cpclPrefillSm90SetBand's rule, from host
+ * values only: the sequences taken as equal, new tokens only) */
+int bandOf(const cpclPrefillParams_t* p, bool persistent, int sms) {
+  const int set = libBandNow();
+  if (set != kPrefillSm90BandByShape) return set;
+  if (!persistent || p->numSeqs < 1) return 0;
+  const int G = p->groupSize, C = G > 1 && p->headBegin % G == 0 && p->numHeads % G == 0 ? G : 1;
+  const int band = (sms + C - 1) / C;
+  const double tiles = ((double)p->numTokens / p->numSeqs + kBM - 1) / kBM;             /* a sequence's query tiles */
+  const double work = (double)p->numHeads * p->numSeqs * tiles * (tiles + 1) / 2 / sms; /* key tiles an SM */
+  const double kvBytes = (double)p->numKvHeads * p->numTokens * (p->headDimQk + p->headDimVo) * 2;
+  return kvBytes > 48.0 * (1 << 20) && band <= 0.03 * work ? band : 0;
+}
+
 int libFormNow() {
   int f = libForm.load(std::memory_order_acquire);
   if (f < 0) {
@@ -326,7 +354,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
      * resident); without a workspace, the store kernel after the attention */
     unsigned int* rows = storeCounter(p) ? static_cast<unsigned int*>(p->workspace) : nullptr;
     if (rows != nullptr && (e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
-    kern<<<grid, kThreads, smem, stream>>>(maps, *p, work, rows);
+    kern<<<grid, kThreads, smem, stream>>>(maps, *p, work, rows, bandOf(p, true, sms));
     if ((e = cudaGetLastError()) != cudaSuccess || p->storeK == nullptr) return e;
     return rows == nullptr ? storeApart(p, stream) : launchRest(p, rows, sms, stream);
   }
@@ -342,7 +370,7 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     if ((e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
   }
   const dim3 grid((unsigned)p->numHeads, (unsigned)slots);
-  kern<<<grid, kThreads, smem, stream>>>(maps, *p, nullptr, rows);
+  kern<<<grid, kThreads, smem, stream>>>(maps, *p, nullptr, rows, bandOf(p, false, sms));
   if ((e = cudaGetLastError()) != cudaSuccess || rows == nullptr) {
     if (e == cudaSuccess && p->storeK != nullptr) e = storeApart(p, stream);
     return e;
@@ -353,6 +381,12 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
 }  // namespace
 
 extern "C" int cpclPrefillSm90Fits(const cpclPrefillParams_t* p) { return libShapeFits(p) && deviceCc() == 90; }
+
+extern "C" int cpclPrefillSm90SetBand(int band) {
+  const int prev = libBandNow();
+  if ((band >= 0 && band <= 65535) || band == kPrefillSm90BandByShape) libBand.store(band, std::memory_order_release);
+  return prev;
+}
 
 extern "C" int cpclPrefillSm90SetCtas(int ctas) {
   const int prev = libCtas.load(std::memory_order_acquire);

@@ -104,6 +104,17 @@ int cpclPrefillSm90SetCtas(int ctas);
  * cache holds only the rows the copy warps stored (tests only: the store is then incomplete);
  * any other value: unchanged. Returns the setting before; 0 and 1 give the same bits. */
 int cpclPrefillSm90SetRestOverlap(int overlap);
+/* the order of the work items (both forms; libItemOf in prefill_sm90_lib.cuh): 0, tile slot by
+ * slot from the heaviest, a slot's heads together; n > 0 (up to 65535), bands of n slots from the
+ * heaviest, one KV head's query heads over a band at a time (L2 reuse of K/V across the CTAs that
+ * run at once); kPrefillSm90BandByShape (the default), bands of one wave (SMs / heads per KV head
+ * slots) in the persistent form when the call's new K/V exceed 48 MiB and a band's heaviest tile
+ * is at most 3% of an SM's share of the work, 0 otherwise (session 7, call 4: GQA B1 64k 59018 us
+ * banded against 60433 in slot order; B1 4k 273 against 265, a heavy last band). The default
+ * comes from CPCL_PREFILL_SM90_BAND (read once; unset or not a number: by shape). Any other
+ * value: unchanged. Returns the setting before; every order gives the same bits. */
+enum { kPrefillSm90BandByShape = -2 };
+int cpclPrefillSm90SetBand(int band);
 
 #ifdef __cplusplus
 }

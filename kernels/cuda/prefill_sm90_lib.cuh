@@ -147,6 +147,27 @@ __device__ __forceinline__ bool libTileOf(const cpclPrefillParams_t& p, int x, i
   return true;
 }
 
+/* Work item x of heads * slots (both forms) -> its tile slot (counted from the last down) and
+ * its head index in the call. band 0: slot by slot, heaviest first, a slot's heads next to each
+ * other. band > 0: bands of that many slots, heaviest first; within a band the query heads of one
+ * KV head (C of them, when the call's heads are whole groups) over the band's slots, then the
+ * next KV head's, so the CTAs that run at once read one KV head's K/V tiles (L2 hits instead of
+ * HBM reads). Any order gives the same bits: an item's result depends only on the item. */
+__device__ __forceinline__ void libItemOf(const cpclPrefillParams_t& p, int x, int slots, int band, int* slot,
+                                          int* head) {
+  const int heads = p.numHeads;
+  if (band <= 0) {
+    *slot = slots - 1 - x / heads;
+    *head = x % heads;
+    return;
+  }
+  const int G = p.groupSize, C = G > 1 && p.headBegin % G == 0 && heads % G == 0 ? G : 1;
+  const int b = x / (heads * band), r = x - b * heads * band, b0 = b * band, bw = min(band, slots - b0);
+  const int c = r / (C * bw), r2 = r - c * C * bw;
+  *slot = slots - 1 - (b0 + r2 / C);
+  *head = c * C + r2 % C;
+}
+
 /* The first row in [lo, hi) whose position is past q (hi if none), positions increasing; the
  * whole warp calls it and gets the same answer. p0, p1: the positions of rows lo and hi - 1.
  * Contiguous positions need no search. */
@@ -454,7 +475,7 @@ __device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int g,
 template <typename T, int kDqk, int kDv, int kStages, bool kOverlap, bool kPersistent>
 __global__ void __launch_bounds__(kThreads, 1)
     prefillSm90LibKernel(const __grid_constant__ LibMaps maps, const __grid_constant__ cpclPrefillParams_t p,
-                         unsigned int* work, unsigned int* rows) {
+                         unsigned int* work, unsigned int* rows, int band) {
   using S = Shape<kDqk, kDv, kStages>;
   using L = LibShape<kDqk, kDv, kStages>;
   using E = LibElem<T>;
@@ -492,8 +513,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   if constexpr (!kPersistent) {
     /* the fused store's rest (prefillSm90StoreRest) may start once every CTA is resident */
     if (rows != nullptr && tid == 0) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-    if (!libTileOf(p, (int)(gridDim.y - 1 - blockIdx.y), &s, &t0, &nRows)) return; /* the whole CTA */
-    g = p.headBegin + (int)blockIdx.x;
+    int slot, hi;
+    libItemOf(p, (int)(blockIdx.y * gridDim.x + blockIdx.x), (int)gridDim.y, band, &slot, &hi);
+    if (!libTileOf(p, slot, &s, &t0, &nRows)) return; /* the whole CTA */
+    g = p.headBegin + hi;
   }
   if (tid == 0) {
     asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(issuedAt), "r"(0) : "memory");
@@ -532,7 +555,7 @@ __global__ void __launch_bounds__(kThreads, 1)
          * threads, so this lane arrives for them too and they store rows instead */
         const bool forCopy = rows != nullptr && tl.blk >= 0 && i >= sg.masked;
         /* a cache tile is the copy threads': this lane only keeps the barriers' count */
-        if (gi >= kStages) mbarWait(emptyK + 8 * st, par);
+        if (gi >= kStages) mbarWaitIdle(emptyK + 8 * st, par);
         if (tl.blk >= 0) {
           mbarExpectTx(fullK + 8 * st, S::kKBytes);
 #pragma unroll
@@ -542,7 +565,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         } else {
           mbarArrive(fullK + 8 * st);
         }
-        if (gi >= kStages) mbarWait(emptyV + 8 * st, par);
+        if (gi >= kStages) mbarWaitIdle(emptyV + 8 * st, par);
         if (tl.blk >= 0) {
           mbarExpectTx(fullV + 8 * st, S::kVBytes);
 #pragma unroll
@@ -656,8 +679,8 @@ __global__ void __launch_bounds__(kThreads, 1)
            * posts an item only after its TMA lane has issued every tile of the one before, so the
            * lane has issued gi - kStages (or it is this item's, so one of these threads' own), and
            * with it seen the consumers done with gi - 2 kStages: that phase is complete. */
-          mbarWait(fullK + 8 * st, par);
-          if (cache) mbarWait(emptyK + 8 * st, par);
+          mbarWaitIdle(fullK + 8 * st, par);
+          if (cache) mbarWaitIdle(emptyK + 8 * st, par);
         }
         if (cache) {
           libCopyCacheRows<T, kDqk>(sK + st * S::kKBytes, p.kCache, bt, p, kh, tl.lo, tl.end, cid);
@@ -666,8 +689,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         mbarArrive(fullK + 8 * st);
         if (gi >= kStages) {
-          mbarWait(fullV + 8 * st, par);
-          if (cache || masked) mbarWait(emptyV + 8 * st, par);
+          mbarWaitIdle(fullV + 8 * st, par);
+          if (cache || masked) mbarWaitIdle(emptyV + 8 * st, par);
         }
         if (cache) libCopyCacheRows<T, kDv>(sV + st * S::kVBytes, p.vCache, bt, p, kh, tl.lo, tl.end, cid);
         if (masked) {
@@ -711,7 +734,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             prefetchMap(&maps.k[b]);
             prefetchMap(&maps.v[b]);
           }
-        /* items: x / heads counts the slots from the last down (the grid form's y), x % heads the head */
+        /* items: libItemOf maps x to (slot, head), in the grid form's order for the same band */
         const int heads = p.numHeads, slots = p.numSeqs + p.numTokens / kBM + 1, total = heads * slots;
         int k = 0, base = 0;
         auto fetch = [&]() {
@@ -723,17 +746,22 @@ __global__ void __launch_bounds__(kThreads, 1)
           k++;
           return x;
         };
+        int slot = 0, hi = 0;
+        auto tileOf = [&](int x) {
+          libItemOf(p, x, slots, band, &slot, &hi);
+          return libTileOf(p, slot, &s, &t0, &nRows);
+        };
         for (uint32_t item = 0;; item++) {
           int x = fetch();
-          while (x < total && !libTileOf(p, slots - 1 - x / heads, &s, &t0, &nRows)) x = fetch();
-          if (item > 0) mbarWait(workEmpty, (item - 1) & 1); /* everyone is done with sg */
+          while (x < total && !tileOf(x)) x = fetch();
+          if (item > 0) mbarWaitIdle(workEmpty, (item - 1) & 1); /* everyone is done with sg */
           if (x >= total) {
             if (lane == 0) sg.tiles = -1; /* no more work */
             __syncwarp();
             mbarArriveLane0(workFull, lane);
             break;
           }
-          g = p.headBegin + x % heads;
+          g = p.headBegin + hi;
           libBuildSegs(p, s, __ldg(p.queryPos + t0), __ldg(p.queryPos + t0 + nRows - 1), sg, lane);
           if (lane == 0) {
             sg.s = s;
@@ -757,7 +785,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       } else {
         int base = 0;
         for (uint32_t item = 0;; item++) {
-          mbarWait(workFull, item & 1);
+          mbarWaitIdle(workFull, item & 1);
           nIter = sg.tiles;
           if (nIter < 0) break;
           produceCopy(base, nIter, sg.masked, 0, 0);

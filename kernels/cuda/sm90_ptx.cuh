@@ -39,6 +39,18 @@ __device__ __forceinline__ void mbarWait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
+/* mbarWait for a warp that is not on the critical path (a producer's wait for a free stage or
+ * the next work item): the suspend-time hint (ns) lets try_wait keep the thread suspended until
+ * the phase completes (it resumes then, not at the hint) instead of timing out every few hundred
+ * cycles and re-issuing, so an idle warp takes no issue slots from the consumers on its
+ * scheduler, and no power */
+__device__ __forceinline__ void mbarWaitIdle(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT_%=:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1, %2;\n@!p bra WAIT_%=;\n}\n" ::
+          "r"(bar),
+      "r"(parity), "r"(1000000u)
+      : "memory");
+}
 /* whether the phase of the given parity has completed, without waiting */
 __device__ __forceinline__ bool mbarTest(uint32_t bar, uint32_t parity) {
   uint32_t done;

@@ -317,29 +317,32 @@ static const char* sm90FormName(int f) {
   return cap ? " (persistent static, 2 CTAs)" : " (persistent static)";
 }
 static void sm90FormsCase(const kcase_t* kc, const kprob_t* pb, const void* got, const float* gotL) {
-  const int first = cpclPrefillSm90SetForm(-1), firstCap = cpclPrefillSm90SetCtas(-1);
+  const int first = cpclPrefillSm90SetForm(-1), firstCap = cpclPrefillSm90SetCtas(-1),
+            firstBand = cpclPrefillSm90SetBand(-1);
   /* the persistent forms with one CTA per SM (most of these few tiles alone in their CTA) and
    * with 2 CTAs (every CTA loops over dozens of items: the stage ring and the barrier phases
-   * running on across items, Q reloaded, empty items and slots past their sequence skipped) */
-  const int forms[5][2] = {{kPrefillSm90Grid, 0},
-                           {kPrefillSm90Persistent, 0},
-                           {kPrefillSm90Static, 0},
-                           {kPrefillSm90Persistent, 2},
-                           {kPrefillSm90Static, 2}};
+   * running on across items, Q reloaded, empty items and slots past their sequence skipped); and
+   * the banded item orders (a band of 1 slot, and one of 3 that ends past the last slot) */
+  const int forms[8][3] = {{kPrefillSm90Grid, 0, 0},       {kPrefillSm90Persistent, 0, 0}, {kPrefillSm90Static, 0, 0},
+                           {kPrefillSm90Persistent, 2, 0}, {kPrefillSm90Static, 2, 0},     {kPrefillSm90Grid, 0, 3},
+                           {kPrefillSm90Persistent, 2, 1}, {kPrefillSm90Static, 0, 3}};
   void* o = malloc(pb->oBytes);
   float* l = malloc(pb->lseBytes);
-  for (int f = 0; f < 5; f++) {
-    if (forms[f][0] == first && (first == kPrefillSm90Grid || forms[f][1] == firstCap)) continue;
+  for (int f = 0; f < 8; f++) {
+    if (forms[f][2] == firstBand && forms[f][0] == first && (first == kPrefillSm90Grid || forms[f][1] == firstCap))
+      continue;
     cpclPrefillSm90SetForm(forms[f][0]);
     cpclPrefillSm90SetCtas(forms[f][1]);
+    cpclPrefillSm90SetBand(forms[f][2]);
     int body = -1;
     kernelRun(kc, pb, o, l, &body);
     cpclPrefillSm90SetForm(first);
     cpclPrefillSm90SetCtas(firstCap);
+    cpclPrefillSm90SetBand(firstBand);
     EXPECT(body == CPCL_PREFILL_BODY_SM90);
     if (memcmp(o, got, pb->oBytes) != 0 || memcmp(l, gotL, pb->lseBytes) != 0) {
-      fprintf(stderr, "%s: Hopper form %d (CTA cap %d) differs from form %d (out %s, lse %s)\n", kc->name, forms[f][0],
-              forms[f][1], first, memcmp(o, got, pb->oBytes) ? "differs" : "same",
+      fprintf(stderr, "%s: Hopper form %d (CTA cap %d, band %d) differs from form %d (out %s, lse %s)\n", kc->name,
+              forms[f][0], forms[f][1], forms[f][2], first, memcmp(o, got, pb->oBytes) ? "differs" : "same",
               memcmp(l, gotL, pb->lseBytes) ? "differs" : "same");
       MPI_Abort(world, 1);
     }
