@@ -456,11 +456,13 @@ __device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int g,
 }
 
 /* The kernel in two forms (kPersistent):
- *  - the grid form: one CTA per (tile slot, head), the slot in y reversed (the heaviest causal
- *    tiles of each sequence first), the head in x; every CTA does its prologue (barriers, the
+ *  - the grid form: one CTA per (tile slot, head), libItemOf of its linear block index (band 0:
+ *    the slot in y reversed, the heaviest causal tiles of each sequence first, and the head in
+ *    x); every CTA does its prologue (barriers, the
  *    segments, Q) and epilogue (O, lse) alone;
  *  - the persistent form: one CTA per SM, each looping over work items x = 0 .. heads x slots - 1
- *    in the grid form's dispatch order (x / heads: the slot rank, x % heads: the head), taken from
+ *    in the grid form's dispatch order (libItemOf: the slot rank and the head, slot by slot or
+ *    in bands of one KV head's query heads), taken from
  *    a counter in global memory (work != nullptr: atomicAdd, so the CTA that finishes first takes
  *    the next heaviest item) or statically (x = blockIdx.x + k gridDim.x). Producer warp 8 finds
  *    the next item's tile and segments as soon as it has issued the current one's last K/V, posts
