@@ -141,6 +141,7 @@ extern "C" cudaError_t cpclPrefillSm90Launch(const cpclPrefillSm90Params_t* p, i
 namespace {
 
 using cpcl::pf90::kLibMaxBlocks;
+using cpcl::pf90::libBandChunk;
 using cpcl::pf90::LibMaps;
 using cpcl::pf90::LibShape;
 using cpcl::pf90::prefillSm90LibKernel;
@@ -238,8 +239,7 @@ int bandOf(const cpclPrefillParams_t* p, bool persistent, int sms) {
   const int set = libBandNow();
   if (set != kPrefillSm90BandByShape) return set;
   if (!persistent || p->numSeqs < 1) return 0;
-  const int G = p->groupSize, C = G > 1 && p->headBegin % G == 0 && p->numHeads % G == 0 ? G : 1;
-  const int band = (sms + C - 1) / C;
+  const int C = libBandChunk(*p), band = (sms + C - 1) / C;
   const double tiles = ((double)p->numTokens / p->numSeqs + kBM - 1) / kBM;             /* a sequence's query tiles */
   const double work = (double)p->numHeads * p->numSeqs * tiles * (tiles + 1) / 2 / sms; /* key tiles an SM */
   const double kvBytes = (double)p->numKvHeads * p->numTokens * (p->headDimQk + p->headDimVo) * 2;

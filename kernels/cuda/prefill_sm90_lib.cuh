@@ -153,6 +153,12 @@ __device__ __forceinline__ bool libTileOf(const cpclPrefillParams_t& p, int x, i
  * KV head (C of them, when the call's heads are whole groups) over the band's slots, then the
  * next KV head's, so the CTAs that run at once read one KV head's K/V tiles (L2 hits instead of
  * HBM reads). Any order gives the same bits: an item's result depends only on the item. */
+/* the heads a band takes at a time (libItemOf; the host's band rule too): one KV head's query
+ * heads when the call's heads are whole groups, else 1 */
+__host__ __device__ __forceinline__ int libBandChunk(const cpclPrefillParams_t& p) {
+  const int G = p.groupSize;
+  return G > 1 && p.headBegin % G == 0 && p.numHeads % G == 0 ? G : 1;
+}
 __device__ __forceinline__ void libItemOf(const cpclPrefillParams_t& p, int x, int slots, int band, int* slot,
                                           int* head) {
   const int heads = p.numHeads;
@@ -161,7 +167,7 @@ __device__ __forceinline__ void libItemOf(const cpclPrefillParams_t& p, int x, i
     *head = x % heads;
     return;
   }
-  const int G = p.groupSize, C = G > 1 && p.headBegin % G == 0 && heads % G == 0 ? G : 1;
+  const int C = libBandChunk(p);
   const int b = x / (heads * band), r = x - b * heads * band, b0 = b * band, bw = min(band, slots - b0);
   const int c = r / (C * bw), r2 = r - c * C * bw;
   *slot = slots - 1 - (b0 + r2 / C);

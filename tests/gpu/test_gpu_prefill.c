@@ -316,19 +316,25 @@ static const char* sm90FormName(int f) {
   if (f == kPrefillSm90Persistent) return cap ? " (persistent, 2 CTAs)" : " (persistent)";
   return cap ? " (persistent static, 2 CTAs)" : " (persistent static)";
 }
+/* The Hopper body's variants the tests run, as {form, CTA cap, band} (prefill_sm90.h): the grid
+ * form; the persistent forms with one CTA per SM (most of a test's few tiles alone in their CTA)
+ * and with 2 CTAs (every CTA loops over dozens of items: the stage ring and the barrier phases
+ * running on across items, Q reloaded, empty items and slots past their sequence skipped), the
+ * first kSm90SlotOrder of them in slot order; then banded item orders (a band of 1 slot, and one
+ * of 3 that ends past the last slot). */
+static const int sm90Variants[8][3] = {{kPrefillSm90Grid, 0, 0},       {kPrefillSm90Persistent, 0, 0},
+                                       {kPrefillSm90Static, 0, 0},     {kPrefillSm90Persistent, 2, 0},
+                                       {kPrefillSm90Static, 2, 0},     {kPrefillSm90Grid, 0, 3},
+                                       {kPrefillSm90Persistent, 2, 1}, {kPrefillSm90Static, 0, 3}};
+enum { kSm90SlotOrder = 5 };
+
 static void sm90FormsCase(const kcase_t* kc, const kprob_t* pb, const void* got, const float* gotL) {
   const int first = cpclPrefillSm90SetForm(-1), firstCap = cpclPrefillSm90SetCtas(-1),
             firstBand = cpclPrefillSm90SetBand(-1);
-  /* the persistent forms with one CTA per SM (most of these few tiles alone in their CTA) and
-   * with 2 CTAs (every CTA loops over dozens of items: the stage ring and the barrier phases
-   * running on across items, Q reloaded, empty items and slots past their sequence skipped); and
-   * the banded item orders (a band of 1 slot, and one of 3 that ends past the last slot) */
-  const int forms[8][3] = {{kPrefillSm90Grid, 0, 0},       {kPrefillSm90Persistent, 0, 0}, {kPrefillSm90Static, 0, 0},
-                           {kPrefillSm90Persistent, 2, 0}, {kPrefillSm90Static, 2, 0},     {kPrefillSm90Grid, 0, 3},
-                           {kPrefillSm90Persistent, 2, 1}, {kPrefillSm90Static, 0, 3}};
+  const int(*forms)[3] = sm90Variants;
   void* o = malloc(pb->oBytes);
   float* l = malloc(pb->lseBytes);
-  for (int f = 0; f < 8; f++) {
+  for (int f = 0; f < (int)(sizeof sm90Variants / sizeof sm90Variants[0]); f++) {
     if (forms[f][2] == firstBand && forms[f][0] == first && (first == kPrefillSm90Grid || forms[f][1] == firstCap))
       continue;
     cpclPrefillSm90SetForm(forms[f][0]);
@@ -579,15 +585,11 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
   float *l0 = malloc(pb.lseBytes), *l1 = malloc(pb.lseBytes);
   const int first = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetForm(-1) : 0;
   const int firstCap = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetCtas(-1) : 0;
-  const int forms[5][2] = {{kPrefillSm90Grid, 0},
-                           {kPrefillSm90Persistent, 0},
-                           {kPrefillSm90Static, 0},
-                           {kPrefillSm90Persistent, 2},
-                           {kPrefillSm90Static, 2}};
+  const int(*forms)[3] = sm90Variants; /* the first kSm90SlotOrder: the forms in slot order */
   int runs = 0;
   void* ws = NULL;
   CUDA_OK(cudaMalloc(&ws, 16));
-  for (int v = 0; v < (want == CPCL_PREFILL_BODY_SM90 ? 5 : 1); v++) {
+  for (int v = 0; v < (want == CPCL_PREFILL_BODY_SM90 ? kSm90SlotOrder : 1); v++) {
     if (want == CPCL_PREFILL_BODY_SM90) {
       cpclPrefillSm90SetForm(forms[v][0]);
       cpclPrefillSm90SetCtas(forms[v][1]);
