@@ -215,9 +215,21 @@ std::atomic<int> libForm{-1};
 /* a cap on the persistent grid (cpclPrefillSm90SetCtas; 0: one CTA per SM), so a test's few tiles
  * still give each CTA several items */
 std::atomic<int> libCtas{0};
-/* 0: the fused store's rest kernel is launched after the attention, not as its programmatic
- * dependent (cpclPrefillSm90SetRestOverlap: a test's small grids then leave rows to the copy warps) */
-std::atomic<int> libRestOverlap{1};
+/* the fused store's mode (cpclPrefillSm90SetRestOverlap; -1: CPCL_PREFILL_SM90_REST not read yet):
+ * 1 the rest kernel as the attention's programmatic dependent, 0 after it (a test's small grids
+ * then leave rows to the copy warps), 2 no rest kernel (tests), 3 no fused store (the store
+ * kernels after the attention: a measurement of what the fusion costs or saves) */
+std::atomic<int> libRestOverlap{-1};
+int libRestNow() {
+  int r = libRestOverlap.load(std::memory_order_acquire);
+  if (r == -1) {
+    const char* e = getenv("CPCL_PREFILL_SM90_REST");
+    r = e != nullptr && e[0] >= '0' && e[0] <= '3' && e[1] == 0 ? e[0] - '0' : 1;
+    int unread = -1;
+    if (!libRestOverlap.compare_exchange_strong(unread, r, std::memory_order_acq_rel)) r = unread;
+  }
+  return r;
+}
 
 /* the work items' order (cpclPrefillSm90SetBand; -1: CPCL_PREFILL_SM90_BAND not read yet) */
 std::atomic<int> libBand{-1};
@@ -256,13 +268,16 @@ int libFormNow() {
   }
   return f;
 }
-/* the form a launch at head dim kDqk takes: by shape, the faster one measured on the H200
- * (session 6, call 4, medians against the grid form: D128 B1 4k 268 / 278 us, B4 4k 995 / 1028,
- * B8 4k 1976 / 2030, B8 8k 7655 / 7996, B1 16k 3533 / 3650, B1 64k 58203 / 59285; D192 B1 4k
- * 184 / 181, B4 4k 656 / 631, B1 16k 2046 / 2012, B1 64k 34849 / 35068) */
+/* the form a launch at head dim kDqk takes: by shape, the faster one measured on the H200. The
+ * persistent form at both head dims since it fuses the store (session 8, call 1, medians against the
+ * grid form: D192 B1 4k 180 / 183 us, B4 4k 635 / 650, B1 16k 2043 / 2228, B1 64k 34243 / 35516;
+ * session 6's grid form at D192 predates the persistent form's fused store; D128: session 6, call 4,
+ * B1 4k 268 / 278, B4 4k 995 / 1028, B8 4k 1976 / 2030, B8 8k 7655 / 7996, B1 16k 3533 / 3650, B1
+ * 64k 58203 / 59285). kDqk stays a parameter: the next measurement may split them again. */
 int formOf(int form, int dqk) {
+  (void)dqk;
   if (form != kPrefillSm90ByShape) return form;
-  return dqk == 128 ? kPrefillSm90Persistent : kPrefillSm90Grid;
+  return kPrefillSm90Persistent;
 }
 
 /* The persistent form's work counters: one per launch, taken round-robin from a per-device pool
@@ -315,18 +330,54 @@ bool storeFuses(const cpclPrefillParams_t* p) {
  * counter in the call's workspace (the plan's, so ordered with the plan's stream; a pool slot
  * could be shared by launches on other streams) */
 bool storeCounter(const cpclPrefillParams_t* p) {
-  return p->storeK != nullptr && storeFuses(p) && p->workspace != nullptr && p->workspaceBytes >= sizeof(unsigned) &&
-         (uintptr_t)p->workspace % alignof(unsigned) == 0;
+  return p->storeK != nullptr && libRestNow() != 3 && storeFuses(p) && p->workspace != nullptr &&
+         p->workspaceBytes >= sizeof(unsigned) && (uintptr_t)p->workspace % alignof(unsigned) == 0;
 }
 
 /* the rows the copy warps left (all of them where the copy warps store none): launched as the
  * attention's programmatic dependent, under its last wave (the attention triggers at its start);
  * it waits for the attention only before it exits. 32 warps an SM, each 4 KB of loads in flight */
 cudaError_t launchRest(const cpclPrefillParams_t* p, unsigned int* rows, int sms, cudaStream_t stream) {
-  const int overlap = libRestOverlap.load(std::memory_order_acquire);
+  const int overlap = libRestNow();
   if (overlap == 2) return cudaSuccess; /* tests: the copy warps' rows alone */
   return launchPdl(prefillSm90StoreRest, dim3(4u * (unsigned)sms), dim3(256), 0, stream, overlap != 0, *p, rows);
 }
+
+#ifdef CPCL_PF90_TRACE
+using cpcl::pf90::kMaxTraceCtas;
+using cpcl::pf90::kTraceItems;
+using cpcl::pf90::kTraceMarks;
+using cpcl::pf90::pf90Trace;
+/* the diagnostic timeline (prefill_sm90_lib.cuh, PF90_MARK): when CPCL_PREFILL_SM90_TRACE names a
+ * file, every launch outside a capture zeroes a managed buffer, runs, synchronises and writes the
+ * marks to the file (the last such launch's stay) */
+uint32_t* traceBuf;
+constexpr size_t kTraceBytes = sizeof(uint32_t) * kMaxTraceCtas * kTraceItems * kTraceMarks;
+bool traceBefore(cudaStream_t stream) {
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  if (getenv("CPCL_PREFILL_SM90_TRACE") == nullptr || cudaStreamIsCapturing(stream, &cs) != cudaSuccess ||
+      cs != cudaStreamCaptureStatusNone)
+    return false;
+  if (traceBuf == nullptr) {
+    cudaError_t e = cudaMallocManaged(&traceBuf, kTraceBytes);
+    if (e == cudaSuccess) e = cudaMemcpyToSymbol(pf90Trace, &traceBuf, sizeof(traceBuf));
+    if (e != cudaSuccess) {
+      fprintf(stderr, "prefill_sm90 trace: %s\n", cudaGetErrorString(e));
+      traceBuf = nullptr;
+      return false;
+    }
+  }
+  return cudaMemsetAsync(traceBuf, 0, kTraceBytes, stream) == cudaSuccess;
+}
+void traceAfter(cudaStream_t stream) {
+  const char* path = getenv("CPCL_PREFILL_SM90_TRACE");
+  cudaError_t e = cudaStreamSynchronize(stream);
+  FILE* f = e == cudaSuccess ? fopen(path, "wb") : nullptr;
+  const size_t n = f != nullptr ? fwrite(traceBuf, 1, kTraceBytes, f) : 0;
+  if (f != nullptr) fclose(f);
+  fprintf(stderr, "prefill_sm90 trace: %zu bytes to %s (%s)\n", n, path, cudaGetErrorString(e));
+}
+#endif
 
 template <typename T, int kDqk, int kStages>
 cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStream_t stream) {
@@ -336,6 +387,9 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
   int sms = 0;
   unsigned int* pool = nullptr;
   if (form != kPrefillSm90Grid && items <= INT32_MAX && deviceWork(&sms, &pool)) {
+#ifdef CPCL_PF90_TRACE
+    const bool tracing = traceBefore(stream);
+#endif
     auto kern = prefillSm90LibKernel<T, kDqk, 128, kStages, true, true>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return e;
@@ -355,6 +409,9 @@ cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStr
     unsigned int* rows = storeCounter(p) ? static_cast<unsigned int*>(p->workspace) : nullptr;
     if (rows != nullptr && (e = cudaMemsetAsync(rows, 0, sizeof(*rows), stream)) != cudaSuccess) return e;
     kern<<<grid, kThreads, smem, stream>>>(maps, *p, work, rows, bandOf(p, true, sms));
+#ifdef CPCL_PF90_TRACE
+    if (tracing) traceAfter(stream);
+#endif
     if ((e = cudaGetLastError()) != cudaSuccess || p->storeK == nullptr) return e;
     return rows == nullptr ? storeApart(p, stream) : launchRest(p, rows, sms, stream);
   }
@@ -395,8 +452,8 @@ extern "C" int cpclPrefillSm90SetCtas(int ctas) {
 }
 
 extern "C" int cpclPrefillSm90SetRestOverlap(int overlap) {
-  const int prev = libRestOverlap.load(std::memory_order_acquire);
-  if (overlap >= 0 && overlap <= 2) libRestOverlap.store(overlap, std::memory_order_release);
+  const int prev = libRestNow();
+  if (overlap >= 0 && overlap <= 3) libRestOverlap.store(overlap, std::memory_order_release);
   return prev;
 }
 
@@ -427,6 +484,11 @@ extern "C" int cpclPrefillSm90Run(const cpclPrefillParams_t* p, cudaStream_t str
   if (f16)
     return (int)(p->headDimQk == 128 ? libLaunch<__half, 128, 3>(p, maps, stream)
                                      : libLaunch<__half, 192, 2>(p, maps, stream));
+#ifdef CPCL_PF90_TRACE /* the diagnostic build: two stages at D128 on request */
+  if (p->headDimQk == 128 && getenv("CPCL_PREFILL_SM90_STAGES") != nullptr &&
+      strcmp(getenv("CPCL_PREFILL_SM90_STAGES"), "2") == 0)
+    return (int)libLaunch<__nv_bfloat16, 128, 2>(p, maps, stream);
+#endif
   return (int)(p->headDimQk == 128 ? libLaunch<__nv_bfloat16, 128, 3>(p, maps, stream)
                                    : libLaunch<__nv_bfloat16, 192, 2>(p, maps, stream));
 }

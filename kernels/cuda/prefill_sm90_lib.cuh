@@ -58,6 +58,29 @@ constexpr int kLibMaxBlocks = 8; /* K/V blocks (their tensor maps travel as kern
 constexpr int kBarQ0 = 3;        /* named barriers 3, 4: warpgroup w's Q rows landed */
 constexpr int kCopyThreads = 96; /* producer warps 9-11: positions, and the cache shard's rows */
 
+/* A diagnostic timeline (built only with -DCPCL_PF90_TRACE; prefill_sm90.cu then points pf90Trace
+ * at a buffer when CPCL_PREFILL_SM90_TRACE names a file, and writes it there after each launch
+ * outside a capture): the persistent form's CTA b, item k, mark m at
+ * pf90Trace[(b * kTraceItems + k) * kTraceMarks + m], the SM's clock (PF90_MARK) or a value
+ * (PF90_VAL). tools/kernel_bench/prefill_trace.py reads it and names the marks; docs/PREFILL_SM90.md,
+ * "Session 8". Without the define the marks are empty statements. */
+#ifdef CPCL_PF90_TRACE
+constexpr int kTraceItems = 128, kTraceMarks = 20, kMaxTraceCtas = 132;
+__device__ uint32_t* pf90Trace;
+#define PF90_VAL(k, m, v)                                                                           \
+  do {                                                                                              \
+    uint32_t* tr_ = pf90Trace;                                                                      \
+    if (kPersistent && tr_ != nullptr && (k) < (uint32_t)kTraceItems && blockIdx.x < kMaxTraceCtas) \
+      tr_[((size_t)blockIdx.x * kTraceItems + (k)) * kTraceMarks + (m)] = (uint32_t)(v);            \
+  } while (0)
+#define PF90_MARK(k, m) PF90_VAL(k, m, clock64())
+#else
+#define PF90_VAL(k, m, v) \
+  do {                    \
+  } while (0)
+#define PF90_MARK(k, m) PF90_VAL(k, m, 0)
+#endif
+
 struct LibMaps {
   CUtensorMap k[kLibMaxBlocks], v[kLibMaxBlocks];
 };
@@ -432,32 +455,70 @@ __device__ __forceinline__ void libPackP(const float (&s)[64], uint32_t (&pf)[8]
   }
 }
 
+/* A 4 x 4 transpose of 32-bit words within each quad of lanes (q = lane & 3): in, w[j] is word j
+ * of lane q; out, v[e] is word q of lane e. Two butterfly rounds (xor 1, xor 2), 4 SHFL and 16
+ * SEL, so that each lane stores 16 contiguous bytes instead of 4 words 16 bytes apart. */
+__device__ __forceinline__ void libQuadTranspose(const uint32_t (&w)[4], uint32_t (&v)[4], int lane) {
+  const bool b0 = lane & 1, b1 = lane & 2;
+  /* round 1: keep the words j with j & 1 == q & 1, trade the others with lane q ^ 1 */
+  const uint32_t r0 = __shfl_xor_sync(0xffffffffu, b0 ? w[0] : w[1], 1);
+  const uint32_t r1 = __shfl_xor_sync(0xffffffffu, b0 ? w[2] : w[3], 1);
+  const uint32_t own0 = b0 ? w[1] : w[0], own1 = b0 ? w[3] : w[2];
+  /* P[c][s]: word j = (q & 1) + 2c of the lane whose bit 0 is s (q's or q ^ 1's) */
+  const uint32_t p00 = b0 ? r0 : own0, p01 = b0 ? own0 : r0, p10 = b0 ? r1 : own1, p11 = b0 ? own1 : r1;
+  /* round 2: keep the pair c = q >> 1 (word j = q), trade the other with lane q ^ 2 */
+  const uint32_t u0 = __shfl_xor_sync(0xffffffffu, b1 ? p00 : p10, 2);
+  const uint32_t u1 = __shfl_xor_sync(0xffffffffu, b1 ? p01 : p11, 2);
+  const uint32_t k0 = b1 ? p10 : p00, k1 = b1 ? p11 : p01;
+  v[0] = b1 ? u0 : k0;
+  v[1] = b1 ? u1 : k1;
+  v[2] = b1 ? k0 : u0;
+  v[3] = b1 ? k1 : u1;
+}
+
 /* row A (kHalf 0) or B (1) of this thread: out normalised, and the lse; a row without keys gets
- * out 0, lse -inf (the merge's neutral partial) */
+ * out 0, lse -inf (the merge's neutral partial). Head g is in head block gb = g / headsPerBlock at
+ * gr = g % headsPerBlock (computed once an item: a division is ~25 instructions). 16-bit out with
+ * 16-byte aligned rows (o16): each lane stores 16-byte chunks of its quad's row (libQuadTranspose).
+ * With 4-byte stores (16 bytes of a row per warp instruction) the stores took 4.0k cycles an item
+ * and warpgroup, with 16-byte chunks 2.9k (the PF90_MARK timeline, GQA B8 4k, session 8) */
 template <int kHalf, int kDv>
-__device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int g, int t, const float (&o)[kDv / 2],
-                                            float m, float l, int cq, int lane) {
+__device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int gb, int gr, int t,
+                                            const float (&o)[kDv / 2], float m, float l, int cq, int lane, bool o16,
+                                            bool valid) {
   const float inv = l > 0.f ? 1.f / l : 0.f;
-  const int hb = p.headsPerBlock;
-  const int64_t ob = (int64_t)(g / hb) * p.oBlockStride + (int64_t)t * p.oTokenStride + (int64_t)(g % hb) * kDv;
+  const int64_t ob = (int64_t)gb * p.oBlockStride + (int64_t)t * p.oTokenStride + (int64_t)gr * kDv;
   if (p.outType == CPCL_K_FP32) {
     float2* dst = reinterpret_cast<float2*>(static_cast<float*>(p.out) + ob);
 #pragma unroll
     for (int jj = 0; jj < kDv / 8; jj++)
-      dst[(8 * jj + cq) / 2] = make_float2(o[4 * jj + 2 * kHalf] * inv, o[4 * jj + 2 * kHalf + 1] * inv);
+      if (valid) dst[(8 * jj + cq) / 2] = make_float2(o[4 * jj + 2 * kHalf] * inv, o[4 * jj + 2 * kHalf + 1] * inv);
   } else {
-    uint32_t* dst = reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(p.out) + ob);
     const bool bf = p.outType == CPCL_K_BF16;
-#pragma unroll
-    for (int jj = 0; jj < kDv / 8; jj++) {
+    auto word = [&](int jj) {
       const float a = o[4 * jj + 2 * kHalf] * inv, b = o[4 * jj + 2 * kHalf + 1] * inv;
-      dst[(8 * jj + cq) / 2] = bf ? LibElem<__nv_bfloat16>::pack(a, b) : LibElem<__half>::pack(a, b);
+      return bf ? LibElem<__nv_bfloat16>::pack(a, b) : LibElem<__half>::pack(a, b);
+    };
+    if (o16) {
+      uint4* dst = reinterpret_cast<uint4*>(static_cast<uint16_t*>(p.out) + ob);
+#pragma unroll
+      for (int G = 0; G < kDv / 32; G++) {
+        uint32_t w[4], v[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) w[j] = word(4 * G + j);
+        libQuadTranspose(w, v, lane); /* every lane of the warp: a quad past the tile stores nothing */
+        if (valid) dst[4 * G + (lane & 3)] = make_uint4(v[0], v[1], v[2], v[3]);
+      }
+    } else {
+      uint32_t* dst = reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(p.out) + ob);
+#pragma unroll
+      for (int jj = 0; jj < kDv / 8; jj++)
+        if (valid) dst[(8 * jj + cq) / 2] = word(jj);
     }
   }
-  if (p.lse != nullptr && (lane & 3) == 0) {
+  if (valid && p.lse != nullptr && (lane & 3) == 0) {
     const float lse2 = l > 0.f ? m + log2f(l) : -INFINITY;
-    p.lse[(int64_t)(g / hb) * p.lseBlockStride + (int64_t)t * p.lseTokenStride + g % hb] =
-        p.lseBase2 ? lse2 : lse2 * kLn2;
+    p.lse[(int64_t)gb * p.lseBlockStride + (int64_t)t * p.lseTokenStride + gr] = p.lseBase2 ? lse2 : lse2 * kLn2;
   }
 }
 
@@ -780,8 +841,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           __syncwarp();
           mbarArriveLane0(workFull, lane);
           if (lane == 0) {
+            PF90_MARK(item, 10);
             nIter = sg.tiles;
+            PF90_VAL(item, 15, nIter);
             produceTma(base, nIter, g / p.groupSize);
+            PF90_MARK(item, 11);
           }
           base += __shfl_sync(0xffffffffu, nIter, 0);
         }
@@ -796,9 +860,12 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbarWaitIdle(workFull, item & 1);
           nIter = sg.tiles;
           if (nIter < 0) break;
+          if (tid == 288) PF90_MARK(item, 12);
           produceCopy(base, nIter, sg.masked, 0, 0);
-          mbarArrive(workEmpty);                        /* this thread's reads of sg are done */
+          mbarArrive(workEmpty); /* this thread's reads of sg are done */
+          if (tid == 288) PF90_MARK(item, 13);
           if (rows != nullptr) storeRows(base + nIter); /* then this item's share of the store */
+          if (tid == 288) PF90_MARK(item, 14);
           base += nIter;
         }
       }
@@ -913,6 +980,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
     fenceProxyAsync();
     namedBarrier(kBarQ0 + w, 128);
+    if ((tid & 127) == 0) PF90_MARK(item, 0 + w);
 
     /* the persistent form: the next item, and this warpgroup's Q rows of it, once its S GEMMs of
      * this one are done (they are the only readers of those rows) */
@@ -960,6 +1028,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           passTurn(i0);
           wgmmaWait<0>();
           fenceRegs(s_);
+          if ((tid & 127) == 0) PF90_MARK(item, 2 + w);
           mbarArriveLane0(emptyK + 8 * st, lane);
           if (i0 < nMask) {
             mbarWait(fullV + 8 * st, parityOf(i0)); /* the positions arrive with V */
@@ -1002,10 +1071,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmmaFence();
         issuePv(sl);
         wgmmaCommit();
+        if ((tid & 127) == 0) PF90_MARK(item, 4 + w);
         next(); /* the next item's Q under the last P V */
+        if ((tid & 127) == 0) PF90_MARK(item, 6 + w);
         wgmmaWait<0>();
         fenceRegs(o);
         mbarArrive(emptyV + 8 * sl);
+        if ((tid & 127) == 0) PF90_MARK(item, 16 + w);
       }
     } else {
       next();
@@ -1015,8 +1087,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     lA += __shfl_xor_sync(0xffffffffu, lA, 2);
     lB += __shfl_xor_sync(0xffffffffu, lB, 1);
     lB += __shfl_xor_sync(0xffffffffu, lB, 2);
-    if (rowA < nRows) libStoreRow<0, kDv>(p, g, t0 + rowA, o, mA, lA, cq, lane);
-    if (rowB < nRows) libStoreRow<1, kDv>(p, g, t0 + rowB, o, mB, lB, cq, lane);
+    {
+      const int gb = g / p.headsPerBlock, gr = g - gb * p.headsPerBlock;
+      /* the quad's lanes trade words (libQuadTranspose): all four store, rows past the tile none */
+      const bool o16 = ((uintptr_t)p.out & 15) == 0 && p.oTokenStride % 8 == 0 && p.oBlockStride % 8 == 0;
+      if (rowA < nRows || o16) libStoreRow<0, kDv>(p, gb, gr, t0 + rowA, o, mA, lA, cq, lane, o16, rowA < nRows);
+      if (rowB < nRows || o16) libStoreRow<1, kDv>(p, gb, gr, t0 + rowB, o, mB, lB, cq, lane, o16, rowB < nRows);
+    }
+    if ((tid & 127) == 0) PF90_MARK(item, 8 + w);
     if constexpr (!kPersistent) {
       break;
     } else {

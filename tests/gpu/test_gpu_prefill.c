@@ -604,11 +604,15 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
     p.storeV = kc->latent ? NULL : dv.vc;
     /* with a workspace (the Hopper body keeps the store's row counter there), twice: the counter
      * starts again at 0, the second time with the rest kernel after the attention, not under it,
-     * so the copy warps store what they can; then without one (the store kernel after) */
-    for (int rep = 0; rep < 3; rep++) {
-      p.workspace = rep < 2 ? ws : NULL;
-      p.workspaceBytes = rep < 2 ? 16 : 0;
-      const int overlap = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetRestOverlap(rep == 1 ? 0 : 1) : 1;
+     * so the copy warps store what they can; then without one (the store kernel after); then
+     * with one but the fusion off (cpclPrefillSm90SetRestOverlap(3): the store kernel after) */
+    for (int rep = 0; rep < 4; rep++) {
+      p.workspace = rep != 2 ? ws : NULL;
+      p.workspaceBytes = rep != 2 ? 16 : 0;
+      const int overlap = want == CPCL_PREFILL_BODY_SM90 ? cpclPrefillSm90SetRestOverlap(rep == 1   ? 0
+                                                                                         : rep == 3 ? 3
+                                                                                                    : 1)
+                                                         : 1;
       CUDA_OK(cudaMemcpy(dv.kc, pb.kc, pb.kcBytes, cudaMemcpyHostToDevice));
       CUDA_OK(cudaMemcpy(dv.vc, pb.vc, pb.vcBytes, cudaMemcpyHostToDevice));
       /* the first time, out and lse poisoned and read back by stream order alone (no device
