@@ -203,8 +203,10 @@ bool libShapeFits(const cpclPrefillParams_t* p) {
     a |= (uintptr_t)p->kv[b].k | (uintptr_t)p->kv[b].v;
   }
   if (a % 16 != 0 || ((uintptr_t)p->lse & 3) != 0) return false;
-  /* Q rows by 16-byte cp.async; out in element pairs (8 bytes for fp32) */
-  return p->qTokenStride % 8 == 0 && p->qBlockStride % 8 == 0 && p->oTokenStride % 2 == 0 && p->oBlockStride % 2 == 0;
+  /* Q rows by 16-byte cp.async; out in element pairs for fp32 (8 bytes), 16-bit out in 16-byte chunks
+   * (libQuadTranspose); other strides take another body */
+  const int64_t so = p->outType == CPCL_K_FP32 ? 2 : 8;
+  return p->qTokenStride % 8 == 0 && p->qBlockStride % 8 == 0 && p->oTokenStride % so == 0 && p->oBlockStride % so == 0;
 }
 
 /* The form (docs/PREFILL_SM90.md, "Persistent form"): CPCL_PREFILL_SM90_PERSISTENT, read once per
@@ -224,7 +226,8 @@ int libRestNow() {
   int r = libRestOverlap.load(std::memory_order_acquire);
   if (r == -1) {
     const char* e = getenv("CPCL_PREFILL_SM90_REST");
-    r = e != nullptr && e[0] >= '0' && e[0] <= '3' && e[1] == 0 ? e[0] - '0' : 1;
+    /* not 2 (the copy warps' rows alone, an incomplete store: the test hook's only) */
+    r = e != nullptr && (e[0] == '0' || e[0] == '1' || e[0] == '3') && e[1] == 0 ? e[0] - '0' : 1;
     int unread = -1;
     if (!libRestOverlap.compare_exchange_strong(unread, r, std::memory_order_acq_rel)) r = unread;
   }
@@ -268,12 +271,14 @@ int libFormNow() {
   }
   return f;
 }
-/* the form a launch at head dim kDqk takes: by shape, the faster one measured on the H200. The
- * persistent form at both head dims since it fuses the store (session 8, call 1, medians against the
- * grid form: D192 B1 4k 180 / 183 us, B4 4k 635 / 650, B1 16k 2043 / 2228, B1 64k 34243 / 35516;
- * session 6's grid form at D192 predates the persistent form's fused store; D128: session 6, call 4,
- * B1 4k 268 / 278, B4 4k 995 / 1028, B8 4k 1976 / 2030, B8 8k 7655 / 7996, B1 16k 3533 / 3650, B1
- * 64k 58203 / 59285). kDqk stays a parameter: the next measurement may split them again. */
+/* the form a launch at head dim kDqk takes: by shape, the faster one measured on the H200: the
+ * persistent form at both head dims. D192: session 8, call 1 (one call, medians against the grid
+ * form: B1 4k 180 / 183 us, B4 4k 635 / 650, B1 16k 2043 / 2228 (the grid form's spread 2043-2353),
+ * B1 64k 34243 / 35516). Session 6 had the grid form faster there (B4 4k 631 / 656), before the
+ * persistent form fused the store (ppcopy): that the fusion is what changed is a reading, not a
+ * measurement. D128: session 6, call 4 (B1 4k 268 / 278, B4 4k 995 / 1028, B8 4k 1976 / 2030, B8
+ * 8k 7655 / 7996, B1 16k 3533 / 3650, B1 64k 58203 / 59285). kDqk stays a parameter: the next
+ * measurement may split them again. */
 int formOf(int form, int dqk) {
   (void)dqk;
   if (form != kPrefillSm90ByShape) return form;
@@ -350,7 +355,9 @@ using cpcl::pf90::kTraceMarks;
 using cpcl::pf90::pf90Trace;
 /* the diagnostic timeline (prefill_sm90_lib.cuh, PF90_MARK): when CPCL_PREFILL_SM90_TRACE names a
  * file, every launch outside a capture zeroes a managed buffer, runs, synchronises and writes the
- * marks to the file (the last such launch's stay) */
+ * marks to the file (the last such launch's stay). A diagnostic build only: the synchronisation
+ * keeps the store's rest kernel from overlapping the attention, captured launches keep writing
+ * marks, and the buffer is set on the device current at the first trace. */
 uint32_t* traceBuf;
 constexpr size_t kTraceBytes = sizeof(uint32_t) * kMaxTraceCtas * kTraceItems * kTraceMarks;
 bool traceBefore(cudaStream_t stream) {
@@ -375,7 +382,10 @@ void traceAfter(cudaStream_t stream) {
   FILE* f = e == cudaSuccess ? fopen(path, "wb") : nullptr;
   const size_t n = f != nullptr ? fwrite(traceBuf, 1, kTraceBytes, f) : 0;
   if (f != nullptr) fclose(f);
-  fprintf(stderr, "prefill_sm90 trace: %zu bytes to %s (%s)\n", n, path, cudaGetErrorString(e));
+  fprintf(stderr, "prefill_sm90 trace: %zu bytes to %s (%s)\n", n, path,
+          e != cudaSuccess ? cudaGetErrorString(e)
+          : f == nullptr   ? "cannot open"
+                           : "ok");
 }
 #endif
 

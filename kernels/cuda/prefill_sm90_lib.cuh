@@ -476,16 +476,18 @@ __device__ __forceinline__ void libQuadTranspose(const uint32_t (&w)[4], uint32_
   v[3] = b1 ? k1 : u1;
 }
 
-/* row A (kHalf 0) or B (1) of this thread: out normalised, and the lse; a row without keys gets
- * out 0, lse -inf (the merge's neutral partial). Head g is in head block gb = g / headsPerBlock at
- * gr = g % headsPerBlock (computed once an item: a division is ~25 instructions). 16-bit out with
- * 16-byte aligned rows (o16): each lane stores 16-byte chunks of its quad's row (libQuadTranspose).
- * With 4-byte stores (16 bytes of a row per warp instruction) the stores took 4.0k cycles an item
- * and warpgroup, with 16-byte chunks 2.9k (the PF90_MARK timeline, GQA B8 4k, session 8) */
+/* row A (kHalf 0) or B (1) of this thread: out normalised, and the lse (only if valid: the 16-bit
+ * stores trade words across the quad, so every lane of the warp calls this there); a row without
+ * keys gets out 0, lse -inf (the merge's neutral partial). Head g is in head block gb =
+ * g / headsPerBlock at gr = g % headsPerBlock, computed once an item (four divisions of ~25
+ * instructions each in session 7's SASS). 16-bit out goes in 16-byte chunks of the quad's row
+ * (libQuadTranspose; libShapeFits asks for 8-element strides): with 4-byte stores (16 bytes of a
+ * row per warp instruction) the stores took 4.0k cycles an item and warpgroup in the PF90_MARK
+ * timeline, with 16-byte chunks 2.9k (GQA B8 4k, session 8; the trees of those calls differed in
+ * the producer too). */
 template <int kHalf, int kDv>
 __device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int gb, int gr, int t,
-                                            const float (&o)[kDv / 2], float m, float l, int cq, int lane, bool o16,
-                                            bool valid) {
+                                            const float (&o)[kDv / 2], float m, float l, int cq, int lane, bool valid) {
   const float inv = l > 0.f ? 1.f / l : 0.f;
   const int64_t ob = (int64_t)gb * p.oBlockStride + (int64_t)t * p.oTokenStride + (int64_t)gr * kDv;
   if (p.outType == CPCL_K_FP32) {
@@ -495,25 +497,18 @@ __device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int gb
       if (valid) dst[(8 * jj + cq) / 2] = make_float2(o[4 * jj + 2 * kHalf] * inv, o[4 * jj + 2 * kHalf + 1] * inv);
   } else {
     const bool bf = p.outType == CPCL_K_BF16;
-    auto word = [&](int jj) {
-      const float a = o[4 * jj + 2 * kHalf] * inv, b = o[4 * jj + 2 * kHalf + 1] * inv;
-      return bf ? LibElem<__nv_bfloat16>::pack(a, b) : LibElem<__half>::pack(a, b);
-    };
-    if (o16) {
-      uint4* dst = reinterpret_cast<uint4*>(static_cast<uint16_t*>(p.out) + ob);
+    uint4* dst = reinterpret_cast<uint4*>(static_cast<uint16_t*>(p.out) + ob);
 #pragma unroll
-      for (int G = 0; G < kDv / 32; G++) {
-        uint32_t w[4], v[4];
+    for (int G = 0; G < kDv / 32; G++) {
+      uint32_t w[4], v[4];
 #pragma unroll
-        for (int j = 0; j < 4; j++) w[j] = word(4 * G + j);
-        libQuadTranspose(w, v, lane); /* every lane of the warp: a quad past the tile stores nothing */
-        if (valid) dst[4 * G + (lane & 3)] = make_uint4(v[0], v[1], v[2], v[3]);
+      for (int j = 0; j < 4; j++) {
+        const int jj = 4 * G + j;
+        const float a = o[4 * jj + 2 * kHalf] * inv, b = o[4 * jj + 2 * kHalf + 1] * inv;
+        w[j] = bf ? LibElem<__nv_bfloat16>::pack(a, b) : LibElem<__half>::pack(a, b);
       }
-    } else {
-      uint32_t* dst = reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(p.out) + ob);
-#pragma unroll
-      for (int jj = 0; jj < kDv / 8; jj++)
-        if (valid) dst[(8 * jj + cq) / 2] = word(jj);
+      libQuadTranspose(w, v, lane);
+      if (valid) dst[4 * G + (lane & 3)] = make_uint4(v[0], v[1], v[2], v[3]);
     }
   }
   if (valid && p.lse != nullptr && (lane & 3) == 0) {
@@ -1089,10 +1084,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     lB += __shfl_xor_sync(0xffffffffu, lB, 2);
     {
       const int gb = g / p.headsPerBlock, gr = g - gb * p.headsPerBlock;
-      /* the quad's lanes trade words (libQuadTranspose): all four store, rows past the tile none */
-      const bool o16 = ((uintptr_t)p.out & 15) == 0 && p.oTokenStride % 8 == 0 && p.oBlockStride % 8 == 0;
-      if (rowA < nRows || o16) libStoreRow<0, kDv>(p, gb, gr, t0 + rowA, o, mA, lA, cq, lane, o16, rowA < nRows);
-      if (rowB < nRows || o16) libStoreRow<1, kDv>(p, gb, gr, t0 + rowB, o, mB, lB, cq, lane, o16, rowB < nRows);
+      /* 16-bit out: every lane (the quad trades words), the rows past the tile store nothing */
+      const bool all = p.outType != CPCL_K_FP32;
+      if (rowA < nRows || all) libStoreRow<0, kDv>(p, gb, gr, t0 + rowA, o, mA, lA, cq, lane, rowA < nRows);
+      if (rowB < nRows || all) libStoreRow<1, kDv>(p, gb, gr, t0 + rowB, o, mB, lB, cq, lane, rowB < nRows);
     }
     if ((tid & 127) == 0) PF90_MARK(item, 8 + w);
     if constexpr (!kPersistent) {

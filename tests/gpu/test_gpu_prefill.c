@@ -623,8 +623,16 @@ static void fusedStoreCase(const kcase_t* kc, int want) {
         CUDA_OK(cudaMemset(dv.lse, 0xff, pb.lseBytes));
         CUDA_OK(cudaDeviceSynchronize());
       }
+      /* with the fusion off the workspace is not the store's row counter: a sentinel stays */
+      const uint32_t sentinel = 0xabababab;
+      if (rep == 3) CUDA_OK(cudaMemset(ws, 0xab, sizeof(sentinel)));
       EXPECT(cpclCudaPrefill(&p, NULL) == 0);
       if (rep != 0) CUDA_OK(cudaDeviceSynchronize());
+      if (rep == 3 && want == CPCL_PREFILL_BODY_SM90) {
+        uint32_t w = 0;
+        fromDev(&w, ws, sizeof(w));
+        EXPECT(w == sentinel);
+      }
       fromDev(o1, dv.out, pb.oBytes);
       fromDev(l1, dv.lse, pb.lseBytes);
       fromDev(gk, dv.kc, pb.kcBytes);

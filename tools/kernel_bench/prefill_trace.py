@@ -5,7 +5,7 @@ S done, 4/5: the last P V issued, 6/7: next() back, 16/17: the last P V done, 8/
 stored), of warp 8 (10: the item posted, 11: its last K/V issued, 15: its key tiles; 18, in branch
 pclaim only: the next item claimed) and of copy warp 9 (12: the item
 taken, 13: its tiles done, 14: its store rows done). Medians over the items of every CTA, in
-cycles, for items binned by their key tiles.
+cycles, for items binned by their key tiles; a CTA's last item has no next one and is left out.
 Run: python3 prefill_trace.py FILE [ctas]"""
 import statistics, struct, sys
 
@@ -54,9 +54,8 @@ for c in range(ctas):
         r["copy_tiles"] = d(m[12], m[13])
         r["copy_store"] = d(m[13], m[14])
         r["copy_late"] = d(m[0], m[12]) if d(m[0], m[12]) < (1 << 31) else -d(m[12], m[0])
-        # the buffer keeps earlier launches' marks past this launch's last item: a pair from two
-        # launches is millions of cycles apart
-        if any(abs(r[k]) > 5_000_000 for k in r if k != "tiles") or not 0 < r["tiles"] < 100000:
+        # a mark a role did not reach (0) makes a difference near 2^32: drop the pair
+        if any(abs(r[k]) > (1 << 30) for k in r if k != "tiles") or not 0 < r["tiles"] < 100000:
             continue
         rows.append(r)
 if not rows:
