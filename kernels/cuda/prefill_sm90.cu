@@ -222,31 +222,33 @@ std::atomic<int> libCtas{0};
  * then leave rows to the copy warps), 2 no rest kernel (tests), 3 no fused store (the store
  * kernels after the attention: a measurement of what the fusion costs or saves) */
 std::atomic<int> libRestOverlap{-1};
-int libRestNow() {
-  int r = libRestOverlap.load(std::memory_order_acquire);
-  if (r == -1) {
-    const char* e = getenv("CPCL_PREFILL_SM90_REST");
-    /* not 2 (the copy warps' rows alone, an incomplete store: the test hook's only) */
-    r = e != nullptr && (e[0] == '0' || e[0] == '1' || e[0] == '3') && e[1] == 0 ? e[0] - '0' : 1;
+
+/* a setting read from the environment once per process (parse: its value for the variable's text,
+ * nullptr when unset) unless a setter stored one first; -1 in the slot: not read yet */
+int settingNow(std::atomic<int>& slot, const char* name, int (*parse)(const char* e)) {
+  int v = slot.load(std::memory_order_acquire);
+  if (v == -1) {
+    v = parse(getenv(name));
     int unread = -1;
-    if (!libRestOverlap.compare_exchange_strong(unread, r, std::memory_order_acq_rel)) r = unread;
+    if (!slot.compare_exchange_strong(unread, v, std::memory_order_acq_rel)) v = unread;
   }
-  return r;
+  return v;
+}
+int libRestNow() {
+  return settingNow(libRestOverlap, "CPCL_PREFILL_SM90_REST", [](const char* e) {
+    /* not 2 (the copy warps' rows alone, an incomplete store: the test hook's only) */
+    return e != nullptr && (e[0] == '0' || e[0] == '1' || e[0] == '3') && e[1] == 0 ? e[0] - '0' : 1;
+  });
 }
 
 /* the work items' order (cpclPrefillSm90SetBand; -1: CPCL_PREFILL_SM90_BAND not read yet) */
 std::atomic<int> libBand{-1};
 int libBandNow() {
-  int b = libBand.load(std::memory_order_acquire);
-  if (b == -1) {
-    const char* e = getenv("CPCL_PREFILL_SM90_BAND");
+  return settingNow(libBand, "CPCL_PREFILL_SM90_BAND", [](const char* e) {
     char* end = nullptr;
     const long v = e != nullptr ? strtol(e, &end, 10) : 0;
-    b = e != nullptr && end != e && *end == 0 && v >= 0 && v <= 65535 ? (int)v : kPrefillSm90BandByShape;
-    int unread = -1;
-    if (!libBand.compare_exchange_strong(unread, b, std::memory_order_acq_rel)) b = unread;
-  }
-  return b;
+    return e != nullptr && end != e && *end == 0 && v >= 0 && v <= 65535 ? (int)v : (int)kPrefillSm90BandByShape;
+  });
 }
 /* the band a launch takes (kPrefillSm90BandByShape: cpclPrefillSm90SetBand's rule, from host
  * values only: the sequences taken as equal, new tokens only) */
@@ -262,28 +264,18 @@ int bandOf(const cpclPrefillParams_t* p, bool persistent, int sms) {
 }
 
 int libFormNow() {
-  int f = libForm.load(std::memory_order_acquire);
-  if (f < 0) {
-    const char* e = getenv("CPCL_PREFILL_SM90_PERSISTENT");
-    f = e != nullptr && e[0] >= '0' && e[0] <= '2' && e[1] == 0 ? e[0] - '0' : kPrefillSm90ByShape;
-    int unread = -1;
-    if (!libForm.compare_exchange_strong(unread, f, std::memory_order_acq_rel)) f = unread;
-  }
-  return f;
+  return settingNow(libForm, "CPCL_PREFILL_SM90_PERSISTENT", [](const char* e) {
+    return e != nullptr && e[0] >= '0' && e[0] <= '2' && e[1] == 0 ? e[0] - '0' : (int)kPrefillSm90ByShape;
+  });
 }
-/* the form a launch at head dim kDqk takes: by shape, the faster one measured on the H200: the
- * persistent form at both head dims. D192: session 8, call 1 (one call, medians against the grid
- * form: B1 4k 180 / 183 us, B4 4k 635 / 650, B1 16k 2043 / 2228 (the grid form's spread 2043-2353),
- * B1 64k 34243 / 35516). Session 6 had the grid form faster there (B4 4k 631 / 656), before the
- * persistent form fused the store (ppcopy): that the fusion is what changed is a reading, not a
- * measurement. D128: session 6, call 4 (B1 4k 268 / 278, B4 4k 995 / 1028, B8 4k 1976 / 2030, B8
- * 8k 7655 / 7996, B1 16k 3533 / 3650, B1 64k 58203 / 59285). kDqk stays a parameter: the next
- * measurement may split them again. */
-int formOf(int form, int dqk) {
-  (void)dqk;
-  if (form != kPrefillSm90ByShape) return form;
-  return kPrefillSm90Persistent;
-}
+/* the form a launch takes: by shape, the faster one measured on the H200, the persistent form at
+ * both head dims. D192: session 8, call 1 (one call, medians against the grid form: B1 4k 180 /
+ * 183 us, B4 4k 635 / 650, B1 16k 2043 / 2228 (the grid form's spread 2043-2353), B1 64k 34243 /
+ * 35516). Session 6 had the grid form faster there (B4 4k 631 / 656), before the persistent form
+ * fused the store (ppcopy): that the fusion is what changed is a reading, not a measurement.
+ * D128: session 6, call 4 (B1 4k 268 / 278, B4 4k 995 / 1028, B8 4k 1976 / 2030, B8 8k 7655 /
+ * 7996, B1 16k 3533 / 3650, B1 64k 58203 / 59285). */
+int formOf(int form) { return form == kPrefillSm90ByShape ? kPrefillSm90Persistent : form; }
 
 /* The persistent form's work counters: one per launch, taken round-robin from a per-device pool
  * and zeroed on the stream before the kernel (a memset node in a graph), so launches in flight on
@@ -393,7 +385,7 @@ template <typename T, int kDqk, int kStages>
 cudaError_t libLaunch(const cpclPrefillParams_t* p, const LibMaps& maps, cudaStream_t stream) {
   constexpr int smem = LibShape<kDqk, 128, kStages>::kSmemBytes;
   const int64_t slots = (int64_t)p->numSeqs + p->numTokens / kBM + 1, items = slots * p->numHeads;
-  const int form = formOf(libFormNow(), kDqk);
+  const int form = formOf(libFormNow());
   int sms = 0;
   unsigned int* pool = nullptr;
   if (form != kPrefillSm90Grid && items <= INT32_MAX && deviceWork(&sms, &pool)) {
@@ -495,8 +487,8 @@ extern "C" int cpclPrefillSm90Run(const cpclPrefillParams_t* p, cudaStream_t str
     return (int)(p->headDimQk == 128 ? libLaunch<__half, 128, 3>(p, maps, stream)
                                      : libLaunch<__half, 192, 2>(p, maps, stream));
 #ifdef CPCL_PF90_TRACE /* the diagnostic build: two stages at D128 on request */
-  if (p->headDimQk == 128 && getenv("CPCL_PREFILL_SM90_STAGES") != nullptr &&
-      strcmp(getenv("CPCL_PREFILL_SM90_STAGES"), "2") == 0)
+  const char* stages = getenv("CPCL_PREFILL_SM90_STAGES");
+  if (p->headDimQk == 128 && stages != nullptr && strcmp(stages, "2") == 0)
     return (int)libLaunch<__nv_bfloat16, 128, 2>(p, maps, stream);
 #endif
   return (int)(p->headDimQk == 128 ? libLaunch<__nv_bfloat16, 128, 3>(p, maps, stream)

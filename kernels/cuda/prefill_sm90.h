@@ -87,8 +87,8 @@ int cpclPrefillSm90Run(const cpclPrefillParams_t* p, cudaStream_t stream);
  * kPrefillSm90Static, the same with tile blockIdx + k gridDim; kPrefillSm90ByShape (the default),
  * the faster of the first two for the call's head dim as measured on the H200: the persistent form
  * at D128 (session 6, call 4: 1.8-4.3% faster than the grid form on its six rows) and at D192
- * (session 8, call 1, one call: 1.6-8.3% faster by the medians of four rows, since the persistent
- * form fuses the store too). All of them give the same bits. The default comes from
+ * (session 8, call 1, one call: 1.6-8.3% faster by the medians of four rows; the persistent form
+ * fuses the store too now). All of them give the same bits. The default comes from
  * CPCL_PREFILL_SM90_PERSISTENT (read once: 0, 1, 2 or 3 select the form of that number; unset or
  * anything else, by shape). */
 enum { kPrefillSm90Grid = 0, kPrefillSm90Persistent = 1, kPrefillSm90Static = 2, kPrefillSm90ByShape = 3 };
