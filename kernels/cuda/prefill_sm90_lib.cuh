@@ -476,44 +476,58 @@ __device__ __forceinline__ void libQuadTranspose(const uint32_t (&w)[4], uint32_
   v[3] = b1 ? k1 : u1;
 }
 
-/* row A (kHalf 0) or B (1) of this thread: out normalised, and the lse (only if valid: the 16-bit
- * stores trade words across the quad, so every lane of the warp calls this there); a row without
- * keys gets out 0, lse -inf (the merge's neutral partial). Head g is in head block gb =
- * g / headsPerBlock at gr = g % headsPerBlock, computed once an item (four divisions of ~25
- * instructions each in session 7's SASS). 16-bit out goes in 16-byte chunks of the quad's row
- * (libQuadTranspose; libShapeFits asks for 8-element strides): with 4-byte stores (16 bytes of a
- * row per warp instruction) the stores took 4.0k cycles an item and warpgroup in the PF90_MARK
- * timeline, with 16-byte chunks 2.9k (GQA B8 4k, session 8; the trees of those calls differed in
- * the producer too). */
-template <int kHalf, int kDv>
-__device__ __forceinline__ void libStoreRow(const cpclPrefillParams_t& p, int gb, int gr, int t,
-                                            const float (&o)[kDv / 2], float m, float l, int cq, int lane, bool valid) {
-  const float inv = l > 0.f ? 1.f / l : 0.f;
-  const int64_t ob = (int64_t)gb * p.oBlockStride + (int64_t)t * p.oTokenStride + (int64_t)gr * kDv;
+/* Rows A (kHalf 0) and B (1) of this thread: out normalised, and the lse; a row without keys gets
+ * out 0, lse -inf (the merge's neutral partial); a row past the tile (validA / validB false)
+ * stores nothing. Head g is in head block gb = g / headsPerBlock at gr = g % headsPerBlock,
+ * computed once an item. 16-bit out goes in 16-byte chunks of the quad's row (libQuadTranspose;
+ * libShapeFits asks for 8-element strides). The quad's shuffles run on every lane whatever the
+ * rows' validity, outside any data-dependent branch: under `if (row < nRows || all)` ptxas could
+ * not prove the warp converged and wrapped each SHFL in a WARPSYNC loop (69 ENDCOLLECTIVE where
+ * the kernel had 11, and 1056 more instructions in the persistent D128 kernel). */
+template <int kDv>
+__device__ __forceinline__ void libStoreRows(const cpclPrefillParams_t& p, int gb, int gr, int tA, int tB,
+                                             const float (&o)[kDv / 2], float mA, float lA, float mB, float lB, int cq,
+                                             int lane, bool validA, bool validB) {
+  const float invA = lA > 0.f ? 1.f / lA : 0.f, invB = lB > 0.f ? 1.f / lB : 0.f;
+  const int64_t obA = (int64_t)gb * p.oBlockStride + (int64_t)tA * p.oTokenStride + (int64_t)gr * kDv;
+  const int64_t obB = obA + (int64_t)(tB - tA) * p.oTokenStride;
   if (p.outType == CPCL_K_FP32) {
-    float2* dst = reinterpret_cast<float2*>(static_cast<float*>(p.out) + ob);
 #pragma unroll
-    for (int jj = 0; jj < kDv / 8; jj++)
-      if (valid) dst[(8 * jj + cq) / 2] = make_float2(o[4 * jj + 2 * kHalf] * inv, o[4 * jj + 2 * kHalf + 1] * inv);
+    for (int h = 0; h < 2; h++) {
+      float2* dst = reinterpret_cast<float2*>(static_cast<float*>(p.out) + (h ? obB : obA));
+      const float inv = h ? invB : invA;
+      if (h ? validB : validA) {
+#pragma unroll
+        for (int jj = 0; jj < kDv / 8; jj++)
+          dst[(8 * jj + cq) / 2] = make_float2(o[4 * jj + 2 * h] * inv, o[4 * jj + 2 * h + 1] * inv);
+      }
+    }
   } else {
     const bool bf = p.outType == CPCL_K_BF16;
-    uint4* dst = reinterpret_cast<uint4*>(static_cast<uint16_t*>(p.out) + ob);
 #pragma unroll
-    for (int G = 0; G < kDv / 32; G++) {
-      uint32_t w[4], v[4];
+    for (int h = 0; h < 2; h++) {
+      uint4* dst = reinterpret_cast<uint4*>(static_cast<uint16_t*>(p.out) + (h ? obB : obA));
+      const float inv = h ? invB : invA;
+      const bool valid = h ? validB : validA;
 #pragma unroll
-      for (int j = 0; j < 4; j++) {
-        const int jj = 4 * G + j;
-        const float a = o[4 * jj + 2 * kHalf] * inv, b = o[4 * jj + 2 * kHalf + 1] * inv;
-        w[j] = bf ? LibElem<__nv_bfloat16>::pack(a, b) : LibElem<__half>::pack(a, b);
+      for (int G = 0; G < kDv / 32; G++) {
+        uint32_t w[4], v[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          const int jj = 4 * G + j;
+          const float a = o[4 * jj + 2 * h] * inv, b = o[4 * jj + 2 * h + 1] * inv;
+          w[j] = bf ? LibElem<__nv_bfloat16>::pack(a, b) : LibElem<__half>::pack(a, b);
+        }
+        libQuadTranspose(w, v, lane);
+        if (valid) dst[4 * G + (lane & 3)] = make_uint4(v[0], v[1], v[2], v[3]);
       }
-      libQuadTranspose(w, v, lane);
-      if (valid) dst[4 * G + (lane & 3)] = make_uint4(v[0], v[1], v[2], v[3]);
     }
   }
-  if (valid && p.lse != nullptr && (lane & 3) == 0) {
-    const float lse2 = l > 0.f ? m + log2f(l) : -INFINITY;
-    p.lse[(int64_t)gb * p.lseBlockStride + (int64_t)t * p.lseTokenStride + gr] = p.lseBase2 ? lse2 : lse2 * kLn2;
+  if (p.lse != nullptr && (lane & 3) == 0) {
+    const float lse2A = lA > 0.f ? mA + log2f(lA) : -INFINITY, lse2B = lB > 0.f ? mB + log2f(lB) : -INFINITY;
+    float* lse = p.lse + (int64_t)gb * p.lseBlockStride + gr;
+    if (validA) lse[(int64_t)tA * p.lseTokenStride] = p.lseBase2 ? lse2A : lse2A * kLn2;
+    if (validB) lse[(int64_t)tB * p.lseTokenStride] = p.lseBase2 ? lse2B : lse2B * kLn2;
   }
 }
 
@@ -1084,10 +1098,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     lB += __shfl_xor_sync(0xffffffffu, lB, 2);
     {
       const int gb = g / p.headsPerBlock, gr = g - gb * p.headsPerBlock;
-      /* 16-bit out: every lane (the quad trades words), the rows past the tile store nothing */
-      const bool all = p.outType != CPCL_K_FP32;
-      if (rowA < nRows || all) libStoreRow<0, kDv>(p, gb, gr, t0 + rowA, o, mA, lA, cq, lane, rowA < nRows);
-      if (rowB < nRows || all) libStoreRow<1, kDv>(p, gb, gr, t0 + rowB, o, mB, lB, cq, lane, rowB < nRows);
+      libStoreRows<kDv>(p, gb, gr, t0 + rowA, t0 + rowB, o, mA, lA, mB, lB, cq, lane, rowA < nRows, rowB < nRows);
     }
     if ((tid & 127) == 0) PF90_MARK(item, 8 + w);
     if constexpr (!kPersistent) {

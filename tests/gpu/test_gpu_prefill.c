@@ -542,6 +542,21 @@ static long copyWarpRows, copyWarpRuns;
 
 /* after the Hopper body with the rest kernel off: every slot row of the caches is either the host
  * store's or what it was before the call (bitwise); returns the K rows the copy warps stored */
+/* 1 under a compute-sanitizer tool: CPCL_TEST_SANITIZER=1, or the variables compute-sanitizer
+ * (CUDA 13.0) sets for the process it runs: NV_SANITIZER_INJECTION_PORT_BASE, and its library in
+ * NVTX_INJECTION64_PATH (session 9 on the H200: `compute-sanitizer env`) */
+static int underSanitizer(void) {
+  const char* e = getenv("CPCL_TEST_SANITIZER");
+  if (e != NULL && e[0] != '\0' && strcmp(e, "0") != 0) return 1;
+  if (getenv("NV_SANITIZER_INJECTION_PORT_BASE") != NULL) return 1;
+  const char* vars[] = {"NVTX_INJECTION64_PATH", "CUDA_INJECTION64_PATH", "LD_PRELOAD"};
+  for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+    const char* v = getenv(vars[i]);
+    if (v != NULL && strstr(v, "sanitizer") != NULL) return 1;
+  }
+  return 0;
+}
+
 static long copyWarpShare(const kcase_t* kc, const kprob_t* pb, const void* gk, const void* gv, const void* hk,
                           const void* hv) {
   const size_t kRow = (size_t)kc->Hkv * kc->Dqk * tuDtypeSize(kc->kvT),
@@ -769,11 +784,19 @@ static void kernelSuite(void) {
     lg.ps = lm.ps = 16;
     fusedStoreCase(&lg, CPCL_PREFILL_BODY_SM90);
     fusedStoreCase(&lm, CPCL_PREFILL_BODY_SM90);
+    /* how many rows the copy warps store before the attention ends is timing: under a
+     * compute-sanitizer tool (whose slowdown leaves them no margin: 0 of 20 runs under memcheck on
+     * the H200, session 9) the count is reported, not required; what they stored is checked
+     * either way */
+    const int sanitized = underSanitizer();
     printf(
         "store  the Hopper body's copy warps, the rest kernel off: %ld K/V rows stored over %ld runs, each whole "
         "and bitwise the host store, the rest untouched: %s\n",
-        copyWarpRows, copyWarpRuns, copyWarpRows > 0 ? "ok" : "FAILED (none stored)");
-    EXPECT(copyWarpRows > 0);
+        copyWarpRows, copyWarpRuns,
+        copyWarpRows > 0 ? "ok"
+        : sanitized      ? "none stored (under a sanitizer: not required)"
+                         : "FAILED (none stored)");
+    EXPECT(copyWarpRows > 0 || sanitized);
   }
 }
 
