@@ -815,11 +815,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         /* items: libItemOf maps x to (slot, head), in the grid form's order for the same band */
         const int heads = p.numHeads, slots = p.numSeqs + p.numTokens / kBM + 1, total = heads * slots;
         int k = 0, base = 0;
-        auto fetch = [&]() {
+        /* the next item x from the counter (lane `from` claims, the lanes of `mask` get it) */
+        auto fetch = [&](unsigned mask = 0xffffffffu, int from = 0) {
           int x = (int)blockIdx.x + k * (int)gridDim.x;
           if (work != nullptr) {
-            if (lane == 0) x = (int)atomicAdd(work, 1u);
-            x = __shfl_sync(0xffffffffu, x, 0);
+            if (lane == from) x = (int)atomicAdd(work, 1u);
+            x = __shfl_sync(mask, x, from);
           }
           k++;
           return x;
@@ -829,9 +830,16 @@ __global__ void __launch_bounds__(kThreads, 1)
           libItemOf(p, x, slots, band, &slot, &hi);
           return libTileOf(p, slot, &s, &t0, &nRows);
         };
+        /* The next item is claimed (the counter, the slot search: ~4 dependent L2 loads) by lanes
+         * 1-31 while lane 0 streams the current one's K/V (a divergent branch: the claim needs no
+         * warp collective but the 31 lanes' shuffle), so the TMA lane is never held for it (branch
+         * pclaim held it, and an item's tiles took ~10% longer) and the descriptor needs only its
+         * segments once the current one's last K/V are issued (claimed then too, the next item came
+         * ~600 cycles after the consumers wanted it: session 8, the PF90_MARK timeline). Whether
+         * the warp runs the two paths interleaved is the scheduler's: the timeline tells. */
+        int x = fetch();
+        while (x < total && !tileOf(x)) x = fetch();
         for (uint32_t item = 0;; item++) {
-          int x = fetch();
-          while (x < total && !tileOf(x)) x = fetch();
           if (item > 0) mbarWaitIdle(workEmpty, (item - 1) & 1); /* everyone is done with sg */
           if (x >= total) {
             if (lane == 0) sg.tiles = -1; /* no more work */
@@ -849,14 +857,27 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
           __syncwarp();
           mbarArriveLane0(workFull, lane);
+          if (lane == 0) nIter = sg.tiles;
+          nIter = __shfl_sync(0xffffffffu, nIter, 0);
           if (lane == 0) {
             PF90_MARK(item, 10);
-            nIter = sg.tiles;
             PF90_VAL(item, 15, nIter);
             produceTma(base, nIter, g / p.groupSize);
             PF90_MARK(item, 11);
+          } else {
+            x = fetch(0xfffffffeu, 1);
+            while (x < total && !tileOf(x)) x = fetch(0xfffffffeu, 1);
+            if (lane == 1) PF90_MARK(item, 18);
           }
-          base += __shfl_sync(0xffffffffu, nIter, 0);
+          __syncwarp();
+          /* lane 0 takes the claim from lane 1 */
+          x = __shfl_sync(0xffffffffu, x, 1);
+          s = __shfl_sync(0xffffffffu, s, 1);
+          t0 = __shfl_sync(0xffffffffu, t0, 1);
+          nRows = __shfl_sync(0xffffffffu, nRows, 1);
+          hi = __shfl_sync(0xffffffffu, hi, 1);
+          k = __shfl_sync(0xffffffffu, k, 1);
+          base += nIter;
         }
       }
     } else { /* warps 9-11 */
