@@ -482,8 +482,10 @@ __device__ __forceinline__ void libQuadTranspose(const uint32_t (&w)[4], uint32_
  * computed once an item. 16-bit out goes in 16-byte chunks of the quad's row (libQuadTranspose;
  * libShapeFits asks for 8-element strides). The quad's shuffles run on every lane whatever the
  * rows' validity, outside any data-dependent branch: under `if (row < nRows || all)` ptxas could
- * not prove the warp converged and wrapped each SHFL in a WARPSYNC loop (69 ENDCOLLECTIVE where
- * the kernel had 11, and 1056 more instructions in the persistent D128 kernel). */
+ * not prove the warp converged and gave the shuffles divergence checks (BRA.DIV, 19 where there
+ * are 11) with collective fallbacks out of line (69 ENDCOLLECTIVE, 1056 more instructions in the
+ * persistent D128 kernel), and the GQA rows ran 5-7% slower (session 9, call 2; which part of the
+ * change cost the time was not isolated). */
 template <int kDv>
 __device__ __forceinline__ void libStoreRows(const cpclPrefillParams_t& p, int gb, int gr, int tA, int tB,
                                              const float (&o)[kDv / 2], float mA, float lA, float mB, float lB, int cq,
