@@ -540,8 +540,6 @@ static void storeCase(const kcase_t* kc) {
  * some (each case alone may store none: a copy warp claims only while its CTA has tiles left) */
 static long copyWarpRows, copyWarpRuns;
 
-/* after the Hopper body with the rest kernel off: every slot row of the caches is either the host
- * store's or what it was before the call (bitwise); returns the K rows the copy warps stored */
 /* 1 under a compute-sanitizer tool: CPCL_TEST_SANITIZER=1, or the variables compute-sanitizer
  * (CUDA 13.0) sets for the process it runs: NV_SANITIZER_INJECTION_PORT_BASE, and its library in
  * NVTX_INJECTION64_PATH (session 9 on the H200: `compute-sanitizer env`) */
@@ -557,6 +555,8 @@ static int underSanitizer(void) {
   return 0;
 }
 
+/* after the Hopper body with the rest kernel off: every slot row of the caches is either the host
+ * store's or what it was before the call (bitwise); returns the K rows the copy warps stored */
 static long copyWarpShare(const kcase_t* kc, const kprob_t* pb, const void* gk, const void* gv, const void* hk,
                           const void* hv) {
   const size_t kRow = (size_t)kc->Hkv * kc->Dqk * tuDtypeSize(kc->kvT),
