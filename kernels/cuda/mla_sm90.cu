@@ -72,6 +72,23 @@ int libSparseNow() {
 }
 
 constexpr int kChunkMin = 128; /* keys per split at least (docs/MLA_SM90.md: measured with 64-256) */
+/* the sparse rows' keys per split at least: CPCL_MLA_SM90_SPARSE_CHUNK, read once (a multiple of
+ * 64 from 64 to 65536; anything else, kChunkMin). A measurement knob, not yet measured (session 9):
+ * a W = 8 row of ~256 owned keys takes two splits of two blocks at kChunkMin, so every SM pays the
+ * Q load and the epilogue twice for four blocks. Fixed per process, so a row's splits still depend
+ * only on its own count (batch-invariant) */
+std::atomic<int> libSparseChunk{-1};
+int libSparseChunkNow() {
+  int v = libSparseChunk.load(std::memory_order_acquire);
+  if (v < 0) {
+    const char* e = getenv("CPCL_MLA_SM90_SPARSE_CHUNK");
+    const long c = e != nullptr ? strtol(e, nullptr, 10) : 0;
+    v = c >= 64 && c <= 65536 && c % 64 == 0 ? (int)c : kChunkMin;
+    int unread = -1;
+    if (!libSparseChunk.compare_exchange_strong(unread, v, std::memory_order_acq_rel)) v = unread;
+  }
+  return v;
+}
 constexpr int kMaxDevices = 64;
 
 /* Per device, filled once: compute capability (major * 10 + minor, 0 = not yet asked), SM count,
@@ -422,8 +439,8 @@ extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
    * cpclMlaSm90SetSparseVariant / CPCL_MLA_SM90_SPARSE (17, 18: session 4's gather) */
   const int variant = p->numHeads >= kM && p->pageSize >= kBN ? 13 : 12;
   if (p->sparseIdx) /* the top-k filter's lists (attn_params.h): rows gathered by cp.async, no tensor map */
-    return cpclMlaSm90LaunchSparse(p, p->mlaSm90Splits, kChunkMin, libSparseNow(), p->sparseIdx, p->sparseCount,
-                                   p->sparseStride, stream);
+    return cpclMlaSm90LaunchSparse(p, p->mlaSm90Splits, libSparseChunkNow(), libSparseNow(), p->sparseIdx,
+                                   p->sparseCount, p->sparseStride, stream);
   CUtensorMap map;
   if (int e = cachedMap(&map, p->kCache, p->pageSize)) return e;
   return cpclMlaSm90Launch(p, &map, p->mlaSm90Splits, kChunkMin, variant, stream);
