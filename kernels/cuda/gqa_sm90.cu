@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "dispatch.cuh"
+#include "env_setting.h"
 #include "gqa_sm90.cuh"
 #include "pdl_launch.cuh"
 
@@ -407,14 +408,9 @@ constexpr size_t kTailMergeBytes = (size_t)16 << 10;
 /* CPCL_GQA_SM90_MERGE, read once per process: 0 the rule, 1 "kernel", 2 "tail" (anything else 0) */
 static std::atomic<int> mergeForm{-1};
 static int mergeFormForced() {
-  int f = mergeForm.load(std::memory_order_acquire);
-  if (f < 0) {
-    const char* e = getenv("CPCL_GQA_SM90_MERGE");
-    f = e == nullptr ? 0 : strcmp(e, "kernel") == 0 ? 1 : strcmp(e, "tail") == 0 ? 2 : 0;
-    int unread = -1;
-    if (!mergeForm.compare_exchange_strong(unread, f, std::memory_order_acq_rel)) f = unread;
-  }
-  return f;
+  return cpcl::settingNow(mergeForm, "CPCL_GQA_SM90_MERGE", [](const char* e) {
+    return e == nullptr ? 0 : strcmp(e, "kernel") == 0 ? 1 : strcmp(e, "tail") == 0 ? 2 : 0;
+  });
 }
 extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int headDim, int numSms,
                                 int* clusterSplits, int* chunkMin, int* workspace) {

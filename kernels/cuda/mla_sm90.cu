@@ -16,6 +16,7 @@
 #include <atomic>
 
 #include "dispatch.cuh"
+#include "env_setting.h"
 #include "mla_sm90.cuh"
 #include "mla_sm90.h"
 #include "mla_sm90_halves.cuh"
@@ -60,15 +61,10 @@ constexpr int kSparseDefault = 18;
 std::atomic<int> libSparse{-1};
 bool sparseVariantOk(int v) { return v == 1 || v == 4 || v == 11 || v == 17 || v == 18; }
 int libSparseNow() {
-  int v = libSparse.load(std::memory_order_acquire);
-  if (v < 0) {
-    const char* e = getenv("CPCL_MLA_SM90_SPARSE");
-    v = e != nullptr && (strcmp(e, "11") == 0 || strcmp(e, "17") == 0 || strcmp(e, "18") == 0) ? atoi(e)
-                                                                                               : kSparseDefault;
-    int unread = -1;
-    if (!libSparse.compare_exchange_strong(unread, v, std::memory_order_acq_rel)) v = unread;
-  }
-  return v;
+  return cpcl::settingNow(libSparse, "CPCL_MLA_SM90_SPARSE", [](const char* e) {
+    return e != nullptr && (strcmp(e, "11") == 0 || strcmp(e, "17") == 0 || strcmp(e, "18") == 0) ? atoi(e)
+                                                                                                  : kSparseDefault;
+  });
 }
 
 constexpr int kChunkMin = 128; /* keys per split at least (docs/MLA_SM90.md: measured with 64-256) */
@@ -79,15 +75,10 @@ constexpr int kChunkMin = 128; /* keys per split at least (docs/MLA_SM90.md: mea
  * only on its own count (batch-invariant) */
 std::atomic<int> libSparseChunk{-1};
 int libSparseChunkNow() {
-  int v = libSparseChunk.load(std::memory_order_acquire);
-  if (v < 0) {
-    const char* e = getenv("CPCL_MLA_SM90_SPARSE_CHUNK");
+  return cpcl::settingNow(libSparseChunk, "CPCL_MLA_SM90_SPARSE_CHUNK", [](const char* e) {
     const long c = e != nullptr ? strtol(e, nullptr, 10) : 0;
-    v = c >= 64 && c <= 65536 && c % 64 == 0 ? (int)c : kChunkMin;
-    int unread = -1;
-    if (!libSparseChunk.compare_exchange_strong(unread, v, std::memory_order_acq_rel)) v = unread;
-  }
-  return v;
+    return c >= 64 && c <= 65536 && c % 64 == 0 ? (int)c : kChunkMin;
+  });
 }
 constexpr int kMaxDevices = 64;
 

@@ -16,6 +16,7 @@
 
 #include <atomic>
 
+#include "env_setting.h"
 #include "prefill_sm90.cuh"
 #include "prefill_sm90.h"
 #include "pdl_launch.cuh"
@@ -140,6 +141,7 @@ extern "C" cudaError_t cpclPrefillSm90Launch(const cpclPrefillSm90Params_t* p, i
 
 namespace {
 
+using cpcl::settingNow;
 using cpcl::pf90::kLibMaxBlocks;
 using cpcl::pf90::libBandChunk;
 using cpcl::pf90::LibMaps;
@@ -223,17 +225,6 @@ std::atomic<int> libCtas{0};
  * kernels after the attention: a measurement of what the fusion costs or saves) */
 std::atomic<int> libRestOverlap{-1};
 
-/* a setting read from the environment once per process (parse: its value for the variable's text,
- * nullptr when unset) unless a setter stored one first; -1 in the slot: not read yet */
-int settingNow(std::atomic<int>& slot, const char* name, int (*parse)(const char* e)) {
-  int v = slot.load(std::memory_order_acquire);
-  if (v == -1) {
-    v = parse(getenv(name));
-    int unread = -1;
-    if (!slot.compare_exchange_strong(unread, v, std::memory_order_acq_rel)) v = unread;
-  }
-  return v;
-}
 int libRestNow() {
   return settingNow(libRestOverlap, "CPCL_PREFILL_SM90_REST", [](const char* e) {
     /* not 2 (the copy warps' rows alone, an incomplete store: the test hook's only) */
