@@ -118,11 +118,6 @@ __host__ __device__ constexpr size_t smemBytes(int stages) {
 }
 
 /* ---- PTX wrappers of this body only (the shared ones: sm90_ptx.cuh) ---- */
-__device__ __forceinline__ void bulkG2S(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(bar)
-               : "memory");
-}
 
 /* 16 bytes global -> shared, or 16 zero bytes (nothing read) when !valid */
 __device__ __forceinline__ void cpAsync16(uint32_t dst, const void* src, bool valid) {

@@ -118,6 +118,18 @@ bool shapeOk(const cpclAttnParams_t* p) {
          p->headDimVo == kDv && p->numKvHeads == 1 && cpclMlaSm90PageSizeOk(p->pageSize);
 }
 
+/* The body copies each head row of q (1152 bytes) with one bulk copy, which needs 16-byte aligned
+ * rows: the bases (q or every used qBlock entry) and the strides (in bf16 elements) */
+bool qRowsAligned(const cpclAttnParams_t* p) {
+  if (p->qTokenStride % 8 != 0) return false;
+  if (p->qBlock[0] == nullptr) return ((uintptr_t)p->q & 15) == 0 && p->qBlockStride % 8 == 0;
+  const int Hb = p->headsPerBlock > 0 ? p->headsPerBlock : 1;
+  const int jEnd = (p->headBegin + p->numHeads - 1) / Hb;
+  for (int j = p->headBegin / Hb; j <= jEnd && j < CPCL_MAX_PARTS; j++)
+    if (((uintptr_t)p->qBlock[j] & 15) != 0) return false;
+  return true;
+}
+
 /* Tensor maps by (cache pointer, page size): encoding is a driver call, and an engine passes the
  * same few caches (one per layer, or one for all) every step. The map depends on nothing else
  * (its extent is the largest a coordinate can name), so an entry never goes stale; a full table
@@ -421,7 +433,7 @@ extern "C" int cpclCudaTensorRateProbe(double* tflops) {
 
 extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
   using namespace cpcl::mla90;
-  if (p->mlaSm90Splits < 1 || !shapeOk(p)) return -1;
+  if (p->mlaSm90Splits < 1 || !shapeOk(p) || !qRowsAligned(p)) return -1;
   int dev, sms;
   if (deviceCc(&dev, &sms) != 90) return -1;
   /* measured on the H200 (docs/MLA_SM90.md, "Session 3"): the early-release schedules with a

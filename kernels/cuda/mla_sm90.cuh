@@ -28,6 +28,10 @@
  *     same stage as K, MN-major). Both warpgroups compute the same S (the 64x512 fp32 output
  *     needs both warpgroups' registers, and computing S twice keeps them free of any exchange:
  *     bitwise the same m and l in both).
+ * Q: one bulk copy a head row (1152 bytes) by warp 0 into sQ, swizzled in place by the consumers
+ * (the launcher takes this body only for 16-byte aligned q rows). Epilogue (mlaSm90Kernel, more
+ * than 32 head rows): the normalised fragments staged in the free KV stages, then stored 16 bytes
+ * a lane, a row a warp.
  * Keys past the row's end in the last block: S = -inf (select, never a product), and their V rows
  * are zeroed in shared memory before P V, so stale or NaN bytes never reach the output.
  *
@@ -413,6 +417,85 @@ __device__ __forceinline__ void mlaEpilogue(const cpclAttnParams_t& p, const Spl
   }
 }
 
+/* The epilogue of mlaSm90Kernel, through shared memory: every thread writes its normalised
+ * fragments into sO (the KV stages, free once every warpgroup is past its last block: the first
+ * barrier), then the 8 consumer warps store the head rows (1024 bytes of bf16 out, or the 2048
+ * bytes of an fp32 partial) in 16-byte chunks, a row a warp at a time. The fragments' own stores
+ * are 4- and 8-byte writes scattered over 8 rows a warp instruction (~10k cycles of a CTA of 64
+ * rows, docs/MLA_SM90.md "Session 10"). Row pitches of 1040 and 2080 bytes keep the fragment
+ * writes free of bank conflicts. A destination row that is not 16-byte aligned is stored in 4-byte
+ * words instead. A split that met a bad page takes mlaEpilogue's path (rare, nothing staged). */
+__device__ __forceinline__ void mlaEpilogueStaged(const cpclAttnParams_t& p, const Split& sp, const RowWork& rw, int t,
+                                                  int split, int g0, int nu, int w, int lane, int rA, int rB, int cq,
+                                                  bool badSplit, const float (&o)[128], float lA, float lB, float mA,
+                                                  float mB, unsigned char* sO, unsigned char** sDst) {
+  /* up to 32 head rows (16-head rows: B1 and B64 H16 of issue 13) the fragments' own stores are as
+   * fast (the staging measured 0.6 us slower at B1 H16 L4k: "Session 10") */
+  if (nu <= 32) {
+    mlaEpilogue(p, sp, rw, t, split, g0, nu, w, lane, rA, rB, cq, badSplit, o, lA, lB, mA, mB);
+    return;
+  }
+  /* one barrier: every warpgroup's last reads of the stages are done, and the bad-page mark is
+   * or-ed over the consumers, so the branch below is uniform (the barriers in it need all 256) */
+  uint32_t anyBad;
+  asm volatile("{\n.reg .pred q, r;\nsetp.ne.u32 q, %1, 0;\nbar.red.or.pred r, %2, 256, q;\nselp.u32 %0, 1, 0, r;\n}\n"
+               : "=r"(anyBad)
+               : "r"((uint32_t)badSplit), "n"(kBarAll)
+               : "memory");
+  if (anyBad) {
+    mlaEpilogue(p, sp, rw, t, split, g0, nu, w, lane, rA, rB, cq, true, o, lA, lB, mA, mB);
+    return;
+  }
+  const bool part = rw.n != 1;
+  const int pitch = part ? 2080 : 1040;
+  const float iA = lA > 0.f ? 1.f / lA : 0.f, iB = lB > 0.f ? 1.f / lB : 0.f;
+  const float lse2A = lA > 0.f ? mA + log2f(lA) : -INFINITY, lse2B = lB > 0.f ? mB + log2f(lB) : -INFINITY;
+  const int d0 = 256 * w + cq, S = sp.maxSplits;
+  auto rowU = [&](int r) { return ((int64_t)t * p.numHeads + g0 - p.headBegin + r) * S + split; };
+#pragma unroll
+  for (int h2 = 0; h2 < 2; h2++) {
+    const int r = h2 ? rB : rA;
+    const float inv = h2 ? iB : iA, lse2 = h2 ? lse2B : lse2A;
+    if (r >= nu) continue;
+    unsigned char* row = sO + r * pitch;
+    const bool lead = w == 0 && (lane & 3) == 0; /* the row's lse, and where the row goes */
+    if (part) {
+#pragma unroll
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<float2*>(row + (d0 + 8 * j) * 4) =
+            make_float2(o[4 * j + 2 * h2] * inv, o[4 * j + 2 * h2 + 1] * inv);
+      if (lead) {
+        sp.wsLse[rowU(r)] = lse2;
+        sDst[r] = reinterpret_cast<unsigned char*>(sp.wsO + rowU(r) * kDv);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 32; j++)
+        *reinterpret_cast<__nv_bfloat162*>(row + (d0 + 8 * j) * 2) =
+            __floats2bfloat162_rn(o[4 * j + 2 * h2] * inv, o[4 * j + 2 * h2 + 1] * inv);
+      if (lead) {
+        float* lse = attnLse(p, g0 + r, t);
+        if (lse) *lse = p.lseBase2 ? lse2 : lse2 * kLn2;
+        sDst[r] = reinterpret_cast<unsigned char*>(attnOut<__nv_bfloat16>(p, g0 + r, t));
+      }
+    }
+  }
+  namedBarrier(kBarAll, 256);
+  /* warp k of the 8 stores rows k, k + 8, ...: 16 bytes a lane, 512 contiguous bytes an instruction */
+  const uint32_t chunks = part ? kDv * 4 / 16 : kDv * 2 / 16;
+  for (int r = (int)(threadIdx.x >> 5); r < nu; r += 8) {
+    unsigned char* dst = sDst[r];
+    const unsigned char* src = sO + r * pitch;
+    if (((uintptr_t)dst & 15) == 0) {
+      for (uint32_t c = lane; c < chunks; c += 32)
+        *reinterpret_cast<uint4*>(dst + c * 16) = *reinterpret_cast<const uint4*>(src + c * 16);
+    } else {
+      for (uint32_t c = lane; c < chunks * 4; c += 32)
+        reinterpret_cast<uint32_t*>(dst)[c] = reinterpret_cast<const uint32_t*>(src)[c];
+    }
+  }
+}
+
 /* kKind 0: both warpgroups compute every block's S (no exchange; S done twice).
  * kKind 2: kKind 1 with warpgroup 1 issuing S1 after P0 V0_R instead of at the pair's start
  *   (less overlap of S1 with WG0's softmax, more time for stage 1 to load).
@@ -448,6 +531,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* fullBar = reinterpret_cast<uint64_t*>(smem + 3 * kBlockB + 8192);
   uint64_t* emptyBar = fullBar + 2 * kTiles;
   uint64_t* handBar = emptyBar + 2; /* kMbarHand: P0 published, P1 published */
+  uint64_t* qBar = handBar + 2;     /* Q's bulk copies landed */
   float* sC0 = reinterpret_cast<float*>(smem + 3 * kBlockB + 8192 + 320);
   float* sM0 = sC0 + 64;
   float* sC1 = sM0 + 64;
@@ -483,10 +567,21 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < 2; i++) mbarInit(smemAddr(&emptyBar[i]), 8);
     if (kMbarHand)
       for (int i = 0; i < 2; i++) mbarInit(smemAddr(&handBar[i]), 4); /* the 4 warps of one warpgroup */
+    mbarInit(smemAddr(qBar), 1);
     *sBad = 0;
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
+  /* Q's head rows (1152 contiguous bytes each), one bulk copy a row into sQ as rows of 1152 bytes
+   * (the consumers swizzle them in place below). LDG of the same 72 KB by the consumers took ~11k
+   * cycles, landing behind the first two blocks' copies (the clock64 timeline, docs/MLA_SM90.md
+   * "Session 10"). Rows past nu are not read. */
+  if (tid < 32 && nBlocks > 0) {
+    if (tid == 0) mbarExpectTx(smemAddr(qBar), (uint32_t)nu * (kDqk * 2));
+    __syncwarp();
+    for (int r = tid; r < nu; r += 32)
+      bulkG2S(smemAddr(sQ) + r * (kDqk * 2), attnQ<__nv_bfloat16>(p, g0 + r, t), kDqk * 2, smemAddr(qBar));
+  }
 
   if (tid >= 256) { /* ---- producer warpgroup ---- */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
@@ -732,18 +827,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int rA = warp * 16 + (lane >> 2), rB = rA + 8; /* the two rows this thread holds */
   const int cq = (lane & 3) * 2;                       /* its column pair in each 8-column group */
 
-  /* Q -> shared memory in the TMA/wgmma 128B-swizzled layout; padded head rows are zero. All 18
-   * loads of a thread are issued before the first store (one memory latency, not 18). */
+  /* Q -> the TMA/wgmma 128B-swizzled layout, in place: every thread reads its 18 16-byte chunks
+   * of the landed rows, then (after all have read) writes them swizzled; padded head rows are
+   * zero */
   {
     constexpr int kPer = kM * (kDqk / 8) / 256;
     uint4 v[kPer];
+    if (nBlocks > 0) mbarWait(smemAddr(qBar), 0);
 #pragma unroll
     for (int k = 0; k < kPer; k++) {
       const int i = tid + k * 256, r = i / (kDqk / 8), c = i % (kDqk / 8); /* 16-byte chunk c of row r */
       v[k] = make_uint4(0, 0, 0, 0);
-      if (r < nu && nBlocks > 0)
-        v[k] = __ldg(reinterpret_cast<const uint4*>(attnQ<__nv_bfloat16>(p, g0 + r, t) + c * 8));
+      if (r < nu && nBlocks > 0) v[k] = *reinterpret_cast<const uint4*>(sQ + r * (kDqk * 2) + c * 16);
     }
+    namedBarrier(kBarAll, 256);
 #pragma unroll
     for (int k = 0; k < kPer; k++) {
       const int i = tid + k * 256, r = i / (kDqk / 8), c = i % (kDqk / 8);
@@ -996,8 +1093,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   traceAt(sp.trace, kTraceCta + 3, tid);
-  mlaEpilogue(p, sp, rw, t, split, g0, nu, w, lane, rA, rB, cq, nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad),
-              o, lA, lB, mA, mB);
+  mlaEpilogueStaged(p, sp, rw, t, split, g0, nu, w, lane, rA, rB, cq,
+                    nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad), o, lA, lB, mA, mB, sK,
+                    reinterpret_cast<unsigned char**>(sP));
   traceAt(sp.trace, kTraceCta + 4, tid);
 }
 

@@ -66,6 +66,13 @@ __device__ __forceinline__ void mbarArriveLane0(uint32_t bar, int lane) {
                "r"(lane)
                : "memory");
 }
+/* a 1-d bulk copy global -> shared completing on bar (transaction bytes); 16-byte aligned
+ * addresses, bytes a multiple of 16 */
+__device__ __forceinline__ void bulkG2S(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
 /* a 2-d TMA tile copy completing on bar (transaction bytes) */
 __device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
   asm volatile(

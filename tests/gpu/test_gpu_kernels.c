@@ -215,14 +215,18 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
    * form must give the other's bits: runs 7 and 6, runs 8 and 1 are compared bitwise. */
   void* formOut[2] = {NULL, NULL};
   float* formLse[2] = {NULL, NULL};
-  for (int run = 0; run < (gqa ? 9 : 6); run++) {
+  /* runs 6, 7 of the Hopper MLA body: 64 splits with q 8 bytes off 16-byte alignment (its bulk
+   * copies of q rows need it: the launcher takes the CUDA-core body instead), and one split with
+   * out 4 bytes off (the staged epilogue copies such rows in 4-byte words instead of bulk stores) */
+  const int mlaAlign = sm90 && !gqa;
+  for (int run = 0; run < (gqa ? 9 : mlaAlign ? 8 : 6); run++) {
     const int splits = run & 1 ? 1 : 64, coresOnly = run >> 1 == 1;
     cpclAttnParams_t dp = p;
     dp.cudaCoresOnly = coresOnly;
     dp.narrowOnly = run >> 1 == 2;
     /* runs 0, 1: the Hopper MLA body with 64 splits and with one; runs 2, 3 compare the CUDA-core
      * body (cudaCoresOnly skips it, like mlaSm90Splits = 0) */
-    dp.mlaSm90Splits = run < 2 && sm90 ? splits : 0;
+    dp.mlaSm90Splits = (run < 2 || (mlaAlign && run >= 6)) && sm90 ? splits : 0;
     /* runs 0, 1, 6-8: the Hopper GQA body with clusters of 16 splits of 64 keys (short rows split
      * too), with the plan's own constants (its workspace form, wgmma consumers where a call's head
      * block is 64 wide and TMA copies), and in the workspace form with up to 64 splits of 64 keys
@@ -249,16 +253,25 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     }
     CU(cudaMalloc((void**)&dp.errorFlag, CPCL_KERR_WORDS * sizeof(int)));
     CU(cudaMemset(dp.errorFlag, 0, CPCL_KERR_WORDS * sizeof(int)));
-    dp.q = toDev(q, (size_t)T * Hq * pb.Dqk * qe);
+    void* qBase = NULL; /* run 6 of mlaAlign: q 8 bytes past an allocation */
+    if (mlaAlign && run == 6) {
+      qBase = devPoison((size_t)T * Hq * pb.Dqk * qe + 16);
+      CU(cudaMemcpy((char*)qBase + 8, q, (size_t)T * Hq * pb.Dqk * qe, cudaMemcpyHostToDevice));
+      dp.q = (char*)qBase + 8;
+    } else {
+      dp.q = toDev(q, (size_t)T * Hq * pb.Dqk * qe);
+    }
     dp.kCache = toDev(c.k, kvRows * pb.Dqk * ke);
     dp.vCache = pb.latent ? NULL : toDev(c.v, kvRows * Dv * ke);
-    dp.out = devPoison(oBytes);
+    void* outBase = mlaAlign && run == 7 ? devPoison(oBytes + 16) : NULL; /* out 4 bytes past it */
+    dp.out = outBase ? (char*)outBase + 4 : devPoison(oBytes);
     dp.lse = devPoison(lBytes);
     dp.maxSplits = splits;
     dp.workspaceBytes = cpclCudaAttnWorkspaceBytes(T, nh, Dv, splits);
     if (dp.mlaSm90Splits) {
       const size_t need = cpclCudaAttnMlaSm90WorkspaceBytes(T, nh, splits);
-      if (need > 16) { /* the launcher refuses a workspace too small for the Hopper body: proof that it runs */
+      if (need > 16 &&
+          !qBase) { /* the launcher refuses a workspace too small for the Hopper body: proof that it runs */
         dp.workspaceBytes = need - 16;
         dp.workspace = devPoison(dp.workspaceBytes);
         const int e = cpclCudaAttn(&dp, NULL);
@@ -302,7 +315,7 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
     CU(cudaDeviceSynchronize());
     void* firstOut = NULL;
     float* firstLse = NULL;
-    if (run == 7) {
+    if (gqa && run == 7) {
       /* a repeat launch (a graph replay's view) into outputs poisoned again: right only if the
        * first launch's last arrivals re-armed every counter they used (a count left at ns would
        * never elect a merger, one left short would merge before every partial is in) */
@@ -367,29 +380,35 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
            pb.qType, pb.kvType, pb.Hkv, kc->G, pb.Dqk, Dv, pb.latent, kc->W, kc->r, kc->I, kc->pageSize, kc->multiRow,
            kc->longRows, kc->base2, hb, nh, Hb, splits, coresOnly, dp.mlaSm90Splits, dp.gqaSm90Splits,
            dp.gqaSm90ChunkMin, dp.gqaSm90Workspace, kc->padding, kc->badPage, bad);
-    if (run == 7) {
+    if (gqa && run == 7) {
       EXPECT(memcmp(firstOut, dOut, oBytes) == 0 && memcmp(firstLse, dLse, lBytes) == 0,
              "Hopper GQA tail merge: the repeat launch's bits differ from the first's (%d splits)", dp.gqaSm90Splits);
       free(firstOut);
       free(firstLse);
     }
-    /* the two merge forms, bitwise: run 6 (kernel) against run 7 (tail), run 1 against run 8 */
-    if (run == 1 || run == 6) {
+    /* the two merge forms, bitwise: run 6 (kernel) against run 7 (tail), run 1 against run 8; the
+     * Hopper MLA body's misaligned out (run 7) against its aligned one (run 1) */
+    if ((gqa && (run == 1 || run == 6)) || (mlaAlign && run == 1)) {
       const int k = run == 6;
       formOut[k] = dOut;
       formLse[k] = dLse;
       dOut = NULL;
       dLse = NULL;
-    } else if (run == 7 || run == 8) {
+    } else if (gqa && (run == 7 || run == 8)) {
       const int k = run == 7;
       EXPECT(formOut[k] && memcmp(formOut[k], dOut, oBytes) == 0 && memcmp(formLse[k], dLse, lBytes) == 0,
              "Hopper GQA merge forms disagree bitwise: run %d (form %d) against run %d, %d splits of >= %d keys", run,
              dp.gqaSm90Workspace, k ? 6 : 1, dp.gqaSm90Splits, dp.gqaSm90ChunkMin);
+    } else if (mlaAlign && run == 7) {
+      EXPECT(formOut[0] && memcmp(formOut[0], dOut, oBytes) == 0 && memcmp(formLse[0], dLse, lBytes) == 0,
+             "Hopper MLA body, one split: out 4 bytes off 16-byte alignment gives other bits than aligned out");
     }
     free(dOut);
     free(dLse);
     cudaFree((void*)dp.queryStart);
     cudaFree((void*)dp.seqLens);
+    if (qBase) dp.q = qBase;
+    if (outBase) dp.out = outBase;
     attnDevFree(&dp);
   }
   for (int k = 0; k < 2; k++) {

@@ -691,8 +691,12 @@ int main(int argc, char** argv) {
             const int rowLen = K > 0 ? K : L, chunk = (rowLen + maxSplits - 1) / maxSplits;
             printf("trace v%d B%d H%d L%d K%d pg%d:\n", variant, B, H, L, K, pg);
             const int nb = (std::min(rowLen, ((chunk + 63) / 64) * 64) + 63) / 64;
-            printTrace(tr.data(), nb);
-            printCta(tr.data(), nb);
+            if (base(variant) == 16) { /* its own events (mla_sm90_halves.cuh) */
+              printTrace16(tr.data(), nb);
+            } else {
+              printTrace(tr.data(), nb);
+              printCta(tr.data(), nb);
+            }
           }
           const double keys = K > 0 ? K : L; /* the keys a row attends to */
           const double bytes = (double)B * keys * 1152 + (double)B * H * (576 + 512) * 2;
