@@ -58,6 +58,21 @@ __device__ __forceinline__ void issueSFrom(float (&s)[32], uint32_t qBase, uint3
   wgmmaCommit();
 }
 
+/* one TMA box of a half (copy: post its bytes on bar, then the box completing on it) or a page
+ * slot past the row's end (arrive: one arrival without bytes), each predicated inside the asm so
+ * that no branch is taken with a wgmma in flight */
+__device__ __forceinline__ void halfBox(bool copy, bool arrive, uint32_t bar, uint32_t bytes, uint32_t dst,
+                                        const CUtensorMap* map, int c0, int c1) {
+  asm volatile(
+      "{\n.reg .pred pc, pa;\nsetp.ne.u32 pc, %0, 0;\nsetp.ne.u32 pa, %1, 0;\n"
+      "@pc mbarrier.arrive.expect_tx.shared::cta.b64 _, [%2], %3;\n"
+      "@pc cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%4], [%5, {%6, %7}], "
+      "[%2];\n"
+      "@pa mbarrier.arrive.shared::cta.b64 _, [%2];\n}\n" ::"r"((uint32_t)copy),
+      "r"((uint32_t)arrive), "r"(bar), "r"(bytes), "r"(dst), "l"((uint64_t)map), "r"(c0), "r"(c1)
+      : "memory");
+}
+
 __global__ void __launch_bounds__(kThreadsHalves, 1)
     mlaSm90Halves(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
@@ -126,29 +141,45 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
                       : checkedPageRow(p, bt, b0 / pg + lanePage, rw.seq, bad, sBad);
     return row;
   };
+  /* Inside the loop the page ids are loaded at a pair's start and used (row = id x pg, page 0 for a
+   * negative id, by select) at the refill later in the pair, so the load's latency is not waited for
+   * there: checkedPageRow's branch on the loaded id made warp 0 of each warpgroup wait for it at
+   * every pair's start, in front of softmax0 and [scale0] (the trace's 2.4k cycles of "softmax0",
+   * docs/MLA_SM90.md "Session 10"). The branch (the record of a negative id, sBad) waits for the
+   * next pair's start, when the id has long landed; every loaded id has a next pair, and sBad is
+   * read only after the loop. */
+  auto tableIdx = [&](int i) { return (kBeg + i * kBN) / pg + (pg >= kBN ? 0 : lanePage); };
+  auto laneId = [&](int i) { return lanePage < npOf(i) ? __ldg(bt + tableIdx(i)) : 0; };
+  auto rowOfId = [&](int i, int id) { return (id < 0 ? 0 : id * pg) + (pg >= kBN ? (kBeg + i * kBN) % pg : 0); };
+  auto checkId = [&](int i, int id) {
+    if (id < 0 && !bad) {
+      bad = true;
+      *sBad = 1;
+      reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, tableIdx(i));
+    }
+  };
   /* block i's half of this warpgroup into stage st (warp 0 only; row: this lane's laneRow(i)).
    * Each tile's barrier counts one arrival a page slot of a full block (npFull): the lane of a
    * page that holds keys arrives with its box's bytes right before it issues the box, the lane of
    * a page past the end arrives without bytes. So a phase completes only once every box of the
    * tile was posted and landed, and no lane waits for another (a __syncwarp here, with a wgmma in
-   * flight, makes ptxas serialize every wgmma). */
+   * flight, makes ptxas serialize every wgmma). Every thread of the warpgroup runs it, each box and
+   * arrival predicated inside the asm (halfBox): the branches it had (copier, and the lane's page
+   * and tile) put a divergent region behind S0' tiles 0-3 in flight, and ptxas serialized every
+   * wgmma of the kernel (C7514; "Session 10"). */
   auto issueHalf = [&](int st, int i, int row) {
     const int np = npOf(i);
     const uint32_t full0 = smemAddr(&fullBar[st * kTiles]), dst = smemAddr(sK + st * kBlockB);
 #pragma unroll
     for (int k = 0; k < 2; k++) {
       const int c = hc0 + (lane >> 3) + 4 * k;
-      if (lanePage < npFull && c < hc0 + hnt) {
-        if (lanePage < np) {
-          mbarExpectTx(full0 + c * 8, (uint32_t)boxRows * 128);
-          tmaLoad2d(dst + c * kTileB + lanePage * boxRows * 128, &kvMap, c * 64, row, full0 + c * 8);
-        } else {
-          mbarArrive(full0 + c * 8);
-        }
-      }
+      const bool slot = copier && lanePage < npFull && c < hc0 + hnt, copy = slot && lanePage < np;
+      halfBox(copy, slot && !copy, full0 + c * 8, (uint32_t)boxRows * 128, dst + c * kTileB + lanePage * boxRows * 128,
+              &kvMap, c * 64, row);
     }
   };
-  int row0 = 0, row1 = 0; /* this lane's page rows of the blocks copied next into stage 0 / stage 1 */
+  int row0 = 0, row1 = 0; /* this lane's page rows of the blocks copied first into stage 0 / stage 1 */
+  int id0 = 0, id1 = 0;   /* in the loop: its page ids of the blocks copied next into stage 0 / stage 1 */
   if (copier) {
     if (nBlocks > 0) {
       row0 = laneRow(0);
@@ -223,11 +254,15 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
     const uint32_t par = j & 1, nextPar = (j + 1) & 1;
     const int tb = (j * 2 + w) * 16;
     traceAt(sp.trace, tb + 0, wt);
-    /* the page rows of this pair's refills: no wgmma is in flight here, and they are first used
-     * after a P V */
+    /* the page ids of this pair's refills (first used after a P V), and the check of the last
+     * pair's: no wgmma is in flight here */
     if (copier) {
-      if constexpr (has2) row0 = laneRow(2 * j + 2);
-      if constexpr (has3) row1 = laneRow(2 * j + 3);
+      if (j > 0) { /* the ids of this pair's blocks, loaded and used in the last pair */
+        checkId(2 * j, id0);
+        if constexpr (has1) checkId(2 * j + 1, id1);
+      }
+      if constexpr (has2) id0 = laneId(2 * j + 2);
+      if constexpr (has3) id1 = laneId(2 * j + 3);
     }
     if (w == 0) {
       float nA, nB, cA, cB, sumA, sumB;
@@ -256,8 +291,7 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
       mbarWait(hand + kHandScale1 * 8, par); /* m1, c1 */
       traceAt(sp.trace, tb + 3, wt);
       /* S0 and P0 V0_L, V0_L's only readers, are done */
-      if constexpr (has2)
-        if (copier) issueHalf(0, 2 * j + 2, row0);
+      if constexpr (has2) issueHalf(0, 2 * j + 2, rowOfId(2 * j + 2, id0));
       const float c1A = sC1[rA], c1B = sC1[rB];
       /* P0 rescaled to WG1's maximum, for its O_R += sP0 V0_R */
 #pragma unroll
@@ -293,8 +327,7 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
         fenceRegs(o);
         traceAt(sp.trace, tb + 7, wt);
         /* P1 V1_L done, and S1 (its other reader) was done before [P1] */
-        if constexpr (has3)
-          if (copier) issueHalf(1, 2 * j + 3, row1);
+        if constexpr (has3) issueHalf(1, 2 * j + 3, rowOfId(2 * j + 3, id1));
       }
       if constexpr (has2) {
         issueSTiles<kHalfL, kTiles>(s, qBase, kSt0, bar0, nextPar, q8);
@@ -348,19 +381,18 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
       if constexpr (has1) mbarArrive(hand + kHandP1 * 8);
       traceAt(sp.trace, tb + 5, wt);
       if constexpr (has1) {
+        /* P1 V1_R done, P0 V0_R still in flight on o: nothing may touch o here (a fenceRegs(o) was
+         * C7514, ptxas serializing every wgmma of the kernel, "Session 10") */
         wgmmaWait<1>();
-        fenceRegs(o);
         traceAt(sp.trace, tb + 6, wt);
         /* P1 V1_R done; S1 was V1_R's and the rope tile's other reader */
-        if constexpr (has3)
-          if (copier) issueHalf(1, 2 * j + 3, row1);
+        if constexpr (has3) issueHalf(1, 2 * j + 3, rowOfId(2 * j + 3, id1));
       }
       wgmmaWait<0>();
       fenceRegs(o);
       traceAt(sp.trace, tb + 7, wt);
       /* P0 V0_R done; WG0's S0 was done before [P0] */
-      if constexpr (has2)
-        if (copier) issueHalf(0, 2 * j + 2, row0);
+      if constexpr (has2) issueHalf(0, 2 * j + 2, rowOfId(2 * j + 2, id0));
       if constexpr (has3) {
         issueSFrom<kHalfL>(s, qBase, kSt1, bar1, nextPar, q8);
         traceAt(sp.trace, tb + 8, wt);
