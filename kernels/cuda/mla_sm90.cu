@@ -119,13 +119,15 @@ bool shapeOk(const cpclAttnParams_t* p) {
 }
 
 /* The body copies each head row of q (1152 bytes) with one bulk copy, which needs 16-byte aligned
- * rows: the bases (q or every used qBlock entry) and the strides (in bf16 elements) */
+ * rows: the bases (q, or every used qBlock entry) and the strides that matter (between tokens when
+ * there are several, between blocks when several are used), in bf16 elements. Parameters that
+ * launch() refuses anyway pass here, so that it reports them. */
 bool qRowsAligned(const cpclAttnParams_t* p) {
-  if (p->qTokenStride % 8 != 0) return false;
-  if (p->qBlock[0] == nullptr) return ((uintptr_t)p->q & 15) == 0 && p->qBlockStride % 8 == 0;
-  const int Hb = p->headsPerBlock > 0 ? p->headsPerBlock : 1;
-  const int jEnd = (p->headBegin + p->numHeads - 1) / Hb;
-  for (int j = p->headBegin / Hb; j <= jEnd && j < CPCL_MAX_PARTS; j++)
+  if (p->numHeads < 1 || p->headBegin < 0 || p->headsPerBlock < 1) return true;
+  if (p->numTokens > 1 && p->qTokenStride % 8 != 0) return false;
+  const int jBegin = p->headBegin / p->headsPerBlock, jEnd = (p->headBegin + p->numHeads - 1) / p->headsPerBlock;
+  if (p->qBlock[0] == nullptr) return ((uintptr_t)p->q & 15) == 0 && (jEnd == jBegin || p->qBlockStride % 8 == 0);
+  for (int j = jBegin; j <= jEnd && j < CPCL_MAX_PARTS; j++)
     if (((uintptr_t)p->qBlock[j] & 15) != 0) return false;
   return true;
 }
@@ -242,6 +244,11 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
         "numHeads = %d, headBegin = %d, headsPerBlock = %d, numTokens = %d: the Hopper MLA body needs "
         "numHeads, headsPerBlock >= 1 and headBegin, numTokens >= 0",
         p->numHeads, p->headBegin, p->headsPerBlock, p->numTokens);
+  if (!qRowsAligned(p))
+    return invalidValue(
+        "q = %p (qTokenStride %lld, qBlockStride %lld elements): the Hopper MLA body copies q rows "
+        "with bulk copies, which need 16-byte aligned rows",
+        p->q, (long long)p->qTokenStride, (long long)p->qBlockStride);
   if (maxSplits < 1 || maxSplits > 64) return invalidValue("mlaSm90Splits = %d is outside 1 .. 64", maxSplits);
   if (chunkMin < 64 || chunkMin % 64 != 0) return invalidValue("chunkMin = %d: a multiple of 64", chunkMin);
   const int flags = variant & kMlaSm90EvictFirst;

@@ -1,8 +1,9 @@
 /* gpu: the CUDA kernels against the host references on fresh random data (every dtype, page
  * sizes 1/16/64, GQA groups 1..128 (the Hopper GQA body on compute capability 9.0), MLA dims up to 128 heads,
- * interleave 1/16 with W > 1 simulated, empty shards, multi-row sequences, long rows that split, head sub-ranges),
- * outputs poisoned before each run; merge (NaN bytes under -inf), correction and KV store; and cpclAttnDecode / Partial
- * / Combine on one GPU rank against the host path, every schedule. Exits 77 (skipped) when no GPU is present. */
+ * interleave 1/16 with W > 1 simulated, empty shards, multi-row sequences, long rows that split, head sub-ranges;
+ * the Hopper MLA body with q and out off 16-byte alignment), outputs poisoned before each run; merge (NaN bytes under
+ * -inf), correction and KV store; and cpclAttnDecode / Partial / Combine on one GPU rank against the host path, every
+ * schedule. Exits 77 (skipped) when no GPU is present. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -212,7 +213,8 @@ static void runAttnCase(const kcase_t* kc, uint64_t seed) {
    * the Hopper MLA body where it applies) and CUDA-core kernels; runs 6-8 (the Hopper GQA body
    * only): the workspace form in 64 splits merged by the merge kernel (6) and in the tail (7,
    * launched twice), and the plan's constants with the other merge than run 1's (8). Each merge
-   * form must give the other's bits: runs 7 and 6, runs 8 and 1 are compared bitwise. */
+   * form must give the other's bits: runs 7 and 6, runs 8 and 1 are compared bitwise. Runs 6, 7 of
+   * the Hopper MLA body (mlaAlign below): q and out off 16-byte alignment. */
   void* formOut[2] = {NULL, NULL};
   float* formLse[2] = {NULL, NULL};
   /* runs 6, 7 of the Hopper MLA body: 64 splits with q 8 bytes off 16-byte alignment (its bulk
