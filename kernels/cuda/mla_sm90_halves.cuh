@@ -133,21 +133,14 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
   auto validOf = [&](int i) { return min(kBN, kEnd - (kBeg + i * kBN)); };
   /* pages of block i that hold keys (pages wholly past the end are not read) */
   auto npOf = [&](int i) { return pg >= kBN ? 1 : (validOf(i) + pg - 1) / pg; };
-  auto laneRow = [&](int i) {
-    const int b0 = kBeg + i * kBN;
-    int row = 0;
-    if (lanePage < npOf(i))
-      row = pg >= kBN ? checkedPageRow(p, bt, b0 / pg, rw.seq, bad, sBad) + b0 % pg
-                      : checkedPageRow(p, bt, b0 / pg + lanePage, rw.seq, bad, sBad);
-    return row;
-  };
-  /* Inside the loop the page ids are loaded at a pair's start and used (row = id x pg, page 0 for a
-   * negative id, by select) at the refill later in the pair, so the load's latency is not waited for
-   * there: checkedPageRow's branch on the loaded id made warp 0 of each warpgroup wait for it at
+  /* A lane's page of block i: its block-table index, its page id (0 for a lane without a page),
+   * the first cache row of its box (page 0 for a negative id), and the record of a negative id
+   * (errorFlag, sBad; the split's partial is thrown away). Inside the loop the ids are loaded at a
+   * pair's start and used by select at the refill later in the pair, so the load's latency is not
+   * waited for there: checking each id as it was loaded made warp 0 of each warpgroup wait for it at
    * every pair's start, in front of softmax0 and [scale0] (the trace's 2.4k cycles of "softmax0",
-   * docs/MLA_SM90.md "Session 10"). The branch (the record of a negative id, sBad) waits for the
-   * next pair's start, when the id has long landed; every loaded id has a next pair, and sBad is
-   * read only after the loop. */
+   * docs/MLA_SM90.md "Session 10"). The check (a branch) waits for the next pair's start, when the
+   * id has long landed; every loaded id has a next pair, and sBad is read only after the loop. */
   auto tableIdx = [&](int i) { return (kBeg + i * kBN) / pg + (pg >= kBN ? 0 : lanePage); };
   auto laneId = [&](int i) { return lanePage < npOf(i) ? __ldg(bt + tableIdx(i)) : 0; };
   auto rowOfId = [&](int i, int id) { return (id < 0 ? 0 : id * pg) + (pg >= kBN ? (kBeg + i * kBN) % pg : 0); };
@@ -157,6 +150,12 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
       *sBad = 1;
       reportError(p.errorFlag, CPCL_KERR_PAGE, rw.seq, id, tableIdx(i));
     }
+  };
+  /* the first two blocks' rows, checked at once (before the loop: nothing is in flight) */
+  auto laneRow = [&](int i) {
+    const int id = laneId(i);
+    checkId(i, id);
+    return rowOfId(i, id);
   };
   /* block i's half of this warpgroup into stage st (warp 0 only; row: this lane's laneRow(i)).
    * Each tile's barrier counts one arrival a page slot of a full block (npFull): the lane of a
