@@ -9,13 +9,15 @@
 #   events; sparse rows take 11, 17, 18, e.g. TRACE_ROWS=64,128,16384,64: B64 H128 K2048 and K256): the
 #   clock64 timeline of the first CTA on those rows;  RACECHECK=v: compute-sanitizer racecheck on the
 #   checks of variant v;  PERF=0 skips the timing;  logs under $OUT (or a temp dir): checks.log perf.log
-#   ncu_*.txt trace.log
+#   ncu_*.txt trace.log;  BENCH_BIN=path: a prebuilt bench (and path.trace for the timelines), built as below
+#   elsewhere, so the call spends no device time compiling
 cd "$(dirname "$0")" || exit 1
-OUT=${OUT:-$(mktemp -d)}; BIN=$(mktemp -d)/mla_sm90_bench; echo "logs in $OUT"
+OUT=${OUT:-$(mktemp -d)}; BIN=${BENCH_BIN:-$(mktemp -d)/mla_sm90_bench}; echo "logs in $OUT"
 VARIANTS=${VARIANTS:-1,2,4,11,12,13,14,15,16}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader
-nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I../../kernels -I../../kernels/cuda mla_sm90_bench.cu \
-  ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas -o $BIN 2>$OUT/build.log || { tail $OUT/build.log; exit 1; }
+[ -n "$BENCH_BIN" ] ||
+  nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -I../../kernels -I../../kernels/cuda mla_sm90_bench.cu \
+    ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas -o $BIN 2>$OUT/build.log || { tail $OUT/build.log; exit 1; }
 OKV=""
 for v in ${VARIANTS//,/ }; do
   timeout 60 $BIN --check-only --variants $v >> $OUT/checks.log 2>&1; rc=$?
@@ -53,8 +55,9 @@ fi
 # are not the library's code, so only the trace lines are kept)
 TRACE_ROWS=${TRACE_ROWS:-128,128,4096,64 128,128,4096,16 64,16,16384,64}
 if [ "$TRACE_ROWS" != none ]; then
-  nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -DCPCL_MLA_TRACE -I../../kernels -I../../kernels/cuda \
-    mla_sm90_bench.cu ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas -o $BIN.trace 2>>$OUT/build.log &&
+  { [ -n "$BENCH_BIN" ] || nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -DCPCL_MLA_TRACE -I../../kernels \
+    -I../../kernels/cuda mla_sm90_bench.cu ../../kernels/cuda/mla_sm90.cu ../../kernels/cuda/errors.cu -lcublas \
+    -o $BIN.trace 2>>$OUT/build.log; } &&
     for row in $TRACE_ROWS; do
       MLA_TRACE=1 MLA_ONLY=$row timeout 60 $BIN.trace --perf-only --variants ${TRACE_VARIANTS:-4} 2>&1 | grep -A7 "^trace"
     done | tee $OUT/trace.log
