@@ -32,9 +32,9 @@ namespace mla90 {
  *   TMA box (12, 13), late S1 (11, 12) or the seesaw (13); 14, 15: 12 and 13 with the P hand-offs
  *   through mbarriers (kMbarHand: what racecheck can follow); 16 FlashMLA's schedule read from its
  *   source (mlaSm90Halves, mla_sm90_halves.cuh: half-stage refills by the last reader, mbarrier
- *   hand-offs); 19 and 20: 13 and 12 with 32-key blocks in four stages (kBlk 32). Sparse: the schedules of 1, 4 and 11
- * with session 2's gather, and 17 (11's schedule) and 18 (13's seesaw) with session 4's gather (kLanes 1 with kSparse:
- * indices and slots prefetched, rows into L2 ahead, a programmatic dependent of the filter). */
+ *   hand-offs). Sparse: the schedules of 1, 4 and 11 with session 2's gather, and 17 (11's
+ *   schedule) and 18 (13's seesaw) with session 4's gather (kLanes 1 with kSparse: indices and
+ *   slots prefetched, rows into L2 ahead, a programmatic dependent of the filter). */
 #define CPCL_MLA_INSTANCE(...)                                                             \
   template __global__ void mlaSm90Kernel<__VA_ARGS__>(const __grid_constant__ CUtensorMap, \
                                                       const __grid_constant__ cpclAttnParams_t, const Split);
@@ -51,8 +51,6 @@ CPCL_MLA_INSTANCE(2, 0, true, true)
 CPCL_MLA_INSTANCE(2, 0, true, true, 0, true)
 CPCL_MLA_INSTANCE(2, 0, true, true, 1, true)
 CPCL_MLA_INSTANCE(1, 0, true, true, 1, true)
-CPCL_MLA_INSTANCE(1, 0, true, false, 2, true, false, 32)
-CPCL_MLA_INSTANCE(2, 0, true, false, 2, true, false, 32)
 #undef CPCL_MLA_INSTANCE
 
 /* the sparse schedule cpclMlaSm90Attn runs (cpclMlaSm90SetSparseVariant; CPCL_MLA_SM90_SPARSE,
@@ -140,7 +138,7 @@ bool qRowsAligned(const cpclAttnParams_t* p) {
  * replaces round robin. */
 struct MapEntry {
   const void* kv;
-  int pageSize, blockKeys;
+  int pageSize;
   CUtensorMap map;
 };
 constexpr int kMapEntries = 128;
@@ -148,11 +146,10 @@ MapEntry mapCache[kMapEntries];
 int mapCount, mapNext;
 pthread_mutex_t mapLock = PTHREAD_MUTEX_INITIALIZER;
 
-int cachedMap(CUtensorMap* out, const void* kv, int pageSize, int variant) {
-  const int blockKeys = cpclMlaSm90BlockKeys(variant);
+int cachedMap(CUtensorMap* out, const void* kv, int pageSize) {
   pthread_mutex_lock(&mapLock);
   for (int i = 0; i < mapCount; i++)
-    if (mapCache[i].kv == kv && mapCache[i].pageSize == pageSize && mapCache[i].blockKeys == blockKeys) {
+    if (mapCache[i].kv == kv && mapCache[i].pageSize == pageSize) {
       *out = mapCache[i].map;
       pthread_mutex_unlock(&mapLock);
       return 0;
@@ -160,12 +157,11 @@ int cachedMap(CUtensorMap* out, const void* kv, int pageSize, int variant) {
   pthread_mutex_unlock(&mapLock);
   /* rows addressable by the body's int coordinates (page * pageSize + slot) */
   const int64_t pages = (int64_t)INT32_MAX / pageSize;
-  if (int e = cpclMlaSm90KvMapFor(out, kv, pages, pageSize, variant)) return e;
+  if (int e = cpclMlaSm90KvMap(out, kv, pages, pageSize)) return e;
   pthread_mutex_lock(&mapLock);
   const int i = mapCount < kMapEntries ? mapCount++ : (mapNext++ % kMapEntries);
   mapCache[i].kv = kv;
   mapCache[i].pageSize = pageSize;
-  mapCache[i].blockKeys = blockKeys;
   mapCache[i].map = *out;
   pthread_mutex_unlock(&mapLock);
   return 0;
@@ -223,21 +219,6 @@ extern "C" int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t n
   return encodeRows(map, kvCache, numPages * pageSize, pageSize < 64 ? pageSize : 64);
 }
 
-extern "C" int cpclMlaSm90BlockKeys(int variant) {
-  variant &= ~kMlaSm90EvictFirst;
-  return variant == 19 || variant == 20 ? 32 : 64;
-}
-
-extern "C" int cpclMlaSm90KvMapFor(CUtensorMap* map, const void* kvCache, int64_t numPages, int pageSize, int variant) {
-  const int keys = cpclMlaSm90BlockKeys(variant);
-  if (keys == 64) return cpclMlaSm90KvMap(map, kvCache, numPages, pageSize);
-  if (!cpclMlaSm90PageSizeOk(pageSize))
-    return invalidValue("pageSize = %d: the Hopper MLA body takes a power of two from 8 to 64 or a multiple of 64",
-                        pageSize);
-  if (numPages < 1) return invalidValue("numPages = %lld: at least 1", (long long)numPages);
-  return encodeRows(map, kvCache, numPages * pageSize, pageSize < keys ? pageSize : keys);
-}
-
 extern "C" void cpclMlaSm90Plan(int maxTokens, int numHeads, int numSms, int* maxSplits, int* chunkMin) {
   /* enough CTAs for about one wave at the plan's largest batch, never more than 64 splits; fixed
    * per plan so a row's result does not depend on the rest of its batch */
@@ -275,7 +256,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   if (variant < 0 || (sparseIdx ? !sparseVariantOk(variant) : variant >= kMlaSm90Variants))
     return invalidValue(sparseIdx ? "variant = %d: sparse attention runs the schedules 1, 4, 11, 17 and 18 (plus "
                                     "kMlaSm90EvictFirst)"
-                                  : "variant = %d is outside 0 .. 20 (plus kMlaSm90EvictFirst)",
+                                  : "variant = %d is outside 0 .. 16 (plus kMlaSm90EvictFirst)",
                         variant | flags);
   if (p->numTokens == 0) return 0;
   const size_t need = cpclMlaSm90WorkspaceBytes(p->numTokens, p->numHeads, maxSplits);
@@ -318,11 +299,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
       mlaSm90Kernel<1, 0, true, false, 2, true>,
       mlaSm90Kernel<2, 0, true, false, 2, true, true>,
       mlaSm90Kernel<1, 0, true, false, 2, true, true>,
-      mlaSm90Halves,
-      nullptr, /* 17, 18: sparse only */
-      nullptr,
-      mlaSm90Kernel<1, 0, true, false, 2, true, false, 32>,
-      mlaSm90Kernel<2, 0, true, false, 2, true, false, 32>};
+      mlaSm90Halves};
   auto kern = sparseIdx ? (variant == 1    ? mlaSm90Kernel<0, 0, false, true>
                            : variant == 4  ? mlaSm90Kernel<2, 0, true, true>
                            : variant == 17 ? mlaSm90Kernel<2, 0, true, true, 1, true>
@@ -330,17 +307,11 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
                                            : mlaSm90Kernel<2, 0, true, true, 0, true>)
                         : kerns[variant];
   if (kern == nullptr)
-    return invalidValue(
-        "variant = %d was measured and removed, or is sparse only (docs/MLA_SM90.md): 1, 2, 4, 9, 11-16, 19 and "
-        "20 remain",
-        variant);
-  /* dense variants in bits 0-16 and 28-29 (19, 20), sparse ones at 16 + (1, 4, 11; 17 and 18 in
-   * the bits of 2 and 3, which have no sparse form): 17-20 and 27 */
-  const unsigned bit = 1u << (sparseIdx       ? 16 + (variant == 17   ? 2
-                                                      : variant == 18 ? 3
-                                                                      : variant)
-                              : variant >= 19 ? variant + 9
-                                              : variant);
+    return invalidValue("variant = %d was measured and removed (docs/MLA_SM90.md): 1, 2, 4, 9 and 11-16 remain",
+                        variant);
+  /* dense variants in bits 0-16, sparse ones at 16 + (1, 4, 11; 17 and 18 in the bits of 2 and
+   * 3, which have no sparse form): 17-20 and 27 */
+  const unsigned bit = 1u << (sparseIdx ? 16 + (variant == 17 ? 2 : variant == 18 ? 3 : variant) : variant);
   cudaError_t e;
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
@@ -481,7 +452,7 @@ extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
     return cpclMlaSm90LaunchSparse(p, p->mlaSm90Splits, libSparseChunkNow(), libSparseNow(), p->sparseIdx,
                                    p->sparseCount, p->sparseStride, stream);
   CUtensorMap map;
-  if (int e = cachedMap(&map, p->kCache, p->pageSize, variant)) return e;
+  if (int e = cachedMap(&map, p->kCache, p->pageSize)) return e;
   return cpclMlaSm90Launch(p, &map, p->mlaSm90Splits, kChunkMin, variant, stream);
 }
 

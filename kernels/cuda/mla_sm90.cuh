@@ -66,10 +66,9 @@ constexpr int kTiles = kDqk / 64;        /* 64-dim tiles of a 64-row block: 9 */
 constexpr int kTileB = 64 * 128;         /* one tile: 64 rows x 128 bytes, 128B-swizzled */
 constexpr int kBlockB = kTiles * kTileB; /* a 64-row block of 576 dims: 73728 bytes */
 constexpr int kThreads = 384;            /* 2 consumer warpgroups + 1 producer warpgroup */
-constexpr int kSmemBytes = 3 * kBlockB + 8192 + 384 + 6 * 256 + 16 + 1024; /* Q, 2 stages (or 4 of 32
-                                                                            * keys), sP, barriers (320 bytes with
-                                                                            * 2 stages), row scales and sums, the
-                                                                            * bad-page flag, alignment */
+constexpr int kSmemBytes = 3 * kBlockB + 8192 + 320 + 6 * 256 + 16 + 1024; /* Q, 2 stages, sP, barriers,
+                                                                            * row scales and sums, the bad-page
+                                                                            * flag, alignment */
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 /* The split constants of a plan and the workspace they index (mla_sm90.h): the rest of what the
@@ -218,13 +217,13 @@ __device__ __forceinline__ int64_t checkedSparseSlot(const cpclAttnParams_t& p, 
   return slot;
 }
 
-template <bool kKeep = false, int bn = 64>
-__device__ __forceinline__ void softmaxBlock(const float (&s)[bn / 2], int valid, int cq, float scale2, float mA,
-                                             float mB, float& nA, float& nB, float& cA, float& cB, float& sumA,
-                                             float& sumB, uint32_t (&pf)[bn / 16][4], float* keep = nullptr) {
+template <bool kKeep = false>
+__device__ __forceinline__ void softmaxBlock(const float (&s)[32], int valid, int cq, float scale2, float mA, float mB,
+                                             float& nA, float& nB, float& cA, float& cB, float& sumA, float& sumB,
+                                             uint32_t (&pf)[4][4], float* keep = nullptr) {
   float xA = -INFINITY, xB = -INFINITY;
 #pragma unroll
-  for (int j = 0; j < bn / 8; j++) {
+  for (int j = 0; j < 8; j++) {
 #pragma unroll
     for (int e = 0; e < 4; e++) {
       const int key = 8 * j + cq + (e & 1);
@@ -247,7 +246,7 @@ __device__ __forceinline__ void softmaxBlock(const float (&s)[bn / 2], int valid
   sumA = 0.f;
   sumB = 0.f;
 #pragma unroll
-  for (int j = 0; j < bn / 8; j++) {
+  for (int j = 0; j < 8; j++) {
     float p[4];
 #pragma unroll
     for (int e = 0; e < 4; e++) {
@@ -279,13 +278,12 @@ __device__ __forceinline__ void rescaleO(float (&o)[128], float cA, float cB) {
   }
 }
 
-/* S (64 x bn) = Q K^T over the 576 dims of one stage of bn keys (64, or 32: the 32-key blocks,
- * whose tiles are 32 rows). With per-tile barriers (tileBar != 0) each 64-dim tile is waited for
- * just before its four k-steps, so S starts when the first tile lands. kProxyFence: the tiles were
- * written by cp.async (the generic proxy), so each wait is followed by a proxy fence before wgmma
- * (the async proxy) reads them. */
-template <bool kProxyFence = false, int bn = 64>
-__device__ __forceinline__ void issueS(float (&s)[bn / 2], uint32_t qBase, uint32_t kSt, uint32_t tileBar = 0,
+/* S (64 x 64) = Q K^T over the 576 dims of one stage. With per-tile barriers (tileBar != 0) each
+ * 64-dim tile is waited for just before its four k-steps, so S starts when the first tile lands.
+ * kProxyFence: the tiles were written by cp.async (the generic proxy), so each wait is followed by
+ * a proxy fence before wgmma (the async proxy) reads them. */
+template <bool kProxyFence = false>
+__device__ __forceinline__ void issueS(float (&s)[32], uint32_t qBase, uint32_t kSt, uint32_t tileBar = 0,
                                        uint32_t parity = 0) {
   wgmmaFence();
 #pragma unroll
@@ -294,62 +292,54 @@ __device__ __forceinline__ void issueS(float (&s)[bn / 2], uint32_t qBase, uint3
       mbarWait(tileBar + (ks >> 2) * 8, parity);
       if (kProxyFence) fenceProxyAsync();
     }
-    const uint32_t off = (ks >> 2) * kTileB + (ks & 3) * 32, kOff = (ks >> 2) * (bn * 128) + (ks & 3) * 32;
-    if constexpr (bn == 64)
-      wgmmaSS_m64n64k16(s, sw128Desc(qBase + off, 16, 1024), sw128Desc(kSt + kOff, 16, 1024), ks > 0);
-    else
-      wgmmaSS_m64n32k16(s, sw128Desc(qBase + off, 16, 1024), sw128Desc(kSt + kOff, 16, 1024), ks > 0);
+    const uint32_t off = (ks >> 2) * kTileB + (ks & 3) * 32;
+    wgmmaSS_m64n64k16(s, sw128Desc(qBase + off, 16, 1024), sw128Desc(kSt + off, 16, 1024), ks > 0);
   }
   wgmmaCommit();
 }
 
-/* V descriptor of 16 keys (kk) of this warpgroup's 256 dims in a stage of bn keys: MN-major SW128,
- * LBO = bn x 128 bytes (8192 at 64 keys) between 64-dim tiles, SBO = 1024 between 8-key groups
- * (kVDesc 1 swaps them: kept to prove the choice) */
-template <int kVDesc, int bn = 64>
+/* V descriptor of 16 keys (kk) of this warpgroup's 256 dims: MN-major SW128, LBO = 8192 between
+ * 64-dim tiles, SBO = 1024 between 8-key groups (kVDesc 1 swaps them: kept to prove the choice) */
+template <int kVDesc>
 __device__ __forceinline__ uint64_t vDesc(uint32_t kSt, int w, int kk) {
-  return sw128Desc(kSt + (4 * w) * (bn * 128) + kk * 16 * 128, kVDesc == 0 ? bn * 128 : 1024,
-                   kVDesc == 0 ? 1024 : bn * 128);
+  return sw128Desc(kSt + (4 * w) * kTileB + kk * 16 * 128, kVDesc == 0 ? 8192 : 1024, kVDesc == 0 ? 1024 : 8192);
 }
 
-/* O += P V with P in registers (bn / 16 k-steps of 16 keys) */
-template <int kVDesc, int bn = 64>
-__device__ __forceinline__ void issuePvRegs(float (&o)[128], uint32_t (&pf)[bn / 16][4], uint32_t kSt, int w) {
+/* O += P V with P in registers */
+template <int kVDesc>
+__device__ __forceinline__ void issuePvRegs(float (&o)[128], uint32_t (&pf)[4][4], uint32_t kSt, int w) {
   wgmmaFence();
 #pragma unroll
-  for (int kk = 0; kk < bn / 16; kk++) wgmmaRS_m64n256k16(o, pf[kk], vDesc<kVDesc, bn>(kSt, w, kk));
+  for (int kk = 0; kk < 4; kk++) wgmmaRS_m64n256k16(o, pf[kk], vDesc<kVDesc>(kSt, w, kk));
   wgmmaCommit();
 }
-/* O += P V with P in shared memory (sP, K-major SW128; its first bn keys) */
-template <int kVDesc, int bn = 64>
+/* O += P V with P in shared memory (sP, K-major SW128) */
+template <int kVDesc>
 __device__ __forceinline__ void issuePvSmem(float (&o)[128], uint32_t sP, uint32_t kSt, int w) {
   wgmmaFence();
 #pragma unroll
-  for (int kk = 0; kk < bn / 16; kk++)
-    wgmmaSS_m64n256k16(o, sw128Desc(sP + kk * 32, 16, 1024), vDesc<kVDesc, bn>(kSt, w, kk), 1);
+  for (int kk = 0; kk < 4; kk++) wgmmaSS_m64n256k16(o, sw128Desc(sP + kk * 32, 16, 1024), vDesc<kVDesc>(kSt, w, kk), 1);
   wgmmaCommit();
 }
 
-/* zero this warpgroup's V half of rows [valid, bn) of a stage: stale or NaN bytes past the row's
+/* zero this warpgroup's V half of rows [valid, 64) of a stage: stale or NaN bytes past the row's
  * end must not reach P V (their P is 0, but 0 x NaN is NaN). The S of those keys is masked. */
-template <int bn = 64>
 __device__ __forceinline__ void zeroTail(unsigned char* stage, int w, int wt, int valid) {
-  unsigned char* vt = stage + (4 * w) * (bn * 128);
-  const int n = (bn - valid) * 4 * 8; /* 16-byte chunks: rows x 4 tiles x 8 */
+  unsigned char* vt = stage + (4 * w) * kTileB;
+  const int n = (kBN - valid) * 4 * 8; /* 16-byte chunks: rows x 4 tiles x 8 */
 #pragma unroll
-  for (int k0 = 0; k0 < bn * 4 * 8; k0 += 128) { /* a fixed trip count: predicated stores, no divergent loop */
+  for (int k0 = 0; k0 < kBN * 4 * 8; k0 += 128) { /* a fixed trip count: predicated stores, no divergent loop */
     const int k = k0 + wt, r = valid + k / 32, tile = (k >> 3) & 3, j = k & 7;
-    if (k < n) *reinterpret_cast<uint4*>(vt + tile * (bn * 128) + r * 128 + (j << 4)) = make_uint4(0, 0, 0, 0);
+    if (k < n) *reinterpret_cast<uint4*>(vt + tile * kTileB + r * 128 + (j << 4)) = make_uint4(0, 0, 0, 0);
   }
   fenceProxyAsync();
   namedBarrier(2 + w, 128);
 }
 
 /* P (this thread's fragment) -> sP in the K-major SW128 layout: row r, keys 8j + cq .. + 1 */
-template <int bn = 64>
-__device__ __forceinline__ void storeP(unsigned char* sP, const uint32_t (&pf)[bn / 16][4], int rA, int rB, int cq) {
+__device__ __forceinline__ void storeP(unsigned char* sP, const uint32_t (&pf)[4][4], int rA, int rB, int cq) {
 #pragma unroll
-  for (int j = 0; j < bn / 8; j++) {
+  for (int j = 0; j < 8; j++) {
     const uint32_t a = pf[j >> 1][(j & 1) * 2 + 0], b = pf[j >> 1][(j & 1) * 2 + 1];
     *reinterpret_cast<uint32_t*>(sP + rA * 128 + ((j ^ (rA & 7)) << 4) + cq * 2) = a;
     *reinterpret_cast<uint32_t*>(sP + rB * 128 + ((j ^ (rB & 7)) << 4) + cq * 2) = b;
@@ -528,17 +518,10 @@ __device__ __forceinline__ void mlaEpilogueStaged(const cpclAttnParams_t& p, con
  * barriers (bar.arrive -> bar.sync), which compute-sanitizer's racecheck does not model
  * (tools/kernel_bench/racecheck_probe.cu); the order is the same. */
 template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, int kLanes = 0, bool kEarly = false,
-          bool kMbarHand = false, int kBlk = 64>
+          bool kMbarHand = false>
 __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
-  /* kBlk 32: blocks of 32 keys in four stages (the same bytes as two of 64), so a stage is refilled
-   * two blocks after it is freed instead of at once; the seesaw or late-S1 consumers, one TMA lane
-   * a box, boxes of at most 32 rows (the tensor map's) */
-  static_assert(kBlk == 64 || (kBlk == 32 && kKind != 0 && !kSparse && kLanes == 2 && kTileBars),
-                "32-key blocks: the dense TMA seesaw / late-S1 forms with a lane a box");
-  constexpr int bn = kBlk, tileB = bn * 128, blockB = kTiles * tileB, nSt = 2 * (kBN / bn);
-  constexpr int barBytes = nSt == 2 ? 320 : 384; /* full / empty / hand-off / Q barriers */
   extern __shared__ unsigned char smemRaw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
   unsigned char* sQ = smem;
@@ -546,10 +529,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   unsigned char* sP = smem + 3 * kBlockB;
   /* full[stage][tile] (with kTileBars; else full[stage][0] counts the whole block), empty[stage] */
   uint64_t* fullBar = reinterpret_cast<uint64_t*>(smem + 3 * kBlockB + 8192);
-  uint64_t* emptyBar = fullBar + nSt * kTiles;
-  uint64_t* handBar = emptyBar + nSt; /* kMbarHand: P0 published, P1 published */
-  uint64_t* qBar = handBar + 2;       /* Q's bulk copies landed */
-  float* sC0 = reinterpret_cast<float*>(smem + 3 * kBlockB + 8192 + barBytes);
+  uint64_t* emptyBar = fullBar + 2 * kTiles;
+  uint64_t* handBar = emptyBar + 2; /* kMbarHand: P0 published, P1 published */
+  uint64_t* qBar = handBar + 2;     /* Q's bulk copies landed */
+  float* sC0 = reinterpret_cast<float*>(smem + 3 * kBlockB + 8192 + 320);
   float* sM0 = sC0 + 64;
   float* sC1 = sM0 + 64;
   float* sM1 = sC1 + 64;
@@ -574,14 +557,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int kBeg = split * rw.chunk, kEnd = min(rw.len, kBeg + rw.chunk);
   /* Through a shuffle, so the compiler knows it is warp-uniform (else it serializes the wgmma of
    * the per-tile-barrier variants). */
-  const int nBlocks = __shfl_sync(0xffffffffu, (kEnd - kBeg + bn - 1) / bn, 0);
+  const int nBlocks = __shfl_sync(0xffffffffu, (kEnd - kBeg + kBN - 1) / kBN, 0);
   const int tid = threadIdx.x;
   traceAt(sp.trace, kTraceCta + 1, tid);
 
   if (tid == 0) {
     /* TMA: one arrival (the expect_tx); sparse: the 128 producer threads' cp.async arrivals */
-    for (int i = 0; i < nSt * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), kSparse ? 128 : 1);
-    for (int i = 0; i < nSt; i++) mbarInit(smemAddr(&emptyBar[i]), 8);
+    for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), kSparse ? 128 : 1);
+    for (int i = 0; i < 2; i++) mbarInit(smemAddr(&emptyBar[i]), 8);
     if (kMbarHand)
       for (int i = 0; i < 2; i++) mbarInit(smemAddr(&handBar[i]), 4); /* the 4 warps of one warpgroup */
     mbarInit(smemAddr(qBar), 1);
@@ -737,23 +720,23 @@ __global__ void __launch_bounds__(kThreads, 1)
       bool bad = false;
       int row = 0;
       auto fetchRow = [&](int i) {
-        const int b0 = kBeg + i * bn, valid = min(bn, kEnd - b0);
-        const int np = pg >= bn ? 1 : (valid + pg - 1) / pg;
+        const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
+        const int np = pg >= kBN ? 1 : (valid + pg - 1) / pg;
         row = 0;
         if (ln < np) {
-          const int idx = pg >= bn ? b0 / pg : b0 / pg + ln;
-          row = checkedPageRow(p, bt, idx, rw.seq, bad, sBad) + (pg >= bn ? b0 % pg : 0);
+          const int idx = pg >= kBN ? b0 / pg : b0 / pg + ln;
+          row = checkedPageRow(p, bt, idx, rw.seq, bad, sBad) + (pg >= kBN ? b0 % pg : 0);
         }
       };
       if (nBlocks > 0) fetchRow(0);
       for (int i = 0; i < nBlocks; i++) {
-        const int st = i % nSt;
-        if (i >= nSt) mbarWait(smemAddr(&emptyBar[st]), ((i / nSt) - 1) & 1);
+        const int st = i & 1;
+        if (i >= 2) mbarWait(smemAddr(&emptyBar[st]), ((i >> 1) - 1) & 1);
         if (ln == 0) traceAt(sp.trace, kTraceProducer + 2 * i, 0);
-        const int b0 = kBeg + i * bn, valid = min(bn, kEnd - b0);
+        const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
         const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
-        const uint32_t dst = smemAddr(sK + st * blockB);
-        const int np = pg >= bn ? 1 : (valid + pg - 1) / pg, boxRows = pg >= bn ? bn : pg;
+        const uint32_t dst = smemAddr(sK + st * kBlockB);
+        const int np = pg >= kBN ? 1 : (valid + pg - 1) / pg, boxRows = pg >= kBN ? kBN : pg;
         if (ln == 0) {
           if (kTileBars) {
             for (int c = 0; c < kTiles; c++) mbarExpectTx(full0 + c * 8, (uint32_t)np * boxRows * 128);
@@ -765,14 +748,14 @@ __global__ void __launch_bounds__(kThreads, 1)
         if constexpr (kLanes == 1) {
           if (ln < np)
             for (int c = 0; c < kTiles; c++)
-              tmaLoad2d(dst + c * tileB + ln * boxRows * 128, &kvMap, c * 64, row, kTileBars ? full0 + c * 8 : full0);
+              tmaLoad2d(dst + c * kTileB + ln * boxRows * 128, &kvMap, c * 64, row, kTileBars ? full0 + c * 8 : full0);
         } else { /* box q = (tile q / np, page q % np): tile 0 of every page first */
 #pragma unroll
           for (int k = 0; k < (8 * kTiles + 31) / 32; k++) {
             const int q = ln + 32 * k, pgI = q % np, c = q / np;
             const int r = __shfl_sync(0xffffffffu, row, pgI);
             if (c < kTiles)
-              tmaLoad2d(dst + c * tileB + pgI * boxRows * 128, &kvMap, c * 64, r, kTileBars ? full0 + c * 8 : full0);
+              tmaLoad2d(dst + c * kTileB + pgI * boxRows * 128, &kvMap, c * 64, r, kTileBars ? full0 + c * 8 : full0);
             if (32 * (k + 1) >= np * kTiles) break;
           }
         }
@@ -875,7 +858,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
   const float scale2 = p.smScale * kLog2e;
   const uint32_t qBase = smemAddr(sQ), kBase = smemAddr(sK), pBase = smemAddr(sP);
-  auto validOf = [&](int i) { return min(bn, kEnd - (kBeg + i * bn)); };
+  auto validOf = [&](int i) { return min(kBN, kEnd - (kBeg + i * kBN)); };
   auto release = [&](int st) {
     mbarArriveLane0(smemAddr(&emptyBar[st]), lane); /* this warp is done with the stage */
   };
@@ -890,12 +873,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (kSparse) fenceProxyAsync(); /* cp.async wrote the stage (generic proxy); wgmma reads it */
   };
   /* S of a stage: its tiles waited for one by one (kTileBars), else the stage as a whole */
-  auto stageS = [&](float(&s)[bn / 2], int st, uint32_t parity) {
+  auto stageS = [&](float(&s)[32], int st, uint32_t parity) {
     if (!kTileBars) {
       mbarWait(smemAddr(&fullBar[st * kTiles]), parity);
       if (kSparse) fenceProxyAsync();
     }
-    issueS<kSparse, bn>(s, qBase, kBase + st * blockB, kTileBars ? smemAddr(&fullBar[st * kTiles]) : 0u, parity);
+    issueS<kSparse>(s, qBase, kBase + st * kBlockB, kTileBars ? smemAddr(&fullBar[st * kTiles]) : 0u, parity);
   };
 
   /* publish hand-off h (0: P0, 1: P1) to the other warpgroup, or wait for pair j's */
@@ -942,38 +925,27 @@ __global__ void __launch_bounds__(kThreads, 1)
     lB += __shfl_xor_sync(0xffffffffu, lB, 2);
   } else {
     const int nPairs = (nBlocks + 1) / 2;
-    /* pair j: block 2j in stage st0, 2j + 1 in st1 (0 and 1 with two stages), each stage's phase
-     * counting its own rounds */
-    auto pairStages = [&](int j, int& st0, int& st1, uint32_t& ph0, uint32_t& ph1) {
-      st0 = (2 * j) % nSt;
-      st1 = (2 * j + 1) % nSt;
-      ph0 = ((2 * j) / nSt) & 1;
-      ph1 = ((2 * j + 1) / nSt) & 1;
-    };
+    const uint32_t kSt0 = kBase, kSt1 = kBase + kBlockB;
     if (w == 0) {
       for (int j = 0; j < nPairs; j++) {
         const bool odd = 2 * j + 1 < nBlocks;
         const int tb = (j * 2 + 0) * 16;
-        int st0, st1;
-        uint32_t ph0, ph1;
-        pairStages(j, st0, st1, ph0, ph1);
-        const uint32_t kSt0 = kBase + st0 * blockB, kSt1 = kBase + st1 * blockB;
         traceAt(sp.trace, tb + 0, wt);
-        float s[bn / 2];
-        stageS(s, st0, ph0);    /* overlaps the last pair's P1 V1_L */
-        if (j > 0 && !kEarly) { /* P1 V1_L of the last pair is done: free its stage */
+        float s[32];
+        stageS(s, 0, j & 1);    /* overlaps the last pair's P1 V1_L */
+        if (j > 0 && !kEarly) { /* P1 V1_L of the last pair is done: free stage 1 */
           wgmmaWait<1>();
           fenceRegs(o);
-          release((2 * j - 1) % nSt);
+          release(1);
         }
         wgmmaWait<0>();
         fenceRegs(s);
         traceAt(sp.trace, tb + 1, wt);
         const int v0 = validOf(2 * j);
         float nA, nB, cA, cB, sumA, sumB;
-        uint32_t pf[bn / 16][4];
-        softmaxBlock<false, bn>(s, v0, cq, scale2, mA, mB, nA, nB, cA, cB, sumA, sumB, pf);
-        storeP<bn>(sP, pf, rA, rB, cq);
+        uint32_t pf[4][4];
+        softmaxBlock(s, v0, cq, scale2, mA, mB, nA, nB, cA, cB, sumA, sumB, pf);
+        storeP(sP, pf, rA, rB, cq);
         if ((lane & 3) == 0) {
           sC0[rA] = cA;
           sC0[rB] = cB;
@@ -986,15 +958,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         lA = lA * cA + sumA;
         lB = lB * cB + sumB;
         rescaleO(o, cA, cB);
-        if (v0 < bn) zeroTail<bn>(sK + st0 * blockB, 0, wt, v0);
+        if (v0 < kBN) zeroTail(sK, 0, wt, v0);
         fenceRegs(o);
-        issuePvRegs<kVDesc, bn>(o, pf, kSt0, 0);
+        issuePvRegs<kVDesc>(o, pf, kSt0, 0);
         traceAt(sp.trace, tb + 3, wt);
         if (odd) {
           if (kEarly) { /* P0 V0_L done: stage 0 is free before the wait for P1 */
             wgmmaWait<0>();
             fenceRegs(o);
-            release(st0);
+            release(0);
           }
           handWait(1, kBarP1, j); /* P1 in sP, c1 and m1 published */
           traceAt(sp.trace, tb + 4, wt);
@@ -1004,28 +976,28 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (!kEarly) {
             wgmmaWait<0>();
             fenceRegs(o);
-            release(st0);
+            release(0);
           }
           traceAt(sp.trace, tb + 5, wt);
           lA *= c1A;
           lB *= c1B;
           rescaleO(o, c1A, c1B);
-          waitStage(st1, ph1);
+          waitStage(1, j & 1);
           traceAt(sp.trace, tb + 6, wt);
           const int v1 = validOf(2 * j + 1);
-          if (v1 < bn) zeroTail<bn>(sK + st1 * blockB, 0, wt, v1);
+          if (v1 < kBN) zeroTail(sK + kBlockB, 0, wt, v1);
           fenceRegs(o);
-          issuePvSmem<kVDesc, bn>(o, pBase, kSt1, 0);
+          issuePvSmem<kVDesc>(o, pBase, kSt1, 0);
           traceAt(sp.trace, tb + 7, wt);
           if (kEarly) { /* P1 V1_L done: stage 1 is free before the next S0 waits for stage 0 */
             wgmmaWait<0>();
             fenceRegs(o);
-            release(st1);
+            release(1);
           }
         } else {
           wgmmaWait<0>();
           fenceRegs(o);
-          release(st0);
+          release(0);
           mA = nA;
           mB = nB;
         }
@@ -1036,17 +1008,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int j = 0; j < nPairs; j++) {
         const bool odd = 2 * j + 1 < nBlocks;
         const int tb = (j * 2 + 1) * 16;
-        int st0, st1;
-        uint32_t ph0, ph1;
-        pairStages(j, st0, st1, ph0, ph1);
-        const uint32_t kSt0 = kBase + st0 * blockB, kSt1 = kBase + st1 * blockB;
         traceAt(sp.trace, tb + 0, wt);
-        float s[bn / 2];
-        if (kKind == 1 && odd) stageS(s, st1, ph1);
-        waitStage(st0, ph0);
+        float s[32];
+        if (kKind == 1 && odd) stageS(s, 1, j & 1);
+        waitStage(0, j & 1);
         traceAt(sp.trace, tb + 1, wt);
         const int v0 = validOf(2 * j);
-        if (v0 < bn) zeroTail<bn>(sK + st0 * blockB, 1, wt, v0);
+        if (v0 < kBN) zeroTail(sK, 1, wt, v0);
         handWait(0, kBarP0, j); /* P0 in sP, c0 and m0 published */
         traceAt(sp.trace, tb + 2, wt);
         const float c0A = sC0[rA], c0B = sC0[rB], m0A = sM0[rA], m0B = sM0[rB];
@@ -1058,26 +1026,26 @@ __global__ void __launch_bounds__(kThreads, 1)
         lB *= c0B;
         rescaleO(o, c0A, c0B);
         fenceRegs(o);
-        issuePvSmem<kVDesc, bn>(o, pBase, kSt0, 1);
+        issuePvSmem<kVDesc>(o, pBase, kSt0, 1);
         if (kEarly) { /* P0 V0_R done: stage 0 is free before S1 waits for stage 1 */
           wgmmaWait<0>();
           fenceRegs(o);
-          release(st0);
+          release(0);
         }
         traceAt(sp.trace, tb + 3, wt);
-        if (kKind == 2 && odd) stageS(s, st1, ph1); /* S1 behind P0 V0_R: stage 1 gets longer to load */
+        if (kKind == 2 && odd) stageS(s, 1, j & 1); /* S1 behind P0 V0_R: stage 1 gets longer to load */
         traceAt(sp.trace, tb + 4, wt);
         if (odd) {
           const int v1 = validOf(2 * j + 1);
           float nA, nB, cA, cB, sumA, sumB;
-          uint32_t pf[bn / 16][4];
+          uint32_t pf[4][4];
           if (kKind == 2) wgmmaWait<0>();
           traceAt(sp.trace, tb + 5, wt);
-          softmaxBlock<false, bn>(s, v1, cq, scale2, m0A, m0B, nA, nB, cA, cB, sumA, sumB, pf);
+          softmaxBlock(s, v1, cq, scale2, m0A, m0B, nA, nB, cA, cB, sumA, sumB, pf);
           wgmmaWait<0>(); /* P0 V0_R done: sP and stage 0 are free */
           fenceRegs(o);
-          if (!kEarly) release(st0);
-          storeP<bn>(sP, pf, rA, rB, cq);
+          if (!kEarly) release(0);
+          storeP(sP, pf, rA, rB, cq);
           if ((lane & 3) == 0) {
             sC1[rA] = cA;
             sC1[rB] = cB;
@@ -1092,18 +1060,18 @@ __global__ void __launch_bounds__(kThreads, 1)
           lA = lA * cA + sumA;
           lB = lB * cB + sumB;
           rescaleO(o, cA, cB);
-          if (v1 < bn) zeroTail<bn>(sK + st1 * blockB, 1, wt, v1);
+          if (v1 < kBN) zeroTail(sK + kBlockB, 1, wt, v1);
           fenceRegs(o);
-          issuePvRegs<kVDesc, bn>(o, pf, kSt1, 1);
+          issuePvRegs<kVDesc>(o, pf, kSt1, 1);
           traceAt(sp.trace, tb + 7, wt);
           wgmmaWait<0>();
           fenceRegs(o);
           traceAt(sp.trace, tb + 8, wt);
-          release(st1);
+          release(1);
         } else {
           wgmmaWait<0>();
           fenceRegs(o);
-          if (!kEarly) release(st0);
+          if (!kEarly) release(0);
           mA = m0A;
           mB = m0B;
         }

@@ -26,10 +26,6 @@ int cpclMlaSm90PageSizeOk(int pageSize);
 /* tensor map over the latent cache [numPages][pageSize][576] bf16 (one KV head); any upper bound
  * of the page count works (TMA checks coordinates against the extent only) */
 int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t numPages, int pageSize);
-/* the same for the given variant's blocks: boxes of min(pageSize, its block's keys) rows, 64 (the
- * map above) or 32 (variants 19, 20; cpclMlaSm90BlockKeys) */
-int cpclMlaSm90KvMapFor(CUtensorMap* map, const void* kvCache, int64_t numPages, int pageSize, int variant);
-int cpclMlaSm90BlockKeys(int variant);
 /* the plan's split constants for maxTokens rows of numHeads heads on numSms multiprocessors */
 void cpclMlaSm90Plan(int maxTokens, int numHeads, int numSms, int* maxSplits, int* chunkMin);
 /* split workspace (wsO then wsLse, in p->workspace) for maxTokens rows of numHeads heads */
@@ -42,12 +38,10 @@ size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
  * seesaw in 256 threads, no producer warpgroup (mlaSm90Seesaw); 10 = 4 with one producer lane a
  * page (a page-16 block's 36 boxes issued by 4 lanes); 11-15 early release (mla_sm90.cu lists
  * them); 16 FlashMLA's schedule read from its source (mla_sm90_halves.cuh: 256 threads, each
- * half-stage refilled by its last reader, mbarrier hand-offs); 17 and 18 are sparse only; 19 = 13
- * and 20 = 12 with blocks of 32 keys in four stages (the same shared memory as two stages of 64),
- * which need a tensor map of boxes of at most 32 rows (cpclMlaSm90KvMapFor). */
-enum { kMlaSm90Variants = 21 };
+ * half-stage refilled by its last reader, mbarrier hand-offs). */
+enum { kMlaSm90Variants = 17 };
 /* or-ed into a variant: the KV copies carry an L2 evict-first policy (64: variant numbers past 16
- * exist, the sparse 17 and 18, the 32-key 19 and 20) */
+ * exist, the sparse 17 and 18) */
 enum { kMlaSm90EvictFirst = 64 };
 /* The attention of p (bf16 MLA 576/512, heads [headBegin, +numHeads) in p's block layout) with
  * maxSplits / chunkMin (cpclMlaSm90Plan; fixed per plan), then the split merge as a programmatic

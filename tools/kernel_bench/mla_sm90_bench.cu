@@ -145,7 +145,7 @@ static bool runCase(const Case& c, int variant, double* relErr, double* lseErr) 
   if (wsBytes) CK(cudaMemset(dWs, 0xFF, wsBytes));
 
   CUtensorMap map;
-  if (K == 0) CKI(cpclMlaSm90KvMapFor(&map, dKv, numPages, pg, variant));
+  if (K == 0) CKI(cpclMlaSm90KvMap(&map, dKv, numPages, pg));
   cpclAttnParams_t p = {};
   p.numSeqs = nS;
   p.numTokens = T;
@@ -382,7 +382,7 @@ int main(int argc, char** argv) {
   auto base = [](int v) { return v & ~kMlaSm90EvictFirst; };
   auto sparseOnly = [&](int v) { return base(v) == 17 || base(v) == 18; };
   auto hasSparse = [&](int v) { return base(v) == 1 || base(v) == 4 || base(v) == 11 || sparseOnly(v); };
-  static const char* names[21] = {"removed (seesaw)",
+  static const char* names[19] = {"removed (seesaw)",
                                   "S twice",
                                   "control",
                                   "removed (seesaw late S1)",
@@ -400,9 +400,7 @@ int main(int argc, char** argv) {
                                   "13, mbarrier hand-offs",
                                   "FlashMLA's schedule (halves), 256 threads",
                                   "sparse: 11 + session-4 gather",
-                                  "sparse: 13's seesaw + session-4 gather",
-                                  "13 with 32-key blocks, 4 stages",
-                                  "12 with 32-key blocks, 4 stages"};
+                                  "sparse: 13's seesaw + session-4 gather"};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -424,7 +422,7 @@ int main(int argc, char** argv) {
   };
   bool okVar[128] = {};
   for (int v : vars) {
-    if (v < 0 || v >= 128 || base(v) > 20) {
+    if (v < 0 || v >= 128 || base(v) > 18) {
       printf("variant %d: not a variant of this bench\n", v);
       return 1;
     }
@@ -570,7 +568,7 @@ int main(int argc, char** argv) {
       std::vector<int> sl(B, L);
       CK(cudaMalloc(&dSl, B * 4));
       CK(cudaMemcpy(dSl, sl.data(), B * 4, cudaMemcpyHostToDevice));
-      CUtensorMap map, map32;
+      CUtensorMap map;
       int *dIdx = nullptr, *dCnt = nullptr;
       if (K > 0) { /* every row: K distinct random keys of its L */
         std::vector<int> all(L), idx((size_t)B * K), cnt(B, K);
@@ -585,7 +583,6 @@ int main(int argc, char** argv) {
         CK(cudaMemcpy(dCnt, cnt.data(), B * 4, cudaMemcpyHostToDevice));
       } else {
         CKI(cpclMlaSm90KvMap(&map, dKv, (int64_t)totalPages, pg));
-        CKI(cpclMlaSm90KvMapFor(&map32, dKv, (int64_t)totalPages, pg, 19));
       }
       int maxSplits, chunkMin;
       cpclMlaSm90Plan(B, H, prop.multiProcessorCount, &maxSplits, &chunkMin);
@@ -598,8 +595,7 @@ int main(int argc, char** argv) {
           if (K > 0 ? !hasSparse(variant) : sparseOnly(variant)) continue;
           auto launchOne = [&](const cpclAttnParams_t* pp) {
             return K > 0 ? cpclMlaSm90LaunchSparse(pp, maxSplits, cm, variant, dIdx, dCnt, K, st)
-                         : cpclMlaSm90Launch(pp, cpclMlaSm90BlockKeys(variant) == 32 ? &map32 : &map, maxSplits, cm,
-                                             variant, st);
+                         : cpclMlaSm90Launch(pp, &map, maxSplits, cm, variant, st);
           };
           std::vector<cpclAttnParams_t> ps(copies);
           for (int cidx = 0; cidx < copies; cidx++) {
@@ -694,9 +690,7 @@ int main(int argc, char** argv) {
             cudaFree(dTr);
             const int rowLen = K > 0 ? K : L, chunk = (rowLen + maxSplits - 1) / maxSplits;
             printf("trace v%d B%d H%d L%d K%d pg%d:\n", variant, B, H, L, K, pg);
-            /* blocks of the first CTA (its pairs are of two blocks: 64 keys with variants 19, 20) */
-            const int bk = cpclMlaSm90BlockKeys(variant);
-            const int nb = (std::min(rowLen, ((chunk + 63) / 64) * 64) + bk - 1) / bk;
+            const int nb = (std::min(rowLen, ((chunk + 63) / 64) * 64) + 63) / 64;
             if (base(variant) == 16) { /* its own events (mla_sm90_halves.cuh) */
               printTrace16(tr.data(), nb);
             } else {
