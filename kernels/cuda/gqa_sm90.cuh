@@ -71,9 +71,14 @@ using namespace ::cpcl::sm90; /* the Hopper PTX wrappers */
 namespace cg = cooperative_groups;
 
 constexpr int kTile = 64, kConsumerWarps = 4, kThreads = 32 * (kConsumerWarps + 1), kMaxCluster = 16;
-/* the workspace merge (p.wsO set): most splits a row, warps (one a (row, head)) of a merge CTA,
- * and the partials a lane loads before it adds any (the loads in flight together) */
-constexpr int kMaxWsSplits = 64, kMergeWarps = 4, kMergeBatch = 16;
+/* the workspace merge (p.wsO set): most splits a row, warps (one a (row, head)) of a merge CTA at
+ * most, and the partials a lane loads before it adds any (the loads in flight together:
+ * kMergeBatch in the tail merge and in gqaMergeKernel, kMergeKernelBatch in its spread form). Up to
+ * kMergeSpreadUnits (row, head) units, gqa_sm90.cu launches the spread form: one warp a CTA, so a
+ * B = 1 step's 16 units run on 16 SMs, 32 loads in flight (its 64 splits in two round trips), and
+ * the row's batch data read before the grid-dependency wait (docs/GQA_SM90.md, "Session 11") */
+constexpr int kMaxWsSplits = 64, kMergeWarps = 4, kMergeBatch = 16, kMergeKernelBatch = 32;
+constexpr int64_t kMergeSpreadUnits = 1024;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 /* A stage holds kTile K rows, then kTile V rows.
@@ -777,7 +782,7 @@ __device__ __forceinline__ void tailMerge(const GqaParams& p, unsigned char* sme
 }
 
 /* The workspace merge: one warp per (row, head of the call), lane i owning dims i D/32 ..
- * (i + 1) D/32 - 1; grid ceil(numTokens numHeads / kMergeWarps) CTAs, launched as a programmatic
+ * (i + 1) D/32 - 1; CTAs of 1 or kMergeWarps warps (gqa_sm90.cu), launched as a programmatic
  * dependent of gqaDecodeKernel. As mla_sm90.cuh's mlaSm90Combine: fp32 weights exp2(lse_j - lse),
  * the sum in split order (its bits depend on the row's partials only, never on the grid), an
  * empty partial (weight 0) never read, a NaN LSE (a bad page in any split) empties the row. Form
@@ -786,21 +791,28 @@ __device__ __forceinline__ void tailMerge(const GqaParams& p, unsigned char* sme
  * the same operations in the same order (the same butterflies, acc += w v contracted to one fma a
  * split, in split order), and the GPU test compares the two forms bitwise (test_gpu_kernels runs
  * 6/7 and 1/8). */
-template <typename T, int D>
+template <typename T, int D, bool kSpread = false>
 __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaParams p) {
+  constexpr int E = D / 32, kBatch = kSpread ? kMergeKernelBatch : kMergeBatch;
+  const int lane = threadIdx.x & 31;
+  const int64_t u = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const bool live = u < (int64_t)p.numTokens * p.numHeads;
+  const int t = live ? (int)(u / p.numHeads) : 0, h = live ? (int)(u % p.numHeads) : 0;
+  GqaParams q = p;
+  q.errorFlag = nullptr; /* the attention recorded any bad datum already */
+  /* Spread form: the row's batch data (query starts, sequence lengths) is read before the wait
+   * when the attention was launched plainly (!p.pdl): it began after every earlier grid had
+   * completed, so nothing the merge reads there is still being written; only the partials need the
+   * wait. */
+  RowWork rw = {};
+  if (kSpread && live && !p.pdl) rw = rowWork(q, t);
   /* the attention grid has finished and its partials are visible after this */
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
   /* the next step's attention (a programmatic dependent when p.pdl) may start its prologue; it
    * waits for this grid's completion before it writes the workspace or reads anything */
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  constexpr int E = D / 32;
-  const int lane = threadIdx.x & 31;
-  const int64_t u = (int64_t)blockIdx.x * kMergeWarps + (threadIdx.x >> 5);
-  if (u >= (int64_t)p.numTokens * p.numHeads) return;
-  const int t = (int)(u / p.numHeads), h = (int)(u % p.numHeads);
-  GqaParams q = p;
-  q.errorFlag = nullptr; /* the attention recorded any bad datum already */
-  const RowWork rw = rowWork(q, t);
+  if (!live) return;
+  if (!kSpread || p.pdl) rw = rowWork(q, t);
   int ns;
   int64_t chunk;
   splitOf(rw.L, p.clusterSplits, p.chunkMin, &ns, &chunk);
@@ -826,10 +838,10 @@ __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaPara
 #pragma unroll
   for (int e = 0; e < E; e++) acc[e] = 0.f;
   const float* src = p.wsO + u * S * D + lane * E;
-  for (int k0 = 0; k0 < ns; k0 += kMergeBatch) {
-    float v[kMergeBatch][E], wk[kMergeBatch];
+  for (int k0 = 0; k0 < ns; k0 += kBatch) {
+    float v[kBatch][E], wk[kBatch];
 #pragma unroll
-    for (int i = 0; i < kMergeBatch; i++) {
+    for (int i = 0; i < kBatch; i++) {
       const int k = k0 + i;
       const float wa = __shfl_sync(0xffffffffu, w0, k & 31), wb = __shfl_sync(0xffffffffu, w1, k & 31);
       wk[i] = k < ns ? (k < 32 ? wa : wb) : 0.f;
@@ -844,7 +856,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaPara
       }
     }
 #pragma unroll
-    for (int i = 0; i < kMergeBatch; i++) {
+    for (int i = 0; i < kBatch; i++) {
       if (wk[i] == 0.f) continue;
 #pragma unroll
       for (int e = 0; e < E; e++) acc[e] += wk[i] * v[i][e];
