@@ -73,11 +73,11 @@ namespace cg = cooperative_groups;
 constexpr int kTile = 64, kConsumerWarps = 4, kThreads = 32 * (kConsumerWarps + 1), kMaxCluster = 16;
 /* the workspace merge (p.wsO set): most splits a row, warps (one a (row, head)) of a merge CTA at
  * most, and the partials a lane loads before it adds any (the loads in flight together:
- * kMergeBatch in the tail merge and in gqaMergeKernel, kMergeKernelBatch in its spread form). Up to
+ * kMergeBatch in the tail merge and in gqaMergeKernel, kMergeSpreadBatch in its spread form). Up to
  * kMergeSpreadUnits (row, head) units, gqa_sm90.cu launches the spread form: one warp a CTA, so a
  * B = 1 step's 16 units run on 16 SMs, 32 loads in flight (its 64 splits in two round trips), and
  * the row's batch data read before the grid-dependency wait (docs/GQA_SM90.md, "Session 11") */
-constexpr int kMaxWsSplits = 64, kMergeWarps = 4, kMergeBatch = 16, kMergeKernelBatch = 32;
+constexpr int kMaxWsSplits = 64, kMergeWarps = 4, kMergeBatch = 16, kMergeSpreadBatch = 32;
 constexpr int64_t kMergeSpreadUnits = 1024;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
@@ -786,14 +786,16 @@ __device__ __forceinline__ void tailMerge(const GqaParams& p, unsigned char* sme
  * dependent of gqaDecodeKernel. As mla_sm90.cuh's mlaSm90Combine: fp32 weights exp2(lse_j - lse),
  * the sum in split order (its bits depend on the row's partials only, never on the grid), an
  * empty partial (weight 0) never read, a NaN LSE (a bad page in any split) empties the row. Form
- * 1's merge, kept as main's source (so main's SASS: docs/GQA_SM90.md "Session 4b") rather than
- * built from the tail merge's steps above (mergeWeights, loadPart, accPart, storeMerged); those are
+ * 1's merge, kept apart from the tail merge's steps above (mergeWeights, loadPart, accPart,
+ * storeMerged) so that its registers stay its own (docs/GQA_SM90.md "Session 4b"; since session 11
+ * the unit index and the live test come before the grid-dependency wait, and kSpread reads the row's
+ * batch data there too, so its SASS is no longer session 4's byte for byte); those are
  * the same operations in the same order (the same butterflies, acc += w v contracted to one fma a
  * split, in split order), and the GPU test compares the two forms bitwise (test_gpu_kernels runs
  * 6/7 and 1/8). */
 template <typename T, int D, bool kSpread = false>
 __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaParams p) {
-  constexpr int E = D / 32, kBatch = kSpread ? kMergeKernelBatch : kMergeBatch;
+  constexpr int E = D / 32, kBatch = kSpread ? kMergeSpreadBatch : kMergeBatch;
   const int lane = threadIdx.x & 31;
   const int64_t u = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   const bool live = u < (int64_t)p.numTokens * p.numHeads;

@@ -51,19 +51,25 @@ CPCL_MLA_INSTANCE(2, 0, true, true)
 CPCL_MLA_INSTANCE(2, 0, true, true, 0, true)
 CPCL_MLA_INSTANCE(2, 0, true, true, 1, true)
 CPCL_MLA_INSTANCE(1, 0, true, true, 1, true)
+CPCL_MLA_INSTANCE(1, 0, true, false, 2, true, false, kFlagHandOrder)
+CPCL_MLA_INSTANCE(1, 0, true, true, 1, true, false, kFlagHandOrder)
 #undef CPCL_MLA_INSTANCE
 
 /* the sparse schedule cpclMlaSm90Attn runs (cpclMlaSm90SetSparseVariant; CPCL_MLA_SM90_SPARSE,
- * read once: 11, 17 or 18; unset or anything else: kSparseDefault). 18 measured fastest on the H200
- * (kernel_perf -k 2048 -W 8 -p 64, B64 H128: filter + attention 154.3 / 137.2 / 133.8 us for
- * 11 / 17 / 18; docs/MLA_SM90.md, Session 4) */
-constexpr int kSparseDefault = 18;
+ * read once: 11, 17, 18 or 20; unset or anything else: kSparseDefault). 18 measured fastest of the
+ * first three on the H200 (kernel_perf -k 2048 -W 8 -p 64, B64 H128: filter + attention 154.3 /
+ * 137.2 / 133.8 us for 11 / 17 / 18; docs/MLA_SM90.md, Session 4), 20 (18 without the waits for the
+ * other warpgroup's stage) faster than 18 (bench, B128 H128 K2048: 231.6 / 238.2 us at page 16,
+ * 219.2 / 224.4 at 64; Session 12) */
+constexpr int kSparseDefault = 20;
 std::atomic<int> libSparse{-1};
-bool sparseVariantOk(int v) { return v == 1 || v == 4 || v == 11 || v == 17 || v == 18; }
+bool sparseVariantOk(int v) { return v == 1 || v == 4 || v == 11 || v == 17 || v == 18 || v == 20; }
 int libSparseNow() {
   return cpcl::settingNow(libSparse, "CPCL_MLA_SM90_SPARSE", [](const char* e) {
-    return e != nullptr && (strcmp(e, "11") == 0 || strcmp(e, "17") == 0 || strcmp(e, "18") == 0) ? atoi(e)
-                                                                                                  : kSparseDefault;
+    return e != nullptr &&
+                   (strcmp(e, "11") == 0 || strcmp(e, "17") == 0 || strcmp(e, "18") == 0 || strcmp(e, "20") == 0)
+               ? atoi(e)
+               : kSparseDefault;
   });
 }
 
@@ -256,7 +262,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   if (variant < 0 || (sparseIdx ? !sparseVariantOk(variant) : variant >= kMlaSm90Variants))
     return invalidValue(sparseIdx ? "variant = %d: sparse attention runs the schedules 1, 4, 11, 17 and 18 (plus "
                                     "kMlaSm90EvictFirst)"
-                                  : "variant = %d is outside 0 .. 16 (plus kMlaSm90EvictFirst)",
+                                  : "variant = %d is outside 0 .. 19 (plus kMlaSm90EvictFirst)",
                         variant | flags);
   if (p->numTokens == 0) return 0;
   const size_t need = cpclMlaSm90WorkspaceBytes(p->numTokens, p->numHeads, maxSplits);
@@ -299,19 +305,30 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
       mlaSm90Kernel<1, 0, true, false, 2, true>,
       mlaSm90Kernel<2, 0, true, false, 2, true, true>,
       mlaSm90Kernel<1, 0, true, false, 2, true, true>,
-      mlaSm90Halves};
+      mlaSm90Halves,
+      nullptr, /* 17, 18: sparse only */
+      nullptr,
+      mlaSm90Kernel<1, 0, true, false, 2, true, false, kFlagHandOrder>};
   auto kern = sparseIdx ? (variant == 1    ? mlaSm90Kernel<0, 0, false, true>
                            : variant == 4  ? mlaSm90Kernel<2, 0, true, true>
                            : variant == 17 ? mlaSm90Kernel<2, 0, true, true, 1, true>
                            : variant == 18 ? mlaSm90Kernel<1, 0, true, true, 1, true>
+                           : variant == 20 ? mlaSm90Kernel<1, 0, true, true, 1, true, false, kFlagHandOrder>
                                            : mlaSm90Kernel<2, 0, true, true, 0, true>)
                         : kerns[variant];
   if (kern == nullptr)
-    return invalidValue("variant = %d was measured and removed (docs/MLA_SM90.md): 1, 2, 4, 9 and 11-16 remain",
-                        variant);
-  /* dense variants in bits 0-16, sparse ones at 16 + (1, 4, 11; 17 and 18 in the bits of 2 and
-   * 3, which have no sparse form): 17-20 and 27 */
-  const unsigned bit = 1u << (sparseIdx ? 16 + (variant == 17 ? 2 : variant == 18 ? 3 : variant) : variant);
+    return invalidValue(
+        "variant = %d was measured and removed (docs/MLA_SM90.md), or is sparse only (17, 18, 20): 1, 2, 4, 9, 11-16 "
+        "and 19 remain",
+        variant);
+  /* dense variants in bits 0-19, sparse ones in bits 20-25 (1, 4, 11, 17, 18, 20) */
+  const unsigned bit = 1u << (sparseIdx ? 20 + (variant == 1    ? 0
+                                                : variant == 4  ? 1
+                                                : variant == 11 ? 2
+                                                : variant == 17 ? 3
+                                                : variant == 18 ? 4
+                                                                : 5)
+                                        : variant);
   cudaError_t e;
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
@@ -330,7 +347,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     if (dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((unsigned)ctasX, 1, (unsigned)maxSplits);
-  if (sparseIdx && (variant == 17 || variant == 18)) {
+  if (sparseIdx && (variant == 17 || variant == 18 || variant == 20)) {
     /* a programmatic dependent of the kernel before it (the top-k filter, which lets it launch
      * at once): its CTAs are resident and set up while the filter runs, and the kernel waits
      * (griddepcontrol.wait) before it reads anything */
@@ -349,7 +366,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
 extern "C" int cpclMlaSm90SetSparseVariant(int variant) {
   using namespace cpcl::mla90;
   const int prev = libSparseNow();
-  if (variant == 11 || variant == 17 || variant == 18) libSparse.store(variant, std::memory_order_release);
+  if (variant == 11 || variant == 17 || variant == 18 || variant == 20)
+    libSparse.store(variant, std::memory_order_release);
   return prev;
 }
 
@@ -443,11 +461,12 @@ extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
   if (p->mlaSm90Splits < 1 || !shapeOk(p) || !qRowsAligned(p)) return -1;
   int dev, sms;
   if (deviceCc(&dev, &sms) != 90) return -1;
-  /* measured on the H200 (docs/MLA_SM90.md, "Session 3"): the early-release schedules with a
-   * producer lane a box; the seesaw (13) where a block is one page of 64 or more at 64+ heads, late
-   * S1 (12) elsewhere; sparse: late S1 with early release (11), or the variant set by
-   * cpclMlaSm90SetSparseVariant / CPCL_MLA_SM90_SPARSE (17, 18: session 4's gather) */
-  const int variant = p->numHeads >= kM && p->pageSize >= kBN ? 13 : 12;
+  /* measured on the H200 (docs/MLA_SM90.md, "Session 3", "Session 12"): the early-release schedules
+   * with a producer lane a box; the seesaw without the waits for the other warpgroup's stage (19)
+   * where a block is one page of 64 or more at 64+ heads, late S1 (12) elsewhere (12 with the same
+   * change measured no faster); sparse: the variant set by cpclMlaSm90SetSparseVariant /
+   * CPCL_MLA_SM90_SPARSE (11; 17, 18, 20: session 4's gather) */
+  const int variant = p->numHeads >= kM && p->pageSize >= kBN ? 19 : 12;
   if (p->sparseIdx) /* the top-k filter's lists (attn_params.h): rows gathered by cp.async, no tensor map */
     return cpclMlaSm90LaunchSparse(p, p->mlaSm90Splits, libSparseChunkNow(), libSparseNow(), p->sparseIdx,
                                    p->sparseCount, p->sparseStride, stream);
@@ -464,7 +483,8 @@ extern "C" int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxT
    * every step */
   cudaFuncAttributes fa;
   if (cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, false, 2, true>) != cudaSuccess ||
-      cudaFuncGetAttributes(&fa, mlaSm90Kernel<1, 0, true, false, 2, true>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Kernel<1, 0, true, false, 2, true, false, kFlagHandOrder>) != cudaSuccess ||
+      cudaFuncGetAttributes(&fa, mlaSm90Kernel<1, 0, true, true, 1, true, false, kFlagHandOrder>) != cudaSuccess ||
       cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, true, 0, true>) != cudaSuccess ||
       cudaFuncGetAttributes(&fa, mlaSm90Kernel<2, 0, true, true, 1, true>) != cudaSuccess ||
       cudaFuncGetAttributes(&fa, mlaSm90Kernel<1, 0, true, true, 1, true>) != cudaSuccess ||

@@ -513,15 +513,25 @@ __device__ __forceinline__ void mlaEpilogueStaged(const cpclAttnParams_t& p, con
  * P.V of a stage right after issuing it and frees the stage then, before it waits on the other
  * warpgroup or on the other stage (else a stage's release waits behind the other stage's arrival,
  * and the two loads chain: measured with the clock64 timeline, docs/MLA_SM90.md "Session 3"). */
+/* kFlags (the two-warpgroup schedules with early release, kKind 1 or 2 with kEarly):
+ *   kFlagHandOrder: a warpgroup does not wait for the other's stage (WG0 for stage 1 before P1 V1_L,
+ *     WG1 for stage 0 before P0 V0_R): the other warpgroup waited for every tile of it before the
+ *     hand-off (P1, P0) this one has passed, and the named barrier orders those waits before its
+ *     reads (FlashMLA's schedule relies on the same); nine try_waits less on each hand-off's path;
+ * Measured slower and removed (docs/MLA_SM90.md, "Session 12"): warpgroup 1's softmax over its own
+ * maxima before P0 arrives (1), and warpgroup 1's softmax1 under its P0 V0_R (4). */
+constexpr int kFlagHandOrder = 2;
 /* kMbarHand: the P0 / P1 hand-offs between the warpgroups (P in sP, the scales and maxima in
  * sC / sM) through mbarriers (one arrival a warp, by lane 0 after __syncwarp) instead of named
  * barriers (bar.arrive -> bar.sync), which compute-sanitizer's racecheck does not model
  * (tools/kernel_bench/racecheck_probe.cu); the order is the same. */
 template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, int kLanes = 0, bool kEarly = false,
-          bool kMbarHand = false>
+          bool kMbarHand = false, int kFlags = 0>
 __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
+  static_assert(kFlags == 0 || (kKind != 0 && kEarly), "kFlags are for the two-warpgroup schedules with early release");
+  constexpr bool kHandOrder = kFlags & kFlagHandOrder;
   extern __shared__ unsigned char smemRaw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
   unsigned char* sQ = smem;
@@ -982,7 +992,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           lA *= c1A;
           lB *= c1B;
           rescaleO(o, c1A, c1B);
-          waitStage(1, j & 1);
+          if constexpr (kHandOrder) {
+            if (kSparse) fenceProxyAsync(); /* cp.async wrote the stage (generic proxy); wgmma reads it */
+          } else {
+            waitStage(1, j & 1);
+          }
           traceAt(sp.trace, tb + 6, wt);
           const int v1 = validOf(2 * j + 1);
           if (v1 < kBN) zeroTail(sK + kBlockB, 0, wt, v1);
@@ -1011,11 +1025,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         traceAt(sp.trace, tb + 0, wt);
         float s[32];
         if (kKind == 1 && odd) stageS(s, 1, j & 1);
-        waitStage(0, j & 1);
-        traceAt(sp.trace, tb + 1, wt);
         const int v0 = validOf(2 * j);
-        if (v0 < kBN) zeroTail(sK, 1, wt, v0);
+        if constexpr (!kHandOrder) {
+          waitStage(0, j & 1);
+          traceAt(sp.trace, tb + 1, wt);
+          if (v0 < kBN) zeroTail(sK, 1, wt, v0);
+        } else {
+          traceAt(sp.trace, tb + 1, wt);
+        }
         handWait(0, kBarP0, j); /* P0 in sP, c0 and m0 published */
+        if constexpr (kHandOrder) {
+          if (kSparse) fenceProxyAsync();
+          if (v0 < kBN) zeroTail(sK, 1, wt, v0);
+        }
         traceAt(sp.trace, tb + 2, wt);
         const float c0A = sC0[rA], c0B = sC0[rB], m0A = sM0[rA], m0B = sM0[rB];
         /* S1 (issued alongside WG0's S0) is done by now in practice; waiting for it here keeps the

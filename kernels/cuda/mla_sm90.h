@@ -3,10 +3,11 @@
  * bf16 q and latent KV, 576/512 dims, one KV head, on sm_90a (wgmma, TMA, setmaxnreg; 222 KB of
  * shared memory per CTA). It reads the library's cpclAttnParams_t (attn_params.h) plus the split
  * constants of its plan, which differ from the CUDA-core body's.
- * Measured on an H200 (docs/MLA_SM90.md): the library runs variant 12 or 13 (early stage release,
- * a producer lane a TMA box; 13 at 64+ heads with pages of 64+) and 18 for sparse rows (11, 17 by
- * cpclMlaSm90SetSparseVariant / CPCL_MLA_SM90_SPARSE); every
- * variant but the control (2) passes the checks.
+ * Measured on an H200 (docs/MLA_SM90.md): the library runs variant 12 or 19 (early stage release,
+ * a producer lane a TMA box; 19, 13's seesaw without the waits for the other warpgroup's stage, at
+ * 64+ heads with pages of 64+) and 20 (18 likewise) for sparse rows (11, 17, 18 by
+ * cpclMlaSm90SetSparseVariant / CPCL_MLA_SM90_SPARSE); every variant but the control (2) passes
+ * the checks.
  */
 #ifndef CPCL_CUDA_MLA_SM90_H_
 #define CPCL_CUDA_MLA_SM90_H_
@@ -38,10 +39,12 @@ size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
  * seesaw in 256 threads, no producer warpgroup (mlaSm90Seesaw); 10 = 4 with one producer lane a
  * page (a page-16 block's 36 boxes issued by 4 lanes); 11-15 early release (mla_sm90.cu lists
  * them); 16 FlashMLA's schedule read from its source (mla_sm90_halves.cuh: 256 threads, each
- * half-stage refilled by its last reader, mbarrier hand-offs). */
-enum { kMlaSm90Variants = 17 };
-/* or-ed into a variant: the KV copies carry an L2 evict-first policy (64: variant numbers past 16
- * exist, the sparse 17 and 18) */
+ * half-stage refilled by its last reader, mbarrier hand-offs); 17, 18 sparse only (session 4's
+ * gather: 11's and 13's schedules); 19 = 13 and the sparse 20 = 18 with kFlagHandOrder (a
+ * warpgroup does not wait for the stage the other one waited for before their hand-off). */
+enum { kMlaSm90Variants = 20 };
+/* or-ed into a variant: the KV copies carry an L2 evict-first policy (64: variant numbers past 19
+ * exist, below 64) */
 enum { kMlaSm90EvictFirst = 64 };
 /* The attention of p (bf16 MLA 576/512, heads [headBegin, +numHeads) in p's block layout) with
  * maxSplits / chunkMin (cpclMlaSm90Plan; fixed per plan), then the split merge as a programmatic
@@ -54,16 +57,16 @@ int cpclMlaSm90Launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int m
 /* Sparse attention (issue 16): row t attends to the local KV indices sparseIdx[t][0 ..
  * sparseCount[t]) (compacted by the top-k filter, list order kept; index i is slot
  * blockTable[seq][i / pageSize] * pageSize + i % pageSize), with the schedule of variant 1, 4 or
- * 11 (session 2's gather), 17 (11's schedule) or 18 (13's seesaw) with session 4's gather (list
+ * 11 (session 2's gather), 17 (11's schedule), 18 (13's seesaw) or 20 (19's) with session 4's gather (list
  * entries two blocks ahead, slots one ahead, rows prefetched into L2; launched as a programmatic
  * dependent of the kernel before it, the filter); the splits cut each row's list. The rows are
  * gathered with cp.async from p->kCache (no tensor map; the evict-first flag does nothing). */
 int cpclMlaSm90LaunchSparse(const cpclAttnParams_t* p, int maxSplits, int chunkMin, int variant,
                             const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride, void* stream);
 
-/* The sparse schedule cpclMlaSm90Attn runs for the calls that follow in this process: 11, 17 or
- * 18 (any other value: unchanged); returns the one before. The default comes from
- * CPCL_MLA_SM90_SPARSE (read once: 11, 17 or 18), else 18. All give the host reference's answer
+/* The sparse schedule cpclMlaSm90Attn runs for the calls that follow in this process: 11, 17, 18
+ * or 20 (any other value: unchanged); returns the one before. The default comes from
+ * CPCL_MLA_SM90_SPARSE (read once: 11, 17, 18 or 20), else 20. All give the host reference's answer
  * within bf16 tolerance; not for use while another thread launches. */
 int cpclMlaSm90SetSparseVariant(int variant);
 

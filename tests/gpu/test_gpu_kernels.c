@@ -995,8 +995,8 @@ static void testNegativePageInSplit(void) {
  * (cudaCoresOnly). A dense body taking a sparse call would give the whole prefix's answer. W > 1
  * is simulated with rank r. A negative page id among a row's listed keys leaves the row empty and
  * is recorded. On the Hopper body every sparse schedule runs (cpclMlaSm90SetSparseVariant: 11,
- * and session 4's gather in 17 and 18); 17 is 11's schedule over the same rows, so its output and
- * lse must be 11's bit for bit. */
+ * and session 4's gather in 17, 18 and 20); 17 is 11's schedule over the same rows, so its output
+ * and lse must be 11's bit for bit. */
 typedef struct {
   cpclDataType_t type;
   int Hkv, G, Dqk, Dv, latent;
@@ -1144,12 +1144,12 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
     cpclAttnParams_t shape = p;
     sm90 = cpclCudaAttnMlaSm90Splits(&shape, T);
   }
-  static const int sparseVariants[3] = {11, 17, 18};
+  static const int sparseVariants[4] = {11, 17, 18, 20};
   const int firstVariant = sm90 ? cpclMlaSm90SetSparseVariant(-1) : 0;
   void* v11Out = malloc(oBytes);
   float* v11Lse = malloc(lBytes);
   for (int run = 0; run < 3; run++)
-    for (int vi = 0; vi < (sm90 && run != 2 ? 3 : 1); vi++) {
+    for (int vi = 0; vi < (sm90 && run != 2 ? 4 : 1); vi++) {
       const int variant = sm90 && run != 2 ? sparseVariants[vi] : 0;
       if (variant) cpclMlaSm90SetSparseVariant(variant);
       const int splits = run == 1 ? 1 : 64;

@@ -380,9 +380,9 @@ int main(int argc, char** argv) {
   /* the variant without the evict-first flag; sparse-only ones (17, 18: session 4's gather) and
    * which variants have a sparse form */
   auto base = [](int v) { return v & ~kMlaSm90EvictFirst; };
-  auto sparseOnly = [&](int v) { return base(v) == 17 || base(v) == 18; };
+  auto sparseOnly = [&](int v) { return base(v) == 17 || base(v) == 18 || base(v) == 20; };
   auto hasSparse = [&](int v) { return base(v) == 1 || base(v) == 4 || base(v) == 11 || sparseOnly(v); };
-  static const char* names[19] = {"removed (seesaw)",
+  static const char* names[21] = {"removed (seesaw)",
                                   "S twice",
                                   "control",
                                   "removed (seesaw late S1)",
@@ -400,7 +400,9 @@ int main(int argc, char** argv) {
                                   "13, mbarrier hand-offs",
                                   "FlashMLA's schedule (halves), 256 threads",
                                   "sparse: 11 + session-4 gather",
-                                  "sparse: 13's seesaw + session-4 gather"};
+                                  "sparse: 13's seesaw + session-4 gather",
+                                  "13, no wait for the other's stage",
+                                  "sparse: 18, no wait for the other's stage"};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -422,7 +424,7 @@ int main(int argc, char** argv) {
   };
   bool okVar[128] = {};
   for (int v : vars) {
-    if (v < 0 || v >= 128 || base(v) > 18) {
+    if (v < 0 || v >= 128 || base(v) > 20) {
       printf("variant %d: not a variant of this bench\n", v);
       return 1;
     }
