@@ -53,8 +53,6 @@ CPCL_MLA_INSTANCE(2, 0, true, true, 1, true)
 CPCL_MLA_INSTANCE(1, 0, true, true, 1, true)
 CPCL_MLA_INSTANCE(1, 0, true, false, 2, true, false, kFlagHandOrder)
 CPCL_MLA_INSTANCE(1, 0, true, true, 1, true, false, kFlagHandOrder)
-CPCL_MLA_INSTANCE(1, 0, true, false, 2, true, false, kFlagHandOrder | kFlagPair)
-CPCL_MLA_INSTANCE(2, 0, true, false, 2, true, false, kFlagHandOrder | kFlagPair)
 #undef CPCL_MLA_INSTANCE
 
 /* the sparse schedule cpclMlaSm90Attn runs (cpclMlaSm90SetSparseVariant; CPCL_MLA_SM90_SPARSE,
@@ -264,7 +262,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   if (variant < 0 || (sparseIdx ? !sparseVariantOk(variant) : variant >= kMlaSm90Variants))
     return invalidValue(sparseIdx ? "variant = %d: sparse attention runs the schedules 1, 4, 11, 17 and 18 (plus "
                                     "kMlaSm90EvictFirst)"
-                                  : "variant = %d is outside 0 .. 22 (plus kMlaSm90EvictFirst)",
+                                  : "variant = %d is outside 0 .. 19 (plus kMlaSm90EvictFirst)",
                         variant | flags);
   if (p->numTokens == 0) return 0;
   const size_t need = cpclMlaSm90WorkspaceBytes(p->numTokens, p->numHeads, maxSplits);
@@ -272,9 +270,6 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     return invalidValue("workspaceBytes = %zu: the Hopper MLA body needs %zu for %d rows of %d heads in %d splits",
                         p->workspaceBytes, need, p->numTokens, p->numHeads, maxSplits);
   const int64_t nChunks = (p->numHeads + kM - 1) / kM, ctasX = (int64_t)p->numTokens * nChunks;
-  if (!sparseIdx && (variant == 21 || variant == 22) && nChunks != 2)
-    return invalidValue("variant = %d pairs a row's two 64-head CTAs: numHeads = %d is not in 65 .. 128", variant,
-                        p->numHeads);
   const int64_t mergeCtas = (int64_t)p->numTokens * p->numHeads;
   if (ctasX > 0x7fffffffLL || mergeCtas > 0x7fffffffLL)
     return invalidValue("%d rows of %d heads exceed the Hopper MLA body's grid", p->numTokens, p->numHeads);
@@ -313,10 +308,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
       mlaSm90Halves,
       nullptr, /* 17, 18: sparse only */
       nullptr,
-      mlaSm90Kernel<1, 0, true, false, 2, true, false, kFlagHandOrder>,
-      nullptr, /* 20: sparse only */
-      mlaSm90Kernel<1, 0, true, false, 2, true, false, kFlagHandOrder | kFlagPair>,
-      mlaSm90Kernel<2, 0, true, false, 2, true, false, kFlagHandOrder | kFlagPair>};
+      mlaSm90Kernel<1, 0, true, false, 2, true, false, kFlagHandOrder>};
   auto kern = sparseIdx ? (variant == 1    ? mlaSm90Kernel<0, 0, false, true>
                            : variant == 4  ? mlaSm90Kernel<2, 0, true, true>
                            : variant == 17 ? mlaSm90Kernel<2, 0, true, true, 1, true>
@@ -329,8 +321,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
         "variant = %d was measured and removed (docs/MLA_SM90.md), or is sparse only (17, 18, 20): 1, 2, 4, 9, 11-16 "
         "and 19 remain",
         variant);
-  /* dense variants in bits 0-22, sparse ones in bits 23-28 (1, 4, 11, 17, 18, 20) */
-  const unsigned bit = 1u << (sparseIdx ? 23 + (variant == 1    ? 0
+  /* dense variants in bits 0-19, sparse ones in bits 20-25 (1, 4, 11, 17, 18, 20) */
+  const unsigned bit = 1u << (sparseIdx ? 20 + (variant == 1    ? 0
                                                 : variant == 4  ? 1
                                                 : variant == 11 ? 2
                                                 : variant == 17 ? 3
@@ -355,23 +347,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
     if (dev >= 0) devRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((unsigned)ctasX, 1, (unsigned)maxSplits);
-  if (!sparseIdx && (variant == 21 || variant == 22)) {
-    /* kFlagPair: the two 64-head chunks of a row (blockIdx.x 2t, 2t + 1) as a cluster of two */
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = kSmemBytes;
-    cfg.stream = st;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 2;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    e = cudaLaunchKernelEx(&cfg, kern, *kvMap, *p, sp);
-    if (e != cudaSuccess) cudaGetLastError();
-  } else if (sparseIdx && (variant == 17 || variant == 18 || variant == 20)) {
+  if (sparseIdx && (variant == 17 || variant == 18 || variant == 20)) {
     /* a programmatic dependent of the kernel before it (the top-k filter, which lets it launch
      * at once): its CTAs are resident and set up while the filter runs, and the kernel waits
      * (griddepcontrol.wait) before it reads anything */

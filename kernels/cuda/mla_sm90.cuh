@@ -121,31 +121,6 @@ __device__ __forceinline__ void tmaLoad2dHint(uint32_t dst, const CUtensorMap* m
       "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "l"(policy)
       : "memory");
 }
-/* kFlagPair: a 2-d TMA tile copy into the same offset of both CTAs of the cluster pair (ctaMask 3),
- * completing on the barrier at bar's offset in each */
-__device__ __forceinline__ void tmaLoad2dPair(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
-      "[%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
-      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "h"((unsigned short)3)
-      : "memory");
-}
-/* arrive by lane 0 on the barrier at bar's offset in CTA `rank` of the cluster (predicated in the asm) */
-__device__ __forceinline__ void mbarArriveClusterLane0(uint32_t bar, uint32_t rank, int lane) {
-  asm volatile(
-      "{\n.reg .pred p;\n.reg .b32 ra;\nsetp.eq.u32 p, %2, 0;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
-      "@p mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar),
-      "r"(rank), "r"(lane)
-      : "memory");
-}
-__device__ __forceinline__ uint32_t clusterCtaRank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ void clusterSync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
 __device__ __forceinline__ void fenceRegs4(uint32_t (&r)[4]) {
 #pragma unroll
   for (int i = 0; i < 4; i++) asm volatile("" : "+r"(r[i])::"memory");
@@ -543,15 +518,9 @@ __device__ __forceinline__ void mlaEpilogueStaged(const cpclAttnParams_t& p, con
  *     WG1 for stage 0 before P0 V0_R): the other warpgroup waited for every tile of it before the
  *     hand-off (P1, P0) this one has passed, and the named barrier orders those waits before its
  *     reads (FlashMLA's schedule relies on the same); nine try_waits less on each hand-off's path;
- *   kFlagPair (dense, kLanes 2): the two CTAs of a row's 128 heads (head chunks 0 and 1, launched as
- *     a cluster of two) read the same pages: each producer issues every other box of a block, multicast
- *     into both CTAs (half the boxes to issue, half the L2 -> SM traffic of the pair); a stage is
- *     refilled once both CTAs' consumers have freed it (16 arrivals: each warp arrives on its own
- *     CTA's and the peer's empty barrier), and each producer waits for the last two blocks' releases
- *     before its CTA may exit, so no remote arrival reaches a CTA that has left.
  * Measured slower and removed (docs/MLA_SM90.md, "Session 12"): warpgroup 1's softmax over its own
  * maxima before P0 arrives (1), and warpgroup 1's softmax1 under its P0 V0_R (4). */
-constexpr int kFlagHandOrder = 2, kFlagPair = 8;
+constexpr int kFlagHandOrder = 2;
 /* kMbarHand: the P0 / P1 hand-offs between the warpgroups (P in sP, the scales and maxima in
  * sC / sM) through mbarriers (one arrival a warp, by lane 0 after __syncwarp) instead of named
  * barriers (bar.arrive -> bar.sync), which compute-sanitizer's racecheck does not model
@@ -562,8 +531,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
   static_assert(kFlags == 0 || (kKind != 0 && kEarly), "kFlags are for the two-warpgroup schedules with early release");
-  constexpr bool kHandOrder = kFlags & kFlagHandOrder, kPair = kFlags & kFlagPair;
-  static_assert(!kPair || (!kSparse && kLanes == 2 && kTileBars), "kFlagPair: the TMA producer of a lane a box");
+  constexpr bool kHandOrder = kFlags & kFlagHandOrder;
   extern __shared__ unsigned char smemRaw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
   unsigned char* sQ = smem;
@@ -606,7 +574,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid == 0) {
     /* TMA: one arrival (the expect_tx); sparse: the 128 producer threads' cp.async arrivals */
     for (int i = 0; i < 2 * kTiles; i++) mbarInit(smemAddr(&fullBar[i]), kSparse ? 128 : 1);
-    for (int i = 0; i < 2; i++) mbarInit(smemAddr(&emptyBar[i]), kPair ? 16 : 8); /* + the peer's 8 warps */
+    for (int i = 0; i < 2; i++) mbarInit(smemAddr(&emptyBar[i]), 8);
     if (kMbarHand)
       for (int i = 0; i < 2; i++) mbarInit(smemAddr(&handBar[i]), 4); /* the 4 warps of one warpgroup */
     mbarInit(smemAddr(qBar), 1);
@@ -614,10 +582,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  /* kPair: the peer's barriers are initialised before any copy or arrival reaches them (both CTAs of
-   * a pair have the same row and split, so both are here or both have left above) */
-  if constexpr (kPair) clusterSync();
-  const uint32_t peer = kPair ? clusterCtaRank() ^ 1u : 0u;
   /* Q's head rows (1152 contiguous bytes each), one bulk copy a row into sQ as rows of 1152 bytes
    * (the consumers swizzle them in place below). LDG of the same 72 KB by the consumers took ~11k
    * cycles, landing behind the first two blocks' copies (the clock64 timeline, docs/MLA_SM90.md
@@ -800,23 +764,14 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int k = 0; k < (8 * kTiles + 31) / 32; k++) {
             const int q = ln + 32 * k, pgI = q % np, c = q / np;
             const int r = __shfl_sync(0xffffffffu, row, pgI);
-            if constexpr (kPair) { /* this CTA's half of the boxes, into both CTAs of the pair */
-              if (c < kTiles && (q & 1) == (int)(peer ^ 1u))
-                tmaLoad2dPair(dst + c * kTileB + pgI * boxRows * 128, &kvMap, c * 64, r, full0 + c * 8);
-            } else {
-              if (c < kTiles)
-                tmaLoad2d(dst + c * kTileB + pgI * boxRows * 128, &kvMap, c * 64, r, kTileBars ? full0 + c * 8 : full0);
-            }
+            if (c < kTiles)
+              tmaLoad2d(dst + c * kTileB + pgI * boxRows * 128, &kvMap, c * 64, r, kTileBars ? full0 + c * 8 : full0);
             if (32 * (k + 1) >= np * kTiles) break;
           }
         }
         if (ln == 0) traceAt(sp.trace, kTraceProducer + 2 * i + 1, 0);
         if (i + 1 < nBlocks) fetchRow(i + 1);
       }
-      /* kPair: both CTAs' consumers (the peer's arrive here too) are done with the last two blocks, so
-       * no arrival from the peer comes after this CTA has exited */
-      if constexpr (kPair)
-        for (int i = max(nBlocks - 2, 0); i < nBlocks; i++) mbarWait(smemAddr(&emptyBar[i & 1]), (i >> 1) & 1);
       return;
     }
     if (tid != 256) return;
@@ -916,7 +871,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto validOf = [&](int i) { return min(kBN, kEnd - (kBeg + i * kBN)); };
   auto release = [&](int st) {
     mbarArriveLane0(smemAddr(&emptyBar[st]), lane); /* this warp is done with the stage */
-    if constexpr (kPair) mbarArriveClusterLane0(smemAddr(&emptyBar[st]), peer, lane); /* and the peer's copy */
   };
   /* the whole stage landed (every tile's barrier with kTileBars) */
   auto waitStage = [&](int st, uint32_t parity) {

@@ -41,11 +41,9 @@ size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int maxSplits);
  * them); 16 FlashMLA's schedule read from its source (mla_sm90_halves.cuh: 256 threads, each
  * half-stage refilled by its last reader, mbarrier hand-offs); 17, 18 sparse only (session 4's
  * gather: 11's and 13's schedules); 19 = 13 and the sparse 20 = 18 with kFlagHandOrder (a
- * warpgroup does not wait for the stage the other one waited for before their hand-off); 21 = 19 and
- * 22 = 12 + kFlagHandOrder with kFlagPair (a row's two 64-head CTAs as a cluster, each issuing half
- * of every block's boxes, multicast into both: 65-128 heads only). */
-enum { kMlaSm90Variants = 23 };
-/* or-ed into a variant: the KV copies carry an L2 evict-first policy (64: variant numbers past 22
+ * warpgroup does not wait for the stage the other one waited for before their hand-off). */
+enum { kMlaSm90Variants = 20 };
+/* or-ed into a variant: the KV copies carry an L2 evict-first policy (64: variant numbers past 19
  * exist, below 64) */
 enum { kMlaSm90EvictFirst = 64 };
 /* The attention of p (bf16 MLA 576/512, heads [headBegin, +numHeads) in p's block layout) with

@@ -382,9 +382,7 @@ int main(int argc, char** argv) {
   auto base = [](int v) { return v & ~kMlaSm90EvictFirst; };
   auto sparseOnly = [&](int v) { return base(v) == 17 || base(v) == 18 || base(v) == 20; };
   auto hasSparse = [&](int v) { return base(v) == 1 || base(v) == 4 || base(v) == 11 || sparseOnly(v); };
-  /* 21, 22: a row's two 64-head CTAs as a pair, so 65-128 heads only */
-  auto headsOk = [&](int v, int H) { return (base(v) != 21 && base(v) != 22) || (H > 64 && H <= 128); };
-  static const char* names[23] = {"removed (seesaw)",
+  static const char* names[21] = {"removed (seesaw)",
                                   "S twice",
                                   "control",
                                   "removed (seesaw late S1)",
@@ -404,9 +402,7 @@ int main(int argc, char** argv) {
                                   "sparse: 11 + session-4 gather",
                                   "sparse: 13's seesaw + session-4 gather",
                                   "13, no wait for the other's stage",
-                                  "sparse: 18, no wait for the other's stage",
-                                  "19, a row's CTA pair: multicast boxes",
-                                  "12 + no wait, a row's CTA pair: multicast boxes"};
+                                  "sparse: 18, no wait for the other's stage"};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -428,15 +424,14 @@ int main(int argc, char** argv) {
   };
   bool okVar[128] = {};
   for (int v : vars) {
-    if (v < 0 || v >= 128 || base(v) > 22) {
+    if (v < 0 || v >= 128 || base(v) > 20) {
       printf("variant %d: not a variant of this bench\n", v);
       return 1;
     }
     okVar[v] = true;
     if (perfOnly) continue;
     for (const Case& c : cases) {
-      if (c.topk > 0 ? !hasSparse(v) : sparseOnly(v)) continue; /* sparse: 1, 4, 11, 17, 18, 20 */
-      if (!headsOk(v, c.H)) continue;
+      if (c.topk > 0 ? !hasSparse(v) : sparseOnly(v)) continue; /* sparse: 1, 4, 11, 17, 18 */
       double re, le;
       const bool ok = runCase(c, v, &re, &le);
       okVar[v] = okVar[v] && ok;
@@ -444,7 +439,6 @@ int main(int argc, char** argv) {
     }
     /* a second draw of the first cases: the same function on fresh data */
     for (int k = 0; k < 4 && !sparseOnly(v); k++) {
-      if (!headsOk(v, cases[k].H)) continue;
       double re, le;
       const bool ok = runCase(cases[k], v, &re, &le);
       okVar[v] = okVar[v] && ok;
@@ -601,7 +595,6 @@ int main(int argc, char** argv) {
       for (int variant : timed)
         for (int cm : chunkMins) {
           if (K > 0 ? !hasSparse(variant) : sparseOnly(variant)) continue;
-          if (!headsOk(variant, H)) continue;
           auto launchOne = [&](const cpclAttnParams_t* pp) {
             return K > 0 ? cpclMlaSm90LaunchSparse(pp, maxSplits, cm, variant, dIdx, dCnt, K, st)
                          : cpclMlaSm90Launch(pp, &map, maxSplits, cm, variant, st);
