@@ -191,6 +191,7 @@ __device__ __forceinline__ int checkedPageRow(const cpclAttnParams_t& p, const i
   if (id < 0 && !bad) {
     bad = true;
     *sBad = 1;
+    __threadfence_block(); /* before this thread's later arrivals, whose barriers the consumers wait on */
     reportError(p.errorFlag, CPCL_KERR_PAGE, seq, id, idx);
   }
   return id < 0 ? 0 : id * p.pageSize;
@@ -206,6 +207,7 @@ __device__ __forceinline__ int64_t checkedSparseSlot(const cpclAttnParams_t& p, 
     if (!bad) {
       bad = true;
       *sBad = 1;
+      __threadfence_block(); /* before this thread's cp.async arrivals, whose barriers the consumers wait on */
       if (idx < 0 || idx >= cap)
         reportError(p.errorFlag, CPCL_KERR_CAPACITY, seq, idx, (int)min(cap, (int64_t)INT32_MAX));
       else
@@ -747,6 +749,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint32_t full0 = smemAddr(&fullBar[st * kTiles]);
         const uint32_t dst = smemAddr(sK + st * kBlockB);
         const int np = pg >= kBN ? 1 : (valid + pg - 1) / pg, boxRows = pg >= kBN ? kBN : pg;
+        /* orders every lane's sBad write of fetchRow (this block's pages, read one block ahead)
+         * before lane 0's arrivals below: the consumers learn of a bad page through those barriers
+         * only (a write by another lane was otherwise published by no arrival of the last block) */
+        __syncwarp();
         if (ln == 0) {
           if (kTileBars) {
             for (int c = 0; c < kTiles; c++) mbarExpectTx(full0 + c * 8, (uint32_t)np * boxRows * 128);
