@@ -32,9 +32,11 @@ namespace mla90 {
  *   TMA box (12, 13), late S1 (11, 12) or the seesaw (13); 14, 15: 12 and 13 with the P hand-offs
  *   through mbarriers (kMbarHand: what racecheck can follow); 16 FlashMLA's schedule read from its
  *   source (mlaSm90Halves, mla_sm90_halves.cuh: half-stage refills by the last reader, mbarrier
- *   hand-offs). Sparse: the schedules of 1, 4 and 11 with session 2's gather, and 17 (11's
- *   schedule) and 18 (13's seesaw) with session 4's gather (kLanes 1 with kSparse: indices and
- *   slots prefetched, rows into L2 ahead, a programmatic dependent of the filter). */
+ *   hand-offs); 19 (the library's seesaw since session 12) = 13 without a warpgroup's wait for the
+ *   stage the other one waited for before their hand-off (kFlagHandOrder). Sparse: the schedules of
+ *   1, 4 and 11 with session 2's gather, and 17 (11's schedule), 18 (13's seesaw) and 20 (19's, the
+ *   library's) with session 4's gather (kLanes 1 with kSparse: indices and slots prefetched, rows
+ *   into L2 ahead, a programmatic dependent of the filter). */
 #define CPCL_MLA_INSTANCE(...)                                                             \
   template __global__ void mlaSm90Kernel<__VA_ARGS__>(const __grid_constant__ CUtensorMap, \
                                                       const __grid_constant__ cpclAttnParams_t, const Split);
@@ -260,7 +262,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   const int flags = variant & kMlaSm90EvictFirst;
   variant &= ~kMlaSm90EvictFirst;
   if (variant < 0 || (sparseIdx ? !sparseVariantOk(variant) : variant >= kMlaSm90Variants))
-    return invalidValue(sparseIdx ? "variant = %d: sparse attention runs the schedules 1, 4, 11, 17 and 18 (plus "
+    return invalidValue(sparseIdx ? "variant = %d: sparse attention runs the schedules 1, 4, 11, 17, 18 and 20 (plus "
                                     "kMlaSm90EvictFirst)"
                                   : "variant = %d is outside 0 .. 19 (plus kMlaSm90EvictFirst)",
                         variant | flags);

@@ -790,7 +790,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     /* Each split checks the pages it reads (DESIGN: a negative page id is bad batch data): it
      * records the first in errorFlag, reads page 0 in its place (its partial is thrown away) and
      * raises sBad, which the consumers read after their last block (the store is ordered before
-     * the arrive on that block's full barrier, whose wait they pass). */
+     * the arrive on that block's full barrier, whose wait they pass, or, under kFlagHandOrder,
+     * which the other warpgroup passed before their hand-off and the final kBarAll barrier). */
     auto pageRow = [&](int idx) { return checkedPageRow(p, bt, idx, rw.seq, bad, sBad); };
     auto fetchRows = [&](int i) {
       const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);

@@ -995,8 +995,8 @@ static void testNegativePageInSplit(void) {
  * (cudaCoresOnly). A dense body taking a sparse call would give the whole prefix's answer. W > 1
  * is simulated with rank r. A negative page id among a row's listed keys leaves the row empty and
  * is recorded. On the Hopper body every sparse schedule runs (cpclMlaSm90SetSparseVariant: 11,
- * and session 4's gather in 17, 18 and 20); 17 is 11's schedule over the same rows, so its output
- * and lse must be 11's bit for bit. */
+ * and session 4's gather in 17, 18 and 20); 17 is 11's schedule over the same rows, and 20 18's
+ * arithmetic in the same order, so their outputs and lse must be 11's and 18's bit for bit. */
 typedef struct {
   cpclDataType_t type;
   int Hkv, G, Dqk, Dv, latent;
@@ -1148,6 +1148,8 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
   const int firstVariant = sm90 ? cpclMlaSm90SetSparseVariant(-1) : 0;
   void* v11Out = malloc(oBytes);
   float* v11Lse = malloc(lBytes);
+  void* v18Out = malloc(oBytes);
+  float* v18Lse = malloc(lBytes);
   for (int run = 0; run < 3; run++)
     for (int vi = 0; vi < (sm90 && run != 2 ? 4 : 1); vi++) {
       const int variant = sm90 && run != 2 ? sparseVariants[vi] : 0;
@@ -1224,6 +1226,14 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
                "sparse variant 17 differs from 11 bitwise (the same schedule over the same rows): K %d W %d r %d I %d "
                "page %d mla-sm90 splits %d",
                K, sc->W, sc->r, sc->I, sc->pageSize, dp.mlaSm90Splits);
+      } else if (variant == 18) {
+        memcpy(v18Out, dOut, oBytes);
+        memcpy(v18Lse, dLse, lBytes);
+      } else if (variant == 20) {
+        EXPECT(memcmp(v18Out, dOut, oBytes) == 0 && memcmp(v18Lse, dLse, lBytes) == 0,
+               "sparse variant 20 differs from 18 bitwise (18's arithmetic in the same order, fewer waits): K %d W %d "
+               "r %d I %d page %d mla-sm90 splits %d",
+               K, sc->W, sc->r, sc->I, sc->pageSize, dp.mlaSm90Splits);
       }
       free(dOut);
       free(dLse);
@@ -1232,6 +1242,8 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
   if (sm90) cpclMlaSm90SetSparseVariant(firstVariant);
   free(v11Out);
   free(v11Lse);
+  free(v18Out);
+  free(v18Lse);
   cudaFree((void*)df.queryStart);
   cudaFree((void*)df.seqLens);
   cudaFree((void*)df.topkIndices);

@@ -375,9 +375,9 @@ int main(int argc, char** argv) {
       for (char* tok = strtok(argv[++i], ","); tok; tok = strtok(nullptr, ",")) vars.push_back(atoi(tok));
   }
   if (vars.empty())
-    for (int v : {1, 2, 4, 9, 11, 12, 13, 14, 15, 16}) vars.push_back(v);
+    for (int v : {1, 2, 4, 9, 11, 12, 13, 14, 15, 16, 19}) vars.push_back(v);
   /* "removed": measured (docs/MLA_SM90.md) and no longer built; the launch refuses them */
-  /* the variant without the evict-first flag; sparse-only ones (17, 18: session 4's gather) and
+  /* the variant without the evict-first flag; sparse-only ones (17, 18, 20: session 4's gather) and
    * which variants have a sparse form */
   auto base = [](int v) { return v & ~kMlaSm90EvictFirst; };
   auto sparseOnly = [&](int v) { return base(v) == 17 || base(v) == 18 || base(v) == 20; };
@@ -431,7 +431,7 @@ int main(int argc, char** argv) {
     okVar[v] = true;
     if (perfOnly) continue;
     for (const Case& c : cases) {
-      if (c.topk > 0 ? !hasSparse(v) : sparseOnly(v)) continue; /* sparse: 1, 4, 11, 17, 18 */
+      if (c.topk > 0 ? !hasSparse(v) : sparseOnly(v)) continue; /* sparse: 1, 4, 11, 17, 18, 20 */
       double re, le;
       const bool ok = runCase(c, v, &re, &le);
       okVar[v] = okVar[v] && ok;
@@ -675,7 +675,7 @@ int main(int argc, char** argv) {
               printf("graph capture failed\n");
             }
           }
-          /* sparse: the seesaw schedules (11, 17, 18; producer events in 17 and 18 only) */
+          /* sparse: the seesaw schedules (11, 17, 18, 20; producer events in 17, 18 and 20 only) */
           if (getenv("MLA_TRACE") && atoi(getenv("MLA_TRACE")) &&
               (K == 0 ? !sparseOnly(variant) &&
                             (base(variant) == 3 || base(variant) == 4 || base(variant) == 7 || base(variant) >= 10)
