@@ -66,6 +66,9 @@ CPCL_MLA_INSTANCE(1, 0, true, true, 1, true, false, kFlagHandOrder)
 constexpr int kSparseDefault = 20;
 std::atomic<int> libSparse{-1};
 bool sparseVariantOk(int v) { return v == 1 || v == 4 || v == 11 || v == 17 || v == 18 || v == 20; }
+/* the sparse schedules the library may be set to run (cpclMlaSm90SetSparseVariant; the environment's
+ * text is matched against the same four below) */
+bool libSparseOk(int v) { return v == 11 || v == 17 || v == 18 || v == 20; }
 int libSparseNow() {
   return cpcl::settingNow(libSparse, "CPCL_MLA_SM90_SPARSE", [](const char* e) {
     return e != nullptr &&
@@ -368,8 +371,7 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
 extern "C" int cpclMlaSm90SetSparseVariant(int variant) {
   using namespace cpcl::mla90;
   const int prev = libSparseNow();
-  if (variant == 11 || variant == 17 || variant == 18 || variant == 20)
-    libSparse.store(variant, std::memory_order_release);
+  if (libSparseOk(variant)) libSparse.store(variant, std::memory_order_release);
   return prev;
 }
 

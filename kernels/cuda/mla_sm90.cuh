@@ -1033,16 +1033,14 @@ __global__ void __launch_bounds__(kThreads, 1)
         float s[32];
         if (kKind == 1 && odd) stageS(s, 1, j & 1);
         const int v0 = validOf(2 * j);
-        if constexpr (!kHandOrder) {
-          waitStage(0, j & 1);
-          traceAt(sp.trace, tb + 1, wt);
-          if (v0 < kBN) zeroTail(sK, 1, wt, v0);
-        } else {
-          traceAt(sp.trace, tb + 1, wt);
-        }
+        if constexpr (!kHandOrder) waitStage(0, j & 1);
+        traceAt(sp.trace, tb + 1, wt);
+        /* the V rows past the row's end zeroed once stage 0 is known landed: by its own wait, or under
+         * kFlagHandOrder by warpgroup 0's, ordered by the P0 hand-off */
+        if (!kHandOrder && v0 < kBN) zeroTail(sK, 1, wt, v0);
         handWait(0, kBarP0, j); /* P0 in sP, c0 and m0 published */
         if constexpr (kHandOrder) {
-          if (kSparse) fenceProxyAsync();
+          if (kSparse) fenceProxyAsync(); /* cp.async wrote the stage (generic proxy); wgmma reads it */
           if (v0 < kBN) zeroTail(sK, 1, wt, v0);
         }
         traceAt(sp.trace, tb + 2, wt);
