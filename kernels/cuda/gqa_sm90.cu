@@ -109,13 +109,13 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
   const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
   const int headBlocks = ((G < p->numHeads ? G : p->numHeads) + 16 * HB - 1) / (16 * HB);
   const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
+  /* the workspace merge launches no cluster: its splits are independent CTAs */
+  const bool ws = p->wsO != nullptr;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)(p->clusterSplits * p->numTokens), (unsigned)(headBlocks * nKv), 1);
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  /* the workspace merge launches no cluster: its splits are independent CTAs */
-  const bool ws = p->wsO != nullptr;
   cudaLaunchAttribute attr[2];
   int na = 0;
   if (!ws) {
@@ -378,6 +378,23 @@ extern "C" int cpclGqaSm90Decode(const GqaParams* in, const GqaKvMaps* maps, voi
   return dispatch(&p, maps, static_cast<cudaStream_t>(stream), false);
 }
 
+#ifdef CPCL_GQA_TRACE
+/* the timeline's table (GQA90_MARK, gqa_sm90.cuh): kTraceSlots x kTraceMarks global-timer values,
+ * zeroed after the copy; 0 or a cudaError_t */
+extern "C" int cpclGqaSm90TraceRead(unsigned long long* dst) {
+  using namespace cpcl::gqa90;
+  const size_t bytes = sizeof(unsigned long long) * kTraceSlots * kTraceMarks;
+  cudaError_t e = cudaMemcpyFromSymbol(dst, gqaTrace, bytes);
+  if (e == cudaSuccess) {
+    void* a = nullptr;
+    e = cudaGetSymbolAddress(&a, gqaTrace);
+    if (e == cudaSuccess) e = cudaMemset(a, 0, bytes);
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
+  }
+  return (int)e;
+}
+#endif
+
 extern "C" int cpclGqaSm90MaxActiveClusters(const GqaParams* in) {
   using namespace cpcl::gqa90;
   const GqaParams p = normalised(in);
@@ -444,6 +461,10 @@ extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, in
 /* the body's stages: 3 measured best or tied everywhere (run 3) */
 constexpr int kStages = 3;
 
+/* CPCL_GQA_SM90_L2, read once per process: GqaParams.l2Hint of the library's launches, 1 (K/V boxes
+ * evict-first) unless the variable is "0" (the measurement knob of docs/GQA_SM90.md "Session 15") */
+static std::atomic<int> l2HintSet{-1};
+static int l2HintOf(const char* e) { return e != nullptr && strcmp(e, "0") == 0 ? 0 : 1; }
 static GqaParams fromAttn(const cpclAttnParams_t* a, int copyMode) {
   GqaParams p;
   memset(&p, 0, sizeof p);
@@ -482,6 +503,7 @@ static GqaParams fromAttn(const cpclAttnParams_t* a, int copyMode) {
   p.chunkMin = a->gqaSm90ChunkMin;
   p.stages = kStages;
   p.copyMode = copyMode;
+  p.l2Hint = cpcl::settingNow(l2HintSet, "CPCL_GQA_SM90_L2", l2HintOf);
   return p;
 }
 

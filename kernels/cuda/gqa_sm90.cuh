@@ -131,6 +131,24 @@ __device__ __forceinline__ void cpAsync16(uint32_t dst, const void* src, bool va
 
 /* ---- wgmma (the kWg consumers: one warpgroup of 64 heads) ---- */
 #include "gqa_sm90_wgmma.inc"
+
+/* The diagnostic timeline (docs/GQA_SM90.md "Session 15"): with CPCL_GQA_TRACE defined (the bench's
+ * traced build only; the library's code stays as measured), GQA90_MARK(slot, m) stores the global
+ * timer (ns) at mark m of CTA slot (the table of gqa_sm90.h); cpclGqaSm90TraceRead (gqa_sm90.cu)
+ * copies it out. */
+constexpr int kTraceSlots = CPCL_GQA_TRACE_SLOTS, kTraceMerge = CPCL_GQA_TRACE_MERGE,
+              kTraceMarks = CPCL_GQA_TRACE_MARKS;
+#ifdef CPCL_GQA_TRACE
+__device__ unsigned long long gqaTrace[kTraceSlots][kTraceMarks];
+__device__ __forceinline__ void gqaMark(int slot, int m) {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  if (slot >= 0 && slot < kTraceSlots) gqaTrace[slot][m] = t;
+}
+#define GQA90_MARK(slot, m) gqaMark(slot, m)
+#else
+#define GQA90_MARK(slot, m) ((void)0)
+#endif
 template <typename T, int D>
 struct WgOp;
 template <>
@@ -238,9 +256,12 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t barBase = sBase + (uint32_t)bodyBytes<D, HB, kTma>(stages);
   /* full[i] at barBase + 8 i, empty[i] at barBase + 128 + 8 i */
 
-  const int CL = p.clusterSplits, split = blockIdx.x % CL, t = blockIdx.x / CL;
   const int G = p.groupSize, headEnd = p.headBegin + p.numHeads, Hb = p.headsPerBlock;
   const int headBlocks = (min(G, p.numHeads) + HC - 1) / HC;
+  const int trSlot = (int)(blockIdx.y * gridDim.x + blockIdx.x); /* the trace's (GQA90_MARK) */
+  (void)trSlot;
+  if (threadIdx.x == 0) GQA90_MARK(trSlot, 0);
+  const int CL = p.clusterSplits, split = blockIdx.x % CL, t = blockIdx.x / CL;
   const int kh = p.headBegin / G + blockIdx.y / headBlocks, hb = blockIdx.y % headBlocks;
   /* this CTA's heads g0 .. g0 + nh - 1: the same for every CTA of the cluster, so a cluster
    * with none leaves as a whole */
@@ -249,7 +270,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   /* launched as a programmatic dependent (p.pdl): the prologue above overlapped the previous
    * kernel's tail; nothing it wrote is read before this (a no-op on a plain launch) */
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  if (threadIdx.x == 0) GQA90_MARK(trSlot, 1);
   const RowWork rw = rowWork(p, t);
+  if (threadIdx.x == 0) GQA90_MARK(trSlot, 2);
   int ns;
   int64_t chunk;
   splitOf(rw.L, CL, p.chunkMin, &ns, &chunk);
@@ -275,6 +298,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   const bool bad = split < ns && kEnd == kBeg && rw.L > 0;
   if (tid == 0) splitBad = bad;
+  if (tid == 0) GQA90_MARK(trSlot, 3);
   const int nTiles = kEnd > kBeg ? (int)((kEnd - kBeg + kTile - 1) / kTile) : 0;
 
   if (tid == 0) {
@@ -286,6 +310,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   }
   __syncthreads();
+  if (tid == 0) GQA90_MARK(trSlot, 4);
 
   const int gr = lane >> 2, cq = (lane & 3) * 2;
   const int hbW = warp % HB, kg = warp / HB; /* consumer: head block and key group */
@@ -320,13 +345,24 @@ __global__ void __launch_bounds__(kThreads, 2)
         if (valid) {
           const int slot = pg * ps + key % ps;
           const uint32_t sK = sBase + st * kStageB + lane * bk * 128;
+          if (p.l2Hint) {
+            const uint64_t pol = l2EvictFirst();
 #pragma unroll
-          for (int h = 0; h < D / 64; h++) {
-            tmaLoad3d(sK + h * Lay::kHalfB, &kMap, h * 64, kh, slot, full);
-            tmaLoad3d(sK + kVOff + h * Lay::kHalfB, &vMap, h * 64, kh, slot, full);
+            for (int h = 0; h < D / 64; h++) {
+              tmaLoad3dHint(sK + h * Lay::kHalfB, &kMap, h * 64, kh, slot, full, pol);
+              tmaLoad3dHint(sK + kVOff + h * Lay::kHalfB, &vMap, h * 64, kh, slot, full, pol);
+            }
+          } else {
+#pragma unroll
+            for (int h = 0; h < D / 64; h++) {
+              tmaLoad3d(sK + h * Lay::kHalfB, &kMap, h * 64, kh, slot, full);
+              tmaLoad3d(sK + kVOff + h * Lay::kHalfB, &vMap, h * 64, kh, slot, full);
+            }
           }
         }
+        if (lane == 0 && it == 0) GQA90_MARK(trSlot, 5);
       }
+      if (lane == 0) GQA90_MARK(trSlot, 6);
     } else {
       constexpr int kChunks = D / 8, kRowsPer = 32 / kChunks, kIters = kTile / kRowsPer;
       const int chunk16 = lane % kChunks, r0 = lane / kChunks;
@@ -415,6 +451,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int it = 0; it < nTiles; it++) {
       const int st = it % stages;
       mbarWait(barBase + 8 * st, (it / stages) & 1);
+      if (tid == 0 && it == 0) GQA90_MARK(trSlot, 7);
       const uint32_t sK = sBase + st * kStageB, sV = sK + kVOff;
       const int64_t tile0 = kBeg + (int64_t)it * kTile;
       if (kTma && kEnd - tile0 < kTile) {
@@ -498,6 +535,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       __syncwarp();
       if (lane == 0) mbarArrive(barBase + 128 + 8 * st);
     }
+    if (tid == 0) GQA90_MARK(trSlot, 8);
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
@@ -505,6 +543,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   }
   __syncthreads(); /* every tile consumed and landed: the stages become merge scratch */
+  if (tid == 0) GQA90_MARK(trSlot, 9);
   /* the next kernel may start its prologue (it waits for this grid's completion before reading
    * anything): in the last wave only, since every CTA must trigger or exit first */
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
@@ -600,6 +639,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       __stcg(reinterpret_cast<float4*>(p.wsO + w * D + col), *reinterpret_cast<const float4*>(pO + row * D + col));
       if (col == 0) p.wsLse[w] = bad ? __int_as_float(0x7fc00000) : pL[row];
     }
+    if (tid == 0) GQA90_MARK(trSlot, 10);
     if constexpr (kTail) {
       /* form 2, the tail merge: count this split in; the ns-th arrival (whichever split it is) merges
        * the unit's partials, in split order, as the merge kernel would. Release: every thread fences
@@ -620,6 +660,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (!isLast) return;
       __threadfence();
       tailMerge<T, D, HC>(p, smem, u0, t, g0 - p.headBegin, nh, ns);
+      if (tid == 0) GQA90_MARK(trSlot, 11);
     }
     return; /* form 1: gqaMergeKernel merges */
   }
@@ -807,9 +848,11 @@ __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaPara
    * completed, so nothing the merge reads there is still being written; only the partials need the
    * wait. */
   RowWork rw = {};
+  if (threadIdx.x == 0) GQA90_MARK(kTraceMerge + (int)blockIdx.x, 12);
   if (kSpread && live && !p.pdl) rw = rowWork(q, t);
   /* the attention grid has finished and its partials are visible after this */
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  if (threadIdx.x == 0) GQA90_MARK(kTraceMerge + (int)blockIdx.x, 13);
   /* the next step's attention (a programmatic dependent when p.pdl) may start its prologue; it
    * waits for this grid's completion before it writes the workspace or reads anything */
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
@@ -873,6 +916,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaPara
   if (lane == 0 && p.lse)
     p.lse[headOff(g, t, p.headsPerBlock, p.lseBlockStride, p.lseTokenStride, 1)] =
         p.lseBase2 ? outLse2 : outLse2 * kLn2;
+  if (threadIdx.x == 0) GQA90_MARK(kTraceMerge + (int)blockIdx.x, 14);
 }
 
 }  // namespace gqa90

@@ -69,7 +69,17 @@ typedef struct {
    * the ns-th to arrive merges the unit's partials (the same operations as the merge kernel, so the same
    * bits), re-arms the counter, and no merge kernel is launched. NULL: the merge kernel. */
   unsigned* wsCount;
+  /* 1: the TMA boxes of K and V carry an L2 evict-first policy (each byte is read once a step);
+   * 0: no policy (docs/GQA_SM90.md "Session 15"). Time only: the bits are the same. */
+  int l2Hint;
 } GqaParams;
+
+/* The diagnostic timeline's table (GQA90_MARK in gqa_sm90.cuh; built in with CPCL_GQA_TRACE only):
+ * CPCL_GQA_TRACE_SLOTS rows of CPCL_GQA_TRACE_MARKS global-timer values, attention CTAs at their
+ * linear block index, merge CTAs from CPCL_GQA_TRACE_MERGE on */
+#define CPCL_GQA_TRACE_SLOTS 2048
+#define CPCL_GQA_TRACE_MERGE 1024
+#define CPCL_GQA_TRACE_MARKS 16
 
 /* The TMA tensor maps of the K and V caches (copyMode 2): 128-byte CUtensorMap objects, made
  * once per cache (pointer, numPages, pageSize, Hkv, headDim, dtype), passed by value to the kernel. */

@@ -89,6 +89,22 @@ __device__ __forceinline__ void tmaLoad3d(uint32_t dst, const CUtensorMap* map, 
       "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
       : "memory");
 }
+/* the same with an L2 cache policy (createpolicy) on the global reads */
+__device__ __forceinline__ void tmaLoad3dHint(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2,
+                                              uint32_t bar, uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, "
+      "{%2, %3, %4}], [%5], %6;\n" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar), "l"(policy)
+      : "memory");
+}
+/* an L2 policy marking the lines it covers evict-first. (An evict-normal policy on the same copies
+ * made the GQA decode rows 7-16% slower on the H200 than no policy: docs/GQA_SM90.md "Session 15".) */
+__device__ __forceinline__ uint64_t l2EvictFirst() {
+  uint64_t pol;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+  return pol;
+}
 __device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void namedBarrier(int id, int n) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");

@@ -208,6 +208,8 @@ static GqaParams paramsOf(const Batch& b, const Case& c, int copy) {
   p.copyMode = c.mode;
   p.pdl = c.pdl;
   p.consumer = c.consumer;
+  /* the library's L2 policy (GqaParams.l2Hint) unless GQA_L2=0 (docs/GQA_SM90.md "Session 15") */
+  p.l2Hint = !(getenv("GQA_L2") && atoi(getenv("GQA_L2")) == 0);
   if (c.ws) {
     p.wsO = b.ws;
     p.wsLse = b.ws + (size_t)std::max(b.numTokens, 1) * c.H * kWsSplits * c.D;
@@ -747,6 +749,42 @@ static double copyCeiling() {
   return 2.0 * bytes / (median(ts) * 1e-3) / 1e12;
 }
 
+#ifdef CPCL_GQA_TRACE
+extern "C" int cpclGqaSm90TraceRead(unsigned long long* dst);
+/* one eager launch of c, then the timeline of its CTAs (GQA90_MARK, gqa_sm90.cuh): per mark, the
+ * median and the largest time (us) after the first attention CTA's entry over the CTAs that
+ * recorded it */
+static void traceOnce(const Batch& b, const Case& c, cudaStream_t st) {
+  constexpr int kTraceSlots = CPCL_GQA_TRACE_SLOTS, kTraceMerge = CPCL_GQA_TRACE_MERGE,
+                kTraceMarks = CPCL_GQA_TRACE_MARKS;
+  std::vector<unsigned long long> tr((size_t)kTraceSlots * kTraceMarks);
+  CK(cudaStreamSynchronize(st));
+  if (cpclGqaSm90TraceRead(tr.data()) != 0) return; /* zeroes the table */
+  if (decode(b, c, 0, st) != 0) return;
+  CK(cudaStreamSynchronize(st));
+  if (cpclGqaSm90TraceRead(tr.data()) != 0) return;
+  unsigned long long t0 = ~0ull;
+  for (int i = 0; i < kTraceMerge; i++)
+    if (tr[(size_t)i * kTraceMarks] && tr[(size_t)i * kTraceMarks] < t0) t0 = tr[(size_t)i * kTraceMarks];
+  static const char* names[kTraceMarks] = {
+      "entry",          "griddep wait",     "rowWork",         "page check",
+      "barriers init",  "first TMA issued", "last TMA issued", "first stage landed",
+      "last tile done", "post-loop sync",   "partial stored",  "tail merged",
+      "merge entry",    "merge wait done",  "merge stored",    ""};
+  printf("  trace (us after the first CTA's entry; median / max over the CTAs that marked it):\n");
+  for (int m = 0; m < kTraceMarks - 1; m++) {
+    std::vector<double> v;
+    for (int i = 0; i < kTraceSlots; i++) {
+      const unsigned long long x = tr[(size_t)i * kTraceMarks + m];
+      if (x && x >= t0) v.push_back((double)(x - t0) * 1e-3);
+    }
+    if (v.empty()) continue;
+    std::sort(v.begin(), v.end());
+    printf("    %2d %-20s %8.2f %8.2f  (%zu CTAs)\n", m, names[m], v[v.size() / 2], v.back(), v.size());
+  }
+}
+#endif
+
 struct Variant {
   int CL, chunkMin, stages, mode;
   int pdl;
@@ -787,6 +825,11 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     c.consumer = v.consumer;
     c.ws = v.ws;
     if (v.consumer && (H / Hkv <= 32 || v.mode != 2)) continue; /* not covered */
+    /* GQA_PLAN_ONLY=1: the library plan's row alone */
+    if (getenv("GQA_PLAN_ONLY") && atoi(getenv("GQA_PLAN_ONLY")) == 1 &&
+        !(v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl && v.consumer == planWg &&
+          v.ws == planWs))
+      continue;
     GqaParams p0 = paramsOf(b, c, 0);
     int rc = decode(b, c, 0, st);
     if (rc != 0) {
@@ -823,6 +866,8 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     }
     CK(cudaGetLastError());
     const float us = median(ts);
+    const bool planRow = v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl &&
+                         v.consumer == planWg && v.ws == planWs;
     std::vector<float> s2 = ts;
     std::sort(s2.begin(), s2.end());
     const double tbs = bytes / (us * 1e-6) / 1e12;
@@ -836,11 +881,10 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
            : v.ws    ? "S"
                      : " ",
            us, tbs, 100 * tbs / ceiling, s2.front(), s2.back(), v.ws ? "CTAs" : "clusters",
-           cpclGqaSm90MaxActiveClusters(&p0),
-           v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl && v.consumer == planWg &&
-                   v.ws == planWs
-               ? "  <- library plan"
-               : "");
+           cpclGqaSm90MaxActiveClusters(&p0), planRow ? "  <- library plan" : "");
+#ifdef CPCL_GQA_TRACE
+    if (planRow) traceOnce(b, c, st);
+#endif
     if (log)
       fprintf(log, "%s,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%.2f,%.3f,%.1f,%.2f,%.2f\n", name, B, H, Hkv, v.CL, v.chunkMin,
               v.stages, v.mode, v.pdl, v.consumer, v.ws, us, tbs, 100 * tbs / ceiling, s2.front(), s2.back());
