@@ -109,13 +109,13 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
   const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
   const int headBlocks = ((G < p->numHeads ? G : p->numHeads) + 16 * HB - 1) / (16 * HB);
   const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
-  /* the workspace merge launches no cluster: its splits are independent CTAs */
-  const bool ws = p->wsO != nullptr;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)(p->clusterSplits * p->numTokens), (unsigned)(headBlocks * nKv), 1);
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
+  /* the workspace merge launches no cluster: its splits are independent CTAs */
+  const bool ws = p->wsO != nullptr;
   cudaLaunchAttribute attr[2];
   int na = 0;
   if (!ws) {

@@ -814,6 +814,8 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   cpclGqaSm90Plan(B, Hkv, H / Hkv, 128, sms, &planCL, &planCm, &planWs);
   const int planWg = H / Hkv > 32; /* the library's consumers (TMA rows) */
+  /* GQA_PLAN_ONLY=1: the library plan's row alone */
+  const bool planOnly = getenv("GQA_PLAN_ONLY") && atoi(getenv("GQA_PLAN_ONLY")) == 1;
   for (const Variant& v : vs) {
     if (modes && *modes && !strchr(modes, '0' + v.mode)) continue;
     if (!featuresPass(v.consumer, v.ws, v.pdl)) continue;
@@ -825,11 +827,9 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     c.consumer = v.consumer;
     c.ws = v.ws;
     if (v.consumer && (H / Hkv <= 32 || v.mode != 2)) continue; /* not covered */
-    /* GQA_PLAN_ONLY=1: the library plan's row alone */
-    if (getenv("GQA_PLAN_ONLY") && atoi(getenv("GQA_PLAN_ONLY")) == 1 &&
-        !(v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl && v.consumer == planWg &&
-          v.ws == planWs))
-      continue;
+    const bool planRow = v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl &&
+                         v.consumer == planWg && v.ws == planWs;
+    if (planOnly && !planRow) continue;
     GqaParams p0 = paramsOf(b, c, 0);
     int rc = decode(b, c, 0, st);
     if (rc != 0) {
@@ -866,8 +866,6 @@ static void timeShape(const char* name, int B, int H, int Hkv, int L, double cei
     }
     CK(cudaGetLastError());
     const float us = median(ts);
-    const bool planRow = v.CL == planCL && v.chunkMin == planCm && v.stages == 3 && v.mode == 2 && !v.pdl &&
-                         v.consumer == planWg && v.ws == planWs;
     std::vector<float> s2 = ts;
     std::sort(s2.begin(), s2.end());
     const double tbs = bytes / (us * 1e-6) / 1e12;
