@@ -203,8 +203,10 @@ typedef struct {
    * fused kernel cannot host: their automatic schedule is a2a, and a forced "fused" keeps the
    * CUDA-core MLA body inside the fused kernel (correct, slower; the plan's INFO line says which
    * body runs). CPCL_MLA_SM90=0 turns the Hopper body off (and the automatic choice is fused again).
-   * bf16/fp16 GQA plans (D 64/128) on those GPUs run the Hopper GQA body (thread-block clusters),
-   * which the fused kernel cannot host either: the same rules, with CPCL_GQA_SM90=0. */
+   * bf16/fp16 GQA plans (D 64/128) on those GPUs run the Hopper GQA body, in every schedule,
+   * "fused" included (automatic as for the other GPU plans); CPCL_GQA_SM90=0 turns it off. Only a
+   * plan whose split workspace would pass 256 MiB (its splits merged in clusters) keeps the
+   * tensor-core body inside the fused kernel (the INFO line says so). */
   const char* algo;
   /* Added to the contract (version 0.2): K, the entries of each query row's list of keys for
    * sparse attention (DeepSeek-V3.2 DSA; cpclBatch_t.topkIndices says which positions); 0 =

@@ -33,7 +33,7 @@ typedef struct cpclExecOps {
   size_t (*attnWorkspaceBytes)(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* maxSplits, int* mlaSm90Splits,
                                int* gqaSm90Splits, int* gqaSm90ChunkMin, int* gqaSm90Workspace);
   /* The attention body a plan of desc's shape runs as a launch of its own, which the fused kernel
-   * cannot host (it keeps its own body), or NULL when the fused kernel runs the same body. */
+   * cannot host (it keeps another body), or NULL when the fused kernel runs the same body. */
   const char* (*attnOwnBody)(const cpclAttnDesc_t* d, int numHeads);
   cpclResult_t (*attend)(const cpclAttnParams_t* p, cpclStream_t stream);
   cpclResult_t (*merge)(const cpclMergeParams_t* p, cpclStream_t stream);

@@ -111,8 +111,9 @@ static int gqaSm90Splits(const cpclAttnDesc_t* d, int maxTokens, int numHeads, i
 }
 
 /* Sized for every body the plan can run: the fused kernel keeps the CUDA-core or tensor-core body
- * (and the launcher falls back to them on another device), the Hopper MLA body and the Hopper GQA
- * body's workspace form leave their split partials here too (one attention at a time on the
+ * for MLA and cluster-form GQA plans (and the launcher falls back to them on another device), the
+ * Hopper MLA body and the Hopper GQA body's workspace form (alone or fused) leave their split
+ * partials here too (one attention at a time on the
  * step's stream: one buffer serves all). */
 static size_t cudaAttnWorkspace(const cpclAttnDesc_t* d, int maxTokens, int numHeads, int* maxSplits, int* mlaSm90,
                                 int* gqaSm90, int* gqaSm90ChunkMin, int* gqaSm90Ws) {
@@ -127,10 +128,10 @@ static size_t cudaAttnWorkspace(const cpclAttnDesc_t* d, int maxTokens, int numH
   return most > gqa ? most : gqa;
 }
 
+/* The Hopper GQA body runs inside the fused kernel too (gqa_sm90_fused.cu; a plan whose workspace
+ * would pass its cap merges in clusters and keeps the tensor-core body there): only MLA's is its own */
 static const char* cudaAttnOwnBody(const cpclAttnDesc_t* d, int numHeads) {
-  int chunkMin, ws;
-  if (mlaSm90Splits(d, 1, numHeads) > 0) return "the Hopper MLA body (mla_sm90)";
-  return gqaSm90Splits(d, 1, numHeads, &chunkMin, &ws) > 0 ? "the Hopper GQA body (gqa_sm90)" : NULL;
+  return mlaSm90Splits(d, 1, numHeads) > 0 ? "the Hopper MLA body (mla_sm90)" : NULL;
 }
 
 static cpclResult_t cudaZeroSync(struct cpclComm* comm, void* ptr, size_t bytes, const char* what) {

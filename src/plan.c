@@ -425,11 +425,16 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   else if (desc->topk > 0)
     snprintf(body, sizeof(body),
              "; sparse attention over each row's owned top-%d positions (the CUDA-core body on GPUs)", desc->topk);
-  else if (pl->gqaSm90Splits > 0 && algo == CPCL_ALGO_FUSED)
+  else if (pl->gqaSm90Splits > 0 && algo == CPCL_ALGO_FUSED && pl->gqaSm90Workspace == 0)
     snprintf(body, sizeof(body),
              "; GQA on the tensor-core body inside the fused kernel (the Hopper GQA body, up to %d splits %s, runs "
              "in cpclAttnPartial and the other schedules)",
              pl->gqaSm90Splits, gqaMergeWhere(pl->gqaSm90Workspace));
+  else if (pl->gqaSm90Splits > 0 && algo == CPCL_ALGO_FUSED)
+    snprintf(body, sizeof(body),
+             "; GQA on the Hopper body inside the fused kernel (sm_90, CPCL_GQA_SM90=0 turns it off), up to %d "
+             "splits of >= %d keys %s",
+             pl->gqaSm90Splits, pl->gqaSm90ChunkMin, gqaMergeWhere(2));
   else if (pl->gqaSm90Splits > 0)
     snprintf(body, sizeof(body),
              "; GQA on the Hopper body (sm_90, CPCL_GQA_SM90=0 turns it off), up to %d splits of >= %d keys %s",

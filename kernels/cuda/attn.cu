@@ -67,9 +67,9 @@ static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, v
    * kernel after it): the fused kernel keeps the CUDA-core body */
   int err = p->cudaCoresOnly || f ? -1 : cpclMlaSm90Attn(p, stream);
   if (err >= 0) return err ? err : (int)cudaGetLastError();
-  /* the Hopper GQA body: thread-block clusters and 2 CTAs of ~100 KB an SM, which the fused
-   * kernel's persistent grid cannot host (it keeps the tensor-core body) */
-  err = p->cudaCoresOnly || f ? -1 : cpclGqaSm90Attn(p, stream);
+  /* the Hopper GQA body, alone or inside the fused kernel (gqa_sm90_fused.cu: its splits merged in
+   * the last one's tail); a plan that merges them in clusters keeps the tensor-core body there */
+  err = p->cudaCoresOnly ? -1 : f ? cpclGqaSm90Fused(f, stream) : cpclGqaSm90Attn(p, stream);
   if (err >= 0) return err ? err : (int)cudaGetLastError();
   err = p->cudaCoresOnly ? -1 : attnMma(p, f, s);
   if (err < 0) err = attnSplit(p, f, s);

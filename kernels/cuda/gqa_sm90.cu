@@ -160,37 +160,44 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
                         dim3(32 * kMergeWarps), 0, stream, true, *p);
 }
 
-/* form 2 (wsCount) launches the kTail instantiation, everything else the one without the merge code */
+/* f set: the fused kernel's instantiation (gqa_sm90_fused.cu; occ raises its attribute only);
+ * form 2 (wsCount) launches the kTail instantiation, everything else the one without the merge code */
 template <typename T, int D, int HB, int kMode, bool kWg = false>
-static int launchT(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool occ) {
+static int launchT(const GqaParams* p, const GqaKvMaps* m, const cpclFusedParams_t* f, cudaStream_t s, bool occ) {
+  if (f) {
+    if constexpr (kMode != 1) return launchFused<T, D, HB, kMode, kWg>(p, m, f, s, occ);
+    return -1; /* the per-row bulk copies: a measurement mode, never the library's */
+  }
   return p->wsCount ? launch<T, D, HB, kMode, kWg, true>(p, m, s, occ)
                     : launch<T, D, HB, kMode, kWg, false>(p, m, s, occ);
 }
 template <typename T, int D, int kMode>
-static int launchM(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool occ) {
+static int launchM(const GqaParams* p, const GqaKvMaps* m, const cpclFusedParams_t* f, cudaStream_t s, bool occ) {
   switch (headBlockWidth(p->groupSize < p->numHeads ? p->groupSize : p->numHeads)) {
     case 1:
-      return launchT<T, D, 1, kMode>(p, m, s, occ);
+      return launchT<T, D, 1, kMode>(p, m, f, s, occ);
     case 2:
-      return launchT<T, D, 2, kMode>(p, m, s, occ);
+      return launchT<T, D, 2, kMode>(p, m, f, s, occ);
     default:
       if (p->consumer == 1) {
-        if constexpr (kMode == 2) return launchT<T, D, 4, 2, true>(p, m, s, occ);
+        if constexpr (kMode == 2) return launchT<T, D, 4, 2, true>(p, m, f, s, occ);
         return -1;
       }
-      return launchT<T, D, 4, kMode>(p, m, s, occ);
+      return launchT<T, D, 4, kMode>(p, m, f, s, occ);
   }
 }
 template <typename T, int D>
-static int launchD(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool occ) {
-  if (p->copyMode == 2) return launchM<T, D, 2>(p, m, s, occ);
-  if (p->copyMode == 1) return launchM<T, D, 1>(p, m, s, occ);
-  return launchM<T, D, 0>(p, m, s, occ);
+static int launchD(const GqaParams* p, const GqaKvMaps* m, const cpclFusedParams_t* f, cudaStream_t s, bool occ) {
+  if (p->copyMode == 2) return launchM<T, D, 2>(p, m, f, s, occ);
+  if (p->copyMode == 1) return launchM<T, D, 1>(p, m, f, s, occ);
+  return launchM<T, D, 0>(p, m, f, s, occ);
 }
-static int dispatch(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool occ) {
+static int dispatch(const GqaParams* p, const GqaKvMaps* m, cudaStream_t s, bool occ,
+                    const cpclFusedParams_t* f = nullptr) {
   if (p->dtype == 0)
-    return p->headDim == 128 ? launchD<__nv_bfloat16, 128>(p, m, s, occ) : launchD<__nv_bfloat16, 64>(p, m, s, occ);
-  return p->headDim == 128 ? launchD<__half, 128>(p, m, s, occ) : launchD<__half, 64>(p, m, s, occ);
+    return p->headDim == 128 ? launchD<__nv_bfloat16, 128>(p, m, f, s, occ)
+                             : launchD<__nv_bfloat16, 64>(p, m, f, s, occ);
+  return p->headDim == 128 ? launchD<__half, 128>(p, m, f, s, occ) : launchD<__half, 64>(p, m, f, s, occ);
 }
 static bool tmaPageSize(int ps) { return ps > 0 && ((ps % 8 == 0 && 64 % ps == 0) || ps % 64 == 0); }
 
@@ -507,9 +514,16 @@ static GqaParams fromAttn(const cpclAttnParams_t* a, int copyMode) {
   return p;
 }
 
-extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
+/* The launch of a's call (cpclGqaSm90Attn, and cpclGqaSm90Fused with fused): -1 where the body does
+ * not take it, an error, or 0 with *p and *maps (copyMode 2) ready */
+static int prepare(const cpclAttnParams_t* a, bool fused, GqaParams* out, GqaKvMaps* maps) {
   using namespace cpcl::gqa90;
-  if (a->gqaSm90Splits < 1 || !shapeOk(a) || a->qBlock[0] || a->outBlock[0]) return -1;
+  if (a->gqaSm90Splits < 1 || !shapeOk(a)) return -1;
+  /* the fused kernel addresses every block by its base, the plain launch by the strided layout */
+  if (fused ? !a->qBlock[0] || !a->outBlock[0] : a->qBlock[0] || a->outBlock[0]) return -1;
+  /* inside the fused kernel a row's splits merge in the last one's tail: a workspace and, for
+   * several splits, the arrival counters (form 0's clusters cannot be hosted) */
+  if (fused && (a->gqaSm90Workspace == 0 || (a->gqaSm90Splits > 1 && !a->splitCounters))) return -1;
   if (deviceCc() != 90) return -1;
   const bool wsForm = a->gqaSm90Workspace != 0;
   const int maxSplits = wsForm ? kMaxWsSplits : kMaxCluster;
@@ -529,7 +543,8 @@ extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
                         a->numTokens, a->gqaSm90Splits);
   /* TMA where the boxes fit the pages and the caches are 16-byte aligned; cp.async reads any */
   const bool tma = tmaPageSize(a->pageSize) && ((uintptr_t)a->kCache & 15) == 0 && ((uintptr_t)a->vCache & 15) == 0;
-  GqaParams p = fromAttn(a, tma ? 2 : 0);
+  GqaParams& p = *out;
+  p = fromAttn(a, tma ? 2 : 0);
   if (wsForm && p.clusterSplits > 1) {
     /* the plan sized its workspace for maxTokens rows of every head (cpclCudaAttnGqaSm90WorkspaceBytes);
      * this call's rows and heads (a sub-range) take the first part of it, wsLse after wsO */
@@ -545,11 +560,10 @@ extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
      * by every body that counts in them; one attention at a time on the step's stream, as for the
      * partials). numTokens x grid y <= cpclSplitCounterCount(numTokens, numHeads) (peer_sync.h):
      * grid y = KV heads touched x head blocks <= 2 (numHeads + 16). Without them, form 1: the same bits. */
-    if (a->gqaSm90Workspace == 2 && a->splitCounters) p.wsCount = a->splitCounters;
+    if ((a->gqaSm90Workspace == 2 || fused) && a->splitCounters) p.wsCount = a->splitCounters;
   }
-  GqaKvMaps maps;
   if (tma) {
-    if (int e = cachedMaps(&maps, &p)) {
+    if (int e = cachedMaps(maps, &p)) {
       if (e > 0)
         return invalidValue("the TMA maps of kCache %p / vCache %p (page %d) failed: %s", a->kCache, a->vCache,
                             a->pageSize, cudaGetErrorString((cudaError_t)e));
@@ -560,8 +574,23 @@ extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
    * 176 us (B32 H64/1 L32k, mma.sync clusters / workspace) on the H200. A plan's calls of one head
    * range always take the same consumers, so a row's bits still depend on its length only. */
   p.consumer = p.copyMode == 2 && headBlockWidth(p.groupSize < p.numHeads ? p.groupSize : p.numHeads) == 4;
+  return 0;
+}
+
+extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
+  GqaParams p;
+  GqaKvMaps maps;
+  if (int e = prepare(a, false, &p, &maps)) return e;
   if (p.numTokens == 0) return 0;
-  return dispatch(&p, p.copyMode == 2 ? &maps : nullptr, static_cast<cudaStream_t>(stream), false);
+  return cpcl::gqa90::dispatch(&p, p.copyMode == 2 ? &maps : nullptr, static_cast<cudaStream_t>(stream), false);
+}
+
+extern "C" int cpclGqaSm90Fused(const cpclFusedParams_t* f, void* stream) {
+  GqaParams p;
+  GqaKvMaps maps;
+  if (int e = prepare(&f->attn, true, &p, &maps)) return e;
+  if (p.numTokens == 0) return 0;
+  return cpcl::gqa90::dispatch(&p, p.copyMode == 2 ? &maps : nullptr, static_cast<cudaStream_t>(stream), false, f);
 }
 
 extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTokens, int* chunkMin, int* workspace) {
@@ -602,9 +631,12 @@ extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTok
    * than G takes a narrower one), both copy modes, the wgmma consumers where they apply; form 2's
    * tail instantiations too, and form 1's (its fallback without splitCounters) */
   static unsigned ctrProbe[1];
+  static cpclFusedParams_t fusedProbe; /* selects the fused kernel's instantiations; never read */
   const int heads = G < shape->numHeads ? G : shape->numHeads;
-  for (int tail = 0; tail <= (ws == 2 && cl > 1); tail++) {
-    p.wsCount = tail ? ctrProbe : nullptr;
+  /* pass 0: form 1 (or 0); 1: form 2's tail; 2: the fused kernel's (any workspace form) */
+  for (int pass = 0; pass <= (ws ? 2 : 0); pass++) {
+    if (pass == 1 && !(ws == 2 && cl > 1)) continue;
+    p.wsCount = pass == 1 ? ctrProbe : nullptr;
     for (int w = 16; w <= 64; w *= 2) {
       if (w > 16 && heads <= w / 2) break;
       p.numHeads = heads < w ? heads : w;
@@ -613,7 +645,7 @@ extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTok
         if (mode == 2 && !tmaPageSize(shape->pageSize)) continue;
         p.copyMode = mode;
         p.consumer = mode == 2 && w == 64;
-        if (dispatch(&p, nullptr, 0, true) <= 0) {
+        if (dispatch(&p, nullptr, 0, true, pass == 2 ? &fusedProbe : nullptr) <= 0) {
           cudaGetLastError();
           return 0;
         }

@@ -61,6 +61,7 @@
 #include "sm90_ptx.cuh"
 #include "../kv_layout.h"
 #include "common.cuh"
+#include "fused_params.h"
 #include "gqa_sm90.h"
 
 namespace cpcl {
@@ -229,18 +230,40 @@ __host__ __device__ __forceinline__ void splitOf(int64_t L, int CL, int chunkMin
   *ns = (int)((L + c - 1) / c);
 }
 
-template <typename T, int D, int HC>
-__device__ __forceinline__ void tailMerge(const GqaParams& p, unsigned char* smem, int64_t u0, int t, int h0, int nh,
-                                          int ns);
+/* Where a CTA's queries come from and its outputs go, and what runs once it knows it has work:
+ * StandaloneCta for gqaDecodeKernel (p's strided layout: q, out, lse with their block strides),
+ * FusedCta (gqa_sm90_fused.cuh) inside the fused decode kernel (fused_params.h: the per-block bases
+ * qBlock / outBlock / lseBlock of its cpclAttnParams_t, and the query put and the owners' wait
+ * before the first query read). */
+struct StandaloneCta {
+  static constexpr bool kFused = false;
+  __device__ __forceinline__ void work(int, int) const {}
+  template <typename T, int D>
+  __device__ __forceinline__ const T* q(const GqaParams& p, int g, int t) const {
+    return static_cast<const T*>(p.q) + headOff(g, t, p.headsPerBlock, p.qBlockStride, p.qTokenStride, D);
+  }
+  template <typename T, int D>
+  __device__ __forceinline__ T* out(const GqaParams& p, int g, int t) const {
+    return static_cast<T*>(p.out) + headOff(g, t, p.headsPerBlock, p.oBlockStride, p.oTokenStride, D);
+  }
+  /* nullptr: no LSE asked for */
+  __device__ __forceinline__ float* lse(const GqaParams& p, int g, int t) const {
+    return p.lse ? p.lse + headOff(g, t, p.headsPerBlock, p.lseBlockStride, p.lseTokenStride, 1) : nullptr;
+  }
+};
 
-/* kMode: 0 cp.async rows, 1 one bulk copy per row, 2 TMA tensor boxes (kMap / vMap). kTail: the
- * tail merge's own instantiation (launched only with p.wsCount set), so the merge code never shares
- * a function with form 1's, whose registers and predicates it changed (docs/GQA_SM90.md "Session 4b") */
-template <typename T, int D, int HB, int kMode, bool kWg = false, bool kTail = false>
-__global__ void __launch_bounds__(kThreads, 2)
-    gqaDecodeKernel(const __grid_constant__ CUtensorMap kMap, const __grid_constant__ CUtensorMap vMap,
-                    const GqaParams p) {
+template <typename T, int D, int HC, class Cta>
+__device__ __forceinline__ void tailMerge(const GqaParams& p, const Cta& cta, unsigned char* smem, int64_t u0, int t,
+                                          int h0, int nh, int ns);
+
+/* One CTA of the body: grid cell (bx, by) of a grid gy cells tall (gqaDecodeKernel's blockIdx,
+ * gridDim.y). Returns whether this CTA wrote the final out / lse of its heads [*ctaG0, *ctaG0 +
+ * *ctaNh) of its row (one split, the tail merge's last arrival, or its part of a cluster's). */
+template <typename T, int D, int HB, int kMode, bool kWg, bool kTail, class Cta>
+__device__ __forceinline__ bool gqaCta(const CUtensorMap& kMap, const CUtensorMap& vMap, const GqaParams& p,
+                                       const Cta& cta, unsigned bx, unsigned by, unsigned gy, int* ctaG0, int* ctaNh) {
   constexpr bool kTma = kMode == 2;
+  static_assert(!Cta::kFused || kTail, "the fused kernel merges a row's splits in the last one's tail");
   static_assert(!kWg || (HB == 4 && kTma), "the wgmma consumers take 64 heads (one warpgroup) and swizzled stages");
   using Lay = Layout<D, kTma>;
   using Tl = Tail<D, HB>;
@@ -256,17 +279,19 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t barBase = sBase + (uint32_t)bodyBytes<D, HB, kTma>(stages);
   /* full[i] at barBase + 8 i, empty[i] at barBase + 128 + 8 i */
 
-  const int G = p.groupSize, headEnd = p.headBegin + p.numHeads, Hb = p.headsPerBlock;
+  const int G = p.groupSize, headEnd = p.headBegin + p.numHeads;
   const int headBlocks = (min(G, p.numHeads) + HC - 1) / HC;
-  const int trSlot = (int)(blockIdx.y * gridDim.x + blockIdx.x); /* the trace's (GQA90_MARK) */
+  const int trSlot = (int)(by * (unsigned)(p.clusterSplits * p.numTokens) + bx); /* the trace's (GQA90_MARK) */
   (void)trSlot;
   if (threadIdx.x == 0) GQA90_MARK(trSlot, 0);
-  const int CL = p.clusterSplits, split = blockIdx.x % CL, t = blockIdx.x / CL;
-  const int kh = p.headBegin / G + blockIdx.y / headBlocks, hb = blockIdx.y % headBlocks;
+  const int CL = p.clusterSplits, split = bx % CL, t = bx / CL;
+  const int kh = p.headBegin / G + by / headBlocks, hb = by % headBlocks;
   /* this CTA's heads g0 .. g0 + nh - 1: the same for every CTA of the cluster, so a cluster
    * with none leaves as a whole */
   const int g0 = max(p.headBegin, kh * G) + hb * HC, nh = min(HC, min(headEnd, (kh + 1) * G) - g0);
-  if (nh <= 0) return;
+  *ctaG0 = g0;
+  *ctaNh = nh;
+  if (nh <= 0) return false;
   /* launched as a programmatic dependent (p.pdl): the prologue above overlapped the previous
    * kernel's tail; nothing it wrote is read before this (a no-op on a plain launch) */
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
@@ -277,8 +302,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   int64_t chunk;
   splitOf(rw.L, CL, p.chunkMin, &ns, &chunk);
   /* workspace merge: no cluster to take part in, so a split past the row's count has nothing to do */
-  const bool ws = p.wsO != nullptr;
-  if (ws && split >= ns) return;
+  const bool ws = Cta::kFused || p.wsO != nullptr;
+  if (ws && split >= ns) return false;
+  cta.work(g0, nh); /* the fused kernel's put and wait, before anything reads the queries */
   const int64_t kBeg = split < ns ? (int64_t)split * chunk : 0;
   int64_t kEnd = split < ns ? min(rw.L, kBeg + chunk) : 0;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -435,11 +461,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int nW = max(0, min(16, nh - hbW * 16)); /* this warp's valid heads */
     const int gw = g0 + hbW * 16;
     uint32_t qa[KS][4];
-    const T* q = static_cast<const T*>(p.q);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       const int row = gr + (i & 1) * 8;
-      const T* qr = q + headOff(gw + min(row, max(nW - 1, 0)), t, Hb, p.qBlockStride, p.qTokenStride, D);
+      const T* qr = cta.template q<T, D>(p, gw + min(row, max(nW - 1, 0)), t);
 #pragma unroll
       for (int ks = 0; ks < KS; ks++)
         qa[ks][i] = row < nW ? *reinterpret_cast<const uint32_t*>(qr + ks * 16 + cq + (i >> 1) * 8) : 0u;
@@ -614,20 +639,18 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
   }
 
-  T* out = static_cast<T*>(p.out);
-  float* lseOut = p.lse;
   const float lseScale = p.lseBase2 ? 1.f : kLn2;
   if (ns == 1) {
-    if (split != 0) return;
+    if (split != 0) return false;
     for (int u = tid; u < nh * (D / 4); u += kThreads) {
       const int row = u / (D / 4), col = (u % (D / 4)) * 4;
       const float4 v = *reinterpret_cast<const float4*>(pO + row * D + col);
-      *reinterpret_cast<uint2*>(out + headOff(g0 + row, t, Hb, p.oBlockStride, p.oTokenStride, D) + col) =
+      *reinterpret_cast<uint2*>(cta.template out<T, D>(p, g0 + row, t) + col) =
           make_uint2(Mma<T>::pack(v.x, v.y), Mma<T>::pack(v.z, v.w));
-      if (col == 0 && lseOut)
-        lseOut[headOff(g0 + row, t, Hb, p.lseBlockStride, p.lseTokenStride, 1)] = pL[row] * lseScale;
+      if (col == 0)
+        if (float* l = cta.lse(p, g0 + row, t)) *l = pL[row] * lseScale;
     }
-    return;
+    return true;
   }
   if (ws) {
     /* this split's partial for the merge kernel (gqaMergeKernel); a split that met a bad page
@@ -651,19 +674,21 @@ __global__ void __launch_bounds__(kThreads, 2)
       __threadfence();
       __syncthreads();
       if (tid == 0) {
-        unsigned* ctr = p.wsCount + (int64_t)t * gridDim.y + blockIdx.y;
+        unsigned* ctr = p.wsCount + (int64_t)t * gy + by;
         const unsigned prev = atomicAdd(ctr, 1u);
         isLast = prev == (unsigned)ns - 1;
         if (isLast) *ctr = 0; /* every split has arrived: zero for the next launch or graph replay */
       }
       __syncthreads();
-      if (!isLast) return;
+      if (!isLast) return false;
       __threadfence();
-      tailMerge<T, D, HC>(p, smem, u0, t, g0 - p.headBegin, nh, ns);
+      tailMerge<T, D, HC>(p, cta, smem, u0, t, g0 - p.headBegin, nh, ns);
       if (tid == 0) GQA90_MARK(trSlot, 11);
+      return true;
     }
-    return; /* form 1: gqaMergeKernel merges */
+    return false; /* form 1: gqaMergeKernel merges */
   }
+  if constexpr (Cta::kFused) return false; /* never clustered */
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();
   /* a split that met a negative page id empties the row: the same result whichever split it is */
@@ -697,11 +722,24 @@ __global__ void __launch_bounds__(kThreads, 2)
           acc.w += w * v.w;
         }
     }
-    *reinterpret_cast<uint2*>(out + headOff(g0 + row, t, Hb, p.oBlockStride, p.oTokenStride, D) + col) =
+    *reinterpret_cast<uint2*>(cta.template out<T, D>(p, g0 + row, t) + col) =
         make_uint2(Mma<T>::pack(acc.x, acc.y), Mma<T>::pack(acc.z, acc.w));
-    if (col == 0 && lseOut) lseOut[headOff(g0 + row, t, Hb, p.lseBlockStride, p.lseTokenStride, 1)] = lse2 * lseScale;
+    if (col == 0)
+      if (float* l = cta.lse(p, g0 + row, t)) *l = lse2 * lseScale;
   }
   cluster.sync(); /* no CTA leaves while another still reads its shared memory */
+  return true;
+}
+
+/* kMode: 0 cp.async rows, 1 one bulk copy per row, 2 TMA tensor boxes (kMap / vMap). kTail: the
+ * tail merge's own instantiation (launched only with p.wsCount set), so the merge code never shares
+ * a function with form 1's, whose registers and predicates it changed (docs/GQA_SM90.md "Session 4b") */
+template <typename T, int D, int HB, int kMode, bool kWg = false, bool kTail = false>
+__global__ void __launch_bounds__(kThreads, 2)
+    gqaDecodeKernel(const __grid_constant__ CUtensorMap kMap, const __grid_constant__ CUtensorMap vMap,
+                    const GqaParams p) {
+  int g0, nh;
+  gqaCta<T, D, HB, kMode, kWg, kTail>(kMap, vMap, p, StandaloneCta{}, blockIdx.x, blockIdx.y, gridDim.y, &g0, &nh);
 }
 
 /* The merge's weights of one (row, head), warp-collective: lane k holds split k's base-2 LSE in x0
@@ -750,18 +788,18 @@ __device__ __forceinline__ void accPart(float (&acc)[E], const float (&v)[E], fl
 }
 /* a lane's E merged elements of head g (call's head h = g - headBegin) of row t, and the LSE from
  * lane 0 of the head */
-template <typename T, int D>
-__device__ __forceinline__ void storeMerged(const GqaParams& p, int t, int h, int sub, const float (&acc)[D / 32],
-                                            float lse2) {
+template <typename T, int D, class Cta>
+__device__ __forceinline__ void storeMerged(const GqaParams& p, const Cta& cta, int t, int h, int sub,
+                                            const float (&acc)[D / 32], float lse2) {
   constexpr int E = D / 32;
   const int g = p.headBegin + h;
-  T* dst = static_cast<T*>(p.out) + headOff(g, t, p.headsPerBlock, p.oBlockStride, p.oTokenStride, D) + sub * E;
+  T* dst = cta.template out<T, D>(p, g, t) + sub * E;
   if (E == 4)
     *reinterpret_cast<uint2*>(dst) = make_uint2(Mma<T>::pack(acc[0], acc[1 % E]), Mma<T>::pack(acc[2 % E], acc[3 % E]));
   else
     *reinterpret_cast<uint32_t*>(dst) = Mma<T>::pack(acc[0], acc[1 % E]);
-  if (sub == 0 && p.lse)
-    p.lse[headOff(g, t, p.headsPerBlock, p.lseBlockStride, p.lseTokenStride, 1)] = p.lseBase2 ? lse2 : lse2 * kLn2;
+  if (sub == 0)
+    if (float* l = cta.lse(p, g, t)) *l = p.lseBase2 ? lse2 : lse2 * kLn2;
 }
 
 /* The tail merge (form 2): run by every thread of the CTA that counted in last for the unit of
@@ -773,9 +811,9 @@ __device__ __forceinline__ void storeMerged(const GqaParams& p, int t, int h, in
  * flat, kMergeBatch in flight a lane, so a unit of few splits (B64: 16 heads x 4) takes one round
  * trip rather than one a head. The cost (docs/GQA_SM90.md "Session 4"): nh x ns x D x 4 bytes from
  * L2 on one SM, ceil(ceil(nh / 5) x ns / kMergeBatch) batches after two round trips. */
-template <typename T, int D, int HC>
-__device__ __forceinline__ void tailMerge(const GqaParams& p, unsigned char* smem, int64_t u0, int t, int h0, int nh,
-                                          int ns) {
+template <typename T, int D, int HC, class Cta>
+__device__ __forceinline__ void tailMerge(const GqaParams& p, const Cta& cta, unsigned char* smem, int64_t u0, int t,
+                                          int h0, int nh, int ns) {
   constexpr int E = D / 32, NW = kThreads / 32, WS = kMaxWsSplits;
   float* wS = reinterpret_cast<float*>(smem); /* [HC][WS]: the LSEs, then the weights */
   float* lS = wS + HC * WS;                   /* [HC]: the merged LSE */
@@ -814,7 +852,7 @@ __device__ __forceinline__ void tailMerge(const GqaParams& p, unsigned char* sme
       if (f >= total) break;
       accPart<E>(acc, v[i], wk[i]);
       if (k == ns - 1) { /* head r's last split: its elements are final */
-        storeMerged<T, D>(p, t, h0 + r, lane, acc, lS[r]);
+        storeMerged<T, D>(p, cta, t, h0 + r, lane, acc, lS[r]);
 #pragma unroll
         for (int e = 0; e < E; e++) acc[e] = 0.f;
       }
@@ -918,6 +956,13 @@ __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaPara
         p.lseBase2 ? outLse2 : outLse2 * kLn2;
   if (threadIdx.x == 0) GQA90_MARK(kTraceMerge + (int)blockIdx.x, 14);
 }
+
+/* The body inside the fused decode kernel (gqa_sm90_fused.cu, which instantiates it for kMode 0
+ * and 2, the wgmma consumers with kMode 2): 0 or a cudaError_t; raiseOnly raises the kernel's
+ * shared-memory attribute on the current device and returns 1 (-cudaError_t on failure). */
+template <typename T, int D, int HB, int kMode, bool kWg>
+int launchFused(const GqaParams* p, const GqaKvMaps* maps, const cpclFusedParams_t* f, cudaStream_t stream,
+                bool raiseOnly);
 
 }  // namespace gqa90
 }  // namespace cpcl

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "attn_params.h"
+#include "fused_params.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -115,6 +116,12 @@ int cpclGqaSm90MaxActiveClusters(const GqaParams* p);
  * in the last split's tail with p->splitCounters as the arrival counters (the merge kernel when
  * splitCounters is NULL: the same bits), else (0) in a cluster. */
 int cpclGqaSm90Attn(const cpclAttnParams_t* p, void* stream);
+/* The same body inside the fused decode kernel (fused_params.h; attn.cu's cpclCudaFused): -1 where
+ * cpclGqaSm90Attn would not take f->attn, or where the plan merges a row's splits in a cluster
+ * (gqaSm90Workspace 0) or has no splitCounters for a row of several splits (the fused kernel then
+ * keeps the tensor-core body), else the launch's result. The splits merge in the last one's tail
+ * (form 2, the same bits as 1), q / out / lse through f->attn's qBlock / outBlock / lseBlock. */
+int cpclGqaSm90Fused(const cpclFusedParams_t* f, void* stream);
 /* the plan's split constants for maxTokens rows of groupSize heads a KV head over numKvHeads KV
  * heads of headDim dims on a device of numSms SMs: CL (the most splits of a row), chunkMin, and
  * *workspace: 0 clusters, 1 the workspace merge in a second kernel, 2 the workspace merge in the

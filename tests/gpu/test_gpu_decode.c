@@ -5,8 +5,9 @@
  *   - every schedule (agrs, a2a, pipelined, fused where dcp = W) against the single-rank host
  *     result on the same data: cpclAttnDecode, and cpclAttnPartial + cpclAttnCombine; three
  *     repeats bitwise equal (the flags' epochs reuse buffers without a reset);
- *   - GQA bf16 D128 (tensor-core kernel, KV splits), GQA fp16 D64, fp32, MLA 576/512 (the Hopper
- *     body on sm_90 outside the fused kernel, the CUDA-core kernel elsewhere and inside it);
+ *   - GQA bf16 D128 (tensor-core kernel, KV splits; the Hopper GQA body on sm_90, fused included,
+ *     whose out is a2a's bit for bit), GQA fp16 D64, fp32, MLA 576/512 (the Hopper body on sm_90
+ *     outside the fused kernel, the CUDA-core kernel elsewhere and inside it);
  *     interleave 1 and 16; dcp = W and dcp < W; multi-row sequences;
  *   - CUDA graphs: one cpclAttnDecode captured, replayed three times with new contents in the same
  *     batch buffers (q, seqLens, block tables, KV), each replay checked against a fresh reference
@@ -205,6 +206,7 @@ static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cud
   CUDA_OK(cudaMalloc((void**)&pLse, sizeof(float) * T * dcp * H));
   void* h1 = malloc((size_t)T * H * Dv * es);
   void* h2 = malloc((size_t)T * H * Dv * es);
+  void* hA2a = malloc((size_t)T * H * Dv * es);
   cpclBatch_t b = tuBatch(S, T, sh->multiRow ? st.qs : NULL, st.lens, st.bt, st.maxPages);
   for (int a = 0; a < 4; a++) {
     if (a == 3 && dcp != W) continue; /* fused covers the DCP axis alone */
@@ -226,6 +228,11 @@ static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cud
       if (rep == 0) {
         checkOut(&st, sh, dcp, out, lse, algos[a]);
         CUDA_OK(cudaMemcpy(h1, out, (size_t)T * H * Dv * es, cudaMemcpyDeviceToHost));
+        if (a == 1) memcpy(hA2a, h1, (size_t)T * H * Dv * es);
+        /* GQA: the fused kernel runs a2a's attention body (the Hopper one on sm_90, its splits
+         * merged in the last split's tail: the bits of a2a's merge) and the same merge of the D
+         * partials, so the same bits; MLA keeps the CUDA-core body inside it */
+        if (a == 3 && !sh->latent) EXPECT(memcmp(hA2a, h1, (size_t)T * H * Dv * es) == 0);
       } else {
         CUDA_OK(cudaMemcpy(h2, out, (size_t)T * H * Dv * es, cudaMemcpyDeviceToHost));
         EXPECT(memcmp(h1, h2, (size_t)T * H * Dv * es) == 0);
@@ -245,6 +252,7 @@ static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cud
   cudaFree(pLse);
   free(h1);
   free(h2);
+  free(hA2a);
   stepFree(&st);
 }
 
