@@ -35,6 +35,9 @@ struct FusedCta {
   }
   template <typename T, int D>
   __device__ __forceinline__ const T* q(const GqaParams& p, int g, int t) const {
+    /* a consumer warp with no head of the call forms (never loads) the address of one past them:
+     * kept inside the blocks, so no qBlock entry past the used ones is read */
+    g = min(g, p.headBegin + p.numHeads - 1);
     const int Hb = p.headsPerBlock;
     return static_cast<const T*>(f.attn.qBlock[g / Hb]) + (int64_t)t * p.qTokenStride + (int64_t)(g % Hb) * D;
   }
