@@ -131,7 +131,11 @@ static size_t cudaAttnWorkspace(const cpclAttnDesc_t* d, int maxTokens, int numH
 /* The Hopper GQA body runs inside the fused kernel too (gqa_sm90_fused.cu; a plan whose workspace
  * would pass its cap merges in clusters and keeps the tensor-core body there): only MLA's is its own */
 static const char* cudaAttnOwnBody(const cpclAttnDesc_t* d, int numHeads) {
-  return mlaSm90Splits(d, 1, numHeads) > 0 ? "the Hopper MLA body (mla_sm90)" : NULL;
+  int chunkMin, ws;
+  if (mlaSm90Splits(d, 1, numHeads) > 0) return "the Hopper MLA body (mla_sm90)";
+  if (cpclParamInt(CPCL_PARAM_GQA_SM90_FUSED) != 0) return NULL;
+  return gqaSm90Splits(d, 1, numHeads, &chunkMin, &ws) > 0 ? "the Hopper GQA body (gqa_sm90, CPCL_GQA_SM90_FUSED=0)"
+                                                           : NULL;
 }
 
 static cpclResult_t cudaZeroSync(struct cpclComm* comm, void* ptr, size_t bytes, const char* what) {

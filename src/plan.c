@@ -425,7 +425,8 @@ static cpclResult_t planCreate(struct cpclAttnPlan** planOut, struct cpclComm* c
   else if (desc->topk > 0)
     snprintf(body, sizeof(body),
              "; sparse attention over each row's owned top-%d positions (the CUDA-core body on GPUs)", desc->topk);
-  else if (pl->gqaSm90Splits > 0 && algo == CPCL_ALGO_FUSED && pl->gqaSm90Workspace == 0)
+  else if (pl->gqaSm90Splits > 0 && algo == CPCL_ALGO_FUSED &&
+           (pl->gqaSm90Workspace == 0 || cpclParamInt(CPCL_PARAM_GQA_SM90_FUSED) == 0))
     snprintf(body, sizeof(body),
              "; GQA on the tensor-core body inside the fused kernel (the Hopper GQA body, up to %d splits %s, runs "
              "in cpclAttnPartial and the other schedules)",

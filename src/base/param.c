@@ -32,6 +32,11 @@ static const cpclParamDef_t paramDefs[CPCL_PARAM_NUM] = {
                              "1: bf16/fp16 GQA decode (D 64/128) on compute capability 9.0 GPUs runs the Hopper "
                              "body (plans created after it is read); 0: the tensor-core body",
                              1},
+    [CPCL_PARAM_GQA_SM90_FUSED] =
+        {"CPCL_GQA_SM90_FUSED", "1",
+         "1: the fused schedule runs that Hopper GQA body inside its kernel; 0: the "
+         "tensor-core body there, and the automatic schedule is a2a where the Hopper body runs",
+         1},
     [CPCL_PARAM_PREFILL_ALGO] = {"CPCL_PREFILL_ALGO", "",
                                  "force the prefill schedule: allgather or ring (empty: automatic)", 0},
 };

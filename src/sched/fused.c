@@ -23,6 +23,9 @@ static cpclResult_t fusedDecode(struct cpclAttnPlan* pl, const cpclStep_t* st, v
   cpclFusedParams_t f;
   memset(&f, 0, sizeof(f));
   cpclStepAttnParams(pl, st, 0, D * H, &f.attn);
+  /* CPCL_GQA_SM90_FUSED=0: the tensor-core body inside the kernel (the Hopper GQA body's fused
+   * form, gqa_sm90_fused.cu, is new in session 16; this keeps the measured one a setting away) */
+  if (cpclParamInt(CPCL_PARAM_GQA_SM90_FUSED) == 0) f.attn.gqaSm90Splits = 0;
   f.attn.oTokenStride = (int64_t)H * pl->desc.headDimVo;
   f.attn.lseTokenStride = H;
   const size_t lseOff = cpclSliceLseOffset(pl, T);
