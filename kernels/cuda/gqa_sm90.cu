@@ -645,7 +645,12 @@ extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTok
         if (mode == 2 && !tmaPageSize(shape->pageSize)) continue;
         p.copyMode = mode;
         p.consumer = mode == 2 && w == 64;
-        if (dispatch(&p, nullptr, 0, true, pass == 2 ? &fusedProbe : nullptr) <= 0) {
+        const int r = dispatch(&p, nullptr, 0, true, pass == 2 ? &fusedProbe : nullptr);
+        if (r <= 0 && pass == 2) { /* the fused form only: the plan keeps the body for every other schedule */
+          cudaGetLastError();
+          continue;
+        }
+        if (r <= 0) {
           cudaGetLastError();
           return 0;
         }

@@ -96,7 +96,12 @@ int launchFused(const GqaParams* p, const GqaKvMaps* maps, const cpclFusedParams
   }
   const unsigned bit = 1u << fusedIndex<T, D, HB, kMode, kWg>();
   if (dev < 0 || !(fusedRaised[dev].load(std::memory_order_acquire) & bit)) {
-    const cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024);
+    /* the kernel's static shared memory (its ticket and epoch words, aligned to the body's 1024)
+     * comes out of the same 227 KB: session 16's call 1 failed here at 227 KB of dynamic */
+    cudaFuncAttributes fa;
+    cudaError_t e = cudaFuncGetAttributes(&fa, kern);
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024 - (int)fa.sharedSizeBytes);
     if (e != cudaSuccess) return raiseOnly ? -(int)e : (int)e;
     if (dev >= 0) fusedRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
   }
