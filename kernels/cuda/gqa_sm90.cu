@@ -23,36 +23,13 @@
 namespace cpcl {
 namespace gqa90 {
 
-static int headBlockWidth(int G) { return G <= 16 ? 1 : G <= 32 ? 2 : 4; }
-
-constexpr int kMaxDevices = 64;
 /* per device: compute capability (major * 10 + minor, 0 = not yet asked), and which
- * instantiations have their attributes raised (bit instIndex of word kTail); racing threads write the same */
+ * instantiations have their attributes raised (devRaised, gqa_sm90.cuh); racing threads write the same */
 std::atomic<int> devCc[kMaxDevices];
 std::atomic<int> devSms[kMaxDevices]; /* SM count, stored before devCc */
-std::atomic<unsigned long long> devRaised[kMaxDevices][2];
+std::atomic<unsigned long long> devRaised[kMaxDevices][3];
 std::atomic<unsigned> devMergeRaised[kMaxDevices]; /* bit (dtype, D) of gqaMergeKernel's carveout */
 std::atomic<void*> encodeFn{nullptr};
-
-/* bit of (dtype, D, HB, mode) in devRaised: 2 x 2 x 3 x 3 = 36, then the 4 wgmma ones */
-template <typename T, int D, int HB, int kMode, bool kWg>
-constexpr int instIndex() {
-  return kWg ? 36 + std::is_same<T, __half>::value * 2 + (D == 128)
-             : ((std::is_same<T, __half>::value * 2 + (D == 128)) * 3 + (HB == 1   ? 0
-                                                                         : HB == 2 ? 1
-                                                                                   : 2)) *
-                       3 +
-                   kMode;
-}
-
-static int currentDevice() {
-  int dev = -1;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
-    cudaGetLastError();
-    return -1;
-  }
-  return dev;
-}
 
 /* the shared-memory and cluster-size attributes, once per device and instantiation: never on
  * the steps of a plan that raised them at creation (cpclCudaAttnGqaSm90Plan), so no attribute
@@ -106,11 +83,8 @@ static int launch(const GqaParams* p, const GqaKvMaps* maps, cudaStream_t stream
   }
   cudaError_t e = raise<T, D, HB, kMode, kWg, kTail>();
   if (e != cudaSuccess) return (int)e;
-  const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
-  const int headBlocks = ((G < p->numHeads ? G : p->numHeads) + 16 * HB - 1) / (16 * HB);
-  const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)(p->clusterSplits * p->numTokens), (unsigned)(headBlocks * nKv), 1);
+  cfg.gridDim = dim3((unsigned)(p->clusterSplits * p->numTokens), (unsigned)gridY(p), 1);
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
@@ -311,14 +285,6 @@ static size_t cpclGqaSm90WorkspaceBytesOf(int64_t rows, int64_t heads, int headD
 
 extern "C" size_t cpclGqaSm90WorkspaceBytes(const GqaParams* p) {
   return cpclGqaSm90WorkspaceBytesOf(p->numTokens, p->numHeads, p->headDim, p->clusterSplits);
-}
-
-/* the launch's grid y (launch()): KV heads the call's heads touch x head blocks of each */
-static int64_t gridY(const GqaParams* p) {
-  using namespace cpcl::gqa90;
-  const int G = p->groupSize, nh = G < p->numHeads ? G : p->numHeads, hc = 16 * headBlockWidth(nh);
-  const int nKv = (p->headBegin + p->numHeads - 1) / G - p->headBegin / G + 1;
-  return (int64_t)((nh + hc - 1) / hc) * nKv;
 }
 
 extern "C" size_t cpclGqaSm90CounterCount(const GqaParams* in) {

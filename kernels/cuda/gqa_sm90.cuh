@@ -57,6 +57,9 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <atomic>
+#include <type_traits>
+
 #include "mma_sync.cuh"
 #include "sm90_ptx.cuh"
 #include "../kv_layout.h"
@@ -956,6 +959,41 @@ __global__ void __launch_bounds__(32 * kMergeWarps) gqaMergeKernel(const GqaPara
         p.lseBase2 ? outLse2 : outLse2 * kLn2;
   if (threadIdx.x == 0) GQA90_MARK(kTraceMerge + (int)blockIdx.x, 14);
 }
+
+/* ---- host side shared by gqa_sm90.cu and gqa_sm90_fused.cu ---- */
+
+/* head-block width HB of a CTA for g heads of a group in the call */
+inline int headBlockWidth(int g) { return g <= 16 ? 1 : g <= 32 ? 2 : 4; }
+/* the launch's grid y: KV heads the call's heads touch x head blocks of each (p normalised) */
+inline int64_t gridY(const GqaParams* p) {
+  const int G = p->groupSize, nh = G < p->numHeads ? G : p->numHeads, hc = 16 * headBlockWidth(nh);
+  const int nKv = (p->headBegin + p->numHeads - 1) / G - p->headBegin / G + 1;
+  return (int64_t)((nh + hc - 1) / hc) * nKv;
+}
+
+constexpr int kMaxDevices = 64;
+/* the current device, or -1 (none, or past kMaxDevices) */
+inline int currentDevice() {
+  int dev = -1;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
+    cudaGetLastError();
+    return -1;
+  }
+  return dev;
+}
+/* bit of (dtype, D, HB, mode) in a word of devRaised: 2 x 2 x 3 x 3 = 36, then the 4 wgmma ones */
+template <typename T, int D, int HB, int kMode, bool kWg>
+constexpr int instIndex() {
+  return kWg ? 36 + std::is_same<T, __half>::value * 2 + (D == 128)
+             : ((std::is_same<T, __half>::value * 2 + (D == 128)) * 3 + (HB == 1   ? 0
+                                                                         : HB == 2 ? 1
+                                                                                   : 2)) *
+                       3 +
+                   kMode;
+}
+/* per device, the instantiations whose launch attributes are raised (bit instIndex): word 0
+ * gqaDecodeKernel, 1 its kTail form, 2 gqaFusedKernel (gqa_sm90.cu defines it) */
+extern std::atomic<unsigned long long> devRaised[kMaxDevices][3];
 
 /* The body inside the fused decode kernel (gqa_sm90_fused.cu, which instantiates it for kMode 0
  * and 2, the wgmma consumers with kMode 2): 0 or a cudaError_t; raiseOnly raises the kernel's

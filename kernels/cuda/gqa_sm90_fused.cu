@@ -71,31 +71,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-constexpr int kMaxDevices = 64;
-/* per device: the instantiations whose shared-memory attribute is raised (bit fusedIndex) */
-static std::atomic<unsigned> fusedRaised[kMaxDevices];
-
-template <typename T, int D, int HB, int kMode, bool kWg>
-constexpr int fusedIndex() {
-  return kWg ? 24 + std::is_same<T, __half>::value * 2 + (D == 128)
-             : ((std::is_same<T, __half>::value * 2 + (D == 128)) * 3 + (HB == 1   ? 0
-                                                                         : HB == 2 ? 1
-                                                                                   : 2)) *
-                       2 +
-                   (kMode == 2);
-}
-
 template <typename T, int D, int HB, int kMode, bool kWg>
 int launchFused(const GqaParams* p, const GqaKvMaps* maps, const cpclFusedParams_t* f, cudaStream_t stream,
                 bool raiseOnly) {
   auto kern = gqaFusedKernel<T, D, HB, kMode, kWg>;
-  int dev = -1;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
-    cudaGetLastError();
-    dev = -1;
-  }
-  const unsigned bit = 1u << fusedIndex<T, D, HB, kMode, kWg>();
-  if (dev < 0 || !(fusedRaised[dev].load(std::memory_order_acquire) & bit)) {
+  const int dev = currentDevice();
+  const unsigned long long bit = 1ull << instIndex<T, D, HB, kMode, kWg>();
+  if (dev < 0 || !(devRaised[dev][2].load(std::memory_order_acquire) & bit)) {
     /* the kernel's static shared memory (its ticket and epoch words, aligned to the body's 1024)
      * comes out of the same 227 KB: session 16's call 1 failed here at 227 KB of dynamic */
     cudaFuncAttributes fa;
@@ -103,7 +85,7 @@ int launchFused(const GqaParams* p, const GqaKvMaps* maps, const cpclFusedParams
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024 - (int)fa.sharedSizeBytes);
     if (e != cudaSuccess) return raiseOnly ? -(int)e : (int)e;
-    if (dev >= 0) fusedRaised[dev].fetch_or(bit, std::memory_order_acq_rel);
+    if (dev >= 0) devRaised[dev][2].fetch_or(bit, std::memory_order_acq_rel);
   }
   if (raiseOnly) return 1;
   CUtensorMap km, vm;
@@ -113,12 +95,9 @@ int launchFused(const GqaParams* p, const GqaKvMaps* maps, const cpclFusedParams
     memcpy(&km, maps->words[0], sizeof km);
     memcpy(&vm, maps->words[1], sizeof vm);
   }
-  const int G = p->groupSize, headEnd = p->headBegin + p->numHeads;
-  const int headBlocks = ((G < p->numHeads ? G : p->numHeads) + 16 * HB - 1) / (16 * HB);
-  const int nKv = (headEnd - 1) / G - p->headBegin / G + 1;
   cpclFusedParams_t fp = *f;
   fp.attnGrid[0] = p->clusterSplits * p->numTokens;
-  fp.attnGrid[1] = headBlocks * nKv;
+  fp.attnGrid[1] = (int)gridY(p);
   fp.attnGrid[2] = 1;
   const long long ctas = (long long)fp.attnGrid[0] * fp.attnGrid[1] + fp.numMergeCtas;
   if (ctas > 0x7fffffffLL) return invalidValue("the fused kernel's grid of %lld CTAs exceeds 2^31 - 1", ctas);

@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,te
 # always rebuilt: a binary carried from an older tree would time the old body
 echo "building here"
 nvcc -gencode arch=compute_90a,code=sm_90a -O3 -std=c++17 -Xptxas -v -I../../kernels -I../../kernels/cuda \
-  -o gqa_sm90_bench gqa_sm90_bench.cu ../../kernels/cuda/gqa_sm90.cu ../../kernels/cuda/errors.cu \
+  -o gqa_sm90_bench gqa_sm90_bench.cu ../../kernels/cuda/gqa_sm90.cu ../../kernels/cuda/gqa_sm90_fused.cu ../../kernels/cuda/errors.cu \
   >"$OUT/ptxas.log" 2>&1 || {
   tail -30 "$OUT/ptxas.log"
   exit 1
