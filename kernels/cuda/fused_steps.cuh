@@ -82,23 +82,28 @@ __device__ __forceinline__ void fusedWaitOwners(const cpclFusedParams_t& f, int 
   __syncthreads();
 }
 
-/* This CTA wrote the final partial of gathered heads [g0, g0 + nu) of every row: count them into
- * their blocks; the CTA that completes block j (all T x H of its heads) re-arms its count, raises
- * the owner's flag and marks the block done at this epoch. */
-__device__ __forceinline__ void fusedPostHeads(const cpclFusedParams_t& f, int E, int g0, int nu) {
+/* n more heads of block j have their final partial (stored and fenced to the system by the caller's
+ * threads, then a barrier): the call that completes the block (all T x H of its heads) re-arms its
+ * count, raises the owner's flag and marks the block done at this epoch. One thread. */
+__device__ __forceinline__ void fusedCountBlock(const cpclFusedParams_t& f, int E, int j, int n) {
   const cpclPeerSync_t& s = f.sync;
-  const int H = f.attn.headsPerBlock, T = f.attn.numTokens;
+  const unsigned whole = (unsigned)(f.attn.numTokens * f.attn.headsPerBlock);
+  if (atomicAdd(syncCounter(s, CPCL_CTR_BLOCK_HEADS, j), (unsigned)n) + n == whole) {
+    *syncCounter(s, CPCL_CTR_BLOCK_HEADS, j) = 0;
+    stReleaseSys(s.dataOut[CPCL_SYNC_PART][j], E + 1);
+    atomicExch(syncCounter(s, CPCL_CTR_BLOCK_EPOCH, j), (unsigned)(E + 1)); /* every CTA of block j is done */
+  }
+}
+
+/* This CTA wrote the final partial of gathered heads [g0, g0 + nu) of every row: count them into
+ * their blocks (fusedCountBlock) */
+__device__ __forceinline__ void fusedPostHeads(const cpclFusedParams_t& f, int E, int g0, int nu) {
+  const int H = f.attn.headsPerBlock;
   const int jLo = g0 / H, jHi = (g0 + nu - 1) / H;
   __threadfence_system();
   __syncthreads();
-  for (int j = jLo + (int)threadIdx.x; j <= jHi; j += blockDim.x) {
-    const int n = min(g0 + nu, (j + 1) * H) - max(g0, j * H);
-    if (atomicAdd(syncCounter(s, CPCL_CTR_BLOCK_HEADS, j), (unsigned)n) + n == (unsigned)(T * H)) {
-      *syncCounter(s, CPCL_CTR_BLOCK_HEADS, j) = 0;
-      stReleaseSys(s.dataOut[CPCL_SYNC_PART][j], E + 1);
-      atomicExch(syncCounter(s, CPCL_CTR_BLOCK_EPOCH, j), (unsigned)(E + 1)); /* every CTA of block j is done */
-    }
-  }
+  for (int j = jLo + (int)threadIdx.x; j <= jHi; j += blockDim.x)
+    fusedCountBlock(f, E, j, min(g0 + nu, (j + 1) * H) - max(g0, j * H));
 }
 
 /* Merge CTA mi of f.numMergeCtas: this rank's heads over the D partials; the last merge CTA

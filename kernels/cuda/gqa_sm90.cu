@@ -401,6 +401,12 @@ constexpr size_t kMaxWsBytes = (size_t)256 << 20;
  * measured gain only. The rule only moves the merge; CL and chunkMin stay, so both forms give the
  * same bits and forcing one (CPCL_GQA_SM90_MERGE) changes time only. */
 constexpr size_t kTailMergeBytes = (size_t)16 << 10;
+/* Inside the fused kernel (gqa_sm90_fused.cu) form 1's merge runs in split-merge CTAs that start as
+ * the attention CTAs leave, so a unit's partials take a CTA launch more than the tail's; the tail
+ * stays up to kFusedTailBytes (H200, session 17, fused / a2a median us, split-merge CTAs or tail:
+ * B64 H16/1 L8k (32 KB) 84.1 or 80.2-80.8 / 77.1; B16 H16/1 L32k (128 KB) 80.1-80.3 or 87.1-87.5 /
+ * 77.0; B32 H64/1 L32k (256 KB) 163.0-163.6 or 210-211; B8 H64/1 L128k (1 MB) 156.6-157.2 or 254-255) */
+constexpr size_t kFusedTailBytes = (size_t)32 << 10;
 
 /* CPCL_GQA_SM90_MERGE, read once per process: 0 the rule, 1 "kernel", 2 "tail" (anything else 0) */
 static std::atomic<int> mergeForm{-1};
@@ -487,8 +493,9 @@ static int prepare(const cpclAttnParams_t* a, bool fused, GqaParams* out, GqaKvM
   if (a->gqaSm90Splits < 1 || !shapeOk(a)) return -1;
   /* the fused kernel addresses every block by its base, the plain launch by the strided layout */
   if (fused ? !a->qBlock[0] || !a->outBlock[0] : a->qBlock[0] || a->outBlock[0]) return -1;
-  /* inside the fused kernel a row's splits merge in the last one's tail: a workspace and, for
-   * several splits, the arrival counters (form 0's clusters cannot be hosted) */
+  /* inside the fused kernel a row's splits merge in the last one's tail (form 2) or in its
+   * split-merge CTAs (form 1): a workspace and, for several splits, the arrival counters (form 0's
+   * clusters cannot be hosted) */
   if (fused && (a->gqaSm90Workspace == 0 || (a->gqaSm90Splits > 1 && !a->splitCounters))) return -1;
   if (deviceCc() != 90) return -1;
   const bool wsForm = a->gqaSm90Workspace != 0;
@@ -527,6 +534,13 @@ static int prepare(const cpclAttnParams_t* a, bool fused, GqaParams* out, GqaKvM
      * partials). numTokens x grid y <= cpclSplitCounterCount(numTokens, numHeads) (peer_sync.h):
      * grid y = KV heads touched x head blocks <= 2 (numHeads + 16). Without them, form 1: the same bits. */
     if ((a->gqaSm90Workspace == 2 || fused) && a->splitCounters) p.wsCount = a->splitCounters;
+    /* the fused kernel's form 1: its split-merge CTAs merge (gqa_sm90_fused.cu), the ready words
+     * after the counters, 2 numTokens x grid y <= 2 numTokens (numHeads + 1) words in all */
+    if (fused && a->gqaSm90Workspace == 1 && p.wsCount) {
+      const int nh = p.groupSize < p.numHeads ? p.groupSize : p.numHeads, hc = 16 * headBlockWidth(nh);
+      const size_t tail = (size_t)(nh < hc ? nh : hc) * p.clusterSplits * p.headDim * sizeof(float);
+      if (tail > kFusedTailBytes) p.wsReady = p.wsCount + (int64_t)p.numTokens * gridY(&p);
+    }
   }
   if (tma) {
     if (int e = cachedMaps(maps, &p)) {

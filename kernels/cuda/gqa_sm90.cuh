@@ -681,9 +681,16 @@ __device__ __forceinline__ bool gqaCta(const CUtensorMap& kMap, const CUtensorMa
         const unsigned prev = atomicAdd(ctr, 1u);
         isLast = prev == (unsigned)ns - 1;
         if (isLast) *ctr = 0; /* every split has arrived: zero for the next launch or graph replay */
+        if constexpr (Cta::kFused)
+          if (isLast && p.wsReady) { /* the fused kernel's split-merge warps merge, one a head */
+            __threadfence();
+            atomicExch(p.wsReady + ((int64_t)t * gy + by), (unsigned)nh);
+          }
       }
       __syncthreads();
       if (!isLast) return false;
+      if constexpr (Cta::kFused)
+        if (p.wsReady) return false;
       __threadfence();
       tailMerge<T, D, HC>(p, cta, smem, u0, t, g0 - p.headBegin, nh, ns);
       if (tid == 0) GQA90_MARK(trSlot, 11);

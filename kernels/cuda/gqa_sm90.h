@@ -70,6 +70,14 @@ typedef struct {
    * the ns-th to arrive merges the unit's partials (the same operations as the merge kernel, so the same
    * bits), re-arms the counter, and no merge kernel is launched. NULL: the merge kernel. */
   unsigned* wsCount;
+  /* The fused kernel's split merge (gqa_sm90_fused.cu, with wsCount, for the plans whose partials
+   * are too many for one CTA's tail): the ns-th arrival of a unit re-arms its count and stores the
+   * unit's head count in wsReady[t * grid y + by] instead of merging; wsMergeCtas CTAs after the
+   * attention ones (set by the launcher) merge a head a warp once the word is set, in
+   * gqaMergeKernel's order (the same bits), each warp counting its head out again, so the word is
+   * zero after the launch. NULL: the tail merge. */
+  unsigned* wsReady;
+  int wsMergeCtas;
   /* 1: the TMA boxes of K and V carry an L2 evict-first policy (each byte is read once a step);
    * 0: no policy (docs/GQA_SM90.md "Session 15"). Time only: the bits are the same. */
   int l2Hint;
@@ -119,8 +127,9 @@ int cpclGqaSm90Attn(const cpclAttnParams_t* p, void* stream);
 /* The same body inside the fused decode kernel (fused_params.h; attn.cu's cpclCudaFused): -1 where
  * cpclGqaSm90Attn would not take f->attn, or where the plan merges a row's splits in a cluster
  * (gqaSm90Workspace 0) or has no splitCounters for a row of several splits (the fused kernel then
- * keeps the tensor-core body), else the launch's result. The splits merge in the last one's tail
- * (form 2, the same bits as 1), q / out / lse through f->attn's qBlock / outBlock / lseBlock. */
+ * keeps the tensor-core body), else the launch's result. The splits merge where the plan's form
+ * says: in the last one's tail (2) or in split-merge CTAs after the attention ones (1; the same
+ * bits), q / out / lse through f->attn's qBlock / outBlock / lseBlock. */
 int cpclGqaSm90Fused(const cpclFusedParams_t* f, void* stream);
 /* the plan's split constants for maxTokens rows of groupSize heads a KV head over numKvHeads KV
  * heads of headDim dims on a device of numSms SMs: CL (the most splits of a row), chunkMin, and
