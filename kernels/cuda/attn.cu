@@ -68,8 +68,8 @@ static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, v
   int err = p->cudaCoresOnly || f ? -1 : cpclMlaSm90Attn(p, stream);
   if (err >= 0) return err ? err : (int)cudaGetLastError();
   /* the Hopper GQA body, alone or inside the fused kernel (gqa_sm90_fused.cu: its splits merged in
-   * the last one's tail or by the split-merge kernel beside it); a plan that merges them in
-   * clusters keeps the tensor-core body there */
+   * the last one's tail or by split-merge CTAs after the attention ones); a plan that merges them
+   * in clusters keeps the tensor-core body there */
   err = p->cudaCoresOnly ? -1 : f ? cpclGqaSm90Fused(f, stream) : cpclGqaSm90Attn(p, stream);
   if (err >= 0) return err ? err : (int)cudaGetLastError();
   err = p->cudaCoresOnly ? -1 : attnMma(p, f, s);

@@ -532,7 +532,7 @@ static int prepare(const cpclAttnParams_t* a, bool fused, GqaParams* out, GqaKvM
     /* form 2: the arrival counters are the plan's split counters (zeroed at plan creation, left zero
      * by every body that counts in them; one attention at a time on the step's stream, as for the
      * partials). numTokens x grid y <= cpclSplitCounterCount(numTokens, numHeads) (peer_sync.h):
-     * grid y = KV heads touched x head blocks <= 2 (numHeads + 16). Without them, form 1: the same bits. */
+     * grid y = KV heads touched x head blocks <= numHeads. Without them, form 1: the same bits. */
     if ((a->gqaSm90Workspace == 2 || fused) && a->splitCounters) p.wsCount = a->splitCounters;
     /* the fused kernel's form 1: its split-merge CTAs merge (gqa_sm90_fused.cu), the ready words
      * after the counters, 2 numTokens x grid y <= 2 numTokens (numHeads + 1) words in all */

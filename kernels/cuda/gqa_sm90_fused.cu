@@ -102,6 +102,7 @@ __device__ __forceinline__ void splitMergeCta(const GqaParams& p, const cpclFuse
       if (live[j] && lane == 0)
         ok = waitFlag(reinterpret_cast<const int*>(ready[j]), 1, f.sync.timeoutNs, f.dcpRank, p.errorFlag);
       live[j] = live[j] && __shfl_sync(0xffffffffu, ok, 0);
+      __syncwarp(); /* orders lane 0's acquire before the other lanes' loads (shfl orders no memory) */
       if (live[j]) nMax = max(nMax, ns[j]);
     }
     __threadfence(); /* the partials after the words: from L2 (__ldcg), never a stale line */
@@ -183,8 +184,9 @@ __global__ void __launch_bounds__(kThreads, 2)
 }
 
 /* CTAs of the fused kernel that wait for others of the grid (split-merge and merge CTAs): fewer
- * than the 2 a SM of the smallest sm_90 part (H20: 78 SMs, 156 slots), so whatever order the CTAs
- * start in, an attention CTA finds a slot (it waits for nothing these do) */
+ * than the 2 a SM of the smallest sm_90 part (H20: 78 SMs, 156 slots), and than the device's own
+ * slots (launchFused), so whatever order the CTAs start in, an attention CTA finds a slot (it waits
+ * for nothing these do). The merge CTAs are the schedule's (at most 64), not capped here. */
 constexpr int kMaxWaitingCtas = 150;
 
 template <typename T, int D, int HB, int kMode, bool kWg>
@@ -219,7 +221,15 @@ int launchFused(const GqaParams* p, const GqaKvMaps* maps, const cpclFusedParams
   pp.wsMergeCtas = 0;
   if (pp.wsReady) { /* kPerWarp items a warp; the waiting CTAs (these and the merge CTAs) at most kMaxWaitingCtas */
     const long long items = (long long)pp.numTokens * pp.numHeads, per = kPerWarp * kThreads / 32;
-    pp.wsMergeCtas = (int)std::min<long long>((items + per - 1) / per, std::max(1, kMaxWaitingCtas - fp.numMergeCtas));
+    /* and fewer than the device's slots (2 an SM), however few SMs it has (a MIG slice) */
+    int sms = 0, d = 0;
+    if (cudaGetDevice(&d) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, d) != cudaSuccess) {
+      cudaGetLastError();
+      sms = 0;
+    }
+    const int cap = sms > 0 ? std::min(kMaxWaitingCtas, 2 * sms - 2) : kMaxWaitingCtas;
+    pp.wsMergeCtas = (int)std::min<long long>((items + per - 1) / per, std::max(1, cap - fp.numMergeCtas));
   }
   const long long ctas = (long long)fp.attnGrid[0] * fp.attnGrid[1] + pp.wsMergeCtas + fp.numMergeCtas;
   if (ctas > 0x7fffffffLL) return invalidValue("the fused kernel's grid of %lld CTAs exceeds 2^31 - 1", ctas);

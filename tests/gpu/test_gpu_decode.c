@@ -12,7 +12,7 @@
  *   - CUDA graphs: one cpclAttnDecode captured, replayed three times with new contents in the same
  *     batch buffers (q, seqLens, block tables, KV), each replay checked against a fresh reference
  *     (MLA with a2a too: the Hopper body's programmatic dependent merge launch in a graph; fused
- *     with GQA shape 0: the split-merge kernel launched beside the fused one);
+ *     with GQA shape 0: the fused kernel's split-merge CTAs);
  *   - NCCL (cpclCommInitNccl over ncclCommInitRank) when there is a GPU per rank, every
  *     schedule (fused with one rank; with more it must say cpclUnsupported) and graphs;
  *   - padding sequences (seqLens 0) in every schedule and the KV store; a plan on a caller's
@@ -231,7 +231,7 @@ static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cud
         CUDA_OK(cudaMemcpy(h1, out, (size_t)T * H * Dv * es, cudaMemcpyDeviceToHost));
         if (a == 1) memcpy(hA2a, h1, (size_t)T * H * Dv * es);
         /* GQA: the fused kernel runs a2a's attention body (the Hopper one on sm_90, its splits
-         * merged in the last split's tail or by the split-merge kernel beside it: the bits of
+         * merged in the last split's tail or by the fused kernel's split-merge CTAs: the bits of
          * a2a's merge, shape 0 taking the second at np 1-4 and shape 1 the first) and the same
          * merge of the D partials, so the same bits; MLA keeps the CUDA-core body inside it */
         if (a == 3 && !sh->latent) EXPECT(memcmp(hA2a, h1, (size_t)T * H * Dv * es) == 0);
