@@ -565,11 +565,23 @@ extern "C" int cpclGqaSm90Attn(const cpclAttnParams_t* a, void* stream) {
   return cpcl::gqa90::dispatch(&p, p.copyMode == 2 ? &maps : nullptr, static_cast<cudaStream_t>(stream), false);
 }
 
+/* CTAs of the fused kernel that wait for others of the grid (split-merge and merge CTAs): fewer
+ * than the 2 a SM of the smallest sm_90 part (H20: 78 SMs, 156 slots), and than the device's own
+ * slots, so whatever order the CTAs start in, an attention CTA finds a slot (it waits for nothing
+ * these do). The merge CTAs are the schedule's (at most 64), not capped here. */
+constexpr int kMaxWaitingCtas = 150;
+
 extern "C" int cpclGqaSm90Fused(const cpclFusedParams_t* f, void* stream) {
   GqaParams p;
   GqaKvMaps maps;
   if (int e = prepare(&f->attn, true, &p, &maps)) return e;
   if (p.numTokens == 0) return 0;
+  if (p.wsReady) { /* the split-merge CTAs' room: launchFused takes at most this many */
+    int sms = 0;
+    cpcl::gqa90::deviceCc(&sms);
+    const int cap = sms > 0 && 2 * sms - 2 < kMaxWaitingCtas ? 2 * sms - 2 : kMaxWaitingCtas;
+    p.wsMergeCtas = cap - f->numMergeCtas;
+  }
   return cpcl::gqa90::dispatch(&p, p.copyMode == 2 ? &maps : nullptr, static_cast<cudaStream_t>(stream), false, f);
 }
 

@@ -73,9 +73,9 @@ typedef struct {
   /* The fused kernel's split merge (gqa_sm90_fused.cu, with wsCount, for the plans whose partials
    * are too many for one CTA's tail): the ns-th arrival of a unit re-arms its count and stores the
    * unit's head count in wsReady[t * grid y + by] instead of merging; wsMergeCtas CTAs after the
-   * attention ones (set by the launcher) merge a head a warp once the word is set, in
-   * gqaMergeKernel's order (the same bits), each warp counting its head out again, so the word is
-   * zero after the launch. NULL: the tail merge. */
+   * attention ones (the launcher's count, at most the room cpclGqaSm90Fused gives in it) merge a head a warp once the
+   * word is set, in gqaMergeKernel's order (the same bits), each warp counting its head out again, so the word is zero
+   * after the launch. NULL: the tail merge. */
   unsigned* wsReady;
   int wsMergeCtas;
   /* 1: the TMA boxes of K and V carry an L2 evict-first policy (each byte is read once a step);

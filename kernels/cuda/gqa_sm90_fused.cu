@@ -8,7 +8,7 @@
  * split-merge CTAs launched after the attention ones, a head a warp (form 1's larger units, 128 KB
  * to 1 MB on issue 12's shapes, which one CTA's tail reads slowly). No second kernel, no
  * cluster: no attention CTA waits for another split, the split-merge CTAs wait for attention CTAs
- * only and the merge CTAs for partials only, together at most kMaxWaitingCtas, so the fused
+ * only and the merge CTAs for partials only, together at most gqa_sm90.cu's kMaxWaitingCtas, so the fused
  * kernel's progress argument is the plain one's.
  * Queries, partials and LSEs are addressed by the per-block bases of the fused kernel's
  * cpclAttnParams_t. The same bits as the body launched alone with the same plan constants (its
@@ -61,16 +61,14 @@ struct FusedCta {
 
 /* Split-merge CTA mi of p.wsMergeCtas (p.wsReady: the plans whose partials are too many for one
  * CTA's tail): warp w takes the (row, head) items mi NW + w, + wsMergeCtas NW, ... of the call's
- * numTokens x numHeads, kPerWarp at a time (their waits, LSEs and partial loads side by side; 2
- * with batches of 8 splits measured slower than 1 with batches of 16 on the H200, session 17 call 3:
- * B1 H16/1 L4k 18.6-19.5 against 16.2-16.7 us, B8 H64/1 L128k 159.8-160.8 against 156.6-157.2). A
- * row of ns > 1 splits waits for its unit's ready word (set by the unit's ns-th arrival), merges
- * with the tail merge's steps (mergeWeights, loadPart, accPart in split order, storeMerged: the
- * merge kernel's bits; the batch of loads does not change the order) and counts its head out of
- * the word again, so it is zero after the launch. With peers, each round's merged heads are
- * counted into their blocks (fusedCountBlock), thread 0 running over the warps' heads in order.
- * Waits only for attention CTAs, which wait for nothing here. */
-constexpr int kPerWarp = 1, kPairBatch = kMergeBatch;
+ * numTokens x numHeads (one at a time: two side by side in batches of 8 splits measured slower on
+ * the H200, session 17 call 3: B1 H16/1 L4k 18.6-19.5 against 16.2-16.7 us, B8 H64/1 L128k
+ * 159.8-160.8 against 156.6-157.2). A row of ns > 1 splits waits for its unit's ready word (set by
+ * the unit's ns-th arrival), merges with the tail merge's steps (mergeWeights, loadPart, accPart in
+ * split order, storeMerged: the merge kernel's bits) and counts its head out of the word again, so
+ * it is zero after the launch. With peers, each round's merged heads are counted into their blocks
+ * (fusedCountBlock), thread 0 running over the warps' heads in order. Waits only for attention
+ * CTAs, which wait for nothing here. */
 template <typename T, int D, int HB>
 __device__ __forceinline__ void splitMergeCta(const GqaParams& p, const cpclFusedParams_t& f, const FusedCta& cta,
                                               int E, int mi, int* sHead) {
@@ -79,84 +77,67 @@ __device__ __forceinline__ void splitMergeCta(const GqaParams& p, const cpclFuse
   const int headBlocks = (min(G, p.numHeads) + HC - 1) / HC, kFirst = p.headBegin / G;
   const int64_t items = (int64_t)p.numTokens * p.numHeads, stride = (int64_t)p.wsMergeCtas * NW;
   const int64_t gy = f.attnGrid[1];
-  for (int64_t i0 = (int64_t)mi * NW; i0 < items; i0 += kPerWarp * stride) {
-    int64_t u[kPerWarp];
-    int t[kPerWarp], h[kPerWarp], ns[kPerWarp], nMax = 0;
-    unsigned* ready[kPerWarp];
-    bool live[kPerWarp];
-#pragma unroll
-    for (int j = 0; j < kPerWarp; j++) {
-      u[j] = i0 + warp + j * stride;
-      live[j] = u[j] < items;
-      t[j] = live[j] ? (int)(u[j] / p.numHeads) : 0;
-      h[j] = live[j] ? (int)(u[j] % p.numHeads) : 0;
+  for (int64_t i0 = (int64_t)mi * NW; i0 < items; i0 += stride) {
+    const int64_t u = i0 + warp;
+    int merged = -1; /* the head this warp merged this round */
+    if (u < items) {
+      const int t = (int)(u / p.numHeads), h = (int)(u % p.numHeads), g = p.headBegin + h;
+      int ns;
       int64_t chunk;
-      splitOf(live[j] ? rowWork(p, t[j]).L : 0, S, p.chunkMin, &ns[j], &chunk);
-      live[j] = live[j] && ns[j] > 1; /* else the row's one split wrote the head */
-      const int g = p.headBegin + h[j], kh = g / G, hb = (g - max(p.headBegin, kh * G)) / HC;
-      ready[j] = p.wsReady + t[j] * gy + (kh - kFirst) * headBlocks + hb;
-    }
+      splitOf(rowWork(p, t).L, S, p.chunkMin, &ns, &chunk);
+      if (ns > 1) { /* else the row's one split wrote the head */
+        const int kh = g / G, hb = (g - max(p.headBegin, kh * G)) / HC;
+        unsigned* ready = p.wsReady + t * gy + (kh - kFirst) * headBlocks + hb;
+        bool ok = true;
+        if (lane == 0) ok = waitFlag(reinterpret_cast<const int*>(ready), 1, f.sync.timeoutNs, f.dcpRank, p.errorFlag);
+        ok = __shfl_sync(0xffffffffu, ok, 0);
+        __syncwarp();    /* orders lane 0's acquire before the other lanes' loads (shfl orders no memory) */
+        __threadfence(); /* the partials after the word: from L2 (__ldcg), never a stale line */
+        if (ok) {
+          const float* lse = p.wsLse + u * S;
+          const float x0 = lane < ns ? __ldcg(lse + lane) : -INFINITY;
+          const float x1 = lane + 32 < ns ? __ldcg(lse + lane + 32) : -INFINITY;
+          float w0, w1, lse2;
+          mergeWeights(x0, x1, &w0, &w1, &lse2);
+          float acc[Ev];
 #pragma unroll
-    for (int j = 0; j < kPerWarp; j++) {
-      bool ok = true;
-      if (live[j] && lane == 0)
-        ok = waitFlag(reinterpret_cast<const int*>(ready[j]), 1, f.sync.timeoutNs, f.dcpRank, p.errorFlag);
-      live[j] = live[j] && __shfl_sync(0xffffffffu, ok, 0);
-      __syncwarp(); /* orders lane 0's acquire before the other lanes' loads (shfl orders no memory) */
-      if (live[j]) nMax = max(nMax, ns[j]);
-    }
-    __threadfence(); /* the partials after the words: from L2 (__ldcg), never a stale line */
-    float w0[kPerWarp], w1[kPerWarp], lse2[kPerWarp], acc[kPerWarp][Ev];
+          for (int e = 0; e < Ev; e++) acc[e] = 0.f;
+          const float* src = p.wsO + u * S * D + lane * Ev;
+          for (int k0 = 0; k0 < ns; k0 += kMergeBatch) {
+            float v[kMergeBatch][Ev], wk[kMergeBatch];
 #pragma unroll
-    for (int j = 0; j < kPerWarp; j++) {
-      const float* lse = p.wsLse + u[j] * S;
-      const float x0 = live[j] && lane < ns[j] ? __ldcg(lse + lane) : -INFINITY;
-      const float x1 = live[j] && lane + 32 < ns[j] ? __ldcg(lse + lane + 32) : -INFINITY;
-      mergeWeights(x0, x1, &w0[j], &w1[j], &lse2[j]);
+            for (int i = 0; i < kMergeBatch; i++) {
+              const int k = k0 + i;
+              const float wa = __shfl_sync(0xffffffffu, w0, k & 31), wb = __shfl_sync(0xffffffffu, w1, k & 31);
+              wk[i] = k < ns ? (k < 32 ? wa : wb) : 0.f;
+              loadPart<Ev>(v[i], src + (int64_t)k * D, wk[i]);
+            }
 #pragma unroll
-      for (int e = 0; e < Ev; e++) acc[j][e] = 0.f;
-    }
-    for (int k0 = 0; k0 < nMax; k0 += kPairBatch) {
-      float v[kPerWarp][kPairBatch][Ev], wk[kPerWarp][kPairBatch];
-#pragma unroll
-      for (int j = 0; j < kPerWarp; j++)
-#pragma unroll
-        for (int i = 0; i < kPairBatch; i++) {
-          const int k = k0 + i;
-          const float wa = __shfl_sync(0xffffffffu, w0[j], k & 31), wb = __shfl_sync(0xffffffffu, w1[j], k & 31);
-          wk[j][i] = live[j] && k < ns[j] ? (k < 32 ? wa : wb) : 0.f;
-          loadPart<Ev>(v[j][i], p.wsO + (u[j] * S + k) * D + lane * Ev, wk[j][i]);
+            for (int i = 0; i < kMergeBatch; i++) accPart<Ev>(acc, v[i], wk[i]);
+          }
+          storeMerged<T, D>(p, cta, t, h, lane, acc, lse2);
+          __syncwarp();
+          if (lane == 0) atomicSub(ready, 1u); /* the last head of the unit leaves it zero */
+          merged = g;
         }
-#pragma unroll
-      for (int j = 0; j < kPerWarp; j++)
-#pragma unroll
-        for (int i = 0; i < kPairBatch; i++) accPart<Ev>(acc[j], v[j][i], wk[j][i]);
+      }
     }
-#pragma unroll
-    for (int j = 0; j < kPerWarp; j++)
-      if (live[j]) storeMerged<T, D>(p, cta, t[j], h[j], lane, acc[j], lse2[j]);
-    __syncwarp();
-#pragma unroll
-    for (int j = 0; j < kPerWarp; j++)
-      if (live[j] && lane == 0) atomicSub(ready[j], 1u); /* the last head of the unit leaves it zero */
     if (f.numMergeCtas > 0) {
-      if (lane == 0)
-#pragma unroll
-        for (int j = 0; j < kPerWarp; j++) sHead[j * NW + warp] = live[j] ? p.headBegin + h[j] : -1;
+      if (lane == 0) sHead[warp] = merged;
       __threadfence_system();
       __syncthreads();
       if (threadIdx.x == 0) {
         const int Hb = f.attn.headsPerBlock;
-        int jb = -1, n = 0;
-        for (int w = 0; w < kPerWarp * NW; w++) {
+        int j = -1, n = 0;
+        for (int w = 0; w < NW; w++) {
           if (sHead[w] < 0) continue;
-          if (sHead[w] / Hb != jb) {
-            if (n) fusedCountBlock(f, E, jb, n);
-            jb = sHead[w] / Hb, n = 0;
+          if (sHead[w] / Hb != j) {
+            if (n) fusedCountBlock(f, E, j, n);
+            j = sHead[w] / Hb, n = 0;
           }
           n++;
         }
-        if (n) fusedCountBlock(f, E, jb, n);
+        if (n) fusedCountBlock(f, E, j, n);
       }
       __syncthreads(); /* sHead is rewritten */
     }
@@ -167,7 +148,7 @@ template <typename T, int D, int HB, int kMode, bool kWg>
 __global__ void __launch_bounds__(kThreads, 2)
     gqaFusedKernel(const __grid_constant__ CUtensorMap kMap, const __grid_constant__ CUtensorMap vMap,
                    const __grid_constant__ GqaParams p, const __grid_constant__ cpclFusedParams_t f) {
-  __shared__ int sTicket, sEpoch, sHead[kPerWarp * kThreads / 32];
+  __shared__ int sTicket, sEpoch, sHead[kThreads / 32];
   const int E = fusedEpoch(f, sEpoch);
   const unsigned gx = f.attnGrid[0], gy = f.attnGrid[1], nAttn = gx * gy, nSplit = (unsigned)p.wsMergeCtas;
   if (blockIdx.x < nAttn) {
@@ -182,12 +163,6 @@ __global__ void __launch_bounds__(kThreads, 2)
     fusedMergeCta<T>(f, E, (int)(blockIdx.x - nAttn - nSplit));
   }
 }
-
-/* CTAs of the fused kernel that wait for others of the grid (split-merge and merge CTAs): fewer
- * than the 2 a SM of the smallest sm_90 part (H20: 78 SMs, 156 slots), and than the device's own
- * slots (launchFused), so whatever order the CTAs start in, an attention CTA finds a slot (it waits
- * for nothing these do). The merge CTAs are the schedule's (at most 64), not capped here. */
-constexpr int kMaxWaitingCtas = 150;
 
 template <typename T, int D, int HB, int kMode, bool kWg>
 int launchFused(const GqaParams* p, const GqaKvMaps* maps, const cpclFusedParams_t* f, cudaStream_t stream,
@@ -219,17 +194,9 @@ int launchFused(const GqaParams* p, const GqaKvMaps* maps, const cpclFusedParams
   fp.attnGrid[2] = 1;
   GqaParams pp = *p;
   pp.wsMergeCtas = 0;
-  if (pp.wsReady) { /* kPerWarp items a warp; the waiting CTAs (these and the merge CTAs) at most kMaxWaitingCtas */
-    const long long items = (long long)pp.numTokens * pp.numHeads, per = kPerWarp * kThreads / 32;
-    /* and fewer than the device's slots (2 an SM), however few SMs it has (a MIG slice) */
-    int sms = 0, d = 0;
-    if (cudaGetDevice(&d) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, d) != cudaSuccess) {
-      cudaGetLastError();
-      sms = 0;
-    }
-    const int cap = sms > 0 ? std::min(kMaxWaitingCtas, 2 * sms - 2) : kMaxWaitingCtas;
-    pp.wsMergeCtas = (int)std::min<long long>((items + per - 1) / per, std::max(1, cap - fp.numMergeCtas));
+  if (pp.wsReady) { /* one item a warp, at most the room cpclGqaSm90Fused left (p->wsMergeCtas) */
+    const long long items = (long long)pp.numTokens * pp.numHeads, per = kThreads / 32;
+    pp.wsMergeCtas = (int)std::min<long long>((items + per - 1) / per, std::max(1, p->wsMergeCtas));
   }
   const long long ctas = (long long)fp.attnGrid[0] * fp.attnGrid[1] + pp.wsMergeCtas + fp.numMergeCtas;
   if (ctas > 0x7fffffffLL) return invalidValue("the fused kernel's grid of %lld CTAs exceeds 2^31 - 1", ctas);
