@@ -63,9 +63,9 @@ static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, v
     if (err < 0) err = attnSplit(p, f, s);
     return err ? err : (int)cudaGetLastError();
   }
-  /* the Hopper MLA body is a launch of its own (384 threads, 222 KB of shared memory, a merge
-   * kernel after it): the fused kernel keeps the CUDA-core body */
-  int err = p->cudaCoresOnly || f ? -1 : cpclMlaSm90Attn(p, stream);
+  /* the Hopper MLA body, alone (a merge kernel after it) or inside the fused kernel
+   * (mla_sm90_fused.cu: its splits merged by split-merge CTAs after the attention ones) */
+  int err = p->cudaCoresOnly ? -1 : f ? cpclMlaSm90Fused(f, stream) : cpclMlaSm90Attn(p, stream);
   if (err >= 0) return err ? err : (int)cudaGetLastError();
   /* the Hopper GQA body, alone or inside the fused kernel (gqa_sm90_fused.cu: its splits merged in
    * the last one's tail or by split-merge CTAs after the attention ones); a plan that merges them

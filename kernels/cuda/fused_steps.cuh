@@ -22,6 +22,14 @@
 
 namespace cpcl {
 
+/* kInline: the wait spins inline (waitFlagInline, for kernels that take no calls) */
+template <bool kInline>
+__device__ __forceinline__ bool fusedWait(const int* flag, int target, unsigned long long timeoutNs, int peer,
+                                          int* errorFlag) {
+  if constexpr (kInline) return waitFlagInline(flag, target, timeoutNs, peer, errorFlag);
+  return waitFlag(flag, target, timeoutNs, peer, errorFlag);
+}
+
 /* this step's epoch (the last completed one + 1), read once by thread 0 */
 __device__ __forceinline__ int fusedEpoch(const cpclFusedParams_t& f, int& sEpoch) {
   if (threadIdx.x == 0) sEpoch = *(volatile int*)f.sync.epoch + 1;
@@ -32,6 +40,7 @@ __device__ __forceinline__ int fusedEpoch(const cpclFusedParams_t& f, int& sEpoc
 /* Put tickets, taken by attention CTAs that have work, before they wait on anything: a plain load
  * first, so once the tickets are gone nobody pays an atomic; a CTA keeps taking tickets while any
  * is left, so the chunks get done however few such CTAs there are. */
+template <bool kInline = false>
 __device__ __forceinline__ void fusedPutChunks(const cpclFusedParams_t& f, int E, int& sTicket) {
   const cpclPeerSync_t& s = f.sync;
   int* err = f.attn.errorFlag;
@@ -50,7 +59,7 @@ __device__ __forceinline__ void fusedPutChunks(const cpclFusedParams_t& f, int E
       for (int j = tid; j < D; j += blockDim.x)
         if (j != me) stReleaseSys(s.readyOut[j], E);
     for (int j = tid; j < D; j += blockDim.x)
-      if (j != me) waitFlag(s.readyIn + j, E - 1, s.timeoutNs, j, err);
+      if (j != me) fusedWait<kInline>(s.readyIn + j, E - 1, s.timeoutNs, j, err);
     __syncthreads();
     const size_t n16 = f.qBytes / 16, per = (n16 + f.numPutCtas - 1) / f.numPutCtas;
     const size_t b = (size_t)ticket * per, e = min(n16, b + per);
@@ -69,6 +78,7 @@ __device__ __forceinline__ void fusedPutChunks(const cpclFusedParams_t& f, int E
 }
 
 /* the owners of gathered heads [g0, g0 + nu): their queries are here and their receive slots free */
+template <bool kInline = false>
 __device__ __forceinline__ void fusedWaitOwners(const cpclFusedParams_t& f, int E, int g0, int nu) {
   const cpclPeerSync_t& s = f.sync;
   int* err = f.attn.errorFlag;
@@ -76,8 +86,8 @@ __device__ __forceinline__ void fusedWaitOwners(const cpclFusedParams_t& f, int 
   const int jLo = g0 / H, jHi = (g0 + nu - 1) / H;
   for (int j = jLo + (int)threadIdx.x; j <= jHi; j += blockDim.x)
     if (j != me) {
-      waitFlag(s.dataIn[CPCL_SYNC_Q] + j, E, s.timeoutNs, j, err); /* its queries are here */
-      waitFlag(s.readyIn + j, E, s.timeoutNs, j, err);             /* its receive slots are free */
+      fusedWait<kInline>(s.dataIn[CPCL_SYNC_Q] + j, E, s.timeoutNs, j, err); /* its queries are here */
+      fusedWait<kInline>(s.readyIn + j, E, s.timeoutNs, j, err);             /* its receive slots are free */
     }
   __syncthreads();
 }
@@ -108,13 +118,14 @@ __device__ __forceinline__ void fusedPostHeads(const cpclFusedParams_t& f, int E
 
 /* Merge CTA mi of f.numMergeCtas: this rank's heads over the D partials; the last merge CTA
  * advances the epoch */
-template <typename OutT>
+template <typename OutT, bool kInline = false>
 __device__ __forceinline__ void fusedMergeCta(const cpclFusedParams_t& f, int E, int mi) {
   const cpclPeerSync_t& s = f.sync;
   int* err = f.attn.errorFlag;
   const int D = f.dcpSize, me = f.dcpRank, tid = threadIdx.x;
   const int H = f.attn.headsPerBlock, T = f.attn.numTokens;
-  for (int j = tid; j < D; j += blockDim.x) waitFlag(s.dataIn[CPCL_SYNC_PART] + j, E + 1, s.timeoutNs, j, err);
+  for (int j = tid; j < D; j += blockDim.x)
+    fusedWait<kInline>(s.dataIn[CPCL_SYNC_PART] + j, E + 1, s.timeoutNs, j, err);
   __syncthreads();
   for (int i = mi; i < T * H; i += f.numMergeCtas) mergeOne<OutT>(f.merge, i / H, i % H);
   __syncthreads();
@@ -124,7 +135,7 @@ __device__ __forceinline__ void fusedMergeCta(const cpclFusedParams_t& f, int E,
    * starts later has no work and touches nothing. */
   if (tid == 0 && atomicAdd(syncCounter(s, CPCL_CTR_MERGE_DONE), 1u) == (unsigned)f.numMergeCtas - 1) {
     for (int j = 0; j < D; j++)
-      waitFlag((const int*)syncCounter(s, CPCL_CTR_BLOCK_EPOCH, j), E + 1, s.timeoutNs, me, err);
+      fusedWait<kInline>((const int*)syncCounter(s, CPCL_CTR_BLOCK_EPOCH, j), E + 1, s.timeoutNs, me, err);
     /* re-armed: put tickets, chunks done, merge CTAs done */
     *syncCounter(s, CPCL_CTR_PUT_TICKETS) = *syncCounter(s, CPCL_CTR_PUT_DONE) = *syncCounter(s, CPCL_CTR_MERGE_DONE) =
         0;

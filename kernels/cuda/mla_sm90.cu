@@ -247,8 +247,10 @@ extern "C" size_t cpclMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int max
 
 namespace {
 unsigned long long* gTrace; /* cpclMlaSm90Trace: the bench's timing probe, NULL in the library */
-int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, int chunkMin, int variant,
-           const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride, void* stream) {
+/* The checks of a launch of p (mla90::launch, and cpclMlaSm90Fused's) and its Split: 0, or the
+ * error to return. variant without kMlaSm90EvictFirst, flags that bit. */
+int prepareSplit(const cpclAttnParams_t* p, int maxSplits, int chunkMin, int variant, int flags,
+                 const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride, Split* out) {
   using namespace cpcl::mla90;
   if (p->numHeads < 1 || p->headBegin < 0 || p->headsPerBlock < 1 || p->numTokens < 0)
     return invalidValue(
@@ -262,14 +264,11 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
         p->q, (long long)p->qTokenStride, (long long)p->qBlockStride);
   if (maxSplits < 1 || maxSplits > 64) return invalidValue("mlaSm90Splits = %d is outside 1 .. 64", maxSplits);
   if (chunkMin < 64 || chunkMin % 64 != 0) return invalidValue("chunkMin = %d: a multiple of 64", chunkMin);
-  const int flags = variant & kMlaSm90EvictFirst;
-  variant &= ~kMlaSm90EvictFirst;
   if (variant < 0 || (sparseIdx ? !sparseVariantOk(variant) : variant >= kMlaSm90Variants))
     return invalidValue(sparseIdx ? "variant = %d: sparse attention runs the schedules 1, 4, 11, 17, 18 and 20 (plus "
                                     "kMlaSm90EvictFirst)"
                                   : "variant = %d is outside 0 .. 19 (plus kMlaSm90EvictFirst)",
                         variant | flags);
-  if (p->numTokens == 0) return 0;
   const size_t need = cpclMlaSm90WorkspaceBytes(p->numTokens, p->numHeads, maxSplits);
   if (need && (p->workspace == nullptr || p->workspaceBytes < need))
     return invalidValue("workspaceBytes = %zu: the Hopper MLA body needs %zu for %d rows of %d heads in %d splits",
@@ -278,7 +277,8 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
   const int64_t mergeCtas = (int64_t)p->numTokens * p->numHeads;
   if (ctasX > 0x7fffffffLL || mergeCtas > 0x7fffffffLL)
     return invalidValue("%d rows of %d heads exceed the Hopper MLA body's grid", p->numTokens, p->numHeads);
-  Split sp;
+  Split& sp = *out;
+  memset(&sp, 0, sizeof sp);
   sp.maxSplits = maxSplits;
   sp.chunkMin = chunkMin;
   sp.evictFirst = (flags & kMlaSm90EvictFirst) != 0;
@@ -291,6 +291,19 @@ int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, i
                         (const void*)sparseCount, sparseStride);
   sp.wsO = static_cast<float*>(p->workspace);
   sp.wsLse = sp.wsO ? sp.wsO + (size_t)p->numTokens * p->numHeads * maxSplits * kDv : nullptr;
+  return 0;
+}
+
+int launch(const cpclAttnParams_t* p, const CUtensorMap* kvMap, int maxSplits, int chunkMin, int variant,
+           const int32_t* sparseIdx, const int32_t* sparseCount, int sparseStride, void* stream) {
+  using namespace cpcl::mla90;
+  const int flags = variant & kMlaSm90EvictFirst;
+  variant &= ~kMlaSm90EvictFirst;
+  Split sp;
+  if (int e = prepareSplit(p, maxSplits, chunkMin, variant, flags, sparseIdx, sparseCount, sparseStride, &sp)) return e;
+  if (p->numTokens == 0) return 0;
+  const int64_t ctasX = (int64_t)p->numTokens * ((p->numHeads + kM - 1) / kM);
+  const int64_t mergeCtas = (int64_t)p->numTokens * p->numHeads;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   /* nullptr: a schedule measured and removed (docs/MLA_SM90.md) */
   void (*const kerns[kMlaSm90Variants])(const CUtensorMap, const cpclAttnParams_t, const Split) = {
@@ -477,6 +490,28 @@ extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
   CUtensorMap map;
   if (int e = cachedMap(&map, p->kCache, p->pageSize)) return e;
   return cpclMlaSm90Launch(p, &map, p->mlaSm90Splits, kChunkMin, variant, stream);
+}
+
+extern "C" int cpclMlaSm90Fused(const cpclFusedParams_t* f, void* stream) {
+  using namespace cpcl::mla90;
+  const cpclAttnParams_t* p = &f->attn;
+  if (p->mlaSm90Splits < 1 || p->sparseIdx || !shapeOk(p) || !qRowsAligned(p)) return -1;
+  if (p->mlaSm90Splits > 1 && !p->splitCounters) return -1;
+  int dev, sms;
+  if (deviceCc(&dev, &sms) != 90) return -1;
+  const int variant = p->numHeads >= kM && p->pageSize >= kBN ? 19 : 12; /* cpclMlaSm90Attn's */
+  Split sp;
+  if (int e = prepareSplit(p, p->mlaSm90Splits, kChunkMin, variant, 0, nullptr, nullptr, 0, &sp)) return e;
+  if (p->numTokens == 0) return 0;
+  /* arrival counters, then ready words, one per (row, head chunk): 2 numTokens ceil(numHeads / 64)
+   * words, within cpclSplitCounterCount(numTokens, numHeads) (peer_sync.h), the plan's buffer */
+  if (sp.maxSplits > 1) {
+    sp.wsCount = p->splitCounters;
+    sp.wsReady = p->splitCounters + (int64_t)p->numTokens * ((p->numHeads + kM - 1) / kM);
+  }
+  CUtensorMap map;
+  if (int e = cachedMap(&map, p->kCache, p->pageSize)) return e;
+  return launchFused(variant, &map, &sp, f, sms, static_cast<cudaStream_t>(stream));
 }
 
 extern "C" int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxTokens) {

@@ -54,6 +54,7 @@
 #include <type_traits>
 
 #include "attn_common.cuh"
+#include "fused_params.h"
 #include "sm90_ptx.cuh"
 
 namespace cpcl {
@@ -88,6 +89,11 @@ struct Split {
   /* A timing probe (cpclMlaSm90Trace, the bench only; NULL in the library): the first CTA of
    * the grid records clock64 at the events of kTrace* below, for the seesaw schedules. */
   unsigned long long* trace;
+  /* The fused kernel's split merge (mla_sm90_fused.cu; NULL elsewhere): arrival counters and
+   * ready words, one per (row, head chunk) = the attention CTA's blockIdx.x */
+  unsigned* wsCount;
+  unsigned* wsReady;
+  int mergeCtas; /* the split-merge CTAs after the attention ones */
 };
 
 /* trace slots: consumer warpgroup w, pair j (< 64), event e (< 16): ((j * 2) + w) * 16 + e;
@@ -527,11 +533,23 @@ constexpr int kFlagHandOrder = 2;
  * sC / sM) through mbarriers (one arrival a warp, by lane 0 after __syncwarp) instead of named
  * barriers (bar.arrive -> bar.sync), which compute-sanitizer's racecheck does not model
  * (tools/kernel_bench/racecheck_probe.cu); the order is the same. */
-template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, int kLanes = 0, bool kEarly = false,
-          bool kMbarHand = false, int kFlags = 0>
-__global__ void __launch_bounds__(kThreads, 1)
-    mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
-                  const Split sp) {
+/* Where a CTA's work starts and ends beyond the body: MlaStandalone for mlaSm90Kernel (nothing),
+ * MlaFusedCta (mla_sm90_fused.cu) inside the fused decode kernel: work(g0, nu) by every thread once
+ * the CTA knows it has work (the query put and the owners' wait, before Q is read), done(...) by
+ * the 256 consumer threads after their epilogue stores (the per-block count, or the split's arrival
+ * for the split-merge CTAs). */
+struct MlaStandalone {
+  static constexpr bool kFused = false;
+  __device__ __forceinline__ void work(int, int) const {}
+  __device__ __forceinline__ void done(int, int, int, int) const {}
+};
+
+/* One CTA of the body: grid cell (bx, bz) of mlaSm90Kernel's grid (numTokens x head chunks, 1,
+ * maxSplits) */
+template <int kKind, int kVDesc, bool kTileBars, bool kSparse, int kLanes, bool kEarly, bool kMbarHand, int kFlags,
+          class Cta>
+__device__ __forceinline__ void mlaCta(const CUtensorMap& kvMap, const cpclAttnParams_t& p, const Split& sp,
+                                       const Cta& cta, unsigned bx, unsigned bz) {
   static_assert(kFlags == 0 || (kKind != 0 && kEarly), "kFlags are for the two-warpgroup schedules with early release");
   constexpr bool kHandOrder = kFlags & kFlagHandOrder;
   extern __shared__ unsigned char smemRaw[];
@@ -562,10 +580,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   if constexpr (kSparse && kLanes == 1) asm volatile("griddepcontrol.wait;\n" ::: "memory");
 
   const int nChunks = (p.numHeads + kM - 1) / kM;
-  const int t = blockIdx.x / nChunks, split = blockIdx.z, g0 = p.headBegin + (blockIdx.x % nChunks) * kM;
+  const int t = (int)bx / nChunks, split = (int)bz, g0 = p.headBegin + ((int)bx % nChunks) * kM;
   const RowWork rw = rowWork(p, sp, t, p.errorFlag);
   if (split >= rw.n) return;
   const int nu = min(kM, p.headBegin + p.numHeads - g0);
+  cta.work(g0, nu);
   const int kBeg = split * rw.chunk, kEnd = min(rw.len, kBeg + rw.chunk);
   /* Through a shuffle, so the compiler knows it is warp-uniform (else it serializes the wgmma of
    * the per-tile-barrier variants). */
@@ -1124,8 +1143,21 @@ __global__ void __launch_bounds__(kThreads, 1)
                     nBlocks > 0 && *reinterpret_cast<volatile int*>(sBad), o, lA, lB, mA, mB, sK,
                     reinterpret_cast<unsigned char**>(sP));
   traceAt(sp.trace, kTraceCta + 4, tid);
+  cta.done(rw.n, (int)bx, g0, nu);
 }
 
+template <int kKind, int kVDesc, bool kTileBars, bool kSparse = false, int kLanes = 0, bool kEarly = false,
+          bool kMbarHand = false, int kFlags = 0>
+__global__ void __launch_bounds__(kThreads, 1)
+    mlaSm90Kernel(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
+                  const Split sp) {
+  mlaCta<kKind, kVDesc, kTileBars, kSparse, kLanes, kEarly, kMbarHand, kFlags>(kvMap, p, sp, MlaStandalone{},
+                                                                               blockIdx.x, blockIdx.z);
+}
+
+/* The seesaw schedule and the split merge are kernels of mla_sm90.cu only (not templates: a second
+ * unit that includes this header, mla_sm90_fused.cu, defines CPCL_MLA_SM90_BODY_ONLY) */
+#ifndef CPCL_MLA_SM90_BODY_ONLY
 /* ---- schedule 9: FlashMLA's seesaw without a producer warpgroup (256 threads) ----
  * Both warpgroups are consumers and each issues the copies of the tiles it lets go (one lane:
  * WG0 tiles 0-3, WG1 tiles 4-8 of a stage), so a tile is refilled the moment its last reader is
@@ -1526,6 +1558,15 @@ __global__ void __launch_bounds__(kCombineThreads)
   float* lseOut = tid == 0 ? attnLse(p, g, t) : nullptr;
   if (lseOut) *lseOut = p.lseBase2 ? sOutLse2 : sOutLse2 * kLn2;
 }
+
+#endif /* CPCL_MLA_SM90_BODY_ONLY */
+
+/* The body inside the fused decode kernel (mla_sm90_fused.cu) for dense schedule 19 or 12: -1
+ * where it does not take f (another variant, the attribute refused, more merge CTAs than half the
+ * SMs), else 0 or a cudaError_t. sp: prepared for f->attn, with wsCount / wsReady set when
+ * sp->maxSplits > 1. */
+int launchFused(int variant, const CUtensorMap* kvMap, const Split* sp, const cpclFusedParams_t* f, int numSms,
+                cudaStream_t stream);
 
 }  // namespace mla90
 }  // namespace cpcl

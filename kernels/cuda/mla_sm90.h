@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "attn_params.h"
+#include "fused_params.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -82,6 +83,12 @@ enum { kMlaSm90TraceSlots = 4096, kMlaSm90TraceProducer = 2048, kMlaSm90TraceCta
  * another shape or dtype, or a device other than compute capability 9.0), else the launch's
  * result, with the cached tensor map of p->kCache and the variant for p's heads. */
 int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream);
+/* The same body inside the fused decode kernel (fused_params.h; attn.cu's cpclCudaFused,
+ * mla_sm90_fused.cu): -1 where cpclMlaSm90Attn would not take f->attn (sparse lists included: the
+ * fused kernel keeps the CUDA-core body there), where a row may take several splits and the plan
+ * has no splitCounters, or where f asks for more merge CTAs than half the SMs; else the launch's
+ * result. A row's splits merge in the kernel's split-merge CTAs (mlaSm90Combine's bits). */
+int cpclMlaSm90Fused(const cpclFusedParams_t* f, void* stream);
 
 #ifdef __cplusplus
 }

@@ -33,8 +33,8 @@ __device__ __forceinline__ unsigned* syncCounter(const cpclPeerSync_t& s, int sl
 /* Spins until *flag >= target (wrapping difference). Bounded by timeoutNs: on expiry records
  * CPCL_KERR_TIMEOUT (peer, target, value seen) and returns false; once any wait of this plan
  * has timed out, returns false at once. */
-static __device__ __noinline__ bool waitFlag(const int* flag, int target, unsigned long long timeoutNs, int peer,
-                                             int* errorFlag) {
+static __device__ __forceinline__ bool waitFlagInline(const int* flag, int target, unsigned long long timeoutNs,
+                                                      int peer, int* errorFlag) {
   int v = ldAcquireSys(flag);
   if (v - target >= 0) return true;
   const unsigned long long t0 = globalTimerNs();
@@ -50,6 +50,13 @@ static __device__ __noinline__ bool waitFlag(const int* flag, int target, unsign
     }
     if (i > 64) __nanosleep(128);
   }
+}
+/* The same as a call: waitFlagInline is for kernels that must not call (setmaxnreg and wgmma: a
+ * call in the Hopper MLA body's fused kernel made ptxas fail its 224-register allocation, or grow
+ * past 24 GB, session 17) */
+static __device__ __noinline__ bool waitFlag(const int* flag, int target, unsigned long long timeoutNs, int peer,
+                                             int* errorFlag) {
+  return waitFlagInline(flag, target, timeoutNs, peer, errorFlag);
 }
 
 }  // namespace cpcl

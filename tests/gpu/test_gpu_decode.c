@@ -234,7 +234,7 @@ static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cud
          * merged in the last split's tail or by the fused kernel's split-merge CTAs: the bits of
          * a2a's merge, shape 0 taking the second at np 1-4 and shape 1 the first) and the same
          * merge of the D partials, so the same bits; MLA keeps the CUDA-core body inside it */
-        if (a == 3 && !sh->latent) EXPECT(memcmp(hA2a, h1, (size_t)T * H * Dv * es) == 0);
+        if (a == 3) EXPECT(memcmp(hA2a, h1, (size_t)T * H * Dv * es) == 0); /* MLA too: its fused form */
       } else {
         CUDA_OK(cudaMemcpy(h2, out, (size_t)T * H * Dv * es, cudaMemcpyDeviceToHost));
         EXPECT(memcmp(h1, h2, (size_t)T * H * Dv * es) == 0);
