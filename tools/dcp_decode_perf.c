@@ -9,7 +9,8 @@
  *
  * Columns: batch, context (global tokens per sequence), local tokens on rank 0, schedule,
  * min/median/max time over iterations of the slowest rank (us), bare = the median of the same
- * rank's local attention alone (one-rank communicator, no transfer; slowest rank), KV GB/s per
+ * rank's local attention alone (one-rank communicator, no transfer, the same gathered queries;
+ * slowest rank), KV GB/s per
  * rank (local KV bytes read / median), speed-up of the median over agrs, #wrong (elements off
  * the single-rank reference, all ranks; -c 1), status (ok, FAILED: wrong elements, error: the
  * plan could not be made; either makes the run exit 1). Uses only the public header.
@@ -261,7 +262,15 @@ int main(int argc, char** argv) {
         int32_t* llensRun = perfDup(llens, sizeof(int32_t) * (size_t)B);
         cpclBatch_t lb = perfBatch((int)B, T, qsRun, llensRun, c.btRun, c.maxPages);
         lb.topkIndices = tkLocalRun; /* one rank: local positions are positions */
-        void* qa = perfAlloc((size_t)T * Hq * o.Dqk * es);
+        /* the gathered queries the schedules attend with, generated as every rank does its own
+         * (row t, gathered head g keyed by (t, g)): zero queries would make every score equal, so
+         * the online softmax would never rescale and the bare time would flatter (session 18) */
+        void* qh = malloc((size_t)T * Hq * o.Dqk * es);
+        for (int t = 0; t < T; t++)
+          for (int g = 0; g < Hq; g++)
+            perfGenRow(qh, ((size_t)t * Hq + g) * o.Dqk, o.Dqk, (uint64_t)1 << 40 | (uint64_t)t, (uint64_t)g, o.type);
+        void* qa = perfDup(qh, (size_t)T * Hq * o.Dqk * es);
+        free(qh);
         void* pa = perfAlloc((size_t)T * Hq * Dv * es);
         float* la = perfAlloc(sizeof(float) * (size_t)T * Hq);
         stepArgs_t a = {bp, &lb, qa, c.k, c.v, pa, la};

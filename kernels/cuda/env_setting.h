@@ -1,7 +1,7 @@
 /*
  * env_setting.h -- a library setting read from the environment once per process, unless a setter
  * stored a value first (the kernels' test and measurement knobs: CPCL_PREFILL_SM90_*,
- * CPCL_MLA_SM90_SPARSE*, CPCL_GQA_SM90_MERGE). Host code only.
+ * CPCL_MLA_SM90_SPARSE*, CPCL_GQA_SM90_MERGE, CPCL_MLA_SM90_FUSED_MERGE). Host code only.
  */
 #ifndef CPCL_CUDA_ENV_SETTING_H_
 #define CPCL_CUDA_ENV_SETTING_H_

@@ -93,7 +93,8 @@ struct Split {
    * ready words, one per (row, head chunk) = the attention CTA's blockIdx.x */
   unsigned* wsCount;
   unsigned* wsReady;
-  int mergeCtas; /* the split-merge CTAs after the attention ones */
+  int mergeCtas;  /* the split-merge CTAs after the attention ones */
+  int mergeWarps; /* warps a head there (1 or 4): each counts itself out of the unit's ready word */
 };
 
 /* trace slots: consumer warpgroup w, pair j (< 64), event e (< 16): ((j * 2) + w) * 16 + e;

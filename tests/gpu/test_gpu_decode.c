@@ -57,6 +57,7 @@ typedef struct {
   cpclDataType_t type;
   int multiRow;
   const char* name;
+  int pageSize; /* 0: 16 */
 } shape_t;
 
 static double tolOf(cpclDataType_t t) { return t == cpclFloat32 ? 1e-4 : t == cpclFloat16 ? 2e-3 : 8e-3; }
@@ -177,7 +178,7 @@ static void checkOut(const step_t* st, const shape_t* sh, int dcp, const void* d
 }
 
 static const char* const algos[] = {"agrs", "a2a", "pipelined", "fused"};
-static const shape_t shapes[4];
+static const shape_t shapes[6];
 
 /* every schedule on one shape: decode (three times, bitwise equal), partial + combine */
 static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cudaStream_t stream) {
@@ -194,10 +195,11 @@ static void runSchedules(cpclComm_t comm, int dcp, int I, const shape_t* sh, cud
   const int T = qs[S], H = sh->H, Dv = sh->Dv;
   const size_t es = tuDtypeSize(sh->type);
   step_t st;
-  stepAlloc(&st, sh, dcp, S, T, 2200, 16);
+  const int page = sh->pageSize ? sh->pageSize : 16;
+  stepAlloc(&st, sh, dcp, S, T, 2200, page);
   tuProblem_t pb;
   stepFill(&st, sh, dcp, I, qs, lens, 1000 + (uint64_t)I * 7 + sh->Dqk, &pb);
-  cpclAttnDesc_t desc = tuDesc(&pb, H, 16);
+  cpclAttnDesc_t desc = tuDesc(&pb, H, page);
   void *out, *out2;
   float *lse, *lse2, *pLse;
   CUDA_OK(cudaMalloc(&out, (size_t)T * H * Dv * es));
@@ -531,11 +533,15 @@ static void runGraph(cpclComm_t comm, const char* algo, const shape_t* sh, cudaS
   graphsRun++;
 }
 
-static const shape_t shapes[4] = {
-    {8, 1, 128, 128, 0, cpclBfloat16, 0, "GQA bf16 D128"},
-    {2, 2, 64, 64, 0, cpclFloat16, 1, "GQA fp16 D64 multi-row"},
-    {2, 1, 32, 32, 0, cpclFloat32, 1, "GQA fp32 D32"},
-    {4, 1, 576, 512, 1, cpclBfloat16, 0, "MLA bf16 576/512"},
+/* H is per rank: a rank attends W H gathered heads (MLA 4 / 16 / 32: 4..128 at np 1..4, pages 16
+ * and 64, the Hopper body's one and two head chunks) */
+static const shape_t shapes[6] = {
+    {8, 1, 128, 128, 0, cpclBfloat16, 0, "GQA bf16 D128", 0},
+    {2, 2, 64, 64, 0, cpclFloat16, 1, "GQA fp16 D64 multi-row", 0},
+    {2, 1, 32, 32, 0, cpclFloat32, 1, "GQA fp32 D32", 0},
+    {4, 1, 576, 512, 1, cpclBfloat16, 0, "MLA bf16 576/512", 0},
+    {16, 1, 576, 512, 1, cpclBfloat16, 0, "MLA bf16 576/512 H16 page 64", 64},
+    {32, 1, 576, 512, 1, cpclBfloat16, 1, "MLA bf16 576/512 H32 multi-row", 0},
 };
 
 static void suite(cpclComm_t comm, int dcp, int I, cudaStream_t stream, int full) {
