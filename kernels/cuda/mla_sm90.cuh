@@ -334,12 +334,17 @@ __device__ __forceinline__ void issuePvSmem(float (&o)[128], uint32_t sP, uint32
 /* zero this warpgroup's V half of rows [valid, 64) of a stage: stale or NaN bytes past the row's
  * end must not reach P V (their P is 0, but 0 x NaN is NaN). The S of those keys is masked. */
 __device__ __forceinline__ void zeroTail(unsigned char* stage, int w, int wt, int valid) {
-  unsigned char* vt = stage + (4 * w) * kTileB;
+  const uint32_t vt = smemAddr(stage) + (uint32_t)((4 * w) * kTileB);
   const int n = (kBN - valid) * 4 * 8; /* 16-byte chunks: rows x 4 tiles x 8 */
 #pragma unroll
   for (int k0 = 0; k0 < kBN * 4 * 8; k0 += 128) { /* a fixed trip count: predicated stores, no divergent loop */
     const int k = k0 + wt, r = valid + k / 32, tile = (k >> 3) & 3, j = k & 7;
-    if (k < n) *reinterpret_cast<uint4*>(vt + tile * kTileB + r * 128 + (j << 4)) = make_uint4(0, 0, 0, 0);
+    /* predicated in the PTX, so the compiler cannot branch around each store (it did in some units:
+     * a BSSY / BRA / BSYNC a store in every block's path, session 18), and a shared-space store */
+    asm volatile("{\n.reg .pred q;\nsetp.lt.s32 q, %1, %2;\n@q st.shared.v4.b32 [%0], {%3, %3, %3, %3};\n}\n" ::"r"(
+                     vt + (uint32_t)(tile * kTileB + r * 128 + (j << 4))),
+                 "r"(k), "r"(n), "r"(0)
+                 : "memory");
   }
   fenceProxyAsync();
   namedBarrier(2 + w, 128);
