@@ -415,16 +415,48 @@ static int mergeFormForced() {
     return e == nullptr ? 0 : strcmp(e, "kernel") == 0 ? 1 : strcmp(e, "tail") == 0 ? 2 : 0;
   });
 }
+/* the body's stages: 3 measured best or tied everywhere (run 3) */
+constexpr int kStages = 3;
+/* Measurement knobs (docs/GQA_SM90.md "Session 19"), each read once per process; unset or out of
+ * range: the rule's value. CPCL_GQA_SM90_SPLITS = 1 .. 64: every plan's split count (CL); its
+ * chunkMin and merge form follow from it by the rule. CPCL_GQA_SM90_STAGES = 2 .. kMaxStages: the
+ * body's stages (above 3 at D 128 one CTA an SM fits, and the plan's wave and the fused kernel's
+ * waiting-CTA room follow ctasPerSm). A forced value changes a row's split layout, so its bits,
+ * for every row alike: batch invariance holds under any one setting. */
+constexpr int kMaxStages = 6; /* 6 x 34 KB cp.async stages of D 128 fit 227 KB; 7 would not */
+static std::atomic<int> splitsSet{-1}, stagesSet{-1};
+static int splitsForced() {
+  return cpcl::settingNow(splitsSet, "CPCL_GQA_SM90_SPLITS", [](const char* e) {
+    const int v = e ? atoi(e) : 0;
+    return v >= 1 && v <= cpcl::gqa90::kMaxWsSplits ? v : 0;
+  });
+}
+static int stagesNow() {
+  return cpcl::settingNow(stagesSet, "CPCL_GQA_SM90_STAGES", [](const char* e) {
+    const int v = e ? atoi(e) : 0;
+    return v >= 2 && v <= kMaxStages ? v : kStages;
+  });
+}
+/* CTAs of the body an SM holds at `stages` (head dim D): the launch bound's 2 (registers) unless
+ * the shared memory (227 KB a CTA at most, 228 KB an SM, 1 KB of it reserved a CTA) holds fewer */
+static int ctasPerSm(int stages, int D) {
+  using namespace cpcl::gqa90;
+  const size_t smem = D == 64 ? smemBytes<64, 4, false>(stages) : smemBytes<128, 4, false>(stages);
+  const int n = (int)((size_t)228 * 1024 / (smem + 1024));
+  return n < 1 ? 1 : n > kCtasPerSm ? kCtasPerSm : n;
+}
 extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, int headDim, int numSms,
                                 int* clusterSplits, int* chunkMin, int* workspace) {
   using namespace cpcl::gqa90;
   const int64_t rows = maxTokens > 0 ? maxTokens : 1, hkv = numKvHeads > 0 ? numKvHeads : 1;
   const int G = groupSize > 0 ? groupSize : 1, hc = 16 * headBlockWidth(G);
   const int64_t ctas = rows * hkv * ((G + hc - 1) / hc);
-  const double wave = (double)kCtasPerSm * (numSms > 0 ? numSms : 132), splitsForWave = wave / (double)ctas;
+  const int dims = headDim > 0 ? headDim : 128;
+  const double wave = (double)ctasPerSm(stagesNow(), dims) * (numSms > 0 ? numSms : 132),
+               splitsForWave = wave / (double)ctas;
   int cl = kMinSplits;
   while (cl < kMaxWsSplits && splitsForWave >= cl * 1.4142135623730951) cl *= 2;
-  const int dims = headDim > 0 ? headDim : 128;
+  if (const int forced = splitsForced()) cl = forced;
   const size_t ws = cpclGqaSm90WorkspaceBytesOf(rows, (int64_t)G * hkv, dims, cl);
   *workspace = ws <= kMaxWsBytes;
   if (!*workspace && cl > kMaxCluster) cl = kMaxCluster;
@@ -437,13 +469,20 @@ extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, in
   *chunkMin = cl >= 64 ? 128 : 256;
 }
 
-/* the body's stages: 3 measured best or tied everywhere (run 3) */
-constexpr int kStages = 3;
-
 /* CPCL_GQA_SM90_L2, read once per process: GqaParams.l2Hint of the library's launches, 1 (K/V boxes
  * evict-first) unless the variable is "0" (the measurement knob of docs/GQA_SM90.md "Session 15") */
 static std::atomic<int> l2HintSet{-1};
 static int l2HintOf(const char* e) { return e != nullptr && strcmp(e, "0") == 0 ? 0 : 1; }
+/* CPCL_GQA_SM90_TAIL, read once per process (or set first by cpclGqaSm90SetTailForm): "bulk" 1
+ * (GqaParams.tailBulk), anything else 0. A measurement knob while its figures are not in
+ * (docs/GQA_SM90.md "Session 19"): time only, the bits are the same. */
+static std::atomic<int> tailBulkSet{-1};
+static int tailBulkOf(const char* e) { return e != nullptr && strcmp(e, "bulk") == 0 ? 1 : 0; }
+extern "C" int cpclGqaSm90SetTailForm(int bulk) {
+  const int old = cpcl::settingNow(tailBulkSet, "CPCL_GQA_SM90_TAIL", tailBulkOf);
+  if (bulk == 0 || bulk == 1) tailBulkSet.store(bulk, std::memory_order_release);
+  return old;
+}
 static GqaParams fromAttn(const cpclAttnParams_t* a, int copyMode) {
   GqaParams p;
   memset(&p, 0, sizeof p);
@@ -480,9 +519,10 @@ static GqaParams fromAttn(const cpclAttnParams_t* a, int copyMode) {
   p.errorFlag = a->errorFlag;
   p.clusterSplits = a->gqaSm90Splits;
   p.chunkMin = a->gqaSm90ChunkMin;
-  p.stages = kStages;
+  p.stages = stagesNow();
   p.copyMode = copyMode;
   p.l2Hint = cpcl::settingNow(l2HintSet, "CPCL_GQA_SM90_L2", l2HintOf);
+  p.tailBulk = cpcl::settingNow(tailBulkSet, "CPCL_GQA_SM90_TAIL", tailBulkOf);
   return p;
 }
 
@@ -539,7 +579,7 @@ static int prepare(const cpclAttnParams_t* a, bool fused, GqaParams* out, GqaKvM
     if (fused && a->gqaSm90Workspace == 1 && p.wsCount) {
       const int nh = p.groupSize < p.numHeads ? p.groupSize : p.numHeads, hc = 16 * headBlockWidth(nh);
       const size_t tail = (size_t)(nh < hc ? nh : hc) * p.clusterSplits * p.headDim * sizeof(float);
-      if (tail > kFusedTailBytes) p.wsReady = p.wsCount + (int64_t)p.numTokens * gridY(&p);
+      if (tail > kFusedTailBytes && !p.tailBulk) p.wsReady = p.wsCount + (int64_t)p.numTokens * gridY(&p);
     }
   }
   if (tma) {
@@ -579,8 +619,13 @@ extern "C" int cpclGqaSm90Fused(const cpclFusedParams_t* f, void* stream) {
   if (p.wsReady) { /* the split-merge CTAs' room: launchFused takes at most this many */
     int sms = 0;
     cpcl::gqa90::deviceCc(&sms);
-    const int cap = sms > 0 && 2 * sms - 2 < kMaxWaitingCtas ? 2 * sms - 2 : kMaxWaitingCtas;
+    const int slots = sms * ctasPerSm(p.stages, p.headDim);
+    const int cap = sms > 0 && slots - 2 < kMaxWaitingCtas ? slots - 2 : kMaxWaitingCtas;
     p.wsMergeCtas = cap - f->numMergeCtas;
+    /* no room for a split-merge CTA beside the merge CTAs (a small part, or one CTA an SM): the
+     * units merge in their last split's tail instead (the same bits), so no launch of waiting CTAs
+     * can take every slot */
+    if (p.wsMergeCtas < 1) p.wsReady = nullptr;
   }
   return cpcl::gqa90::dispatch(&p, p.copyMode == 2 ? &maps : nullptr, static_cast<cudaStream_t>(stream), false, f);
 }
@@ -606,7 +651,7 @@ extern "C" int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTok
   p.dtype = shape->qType == CPCL_K_BF16 ? 0 : 1;
   p.clusterSplits = cl;
   p.chunkMin = cm;
-  p.stages = kStages;
+  p.stages = stagesNow();
   p.pageSize = shape->pageSize;
   p.numTokens = 1;
   /* the occupancy query of the unclustered form reads no workspace: any non-null address selects it */

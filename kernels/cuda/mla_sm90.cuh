@@ -559,7 +559,9 @@ __device__ __forceinline__ void mlaCta(const CUtensorMap& kvMap, const cpclAttnP
   static_assert(kFlags == 0 || (kKind != 0 && kEarly), "kFlags are for the two-warpgroup schedules with early release");
   constexpr bool kHandOrder = kFlags & kFlagHandOrder;
   extern __shared__ unsigned char smemRaw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
+  /* the first 1024-byte boundary, as an offset from smemRaw: the pointer keeps the shared state space,
+   * so its loads and stores compile to LDS / STS (through an integer cast they were generic LD / ST) */
+  unsigned char* smem = smemRaw + ((1024u - (smemAddr(smemRaw) & 1023u)) & 1023u);
   unsigned char* sQ = smem;
   unsigned char* sK = smem + kBlockB; /* stages 0, 1 */
   unsigned char* sP = smem + 3 * kBlockB;
@@ -1209,7 +1211,9 @@ __global__ void __launch_bounds__(kThreadsSeesaw, 1)
     mlaSm90Seesaw(const __grid_constant__ CUtensorMap kvMap, const __grid_constant__ cpclAttnParams_t p,
                   const Split sp) {
   extern __shared__ unsigned char smemRaw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
+  /* the first 1024-byte boundary, as an offset from smemRaw: the pointer keeps the shared state space,
+   * so its loads and stores compile to LDS / STS (through an integer cast they were generic LD / ST) */
+  unsigned char* smem = smemRaw + ((1024u - (smemAddr(smemRaw) & 1023u)) & 1023u);
   unsigned char* sQ = smem;
   unsigned char* sK = smem + kBlockB;
   unsigned char* sP0 = smem + 3 * kBlockB;

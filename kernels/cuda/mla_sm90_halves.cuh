@@ -78,7 +78,9 @@ __global__ void __launch_bounds__(kThreadsHalves, 1)
                   const Split sp) {
   static_assert(kTiles == 9 && kHalfL == 4, "the halves are V_L = tiles 0-3 and V_R + rope = tiles 4-8");
   extern __shared__ unsigned char smemRaw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
+  /* the first 1024-byte boundary, as an offset from smemRaw: the pointer keeps the shared state space,
+   * so its loads and stores compile to LDS / STS (through an integer cast they were generic LD / ST) */
+  unsigned char* smem = smemRaw + ((1024u - (smemAddr(smemRaw) & 1023u)) & 1023u);
   unsigned char* sQ = smem;
   unsigned char* sK = smem + kBlockB; /* stages 0, 1 */
   unsigned char* sP0 = smem + 3 * kBlockB;

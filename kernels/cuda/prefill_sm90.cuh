@@ -163,7 +163,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   using S = Shape<kDqk, kDv, kStages>;
   constexpr int kQTile = kBM * 128, kKTile = kBN * 128; /* bytes of one 64-dim tile */
   extern __shared__ unsigned char smemRaw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>(((uintptr_t)smemRaw + 1023) & ~(uintptr_t)1023);
+  /* the first 1024-byte boundary, as an offset from smemRaw: the pointer keeps the shared state space,
+   * so its loads and stores compile to LDS / STS (through an integer cast they were generic LD / ST) */
+  unsigned char* smem = smemRaw + ((1024u - (smemAddr(smemRaw) & 1023u)) & 1023u);
   const uint32_t sQ = smemAddr(smem), sK = sQ + S::kQBytes, sV = sK + kStages * S::kKBytes;
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + S::kBarOff);
   const uint32_t fullQ = smemAddr(bars), fullK = fullQ + 8, fullV = fullK + 8 * kStages, emptyK = fullV + 8 * kStages,

@@ -13,6 +13,10 @@
  *   chunkMin, stages) variants (GQA_MODES=0,2 picks copy modes; GQA_LOG=file writes a CSV): a CUDA graph of launches
  * cycling over enough copies of the KV (distinct pages) to pass 240 MB, so L2 never holds it; median of the replays;
  * the device-to-device copy ceiling measured in the same run.
+ * Knobs (docs/GQA_SM90.md "Session 19"): GQA_VARIANTS="CL:chunkMin:stages:mode:pdl:consumer:ws,..." times
+ *   those variants instead of the list; GQA_SHAPES="B:H:Hkv:L,..." those shapes instead of issue 12's;
+ *   GQA_SEQUENTIAL=1 gives each sequence its pages in address order (timing only); GQA_PAGE=n pages of
+ *   n tokens; GQA_TAIL=1 the tail merge by bulk copies.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -137,7 +141,9 @@ static void build(Batch& b, const Case& c, int copies, uint64_t seed) {
   for (int r = 0; r < copies; r++) {
     std::vector<int> perm(b.pagesPerCopy);
     std::iota(perm.begin(), perm.end(), (int)(r * b.pagesPerCopy));
-    std::shuffle(perm.begin(), perm.end(), rng);
+    /* GQA_SEQUENTIAL=1 (timing only): each sequence's pages in address order, as a contiguous cache */
+    static const bool sequential = getenv("GQA_SEQUENTIAL") && atoi(getenv("GQA_SEQUENTIAL")) == 1;
+    if (!sequential || c.badSeq >= 0) std::shuffle(perm.begin(), perm.end(), rng);
     size_t next = 0;
     for (int s = 0; s < b.numSeqs; s++) {
       const int np = (int)((localLenOf(c.seqs[s].len, c) + c.ps - 1) / c.ps);
@@ -210,6 +216,8 @@ static GqaParams paramsOf(const Batch& b, const Case& c, int copy) {
   p.consumer = c.consumer;
   /* the library's L2 policy (GqaParams.l2Hint) unless GQA_L2=0 (docs/GQA_SM90.md "Session 15") */
   p.l2Hint = !(getenv("GQA_L2") && atoi(getenv("GQA_L2")) == 0);
+  /* GQA_TAIL=1: the F variants' tail merge by bulk copies (tailMergeBulk) */
+  p.tailBulk = getenv("GQA_TAIL") && atoi(getenv("GQA_TAIL")) == 1;
   if (c.ws) {
     p.wsO = b.ws;
     p.wsLse = b.ws + (size_t)std::max(b.numTokens, 1) * c.H * kWsSplits * c.D;
@@ -795,7 +803,9 @@ struct Variant {
 
 static void timeShape(const char* name, int B, int H, int Hkv, int L, double ceiling, const std::vector<Variant>& vs,
                       FILE* log) {
-  Case c = {name, 0, 128, H, Hkv, 16, 16, 256, 4, 1, 0, 1, 0, {}};
+  /* GQA_PAGE=n: page size n instead of 16 */
+  const int ps = getenv("GQA_PAGE") ? atoi(getenv("GQA_PAGE")) : 16;
+  Case c = {name, 0, 128, H, Hkv, ps, 16, 256, 4, 1, 0, 1, 0, {}};
   for (int i = 0; i < B; i++) c.seqs.push_back({L, 1});
   const double kvBytes = (double)B * L * Hkv * 128 * 2 * 2;
   const double bytes = kvBytes + (double)B * H * 128 * 2 * 2 + (double)B * H * 4;
@@ -911,70 +921,69 @@ int main(int argc, char** argv) {
      * the previous one's last wave */
     /* W: the wgmma consumer warpgroup (G > 32 only, TMA only). Last: cluster sizes 6, 7, 11, 12, 15
      * (run 3's CL 4 at B64 L8k needed 64 clusters of 4 where 62 fit: two waves, the second of 2) */
-    const std::vector<Variant> vs = {
-        {16, 256, 3, 0, 0, 0},
-        {8, 256, 3, 0, 0, 0},
-        {4, 1024, 3, 0, 0, 0},
-        {16, 256, 3, 2, 0, 0},
-        {8, 256, 3, 2, 0, 0},
-        {8, 512, 3, 2, 0, 0},
-        {4, 1024, 3, 2, 0, 0},
-        {16, 256, 4, 2, 0, 0},
-        {16, 128, 2, 2, 0, 0},
-        {8, 256, 4, 2, 0, 0},
-        {16, 256, 6, 2, 0, 0},
-        {16, 256, 3, 2, 1, 0},
-        {8, 256, 3, 2, 1, 0},
-        {8, 512, 3, 2, 1, 0},
-        {4, 1024, 3, 2, 1, 0},
-        {16, 128, 3, 2, 1, 0},
-        {16, 64, 3, 2, 1, 0},
-        {16, 64, 3, 2, 0, 0},
-        {16, 256, 3, 2, 0, 1},
-        {16, 256, 4, 2, 0, 1},
-        {16, 128, 3, 2, 0, 1},
-        {16, 256, 2, 2, 0, 1},
-        {8, 512, 3, 2, 0, 1},
-        {16, 256, 3, 2, 1, 1},
-        /* cluster sizes that are not powers of two: fewer straggler clusters in the last wave */
-        {6, 256, 3, 2, 0, 0},
-        {7, 256, 3, 2, 0, 0},
-        {11, 256, 3, 2, 0, 0},
-        {12, 256, 3, 2, 0, 0},
-        {15, 256, 3, 2, 0, 0},
-        /* S: unclustered splits, the workspace merge (a second kernel, PDL). Per shape the one-wave
-         * counts of 264 resident CTAs: B64 L8k S4 (256 CTAs), B16 L32k S16, B1 S64 cm64 (latency),
-         * B32 H64 S8, B8 H64 S32/33; W = the wgmma consumers on the G 64 shapes */
-        {4, 1024, 3, 2, 0, 0, 1},
-        {4, 1024, 3, 2, 1, 0, 1},
-        {8, 256, 3, 2, 0, 0, 1},
-        {8, 256, 3, 2, 1, 0, 1},
-        {16, 256, 3, 2, 0, 0, 1},
-        {16, 256, 3, 2, 1, 0, 1},
-        {32, 256, 3, 2, 0, 0, 1},
-        {32, 256, 3, 2, 1, 0, 1},
-        {33, 256, 3, 2, 1, 0, 1},
-        {64, 64, 3, 2, 1, 0, 1},
-        {64, 128, 3, 2, 1, 0, 1},
-        {32, 256, 3, 0, 1, 0, 1},
-        {8, 256, 3, 2, 1, 1, 1},
-        {16, 256, 3, 2, 1, 1, 1},
-        {32, 256, 3, 2, 1, 1, 1},
-        {33, 256, 3, 2, 1, 1, 1},
-        /* F against S (session 4): each shape's library plan (CL, chunk, W where G > 32), no P, in
-         * both merge forms side by side, and B1 with fewer splits, where the tail's one-SM read of
-         * 16 heads x ns partials is smaller (CL 16: 16 splits, 128 KB, against CL 64 cm 128's 32
-         * splits, 256 KB; the S row of CL 16 is above) */
-        {4, 256, 3, 2, 0, 0, 1},
-        {4, 256, 3, 2, 0, 0, 2},
-        {16, 256, 3, 2, 0, 0, 2},
-        {64, 128, 3, 2, 0, 0, 1},
-        {64, 128, 3, 2, 0, 0, 2},
-        {8, 256, 3, 2, 0, 1, 1},
-        {8, 256, 3, 2, 0, 1, 2},
-        {32, 256, 3, 2, 0, 1, 1},
-        {32, 256, 3, 2, 0, 1, 2},
-        {4, 256, 3, 2, 0, 1, 2}};
+    std::vector<Variant> vs = {{16, 256, 3, 0, 0, 0},
+                               {8, 256, 3, 0, 0, 0},
+                               {4, 1024, 3, 0, 0, 0},
+                               {16, 256, 3, 2, 0, 0},
+                               {8, 256, 3, 2, 0, 0},
+                               {8, 512, 3, 2, 0, 0},
+                               {4, 1024, 3, 2, 0, 0},
+                               {16, 256, 4, 2, 0, 0},
+                               {16, 128, 2, 2, 0, 0},
+                               {8, 256, 4, 2, 0, 0},
+                               {16, 256, 6, 2, 0, 0},
+                               {16, 256, 3, 2, 1, 0},
+                               {8, 256, 3, 2, 1, 0},
+                               {8, 512, 3, 2, 1, 0},
+                               {4, 1024, 3, 2, 1, 0},
+                               {16, 128, 3, 2, 1, 0},
+                               {16, 64, 3, 2, 1, 0},
+                               {16, 64, 3, 2, 0, 0},
+                               {16, 256, 3, 2, 0, 1},
+                               {16, 256, 4, 2, 0, 1},
+                               {16, 128, 3, 2, 0, 1},
+                               {16, 256, 2, 2, 0, 1},
+                               {8, 512, 3, 2, 0, 1},
+                               {16, 256, 3, 2, 1, 1},
+                               /* cluster sizes that are not powers of two: fewer straggler clusters in the last wave */
+                               {6, 256, 3, 2, 0, 0},
+                               {7, 256, 3, 2, 0, 0},
+                               {11, 256, 3, 2, 0, 0},
+                               {12, 256, 3, 2, 0, 0},
+                               {15, 256, 3, 2, 0, 0},
+                               /* S: unclustered splits, the workspace merge (a second kernel, PDL). Per shape the
+                                * one-wave counts of 264 resident CTAs: B64 L8k S4 (256 CTAs), B16 L32k S16, B1 S64 cm64
+                                * (latency), B32 H64 S8, B8 H64 S32/33; W = the wgmma consumers on the G 64 shapes */
+                               {4, 1024, 3, 2, 0, 0, 1},
+                               {4, 1024, 3, 2, 1, 0, 1},
+                               {8, 256, 3, 2, 0, 0, 1},
+                               {8, 256, 3, 2, 1, 0, 1},
+                               {16, 256, 3, 2, 0, 0, 1},
+                               {16, 256, 3, 2, 1, 0, 1},
+                               {32, 256, 3, 2, 0, 0, 1},
+                               {32, 256, 3, 2, 1, 0, 1},
+                               {33, 256, 3, 2, 1, 0, 1},
+                               {64, 64, 3, 2, 1, 0, 1},
+                               {64, 128, 3, 2, 1, 0, 1},
+                               {32, 256, 3, 0, 1, 0, 1},
+                               {8, 256, 3, 2, 1, 1, 1},
+                               {16, 256, 3, 2, 1, 1, 1},
+                               {32, 256, 3, 2, 1, 1, 1},
+                               {33, 256, 3, 2, 1, 1, 1},
+                               /* F against S (session 4): each shape's library plan (CL, chunk, W where G > 32), no P,
+                                * in both merge forms side by side, and B1 with fewer splits, where the tail's one-SM
+                                * read of 16 heads x ns partials is smaller (CL 16: 16 splits, 128 KB, against CL 64 cm
+                                * 128's 32 splits, 256 KB; the S row of CL 16 is above) */
+                               {4, 256, 3, 2, 0, 0, 1},
+                               {4, 256, 3, 2, 0, 0, 2},
+                               {16, 256, 3, 2, 0, 0, 2},
+                               {64, 128, 3, 2, 0, 0, 1},
+                               {64, 128, 3, 2, 0, 0, 2},
+                               {8, 256, 3, 2, 0, 1, 1},
+                               {8, 256, 3, 2, 0, 1, 2},
+                               {32, 256, 3, 2, 0, 1, 1},
+                               {32, 256, 3, 2, 0, 1, 2},
+                               {4, 256, 3, 2, 0, 1, 2}};
     /* GQA_SHAPE=i times shape i only (gqa_sm90_bench.sh runs one process a shape, so a fault in
      * one variant loses only the rest of that shape) */
     const char* one = getenv("GQA_SHAPE");
@@ -985,9 +994,38 @@ int main(int argc, char** argv) {
     } shapes[] = {{"B64 H16/1 L8k", 64, 16, 1, 8192},   {"B16 H16/1 L32k", 16, 16, 1, 32768},
                   {"B128 H64/8 L4k", 128, 64, 8, 4096}, {"B1 H16/1 L4k", 1, 16, 1, 4096},
                   {"B32 H64/1 L32k", 32, 64, 1, 32768}, {"B8 H64/1 L128k", 8, 64, 1, 131072}};
-    for (int i = 0; i < 6; i++)
-      if (only < 0 || only == i)
-        timeShape(shapes[i].name, shapes[i].B, shapes[i].H, shapes[i].Hkv, shapes[i].L, ceiling, vs, log);
+    /* GQA_VARIANTS="CL:chunkMin:stages:mode:pdl:consumer:ws,...": these variants instead of the list;
+     * GQA_SHAPES="B:H:Hkv:L,...": these shapes instead of issue 12's (the measurement knobs of
+     * docs/GQA_SM90.md "Session 19") */
+    if (const char* e = getenv("GQA_VARIANTS")) {
+      vs.clear();
+      for (const char* q = e; *q;) {
+        Variant v{};
+        if (sscanf(q, "%d:%d:%d:%d:%d:%d:%d", &v.CL, &v.chunkMin, &v.stages, &v.mode, &v.pdl, &v.consumer, &v.ws) == 7)
+          vs.push_back(v);
+        q = strchr(q, ',');
+        if (!q) break;
+        q++;
+      }
+    }
+    if (const char* e = getenv("GQA_SHAPES")) {
+      static char names[32][32];
+      int n = 0;
+      for (const char* q = e; *q && n < 32;) {
+        int B, H, Hkv, L;
+        if (sscanf(q, "%d:%d:%d:%d", &B, &H, &Hkv, &L) == 4) {
+          snprintf(names[n], sizeof names[n], "B%d H%d/%d L%dk", B, H, Hkv, L / 1024);
+          timeShape(names[n], B, H, Hkv, L, ceiling, vs, log);
+          n++;
+        }
+        q = strchr(q, ',');
+        if (!q) break;
+        q++;
+      }
+    } else
+      for (int i = 0; i < 6; i++)
+        if (only < 0 || only == i)
+          timeShape(shapes[i].name, shapes[i].B, shapes[i].H, shapes[i].Hkv, shapes[i].L, ceiling, vs, log);
     if (log) fclose(log);
   }
   return fails ? 1 : 0;
