@@ -87,6 +87,14 @@ typedef struct {
   const int32_t* sparseIdx;
   const int32_t* sparseCount;
   int sparseStride;
+  /* Sparse, filtered inside the attention (the Hopper MLA body's gathers 17, 18, 20 only;
+   * CPCL_MLA_SM90_TOPK=1 plans, docs/MLA_SM90.md "Session 19"): when set, row t's list is
+   * topkRaw[t * sparseStride + k] of global positions (the batch's topkIndices), and the body keeps
+   * the filter kernel's entries itself (topk_own.cuh: listed, not past the row, owned by this rank),
+   * in list order. sparseIdx and sparseCount are then its scratch, written by it: the kept local
+   * indices of row t for head chunk c (64 heads of the call each) at sparseIdx[(t ceil(numHeads /
+   * 64) + c) sparseStride ..], and row t's count at sparseCount[t]. Any other body refuses it. */
+  const int32_t* topkRaw;
 } cpclAttnParams_t;
 CPCL_KPARAM_CHECK(cpclAttnParams_t, CPCL_KPARAM_BYTES);
 
@@ -105,6 +113,9 @@ size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads);
  * or 0 where the body does not apply (another shape, or not a compute capability 9.0 device):
  * the value of cpclAttnParams_t.mlaSm90Splits. */
 int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxTokens);
+/* 1 when the Hopper MLA body's sparse schedule now (cpclMlaSm90SetSparseVariant /
+ * CPCL_MLA_SM90_SPARSE) is a gather that filters inside the attention (topkRaw: 17, 18, 20) */
+int cpclCudaMlaSm90SparseFilters(void);
 /* The Hopper GQA body's most splits a row for a plan of maxTokens rows (shape: qType, kvType,
  * latentKv, headDimQk/Vo, numKvHeads, pageSize, numHeads = all gathered heads, groupSize or 0 for
  * numHeads / numKvHeads), with *chunkMin its chunk and *workspace its form, or 0 where the body

@@ -286,6 +286,12 @@ static cpclResult_t cudaSideJoin(void* v, cpclStream_t stream) {
 static cpclResult_t cudaTopkFilterOp(const cpclTopkFilterParams_t* p, cpclStream_t s) {
   return launched(cpclCudaTopkFilter(p, s), "top-k filter kernel");
 }
+/* CPCL_MLA_SM90_TOPK=1 on a sparse plan that runs the Hopper MLA body with a gather that filters
+ * (docs/MLA_SM90.md "Session 19"; off by default until it is measured) */
+static int cudaTopkInAttention(const cpclAttnDesc_t* d, int numHeads) {
+  return d->topk > 0 && cpclParamInt(CPCL_PARAM_MLA_SM90_TOPK) == 1 && mlaSm90Splits(d, 1, numHeads) > 0 &&
+         cpclCudaMlaSm90SparseFilters();
+}
 
 const cpclExecOps_t cpclExecCuda = {
     .name = "cuda",
@@ -306,6 +312,7 @@ const cpclExecOps_t cpclExecCuda = {
     .prefillWorkspaceBytes = cudaPrefillWorkspace,
     .prefill = cudaPrefillOp,
     .topkFilter = cudaTopkFilterOp,
+    .topkInAttention = cudaTopkInAttention,
     .stageAlloc = cudaStageAlloc,
     .stageFree = cudaStageFree,
     .stageBegin = cudaStageBegin,

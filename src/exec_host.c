@@ -114,6 +114,7 @@ const cpclExecOps_t cpclExecHost = {
     .prefillWorkspaceBytes = hostPrefillWorkspace,
     .prefill = hostPrefill,
     .topkFilter = hostTopkFilter,
+    .topkInAttention = NULL,
     .stageAlloc = hostStageAlloc,
     .stageFree = free,
     .stageBegin = hostStageBegin,

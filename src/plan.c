@@ -250,8 +250,10 @@ static cpclResult_t planLayout(struct cpclAttnPlan* pl) {
     if (pl->prefillAlgo == CPCL_PREFILL_RING && pl->P > 1)
       CPCLCHECK(planTake(pl, &pl->pfRing, (size_t)pl->P * pl->sliceCap, "prefill ring partials"));
   }
-  if (d->topk > 0) { /* the filter's compacted lists (kernels/topk_params.h), rewritten each step */
-    CPCLCHECK(planTake(pl, &pl->topkLocal, T * (size_t)d->topk * sizeof(int32_t), "top-k local key lists"));
+  if (d->topk > 0) { /* the filter's compacted lists (kernels/topk_params.h), rewritten each step; where
+                      * the attention filters itself, a list a row and 64-head chunk (attn_params.h topkRaw) */
+    const size_t chunks = pl->topkInKernel ? (size_t)(pl->D * pl->H + 63) / 64 : 1;
+    CPCLCHECK(planTake(pl, &pl->topkLocal, T * chunks * (size_t)d->topk * sizeof(int32_t), "top-k local key lists"));
     CPCLCHECK(planTake(pl, &pl->topkCount, T * sizeof(int32_t), "top-k key counts"));
   }
   if (pl->comm->memType == cpclMemCuda && pl->W == 1) { /* one rank: the fused kernel's flags */
@@ -279,6 +281,9 @@ static void planInit(struct cpclAttnPlan* pl, struct cpclComm* comm, const cpclA
   pl->sliceCap = cpclSliceBytes(pl, maxTokens);
   pl->scratchBytes = exec->attnWorkspaceBytes(desc, maxTokens, pl->D * pl->H, &pl->maxSplits, &pl->mlaSm90Splits,
                                               &pl->gqaSm90Splits, &pl->gqaSm90ChunkMin, &pl->gqaSm90Workspace);
+  /* the fused kernel's sparse steps run the CUDA-core body, which reads the filter kernel's lists */
+  pl->topkInKernel = desc->topk > 0 && algo != CPCL_ALGO_FUSED && exec->topkInAttention != NULL &&
+                     exec->topkInAttention(desc, pl->D * pl->H);
   pl->prefillAlgo = sel->prefill;
   pl->prefillSlots = 1;
   if (pl->prefillSlots) {

@@ -58,6 +58,7 @@ struct cpclAttnPlan {
   int* errorDev;           /*       and device view */
   size_t scratchBytes;
   cpclRequest_t* reqs; /* [4 W]: the pipelined schedule's transfers */
+  int topkInKernel;    /* sparse plans: the attention filters the lists itself (exec topkInAttention) */
   int32_t* topkLocal;  /* sparse plans: [maxTokens][topk] each row's owned keys, local indices */
   int32_t* topkCount;  /*               [maxTokens] how many (kernels/topk_params.h) */
 

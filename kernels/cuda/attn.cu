@@ -58,8 +58,19 @@ static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, v
   if (p->maxSplits < 1 || p->maxSplits > CPCL_CUDA_MAX_SPLITS)
     return invalidValue("maxSplits = %d is outside 1 .. %d", p->maxSplits, CPCL_CUDA_MAX_SPLITS);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (p->topkRaw && !p->sparseIdx)
+    return invalidValue("topkRaw = %p without sparseIdx: the filter inside the attention writes its lists there",
+                        (const void*)p->topkRaw);
   if (p->sparseIdx) { /* a key list (attn_params.h): the Hopper MLA body's sparse form, else CUDA cores */
     int err = p->cudaCoresOnly || f ? -1 : cpclMlaSm90Attn(p, stream);
+    if (err < 0 && p->topkRaw) /* never another body over lists no filter wrote */
+      return invalidValue(
+          "topkRaw = %p: only the Hopper MLA body filters inside the attention, and it does not take "
+          "this call (%s); run the top-k filter and pass its lists instead",
+          (const void*)p->topkRaw,
+          f                  ? "inside the fused kernel"
+          : p->cudaCoresOnly ? "cudaCoresOnly"
+                             : "shape or device");
     if (err < 0) err = attnSplit(p, f, s);
     return err ? err : (int)cudaGetLastError();
   }

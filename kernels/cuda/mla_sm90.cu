@@ -289,6 +289,17 @@ int prepareSplit(const cpclAttnParams_t* p, int maxSplits, int chunkMin, int var
   if (sparseIdx && (sparseCount == nullptr || sparseStride < 1))
     return invalidValue("sparseCount = %p, sparseStride = %d: a count per row and a stride >= 1",
                         (const void*)sparseCount, sparseStride);
+  /* the filter inside the attention (attn_params.h topkRaw): the gathers whose producer reads the
+   * list blocks ahead, 17, 18 and 20; sparseIdx / sparseCount are then the body's scratch */
+  sp.topkRaw = sparseIdx ? p->topkRaw : nullptr;
+  if (sp.topkRaw && variant != 17 && variant != 18 && variant != 20)
+    return invalidValue(
+        "topkRaw = %p with sparse variant %d: only the gathers 17, 18 and 20 filter inside the "
+        "attention",
+        (const void*)p->topkRaw, variant);
+  if (!sparseIdx && p->topkRaw)
+    return invalidValue("topkRaw = %p without sparseIdx: the filter inside the attention writes its lists there",
+                        (const void*)p->topkRaw);
   sp.wsO = static_cast<float*>(p->workspace);
   sp.wsLse = sp.wsO ? sp.wsO + (size_t)p->numTokens * p->numHeads * maxSplits * kDv : nullptr;
   return 0;
@@ -386,6 +397,11 @@ extern "C" int cpclMlaSm90SetSparseVariant(int variant) {
   const int prev = libSparseNow();
   if (libSparseOk(variant)) libSparse.store(variant, std::memory_order_release);
   return prev;
+}
+
+extern "C" int cpclCudaMlaSm90SparseFilters(void) {
+  const int v = cpcl::mla90::libSparseNow();
+  return v == 17 || v == 18 || v == 20;
 }
 
 extern "C" void cpclMlaSm90Trace(void* buf) { gTrace = static_cast<unsigned long long*>(buf); }

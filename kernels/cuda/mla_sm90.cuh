@@ -56,6 +56,7 @@
 #include "attn_common.cuh"
 #include "fused_params.h"
 #include "sm90_ptx.cuh"
+#include "topk_own.cuh"
 
 namespace cpcl {
 namespace mla90 {
@@ -86,6 +87,10 @@ struct Split {
   const int32_t* sparseIdx;   /* [numTokens][sparseStride] */
   const int32_t* sparseCount; /* [numTokens] */
   int sparseStride;
+  /* cpclAttnParams_t.topkRaw: the rows' unfiltered lists of global positions; the attention CTAs
+   * then filter them themselves (rowWorkRaw) into sparseIdx / sparseCount, their scratch (NULL: the
+   * filter kernel's lists) */
+  const int32_t* topkRaw;
   /* A timing probe (cpclMlaSm90Trace, the bench only; NULL in the library): the first CTA of
    * the grid records clock64 at the events of kTrace* below, for the seesaw schedules. */
   unsigned long long* trace;
@@ -148,6 +153,19 @@ struct RowWork {
   int n;     /* splits */
 };
 
+/* The row's splits from its length r.len (its own length and the plan's constants only) */
+__device__ __forceinline__ void cutRow(RowWork& r, const Split& sp) {
+  if (r.len == 0) {
+    r.n = 1;
+    r.chunk = 0;
+  } else {
+    int ns = (r.len + sp.chunkMin - 1) / sp.chunkMin;
+    ns = ns < sp.maxSplits ? ns : sp.maxSplits;
+    r.chunk = ((r.len + ns - 1) / ns + kBN - 1) / kBN * kBN;
+    r.n = (r.len + r.chunk - 1) / r.chunk;
+  }
+}
+
 /* The row's length and splits; bad batch data is recorded in flag (NULL: not recorded, the merge
  * kernel, which sees the same data as the attention) and leaves the row empty. */
 __device__ __forceinline__ RowWork rowWork(const cpclAttnParams_t& p, const Split& sp, int t, int* flag) {
@@ -169,14 +187,91 @@ __device__ __forceinline__ RowWork rowWork(const cpclAttnParams_t& p, const Spli
     r.len = (int)len;
   }
   r.seq = s;
-  if (r.len == 0) {
-    r.n = 1;
-    r.chunk = 0;
-  } else {
-    int ns = (r.len + sp.chunkMin - 1) / sp.chunkMin;
-    ns = ns < sp.maxSplits ? ns : sp.maxSplits;
-    r.chunk = ((r.len + ns - 1) / ns + kBN - 1) / kBN * kBN;
-    r.n = (r.len + r.chunk - 1) / r.chunk;
+  cutRow(r, sp);
+  return r;
+}
+
+/* rowWork for Split.topkRaw (the filter inside the attention), every thread of the CTA of row t,
+ * head chunk c of nc, split `split`: the row's list scanned with the filter kernel's rule
+ * (topkKeep) in rounds of kN x 8 entries, each thread 8 consecutive ones, the kept counts summed
+ * over the CTA (the warp sums in sScan, 32 ints of shared memory free before the main loop): the
+ * count, so the splits (cutRow); then a second pass writes the kept entries whose place in the
+ * compacted list falls in this split's [kBeg, kEnd) to the (row, chunk) scratch list (a block-wide
+ * exclusive scan in list order, as the filter kernel's), and CTA (c 0, split 0) stores the count for
+ * the combine. The list is the filter kernel's, entry for entry, so the bits are its path's. The
+ * caller's barrier after this orders the writes before the producer's loads (ld.global.cg). */
+template <int kN>
+__device__ __forceinline__ RowWork rowWorkRaw(const cpclAttnParams_t& p, const Split& sp, int t, int c, int nc,
+                                              int split, int* sScan) {
+  constexpr int kPer = 8, kRound = kN * kPer, kWarps = kN / 32;
+  static_assert(kWarps <= 32, "the warp sums take 32 ints");
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  RowWork r;
+  int s = 0, r0, nr;
+  int64_t pos = -1; /* a bad or padding row keeps nothing */
+  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, p.errorFlag, &s, &r0, &nr))
+    pos = (int64_t)p.seqLens[s] - nr + (t - r0);
+  r.seq = s;
+  const int K = sp.sparseStride;
+  const int32_t* in = sp.topkRaw + (int64_t)t * K;
+  const uint32_t W = (uint32_t)p.cpSize, I = (uint32_t)p.interleave, rank = (uint32_t)p.cpRank;
+  /* this thread's kept mask and local indices of round k0 */
+  auto scan = [&](int k0, int32_t(&loc)[kPer]) -> unsigned {
+    unsigned keep = 0;
+    const int kb = k0 + tid * kPer;
+#pragma unroll
+    for (int e = 0; e < kPer; e++) {
+      const int32_t g = kb + e < K ? __ldg(in + kb + e) : -1;
+      if (topkKeep(g, pos, W, I, rank, &loc[e])) keep |= 1u << e;
+    }
+    return keep;
+  };
+  int total = 0;
+  for (int k0 = 0; k0 < K && pos >= 0; k0 += kRound) {
+    int32_t loc[kPer];
+    const int mine = __popc(scan(k0, loc));
+    const int w = __reduce_add_sync(0xffffffffu, mine);
+    if (lane == 0) sScan[warp] = w;
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kWarps; i++) total += sScan[i];
+    __syncthreads(); /* every thread has read the sums */
+  }
+  r.len = total; /* <= K */
+  cutRow(r, sp);
+  if (c == 0 && split == 0 && tid == 0) const_cast<int32_t*>(sp.sparseCount)[t] = total;
+  if (split >= r.n || r.len == 0) return r;
+  const int kBeg = split * r.chunk, kEnd = min(r.len, kBeg + r.chunk);
+  int32_t* dst = const_cast<int32_t*>(sp.sparseIdx) + ((int64_t)t * nc + c) * K;
+  int base = 0;
+  for (int k0 = 0; k0 < K && base < kEnd; k0 += kRound) {
+    int32_t loc[kPer];
+    const unsigned keep = scan(k0, loc);
+    const int mine = __popc(keep);
+    int incl = mine;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, incl, d);
+      if (lane >= d) incl += v;
+    }
+    if (lane == 31) sScan[warp] = incl;
+    __syncthreads();
+    int before = base, all = 0;
+#pragma unroll
+    for (int i = 0; i < kWarps; i++) {
+      const int v = sScan[i];
+      before += i < warp ? v : 0;
+      all += v;
+    }
+    int at = before + incl - mine;
+#pragma unroll
+    for (int e = 0; e < kPer; e++)
+      if ((keep >> e) & 1u) {
+        if (at >= kBeg && at < kEnd) dst[at] = loc[e];
+        at++;
+      }
+    base += all;
+    __syncthreads(); /* every thread has read the sums */
   }
   return r;
 }
@@ -203,6 +298,10 @@ __device__ __forceinline__ int checkedPageRow(const cpclAttnParams_t& p, const i
   }
   return id < 0 ? 0 : id * p.pageSize;
 }
+/* A list entry: the filter kernel's lists through the non-coherent path, a CTA's own (raw, written
+ * in this kernel) through L2 */
+__device__ __forceinline__ int listAt(const int32_t* a, bool raw) { return raw ? __ldcg(a) : __ldg(a); }
+
 /* The sparse producer's cache slot of listed index idx of its row (pages of pg, cap = table
  * entries x pg): an index outside the row, or a negative page id, is bad data, recorded once
  * (errorFlag, sBad) and read as slot 0. */
@@ -589,7 +688,16 @@ __device__ __forceinline__ void mlaCta(const CUtensorMap& kvMap, const cpclAttnP
 
   const int nChunks = (p.numHeads + kM - 1) / kM;
   const int t = (int)bx / nChunks, split = (int)bz, g0 = p.headBegin + ((int)bx % nChunks) * kM;
-  const RowWork rw = rowWork(p, sp, t, p.errorFlag);
+  RowWork rw;
+  if constexpr (kSparse) {
+    /* the filter inside the attention: the warp sums in sP, which the loop writes only later */
+    if (sp.topkRaw)
+      rw = rowWorkRaw<kThreads>(p, sp, t, (int)bx % nChunks, nChunks, split, reinterpret_cast<int*>(sP));
+    else
+      rw = rowWork(p, sp, t, p.errorFlag);
+  } else {
+    rw = rowWork(p, sp, t, p.errorFlag);
+  }
   if (split >= rw.n) return;
   const int nu = min(kM, p.headBegin + p.numHeads - g0);
   cta.work(g0, nu);
@@ -636,7 +744,11 @@ __device__ __forceinline__ void mlaCta(const CUtensorMap& kvMap, const cpclAttnP
        * thrown away (sBad). */
       const int pt = tid - 256, ch = pt & 7, r0 = pt >> 3;
       const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
-      const int32_t* list = sp.sparseIdx + (int64_t)t * sp.sparseStride;
+      /* the filter kernel's list of row t, or this CTA's own (rowWorkRaw: row t, head chunk bx % nChunks,
+       * written by this CTA before the barrier above, so read through L2, never the non-coherent path) */
+      const bool raw = sp.topkRaw != nullptr;
+      const int32_t* list =
+          sp.sparseIdx + (raw ? (int64_t)t * nChunks + (int)bx % nChunks : (int64_t)t) * sp.sparseStride;
       const int pg = p.pageSize;
       const int64_t cap = (int64_t)p.maxPagesPerSeq * pg;
       const char* kv = static_cast<const char*>(p.kCache);
@@ -653,7 +765,7 @@ __device__ __forceinline__ void mlaCta(const CUtensorMap& kvMap, const cpclAttnP
         auto loadIdx = [&](int i, int(&dst)[4]) {
           const int b0 = kBeg + i * kBN, valid = min(kBN, kEnd - b0);
 #pragma unroll
-          for (int k = 0; k < 4; k++) dst[k] = r0 + 16 * k < valid ? __ldg(list + b0 + r0 + 16 * k) : 0;
+          for (int k = 0; k < 4; k++) dst[k] = r0 + 16 * k < valid ? listAt(list + b0 + r0 + 16 * k, raw) : 0;
         };
         auto resolve = [&](int i, const int(&src)[4]) {
           const int valid = min(kBN, kEnd - (kBeg + i * kBN));
@@ -717,7 +829,7 @@ __device__ __forceinline__ void mlaCta(const CUtensorMap& kvMap, const cpclAttnP
           const int j = r0 + 16 * k;
           rowOff[k] = -1;
           if (j < valid) {
-            const int idx = __ldg(list + b0 + j);
+            const int idx = listAt(list + b0 + j, raw);
             rowOff[k] = checkedSparseSlot(p, bt, idx, pg, cap, rw.seq, bad, sBad) * (kDqk * 2) + ch * 16;
           }
         }

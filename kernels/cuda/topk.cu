@@ -23,19 +23,12 @@
 #include "dispatch.cuh"
 #include "kv_layout.h"
 #include "pdl_launch.cuh"
+#include "topk_own.cuh"
 #include "topk_params.h"
 
 namespace cpcl {
 
 constexpr int kTopkThreads = 256, kTopkPer = 8, kTopkRound = kTopkThreads * kTopkPer;
-
-/* owner(g) == rank and localIndex(g) of kv_layout.h for 0 <= g < 2^31, in 32-bit unsigned
- * arithmetic: g / (W I) == (g / I) / W and g % I == g - (g / I) I for g >= 0 */
-__device__ __forceinline__ bool ownedLocal(uint32_t g, uint32_t W, uint32_t I, uint32_t rank, int32_t* local) {
-  const uint32_t u = g / I, v = u / W;
-  *local = (int32_t)(v * I + (g - u * I));
-  return u - v * W == rank;
-}
 
 __global__ void __launch_bounds__(kTopkThreads) topkFilterKernel(const cpclTopkFilterParams_t p) {
   __shared__ int sWarp[kTopkThreads / 32];
@@ -74,7 +67,7 @@ __global__ void __launch_bounds__(kTopkThreads) topkFilterKernel(const cpclTopkF
     int32_t loc[kTopkPer];
 #pragma unroll
     for (int e = 0; e < kTopkPer; e++)
-      if (g[e] >= 0 && g[e] <= pos && ownedLocal((uint32_t)g[e], W, I, rank, &loc[e])) keep |= 1u << e;
+      if (topkKeep(g[e], pos, W, I, rank, &loc[e])) keep |= 1u << e;
     const int mine = __popc(keep);
     /* exclusive scan of the kept counts over the CTA, in thread (= list) order */
     int incl = mine;

@@ -37,6 +37,11 @@ static const cpclParamDef_t paramDefs[CPCL_PARAM_NUM] = {
          "1: the fused schedule runs that Hopper GQA body inside its kernel; 0: the "
          "tensor-core body there, and the automatic schedule is a2a where the Hopper body runs",
          1},
+    [CPCL_PARAM_MLA_SM90_TOPK] =
+        {"CPCL_MLA_SM90_TOPK", "0",
+         "1: sparse plans on the Hopper MLA body (gathers 17, 18, 20; not the fused schedule) filter their top-k "
+         "lists inside the attention, with no filter kernel (plans created after it is read); 0: the filter kernel",
+         1},
     [CPCL_PARAM_PREFILL_ALGO] = {"CPCL_PREFILL_ALGO", "",
                                  "force the prefill schedule: allgather or ring (empty: automatic)", 0},
 };

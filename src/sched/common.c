@@ -48,17 +48,19 @@ void cpclStepAttnParams(const struct cpclAttnPlan* pl, const cpclStep_t* st, int
   p->gqaSm90Workspace = pl->gqaSm90Workspace;
   p->splitCounters = pl->splitCounters;
   p->errorFlag = pl->errorDev;
-  if (d->topk > 0) { /* cpclStepTopkFilter wrote them before the schedule ran */
+  if (d->topk > 0) { /* cpclStepTopkFilter wrote them before the schedule ran, or the attention does */
     p->sparseIdx = pl->topkLocal;
     p->sparseCount = pl->topkCount;
     p->sparseStride = d->topk;
+    if (pl->topkInKernel) p->topkRaw = b->topkIndices; /* the attention filters (attn_params.h) */
   }
 }
 
 cpclResult_t cpclStepTopkFilter(struct cpclAttnPlan* pl, const cpclStep_t* st) {
   const cpclBatch_t* b = st->batch;
   const struct cpclComm* c = pl->comm;
-  if (pl->desc.topk == 0 || st->numTokens == 0) return cpclSuccess;
+  /* a plan whose attention filters itself runs no filter kernel (cpclStepAttnParams' topkRaw) */
+  if (pl->desc.topk == 0 || st->numTokens == 0 || pl->topkInKernel) return cpclSuccess;
   const cpclTopkFilterParams_t f = {.numSeqs = b->numSeqs,
                                     .numTokens = st->numTokens,
                                     .queryStart = b->queryStart,

@@ -1225,6 +1225,57 @@ static void runSparseCase(const scase_t* sc, uint64_t seed) {
              "cores-only %d mla-sm90 %d (sparse variant %d) bad page %d: %d elements off",
              pb.qType, pb.Hkv, sc->G, pb.Dqk, Dv, pb.latent, sc->W, sc->r, sc->I, sc->pageSize, K, splits,
              dp.cudaCoresOnly, dp.mlaSm90Splits, variant, sc->badPage, bad);
+      if (variant == 17 || variant == 18 || variant == 20) {
+        /* the filter inside the attention (attn_params.h topkRaw, docs/MLA_SM90.md "Session 19"): the
+         * batch's raw lists, the body's own scratch lists and counts, poisoned; the filter kernel's
+         * entries, so this launch's bits, and the same record of a bad page */
+        const int nc = (Hq + 63) / 64;
+        cpclAttnParams_t rp = dp;
+        rp.topkRaw = df.topkIndices;
+        rp.sparseIdx = devPoison(sizeof(int32_t) * (size_t)T * nc * K);
+        rp.sparseCount = devPoison(sizeof(int32_t) * (size_t)T);
+        rp.out = devPoison(oBytes);
+        rp.lse = devPoison(lBytes);
+        CU(cudaMemset(rp.errorFlag, 0, CPCL_KERR_WORDS * sizeof(int)));
+        err = cpclCudaAttn(&rp, NULL);
+        EXPECT(err == 0, "sparse attention, filter inside (variant %d): %s (%s)", variant,
+               cudaGetErrorString((cudaError_t)err), cpclCudaKernelErrorDetail());
+        CU(cudaDeviceSynchronize());
+        void* rOut = malloc(oBytes);
+        float* rLse = malloc(lBytes);
+        int32_t* rCnt = malloc(sizeof(int32_t) * (size_t)T);
+        int32_t* fCnt = malloc(sizeof(int32_t) * (size_t)T);
+        int rFlag[CPCL_KERR_WORDS];
+        fromDev(rOut, rp.out, oBytes);
+        fromDev(rLse, rp.lse, lBytes);
+        fromDev(rCnt, rp.sparseCount, sizeof(int32_t) * (size_t)T);
+        fromDev(fCnt, df.count, sizeof(int32_t) * (size_t)T);
+        fromDev(rFlag, rp.errorFlag, sizeof(rFlag));
+        EXPECT(
+            memcmp(rOut, dOut, oBytes) == 0 && memcmp(rLse, dLse, lBytes) == 0,
+            "sparse variant %d filtering inside the attention differs from the filter kernel's lists bitwise: K %d W "
+            "%d r %d I %d page %d mla-sm90 splits %d",
+            variant, K, sc->W, sc->r, sc->I, sc->pageSize, dp.mlaSm90Splits);
+        EXPECT(memcmp(rCnt, fCnt, sizeof(int32_t) * (size_t)T) == 0,
+               "sparse variant %d filtering inside: its counts differ from the filter kernel's", variant);
+        EXPECT(memcmp(rFlag, flag, sizeof(rFlag)) == 0,
+               "sparse variant %d filtering inside: error record %d against the filter path's %d", variant, rFlag[0],
+               flag[0]);
+        /* no other body filters: a call the Hopper body does not take is refused, never run over raw lists */
+        cpclAttnParams_t cp = rp;
+        cp.cudaCoresOnly = 1;
+        const int ce = cpclCudaAttn(&cp, NULL);
+        EXPECT(ce == cudaErrorInvalidValue && strstr(cpclCudaKernelErrorDetail(), "topkRaw") != NULL,
+               "topkRaw on the CUDA-core body: %d (%s)", ce, cpclCudaKernelErrorDetail());
+        free(rOut);
+        free(rLse);
+        free(rCnt);
+        free(fCnt);
+        cudaFree((void*)rp.sparseIdx);
+        cudaFree((void*)rp.sparseCount);
+        cudaFree(rp.out);
+        cudaFree(rp.lse);
+      }
       if (variant == 11) {
         memcpy(v11Out, dOut, oBytes);
         memcpy(v11Lse, dLse, lBytes);
