@@ -93,7 +93,10 @@ typedef struct {
    * the filter kernel's entries itself (topk_own.cuh: listed, not past the row, owned by this rank),
    * in list order. sparseIdx and sparseCount are then its scratch, written by it: the kept local
    * indices of row t for head chunk c (64 heads of the call each) at sparseIdx[(t ceil(numHeads /
-   * 64) + c) sparseStride ..], and row t's count at sparseCount[t]. Any other body refuses it. */
+   * 64) + c) sparseStride ..], and row t's count at sparseCount[t]. Where the Hopper body does not take
+   * the call, the CUDA launcher runs the filter kernel into that scratch first (row t at sparseIdx + t
+   * sparseStride) and the CUDA-core body over it; the host body ignores it (the library sets it on
+   * CUDA plans only). */
   const int32_t* topkRaw;
 } cpclAttnParams_t;
 CPCL_KPARAM_CHECK(cpclAttnParams_t, CPCL_KPARAM_BYTES);

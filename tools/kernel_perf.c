@@ -31,10 +31,11 @@
  * (interleave 1, the KV cache holding that rank's shard only): "topk" rows time the step's local
  * work (the top-k filter kernel, then the attention over the compacted list, on the body the
  * library takes: "/sm90" the Hopper MLA body's sparse form), "attn" that attention alone, "cores"
- * the CUDA-core body alone, "filter" the filter alone. TFLOP/s and TB/s count the keys the rank actually attends
- * (the "keys" column: mean kept keys per row; "parts" holds K); the target is W = 8's "topk" time <= W = 1's / 8
- * plus 10 us. The issue's rows:
- *   kernel_perf -k 2048 -W 8 -p 64 -s 64,128,1,576,32768 -s 128,128,1,576,32768 -c 1
+ * the CUDA-core body alone, "filter" the filter alone, "inattn" the Hopper body filtering the raw lists
+ * itself (no filter kernel: cpclAttnParams_t.topkRaw, the gathers 17, 18, 20). TFLOP/s and TB/s count the keys the rank
+ * actually attends (the "keys" column: mean kept keys per row; "parts" holds K); the target is W = 8's "topk" time <= W
+ * = 1's / 8 plus 10 us. The issue's rows: kernel_perf -k 2048 -W 8 -p 64 -s 64,128,1,576,32768 -s 128,128,1,576,32768
+ * -c 1
  */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -461,13 +462,23 @@ typedef struct {
   cpclAttnParams_t* p;
   cpclTopkFilterParams_t* f;
   void** k;
-  int copies, warm, err, what; /* what: 0 filter + attention, 1 attention, 2 CUDA-core attention, 3 filter */
+  int copies, warm, err, what; /* what: 0 filter + attention, 1 attention, 2 CUDA-core attention, 3 filter,
+                                * 4 the attention filtering the raw lists itself (attn_params.h topkRaw) */
+  int32_t* rawIdx;             /* what 4: the attention's scratch lists and counts */
+  int32_t* rawCnt;
 } sparseArgs_t;
 
 static int sparseStep(void* arg, int launch) {
   sparseArgs_t* a = arg;
   a->p->kCache = a->k[a->warm ? 0 : launch % a->copies];
   a->p->cudaCoresOnly = a->what == 2;
+  if (a->what == 4) {
+    cpclAttnParams_t rp = *a->p;
+    rp.topkRaw = a->f->topkIndices;
+    rp.sparseIdx = a->rawIdx;
+    rp.sparseCount = a->rawCnt;
+    return a->err = cpclCudaAttn(&rp, gStream);
+  }
   a->err = a->what == 0 || a->what == 3 ? cpclCudaTopkFilter(a->f, gStream) : 0;
   if (!a->err && a->what != 3) a->err = cpclCudaAttn(a->p, gStream);
   return a->err;
@@ -610,10 +621,17 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
   if (perf.check) /* the host filter's lists and the host sparse kernel, KV copy 0 */
     hostReference(&p, k[0], v, kvElems, lens, bt, hIdx, hCnt, &refOut, &refLse);
   const double flops = 2.0 * (D + Dv) * H * keys, bytes = (mla ? 1.0 : 2.0) * keys * Hkv * D * 2;
-  static const char* const names[4] = {"topk", "attn", "cores", "filter"};
-  for (int what = 0; what < 4; what++) {
-    if (what == 2 && !cores) continue;
-    sparseArgs_t a = {&p, &df, k, copies, 0, 0, what};
+  static const char* const names[5] = {"topk", "attn", "cores", "filter", "inattn"};
+  /* "inattn": the Hopper body's gathers that filter the raw lists themselves (no filter kernel) */
+  const int inAttn = sm90Splits > 0 && cpclCudaMlaSm90SparseFilters();
+  int32_t *rawIdx = NULL, *rawCnt = NULL;
+  if (inAttn) {
+    CU(cudaMalloc((void**)&rawIdx, sizeof(int32_t) * (size_t)B * ((H + 63) / 64) * K));
+    CU(cudaMalloc((void**)&rawCnt, sizeof(int32_t) * (size_t)B));
+  }
+  for (int what = 0; what < 5; what++) {
+    if ((what == 2 && !cores) || (what == 4 && !inAttn)) continue;
+    sparseArgs_t a = {&p, &df, k, copies, 0, 0, what, rawIdx, rawCnt};
     perfStats_t st;
     if (timeRow(sparseStep, &a, copies, &st)) {
       fprintf(stderr, "sparse step failed: %s (%s)\n", cudaGetErrorString((cudaError_t)a.err),
@@ -635,7 +653,7 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
     const double tbs = what == 3 ? 0 : bytes / (st.median * 1e-6) / 1e12;
     const double tfs = what == 3 ? 0 : flops / (st.median * 1e-6) / 1e12;
     char name[32];
-    snprintf(name, sizeof(name), "%s/W%d%s", names[what], W, what < 2 && sm90Splits ? "/sm90" : "");
+    snprintf(name, sizeof(name), "%s/W%d%s", names[what], W, (what < 2 || what == 4) && sm90Splits ? "/sm90" : "");
     perfValue_t row[NUM_COLS] = {PERF_S("sparse"),
                                  PERF_S(name),
                                  PERF_I(K),
@@ -650,7 +668,7 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
                                  what == 3 ? PERF_NONE : PERF_D(tbs),
                                  what == 3 ? PERF_NONE : PERF_D(tfs),
                                  what == 3 ? PERF_NONE : PERF_D(100 * tbs / ceiling),
-                                 PERF_I(what < 2 && sm90Splits ? sm90Splits : maxSplits),
+                                 PERF_I((what < 2 || what == 4) && sm90Splits ? sm90Splits : maxSplits),
                                  PERF_I((int)(keys / B + 0.5)),
                                  PERF_I(copies),
                                  perf.check && what != 3 ? PERF_I(wrong) : PERF_NONE,
@@ -663,7 +681,7 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
   for (int c = 0; c < copies; c++) cudaFree(k[c]);
   free(k);
   cudaFree(v), cudaFree(dBt), cudaFree(dLens), cudaFree(dList), cudaFree(dIdx), cudaFree(dCnt);
-  cudaFree(q), cudaFree(out), cudaFree(lse), cudaFree(ws), cudaFree(counters);
+  cudaFree(q), cudaFree(out), cudaFree(lse), cudaFree(ws), cudaFree(counters), cudaFree(rawIdx), cudaFree(rawCnt);
 }
 
 static int mergeStep(void* arg, int launch) { return cpclCudaMerge((const cpclMergeParams_t*)arg, gStream); }

@@ -12,6 +12,7 @@
 #include "gqa_sm90.h"
 #include "mla_sm90.h"
 #include "peer_sync.h"
+#include "topk_params.h"
 
 extern "C" size_t cpclCudaAttnWorkspaceBytes(int maxTokens, int numHeads, int headDimVo, int maxSplits) {
   return (size_t)maxSplits * maxTokens * numHeads * (headDimVo + 1) * sizeof(float);
@@ -63,14 +64,30 @@ static int attnDispatch(const cpclAttnParams_t* p, const cpclFusedParams_t* f, v
                         (const void*)p->topkRaw);
   if (p->sparseIdx) { /* a key list (attn_params.h): the Hopper MLA body's sparse form, else CUDA cores */
     int err = p->cudaCoresOnly || f ? -1 : cpclMlaSm90Attn(p, stream);
-    if (err < 0 && p->topkRaw) /* never another body over lists no filter wrote */
-      return invalidValue(
-          "topkRaw = %p: only the Hopper MLA body filters inside the attention, and it does not take "
-          "this call (%s); run the top-k filter and pass its lists instead",
-          (const void*)p->topkRaw,
-          f                  ? "inside the fused kernel"
-          : p->cudaCoresOnly ? "cudaCoresOnly"
-                             : "shape or device");
+    if (err < 0 && p->topkRaw) {
+      /* the Hopper body does not take the call (cudaCoresOnly, inside the fused kernel, q rows off 16
+       * bytes, a sparse schedule that does not filter, another device): the filter kernel writes the
+       * lists into the call's scratch (row t at sparseIdx + t sparseStride), then the CUDA-core body
+       * reads them, as a plan without topkRaw would */
+      const cpclTopkFilterParams_t tf = {.numSeqs = p->numSeqs,
+                                         .numTokens = p->numTokens,
+                                         .queryStart = p->queryStart,
+                                         .seqLens = p->seqLens,
+                                         .topk = p->sparseStride,
+                                         .topkIndices = p->topkRaw,
+                                         .cpSize = p->cpSize,
+                                         .cpRank = p->cpRank,
+                                         .interleave = p->interleave,
+                                         .localIdx = const_cast<int32_t*>(p->sparseIdx),
+                                         .count = const_cast<int32_t*>(p->sparseCount),
+                                         .errorFlag = p->errorFlag};
+      err = cpclCudaTopkFilter(&tf, stream);
+      if (err) return err;
+      cpclAttnParams_t lp = *p;
+      lp.topkRaw = nullptr;
+      err = attnSplit(&lp, f, s);
+      return err ? err : (int)cudaGetLastError();
+    }
     if (err < 0) err = attnSplit(p, f, s);
     return err ? err : (int)cudaGetLastError();
   }

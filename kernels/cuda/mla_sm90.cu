@@ -500,6 +500,9 @@ extern "C" int cpclMlaSm90Attn(const cpclAttnParams_t* p, void* stream) {
    * change measured no faster); sparse: the variant set by cpclMlaSm90SetSparseVariant /
    * CPCL_MLA_SM90_SPARSE (11; 17, 18, 20: session 4's gather) */
   const int variant = p->numHeads >= kM && p->pageSize >= kBN ? 19 : 12;
+  /* raw lists with a schedule that does not filter (cpclMlaSm90SetSparseVariant after the plan): not
+   * taken here, so the launcher filters first (attn.cu) */
+  if (p->topkRaw && !cpclCudaMlaSm90SparseFilters()) return -1;
   if (p->sparseIdx) /* the top-k filter's lists (attn_params.h): rows gathered by cp.async, no tensor map */
     return cpclMlaSm90LaunchSparse(p, p->mlaSm90Splits, libSparseChunkNow(), libSparseNow(), p->sparseIdx,
                                    p->sparseCount, p->sparseStride, stream);

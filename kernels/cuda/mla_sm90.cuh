@@ -247,13 +247,7 @@ __device__ __forceinline__ RowWork rowWorkRaw(const cpclAttnParams_t& p, const S
   for (int k0 = 0; k0 < K && base < kEnd; k0 += kRound) {
     int32_t loc[kPer];
     const unsigned keep = scan(k0, loc);
-    const int mine = __popc(keep);
-    int incl = mine;
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, incl, d);
-      if (lane >= d) incl += v;
-    }
+    const int mine = __popc(keep), incl = warpInclusiveSum(mine, lane);
     if (lane == 31) sScan[warp] = incl;
     __syncthreads();
     int before = base, all = 0;

@@ -70,12 +70,7 @@ __global__ void __launch_bounds__(kTopkThreads) topkFilterKernel(const cpclTopkF
       if (topkKeep(g[e], pos, W, I, rank, &loc[e])) keep |= 1u << e;
     const int mine = __popc(keep);
     /* exclusive scan of the kept counts over the CTA, in thread (= list) order */
-    int incl = mine;
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, incl, d);
-      if (lane >= d) incl += v;
-    }
+    const int incl = warpInclusiveSum(mine, lane);
     if (lane == 31) sWarp[warp] = incl;
     __syncthreads();
     int before = sBase;

@@ -25,6 +25,16 @@ __device__ __forceinline__ bool topkKeep(int32_t g, int64_t pos, uint32_t W, uin
   return g >= 0 && g <= pos && ownedLocal((uint32_t)g, W, I, rank, local);
 }
 
+/* the inclusive sum of v over lanes 0 .. lane of the warp (the compaction's scan) */
+__device__ __forceinline__ int warpInclusiveSum(int v, int lane) {
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const int u = __shfl_up_sync(0xffffffffu, v, d);
+    if (lane >= d) v += u;
+  }
+  return v;
+}
+
 }  // namespace cpcl
 
 #endif /* CPCL_CUDA_TOPK_OWN_CUH_ */
