@@ -116,10 +116,27 @@ struct Tail {
 /* full[16], empty[16], the split's bad-page mark (+256), the tail merge's last-arrival flag (+260),
  * the bulk tail merge's two buffer barriers (+kTailBarOff, +kTailBarOff + 8) */
 constexpr int kTailBarOff = 16 * 2 * 8 + 16, kBarBytes = kTailBarOff + 16;
+/* CPCL_GQA_RACECHECK_SCRATCH, a build for compute-sanitizer's racecheck only (docs/GQA_SM90.md
+ * "Session 19"): the tail's scratch (Tail, and the tail merges' weights and buffers) past the stages
+ * instead of over them, so no byte the TMA writes is ever written or read by threads too; racecheck
+ * reports hazards across the epilogue's __syncthreads that no model of the code explains, and this
+ * build tells whether the async proxy's earlier writes of the same bytes are what it mis-orders.
+ * One CTA an SM at 3 stages (D 128, HB 4: 96 + 67 KB); never the library's build. */
+#ifdef CPCL_GQA_RACECHECK_SCRATCH
+constexpr bool kScratchApart = true;
+#else
+constexpr bool kScratchApart = false;
+#endif
+/* where the scratch starts in the body, and the body's bytes */
+template <int D, int HB, bool kTma>
+__host__ __device__ constexpr size_t scratchOff(int stages) {
+  return kScratchApart ? (size_t)stages * Layout<D, kTma>::kStageB : 0;
+}
 template <int D, int HB, bool kTma>
 __host__ __device__ constexpr size_t bodyBytes(int stages) {
-  return (size_t)stages * Layout<D, kTma>::kStageB > Tail<D, HB>::kEnd ? (size_t)stages * Layout<D, kTma>::kStageB
-                                                                       : Tail<D, HB>::kEnd;
+  return kScratchApart ? (size_t)stages * Layout<D, kTma>::kStageB + Tail<D, HB>::kEnd
+         : (size_t)stages * Layout<D, kTma>::kStageB > Tail<D, HB>::kEnd ? (size_t)stages * Layout<D, kTma>::kStageB
+                                                                         : Tail<D, HB>::kEnd;
 }
 /* + 1024: the body starts at the first 1024-byte boundary (the swizzle atoms) */
 template <int D, int HB, bool kTma>
@@ -580,11 +597,12 @@ __device__ __forceinline__ bool gqaCta(const CUtensorMap& kMap, const CUtensorMa
    * anything): in the last wave only, since every CTA must trigger or exit first */
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
-  float* mW = reinterpret_cast<float*>(smem + Tl::kMW);
-  float* lW = reinterpret_cast<float*>(smem + Tl::kLW);
-  float* oW = reinterpret_cast<float*>(smem + Tl::kOW);
-  float* pO = reinterpret_cast<float*>(smem + Tl::kPO);
-  float* pL = reinterpret_cast<float*>(smem + Tl::kPL);
+  unsigned char* scratch = smem + scratchOff<D, HB, kTma>(stages); /* the stages, or past them */
+  float* mW = reinterpret_cast<float*>(scratch + Tl::kMW);
+  float* lW = reinterpret_cast<float*>(scratch + Tl::kLW);
+  float* oW = reinterpret_cast<float*>(scratch + Tl::kOW);
+  float* pO = reinterpret_cast<float*>(scratch + Tl::kPO);
+  float* pL = reinterpret_cast<float*>(scratch + Tl::kPL);
   if (NKG == 1) {
     if (warp < kConsumerWarps) {
 #pragma unroll
@@ -697,10 +715,10 @@ __device__ __forceinline__ bool gqaCta(const CUtensorMap& kMap, const CUtensorMa
         if (p.wsReady) return false;
       __threadfence();
       if (p.tailBulk)
-        tailMergeBulk<T, D, HC>(p, cta, smem, bodyBytes<D, HB, kTma>(stages), barBase + kTailBarOff, u0, t,
-                                g0 - p.headBegin, nh, ns);
+        tailMergeBulk<T, D, HC>(p, cta, scratch, bodyBytes<D, HB, kTma>(stages) - scratchOff<D, HB, kTma>(stages),
+                                barBase + kTailBarOff, u0, t, g0 - p.headBegin, nh, ns);
       else
-        tailMerge<T, D, HC>(p, cta, smem, u0, t, g0 - p.headBegin, nh, ns);
+        tailMerge<T, D, HC>(p, cta, scratch, u0, t, g0 - p.headBegin, nh, ns);
       if (tid == 0) GQA90_MARK(trSlot, 11);
       return true;
     }
