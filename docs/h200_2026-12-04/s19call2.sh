@@ -17,6 +17,9 @@ N=/tmp/s19new; P=$R/perf.txt; T=$R/tests.txt
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
 timeout 150 $N/tests/gpu/test_gpu_kernels > /tmp/tk.txt 2>&1; echo "test_gpu_kernels rc $? $(tail -n 1 /tmp/tk.txt) $(el) s"
 grep -iE "fail|error" /tmp/tk.txt | head -n 20 >> $T
+# the prefill kernels' shared-memory base changed too (bits must not): the kernel cases and np 1 / 2
+for np in 1 2; do CPCL_TIMEOUT_MS=60000 timeout 120 mpirun -np $np $N/tests/gpu/test_gpu_prefill > /tmp/tp$np.txt 2>&1
+  echo "test_gpu_prefill np$np rc $? $(tail -n 1 /tmp/tp$np.txt) $(el) s"; grep -iE "fail|error|expect" /tmp/tp$np.txt | head -n 10 >> $T; done
 for np in 1 2 4; do CPCL_GQA_SM90_TAIL=bulk CPCL_TIMEOUT_MS=60000 timeout 200 mpirun -np $np -x CPCL_GQA_SM90_TAIL $N/tests/gpu/test_gpu_decode > /tmp/td$np.txt 2>&1
   echo "test_gpu_decode (bulk tail) np$np rc $? $(tail -n 1 /tmp/td$np.txt) $(el) s"; echo "== np$np" >> $T; grep -iE "fail|error|expect" /tmp/td$np.txt | head -n 30 >> $T; done
 G="1,16,1,4096 16,16,1,32768 64,16,1,8192 128,64,8,4096 32,64,1,32768 8,64,1,131072"
