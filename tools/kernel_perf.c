@@ -653,7 +653,8 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
     const double tbs = what == 3 ? 0 : bytes / (st.median * 1e-6) / 1e12;
     const double tfs = what == 3 ? 0 : flops / (st.median * 1e-6) / 1e12;
     char name[32];
-    snprintf(name, sizeof(name), "%s/W%d%s", names[what], W, (what < 2 || what == 4) && sm90Splits ? "/sm90" : "");
+    const int sm90Row = (what < 2 || what == 4) && sm90Splits; /* a row on the Hopper body */
+    snprintf(name, sizeof(name), "%s/W%d%s", names[what], W, sm90Row ? "/sm90" : "");
     perfValue_t row[NUM_COLS] = {PERF_S("sparse"),
                                  PERF_S(name),
                                  PERF_I(K),
@@ -668,7 +669,7 @@ static void benchSparse(const shape_t* sh, int W, double ceiling) {
                                  what == 3 ? PERF_NONE : PERF_D(tbs),
                                  what == 3 ? PERF_NONE : PERF_D(tfs),
                                  what == 3 ? PERF_NONE : PERF_D(100 * tbs / ceiling),
-                                 PERF_I((what < 2 || what == 4) && sm90Splits ? sm90Splits : maxSplits),
+                                 PERF_I(sm90Row ? sm90Splits : maxSplits),
                                  PERF_I((int)(keys / B + 0.5)),
                                  PERF_I(copies),
                                  perf.check && what != 3 ? PERF_I(wrong) : PERF_NONE,

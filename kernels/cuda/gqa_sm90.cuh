@@ -134,9 +134,8 @@ __host__ __device__ constexpr size_t scratchOff(int stages) {
 }
 template <int D, int HB, bool kTma>
 __host__ __device__ constexpr size_t bodyBytes(int stages) {
-  return kScratchApart ? (size_t)stages * Layout<D, kTma>::kStageB + Tail<D, HB>::kEnd
-         : (size_t)stages * Layout<D, kTma>::kStageB > Tail<D, HB>::kEnd ? (size_t)stages * Layout<D, kTma>::kStageB
-                                                                         : Tail<D, HB>::kEnd;
+  const size_t st = (size_t)stages * Layout<D, kTma>::kStageB, tail = Tail<D, HB>::kEnd;
+  return kScratchApart ? st + tail : st > tail ? st : tail;
 }
 /* + 1024: the body starts at the first 1024-byte boundary (the swizzle atoms) */
 template <int D, int HB, bool kTma>
@@ -946,16 +945,15 @@ __device__ __forceinline__ void tailMergeBulk(const GqaParams& p, const Cta& cta
   }
   __syncthreads(); /* the barriers initialised; every thread's accesses of the buffers done */
   /* group g's copies into buffer g & 1, by thread 0 */
-#define CPCL_GQA_TAIL_ISSUE(g)                                                                          \
-  do {                                                                                                  \
-    const int r0_ = (g)*hpb, n_ = min(hpb, nh - r0_);                                                   \
-    const uint32_t bar_ = bars + 8 * ((g)&1), dst_ = smemAddr(smem) + kBufOff + ((g)&1) * bufB;         \
-    mbarExpectTx(bar_, (uint32_t)n_* headB);                                                            \
-    for (int r_ = 0; r_ < n_; r_++) bulkG2S(dst_ + r_ * headB, part + (r0_ + r_) * S * D, headB, bar_); \
-  } while (0)
+  auto issue = [&](int g) {
+    const int r0 = g * hpb, n = min(hpb, nh - r0);
+    const uint32_t bar = bars + 8 * (g & 1), dst = smemAddr(smem) + kBufOff + (g & 1) * bufB;
+    mbarExpectTx(bar, (uint32_t)n * headB);
+    for (int r = 0; r < n; r++) bulkG2S(dst + r * headB, part + (r0 + r) * S * D, headB, bar);
+  };
   if (tid == 0) {
-    CPCL_GQA_TAIL_ISSUE(0);
-    if (nG > 1) CPCL_GQA_TAIL_ISSUE(1);
+    issue(0);
+    if (nG > 1) issue(1);
   }
   tailWeights(p, wS, lS, u0, nh, ns);
 #pragma unroll 1
@@ -990,11 +988,10 @@ __device__ __forceinline__ void tailMergeBulk(const GqaParams& p, const Cta& cta
       __syncthreads(); /* every warp's reads of buffer g & 1 are done */
       if (tid == 0) {
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* those generic reads before the bulk writes */
-        CPCL_GQA_TAIL_ISSUE(g + 2);
+        issue(g + 2);
       }
     }
   }
-#undef CPCL_GQA_TAIL_ISSUE
 }
 
 /* The workspace merge: one warp per (row, head of the call), lane i owning dims i D/32 ..

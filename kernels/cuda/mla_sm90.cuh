@@ -681,17 +681,11 @@ __device__ __forceinline__ void mlaCta(const CUtensorMap& kvMap, const cpclAttnP
   if constexpr (kSparse && kLanes == 1) asm volatile("griddepcontrol.wait;\n" ::: "memory");
 
   const int nChunks = (p.numHeads + kM - 1) / kM;
-  const int t = (int)bx / nChunks, split = (int)bz, g0 = p.headBegin + ((int)bx % nChunks) * kM;
-  RowWork rw;
-  if constexpr (kSparse) {
-    /* the filter inside the attention: the warp sums in sP, which the loop writes only later */
-    if (sp.topkRaw)
-      rw = rowWorkRaw<kThreads>(p, sp, t, (int)bx % nChunks, nChunks, split, reinterpret_cast<int*>(sP));
-    else
-      rw = rowWork(p, sp, t, p.errorFlag);
-  } else {
-    rw = rowWork(p, sp, t, p.errorFlag);
-  }
+  const int t = (int)bx / nChunks, chunk = (int)bx % nChunks, split = (int)bz, g0 = p.headBegin + chunk * kM;
+  /* the filter inside the attention (sparse only): the warp sums in sP, which the loop writes only later */
+  const RowWork rw = kSparse && sp.topkRaw
+                         ? rowWorkRaw<kThreads>(p, sp, t, chunk, nChunks, split, reinterpret_cast<int*>(sP))
+                         : rowWork(p, sp, t, p.errorFlag);
   if (split >= rw.n) return;
   const int nu = min(kM, p.headBegin + p.numHeads - g0);
   cta.work(g0, nu);
@@ -738,11 +732,10 @@ __device__ __forceinline__ void mlaCta(const CUtensorMap& kvMap, const cpclAttnP
        * thrown away (sBad). */
       const int pt = tid - 256, ch = pt & 7, r0 = pt >> 3;
       const int32_t* bt = p.blockTable + (int64_t)rw.seq * p.maxPagesPerSeq;
-      /* the filter kernel's list of row t, or this CTA's own (rowWorkRaw: row t, head chunk bx % nChunks,
+      /* the filter kernel's list of row t, or this CTA's own (rowWorkRaw: row t, head chunk `chunk`,
        * written by this CTA before the barrier above, so read through L2, never the non-coherent path) */
       const bool raw = sp.topkRaw != nullptr;
-      const int32_t* list =
-          sp.sparseIdx + (raw ? (int64_t)t * nChunks + (int)bx % nChunks : (int64_t)t) * sp.sparseStride;
+      const int32_t* list = sp.sparseIdx + (raw ? (int64_t)t * nChunks + chunk : (int64_t)t) * sp.sparseStride;
       const int pg = p.pageSize;
       const int64_t cap = (int64_t)p.maxPagesPerSeq * pg;
       const char* kv = static_cast<const char*>(p.kCache);
