@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Session 20, call 1: the first GPU run of session 19's code (5ab57b5 .. 6cc1205: the bulk tail merge, the
+# split / stage knobs, the top-k filter inside the MLA attention, the shared-state-space smem bases).
+# Binaries: built here (this machine: 2 cores) from this tree with
+#   meson setup /tmp/bcuda -Dgpu_arch=90a -Dcuda=enabled -Dbuildtype=release && ninja -C /tmp/bcuda
+# packed as scratch/s20lib.tar.xz holding s20lib/{src,tools,tests/gpu} without the libcpcl.so.*.p folders
+# (tests link libcpcl statically; tools take $ORIGIN/../src). Carry scratch/s20lib.tar.xz.
+#   1. the gpu suite: test_gpu_kernels (run 7: the two tail forms bitwise; raw vs filtered sparse MLA bitwise),
+#      test_gpu_prefill np 1/2, test_gpu_decode np 1/2/4 with the bulk tail, np 1/2 with the top-k filter in
+#      the MLA attention (CPCL_MLA_SM90_TOPK=1);
+#   2. dcp_decode_perf a2a / fused on issue 12's rows for CPCL_GQA_SM90_TAIL=ld, bulk (as time allows).
+export PATH=/usr/local/cuda/bin:$PATH
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
+R=$OUT; t0=$(date +%s); el() { echo $(( $(date +%s)-t0 )); }
+LIMIT=${LIMIT:-575}
+[ -d /tmp/s20lib ] || { tar xJf scratch/s20lib.tar.xz -C /tmp || exit 1; }
+N=/tmp/s20lib; P=$R/perf.txt; T=$R/tests.txt
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,memory.total --format=csv,noheader | tee $R/gpu.txt
+timeout 200 $N/tests/gpu/test_gpu_kernels > $R/kernels.txt 2>&1; echo "test_gpu_kernels rc $? $(tail -n 1 $R/kernels.txt) $(el) s"
+grep -iE "fail|error" $R/kernels.txt | head -n 20 >> $T
+for np in 1 2; do CPCL_TIMEOUT_MS=60000 timeout 120 mpirun -np $np $N/tests/gpu/test_gpu_prefill > /tmp/tp$np.txt 2>&1
+  echo "test_gpu_prefill np$np rc $? $(tail -n 1 /tmp/tp$np.txt) $(el) s"; echo "== prefill np$np" >> $T; grep -iE "fail|error|expect" /tmp/tp$np.txt | head -n 10 >> $T; done
+for np in 1 2 4; do CPCL_GQA_SM90_TAIL=bulk CPCL_TIMEOUT_MS=60000 timeout 200 mpirun -np $np -x CPCL_GQA_SM90_TAIL $N/tests/gpu/test_gpu_decode > /tmp/td$np.txt 2>&1
+  echo "test_gpu_decode (bulk tail) np$np rc $? $(tail -n 1 /tmp/td$np.txt) $(el) s"; echo "== decode bulk np$np" >> $T; grep -iE "fail|error|expect" /tmp/td$np.txt | head -n 30 >> $T; done
+for np in 1 2; do CPCL_MLA_SM90_TOPK=1 CPCL_TIMEOUT_MS=60000 timeout 150 mpirun -np $np -x CPCL_MLA_SM90_TOPK $N/tests/gpu/test_gpu_decode > /tmp/tk$np.txt 2>&1
+  echo "test_gpu_decode (topk in attention) np$np rc $? $(tail -n 1 /tmp/tk$np.txt) $(el) s"; echo "== decode topk np$np" >> $T; grep -iE "fail|error|expect" /tmp/tk$np.txt | head -n 20 >> $T; done
+G="64,16,1,8192 32,64,1,32768 8,64,1,131072 1,16,1,4096 16,16,1,32768 128,64,8,4096"
+row() { # label B H K L, env in $ENVS
+  local left=$(( LIMIT - $(el) )); [ $left -lt 20 ] && { echo "$1 B$2 H$3 L$5 skipped"; return; }
+  timeout $left env $ENVS mpirun -np 1 $(for v in $ENVS; do echo -n "-x ${v%%=*} "; done) $N/tools/dcp_decode_perf -g 1 -a a2a,fused -b $2 -e $2 -l $5 -L $5 \
+    -H $3 -K $4 -d 128 -v 128 -t bf16 -p 16 -c 0 -n 20 > /tmp/row.txt 2>&1
+  echo "$1 B$2 H$3/$4 L$5 | $(grep -E ' (a2a|fused) ' /tmp/row.txt | sed 's/  */ /g' | tr '\n' '|')"; }
+for r in $G; do IFS=, read B H K L <<< "$r"
+  for ENVS in "CPCL_GQA_SM90_TAIL=ld" "CPCL_GQA_SM90_TAIL=bulk"; do row "[$ENVS]" $B $H $K $L; done
+done | tee $P
+echo "done $(el) s"
