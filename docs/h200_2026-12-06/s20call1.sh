@@ -8,7 +8,8 @@
 #   1. the gpu suite: test_gpu_kernels (run 7: the two tail forms bitwise; raw vs filtered sparse MLA bitwise),
 #      test_gpu_prefill np 1/2, test_gpu_decode np 1/2/4 with the bulk tail, np 1/2 with the top-k filter in
 #      the MLA attention (CPCL_MLA_SM90_TOPK=1);
-#   2. dcp_decode_perf a2a / fused on issue 12's rows for CPCL_GQA_SM90_TAIL=ld, bulk (as time allows).
+#   2. as time allows: kernel_perf (bare) with the rule's merge and with the bulk tail merge in its place;
+#      dcp_decode_perf a2a / fused with CPCL_GQA_SM90_TAIL=ld / bulk; kernel_perf's sparse rows (topk / inattn).
 export PATH=/usr/local/cuda/bin:$PATH
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader
 R=$OUT; t0=$(date +%s); el() { echo $(( $(date +%s)-t0 )); }
@@ -24,13 +25,22 @@ for np in 1 2 4; do CPCL_GQA_SM90_TAIL=bulk CPCL_TIMEOUT_MS=60000 timeout 200 mp
   echo "test_gpu_decode (bulk tail) np$np rc $? $(tail -n 1 /tmp/td$np.txt) $(el) s"; echo "== decode bulk np$np" >> $T; grep -iE "fail|error|expect" /tmp/td$np.txt | head -n 30 >> $T; done
 for np in 1 2; do CPCL_MLA_SM90_TOPK=1 CPCL_TIMEOUT_MS=60000 timeout 150 mpirun -np $np -x CPCL_MLA_SM90_TOPK $N/tests/gpu/test_gpu_decode > /tmp/tk$np.txt 2>&1
   echo "test_gpu_decode (topk in attention) np$np rc $? $(tail -n 1 /tmp/tk$np.txt) $(el) s"; echo "== decode topk np$np" >> $T; grep -iE "fail|error|expect" /tmp/tk$np.txt | head -n 20 >> $T; done
-G="64,16,1,8192 32,64,1,32768 8,64,1,131072 1,16,1,4096 16,16,1,32768 128,64,8,4096"
+K=$N/tools/kernel_perf
+# bare: the rule's merge against the bulk tail merge in its place (the kernel_perf rows of issue 12)
+for ENVS in "" "CPCL_GQA_SM90_TAIL=bulk CPCL_GQA_SM90_MERGE=tail"; do
+  left=$(( LIMIT - 150 - $(el) )); [ $left -lt 20 ] && break
+  echo "== kernel_perf [$ENVS] ($(el) s)"
+  timeout $left env $ENVS $K -n 30 -C 0 -s 64,16,1,128,8192 -s 16,16,1,128,32768 -s 128,64,8,128,4096 -s 1,16,1,128,4096 2>&1 | grep -vE "^#|^$"
+done | tee $R/bare.txt
+G="64,16,1,8192 32,64,1,32768 8,64,1,131072 1,16,1,4096"
 row() { # label B H K L, env in $ENVS
-  local left=$(( LIMIT - $(el) )); [ $left -lt 20 ] && { echo "$1 B$2 H$3 L$5 skipped"; return; }
+  local left=$(( LIMIT - 60 - $(el) )); [ $left -lt 20 ] && { echo "$1 B$2 H$3 L$5 skipped"; return; }
   timeout $left env $ENVS mpirun -np 1 $(for v in $ENVS; do echo -n "-x ${v%%=*} "; done) $N/tools/dcp_decode_perf -g 1 -a a2a,fused -b $2 -e $2 -l $5 -L $5 \
     -H $3 -K $4 -d 128 -v 128 -t bf16 -p 16 -c 0 -n 20 > /tmp/row.txt 2>&1
   echo "$1 B$2 H$3/$4 L$5 | $(grep -E ' (a2a|fused) ' /tmp/row.txt | sed 's/  */ /g' | tr '\n' '|')"; }
 for r in $G; do IFS=, read B H K L <<< "$r"
   for ENVS in "CPCL_GQA_SM90_TAIL=ld" "CPCL_GQA_SM90_TAIL=bulk"; do row "[$ENVS]" $B $H $K $L; done
 done | tee $P
+left=$(( LIMIT - $(el) )); echo "== sparse, page 64: topk (filter kernel) vs inattn ($(el) s)"
+[ $left -gt 15 ] && timeout $left $K -n 20 -C 0 -k 2048 -W 8 -p 64 -s 64,128,1,576,32768 -s 128,128,1,576,32768 -c 1 2>&1 | grep -vE "^#|^$" | tee $R/sparse.txt
 echo "done $(el) s"

@@ -22,11 +22,11 @@ struct RowSplit {
 };
 
 __device__ __forceinline__ RowSplit rowSplit(const cpclAttnParams_t& p, int t, int* seqOut) {
-  int s, r0, n;
+  int s, r0, n, sl;
   RowSplit r;
   r.len = 0;
-  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, p.errorFlag, &s, &r0, &n)) {
-    const int64_t pos = (int64_t)p.seqLens[s] - n + (t - r0);
+  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, p.errorFlag, &s, &r0, &n, p.numTokens, &sl)) {
+    const int64_t pos = (int64_t)sl - n + (t - r0);
     r.len = cpclKvLocalLenOf(pos + 1, p.cpSize, p.cpRank, p.interleave);
     const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
     if (r.len > cap) { /* the block-table row cannot hold it: never read past it */

@@ -125,9 +125,10 @@ __device__ __forceinline__ void reportError(int* flag, int code, int seq, int va
 }
 
 /* Row t of the batch: its sequence, first row and row count, checked against the data. Returns
- * false (and records why) when queryStart or seqLens are inconsistent for this row. */
+ * false (and records why) when queryStart or seqLens are inconsistent for this row. numTokens > 0
+ * (the batch's rows) lets it guess the sequence first (below); seqLen, if given, receives seqLens[seq]. */
 __device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* seqLens, int numSeqs, int t, int* flag,
-                                      int* seq, int* r0, int* n);
+                                      int* seq, int* r0, int* n, int numTokens = 0, int* seqLen = nullptr);
 
 /* the sequence of row t: queryStart is sorted; one row per sequence when NULL */
 __device__ __forceinline__ int seqOfRow(const int32_t* queryStart, int numSeqs, int t) {
@@ -143,18 +144,38 @@ __device__ __forceinline__ int seqOfRow(const int32_t* queryStart, int numSeqs, 
   return lo;
 }
 
+/* rowOf with numTokens > 0 guesses the sequence of row t as if every sequence had numTokens /
+ * numSeqs rows (decode, multi-token decode): g = t numSeqs / numTokens, loading queryStart[g],
+ * queryStart[g + 1] and seqLens[g] together, and takes it if queryStart[g] <= t < queryStart[g + 1],
+ * which holds for exactly one g of a sorted queryStart: the one seqOfRow finds. A uniform batch so
+ * costs one round trip instead of seqOfRow's log2(numSeqs) + 1 dependent ones; any other batch
+ * falls back to seqOfRow. */
 __device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* seqLens, int numSeqs, int t, int* flag,
-                                      int* seq, int* r0, int* n) {
-  const int s = seqOfRow(queryStart, numSeqs, t);
+                                      int* seq, int* r0, int* n, int numTokens, int* seqLen) {
+  int s = -1, q0 = 0, q1 = 0, len = 0;
+  if (queryStart && numTokens > 0 && t >= 0 && t < numTokens) {
+    const int g = (int)((int64_t)t * numSeqs / numTokens);
+    q0 = queryStart[g];
+    q1 = queryStart[g + 1];
+    len = seqLens[g];
+    if (q0 <= t && t < q1) s = g;
+  }
+  if (s < 0) {
+    s = seqOfRow(queryStart, numSeqs, t);
+    q0 = queryStart ? queryStart[s] : s;
+    q1 = queryStart ? queryStart[s + 1] : s + 1;
+    len = seqLens[s];
+  }
   *seq = s;
-  *r0 = queryStart ? queryStart[s] : s;
-  *n = queryStart ? queryStart[s + 1] - *r0 : 1;
-  if (t < *r0 || t >= *r0 + *n) {
-    reportError(flag, CPCL_KERR_QUERY_START, s, *r0, queryStart ? queryStart[s + 1] : s + 1);
+  *r0 = q0;
+  *n = q1 - q0;
+  if (seqLen) *seqLen = len;
+  if (t < q0 || t >= q1) {
+    reportError(flag, CPCL_KERR_QUERY_START, s, q0, q1);
     return false;
   }
-  if (seqLens[s] < *n) {
-    if (seqLens[s] != 0) reportError(flag, CPCL_KERR_SEQ_LEN, s, seqLens[s], *n); /* 0: padding, rows empty */
+  if (len < *n) {
+    if (len != 0) reportError(flag, CPCL_KERR_SEQ_LEN, s, len, *n); /* 0: padding, rows empty */
     return false;
   }
   return true;

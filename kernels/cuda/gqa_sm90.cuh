@@ -216,10 +216,10 @@ struct RowWork {
 };
 __device__ __forceinline__ RowWork rowWork(const GqaParams& p, int t) {
   RowWork r;
-  int r0, n;
+  int r0, n, len;
   r.L = 0;
-  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, p.errorFlag, &r.s, &r0, &n)) {
-    r.L = cpclKvLocalLenOf((int64_t)p.seqLens[r.s] - n + (t - r0) + 1, p.cpSize, p.cpRank, p.interleave);
+  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, p.errorFlag, &r.s, &r0, &n, p.numTokens, &len)) {
+    r.L = cpclKvLocalLenOf((int64_t)len - n + (t - r0) + 1, p.cpSize, p.cpRank, p.interleave);
     const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
     if (r.L > cap) { /* the block-table row cannot hold it: never read past it */
       reportError(p.errorFlag, CPCL_KERR_CAPACITY, r.s, (int)min(r.L, (int64_t)INT32_MAX), (int)cap);

@@ -13,9 +13,11 @@ namespace cpcl {
 
 __global__ void kvStoreKernel(const cpclKvStoreParams_t p) {
   const int t = blockIdx.x;
-  int s, r0, n;
-  if (!rowOf(p.queryStart, p.seqLens, p.numSeqs, t, threadIdx.x == 0 ? p.errorFlag : nullptr, &s, &r0, &n)) return;
-  const int64_t pos = (int64_t)p.seqLens[s] - n + (t - r0);
+  int s, r0, n, sl;
+  if (!rowOf(p.queryStart, p.seqLens, p.numSeqs, t, threadIdx.x == 0 ? p.errorFlag : nullptr, &s, &r0, &n, p.numTokens,
+             &sl))
+    return;
+  const int64_t pos = (int64_t)sl - n + (t - r0);
   if (cpclKvOwner(pos, p.cpSize, p.interleave) != p.cpRank) return;
   const int64_t li = cpclKvLocalIndex(pos, p.cpSize, p.interleave);
   if (li >= (int64_t)p.maxPagesPerSeq * p.pageSize) {

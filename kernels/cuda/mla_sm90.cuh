@@ -170,14 +170,14 @@ __device__ __forceinline__ void cutRow(RowWork& r, const Split& sp) {
  * kernel, which sees the same data as the attention) and leaves the row empty. */
 __device__ __forceinline__ RowWork rowWork(const cpclAttnParams_t& p, const Split& sp, int t, int* flag) {
   RowWork r;
-  int s = 0, r0, nr;
+  int s = 0, r0, nr, sl;
   r.len = 0;
-  const bool live = rowOf(p.queryStart, p.seqLens, p.numSeqs, t, flag, &s, &r0, &nr);
+  const bool live = rowOf(p.queryStart, p.seqLens, p.numSeqs, t, flag, &s, &r0, &nr, p.numTokens, &sl);
   if (live && sp.sparseIdx) {
     const int c = __ldg(sp.sparseCount + t); /* the filter's count: within 0 .. stride */
     r.len = c < 0 ? 0 : c > sp.sparseStride ? sp.sparseStride : c;
   } else if (live) {
-    const int64_t pos = (int64_t)p.seqLens[s] - nr + (t - r0);
+    const int64_t pos = (int64_t)sl - nr + (t - r0);
     int64_t len = cpclKvLocalLenOf(pos + 1, p.cpSize, p.cpRank, p.interleave);
     const int64_t cap = (int64_t)p.maxPagesPerSeq * p.pageSize;
     if (len > cap) { /* the block-table row cannot hold it: never read past it */
@@ -207,10 +207,10 @@ __device__ __forceinline__ RowWork rowWorkRaw(const cpclAttnParams_t& p, const S
   static_assert(kWarps <= 32, "the warp sums take 32 ints");
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   RowWork r;
-  int s = 0, r0, nr;
+  int s = 0, r0, nr, sl;
   int64_t pos = -1; /* a bad or padding row keeps nothing */
-  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, p.errorFlag, &s, &r0, &nr))
-    pos = (int64_t)p.seqLens[s] - nr + (t - r0);
+  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, p.errorFlag, &s, &r0, &nr, p.numTokens, &sl))
+    pos = (int64_t)sl - nr + (t - r0);
   r.seq = s;
   const int K = sp.sparseStride;
   const int32_t* in = sp.topkRaw + (int64_t)t * K;

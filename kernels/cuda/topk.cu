@@ -51,10 +51,10 @@ __global__ void __launch_bounds__(kTopkThreads) topkFilterKernel(const cpclTopkF
 #pragma unroll
     for (int e = 0; e < kTopkPer; e++) g[e] = kb + e < K ? __ldg(in + kb + e) : -1;
   }
-  int s, r0, n;
+  int s, r0, n, sl;
   int64_t pos = -1; /* a bad or padding row keeps nothing (its attention leaves it empty) */
-  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, tid == 0 ? p.errorFlag : nullptr, &s, &r0, &n))
-    pos = (int64_t)p.seqLens[s] - n + (t - r0);
+  if (rowOf(p.queryStart, p.seqLens, p.numSeqs, t, tid == 0 ? p.errorFlag : nullptr, &s, &r0, &n, p.numTokens, &sl))
+    pos = (int64_t)sl - n + (t - r0);
   const uint32_t W = (uint32_t)p.cpSize, I = (uint32_t)p.interleave, rank = (uint32_t)p.cpRank;
   if (tid == 0) sBase = 0;
   __syncthreads();
