@@ -5,7 +5,7 @@
 #   meson setup /tmp/bcuda -Dgpu_arch=90a -Dcuda=enabled -Dbuildtype=release && ninja -C /tmp/bcuda
 # packed as scratch/s20lib.tar.xz holding s20lib/{src,tools,tests/gpu} without the libcpcl.so.*.p folders
 # (tests link libcpcl statically; tools take $ORIGIN/../src). Carry scratch/s20lib.tar.xz.
-#   1. the gpu suite: test_gpu_kernels (run 7: the two tail forms bitwise; raw vs filtered sparse MLA bitwise),
+#   1. the gpu suite (the order below puts the new paths first, so a short call still checks them): test_gpu_kernels (run 7: the two tail forms bitwise; raw vs filtered sparse MLA bitwise),
 #      test_gpu_prefill np 1/2, test_gpu_decode np 1/2/4 with the bulk tail, np 1/2 with the top-k filter in
 #      the MLA attention (CPCL_MLA_SM90_TOPK=1);
 #   2. as time allows: kernel_perf (bare) with the rule's merge and with the bulk tail merge in its place;
@@ -16,22 +16,33 @@ R=$OUT; t0=$(date +%s); el() { echo $(( $(date +%s)-t0 )); }
 LIMIT=${LIMIT:-575}
 [ -d /tmp/s20lib ] || { tar xJf scratch/s20lib.tar.xz -C /tmp || exit 1; }
 N=/tmp/s20lib; P=$R/perf.txt; T=$R/tests.txt
+cap() { local l=$(( LIMIT - $(el) )); [ $l -lt $1 ] && echo $l || echo $1; } # a test's timeout within LIMIT
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,memory.total --format=csv,noheader | tee $R/gpu.txt
-timeout 200 $N/tests/gpu/test_gpu_kernels > $R/kernels.txt 2>&1; echo "test_gpu_kernels rc $? $(tail -n 1 $R/kernels.txt) $(el) s"
+timeout $(cap 200) $N/tests/gpu/test_gpu_kernels > $R/kernels.txt 2>&1; echo "test_gpu_kernels rc $? $(tail -n 1 $R/kernels.txt) $(el) s"
 grep -iE "fail|error" $R/kernels.txt | head -n 20 >> $T
-for np in 1 2; do CPCL_TIMEOUT_MS=60000 timeout 120 mpirun -np $np $N/tests/gpu/test_gpu_prefill > /tmp/tp$np.txt 2>&1
-  echo "test_gpu_prefill np$np rc $? $(tail -n 1 /tmp/tp$np.txt) $(el) s"; echo "== prefill np$np" >> $T; grep -iE "fail|error|expect" /tmp/tp$np.txt | head -n 10 >> $T; done
-for np in 1 2 4; do CPCL_GQA_SM90_TAIL=bulk CPCL_TIMEOUT_MS=60000 timeout 200 mpirun -np $np -x CPCL_GQA_SM90_TAIL $N/tests/gpu/test_gpu_decode > /tmp/td$np.txt 2>&1
-  echo "test_gpu_decode (bulk tail) np$np rc $? $(tail -n 1 /tmp/td$np.txt) $(el) s"; echo "== decode bulk np$np" >> $T; grep -iE "fail|error|expect" /tmp/td$np.txt | head -n 30 >> $T; done
-for np in 1 2; do CPCL_MLA_SM90_TOPK=1 CPCL_TIMEOUT_MS=60000 timeout 150 mpirun -np $np -x CPCL_MLA_SM90_TOPK $N/tests/gpu/test_gpu_decode > /tmp/tk$np.txt 2>&1
-  echo "test_gpu_decode (topk in attention) np$np rc $? $(tail -n 1 /tmp/tk$np.txt) $(el) s"; echo "== decode topk np$np" >> $T; grep -iE "fail|error|expect" /tmp/tk$np.txt | head -n 20 >> $T; done
+dec() { # np env-name env-value cap
+  [ $(( LIMIT - $(el) )) -lt 20 ] && { echo "test_gpu_decode np$1 $2=$3 skipped"; return; }
+  env $2=$3 CPCL_TIMEOUT_MS=60000 timeout $(cap $4) mpirun -np $1 -x $2 $N/tests/gpu/test_gpu_decode > /tmp/td.txt 2>&1
+  echo "test_gpu_decode ($2=$3) np$1 rc $? $(tail -n 1 /tmp/td.txt) $(el) s"; echo "== decode $2=$3 np$1" >> $T; grep -iE "fail|error|expect" /tmp/td.txt | head -n 30 >> $T; }
+pre() { # np
+  [ $(( LIMIT - $(el) )) -lt 20 ] && { echo "test_gpu_prefill np$1 skipped"; return; }
+  CPCL_TIMEOUT_MS=60000 timeout $(cap 120) mpirun -np $1 $N/tests/gpu/test_gpu_prefill > /tmp/tp.txt 2>&1
+  echo "test_gpu_prefill np$1 rc $? $(tail -n 1 /tmp/tp.txt) $(el) s"; echo "== prefill np$1" >> $T; grep -iE "fail|error|expect" /tmp/tp.txt | head -n 10 >> $T; }
 K=$N/tools/kernel_perf
-# bare: the rule's merge against the bulk tail merge in its place (the kernel_perf rows of issue 12)
-for ENVS in "" "CPCL_GQA_SM90_TAIL=bulk CPCL_GQA_SM90_MERGE=tail"; do
-  left=$(( LIMIT - 150 - $(el) )); [ $left -lt 20 ] && break
-  echo "== kernel_perf [$ENVS] ($(el) s)"
-  timeout $left env $ENVS $K -n 30 -C 0 -s 64,16,1,128,8192 -s 16,16,1,128,32768 -s 128,64,8,128,4096 -s 1,16,1,128,4096 2>&1 | grep -vE "^#|^$"
-done | tee $R/bare.txt
+bare() { # the rule's merge against the bulk tail merge in its place (the kernel_perf rows of issue 12)
+  for ENVS in "" "CPCL_GQA_SM90_TAIL=bulk CPCL_GQA_SM90_MERGE=tail"; do
+    left=$(( LIMIT - 30 - $(el) )); [ $left -lt 20 ] && break
+    echo "== kernel_perf [$ENVS] ($(el) s)"
+    timeout $left env $ENVS $K -n 30 -C 0 -s 64,16,1,128,8192 -s 16,16,1,128,32768 -s 128,64,8,128,4096 -s 1,16,1,128,4096 2>&1 | grep -vE "^#|^$"
+  done | tee $R/bare.txt; }
+dec 1 CPCL_GQA_SM90_TAIL bulk 200
+dec 1 CPCL_MLA_SM90_TOPK 1 150
+dec 2 CPCL_GQA_SM90_TAIL bulk 200
+bare
+pre 1
+dec 4 CPCL_GQA_SM90_TAIL bulk 200
+dec 2 CPCL_MLA_SM90_TOPK 1 150
+pre 2
 G="64,16,1,8192 32,64,1,32768 8,64,1,131072 1,16,1,4096"
 row() { # label B H K L, env in $ENVS
   local left=$(( LIMIT - 60 - $(el) )); [ $left -lt 20 ] && { echo "$1 B$2 H$3 L$5 skipped"; return; }
