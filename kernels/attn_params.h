@@ -126,11 +126,6 @@ int cpclCudaMlaSm90SparseFilters(void);
  * gqaSm90Workspace. Raises the body's launch attributes on the current device (call it at plan
  * creation, outside any stream capture). */
 int cpclCudaAttnGqaSm90Plan(const cpclAttnParams_t* shape, int maxTokens, int* chunkMin, int* workspace);
-/* The Hopper GQA body's tail merge from now on: 1 its partials by bulk copies (and in the fused
- * kernel every unit merged in its tail), 0 by 16-byte loads, anything else unchanged; returns the
- * form before the call (CPCL_GQA_SM90_TAIL=bulk sets 1 for the process; the tests compare the
- * two, which give the same bits) */
-int cpclGqaSm90SetTailForm(int bulk);
 /* bytes of split workspace that body's workspace form needs for maxTokens rows of numHeads heads
  * of headDimVo dims in at most splits splits (0 for one split); form 2's arrival counters are the
  * plan's splitCounters (cpclCudaAttnCounterCount covers them), not part of this */

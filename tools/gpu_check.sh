@@ -28,6 +28,13 @@ cp "$BUILD/meson-logs/testlog.txt" "$OUT/gpu_testlog.txt" 2>/dev/null
 grep -E "^ *[0-9]+/[0-9]+ " "$OUT/gpu_suite.log" | sed 's/  */ /g'
 grep -hE "checks,|passed|gave up|nccl \(" "$OUT/gpu_testlog.txt" | sort -u | head -12
 [ $suite -ne 0 ] && grep -E "\[rank|FAIL|error" "$OUT/gpu_testlog.txt" | head -20
+# the Hopper GQA body at the split counts the rule gives only to many-row plans (CL 1: no partials;
+# CL 2), forced on the suite's kernel cases and one-rank schedules
+for cl in 1 2; do
+  CPCL_GQA_SM90_SPLITS=$cl "$BUILD/tests/gpu/test_gpu_kernels" >"$OUT/kernels_cl$cl.txt" 2>&1 || suite=1
+  CPCL_GQA_SM90_SPLITS=$cl CPCL_TIMEOUT_MS=60000 "$BUILD/tests/gpu/test_gpu_decode" >"$OUT/decode_cl$cl.txt" 2>&1 || suite=1
+  echo "CPCL_GQA_SM90_SPLITS=$cl: $(tail -n 1 "$OUT/kernels_cl$cl.txt"); $(tail -n 1 "$OUT/decode_cl$cl.txt")"
+done
 [ "$MODE" = quick ] && exit $suite
 
 echo "== decode, one rank: every schedule against the bare kernel (CUDA-graph replays)"

@@ -382,7 +382,12 @@ extern "C" int cpclGqaSm90MaxActiveClusters(const GqaParams* in) {
  * H64/1 L128k 332.4 -> 147.8 (S + W, CL 32). A full wave is kCtasPerSm CTAs an SM (2: ~100 KB of
  * shared memory and 168 registers each); a plan of maxTokens rows launches maxTokens x Hkv x
  * head-block CTAs a split, so CL is the power of two nearest (in log scale) to one wave over
- * that count, 4 .. 64 (4, the floor, is what the large batches won at; fewer was not timed).
+ * that count, 1 .. 64. The floor was 4 until session 20 timed fewer (H100, kernel_perf, library
+ * plan, CPCL_GQA_SM90_SPLITS forced, us, CL 4 / 2 / 1): B128 H64/8 L4k (1024 CTAs a split) 736.4 /
+ * 723.6 / 703.9, B128 H16/1 L4k (128) 104.4 / 101.8 / 95.8; the bench's S form the same (734.6 /
+ * 712.6 / 698.0): a split's prologue, partials and merge cost more than the wave they fill. The
+ * rule so gives those two CL 1 and 2, and every shape of at most ~93 CTAs a split (one wave /
+ * 2.83) its old CL.
  * chunkMin 256 (at 64 splits 128: B1 L4k in 32 splits of 128 keys beat 16 of 256 and 64 of 64).
  * Only the plan's own figures enter, never the batch: a row's split layout (so its bits) depends
  * on its own length and these constants alone. The workspace form (unclustered splits, fp32
@@ -390,7 +395,7 @@ extern "C" int cpclGqaSm90MaxActiveClusters(const GqaParams* in) {
  * placement (62 clusters of 4 or 30 of 8 resident, where 64 were launched); the clusters stay
  * only where the workspace for maxTokens rows would pass kMaxWsBytes (the cap of the CUDA-core
  * body's split workspace, cpclCudaAttnMaxSplits): they need none. */
-constexpr int kCtasPerSm = 2, kMinSplits = 4;
+constexpr int kCtasPerSm = 2, kMinSplits = 1;
 constexpr size_t kMaxWsBytes = (size_t)256 << 20;
 /* Where the workspace form merges (docs/GQA_SM90.md "Session 4" and "Session 4b"): in the last
  * split's tail (form 2) when the partials one CTA then reads, a unit's min(G, head block) heads x CL
@@ -473,16 +478,6 @@ extern "C" void cpclGqaSm90Plan(int maxTokens, int numKvHeads, int groupSize, in
  * evict-first) unless the variable is "0" (the measurement knob of docs/GQA_SM90.md "Session 15") */
 static std::atomic<int> l2HintSet{-1};
 static int l2HintOf(const char* e) { return e != nullptr && strcmp(e, "0") == 0 ? 0 : 1; }
-/* CPCL_GQA_SM90_TAIL, read once per process (or set first by cpclGqaSm90SetTailForm): "bulk" 1
- * (GqaParams.tailBulk), anything else 0. A measurement knob while its figures are not in
- * (docs/GQA_SM90.md "Session 19"): time only, the bits are the same. */
-static std::atomic<int> tailBulkSet{-1};
-static int tailBulkOf(const char* e) { return e != nullptr && strcmp(e, "bulk") == 0 ? 1 : 0; }
-extern "C" int cpclGqaSm90SetTailForm(int bulk) {
-  const int old = cpcl::settingNow(tailBulkSet, "CPCL_GQA_SM90_TAIL", tailBulkOf);
-  if (bulk == 0 || bulk == 1) tailBulkSet.store(bulk, std::memory_order_release);
-  return old;
-}
 static GqaParams fromAttn(const cpclAttnParams_t* a, int copyMode) {
   GqaParams p;
   memset(&p, 0, sizeof p);
@@ -522,7 +517,6 @@ static GqaParams fromAttn(const cpclAttnParams_t* a, int copyMode) {
   p.stages = stagesNow();
   p.copyMode = copyMode;
   p.l2Hint = cpcl::settingNow(l2HintSet, "CPCL_GQA_SM90_L2", l2HintOf);
-  p.tailBulk = cpcl::settingNow(tailBulkSet, "CPCL_GQA_SM90_TAIL", tailBulkOf);
   return p;
 }
 
@@ -579,7 +573,7 @@ static int prepare(const cpclAttnParams_t* a, bool fused, GqaParams* out, GqaKvM
     if (fused && a->gqaSm90Workspace == 1 && p.wsCount) {
       const int nh = p.groupSize < p.numHeads ? p.groupSize : p.numHeads, hc = 16 * headBlockWidth(nh);
       const size_t tail = (size_t)(nh < hc ? nh : hc) * p.clusterSplits * p.headDim * sizeof(float);
-      if (tail > kFusedTailBytes && !p.tailBulk) p.wsReady = p.wsCount + (int64_t)p.numTokens * gridY(&p);
+      if (tail > kFusedTailBytes) p.wsReady = p.wsCount + (int64_t)p.numTokens * gridY(&p);
     }
   }
   if (tma) {

@@ -113,11 +113,10 @@ struct Tail {
   static constexpr size_t kPL = kPO + (size_t)HC * D * 4;           /* [HC] */
   static constexpr size_t kEnd = kPL + HC * 4;
 };
-/* full[16], empty[16], the split's bad-page mark (+256), the tail merge's last-arrival flag (+260),
- * the bulk tail merge's two buffer barriers (+kTailBarOff, +kTailBarOff + 8) */
-constexpr int kTailBarOff = 16 * 2 * 8 + 16, kBarBytes = kTailBarOff + 16;
+/* full[16], empty[16], the split's bad-page mark (+256), the tail merge's last-arrival flag (+260) */
+constexpr int kBarBytes = 16 * 2 * 8 + 16;
 /* CPCL_GQA_RACECHECK_SCRATCH, a build for compute-sanitizer's racecheck only (docs/GQA_SM90.md
- * "Session 19"): the tail's scratch (Tail, and the tail merges' weights and buffers) past the stages
+ * "Session 19"): the tail's scratch (Tail, and the tail merge's weights) past the stages
  * instead of over them, so no byte the TMA writes is ever written or read by threads too; racecheck
  * reports hazards across the epilogue's __syncthreads that no model of the code explains, and this
  * build tells whether the async proxy's earlier writes of the same bytes are what it mis-orders.
@@ -275,9 +274,6 @@ struct StandaloneCta {
 template <typename T, int D, int HC, class Cta>
 __device__ __forceinline__ void tailMerge(const GqaParams& p, const Cta& cta, unsigned char* smem, int64_t u0, int t,
                                           int h0, int nh, int ns);
-template <typename T, int D, int HC, class Cta>
-__device__ __forceinline__ void tailMergeBulk(const GqaParams& p, const Cta& cta, unsigned char* smem, size_t room,
-                                              uint32_t bars, int64_t u0, int t, int h0, int nh, int ns);
 
 /* One CTA of the body: grid cell (bx, by) of a grid gy cells tall (gqaDecodeKernel's blockIdx,
  * gridDim.y). Returns whether this CTA wrote the final out / lse of its heads [*ctaG0, *ctaG0 +
@@ -713,11 +709,7 @@ __device__ __forceinline__ bool gqaCta(const CUtensorMap& kMap, const CUtensorMa
       if constexpr (Cta::kFused)
         if (p.wsReady) return false;
       __threadfence();
-      if (p.tailBulk)
-        tailMergeBulk<T, D, HC>(p, cta, scratch, bodyBytes<D, HB, kTma>(stages) - scratchOff<D, HB, kTma>(stages),
-                                barBase + kTailBarOff, u0, t, g0 - p.headBegin, nh, ns);
-      else
-        tailMerge<T, D, HC>(p, cta, scratch, u0, t, g0 - p.headBegin, nh, ns);
+      tailMerge<T, D, HC>(p, cta, scratch, u0, t, g0 - p.headBegin, nh, ns);
       if (tid == 0) GQA90_MARK(trSlot, 11);
       return true;
     }
@@ -837,29 +829,6 @@ __device__ __forceinline__ void storeMerged(const GqaParams& p, const Cta& cta, 
     if (float* l = cta.lse(p, g, t)) *l = p.lseBase2 ? lse2 : lse2 * kLn2;
 }
 
-/* The tail merges' first two steps (tailMerge, tailMergeBulk), every thread of the CTA: the unit's
- * nh x ns base-2 LSEs into wS[r * kMaxWsSplits + k] (one round trip), then mergeWeights by a warp a
- * head (gqaMergeKernel's butterflies): the weights replace the LSEs, the merged LSE goes to lS[r]. */
-__device__ __forceinline__ void tailWeights(const GqaParams& p, float* wS, float* lS, int64_t u0, int nh, int ns) {
-  constexpr int NW = kThreads / 32, WS = kMaxWsSplits;
-  const int S = p.clusterSplits, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  for (int i = tid; i < nh * ns; i += kThreads) {
-    const int r = i / ns, k = i - r * ns;
-    wS[r * WS + k] = __ldcg(p.wsLse + (u0 + r) * S + k);
-  }
-  __syncthreads();
-  for (int r = warp; r < nh; r += NW) {
-    const float x0 = lane < ns ? wS[r * WS + lane] : -INFINITY;
-    const float x1 = lane + 32 < ns ? wS[r * WS + lane + 32] : -INFINITY;
-    float w0, w1, lse2;
-    mergeWeights(x0, x1, &w0, &w1, &lse2);
-    if (lane < ns) wS[r * WS + lane] = w0; /* each lane rewrites only what it read */
-    if (lane + 32 < ns) wS[r * WS + lane + 32] = w1;
-    if (lane == 0) lS[r] = lse2;
-  }
-  __syncthreads();
-}
-
 /* The tail merge (form 2): run by every thread of the CTA that counted in last for the unit of
  * heads h0 .. h0 + nh - 1 of row t (u0: the first one's index), after its partials and the other
  * splits' are visible. The same three steps per (row, head) as gqaMergeKernel, so the same bits: the
@@ -877,7 +846,21 @@ __device__ __forceinline__ void tailMerge(const GqaParams& p, const Cta& cta, un
   float* lS = wS + HC * WS;                   /* [HC]: the merged LSE */
   const int S = p.clusterSplits, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   /* the stages are free: the caller's barriers after its partial stores passed */
-  tailWeights(p, wS, lS, u0, nh, ns);
+  for (int i = tid; i < nh * ns; i += kThreads) {
+    const int r = i / ns, k = i - r * ns;
+    wS[r * WS + k] = __ldcg(p.wsLse + (u0 + r) * S + k);
+  }
+  __syncthreads();
+  for (int r = warp; r < nh; r += NW) {
+    const float x0 = lane < ns ? wS[r * WS + lane] : -INFINITY;
+    const float x1 = lane + 32 < ns ? wS[r * WS + lane + 32] : -INFINITY;
+    float w0, w1, lse2;
+    mergeWeights(x0, x1, &w0, &w1, &lse2);
+    if (lane < ns) wS[r * WS + lane] = w0; /* each lane rewrites only what it read */
+    if (lane + 32 < ns) wS[r * WS + lane + 32] = w1;
+    if (lane == 0) lS[r] = lse2;
+  }
+  __syncthreads();
   const int nj = warp < nh ? (nh - warp + NW - 1) / NW : 0, total = nj * ns; /* this warp's (head, split) pairs */
   float acc[E];
 #pragma unroll
@@ -899,96 +882,6 @@ __device__ __forceinline__ void tailMerge(const GqaParams& p, const Cta& cta, un
         storeMerged<T, D>(p, cta, t, h0 + r, lane, acc, lS[r]);
 #pragma unroll
         for (int e = 0; e < E; e++) acc[e] = 0.f;
-      }
-    }
-  }
-}
-
-/* The tail merge with the unit's partials brought into shared memory by bulk copies (p.tailBulk,
- * CPCL_GQA_SM90_TAIL=bulk; docs/GQA_SM90.md "Session 19"): tailMerge's loads are kMergeBatch 16-byte
- * loads a lane in flight, a round trip a batch, which under the other CTAs' HBM stream is ~1-2 us
- * each (B16 H16/1 L32k: 128 KB in ~8 us). Here thread 0 copies head r's ns partials (ns x D x 4
- * contiguous bytes at wsO + (u0 + r) S D) with one cp.async.bulk each, a group of heads a buffer,
- * two buffers of the dead stages (room bytes past the weights) in flight on their own mbarriers
- * (bars, bars + 8: initialised here, so the stages' barriers keep their phases). The LSEs and
- * weights are tailMerge's (the same loads, mergeWeights by a warp a head); then warp w takes the
- * group's heads w, w + 5, ... and accumulates its lane's D / 32 dims over splits 0 .. ns - 1 in
- * order with accPart's fmaf from acc = 0, reading a live split only (a dead one's bytes are never
- * used): the merge kernel's bits. Ordering: the caller's fence after the count (acquire) orders the
- * other splits' partial stores before thread 0's loads; its fence.proxy.async orders them, and the
- * CTA's own generic accesses of the buffers, before the async proxy's reads and writes; a buffer is
- * refilled only after the barrier that follows every warp's reads of it. A head whose partials do
- * not fit half the room (ns x D x 4 > room / 2: 2 stages at 64 splits) takes tailMerge. */
-template <typename T, int D, int HC, class Cta>
-__device__ __forceinline__ void tailMergeBulk(const GqaParams& p, const Cta& cta, unsigned char* smem, size_t room,
-                                              uint32_t bars, int64_t u0, int t, int h0, int nh, int ns) {
-  constexpr int E = D / 32, NW = kThreads / 32, WS = kMaxWsSplits;
-  constexpr uint32_t kBufOff = ((uint32_t)HC * (WS + 1) * 4 + 127) / 128 * 128;
-  const uint32_t headB = (uint32_t)ns * D * 4;
-  const uint32_t bufB = room > kBufOff ? (((uint32_t)room - kBufOff) / 2) & ~15u : 0u;
-  const int hpb = headB <= bufB ? (int)(bufB / headB) : 0; /* heads a buffer */
-  if (hpb == 0) {
-    tailMerge<T, D, HC>(p, cta, smem, u0, t, h0, nh, ns);
-    return;
-  }
-  float* wS = reinterpret_cast<float*>(smem); /* [HC][WS]: the LSEs, then the weights */
-  float* lS = wS + HC * WS;                   /* [HC]: the merged LSE */
-  const int S = p.clusterSplits, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int nG = (nh + hpb - 1) / hpb;
-  const float* part = p.wsO + u0 * S * D; /* head r's partials at part + r S D */
-  if (tid == 0) {
-    mbarInit(bars, 1);
-    mbarInit(bars + 8, 1);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    asm volatile("fence.proxy.async.global;\n" ::: "memory");
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-  }
-  __syncthreads(); /* the barriers initialised; every thread's accesses of the buffers done */
-  /* group g's copies into buffer g & 1, by thread 0 */
-  auto issue = [&](int g) {
-    const int r0 = g * hpb, n = min(hpb, nh - r0);
-    const uint32_t bar = bars + 8 * (g & 1), dst = smemAddr(smem) + kBufOff + (g & 1) * bufB;
-    mbarExpectTx(bar, (uint32_t)n * headB);
-    for (int r = 0; r < n; r++) bulkG2S(dst + r * headB, part + (r0 + r) * S * D, headB, bar);
-  };
-  if (tid == 0) {
-    issue(0);
-    if (nG > 1) issue(1);
-  }
-  tailWeights(p, wS, lS, u0, nh, ns);
-#pragma unroll 1
-  for (int g = 0; g < nG; g++) {
-    const int r0 = g * hpb, n = min(hpb, nh - r0);
-    mbarWait(bars + 8 * (g & 1), (uint32_t)(g >> 1) & 1u);
-    const float* b = reinterpret_cast<const float*>(smem + kBufOff + (g & 1) * bufB) + lane * E;
-#pragma unroll 1
-    for (int j = warp; j < n; j += NW) {
-      const int r = r0 + j;
-      float acc[E];
-#pragma unroll
-      for (int e = 0; e < E; e++) acc[e] = 0.f;
-#pragma unroll 1
-      for (int k = 0; k < ns; k++) {
-        const float w = wS[r * WS + k];
-        if (w == 0.f) continue; /* an empty split, as loadPart / accPart: its bytes are never read */
-        float v[E];
-        const float* src = b + (j * ns + k) * D;
-        if (E == 4) {
-          const float4 x = *reinterpret_cast<const float4*>(src);
-          v[0] = x.x, v[1 % E] = x.y, v[2 % E] = x.z, v[3 % E] = x.w;
-        } else {
-          const float2 x = *reinterpret_cast<const float2*>(src);
-          v[0] = x.x, v[1 % E] = x.y;
-        }
-        accPart<E>(acc, v, w);
-      }
-      storeMerged<T, D>(p, cta, t, h0 + r, lane, acc, lS[r]);
-    }
-    if (g + 2 < nG) {
-      __syncthreads(); /* every warp's reads of buffer g & 1 are done */
-      if (tid == 0) {
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* those generic reads before the bulk writes */
-        issue(g + 2);
       }
     }
   }

@@ -81,10 +81,6 @@ typedef struct {
   /* 1: the TMA boxes of K and V carry an L2 evict-first policy (each byte is read once a step);
    * 0: no policy (docs/GQA_SM90.md "Session 15"). Time only: the bits are the same. */
   int l2Hint;
-  /* 1: the tail merge (wsCount) brings the unit's partials into shared memory by bulk copies
-   * (tailMergeBulk), and inside the fused kernel every unit merges in its tail (no wsReady); 0:
-   * 16-byte loads (tailMerge). The same bits either way (docs/GQA_SM90.md "Session 19"). */
-  int tailBulk;
 } GqaParams;
 
 /* The diagnostic timeline's table (GQA90_MARK in gqa_sm90.cuh; built in with CPCL_GQA_TRACE only):

@@ -16,7 +16,7 @@
  * Knobs (docs/GQA_SM90.md "Session 19"): GQA_VARIANTS="CL:chunkMin:stages:mode:pdl:consumer:ws,..." times
  *   those variants instead of the list; GQA_SHAPES="B:H:Hkv:L,..." those shapes instead of issue 12's;
  *   GQA_SEQUENTIAL=1 gives each sequence its pages in address order (timing only); GQA_PAGE=n pages of
- *   n tokens; GQA_TAIL=1 the tail merge by bulk copies.
+ *   n tokens.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -216,8 +216,6 @@ static GqaParams paramsOf(const Batch& b, const Case& c, int copy) {
   p.consumer = c.consumer;
   /* the library's L2 policy (GqaParams.l2Hint) unless GQA_L2=0 (docs/GQA_SM90.md "Session 15") */
   p.l2Hint = !(getenv("GQA_L2") && atoi(getenv("GQA_L2")) == 0);
-  /* GQA_TAIL=1: the F variants' tail merge by bulk copies (tailMergeBulk) */
-  p.tailBulk = getenv("GQA_TAIL") && atoi(getenv("GQA_TAIL")) == 1;
   if (c.ws) {
     p.wsO = b.ws;
     p.wsLse = b.ws + (size_t)std::max(b.numTokens, 1) * c.H * kWsSplits * c.D;
