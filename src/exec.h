@@ -61,9 +61,10 @@ typedef struct cpclExecOps {
   cpclResult_t (*prefill)(const cpclPrefillParams_t* p, cpclStream_t stream);
   /* sparse attention: each row's owned top-k keys as local indices (topk_params.h) */
   cpclResult_t (*topkFilter)(const cpclTopkFilterParams_t* p, cpclStream_t stream);
-  /* 1 when the attention of a sparse plan of desc's shape (numHeads gathered heads) filters the rows'
-   * top-k lists itself (attn_params.h topkRaw), so a step runs no topkFilter; NULL or 0: it does not */
-  int (*topkInAttention)(const cpclAttnDesc_t* d, int numHeads);
+  /* 1 when the attention of a sparse plan of desc's shape (maxTokens rows, numHeads gathered heads)
+   * filters the rows' top-k lists itself (attn_params.h topkRaw), so a step runs no topkFilter; NULL
+   * or 0: it does not */
+  int (*topkInAttention)(const cpclAttnDesc_t* d, int maxTokens, int numHeads);
   /* Host-built arrays the kernels read (the prefill layout), `bytes` of them per step: stageBegin
    * gives this step's host area to fill, stageEnd the kernels' view of it once it is there (the
    * host: the same memory; CUDA: a device copy, made on stream). The CUDA stager alternates two

@@ -283,7 +283,7 @@ static void planInit(struct cpclAttnPlan* pl, struct cpclComm* comm, const cpclA
                                               &pl->gqaSm90Splits, &pl->gqaSm90ChunkMin, &pl->gqaSm90Workspace);
   /* the fused kernel's sparse steps run the CUDA-core body, which reads the filter kernel's lists */
   pl->topkInKernel = desc->topk > 0 && algo != CPCL_ALGO_FUSED && exec->topkInAttention != NULL &&
-                     exec->topkInAttention(desc, pl->D * pl->H);
+                     exec->topkInAttention(desc, maxTokens, pl->D * pl->H);
   pl->prefillAlgo = sel->prefill;
   pl->prefillSlots = 1;
   if (pl->prefillSlots) {

@@ -35,6 +35,11 @@ for cl in 1 2; do
   CPCL_GQA_SM90_SPLITS=$cl CPCL_TIMEOUT_MS=60000 "$BUILD/tests/gpu/test_gpu_decode" >"$OUT/decode_cl$cl.txt" 2>&1 || suite=1
   echo "CPCL_GQA_SM90_SPLITS=$cl: $(tail -n 1 "$OUT/kernels_cl$cl.txt"); $(tail -n 1 "$OUT/decode_cl$cl.txt")"
 done
+# sparse plans: both places of the top-k filter (the suite's few-row plans filter inside the attention)
+for tk in 0 1; do
+  CPCL_MLA_SM90_TOPK=$tk CPCL_TIMEOUT_MS=60000 "$BUILD/tests/gpu/test_gpu_decode" >"$OUT/decode_topk$tk.txt" 2>&1 || suite=1
+  echo "CPCL_MLA_SM90_TOPK=$tk: $(tail -n 1 "$OUT/decode_topk$tk.txt")"
+done
 [ "$MODE" = quick ] && exit $suite
 
 echo "== decode, one rank: every schedule against the bare kernel (CUDA-graph replays)"

@@ -38,9 +38,10 @@ static const cpclParamDef_t paramDefs[CPCL_PARAM_NUM] = {
          "tensor-core body there, and the automatic schedule is a2a where the Hopper body runs",
          1},
     [CPCL_PARAM_MLA_SM90_TOPK] =
-        {"CPCL_MLA_SM90_TOPK", "0",
-         "1: sparse plans on the Hopper MLA body (gathers 17, 18, 20; not the fused schedule) filter their top-k "
-         "lists inside the attention, with no filter kernel (plans created after it is read); 0: the filter kernel",
+        {"CPCL_MLA_SM90_TOPK", "2",
+         "sparse plans on the Hopper MLA body (gathers 17, 18, 20; not the fused schedule) filter their top-k "
+         "lists inside the attention, with no filter kernel: 1 always, 2 where the plan's CTAs fit one wave of "
+         "the SMs, 0 never (plans created after it is read)",
          1},
     [CPCL_PARAM_PREFILL_ALGO] = {"CPCL_PREFILL_ALGO", "",
                                  "force the prefill schedule: allgather or ring (empty: automatic)", 0},
