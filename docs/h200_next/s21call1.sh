@@ -8,7 +8,8 @@
 #   (tar -C /tmp -cf - s21lib | xz -T2 -3 > scratch/s21lib.tar.xz)   # ~56 MB, under the 64 MiB carry
 #   cp ../shared/bench/torch_decode_anchor.py scratch/
 # carry ["scratch/s21lib.tar.xz", "scratch/torch_decode_anchor.py"].
-#   1. the gpu suite on the final tree: kernels (plain, CL 1 and CL 2 forced), decode np 1/2/4 (+ CL 1 np 1),
+#   1. the gpu suite on the final tree: kernels (plain, CL 1 and CL 2 forced), decode np 1/2/4 (+ CL 1 np 1, and
+#      the top-k filter forced to each place: CPCL_MLA_SM90_TOPK 0 / 1),
 #      prefill np 1/2, faults;
 #   2. issue 12's kernel_perf rows (the CL-1 rule: B128 H64/8 now 1 split) beside PyTorch's cuDNN anchor;
 #   3. the split sweep that decides the wave question: CL forced on B128 H16/1, B64 H16/1, B32 H64/1, B8 H64/1.
@@ -28,6 +29,8 @@ dec() { # np splits
     $N/tests/gpu/test_gpu_decode > /tmp/d.txt 2>&1
   echo "test_gpu_decode np$1 [SPLITS=$2] rc $? $(tail -n 1 /tmp/d.txt) $(el) s"; grep -iE "fail|expect" /tmp/d.txt | head -n 10 >> $T; }
 dec 1 ""; dec 2 ""; dec 4 ""; dec 1 1
+for tk in 0 1; do CPCL_MLA_SM90_TOPK=$tk CPCL_TIMEOUT_MS=60000 timeout $(cap 120) $N/tests/gpu/test_gpu_decode > /tmp/d.txt 2>&1
+  echo "test_gpu_decode np1 [MLA_SM90_TOPK=$tk] rc $? $(tail -n 1 /tmp/d.txt) $(el) s"; done
 for np in 1 2; do CPCL_TIMEOUT_MS=60000 timeout $(cap 120) mpirun -np $np $N/tests/gpu/test_gpu_prefill > /tmp/p.txt 2>&1
   echo "test_gpu_prefill np$np rc $? $(tail -n 1 /tmp/p.txt) $(el) s"; done
 timeout $(cap 60) $N/tests/gpu/test_gpu_faults > /tmp/f.txt 2>&1; echo "test_gpu_faults rc $? $(tail -n 1 /tmp/f.txt) $(el) s"
