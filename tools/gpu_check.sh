@@ -32,12 +32,14 @@ grep -hE "checks,|passed|gave up|nccl \(" "$OUT/gpu_testlog.txt" | sort -u | hea
 # CL 2), forced on the suite's kernel cases and one-rank schedules
 for cl in 1 2; do
   CPCL_GQA_SM90_SPLITS=$cl "$BUILD/tests/gpu/test_gpu_kernels" >"$OUT/kernels_cl$cl.txt" 2>&1 || suite=1
-  CPCL_GQA_SM90_SPLITS=$cl CPCL_TIMEOUT_MS=60000 "$BUILD/tests/gpu/test_gpu_decode" >"$OUT/decode_cl$cl.txt" 2>&1 || suite=1
+  CPCL_GQA_SM90_SPLITS=$cl CPCL_TIMEOUT_MS=60000 mpirun -np 1 -x CPCL_GQA_SM90_SPLITS -x CPCL_TIMEOUT_MS \
+    "$BUILD/tests/gpu/test_gpu_decode" >"$OUT/decode_cl$cl.txt" 2>&1 || suite=1
   echo "CPCL_GQA_SM90_SPLITS=$cl: $(tail -n 1 "$OUT/kernels_cl$cl.txt"); $(tail -n 1 "$OUT/decode_cl$cl.txt")"
 done
 # sparse plans: both places of the top-k filter (the suite's few-row plans filter inside the attention)
 for tk in 0 1; do
-  CPCL_MLA_SM90_TOPK=$tk CPCL_TIMEOUT_MS=60000 "$BUILD/tests/gpu/test_gpu_decode" >"$OUT/decode_topk$tk.txt" 2>&1 || suite=1
+  CPCL_MLA_SM90_TOPK=$tk CPCL_TIMEOUT_MS=60000 mpirun -np 1 -x CPCL_MLA_SM90_TOPK -x CPCL_TIMEOUT_MS \
+    "$BUILD/tests/gpu/test_gpu_decode" >"$OUT/decode_topk$tk.txt" 2>&1 || suite=1
   echo "CPCL_MLA_SM90_TOPK=$tk: $(tail -n 1 "$OUT/decode_topk$tk.txt")"
 done
 [ "$MODE" = quick ] && exit $suite

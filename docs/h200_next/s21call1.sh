@@ -29,7 +29,7 @@ dec() { # np splits
     $N/tests/gpu/test_gpu_decode > /tmp/d.txt 2>&1
   echo "test_gpu_decode np$1 [SPLITS=$2] rc $? $(tail -n 1 /tmp/d.txt) $(el) s"; grep -iE "fail|expect" /tmp/d.txt | head -n 10 >> $T; }
 dec 1 ""; dec 2 ""; dec 4 ""; dec 1 1
-for tk in 0 1; do CPCL_MLA_SM90_TOPK=$tk CPCL_TIMEOUT_MS=60000 timeout $(cap 120) $N/tests/gpu/test_gpu_decode > /tmp/d.txt 2>&1
+for tk in 0 1; do CPCL_MLA_SM90_TOPK=$tk CPCL_TIMEOUT_MS=60000 timeout $(cap 120) mpirun -np 1 -x CPCL_MLA_SM90_TOPK -x CPCL_TIMEOUT_MS $N/tests/gpu/test_gpu_decode > /tmp/d.txt 2>&1
   echo "test_gpu_decode np1 [MLA_SM90_TOPK=$tk] rc $? $(tail -n 1 /tmp/d.txt) $(el) s"; done
 for np in 1 2; do CPCL_TIMEOUT_MS=60000 timeout $(cap 120) mpirun -np $np $N/tests/gpu/test_gpu_prefill > /tmp/p.txt 2>&1
   echo "test_gpu_prefill np$np rc $? $(tail -n 1 /tmp/p.txt) $(el) s"; done
