@@ -116,6 +116,9 @@ size_t cpclCudaAttnCounterCount(int maxTokens, int numHeads);
  * or 0 where the body does not apply (another shape, or not a compute capability 9.0 device):
  * the value of cpclAttnParams_t.mlaSm90Splits. */
 int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxTokens);
+/* 1 when that body's grid for a plan of maxTokens rows of numHeads heads fits one wave of the
+ * current device's SMs (one CTA an SM) */
+int cpclCudaAttnMlaSm90OneWave(int maxTokens, int numHeads);
 /* 1 when the Hopper MLA body's sparse schedule now (cpclMlaSm90SetSparseVariant /
  * CPCL_MLA_SM90_SPARSE) is a gather that filters inside the attention (topkRaw: 17, 18, 20) */
 int cpclCudaMlaSm90SparseFilters(void);

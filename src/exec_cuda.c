@@ -287,25 +287,17 @@ static cpclResult_t cudaTopkFilterOp(const cpclTopkFilterParams_t* p, cpclStream
   return launched(cpclCudaTopkFilter(p, s), "top-k filter kernel");
 }
 /* A sparse plan that runs the Hopper MLA body with a gather that filters: CPCL_MLA_SM90_TOPK 1 always,
- * 2 (the default) where the plan's CTAs (maxTokens x 64-head chunks x splits, one an SM) fit one wave
- * of the device's SMs, 0 never. Each CTA scans its row's whole list twice before its first gather; one
- * reading of the figures is that a second wave pays that again, where the filter kernel pays it once
- * for every row (docs/MLA_SM90.md
- * "Session 20", H100, K 2048, page 64, filter kernel / in the attention: B64 H128 128 CTAs W1 128.8 /
- * 122.2 us, W8 40.1 / 37.0; B128 256 CTAs W1 241.0 / 239.5, W8 71.9 / 76.4). The bits are the same
- * either way (test_gpu_kernels compares them). */
+ * 2 (the default) where the body's grid fits one wave of the SMs (cpclCudaAttnMlaSm90OneWave), 0
+ * never. The bits are the same either way (test_gpu_kernels compares them). Measured (docs/MLA_SM90.md
+ * "Session 20", H100, K 2048, page 64, filter kernel / in the attention, us): B64 H128 (128 CTAs) W1
+ * 128.8 / 122.2, W8 40.1 / 37.0; B128 (256 CTAs) W1 241.0 / 239.5, W8 71.9 / 76.4. Each CTA scans its
+ * row's whole list twice before its first gather; one reading is that a second wave pays that again,
+ * where the filter kernel pays it once for every row. */
 static int cudaTopkInAttention(const cpclAttnDesc_t* d, int maxTokens, int numHeads) {
   const int mode = cpclParamInt(CPCL_PARAM_MLA_SM90_TOPK);
-  if (d->topk <= 0 || mode == 0 || !cpclCudaMlaSm90SparseFilters()) return 0;
-  const int splits = mlaSm90Splits(d, maxTokens, numHeads);
-  if (splits <= 0) return 0;
-  if (mode == 1) return 1;
-  int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+  if (d->topk <= 0 || mode == 0 || !cpclCudaMlaSm90SparseFilters() || mlaSm90Splits(d, maxTokens, numHeads) <= 0)
     return 0;
-  const long long ctas = (long long)(maxTokens > 0 ? maxTokens : 1) * ((numHeads + 63) / 64) * splits;
-  return ctas <= sms;
+  return mode == 1 || cpclCudaAttnMlaSm90OneWave(maxTokens, numHeads);
 }
 
 const cpclExecOps_t cpclExecCuda = {

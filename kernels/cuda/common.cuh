@@ -126,9 +126,9 @@ __device__ __forceinline__ void reportError(int* flag, int code, int seq, int va
 
 /* Row t of the batch: its sequence, first row and row count, checked against the data. Returns
  * false (and records why) when queryStart or seqLens are inconsistent for this row. numTokens > 0
- * (the batch's rows) lets it guess the sequence first (below); seqLen, if given, receives seqLens[seq]. */
+ * (the batch's rows) lets it guess the sequence first (below); seqLen receives seqLens[seq]. */
 __device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* seqLens, int numSeqs, int t, int* flag,
-                                      int* seq, int* r0, int* n, int numTokens = 0, int* seqLen = nullptr);
+                                      int* seq, int* r0, int* n, int numTokens, int* seqLen);
 
 /* the sequence of row t: queryStart is sorted; one row per sequence when NULL */
 __device__ __forceinline__ int seqOfRow(const int32_t* queryStart, int numSeqs, int t) {
@@ -169,7 +169,7 @@ __device__ __forceinline__ bool rowOf(const int32_t* queryStart, const int32_t* 
   *seq = s;
   *r0 = q0;
   *n = q1 - q0;
-  if (seqLen) *seqLen = len;
+  *seqLen = len;
   if (t < q0 || t >= q1) {
     reportError(flag, CPCL_KERR_QUERY_START, s, q0, q1);
     return false;

@@ -230,10 +230,13 @@ extern "C" int cpclMlaSm90KvMap(CUtensorMap* map, const void* kvCache, int64_t n
   return encodeRows(map, kvCache, numPages * pageSize, pageSize < 64 ? pageSize : 64);
 }
 
+/* the CTAs of one split of a plan of maxTokens rows of numHeads heads: a row's 64-head chunks */
+static int planCtas(int maxTokens, int numHeads) { return (maxTokens > 0 ? maxTokens : 1) * ((numHeads + 63) / 64); }
+
 extern "C" void cpclMlaSm90Plan(int maxTokens, int numHeads, int numSms, int* maxSplits, int* chunkMin) {
   /* enough CTAs for about one wave at the plan's largest batch, never more than 64 splits; fixed
    * per plan so a row's result does not depend on the rest of its batch */
-  const int ctas = (maxTokens > 0 ? maxTokens : 1) * ((numHeads + 63) / 64);
+  const int ctas = planCtas(maxTokens, numHeads);
   int s = numSms / ctas;
   s = s < 1 ? 1 : s > 64 ? 64 : s;
   *maxSplits = s;
@@ -553,6 +556,14 @@ extern "C" int cpclCudaAttnMlaSm90Splits(const cpclAttnParams_t* shape, int maxT
   int splits, chunkMin;
   cpclMlaSm90Plan(maxTokens, shape->numHeads, sms, &splits, &chunkMin);
   return splits;
+}
+
+extern "C" int cpclCudaAttnMlaSm90OneWave(int maxTokens, int numHeads) {
+  int dev, sms;
+  if (cpcl::mla90::deviceCc(&dev, &sms) < 0) return 0;
+  /* the plan's splits fill the SMs left over (cpclMlaSm90Plan), so its grid fits one wave, one CTA
+   * an SM, exactly when one split's CTAs do */
+  return planCtas(maxTokens, numHeads) <= sms;
 }
 
 extern "C" size_t cpclCudaAttnMlaSm90WorkspaceBytes(int maxTokens, int numHeads, int splits) {
